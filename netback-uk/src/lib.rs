@@ -1,0 +1,6 @@
+//! netback-uk: a unikernel domain serving a multi-way LAN ("xensnet").
+//!
+//! Every member domain is a port of a switch. The switch logic lives here,
+//! generic over the share-hal platform traits; the PVH image wraps it.
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]

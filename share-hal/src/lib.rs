@@ -1,0 +1,29 @@
+//! The share transport.
+//!
+//! A *share* is a set of pages owned by one domain and granted to a set of
+//! *member* domains. Members *watch* for *triggers* (event channels) and move
+//! bulk data with *scatter-gather transfer* (grant copy). Everything the
+//! hypervisor or the OS provides sits behind the traits of [`platform`];
+//! everything else here is `no_std`, platform-free protocol logic.
+//!
+//! Platforms:
+//! - [`sim`] (feature `sim`): domains as ordinary Linux processes, for tests
+//!   and benchmarks on any machine.
+//! - Xen PVH (the unikernel runtime) and Linux userspace on Xen (`/dev/xen/*`)
+//!   implement the same traits.
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+pub mod error;
+pub mod platform;
+pub mod volatile;
+pub mod wire;
+
+#[cfg(feature = "sim")]
+pub mod sim;
+
+pub use error::{Error, Result};
+pub use platform::{DomId, GrantRef, Port};
+pub use volatile::SharedMem;

@@ -1,0 +1,41 @@
+//! `cargo xtask test`: every test this machine can run.
+use anyhow::Result;
+
+use crate::util::{cargo, run_step};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Run only this tier.
+    #[arg(long, value_enum)]
+    tier: Option<Tier>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Tier {
+    /// Formatting, lints, unit and property tests.
+    Unit,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let all = args.tier.is_none();
+    if all || args.tier == Some(Tier::Unit) {
+        run_step("fmt", cargo().args(["fmt", "--all", "--check"]))?;
+        run_step(
+            "clippy",
+            cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )?;
+        run_step(
+            "unit tests",
+            cargo().args(["test", "--workspace", "--all-features"]),
+        )?;
+    }
+    Ok(())
+}
