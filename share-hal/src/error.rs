@@ -46,6 +46,10 @@ pub enum Error {
     Hypervisor { op: &'static str, code: i64 },
     /// An argument given by the caller (not a peer) was invalid.
     InvalidArgument { what: &'static str },
+    /// This platform cannot do `op`; `why` says what to use instead.
+    Unsupported { op: &'static str, why: &'static str },
+    /// The operating system refused `op` (Linux userspace platform).
+    Os { op: &'static str, errno: i32 },
 }
 
 impl fmt::Display for Error {
@@ -81,6 +85,15 @@ impl fmt::Display for Error {
             Error::Protocol { what } => write!(f, "peer broke the protocol: {what}"),
             Error::Hypervisor { op, code } => write!(f, "hypervisor refused {op}: error {code}"),
             Error::InvalidArgument { what } => write!(f, "invalid argument: {what}"),
+            Error::Unsupported { op, why } => write!(f, "{op} is not supported here: {why}"),
+            #[cfg(feature = "std")]
+            Error::Os { op, errno } => write!(
+                f,
+                "{op} failed: {}",
+                std::io::Error::from_raw_os_error(*errno)
+            ),
+            #[cfg(not(feature = "std"))]
+            Error::Os { op, errno } => write!(f, "{op} failed: errno {errno}"),
         }
     }
 }

@@ -24,6 +24,9 @@ pub mod wire;
 #[cfg(feature = "sim")]
 pub mod sim;
 
+#[cfg(feature = "linux")]
+pub mod linux;
+
 pub use error::{Error, Result};
 pub use platform::{DomId, GrantRef, Port};
 pub use volatile::SharedMem;
