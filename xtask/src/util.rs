@@ -51,3 +51,43 @@ pub fn have(program: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+/// Whether Debian package `pkg` is installed.
+fn apt_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+        })
+        .unwrap_or(false)
+}
+
+/// Installs the Debian packages of `pkgs` that are missing (idempotent: does
+/// nothing when all are there). Runs `apt-get update` first, once, only when
+/// something must be installed.
+#[allow(dead_code)] // used by the test, images and xen subcommands as they land
+pub fn ensure_apt(pkgs: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !apt_installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let sudo = |c: &mut Command| {
+        c.env("DEBIAN_FRONTEND", "noninteractive");
+    };
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-qq"]);
+    sudo(&mut update);
+    run_step("apt-get update", &mut update)?;
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing);
+    sudo(&mut install);
+    run_step(
+        &format!("apt-get install {}", missing.join(" ")),
+        &mut install,
+    )
+    .with_context(|| format!("installing Debian packages {missing:?}"))
+}
