@@ -27,19 +27,14 @@ pub fn run(args: Args) -> Result<()> {
         run_step("fmt", cargo().args(["fmt", "--all", "--check"]))?;
         run_step(
             "clippy",
-            cargo().args([
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--all-features",
-                "--",
-                "-D",
-                "warnings",
-            ]),
+            cargo()
+                .args(["clippy", "--workspace", "--all-targets"])
+                .args(HOST_FEATURES)
+                .args(["--", "-D", "warnings"]),
         )?;
         run_step(
-            "unit tests",
-            cargo().args(["test", "--workspace", "--all-features"]),
+            "unit, property and cross-process tests",
+            cargo().args(["test", "--workspace"]).args(HOST_FEATURES),
         )?;
     }
     Ok(())
