@@ -438,7 +438,12 @@ mod tests {
         }
     }
 
-    fn lane(pages: &mut Pages, count: u32, size: usize, start: u32) -> (Producer<'_>, Consumer<'_>) {
+    fn lane(
+        pages: &mut Pages,
+        count: u32,
+        size: usize,
+        start: u32,
+    ) -> (Producer<'_>, Consumer<'_>) {
         let layout = LaneLayout::new(count, size).unwrap();
         let mem = pages.mem();
         init(mem, layout, start).unwrap();

@@ -17,6 +17,7 @@
 extern crate alloc;
 
 pub mod error;
+pub mod frames;
 pub mod lane;
 pub mod platform;
 pub mod volatile;
