@@ -1,0 +1,1097 @@
+//! The network share (xensnet): a control area, a tx lane (member to
+//! switch) and an rx lane (switch to member) of 2 KiB slots holding frame
+//! data inline.
+//!
+//! Page 0 holds the control fields and both lane headers; the slots follow.
+//! Both sides compute where everything is from `numpages` alone
+//! ([`NetLayout::new`]); no offset or count is read from the peer.
+
+use super::{
+    check_len, descriptor, get_bytes, get_u16, get_u32, lane_header, prev_power_of_two, set_bytes,
+    set_u16, set_u32, zero, Error, Field, LaneLayout, PAGE_SIZE,
+};
+
+/// `"XSNT"` read as a little-endian u32.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"XSNT");
+pub const VERSION: u16 = 1;
+/// Bytes of the control fields at the start of page 0.
+pub const CONTROL_LEN: usize = 64;
+/// Offset of the tx lane header in page 0.
+pub const TX_LANE_HEADER: usize = 1024;
+/// Offset of the rx lane header in page 0.
+pub const RX_LANE_HEADER: usize = 2048;
+
+// The control fields and both lane headers share page 0 without
+// overlapping.
+const _: () = assert!(CONTROL_LEN <= TX_LANE_HEADER);
+const _: () = assert!(TX_LANE_HEADER + lane_header::LEN <= RX_LANE_HEADER);
+const _: () = assert!(RX_LANE_HEADER + lane_header::LEN <= PAGE_SIZE);
+
+pub const SLOT_SIZE: usize = 2048;
+pub const SLOT_HEADER_LEN: usize = 16;
+/// Frame bytes one slot carries.
+pub const SLOT_DATA_MAX: usize = SLOT_SIZE - SLOT_HEADER_LEN;
+
+/// Smallest MTU (IPv4's minimum).
+pub const MTU_MIN: u16 = 68;
+pub const MTU_DEFAULT: u16 = 1500;
+/// Largest MTU without [`features::JUMBO`].
+pub const MTU_STANDARD_MAX: u16 = 1500;
+/// Largest MTU with [`features::JUMBO`].
+pub const MTU_MAX: u16 = 9000;
+/// Ethernet header (14) plus one 802.1Q tag (4): frame bytes beyond the MTU.
+pub const FRAME_OVERHEAD: usize = 18;
+/// Shortest frame: an Ethernet header.
+pub const FRAME_MIN: usize = 14;
+
+/// Feature bits: offered by the switch (its vdevice entry's `subtype`
+/// filtered by what it implements), accepted by the member.
+pub mod features {
+    /// Frames may carry a partial checksum to complete ([`super::flags::CSUM_BLANK`]).
+    pub const CSUM_BLANK: u32 = 1 << 0;
+    /// Frames may be marked as already checksum-verified.
+    pub const DATA_VALIDATED: u32 = 1 << 1;
+    /// MTU above 1500, up to 9000.
+    pub const JUMBO: u32 = 1 << 2;
+    pub const ALL: u32 = CSUM_BLANK | DATA_VALIDATED | JUMBO;
+}
+
+/// Byte ranges of the control fields in page 0.
+pub mod field {
+    use super::Field;
+    pub const MAGIC: Field = 0..4;
+    pub const VERSION: Field = 4..6;
+    pub const RESERVED0: Field = 6..8;
+    /// Written by the switch.
+    pub const FEATURES_OFFERED: Field = 8..12;
+    /// Written by the member, before it sets MEMBER_STATE to ready.
+    pub const FEATURES_ACCEPTED: Field = 12..16;
+    /// The port's MAC, assigned by the switch.
+    pub const MAC: Field = 16..22;
+    pub const MTU: Field = 22..24;
+    /// Switch, atomic u32: [`super::LINK_DOWN`] or [`super::LINK_UP`].
+    pub const LINK_STATE: Field = 24..28;
+    /// Member, atomic u32: [`super::MEMBER_CLOSED`] or [`super::MEMBER_READY`].
+    pub const MEMBER_STATE: Field = 28..32;
+    pub const RESERVED1: Field = 32..64;
+}
+
+pub const LINK_DOWN: u32 = 0;
+pub const LINK_UP: u32 = 1;
+pub const MEMBER_CLOSED: u32 = 0;
+pub const MEMBER_READY: u32 = 1;
+
+/// A view of the control fields (a private copy of page 0's first bytes).
+#[derive(Debug, Clone)]
+pub struct Control<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Control<T> {
+    pub fn new_checked(buffer: T) -> Result<Self, Error> {
+        check_len(buffer.as_ref(), CONTROL_LEN)?;
+        Ok(Control { buffer })
+    }
+
+    /// Wraps without the length check, to emit; accessors stay total.
+    pub fn new_unchecked(buffer: T) -> Self {
+        Control { buffer }
+    }
+
+    pub fn magic(&self) -> u32 {
+        get_u32(self.buffer.as_ref(), field::MAGIC.start)
+    }
+    pub fn version(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), field::VERSION.start)
+    }
+    pub fn features_offered(&self) -> u32 {
+        get_u32(self.buffer.as_ref(), field::FEATURES_OFFERED.start)
+    }
+    pub fn features_accepted(&self) -> u32 {
+        get_u32(self.buffer.as_ref(), field::FEATURES_ACCEPTED.start)
+    }
+    pub fn mac(&self) -> [u8; 6] {
+        get_bytes(self.buffer.as_ref(), field::MAC.start)
+    }
+    pub fn mtu(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), field::MTU.start)
+    }
+    pub fn link_state(&self) -> u32 {
+        get_u32(self.buffer.as_ref(), field::LINK_STATE.start)
+    }
+    pub fn member_state(&self) -> u32 {
+        get_u32(self.buffer.as_ref(), field::MEMBER_STATE.start)
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Control<T> {
+    pub fn set_magic(&mut self, v: u32) {
+        set_u32(self.buffer.as_mut(), field::MAGIC.start, v)
+    }
+    pub fn set_version(&mut self, v: u16) {
+        set_u16(self.buffer.as_mut(), field::VERSION.start, v)
+    }
+    pub fn set_features_offered(&mut self, v: u32) {
+        set_u32(self.buffer.as_mut(), field::FEATURES_OFFERED.start, v)
+    }
+    pub fn set_features_accepted(&mut self, v: u32) {
+        set_u32(self.buffer.as_mut(), field::FEATURES_ACCEPTED.start, v)
+    }
+    pub fn set_mac(&mut self, v: [u8; 6]) {
+        set_bytes(self.buffer.as_mut(), field::MAC.start, v)
+    }
+    pub fn set_mtu(&mut self, v: u16) {
+        set_u16(self.buffer.as_mut(), field::MTU.start, v)
+    }
+    pub fn set_link_state(&mut self, v: u32) {
+        set_u32(self.buffer.as_mut(), field::LINK_STATE.start, v)
+    }
+    pub fn set_member_state(&mut self, v: u32) {
+        set_u32(self.buffer.as_mut(), field::MEMBER_STATE.start, v)
+    }
+}
+
+/// The switch's offer, as the member validates it when joining.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlRepr {
+    /// Known feature bits only: unknown offered bits (a newer switch) are
+    /// dropped, never accepted.
+    pub features_offered: u32,
+    pub mac: [u8; 6],
+    pub mtu: u16,
+}
+
+impl ControlRepr {
+    pub fn parse<T: AsRef<[u8]>>(c: &Control<T>) -> Result<Self, Error> {
+        check_len(c.buffer.as_ref(), CONTROL_LEN)?;
+        if c.magic() != MAGIC {
+            return Err(Error::BadMagic {
+                expected: MAGIC,
+                found: c.magic(),
+            });
+        }
+        if c.version() != VERSION {
+            return Err(Error::UnsupportedVersion { found: c.version() });
+        }
+        let features_offered = c.features_offered() & features::ALL;
+        let r = ControlRepr {
+            features_offered,
+            mac: c.mac(),
+            mtu: c.mtu(),
+        };
+        r.check()?;
+        Ok(r)
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        let max = if self.features_offered & features::JUMBO != 0 {
+            MTU_MAX
+        } else {
+            MTU_STANDARD_MAX
+        };
+        if self.mtu < MTU_MIN || self.mtu > max {
+            return Err(Error::BadField {
+                field: "net mtu",
+                value: self.mtu.into(),
+            });
+        }
+        // A port's own address must be unicast; all zeros means unassigned.
+        if self.mac[0] & 1 != 0 || self.mac == [0; 6] {
+            return Err(Error::BadField {
+                field: "net mac",
+                value: mac_u64(self.mac),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the switch's side of a fresh control area: link down, member
+    /// closed, nothing accepted yet.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, c: &mut Control<T>) -> Result<(), Error> {
+        check_len(c.buffer.as_ref(), CONTROL_LEN)?;
+        if self.features_offered & !features::ALL != 0 {
+            return Err(Error::UnknownFlags {
+                field: "net features offered",
+                bits: (self.features_offered & !features::ALL).into(),
+            });
+        }
+        self.check()?;
+        c.set_magic(MAGIC);
+        c.set_version(VERSION);
+        zero(c.buffer.as_mut(), field::RESERVED0);
+        c.set_features_offered(self.features_offered);
+        c.set_features_accepted(0);
+        c.set_mac(self.mac);
+        c.set_mtu(self.mtu);
+        c.set_link_state(LINK_DOWN);
+        c.set_member_state(MEMBER_CLOSED);
+        zero(c.buffer.as_mut(), field::RESERVED1);
+        Ok(())
+    }
+}
+
+fn mac_u64(mac: [u8; 6]) -> u64 {
+    mac.iter().fold(0, |acc, &b| (acc << 8) | u64::from(b))
+}
+
+/// The features in use, from the switch's own offer and the member's
+/// `features_accepted` (read once). Accepting what was not offered is a
+/// protocol error: the member is confused or hostile.
+pub fn negotiate(offered: u32, accepted: u32) -> Result<u32, Error> {
+    let extra = accepted & !offered;
+    if extra != 0 {
+        return Err(Error::UnknownFlags {
+            field: "net features accepted",
+            bits: extra.into(),
+        });
+    }
+    Ok(accepted)
+}
+
+/// Where the lanes of a network share are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetLayout {
+    pub numpages: u32,
+    /// Member to switch.
+    pub tx: LaneLayout,
+    /// Switch to member.
+    pub rx: LaneLayout,
+}
+
+/// Smallest network share: page 0 and one page of slots per lane.
+pub const MIN_PAGES: u32 = 3;
+
+impl NetLayout {
+    /// The layout of a share of `numpages` pages: page 0, then tx slots,
+    /// then rx slots. Each lane gets the largest power of two of slots that
+    /// fits half of the remaining pages; pages left over stay unused.
+    pub fn new(numpages: u32) -> Result<Self, Error> {
+        if numpages < MIN_PAGES {
+            return Err(Error::BadField {
+                field: "net share numpages",
+                value: numpages.into(),
+            });
+        }
+        if numpages > descriptor::MAX_PAGES {
+            return Err(Error::TooMany {
+                field: "net share numpages",
+                count: numpages.into(),
+                max: descriptor::MAX_PAGES.into(),
+            });
+        }
+        let slots_per_page = (PAGE_SIZE / SLOT_SIZE) as u32;
+        let slot_count = prev_power_of_two((numpages - 1) / 2 * slots_per_page);
+        let lane_pages = (slot_count / slots_per_page) as usize;
+        let tx = LaneLayout {
+            header: TX_LANE_HEADER,
+            slots: PAGE_SIZE,
+            slot_count,
+            slot_size: SLOT_SIZE,
+        };
+        let rx = LaneLayout {
+            header: RX_LANE_HEADER,
+            slots: PAGE_SIZE * (1 + lane_pages),
+            slot_count,
+            slot_size: SLOT_SIZE,
+        };
+        Ok(NetLayout { numpages, tx, rx })
+    }
+
+    /// Bytes of the share.
+    pub fn len(&self) -> usize {
+        self.numpages as usize * PAGE_SIZE
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.numpages == 0
+    }
+}
+
+/// Slot header flags.
+pub mod flags {
+    /// The frame continues in the next slot.
+    pub const MORE: u16 = 1 << 0;
+    /// The frame's checksum at `csum_start + csum_offset` is partial: the
+    /// receiver (or the switch) completes it over `csum_start..`.
+    pub const CSUM_BLANK: u16 = 1 << 1;
+    /// The sender verified the frame's checksums.
+    pub const DATA_VALIDATED: u16 = 1 << 2;
+    pub const ALL: u16 = MORE | CSUM_BLANK | DATA_VALIDATED;
+}
+
+/// Byte ranges of a slot header; frame data follows at [`SLOT_HEADER_LEN`].
+pub mod slot_field {
+    use super::Field;
+    /// Data bytes in this slot.
+    pub const LEN: Field = 0..2;
+    pub const FLAGS: Field = 2..4;
+    pub const CSUM_START: Field = 4..6;
+    pub const CSUM_OFFSET: Field = 6..8;
+    pub const RESERVED: Field = 8..16;
+}
+
+/// A view of a slot header (a private copy of a slot's first 16 bytes).
+#[derive(Debug, Clone)]
+pub struct SlotHeader<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> SlotHeader<T> {
+    pub fn new_checked(buffer: T) -> Result<Self, Error> {
+        check_len(buffer.as_ref(), SLOT_HEADER_LEN)?;
+        Ok(SlotHeader { buffer })
+    }
+
+    /// Wraps without the length check, to emit; accessors stay total.
+    pub fn new_unchecked(buffer: T) -> Self {
+        SlotHeader { buffer }
+    }
+
+    pub fn len(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), slot_field::LEN.start)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn flags(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), slot_field::FLAGS.start)
+    }
+    pub fn csum_start(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), slot_field::CSUM_START.start)
+    }
+    pub fn csum_offset(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), slot_field::CSUM_OFFSET.start)
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> SlotHeader<T> {
+    pub fn set_len(&mut self, v: u16) {
+        set_u16(self.buffer.as_mut(), slot_field::LEN.start, v)
+    }
+    pub fn set_flags(&mut self, v: u16) {
+        set_u16(self.buffer.as_mut(), slot_field::FLAGS.start, v)
+    }
+    pub fn set_csum_start(&mut self, v: u16) {
+        set_u16(self.buffer.as_mut(), slot_field::CSUM_START.start, v)
+    }
+    pub fn set_csum_offset(&mut self, v: u16) {
+        set_u16(self.buffer.as_mut(), slot_field::CSUM_OFFSET.start, v)
+    }
+}
+
+/// A validated slot header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotRepr {
+    /// Data bytes in this slot, `1..=SLOT_DATA_MAX`.
+    pub len: u16,
+    pub flags: u16,
+    pub csum_start: u16,
+    pub csum_offset: u16,
+}
+
+impl SlotRepr {
+    pub fn parse<T: AsRef<[u8]>>(h: &SlotHeader<T>) -> Result<Self, Error> {
+        check_len(h.buffer.as_ref(), SLOT_HEADER_LEN)?;
+        let flags = h.flags();
+        if flags & !flags::ALL != 0 {
+            return Err(Error::UnknownFlags {
+                field: "net slot flags",
+                bits: (flags & !flags::ALL).into(),
+            });
+        }
+        let len = h.len();
+        if len == 0 || usize::from(len) > SLOT_DATA_MAX {
+            return Err(Error::BadField {
+                field: "net slot len",
+                value: len.into(),
+            });
+        }
+        Ok(SlotRepr {
+            len,
+            flags,
+            csum_start: h.csum_start(),
+            csum_offset: h.csum_offset(),
+        })
+    }
+
+    pub fn more(&self) -> bool {
+        self.flags & flags::MORE != 0
+    }
+
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, h: &mut SlotHeader<T>) -> Result<(), Error> {
+        check_len(h.buffer.as_ref(), SLOT_HEADER_LEN)?;
+        h.set_len(self.len);
+        h.set_flags(self.flags);
+        h.set_csum_start(self.csum_start);
+        h.set_csum_offset(self.csum_offset);
+        zero(h.buffer.as_mut(), slot_field::RESERVED);
+        Ok(())
+    }
+}
+
+/// Checksum to complete: the 16-bit ones' complement sum over
+/// `start..` of the frame goes at `start + offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Csum {
+    pub start: u16,
+    pub offset: u16,
+}
+
+/// A complete, validated frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// Frame bytes, `FRAME_MIN..=max_frame`.
+    pub len: usize,
+    /// Slots the frame spanned.
+    pub slots: u32,
+    pub csum: Option<Csum>,
+    pub data_validated: bool,
+}
+
+/// What to do with the slot just fed to [`FrameAssembler::push`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotAction {
+    /// Copy the slot's `len` data bytes to offset `at` of the frame buffer
+    /// (`at + len <= max_frame`); if `done`, the frame is complete.
+    Append {
+        at: usize,
+        len: usize,
+        done: Option<FrameInfo>,
+    },
+    /// The slot belongs to a frame already refused: consume and drop it.
+    Skip,
+}
+
+/// Reassembles frames from slot headers, enforcing the receiver's limits:
+/// the negotiated MTU, the checksum features, at most as many slots as the
+/// longest frame needs. Pure state, no memory access: the caller copies
+/// data as told, so the same rules run under fuzzing and in the switch.
+///
+/// After an error the rest of that frame's chain (up to a slot without
+/// `MORE`) is skipped, so the lane keeps moving and one bad frame costs one
+/// error. Garbage flags still count for `MORE`: a peer that never clears it
+/// only makes us skip the slots it filled.
+#[derive(Debug, Clone)]
+pub struct FrameAssembler {
+    max_frame: usize,
+    max_slots: u32,
+    features: u32,
+    len: usize,
+    slots: u32,
+    first: Option<SlotRepr>,
+    skipping: bool,
+}
+
+impl FrameAssembler {
+    /// An assembler for frames of at most `mtu` (+ Ethernet header and one
+    /// VLAN tag) with the negotiated `features`.
+    pub fn new(mtu: u16, features: u32) -> Result<Self, Error> {
+        let max = if features & features::JUMBO != 0 {
+            MTU_MAX
+        } else {
+            MTU_STANDARD_MAX
+        };
+        if mtu < MTU_MIN || mtu > max {
+            return Err(Error::BadField {
+                field: "net mtu",
+                value: mtu.into(),
+            });
+        }
+        let max_frame = usize::from(mtu) + FRAME_OVERHEAD;
+        Ok(FrameAssembler {
+            max_frame,
+            max_slots: max_frame.div_ceil(SLOT_DATA_MAX) as u32,
+            features,
+            len: 0,
+            slots: 0,
+            first: None,
+            skipping: false,
+        })
+    }
+
+    /// Longest frame accepted, in bytes: the frame buffer's size.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Whether a frame is partly assembled (more slots expected).
+    pub fn in_frame(&self) -> bool {
+        self.first.is_some() || self.skipping
+    }
+
+    fn reset(&mut self) {
+        self.len = 0;
+        self.slots = 0;
+        self.first = None;
+        self.skipping = false;
+    }
+
+    /// Feeds the header of the next slot of the lane.
+    pub fn push<T: AsRef<[u8]>>(&mut self, h: &SlotHeader<T>) -> Result<SlotAction, Error> {
+        let more = h.flags() & flags::MORE != 0;
+        if self.skipping {
+            if !more {
+                self.reset();
+            }
+            return Ok(SlotAction::Skip);
+        }
+        match self.accept(h) {
+            Ok(action) => Ok(action),
+            Err(e) => {
+                self.reset();
+                self.skipping = more;
+                Err(e)
+            }
+        }
+    }
+
+    fn accept<T: AsRef<[u8]>>(&mut self, h: &SlotHeader<T>) -> Result<SlotAction, Error> {
+        let slot = SlotRepr::parse(h)?;
+        let first = *self.first.get_or_insert(slot);
+        let at = self.len;
+        let len = usize::from(slot.len);
+        let end = at + len;
+        if end > self.max_frame {
+            return Err(Error::TooMany {
+                field: "net frame len",
+                count: end as u64,
+                max: self.max_frame as u64,
+            });
+        }
+        // Short slots could otherwise keep a chain going for a whole lane.
+        if self.slots >= self.max_slots {
+            return Err(Error::TooMany {
+                field: "net frame slots",
+                count: u64::from(self.slots) + 1,
+                max: self.max_slots.into(),
+            });
+        }
+        self.len = end;
+        self.slots += 1;
+        if slot.more() {
+            return Ok(SlotAction::Append {
+                at,
+                len,
+                done: None,
+            });
+        }
+        let frame = self.finish(&first)?;
+        self.reset();
+        Ok(SlotAction::Append {
+            at,
+            len,
+            done: Some(frame),
+        })
+    }
+
+    /// Frame-level rules, from the first slot's flags and the total length.
+    fn finish(&self, first: &SlotRepr) -> Result<FrameInfo, Error> {
+        if self.len < FRAME_MIN {
+            return Err(Error::BadField {
+                field: "net frame len (runt)",
+                value: self.len as u64,
+            });
+        }
+        let csum = if first.flags & flags::CSUM_BLANK != 0 {
+            if self.features & features::CSUM_BLANK == 0 {
+                return Err(Error::NotOffered {
+                    feature: "net checksum offload (CSUM_BLANK)",
+                });
+            }
+            let end = usize::from(first.csum_start) + usize::from(first.csum_offset) + 2;
+            if usize::from(first.csum_start) < FRAME_MIN || end > self.len {
+                return Err(Error::BadField {
+                    field: "net csum_start + csum_offset",
+                    value: end as u64,
+                });
+            }
+            Some(Csum {
+                start: first.csum_start,
+                offset: first.csum_offset,
+            })
+        } else {
+            None
+        };
+        let data_validated = first.flags & flags::DATA_VALIDATED != 0;
+        if data_validated && self.features & features::DATA_VALIDATED == 0 {
+            return Err(Error::NotOffered {
+                feature: "net DATA_VALIDATED",
+            });
+        }
+        Ok(FrameInfo {
+            len: self.len,
+            slots: self.slots,
+            csum,
+            data_validated,
+        })
+    }
+}
+
+/// Splits a frame of `len` bytes into slot headers, the sender's half of
+/// [`FrameAssembler`]: calls `slot(data_offset, header)` for each slot.
+/// The first slot carries the frame's checksum request and flags.
+pub fn split_frame(
+    len: usize,
+    csum: Option<Csum>,
+    data_validated: bool,
+    mut slot: impl FnMut(usize, SlotRepr),
+) -> Result<u32, Error> {
+    if len == 0 {
+        return Err(Error::BadField {
+            field: "net frame len",
+            value: 0,
+        });
+    }
+    let mut first_flags = 0;
+    let (csum_start, csum_offset) = match csum {
+        Some(c) => {
+            first_flags |= flags::CSUM_BLANK;
+            (c.start, c.offset)
+        }
+        None => (0, 0),
+    };
+    if data_validated {
+        first_flags |= flags::DATA_VALIDATED;
+    }
+    let mut at = 0;
+    let mut n = 0;
+    while at < len {
+        let chunk = (len - at).min(SLOT_DATA_MAX);
+        let last = at + chunk == len;
+        let mut repr = SlotRepr {
+            len: chunk as u16,
+            flags: if last { 0 } else { flags::MORE },
+            csum_start: 0,
+            csum_offset: 0,
+        };
+        if n == 0 {
+            repr.flags |= first_flags;
+            repr.csum_start = csum_start;
+            repr.csum_offset = csum_offset;
+        }
+        slot(at, repr);
+        at += chunk;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Offsets of a lane's indexes relative to the share, for `SharedMem`
+/// atomics: `lane.header + lane_header::PROD` etc.
+pub fn lane_index_offsets(lane: &LaneLayout) -> [usize; 4] {
+    [
+        lane.header + lane_header::PROD,
+        lane.header + lane_header::PROD_EVENT,
+        lane.header + lane_header::CONS,
+        lane.header + lane_header::CONS_EVENT,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+    use proptest::prelude::*;
+
+    /// Switch's offer: checksum offload + jumbo, MAC 00:16:3e:00:00:07,
+    /// MTU 9000, link up, member ready with CSUM_BLANK accepted.
+    const CONTROL: [u8; 64] = {
+        let mut c = [0u8; 64];
+        let m = *b"XSNT";
+        c[0] = m[0];
+        c[1] = m[1];
+        c[2] = m[2];
+        c[3] = m[3];
+        c[4] = 1;
+        c[8] = 0b101; // offered
+        c[12] = 0b001; // accepted
+        c[16] = 0x00;
+        c[17] = 0x16;
+        c[18] = 0x3e;
+        c[21] = 0x07;
+        c[22] = 0x28; // 9000 = 0x2328
+        c[23] = 0x23;
+        c[24] = 1; // link up
+        c[28] = 1; // member ready
+        c
+    };
+
+    #[test]
+    fn control_parses_literal_bytes() {
+        let c = Control::new_checked(&CONTROL[..]).unwrap();
+        let r = ControlRepr::parse(&c).unwrap();
+        assert_eq!(
+            r,
+            ControlRepr {
+                features_offered: features::CSUM_BLANK | features::JUMBO,
+                mac: [0, 0x16, 0x3e, 0, 0, 7],
+                mtu: 9000
+            }
+        );
+        assert_eq!(c.link_state(), LINK_UP);
+        assert_eq!(c.member_state(), MEMBER_READY);
+        assert_eq!(
+            negotiate(r.features_offered, c.features_accepted()),
+            Ok(features::CSUM_BLANK)
+        );
+
+        let mut out = [0xffu8; 64];
+        r.emit(&mut Control::new_unchecked(&mut out[..])).unwrap();
+        let mut expect = CONTROL;
+        expect[12] = 0; // nothing accepted yet
+        expect[24] = 0; // link down
+        expect[28] = 0; // member closed
+        assert_eq!(out, expect);
+    }
+
+    #[test]
+    fn control_refuses_garbage() {
+        let with = |at: usize, bytes: &[u8]| {
+            let mut b = CONTROL;
+            b[at..at + bytes.len()].copy_from_slice(bytes);
+            ControlRepr::parse(&Control::new_unchecked(&b[..]))
+        };
+        assert!(matches!(with(0, b"XSNX"), Err(Error::BadMagic { .. })));
+        assert_eq!(
+            with(4, &[9, 0]),
+            Err(Error::UnsupportedVersion { found: 9 })
+        );
+        assert_eq!(
+            with(22, &[67, 0]),
+            Err(Error::BadField {
+                field: "net mtu",
+                value: 67
+            })
+        );
+        assert_eq!(
+            with(22, &[0x29, 0x23]),
+            Err(Error::BadField {
+                field: "net mtu",
+                value: 9001
+            })
+        );
+        // 9000 without JUMBO offered.
+        assert_eq!(
+            with(8, &[0b001]),
+            Err(Error::BadField {
+                field: "net mtu",
+                value: 9000
+            })
+        );
+        assert!(matches!(
+            with(16, &[0x01]),
+            Err(Error::BadField {
+                field: "net mac",
+                ..
+            })
+        ));
+        assert!(matches!(
+            with(16, &[0, 0, 0, 0, 0, 0]),
+            Err(Error::BadField {
+                field: "net mac",
+                ..
+            })
+        ));
+        // Unknown offered bits are dropped, not an error.
+        assert_eq!(
+            with(8, &[0b101, 0, 0, 0x80]).map(|r| r.features_offered),
+            Ok(0b101)
+        );
+        assert!(ControlRepr::parse(&Control::new_unchecked(&CONTROL[..63])).is_err());
+    }
+
+    #[test]
+    fn negotiation_refuses_what_was_not_offered() {
+        assert_eq!(negotiate(0b111, 0), Ok(0));
+        assert_eq!(negotiate(0b111, 0b110), Ok(0b110));
+        assert_eq!(
+            negotiate(0b001, 0b011),
+            Err(Error::UnknownFlags {
+                field: "net features accepted",
+                bits: 0b010
+            })
+        );
+    }
+
+    #[test]
+    fn layouts_from_numpages() {
+        let l = NetLayout::new(3).unwrap();
+        assert_eq!(l.tx.slot_count, 2);
+        assert_eq!(l.tx.slots, 4096);
+        assert_eq!(l.rx.slots, 8192);
+        assert_eq!(l.tx.header, 1024);
+        assert_eq!(l.rx.header, 2048);
+        // 10 pages: 4 per lane would fit 9, power of two takes 4 pages.
+        let l = NetLayout::new(10).unwrap();
+        assert_eq!(l.tx.slot_count, 8);
+        assert_eq!(l.rx.slots, 5 * 4096);
+        assert_eq!(l.rx.slots + l.rx.slots_len(), 9 * 4096);
+        let l = NetLayout::new(65).unwrap();
+        assert_eq!(l.tx.slot_count, 64);
+        assert_eq!(l.rx.slots + l.rx.slots_len(), l.len());
+        assert!(NetLayout::new(2).is_err());
+        assert!(NetLayout::new(0).is_err());
+        assert!(NetLayout::new(1017).is_err());
+        let l = NetLayout::new(1016).unwrap();
+        assert_eq!(l.tx.slot_count, 512);
+        assert_eq!(lane_index_offsets(&l.rx), [2048, 2112, 2176, 2240]);
+    }
+
+    /// A 100-byte frame in one slot, checksum at 34+16.
+    const ONE_SLOT: [u8; 16] = [100, 0, 0b010, 0, 34, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    #[test]
+    fn slot_header_parses_and_emits_literal_bytes() {
+        let h = SlotHeader::new_checked(&ONE_SLOT[..]).unwrap();
+        let r = SlotRepr::parse(&h).unwrap();
+        assert_eq!(
+            r,
+            SlotRepr {
+                len: 100,
+                flags: flags::CSUM_BLANK,
+                csum_start: 34,
+                csum_offset: 16
+            }
+        );
+        let mut out = [0xffu8; 16];
+        r.emit(&mut SlotHeader::new_unchecked(&mut out[..]))
+            .unwrap();
+        assert_eq!(out, ONE_SLOT);
+        let mut bad = ONE_SLOT;
+        bad[3] = 0x80;
+        assert!(matches!(
+            SlotRepr::parse(&SlotHeader::new_unchecked(&bad[..])),
+            Err(Error::UnknownFlags { .. })
+        ));
+        bad = ONE_SLOT;
+        bad[0] = 0;
+        assert!(SlotRepr::parse(&SlotHeader::new_unchecked(&bad[..])).is_err());
+        bad[0..2].copy_from_slice(&2033u16.to_le_bytes());
+        assert!(SlotRepr::parse(&SlotHeader::new_unchecked(&bad[..])).is_err());
+        assert!(SlotHeader::new_checked(&ONE_SLOT[..15]).is_err());
+    }
+
+    fn header(r: SlotRepr) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        r.emit(&mut SlotHeader::new_unchecked(&mut b[..])).unwrap();
+        b
+    }
+
+    fn slot(len: u16, flags: u16) -> [u8; 16] {
+        header(SlotRepr {
+            len,
+            flags,
+            csum_start: 0,
+            csum_offset: 0,
+        })
+    }
+
+    fn feed(a: &mut FrameAssembler, h: [u8; 16]) -> Result<SlotAction, Error> {
+        a.push(&SlotHeader::new_unchecked(&h[..]))
+    }
+
+    #[test]
+    fn assembles_a_jumbo_frame() {
+        let mut a = FrameAssembler::new(9000, features::JUMBO).unwrap();
+        assert_eq!(a.max_frame(), 9018);
+        let mut slots = Vec::new();
+        let n = split_frame(9018, None, false, |at, r| slots.push((at, r))).unwrap();
+        assert_eq!(n, 5);
+        for (i, (at, r)) in slots.iter().enumerate() {
+            let action = feed(&mut a, header(*r)).unwrap();
+            let done = (i == 4).then_some(FrameInfo {
+                len: 9018,
+                slots: 5,
+                csum: None,
+                data_validated: false,
+            });
+            assert_eq!(
+                action,
+                SlotAction::Append {
+                    at: *at,
+                    len: r.len.into(),
+                    done
+                }
+            );
+        }
+        assert!(!a.in_frame());
+    }
+
+    #[test]
+    fn refuses_oversized_and_runt_frames_and_recovers() {
+        let mut a = FrameAssembler::new(1500, 0).unwrap();
+        // 1519 bytes: one byte past MTU + 18.
+        assert!(feed(&mut a, slot(1500, flags::MORE)).is_ok());
+        assert_eq!(
+            feed(&mut a, slot(19, flags::MORE)),
+            Err(Error::TooMany {
+                field: "net frame len",
+                count: 1519,
+                max: 1518
+            })
+        );
+        // The rest of that chain is skipped, then frames flow again.
+        assert_eq!(feed(&mut a, slot(10, flags::MORE)), Ok(SlotAction::Skip));
+        assert_eq!(feed(&mut a, slot(10, 0)), Ok(SlotAction::Skip));
+        assert!(matches!(
+            feed(&mut a, slot(60, 0)),
+            Ok(SlotAction::Append {
+                at: 0,
+                len: 60,
+                done: Some(FrameInfo { len: 60, .. })
+            })
+        ));
+        assert!(matches!(
+            feed(&mut a, slot(13, 0)),
+            Err(Error::BadField {
+                field: "net frame len (runt)",
+                ..
+            })
+        ));
+        assert!(!a.in_frame(), "an error on a last slot ends the frame");
+    }
+
+    #[test]
+    fn endless_more_chains_are_cut() {
+        let mut a = FrameAssembler::new(1500, 0).unwrap();
+        // Small slots: the frame stays under the MTU but uses more slots
+        // than any frame needs.
+        assert!(feed(&mut a, slot(20, flags::MORE)).is_ok());
+        assert_eq!(
+            feed(&mut a, slot(20, flags::MORE)),
+            Err(Error::TooMany {
+                field: "net frame slots",
+                count: 2,
+                max: 1
+            })
+        );
+        for _ in 0..100 {
+            assert_eq!(feed(&mut a, slot(20, flags::MORE)), Ok(SlotAction::Skip));
+        }
+        assert_eq!(feed(&mut a, slot(20, 0)), Ok(SlotAction::Skip));
+        assert!(!a.in_frame());
+    }
+
+    #[test]
+    fn checksum_requests_are_checked() {
+        let csum = |start, offset, feats| {
+            let mut a = FrameAssembler::new(1500, feats).unwrap();
+            feed(
+                &mut a,
+                header(SlotRepr {
+                    len: 100,
+                    flags: flags::CSUM_BLANK,
+                    csum_start: start,
+                    csum_offset: offset,
+                }),
+            )
+        };
+        assert!(matches!(
+            csum(34, 16, features::CSUM_BLANK),
+            Ok(SlotAction::Append {
+                done: Some(FrameInfo {
+                    csum: Some(Csum {
+                        start: 34,
+                        offset: 16
+                    }),
+                    ..
+                }),
+                ..
+            })
+        ));
+        assert!(matches!(csum(34, 16, 0), Err(Error::NotOffered { .. })));
+        assert!(
+            csum(34, 64, features::CSUM_BLANK).is_ok(),
+            "ends at the frame end"
+        );
+        assert!(
+            csum(34, 65, features::CSUM_BLANK).is_err(),
+            "past the frame"
+        );
+        assert!(csum(98, 0, features::CSUM_BLANK).is_ok());
+        assert!(csum(99, 0, features::CSUM_BLANK).is_err());
+        assert!(
+            csum(2, 0, features::CSUM_BLANK).is_err(),
+            "inside the Ethernet header"
+        );
+        assert!(csum(u16::MAX, u16::MAX, features::CSUM_BLANK).is_err());
+
+        let mut a = FrameAssembler::new(1500, 0).unwrap();
+        assert!(matches!(
+            feed(&mut a, slot(100, flags::DATA_VALIDATED)),
+            Err(Error::NotOffered { .. })
+        ));
+    }
+
+    #[test]
+    fn assembler_refuses_bad_mtus() {
+        assert!(FrameAssembler::new(67, 0).is_err());
+        assert!(FrameAssembler::new(1501, 0).is_err());
+        assert!(FrameAssembler::new(1501, features::JUMBO).is_ok());
+        assert!(FrameAssembler::new(9001, features::JUMBO).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_slot_headers_never_panic_or_overflow(
+            mtu in MTU_MIN..=MTU_MAX,
+            feats in 0u32..8,
+            headers in proptest::collection::vec(any::<[u8; 16]>(), 0..64),
+        ) {
+            let Ok(mut a) = FrameAssembler::new(mtu, feats) else { return Ok(()) };
+            for h in headers {
+                match a.push(&SlotHeader::new_unchecked(&h[..])) {
+                    Ok(SlotAction::Append { at, len, done }) => {
+                        prop_assert!(at + len <= a.max_frame());
+                        if let Some(f) = done {
+                            prop_assert!(f.len >= FRAME_MIN && f.len <= a.max_frame());
+                            if let Some(c) = f.csum {
+                                prop_assert!(usize::from(c.start) + usize::from(c.offset) + 2 <= f.len);
+                            }
+                        }
+                    }
+                    Ok(SlotAction::Skip) | Err(_) => {}
+                }
+            }
+        }
+
+        #[test]
+        fn split_then_assemble_round_trips(
+            len in FRAME_MIN..=9018usize, validated in any::<bool>(), csum in any::<bool>(),
+        ) {
+            let mut a = FrameAssembler::new(9000, features::ALL).unwrap();
+            let c = (csum && len >= 16).then_some(Csum { start: 14, offset: 0 });
+            let mut covered = 0;
+            let mut done = None;
+            split_frame(len, c, validated, |at, r| {
+                match a.push(&SlotHeader::new_unchecked(&header(r)[..])) {
+                    Ok(SlotAction::Append { at: got, len, done: d }) => {
+                        assert_eq!(got, at);
+                        covered += len;
+                        done = d;
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }).unwrap();
+            prop_assert_eq!(covered, len);
+            let f = done.unwrap();
+            prop_assert_eq!(f.len, len);
+            prop_assert_eq!(f.csum, c);
+            prop_assert_eq!(f.data_validated, validated);
+            prop_assert_eq!(f.slots as usize, len.div_ceil(SLOT_DATA_MAX));
+        }
+
+        #[test]
+        fn layouts_never_overlap_or_overflow(numpages in 0u32..2000) {
+            if let Ok(l) = NetLayout::new(numpages) {
+                prop_assert!(l.tx.slot_count.is_power_of_two());
+                prop_assert_eq!(l.tx.slot_count, l.rx.slot_count);
+                prop_assert!(l.tx.slots >= PAGE_SIZE);
+                prop_assert!(l.tx.slots + l.tx.slots_len() <= l.rx.slots);
+                prop_assert!(l.rx.slots + l.rx.slots_len() <= l.len());
+                // At least half the slot pages are used.
+                prop_assert!(2 * (l.tx.slots_len() + l.rx.slots_len()) > l.len() - PAGE_SIZE);
+            }
+        }
+    }
+}
