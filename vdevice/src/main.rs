@@ -1,15 +1,168 @@
 //! vdevice: the dom0 tool. It manages each domain's vdevice page, one
-//! acknowledged change at a time (see docs/protocol.md).
-use clap::Parser;
+//! acknowledged change at a time (docs/protocol.md).
+use std::process::{Command, ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use share_hal::linux::LinuxXen;
+use share_hal::platform::{DomId, DOM0};
+use share_hal::wire::vdevice::{flags, Bootstrap, Kind, BOOTSTRAP_KEY};
+use vdevice::{status_name, DeviceSpec, Lookup, Tool, ToolError};
 
 #[derive(Parser)]
-#[command(version, about = "Manage the vdevice pages of Xen domains (xen-share)")]
-struct Cli {}
+#[command(
+    version,
+    about = "Connect Xen domains to xen-share backend domains through their vdevice pages",
+    after_help = "Examples:\n  vdevice create net --backend 1 3 4     # domains 3 and 4 become ports of netback-uk (domain 1)\n  vdevice create disk --backend 2 --disk 0 3\n  vdevice remove net --backend 1 4\n  vdevice show 3"
+)]
+struct Cli {
+    /// Seconds to wait for each domain's acknowledgement.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    eprintln!(
-        "vdevice: no commands yet; the vdevice page protocol is specified in docs/protocol.md"
-    );
-    std::process::exit(2);
+#[derive(Clone, Copy, ValueEnum)]
+enum DevKind {
+    Net,
+    Disk,
+}
+
+impl From<DevKind> for Kind {
+    fn from(k: DevKind) -> Kind {
+        match k {
+            DevKind::Net => Kind::Network,
+            DevKind::Disk => Kind::Disk,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print a domain's vdevice entries.
+    Show { domid: DomId },
+    /// Give each member domain a device served by the backend domain.
+    Create {
+        kind: DevKind,
+        /// The backend domain (netback-uk or blkback-uk).
+        #[arg(long)]
+        backend: DomId,
+        /// Shared pages per device (default: 258 for net, 34 for disk).
+        #[arg(long)]
+        pages: Option<u32>,
+        /// Feature bits offered (the entry's subtype).
+        #[arg(long, default_value_t = 0)]
+        features: u32,
+        /// Disk: which of the backend's disks to serve.
+        #[arg(long, default_value_t = 0)]
+        disk: u64,
+        /// Disk: serve it read-only.
+        #[arg(long)]
+        read_only: bool,
+        /// Member domains.
+        #[arg(required = true)]
+        members: Vec<DomId>,
+    },
+    /// Remove the device between each member domain and the backend.
+    Remove {
+        kind: DevKind,
+        #[arg(long)]
+        backend: DomId,
+        #[arg(required = true)]
+        members: Vec<DomId>,
+    },
+}
+
+/// Reads bootstrap keys with the xenstore-read of the Xen tools.
+struct XenstoreLookup;
+
+impl Lookup for XenstoreLookup {
+    fn bootstrap(&mut self, domid: DomId) -> Result<Bootstrap, ToolError> {
+        let path = format!("/local/domain/{domid}/{BOOTSTRAP_KEY}");
+        let out = Command::new("xenstore-read")
+            .arg(&path)
+            .output()
+            .map_err(|e| ToolError::NoBootstrap {
+                domid,
+                detail: format!("cannot run xenstore-read: {e}"),
+            })?;
+        if !out.status.success() {
+            return Err(ToolError::NoBootstrap {
+                domid,
+                detail: format!("{path}: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            });
+        }
+        let value = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Bootstrap::parse(value.as_bytes()).map_err(|e| ToolError::NoBootstrap {
+            domid,
+            detail: format!("{path} = {value:?} is malformed: {e}"),
+        })
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let platform = LinuxXen::open(DOM0)?;
+    let mut tool = Tool {
+        platform,
+        lookup: XenstoreLookup,
+        timeout_ns: cli.timeout.saturating_mul(1_000_000_000),
+    };
+    let mut log = |s: &str| println!("{s}");
+    match cli.cmd {
+        Cmd::Show { domid } => {
+            let (used, bad) = tool.show(domid)?;
+            println!("domain {domid}: {} device(s)", used.len());
+            for (i, e) in used {
+                println!(
+                    "  [{i}] {:?} {:?} peer={} share_ref={} pages={} features={:#x} flags={:#x} param={} status={}",
+                    e.kind, e.role, e.peer, e.share_ref.0, e.numpages, e.subtype, e.flags, e.param, status_name(e.status)
+                );
+            }
+            for i in bad {
+                println!("  [{i}] garbled by the domain (ignored)");
+            }
+        }
+        Cmd::Create {
+            kind,
+            backend,
+            pages,
+            features,
+            disk,
+            read_only,
+            members,
+        } => {
+            let kind = Kind::from(kind);
+            let numpages = pages.unwrap_or(if kind == Kind::Network { 258 } else { 34 });
+            let dev = DeviceSpec {
+                kind,
+                subtype: features,
+                numpages,
+                flags: if read_only { flags::READ_ONLY } else { 0 },
+                param: if kind == Kind::Disk { disk } else { 0 },
+            };
+            for m in members {
+                tool.connect(backend, m, dev, &mut log)?;
+            }
+        }
+        Cmd::Remove {
+            kind,
+            backend,
+            members,
+        } => {
+            for m in members {
+                tool.disconnect(backend, m, kind.into(), &mut log)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vdevice: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,281 @@
+//! The dom0 tool's logic: connecting member domains to backend domains by
+//! changing their vdevice pages, one acknowledged change at a time.
+//!
+//! Generic over the share-hal platform, so it runs unchanged over
+//! `/dev/xen/*` in dom0 and over the host simulation in tests.
+
+use std::fmt;
+
+use share_hal::platform::{DomId, Platform};
+use share_hal::vdevice::VdeviceClient;
+use share_hal::wire::vdevice::{status, Bootstrap, EntryRepr, Kind, Role};
+use share_hal::Error;
+
+/// Finds a domain's bootstrap value (`data/vdevice` in its xenstore home).
+pub trait Lookup {
+    fn bootstrap(&mut self, domid: DomId) -> Result<Bootstrap, ToolError>;
+}
+
+/// What went wrong, in words a dom0 administrator can act on.
+#[derive(Debug)]
+pub enum ToolError {
+    /// The domain has not published its vdevice page (not running, or its
+    /// kernel has no vdevice support yet).
+    NoBootstrap { domid: DomId, detail: String },
+    /// A share-hal operation failed.
+    Share {
+        domid: DomId,
+        what: &'static str,
+        err: Error,
+    },
+    /// The domain refused the change with a status code.
+    Refused { domid: DomId, status: i32 },
+    /// Every entry of the domain's page is in use.
+    PageFull { domid: DomId },
+    /// No such device entry to remove.
+    NotFound { domid: DomId, peer: DomId },
+    /// A device for this pair already exists.
+    Exists { domid: DomId, peer: DomId },
+}
+
+impl fmt::Display for ToolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ToolError::NoBootstrap { domid, detail } => write!(
+                f,
+                "domain {domid} has not published a vdevice page ({detail}); is it running a xen-share capable kernel?"
+            ),
+            ToolError::Share { domid, what, err } => write!(f, "domain {domid}: {what}: {err}"),
+            ToolError::Refused { domid, status } => {
+                write!(f, "domain {domid} refused the change: {}", status_name(*status))
+            }
+            ToolError::PageFull { domid } => {
+                write!(f, "domain {domid}: every vdevice entry is in use")
+            }
+            ToolError::NotFound { domid, peer } => {
+                write!(f, "domain {domid} has no device shared with domain {peer}")
+            }
+            ToolError::Exists { domid, peer } => {
+                write!(f, "domain {domid} already has such a device shared with domain {peer}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ToolError {}
+
+/// A status code as a name and its meaning.
+pub fn status_name(code: i32) -> String {
+    let name = match code {
+        status::OK => "ok",
+        status::ENOENT => "ENOENT (no such share)",
+        status::EIO => "EIO (I/O error)",
+        status::ENOMEM => "ENOMEM (out of memory or grant entries)",
+        status::EBUSY => "EBUSY (in use)",
+        status::EEXIST => "EEXIST (already present)",
+        status::ENODEV => "ENODEV (no such device or disk)",
+        status::EINVAL => "EINVAL (entry not understood)",
+        status::EOPNOTSUPP => "EOPNOTSUPP (device type or feature not supported)",
+        status::ETIMEDOUT => "ETIMEDOUT",
+        _ => return format!("error {code}"),
+    };
+    name.to_string()
+}
+
+/// A device to connect: what kind, with which features and pages.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceSpec {
+    pub kind: Kind,
+    pub subtype: u32,
+    pub numpages: u32,
+    pub flags: u8,
+    pub param: u64,
+}
+
+/// One line of progress, for the log.
+pub type Log<'a> = &'a mut dyn FnMut(&str);
+
+/// The tool: a platform, a way to find bootstrap values, a timeout.
+pub struct Tool<P: Platform, L: Lookup> {
+    pub platform: P,
+    pub lookup: L,
+    pub timeout_ns: u64,
+}
+
+impl<P: Platform, L: Lookup> Tool<P, L> {
+    fn client(&mut self, domid: DomId) -> Result<VdeviceClient<P::Mapping>, ToolError> {
+        let boot = self.lookup.bootstrap(domid)?;
+        VdeviceClient::attach(&mut self.platform, domid, boot).map_err(|err| ToolError::Share {
+            domid,
+            what: "mapping its vdevice page",
+            err,
+        })
+    }
+
+    /// The entries of `domid`'s page: (index, entry) of those in use, and
+    /// the indexes of entries the domain garbled.
+    pub fn show(&mut self, domid: DomId) -> Result<(Vec<(u32, EntryRepr)>, Vec<u32>), ToolError> {
+        let client = self.client(domid)?;
+        let snap = client.snapshot();
+        let _ = client.detach(&mut self.platform);
+        let snap = snap.map_err(|err| ToolError::Share {
+            domid,
+            what: "reading its vdevice page",
+            err,
+        })?;
+        let mut used = Vec::new();
+        let mut bad = Vec::new();
+        for (i, e) in snap.entries.iter().enumerate() {
+            match e {
+                Ok(e) if e.kind != Kind::Empty => used.push((i as u32, *e)),
+                Ok(_) => {}
+                Err(_) => bad.push(i as u32),
+            }
+        }
+        Ok((used, bad))
+    }
+
+    /// One change on `domid`'s page: `find` picks the entry index from the
+    /// current entries.
+    fn change(
+        &mut self,
+        domid: DomId,
+        entry: &EntryRepr,
+        find: &dyn Fn(&[Result<EntryRepr, share_hal::wire::Error>]) -> Result<u32, ToolError>,
+    ) -> Result<EntryRepr, ToolError> {
+        let mut client = self.client(domid)?;
+        let result = (|| {
+            let snap = client.snapshot().map_err(|err| ToolError::Share {
+                domid,
+                what: "reading its vdevice page",
+                err,
+            })?;
+            let index = find(&snap.entries)?;
+            let deadline = self.platform.now_ns() + self.timeout_ns;
+            let acked = client
+                .change(&mut self.platform, index, entry, deadline)
+                .map_err(|err| ToolError::Share {
+                    domid,
+                    what: "waiting for its acknowledgement",
+                    err,
+                })?;
+            if acked.status != status::OK {
+                return Err(ToolError::Refused {
+                    domid,
+                    status: acked.status,
+                });
+            }
+            Ok(acked)
+        })();
+        let _ = client.detach(&mut self.platform);
+        result
+    }
+
+    /// Connects `member` to the backend domain `backend`: the backend
+    /// creates a share for the member, then the member joins it.
+    pub fn connect(
+        &mut self,
+        backend: DomId,
+        member: DomId,
+        dev: DeviceSpec,
+        log: Log<'_>,
+    ) -> Result<(), ToolError> {
+        let owner = EntryRepr {
+            kind: dev.kind,
+            role: Role::Owner,
+            flags: dev.flags,
+            subtype: dev.subtype,
+            numpages: dev.numpages,
+            peer: member,
+            param: dev.param,
+            ..EntryRepr::EMPTY
+        };
+        let kind = dev.kind;
+        // Both domains must have published their pages before either changes.
+        self.lookup.bootstrap(member)?;
+        let acked = self.change(backend, &owner, &|entries| {
+            if entries.iter().any(|e| matches!(e, Ok(e) if e.kind == kind && e.role == Role::Owner && e.peer == member)) {
+                return Err(ToolError::Exists { domid: backend, peer: member });
+            }
+            free_index(entries).ok_or(ToolError::PageFull { domid: backend })
+        })?;
+        log(&format!(
+            "domain {backend}: serves a {kind:?} share for domain {member} (share_ref {}, {} pages)",
+            acked.share_ref.0, acked.numpages
+        ));
+        let joiner = EntryRepr {
+            role: Role::Member,
+            peer: backend,
+            share_ref: acked.share_ref,
+            ..owner
+        };
+        let joined = self.change(member, &joiner, &|entries| {
+            if entries.iter().any(|e| matches!(e, Ok(e) if e.kind == kind && e.role == Role::Member && e.peer == backend)) {
+                return Err(ToolError::Exists { domid: member, peer: backend });
+            }
+            free_index(entries).ok_or(ToolError::PageFull { domid: member })
+        });
+        match joined {
+            Ok(_) => {
+                log(&format!(
+                    "domain {member}: joined the {kind:?} share of domain {backend}"
+                ));
+                Ok(())
+            }
+            Err(e) => {
+                // Undo the backend's half so nothing is left dangling.
+                log(&format!(
+                    "domain {member} did not join ({e}); removing the share from domain {backend}"
+                ));
+                let _ = self.clear(backend, kind, Role::Owner, member);
+                Err(e)
+            }
+        }
+    }
+
+    /// Disconnects `member` from `backend`: the member leaves first, then
+    /// the backend destroys the share.
+    pub fn disconnect(
+        &mut self,
+        backend: DomId,
+        member: DomId,
+        kind: Kind,
+        log: Log<'_>,
+    ) -> Result<(), ToolError> {
+        self.clear(member, kind, Role::Member, backend)?;
+        log(&format!(
+            "domain {member}: left the {kind:?} share of domain {backend}"
+        ));
+        self.clear(backend, kind, Role::Owner, member)?;
+        log(&format!(
+            "domain {backend}: removed the {kind:?} share of domain {member}"
+        ));
+        Ok(())
+    }
+
+    fn clear(
+        &mut self,
+        domid: DomId,
+        kind: Kind,
+        role: Role,
+        peer: DomId,
+    ) -> Result<(), ToolError> {
+        self.change(domid, &EntryRepr::EMPTY, &|entries| {
+            entries
+                .iter()
+                .position(
+                    |e| matches!(e, Ok(e) if e.kind == kind && e.role == role && e.peer == peer),
+                )
+                .map(|i| i as u32)
+                .ok_or(ToolError::NotFound { domid, peer })
+        })
+        .map(drop)
+    }
+}
+
+fn free_index(entries: &[Result<EntryRepr, share_hal::wire::Error>]) -> Option<u32> {
+    entries
+        .iter()
+        .position(|e| matches!(e, Ok(e) if e.kind == Kind::Empty))
+        .map(|i| i as u32)
+}
