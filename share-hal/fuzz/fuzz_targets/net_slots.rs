@@ -1,0 +1,59 @@
+//! The switch (or a member) reassembling frames from a lane's slot headers,
+//! and a member validating the switch's control area.
+//! Input: byte 0..2 pick the MTU, byte 2 the negotiated features, then
+//! 16-byte slot headers; the whole input is also tried as a control area.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use share_hal::wire::net::{
+    self, Control, ControlRepr, FrameAssembler, SlotAction, SlotHeader, SlotRepr, FRAME_MIN,
+    SLOT_DATA_MAX, SLOT_HEADER_LEN,
+};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(c) = Control::new_checked(data) {
+        if let Ok(r) = ControlRepr::parse(&c) {
+            let mut out = [0u8; net::CONTROL_LEN];
+            r.emit(&mut Control::new_unchecked(&mut out[..])).unwrap();
+            assert_eq!(ControlRepr::parse(&Control::new_unchecked(&out[..])), Ok(r));
+            let _ = net::negotiate(r.features_offered, c.features_accepted());
+        }
+    }
+
+    let [m0, m1, feats, rest @ ..] = data else {
+        return;
+    };
+    let mtu = u16::from_le_bytes([*m0, *m1]);
+    let Ok(mut a) = FrameAssembler::new(mtu, u32::from(*feats)) else {
+        return;
+    };
+    // The frame buffer the caller copies into: every Append must fit it,
+    // and a completed frame must have had every byte written once.
+    let mut written = 0usize;
+    for chunk in rest.chunks_exact(SLOT_HEADER_LEN) {
+        let h = SlotHeader::new_checked(chunk).unwrap();
+        match a.push(&h) {
+            Ok(SlotAction::Append { at, len, done }) => {
+                assert!(len >= 1 && len <= SLOT_DATA_MAX);
+                assert!(at + len <= a.max_frame());
+                assert_eq!(at, written, "slots append in order");
+                written = at + len;
+                if let Some(f) = done {
+                    assert_eq!(f.len, written);
+                    assert!(f.len >= FRAME_MIN && f.len <= a.max_frame());
+                    if let Some(c) = f.csum {
+                        assert!(usize::from(c.start) + usize::from(c.offset) + 2 <= f.len);
+                    }
+                    written = 0;
+                }
+            }
+            Ok(SlotAction::Skip) => written = 0,
+            Err(_) => written = 0,
+        }
+        if let Ok(s) = SlotRepr::parse(&h) {
+            let mut out = [0u8; SLOT_HEADER_LEN];
+            s.emit(&mut SlotHeader::new_unchecked(&mut out[..])).unwrap();
+            assert_eq!(SlotRepr::parse(&SlotHeader::new_unchecked(&out[..])), Ok(s));
+        }
+    }
+});
