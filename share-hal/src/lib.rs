@@ -30,6 +30,9 @@ pub mod sim;
 #[cfg(feature = "linux")]
 pub mod linux;
 
+#[cfg(all(feature = "xen-pvh", target_arch = "x86_64"))]
+pub mod xen;
+
 pub use error::{Error, Result};
 pub use platform::{DomId, GrantRef, Port};
 pub use volatile::SharedMem;

@@ -230,6 +230,28 @@ impl<'a> SharedMem<'a> {
         ))
     }
 
+    /// Atomically replaces a u32 equal to `current` by `new`; returns the
+    /// value found (`Ok` if it was `current`). For flags a peer (or the
+    /// hypervisor) may change at the same moment, e.g. ending a grant.
+    pub fn compare_exchange_u32(
+        &self,
+        offset: usize,
+        current: u32,
+        new: u32,
+        order: Ordering,
+    ) -> Result<core::result::Result<u32, u32>> {
+        let failure = match order {
+            Ordering::AcqRel | Ordering::Acquire => Ordering::Acquire,
+            Ordering::SeqCst => Ordering::SeqCst,
+            _ => Ordering::Relaxed,
+        };
+        Ok(self
+            .atomic_u32(offset)?
+            .compare_exchange(current.to_le(), new.to_le(), order, failure)
+            .map(u32::from_le)
+            .map_err(u32::from_le))
+    }
+
     /// Atomically clears `bits` in a u32, returning the previous value.
     pub fn fetch_and_not_u32(&self, offset: usize, bits: u32, order: Ordering) -> Result<u32> {
         Ok(u32::from_le(

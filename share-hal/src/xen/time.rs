@@ -1,0 +1,146 @@
+//! Xen's PV clock: nanoseconds of Xen system time, from the `vcpu_time_info`
+//! of vCPU 0 in the shared info page, extrapolated with the TSC.
+//!
+//! The same time base is what `SCHEDOP_poll` takes as its timeout, so a
+//! deadline computed from [`now_ns`] can be handed to Xen unchanged.
+
+use core::sync::atomic::{fence, AtomicU64, Ordering};
+
+use spin::Once;
+
+use super::abi::*;
+use super::cpu;
+use crate::volatile::SharedMem;
+
+static SHARED_INFO: Once<SharedMem<'static>> = Once::new();
+/// The largest time handed out, so that `now_ns` never goes backwards even
+/// if Xen's extrapolation parameters jump.
+static LAST: AtomicU64 = AtomicU64::new(0);
+
+/// Records the shared info page (mapped by `super::init`).
+pub(super) fn set_shared_info(page: SharedMem<'static>) {
+    SHARED_INFO.call_once(|| page);
+}
+
+pub(super) fn shared_info() -> Option<&'static SharedMem<'static>> {
+    SHARED_INFO.get()
+}
+
+/// One consistent snapshot of `vcpu_time_info`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeInfo {
+    pub tsc_timestamp: u64,
+    pub system_time: u64,
+    pub tsc_to_system_mul: u32,
+    pub tsc_shift: i8,
+}
+
+impl TimeInfo {
+    /// Xen system time at TSC value `tsc`.
+    pub fn at(&self, tsc: u64) -> u64 {
+        let mut delta = tsc.saturating_sub(self.tsc_timestamp);
+        if self.tsc_shift >= 0 {
+            delta = delta.checked_shl(self.tsc_shift as u32).unwrap_or(u64::MAX);
+        } else {
+            delta = delta.checked_shr(self.tsc_shift.unsigned_abs() as u32).unwrap_or(0);
+        }
+        let scaled = (u128::from(delta) * u128::from(self.tsc_to_system_mul)) >> 32;
+        self.system_time.saturating_add(scaled as u64)
+    }
+}
+
+/// Reads `vcpu_time_info` with Xen's version protocol: an odd version means
+/// an update is under way, a changed version means the read was torn.
+fn snapshot(si: &SharedMem<'_>) -> Option<TimeInfo> {
+    let t = SHARED_INFO_VCPU0_TIME;
+    loop {
+        let v1 = si.load_u32(t + VCPU_TIME_VERSION, Ordering::Acquire).ok()?;
+        if v1 & 1 == 1 {
+            core::hint::spin_loop();
+            continue;
+        }
+        let info = TimeInfo {
+            tsc_timestamp: si.read_u64(t + VCPU_TIME_TSC_TIMESTAMP).ok()?,
+            system_time: si.read_u64(t + VCPU_TIME_SYSTEM_TIME).ok()?,
+            tsc_to_system_mul: si.read_u32(t + VCPU_TIME_TSC_TO_SYSTEM_MUL).ok()?,
+            tsc_shift: si.read_u8(t + VCPU_TIME_TSC_SHIFT).ok()? as i8,
+        };
+        fence(Ordering::Acquire);
+        let v2 = si.load_u32(t + VCPU_TIME_VERSION, Ordering::Acquire).ok()?;
+        if v1 == v2 {
+            return Some(info);
+        }
+    }
+}
+
+/// Xen system time in nanoseconds; 0 before the shared info page is mapped
+/// (or when not running on Xen). Never goes backwards.
+pub fn now_ns() -> u64 {
+    let Some(si) = SHARED_INFO.get() else {
+        return 0;
+    };
+    let Some(info) = snapshot(si) else {
+        return LAST.load(Ordering::Relaxed);
+    };
+    let now = info.at(cpu::rdtsc());
+    let last = LAST.fetch_max(now, Ordering::Relaxed);
+    now.max(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extrapolation_scales_and_shifts() {
+        // 2 GHz TSC: mul = 2^31 (0.5 ns per tick), no shift.
+        let info = TimeInfo {
+            tsc_timestamp: 1000,
+            system_time: 5_000,
+            tsc_to_system_mul: 1 << 31,
+            tsc_shift: 0,
+        };
+        assert_eq!(info.at(1000), 5_000);
+        assert_eq!(info.at(3000), 6_000);
+        // A TSC behind the stamp does not go back in time.
+        assert_eq!(info.at(10), 5_000);
+        let shifted = TimeInfo { tsc_shift: -1, ..info };
+        assert_eq!(shifted.at(3000), 5_500);
+        let up = TimeInfo { tsc_shift: 2, ..info };
+        assert_eq!(up.at(3000), 9_000);
+        // Absurd parameters saturate instead of panicking.
+        let wild = TimeInfo {
+            tsc_timestamp: 0,
+            system_time: u64::MAX - 1,
+            tsc_to_system_mul: u32::MAX,
+            tsc_shift: 127,
+        };
+        assert_eq!(wild.at(u64::MAX), u64::MAX);
+        let wild = TimeInfo { tsc_shift: -128, ..wild };
+        assert_eq!(wild.at(u64::MAX), u64::MAX - 1);
+    }
+
+    #[test]
+    fn snapshot_reads_the_documented_offsets() {
+        let mut page = Page([0; 4096]);
+        let si = SharedMem::from_slice(&mut page.0);
+        let t = SHARED_INFO_VCPU0_TIME;
+        si.write_u32(t + VCPU_TIME_VERSION, 4).unwrap();
+        si.write_u64(t + VCPU_TIME_TSC_TIMESTAMP, 77).unwrap();
+        si.write_u64(t + VCPU_TIME_SYSTEM_TIME, 123).unwrap();
+        si.write_u32(t + VCPU_TIME_TSC_TO_SYSTEM_MUL, 9).unwrap();
+        si.write_u8(t + VCPU_TIME_TSC_SHIFT, (-3i8) as u8).unwrap();
+        assert_eq!(
+            snapshot(&si),
+            Some(TimeInfo {
+                tsc_timestamp: 77,
+                system_time: 123,
+                tsc_to_system_mul: 9,
+                tsc_shift: -3
+            })
+        );
+    }
+
+    #[repr(align(8))]
+    struct Page([u8; 4096]);
+}
