@@ -14,6 +14,8 @@ pub struct Args {
 enum Tier {
     /// Formatting, lints, unit and property tests.
     Unit,
+    /// Every parser of peer-written memory under libFuzzer, ~20 s each.
+    Fuzz,
 }
 
 /// Features of the host build: every platform that runs as a Linux process.
@@ -37,5 +39,12 @@ pub fn run(args: Args) -> Result<()> {
             cargo().args(["test", "--workspace"]).args(HOST_FEATURES),
         )?;
     }
+    if all || args.tier == Some(Tier::Fuzz) {
+        crate::fuzz::smoke(FUZZ_SECONDS_PER_TARGET)?;
+    }
     Ok(())
 }
+
+/// Long enough to find shallow bugs in each parser, short enough for CI
+/// (5 targets: under 2 minutes of fuzzing plus one build).
+const FUZZ_SECONDS_PER_TARGET: u64 = 20;

@@ -1,0 +1,180 @@
+//! Fuzzing of every parser of peer-written memory (`share-hal/fuzz`).
+//!
+//! cargo-fuzz is installed under `target/tools` (once; later runs reuse
+//! it), targets build into `target/fuzz`, and the corpus grows in
+//! `target/fuzz/corpus/<target>` across runs, seeded from
+//! `share-hal/fuzz/seeds/<target>`. A crash leaves its input in
+//! `target/fuzz/artifacts/<target>/`.
+//!
+//! libFuzzer needs rustc's `-Z` sanitizer flags, so this is the one place
+//! the project builds with nightly features. It uses the `nightly`
+//! toolchain when rustup has one; otherwise stable with `RUSTC_BOOTSTRAP=1`
+//! for the fuzz build alone, because machines of this project's kind may
+//! carry only the stable toolchain and cannot download another. Both paths
+//! were run on this machine.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{root, run_step, target_dir};
+
+/// The cargo-fuzz release the project is tested with.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// Every fuzz target, from the files in `share-hal/fuzz/fuzz_targets`, so a
+/// new target joins the smoke run by existing.
+fn targets(fuzz_dir: &Path) -> Result<Vec<String>> {
+    let dir = fuzz_dir.join("fuzz_targets");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                names.push(stem.to_owned());
+            }
+        }
+    }
+    names.sort();
+    if names.is_empty() {
+        bail!("no fuzz targets in {}", dir.display());
+    }
+    Ok(names)
+}
+
+/// The toolchain to fuzz with, and whether it needs `RUSTC_BOOTSTRAP`.
+fn toolchain() -> (&'static str, bool) {
+    let nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if nightly {
+        ("nightly", false)
+    } else {
+        ("stable", true)
+    }
+}
+
+/// Installs cargo-fuzz into `target/tools` unless it is already there.
+fn ensure_cargo_fuzz(tools: &Path) -> Result<PathBuf> {
+    let bin = tools.join("bin");
+    if bin.join("cargo-fuzz").is_file() {
+        return Ok(bin);
+    }
+    run_step(
+        "install cargo-fuzz",
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["install", "cargo-fuzz", "--locked", "--version"])
+            .arg(CARGO_FUZZ_VERSION)
+            .arg("--root")
+            .arg(tools),
+    )?;
+    Ok(bin)
+}
+
+/// `rustup run <toolchain> cargo fuzz <args>`, with cargo-fuzz on PATH and
+/// none of the outer cargo's settings leaking in (the PVH images' flags
+/// must not reach a sanitizer build, nor our flags theirs).
+fn cargo_fuzz(tools_bin: &Path, toolchain: &str, bootstrap: bool) -> Result<Command> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![tools_bin.to_path_buf()];
+    dirs.extend(std::env::split_paths(&path));
+    let mut c = Command::new("rustup");
+    c.args(["run", toolchain, "cargo", "fuzz"])
+        .current_dir(root())
+        .env("PATH", std::env::join_paths(dirs)?);
+    for var in [
+        "CARGO",
+        "RUSTC",
+        "RUSTDOC",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO_TARGET_DIR",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+    ] {
+        c.env_remove(var);
+    }
+    if bootstrap {
+        c.env("RUSTC_BOOTSTRAP", "1");
+    }
+    Ok(c)
+}
+
+/// Builds every fuzz target and runs each for `seconds_per_target`.
+/// Fails naming the target and the crashing input if any finds a bug.
+pub fn smoke(seconds_per_target: u64) -> Result<()> {
+    let root = root();
+    let fuzz_dir = root.join("share-hal/fuzz");
+    let target = target_dir();
+    let work = target.join("fuzz");
+    let tools_bin = ensure_cargo_fuzz(&target.join("tools"))?;
+    let (toolchain, bootstrap) = toolchain();
+    eprintln!(
+        "==> fuzzing with the {toolchain} toolchain{}",
+        if bootstrap {
+            " (RUSTC_BOOTSTRAP=1 for the fuzz build only: no nightly installed)"
+        } else {
+            ""
+        }
+    );
+    let dirs = |c: &mut Command| {
+        c.arg("--fuzz-dir")
+            .arg(&fuzz_dir)
+            .arg("--target-dir")
+            .arg(&work);
+    };
+
+    let mut build = cargo_fuzz(&tools_bin, toolchain, bootstrap)?;
+    build.arg("build");
+    dirs(&mut build);
+    run_step("build fuzz targets", &mut build)?;
+
+    for t in targets(&fuzz_dir)? {
+        let corpus = work.join("corpus").join(&t);
+        let artifacts = work.join("artifacts").join(&t);
+        std::fs::create_dir_all(&corpus)?;
+        std::fs::create_dir_all(&artifacts)?;
+        let mut run = cargo_fuzz(&tools_bin, toolchain, bootstrap)?;
+        run.arg("run");
+        dirs(&mut run);
+        run.arg(&t).arg(&corpus);
+        let seeds = fuzz_dir.join("seeds").join(&t);
+        if seeds.is_dir() {
+            run.arg(&seeds);
+        }
+        run.arg("--")
+            .arg(format!("-max_total_time={seconds_per_target}"))
+            // A slow input is a bug too: parsers are linear in their input.
+            .arg("-timeout=10")
+            .arg(format!("-artifact_prefix={}/", artifacts.display()));
+        run_step(&format!("fuzz {t} for {seconds_per_target} s"), &mut run).with_context(|| {
+            format!(
+                "fuzz target {t} failed; its input is in {} (replay: cargo +nightly fuzz run \
+                 --fuzz-dir share-hal/fuzz {t} <input>)",
+                artifacts.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_every_fuzz_target() {
+        let names = targets(&root().join("share-hal/fuzz")).unwrap();
+        for t in [
+            "blk_request",
+            "blk_response",
+            "descriptor",
+            "net_slots",
+            "vdevice",
+        ] {
+            assert!(names.iter().any(|n| n == t), "{t} missing from {names:?}");
+        }
+    }
+}
