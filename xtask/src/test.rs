@@ -16,6 +16,9 @@ enum Tier {
     Unit,
     /// Every parser of peer-written memory under libFuzzer, ~20 s each.
     Fuzz,
+    /// Real Xen 4.17 nested in QEMU: `xen run smoke`, and a broken scenario
+    /// that must fail at its step with the logs kept (minutes, downloads once).
+    Xen,
 }
 
 /// Features of the host build: every platform that runs as a Linux process.
@@ -41,6 +44,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if all || args.tier == Some(Tier::Fuzz) {
         crate::fuzz::smoke(FUZZ_SECONDS_PER_TARGET)?;
+    }
+    if all || args.tier == Some(Tier::Xen) {
+        crate::xen::tier()?;
     }
     Ok(())
 }

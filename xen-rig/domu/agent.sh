@@ -1,0 +1,24 @@
+#!/bin/sh
+# The rig agent of a Linux test domU: runs commands dom0 sends on the
+# console and answers there. Protocol (one message per line, matched by
+# prefix so kernel messages between lines do no harm):
+#   dom0 -> domU   @@RUN <id> <command, base64>
+#   domU -> dom0   @@O <id> <output line>     (stdout and stderr, merged)
+#                  @@RC <id> <exit status>
+# dom0's side is dom_run in xen-rig/lib.sh.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+exec </dev/console >/dev/console 2>&1
+stty -echo 2>/dev/null
+echo
+echo "@@READY $(hostname)"
+while read -r tag id cmd; do
+    [ "$tag" = "@@RUN" ] || continue
+    out=/tmp/rig-out.$id
+    printf '%s' "$cmd" | base64 -d > /tmp/rig-cmd.$id 2>/dev/null
+    sh /tmp/rig-cmd.$id > "$out" 2>&1 < /dev/null
+    rc=$?
+    echo
+    sed "s/^/@@O $id /" "$out"
+    echo "@@RC $id $rc"
+    rm -f "$out" /tmp/rig-cmd.$id
+done

@@ -1,0 +1,345 @@
+//! The dom0 and domU initramfs images (`cargo xtask xen build`).
+//!
+//! Both are busybox systems assembled from the unpacked packages, the
+//! host's libraries (the host is bookworm, like the packages) and the
+//! project's own files. What goes in is listed in `xen-rig/README.md`;
+//! the constants below are the extension points other parts of the project
+//! add to.
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use super::cpio::Archive;
+use super::setup::{rig_dir, Setup};
+use crate::test::HOST_FEATURES;
+use crate::util::{cargo, root, run_step, target_dir};
+
+/// Rust binaries of this workspace put into dom0's `/usr/bin`, as
+/// (package, binary). Built for the host target with the host features, so
+/// they reuse the test build.
+pub const DOM0_BINARIES: &[(&str, &str)] = &[("vdevice", "vdevice")];
+
+/// Modules dom0 loads at boot, in order; the rig fails if one does not load.
+pub const DOM0_MODULES: &[&str] = &[
+    "xen-privcmd",
+    "xenfs",
+    "xen-evtchn",
+    "xen-gntdev",
+    "xen-gntalloc",
+];
+
+/// Modules put into dom0 but loaded only by scenarios that want them (stock
+/// backends to compare with, a bridge for vifs).
+pub const DOM0_OPTIONAL_MODULES: &[&str] = &["xen-blkback", "xen-netback", "bridge", "loop"];
+
+/// Modules a Linux domU loads at boot.
+pub const DOMU_MODULES: &[&str] = &["xen-evtchn", "xen-gntdev", "xen-gntalloc"];
+
+/// Modules put into the domU image, loaded by scenarios on demand.
+pub const DOMU_OPTIONAL_MODULES: &[&str] = &["xen-blkfront", "xen-netfront", "ext4"];
+
+/// Host programs in both images (with their libraries): disk tests make
+/// and check file systems.
+const HOST_TOOLS: &[(&str, &[&str])] = &[
+    ("/sbin/mke2fs", &["mkfs.ext4", "mkfs.ext2"]),
+    ("/sbin/e2fsck", &["fsck.ext4", "fsck.ext2"]),
+];
+
+/// Paths of the built images.
+pub struct Images {
+    pub dom0: PathBuf,
+    pub domu: PathBuf,
+}
+
+/// Where a library the loader resolved ends up in the image.
+fn image_path(tree: &Path, lib: &Path) -> String {
+    match lib.strip_prefix(tree) {
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => lib.display().to_string(),
+    }
+}
+
+/// Copies the ELF `src` to `at` with every library `ldd` resolves for it
+/// (the Xen libraries from the unpacked tree, the rest from the host).
+fn add_program(a: &mut Archive, tree: &Path, at: &str, src: &Path) -> Result<()> {
+    a.file(at, src)?;
+    let head = fs::read(src)
+        .map(|b| b.get(..4) == Some(b"\x7fELF"))
+        .unwrap_or(false);
+    if !head {
+        return Ok(()); // a script: copied as it is
+    }
+    let libpath = format!(
+        "{}:{}",
+        tree.join("usr/lib/x86_64-linux-gnu").display(),
+        tree.join("lib/x86_64-linux-gnu").display()
+    );
+    let out = Command::new("ldd")
+        .arg(src)
+        .env("LD_LIBRARY_PATH", libpath)
+        .output()
+        .context("could not start ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("not a dynamic executable") || !out.status.success() {
+        return Ok(()); // static
+    }
+    for line in text.lines() {
+        let line = line.trim();
+        if line.contains("not found") {
+            bail!("{}: library {line}", src.display());
+        }
+        // "libx.so.1 => /path/libx.so.1 (0x...)" or "/lib64/ld-linux... (0x...)"
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+        };
+        let Some(path) = path else { continue };
+        let lib = Path::new(path);
+        let dest = image_path(tree, lib);
+        if !a.contains(&dest) {
+            a.file(&dest, lib)?;
+        }
+    }
+    Ok(())
+}
+
+/// busybox and a link for each of its applets.
+fn add_busybox(a: &mut Archive, tree: &Path) -> Result<()> {
+    let bb = tree.join("bin/busybox");
+    a.file("bin/busybox", &bb)?;
+    let out = Command::new(&bb)
+        .arg("--list-full")
+        .output()
+        .context("running busybox --list-full")?;
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        if applet != "bin/busybox" && !applet.is_empty() {
+            a.symlink(applet, "/bin/busybox");
+        }
+    }
+    Ok(())
+}
+
+/// Modules `names` (and what modules.dep says they need) plus a modules.dep
+/// for exactly them. Returns the names that are built into the kernel.
+fn add_modules(
+    a: &mut Archive,
+    tree: &Path,
+    release: &str,
+    names: &[&str],
+    extra: &[PathBuf],
+) -> Result<()> {
+    let moddir = tree.join(format!("lib/modules/{release}"));
+    let dep = fs::read_to_string(moddir.join("modules.dep")).context("reading modules.dep")?;
+    let builtin = fs::read_to_string(moddir.join("modules.builtin")).unwrap_or_default();
+    let norm = |s: &str| s.replace('_', "-");
+    let base = |p: &str| {
+        let file = p.rsplit('/').next().unwrap_or(p);
+        norm(file.trim_end_matches(".ko").trim_end_matches(".ko.xz"))
+    };
+    let mut want: BTreeSet<String> = BTreeSet::new();
+    for name in names {
+        let line = dep
+            .lines()
+            .find(|l| base(l.split(':').next().unwrap_or("")) == norm(name));
+        match line {
+            Some(l) => {
+                let (m, deps) = l.split_once(':').unwrap_or((l, ""));
+                want.insert(m.to_string());
+                want.extend(deps.split_whitespace().map(str::to_string));
+            }
+            None if builtin.lines().any(|l| base(l) == norm(name)) => {}
+            None => bail!("kernel {release} has no module {name}"),
+        }
+    }
+    let mut lines = String::new();
+    for l in dep.lines() {
+        let m = l.split(':').next().unwrap_or("");
+        if want.contains(m) {
+            lines.push_str(l);
+            lines.push('\n');
+            a.file(&format!("lib/modules/{release}/{m}"), &moddir.join(m))?;
+        }
+    }
+    for ko in extra {
+        let name = ko.file_name().unwrap_or_default().to_string_lossy();
+        lines.push_str(&format!("extra/{name}:\n"));
+        a.file(&format!("lib/modules/{release}/extra/{name}"), ko)?;
+    }
+    a.bytes(&format!("lib/modules/{release}/modules.dep"), 0o644, lines);
+    a.bytes(
+        &format!("lib/modules/{release}/modules.builtin"),
+        0o644,
+        builtin,
+    );
+    Ok(())
+}
+
+/// Project Linux guest modules, if any were built (guest-drivers/**/*.ko).
+fn guest_modules() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        let mut es: Vec<_> = rd.flatten().collect();
+        es.sort_by_key(|e| e.file_name());
+        for e in es {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "ko") {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&root().join("guest-drivers"), &mut out);
+    out
+}
+
+/// What every image has: busybox, a console node, the host tools.
+fn base(a: &mut Archive, tree: &Path) -> Result<()> {
+    add_busybox(a, tree)?;
+    a.char_dev("dev/console", 0o600, 5, 1);
+    a.char_dev("dev/null", 0o666, 1, 3);
+    for dir in ["proc", "sys", "tmp", "run", "root", "mnt", "var/log"] {
+        a.dir(dir);
+    }
+    a.bytes("etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/sh\n");
+    a.bytes("etc/group", 0o644, "root:x:0:\n");
+    a.bytes("etc/hosts", 0o644, "127.0.0.1 localhost\n");
+    for (prog, links) in HOST_TOOLS {
+        let at = prog.trim_start_matches('/');
+        add_program(a, tree, at, Path::new(prog))?;
+        for l in *links {
+            a.symlink(&format!("sbin/{l}"), prog);
+        }
+    }
+    if Path::new("/etc/mke2fs.conf").is_file() {
+        a.file("etc/mke2fs.conf", Path::new("/etc/mke2fs.conf"))?;
+    }
+    Ok(())
+}
+
+/// Files of `dir` whose name ends with `ext`, sorted; none if it is absent.
+fn files_in(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut v: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.to_string_lossy().ends_with(ext))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn rig_file(name: &str) -> PathBuf {
+    root().join("xen-rig").join(name)
+}
+
+fn domu_image(s: &Setup) -> Result<Vec<u8>> {
+    let mut a = Archive::default();
+    base(&mut a, &s.tree)?;
+    // busybox init reaps, respawns the agent and powers off on
+    // `xl shutdown` (the kernel runs /sbin/poweroff, which signals init).
+    a.symlink("init", "/bin/busybox");
+    a.file("etc/inittab", &rig_file("domu/inittab"))?;
+    a.file("etc/rig/rc", &rig_file("domu/rc.sh"))?;
+    a.file("etc/rig/agent", &rig_file("domu/agent.sh"))?;
+    let mut modules: Vec<&str> = DOMU_MODULES.to_vec();
+    modules.extend_from_slice(DOMU_OPTIONAL_MODULES);
+    add_modules(&mut a, &s.tree, &s.kernel_release, &modules, &guest_modules())?;
+    a.bytes("etc/rig/modules", 0o644, DOMU_MODULES.join("\n") + "\n");
+    a.encode()
+}
+
+fn build_dom0_binaries() -> Result<Vec<(String, PathBuf)>> {
+    if DOM0_BINARIES.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut c = cargo();
+    c.arg("build");
+    for (pkg, bin) in DOM0_BINARIES {
+        c.args(["-p", pkg, "--bin", bin]);
+    }
+    c.args(HOST_FEATURES);
+    run_step("build dom0 tools", &mut c)?;
+    Ok(DOM0_BINARIES
+        .iter()
+        .map(|(_, bin)| (bin.to_string(), target_dir().join("debug").join(bin)))
+        .collect())
+}
+
+fn dom0_image(s: &Setup, domu: &[u8]) -> Result<Vec<u8>> {
+    let tree = &s.tree;
+    let mut a = Archive::default();
+    base(&mut a, tree)?;
+    a.file("init", &rig_file("dom0-init.sh"))?;
+    a.file("rig/lib.sh", &rig_file("lib.sh"))?;
+    for f in files_in(&root().join("xen-rig/scenarios"), ".sh")? {
+        let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        a.file(&format!("rig/scenarios/{name}"), &f)?;
+    }
+    for f in files_in(&root().join("xen-rig/domu"), ".cfg")? {
+        let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        a.file(&format!("rig/domu/{name}"), &f)?;
+    }
+    // Xen's tools: every program of the 4.17 tree, reachable from /usr/sbin.
+    let xbin = tree.join("usr/lib/xen-4.17/bin");
+    for f in files_in(&xbin, "")? {
+        let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        add_program(&mut a, tree, &format!("usr/lib/xen-4.17/bin/{name}"), &f)?;
+        a.symlink(
+            &format!("usr/sbin/{name}"),
+            &format!("/usr/lib/xen-4.17/bin/{name}"),
+        );
+    }
+    for f in files_in(&tree.join("usr/bin"), "")? {
+        let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        if name.starts_with("xenstore") {
+            add_program(&mut a, tree, &format!("usr/bin/{name}"), &f)?;
+        }
+    }
+    a.tree("etc/xen", &tree.join("etc/xen"))?;
+    a.tree("usr/lib/xen-4.17/boot", &tree.join("usr/lib/xen-4.17/boot"))?;
+    let mut modules: Vec<&str> = DOM0_MODULES.to_vec();
+    modules.extend_from_slice(DOM0_OPTIONAL_MODULES);
+    add_modules(&mut a, tree, &s.kernel_release, &modules, &guest_modules())?;
+    a.bytes("etc/rig/modules", 0o644, DOM0_MODULES.join("\n") + "\n");
+    // What dom0 hands to Linux domUs.
+    a.file("boot/vmlinuz", &s.vmlinuz)?;
+    a.bytes("boot/domu.cpio", 0o644, domu.to_vec());
+    // Other parts of the project, when they have been built.
+    for f in files_in(&target_dir().join("images"), "")? {
+        let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        a.file(&format!("images/{name}"), &f)?;
+    }
+    a.dir("images");
+    let xl = root().join("xl-configs");
+    if xl.is_dir() {
+        a.tree("xl-configs", &xl)?;
+    }
+    for (bin, path) in build_dom0_binaries()? {
+        add_program(&mut a, tree, &format!("usr/bin/{bin}"), &path)?;
+    }
+    a.encode()
+}
+
+/// Builds both images (after `setup`), writing them under target/xen-rig/.
+pub fn build(s: &Setup) -> Result<Images> {
+    let dir = rig_dir();
+    let domu_bytes = domu_image(s).context("building the domU image")?;
+    let domu = dir.join("domu.cpio");
+    fs::write(&domu, &domu_bytes)?;
+    let dom0_bytes = dom0_image(s, &domu_bytes).context("building the dom0 image")?;
+    let dom0 = dir.join("dom0.cpio");
+    fs::write(&dom0, &dom0_bytes)?;
+    eprintln!(
+        "xen build: dom0 image {:.1} MiB, domU image {:.1} MiB",
+        dom0_bytes.len() as f64 / 1048576.0,
+        domu_bytes.len() as f64 / 1048576.0
+    );
+    Ok(Images { dom0, domu })
+}
