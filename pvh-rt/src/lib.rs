@@ -1,0 +1,174 @@
+//! pvh-rt: the runtime of the xen-share unikernel domains.
+//!
+//! A PVH guest kernel in Rust on the stable toolchain, for the host target
+//! (`x86_64-unknown-linux-gnu`, linked with `rust-lld` and `link.ld`; see
+//! `cargo xtask images`): no `build-std`, no `x86_64-unknown-none`, no
+//! Hermit (which needs both and has no Xen support).
+//!
+//! What it provides, with feature `rt` (the images):
+//! - PVH boot ([`boot`]): ELF note, 32-bit entry, identity paging, long
+//!   mode, SSE; the memory map and command line from `hvm_start_info`;
+//! - the heap ([`heap`]): all RAM above the image;
+//! - fatal exception handlers with crash reports ([`traps`]) and a panic
+//!   handler, both ending in `SCHEDOP_shutdown(crash)`;
+//! - `mem*` symbols ([`mem`]);
+//! - then calls the image's main (see [`entry!`]) with a [`Runtime`].
+//!
+//! The Xen platform itself (hypercalls, console, grant table, events,
+//! clock, xenstore) is `share_hal::xen`.
+//!
+//! Discipline kept for the red zone (the host target's code uses the 128
+//! bytes below `rsp`): interrupts are never enabled, every exception runs
+//! on an IST stack and never returns, hypercalls move `rsp` first.
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+pub mod boot;
+pub mod heap;
+pub mod image;
+#[cfg(all(feature = "rt", panic = "abort", not(test)))]
+pub mod mem;
+pub mod traps;
+
+pub use boot::BootInfo;
+pub use share_hal::xen;
+
+use share_hal::xen::{XenInfo, XenPvh, XenStore};
+
+/// What the runtime hands the image's main.
+pub struct Runtime {
+    pub boot: BootInfo,
+    /// `None` when not running on Xen (development runs under plain QEMU).
+    pub xen: Option<XenInfo>,
+    /// The heap, in bytes.
+    pub heap_bytes: u64,
+}
+
+impl Runtime {
+    /// Brings up the share-hal platform (grant table, events, domain id)
+    /// and the xenstore bootstrap client.
+    pub fn platform(&self) -> share_hal::Result<(XenPvh, XenStore)> {
+        if self.xen.is_none() {
+            return Err(share_hal::Error::Unsupported {
+                op: "the Xen platform",
+                why: "not running on Xen",
+            });
+        }
+        let mut store = XenStore::connect()?;
+        let pvh = XenPvh::new(self.boot.ram_top(), &mut store)?;
+        Ok((pvh, store))
+    }
+}
+
+/// Declares the image's main: `pvh_rt::entry!(main)` with
+/// `fn main(rt: pvh_rt::Runtime) -> !`.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[no_mangle]
+        pub extern "Rust" fn __pvh_rt_main(rt: $crate::Runtime) -> ! {
+            let main: fn($crate::Runtime) -> ! = $main;
+            main(rt)
+        }
+    };
+}
+
+/// Writes to the console (ring once up, else port 0xE9), with a newline.
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use core::fmt::Write as _;
+        let _ = writeln!($crate::xen::console::Writer, $($arg)*);
+    }};
+}
+
+#[cfg(all(feature = "rt", panic = "abort", not(test)))]
+mod start {
+    use core::fmt::Write;
+
+    use share_hal::xen::console::{self, EmergencyWriter, Writer};
+    use share_hal::xen::{self, ShutdownReason};
+
+    use super::*;
+
+    extern "Rust" {
+        fn __pvh_rt_main(rt: Runtime) -> !;
+    }
+
+    extern "C" {
+        static __image_start: u8;
+        static __image_end: u8;
+    }
+
+    fn fail(what: &str) -> ! {
+        let _ = writeln!(EmergencyWriter, "pvh-rt: {what}");
+        xen::shutdown(ShutdownReason::Crash)
+    }
+
+    /// Called by the boot code in long mode, on the boot stack.
+    #[no_mangle]
+    extern "C" fn pvh_rt_start(start_info: u64) -> ! {
+        console::emergency_write(b"pvh-rt: long mode\n");
+        traps::init();
+        // SAFETY: the address the loader passed; nothing was allocated yet.
+        let boot = match unsafe { boot::read_start_info(start_info) } {
+            Ok(b) => b,
+            Err(e) => fail(e),
+        };
+        let image_start = &raw const __image_start as u64;
+        let image_end = &raw const __image_end as u64;
+        let Some(region) = heap::heap_region(&boot, image_end) else {
+            fail("no RAM above the image for the heap")
+        };
+        // SAFETY: RAM above the image (the boot structures were copied out
+        // just above), used by nothing else, for good.
+        unsafe { heap::init(region) };
+        let xen = match xen::init() {
+            Ok(info) => Some(info),
+            Err(e) => {
+                let _ = writeln!(EmergencyWriter, "pvh-rt: no Xen platform ({e})");
+                None
+            }
+        };
+        console::init_log(log::LevelFilter::Info);
+        let _ = writeln!(
+            Writer,
+            "pvh-rt: image {:#x}-{:#x} ({} KiB), RAM {} KiB, heap {} KiB, start_info v{}{}",
+            image_start,
+            image_end,
+            (image_end - image_start) / 1024,
+            boot.ram_bytes() / 1024,
+            (region.end - region.start) / 1024,
+            boot.start_info_version,
+            match xen {
+                Some(x) => alloc::format!(
+                    ", Xen {}.{}, console {}",
+                    x.version.0,
+                    x.version.1,
+                    if x.console_ring { "ring" } else { "port 0xE9" }
+                ),
+                None => alloc::string::String::new(),
+            }
+        );
+        let rt = Runtime {
+            boot,
+            xen,
+            heap_bytes: region.end - region.start,
+        };
+        // SAFETY: declared by the image with `entry!`, with this signature.
+        unsafe { __pvh_rt_main(rt) }
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        if traps::begin_crash() {
+            let _ = writeln!(
+                EmergencyWriter,
+                "\n*** PANIC: {info} ***\n*** domain crashed ***"
+            );
+        }
+        xen::shutdown(ShutdownReason::Crash)
+    }
+}
