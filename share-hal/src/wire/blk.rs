@@ -23,11 +23,10 @@ pub const SECTOR_SIZE: usize = 512;
 /// Sectors of one 4 KiB page; `last_sect` is at most this minus one.
 pub const SECTORS_PER_PAGE: u8 = (PAGE_SIZE / SECTOR_SIZE) as u8;
 pub const CONTROL_LEN: usize = 64;
-pub const REQUEST_LANE_HEADER: usize = 1024;
-pub const RESPONSE_LANE_HEADER: usize = 2048;
-const _: () = assert!(CONTROL_LEN <= REQUEST_LANE_HEADER);
-const _: () = assert!(REQUEST_LANE_HEADER + super::lane_header::LEN <= RESPONSE_LANE_HEADER);
-const _: () = assert!(RESPONSE_LANE_HEADER + super::lane_header::LEN <= PAGE_SIZE);
+/// Offset of the request lane (its header) in page 0: the last 256 bytes,
+/// so the request slots start page-aligned on page 1.
+pub const REQUEST_LANE: usize = PAGE_SIZE - super::lane_header::LEN;
+const _: () = assert!(CONTROL_LEN <= REQUEST_LANE);
 pub const REQUEST_SIZE: usize = 128;
 pub const RESPONSE_SIZE: usize = 16;
 pub const SEGMENT_LEN: usize = 8;
@@ -257,14 +256,22 @@ pub struct BlkLayout {
     pub responses: LaneLayout,
 }
 
-/// Smallest block share: page 0, one page of requests, one of responses.
+/// Smallest block share: page 0, a page of 32 requests, then the response
+/// lane's header and 32 responses.
 pub const MIN_PAGES: u32 = 3;
-const REQUESTS_PER_PAGE: u32 = (PAGE_SIZE / REQUEST_SIZE) as u32;
-const RESPONSES_PER_PAGE: u32 = (PAGE_SIZE / RESPONSE_SIZE) as u32;
+/// Fewest slots of a block share.
+pub const MIN_SLOTS: u32 = (PAGE_SIZE / REQUEST_SIZE) as u32;
 
 impl BlkLayout {
-    /// The layout of a share of `numpages` pages: page 0, request slots,
-    /// response slots; the largest power-of-two slot count that fits.
+    /// The layout of a share of `numpages` pages, both lanes in the
+    /// contiguous format of `share_hal::lane`:
+    ///
+    /// - page 0: control fields at 0, the request lane header at 3840;
+    /// - from page 1: the S request slots (128 bytes);
+    /// - right after them: the response lane header and its S slots
+    ///   (16 bytes).
+    ///
+    /// `S` is the largest power of two (at least 32) that fits.
     pub fn new(numpages: u32) -> Result<Self, Error> {
         if numpages < MIN_PAGES {
             return Err(Error::BadField {
@@ -279,28 +286,26 @@ impl BlkLayout {
                 max: descriptor::MAX_PAGES.into(),
             });
         }
-        let pages_for =
-            |slots: u32| 1 + slots.div_ceil(REQUESTS_PER_PAGE) + slots.div_ceil(RESPONSES_PER_PAGE);
-        // Upper bound from the request pages alone, then step down.
-        let mut slot_count = prev_power_of_two((numpages - 1) * REQUESTS_PER_PAGE);
-        while slot_count > REQUESTS_PER_PAGE && pages_for(slot_count) > numpages {
+        let bytes_for = |slots: u32| {
+            let slots = slots as usize;
+            PAGE_SIZE + slots * REQUEST_SIZE + super::lane_header::LEN + slots * RESPONSE_SIZE
+        };
+        let have = numpages as usize * PAGE_SIZE;
+        // Upper bound from the request slots alone, then step down.
+        let mut slot_count = prev_power_of_two((numpages - 1) * MIN_SLOTS);
+        while slot_count > MIN_SLOTS && bytes_for(slot_count) > have {
             slot_count /= 2;
         }
-        let request_pages = slot_count.div_ceil(REQUESTS_PER_PAGE) as usize;
+        let requests = LaneLayout::at(REQUEST_LANE, slot_count, REQUEST_SIZE);
+        let responses = LaneLayout::at(
+            requests.slots + requests.slots_len(),
+            slot_count,
+            RESPONSE_SIZE,
+        );
         Ok(BlkLayout {
             numpages,
-            requests: LaneLayout {
-                header: REQUEST_LANE_HEADER,
-                slots: PAGE_SIZE,
-                slot_count,
-                slot_size: REQUEST_SIZE,
-            },
-            responses: LaneLayout {
-                header: RESPONSE_LANE_HEADER,
-                slots: PAGE_SIZE * (1 + request_pages),
-                slot_count,
-                slot_size: RESPONSE_SIZE,
-            },
+            requests,
+            responses,
         })
     }
 
@@ -1112,16 +1117,21 @@ mod tests {
     fn layouts_from_numpages() {
         let l = BlkLayout::new(3).unwrap();
         assert_eq!(l.requests.slot_count, 32);
-        assert_eq!(l.requests.slots, 4096);
-        assert_eq!(l.responses.slots, 8192);
+        assert_eq!((l.requests.header, l.requests.slots), (3840, 4096));
+        assert_eq!(l.responses.header, 8192);
+        assert_eq!(l.responses.slots, 8192 + 256);
         assert_eq!(l.responses.slots_len(), 512);
-        let l = BlkLayout::new(10).unwrap();
+        // 256 slots: 32 KiB of requests, 256 + 4 KiB of responses.
+        assert_eq!(BlkLayout::new(10).unwrap().requests.slot_count, 128);
+        let l = BlkLayout::new(11).unwrap();
         assert_eq!(l.requests.slot_count, 256);
-        assert_eq!(l.responses.slots, 9 * 4096);
-        let l = BlkLayout::new(19).unwrap();
-        assert_eq!(l.requests.slot_count, 512);
-        assert_eq!(l.responses.slots + l.responses.slots_len(), 19 * 4096);
-        assert_eq!(BlkLayout::new(18).unwrap().requests.slot_count, 256);
+        assert_eq!(l.responses.header, 9 * 4096);
+        assert_eq!(
+            l.responses.header + l.responses.window_len(),
+            10 * 4096 + 256
+        );
+        assert_eq!(BlkLayout::new(20).unwrap().requests.slot_count, 512);
+        assert_eq!(BlkLayout::new(19).unwrap().requests.slot_count, 256);
         assert!(BlkLayout::new(2).is_err());
         assert!(BlkLayout::new(1017).is_err());
         assert_eq!(MAX_INLINE_SEGMENTS, 13);
@@ -1502,14 +1512,18 @@ mod tests {
         fn layouts_never_overlap_or_overflow(numpages in 0u32..2000) {
             if let Ok(l) = BlkLayout::new(numpages) {
                 prop_assert!(l.requests.slot_count.is_power_of_two());
-                prop_assert!(l.requests.slot_count >= 32);
+                prop_assert!(l.requests.slot_count >= MIN_SLOTS);
                 prop_assert_eq!(l.requests.slot_count, l.responses.slot_count);
-                prop_assert!(l.requests.slots + l.requests.slots_len() <= l.responses.slots);
-                prop_assert!(l.responses.slots + l.responses.slots_len() <= l.len());
+                for lane in [l.requests, l.responses] {
+                    prop_assert_eq!(lane.header % 64, 0);
+                    prop_assert_eq!(lane.slots, lane.header + crate::wire::lane_header::LEN);
+                }
+                prop_assert!(l.requests.header >= CONTROL_LEN);
+                prop_assert!(l.requests.slots + l.requests.slots_len() <= l.responses.header);
+                prop_assert!(l.responses.header + l.responses.window_len() <= l.len());
                 // Doubling would not fit.
                 let s = 2 * l.requests.slot_count as usize;
-                let pages = 1 + s.div_ceil(32) + s.div_ceil(256);
-                prop_assert!(pages > numpages as usize);
+                prop_assert!(4096 + s * 128 + 256 + s * 16 > l.len());
             }
         }
     }

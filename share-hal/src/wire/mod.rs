@@ -237,9 +237,15 @@ pub mod lane_header {
 
 /// Where one lane lives in a share. Computed by both sides from `numpages`
 /// and the share type's constants; nothing here is read from peer memory.
+///
+/// A lane is one contiguous window, the format of `share_hal::lane`: the
+/// 256-byte header, then the slots (`slots == header + lane_header::LEN`).
+/// Hand `share.slice(header, window_len())` to `lane::Producer::attach` or
+/// `lane::Consumer::attach`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LaneLayout {
-    /// Byte offset of the lane header from the start of the share.
+    /// Byte offset of the lane header (the window) from the start of the
+    /// share; 64-byte aligned.
     pub header: usize,
     /// Byte offset of slot 0.
     pub slots: usize,
@@ -250,6 +256,21 @@ pub struct LaneLayout {
 }
 
 impl LaneLayout {
+    /// A lane whose window starts at `header`.
+    pub(crate) fn at(header: usize, slot_count: u32, slot_size: usize) -> Self {
+        LaneLayout {
+            header,
+            slots: header + lane_header::LEN,
+            slot_count,
+            slot_size,
+        }
+    }
+
+    /// Bytes of the lane's window: header and slots.
+    pub fn window_len(&self) -> usize {
+        lane_header::LEN + self.slots_len()
+    }
+
     /// Bytes of all slots.
     pub fn slots_len(&self) -> usize {
         self.slot_count as usize * self.slot_size
@@ -307,16 +328,43 @@ mod tests {
 
     #[test]
     fn lane_slot_offsets_wrap() {
-        let l = LaneLayout {
-            header: 1024,
-            slots: 4096,
-            slot_count: 4,
-            slot_size: 2048,
-        };
+        let l = LaneLayout::at(3840, 4, 2048);
+        assert_eq!(l.slots, 4096);
         assert_eq!(l.slot_offset(0), 4096);
         assert_eq!(l.slot_offset(5), 4096 + 2048);
         assert_eq!(l.slot_offset(u32::MAX), 4096 + 3 * 2048);
         assert_eq!(l.slots_len(), 8192);
+        assert_eq!(l.window_len(), 256 + 8192);
+    }
+
+    /// The lane header documented here is the one `share_hal::lane` uses,
+    /// and a lane placed by a share layout attaches as that module expects.
+    #[test]
+    fn layouts_fit_the_lane_module() {
+        use crate::lane;
+        assert_eq!(lane_header::LEN, lane::HEADER_LEN);
+        #[repr(C, align(4096))]
+        struct Page([u8; PAGE_SIZE]);
+        let mut share: alloc::vec::Vec<Page> = (0..4).map(|_| Page([0; PAGE_SIZE])).collect();
+        // SAFETY: the vector is a live, exclusively borrowed local that
+        // outlives `mem`, and is not touched through references meanwhile.
+        let mem = unsafe {
+            crate::SharedMem::new(
+                core::ptr::NonNull::new(share.as_mut_ptr().cast()).unwrap(),
+                4 * PAGE_SIZE,
+            )
+        };
+        let l = net::NetLayout::new(4).unwrap().rx;
+        let window = mem.slice(l.header, l.window_len()).unwrap();
+        let shape = lane::LaneLayout::new(l.slot_count, l.slot_size).unwrap();
+        lane::init(window, shape, 0).unwrap();
+        let mut p = lane::Producer::attach(window, shape).unwrap();
+        let mut c = lane::Consumer::attach(window, shape).unwrap();
+        assert!(p.push(&[7u8; 64]).unwrap());
+        p.publish().unwrap();
+        // The slot the lane module wrote is where the layout says.
+        assert_eq!(mem.read_u8(l.slot_offset(0)), Ok(7));
+        assert_eq!(c.poll(), Ok(1));
     }
 
     #[test]

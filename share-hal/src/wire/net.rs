@@ -16,16 +16,10 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"XSNT");
 pub const VERSION: u16 = 1;
 /// Bytes of the control fields at the start of page 0.
 pub const CONTROL_LEN: usize = 64;
-/// Offset of the tx lane header in page 0.
-pub const TX_LANE_HEADER: usize = 1024;
-/// Offset of the rx lane header in page 0.
-pub const RX_LANE_HEADER: usize = 2048;
-
-// The control fields and both lane headers share page 0 without
-// overlapping.
-const _: () = assert!(CONTROL_LEN <= TX_LANE_HEADER);
-const _: () = assert!(TX_LANE_HEADER + lane_header::LEN <= RX_LANE_HEADER);
-const _: () = assert!(RX_LANE_HEADER + lane_header::LEN <= PAGE_SIZE);
+/// Offset of the tx lane (its header) in page 0: the last 256 bytes, so
+/// the tx slots start page-aligned on page 1.
+pub const TX_LANE: usize = PAGE_SIZE - lane_header::LEN;
+const _: () = assert!(CONTROL_LEN <= TX_LANE);
 
 pub const SLOT_SIZE: usize = 2048;
 pub const SLOT_HEADER_LEN: usize = 16;
@@ -258,13 +252,21 @@ pub struct NetLayout {
     pub rx: LaneLayout,
 }
 
-/// Smallest network share: page 0 and one page of slots per lane.
-pub const MIN_PAGES: u32 = 3;
+/// Smallest network share: page 0, a page of tx slots, the rx header page
+/// and a page of rx slots (two slots per lane).
+pub const MIN_PAGES: u32 = 4;
 
 impl NetLayout {
-    /// The layout of a share of `numpages` pages: page 0, then tx slots,
-    /// then rx slots. Each lane gets the largest power of two of slots that
-    /// fits half of the remaining pages; pages left over stay unused.
+    /// The layout of a share of `numpages` pages, both lanes in the
+    /// contiguous format of `share_hal::lane` with page-aligned slots:
+    ///
+    /// - page 0: control fields at 0, the tx lane header at 3840;
+    /// - pages `1 ..= S/2`: the S tx slots;
+    /// - page `1 + S/2`: the rx lane header at 3840 (the rest reserved);
+    /// - pages `2 + S/2 ..= 1 + S`: the S rx slots.
+    ///
+    /// `S`, the slots per lane, is the largest power of two with
+    /// `S + 2 <= numpages`; pages left over stay unused.
     pub fn new(numpages: u32) -> Result<Self, Error> {
         if numpages < MIN_PAGES {
             return Err(Error::BadField {
@@ -279,21 +281,14 @@ impl NetLayout {
                 max: descriptor::MAX_PAGES.into(),
             });
         }
-        let slots_per_page = (PAGE_SIZE / SLOT_SIZE) as u32;
-        let slot_count = prev_power_of_two((numpages - 1) / 2 * slots_per_page);
-        let lane_pages = (slot_count / slots_per_page) as usize;
-        let tx = LaneLayout {
-            header: TX_LANE_HEADER,
-            slots: PAGE_SIZE,
+        let slot_count = prev_power_of_two(numpages - 2);
+        let lane_pages = slot_count as usize * SLOT_SIZE / PAGE_SIZE;
+        let tx = LaneLayout::at(TX_LANE, slot_count, SLOT_SIZE);
+        let rx = LaneLayout::at(
+            PAGE_SIZE * (1 + lane_pages) + TX_LANE,
             slot_count,
-            slot_size: SLOT_SIZE,
-        };
-        let rx = LaneLayout {
-            header: RX_LANE_HEADER,
-            slots: PAGE_SIZE * (1 + lane_pages),
-            slot_count,
-            slot_size: SLOT_SIZE,
-        };
+            SLOT_SIZE,
+        );
         Ok(NetLayout { numpages, tx, rx })
     }
 
@@ -815,26 +810,28 @@ mod tests {
 
     #[test]
     fn layouts_from_numpages() {
-        let l = NetLayout::new(3).unwrap();
+        let l = NetLayout::new(4).unwrap();
         assert_eq!(l.tx.slot_count, 2);
-        assert_eq!(l.tx.slots, 4096);
-        assert_eq!(l.rx.slots, 8192);
-        assert_eq!(l.tx.header, 1024);
-        assert_eq!(l.rx.header, 2048);
-        // 10 pages: 4 per lane would fit 9, power of two takes 4 pages.
-        let l = NetLayout::new(10).unwrap();
+        assert_eq!((l.tx.header, l.tx.slots), (3840, 4096));
+        assert_eq!((l.rx.header, l.rx.slots), (2 * 4096 + 3840, 3 * 4096));
+        assert_eq!(l.rx.slots + l.rx.slots_len(), l.len());
+        // 11 pages: 9 for slots, 8 used (4 per lane), one left over.
+        let l = NetLayout::new(11).unwrap();
         assert_eq!(l.tx.slot_count, 8);
-        assert_eq!(l.rx.slots, 5 * 4096);
-        assert_eq!(l.rx.slots + l.rx.slots_len(), 9 * 4096);
-        let l = NetLayout::new(65).unwrap();
+        assert_eq!(l.rx.slots, 6 * 4096);
+        assert_eq!(l.rx.slots + l.rx.slots_len(), 10 * 4096);
+        let l = NetLayout::new(66).unwrap();
         assert_eq!(l.tx.slot_count, 64);
         assert_eq!(l.rx.slots + l.rx.slots_len(), l.len());
-        assert!(NetLayout::new(2).is_err());
+        assert!(NetLayout::new(3).is_err());
         assert!(NetLayout::new(0).is_err());
         assert!(NetLayout::new(1017).is_err());
         let l = NetLayout::new(1016).unwrap();
         assert_eq!(l.tx.slot_count, 512);
-        assert_eq!(lane_index_offsets(&l.rx), [2048, 2112, 2176, 2240]);
+        assert_eq!(
+            lane_index_offsets(&l.tx),
+            [3840, 3840 + 64, 3840 + 128, 3840 + 192]
+        );
     }
 
     /// A 100-byte frame in one slot, checksum at 34+16.
@@ -1086,11 +1083,16 @@ mod tests {
             if let Ok(l) = NetLayout::new(numpages) {
                 prop_assert!(l.tx.slot_count.is_power_of_two());
                 prop_assert_eq!(l.tx.slot_count, l.rx.slot_count);
-                prop_assert!(l.tx.slots >= PAGE_SIZE);
-                prop_assert!(l.tx.slots + l.tx.slots_len() <= l.rx.slots);
-                prop_assert!(l.rx.slots + l.rx.slots_len() <= l.len());
-                // At least half the slot pages are used.
-                prop_assert!(2 * (l.tx.slots_len() + l.rx.slots_len()) > l.len() - PAGE_SIZE);
+                prop_assert!(l.tx.header >= CONTROL_LEN);
+                for lane in [l.tx, l.rx] {
+                    prop_assert_eq!(lane.header % 64, 0);
+                    prop_assert_eq!(lane.slots % PAGE_SIZE, 0, "slots are page-aligned");
+                    prop_assert_eq!(lane.slots, lane.header + lane_header::LEN);
+                }
+                prop_assert!(l.tx.slots + l.tx.slots_len() <= l.rx.header);
+                prop_assert!(l.rx.header + l.rx.window_len() <= l.len());
+                // At least half the pages are slots.
+                prop_assert!(2 * (l.tx.slots_len() + l.rx.slots_len()) >= l.len() - 2 * PAGE_SIZE);
             }
         }
     }
