@@ -25,8 +25,10 @@ now_ms() {
 # Kills PID and everything below it (stopped first so it cannot fork more).
 kill_tree() {
     kill -STOP "$1" 2>/dev/null
-    for _c in $(pgrep -P "$1"); do
-        kill_tree "$_c"
+    # busybox-static has no pgrep: children are found by the ppid in stat.
+    for _s in /proc/[0-9]*/stat; do
+        read -r _p _ _ _pp _ < "$_s" 2>/dev/null || continue
+        [ "$_pp" = "$1" ] && kill_tree "$_p"
     done
     kill -KILL "$1" 2>/dev/null
 }

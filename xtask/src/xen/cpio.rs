@@ -30,7 +30,9 @@ pub struct Archive {
 }
 
 fn clean(path: &str) -> String {
-    path.trim_start_matches('/').trim_end_matches('/').to_string()
+    path.trim_start_matches('/')
+        .trim_end_matches('/')
+        .to_string()
 }
 
 impl Archive {
@@ -42,9 +44,7 @@ impl Archive {
                 cur.push('/');
             }
             cur.push_str(part);
-            self.entries
-                .entry(cur.clone())
-                .or_insert(Entry::Dir(0o755));
+            self.entries.entry(cur.clone()).or_insert(Entry::Dir(0o755));
         }
     }
 
@@ -135,7 +135,16 @@ impl Archive {
                         }
                         Source::Bytes(b) => b.clone(),
                     };
-                    header(&mut out, ino, 0o100000 | mode, 1, data.len(), (0, 0), name, &data)
+                    header(
+                        &mut out,
+                        ino,
+                        0o100000 | mode,
+                        1,
+                        data.len(),
+                        (0, 0),
+                        name,
+                        &data,
+                    )
                 }
                 Entry::Symlink(t) => header(
                     &mut out,
@@ -202,9 +211,7 @@ fn header(
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
-        out.push(0);
-    }
+    out.resize(out.len().next_multiple_of(4), 0);
 }
 
 #[cfg(test)]
@@ -224,11 +231,12 @@ mod tests {
         let pos = |s: &str| text.find(s).unwrap_or_else(|| panic!("{s} missing"));
         assert!(pos("etc\0") < pos("etc/rig\0"));
         assert!(pos("etc/rig\0") < pos("etc/rig/hello\0"));
-        assert!(text.ends_with("TRAILER!!!\0\0\0\0") || text.contains("TRAILER!!!\0"));
+        let last = text.rfind("070701").unwrap();
+        assert_eq!(&text[last + 110..last + 121], "TRAILER!!!\0");
         // The console node carries its device numbers (rdevmajor 5, minor 1).
         let hdr = &text[pos("dev/console\0") - 110..pos("dev/console\0")];
         assert_eq!(&hdr[..6], "070701");
-        assert_eq!(&hdr[14..22], "000021a0"); // S_IFCHR | 0600
+        assert_eq!(&hdr[14..22], "00002180"); // S_IFCHR (0o020000) | 0o600
         assert_eq!(&hdr[78..86], "00000005");
         assert_eq!(&hdr[86..94], "00000001");
     }

@@ -48,10 +48,10 @@ const HOST_TOOLS: &[(&str, &[&str])] = &[
     ("/sbin/e2fsck", &["fsck.ext4", "fsck.ext2"]),
 ];
 
-/// Paths of the built images.
+/// The built dom0 image (the domU image travels inside it, at
+/// /boot/domu.cpio, and is also kept beside it for inspection).
 pub struct Images {
     pub dom0: PathBuf,
-    pub domu: PathBuf,
 }
 
 /// Where a library the loader resolved ends up in the image.
@@ -94,7 +94,10 @@ fn add_program(a: &mut Archive, tree: &Path, at: &str, src: &Path) -> Result<()>
         // "libx.so.1 => /path/libx.so.1 (0x...)" or "/lib64/ld-linux... (0x...)"
         let path = match line.split_once("=>") {
             Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
         };
         let Some(path) = path else { continue };
         let lib = Path::new(path);
@@ -250,7 +253,13 @@ fn domu_image(s: &Setup) -> Result<Vec<u8>> {
     a.file("etc/rig/agent", &rig_file("domu/agent.sh"))?;
     let mut modules: Vec<&str> = DOMU_MODULES.to_vec();
     modules.extend_from_slice(DOMU_OPTIONAL_MODULES);
-    add_modules(&mut a, &s.tree, &s.kernel_release, &modules, &guest_modules())?;
+    add_modules(
+        &mut a,
+        &s.tree,
+        &s.kernel_release,
+        &modules,
+        &guest_modules(),
+    )?;
     a.bytes("etc/rig/modules", 0o644, DOMU_MODULES.join("\n") + "\n");
     a.encode()
 }
@@ -279,17 +288,29 @@ fn dom0_image(s: &Setup, domu: &[u8]) -> Result<Vec<u8>> {
     a.file("init", &rig_file("dom0-init.sh"))?;
     a.file("rig/lib.sh", &rig_file("lib.sh"))?;
     for f in files_in(&root().join("xen-rig/scenarios"), ".sh")? {
-        let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         a.file(&format!("rig/scenarios/{name}"), &f)?;
     }
     for f in files_in(&root().join("xen-rig/domu"), ".cfg")? {
-        let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         a.file(&format!("rig/domu/{name}"), &f)?;
     }
     // Xen's tools: every program of the 4.17 tree, reachable from /usr/sbin.
     let xbin = tree.join("usr/lib/xen-4.17/bin");
     for f in files_in(&xbin, "")? {
-        let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         add_program(&mut a, tree, &format!("usr/lib/xen-4.17/bin/{name}"), &f)?;
         a.symlink(
             &format!("usr/sbin/{name}"),
@@ -297,7 +318,11 @@ fn dom0_image(s: &Setup, domu: &[u8]) -> Result<Vec<u8>> {
         );
     }
     for f in files_in(&tree.join("usr/bin"), "")? {
-        let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if name.starts_with("xenstore") {
             add_program(&mut a, tree, &format!("usr/bin/{name}"), &f)?;
         }
@@ -313,7 +338,11 @@ fn dom0_image(s: &Setup, domu: &[u8]) -> Result<Vec<u8>> {
     a.bytes("boot/domu.cpio", 0o644, domu.to_vec());
     // Other parts of the project, when they have been built.
     for f in files_in(&target_dir().join("images"), "")? {
-        let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         a.file(&format!("images/{name}"), &f)?;
     }
     a.dir("images");
@@ -332,14 +361,22 @@ pub fn build(s: &Setup) -> Result<Images> {
     let dir = rig_dir();
     let domu_bytes = domu_image(s).context("building the domU image")?;
     let domu = dir.join("domu.cpio");
-    fs::write(&domu, &domu_bytes)?;
+    write_atomically(&domu, &domu_bytes)?;
     let dom0_bytes = dom0_image(s, &domu_bytes).context("building the dom0 image")?;
     let dom0 = dir.join("dom0.cpio");
-    fs::write(&dom0, &dom0_bytes)?;
+    write_atomically(&dom0, &dom0_bytes)?;
     eprintln!(
         "xen build: dom0 image {:.1} MiB, domU image {:.1} MiB",
         dom0_bytes.len() as f64 / 1048576.0,
         domu_bytes.len() as f64 / 1048576.0
     );
-    Ok(Images { dom0, domu })
+    Ok(Images { dom0 })
+}
+
+/// Replaces `path` whole: a QEMU started by a concurrent run keeps reading
+/// the old image instead of a half-written one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
 }

@@ -245,7 +245,10 @@ pub fn run(setup: &Setup, images: &Images, opts: &Options) -> Result<()> {
 
     let mut summary = String::new();
     if let Some(r) = outcome.ready {
-        summary.push_str(&format!("QEMU start to dom0 ready: {:.1} s\n", r.as_secs_f64()));
+        summary.push_str(&format!(
+            "QEMU start to dom0 ready: {:.1} s\n",
+            r.as_secs_f64()
+        ));
     }
     for s in &outcome.steps {
         summary.push_str(&format!(
@@ -268,7 +271,10 @@ pub fn run(setup: &Setup, images: &Images, opts: &Options) -> Result<()> {
             );
             Ok(())
         }
-        (Some(f), None) => Err(anyhow!("scenario {} failed: {f}; {where_logs}", opts.scenario)),
+        (Some(f), None) => Err(anyhow!(
+            "scenario {} failed: {f}; {where_logs}",
+            opts.scenario
+        )),
         (None, Some(want)) => Err(anyhow!(
             "scenario {} passed but was expected to fail at step {want}; {where_logs}",
             opts.scenario
@@ -333,7 +339,10 @@ fn follow(
 
     loop {
         if INTERRUPTED.load(Ordering::SeqCst) {
-            bail!("interrupted; QEMU killed; logs so far in {}", logs.display());
+            bail!(
+                "interrupted; QEMU killed; logs so far in {}",
+                logs.display()
+            );
         }
         let now = Instant::now();
         let deadline = waiting.1.min(overall);
@@ -398,7 +407,10 @@ fn follow(
             Marker::RigBoot => eprintln!("{} dom0 init running", stamp(now)),
             Marker::RigReady => {
                 out.ready = Some(now - start);
-                eprintln!("{} dom0 ready (xenstored, xenconsoled, modules)", stamp(now));
+                eprintln!(
+                    "{} dom0 ready (xenstored, xenconsoled, modules)",
+                    stamp(now)
+                );
                 waiting = ("the scenario's first step".into(), now + IDLE_TIMEOUT);
             }
             Marker::RigFail(why) => {
@@ -413,7 +425,11 @@ fn follow(
                 step = Some((name.to_string(), until, Vec::new()));
             }
             Marker::StepOk { name, ms } => {
-                eprintln!("{} step {name}: ok in {:.1} s", stamp(now), ms as f64 / 1000.0);
+                eprintln!(
+                    "{} step {name}: ok in {:.1} s",
+                    stamp(now),
+                    ms as f64 / 1000.0
+                );
                 out.steps.push(Step {
                     name: name.to_string(),
                     ok: true,
@@ -449,7 +465,10 @@ fn follow(
                 out.failed_step = Some(name.to_string());
             }
             Marker::ScenarioEnd(rc) => {
-                eprintln!("{} scenario ended (status {rc}); collecting logs", stamp(now));
+                eprintln!(
+                    "{} scenario ended (status {rc}); collecting logs",
+                    stamp(now)
+                );
                 if rc != 0 && out.failure.is_none() {
                     out.failure = Some(format!("scenario script exited {rc} outside any step"));
                 }
@@ -519,8 +538,14 @@ mod tests {
             parse_marker("@@F guest-a.log|a | b"),
             Some(Marker::FileLine("guest-a.log", "a | b"))
         );
-        assert_eq!(parse_marker("@@RIG FAIL modprobe xenfs"), Some(Marker::RigFail("modprobe xenfs")));
-        assert_eq!(parse_marker("@@SCENARIO smoke END 0"), Some(Marker::ScenarioEnd(0)));
+        assert_eq!(
+            parse_marker("@@RIG FAIL modprobe xenfs"),
+            Some(Marker::RigFail("modprobe xenfs"))
+        );
+        assert_eq!(
+            parse_marker("@@SCENARIO smoke END 0"),
+            Some(Marker::ScenarioEnd(0))
+        );
     }
 
     #[test]
