@@ -171,6 +171,7 @@ mod tests {
             "blk_request",
             "blk_response",
             "descriptor",
+            "net_lane",
             "net_slots",
             "vdevice",
         ] {

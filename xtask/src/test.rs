@@ -52,5 +52,5 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Long enough to find shallow bugs in each parser, short enough for CI
-/// (5 targets: under 2 minutes of fuzzing plus one build).
+/// (2 minutes for 6 targets, plus one build).
 const FUZZ_SECONDS_PER_TARGET: u64 = 20;
