@@ -35,6 +35,7 @@ core::arch::global_asm!(
 pvh_start32:
     cli
     cld
+    mov esp, offset pvh_stack_top   /* the PVH ABI gives no stack */
     mov esi, ebx
 
     mov eax, offset pvh_pdpt
