@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
     let disk = ControlRepr {
         features: feats,
         read_only: cfg & 0x10 != 0,
-        capacity: if cfg & 0x20 != 0 { u64::MAX / 512 } else { 1 << 21 },
+        capacity: if cfg & 0x20 != 0 {
+            u64::MAX / 512
+        } else {
+            1 << 21
+        },
         max_indirect_segments: if feats & features::INDIRECT != 0 {
             if cfg & 0x40 != 0 {
                 MAX_INDIRECT_SEGMENTS

@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(p) = ResponseRepr::parse(&r) {
             let mut out = [0u8; RESPONSE_SIZE];
             p.emit(&mut Response::new_unchecked(&mut out[..])).unwrap();
-            assert_eq!(ResponseRepr::parse(&Response::new_unchecked(&out[..])), Ok(p));
+            assert_eq!(
+                ResponseRepr::parse(&Response::new_unchecked(&out[..])),
+                Ok(p)
+            );
             assert_eq!(p.id, r.id());
         }
     }

@@ -74,8 +74,12 @@ fuzz_target!(|data: &[u8]| {
                     return;
                 };
                 let off = 64 * usize::from(which % 4);
-                mem.store_u32(off, u32::from_le_bytes(v), core::sync::atomic::Ordering::Release)
-                    .unwrap();
+                mem.store_u32(
+                    off,
+                    u32::from_le_bytes(v),
+                    core::sync::atomic::Ordering::Release,
+                )
+                .unwrap();
             }
         }
     }

@@ -52,7 +52,8 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Ok(s) = SlotRepr::parse(&h) {
             let mut out = [0u8; SLOT_HEADER_LEN];
-            s.emit(&mut SlotHeader::new_unchecked(&mut out[..])).unwrap();
+            s.emit(&mut SlotHeader::new_unchecked(&mut out[..]))
+                .unwrap();
             assert_eq!(SlotRepr::parse(&SlotHeader::new_unchecked(&out[..])), Ok(s));
         }
     }

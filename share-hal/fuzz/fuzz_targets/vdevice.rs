@@ -23,8 +23,13 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(header.entry_count >= 1 && header.entry_count <= MAX_ENTRIES);
     let mut out = [0u8; 64];
-    header.emit(&mut Header::new_unchecked(&mut out[..])).unwrap();
-    assert_eq!(HeaderRepr::parse(&Header::new_unchecked(&out[..])), Ok(header));
+    header
+        .emit(&mut Header::new_unchecked(&mut out[..]))
+        .unwrap();
+    assert_eq!(
+        HeaderRepr::parse(&Header::new_unchecked(&out[..])),
+        Ok(header)
+    );
 
     // The domain's path: the change index is dom0's, the count our own.
     if let Ok(at) = entry_offset(header.change_index, header.entry_count) {
