@@ -53,6 +53,8 @@ pub fn run(args: Args) -> Result<()> {
             verbose,
         } => {
             let s = setup::setup()?;
+            // The unikernel images go into dom0 under /images/.
+            crate::images::build(&[])?;
             let images = image::build(&s)?;
             run::run(
                 &s,
@@ -78,9 +80,14 @@ pub fn tier() -> Result<()> {
     let s = setup::setup()?;
     phase("setup", t);
     let t = Instant::now();
+    crate::images::build(&[])?;
     let images = image::build(&s)?;
     phase("image build", t);
-    for (scenario, expect_fail) in [("smoke", None), ("selftest-fail", Some("domu-false"))] {
+    for (scenario, expect_fail) in [
+        ("smoke", None),
+        ("selftest-fail", Some("domu-false")),
+        ("selftest", None),
+    ] {
         let t = Instant::now();
         run::run(
             &s,

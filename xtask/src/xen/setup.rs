@@ -200,6 +200,9 @@ fn host_qemu_is_7_2() -> bool {
         .unwrap_or(false)
 }
 
+/// Firmware packages of QEMU (BIOS, option ROMs).
+const QEMU_FIRMWARE: &[&str] = &["seabios", "ipxe-qemu"];
+
 /// Packages of QEMU 7.2's dependency closure that the host lacks: the
 /// unpacked QEMU uses the host's copy of everything else.
 fn qemu_packages() -> Result<Vec<String>> {
@@ -222,11 +225,13 @@ fn qemu_packages() -> Result<Vec<String>> {
         .collect();
     names.sort();
     names.dedup();
-    // qemu itself always comes from the cache: the host's may be another
-    // version.
+    // qemu itself and its firmware always come from the cache: the host's
+    // may be another version, and `-L` replaces QEMU's firmware path.
     Ok(names
         .into_iter()
-        .filter(|n| n.starts_with("qemu-") || !apt_installed(n))
+        .filter(|n| {
+            n.starts_with("qemu-") || QEMU_FIRMWARE.contains(&n.as_str()) || !apt_installed(n)
+        })
         .collect())
 }
 
@@ -399,6 +404,7 @@ pub fn setup() -> Result<Setup> {
             data_dirs: vec![
                 qtree.join("usr/share/qemu"),
                 qtree.join("usr/share/seabios"),
+                qtree.join("usr/lib/ipxe/qemu"),
             ],
             library_path: Some(format!(
                 "{}:{}",
