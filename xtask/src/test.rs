@@ -24,7 +24,10 @@ enum Tier {
 /// Features of the host build: every platform that runs as a Linux process.
 /// Not `--all-features`: the PVH images' features only link with their own
 /// linker script (`cargo xtask images`).
-pub const HOST_FEATURES: &[&str] = &["--features", "share-hal/sim,share-hal/linux"];
+pub const HOST_FEATURES: &[&str] = &[
+    "--features",
+    "share-hal/sim,share-hal/linux,share-hal/xen-pvh,pvh-selftest/dom0",
+];
 
 pub fn run(args: Args) -> Result<()> {
     let all = args.tier.is_none();

@@ -161,12 +161,7 @@ pub fn emergency_write(bytes: &[u8]) {
 
 /// Output dropped because nobody drained the ring.
 pub fn dropped_bytes() -> u64 {
-    CONSOLE
-        .lock()
-        .ring
-        .as_ref()
-        .map(|r| r.dropped)
-        .unwrap_or(0)
+    CONSOLE.lock().ring.as_ref().map(|r| r.dropped).unwrap_or(0)
 }
 
 /// The console as a `fmt::Write` and `embedded_io::Write` sink.

@@ -12,7 +12,9 @@ pub fn outb(port: u16, byte: u8) {
     // SAFETY: port output has no effect on this program's memory; the ports
     // used (0xE9 debug console, 0xF4 QEMU's debug exit) are write-only
     // devices.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") byte, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") byte, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// CPUID leaf `leaf`: (eax, ebx, ecx, edx).

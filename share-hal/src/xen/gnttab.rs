@@ -96,7 +96,9 @@ impl Drop for XenPages {
         };
         let mut reg = self.registry.borrow_mut();
         let frames = pages.first_frame()..pages.first_frame() + pages.count() as u64;
-        let granted = frames.clone().any(|f| reg.grants.get(&f).copied().unwrap_or(0) > 0);
+        let granted = frames
+            .clone()
+            .any(|f| reg.grants.get(&f).copied().unwrap_or(0) > 0);
         if granted {
             // A member may still map these pages: never reuse them. The
             // frames stay registered so the grants can still be revoked.
@@ -296,7 +298,8 @@ impl Grants {
         }
         // Frame first; flags and domid together last, so Xen never sees a
         // usable entry with a stale frame.
-        self.entries.write_u32(off + GRANT_ENTRY_V1_FRAME, frame32)?;
+        self.entries
+            .write_u32(off + GRANT_ENTRY_V1_FRAME, frame32)?;
         self.entries.store_u32(
             off + GRANT_ENTRY_V1_FLAGS,
             u32::from(flags) | (u32::from(to) << 16),
@@ -412,7 +415,12 @@ impl Grants {
             .iter()
             .position(|op| op.status != GNTST_OKAY)
             .unwrap_or(0);
-        Err(gntst_error(ops[i].status, from, grefs[i], "GNTTABOP_map_grant_ref"))
+        Err(gntst_error(
+            ops[i].status,
+            from,
+            grefs[i],
+            "GNTTABOP_map_grant_ref",
+        ))
     }
 
     pub fn unmap(&mut self, mut mapping: XenMapping) -> Result<()> {
@@ -437,7 +445,11 @@ impl Grants {
                     offset,
                 )
             }
-            CopyPtr::Foreign { domid, gref, offset } => (
+            CopyPtr::Foreign {
+                domid,
+                gref,
+                offset,
+            } => (
                 GnttabCopyPtr {
                     u: gref.0.into(),
                     domid,

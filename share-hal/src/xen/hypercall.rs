@@ -111,7 +111,16 @@ pub fn check(op: &'static str, rc: i64) -> Result<i64> {
 pub fn event_channel_op<T: EventChannelArg>(cmd: u32, arg: &mut T) -> i64 {
     // SAFETY: `arg` is a live exclusive borrow of the structure of `cmd`
     // (EventChannelArg is only implemented for those).
-    unsafe { hypercall(HYPERVISOR_EVENT_CHANNEL_OP, cmd.into(), arg as *mut T as u64, 0, 0, 0) }
+    unsafe {
+        hypercall(
+            HYPERVISOR_EVENT_CHANNEL_OP,
+            cmd.into(),
+            arg as *mut T as u64,
+            0,
+            0,
+            0,
+        )
+    }
 }
 
 /// Structures `event_channel_op` may pass.
@@ -134,7 +143,14 @@ pub fn sched_poll(ports: &[u32], timeout_ns: u64) -> i64 {
     // SAFETY: `poll` and the port array it points at are live for the call;
     // Xen only reads them.
     unsafe {
-        hypercall(HYPERVISOR_SCHED_OP, SCHEDOP_POLL.into(), &mut poll as *mut SchedPoll as u64, 0, 0, 0)
+        hypercall(
+            HYPERVISOR_SCHED_OP,
+            SCHEDOP_POLL.into(),
+            &mut poll as *mut SchedPoll as u64,
+            0,
+            0,
+            0,
+        )
     }
 }
 
@@ -151,7 +167,14 @@ pub fn sched_shutdown(reason: u32) -> i64 {
     let mut arg = SchedShutdown { reason };
     // SAFETY: `arg` is live for the call; Xen only reads it.
     unsafe {
-        hypercall(HYPERVISOR_SCHED_OP, SCHEDOP_SHUTDOWN.into(), &mut arg as *mut SchedShutdown as u64, 0, 0, 0)
+        hypercall(
+            HYPERVISOR_SCHED_OP,
+            SCHEDOP_SHUTDOWN.into(),
+            &mut arg as *mut SchedShutdown as u64,
+            0,
+            0,
+            0,
+        )
     }
 }
 
@@ -164,7 +187,14 @@ pub fn hvm_get_param(index: u32) -> Result<u64> {
     };
     // SAFETY: `arg` is live for the call; Xen reads and writes only it.
     let rc = unsafe {
-        hypercall(HYPERVISOR_HVM_OP, HVMOP_GET_PARAM.into(), &mut arg as *mut XenHvmParam as u64, 0, 0, 0)
+        hypercall(
+            HYPERVISOR_HVM_OP,
+            HVMOP_GET_PARAM.into(),
+            &mut arg as *mut XenHvmParam as u64,
+            0,
+            0,
+            0,
+        )
     };
     check("HVMOP_get_param", rc)?;
     Ok(arg.value)
@@ -187,7 +217,14 @@ pub unsafe fn add_to_physmap(space: u32, idx: u64, gpfn: u64) -> Result<()> {
     // SAFETY: `arg` is live for the call; the page replaced is the caller's
     // contract.
     let rc = unsafe {
-        hypercall(HYPERVISOR_MEMORY_OP, XENMEM_ADD_TO_PHYSMAP.into(), &mut arg as *mut XenAddToPhysmap as u64, 0, 0, 0)
+        hypercall(
+            HYPERVISOR_MEMORY_OP,
+            XENMEM_ADD_TO_PHYSMAP.into(),
+            &mut arg as *mut XenAddToPhysmap as u64,
+            0,
+            0,
+            0,
+        )
     };
     check("XENMEM_add_to_physmap", rc).map(drop)
 }
@@ -200,7 +237,14 @@ pub fn gnttab_query_size() -> Result<(u32, u32)> {
     };
     // SAFETY: one live argument structure, count 1.
     let rc = unsafe {
-        hypercall(HYPERVISOR_GRANT_TABLE_OP, GNTTABOP_QUERY_SIZE.into(), &mut arg as *mut GnttabQuerySize as u64, 1, 0, 0)
+        hypercall(
+            HYPERVISOR_GRANT_TABLE_OP,
+            GNTTABOP_QUERY_SIZE.into(),
+            &mut arg as *mut GnttabQuerySize as u64,
+            1,
+            0,
+            0,
+        )
     };
     check("GNTTABOP_query_size", rc)?;
     if arg.status != GNTST_OKAY {
@@ -222,7 +266,14 @@ pub unsafe fn gnttab_map(ops: &mut [GnttabMapGrantRef]) -> i64 {
     // SAFETY: the array is live and exclusively borrowed; the target pages
     // are the caller's contract.
     unsafe {
-        hypercall(HYPERVISOR_GRANT_TABLE_OP, GNTTABOP_MAP_GRANT_REF.into(), ops.as_mut_ptr() as u64, ops.len() as u64, 0, 0)
+        hypercall(
+            HYPERVISOR_GRANT_TABLE_OP,
+            GNTTABOP_MAP_GRANT_REF.into(),
+            ops.as_mut_ptr() as u64,
+            ops.len() as u64,
+            0,
+            0,
+        )
     }
 }
 
@@ -232,7 +283,14 @@ pub fn gnttab_unmap(ops: &mut [GnttabUnmapGrantRef]) -> i64 {
     // removes pages from our physical address space (the caller stops using
     // them before, see gnttab.rs).
     unsafe {
-        hypercall(HYPERVISOR_GRANT_TABLE_OP, GNTTABOP_UNMAP_GRANT_REF.into(), ops.as_mut_ptr() as u64, ops.len() as u64, 0, 0)
+        hypercall(
+            HYPERVISOR_GRANT_TABLE_OP,
+            GNTTABOP_UNMAP_GRANT_REF.into(),
+            ops.as_mut_ptr() as u64,
+            ops.len() as u64,
+            0,
+            0,
+        )
     }
 }
 
@@ -245,6 +303,13 @@ pub unsafe fn gnttab_copy(ops: &mut [GnttabCopy]) -> i64 {
     // SAFETY: the array is live and exclusively borrowed; destinations are
     // the caller's contract.
     unsafe {
-        hypercall(HYPERVISOR_GRANT_TABLE_OP, GNTTABOP_COPY.into(), ops.as_mut_ptr() as u64, ops.len() as u64, 0, 0)
+        hypercall(
+            HYPERVISOR_GRANT_TABLE_OP,
+            GNTTABOP_COPY.into(),
+            ops.as_mut_ptr() as u64,
+            ops.len() as u64,
+            0,
+            0,
+        )
     }
 }

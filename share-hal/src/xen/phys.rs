@@ -22,9 +22,9 @@ pub const IDENTITY_LIMIT: u64 = 1 << 32;
 /// them only through `SharedMem` for `'a` (pages Xen placed there: shared
 /// info, grant table frames, console and xenstore rings, mapped grants).
 pub unsafe fn window<'a>(gfn: u64, count: usize) -> Result<SharedMem<'a>> {
-    let len = count.checked_mul(PAGE_SIZE).ok_or(Error::InvalidArgument {
-        what: "page count",
-    })?;
+    let len = count
+        .checked_mul(PAGE_SIZE)
+        .ok_or(Error::InvalidArgument { what: "page count" })?;
     let start = gfn.checked_mul(PAGE_SIZE as u64);
     match start.and_then(|s| s.checked_add(len as u64)) {
         Some(end) if end <= IDENTITY_LIMIT && gfn != 0 => {}
@@ -34,9 +34,8 @@ pub unsafe fn window<'a>(gfn: u64, count: usize) -> Result<SharedMem<'a>> {
             })
         }
     }
-    let ptr = NonNull::new((gfn * PAGE_SIZE as u64) as *mut u8).ok_or(Error::InvalidArgument {
-        what: "frame 0",
-    })?;
+    let ptr = NonNull::new((gfn * PAGE_SIZE as u64) as *mut u8)
+        .ok_or(Error::InvalidArgument { what: "frame 0" })?;
     // SAFETY: mapped (identity map, checked above) and accessed only through
     // SharedMem per the caller's contract.
     Ok(unsafe { SharedMem::new(ptr, len) })
@@ -69,9 +68,8 @@ impl HeapPages {
             .checked_mul(PAGE_SIZE)
             .filter(|&s| s > 0)
             .ok_or(Error::InvalidArgument { what: "page count" })?;
-        Layout::from_size_align(size, PAGE_SIZE).map_err(|_| Error::InvalidArgument {
-            what: "page count",
-        })
+        Layout::from_size_align(size, PAGE_SIZE)
+            .map_err(|_| Error::InvalidArgument { what: "page count" })
     }
 
     pub fn first_frame(&self) -> u64 {

@@ -42,7 +42,9 @@ impl TimeInfo {
         if self.tsc_shift >= 0 {
             delta = delta.checked_shl(self.tsc_shift as u32).unwrap_or(u64::MAX);
         } else {
-            delta = delta.checked_shr(self.tsc_shift.unsigned_abs() as u32).unwrap_or(0);
+            delta = delta
+                .checked_shr(self.tsc_shift.unsigned_abs() as u32)
+                .unwrap_or(0);
         }
         let scaled = (u128::from(delta) * u128::from(self.tsc_to_system_mul)) >> 32;
         self.system_time.saturating_add(scaled as u64)
@@ -104,9 +106,15 @@ mod tests {
         assert_eq!(info.at(3000), 6_000);
         // A TSC behind the stamp does not go back in time.
         assert_eq!(info.at(10), 5_000);
-        let shifted = TimeInfo { tsc_shift: -1, ..info };
+        let shifted = TimeInfo {
+            tsc_shift: -1,
+            ..info
+        };
         assert_eq!(shifted.at(3000), 5_500);
-        let up = TimeInfo { tsc_shift: 2, ..info };
+        let up = TimeInfo {
+            tsc_shift: 2,
+            ..info
+        };
         assert_eq!(up.at(3000), 9_000);
         // Absurd parameters saturate instead of panicking.
         let wild = TimeInfo {
@@ -116,7 +124,10 @@ mod tests {
             tsc_shift: 127,
         };
         assert_eq!(wild.at(u64::MAX), u64::MAX);
-        let wild = TimeInfo { tsc_shift: -128, ..wild };
+        let wild = TimeInfo {
+            tsc_shift: -128,
+            ..wild
+        };
         assert_eq!(wild.at(u64::MAX), u64::MAX - 1);
     }
 

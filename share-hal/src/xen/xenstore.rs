@@ -189,7 +189,10 @@ impl XenStore {
         if time::now_ns() >= deadline {
             return Err(Error::TimedOut);
         }
-        hypercall::check("SCHEDOP_poll", hypercall::sched_poll(&[self.port], deadline))?;
+        hypercall::check(
+            "SCHEDOP_poll",
+            hypercall::sched_poll(&[self.port], deadline),
+        )?;
         if let Some(si) = time::shared_info() {
             evtchn::clear_pending(si, self.port);
         }

@@ -1,0 +1,40 @@
+# selftest: the PVH platform self-test against dom0 (protocol:
+# share-hal/src/xen/SELFTEST.md), a deliberate fault that must end as a
+# crash report and a crashed domain, and both backend images booting to
+# "ready". Each "ready" step prints @@TIME lines: xl create to ready, ms.
+
+# timed_ready CFG NAME TEXT: xl create, wait for TEXT, print the time.
+timed_ready() {
+    _t0=$(now_ms)
+    xl create "$1" "name=\"$2\"" || return 1
+    dom_wait "$2" "$3"
+    echo "@@TIME $2 create-to-ready $(( $(now_ms) - _t0 )) ms"
+}
+
+# wait_gone NAME: the domain powered off (on_poweroff = destroy).
+wait_gone() {
+    while xl domid "$1" >/dev/null 2>&1; do sleep 0.2; done
+}
+
+# crashed NAME: xl list shows the domain in state c (on_crash = preserve).
+crashed() {
+    xl list "$1"
+    xl list "$1" | awk 'NR == 2 { exit !($5 ~ /c/) }'
+}
+
+step create 120 dom_create /xl-configs/pvh-selftest.cfg pvh-selftest
+step published 120 dom_wait pvh-selftest "selftest: published"
+step dom0-side 300 sh -c 'share-selftest-dom0 "$(xl domid pvh-selftest)"'
+step pass 120 dom_wait pvh-selftest "selftest: PASS"
+step poweroff 60 wait_gone pvh-selftest
+step no-failure 10 sh -c '! grep -a "selftest: FAIL" /var/log/xen/console/guest-pvh-selftest.log'
+
+step fault-create 120 xl create /xl-configs/pvh-selftest.cfg 'name="pvh-fault"' 'cmdline="fault"'
+step fault-report 120 dom_wait pvh-fault "fault address (cr2) 0x0000004000000000: read on a not-present page"
+step fault-crashed 60 crashed pvh-fault
+step fault-destroy 60 xl destroy pvh-fault
+
+step netback-ready 120 timed_ready /xl-configs/netback-uk.cfg netback-uk "netback-uk: ready"
+step blkback-ready 120 timed_ready /xl-configs/blkback-uk.cfg blkback-uk "blkback-uk: ready"
+step backends-list 30 xl list
+step backends-destroy 60 sh -c 'xl destroy netback-uk && xl destroy blkback-uk'
