@@ -20,6 +20,7 @@ pub mod error;
 pub mod frames;
 pub mod lane;
 pub mod platform;
+pub mod share;
 pub mod vdevice;
 pub mod volatile;
 pub mod wire;

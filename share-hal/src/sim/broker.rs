@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
@@ -96,7 +96,9 @@ impl Dom {
     }
 
     fn grant_mut(&mut self, gref: GrantRef) -> Option<&mut Grant> {
-        self.grants.get_mut(gref.0 as usize).and_then(Option::as_mut)
+        self.grants
+            .get_mut(gref.0 as usize)
+            .and_then(Option::as_mut)
     }
 
     fn port(&self, port: u32) -> PortState {
@@ -231,9 +233,13 @@ impl State {
             });
         }
         let d = self.dom(me)?;
-        let page = d.frames.get(&frame.0).cloned().ok_or(Error::InvalidArgument {
-            what: "frame is not one of the caller's pages",
-        })?;
+        let page = d
+            .frames
+            .get(&frame.0)
+            .cloned()
+            .ok_or(Error::InvalidArgument {
+                what: "frame is not one of the caller's pages",
+            })?;
         let gref = match d.free_grefs.pop_front() {
             Some(g) => g,
             None => {
@@ -306,10 +312,8 @@ impl State {
         let d = self.dom(me)?;
         let id = d.next_map;
         d.next_map += 1;
-        d.mappings.insert(
-            id,
-            grefs.iter().map(|&g| (from, incarnation, g)).collect(),
-        );
+        d.mappings
+            .insert(id, grefs.iter().map(|&g| (from, incarnation, g)).collect());
         put_u64(body, id);
         Ok((id, pages))
     }
@@ -408,7 +412,9 @@ impl State {
                 what: "domain id out of range",
             });
         }
-        Ok(Port(self.dom(me)?.alloc_port(PortState::Unbound { remote })?))
+        Ok(Port(
+            self.dom(me)?.alloc_port(PortState::Unbound { remote })?,
+        ))
     }
 
     fn bind(&mut self, me: DomId, remote: DomId, remote_port: Port) -> Result<Port> {
@@ -438,10 +444,12 @@ impl State {
         } = d.port(port.0)
         {
             if let Some(r) = self.doms.get(&remote) {
-                if r.port(remote_port) == (PortState::Interdomain {
-                    remote: me,
-                    remote_port: port.0,
-                }) {
+                if r.port(remote_port)
+                    == (PortState::Interdomain {
+                        remote: me,
+                        remote_port: port.0,
+                    })
+                {
                     r.fire(remote_port);
                 }
             }
@@ -505,7 +513,8 @@ impl State {
 
 struct Shared {
     state: Mutex<State>,
-    conns: Mutex<Vec<Arc<OwnedFd>>>,
+    /// Connections, to hang up on drop; a thread that ends closes its own.
+    conns: Mutex<Vec<Weak<OwnedFd>>>,
 }
 
 impl Shared {
@@ -597,6 +606,7 @@ impl Drop for Broker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .drain(..)
+            .filter_map(|c| c.upgrade())
         {
             let _ = rustix::net::shutdown(&*c, rustix::net::Shutdown::Both);
         }
@@ -618,8 +628,8 @@ fn accept_loop(listener: &OwnedFd, shared: &Arc<Shared>) {
         };
         {
             let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
-            conns.retain(|c| Arc::strong_count(c) > 1);
-            conns.push(sock.clone());
+            conns.retain(|c| c.strong_count() > 0);
+            conns.push(Arc::downgrade(&sock));
         }
         let shared = shared.clone();
         let spawned = std::thread::Builder::new()
@@ -711,13 +721,10 @@ fn handle(
         }
         Request::Free { frames } => shared.state().free(domid, &frames).map(|()| Fds::None),
         Request::Grant { frame, to, access } => {
-            shared
-                .state()
-                .grant(domid, frame, to, access)
-                .map(|g| {
-                    put_u32(&mut body, g.0);
-                    Fds::None
-                })
+            shared.state().grant(domid, frame, to, access).map(|g| {
+                put_u32(&mut body, g.0);
+                Fds::None
+            })
         }
         Request::Revoke { gref } => shared.state().revoke(domid, gref).map(|()| Fds::None),
         Request::Map {
@@ -743,12 +750,10 @@ fn handle(
             .state()
             .copy(domid, &segs, &mut body)
             .map(|()| Fds::None),
-        Request::AllocUnbound { remote } => {
-            shared.state().alloc_unbound(domid, remote).map(|p| {
-                put_u32(&mut body, p.0);
-                Fds::None
-            })
-        }
+        Request::AllocUnbound { remote } => shared.state().alloc_unbound(domid, remote).map(|p| {
+            put_u32(&mut body, p.0);
+            Fds::None
+        }),
         Request::Bind {
             remote,
             remote_port,

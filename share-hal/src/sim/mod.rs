@@ -332,7 +332,9 @@ impl GrantTable for SimPlatform {
     type Mapping = SimMapping;
 
     fn grant(&mut self, frame: Frame, to: DomId, access: Access) -> Result<GrantRef> {
-        let body = self.conn().call_plain(&Request::Grant { frame, to, access })?;
+        let body = self
+            .conn()
+            .call_plain(&Request::Grant { frame, to, access })?;
         Ok(GrantRef(Reader::new(&body).u32()?))
     }
 
@@ -524,7 +526,9 @@ mod tests {
     fn read_only_grants_refuse_write_access() {
         let (_b, mut a, mut m) = two_domains();
         let pages = a.alloc_pages(1).unwrap();
-        let g = a.grant(pages.frame(0).unwrap(), 2, Access::ReadOnly).unwrap();
+        let g = a
+            .grant(pages.frame(0).unwrap(), 2, Access::ReadOnly)
+            .unwrap();
         assert_eq!(
             m.map(1, &[g], Access::ReadWrite).err(),
             Some(Error::ReadOnlyGrant { domid: 1, gref: g })
@@ -565,7 +569,9 @@ mod tests {
         let own = a.alloc_pages(1).unwrap();
         let theirs = m.alloc_pages(1).unwrap();
         theirs.mem().fill(0, 64, 0xab).unwrap();
-        let g = m.grant(theirs.frame(0).unwrap(), 1, Access::ReadOnly).unwrap();
+        let g = m
+            .grant(theirs.frame(0).unwrap(), 1, Access::ReadOnly)
+            .unwrap();
         let f = own.frame(0).unwrap();
         let seg = |src, dst, len| CopySeg {
             src,

@@ -52,18 +52,47 @@ mod op {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    Hello { domid: DomId },
-    Alloc { count: u32 },
-    Free { frames: Vec<Frame> },
-    Grant { frame: Frame, to: DomId, access: Access },
-    Revoke { gref: GrantRef },
-    Map { from: DomId, access: Access, grefs: Vec<GrantRef> },
-    Unmap { map_id: u64 },
-    Copy { segs: Vec<CopySeg> },
-    AllocUnbound { remote: DomId },
-    Bind { remote: DomId, remote_port: Port },
-    Notify { port: Port },
-    Close { port: Port },
+    Hello {
+        domid: DomId,
+    },
+    Alloc {
+        count: u32,
+    },
+    Free {
+        frames: Vec<Frame>,
+    },
+    Grant {
+        frame: Frame,
+        to: DomId,
+        access: Access,
+    },
+    Revoke {
+        gref: GrantRef,
+    },
+    Map {
+        from: DomId,
+        access: Access,
+        grefs: Vec<GrantRef>,
+    },
+    Unmap {
+        map_id: u64,
+    },
+    Copy {
+        segs: Vec<CopySeg>,
+    },
+    AllocUnbound {
+        remote: DomId,
+    },
+    Bind {
+        remote: DomId,
+        remote_port: Port,
+    },
+    Notify {
+        port: Port,
+    },
+    Close {
+        port: Port,
+    },
 }
 
 impl Request {
@@ -479,10 +508,7 @@ mod tests {
     fn lying_counts_are_rejected_before_allocation() {
         let mut buf = vec![op::MAP, 1, 0, 1];
         buf.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(
-            Request::decode(&buf),
-            Err(Error::Protocol { .. })
-        ));
+        assert!(matches!(Request::decode(&buf), Err(Error::Protocol { .. })));
         let mut buf = vec![op::COPY];
         buf.extend_from_slice(&2u32.to_le_bytes());
         buf.extend_from_slice(&[0u8; SEG_LEN]);

@@ -75,9 +75,7 @@ impl Region {
         let len = count
             .checked_mul(PAGE_SIZE)
             .filter(|&l| l > 0)
-            .ok_or(Error::InvalidArgument {
-                what: "page count",
-            })?;
+            .ok_or(Error::InvalidArgument { what: "page count" })?;
         // SAFETY: a fresh anonymous mapping at an address the kernel picks
         // touches no existing memory.
         let ptr = unsafe {
@@ -250,7 +248,10 @@ pub fn poll_readable(fd: BorrowedFd<'_>, timeout_ns: Option<u64>) -> Result<bool
         tv_sec: (ns / 1_000_000_000) as i64,
         tv_nsec: (ns % 1_000_000_000) as _,
     });
-    let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
     match rustix::event::poll(&mut fds, ts.as_ref()) {
         Ok(n) => Ok(n > 0),
         Err(rustix::io::Errno::INTR) => Ok(false),
