@@ -138,7 +138,14 @@ mod tests {
         let p = Published { gref: 8, port: 5 };
         assert_eq!(Published::parse(&p.to_string()), Some(p));
         assert_eq!(Published::parse("port=5 gref=8"), Some(p));
-        for bad in ["", "gref=8", "gref=8 port=x", "gref=8 port=5 extra=1", "gref=1 gref=2 port=3", "gref 8"] {
+        for bad in [
+            "",
+            "gref=8",
+            "gref=8 port=x",
+            "gref=8 port=5 extra=1",
+            "gref=1 gref=2 port=3",
+            "gref 8",
+        ] {
             assert_eq!(Published::parse(bad), None, "{bad}");
         }
     }

@@ -92,7 +92,10 @@ mod image_main {
     }
 
     fn main(rt: Runtime) -> ! {
-        println!("pvh-selftest {}: share-hal Xen PVH platform self-test", env!("CARGO_PKG_VERSION"));
+        println!(
+            "pvh-selftest {}: share-hal Xen PVH platform self-test",
+            env!("CARGO_PKG_VERSION")
+        );
         if rt.boot.has_flag("fault") {
             deliberate_fault();
         }
@@ -126,11 +129,19 @@ mod image_main {
         let deadline = t0 + TIMED_WAIT_MS * 1_000_000;
         match p.wait(Some(deadline), &mut |_| {}) {
             Err(Error::TimedOut) => {}
-            other => return Err(fail("timed wait", format!("expected a timeout, got {other:?}"))),
+            other => {
+                return Err(fail(
+                    "timed wait",
+                    format!("expected a timeout, got {other:?}"),
+                ))
+            }
         }
         let waited_ms = (p.now_ns() - t0) / 1_000_000;
         if waited_ms < TIMED_WAIT_MS || waited_ms > TIMED_WAIT_MS + TIMED_WAIT_SLACK_MS {
-            return Err(fail("timed wait", format!("waited {waited_ms} ms for {TIMED_WAIT_MS}")));
+            return Err(fail(
+                "timed wait",
+                format!("waited {waited_ms} ms for {TIMED_WAIT_MS}"),
+            ));
         }
         println!("selftest: timed wait ok ({waited_ms} ms for a {TIMED_WAIT_MS} ms deadline)");
 
@@ -142,30 +153,55 @@ mod image_main {
         m.write_from(field::PATTERN_A, &a).item("mailbox")?;
         m.write_u32(field::MAGIC, MAGIC).item("mailbox")?;
         let frame = mailbox.frame(0).ok_or(fail("grant", "no frame".into()))?;
-        let gref = p.grant(frame, DOM0, Access::ReadWrite).item("grant to dom0")?;
+        let gref = p
+            .grant(frame, DOM0, Access::ReadWrite)
+            .item("grant to dom0")?;
         m.store_u32(field::UK_STATE, uk_state::PUBLISHED, Ordering::Release)
             .item("mailbox")?;
-        let published = Published { gref: gref.0, port: port.0 };
-        store.write(KEY, &published.to_string()).item("xenstore write")?;
+        let published = Published {
+            gref: gref.0,
+            port: port.0,
+        };
+        store
+            .write(KEY, &published.to_string())
+            .item("xenstore write")?;
         println!("selftest: published {KEY} = {published}");
 
         // dom0 read pattern A, bound the port, granted C and D.
-        wait_until(&mut p, port, 120, "dom0 reads the granted page", &mut || {
-            m.load_u32(field::DOM0_STATE, Ordering::Acquire) == Ok(dom0_state::GRANTED)
-        })?;
+        wait_until(
+            &mut p,
+            port,
+            120,
+            "dom0 reads the granted page",
+            &mut || m.load_u32(field::DOM0_STATE, Ordering::Acquire) == Ok(dom0_state::GRANTED),
+        )?;
         ok("grant to dom0 (dom0 read pattern A)");
         ok("event channel: dom0 bound our port and triggered it");
         // Peer-written grant references: read once each, used as given
         // (Xen checks them).
-        let gref_c = GrantRef(m.load_u32(field::GREF_C, Ordering::Acquire).item("mailbox")?);
-        let gref_d = GrantRef(m.load_u32(field::GREF_D, Ordering::Acquire).item("mailbox")?);
+        let gref_c = GrantRef(
+            m.load_u32(field::GREF_C, Ordering::Acquire)
+                .item("mailbox")?,
+        );
+        let gref_d = GrantRef(
+            m.load_u32(field::GREF_D, Ordering::Acquire)
+                .item("mailbox")?,
+        );
 
         // Map C and check it.
-        let mapping = p.map(DOM0, &[gref_c], Access::ReadOnly).item("map dom0's grant")?;
+        let mapping = p
+            .map(DOM0, &[gref_c], Access::ReadOnly)
+            .item("map dom0's grant")?;
         let mut c = [0u8; 4096];
-        mapping.mem().read_into(0, &mut c).item("map dom0's grant")?;
+        mapping
+            .mem()
+            .read_into(0, &mut c)
+            .item("map dom0's grant")?;
         if let Some(i) = first_mismatch(SEED_C, &c) {
-            return Err(fail("map dom0's grant", format!("pattern C differs at byte {i}")));
+            return Err(fail(
+                "map dom0's grant",
+                format!("pattern C differs at byte {i}"),
+            ));
         }
         p.unmap(mapping).item("unmap")?;
         ok("map and unmap dom0's grant");
@@ -175,8 +211,15 @@ mod image_main {
         let local = p.alloc_pages(2).item("alloc pages")?;
         let (f0, f1) = (local.frame(0).unwrap(), local.frame(1).unwrap());
         let mut segs = [0u16, 2048].map(|off| CopySeg {
-            src: CopyPtr::Foreign { domid: DOM0, gref: gref_c, offset: off },
-            dst: CopyPtr::Local { frame: f0, offset: off },
+            src: CopyPtr::Foreign {
+                domid: DOM0,
+                gref: gref_c,
+                offset: off,
+            },
+            dst: CopyPtr::Local {
+                frame: f0,
+                offset: off,
+            },
             len: 2048,
             status: CopyStatus::Pending,
         });
@@ -188,15 +231,25 @@ mod image_main {
         }
         local.mem().read_into(0, &mut c).item("grant copy in")?;
         if let Some(i) = first_mismatch(SEED_C, &c) {
-            return Err(fail("grant copy in", format!("pattern C differs at byte {i}")));
+            return Err(fail(
+                "grant copy in",
+                format!("pattern C differs at byte {i}"),
+            ));
         }
         ok("grant copy from dom0's page");
         let mut d = [0u8; 4096];
         fill(SEED_D, &mut d);
         local.mem().write_from(4096, &d).item("grant copy out")?;
         let mut segs = [0u16, 1024, 2048, 3072].map(|off| CopySeg {
-            src: CopyPtr::Local { frame: f1, offset: off },
-            dst: CopyPtr::Foreign { domid: DOM0, gref: gref_d, offset: off },
+            src: CopyPtr::Local {
+                frame: f1,
+                offset: off,
+            },
+            dst: CopyPtr::Foreign {
+                domid: DOM0,
+                gref: gref_d,
+                offset: off,
+            },
             len: 1024,
             status: CopyStatus::Pending,
         });
@@ -208,14 +261,27 @@ mod image_main {
         }
         // A segment that crosses a page is refused locally, the batch goes on.
         let mut bad = [CopySeg {
-            src: CopyPtr::Local { frame: f1, offset: 4000 },
-            dst: CopyPtr::Foreign { domid: DOM0, gref: gref_d, offset: 0 },
+            src: CopyPtr::Local {
+                frame: f1,
+                offset: 4000,
+            },
+            dst: CopyPtr::Foreign {
+                domid: DOM0,
+                gref: gref_d,
+                offset: 0,
+            },
             len: 200,
             status: CopyStatus::Pending,
         }];
         p.copy(&mut bad).item("grant copy check")?;
-        if !matches!(bad[0].status, CopyStatus::Failed(Error::InvalidArgument { .. })) {
-            return Err(fail("grant copy check", format!("crossing segment gave {:?}", bad[0].status)));
+        if !matches!(
+            bad[0].status,
+            CopyStatus::Failed(Error::InvalidArgument { .. })
+        ) {
+            return Err(fail(
+                "grant copy check",
+                format!("crossing segment gave {:?}", bad[0].status),
+            ));
         }
         m.store_u32(field::UK_STATE, uk_state::COPIED, Ordering::Release)
             .item("mailbox")?;
@@ -234,7 +300,8 @@ mod image_main {
                 ping = m.load_u32(field::PING, Ordering::Acquire).unwrap_or(0);
                 ping == answered + 1
             })?;
-            m.store_u32(field::PONG, ping, Ordering::Release).item("mailbox")?;
+            m.store_u32(field::PONG, ping, Ordering::Release)
+                .item("mailbox")?;
             p.notify(port).item("event channel notify")?;
             answered = ping;
         }

@@ -75,12 +75,21 @@ mod dom0 {
         Published::parse(value.trim()).ok_or(format!("{path} holds {value:?}"))
     }
 
-    fn check_pattern(mem: &SharedMem<'_>, at: usize, len: usize, seed: u8, what: &str) -> Result<()> {
+    fn check_pattern(
+        mem: &SharedMem<'_>,
+        at: usize,
+        len: usize,
+        seed: u8,
+        what: &str,
+    ) -> Result<()> {
         let mut buf = vec![0u8; len];
         ctx(what, mem.read_into(at, &mut buf))?;
         match first_mismatch(seed, &buf) {
             None => Ok(()),
-            Some(i) => Err(format!("{what}: pattern differs at byte {i} ({:#x})", buf[i])),
+            Some(i) => Err(format!(
+                "{what}: pattern differs at byte {i} ({:#x})",
+                buf[i]
+            )),
         }
     }
 
@@ -102,30 +111,60 @@ mod dom0 {
         if magic != MAGIC {
             return Err(format!("mailbox magic {magic:#x}"));
         }
-        check_pattern(&m, field::PATTERN_A, field::PATTERN_A_LEN, SEED_A, "page granted by the domU")?;
+        check_pattern(
+            &m,
+            field::PATTERN_A,
+            field::PATTERN_A_LEN,
+            SEED_A,
+            "page granted by the domU",
+        )?;
         println!("dom0: read the page the domU granted: ok");
 
         let local = ctx(
             "binding the domU's port",
             x.bind_interdomain(domid, Port(published.port)),
         )?;
-        let pages = ctx("granting pages C and D", x.alloc_granted(domid, 2, Access::ReadWrite))?;
+        let pages = ctx(
+            "granting pages C and D",
+            x.alloc_granted(domid, 2, Access::ReadWrite),
+        )?;
         let mut c = vec![0u8; 4096];
         fill(SEED_C, &mut c);
         ctx("page C", pages.mem().write_from(0, &c))?;
         let grefs = pages.grefs().to_vec();
-        ctx("mailbox", m.store_u32(field::GREF_C, grefs[0].0, Ordering::Relaxed))?;
-        ctx("mailbox", m.store_u32(field::GREF_D, grefs[1].0, Ordering::Relaxed))?;
-        ctx("mailbox", m.store_u32(field::DOM0_STATE, dom0_state::GRANTED, Ordering::Release))?;
+        ctx(
+            "mailbox",
+            m.store_u32(field::GREF_C, grefs[0].0, Ordering::Relaxed),
+        )?;
+        ctx(
+            "mailbox",
+            m.store_u32(field::GREF_D, grefs[1].0, Ordering::Relaxed),
+        )?;
+        ctx(
+            "mailbox",
+            m.store_u32(field::DOM0_STATE, dom0_state::GRANTED, Ordering::Release),
+        )?;
         ctx("notify", x.notify(local))?;
-        println!("dom0: granted C={} D={}, bound port {local}", grefs[0], grefs[1]);
+        println!(
+            "dom0: granted C={} D={}, bound port {local}",
+            grefs[0], grefs[1]
+        );
 
         wait_until(&mut x, 120, "the domU's grant copies", &mut || {
             m.load_u32(field::UK_STATE, Ordering::Acquire) == Ok(uk_state::COPIED)
         })?;
-        check_pattern(&pages.mem(), 4096, 4096, SEED_D, "page D after the domU's grant copy")?;
+        check_pattern(
+            &pages.mem(),
+            4096,
+            4096,
+            SEED_D,
+            "page D after the domU's grant copy",
+        )?;
         println!("dom0: found pattern D the domU grant-copied: ok");
-        ctx("mailbox", m.store_u32(field::DOM0_STATE, dom0_state::CHECKED_D, Ordering::Release))?;
+        ctx(
+            "mailbox",
+            m.store_u32(field::DOM0_STATE, dom0_state::CHECKED_D, Ordering::Release),
+        )?;
         ctx("notify", x.notify(local))?;
 
         let t0 = Instant::now();
@@ -141,7 +180,10 @@ mod dom0 {
             t0.elapsed().as_micros() / u128::from(PINGS)
         );
 
-        ctx("mailbox", m.store_u32(field::DOM0_STATE, dom0_state::DONE, Ordering::Release))?;
+        ctx(
+            "mailbox",
+            m.store_u32(field::DOM0_STATE, dom0_state::DONE, Ordering::Release),
+        )?;
         ctx("notify", x.notify(local))?;
         ctx("unmapping the mailbox", x.unmap(mailbox))?;
         ctx("closing the port", x.close(local))?;
