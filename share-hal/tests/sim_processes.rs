@@ -514,8 +514,10 @@ fn watch_with_a_deadline_times_out_without_spinning_and_a_trigger_wakes_it() {
         assert_eq!(r, Err(Error::TimedOut));
         assert!((300_000_000..3 * SECOND).contains(&waited));
         assert!(cpu < 30_000_000, "a sleeping wait burns no CPU");
-        say("ready");
+        // Start the clock before saying so: the owner triggers 200 ms after
+        // it hears us.
         let (t0, c0) = (p.now_ns(), cpu_ns());
+        say("ready");
         let mut fired = Vec::new();
         watch(&mut p, Some(t0 + 20 * SECOND), |port| fired.push(port)).unwrap();
         let (waited, cpu) = (p.now_ns() - t0, cpu_ns() - c0);
