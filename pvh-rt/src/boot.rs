@@ -113,7 +113,11 @@ pvh_pdpt:
     .skip 4096
 pvh_pd:
     .skip 16384
-    .p2align 4
+    .global pvh_pd
+    .global pvh_stack_guard
+    .p2align 12
+pvh_stack_guard:            /* unmapped by paging::init */
+    .skip 4096
 pvh_stack:
     .skip 131072
 pvh_stack_top:

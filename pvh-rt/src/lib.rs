@@ -30,6 +30,7 @@ pub mod heap;
 pub mod image;
 #[cfg(all(feature = "rt", panic = "abort", not(test)))]
 pub mod mem;
+pub mod paging;
 pub mod traps;
 
 pub use boot::BootInfo;
@@ -117,6 +118,8 @@ mod start {
             Ok(b) => b,
             Err(e) => fail(e),
         };
+        // After reading the start info: loaders put it in page 0.
+        paging::init();
         let image_start = &raw const __image_start as u64;
         let image_end = &raw const __image_end as u64;
         let Some(region) = heap::heap_region(&boot, image_end) else {

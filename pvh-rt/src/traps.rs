@@ -90,6 +90,11 @@ pub fn report(out: &mut dyn Write, f: &TrapFrame, cr2: u64) -> core::fmt::Result
                 ""
             }
         )?;
+        if cr2 < 4096 {
+            writeln!(out, "(a null pointer dereference)")?;
+        } else if crate::paging::is_stack_guard(cr2) {
+            writeln!(out, "(the boot stack overflowed into its guard page)")?;
+        }
     }
     writeln!(
         out,

@@ -6,7 +6,8 @@
 //! `selftest: FAIL <item>: <why>` and crashes the domain. All passed:
 //! `selftest: PASS`, then power off. With `cmdline="fault"` the image
 //! instead dereferences an unmapped address right after boot, to show the
-//! crash report and the crashed state in `xl list`.
+//! crash report and the crashed state in `xl list`; `cmdline="overflow"`
+//! overflows the boot stack into its guard page.
 //!
 //! Only the image build (`cargo xtask images`, the one build with
 //! `panic = "abort"`) is the kernel; any other build is a stub.
@@ -91,6 +92,15 @@ mod image_main {
         shutdown(ShutdownReason::Poweroff)
     }
 
+    /// Recurses until the boot stack runs into its guard page.
+    fn recurse(n: u64) -> u64 {
+        let frame = core::hint::black_box([n; 64]);
+        if n == u64::MAX {
+            return 0;
+        }
+        recurse(n + 1).wrapping_add(frame[n as usize % 64])
+    }
+
     fn main(rt: Runtime) -> ! {
         println!(
             "pvh-selftest {}: share-hal Xen PVH platform self-test",
@@ -98,6 +108,12 @@ mod image_main {
         );
         if rt.boot.has_flag("fault") {
             deliberate_fault();
+        }
+        if rt.boot.has_flag("overflow") {
+            println!("selftest: deliberate stack overflow");
+            let depth = recurse(1);
+            println!("selftest: FAIL the stack did not overflow ({depth})");
+            shutdown(ShutdownReason::Poweroff)
         }
         match run(&rt) {
             Ok(()) => {

@@ -1,6 +1,7 @@
 # selftest: the PVH platform self-test against dom0 (protocol:
-# share-hal/src/xen/SELFTEST.md), a deliberate fault that must end as a
-# crash report and a crashed domain, and both backend images booting to
+# share-hal/src/xen/SELFTEST.md), a deliberate fault and a stack overflow
+# that must each end as a crash report and a crashed domain, and both
+# backend images booting to
 # "ready". Each "ready" step prints @@TIME lines: xl create to ready, ms.
 
 # timed_ready CFG NAME TEXT: xl create, wait for TEXT, print the time.
@@ -33,6 +34,10 @@ step fault-create 120 xl create /xl-configs/pvh-selftest.cfg 'name="pvh-fault"' 
 step fault-report 120 dom_wait pvh-fault "fault address (cr2) 0x0000004000000000: read on a not-present page"
 step fault-crashed 60 crashed pvh-fault
 step fault-destroy 60 xl destroy pvh-fault
+step overflow-create 120 xl create /xl-configs/pvh-selftest.cfg 'name="pvh-overflow"' 'cmdline="overflow"'
+step overflow-report 120 dom_wait pvh-overflow "(the boot stack overflowed into its guard page)"
+step overflow-crashed 60 crashed pvh-overflow
+step overflow-destroy 60 xl destroy pvh-overflow
 
 step netback-ready 120 timed_ready /xl-configs/netback-uk.cfg netback-uk "netback-uk: ready"
 step blkback-ready 120 timed_ready /xl-configs/blkback-uk.cfg blkback-uk "blkback-uk: ready"
