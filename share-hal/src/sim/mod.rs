@@ -564,6 +564,57 @@ mod tests {
     }
 
     #[test]
+    fn bogus_arguments_get_errors_and_the_broker_carries_on() {
+        let (b, mut a, mut m) = two_domains();
+        assert!(matches!(
+            a.grant(Frame(999), 2, Access::ReadWrite),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert!(matches!(
+            a.grant(Frame(1), proto::DOMID_LIMIT, Access::ReadWrite),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert_eq!(
+            a.revoke(GrantRef(u32::MAX)),
+            Err(Error::NoGrant {
+                domid: 1,
+                gref: GrantRef(u32::MAX)
+            })
+        );
+        assert!(matches!(
+            m.map(1, &[GrantRef(0), GrantRef(u32::MAX)], Access::ReadOnly),
+            Err(Error::NoGrant { .. })
+        ));
+        assert_eq!(
+            m.map(77, &[GrantRef(8)], Access::ReadOnly).err(),
+            Some(Error::NoSuchDomain { domid: 77 })
+        );
+        assert!(m.map(1, &[], Access::ReadOnly).is_err());
+        assert!(matches!(
+            m.bind_interdomain(1, Port(4000)),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert!(matches!(
+            m.bind_interdomain(99, Port(1)),
+            Err(Error::NoSuchDomain { domid: 99 })
+        ));
+        assert_eq!(m.close(Port(0)), Err(Error::BadPort { port: Port(0) }));
+        // The same domain id cannot connect twice.
+        assert!(SimPlatform::connect(b.path(), 2).is_err());
+        // A port bound to someone else's unbound port is refused.
+        let pa = a.alloc_unbound(3).unwrap();
+        assert!(m.bind_interdomain(1, pa).is_err());
+        // Still serving.
+        let pages = a.alloc_pages(1).unwrap();
+        let g = a
+            .grant(pages.frame(0).unwrap(), 2, Access::ReadOnly)
+            .unwrap();
+        let map = m.map(1, &[g], Access::ReadOnly).unwrap();
+        m.unmap(map).unwrap();
+        assert_eq!(b.domains(), vec![1, 2]);
+    }
+
+    #[test]
     fn copy_checks_each_segment() {
         let (_b, mut a, mut m) = two_domains();
         let own = a.alloc_pages(1).unwrap();
