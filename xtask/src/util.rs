@@ -12,7 +12,6 @@ pub fn root() -> PathBuf {
 }
 
 /// The workspace's target directory.
-#[allow(dead_code)] // used by the bench, images and xen subcommands as they land
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
