@@ -161,6 +161,11 @@ impl<'a> FrameSender<'a> {
     /// are refused here, since the receiver would drop them.
     pub fn new(lane: Producer<'a>, max_frame: usize) -> Result<Self> {
         let cap = check_shape(lane.layout().slot_size(), max_frame)?;
+        if max_frame.div_ceil(cap) > lane.layout().slot_count() as usize {
+            return Err(Error::InvalidArgument {
+                what: "a max frame does not fit in the lane",
+            });
+        }
         Ok(FrameSender {
             lane,
             cap,
@@ -214,10 +219,12 @@ impl<'a> FrameSender<'a> {
         self.lane.publish()
     }
 
-    /// Final check before waiting for room: returns the free slots after
-    /// arming the receiver's trigger.
-    pub fn prepare_wait(&mut self) -> Result<u32> {
-        self.lane.prepare_wait()
+    /// Final check before waiting for room for a frame of `len` bytes:
+    /// `true` if it fits now; `false` if the receiver's trigger is armed
+    /// and the caller may wait for it.
+    pub fn prepare_wait(&mut self, len: usize) -> Result<bool> {
+        let slots = self.slots_for(len);
+        Ok(self.lane.prepare_wait(slots)? >= slots)
     }
 
     pub fn lane(&mut self) -> &mut Producer<'a> {
@@ -449,14 +456,21 @@ mod tests {
     #[test]
     fn sender_refuses_what_cannot_fit() {
         let mut pages = Pages(Vec::new());
-        let (mut tx, _rx) = pair(&mut pages, 2, 0);
-        assert!(tx.send(&[], FrameMeta::default()).is_err());
-        assert!(tx
-            .send(&frame(MAX * 3 + 1, 0), FrameMeta::default())
-            .is_err());
-        assert!(!tx.send(&frame(MAX * 3, 0), FrameMeta::default()).unwrap());
-        assert!(tx.send(&frame(2032 * 2, 0), FrameMeta::default()).unwrap());
-        assert!(!tx.send(&frame(1, 0), FrameMeta::default()).unwrap());
+        let (mut tx, _rx) = pair(&mut pages, 4, 0);
+        let meta = FrameMeta::default();
+        assert!(tx.send(&[], meta).is_err());
+        assert!(tx.send(&frame(MAX * 3 + 1, 0), meta).is_err());
+        assert!(tx.send(&frame(MAX * 3, 0), meta).unwrap());
+        assert!(!tx.send(&frame(2033, 0), meta).unwrap());
+        assert!(tx.send(&frame(2032, 0), meta).unwrap());
+        assert!(!tx.send(&frame(1, 0), meta).unwrap());
+        // A lane that cannot hold one max frame is a configuration error.
+        let layout = LaneLayout::new(2, NET_SLOT_SIZE).unwrap();
+        let mut small = Pages(vec![0u64; layout.bytes() / 8 + 8]);
+        let mem = small.mem();
+        init(mem, layout, 0).unwrap();
+        let lane = Producer::attach(mem, layout).unwrap();
+        assert!(FrameSender::new(lane, MAX * 3).is_err());
     }
 
     /// Writes a raw slot as a hostile sender would.

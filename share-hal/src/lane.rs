@@ -284,16 +284,33 @@ impl<'a> Producer<'a> {
         Ok(crossed(old, new, event))
     }
 
-    /// The final check before waiting for space: asks the consumer to
-    /// trigger once it frees a slot, then reads its index again. Returns
-    /// the free slots; wait for a trigger only if it is 0.
-    pub fn prepare_wait(&mut self) -> Result<u32> {
-        let want = self.cons.wrapping_add(1);
-        self.mem
-            .store_u32(field::CONS_EVENT, want, Ordering::Relaxed)?;
-        // Store-load order, as in publish.
-        fence(Ordering::SeqCst);
-        self.refresh()
+    /// The final check before waiting for `needed` free slots: asks the
+    /// consumer to trigger once it frees a slot beyond what we saw, then
+    /// reads its index again. Returns the free slots; wait for a trigger
+    /// only if they are fewer than `needed`, and then the trigger is armed.
+    pub fn prepare_wait(&mut self, needed: u32) -> Result<u32> {
+        // The event is relative to the consumer index we last saw. If the
+        // consumer moved between that look and the arming, its release may
+        // have missed the event, so arm again from the new index. An honest
+        // consumer frees at least one slot per extra round, so this ends
+        // within `needed` rounds; the bound stops a hostile one from keeping
+        // us here.
+        let mut free = self.refresh()?;
+        for _ in 0..=self.layout.slot_count {
+            if free >= needed {
+                break;
+            }
+            let seen = self.cons;
+            self.mem
+                .store_u32(field::CONS_EVENT, seen.wrapping_add(1), Ordering::Relaxed)?;
+            // Store-load order, as in publish.
+            fence(Ordering::SeqCst);
+            free = self.refresh()?;
+            if self.cons == seen {
+                break;
+            }
+        }
+        Ok(free)
     }
 }
 
@@ -511,7 +528,7 @@ mod tests {
         }
         assert!(!p.push(&[9]).unwrap());
         p.publish().unwrap();
-        assert_eq!(p.prepare_wait().unwrap(), 0);
+        assert_eq!(p.prepare_wait(1).unwrap(), 0);
         c.poll().unwrap();
         let mut b = [0u8; 1];
         assert!(c.pop_into(&mut b).unwrap());
