@@ -56,6 +56,9 @@ step() {
 }
 
 dom_create() {
+    # xenconsoled appends to a name's log across domains: start it empty so
+    # dom_wait cannot match an earlier domain's lines.
+    : > "$(dom_log "$2")"
     xl create "$1" "name=\"$2\""
 }
 
@@ -70,7 +73,8 @@ dom_wait() {
 }
 
 # The agent reads "@@RUN <id> <base64 command>" lines from its console and
-# answers with "@@O <id> <line>" per output line, then "@@RC <id> <status>".
+# answers with "@@O <id> <line>" per output line, then "@@RC <id> <status> END"
+# (the END makes a line cut by other output never match).
 # Lines are matched by prefix anywhere in a line, so kernel messages
 # between them do no harm.
 _rig_seq=0
@@ -84,11 +88,12 @@ dom_run() {
     _log=$(dom_log "$_dom")
     dom_wait "$_dom" "@@READY"
     printf '@@RUN %s %s\n' "$_id" "$(printf '%s' "$*" | base64 -w 0)" > "$_tty"
-    while ! grep -q "@@RC $_id [0-9]" "$_log"; do
+    while ! grep -q "@@RC $_id [0-9][0-9]* END" "$_log"; do
         sleep 0.2
     done
     grep -o "@@O $_id .*" "$_log" | sed "s/^@@O $_id //" | tr -d '\r'
-    _rc=$(grep -o "@@RC $_id [0-9]*" "$_log" | head -n 1)
+    _rc=$(grep -o "@@RC $_id [0-9][0-9]* END" "$_log" | head -n 1)
+    _rc=${_rc% END}
     return "${_rc##* }"
 }
 

@@ -4,7 +4,7 @@
 # prefix so kernel messages between lines do no harm):
 #   dom0 -> domU   @@RUN <id> <command, base64>
 #   domU -> dom0   @@O <id> <output line>     (stdout and stderr, merged)
-#                  @@RC <id> <exit status>
+#                  @@RC <id> <exit status> END
 # dom0's side is dom_run in xen-rig/lib.sh.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 exec </dev/console >/dev/console 2>&1
@@ -19,6 +19,6 @@ while read -r tag id cmd; do
     rc=$?
     echo
     sed "s/^/@@O $id /" "$out"
-    echo "@@RC $id $rc"
+    echo "@@RC $id $rc END"
     rm -f "$out" /tmp/rig-cmd.$id
 done
