@@ -115,6 +115,8 @@ pvh_pd:
     .skip 16384
     .global pvh_pd
     .global pvh_stack_guard
+    .global pvh_stack
+    .global pvh_stack_top
     .p2align 12
 pvh_stack_guard:            /* unmapped by paging::init */
     .skip 4096

@@ -122,7 +122,57 @@ pub fn report(out: &mut dyn Write, f: &TrapFrame, cr2: u64) -> core::fmt::Result
         f.r12, f.r13, f.r14
     )?;
     writeln!(out, "r15 {:#018x} cs {:#x} ss {:#x}", f.r15, f.cs, f.ss)?;
-    writeln!(out, "*** domain crashed ***")
+    Ok(())
+}
+
+/// Return addresses found by following the frame pointer chain from
+/// `rbp`, reading through `read` (which returns `None` outside the stack).
+/// Stops at the first frame that is not above the previous one, so a
+/// corrupt chain ends the walk instead of looping.
+pub fn backtrace(mut rbp: u64, read: &dyn Fn(u64) -> Option<u64>, out: &mut dyn FnMut(u64)) {
+    for _ in 0..32 {
+        let (Some(next), Some(ret)) = (read(rbp), read(rbp.wrapping_add(8))) else {
+            return;
+        };
+        if ret == 0 {
+            return;
+        }
+        out(ret);
+        if next <= rbp {
+            return;
+        }
+        rbp = next;
+    }
+}
+
+/// Writes the return addresses of the interrupted code, if its frame
+/// pointer chain lies in the boot stack. Resolve them with
+/// `addr2line -f -e target/pvh-symbols/<image> <address>`.
+#[cfg(all(feature = "rt", panic = "abort", not(test)))]
+fn report_backtrace(out: &mut dyn Write, f: &TrapFrame) -> core::fmt::Result {
+    extern "C" {
+        static pvh_stack: u8;
+        static pvh_stack_top: u8;
+    }
+    let lo = &raw const pvh_stack as u64;
+    let hi = &raw const pvh_stack_top as u64;
+    let read = |addr: u64| {
+        if addr < lo || addr.checked_add(8)? > hi || addr % 8 != 0 {
+            return None;
+        }
+        // SAFETY: an aligned 8-byte word inside the boot stack, which is
+        // always mapped; the value is only printed.
+        Some(unsafe { (addr as *const u64).read_volatile() })
+    };
+    write!(out, "backtrace: {:#x}", f.rip)?;
+    let mut result = Ok(());
+    backtrace(f.rbp, &read, &mut |ret| {
+        if result.is_ok() {
+            result = write!(out, " {ret:#x}");
+        }
+    });
+    result?;
+    writeln!(out)
 }
 
 static CRASHING: AtomicBool = AtomicBool::new(false);
@@ -141,6 +191,8 @@ extern "C" fn pvh_rt_exception(frame: &TrapFrame) -> ! {
     use share_hal::xen::{cpu, shutdown, ShutdownReason};
     if begin_crash() {
         let _ = report(&mut EmergencyWriter, frame, cpu::cr2());
+        let _ = report_backtrace(&mut EmergencyWriter, frame);
+        let _ = writeln!(EmergencyWriter, "*** domain crashed ***");
     }
     shutdown(ShutdownReason::Crash)
 }
@@ -384,6 +436,32 @@ mod tests {
         report(&mut s, &f, 0).unwrap();
         assert!(s.contains("general protection fault"));
         assert!(!s.contains("cr2"));
+    }
+
+    #[test]
+    fn backtrace_follows_frames_and_stops_on_corruption() {
+        // A fake stack: frame at 0x100 -> 0x140 -> 0x180 -> 0x120 (goes
+        // down: corrupt, the walk stops after 0x180's return address).
+        let words: std::collections::HashMap<u64, u64> = [
+            (0x100, 0x140),
+            (0x108, 0xaaa),
+            (0x140, 0x180),
+            (0x148, 0xbbb),
+            (0x180, 0x120),
+            (0x188, 0xccc),
+            (0x120, 0x200),
+            (0x128, 0xddd),
+        ]
+        .into_iter()
+        .collect();
+        let read = |a: u64| words.get(&a).copied();
+        let mut got = Vec::new();
+        backtrace(0x100, &read, &mut |r| got.push(r));
+        assert_eq!(got, vec![0xaaa, 0xbbb, 0xccc]);
+        // Outside the stack: nothing.
+        got.clear();
+        backtrace(0x5000, &read, &mut |r| got.push(r));
+        assert!(got.is_empty());
     }
 
     #[test]

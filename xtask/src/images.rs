@@ -57,6 +57,8 @@ fn rustflags(lld: &Path) -> String {
         "-Clinker-flavor=ld.lld".into(),
         "-Crelocation-model=static".into(),
         "-Ctarget-feature=+crt-static".into(),
+        // Crash reports walk the frame pointer chain for a backtrace.
+        "-Cforce-frame-pointers=yes".into(),
         format!("-Clink-arg=-T{}", script.display()),
         "-Clink-arg=--gc-sections".into(),
         "-Clink-arg=-znoexecstack".into(),
@@ -84,10 +86,13 @@ pub fn build(names: &[String]) -> Result<Vec<PathBuf>> {
         .args([
             "--config",
             "profile.release.panic=\"abort\"",
+            // Symbols and line tables stay in target/pvh-symbols/ (for
+            // addr2line on a crash report's backtrace); the images are
+            // stripped copies.
             "--config",
-            "profile.release.strip=true",
+            "profile.release.strip=false",
             "--config",
-            "profile.release.debug=0",
+            "profile.release.debug=\"line-tables-only\"",
             "--config",
             "profile.release.lto=true",
             "--config",
@@ -101,12 +106,26 @@ pub fn build(names: &[String]) -> Result<Vec<PathBuf>> {
         cmd.args(["-p", pkg, "--bin", bin, "--features", &format!("{pkg}/pvh")]);
     }
     run_step("PVH images", &mut cmd)?;
+    let sym_dir = target_dir().join("pvh-symbols");
+    std::fs::create_dir_all(&sym_dir)?;
     let mut built = Vec::new();
     for (_, bin) in chosen {
         let from = pvh_target.join(TARGET).join("release").join(bin);
+        let sym = sym_dir.join(bin);
+        std::fs::copy(&from, &sym)
+            .with_context(|| format!("copying {} to {}", from.display(), sym.display()))?;
         let to = out_dir.join(bin);
-        std::fs::copy(&from, &to)
-            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        // Written aside and renamed, so a reader never sees half an image.
+        let tmp = out_dir.join(format!(".{bin}.tmp"));
+        run_step(
+            &format!("strip {bin}"),
+            Command::new("strip")
+                .arg("--strip-all")
+                .arg("-o")
+                .arg(&tmp)
+                .arg(&sym),
+        )?;
+        std::fs::rename(&tmp, &to)?;
         let size = std::fs::metadata(&to)?.len();
         eprintln!("    {}: {} KiB", to.display(), size.div_ceil(1024));
         built.push(to);
