@@ -287,6 +287,9 @@ impl<'a> FrameReceiver<'a> {
     /// The next whole frame of the batch. `Ok(None)`: the batch is used up
     /// (a frame may be half-assembled; it completes in a later batch).
     /// `Err(Protocol)`: one bad frame was consumed; call again for the rest.
+    // Not `Iterator::next`: each frame borrows the receiver's buffer (a
+    // lending iterator), and errors do not end the sequence.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<RxFrame<'_>>> {
         loop {
             let Some(slot) = self.lane.slot()? else {
