@@ -91,7 +91,9 @@ dom_run() {
     while ! grep -q "@@RC $_id [0-9][0-9]* END" "$_log"; do
         sleep 0.2
     done
-    grep -o "@@O $_id .*" "$_log" | sed "s/^@@O $_id //" | tr -d '\r'
+    # Guest-written text reaches the serial console: defuse "@@" so it can
+    # never read as a marker.
+    grep -o "@@O $_id .*" "$_log" | sed -e "s/^@@O $_id //" -e 's/@@/@ @/g' | tr -d '\r'
     _rc=$(grep -o "@@RC $_id [0-9][0-9]* END" "$_log" | head -n 1)
     _rc=${_rc% END}
     return "${_rc##* }"

@@ -1,8 +1,8 @@
 //! `cargo xtask xen run SCENARIO`: boot Xen + dom0 in QEMU, follow the
 //! scenario's markers on the serial console, keep every log.
 //!
-//! The marker grammar (one per line, found anywhere in a line so prefixes
-//! such as Xen's do not matter) is documented in `xen-rig/README.md`.
+//! The marker grammar (one per line, each line starting with `@@`) is
+//! documented in `xen-rig/README.md`.
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -90,11 +90,13 @@ enum Marker<'a> {
     FileEnd(&'a str),
 }
 
-/// The marker in `line`, if any. Malformed markers (a line cut by other
-/// output) are ignored rather than misread.
+/// The marker in `line`, if any. Only dom0 starts a serial line with `@@`:
+/// Xen prefixes what a guest prints there (`(d1) `), so a guest cannot
+/// forge a marker. Malformed markers (a line cut by other output) are
+/// ignored rather than misread.
 fn parse_marker(line: &str) -> Option<Marker<'_>> {
-    let at = line.find("@@")?;
-    let rest = line[at + 2..].trim_end_matches(['\r', '\n']);
+    let rest = line.trim_start().strip_prefix("@@")?;
+    let rest = rest.trim_end_matches(['\r', '\n']);
     if let Some(f) = rest.strip_prefix("F ") {
         let (name, text) = f.split_once('|')?;
         return Some(Marker::FileLine(name, text));
@@ -514,9 +516,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn markers_parse_anywhere_in_a_line() {
+    fn markers_parse() {
         assert_eq!(
-            parse_marker("(d0) @@STEP boot-pv BEGIN 180\r\n"),
+            parse_marker("@@STEP boot-pv BEGIN 180\r\r\n"),
             Some(Marker::StepBegin {
                 name: "boot-pv",
                 timeout_s: 180
@@ -556,6 +558,9 @@ mod tests {
         assert_eq!(parse_marker("@@STEP x FAIL [  12.3] xen"), None);
         assert_eq!(parse_marker("@@STEP x BEGIN"), None);
         assert_eq!(parse_marker("no marker here"), None);
+        // What a guest prints to Xen's console comes with Xen's prefix.
+        assert_eq!(parse_marker("(d1) @@STEP x OK 0 5"), None);
+        assert_eq!(parse_marker("(XEN) @@RIG DONE"), None);
         assert_eq!(parse_marker("@@F no-separator"), None);
     }
 
