@@ -82,12 +82,137 @@ pub fn error_code(payload: &[u8]) -> i64 {
     }
 }
 
+/// The ring half of a xenstore connection: our indexes and the page.
+/// Non-blocking and hypervisor-free, so that tests and the fuzz target
+/// (`share-hal/fuzz/fuzz_targets/xenstore.rs`) drive it over any page.
+pub struct Ring<'a> {
+    page: SharedMem<'a>,
+    /// Our producer index; the page's copy is only ever written.
+    req_prod: u32,
+    /// Our consumer index; likewise.
+    rsp_cons: u32,
+    /// A reply being assembled: header bytes, then payload.
+    partial: Vec<u8>,
+}
+
+/// One complete reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub header: Header,
+    pub payload: Vec<u8>,
+}
+
+impl<'a> Ring<'a> {
+    /// Takes over `page` (a `xenstore_domain_interface`), continuing from
+    /// the indexes found in it.
+    pub fn new(page: SharedMem<'a>) -> Result<Ring<'a>> {
+        if page.len() < XENSTORE_RSP_PROD + 4 {
+            return Err(Error::InvalidArgument {
+                what: "xenstore ring page too small",
+            });
+        }
+        Ok(Ring {
+            req_prod: page.load_u32(XENSTORE_REQ_PROD, Ordering::Acquire)?,
+            rsp_cons: page.load_u32(XENSTORE_RSP_CONS, Ordering::Acquire)?,
+            page,
+            partial: Vec::new(),
+        })
+    }
+
+    /// Copies as much of `bytes` into the request ring as fits; returns how
+    /// much.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<usize> {
+        // Peer-written: read once, checked.
+        let cons = self.page.load_u32(XENSTORE_REQ_CONS, Ordering::Acquire)?;
+        let space = ring_space(self.req_prod, cons, XENSTORE_RING_SIZE).ok_or(Error::Protocol {
+            what: "xenstore request consumer index",
+        })?;
+        let n = space.min(bytes.len());
+        for (i, &b) in bytes[..n].iter().enumerate() {
+            let at = self.req_prod.wrapping_add(i as u32) as usize % XENSTORE_RING_SIZE;
+            self.page.write_u8(XENSTORE_REQ + at, b)?;
+        }
+        self.req_prod = self.req_prod.wrapping_add(n as u32);
+        self.page
+            .store_u32(XENSTORE_REQ_PROD, self.req_prod, Ordering::Release)?;
+        Ok(n)
+    }
+
+    /// Takes what the response ring holds, up to the end of the reply being
+    /// assembled; returns the reply once complete. `Ok(None)`: wait for
+    /// more. An error leaves the connection unusable (the stream cannot be
+    /// resynchronised).
+    pub fn recv(&mut self) -> Result<Option<Reply>> {
+        loop {
+            let need = if self.partial.len() < XSD_SOCKMSG_SIZE {
+                XSD_SOCKMSG_SIZE
+            } else {
+                XSD_SOCKMSG_SIZE + self.header()?.len as usize
+            };
+            if self.partial.len() == need {
+                let header = self.header()?;
+                let payload = self.partial.split_off(XSD_SOCKMSG_SIZE);
+                self.partial.clear();
+                return Ok(Some(Reply { header, payload }));
+            }
+            // Peer-written: read once per pass, checked.
+            let prod = self.page.load_u32(XENSTORE_RSP_PROD, Ordering::Acquire)?;
+            let avail = prod.wrapping_sub(self.rsp_cons) as usize;
+            if avail > XENSTORE_RING_SIZE {
+                return Err(Error::Protocol {
+                    what: "xenstore response producer index",
+                });
+            }
+            if avail == 0 {
+                return Ok(None);
+            }
+            let n = avail.min(need - self.partial.len());
+            for _ in 0..n {
+                let at = self.rsp_cons as usize % XENSTORE_RING_SIZE;
+                self.partial.push(self.page.read_u8(XENSTORE_RSP + at)?);
+                self.rsp_cons = self.rsp_cons.wrapping_add(1);
+            }
+            self.page
+                .store_u32(XENSTORE_RSP_CONS, self.rsp_cons, Ordering::Release)?;
+        }
+    }
+
+    fn header(&self) -> Result<Header> {
+        let mut h = [0u8; XSD_SOCKMSG_SIZE];
+        h.copy_from_slice(&self.partial[..XSD_SOCKMSG_SIZE]);
+        Header::parse(&h)
+    }
+}
+
+/// Checks a reply to request `req_id` of type `kind`: `Ok(None)` if it is
+/// not ours (a watch event, a stale reply), the value (without a trailing
+/// NUL) if it is.
+pub fn answer(reply: Reply, kind: u32, req_id: u32) -> Result<Option<Vec<u8>>> {
+    if reply.header.req_id != req_id {
+        return Ok(None);
+    }
+    if reply.header.kind == XS_ERROR {
+        return Err(Error::Hypervisor {
+            op: "xenstore request",
+            code: -error_code(&reply.payload),
+        });
+    }
+    if reply.header.kind != kind {
+        return Err(Error::Protocol {
+            what: "xenstore reply of another type",
+        });
+    }
+    let mut payload = reply.payload;
+    if payload.last() == Some(&0) {
+        payload.pop();
+    }
+    Ok(Some(payload))
+}
+
 /// A connection to xenstored over the domain's ring.
 pub struct XenStore {
-    page: SharedMem<'static>,
+    ring: Ring<'static>,
     port: u32,
-    req_prod: u32,
-    rsp_cons: u32,
     next_id: u32,
 }
 
@@ -105,14 +230,9 @@ impl XenStore {
         // SAFETY: the xenstore ring page Xen placed at this frame; reached
         // only through SharedMem.
         let page = unsafe { phys::window(pfn, 1)? };
-        // Our own indexes: whatever xenstored last saw of them.
-        let req_prod = page.load_u32(XENSTORE_REQ_PROD, Ordering::Acquire)?;
-        let rsp_cons = page.load_u32(XENSTORE_RSP_CONS, Ordering::Acquire)?;
         Ok(XenStore {
-            page,
+            ring: Ring::new(page)?,
             port: port as u32,
-            req_prod,
-            rsp_cons,
             next_id: 1,
         })
     }
@@ -152,31 +272,19 @@ impl XenStore {
             self.send(part, deadline)?;
         }
         loop {
-            let mut hb = [0u8; XSD_SOCKMSG_SIZE];
-            self.recv(&mut hb, deadline)?;
-            let h = Header::parse(&hb)?;
-            let mut payload = alloc::vec![0u8; h.len as usize];
-            self.recv(&mut payload, deadline)?;
-            if h.req_id != req_id {
-                // A watch event or a stale reply: not ours.
-                continue;
+            match self.ring.recv()? {
+                Some(reply) => {
+                    // Xenstored may wait for room we just made.
+                    self.notify();
+                    if let Some(value) = answer(reply, kind, req_id)? {
+                        return Ok(value);
+                    }
+                }
+                None => {
+                    self.notify();
+                    self.wait(deadline)?;
+                }
             }
-            if h.kind == XS_ERROR {
-                return Err(Error::Hypervisor {
-                    op: "xenstore request",
-                    code: -error_code(&payload),
-                });
-            }
-            if h.kind != kind {
-                return Err(Error::Protocol {
-                    what: "xenstore reply of another type",
-                });
-            }
-            // Values come without a terminator; strip one if present.
-            if payload.last() == Some(&0) {
-                payload.pop();
-            }
-            return Ok(payload);
         }
     }
 
@@ -201,54 +309,12 @@ impl XenStore {
 
     fn send(&mut self, mut bytes: &[u8], deadline: u64) -> Result<()> {
         while !bytes.is_empty() {
-            let cons = self.page.load_u32(XENSTORE_REQ_CONS, Ordering::Acquire)?;
-            let space =
-                ring_space(self.req_prod, cons, XENSTORE_RING_SIZE).ok_or(Error::Protocol {
-                    what: "xenstore request consumer index",
-                })?;
-            if space == 0 {
-                self.notify();
-                self.wait(deadline)?;
-                continue;
-            }
-            let n = space.min(bytes.len());
-            for (i, &b) in bytes[..n].iter().enumerate() {
-                let at = self.req_prod.wrapping_add(i as u32) as usize % XENSTORE_RING_SIZE;
-                self.page.write_u8(XENSTORE_REQ + at, b)?;
-            }
-            self.req_prod = self.req_prod.wrapping_add(n as u32);
-            self.page
-                .store_u32(XENSTORE_REQ_PROD, self.req_prod, Ordering::Release)?;
+            let n = self.ring.send(bytes)?;
             self.notify();
             bytes = &bytes[n..];
-        }
-        Ok(())
-    }
-
-    fn recv(&mut self, buf: &mut [u8], deadline: u64) -> Result<()> {
-        let mut got = 0;
-        while got < buf.len() {
-            let prod = self.page.load_u32(XENSTORE_RSP_PROD, Ordering::Acquire)?;
-            let avail = prod.wrapping_sub(self.rsp_cons) as usize;
-            if avail > XENSTORE_RING_SIZE {
-                return Err(Error::Protocol {
-                    what: "xenstore response producer index",
-                });
-            }
-            if avail == 0 {
+            if n == 0 {
                 self.wait(deadline)?;
-                continue;
             }
-            let n = avail.min(buf.len() - got);
-            for b in &mut buf[got..got + n] {
-                let at = self.rsp_cons as usize % XENSTORE_RING_SIZE;
-                *b = self.page.read_u8(XENSTORE_RSP + at)?;
-                self.rsp_cons = self.rsp_cons.wrapping_add(1);
-            }
-            got += n;
-            self.page
-                .store_u32(XENSTORE_RSP_CONS, self.rsp_cons, Ordering::Release)?;
-            self.notify();
         }
         Ok(())
     }
@@ -280,6 +346,112 @@ mod tests {
         assert_eq!(error_code(b"EACCES"), 13);
         assert_eq!(error_code(b"\0"), 0);
         assert_eq!(error_code(b"whatever"), 0);
+    }
+
+    #[repr(align(8))]
+    struct Page([u8; 4096]);
+
+    /// Plays xenstored: appends `bytes` to the response ring.
+    fn respond(m: &SharedMem<'_>, bytes: &[u8]) {
+        let mut prod = m.load_u32(XENSTORE_RSP_PROD, Ordering::Acquire).unwrap();
+        for &b in bytes {
+            m.write_u8(XENSTORE_RSP + prod as usize % XENSTORE_RING_SIZE, b)
+                .unwrap();
+            prod = prod.wrapping_add(1);
+        }
+        m.store_u32(XENSTORE_RSP_PROD, prod, Ordering::Release)
+            .unwrap();
+    }
+
+    fn message(kind: u32, req_id: u32, payload: &[u8]) -> Vec<u8> {
+        let h = Header {
+            kind,
+            req_id,
+            tx_id: 0,
+            len: payload.len() as u32,
+        };
+        let mut v = h.to_bytes().to_vec();
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn replies_are_assembled_across_partial_writes_and_the_wrap() {
+        let mut page = Page([0; 4096]);
+        let m = SharedMem::from_slice(&mut page.0);
+        // Start near the u32 wrap and off the ring's alignment.
+        let start = u32::MAX - 5;
+        for off in [
+            XENSTORE_RSP_CONS,
+            XENSTORE_RSP_PROD,
+            XENSTORE_REQ_CONS,
+            XENSTORE_REQ_PROD,
+        ] {
+            m.store_u32(off, start, Ordering::Relaxed).unwrap();
+        }
+        let mut ring = Ring::new(m).unwrap();
+        let watch = message(15, 0, b"some/path\0token\0");
+        let ours = message(XS_READ, 7, b"42");
+        respond(&m, &watch[..10]);
+        assert_eq!(ring.recv(), Ok(None));
+        respond(&m, &watch[10..]);
+        respond(&m, &ours[..17]);
+        let r = ring.recv().unwrap().unwrap();
+        assert_eq!(answer(r, XS_READ, 7), Ok(None));
+        assert_eq!(ring.recv(), Ok(None));
+        respond(&m, &ours[17..]);
+        let r = ring.recv().unwrap().unwrap();
+        assert_eq!(answer(r, XS_READ, 7), Ok(Some(b"42".to_vec())));
+        // Requests wrap the same way.
+        assert_eq!(ring.send(b"hello"), Ok(5));
+        assert_eq!(
+            m.load_u32(XENSTORE_REQ_PROD, Ordering::Relaxed),
+            Ok(start.wrapping_add(5))
+        );
+    }
+
+    #[test]
+    fn errors_and_hostile_indexes_are_reported() {
+        let mut page = Page([0; 4096]);
+        let m = SharedMem::from_slice(&mut page.0);
+        let mut ring = Ring::new(m).unwrap();
+        respond(&m, &message(XS_ERROR, 1, b"ENOENT\0"));
+        let r = ring.recv().unwrap().unwrap();
+        assert_eq!(
+            answer(r, XS_READ, 1),
+            Err(Error::Hypervisor {
+                op: "xenstore request",
+                code: -2
+            })
+        );
+        // A producer more than a ring ahead.
+        m.store_u32(XENSTORE_RSP_PROD, 5000, Ordering::Relaxed)
+            .unwrap();
+        assert!(matches!(ring.recv(), Err(Error::Protocol { .. })));
+        // A request consumer ahead of our producer.
+        m.store_u32(XENSTORE_REQ_CONS, 9, Ordering::Relaxed)
+            .unwrap();
+        assert!(matches!(ring.send(b"x"), Err(Error::Protocol { .. })));
+        // An oversized reply length.
+        let mut page = Page([0; 4096]);
+        let m = SharedMem::from_slice(&mut page.0);
+        let mut ring = Ring::new(m).unwrap();
+        let mut h = message(XS_READ, 1, b"");
+        h[12..16].copy_from_slice(&5000u32.to_le_bytes());
+        respond(&m, &h);
+        assert!(matches!(ring.recv(), Err(Error::Protocol { .. })));
+    }
+
+    #[test]
+    fn a_full_request_ring_takes_nothing() {
+        let mut page = Page([0; 4096]);
+        let m = SharedMem::from_slice(&mut page.0);
+        let mut ring = Ring::new(m).unwrap();
+        assert_eq!(ring.send(&[1; 2000]), Ok(1024));
+        assert_eq!(ring.send(b"more"), Ok(0));
+        m.store_u32(XENSTORE_REQ_CONS, 4, Ordering::Relaxed)
+            .unwrap();
+        assert_eq!(ring.send(b"more!"), Ok(4));
     }
 
     proptest::proptest! {
