@@ -67,13 +67,16 @@ mod bench {
         secs: f64,
         spin: u32,
         json: Option<String>,
+        /// Payload sizes to run (default: all of SIZES).
+        sizes: Vec<usize>,
     }
 
     fn opts() -> Opts {
         let mut o = Opts {
             secs: 2.0,
-            spin: 2000,
+            spin: 200,
             json: None,
+            sizes: SIZES.to_vec(),
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut it = args.iter();
@@ -83,6 +86,7 @@ mod bench {
                 "--secs" => o.secs = val().parse().unwrap_or(o.secs),
                 "--spin" => o.spin = val().parse().unwrap_or(o.spin),
                 "--json" => o.json = Some(val()),
+                "--sizes" => o.sizes = val().split(',').filter_map(|x| x.parse().ok()).collect(),
                 _ => eprintln!("ring-bench: ignoring argument {a}"),
             }
         }
@@ -241,11 +245,14 @@ mod bench {
         rtt_ns: f64,
         memcpy_ops: f64,
         volatile_ops: f64,
+        /// Both ends in this thread over private memory: the codec's own
+        /// cost per frame, without cache lines moving between cores.
+        local_fps: f64,
     }
 
     fn measure(end: &mut End<'_>, o: &Opts) -> Result<Vec<Case>> {
         let mut cases = Vec::new();
-        for size in SIZES {
+        for &size in &o.sizes {
             let (fps, trig) = one_way(end, size, o.secs)?;
             let (rps, rtt) = round_trip(end, size, o.secs / 2.0)?;
             cases.push(Case {
@@ -255,6 +262,7 @@ mod bench {
                 rtt_per_s: rps,
                 rtt_ns: rtt,
                 memcpy_ops: copy_rate(size, false),
+                local_fps: local_rate(size, o.secs / 4.0)?,
                 volatile_ops: copy_rate(size, true),
             });
         }
@@ -355,6 +363,29 @@ mod bench {
         Ok((n as f64 / secs, secs * 1e9 / n as f64))
     }
 
+    fn local_rate(size: usize, secs: f64) -> Result<f64> {
+        let mut buf = vec![0u8; layout().bytes() + 64];
+        let skip = buf.as_ptr().align_offset(64);
+        let mem = SharedMem::from_slice(&mut buf[skip..]);
+        init(mem, layout(), 0)?;
+        let mut tx = FrameSender::new(Producer::attach(mem, layout())?, MAX_FRAME)?;
+        let mut rx = FrameReceiver::new(Consumer::attach(mem, layout())?, MAX_FRAME)?;
+        let frame = vec![0x33u8; size];
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed().as_secs_f64() < secs {
+            while tx.send(&frame, FrameMeta::default())? {}
+            tx.publish()?;
+            rx.poll()?;
+            while let Some(f) = rx.next()? {
+                black_box(f.data);
+                n += 1;
+            }
+            rx.release()?;
+        }
+        Ok(n as f64 / start.elapsed().as_secs_f64())
+    }
+
     /// Copies/s of `size` bytes, hot cache: `memcpy` (`copy_from_slice`) or
     /// the volatile copy every lane access uses.
     fn copy_rate(size: usize, volatile: bool) -> f64 {
@@ -384,7 +415,7 @@ mod bench {
         let gref = env("XS_RING_GREF").ok_or(Error::InvalidArgument {
             what: "XS_RING_GREF",
         })?;
-        let spin = env("XS_RING_SPIN").unwrap_or(2000);
+        let spin = env("XS_RING_SPIN").unwrap_or(200);
         let a = Attached::attach(
             &mut p,
             ShareRef {
@@ -466,7 +497,7 @@ mod bench {
             o.spin
         );
         println!(
-            "{:>8} | {:>14} {:>10} {:>9} | {:>12} {:>9} | {:>14} {:>10} | {:>14}",
+            "{:>8} | {:>14} {:>10} {:>9} | {:>12} {:>9} | {:>14} {:>10} | {:>14} | {:>14}",
             "payload",
             "one-way fr/s",
             "GB/s",
@@ -475,12 +506,13 @@ mod bench {
             "rtt us",
             "memcpy cp/s",
             "GB/s",
-            "volatile GB/s"
+            "volatile GB/s",
+            "1-thread fr/s"
         );
         for c in cases {
             let gb = |rate: f64| rate * c.size as f64 / 1e9;
             println!(
-                "{:>8} | {:>14.0} {:>10.2} {:>9.4} | {:>12.0} {:>9.2} | {:>14.0} {:>10.2} | {:>14.2}",
+                "{:>8} | {:>14.0} {:>10.2} {:>9.4} | {:>12.0} {:>9.2} | {:>14.0} {:>10.2} | {:>14.2} | {:>14.0}",
                 c.size,
                 c.oneway_fps,
                 gb(c.oneway_fps),
@@ -490,6 +522,7 @@ mod bench {
                 c.memcpy_ops,
                 gb(c.memcpy_ops),
                 gb(c.volatile_ops),
+                c.local_fps,
             );
         }
         let Some(path) = &o.json else { return };
@@ -507,7 +540,7 @@ mod bench {
         for (i, c) in cases.iter().enumerate() {
             let gb = |rate: f64| rate * c.size as f64 / 1e9;
             j.push_str(&format!(
-                "    {{ \"payload\": {}, \"oneway_frames_per_s\": {:.0}, \"oneway_gb_per_s\": {:.4}, \"oneway_triggers_and_blocks_per_frame\": {:.6}, \"roundtrips_per_s\": {:.0}, \"roundtrip_ns\": {:.0}, \"memcpy_copies_per_s\": {:.0}, \"memcpy_gb_per_s\": {:.4}, \"volatile_copies_per_s\": {:.0}, \"volatile_gb_per_s\": {:.4} }}{}\n",
+                "    {{ \"payload\": {}, \"oneway_frames_per_s\": {:.0}, \"oneway_gb_per_s\": {:.4}, \"oneway_triggers_and_blocks_per_frame\": {:.6}, \"roundtrips_per_s\": {:.0}, \"roundtrip_ns\": {:.0}, \"memcpy_copies_per_s\": {:.0}, \"memcpy_gb_per_s\": {:.4}, \"volatile_copies_per_s\": {:.0}, \"volatile_gb_per_s\": {:.4}, \"single_thread_frames_per_s\": {:.0} }}{}\n",
                 c.size,
                 c.oneway_fps,
                 gb(c.oneway_fps),
@@ -518,6 +551,7 @@ mod bench {
                 gb(c.memcpy_ops),
                 c.volatile_ops,
                 gb(c.volatile_ops),
+                c.local_fps,
                 if i + 1 < cases.len() { "," } else { "" }
             ));
         }

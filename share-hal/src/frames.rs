@@ -260,7 +260,10 @@ pub struct FrameReceiver<'a> {
     cap: usize,
     max_frame: usize,
     max_slots: u32,
+    /// Frame buffer; the frame starts at `base`, 16-aligned like the slot
+    /// data, so copies take the wide path of `SharedMem`.
     buf: Vec<u8>,
+    base: usize,
     state: RxState,
 }
 
@@ -273,8 +276,14 @@ impl<'a> FrameReceiver<'a> {
             cap,
             max_frame,
             max_slots: max_frame.div_ceil(cap) as u32,
-            buf: vec![0u8; max_frame],
+            buf: vec![0u8; max_frame + 15],
+            base: 0,
             state: RxState::Idle,
+        })
+        .map(|mut rx| {
+            // The Vec never grows, so its address (and the offset) stays.
+            rx.base = rx.buf.as_ptr().align_offset(16).min(15);
+            rx
         })
     }
 
@@ -345,7 +354,8 @@ impl<'a> FrameReceiver<'a> {
                 return Err(Error::Protocol { what });
             }
 
-            slot.read_into(SLOT_HEADER_LEN, &mut self.buf[filled..filled + len])?;
+            let at = self.base + filled;
+            slot.read_into(SLOT_HEADER_LEN, &mut self.buf[at..at + len])?;
             self.lane.advance();
             let filled = filled + len;
             if more {
@@ -370,7 +380,7 @@ impl<'a> FrameReceiver<'a> {
                 });
             }
             return Ok(Some(RxFrame {
-                data: &self.buf[..filled],
+                data: &self.buf[self.base..self.base + filled],
                 meta,
             }));
         }

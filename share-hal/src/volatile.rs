@@ -260,13 +260,54 @@ impl<'a> SharedMem<'a> {
     }
 }
 
-/// Volatile copy of `len` bytes, 8 bytes at a time where both sides allow.
+/// Volatile copy of `len` bytes, 64 bytes per step (four 16-byte SSE
+/// accesses) where both sides are 16-aligned alike, else 8 bytes at a time
+/// where both sides allow.
+///
+/// Word-sized volatile copies reached only 4-11 GB/s on the development
+/// machine against 40 GB/s for four 16-byte accesses per step
+/// (`docs/performance.md`); lane slots and frame buffers are 16-aligned, so
+/// frames take the wide path. No access needs to be atomic: the peer may
+/// tear any of them, and callers parse only their private copy.
 ///
 /// # Safety
 /// `src..src+len` must be readable and `dst..dst+len` writable; the ranges
 /// may be shared with another party but must not overlap each other.
 unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
     let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    if (src as usize) % 16 == (dst as usize) % 16 {
+        use core::arch::x86_64::__m128i;
+        while i < len && !(src as usize + i).is_multiple_of(16) {
+            // SAFETY: i < len, within both ranges per the contract.
+            unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
+            i += 1;
+        }
+        while i + 64 <= len {
+            // SAFETY: src+i and dst+i are 16-aligned here (same alignment,
+            // src aligned above) and 64 bytes remain in both ranges. SSE2 is
+            // part of every x86_64 CPU (the PVH kernel enables it at boot).
+            unsafe {
+                let s = src.add(i).cast::<__m128i>();
+                let d = dst.add(i).cast::<__m128i>();
+                let (a, b) = (s.read_volatile(), s.add(1).read_volatile());
+                let (c, e) = (s.add(2).read_volatile(), s.add(3).read_volatile());
+                d.write_volatile(a);
+                d.add(1).write_volatile(b);
+                d.add(2).write_volatile(c);
+                d.add(3).write_volatile(e);
+            }
+            i += 64;
+        }
+        while i + 16 <= len {
+            // SAFETY: as above, with 16 bytes remaining.
+            unsafe {
+                let w = src.add(i).cast::<__m128i>().read_volatile();
+                dst.add(i).cast::<__m128i>().write_volatile(w);
+            }
+            i += 16;
+        }
+    }
     if (src as usize) % 8 == (dst as usize) % 8 {
         while i < len && !(src as usize + i).is_multiple_of(8) {
             // SAFETY: i < len, within both ranges per the contract.
@@ -327,6 +368,31 @@ mod tests {
             })
         );
         assert!(m.load_u64(12, Ordering::Relaxed).is_err());
+    }
+
+    #[test]
+    fn wide_copies_handle_every_alignment() {
+        let mut a = [0u8; 512];
+        for (i, b) in a.iter_mut().enumerate() {
+            *b = (i * 7 + 3) as u8;
+        }
+        for src_off in 0..33 {
+            for dst_off in 0..33 {
+                for len in [15, 16, 17, 63, 64, 65, 127, 200, 300] {
+                    let mut b = [0u8; 512];
+                    let src = SharedMem::from_slice(&mut a);
+                    let dst = SharedMem::from_slice(&mut b);
+                    dst.copy_from(dst_off, &src, src_off, len).unwrap();
+                    let mut out = [0u8; 512];
+                    dst.read_into(0, &mut out).unwrap();
+                    assert!(out[..dst_off].iter().all(|&x| x == 0));
+                    assert!(out[dst_off + len..].iter().all(|&x| x == 0));
+                    for i in 0..len {
+                        assert_eq!(out[dst_off + i], ((src_off + i) * 7 + 3) as u8);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -220,6 +220,8 @@ fn run_processes(plan: Plan) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, env)
+        // The child's test harness chatter; its panics go to stderr.
+        .stdout(std::process::Stdio::null())
         .spawn()
         .expect("spawn consumer process");
     produce(plan, pages.mem(), &data, &space);

@@ -21,7 +21,7 @@ enum Which {
         #[arg(long, default_value_t = 2.0)]
         secs: f64,
         /// Polls before a side arms its trigger and sleeps.
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = 200)]
         spin: u32,
     },
 }
