@@ -451,7 +451,8 @@ pub fn setup() -> Result<Setup> {
     }
     // Guest modules build against these; installed (not unpacked) because
     // their Makefile includes the -common tree by absolute path.
-    ensure_apt(&[&format!("linux-headers-{release}")])?;
+    // e2fsprogs goes into both images from the host.
+    ensure_apt(&[&format!("linux-headers-{release}"), "e2fsprogs"])?;
 
     let count = plan.pkgs.len() + plan.qemu_pkgs.len();
     let qemu_kind = if plan.unpacked_qemu {
