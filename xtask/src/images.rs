@@ -12,7 +12,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{cargo, root, run_step, target_dir};
+use crate::util::{cargo, ensure_apt, root, run_step, target_dir};
 
 /// Host target the images are compiled for.
 const TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -69,6 +69,8 @@ fn rustflags(lld: &Path) -> String {
 /// Builds the images and returns their paths.
 pub fn build(names: &[String]) -> Result<Vec<PathBuf>> {
     let lld = rust_lld()?;
+    // `strip` (binutils) makes the images from the unstripped builds.
+    ensure_apt(&["binutils"])?;
     let pvh_target = target_dir().join("pvh");
     let out_dir = target_dir().join("images");
     std::fs::create_dir_all(&out_dir)?;
