@@ -17,105 +17,12 @@ use alloc::vec::Vec;
 
 use crate::error::{Error, Result};
 use crate::lane::{Consumer, Producer};
+use crate::wire;
+pub use crate::wire::net::{flags, SlotHeader, SLOT_HEADER_LEN};
+use crate::wire::net::{Csum, FrameAssembler, FrameInfo, SlotAction, SlotRepr, SLOT_DATA_MAX};
 
 /// Slot size of network lanes: a standard frame fits in one slot.
-pub const NET_SLOT_SIZE: usize = 2048;
-
-/// Slot header: a view over a private copy of a slot's first bytes.
-///
-/// ```text
-/// 0  len          u16 LE  data bytes in this slot
-/// 2  flags        u16 LE  MORE | CSUM_BLANK | DATA_VALIDATED
-/// 4  csum_start   u16 LE  first frame only: where checksumming starts
-/// 6  csum_offset  u16 LE  first frame only: checksum field, from csum_start
-/// 8  reserved     8 bytes, written 0, ignored
-/// 16 data
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SlotHeader<T: AsRef<[u8]>> {
-    buf: T,
-}
-
-mod field {
-    use core::ops::Range;
-    pub const LEN: Range<usize> = 0..2;
-    pub const FLAGS: Range<usize> = 2..4;
-    pub const CSUM_START: Range<usize> = 4..6;
-    pub const CSUM_OFFSET: Range<usize> = 6..8;
-    pub const HEADER_LEN: usize = 16;
-}
-
-/// Bytes of slot header before the data.
-pub const SLOT_HEADER_LEN: usize = field::HEADER_LEN;
-
-/// Slot flags.
-pub mod flags {
-    /// The frame continues in the next slot.
-    pub const MORE: u16 = 1 << 0;
-    /// The checksum at `csum_start + csum_offset` is not filled in yet.
-    pub const CSUM_BLANK: u16 = 1 << 1;
-    /// The sender verified the checksums already.
-    pub const DATA_VALIDATED: u16 = 1 << 2;
-}
-
-impl<T: AsRef<[u8]>> SlotHeader<T> {
-    /// Wraps `buf`, checking that it holds a whole header.
-    pub fn new_checked(buf: T) -> Result<Self> {
-        if buf.as_ref().len() < SLOT_HEADER_LEN {
-            return Err(Error::Protocol {
-                what: "slot header truncated",
-            });
-        }
-        Ok(SlotHeader { buf })
-    }
-
-    fn u16_at(&self, r: core::ops::Range<usize>) -> u16 {
-        let b = self.buf.as_ref();
-        u16::from_le_bytes([b[r.start], b[r.start + 1]])
-    }
-
-    pub fn len(&self) -> u16 {
-        self.u16_at(field::LEN)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn flags(&self) -> u16 {
-        self.u16_at(field::FLAGS)
-    }
-
-    pub fn csum_start(&self) -> u16 {
-        self.u16_at(field::CSUM_START)
-    }
-
-    pub fn csum_offset(&self) -> u16 {
-        self.u16_at(field::CSUM_OFFSET)
-    }
-}
-
-impl<T: AsRef<[u8]> + AsMut<[u8]>> SlotHeader<T> {
-    fn set_u16(&mut self, r: core::ops::Range<usize>, v: u16) {
-        self.buf.as_mut()[r].copy_from_slice(&v.to_le_bytes());
-    }
-
-    pub fn set_len(&mut self, v: u16) {
-        self.set_u16(field::LEN, v)
-    }
-
-    pub fn set_flags(&mut self, v: u16) {
-        self.set_u16(field::FLAGS, v)
-    }
-
-    pub fn set_csum_start(&mut self, v: u16) {
-        self.set_u16(field::CSUM_START, v)
-    }
-
-    pub fn set_csum_offset(&mut self, v: u16) {
-        self.set_u16(field::CSUM_OFFSET, v)
-    }
-}
+pub const NET_SLOT_SIZE: usize = crate::wire::net::SLOT_SIZE;
 
 /// Per-frame offload information.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -126,18 +33,10 @@ pub struct FrameMeta {
     pub csum_offset: u16,
 }
 
-/// Data bytes one slot of `slot_size` carries.
-fn slot_capacity(slot_size: usize) -> usize {
-    slot_size
-        .saturating_sub(SLOT_HEADER_LEN)
-        .min(u16::MAX as usize)
-}
-
 fn check_shape(slot_size: usize, max_frame: usize) -> Result<usize> {
-    let cap = slot_capacity(slot_size);
-    if cap == 0 {
+    if slot_size != NET_SLOT_SIZE {
         return Err(Error::InvalidArgument {
-            what: "frame lane slots hold no data",
+            what: "frame lanes have 2048-byte slots",
         });
     }
     if max_frame == 0 || max_frame > u32::MAX as usize {
@@ -145,7 +44,7 @@ fn check_shape(slot_size: usize, max_frame: usize) -> Result<usize> {
             what: "max frame length out of range",
         });
     }
-    Ok(cap)
+    Ok(SLOT_DATA_MAX)
 }
 
 /// The sending side: frames into a lane.
@@ -190,25 +89,31 @@ impl<'a> FrameSender<'a> {
         if !self.lane.reserve(slots)? {
             return Ok(false);
         }
-        let first_flags = meta.flags & !flags::MORE;
-        for (k, chunk) in frame.chunks(self.cap).enumerate() {
-            let last = k as u32 + 1 == slots;
-            let mut hdr = SlotHeader {
-                buf: [0u8; SLOT_HEADER_LEN],
-            };
-            hdr.set_len(chunk.len() as u16);
-            let more = if last { 0 } else { flags::MORE };
-            if k == 0 {
-                hdr.set_flags(first_flags | more);
-                hdr.set_csum_start(meta.csum_start);
-                hdr.set_csum_offset(meta.csum_offset);
-            } else {
-                hdr.set_flags(more);
+        let csum = (meta.flags & flags::CSUM_BLANK != 0).then_some(Csum {
+            start: meta.csum_start,
+            offset: meta.csum_offset,
+        });
+        let validated = meta.flags & flags::DATA_VALIDATED != 0;
+        let lane = &self.lane;
+        let mut result = Ok(());
+        let mut k = 0u32;
+        wire::net::split_frame(frame.len(), csum, validated, |at, repr| {
+            let mut raw = [0u8; SLOT_HEADER_LEN];
+            let end = at + usize::from(repr.len);
+            let written = repr
+                .emit(&mut SlotHeader::new_unchecked(&mut raw[..]))
+                .map_err(Error::from)
+                .and_then(|()| lane.slot(k))
+                .and_then(|slot| {
+                    slot.write_from(0, &raw)?;
+                    slot.write_from(SLOT_HEADER_LEN, &frame[at..end])
+                });
+            if result.is_ok() {
+                result = written;
             }
-            let slot = self.lane.slot(k as u32)?;
-            slot.write_from(0, &hdr.buf)?;
-            slot.write_from(SLOT_HEADER_LEN, chunk)?;
-        }
+            k += 1;
+        })?;
+        result?;
         self.lane.commit(slots)?;
         Ok(true)
     }
@@ -239,52 +144,166 @@ pub struct RxFrame<'b> {
     pub meta: FrameMeta,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RxState {
-    /// Between frames.
-    Idle,
-    /// Inside a frame: `filled` bytes over `slots` slots so far.
-    Assembling {
-        meta: FrameMeta,
-        filled: usize,
-        slots: u32,
-    },
-    /// Skipping the rest of a bad frame's `MORE` chain.
-    Discarding,
+/// Reassembly rules of a receiver.
+#[derive(Debug)]
+enum Rules {
+    /// A network port: MTU, runts and negotiated offloads, as
+    /// `docs/protocol.md` specifies ([`FrameAssembler`]).
+    Net(FrameAssembler),
+    /// Any other payload up to `max_frame` bytes (bulk transfers, tests).
+    Bulk(BulkAssembler),
+}
+
+impl Rules {
+    fn push(&mut self, h: &SlotHeader<&[u8]>) -> core::result::Result<SlotAction, wire::Error> {
+        match self {
+            Rules::Net(a) => a.push(h),
+            Rules::Bulk(a) => a.push(h),
+        }
+    }
+}
+
+/// [`FrameAssembler`]'s slot rules (known flags, `1..=2032` bytes per slot,
+/// at most as many slots as `max_frame` needs, skip the rest of a refused
+/// chain) without the network's MTU and feature rules.
+#[derive(Debug)]
+struct BulkAssembler {
+    max_frame: usize,
+    max_slots: u32,
+    len: usize,
+    slots: u32,
+    first: Option<SlotRepr>,
+    skipping: bool,
+}
+
+impl BulkAssembler {
+    fn reset(&mut self) {
+        self.len = 0;
+        self.slots = 0;
+        self.first = None;
+        self.skipping = false;
+    }
+
+    fn push(&mut self, h: &SlotHeader<&[u8]>) -> core::result::Result<SlotAction, wire::Error> {
+        let more = h.flags() & flags::MORE != 0;
+        if self.skipping {
+            if !more {
+                self.reset();
+            }
+            return Ok(SlotAction::Skip);
+        }
+        let r = self.accept(h);
+        if r.is_err() {
+            self.reset();
+            self.skipping = more;
+        }
+        r
+    }
+
+    fn accept(&mut self, h: &SlotHeader<&[u8]>) -> core::result::Result<SlotAction, wire::Error> {
+        let slot = SlotRepr::parse(h)?;
+        let first = *self.first.get_or_insert(slot);
+        let (at, len) = (self.len, usize::from(slot.len));
+        if at + len > self.max_frame {
+            return Err(wire::Error::TooMany {
+                field: "frame len",
+                count: (at + len) as u64,
+                max: self.max_frame as u64,
+            });
+        }
+        if self.slots >= self.max_slots {
+            return Err(wire::Error::TooMany {
+                field: "frame slots",
+                count: u64::from(self.slots) + 1,
+                max: self.max_slots.into(),
+            });
+        }
+        self.len += len;
+        self.slots += 1;
+        if slot.more() {
+            return Ok(SlotAction::Append {
+                at,
+                len,
+                done: None,
+            });
+        }
+        let csum = if first.flags & flags::CSUM_BLANK != 0 {
+            let end = usize::from(first.csum_start) + usize::from(first.csum_offset) + 2;
+            if end > self.len {
+                self.reset();
+                return Err(wire::Error::BadField {
+                    field: "csum_start + csum_offset",
+                    value: end as u64,
+                });
+            }
+            Some(Csum {
+                start: first.csum_start,
+                offset: first.csum_offset,
+            })
+        } else {
+            None
+        };
+        let done = FrameInfo {
+            len: self.len,
+            slots: self.slots,
+            csum,
+            data_validated: first.flags & flags::DATA_VALIDATED != 0,
+        };
+        self.reset();
+        Ok(SlotAction::Append {
+            at,
+            len,
+            done: Some(done),
+        })
+    }
 }
 
 /// The receiving side: frames out of a lane, into a private buffer.
 #[derive(Debug)]
 pub struct FrameReceiver<'a> {
     lane: Consumer<'a>,
-    cap: usize,
-    max_frame: usize,
-    max_slots: u32,
+    rules: Rules,
     /// Frame buffer; the frame starts at `base`, 16-aligned like the slot
     /// data, so copies take the wide path of `SharedMem`.
     buf: Vec<u8>,
     base: usize,
-    state: RxState,
 }
 
 impl<'a> FrameReceiver<'a> {
-    /// `max_frame` as for [`FrameSender::new`], from our own configuration.
+    /// A receiver of payloads up to `max_frame` bytes, from our own
+    /// configuration, with the slot rules of the network protocol but no
+    /// MTU or offload negotiation (see [`FrameReceiver::net`]).
     pub fn new(lane: Consumer<'a>, max_frame: usize) -> Result<Self> {
-        let cap = check_shape(lane.layout().slot_size(), max_frame)?;
-        Ok(FrameReceiver {
-            lane,
-            cap,
+        check_shape(lane.layout().slot_size(), max_frame)?;
+        let bulk = BulkAssembler {
             max_frame,
-            max_slots: max_frame.div_ceil(cap) as u32,
-            buf: vec![0u8; max_frame + 15],
-            base: 0,
-            state: RxState::Idle,
-        })
-        .map(|mut rx| {
-            // The Vec never grows, so its address (and the offset) stays.
-            rx.base = rx.buf.as_ptr().align_offset(16).min(15);
-            rx
-        })
+            max_slots: max_frame.div_ceil(SLOT_DATA_MAX) as u32,
+            len: 0,
+            slots: 0,
+            first: None,
+            skipping: false,
+        };
+        Ok(Self::with_rules(lane, Rules::Bulk(bulk), max_frame))
+    }
+
+    /// A receiver for a network port: frames as `docs/protocol.md`
+    /// specifies for the negotiated MTU and features.
+    pub fn net(lane: Consumer<'a>, rules: FrameAssembler) -> Result<Self> {
+        let max = rules.max_frame();
+        check_shape(lane.layout().slot_size(), max)?;
+        Ok(Self::with_rules(lane, Rules::Net(rules), max))
+    }
+
+    fn with_rules(lane: Consumer<'a>, rules: Rules, max_frame: usize) -> Self {
+        let buf = vec![0u8; max_frame + 15];
+        // The Vec never grows, so its address (and the offset) stays.
+        let base = buf.as_ptr().align_offset(16).min(15);
+        FrameReceiver {
+            lane,
+            rules,
+            buf,
+            base,
+        }
     }
 
     /// Starts a batch (reads the producer index once); returns the slots in
@@ -308,79 +327,32 @@ impl<'a> FrameReceiver<'a> {
             let mut raw = [0u8; SLOT_HEADER_LEN];
             slot.read_into(0, &mut raw)?;
             let hdr = SlotHeader::new_checked(&raw[..])?;
-            let len = hdr.len() as usize;
-            let more = hdr.flags() & flags::MORE != 0;
-
-            let (meta, filled, slots) = match self.state {
-                RxState::Discarding => {
-                    self.lane.advance();
-                    if !more {
-                        self.state = RxState::Idle;
-                    }
-                    continue;
-                }
-                RxState::Idle => (
-                    FrameMeta {
-                        flags: hdr.flags() & (flags::CSUM_BLANK | flags::DATA_VALIDATED),
-                        csum_start: hdr.csum_start(),
-                        csum_offset: hdr.csum_offset(),
-                    },
-                    0,
-                    1,
-                ),
-                RxState::Assembling {
-                    meta,
-                    filled,
-                    slots,
-                } => (meta, filled, slots + 1),
-            };
-
-            let bad = if len > self.cap {
-                Some("slot length past the slot's data")
-            } else if filled + len > self.max_frame {
-                Some("frame longer than the max frame")
-            } else if slots > self.max_slots {
-                Some("MORE chain longer than the max frame")
-            } else {
-                None
-            };
-            if let Some(what) = bad {
-                self.lane.advance();
-                self.state = if more {
-                    RxState::Discarding
-                } else {
-                    RxState::Idle
-                };
-                return Err(Error::Protocol { what });
-            }
-
-            let at = self.base + filled;
-            slot.read_into(SLOT_HEADER_LEN, &mut self.buf[at..at + len])?;
+            let action = self.rules.push(&hdr);
+            // Consumed whatever the verdict, so a bad slot never stalls us.
             self.lane.advance();
-            let filled = filled + len;
-            if more {
-                self.state = RxState::Assembling {
-                    meta,
-                    filled,
-                    slots,
-                };
-                continue;
+            let (at, len, done) = match action? {
+                SlotAction::Skip => continue,
+                SlotAction::Append { at, len, done } => (at, len, done),
+            };
+            // The assembler bounds at + len by the max frame, the buffer's
+            // size, so this cannot fail; `get_mut` keeps it panic-free.
+            let at = self.base + at;
+            let dst = self.buf.get_mut(at..at + len).ok_or(Error::Protocol {
+                what: "frame assembler overran the frame buffer",
+            })?;
+            slot.read_into(SLOT_HEADER_LEN, dst)?;
+            let Some(info) = done else { continue };
+            let mut meta = FrameMeta::default();
+            if let Some(c) = info.csum {
+                meta.flags |= flags::CSUM_BLANK;
+                meta.csum_start = c.start;
+                meta.csum_offset = c.offset;
             }
-            self.state = RxState::Idle;
-            if filled == 0 {
-                return Err(Error::Protocol {
-                    what: "empty frame",
-                });
-            }
-            if meta.flags & flags::CSUM_BLANK != 0
-                && meta.csum_start as usize + meta.csum_offset as usize + 2 > filled
-            {
-                return Err(Error::Protocol {
-                    what: "checksum field past the frame end",
-                });
+            if info.data_validated {
+                meta.flags |= flags::DATA_VALIDATED;
             }
             return Ok(Some(RxFrame {
-                data: &self.buf[self.base..self.base + filled],
+                data: &self.buf[self.base..self.base + info.len],
                 meta,
             }));
         }
@@ -487,52 +459,24 @@ mod tests {
     }
 
     /// Writes a raw slot as a hostile sender would.
-    fn raw_slot(tx: &mut FrameSender<'_>, len: u16, fl: u16, body: &[u8]) {
+    fn raw_slot(tx: &mut FrameSender<'_>, len: u16, fl: u16, csum: (u16, u16), body: &[u8]) {
         let lane = tx.lane();
         assert!(lane.reserve(1).unwrap());
         let slot = lane.slot(0).unwrap();
-        let mut hdr = SlotHeader {
-            buf: [0u8; SLOT_HEADER_LEN],
-        };
+        let mut raw = [0u8; SLOT_HEADER_LEN];
+        let mut hdr = SlotHeader::new_unchecked(&mut raw[..]);
         hdr.set_len(len);
         hdr.set_flags(fl);
-        slot.write_from(0, &hdr.buf).unwrap();
+        hdr.set_csum_start(csum.0);
+        hdr.set_csum_offset(csum.1);
+        slot.write_from(0, &raw).unwrap();
         slot.write_from(SLOT_HEADER_LEN, body).unwrap();
         lane.commit(1).unwrap();
     }
 
-    #[test]
-    fn bad_frames_are_consumed_and_reported_once() {
-        let mut pages = Pages(Vec::new());
-        let (mut tx, mut rx) = pair(&mut pages, 16, 5);
-        // len past the slot
-        raw_slot(&mut tx, 3000, 0, &[]);
-        // endless chain of empty MORE slots, then its end
-        for _ in 0..5 {
-            raw_slot(&mut tx, 0, flags::MORE, &[]);
-        }
-        raw_slot(&mut tx, 0, 0, &[]);
-        // empty frame
-        raw_slot(&mut tx, 0, 0, &[]);
-        // checksum offload pointing past the frame
-        let lane = tx.lane();
-        let slot = lane.slot(0).unwrap();
-        let mut hdr = SlotHeader {
-            buf: [0u8; SLOT_HEADER_LEN],
-        };
-        hdr.set_len(10);
-        hdr.set_flags(flags::CSUM_BLANK);
-        hdr.set_csum_start(8);
-        hdr.set_csum_offset(1);
-        slot.write_from(0, &hdr.buf).unwrap();
-        lane.commit(1).unwrap();
-        // a good frame after all of it
-        tx.send(&frame(100, 9), FrameMeta::default()).unwrap();
-        tx.publish().unwrap();
-
+    fn drain(rx: &mut FrameReceiver<'_>) -> (Vec<Vec<u8>>, Vec<&'static str>) {
         rx.poll().unwrap();
-        let mut errors = Vec::new();
-        let mut good = Vec::new();
+        let (mut good, mut errors) = (Vec::new(), Vec::new());
         loop {
             match rx.next() {
                 Ok(Some(f)) => good.push(f.data.to_vec()),
@@ -541,13 +485,34 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
         }
+        (good, errors)
+    }
+
+    #[test]
+    fn bad_frames_are_consumed_and_reported_once() {
+        let mut pages = Pages(Vec::new());
+        let (mut tx, mut rx) = pair(&mut pages, 16, 5);
+        raw_slot(&mut tx, 3000, 0, (0, 0), &[]);
+        // A chain of 1-byte MORE slots longer than a max frame needs
+        // (3 slots), then its end: one error, the rest skipped.
+        for _ in 0..5 {
+            raw_slot(&mut tx, 1, flags::MORE, (0, 0), &[1]);
+        }
+        raw_slot(&mut tx, 1, 0, (0, 0), &[1]);
+        raw_slot(&mut tx, 0, 0, (0, 0), &[]);
+        raw_slot(&mut tx, 4, 1 << 5, (0, 0), &[1, 2, 3, 4]);
+        raw_slot(&mut tx, 10, flags::CSUM_BLANK, (8, 1), &[0; 10]);
+        tx.send(&frame(100, 9), FrameMeta::default()).unwrap();
+        tx.publish().unwrap();
+        let (good, errors) = drain(&mut rx);
         assert_eq!(
             errors,
             [
-                "slot length past the slot's data",
-                "MORE chain longer than the max frame",
-                "empty frame",
-                "checksum field past the frame end"
+                "net slot len",
+                "frame slots",
+                "net slot len",
+                "net slot flags",
+                "csum_start + csum_offset"
             ]
         );
         assert_eq!(good, [frame(100, 9)]);
@@ -555,15 +520,33 @@ mod tests {
     }
 
     #[test]
+    fn network_rules_apply_the_mtu() {
+        let layout = LaneLayout::new(8, NET_SLOT_SIZE).unwrap();
+        let mut pages = Pages(vec![0u64; layout.bytes() / 8 + 8]);
+        let mem = pages.mem();
+        init(mem, layout, 0).unwrap();
+        let mut tx = FrameSender::new(Producer::attach(mem, layout).unwrap(), 4000).unwrap();
+        let rules = FrameAssembler::new(1500, 0).unwrap();
+        let mut rx = FrameReceiver::net(Consumer::attach(mem, layout).unwrap(), rules).unwrap();
+        for n in [1518, 1519, 13, 14] {
+            assert!(tx.send(&frame(n, 1), FrameMeta::default()).unwrap());
+        }
+        tx.publish().unwrap();
+        let (good, errors) = drain(&mut rx);
+        assert_eq!(good, [frame(1518, 1), frame(14, 1)]);
+        assert_eq!(errors, ["net frame len", "net frame len (runt)"]);
+    }
+
+    #[test]
     fn half_frames_complete_in_a_later_batch() {
         let mut pages = Pages(Vec::new());
         let (mut tx, mut rx) = pair(&mut pages, 4, 0);
-        raw_slot(&mut tx, 3, flags::MORE, &[1, 2, 3]);
+        raw_slot(&mut tx, 3, flags::MORE, (0, 0), &[1, 2, 3]);
         tx.publish().unwrap();
         rx.poll().unwrap();
         assert_eq!(rx.next(), Ok(None));
         rx.release().unwrap();
-        raw_slot(&mut tx, 2, 0, &[4, 5]);
+        raw_slot(&mut tx, 2, 0, (0, 0), &[4, 5]);
         tx.publish().unwrap();
         rx.poll().unwrap();
         assert_eq!(rx.next().unwrap().unwrap().data, &[1, 2, 3, 4, 5]);
