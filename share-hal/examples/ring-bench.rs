@@ -371,19 +371,25 @@ mod bench {
         let mut tx = FrameSender::new(Producer::attach(mem, layout())?, MAX_FRAME)?;
         let mut rx = FrameReceiver::new(Consumer::attach(mem, layout())?, MAX_FRAME)?;
         let frame = vec![0x33u8; size];
-        let start = Instant::now();
-        let mut n = 0u64;
-        while start.elapsed().as_secs_f64() < secs {
-            while tx.send(&frame, FrameMeta::default())? {}
-            tx.publish()?;
-            rx.poll()?;
-            while let Some(f) = rx.next()? {
-                black_box(f.data);
-                n += 1;
+        // Best of five windows: other processes on the machine only ever
+        // slow a window down.
+        let mut best = 0f64;
+        for _ in 0..5 {
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed().as_secs_f64() < secs / 5.0 {
+                while tx.send(&frame, FrameMeta::default())? {}
+                tx.publish()?;
+                rx.poll()?;
+                while let Some(f) = rx.next()? {
+                    black_box(f.data);
+                    n += 1;
+                }
+                rx.release()?;
             }
-            rx.release()?;
+            best = best.max(n as f64 / start.elapsed().as_secs_f64());
         }
-        Ok(n as f64 / start.elapsed().as_secs_f64())
+        Ok(best)
     }
 
     /// Copies/s of `size` bytes, hot cache: `memcpy` (`copy_from_slice`) or
