@@ -130,7 +130,9 @@ pub fn report(out: &mut dyn Write, f: &TrapFrame, cr2: u64) -> core::fmt::Result
 /// Stops at the first frame that is not above the previous one, so a
 /// corrupt chain ends the walk instead of looping.
 pub fn backtrace(mut rbp: u64, read: &dyn Fn(u64) -> Option<u64>, out: &mut dyn FnMut(u64)) {
-    for _ in 0..32 {
+    // The chain only climbs (checked below), so the boot stack bounds it;
+    // the count is a second bound.
+    for _ in 0..4096 {
         let (Some(next), Some(ret)) = (read(rbp), read(rbp.wrapping_add(8))) else {
             return;
         };
@@ -165,13 +167,24 @@ fn report_backtrace(out: &mut dyn Write, f: &TrapFrame) -> core::fmt::Result {
         Some(unsafe { (addr as *const u64).read_volatile() })
     };
     write!(out, "backtrace: {:#x}", f.rip)?;
+    // Recursion repeats one return address: print it once with a count.
     let mut result = Ok(());
+    let mut last = (0u64, 0u32);
+    let flush = |out: &mut dyn Write, (ret, n): (u64, u32)| match n {
+        0 => Ok(()),
+        1 => write!(out, " {ret:#x}"),
+        _ => write!(out, " {ret:#x} (x{n})"),
+    };
     backtrace(f.rbp, &read, &mut |ret| {
-        if result.is_ok() {
-            result = write!(out, " {ret:#x}");
+        if ret == last.0 {
+            last.1 += 1;
+        } else if result.is_ok() {
+            result = flush(out, last);
+            last = (ret, 1);
         }
     });
     result?;
+    flush(out, last)?;
     writeln!(out)
 }
 

@@ -31,6 +31,9 @@ pub mod field {
     pub const PING: usize = 20;
     /// domU: the last ping answered.
     pub const PONG: usize = 24;
+    /// dom0: a port it allocated unbound for the domU, which binds it
+    /// (`bind_interdomain`) and triggers it once.
+    pub const DOM0_PORT: usize = 28;
     /// Where pattern A (written by the domU) starts, and its length.
     pub const PATTERN_A: usize = 2048;
     pub const PATTERN_A_LEN: usize = 2048;

@@ -204,6 +204,17 @@ mod image_main {
                 .item("mailbox")?,
         );
 
+        // Bind the port dom0 allocated for us and trigger it once.
+        let theirs = Port(
+            m.load_u32(field::DOM0_PORT, Ordering::Acquire)
+                .item("mailbox")?,
+        );
+        let bound = p
+            .bind_interdomain(DOM0, theirs)
+            .item("event channel bind_interdomain")?;
+        p.notify(bound).item("event channel notify")?;
+        println!("selftest: event channel bind_interdomain ok (dom0 port {theirs} is our {bound})");
+
         // Map C and check it.
         let mapping = p
             .map(DOM0, &[gref_c], Access::ReadOnly)
@@ -350,6 +361,7 @@ mod image_main {
             other => return Err(fail("revoke twice", format!("{other:?}"))),
         }
         p.close(port).item("event channel close")?;
+        p.close(bound).item("event channel close")?;
         match p.notify(port) {
             Err(Error::BadPort { .. }) => {}
             other => return Err(fail("notify after close", format!("{other:?}"))),

@@ -37,11 +37,13 @@ mod dom0 {
         r.map_err(|e| format!("{what}: {e}"))
     }
 
-    /// Waits for triggers until `done` holds, or `secs` pass.
+    /// Waits for triggers until `done` holds, or `secs` pass; records the
+    /// ports that fired in `fired`.
     fn wait_until(
         x: &mut LinuxXen,
         secs: u64,
         what: &str,
+        fired: &mut Vec<Port>,
         done: &mut dyn FnMut() -> bool,
     ) -> Result<()> {
         let start = Instant::now();
@@ -51,7 +53,7 @@ mod dom0 {
                 return Err(format!("{what}: nothing from the domU within {secs} s"));
             }
             let deadline = share_hal::platform::Clock::now_ns(x) + left.as_nanos() as u64;
-            match x.wait(Some(deadline), &mut |_| {}) {
+            match x.wait(Some(deadline), &mut |p| fired.push(p)) {
                 Ok(()) | Err(Error::TimedOut) => {}
                 Err(e) => return Err(format!("{what}: {e}")),
             }
@@ -124,6 +126,12 @@ mod dom0 {
             "binding the domU's port",
             x.bind_interdomain(domid, Port(published.port)),
         )?;
+        let mut fired = Vec::new();
+        let theirs = ctx("allocating a port for the domU", x.alloc_unbound(domid))?;
+        ctx(
+            "mailbox",
+            m.store_u32(field::DOM0_PORT, theirs.0, Ordering::Relaxed),
+        )?;
         let pages = ctx(
             "granting pages C and D",
             x.alloc_granted(domid, 2, Access::ReadWrite),
@@ -150,9 +158,13 @@ mod dom0 {
             grefs[0], grefs[1]
         );
 
-        wait_until(&mut x, 120, "the domU's grant copies", &mut || {
-            m.load_u32(field::UK_STATE, Ordering::Acquire) == Ok(uk_state::COPIED)
-        })?;
+        wait_until(
+            &mut x,
+            120,
+            "the domU's grant copies",
+            &mut fired,
+            &mut || m.load_u32(field::UK_STATE, Ordering::Acquire) == Ok(uk_state::COPIED),
+        )?;
         check_pattern(
             &pages.mem(),
             4096,
@@ -161,6 +173,12 @@ mod dom0 {
             "page D after the domU's grant copy",
         )?;
         println!("dom0: found pattern D the domU grant-copied: ok");
+        if !fired.contains(&theirs) {
+            return Err(format!(
+                "the domU never triggered port {theirs}, which dom0 allocated for it to bind"
+            ));
+        }
+        println!("dom0: the domU bound dom0's port {theirs} and triggered it: ok");
         ctx(
             "mailbox",
             m.store_u32(field::DOM0_STATE, dom0_state::CHECKED_D, Ordering::Release),
@@ -171,7 +189,7 @@ mod dom0 {
         for ping in 1..=PINGS {
             ctx("mailbox", m.store_u32(field::PING, ping, Ordering::Release))?;
             ctx("notify", x.notify(local))?;
-            wait_until(&mut x, 30, "ping-pong", &mut || {
+            wait_until(&mut x, 30, "ping-pong", &mut fired, &mut || {
                 m.load_u32(field::PONG, Ordering::Acquire) == Ok(ping)
             })?;
         }
@@ -187,6 +205,7 @@ mod dom0 {
         ctx("notify", x.notify(local))?;
         ctx("unmapping the mailbox", x.unmap(mailbox))?;
         ctx("closing the port", x.close(local))?;
+        ctx("closing the port", x.close(theirs))?;
         // The domU unmapped C before copying; the grants end here.
         drop(pages);
         Ok(())
