@@ -23,6 +23,28 @@ crashed() {
     xl list "$1" | awk 'NR == 2 { exit !($5 ~ /c/) }'
 }
 
+# vdevice_show NAME: dom0's tool maps NAME's vdevice page (published in
+# data/vdevice) and reads its header and entries.
+vdevice_show() {
+    vdevice show "$(xl domid "$1")" | tee /tmp/vdevice-show || return 1
+    grep -q "device(s)" /tmp/vdevice-show
+}
+
+# vdevice_answered: a change to netback-uk's page is acknowledged (applied
+# or refused with a status), not left unanswered: the image's event loop
+# serves its vdevice port.
+vdevice_answered() {
+    _out=$(vdevice --timeout 60 create net --backend "$(xl domid netback-uk)" \
+        "$(xl domid blkback-uk)" 2>&1)
+    _rc=$?
+    echo "$_out"
+    [ "$_rc" -eq 0 ] && return 0
+    case "$_out" in
+        *"refused the change"*) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
 step create 120 dom_create /xl-configs/pvh-selftest.cfg pvh-selftest
 step published 120 dom_wait pvh-selftest "selftest: published"
 step dom0-side 300 sh -c 'share-selftest-dom0 "$(xl domid pvh-selftest)"'
@@ -42,4 +64,6 @@ step overflow-destroy 60 xl destroy pvh-overflow
 step netback-ready 120 timed_ready /xl-configs/netback-uk.cfg netback-uk "netback-uk: ready"
 step blkback-ready 120 timed_ready /xl-configs/blkback-uk.cfg blkback-uk "blkback-uk: ready"
 step backends-list 30 xl list
+step vdevice-show 60 vdevice_show netback-uk
+step vdevice-answered 60 vdevice_answered
 step backends-destroy 60 sh -c 'xl destroy netback-uk && xl destroy blkback-uk'
