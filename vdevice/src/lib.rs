@@ -92,6 +92,18 @@ pub struct DeviceSpec {
     pub param: u64,
 }
 
+/// The entries of one domain's page as dom0 read them.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// (index, entry) of each entry in use.
+    pub used: Vec<(u32, EntryRepr)>,
+    /// Indexes of entries the domain garbled (ignored).
+    pub garbled: Vec<u32>,
+}
+
+/// Every entry of a page, each parsed or refused.
+type Entries = [Result<EntryRepr, share_hal::wire::Error>];
+
 /// One line of progress, for the log.
 pub type Log<'a> = &'a mut dyn FnMut(&str);
 
@@ -114,7 +126,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
 
     /// The entries of `domid`'s page: (index, entry) of those in use, and
     /// the indexes of entries the domain garbled.
-    pub fn show(&mut self, domid: DomId) -> Result<(Vec<(u32, EntryRepr)>, Vec<u32>), ToolError> {
+    pub fn show(&mut self, domid: DomId) -> Result<Listing, ToolError> {
         let client = self.client(domid)?;
         let snap = client.snapshot();
         let _ = client.detach(&mut self.platform);
@@ -123,16 +135,15 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             what: "reading its vdevice page",
             err,
         })?;
-        let mut used = Vec::new();
-        let mut bad = Vec::new();
+        let mut listing = Listing::default();
         for (i, e) in snap.entries.iter().enumerate() {
             match e {
-                Ok(e) if e.kind != Kind::Empty => used.push((i as u32, *e)),
+                Ok(e) if e.kind != Kind::Empty => listing.used.push((i as u32, *e)),
                 Ok(_) => {}
-                Err(_) => bad.push(i as u32),
+                Err(_) => listing.garbled.push(i as u32),
             }
         }
-        Ok((used, bad))
+        Ok(listing)
     }
 
     /// One change on `domid`'s page: `find` picks the entry index from the
@@ -141,7 +152,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
         &mut self,
         domid: DomId,
         entry: &EntryRepr,
-        find: &dyn Fn(&[Result<EntryRepr, share_hal::wire::Error>]) -> Result<u32, ToolError>,
+        find: &dyn Fn(&Entries) -> Result<u32, ToolError>,
     ) -> Result<EntryRepr, ToolError> {
         let mut client = self.client(domid)?;
         let result = (|| {
@@ -273,7 +284,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
     }
 }
 
-fn free_index(entries: &[Result<EntryRepr, share_hal::wire::Error>]) -> Option<u32> {
+fn free_index(entries: &Entries) -> Option<u32> {
     entries
         .iter()
         .position(|e| matches!(e, Ok(e) if e.kind == Kind::Empty))

@@ -110,15 +110,15 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let mut log = |s: &str| println!("{s}");
     match cli.cmd {
         Cmd::Show { domid } => {
-            let (used, bad) = tool.show(domid)?;
-            println!("domain {domid}: {} device(s)", used.len());
-            for (i, e) in used {
+            let listing = tool.show(domid)?;
+            println!("domain {domid}: {} device(s)", listing.used.len());
+            for (i, e) in listing.used {
                 println!(
                     "  [{i}] {:?} {:?} peer={} share_ref={} pages={} features={:#x} flags={:#x} param={} status={}",
                     e.kind, e.role, e.peer, e.share_ref.0, e.numpages, e.subtype, e.flags, e.param, status_name(e.status)
                 );
             }
-            for i in bad {
+            for i in listing.garbled {
                 println!("  [{i}] garbled by the domain (ignored)");
             }
         }

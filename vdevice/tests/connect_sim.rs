@@ -80,8 +80,9 @@ fn connect_then_disconnect_a_member() {
     let mut lines = Vec::new();
     tool.connect(1, 3, net, &mut |s| lines.push(s.to_string()))
         .unwrap();
-    let (used, bad) = tool.show(3).unwrap();
-    assert!(bad.is_empty());
+    let listing = tool.show(3).unwrap();
+    assert!(listing.garbled.is_empty());
+    let used = listing.used;
     assert_eq!(used.len(), 1);
     assert_eq!(
         (used[0].1.role, used[0].1.peer, used[0].1.share_ref),
@@ -120,12 +121,12 @@ fn connect_then_disconnect_a_member() {
         "{e}"
     );
     // ...and the backend's half was undone.
-    assert_eq!(tool.show(1).unwrap().0.len(), 1);
+    assert_eq!(tool.show(1).unwrap().used.len(), 1);
 
     tool.disconnect(1, 3, Kind::Network, &mut |s| lines.push(s.to_string()))
         .unwrap();
-    assert!(tool.show(1).unwrap().0.is_empty());
-    assert!(tool.show(3).unwrap().0.is_empty());
+    assert!(tool.show(1).unwrap().used.is_empty());
+    assert!(tool.show(3).unwrap().used.is_empty());
     let missing = tool.disconnect(1, 3, Kind::Network, &mut |_| {});
     assert!(
         matches!(missing, Err(ToolError::NotFound { domid: 3, peer: 1 })),
