@@ -1,5 +1,9 @@
 //! `cargo xtask test`: every test this machine can run.
-use anyhow::Result;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
 
 use crate::util::{cargo, run_step};
 
@@ -31,6 +35,9 @@ pub const HOST_FEATURES: &[&str] = &[
 
 pub fn run(args: Args) -> Result<()> {
     let all = args.tier.is_none();
+    // Everything that ran and passed: cargo's tests, fuzz targets, Xen
+    // scenarios. Printed last as one plain "N passed, 0 failed" line.
+    let mut passed = 0u64;
     if all || args.tier == Some(Tier::Unit) {
         // Xen's public headers: share-hal's Xen ABI test compares its
         // structures with them.
@@ -43,7 +50,7 @@ pub fn run(args: Args) -> Result<()> {
                 .args(HOST_FEATURES)
                 .args(["--", "-D", "warnings"]),
         )?;
-        run_step(
+        passed += run_cargo_tests(
             "unit, property and cross-process tests",
             cargo().args(["test", "--workspace"]).args(HOST_FEATURES),
         )?;
@@ -52,13 +59,75 @@ pub fn run(args: Args) -> Result<()> {
     }
     if all || args.tier == Some(Tier::Fuzz) {
         crate::fuzz::smoke(FUZZ_SECONDS_PER_TARGET)?;
+        passed += fuzz_targets()?;
     }
     if all || args.tier == Some(Tier::Xen) {
-        crate::xen::tier()?;
+        passed += crate::xen::tier()?;
     }
+    println!("summary: {passed} passed, 0 failed");
     Ok(())
+}
+
+/// Runs `cargo test`, echoing its output, and returns how many tests
+/// passed (the sum of its "test result" lines); fails if any failed.
+fn run_cargo_tests(step: &str, cmd: &mut Command) -> Result<u64> {
+    eprintln!("==> {step}: {cmd:?}");
+    let start = Instant::now();
+    let mut child = cmd.stdout(Stdio::piped()).spawn()?;
+    let out = child.stdout.take().context("cargo test has no stdout")?;
+    let mut passed = 0;
+    for line in BufReader::new(out).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count_before(rest, " passed").unwrap_or(0);
+        }
+    }
+    let status = child.wait()?;
+    let secs = start.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("{step} failed ({status}) after {secs:.1} s");
+    }
+    eprintln!("<== {step}: {passed} passed in {secs:.1} s");
+    Ok(passed)
+}
+
+/// The number just before `word` in `s`, e.g. 12 in "ok. 12 passed; ...".
+fn count_before(s: &str, word: &str) -> Option<u64> {
+    let head = &s[..s.find(word)?];
+    head.rsplit(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The fuzz targets, one passed item each once the fuzz tier succeeded.
+fn fuzz_targets() -> Result<u64> {
+    let dir = crate::util::root().join("share-hal/fuzz/fuzz_targets");
+    let n = std::fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "rs"))
+        .count();
+    Ok(n as u64)
 }
 
 /// Long enough to find shallow bugs in each parser, short enough for CI
 /// (2 minutes for 6 targets, plus one build).
 const FUZZ_SECONDS_PER_TARGET: u64 = 20;
+
+#[cfg(test)]
+mod tests {
+    use super::count_before;
+
+    #[test]
+    fn counts_passed_tests_in_cargo_summaries() {
+        let line = "ok. 98 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out";
+        assert_eq!(count_before(line, " passed"), Some(98));
+        assert_eq!(
+            count_before("FAILED. 3 passed; 1 failed", " failed"),
+            Some(1)
+        );
+        assert_eq!(count_before("nothing here", " passed"), None);
+    }
+}

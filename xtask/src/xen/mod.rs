@@ -72,7 +72,8 @@ pub fn run(args: Args) -> Result<()> {
 
 /// The `xen` tier of `cargo xtask test`: smoke must pass, and a scenario
 /// whose domU command fails must fail at that step with its logs kept.
-pub fn tier() -> Result<()> {
+/// Returns the number of scenarios that ended as expected.
+pub fn tier() -> Result<u64> {
     let phase = |name: &str, t: Instant| {
         eprintln!("<== xen tier: {name} in {:.1} s", t.elapsed().as_secs_f64());
     };
@@ -83,6 +84,7 @@ pub fn tier() -> Result<()> {
     crate::images::build(&[])?;
     let images = image::build(&s)?;
     phase("image build", t);
+    let mut passed = 0;
     for (scenario, expect_fail) in [
         ("smoke", None),
         ("selftest-fail", Some("domu-false")),
@@ -100,6 +102,7 @@ pub fn tier() -> Result<()> {
             },
         )?;
         phase(&format!("scenario {scenario}"), t);
+        passed += 1;
     }
-    Ok(())
+    Ok(passed)
 }
