@@ -16,25 +16,21 @@ use std::time::Instant;
 
 use share_hal::frames::{FrameMeta, FrameReceiver, FrameSender};
 use share_hal::lane::{self, Consumer, LaneLayout, Producer};
-use share_hal::platform::{Clock, DomId, EventChannels, GrantRef, PAGE_SIZE};
+use share_hal::platform::{Clock, DomId, EventChannels, GrantRef};
 use share_hal::share::{Attached, Share, ShareRef};
 use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
+use share_hal::wire::net::NetLayout;
 use share_hal::{Error, SharedMem};
 
-/// Pages of each lane; page 0 of the share is left for control data.
-const LANE_PAGES: usize = 33;
-const SHARE_PAGES: usize = 1 + 2 * LANE_PAGES;
-const SLOT: usize = 2048;
+/// A network share (docs/protocol.md, "net share"): page 0 for control,
+/// then a tx lane and an rx lane of 2 KiB slots, 64 slots each.
+const SHARE_PAGES: usize = 66;
 const MAX_FRAME: usize = 9018;
 
+/// The tx and rx lane windows of a net share, and their shape.
 fn lanes(mem: SharedMem<'_>) -> Result<(SharedMem<'_>, SharedMem<'_>, LaneLayout), Error> {
-    let bytes = LANE_PAGES * PAGE_SIZE;
-    let layout = LaneLayout::fit(bytes, SLOT)?;
-    Ok((
-        mem.slice(PAGE_SIZE, bytes)?,
-        mem.slice(PAGE_SIZE + bytes, bytes)?,
-        layout,
-    ))
+    let net = NetLayout::new(SHARE_PAGES as u32)?;
+    Ok((net.tx.window(mem)?, net.rx.window(mem)?, net.tx.lane()?))
 }
 
 fn say(who: &str, line: &str) {

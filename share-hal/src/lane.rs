@@ -36,17 +36,25 @@ use core::sync::atomic::{fence, Ordering};
 use crate::error::{Error, Result};
 use crate::volatile::SharedMem;
 
-/// Byte offsets of the lane header; each index on its own cache line.
-mod field {
+/// Byte offsets of the lane header: four free-running u32 indexes, each
+/// alone on a 64-byte cache line so producer and consumer never write the
+/// same line (layout in `docs/protocol.md`).
+pub mod header {
+    /// Producer index: slots `cons..prod` are full. Written by the producer.
     pub const PROD: usize = 0;
+    /// Written by the consumer: trigger me when `prod` passes this.
     pub const PROD_EVENT: usize = 64;
+    /// Consumer index: slots `prod..cons+slot_count` are free. Written by
+    /// the consumer.
     pub const CONS: usize = 128;
+    /// Written by the producer: trigger me when `cons` passes this.
     pub const CONS_EVENT: usize = 192;
-    pub const HEADER_LEN: usize = 256;
+    /// Bytes of a lane header.
+    pub const LEN: usize = 256;
 }
 
 /// Size of the lane header, before the first slot.
-pub const HEADER_LEN: usize = field::HEADER_LEN;
+pub const HEADER_LEN: usize = header::LEN;
 
 /// Largest slot count: keeps `prod - cons <= slot_count` meaningful on
 /// wrapping `u32` indexes.
@@ -152,10 +160,10 @@ pub fn crossed(old: u32, new: u32, event: u32) -> bool {
 /// is usually 0 (tests use values near `u32::MAX` to exercise wrapping).
 pub fn init(mem: SharedMem<'_>, layout: LaneLayout, start: u32) -> Result<()> {
     let mem = layout.window(mem)?;
-    mem.store_u32(field::PROD, start, Ordering::Relaxed)?;
-    mem.store_u32(field::CONS, start, Ordering::Relaxed)?;
-    mem.store_u32(field::PROD_EVENT, start.wrapping_add(1), Ordering::Relaxed)?;
-    mem.store_u32(field::CONS_EVENT, start.wrapping_add(1), Ordering::Relaxed)?;
+    mem.store_u32(header::PROD, start, Ordering::Relaxed)?;
+    mem.store_u32(header::CONS, start, Ordering::Relaxed)?;
+    mem.store_u32(header::PROD_EVENT, start.wrapping_add(1), Ordering::Relaxed)?;
+    mem.store_u32(header::CONS_EVENT, start.wrapping_add(1), Ordering::Relaxed)?;
     fence(Ordering::Release);
     Ok(())
 }
@@ -179,7 +187,7 @@ impl<'a> Producer<'a> {
     /// is the truth.
     pub fn attach(mem: SharedMem<'a>, layout: LaneLayout) -> Result<Self> {
         let mem = layout.window(mem)?;
-        let prod = mem.load_u32(field::PROD, Ordering::Acquire)?;
+        let prod = mem.load_u32(header::PROD, Ordering::Acquire)?;
         Ok(Producer {
             mem,
             layout,
@@ -206,7 +214,7 @@ impl<'a> Producer<'a> {
 
     /// Reads the consumer's index once and returns the free slots.
     pub fn refresh(&mut self) -> Result<u32> {
-        let cons = self.mem.load_u32(field::CONS, Ordering::Acquire)?;
+        let cons = self.mem.load_u32(header::CONS, Ordering::Acquire)?;
         if self.prod.wrapping_sub(cons) > self.layout.slot_count {
             return Err(Error::Protocol {
                 what: "lane consumer index is ahead of the producer",
@@ -273,14 +281,14 @@ impl<'a> Producer<'a> {
             return Ok(false);
         }
         // Release: the slot contents are visible before the index is.
-        self.mem.store_u32(field::PROD, new, Ordering::Release)?;
+        self.mem.store_u32(header::PROD, new, Ordering::Release)?;
         self.published = new;
         // The index store must be globally visible before prod_event is
         // read (store-load order): otherwise the consumer may arm its event
         // and re-check prod in between, both seeing the old state, and the
         // trigger is lost. Only a full fence orders a store before a load.
         fence(Ordering::SeqCst);
-        let event = self.mem.load_u32(field::PROD_EVENT, Ordering::Relaxed)?;
+        let event = self.mem.load_u32(header::PROD_EVENT, Ordering::Relaxed)?;
         Ok(crossed(old, new, event))
     }
 
@@ -302,7 +310,7 @@ impl<'a> Producer<'a> {
             }
             let seen = self.cons;
             self.mem
-                .store_u32(field::CONS_EVENT, seen.wrapping_add(1), Ordering::Relaxed)?;
+                .store_u32(header::CONS_EVENT, seen.wrapping_add(1), Ordering::Relaxed)?;
             // Store-load order, as in publish.
             fence(Ordering::SeqCst);
             free = self.refresh()?;
@@ -332,7 +340,7 @@ impl<'a> Consumer<'a> {
     /// `cons` once to learn where to start.
     pub fn attach(mem: SharedMem<'a>, layout: LaneLayout) -> Result<Self> {
         let mem = layout.window(mem)?;
-        let cons = mem.load_u32(field::CONS, Ordering::Acquire)?;
+        let cons = mem.load_u32(header::CONS, Ordering::Acquire)?;
         Ok(Consumer {
             mem,
             layout,
@@ -350,7 +358,7 @@ impl<'a> Consumer<'a> {
     /// returns the slots ready to read. Slots beyond this snapshot are not
     /// read until the next `poll`, whatever the producer does meanwhile.
     pub fn poll(&mut self) -> Result<u32> {
-        let prod = self.mem.load_u32(field::PROD, Ordering::Acquire)?;
+        let prod = self.mem.load_u32(header::PROD, Ordering::Acquire)?;
         if prod.wrapping_sub(self.cons) > self.layout.slot_count {
             return Err(Error::Protocol {
                 what: "lane producer index is more than a ring ahead of the consumer",
@@ -410,11 +418,11 @@ impl<'a> Consumer<'a> {
         }
         // Release: our reads of the slots finish before the producer may
         // reuse them.
-        self.mem.store_u32(field::CONS, new, Ordering::Release)?;
+        self.mem.store_u32(header::CONS, new, Ordering::Release)?;
         self.published = new;
         // Store-load order, as in Producer::publish.
         fence(Ordering::SeqCst);
-        let event = self.mem.load_u32(field::CONS_EVENT, Ordering::Relaxed)?;
+        let event = self.mem.load_u32(header::CONS_EVENT, Ordering::Relaxed)?;
         Ok(crossed(old, new, event))
     }
 
@@ -424,7 +432,7 @@ impl<'a> Consumer<'a> {
     pub fn prepare_wait(&mut self) -> Result<u32> {
         let want = self.cons.wrapping_add(1);
         self.mem
-            .store_u32(field::PROD_EVENT, want, Ordering::Relaxed)?;
+            .store_u32(header::PROD_EVENT, want, Ordering::Relaxed)?;
         fence(Ordering::SeqCst);
         self.poll()
     }
@@ -568,14 +576,14 @@ mod tests {
         let layout = LaneLayout::new(4, 8).unwrap();
         let (mut p, mut c) = lane(&mut pages, 4, 8, 100);
         let mem = p.mem;
-        mem.store_u32(field::PROD, 105, Ordering::Relaxed).unwrap();
+        mem.store_u32(header::PROD, 105, Ordering::Relaxed).unwrap();
         assert!(matches!(c.poll(), Err(Error::Protocol { .. })));
-        mem.store_u32(field::PROD, 99, Ordering::Relaxed).unwrap();
+        mem.store_u32(header::PROD, 99, Ordering::Relaxed).unwrap();
         assert!(matches!(c.poll(), Err(Error::Protocol { .. })));
-        mem.store_u32(field::PROD, 104, Ordering::Relaxed).unwrap();
+        mem.store_u32(header::PROD, 104, Ordering::Relaxed).unwrap();
         assert_eq!(c.poll().unwrap(), 4);
         assert!(c.slot().unwrap().is_some());
-        mem.store_u32(field::CONS, 101, Ordering::Relaxed).unwrap();
+        mem.store_u32(header::CONS, 101, Ordering::Relaxed).unwrap();
         assert!(matches!(p.refresh(), Err(Error::Protocol { .. })));
         // A failed refresh leaves the producer's view as it was.
         assert_eq!(p.free_cached(), 0);

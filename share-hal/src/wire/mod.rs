@@ -211,29 +211,8 @@ pub(crate) fn zero(buf: &mut [u8], range: Field) {
     }
 }
 
-/// The header of a lane: four free-running u32 indexes, each alone on a
-/// 64-byte cache line so producer and consumer never write the same line.
-pub mod lane_header {
-    /// Producer index: slots `cons..prod` are full. Written by the producer.
-    pub const PROD: usize = 0;
-    /// Written by the consumer: trigger me when `prod` passes this.
-    pub const PROD_EVENT: usize = 64;
-    /// Consumer index: slots `prod..cons+slot_count` are free. Written by the
-    /// consumer.
-    pub const CONS: usize = 128;
-    /// Written by the producer: trigger me when `cons` passes this.
-    pub const CONS_EVENT: usize = 192;
-    /// Bytes of a lane header.
-    pub const LEN: usize = 256;
-
-    /// Whether moving an index from `old` to `new` passes `event`, i.e.
-    /// `old < event <= new` in wrapping arithmetic: the rule of Xen's
-    /// `RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`. The peer is triggered only
-    /// then, so a busy lane costs no event channel traffic.
-    pub fn must_trigger(old: u32, new: u32, event: u32) -> bool {
-        new.wrapping_sub(event) < new.wrapping_sub(old)
-    }
-}
+/// The lane header's byte offsets (one definition, in `crate::lane`).
+pub use crate::lane::header as lane_header;
 
 /// Where one lane lives in a share. Computed by both sides from `numpages`
 /// and the share type's constants; nothing here is read from peer memory.
@@ -264,6 +243,16 @@ impl LaneLayout {
             slot_count,
             slot_size,
         }
+    }
+
+    /// The lane's shape, for `lane::Producer::attach` / `Consumer::attach`.
+    pub fn lane(&self) -> crate::Result<crate::lane::LaneLayout> {
+        crate::lane::LaneLayout::new(self.slot_count, self.slot_size)
+    }
+
+    /// The lane's window (header and slots) within the share's memory.
+    pub fn window<'a>(&self, share: crate::SharedMem<'a>) -> crate::Result<crate::SharedMem<'a>> {
+        share.slice(self.header, self.window_len())
     }
 
     /// Bytes of the lane's window: header and slots.
@@ -311,22 +300,6 @@ mod tests {
     }
 
     #[test]
-    fn trigger_rule_matches_ring_h() {
-        // The consumer asked to be woken when prod passes 5.
-        assert!(must(4, 5, 5));
-        assert!(must(0, 10, 5));
-        assert!(!must(5, 10, 5), "already passed: the peer was woken before");
-        assert!(!must(0, 4, 5));
-        // Across the wrap of u32.
-        assert!(must(u32::MAX - 1, 2, 0));
-        assert!(!must(u32::MAX - 1, u32::MAX, 0));
-        assert!(!must(7, 7, 7), "no progress, no trigger");
-        fn must(old: u32, new: u32, event: u32) -> bool {
-            lane_header::must_trigger(old, new, event)
-        }
-    }
-
-    #[test]
     fn lane_slot_offsets_wrap() {
         let l = LaneLayout::at(3840, 4, 2048);
         assert_eq!(l.slots, 4096);
@@ -337,12 +310,11 @@ mod tests {
         assert_eq!(l.window_len(), 256 + 8192);
     }
 
-    /// The lane header documented here is the one `share_hal::lane` uses,
-    /// and a lane placed by a share layout attaches as that module expects.
+    /// A lane placed by a share layout attaches as `share_hal::lane`
+    /// expects, and its slots are where the layout says.
     #[test]
     fn layouts_fit_the_lane_module() {
         use crate::lane;
-        assert_eq!(lane_header::LEN, lane::HEADER_LEN);
         #[repr(C, align(4096))]
         struct Page([u8; PAGE_SIZE]);
         let mut share: alloc::vec::Vec<Page> = (0..4).map(|_| Page([0; PAGE_SIZE])).collect();
@@ -355,8 +327,8 @@ mod tests {
             )
         };
         let l = net::NetLayout::new(4).unwrap().rx;
-        let window = mem.slice(l.header, l.window_len()).unwrap();
-        let shape = lane::LaneLayout::new(l.slot_count, l.slot_size).unwrap();
+        let window = l.window(mem).unwrap();
+        let shape = l.lane().unwrap();
         lane::init(window, shape, 0).unwrap();
         let mut p = lane::Producer::attach(window, shape).unwrap();
         let mut c = lane::Consumer::attach(window, shape).unwrap();
