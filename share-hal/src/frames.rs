@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::lane::{Consumer, Producer};
 use crate::wire;
 pub use crate::wire::net::{flags, SlotHeader, SLOT_HEADER_LEN};
-use crate::wire::net::{Csum, FrameAssembler, FrameInfo, SlotAction, SlotRepr, SLOT_DATA_MAX};
+use crate::wire::net::{Csum, FrameAssembler, SlotAction, SLOT_DATA_MAX};
 
 /// Slot size of network lanes: a standard frame fits in one slot.
 pub const NET_SLOT_SIZE: usize = crate::wire::net::SLOT_SIZE;
@@ -144,125 +144,11 @@ pub struct RxFrame<'b> {
     pub meta: FrameMeta,
 }
 
-/// Reassembly rules of a receiver.
-#[derive(Debug)]
-enum Rules {
-    /// A network port: MTU, runts and negotiated offloads, as
-    /// `docs/protocol.md` specifies ([`FrameAssembler`]).
-    Net(FrameAssembler),
-    /// Any other payload up to `max_frame` bytes (bulk transfers, tests).
-    Bulk(BulkAssembler),
-}
-
-impl Rules {
-    fn push(&mut self, h: &SlotHeader<&[u8]>) -> core::result::Result<SlotAction, wire::Error> {
-        match self {
-            Rules::Net(a) => a.push(h),
-            Rules::Bulk(a) => a.push(h),
-        }
-    }
-}
-
-/// [`FrameAssembler`]'s slot rules (known flags, `1..=2032` bytes per slot,
-/// at most as many slots as `max_frame` needs, skip the rest of a refused
-/// chain) without the network's MTU and feature rules.
-#[derive(Debug)]
-struct BulkAssembler {
-    max_frame: usize,
-    max_slots: u32,
-    len: usize,
-    slots: u32,
-    first: Option<SlotRepr>,
-    skipping: bool,
-}
-
-impl BulkAssembler {
-    fn reset(&mut self) {
-        self.len = 0;
-        self.slots = 0;
-        self.first = None;
-        self.skipping = false;
-    }
-
-    fn push(&mut self, h: &SlotHeader<&[u8]>) -> core::result::Result<SlotAction, wire::Error> {
-        let more = h.flags() & flags::MORE != 0;
-        if self.skipping {
-            if !more {
-                self.reset();
-            }
-            return Ok(SlotAction::Skip);
-        }
-        let r = self.accept(h);
-        if r.is_err() {
-            self.reset();
-            self.skipping = more;
-        }
-        r
-    }
-
-    fn accept(&mut self, h: &SlotHeader<&[u8]>) -> core::result::Result<SlotAction, wire::Error> {
-        let slot = SlotRepr::parse(h)?;
-        let first = *self.first.get_or_insert(slot);
-        let (at, len) = (self.len, usize::from(slot.len));
-        if at + len > self.max_frame {
-            return Err(wire::Error::TooMany {
-                field: "frame len",
-                count: (at + len) as u64,
-                max: self.max_frame as u64,
-            });
-        }
-        if self.slots >= self.max_slots {
-            return Err(wire::Error::TooMany {
-                field: "frame slots",
-                count: u64::from(self.slots) + 1,
-                max: self.max_slots.into(),
-            });
-        }
-        self.len += len;
-        self.slots += 1;
-        if slot.more() {
-            return Ok(SlotAction::Append {
-                at,
-                len,
-                done: None,
-            });
-        }
-        let csum = if first.flags & flags::CSUM_BLANK != 0 {
-            let end = usize::from(first.csum_start) + usize::from(first.csum_offset) + 2;
-            if end > self.len {
-                self.reset();
-                return Err(wire::Error::BadField {
-                    field: "csum_start + csum_offset",
-                    value: end as u64,
-                });
-            }
-            Some(Csum {
-                start: first.csum_start,
-                offset: first.csum_offset,
-            })
-        } else {
-            None
-        };
-        let done = FrameInfo {
-            len: self.len,
-            slots: self.slots,
-            csum,
-            data_validated: first.flags & flags::DATA_VALIDATED != 0,
-        };
-        self.reset();
-        Ok(SlotAction::Append {
-            at,
-            len,
-            done: Some(done),
-        })
-    }
-}
-
 /// The receiving side: frames out of a lane, into a private buffer.
 #[derive(Debug)]
 pub struct FrameReceiver<'a> {
     lane: Consumer<'a>,
-    rules: Rules,
+    rules: FrameAssembler,
     /// Frame buffer; the frame starts at `base`, 16-aligned like the slot
     /// data, so copies take the wide path of `SharedMem`.
     buf: Vec<u8>,
@@ -275,15 +161,8 @@ impl<'a> FrameReceiver<'a> {
     /// MTU or offload negotiation (see [`FrameReceiver::net`]).
     pub fn new(lane: Consumer<'a>, max_frame: usize) -> Result<Self> {
         check_shape(lane.layout().slot_size(), max_frame)?;
-        let bulk = BulkAssembler {
-            max_frame,
-            max_slots: max_frame.div_ceil(SLOT_DATA_MAX) as u32,
-            len: 0,
-            slots: 0,
-            first: None,
-            skipping: false,
-        };
-        Ok(Self::with_rules(lane, Rules::Bulk(bulk), max_frame))
+        let rules = FrameAssembler::bulk(max_frame)?;
+        Ok(Self::with_rules(lane, rules, max_frame))
     }
 
     /// A receiver for a network port: frames as `docs/protocol.md`
@@ -291,10 +170,10 @@ impl<'a> FrameReceiver<'a> {
     pub fn net(lane: Consumer<'a>, rules: FrameAssembler) -> Result<Self> {
         let max = rules.max_frame();
         check_shape(lane.layout().slot_size(), max)?;
-        Ok(Self::with_rules(lane, Rules::Net(rules), max))
+        Ok(Self::with_rules(lane, rules, max))
     }
 
-    fn with_rules(lane: Consumer<'a>, rules: Rules, max_frame: usize) -> Self {
+    fn with_rules(lane: Consumer<'a>, rules: FrameAssembler, max_frame: usize) -> Self {
         let buf = vec![0u8; max_frame + 15];
         // The Vec never grows, so its address (and the offset) stays.
         let base = buf.as_ptr().align_offset(16).min(15);
@@ -509,10 +388,10 @@ mod tests {
             errors,
             [
                 "net slot len",
-                "frame slots",
+                "net frame slots",
                 "net slot len",
                 "net slot flags",
-                "csum_start + csum_offset"
+                "net csum_start + csum_offset"
             ]
         );
         assert_eq!(good, [frame(100, 9)]);

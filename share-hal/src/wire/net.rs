@@ -471,6 +471,9 @@ pub struct FrameAssembler {
     max_frame: usize,
     max_slots: u32,
     features: u32,
+    /// Ethernet rules (runts, checksum start past the header); off for
+    /// bulk payloads.
+    ethernet: bool,
     len: usize,
     slots: u32,
     first: Option<SlotRepr>,
@@ -497,6 +500,29 @@ impl FrameAssembler {
             max_frame,
             max_slots: max_frame.div_ceil(SLOT_DATA_MAX) as u32,
             features,
+            ethernet: true,
+            len: 0,
+            slots: 0,
+            first: None,
+            skipping: false,
+        })
+    }
+
+    /// An assembler for payloads other than Ethernet frames (bulk lanes,
+    /// benchmarks): the same slot rules up to `max_frame` bytes (our own
+    /// configuration), no runt limit, offload flags accepted as sent.
+    pub fn bulk(max_frame: usize) -> Result<Self, Error> {
+        if max_frame == 0 || max_frame > u32::MAX as usize {
+            return Err(Error::BadField {
+                field: "bulk max frame len",
+                value: max_frame as u64,
+            });
+        }
+        Ok(FrameAssembler {
+            max_frame,
+            max_slots: max_frame.div_ceil(SLOT_DATA_MAX) as u32,
+            features: features::CSUM_BLANK | features::DATA_VALIDATED,
+            ethernet: false,
             len: 0,
             slots: 0,
             first: None,
@@ -581,7 +607,7 @@ impl FrameAssembler {
 
     /// Frame-level rules, from the first slot's flags and the total length.
     fn finish(&self, first: &SlotRepr) -> Result<FrameInfo, Error> {
-        if self.len < FRAME_MIN {
+        if self.ethernet && self.len < FRAME_MIN {
             return Err(Error::BadField {
                 field: "net frame len (runt)",
                 value: self.len as u64,
@@ -594,7 +620,7 @@ impl FrameAssembler {
                 });
             }
             let end = usize::from(first.csum_start) + usize::from(first.csum_offset) + 2;
-            if usize::from(first.csum_start) < FRAME_MIN || end > self.len {
+            if (self.ethernet && usize::from(first.csum_start) < FRAME_MIN) || end > self.len {
                 return Err(Error::BadField {
                     field: "net csum_start + csum_offset",
                     value: end as u64,
@@ -912,6 +938,37 @@ mod tests {
             );
         }
         assert!(!a.in_frame());
+    }
+
+    #[test]
+    fn bulk_mode_keeps_slot_rules_but_not_ethernet_rules() {
+        let mut a = FrameAssembler::bulk(3000).unwrap();
+        // A 1-byte payload is no runt, and a checksum may start at 0.
+        let csum0 = header(SlotRepr {
+            len: 4,
+            flags: flags::CSUM_BLANK,
+            csum_start: 0,
+            csum_offset: 2,
+        });
+        assert!(matches!(
+            feed(&mut a, slot(1, 0)),
+            Ok(SlotAction::Append { done: Some(_), .. })
+        ));
+        assert!(matches!(
+            feed(&mut a, csum0),
+            Ok(SlotAction::Append { done: Some(_), .. })
+        ));
+        // The length limit still holds.
+        assert!(feed(&mut a, slot(2032, flags::MORE)).is_ok());
+        assert_eq!(
+            feed(&mut a, slot(969, 0)),
+            Err(Error::TooMany {
+                field: "net frame len",
+                count: 3001,
+                max: 3000
+            })
+        );
+        assert!(FrameAssembler::bulk(0).is_err());
     }
 
     #[test]
