@@ -140,6 +140,19 @@ impl LinuxXen {
     }
 }
 
+/// The window over `count` pages this module mapped at `ptr`.
+///
+/// # Safety
+/// `ptr` must be a live mapping of `count` pages made by `sys::mmap_*`, not
+/// unmapped before the window's lifetime `'a` ends, and reached only through
+/// `SharedMem`.
+unsafe fn mapped_window<'a>(ptr: *mut u8, count: usize) -> SharedMem<'a> {
+    // mmap reports failure as MAP_FAILED, never as a null address.
+    let ptr = NonNull::new(ptr).expect("mmap never returns null");
+    // SAFETY: forwarded to the caller's contract.
+    unsafe { SharedMem::new(ptr, count * PAGE_SIZE) }
+}
+
 /// Pages granted to one domain through gntalloc.
 pub struct GrantedPages {
     fd: Arc<OwnedFd>,
@@ -156,14 +169,9 @@ impl GrantedPages {
     }
 
     pub fn mem(&self) -> SharedMem<'_> {
-        // SAFETY: the mapping is live until drop; `SharedMem` is the only way
-        // this module hands it out.
-        unsafe {
-            SharedMem::new(
-                NonNull::new(self.ptr).expect("mmap never returns null"),
-                self.count * PAGE_SIZE,
-            )
-        }
+        // SAFETY: `ptr` is our own mapping of `count` pages, unmapped only
+        // in drop, which the window's borrow of `self` outlives.
+        unsafe { mapped_window(self.ptr, self.count) }
     }
 }
 
@@ -198,13 +206,9 @@ pub struct LinuxPages {
 
 impl PageBlock for LinuxPages {
     fn mem(&self) -> SharedMem<'_> {
-        // SAFETY: our mapping lives until drop, reached only via SharedMem.
-        unsafe {
-            SharedMem::new(
-                NonNull::new(self.ptr).expect("mmap never returns null"),
-                self.count * PAGE_SIZE,
-            )
-        }
+        // SAFETY: `ptr` is our own mapping of `count` pages, unmapped only
+        // in drop, which the window's borrow of `self` outlives.
+        unsafe { mapped_window(self.ptr, self.count) }
     }
 
     fn count(&self) -> usize {
@@ -235,13 +239,9 @@ pub struct LinuxMapping {
 
 impl Mapping for LinuxMapping {
     fn mem(&self) -> SharedMem<'_> {
-        // SAFETY: the mapping lives until drop, reached only via SharedMem.
-        unsafe {
-            SharedMem::new(
-                NonNull::new(self.ptr).expect("mmap never returns null"),
-                self.count * PAGE_SIZE,
-            )
-        }
+        // SAFETY: `ptr` is our own mapping of `count` pages, unmapped only
+        // in drop, which the window's borrow of `self` outlives.
+        unsafe { mapped_window(self.ptr, self.count) }
     }
 
     fn count(&self) -> usize {
