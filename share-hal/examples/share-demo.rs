@@ -118,32 +118,22 @@ fn orchestrate() -> Res<()> {
     let r = expect(&owner, "SHARE_REF")?;
     let (owner_dom, gref) = r.split_once(' ').ok_or("bad SHARE_REF line")?;
 
-    let mut m = start(&[
-        "member".into(),
-        sock.clone(),
-        "2".into(),
-        owner_dom.into(),
-        gref.into(),
-    ])?;
-    if !m.child.wait()?.success() {
+    // A member domain's run: whether it joined (and echoed) successfully.
+    let member = |domid: &str| -> Res<bool> {
+        let args = ["member", &sock, domid, owner_dom, gref].map(String::from);
+        let d = start(&args)?;
+        let mut child = d.child;
+        Ok(child.wait()?.success())
+    };
+    if !member("2")? {
         return Err("member domain 2 failed".into());
     }
-    drop(m.stdin);
 
     say(
         "sim",
         "domain 4 was never granted the share; it tries to join with the same share_ref",
     );
-    let mut i = start(&[
-        "member".into(),
-        sock.clone(),
-        "4".into(),
-        owner_dom.into(),
-        gref.into(),
-    ])?;
-    let st = i.child.wait()?;
-    drop(i.stdin);
-    if st.success() {
+    if member("4")? {
         return Err("domain 4 joined a share it was never granted".into());
     }
     say("sim", "domain 4 was refused, as it must be");
@@ -154,16 +144,7 @@ fn orchestrate() -> Res<()> {
         "sim",
         "domain 2 was removed; it tries to join again with its old share_ref",
     );
-    let mut again = start(&[
-        "member".into(),
-        sock.clone(),
-        "2".into(),
-        owner_dom.into(),
-        gref.into(),
-    ])?;
-    let st = again.child.wait()?;
-    drop(again.stdin);
-    if st.success() {
+    if member("2")? {
         return Err("domain 2 joined again after its grants were revoked".into());
     }
     say("sim", "domain 2 was refused: its grants are gone");
