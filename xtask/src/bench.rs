@@ -3,7 +3,7 @@
 //! under `target/bench/`.
 use anyhow::Result;
 
-use crate::util::{cargo, run_step, target_dir};
+use crate::util::{build_sim_example, run_step, target_dir};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,24 +33,8 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn ring(secs: f64, spin: u32) -> Result<()> {
-    run_step(
-        "build ring-bench (release)",
-        cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "share-hal",
-            "--features",
-            "sim",
-            "--example",
-            "ring-bench",
-        ]),
-    )?;
+    let bin = build_sim_example("ring-bench")?;
     let json = target_dir().join("bench").join("ring.json");
-    let bin = target_dir()
-        .join("release")
-        .join("examples")
-        .join("ring-bench");
     run_step(
         "ring-bench",
         std::process::Command::new(bin)

@@ -3,27 +3,13 @@
 //! so.
 use anyhow::Result;
 
-use crate::util::{cargo, run_step, target_dir};
+use crate::util::{build_sim_example, run_step};
 
 #[derive(clap::Args)]
 pub struct Args {}
 
 pub fn run(_args: Args) -> Result<()> {
-    run_step(
-        "build the demo",
-        cargo().args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "share-hal",
-            "--features",
-            "sim",
-            "--example",
-            "share-demo",
-        ]),
-    )?;
-    let exe = target_dir().join("release/examples/share-demo");
+    let exe = build_sim_example("share-demo")?;
     run_step(
         "share transport demo (host simulation)",
         &mut std::process::Command::new(exe),
