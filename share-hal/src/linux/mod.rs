@@ -25,8 +25,9 @@ use crate::volatile::SharedMem;
 /// Most segments handed to the kernel in one grant-copy ioctl.
 const COPY_BATCH: usize = 256;
 
-/// Xen's GNTST_* codes that mean "no such grant for you".
-const GNTST_BAD_GNTREF: i16 = -4;
+/// Xen's GNTST_* codes (`xen/grant_table.h`) that mean "no such grant for
+/// you" (-4 is GNTST_bad_handle, which grant copy never returns).
+const GNTST_BAD_GNTREF: i16 = -3;
 const GNTST_PERMISSION_DENIED: i16 = -8;
 const GNTST_BAD_DOMAIN: i16 = -2;
 
@@ -635,6 +636,30 @@ mod tests {
             Some(Error::InvalidArgument {
                 what: "copy segment crosses a foreign page"
             })
+        );
+    }
+
+    /// The status codes as `xen/grant_table.h` defines them: a copy from a
+    /// reference the peer never granted (GNTST_bad_gntref, -3) is NoGrant,
+    /// not an anonymous hypervisor error.
+    #[test]
+    fn grant_copy_statuses_map_to_typed_errors() {
+        let g = GrantRef(77);
+        assert_eq!(
+            foreign_error(-3, 4, g),
+            Error::NoGrant { domid: 4, gref: g }
+        );
+        assert_eq!(
+            foreign_error(-8, 4, g),
+            Error::NoGrant { domid: 4, gref: g }
+        );
+        assert_eq!(foreign_error(-2, 4, g), Error::NoSuchDomain { domid: 4 });
+        assert_eq!(
+            foreign_error(-4, 4, g),
+            Error::Hypervisor {
+                op: "grant copy",
+                code: -4
+            }
         );
     }
 
