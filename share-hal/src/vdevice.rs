@@ -114,41 +114,53 @@ impl<Pages: PageBlock> VdeviceBus<Pages> {
         }
         let index = mem.load_u32(field::CHANGE_INDEX.start, Ordering::Relaxed)?;
         let count = self.entries.len() as u16;
-        let parsed = entry_offset(index, count).and_then(|off| {
-            let mut raw = [0u8; ENTRY_LEN];
-            mem.read_into(off, &mut raw)
-                .map_err(|_| crate::wire::Error::Truncated {
-                    need: off + ENTRY_LEN,
-                    have: mem.len(),
-                })?;
-            EntryRepr::parse(&Entry::new_unchecked(&raw[..])).map(|e| (off, e))
-        });
-        let (status_code, change) = match parsed {
-            Err(_) => (status::EINVAL, None),
-            Ok((off, new)) => {
-                let old = self.entries[index as usize];
-                let (code, share_ref) = match apply(index, &old, &new) {
-                    Applied::Ok { share_ref } => (status::OK, share_ref),
-                    Applied::Refused(code) => (code, None),
-                };
-                // A refused change leaves the entry as it was, so the page
-                // keeps telling the truth; the status says why.
-                let mut result = if code == status::OK { new } else { old };
-                result.status = code;
-                if let (Role::Owner, Some(r)) = (new.role, share_ref) {
-                    result.share_ref = r;
-                }
+        // An index out of our own range: refused whole, no entry touched.
+        let slot = entry_offset(index, count)
+            .ok()
+            .and_then(|off| Some((off, *self.entries.get(index as usize)?)));
+        let (status_code, change) = match slot {
+            None => (status::EINVAL, None),
+            Some((off, old)) => {
                 let mut raw = [0u8; ENTRY_LEN];
-                result
-                    .emit(&mut Entry::new_unchecked(&mut raw[..]))
-                    .map_err(|_| Error::Protocol {
-                        what: "vdevice entry result",
-                    })?;
-                mem.write_from(off, &raw)?;
-                if code == status::OK {
-                    self.entries[index as usize] = result;
+                mem.read_into(off, &mut raw)?;
+                match EntryRepr::parse(&Entry::new_unchecked(&raw[..])) {
+                    // A garbled entry: the entry as it was before goes
+                    // back into the page, with EINVAL; nothing is applied.
+                    Err(_) => {
+                        let result = EntryRepr {
+                            status: status::EINVAL,
+                            ..old
+                        };
+                        // Acknowledged even if the write-back fails: a
+                        // change is handled once.
+                        self.acked = serial;
+                        Self::write_entry(mem, off, &result)?;
+                        (status::EINVAL, None)
+                    }
+                    Ok(new) => {
+                        let (code, share_ref) = match apply(index, &old, &new) {
+                            Applied::Ok { share_ref } => (status::OK, share_ref),
+                            Applied::Refused(code) => (code, None),
+                        };
+                        // A refused change leaves the entry as it was, so the
+                        // page keeps telling the truth; the status says why.
+                        let mut result = if code == status::OK { new } else { old };
+                        result.status = code;
+                        if let (Role::Owner, Some(r)) = (new.role, share_ref) {
+                            result.share_ref = r;
+                        }
+                        // Applied: recorded before any write to the page can
+                        // fail, so the change is never applied twice.
+                        self.acked = serial;
+                        if code == status::OK {
+                            if let Some(e) = self.entries.get_mut(index as usize) {
+                                *e = result;
+                            }
+                        }
+                        Self::write_entry(mem, off, &result)?;
+                        (code, Some((old, result)))
+                    }
                 }
-                (code, Some((old, result)))
             }
         };
         mem.write_u32(field::ACK_STATUS.start, status_code as u32)?;
@@ -162,6 +174,16 @@ impl<Pages: PageBlock> VdeviceBus<Pages> {
             new,
             status: status_code,
         }))
+    }
+
+    fn write_entry(mem: SharedMem<'_>, off: usize, entry: &EntryRepr) -> Result<()> {
+        let mut raw = [0u8; ENTRY_LEN];
+        entry
+            .emit(&mut Entry::new_unchecked(&mut raw[..]))
+            .map_err(|_| Error::Protocol {
+                what: "vdevice entry result",
+            })?;
+        mem.write_from(off, &raw)
     }
 }
 
@@ -205,11 +227,17 @@ impl<M: Mapping> VdeviceClient<M> {
         self.page.mem()
     }
 
-    /// Copies the page out once and parses it.
+    /// Copies the page out once and parses it. A page whose header names
+    /// another domain is refused.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let mut raw = alloc::vec![0u8; self.mem().len().min(crate::platform::PAGE_SIZE)];
         self.mem().read_into(0, &mut raw)?;
         let header = HeaderRepr::parse(&Header::new_unchecked(&raw[..]))?;
+        if header.domid != self.domid {
+            return Err(Error::Protocol {
+                what: "vdevice page header names another domain than the one it was read from",
+            });
+        }
         let entries = (0..u32::from(header.entry_count))
             .map(|i| {
                 let off = entry_offset(i, header.entry_count)?;
@@ -222,8 +250,11 @@ impl<M: Mapping> VdeviceClient<M> {
 
     /// Makes one change: writes `entry` at `index`, bumps the change serial,
     /// triggers the domain, and waits until `deadline_ns` for its
-    /// acknowledgement. Returns the entry as the domain acknowledged it
-    /// (with its status and, for an owner entry, the share_ref).
+    /// acknowledgement (`Err(TimedOut)` once the deadline passed, however
+    /// often the domain triggers meanwhile). Returns the entry as the domain
+    /// acknowledged it (with its status and, for an owner entry, the
+    /// share_ref); a non-zero `ack_status` in the header is the status
+    /// returned, whatever the entry says.
     pub fn change<P: Platform<Mapping = M>>(
         &mut self,
         p: &mut P,
@@ -244,6 +275,11 @@ impl<M: Mapping> VdeviceClient<M> {
             .map_err(|_| Error::InvalidArgument {
                 what: "vdevice entry",
             })?;
+        // Only an entry the domain can parse is written: anything else
+        // would only come back refused.
+        EntryRepr::parse(&Entry::new_unchecked(&raw[..])).map_err(|_| Error::InvalidArgument {
+            what: "vdevice entry (kind, role, flags or numpages out of range)",
+        })?;
         let mem = self.mem();
         mem.write_from(off, &raw)?;
         mem.store_u32(field::CHANGE_INDEX.start, index, Ordering::Relaxed)?;
@@ -254,7 +290,14 @@ impl<M: Mapping> VdeviceClient<M> {
             if mem.load_u32(field::ACK_SERIAL.start, Ordering::Acquire)? == serial {
                 break;
             }
-            match p.wait(Some(deadline_ns), &mut |_| {}) {
+            // A domain that keeps triggering without acknowledging must not
+            // keep us here past the deadline.
+            let waited = if p.now_ns() >= deadline_ns {
+                Err(Error::TimedOut)
+            } else {
+                p.wait(Some(deadline_ns), &mut |_| {})
+            };
+            match waited {
                 Ok(()) => {}
                 Err(Error::TimedOut) => {
                     if mem.load_u32(field::ACK_SERIAL.start, Ordering::Acquire)? == serial {
@@ -265,10 +308,33 @@ impl<M: Mapping> VdeviceClient<M> {
                 Err(e) => return Err(e),
             }
         }
+        // Read once each, after the acquire of the serial.
+        let ack_status = mem.load_u32(field::ACK_STATUS.start, Ordering::Relaxed)? as i32;
         let mut back = [0u8; ENTRY_LEN];
         mem.read_into(off, &mut back)?;
-        let acked = EntryRepr::parse(&Entry::new_unchecked(&back[..]))?;
-        Ok(acked)
+        let acked = EntryRepr::parse(&Entry::new_unchecked(&back[..]));
+        match acked {
+            // The header's refusal wins over whatever the entry says (a
+            // domain that refused a garbled entry may leave it untouched).
+            Ok(e) if ack_status != status::OK => Ok(EntryRepr {
+                status: ack_status,
+                ..e
+            }),
+            Err(_) if ack_status != status::OK => Ok(EntryRepr {
+                status: ack_status,
+                ..*entry
+            }),
+            Ok(e)
+                if e.status == status::OK
+                    && (e.kind, e.role, e.peer) != (entry.kind, entry.role, entry.peer) =>
+            {
+                Err(Error::Protocol {
+                    what: "the domain acknowledged another entry than the one written",
+                })
+            }
+            Ok(e) => Ok(e),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Unbinds and unmaps.
@@ -360,5 +426,200 @@ mod tests {
             "a refused change leaves the entry as it was"
         );
         client.detach(&mut d0).unwrap();
+    }
+
+    /// dom0 over a platform on which a trigger is always pending: a domain
+    /// that triggers dom0 without end (and never acknowledges).
+    struct Chatty(SimPlatform);
+
+    impl crate::platform::Memory for Chatty {
+        type Pages = crate::sim::SimPages;
+        fn alloc_pages(&mut self, count: usize) -> Result<Self::Pages> {
+            self.0.alloc_pages(count)
+        }
+    }
+
+    impl crate::platform::GrantTable for Chatty {
+        type Mapping = crate::sim::SimMapping;
+        fn grant(&mut self, f: crate::platform::Frame, to: DomId, a: Access) -> Result<GrantRef> {
+            self.0.grant(f, to, a)
+        }
+        fn revoke(&mut self, g: GrantRef) -> Result<()> {
+            self.0.revoke(g)
+        }
+        fn map(&mut self, from: DomId, g: &[GrantRef], a: Access) -> Result<Self::Mapping> {
+            self.0.map(from, g, a)
+        }
+        fn unmap(&mut self, m: Self::Mapping) -> Result<()> {
+            self.0.unmap(m)
+        }
+        fn copy(&mut self, segs: &mut [crate::platform::CopySeg]) -> Result<()> {
+            self.0.copy(segs)
+        }
+    }
+
+    impl EventChannels for Chatty {
+        fn alloc_unbound(&mut self, remote: DomId) -> Result<Port> {
+            self.0.alloc_unbound(remote)
+        }
+        fn bind_interdomain(&mut self, remote: DomId, port: Port) -> Result<Port> {
+            self.0.bind_interdomain(remote, port)
+        }
+        fn notify(&mut self, port: Port) -> Result<()> {
+            self.0.notify(port)
+        }
+        fn close(&mut self, port: Port) -> Result<()> {
+            self.0.close(port)
+        }
+        fn wait(&mut self, _deadline: Option<u64>, fired: &mut dyn FnMut(Port)) -> Result<()> {
+            fired(Port(1));
+            Ok(())
+        }
+    }
+
+    impl Clock for Chatty {
+        fn now_ns(&self) -> u64 {
+            self.0.now_ns()
+        }
+    }
+
+    impl Platform for Chatty {
+        fn domid(&self) -> DomId {
+            self.0.domid()
+        }
+    }
+
+    #[test]
+    fn a_domain_that_triggers_without_acknowledging_cannot_hold_dom0_past_the_deadline() {
+        let path = temp_socket_path("vdevice-chatty");
+        let _broker = Broker::spawn(&path).unwrap();
+        let mut dom = SimPlatform::connect(&path, 7).unwrap();
+        let bus = VdeviceBus::create(&mut dom, 4).unwrap();
+        let mut d0 = Chatty(SimPlatform::connect(&path, DOM0).unwrap());
+        let mut client = VdeviceClient::attach(&mut d0, 7, bus.bootstrap()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let dl = d0.now_ns() + 100_000_000;
+            let _ = tx.send(client.change(&mut d0, 1, &net_owner_entry(5), dl));
+        });
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("dom0 still waiting 10 s after a 100 ms deadline");
+        assert_eq!(r, Err(Error::TimedOut));
+        drop(bus);
+    }
+
+    /// Broker, domain 7's bus (not polled) and dom0's client.
+    fn domain_and_dom0(
+        tag: &str,
+    ) -> (
+        Broker,
+        SimPlatform,
+        VdeviceBus<crate::sim::SimPages>,
+        SimPlatform,
+        VdeviceClient<crate::sim::SimMapping>,
+    ) {
+        let path = temp_socket_path(tag);
+        let broker = Broker::spawn(&path).unwrap();
+        let mut dom = SimPlatform::connect(&path, 7).unwrap();
+        let bus = VdeviceBus::create(&mut dom, 4).unwrap();
+        let mut d0 = SimPlatform::connect(&path, DOM0).unwrap();
+        let client = VdeviceClient::attach(&mut d0, 7, bus.bootstrap()).unwrap();
+        (broker, dom, bus, d0, client)
+    }
+
+    #[test]
+    fn a_garbled_entry_is_refused_and_the_old_entry_written_back() {
+        let (_b, mut dom, mut bus, _d0, client) = domain_and_dom0("vdevice-garbled");
+        let mem = client.mem();
+        let mut raw = [0u8; ENTRY_LEN];
+        net_owner_entry(5)
+            .emit(&mut Entry::new_unchecked(&mut raw[..]))
+            .unwrap();
+        raw[0] = 9; // no such kind
+        mem.write_from(entry_offset(2, 4).unwrap(), &raw).unwrap();
+        mem.store_u32(field::CHANGE_INDEX.start, 2, Ordering::Relaxed)
+            .unwrap();
+        mem.store_u32(field::CHANGE_SERIAL.start, 1, Ordering::Release)
+            .unwrap();
+        let mut applied = 0;
+        let mut apply = |_: u32, _: &EntryRepr, _: &EntryRepr| {
+            applied += 1;
+            Applied::Ok { share_ref: None }
+        };
+        assert_eq!(bus.poll(&mut dom, &mut apply).unwrap(), None);
+        assert_eq!(bus.poll(&mut dom, &mut apply).unwrap(), None);
+        assert_eq!(applied, 0);
+        let snap = client.snapshot().unwrap();
+        assert_eq!(snap.header.ack_serial, 1);
+        assert_eq!(snap.header.ack_status, status::EINVAL);
+        assert_eq!(
+            snap.entries[2],
+            Ok(EntryRepr {
+                status: status::EINVAL,
+                ..EntryRepr::EMPTY
+            }),
+            "the entry as it was, with EINVAL"
+        );
+    }
+
+    #[test]
+    fn a_refusal_in_the_header_is_reported_whatever_the_entry_says() {
+        let (_b, mut dom, bus, mut d0, mut client) = domain_and_dom0("vdevice-ackstatus");
+        // A domain that acknowledges with EINVAL but never writes the entry
+        // back, so the entry still holds what dom0 wrote (status 0).
+        let domain = std::thread::spawn(move || {
+            dom.wait(Some(dom.now_ns() + 5_000_000_000), &mut |_| {})
+                .unwrap();
+            let mem = bus.page.mem();
+            let serial = mem
+                .load_u32(field::CHANGE_SERIAL.start, Ordering::Acquire)
+                .unwrap();
+            mem.write_u32(field::ACK_STATUS.start, status::EINVAL as u32)
+                .unwrap();
+            mem.store_u32(field::ACK_SERIAL.start, serial, Ordering::Release)
+                .unwrap();
+            dom.notify(bus.port()).unwrap();
+            (dom, bus)
+        });
+        let dl = d0.now_ns() + 5_000_000_000;
+        let acked = client.change(&mut d0, 1, &net_owner_entry(5), dl).unwrap();
+        assert_eq!(acked.status, status::EINVAL);
+        let _ = domain.join().unwrap();
+    }
+
+    #[test]
+    fn a_page_naming_another_domain_is_refused() {
+        let (_b, _dom, _bus, mut d0, mut client) = domain_and_dom0("vdevice-domid");
+        client.mem().write_u16(field::DOMID.start, 8).unwrap();
+        let dl = d0.now_ns() + 100_000_000;
+        let r = client.change(&mut d0, 1, &net_owner_entry(5), dl);
+        assert!(matches!(r, Err(Error::Protocol { .. })), "{r:?}");
+        assert_eq!(
+            client
+                .mem()
+                .load_u32(field::CHANGE_SERIAL.start, Ordering::Acquire),
+            Ok(0),
+            "nothing written"
+        );
+    }
+
+    #[test]
+    fn dom0_refuses_to_write_an_entry_the_domain_could_not_parse() {
+        let (_b, _dom, _bus, mut d0, mut client) = domain_and_dom0("vdevice-badentry");
+        let bad = EntryRepr {
+            numpages: 5000,
+            ..net_owner_entry(5)
+        };
+        let dl = d0.now_ns() + 100_000_000;
+        let r = client.change(&mut d0, 1, &bad, dl);
+        assert!(matches!(r, Err(Error::InvalidArgument { .. })), "{r:?}");
+        assert_eq!(
+            client
+                .mem()
+                .load_u32(field::CHANGE_SERIAL.start, Ordering::Acquire),
+            Ok(0),
+            "nothing written"
+        );
     }
 }
