@@ -30,6 +30,10 @@ pub enum ToolError {
     },
     /// The domain refused the change with a status code.
     Refused { domid: DomId, status: i32 },
+    /// The domain did not acknowledge the change before the timeout.
+    NoAck { domid: DomId, timeout_ns: u64 },
+    /// An earlier change to the domain is still unacknowledged.
+    Pending { domid: DomId, serial: u32 },
     /// Every entry of the domain's page is in use.
     PageFull { domid: DomId },
     /// No such device entry to remove.
@@ -49,6 +53,18 @@ impl fmt::Display for ToolError {
             ToolError::Refused { domid, status } => {
                 write!(f, "domain {domid} refused the change: {}", status_name(*status))
             }
+            ToolError::NoAck { domid, timeout_ns } => write!(
+                f,
+                "domain {domid} did not acknowledge the change within {:.1} s; it stays pending and \
+                 the domain's page refuses further changes until the domain acknowledges it (is the \
+                 domain running and serving its vdevice port?)",
+                *timeout_ns as f64 / 1e9
+            ),
+            ToolError::Pending { domid, serial } => write!(
+                f,
+                "domain {domid} has not acknowledged change {serial} yet; no further change is made \
+                 to it until it does"
+            ),
             ToolError::PageFull { domid } => {
                 write!(f, "domain {domid}: every vdevice entry is in use")
             }
@@ -161,14 +177,27 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
                 what: "reading its vdevice page",
                 err,
             })?;
+            // A pending change first: its entry is dom0's, not the domain's.
+            if !snap.header.idle() {
+                return Err(ToolError::Pending {
+                    domid,
+                    serial: snap.header.change_serial,
+                });
+            }
             let index = find(&snap.entries)?;
-            let deadline = self.platform.now_ns() + self.timeout_ns;
+            let deadline = self.platform.now_ns().saturating_add(self.timeout_ns);
             let acked = client
                 .change(&mut self.platform, index, entry, deadline)
-                .map_err(|err| ToolError::Share {
-                    domid,
-                    what: "waiting for its acknowledgement",
-                    err,
+                .map_err(|err| match err {
+                    Error::TimedOut => ToolError::NoAck {
+                        domid,
+                        timeout_ns: self.timeout_ns,
+                    },
+                    err => ToolError::Share {
+                        domid,
+                        what: "changing its vdevice page",
+                        err,
+                    },
                 })?;
             if acked.status != status::OK {
                 return Err(ToolError::Refused {

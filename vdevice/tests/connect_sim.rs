@@ -139,3 +139,80 @@ fn connect_then_disconnect_a_member() {
     assert!(b.iter().chain(&m).all(|e| e.kind == Kind::Empty));
     assert_eq!(lines.len(), 4, "{lines:?}");
 }
+
+/// A domain that publishes its page but never serves its port.
+fn silent_domain(path: &std::path::Path, domid: DomId, published: &Published) -> SimPlatform {
+    let mut p = SimPlatform::connect(path, domid).unwrap();
+    let bus = VdeviceBus::create(&mut p, 8).unwrap();
+    published.0.lock().unwrap().insert(domid, bus.bootstrap());
+    std::mem::forget(bus);
+    p
+}
+
+#[test]
+fn a_domain_that_never_acknowledges_gets_a_clear_error_in_time() {
+    let path = temp_socket_path("vdevice-tool-noack");
+    let _broker = Broker::spawn(&path).unwrap();
+    let published = Published::default();
+    let _backend = silent_domain(&path, 1, &published);
+    let _member = silent_domain(&path, 3, &published);
+    let mut tool = Tool {
+        platform: SimPlatform::connect(&path, DOM0).unwrap(),
+        lookup: published.clone(),
+        timeout_ns: 200_000_000,
+    };
+    let net = DeviceSpec {
+        kind: Kind::Network,
+        subtype: 0,
+        numpages: 16,
+        flags: 0,
+        param: 0,
+    };
+    let t0 = tool.platform.now_ns();
+    let e = tool.connect(1, 3, net, &mut |_| {}).unwrap_err();
+    assert!(matches!(e, ToolError::NoAck { domid: 1, .. }), "{e:?}");
+    assert!(e.to_string().contains("did not acknowledge"), "{e}");
+    assert!(tool.platform.now_ns() - t0 < 5_000_000_000);
+    // The change stays pending: the next one is refused, nothing piles up.
+    let again = tool.connect(1, 3, net, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(
+            again,
+            ToolError::Pending {
+                domid: 1,
+                serial: 1
+            }
+        ),
+        "{again:?}"
+    );
+    assert!(
+        again.to_string().contains("has not acknowledged change 1"),
+        "{again}"
+    );
+}
+
+#[test]
+fn the_longest_timeout_does_not_overflow_the_deadline() {
+    let path = temp_socket_path("vdevice-tool-timeout");
+    let _broker = Broker::spawn(&path).unwrap();
+    let published = Published::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let backend = domain(&path, 1, &published, stop.clone());
+    let member = domain(&path, 3, &published, stop.clone());
+    let mut tool = Tool {
+        platform: SimPlatform::connect(&path, DOM0).unwrap(),
+        lookup: published.clone(),
+        timeout_ns: u64::MAX,
+    };
+    let net = DeviceSpec {
+        kind: Kind::Network,
+        subtype: 0,
+        numpages: 16,
+        flags: 0,
+        param: 0,
+    };
+    tool.connect(1, 3, net, &mut |_| {}).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    backend.join().unwrap();
+    member.join().unwrap();
+}
