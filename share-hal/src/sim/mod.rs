@@ -74,6 +74,20 @@ impl Conn {
         req: &Request,
         on_fd: &mut dyn FnMut(usize, OwnedFd) -> Result<()>,
     ) -> Result<Vec<u8>> {
+        match self.call_fds(req, on_fd)? {
+            (body, None) => Ok(body),
+            (_, Some(e)) => Err(e),
+        }
+    }
+
+    /// As [`Conn::call`], but when the broker did the request and only
+    /// taking a descriptor failed here, returns the body with that error,
+    /// so that the caller can undo what the broker did (unmap, free).
+    fn call_fds(
+        &mut self,
+        req: &Request,
+        on_fd: &mut dyn FnMut(usize, OwnedFd) -> Result<()>,
+    ) -> Result<(Vec<u8>, Option<Error>)> {
         self.send(req)?;
         let r = sys::recv(self.sock.as_fd(), &mut self.inbuf, true)?;
         if r.closed {
@@ -88,14 +102,15 @@ impl Conn {
         let status = rd.error()?;
         let total = rd.u32()? as usize;
         let body = self.inbuf[proto::ERROR_LEN + 4..r.len].to_vec();
-        let mut first_err = status.err();
+        let mut status_err = status.err();
+        let mut fd_err = None;
         let mut index = 0;
         let mut fds = r.fds;
         loop {
             for fd in fds.drain(..) {
-                if first_err.is_none() && index < total {
+                if status_err.is_none() && fd_err.is_none() && index < total {
                     if let Err(e) = on_fd(index, fd) {
-                        first_err = Some(e);
+                        fd_err = Some(e);
                     }
                 }
                 index += 1;
@@ -109,9 +124,9 @@ impl Conn {
             }
             fds = more.fds;
         }
-        match first_err {
+        match status_err.take() {
             Some(e) => Err(e),
-            None => Ok(body),
+            None => Ok((body, fd_err)),
         }
     }
 
@@ -306,14 +321,28 @@ impl Memory for SimPlatform {
             let n = (count - pages.frames.len()).min(MAX_PAGES_PER_REQ);
             let base = pages.frames.len();
             let region = &mut pages.region;
-            let body = c.call(&Request::Alloc { count: n as u32 }, &mut |i, fd| {
-                if i >= n {
-                    return Err(Error::Protocol {
-                        what: "alloc reply descriptors",
-                    });
+            let (body, fd_err) =
+                c.call_fds(&Request::Alloc { count: n as u32 }, &mut |i, fd| {
+                    if i >= n {
+                        return Err(Error::Protocol {
+                            what: "alloc reply descriptors",
+                        });
+                    }
+                    region.map_page(base + i, fd.as_fd())
+                })?;
+            if let Some(e) = fd_err {
+                // The broker made the pages: give them back, or they stay
+                // charged to us until we disconnect.
+                let mut rd = Reader::new(&body);
+                let frames: Vec<Frame> = match rd.u32() {
+                    Ok(k) => (0..k).map_while(|_| rd.u64().ok().map(Frame)).collect(),
+                    Err(_) => Vec::new(),
+                };
+                if !frames.is_empty() {
+                    let _ = c.call_plain(&Request::Free { frames });
                 }
-                region.map_page(base + i, fd.as_fd())
-            })?;
+                return Err(e);
+            }
             let mut rd = Reader::new(&body);
             if rd.u32()? as usize != n {
                 return Err(Error::Protocol {
@@ -354,7 +383,7 @@ impl GrantTable for SimPlatform {
         for (k, chunk) in grefs.chunks(MAX_PAGES_PER_REQ).enumerate() {
             let base = k * MAX_PAGES_PER_REQ;
             let region = &mut m.region;
-            let body = c.call(
+            let body = c.call_fds(
                 &Request::Map {
                     from,
                     access,
@@ -370,7 +399,16 @@ impl GrantTable for SimPlatform {
                 },
             );
             match body {
-                Ok(body) => m.map_ids.push(Reader::new(&body).u64()?),
+                Ok((body, None)) => m.map_ids.push(Reader::new(&body).u64()?),
+                Ok((body, Some(e))) => {
+                    // The broker pinned the grants: unpin them, or the
+                    // granter can never revoke them while we live.
+                    if let Ok(map_id) = Reader::new(&body).u64() {
+                        let _ = c.call_plain(&Request::Unmap { map_id });
+                    }
+                    drop(c);
+                    return Err(e);
+                }
                 Err(e) => {
                     drop(c);
                     return Err(e);
@@ -695,5 +733,99 @@ mod tests {
         assert_eq!(segs[3].status, CopyStatus::Done);
         assert_eq!(own.mem().read_u8(104 + 63), Ok(0xab));
         assert_eq!(own.mem().read_u8(99), Ok(0));
+    }
+
+    /// A domain talking to a scripted broker on the other end of a socket
+    /// pair: `script` answers each request; the requests are returned.
+    fn scripted(
+        script: impl FnMut(&Request) -> (Vec<u8>, Vec<OwnedFd>) + Send + 'static,
+    ) -> (SimPlatform, std::thread::JoinHandle<Vec<Request>>) {
+        let (ours, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let mut script = script;
+        let broker = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut buf = vec![0u8; MAX_MSG];
+            loop {
+                let r = sys::recv(theirs.as_fd(), &mut buf, false).unwrap();
+                if r.closed {
+                    return seen;
+                }
+                let req = Request::decode(&buf[..r.len]).unwrap();
+                let (body, fds) = script(&req);
+                let mut msg = Vec::new();
+                proto::encode_error(&mut msg, Ok(()));
+                proto::put_u32(&mut msg, fds.len() as u32);
+                msg.extend_from_slice(&body);
+                let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+                sys::send(theirs.as_fd(), &msg, &borrowed).unwrap();
+                seen.push(req);
+            }
+        });
+        let p = SimPlatform {
+            domid: 2,
+            conn: Arc::new(Mutex::new(Conn {
+                sock: ours,
+                out: Vec::new(),
+                inbuf: vec![0u8; MAX_MSG],
+            })),
+            eventfd: sys::new_eventfd().unwrap(),
+            pending: Region::reserve(1, true).unwrap(),
+            ports: BTreeSet::new(),
+        };
+        (p, broker)
+    }
+
+    /// A descriptor that mmap refuses (an eventfd), as a page that cannot
+    /// be mapped here (e.g. at vm.max_map_count).
+    fn unmappable() -> OwnedFd {
+        sys::new_eventfd().unwrap()
+    }
+
+    #[test]
+    fn a_mapping_that_fails_here_is_unmapped_at_the_broker() {
+        let (mut p, broker) = scripted(|req| match req {
+            Request::Map { .. } => (42u64.to_le_bytes().to_vec(), vec![unmappable()]),
+            _ => (Vec::new(), Vec::new()),
+        });
+        assert!(matches!(
+            p.map(1, &[GrantRef(8)], Access::ReadWrite),
+            Err(Error::Os { .. })
+        ));
+        drop(p);
+        let seen = broker.join().unwrap();
+        assert_eq!(
+            seen.last(),
+            Some(&Request::Unmap { map_id: 42 }),
+            "the grants stay pinned: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn pages_that_fail_to_map_here_are_freed_at_the_broker() {
+        let (mut p, broker) = scripted(|req| match req {
+            Request::Alloc { .. } => {
+                let mut body = Vec::new();
+                proto::put_u32(&mut body, 1);
+                proto::put_u64(&mut body, 5);
+                (body, vec![unmappable()])
+            }
+            _ => (Vec::new(), Vec::new()),
+        });
+        assert!(matches!(p.alloc_pages(1), Err(Error::Os { .. })));
+        drop(p);
+        let seen = broker.join().unwrap();
+        assert_eq!(
+            seen.last(),
+            Some(&Request::Free {
+                frames: vec![Frame(5)]
+            }),
+            "the pages stay charged to the domain: {seen:?}"
+        );
     }
 }
