@@ -168,6 +168,24 @@ pub fn init(mem: SharedMem<'_>, layout: LaneLayout, start: u32) -> Result<()> {
     Ok(())
 }
 
+/// A producer's private indexes between two borrows of the lane
+/// ([`Producer::park`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerState {
+    prod: u32,
+    published: u32,
+    cons: u32,
+}
+
+/// A consumer's private indexes between two borrows of the lane
+/// ([`Consumer::park`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsumerState {
+    cons: u32,
+    published: u32,
+    prod: u32,
+}
+
 /// The writing end of a lane.
 #[derive(Debug)]
 pub struct Producer<'a> {
@@ -200,6 +218,30 @@ impl<'a> Producer<'a> {
 
     pub fn layout(&self) -> LaneLayout {
         self.layout
+    }
+
+    /// Ends this borrow of the lane, keeping the private indexes, so that
+    /// a long-lived owner (a switch port) can store them next to the share
+    /// whose memory the lane borrows, and [`resume`](Self::resume) per
+    /// batch without ever reading its own index back from the page.
+    pub fn park(self) -> ProducerState {
+        ProducerState {
+            prod: self.prod,
+            published: self.published,
+            cons: self.cons,
+        }
+    }
+
+    /// Picks up a lane [`park`](Self::park)ed earlier over the same window
+    /// and layout; nothing is read from the page.
+    pub fn resume(mem: SharedMem<'a>, layout: LaneLayout, state: ProducerState) -> Result<Self> {
+        Ok(Producer {
+            mem: layout.window(mem)?,
+            layout,
+            prod: state.prod,
+            published: state.published,
+            cons: state.cons,
+        })
     }
 
     /// Slots known free without reading the consumer's index again.
@@ -354,6 +396,28 @@ impl<'a> Consumer<'a> {
         self.layout
     }
 
+    /// Ends this borrow of the lane, keeping the private indexes (see
+    /// [`Producer::park`]).
+    pub fn park(self) -> ConsumerState {
+        ConsumerState {
+            cons: self.cons,
+            published: self.published,
+            prod: self.prod,
+        }
+    }
+
+    /// Picks up a lane [`park`](Self::park)ed earlier over the same window
+    /// and layout; nothing is read from the page.
+    pub fn resume(mem: SharedMem<'a>, layout: LaneLayout, state: ConsumerState) -> Result<Self> {
+        Ok(Consumer {
+            mem: layout.window(mem)?,
+            layout,
+            cons: state.cons,
+            published: state.published,
+            prod: state.prod,
+        })
+    }
+
     /// Starts a batch: reads the producer's index once, checks it, and
     /// returns the slots ready to read. Slots beyond this snapshot are not
     /// read until the next `poll`, whatever the producer does meanwhile.
@@ -491,6 +555,44 @@ mod tests {
         let fit = LaneLayout::fit(4096, 64).unwrap();
         assert_eq!(fit.slot_count(), 32);
         assert!(LaneLayout::fit(255, 8).is_err());
+    }
+
+    #[test]
+    fn parked_lanes_resume_from_private_indexes() {
+        let mut pages = Pages::new(256 + 4 * 8);
+        let layout = LaneLayout::new(4, 8).unwrap();
+        let mem = pages.mem();
+        init(mem, layout, u32::MAX - 1).unwrap();
+        let mut p = Producer::attach(mem, layout).unwrap();
+        let mut c = Consumer::attach(mem, layout).unwrap();
+        let mut want = 0u8;
+        let mut next = 0u8;
+        for _ in 0..6 {
+            for _ in 0..3 {
+                assert!(p.push(&[next]).unwrap());
+                next += 1;
+            }
+            p.publish().unwrap();
+            let ps = p.park();
+            assert_eq!(c.poll(), Ok(3));
+            let cs = c.park();
+            // A peer scribbling the indexes changes nothing: the parked
+            // state, not the page, is the truth.
+            mem.store_u32(header::PROD, 7, Ordering::Relaxed).unwrap();
+            mem.store_u32(header::CONS, 9, Ordering::Relaxed).unwrap();
+            p = Producer::resume(mem, layout, ps).unwrap();
+            c = Consumer::resume(mem, layout, cs).unwrap();
+            let mut b = [0u8; 1];
+            while c.pop_into(&mut b).unwrap() {
+                assert_eq!(b[0], want);
+                want += 1;
+            }
+            c.release().unwrap();
+            mem.store_u32(header::PROD, p.prod, Ordering::Relaxed)
+                .unwrap();
+            assert_eq!(p.refresh(), Ok(4));
+        }
+        assert_eq!(want, next);
     }
 
     #[test]

@@ -25,6 +25,7 @@
 
 mod broker;
 pub mod proto;
+pub mod store;
 mod sys;
 
 use std::collections::BTreeSet;
@@ -37,6 +38,7 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 pub use broker::Broker;
 use proto::{Reader, Request, MAX_COPY_SEGS, MAX_MSG, MAX_PAGES_PER_REQ, MAX_PORTS};
+pub use store::SimStore;
 use sys::{os, Region};
 
 use crate::error::{Error, Result};
