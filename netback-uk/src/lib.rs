@@ -4,3 +4,10 @@
 //! generic over the share-hal platform traits; the PVH image wraps it.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+pub mod fdb;
+pub mod switch;
+#[cfg(test)]
+pub mod testing;

@@ -16,7 +16,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::error::{Error, Result};
-use crate::lane::{Consumer, Producer};
+use crate::lane::{Consumer, ConsumerState, LaneLayout, Producer, ProducerState};
+use crate::volatile::SharedMem;
 use crate::wire;
 pub use crate::wire::net::{flags, SlotHeader, SLOT_HEADER_LEN};
 use crate::wire::net::{Csum, FrameAssembler, SlotAction, SLOT_DATA_MAX};
@@ -251,6 +252,71 @@ impl<'a> FrameReceiver<'a> {
 
     pub fn lane(&mut self) -> &mut Consumer<'a> {
         &mut self.lane
+    }
+}
+
+/// A [`FrameSender`] between two borrows of its lane ([`FrameSender::park`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ParkedSender {
+    lane: ProducerState,
+    cap: usize,
+    max_frame: usize,
+}
+
+/// A [`FrameReceiver`] between two borrows of its lane, keeping a
+/// half-assembled frame and its buffer ([`FrameReceiver::park`]).
+#[derive(Debug)]
+pub struct ParkedReceiver {
+    lane: ConsumerState,
+    rules: FrameAssembler,
+    buf: Vec<u8>,
+    base: usize,
+}
+
+// Park/resume lets a long-lived owner (a switch port) keep sender and
+// receiver next to the share whose memory they borrow.
+impl<'a> FrameSender<'a> {
+    pub fn park(self) -> ParkedSender {
+        ParkedSender {
+            lane: self.lane.park(),
+            cap: self.cap,
+            max_frame: self.max_frame,
+        }
+    }
+
+    /// Picks up a sender parked over the same lane window and layout.
+    pub fn resume(mem: SharedMem<'a>, layout: LaneLayout, parked: ParkedSender) -> Result<Self> {
+        Ok(FrameSender {
+            lane: Producer::resume(mem, layout, parked.lane)?,
+            cap: parked.cap,
+            max_frame: parked.max_frame,
+        })
+    }
+
+    /// The longest frame [`send`](Self::send) takes.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+}
+
+impl<'a> FrameReceiver<'a> {
+    pub fn park(self) -> ParkedReceiver {
+        ParkedReceiver {
+            lane: self.lane.park(),
+            rules: self.rules,
+            buf: self.buf,
+            base: self.base,
+        }
+    }
+
+    /// Picks up a receiver parked over the same lane window and layout.
+    pub fn resume(mem: SharedMem<'a>, layout: LaneLayout, parked: ParkedReceiver) -> Result<Self> {
+        Ok(FrameReceiver {
+            lane: Consumer::resume(mem, layout, parked.lane)?,
+            rules: parked.rules,
+            buf: parked.buf,
+            base: parked.base,
+        })
     }
 }
 

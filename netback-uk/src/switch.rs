@@ -1,0 +1,1038 @@
+//! The switch: LANs of ports, one port per member domain, frames moved
+//! from one member's tx lane to other members' rx lanes.
+//!
+//! netback-uk owns every port's share (docs/design.md): for each port it
+//! creates a net share, writes the control fields and both lane headers,
+//! and only then grants it. Everything the member writes afterwards (its
+//! tx slots and indexes, `features_accepted`, `member_state`) is hostile:
+//! frames are copied once out of the tx lane into the port's private
+//! buffer by [`FrameReceiver`] (which enforces the slot rules of
+//! docs/protocol.md), and every forwarding decision is made on that copy.
+//!
+//! Properties the code keeps, each tested below:
+//! - A frame goes to the port its destination MAC was learned on, or, for
+//!   group and unknown addresses, to every other ready port of the LAN;
+//!   never back to its source, never to another LAN, never to a port that
+//!   is not up.
+//! - A port whose rx lane is full loses only the frames meant for it
+//!   (counted as `drop_rx_full`): the switch never waits for a member.
+//! - Ports take turns: each round serves at most `budget` frames from each
+//!   port, starting one port further each round.
+//! - Rx slots are published once per round per port, and a member is
+//!   triggered only when its lane's event index asks for it.
+//! - A member that breaks the lane protocol (indexes out of range) loses
+//!   its port's traffic (the port goes `Broken`); the others go on.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use share_hal::frames::{FrameMeta, FrameReceiver, FrameSender, ParkedReceiver, ParkedSender};
+use share_hal::lane::{self, Consumer, ConsumerState, Producer, ProducerState};
+use share_hal::platform::{DomId, Platform, Port};
+use share_hal::share::{Share, ShareRef};
+use share_hal::wire::net::field as control_field;
+use share_hal::wire::net::{
+    self, features, Control, ControlRepr, FrameAssembler, NetLayout, MEMBER_READY, MTU_DEFAULT,
+    MTU_MAX,
+};
+use share_hal::{Error, Result, SharedMem};
+
+use crate::fdb::{is_group, Fdb, FdbLimits, Learned, Mac, PortIndex};
+
+/// Features this switch implements, as offered in `features_offered`.
+pub const IMPLEMENTED: u32 = features::CSUM_BLANK | features::DATA_VALIDATED | features::JUMBO;
+
+/// A LAN's identity, from the owner entry (docs/protocol.md).
+pub type LanId = u16;
+
+/// What dom0 asked for one port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortSpec {
+    pub lan: LanId,
+    pub member: DomId,
+    /// All zero: the switch assigns one ([`assigned_mac`]).
+    pub mac: Mac,
+    /// dom0's feature policy for the port (the entry's subtype).
+    pub policy: u32,
+    pub numpages: u32,
+}
+
+/// The MAC a port gets when dom0 gives none: locally administered,
+/// unicast, unique per (LAN, member).
+pub fn assigned_mac(lan: LanId, member: DomId) -> Mac {
+    let l = lan.to_be_bytes();
+    let m = member.to_be_bytes();
+    [0x02, 0x58, l[0], l[1], m[0], m[1]]
+}
+
+/// Per-port counters. "rx" is what the switch received from the member
+/// (its tx lane), "tx" what it delivered to the member (its rx lane).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    /// Frames for this port dropped because its rx lane was full.
+    pub drop_rx_full: u64,
+    /// Frames from this port refused by the slot rules.
+    pub drop_bad_frame: u64,
+    /// Frames for this port longer than its MTU allows.
+    pub drop_too_big: u64,
+    /// Frames from this port sent with another port's MAC (or a group
+    /// address) as source.
+    pub drop_spoof: u64,
+    /// Frames for this port whose offloads could not be resolved for it.
+    pub drop_offload: u64,
+    /// Lane protocol violations by the member (the port is then broken).
+    pub lane_errors: u64,
+}
+
+/// Where a port is in its life.
+#[derive(Debug)]
+enum Link {
+    /// Shared and granted; waiting for the member's `member_state = READY`.
+    Waiting {
+        rx: ConsumerState,
+        tx: ProducerState,
+    },
+    /// Forwarding. `from` reads the member's tx lane, `to` fills its rx lane.
+    Up {
+        from: Option<ParkedReceiver>,
+        to: Option<ParkedSender>,
+        features: u32,
+        max_frame: usize,
+        /// Frames written to the rx lane and not yet published.
+        dirty: bool,
+    },
+    /// The member broke the protocol; no traffic until dom0 re-creates it.
+    Broken,
+}
+
+struct PortState {
+    spec: PortSpec,
+    mac: Mac,
+    layout: NetLayout,
+    offered: u32,
+    mtu: u16,
+    evtchn: Port,
+    link: Link,
+    counters: PortCounters,
+    notify: bool,
+}
+
+struct Lan {
+    fdb: Fdb,
+    ports: Vec<PortIndex>,
+}
+
+/// What one [`Switch::poll`] round did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Frames taken from members' tx lanes.
+    pub frames: u64,
+    /// Some port may have more to read: poll again before waiting.
+    pub busy: bool,
+}
+
+/// Tunables of a switch.
+#[derive(Clone, Copy, Debug)]
+pub struct SwitchConfig {
+    /// Frames served from one port per round (fairness).
+    pub budget: u32,
+    pub fdb: FdbLimits,
+    /// Keys the forwarding database's hash.
+    pub seed: u64,
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        SwitchConfig {
+            budget: 64,
+            fdb: FdbLimits::default(),
+            seed: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+}
+
+/// The switch of every LAN this domain serves.
+pub struct Switch<P: Platform> {
+    /// Port `i`'s share; apart from `ports` so that lanes can borrow a
+    /// share's memory while port state changes.
+    shares: Vec<Option<Share<P>>>,
+    ports: Vec<Option<PortState>>,
+    lans: BTreeMap<LanId, Lan>,
+    /// Shares of removed ports whose member still maps a page.
+    dying: Vec<Share<P>>,
+    next_start: usize,
+    config: SwitchConfig,
+    /// Destinations of the frame being forwarded (reused).
+    dests: Vec<PortIndex>,
+}
+
+/// Net share of `numpages`: lanes are initialised and parked before any
+/// grant, so the switch never reads its own index back from the page.
+fn prepare_share<P: Platform>(
+    p: &mut P,
+    spec: &PortSpec,
+    mac: Mac,
+) -> Result<(Share<P>, NetLayout, u32, u16, ConsumerState, ProducerState)> {
+    let layout = NetLayout::new(spec.numpages).map_err(Error::from)?;
+    let offered = spec.policy & IMPLEMENTED;
+    let mtu = if offered & features::JUMBO != 0 {
+        MTU_MAX
+    } else {
+        MTU_DEFAULT
+    };
+    let share = Share::create(p, spec.numpages as usize)?;
+    let mem = share.mem();
+    let mut raw = [0u8; net::CONTROL_LEN];
+    ControlRepr {
+        features_offered: offered,
+        mac,
+        mtu,
+    }
+    .emit(&mut Control::new_unchecked(&mut raw[..]))?;
+    mem.write_from(0, &raw)?;
+    let (tx_win, rx_win) = (layout.tx.window(mem)?, layout.rx.window(mem)?);
+    let (tx_lane, rx_lane) = (layout.tx.lane()?, layout.rx.lane()?);
+    lane::init(tx_win, tx_lane, 0)?;
+    lane::init(rx_win, rx_lane, 0)?;
+    let from = Consumer::attach(tx_win, tx_lane)?.park();
+    let to = Producer::attach(rx_win, rx_lane)?.park();
+    Ok((share, layout, offered, mtu, from, to))
+}
+
+impl<P: Platform> Switch<P> {
+    pub fn new(config: SwitchConfig) -> Self {
+        Switch {
+            shares: Vec::new(),
+            ports: Vec::new(),
+            lans: BTreeMap::new(),
+            dying: Vec::new(),
+            next_start: 0,
+            config,
+            dests: Vec::new(),
+        }
+    }
+
+    /// Creates port `index` for `spec.member` on LAN `spec.lan` and grants
+    /// it; returns the share_ref the member attaches with.
+    pub fn add_port(&mut self, p: &mut P, index: PortIndex, spec: PortSpec) -> Result<ShareRef> {
+        let i = usize::from(index);
+        if self.ports.get(i).is_some_and(|s| s.is_some()) {
+            return Err(Error::InvalidArgument {
+                what: "switch port slot already in use",
+            });
+        }
+        let mac = if spec.mac == [0; 6] {
+            assigned_mac(spec.lan, spec.member)
+        } else {
+            spec.mac
+        };
+        if is_group(&mac) {
+            return Err(Error::InvalidArgument {
+                what: "a port's MAC must be unicast",
+            });
+        }
+        if self
+            .ports
+            .iter()
+            .flatten()
+            .any(|q| q.spec.lan == spec.lan && (q.mac == mac || q.spec.member == spec.member))
+        {
+            return Err(Error::InvalidArgument {
+                what: "the LAN already has a port with that MAC or for that member",
+            });
+        }
+        let (mut share, layout, offered, mtu, from, to) = prepare_share(p, &spec, mac)?;
+        let share_ref = match share.add_member(p, spec.member) {
+            Ok(r) => r,
+            Err(e) => {
+                if share.destroy(p).is_err() {
+                    self.dying.push(share);
+                }
+                return Err(e);
+            }
+        };
+        let evtchn = share.port(spec.member)?;
+        let seed = self.config.seed ^ u64::from(spec.lan).wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let limits = self.config.fdb;
+        let lan = self.lans.entry(spec.lan).or_insert_with(|| Lan {
+            fdb: Fdb::new(limits, seed),
+            ports: Vec::new(),
+        });
+        // Checked free above, so pinning cannot fail.
+        lan.fdb.pin(&mac, index);
+        lan.ports.push(index);
+        if self.ports.len() <= i {
+            self.ports.resize_with(i + 1, || None);
+            self.shares.resize_with(i + 1, || None);
+        }
+        self.shares[i] = Some(share);
+        self.ports[i] = Some(PortState {
+            spec,
+            mac,
+            layout,
+            offered,
+            mtu,
+            evtchn,
+            link: Link::Waiting { rx: from, tx: to },
+            counters: PortCounters::default(),
+            notify: false,
+        });
+        Ok(share_ref)
+    }
+
+    /// Removes port `index`: link down, the member's port closed and its
+    /// grants revoked. If the member still maps the pages, they stay
+    /// granted (never reused) until [`Switch::housekeep`] can revoke them.
+    pub fn remove_port(&mut self, p: &mut P, index: PortIndex) -> Result<()> {
+        let i = usize::from(index);
+        let state = self
+            .ports
+            .get_mut(i)
+            .and_then(Option::take)
+            .ok_or(Error::InvalidArgument {
+                what: "no such switch port",
+            })?;
+        if let Some(lan) = self.lans.get_mut(&state.spec.lan) {
+            lan.fdb.forget_port(index);
+            lan.ports.retain(|&q| q != index);
+            if lan.ports.is_empty() {
+                self.lans.remove(&state.spec.lan);
+            }
+        }
+        let Some(mut share) = self.shares.get_mut(i).and_then(Option::take) else {
+            return Ok(());
+        };
+        // Tell a well-behaved member first; it cannot hold us up.
+        let _ = share.mem().store_u32(
+            control_field::LINK_STATE.start,
+            net::LINK_DOWN,
+            Ordering::Release,
+        );
+        let _ = p.notify(state.evtchn);
+        match share.destroy(p) {
+            Ok(()) => Ok(()),
+            Err(Error::GrantInUse { .. }) => {
+                self.dying.push(share);
+                Ok(())
+            }
+            Err(e) => {
+                self.dying.push(share);
+                Err(e)
+            }
+        }
+    }
+
+    /// Periodic work: forget aged addresses and revoke what removed
+    /// members have unmapped since. Returns the shares still waiting.
+    pub fn housekeep(&mut self, p: &mut P) -> usize {
+        let now = p.now_ns();
+        for lan in self.lans.values_mut() {
+            lan.fdb.expire(now);
+        }
+        self.dying.retain_mut(|s| s.destroy(p).is_err());
+        self.dying.len()
+    }
+
+    /// The ports in use: (index, LAN, member, MAC, counters, up).
+    pub fn ports(&self) -> impl Iterator<Item = PortInfo> + '_ {
+        self.ports.iter().enumerate().filter_map(|(i, s)| {
+            let s = s.as_ref()?;
+            Some(PortInfo {
+                index: i as PortIndex,
+                lan: s.spec.lan,
+                member: s.spec.member,
+                mac: s.mac,
+                counters: s.counters,
+                state: match s.link {
+                    Link::Waiting { .. } => PortLink::Waiting,
+                    Link::Up { features, .. } => PortLink::Up { features },
+                    Link::Broken => PortLink::Broken,
+                },
+            })
+        })
+    }
+
+    /// The port whose member triggers arrive on `evtchn`.
+    pub fn port_for_evtchn(&self, evtchn: Port) -> Option<PortIndex> {
+        self.ports
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.evtchn == evtchn))
+            .map(|i| i as PortIndex)
+    }
+
+    /// One round: every port's pending frames (up to the budget each)
+    /// forwarded, rx lanes published, members triggered as asked.
+    pub fn poll(&mut self, p: &mut P) -> Round {
+        let now = p.now_ns();
+        let n = self.ports.len();
+        let mut round = Round::default();
+        if n == 0 {
+            return round;
+        }
+        let start = self.next_start % n;
+        self.next_start = (start + 1) % n;
+        let mut fwd = Fwd {
+            shares: &self.shares,
+            ports: &mut self.ports,
+            lans: &mut self.lans,
+            dests: &mut self.dests,
+            budget: self.config.budget,
+            now,
+        };
+        for k in 0..n {
+            fwd.serve_port((start + k) % n, &mut round);
+        }
+        for i in 0..n {
+            fwd.flush_port(i);
+        }
+        for s in self.ports.iter_mut().flatten() {
+            if core::mem::take(&mut s.notify) {
+                // A member that closed its end is not our problem.
+                let _ = p.notify(s.evtchn);
+            }
+        }
+        round
+    }
+}
+
+/// The switch's state during one round: shares borrowed shared (lanes
+/// borrow their memory), everything else exclusively.
+struct Fwd<'s, P: Platform> {
+    shares: &'s [Option<Share<P>>],
+    ports: &'s mut [Option<PortState>],
+    lans: &'s mut BTreeMap<LanId, Lan>,
+    dests: &'s mut Vec<PortIndex>,
+    budget: u32,
+    now: u64,
+}
+
+impl<'s, P: Platform> Fwd<'s, P> {
+    fn port(&mut self, i: usize) -> Option<&mut PortState> {
+        self.ports.get_mut(i).and_then(Option::as_mut)
+    }
+
+    fn serve_port(&mut self, i: usize, round: &mut Round) {
+        let shares = self.shares;
+        let Some(share) = shares.get(i).and_then(Option::as_ref) else {
+            return;
+        };
+        let mem = share.mem();
+        let Some(state) = self.port(i) else { return };
+        let parked = match &mut state.link {
+            Link::Waiting { rx, tx } => {
+                let (rx, tx) = (*rx, *tx);
+                if let Err(e) = bring_up(mem, state, rx, tx) {
+                    log::warn!(
+                        "port {i} (domain {}): member refused: {e}",
+                        state.spec.member
+                    );
+                    state.counters.lane_errors += 1;
+                    state.link = Link::Broken;
+                }
+                return;
+            }
+            Link::Up { from, .. } => match from.take() {
+                Some(parked) => parked,
+                None => return,
+            },
+            Link::Broken => return,
+        };
+        let layout = state.layout.tx;
+        let mut rx = match layout
+            .lane()
+            .and_then(|l| FrameReceiver::resume(layout.window(mem)?, l, parked))
+        {
+            Ok(rx) => rx,
+            Err(e) => return break_port(state, i, e),
+        };
+        let result = self.drain(i, &mut rx, round);
+        let Some(state) = self.port(i) else { return };
+        match (result, &mut state.link) {
+            (Ok(()), Link::Up { from, .. }) => *from = Some(rx.park()),
+            (Ok(()), _) => {}
+            (Err(e), _) => break_port(state, i, e),
+        }
+    }
+
+    /// Reads up to the budget of frames from port `i` and forwards each.
+    fn drain(&mut self, i: usize, rx: &mut FrameReceiver<'_>, round: &mut Round) -> Result<()> {
+        if rx.poll()? == 0 && rx.prepare_wait()? == 0 {
+            return Ok(());
+        }
+        let mut served = 0;
+        while served < self.budget {
+            match rx.next() {
+                Ok(Some(frame)) => {
+                    served += 1;
+                    round.frames += 1;
+                    self.forward(i as PortIndex, frame.data, frame.meta);
+                }
+                Ok(None) => {
+                    // Batch used up: release, then look once more (armed).
+                    if rx.release()? {
+                        self.mark_notify(i);
+                    }
+                    if rx.prepare_wait()? == 0 {
+                        return Ok(());
+                    }
+                }
+                Err(Error::Protocol { what }) => {
+                    served += 1;
+                    if let Some(s) = self.port(i) {
+                        s.counters.drop_bad_frame += 1;
+                        if s.counters.drop_bad_frame.is_power_of_two() {
+                            log::warn!(
+                                "port {i} (domain {}): bad frame ({what}); {} so far",
+                                s.spec.member,
+                                s.counters.drop_bad_frame
+                            );
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if rx.release()? {
+            self.mark_notify(i);
+        }
+        round.busy = true;
+        Ok(())
+    }
+
+    fn mark_notify(&mut self, i: usize) {
+        if let Some(s) = self.port(i) {
+            s.notify = true;
+        }
+    }
+
+    /// Learns the source, picks the destinations, and delivers one frame.
+    fn forward(&mut self, src: PortIndex, frame: &[u8], meta: FrameMeta) {
+        let now = self.now;
+        let Some(sp) = self
+            .ports
+            .get_mut(usize::from(src))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        sp.counters.rx_frames += 1;
+        sp.counters.rx_bytes += frame.len() as u64;
+        // The assembler guarantees an Ethernet header (14 bytes).
+        let (Some(dst), Some(srcmac)) = (mac_at(frame, 0), mac_at(frame, 6)) else {
+            sp.counters.drop_bad_frame += 1;
+            return;
+        };
+        let Some(lan) = self.lans.get_mut(&sp.spec.lan) else {
+            return;
+        };
+        if is_group(&srcmac) || lan.fdb.learn(&srcmac, src, now) == Learned::Spoof {
+            sp.counters.drop_spoof += 1;
+            return;
+        }
+        self.dests.clear();
+        match (!is_group(&dst))
+            .then(|| lan.fdb.lookup(&dst, now))
+            .flatten()
+        {
+            // Addressed to its own port: nobody else may see it.
+            Some(d) if d == src => return,
+            Some(d) => self.dests.push(d),
+            None => self
+                .dests
+                .extend(lan.ports.iter().copied().filter(|&d| d != src)),
+        }
+        for k in 0..self.dests.len() {
+            let d = self.dests[k];
+            self.deliver(d, frame, meta);
+        }
+    }
+
+    /// Writes one frame into port `d`'s rx lane (published at the end of
+    /// the round).
+    fn deliver(&mut self, d: PortIndex, frame: &[u8], meta: FrameMeta) {
+        let i = usize::from(d);
+        let shares = self.shares;
+        let (Some(share), Some(state)) = (shares.get(i).and_then(Option::as_ref), self.port(i))
+        else {
+            return;
+        };
+        let layout = state.layout.rx;
+        let Link::Up {
+            to,
+            features,
+            max_frame,
+            dirty,
+            ..
+        } = &mut state.link
+        else {
+            return;
+        };
+        if frame.len() > *max_frame {
+            state.counters.drop_too_big += 1;
+            return;
+        }
+        let mut meta = meta;
+        if *features & features::DATA_VALIDATED == 0 {
+            meta.flags &= !net::flags::DATA_VALIDATED;
+        }
+        if meta.flags & net::flags::CSUM_BLANK != 0 && *features & features::CSUM_BLANK == 0 {
+            // Completing the checksum in software is the offload module's job.
+            state.counters.drop_offload += 1;
+            return;
+        }
+        let Some(parked) = to.take() else { return };
+        let sent = layout.lane().and_then(|l| {
+            let mut tx = FrameSender::resume(layout.window(share.mem())?, l, parked)?;
+            let r = tx.send(frame, meta);
+            *to = Some(tx.park());
+            r
+        });
+        match sent {
+            Ok(true) => {
+                *dirty = true;
+                state.counters.tx_frames += 1;
+                state.counters.tx_bytes += frame.len() as u64;
+            }
+            Ok(false) => state.counters.drop_rx_full += 1,
+            Err(e) => break_port(state, i, e),
+        }
+    }
+
+    /// Publishes the rx slots written to port `i` this round.
+    fn flush_port(&mut self, i: usize) {
+        let shares = self.shares;
+        let (Some(share), Some(state)) = (shares.get(i).and_then(Option::as_ref), self.port(i))
+        else {
+            return;
+        };
+        let layout = state.layout.rx;
+        let Link::Up { to, dirty, .. } = &mut state.link else {
+            return;
+        };
+        if !core::mem::take(dirty) {
+            return;
+        }
+        let Some(parked) = to.take() else { return };
+        let published = layout.lane().and_then(|l| {
+            let mut tx = FrameSender::resume(layout.window(share.mem())?, l, parked)?;
+            let r = tx.publish();
+            *to = Some(tx.park());
+            r
+        });
+        match published {
+            Ok(true) => state.notify = true,
+            Ok(false) => {}
+            Err(e) => break_port(state, i, e),
+        }
+    }
+}
+
+/// Whether a port is usable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortLink {
+    Waiting,
+    Up { features: u32 },
+    Broken,
+}
+
+/// A port as [`Switch::ports`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortInfo {
+    pub index: PortIndex,
+    pub lan: LanId,
+    pub member: DomId,
+    pub mac: Mac,
+    pub counters: PortCounters,
+    pub state: PortLink,
+}
+
+fn break_port(state: &mut PortState, i: usize, e: Error) {
+    log::warn!(
+        "port {i} (domain {}): lane broken ({e}); the port stops forwarding",
+        state.spec.member
+    );
+    state.counters.lane_errors += 1;
+    state.link = Link::Broken;
+}
+
+/// Once the member says READY: reads what it accepted (once), checks it
+/// against our offer, sets the link up.
+fn bring_up(
+    mem: SharedMem<'_>,
+    state: &mut PortState,
+    rx: ConsumerState,
+    tx: ProducerState,
+) -> Result<()> {
+    let ready = mem.load_u32(control_field::MEMBER_STATE.start, Ordering::Acquire)?;
+    if ready != MEMBER_READY {
+        return Ok(());
+    }
+    let accepted = mem.load_u32(control_field::FEATURES_ACCEPTED.start, Ordering::Relaxed)?;
+    let features = net::negotiate(state.offered, accepted)?;
+    let mtu = if features & features::JUMBO != 0 {
+        state.mtu
+    } else {
+        MTU_DEFAULT
+    };
+    let rules = FrameAssembler::new(mtu, features)?;
+    let max_frame = rules.max_frame();
+    let (tx_lane, rx_lane) = (state.layout.tx.lane()?, state.layout.rx.lane()?);
+    let from = FrameReceiver::net(
+        Consumer::resume(state.layout.tx.window(mem)?, tx_lane, rx)?,
+        rules,
+    )?
+    .park();
+    let to = FrameSender::new(
+        Producer::resume(state.layout.rx.window(mem)?, rx_lane, tx)?,
+        max_frame,
+    )?
+    .park();
+    state.link = Link::Up {
+        from: Some(from),
+        to: Some(to),
+        features,
+        max_frame,
+        dirty: false,
+    };
+    mem.store_u32(
+        control_field::LINK_STATE.start,
+        net::LINK_UP,
+        Ordering::Release,
+    )?;
+    state.notify = true;
+    log::info!(
+        "port {} of LAN {} up: domain {}, features {features:#x}, mtu {mtu}",
+        state.mac_string(),
+        state.spec.lan,
+        state.spec.member
+    );
+    Ok(())
+}
+
+impl PortState {
+    fn mac_string(&self) -> MacFmt {
+        MacFmt(self.mac)
+    }
+}
+
+/// A MAC address as `02:58:00:00:00:03`.
+pub struct MacFmt(pub Mac);
+
+impl core::fmt::Display for MacFmt {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+fn mac_at(frame: &[u8], at: usize) -> Option<Mac> {
+    frame.get(at..at + 6)?.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{eth, TestMember};
+    use alloc::vec;
+    use share_hal::share::Attached;
+    use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
+
+    const BCAST: Mac = [0xff; 6];
+
+    struct Rig {
+        _broker: Broker,
+        p: SimPlatform,
+        sw: Switch<SimPlatform>,
+        path: std::path::PathBuf,
+    }
+
+    impl Rig {
+        fn new(config: SwitchConfig) -> Self {
+            let path = temp_socket_path("switch");
+            let broker = Broker::spawn(&path).unwrap();
+            let p = SimPlatform::connect(&path, 1).unwrap();
+            Rig {
+                _broker: broker,
+                p,
+                sw: Switch::new(config),
+                path,
+            }
+        }
+
+        fn join(&mut self, index: PortIndex, lan: LanId, member: DomId, accept: u32) -> TestMember {
+            let spec = PortSpec {
+                lan,
+                member,
+                mac: [0; 6],
+                policy: IMPLEMENTED,
+                numpages: 10,
+            };
+            let r = self.sw.add_port(&mut self.p, index, spec).unwrap();
+            let m = TestMember::join(SimPlatform::connect(&self.path, member).unwrap(), r, accept);
+            self.pump();
+            assert!(m.link_up(), "port {index} up after the member said ready");
+            m
+        }
+
+        /// Rounds until the switch has nothing more to read.
+        fn pump(&mut self) {
+            for _ in 0..1000 {
+                if !self.sw.poll(&mut self.p).busy {
+                    return;
+                }
+            }
+            panic!("switch still busy after 1000 rounds");
+        }
+
+        fn counters(&self, index: PortIndex) -> PortCounters {
+            self.sw.ports().find(|q| q.index == index).unwrap().counters
+        }
+    }
+
+    fn tags(frames: &[(Vec<u8>, FrameMeta)]) -> Vec<u8> {
+        frames.iter().map(|(f, _)| f[20]).collect()
+    }
+
+    #[test]
+    fn unicast_goes_to_its_port_only_group_and_unknown_flood() {
+        let mut rig = Rig::new(SwitchConfig::default());
+        let mut a = rig.join(0, 7, 2, 0);
+        let mut b = rig.join(1, 7, 3, 0);
+        let mut c = rig.join(2, 7, 4, 0);
+        assert_eq!(a.mac, assigned_mac(7, 2));
+        // Broadcast: everyone but the sender.
+        a.send(&[eth(BCAST, a.mac, 60, 1)], FrameMeta::default());
+        rig.pump();
+        assert_eq!(tags(&b.recv()), [1]);
+        assert_eq!(tags(&c.recv()), [1]);
+        assert!(a.recv().is_empty(), "never back to the sender");
+        // Unicast to a port's MAC: that port only.
+        b.send(&[eth(a.mac, b.mac, 60, 2)], FrameMeta::default());
+        rig.pump();
+        assert_eq!(tags(&a.recv()), [2]);
+        assert!(c.recv().is_empty());
+        // Unknown unicast floods, until the address is learned.
+        let far: Mac = [0x02, 0, 0, 0, 0, 0x99];
+        a.send(&[eth(far, a.mac, 60, 3)], FrameMeta::default());
+        rig.pump();
+        assert_eq!(tags(&b.recv()), [3]);
+        assert_eq!(tags(&c.recv()), [3]);
+        c.send(&[eth(a.mac, far, 60, 4)], FrameMeta::default());
+        rig.pump();
+        assert_eq!(tags(&a.recv()), [4]);
+        a.send(&[eth(far, a.mac, 60, 5)], FrameMeta::default());
+        rig.pump();
+        assert_eq!(tags(&c.recv()), [5]);
+        assert!(b.recv().is_empty(), "learned: only the port behind it");
+        // A frame to the sender's own port reaches nobody.
+        a.send(&[eth(a.mac, a.mac, 60, 6)], FrameMeta::default());
+        rig.pump();
+        assert!(b.recv().is_empty() && c.recv().is_empty() && a.recv().is_empty());
+        let ca = rig.counters(0);
+        assert_eq!((ca.rx_frames, ca.tx_frames), (4, 2));
+    }
+
+    #[test]
+    fn lans_are_isolated() {
+        let mut rig = Rig::new(SwitchConfig::default());
+        let mut a = rig.join(0, 1, 2, 0);
+        let mut b = rig.join(1, 1, 3, 0);
+        let mut x = rig.join(2, 2, 4, 0);
+        let mut y = rig.join(3, 2, 5, 0);
+        a.send(&[eth(BCAST, a.mac, 60, 1)], FrameMeta::default());
+        x.send(&[eth(BCAST, x.mac, 60, 2)], FrameMeta::default());
+        // Unicast across LANs: the MAC is not on this LAN, so it floods
+        // this LAN only.
+        a.send(&[eth(y.mac, a.mac, 60, 3)], FrameMeta::default());
+        rig.pump();
+        assert_eq!(tags(&b.recv()), [1, 3]);
+        assert_eq!(tags(&y.recv()), [2]);
+        assert!(x.recv().is_empty() && a.recv().is_empty());
+    }
+
+    #[test]
+    fn a_port_that_never_drains_loses_only_its_own_frames() {
+        let mut rig = Rig::new(SwitchConfig::default());
+        let mut a = rig.join(0, 1, 2, 0);
+        let mut b = rig.join(1, 1, 3, 0);
+        let _stalled = rig.join(2, 1, 4, 0);
+        // 10 pages: 8 slots per lane. 40 frames, broadcast and unicast.
+        let mut got = Vec::new();
+        for round in 0..20u8 {
+            let sent = a.send(
+                &[
+                    eth(BCAST, a.mac, 60, round),
+                    eth(b.mac, a.mac, 60, round + 100),
+                ],
+                FrameMeta::default(),
+            );
+            assert_eq!(sent, 2);
+            rig.pump();
+            got.extend(tags(&b.recv()));
+        }
+        assert_eq!(got.len(), 40, "b got every frame: {got:?}");
+        let stalled = rig.counters(2);
+        assert_eq!(stalled.tx_frames, 8, "the lane held 8");
+        assert_eq!(stalled.drop_rx_full, 12);
+        assert_eq!(rig.counters(1).drop_rx_full, 0);
+    }
+
+    #[test]
+    fn spoofed_and_group_sources_are_dropped() {
+        let mut rig = Rig::new(SwitchConfig::default());
+        let mut a = rig.join(0, 1, 2, 0);
+        let mut b = rig.join(1, 1, 3, 0);
+        let mut c = rig.join(2, 1, 4, 0);
+        // c claims a's address, then a group address.
+        c.send(
+            &[
+                eth(BCAST, a.mac, 60, 1),
+                eth(b.mac, [0x01, 0, 0x5e, 0, 0, 1], 60, 2),
+            ],
+            FrameMeta::default(),
+        );
+        rig.pump();
+        assert!(a.recv().is_empty() && b.recv().is_empty());
+        assert_eq!(rig.counters(2).drop_spoof, 2);
+        // a's traffic still reaches a.
+        b.send(&[eth(a.mac, b.mac, 60, 3)], FrameMeta::default());
+        rig.pump();
+        assert_eq!(tags(&a.recv()), [3]);
+    }
+
+    #[test]
+    fn ports_come_and_go_while_others_forward() {
+        let mut rig = Rig::new(SwitchConfig::default());
+        let mut a = rig.join(0, 1, 2, 0);
+        let mut b = rig.join(1, 1, 3, 0);
+        let c = rig.join(2, 1, 4, 0);
+        let cmac = c.mac;
+        let TestMember { mut p, att, .. } = c;
+        rig.sw.remove_port(&mut rig.p, 2).unwrap();
+        // Still mapped by c: its grants wait, never reused.
+        assert_eq!(rig.sw.housekeep(&mut rig.p), 1);
+        a.send(
+            &[eth(BCAST, a.mac, 60, 1), eth(cmac, a.mac, 60, 2)],
+            FrameMeta::default(),
+        );
+        rig.pump();
+        assert_eq!(tags(&b.recv()), [1, 2], "c's address is forgotten: flooded");
+        att.detach(&mut p).unwrap();
+        assert_eq!(rig.sw.housekeep(&mut rig.p), 0);
+        // The broker lets domain 4 connect again once it saw it go.
+        drop(p);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // c comes back on a new port; pinned address again.
+        let mut c = rig.join(2, 1, 4, 0);
+        a.send(&[eth(cmac, a.mac, 60, 3)], FrameMeta::default());
+        rig.pump();
+        assert_eq!(tags(&c.recv()), [3]);
+        assert!(b.recv().is_empty());
+    }
+
+    #[test]
+    fn ports_take_turns() {
+        let mut rig = Rig::new(SwitchConfig {
+            budget: 1,
+            ..SwitchConfig::default()
+        });
+        let mut a = rig.join(0, 1, 2, 0);
+        let mut b = rig.join(1, 1, 3, 0);
+        let mut c = rig.join(2, 1, 4, 0);
+        a.send(&vec![eth(c.mac, a.mac, 60, 1); 4], FrameMeta::default());
+        b.send(&vec![eth(c.mac, b.mac, 60, 2); 4], FrameMeta::default());
+        for _ in 0..2 {
+            rig.sw.poll(&mut rig.p);
+        }
+        let mut got = tags(&c.recv());
+        got.sort();
+        assert_eq!(got, [1, 1, 2, 2], "one frame of each per round");
+    }
+
+    #[test]
+    fn a_member_accepting_unoffered_features_is_refused() {
+        let mut rig = Rig::new(SwitchConfig::default());
+        let spec = PortSpec {
+            lan: 1,
+            member: 2,
+            mac: [0; 6],
+            policy: 0,
+            numpages: 10,
+        };
+        let r = rig.sw.add_port(&mut rig.p, 0, spec).unwrap();
+        let mut p = SimPlatform::connect(&rig.path, 2).unwrap();
+        let mut att = Attached::attach(&mut p, r).unwrap();
+        let mem = att.mem();
+        mem.store_u32(
+            control_field::FEATURES_ACCEPTED.start,
+            features::JUMBO,
+            Ordering::Relaxed,
+        )
+        .unwrap();
+        mem.store_u32(
+            control_field::MEMBER_STATE.start,
+            MEMBER_READY,
+            Ordering::Release,
+        )
+        .unwrap();
+        att.trigger(&mut p).unwrap();
+        rig.pump();
+        let info = rig.sw.ports().next().unwrap();
+        assert_eq!(info.state, PortLink::Broken);
+        assert_eq!(
+            att.mem()
+                .load_u32(control_field::LINK_STATE.start, Ordering::Acquire),
+            Ok(0)
+        );
+    }
+
+    #[test]
+    fn checksum_offload_passes_to_members_that_accept_it() {
+        let mut rig = Rig::new(SwitchConfig::default());
+        let all = IMPLEMENTED;
+        let mut a = rig.join(0, 1, 2, all);
+        let mut b = rig.join(1, 1, 3, all);
+        let mut c = rig.join(2, 1, 4, features::JUMBO);
+        let meta = FrameMeta {
+            flags: net::flags::CSUM_BLANK | net::flags::DATA_VALIDATED,
+            csum_start: 34,
+            csum_offset: 6,
+        };
+        a.send(&[eth(BCAST, a.mac, 60, 1)], meta);
+        // Jumbo: b did not... accept it? b accepted all, so 9000 is fine;
+        // c accepted only JUMBO.
+        a.send(&[eth(BCAST, a.mac, 9018, 2)], FrameMeta::default());
+        rig.pump();
+        let got_b = b.recv();
+        assert_eq!(got_b.len(), 2);
+        assert_eq!(got_b[0].1, meta);
+        let got_c = c.recv();
+        assert_eq!(tags(&got_c), [2], "c cannot take a partial checksum");
+        assert_eq!(rig.counters(2).drop_offload, 1);
+    }
+
+    #[test]
+    fn jumbo_frames_reach_only_jumbo_members() {
+        let mut rig = Rig::new(SwitchConfig::default());
+        let mut a = rig.join(0, 1, 2, features::JUMBO);
+        let mut b = rig.join(1, 1, 3, features::JUMBO);
+        let mut c = rig.join(2, 1, 4, 0);
+        a.send(
+            &[eth(BCAST, a.mac, 9018, 1), eth(BCAST, a.mac, 1514, 2)],
+            FrameMeta::default(),
+        );
+        rig.pump();
+        assert_eq!(tags(&b.recv()), [1, 2]);
+        assert_eq!(tags(&c.recv()), [2]);
+        assert_eq!(rig.counters(2).drop_too_big, 1);
+    }
+}

@@ -1,0 +1,145 @@
+//! Test members: a member domain's side of a net share on the host
+//! simulation, driven by hand from tests (and the benchmark).
+
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use share_hal::frames::{FrameMeta, FrameReceiver, FrameSender, ParkedReceiver, ParkedSender};
+use share_hal::lane::{Consumer, Producer};
+use share_hal::platform::{DomId, EventChannels};
+use share_hal::share::{Attached, ShareRef};
+use share_hal::sim::SimPlatform;
+use share_hal::wire::net::{self, field, Control, ControlRepr, FrameAssembler, NetLayout};
+
+pub struct TestMember {
+    pub p: SimPlatform,
+    pub att: Attached<SimPlatform>,
+    pub layout: NetLayout,
+    pub mac: [u8; 6],
+    tx: Option<ParkedSender>,
+    rx: Option<ParkedReceiver>,
+}
+
+impl TestMember {
+    /// Attaches, accepts `accept` of the offer, says READY and triggers.
+    pub fn join(mut p: SimPlatform, r: ShareRef, accept: u32) -> Self {
+        let mut att = Attached::attach(&mut p, r).unwrap();
+        let layout = NetLayout::new(att.numpages() as u32).unwrap();
+        let mem = att.mem();
+        let mut raw = [0u8; net::CONTROL_LEN];
+        mem.read_into(0, &mut raw).unwrap();
+        let ctl = ControlRepr::parse(&Control::new_checked(&raw[..]).unwrap()).unwrap();
+        let accepted = ctl.features_offered & accept;
+        let mtu = if accepted & net::features::JUMBO != 0 {
+            ctl.mtu
+        } else {
+            net::MTU_DEFAULT
+        };
+        let rules = FrameAssembler::new(mtu, accepted).unwrap();
+        let max = rules.max_frame();
+        let tx = FrameSender::new(
+            Producer::attach(layout.tx.window(mem).unwrap(), layout.tx.lane().unwrap()).unwrap(),
+            max,
+        )
+        .unwrap()
+        .park();
+        let rx = FrameReceiver::net(
+            Consumer::attach(layout.rx.window(mem).unwrap(), layout.rx.lane().unwrap()).unwrap(),
+            rules,
+        )
+        .unwrap()
+        .park();
+        mem.store_u32(field::FEATURES_ACCEPTED.start, accepted, Ordering::Relaxed)
+            .unwrap();
+        mem.store_u32(
+            field::MEMBER_STATE.start,
+            net::MEMBER_READY,
+            Ordering::Release,
+        )
+        .unwrap();
+        att.trigger(&mut p).unwrap();
+        TestMember {
+            p,
+            att,
+            layout,
+            mac: ctl.mac,
+            tx: Some(tx),
+            rx: Some(rx),
+        }
+    }
+
+    pub fn link_up(&self) -> bool {
+        self.att
+            .mem()
+            .load_u32(field::LINK_STATE.start, Ordering::Acquire)
+            .unwrap()
+            == net::LINK_UP
+    }
+
+    /// Sends frames; returns how many fit.
+    pub fn send(&mut self, frames: &[Vec<u8>], meta: FrameMeta) -> usize {
+        let mem = self.att.mem();
+        let mut tx = FrameSender::resume(
+            self.layout.tx.window(mem).unwrap(),
+            self.layout.tx.lane().unwrap(),
+            self.tx.take().unwrap(),
+        )
+        .unwrap();
+        let mut n = 0;
+        for f in frames {
+            if !tx.send(f, meta).unwrap() {
+                break;
+            }
+            n += 1;
+        }
+        let kick = tx.publish().unwrap();
+        self.tx = Some(tx.park());
+        if kick {
+            self.att.trigger(&mut self.p).unwrap();
+        }
+        n
+    }
+
+    /// Every frame waiting in the rx lane.
+    pub fn recv(&mut self) -> Vec<(Vec<u8>, FrameMeta)> {
+        let mem = self.att.mem();
+        let mut rx = FrameReceiver::resume(
+            self.layout.rx.window(mem).unwrap(),
+            self.layout.rx.lane().unwrap(),
+            self.rx.take().unwrap(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        rx.poll().unwrap();
+        while let Some(f) = rx.next().unwrap() {
+            out.push((f.data.to_vec(), f.meta));
+        }
+        rx.release().unwrap();
+        rx.prepare_wait().unwrap();
+        self.rx = Some(rx.park());
+        out
+    }
+
+    /// Drops pending triggers.
+    pub fn drain_events(&mut self) {
+        let now = share_hal::platform::Clock::now_ns(&self.p);
+        let _ = self.p.wait(Some(now), &mut |_| {});
+    }
+
+    pub fn domid(&self) -> DomId {
+        share_hal::platform::Platform::domid(&self.p)
+    }
+}
+
+/// An Ethernet frame from `src` to `dst` of `len` bytes (IPv4 ethertype),
+/// the payload stamped with `tag`.
+pub fn eth(dst: [u8; 6], src: [u8; 6], len: usize, tag: u8) -> Vec<u8> {
+    let mut f = Vec::with_capacity(len);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    while f.len() < len {
+        f.push(tag);
+    }
+    f
+}
