@@ -8,6 +8,7 @@
 extern crate alloc;
 
 pub mod fdb;
+pub mod service;
 pub mod switch;
-#[cfg(test)]
+#[cfg(any(test, feature = "sim"))]
 pub mod testing;

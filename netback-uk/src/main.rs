@@ -1,9 +1,7 @@
 //! The netback-uk PVH image: boots, brings up the Xen platform, publishes
-//! its vdevice page and waits for work.
-//!
-//! The switch itself (the library of this crate) is wired in by its own
-//! issue; until then every vdevice change is refused with `EOPNOTSUPP`, so
-//! dom0's tool gets an honest answer instead of silence.
+//! its vdevice page, and runs the switch (the library of this crate):
+//! owner entries dom0 writes become ports, frames move between members'
+//! lanes, and per-port counters go to the console every 10 s.
 //!
 //! Only the image build (`cargo xtask images`, the one build with
 //! `panic = "abort"`) is the kernel; any other build of this binary (e.g.
@@ -20,10 +18,12 @@ fn main() {
 #[cfg(panic = "abort")]
 mod image_main {
 
+    use netback_uk::service::Netback;
+    use netback_uk::switch::SwitchConfig;
     use pvh_rt::image;
     use pvh_rt::{println, Runtime};
-    use share_hal::vdevice::Applied;
-    use share_hal::wire::vdevice::status;
+    use share_hal::platform::Clock;
+    use share_hal::xen::{shutdown, ShutdownReason};
 
     pvh_rt::entry!(main);
 
@@ -32,12 +32,21 @@ mod image_main {
             "netback-uk {}: xen-share multi-way LAN backend",
             env!("CARGO_PKG_VERSION")
         );
-        let mut d = image::bring_up(&rt, "netback-uk");
+        let image::Domain {
+            mut pvh, vdevice, ..
+        } = image::bring_up(&rt, "netback-uk");
+        let config = SwitchConfig {
+            // Keys the forwarding database's hash: unknown to members.
+            seed: pvh.now_ns() ^ 0x6e65_7462_6163_6b21,
+            ..SwitchConfig::default()
+        };
+        let mut nb = Netback::new(&pvh, vdevice, config);
         println!("netback-uk: ready");
-        image::serve(
-            &mut d,
-            &mut |_, _, _| Applied::Refused(status::EOPNOTSUPP),
-            &mut |_, port| log::warn!("trigger on unknown port {port}"),
-        )
+        loop {
+            if let Err(e) = nb.step(&mut pvh, &mut |line| println!("netback-uk: {line}")) {
+                log::error!("netback-uk: the switch loop failed: {e}");
+                shutdown(ShutdownReason::Crash)
+            }
+        }
     }
 }

@@ -107,6 +107,16 @@ impl<Pages: PageBlock> VdeviceBus<Pages> {
         p: &mut P,
         apply: &mut dyn FnMut(u32, &EntryRepr, &EntryRepr) -> Applied,
     ) -> Result<Option<Change>> {
+        self.poll_with(p, &mut |_, index, old, new| apply(index, old, new))
+    }
+
+    /// [`VdeviceBus::poll`] for a handler that needs the platform too (to
+    /// create or destroy shares).
+    pub fn poll_with<P: Platform<Pages = Pages>>(
+        &mut self,
+        p: &mut P,
+        apply: &mut dyn FnMut(&mut P, u32, &EntryRepr, &EntryRepr) -> Applied,
+    ) -> Result<Option<Change>> {
         let mem = self.page.mem();
         let serial = mem.load_u32(field::CHANGE_SERIAL.start, Ordering::Acquire)?;
         if serial == self.acked {
@@ -138,7 +148,7 @@ impl<Pages: PageBlock> VdeviceBus<Pages> {
                         (status::EINVAL, None)
                     }
                     Ok(new) => {
-                        let (code, share_ref) = match apply(index, &old, &new) {
+                        let (code, share_ref) = match apply(p, index, &old, &new) {
                             Applied::Ok { share_ref } => (status::OK, share_ref),
                             Applied::Refused(code) => (code, None),
                         };

@@ -1,0 +1,229 @@
+//! netback-uk as a domain: vdevice owner entries become switch ports, and
+//! one loop forwards frames, applies dom0's changes, and keeps house.
+//!
+//! The same code runs in the PVH image (Xen platform) and as a host
+//! program on the simulation; each shell only brings up its platform and
+//! publishes the vdevice page.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use share_hal::platform::{Platform, Port};
+use share_hal::vdevice::{Applied, VdeviceBus};
+use share_hal::wire::vdevice::{status, EntryRepr, Kind, Role};
+use share_hal::{Error, Result};
+
+use crate::fdb::{is_group, Mac, PortIndex};
+use crate::switch::{LanId, MacFmt, PortLink, PortSpec, Switch, SwitchConfig};
+
+/// Where an owner entry of kind network keeps the port's MAC and LAN id:
+/// the 8-byte `param` (entry bytes 24..32) holds the MAC in wire order in
+/// its first six bytes and the LAN id (u16, little-endian) in the last two
+/// (docs/protocol.md, "Network ports in vdevice entries").
+pub fn port_param(param: u64) -> (Mac, LanId) {
+    let b = param.to_le_bytes();
+    (
+        [b[0], b[1], b[2], b[3], b[4], b[5]],
+        u16::from_le_bytes([b[6], b[7]]),
+    )
+}
+
+/// The `param` of an owner entry for `mac` (all zero: the switch picks)
+/// on LAN `lan`.
+pub fn make_port_param(mac: Mac, lan: LanId) -> u64 {
+    let l = lan.to_le_bytes();
+    u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], l[0], l[1]])
+}
+
+/// The port an owner entry asks for, or the status refusing it.
+pub fn port_spec(e: &EntryRepr) -> core::result::Result<PortSpec, i32> {
+    match (e.kind, e.role) {
+        (Kind::Network, Role::Owner) => {}
+        // netback-uk serves LANs; it joins no share and serves no disk.
+        _ => return Err(status::ENODEV),
+    }
+    let (mac, lan) = port_param(e.param);
+    if is_group(&mac) || e.numpages < share_hal::wire::net::MIN_PAGES {
+        return Err(status::EINVAL);
+    }
+    Ok(PortSpec {
+        lan,
+        member: e.peer,
+        mac,
+        policy: e.subtype,
+        numpages: e.numpages,
+    })
+}
+
+fn status_of(e: &Error) -> i32 {
+    match e {
+        Error::InvalidArgument { .. } => status::EEXIST,
+        Error::NoSuchDomain { .. } => status::ENOENT,
+        Error::OutOfMemory | Error::GrantTableFull => status::ENOMEM,
+        Error::GrantInUse { .. } => status::EBUSY,
+        _ => status::EIO,
+    }
+}
+
+/// Applies one vdevice change to the switch (`VdeviceBus::poll`'s handler).
+pub fn apply<P: Platform>(
+    sw: &mut Switch<P>,
+    p: &mut P,
+    index: u32,
+    old: &EntryRepr,
+    new: &EntryRepr,
+) -> Applied {
+    let Ok(port) = PortIndex::try_from(index) else {
+        return Applied::Refused(status::EINVAL);
+    };
+    if new.kind == Kind::Empty {
+        if old.kind == Kind::Network && old.role == Role::Owner {
+            if let Err(e) = sw.remove_port(p, port) {
+                log::warn!(
+                    "entry {index}: removing the port of domain {}: {e}",
+                    old.peer
+                );
+            } else {
+                log::info!("entry {index}: port of domain {} removed", old.peer);
+            }
+        }
+        return Applied::Ok { share_ref: None };
+    }
+    if old.kind != Kind::Empty {
+        return Applied::Refused(status::EEXIST);
+    }
+    let spec = match port_spec(new) {
+        Ok(s) => s,
+        Err(code) => return Applied::Refused(code),
+    };
+    match sw.add_port(p, port, spec) {
+        Ok(r) => {
+            log::info!(
+                "entry {index}: LAN {} port for domain {} ({} pages, policy {:#x}), share_ref {}",
+                spec.lan,
+                spec.member,
+                spec.numpages,
+                spec.policy,
+                r.descriptor
+            );
+            Applied::Ok {
+                share_ref: Some(r.descriptor),
+            }
+        }
+        Err(e) => {
+            log::warn!(
+                "entry {index}: LAN {} port for domain {} refused: {e}",
+                spec.lan,
+                spec.member
+            );
+            Applied::Refused(status_of(&e))
+        }
+    }
+}
+
+/// How often the loop forgets aged addresses and retries revocations.
+const HOUSEKEEP_NS: u64 = 1_000_000_000;
+/// Rounds in a row before the loop looks at dom0's port again.
+const ROUNDS_PER_CHECK: u32 = 64;
+
+/// The netback-uk domain: its switch and its vdevice page.
+pub struct Netback<P: Platform> {
+    pub switch: Switch<P>,
+    pub bus: VdeviceBus<P::Pages>,
+    next_housekeep: u64,
+    next_report: u64,
+    /// Seconds between counter reports (0: never).
+    pub report_every_s: u64,
+    fired: Vec<Port>,
+}
+
+impl<P: Platform> Netback<P> {
+    pub fn new(p: &P, bus: VdeviceBus<P::Pages>, config: SwitchConfig) -> Self {
+        let now = p.now_ns();
+        Netback {
+            switch: Switch::new(config),
+            bus,
+            next_housekeep: now + HOUSEKEEP_NS,
+            next_report: now,
+            report_every_s: 10,
+            fired: Vec::new(),
+        }
+    }
+
+    /// Forwards until idle, then waits (at most until the next
+    /// housekeeping) for a trigger; applies a vdevice change if dom0
+    /// triggered. `report` receives periodic counter lines.
+    pub fn step(&mut self, p: &mut P, report: &mut dyn FnMut(&str)) -> Result<()> {
+        let mut busy = false;
+        for _ in 0..ROUNDS_PER_CHECK {
+            busy = self.switch.poll(p).busy;
+            if !busy {
+                break;
+            }
+        }
+        let now = p.now_ns();
+        // Busy: only collect what fired; idle: sleep until a trigger.
+        let deadline = if busy { now } else { self.next_housekeep };
+        self.fired.clear();
+        let fired = &mut self.fired;
+        match p.wait(Some(deadline), &mut |port| fired.push(port)) {
+            Ok(()) | Err(Error::TimedOut) => {}
+            Err(e) => return Err(e),
+        }
+        let vport = self.bus.port();
+        if self.fired.contains(&vport) {
+            let sw = &mut self.switch;
+            match self
+                .bus
+                .poll_with(p, &mut |p, i, old, new| apply(sw, p, i, old, new))
+            {
+                Ok(Some(c)) => log::info!(
+                    "vdevice change {} (entry {}): status {}",
+                    c.serial,
+                    c.index,
+                    c.status
+                ),
+                Ok(None) => {}
+                Err(e) => log::warn!("vdevice change could not be handled: {e}"),
+            }
+        }
+        let now = p.now_ns();
+        if now >= self.next_housekeep {
+            self.next_housekeep = now + HOUSEKEEP_NS;
+            let waiting = self.switch.housekeep(p);
+            if waiting > 0 {
+                log::debug!("{waiting} removed port(s) still mapped by their member");
+            }
+        }
+        if self.report_every_s > 0 && now >= self.next_report {
+            self.next_report = now + self.report_every_s * 1_000_000_000;
+            for line in self.report_lines() {
+                report(&line);
+            }
+        }
+        Ok(())
+    }
+
+    /// One line per port: state, frames and bytes each way, drops by cause.
+    pub fn report_lines(&self) -> Vec<String> {
+        self.switch
+            .ports()
+            .map(|q| {
+                let c = q.counters;
+                let state = match q.state {
+                    PortLink::Waiting => "waiting",
+                    PortLink::Up { .. } => "up",
+                    PortLink::Broken => "broken",
+                };
+                format!(
+                    "port {} lan {} dom {} {} {}: from-member {} frames {} B, to-member {} frames {} B, drops rx_full {} bad {} too_big {} spoof {} offload {}, lane errors {}",
+                    q.index, q.lan, q.member, MacFmt(q.mac), state,
+                    c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes,
+                    c.drop_rx_full, c.drop_bad_frame, c.drop_too_big, c.drop_spoof, c.drop_offload,
+                    c.lane_errors
+                )
+            })
+            .collect()
+    }
+}
