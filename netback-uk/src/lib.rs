@@ -10,5 +10,5 @@ extern crate alloc;
 pub mod fdb;
 pub mod service;
 pub mod switch;
-#[cfg(any(test, feature = "sim"))]
+#[cfg(any(test, feature = "sim", feature = "local"))]
 pub mod testing;

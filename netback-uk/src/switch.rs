@@ -743,32 +743,32 @@ mod tests {
     use super::*;
     use crate::testing::{eth, TestMember};
     use alloc::vec;
+    use share_hal::local::{LocalHost, LocalPlatform};
+    use share_hal::platform::EventChannels;
     use share_hal::share::Attached;
-    use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
 
     const BCAST: Mac = [0xff; 6];
 
+    type Member = TestMember<LocalPlatform>;
+
     struct Rig {
-        _broker: Broker,
-        p: SimPlatform,
-        sw: Switch<SimPlatform>,
-        path: std::path::PathBuf,
+        host: LocalHost,
+        p: LocalPlatform,
+        sw: Switch<LocalPlatform>,
     }
 
     impl Rig {
         fn new(config: SwitchConfig) -> Self {
-            let path = temp_socket_path("switch");
-            let broker = Broker::spawn(&path).unwrap();
-            let p = SimPlatform::connect(&path, 1).unwrap();
+            let host = LocalHost::new();
+            let p = host.domain(1);
             Rig {
-                _broker: broker,
+                host,
                 p,
                 sw: Switch::new(config),
-                path,
             }
         }
 
-        fn join(&mut self, index: PortIndex, lan: LanId, member: DomId, accept: u32) -> TestMember {
+        fn join(&mut self, index: PortIndex, lan: LanId, member: DomId, accept: u32) -> Member {
             let spec = PortSpec {
                 lan,
                 member,
@@ -777,7 +777,7 @@ mod tests {
                 numpages: 10,
             };
             let r = self.sw.add_port(&mut self.p, index, spec).unwrap();
-            let m = TestMember::join(SimPlatform::connect(&self.path, member).unwrap(), r, accept);
+            let m = TestMember::join(self.host.domain(member), r, accept);
             self.pump();
             assert!(m.link_up(), "port {index} up after the member said ready");
             m
@@ -928,9 +928,6 @@ mod tests {
         assert_eq!(tags(&b.recv()), [1, 2], "c's address is forgotten: flooded");
         att.detach(&mut p).unwrap();
         assert_eq!(rig.sw.housekeep(&mut rig.p), 0);
-        // The broker lets domain 4 connect again once it saw it go.
-        drop(p);
-        std::thread::sleep(std::time::Duration::from_millis(100));
         // c comes back on a new port; pinned address again.
         let mut c = rig.join(2, 1, 4, 0);
         a.send(&[eth(cmac, a.mac, 60, 3)], FrameMeta::default());
@@ -969,7 +966,7 @@ mod tests {
             numpages: 10,
         };
         let r = rig.sw.add_port(&mut rig.p, 0, spec).unwrap();
-        let mut p = SimPlatform::connect(&rig.path, 2).unwrap();
+        let mut p = rig.host.domain(2);
         let mut att = Attached::attach(&mut p, r).unwrap();
         let mem = att.mem();
         mem.store_u32(
@@ -1034,5 +1031,117 @@ mod tests {
         assert_eq!(tags(&b.recv()), [1, 2]);
         assert_eq!(tags(&c.recv()), [2]);
         assert_eq!(rig.counters(2).drop_too_big, 1);
+    }
+
+    /// A member scribbling its own share: slot garbage, endless MORE
+    /// chains, indexes out of range on both lanes. The switch never
+    /// panics, breaks only that port, and the others keep forwarding.
+    #[test]
+    fn hostile_members_hurt_only_themselves() {
+        use share_hal::wire::lane_header as lh;
+        let mut rig = Rig::new(SwitchConfig::default());
+        let mut a = rig.join(0, 1, 2, 0);
+        let mut b = rig.join(1, 1, 3, 0);
+        let mut h = rig.join(2, 1, 4, 0);
+        let lay = h.layout;
+        let hport = h.att.port().unwrap();
+        let mem = h.att.mem();
+        let check_good = |rig: &mut Rig, a: &mut Member, b: &mut Member, tag: u8| {
+            a.send(&[eth(b.mac, a.mac, 60, tag)], FrameMeta::default());
+            rig.pump();
+            assert_eq!(tags(&b.recv()), [tag]);
+        };
+        // Garbage slots behind an honest index: every header byte random.
+        let mut x = 0x1234_5678u32;
+        for k in 0..lay.tx.slot_count {
+            let off = lay.tx.slot_offset(k);
+            for w in 0..16 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                mem.write_u32(off + 4 * w, x).unwrap();
+            }
+        }
+        mem.store_u32(
+            lay.tx.header + lh::PROD,
+            lay.tx.slot_count,
+            Ordering::Release,
+        )
+        .unwrap();
+        h.p.notify(hport).unwrap();
+        rig.pump();
+        check_good(&mut rig, &mut a, &mut b, 1);
+        let hc = rig.counters(2);
+        assert!(hc.drop_bad_frame > 0, "{hc:?}");
+        assert_eq!(hc.lane_errors, 0);
+        // MORE forever: each slot says the frame goes on.
+        for round in 1..4u32 {
+            for k in 0..lay.tx.slot_count {
+                let off = lay.tx.slot_offset(k);
+                mem.write_u16(off, 2032).unwrap();
+                mem.write_u16(off + 2, net::flags::MORE).unwrap();
+            }
+            let prod = lay.tx.slot_count * (round + 1);
+            mem.store_u32(lay.tx.header + lh::PROD, prod, Ordering::Release)
+                .unwrap();
+            h.p.notify(hport).unwrap();
+            rig.pump();
+            check_good(&mut rig, &mut a, &mut b, 1 + round as u8);
+        }
+        // The rx lane's consumer index beyond what was produced: broken
+        // as soon as the switch has to deliver to it.
+        mem.store_u32(lay.rx.header + lh::CONS, 1000, Ordering::Release)
+            .unwrap();
+        a.send(&[eth([0xff; 6], a.mac, 60, 9)], FrameMeta::default());
+        rig.pump();
+        assert_eq!(tags(&b.recv()), [9]);
+        assert_eq!(rig.sw.ports().nth(2).unwrap().state, PortLink::Broken);
+        check_good(&mut rig, &mut a, &mut b, 10);
+        // A second hostile port: tx producer a ring and more ahead.
+        let mut g = rig.join(3, 1, 5, 0);
+        let gl = g.layout;
+        g.att
+            .mem()
+            .store_u32(gl.tx.header + lh::PROD, 1 << 20, Ordering::Release)
+            .unwrap();
+        g.att.trigger(&mut g.p).unwrap();
+        rig.pump();
+        assert_eq!(rig.sw.ports().nth(3).unwrap().state, PortLink::Broken);
+        assert_eq!(rig.counters(3).lane_errors, 1);
+        check_good(&mut rig, &mut a, &mut b, 11);
+        // Broken ports are removed like any other.
+        rig.sw.remove_port(&mut rig.p, 2).unwrap();
+        rig.sw.remove_port(&mut rig.p, 3).unwrap();
+        check_good(&mut rig, &mut a, &mut b, 12);
+    }
+
+    /// A member flooding with every slot it has does not starve another
+    /// sender: each round reads at most `budget` frames of each port.
+    #[test]
+    fn a_flooding_member_does_not_starve_the_others() {
+        let mut rig = Rig::new(SwitchConfig {
+            budget: 4,
+            ..SwitchConfig::default()
+        });
+        let mut a = rig.join(0, 1, 2, 0);
+        let mut f = rig.join(1, 1, 3, 0);
+        let mut c = rig.join(2, 1, 4, 0);
+        let (mut from_a, mut from_f) = (0, 0);
+        for _ in 0..50 {
+            // f keeps its 8-slot lane full; a sends one frame a round.
+            f.send(&vec![eth(c.mac, f.mac, 60, 2); 8], FrameMeta::default());
+            a.send(&[eth(c.mac, a.mac, 60, 1)], FrameMeta::default());
+            rig.sw.poll(&mut rig.p);
+            for t in tags(&c.recv()) {
+                if t == 1 {
+                    from_a += 1;
+                } else {
+                    from_f += 1;
+                }
+            }
+        }
+        assert_eq!(from_a, 50, "every frame of the quiet sender got through");
+        assert_eq!(from_f, 200, "the flooder got its budget, no more");
+        assert_eq!(rig.counters(2).drop_rx_full, 0);
     }
 }

@@ -1,28 +1,28 @@
-//! Test members: a member domain's side of a net share on the host
-//! simulation, driven by hand from tests (and the benchmark).
+//! Test members: a member domain's side of a net share, driven by hand
+//! from tests, the fuzz target and the benchmark, on any platform (the
+//! simulation across processes, the local platform in one thread).
 
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 use share_hal::frames::{FrameMeta, FrameReceiver, FrameSender, ParkedReceiver, ParkedSender};
 use share_hal::lane::{Consumer, Producer};
-use share_hal::platform::{DomId, EventChannels};
+use share_hal::platform::{DomId, Platform};
 use share_hal::share::{Attached, ShareRef};
-use share_hal::sim::SimPlatform;
 use share_hal::wire::net::{self, field, Control, ControlRepr, FrameAssembler, NetLayout};
 
-pub struct TestMember {
-    pub p: SimPlatform,
-    pub att: Attached<SimPlatform>,
+pub struct TestMember<P: Platform> {
+    pub p: P,
+    pub att: Attached<P>,
     pub layout: NetLayout,
     pub mac: [u8; 6],
     tx: Option<ParkedSender>,
     rx: Option<ParkedReceiver>,
 }
 
-impl TestMember {
+impl<P: Platform> TestMember<P> {
     /// Attaches, accepts `accept` of the offer, says READY and triggers.
-    pub fn join(mut p: SimPlatform, r: ShareRef, accept: u32) -> Self {
+    pub fn join(mut p: P, r: ShareRef, accept: u32) -> Self {
         let mut att = Attached::attach(&mut p, r).unwrap();
         let layout = NetLayout::new(att.numpages() as u32).unwrap();
         let mem = att.mem();
@@ -78,6 +78,15 @@ impl TestMember {
 
     /// Sends frames; returns how many fit.
     pub fn send(&mut self, frames: &[Vec<u8>], meta: FrameMeta) -> usize {
+        self.send_with(frames.len(), |k| (&frames[k][..], meta))
+    }
+
+    /// Sends `n` frames that `frame(k)` gives; returns how many fit.
+    pub fn send_with<'f>(
+        &mut self,
+        n: usize,
+        mut frame: impl FnMut(usize) -> (&'f [u8], FrameMeta),
+    ) -> usize {
         let mem = self.att.mem();
         let mut tx = FrameSender::resume(
             self.layout.tx.window(mem).unwrap(),
@@ -85,23 +94,31 @@ impl TestMember {
             self.tx.take().unwrap(),
         )
         .unwrap();
-        let mut n = 0;
-        for f in frames {
+        let mut sent = 0;
+        while sent < n {
+            let (f, meta) = frame(sent);
             if !tx.send(f, meta).unwrap() {
                 break;
             }
-            n += 1;
+            sent += 1;
         }
         let kick = tx.publish().unwrap();
         self.tx = Some(tx.park());
         if kick {
             self.att.trigger(&mut self.p).unwrap();
         }
-        n
+        sent
     }
 
     /// Every frame waiting in the rx lane.
     pub fn recv(&mut self) -> Vec<(Vec<u8>, FrameMeta)> {
+        let mut out = Vec::new();
+        self.recv_with(|f, m| out.push((f.to_vec(), m)));
+        out
+    }
+
+    /// Hands every frame waiting in the rx lane to `f`; returns how many.
+    pub fn recv_with(&mut self, mut f: impl FnMut(&[u8], FrameMeta)) -> usize {
         let mem = self.att.mem();
         let mut rx = FrameReceiver::resume(
             self.layout.rx.window(mem).unwrap(),
@@ -109,25 +126,20 @@ impl TestMember {
             self.rx.take().unwrap(),
         )
         .unwrap();
-        let mut out = Vec::new();
+        let mut n = 0;
         rx.poll().unwrap();
-        while let Some(f) = rx.next().unwrap() {
-            out.push((f.data.to_vec(), f.meta));
+        while let Some(frame) = rx.next().unwrap() {
+            f(frame.data, frame.meta);
+            n += 1;
         }
         rx.release().unwrap();
         rx.prepare_wait().unwrap();
         self.rx = Some(rx.park());
-        out
-    }
-
-    /// Drops pending triggers.
-    pub fn drain_events(&mut self) {
-        let now = share_hal::platform::Clock::now_ns(&self.p);
-        let _ = self.p.wait(Some(now), &mut |_| {});
+        n
     }
 
     pub fn domid(&self) -> DomId {
-        share_hal::platform::Platform::domid(&self.p)
+        self.p.domid()
     }
 }
 

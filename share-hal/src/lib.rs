@@ -9,6 +9,8 @@
 //! Platforms:
 //! - [`sim`] (feature `sim`): domains as ordinary Linux processes, for tests
 //!   and benchmarks on any machine.
+//! - [`local`] (feature `local`): domains in one process and one thread,
+//!   for fuzzing and measuring protocol code without a broker.
 //! - Xen PVH (the unikernel runtime) and Linux userspace on Xen (`/dev/xen/*`)
 //!   implement the same traits.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
@@ -24,6 +26,9 @@ pub mod share;
 pub mod vdevice;
 pub mod volatile;
 pub mod wire;
+
+#[cfg(any(feature = "local", test))]
+pub mod local;
 
 #[cfg(feature = "sim")]
 pub mod sim;
