@@ -1,0 +1,189 @@
+//! The switch core alone: ns per forwarded frame, single thread, no
+//! processes (share-hal's local platform), next to a same-run copy of the
+//! same bytes (plain memcpy and the volatile copy shared pages need).
+//!
+//! Members fill their tx lanes and drain their rx lanes outside the timed
+//! region; only `Switch::poll` is timed: reading each frame out of the
+//! source's tx slots into a private buffer, learning and looking up the
+//! MAC table, writing the frame into the destination's rx slots,
+//! publishing, triggering.
+//!
+//! `cargo xtask bench net` runs it; by hand:
+//! `cargo run --release -p netback-uk --features local --example switch-bench -- [--secs S] [--json PATH]`
+
+#[cfg(not(feature = "local"))]
+fn main() {
+    eprintln!("switch-bench needs the `local` feature: --features netback-uk/local");
+    std::process::exit(2);
+}
+
+#[cfg(feature = "local")]
+fn main() {
+    bench::main()
+}
+
+#[cfg(feature = "local")]
+mod bench {
+    use std::hint::black_box;
+    use std::time::{Duration, Instant};
+
+    use netback_uk::switch::{PortSpec, Switch, SwitchConfig};
+    use netback_uk::testing::{eth, TestMember};
+    use share_hal::frames::FrameMeta;
+    use share_hal::local::{LocalHost, LocalPlatform};
+    use share_hal::SharedMem;
+
+    /// The vdevice tool's default net share: 128 slots per lane.
+    const PAGES: u32 = 258;
+
+    struct Case {
+        size: usize,
+        flows: usize,
+        ns_per_frame: f64,
+        memcpy_ns: f64,
+        volatile_ns: f64,
+    }
+
+    fn opts() -> (f64, Option<String>) {
+        let mut secs = 1.0;
+        let mut json = None;
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "--secs" => secs = args.next().and_then(|v| v.parse().ok()).unwrap_or(secs),
+                "--json" => json = args.next(),
+                _ => {
+                    eprintln!("usage: switch-bench [--secs S] [--json PATH]");
+                    std::process::exit(2);
+                }
+            }
+        }
+        (secs, json)
+    }
+
+    /// `flows` sender/receiver pairs on one LAN; each round every sender
+    /// fills its lane with `size`-byte frames to its receiver.
+    fn switched(size: usize, flows: usize, secs: f64) -> f64 {
+        let host = LocalHost::new();
+        let mut p = host.domain(1);
+        let mut sw: Switch<LocalPlatform> = Switch::new(SwitchConfig::default());
+        let mut members = Vec::new();
+        for k in 0..2 * flows {
+            let spec = PortSpec {
+                lan: 1,
+                member: 2 + k as u16,
+                mac: [0; 6],
+                policy: 0,
+                numpages: PAGES,
+            };
+            let r = sw.add_port(&mut p, k as u16, spec).unwrap();
+            members.push(TestMember::join(host.domain(2 + k as u16), r, 0));
+        }
+        while sw.poll(&mut p).busy {}
+        let frames: Vec<Vec<u8>> = (0..flows)
+            .map(|f| eth(members[2 * f + 1].mac, members[2 * f].mac, size, f as u8))
+            .collect();
+        let mut timed = Duration::ZERO;
+        let mut forwarded = 0u64;
+        let wall = Instant::now();
+        while wall.elapsed().as_secs_f64() < secs {
+            for f in 0..flows {
+                let frame = &frames[f];
+                members[2 * f].send_with(usize::MAX, |_| (&frame[..], FrameMeta::default()));
+            }
+            let t = Instant::now();
+            loop {
+                let r = sw.poll(&mut p);
+                forwarded += r.frames;
+                if !r.busy {
+                    break;
+                }
+            }
+            timed += t.elapsed();
+            for f in 0..flows {
+                members[2 * f + 1].recv_with(|d, _| {
+                    black_box(d);
+                });
+            }
+        }
+        let drops: u64 = sw.ports().map(|q| q.counters.drop_rx_full).sum();
+        assert_eq!(drops, 0, "the bench must not overrun the receivers");
+        timed.as_nanos() as f64 / forwarded as f64
+    }
+
+    fn copy_ns(size: usize, volatile: bool) -> f64 {
+        let src = vec![7u8; size];
+        let mut dst = vec![0u64; size / 8 + 2];
+        let n = 2_000_000usize.min(400_000_000 / size.max(1));
+        let t = Instant::now();
+        if volatile {
+            let mem = SharedMem::from_slice(bytemuck_bytes(&mut dst));
+            for _ in 0..n {
+                mem.write_from(0, black_box(&src)).unwrap();
+                black_box(&mem);
+            }
+        } else {
+            let d = bytemuck_bytes(&mut dst);
+            for _ in 0..n {
+                d[..size].copy_from_slice(black_box(&src));
+                black_box(&d);
+            }
+        }
+        t.elapsed().as_nanos() as f64 / n as f64
+    }
+
+    fn bytemuck_bytes(v: &mut [u64]) -> &mut [u8] {
+        let len = v.len() * 8;
+        // SAFETY: u64 has no invalid bit patterns and u8 no alignment.
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), len) }
+    }
+
+    pub fn main() {
+        let (secs, json) = opts();
+        let mut cases = Vec::new();
+        for size in [64usize, 1500] {
+            for flows in [1usize, 4] {
+                cases.push(Case {
+                    size,
+                    flows,
+                    ns_per_frame: switched(size, flows, secs),
+                    memcpy_ns: copy_ns(size, false),
+                    volatile_ns: copy_ns(size, true),
+                });
+            }
+        }
+        println!("switch core alone (one thread, local platform, {PAGES}-page shares)");
+        println!(
+            "{:>6} {:>5} {:>12} {:>14} {:>16} {:>18}",
+            "bytes", "flows", "ns/frame", "M frames/s", "memcpy ns", "volatile copy ns"
+        );
+        for c in &cases {
+            println!(
+                "{:>6} {:>5} {:>12.1} {:>14.2} {:>16.1} {:>18.1}",
+                c.size,
+                c.flows,
+                c.ns_per_frame,
+                1e3 / c.ns_per_frame,
+                c.memcpy_ns,
+                c.volatile_ns
+            );
+        }
+        if let Some(path) = json {
+            let rows: Vec<String> = cases
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{{\"bytes\":{},\"flows\":{},\"ns_per_frame\":{:.2},\"mframes_per_s\":{:.3},\"memcpy_ns\":{:.2},\"volatile_copy_ns\":{:.2}}}",
+                        c.size, c.flows, c.ns_per_frame, 1e3 / c.ns_per_frame, c.memcpy_ns, c.volatile_ns
+                    )
+                })
+                .collect();
+            let body = format!("{{\"switch_core\":[{}]}}\n", rows.join(","));
+            if let Some(dir) = std::path::Path::new(&path).parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            std::fs::write(&path, body).expect("writing the JSON");
+            println!("wrote {path}");
+        }
+    }
+}

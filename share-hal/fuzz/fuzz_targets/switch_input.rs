@@ -1,0 +1,151 @@
+//! netback-uk's switch against members that do anything to their own
+//! shares: send frames of any bytes and length, rewrite any word of their
+//! share (lane indexes, slot headers, control fields) between switch
+//! rounds, come and go. The switch must never panic, and its forwarding
+//! rules must hold whatever the members do:
+//! - every frame a member receives is within its negotiated maximum;
+//! - nothing crosses LANs: members 0..=2 share LAN 1, member 3 is alone on
+//!   LAN 2, so member 3 never receives a frame and no LAN 1 member ever
+//!   receives a frame with member 3's MAC as source;
+//! - a frame is never delivered back to the port that sent it (a port's
+//!   own pinned MAC as source is never seen by that port).
+//!
+//! Input: a script of ops, each a byte and its operands:
+//! 0 k len <bytes>: member k sends a frame (min 14 bytes, a valid
+//!   Ethernet header is not required);
+//! 1 k off:u16 val:u32: member k writes a word of its share;
+//! 2: a switch round; 3 k: member k drains its rx lane and checks it;
+//! 4: time moves 400 s (addresses age out); 5 k: member k's port is
+//! removed and made again.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use netback_uk::fdb::Mac;
+use netback_uk::switch::{PortSpec, Switch, SwitchConfig, IMPLEMENTED};
+use netback_uk::testing::TestMember;
+use share_hal::frames::FrameMeta;
+use share_hal::local::{LocalHost, LocalPlatform};
+use share_hal::platform::EventChannels;
+use share_hal::platform::PAGE_SIZE;
+
+const MEMBERS: usize = 4;
+const PAGES: u32 = 6;
+
+fn spec(k: usize) -> PortSpec {
+    PortSpec {
+        lan: if k == 3 { 2 } else { 1 },
+        member: 2 + k as u16,
+        mac: [0; 6],
+        policy: IMPLEMENTED,
+        numpages: PAGES,
+    }
+}
+
+fn join(
+    host: &LocalHost,
+    sw: &mut Switch<LocalPlatform>,
+    p: &mut LocalPlatform,
+    k: usize,
+    accept: u32,
+) -> TestMember<LocalPlatform> {
+    let r = sw.add_port(p, k as u16, spec(k)).expect("port");
+    TestMember::join(host.domain(2 + k as u16), r, accept)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let host = LocalHost::new();
+    let mut p = host.domain(1);
+    let mut sw = Switch::new(SwitchConfig {
+        budget: 4,
+        ..SwitchConfig::default()
+    });
+    // Members accept different feature sets: 0 all, 1 none, 2 jumbo, 3 all.
+    let accepts = [IMPLEMENTED, 0, share_hal::wire::net::features::JUMBO, IMPLEMENTED];
+    let mut members: Vec<Option<TestMember<LocalPlatform>>> = (0..MEMBERS)
+        .map(|k| Some(join(&host, &mut sw, &mut p, k, accepts[k])))
+        .collect();
+    let macs: Vec<Mac> = members.iter().map(|m| m.as_ref().unwrap().mac).collect();
+    let max_frame = |k: usize| if accepts[k] & share_hal::wire::net::features::JUMBO != 0 { 9018 } else { 1518 };
+    sw.poll(&mut p);
+
+    let mut ops = data.iter().copied();
+    let mut frame = Vec::new();
+    while let Some(op) = ops.next() {
+        match op % 6 {
+            0 => {
+                let (Some(k), Some(l1), Some(l2)) = (ops.next(), ops.next(), ops.next()) else { break };
+                let k = usize::from(k) % MEMBERS;
+                let len = 14 + (usize::from(u16::from_le_bytes([l1, l2])) % 9100);
+                frame.clear();
+                // The member's own MAC as source most of the time, so
+                // frames are forwarded; the rest is input bytes.
+                frame.extend_from_slice(&[0xff; 6]);
+                frame.extend_from_slice(&macs[k]);
+                while frame.len() < len {
+                    frame.push(ops.next().unwrap_or(0));
+                }
+                if l1 & 1 == 1 {
+                    frame[..6].copy_from_slice(&macs[usize::from(l2) % MEMBERS]);
+                }
+                if l1 & 2 == 2 {
+                    frame[6..12].copy_from_slice(&macs[usize::from(l2 >> 2) % MEMBERS]);
+                }
+                if let Some(m) = members[k].as_mut() {
+                    if frame.len() <= max_frame(k) {
+                        m.send(&[frame.clone()], FrameMeta::default());
+                    }
+                }
+            }
+            1 => {
+                let (Some(k), Some(o1), Some(o2)) = (ops.next(), ops.next(), ops.next()) else { break };
+                let v: Vec<u8> = ops.by_ref().take(4).collect();
+                let Ok(v) = <[u8; 4]>::try_from(v) else { break };
+                let k = usize::from(k) % MEMBERS;
+                let off = (usize::from(u16::from_le_bytes([o1, o2])) * 4) % (PAGES as usize * PAGE_SIZE);
+                if let Some(m) = members[k].as_mut() {
+                    let _ = m.att.mem().write_u32(off, u32::from_le_bytes(v));
+                    if let Some(port) = m.att.port() {
+                        let _ = m.p.notify(port);
+                    }
+                }
+            }
+            2 => {
+                sw.poll(&mut p);
+            }
+            3 => {
+                let Some(k) = ops.next() else { break };
+                let k = usize::from(k) % MEMBERS;
+                let own = macs[k];
+                let max = max_frame(k);
+                if let Some(m) = members[k].as_mut() {
+                    m.recv_with(|f, _| {
+                        assert!(f.len() <= max, "frame of {} bytes for a port of max {max}", f.len());
+                        assert!(k != 3, "the lone member of LAN 2 received a frame");
+                        assert!(f[6..12] != macs[3], "a frame crossed from LAN 2 to LAN 1");
+                        assert!(f[6..12] != own, "a frame came back to its sender");
+                    });
+                }
+            }
+            4 => {
+                host.advance(400_000_000_000);
+                sw.housekeep(&mut p);
+            }
+            _ => {
+                let Some(k) = ops.next() else { break };
+                let k = usize::from(k) % MEMBERS;
+                if let Some(m) = members[k].take() {
+                    let _ = sw.remove_port(&mut p, k as u16);
+                    let TestMember { mut p, att, .. } = m;
+                    let _ = att.detach(&mut p);
+                    sw.housekeep(&mut host.domain(1));
+                    members[k] = Some(join(&host, &mut sw, &mut host.domain(1), k, accepts[k]));
+                }
+            }
+        }
+    }
+    // Whatever happened, a final round and the teardown must not panic.
+    sw.poll(&mut p);
+    for k in 0..MEMBERS {
+        let _ = sw.remove_port(&mut p, k as u16);
+    }
+});
