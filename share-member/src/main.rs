@@ -6,7 +6,9 @@ use share_hal::linux::LinuxXen;
 use share_hal::sim::{SimPlatform, SimStore};
 use share_hal::wire::net::features;
 
-use share_member::host::{Host, KeyStore};
+use std::os::fd::OwnedFd;
+
+use share_member::host::{Host, KeyStore, OwnerLock};
 use share_member::member::{signal_fd, Config, Member};
 use share_member::xenbus::XenBus;
 
@@ -69,11 +71,14 @@ struct Cli {
     lock: Option<PathBuf>,
 }
 
-fn run<H: Host>(p: H, keys: KeyStore, cfg: Config) -> Result<(), String> {
-    // Signals are blocked before anything is published, so none can end
-    // the process between publishing and cleaning up.
-    let signals = signal_fd().map_err(|e| format!("signalfd: {e}"))?;
-    Member::start(p, keys, cfg)?.run(&signals)
+fn run<H: Host>(
+    p: H,
+    keys: KeyStore,
+    lock: OwnerLock,
+    signals: OwnedFd,
+    cfg: Config,
+) -> Result<(), String> {
+    Member::start(p, keys, lock, cfg)?.run(&signals)
 }
 
 fn xen_domid(xs: &mut XenBus) -> Result<u16, String> {
@@ -106,16 +111,22 @@ fn main_() -> Result<(), String> {
         accept,
         lock: cli.lock,
     };
+    // Signals are blocked before anything is claimed or published, so
+    // none can end the process between publishing and cleaning up.
+    let signals = signal_fd().map_err(|e| format!("signalfd: {e}"))?;
     match cli.sim {
         Some(sock) => {
             let domid = cli.domid.ok_or("--sim needs --domid")?;
-            let p = SimPlatform::connect(&sock, domid)
-                .map_err(|e| format!("joining the simulation at {}: {e}", sock.display()))?;
-            let keys = KeyStore::Sim {
+            let mut keys = KeyStore::Sim {
                 store: SimStore::for_broker(&sock),
                 domid,
             };
-            run(p, keys, cfg)
+            let mut lock = Member::<SimPlatform>::claim(&mut keys, &cfg)?;
+            let p = SimPlatform::connect(&sock, domid).map_err(|e| {
+                lock.release();
+                format!("joining the simulation at {}: {e}", sock.display())
+            })?;
+            run(p, keys, lock, signals, cfg)
         }
         None => {
             let mut xs = XenBus::open().map_err(|e| format!("xenstore: {e}"))?;
@@ -123,8 +134,13 @@ fn main_() -> Result<(), String> {
                 Some(d) => d,
                 None => xen_domid(&mut xs)?,
             };
-            let p = LinuxXen::open(domid).map_err(|e| e.to_string())?;
-            run(p, KeyStore::Xen(xs), cfg)
+            let mut keys = KeyStore::Xen(xs);
+            let mut lock = Member::<LinuxXen>::claim(&mut keys, &cfg)?;
+            let p = LinuxXen::open(domid).map_err(|e| {
+                lock.release();
+                e.to_string()
+            })?;
+            run(p, keys, lock, signals, cfg)
         }
     }
 }

@@ -70,15 +70,15 @@ pub struct Member<H: Host> {
 }
 
 impl<H: Host> Member<H> {
-    /// Becomes the owner of the domain's vdevice page: takes the owner
-    /// lock (refusing if the page has a live owner), creates the page and
-    /// publishes the bootstrap key.
-    pub fn start(mut p: H, mut keys: KeyStore, cfg: Config) -> Result<Self, String> {
+    /// Claims the domain's vdevice page: takes the owner lock, refusing
+    /// if the page has a live owner (see [`OwnerLock`]). Done before the
+    /// platform is opened, so a second member is told why it cannot run.
+    pub fn claim(keys: &mut KeyStore, cfg: &Config) -> Result<OwnerLock, String> {
         if cfg.entries == 0 || cfg.entries > MAX_ENTRIES {
             return Err(format!("--entries must be 1..={MAX_ENTRIES}"));
         }
         let lock_path = cfg.lock.clone().unwrap_or_else(|| keys.default_lock_path());
-        let (mut lock, found) = OwnerLock::acquire(&lock_path, || keys.read())?;
+        let (lock, found) = OwnerLock::acquire(&lock_path, || keys.read())?;
         if let Found::Stale(pid) = found {
             eprintln!(
                 "share-member: {} was left by a share-member that is gone{}; taking over",
@@ -86,6 +86,17 @@ impl<H: Host> Member<H> {
                 pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
             );
         }
+        Ok(lock)
+    }
+
+    /// Becomes the owner of the domain's vdevice page under `lock` (from
+    /// [`Member::claim`]): creates the page and publishes the bootstrap key.
+    pub fn start(
+        mut p: H,
+        mut keys: KeyStore,
+        mut lock: OwnerLock,
+        cfg: Config,
+    ) -> Result<Self, String> {
         let bus = match p.create_bus(cfg.entries) {
             Ok(b) => b,
             Err(e) => {
