@@ -29,7 +29,8 @@ use share_hal::share::{Share, ShareRef};
 use share_hal::sim::{temp_socket_path, Broker, SimPlatform, SimStore};
 use share_hal::vdevice::VdeviceClient;
 use share_hal::wire::net::{
-    features, field, Control, ControlRepr, NetLayout, CONTROL_LEN, LINK_UP, MEMBER_READY, SLOT_SIZE,
+    features, field, Control, ControlRepr, NetLayout, CONTROL_LEN, LINK_DOWN, LINK_UP,
+    MEMBER_READY, SLOT_SIZE,
 };
 use share_hal::wire::vdevice::{status, Bootstrap, EntryRepr, Kind, Role, BOOTSTRAP_KEY};
 
@@ -200,6 +201,15 @@ fn helper_role() -> bool {
 
 // ---- the stand-in switch ----------------------------------------------------
 
+/// What the test asks of the hub, by port index.
+enum HubCmd {
+    /// Set the port's link_state.
+    Link(usize, bool),
+    /// Act as a broken switch on that port: claim a thousand frames more
+    /// in its rx lane than the lane holds.
+    BreakRx(usize),
+}
+
 /// One port of the hub: the share it owns for a member.
 struct HubPort {
     member: DomId,
@@ -208,11 +218,14 @@ struct HubPort {
     tx: ConsumerState,
     rx: ProducerState,
     ready: bool,
+    /// Set by [`HubCmd::BreakRx`]: the hub no longer produces into it.
+    broken: bool,
 }
 
 /// Test scaffolding, not the switch: a 2-port hub, see the file comment.
 struct TestHub {
     stop: Arc<AtomicBool>,
+    cmds: mpsc::Sender<HubCmd>,
     thread: Option<std::thread::JoinHandle<Result<u64, String>>>,
 }
 
@@ -220,20 +233,26 @@ impl TestHub {
     /// Starts the hub as domain 1; returns it and each member's share_ref.
     fn start(sock: &Path) -> (TestHub, Vec<ShareRef>) {
         let (refs_tx, refs_rx) = mpsc::channel();
+        let (cmds, cmds_rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let sock = sock.to_path_buf();
-        let thread = std::thread::spawn(move || hub_main(&sock, refs_tx, &stop2));
+        let thread = std::thread::spawn(move || hub_main(&sock, refs_tx, cmds_rx, &stop2));
         let refs = refs_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("hub created its shares");
         (
             TestHub {
                 stop,
+                cmds,
                 thread: Some(thread),
             },
             refs,
         )
+    }
+
+    fn send(&self, cmd: HubCmd) {
+        self.cmds.send(cmd).expect("hub running");
     }
 
     fn stop(&mut self) -> Result<u64, String> {
@@ -285,6 +304,7 @@ fn hub_port(p: &mut SimPlatform, member: DomId) -> Result<(HubPort, ShareRef), S
             tx,
             rx,
             ready: false,
+            broken: false,
         },
         r,
     ))
@@ -293,6 +313,7 @@ fn hub_port(p: &mut SimPlatform, member: DomId) -> Result<(HubPort, ShareRef), S
 fn hub_main(
     sock: &Path,
     refs: mpsc::Sender<Vec<ShareRef>>,
+    cmds: mpsc::Receiver<HubCmd>,
     stop: &AtomicBool,
 ) -> Result<u64, String> {
     let e = |e: share_hal::Error| e.to_string();
@@ -318,6 +339,29 @@ fn hub_main(
             }
         }
         again = false;
+        while let Ok(cmd) = cmds.try_recv() {
+            let (i, link) = match cmd {
+                HubCmd::Link(i, up) => (i, Some(up)),
+                HubCmd::BreakRx(i) => (i, None),
+            };
+            let port = ports.get_mut(i).ok_or("no such hub port")?;
+            let mem = port.share.mem();
+            match link {
+                Some(up) => {
+                    let v = if up { LINK_UP } else { LINK_DOWN };
+                    mem.store_u32(field::LINK_STATE.start, v, Ordering::Release)
+                        .map_err(e)?;
+                }
+                None => {
+                    port.broken = true;
+                    let at = port.layout.rx.header + share_hal::lane::header::PROD;
+                    let prod = mem.load_u32(at, Ordering::Relaxed).map_err(e)?;
+                    mem.store_u32(at, prod.wrapping_add(1000), Ordering::Release)
+                        .map_err(e)?;
+                }
+            }
+            let _ = port.share.trigger(&mut p, port.member);
+        }
         // Readiness: the link goes up once the member says it is ready.
         for port in ports.iter_mut() {
             let ctl = port.share.mem();
@@ -358,7 +402,7 @@ fn hub_main(
             let n = cons.poll().map_err(e)?;
             let mut full = false;
             for _ in 0..n {
-                if dst.ready {
+                if dst.ready && !dst.broken {
                     if !prod.reserve(1).map_err(e)? {
                         full = true;
                         break;
@@ -523,6 +567,38 @@ fn tagged(out: &str, tag: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Waits for member `d`'s TAP device in `ns` with carrier, checks its MAC
+/// and MTU, and gives it its address.
+fn plugged(ns: &str, d: DomId) {
+    let link = wait_for("the TAP device with carrier", 10, || {
+        ip(&["-n", ns, "link", "show", "xsn0"])
+            .ok()
+            .filter(|s| s.contains("LOWER_UP"))
+    });
+    let mac = mac_of(d)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    assert!(link.contains(&mac), "MAC {mac} not set: {link}");
+    assert!(link.contains("mtu 1500"), "{link}");
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{}/24", ip_of(d)),
+        "dev",
+        "xsn0",
+    ])
+    .unwrap();
+}
+
+fn ping_ok(ns: &str, to: Ipv4Addr) {
+    let out = run(&mut helper(ns, "ping", to)).unwrap();
+    assert_eq!(tagged(&out, "PING "), "PING 3", "{ns} pinging {to}: {out}");
+}
+
 fn skip_reason() -> Option<String> {
     // SAFETY: a plain getter.
     if unsafe { libc::geteuid() } != 0 {
@@ -608,8 +684,10 @@ fn two_members_ping_and_move_tcp_data_through_a_stand_in_hub() {
     // dom0 connects each member to the hub (the hub's owner entries are
     // what netback-uk acknowledges; here the hub made the shares itself).
     let mut dom0 = SimPlatform::connect(&sock, 0).unwrap();
-    for (&d, r) in MEMBERS.iter().zip(&refs) {
-        let entry = EntryRepr {
+    let entries: Vec<EntryRepr> = MEMBERS
+        .iter()
+        .zip(&refs)
+        .map(|(&d, r)| EntryRepr {
             kind: Kind::Network,
             role: Role::Member,
             peer: HUB,
@@ -620,45 +698,17 @@ fn two_members_ping_and_move_tcp_data_through_a_stand_in_hub() {
                 b
             }),
             ..EntryRepr::EMPTY
-        };
-        let back = dom0_change(&mut dom0, &store, d, &entry);
+        })
+        .collect();
+    for (k, &d) in MEMBERS.iter().enumerate() {
+        let back = dom0_change(&mut dom0, &store, d, &entries[k]);
         assert_eq!(back.status, status::OK, "member {d} refused its entry");
-    }
-    for (&d, n) in MEMBERS.iter().zip(&ns) {
-        let link = wait_for("the TAP device with carrier", 10, || {
-            ip(&["-n", n, "link", "show", "xsn0"])
-                .ok()
-                .filter(|s| s.contains("LOWER_UP"))
-        });
-        let mac = mac_of(d)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
-        assert!(link.contains(&mac), "MAC {mac} not set: {link}");
-        assert!(link.contains("mtu 1500"), "{link}");
-        ip(&[
-            "-n",
-            n,
-            "addr",
-            "add",
-            &format!("{}/24", ip_of(d)),
-            "dev",
-            "xsn0",
-        ])
-        .unwrap();
+        plugged(&ns[k], d);
     }
 
     // Ping both ways.
-    for (k, &d) in MEMBERS.iter().enumerate() {
-        let other = MEMBERS[1 - k];
-        let out = run(&mut helper(&ns[k], "ping", ip_of(other))).unwrap();
-        assert!(
-            tagged(&out, "PING ") == "PING 3",
-            "domain {d} pinging {}: {out}",
-            ip_of(other)
-        );
-    }
+    ping_ok(&ns[0], ip_of(4));
+    ping_ok(&ns[1], ip_of(3));
 
     // TCP: 4 MiB from member 3 to member 4, checksums compared.
     let mut server = helper(&ns[1], "tcp-server", ip_of(4))
@@ -700,6 +750,45 @@ fn two_members_ping_and_move_tcp_data_through_a_stand_in_hub() {
         ip(&["-n", &ns[0], "link", "show", "xsn0"]).is_ok(),
         "member 3 lost its device"
     );
+
+    // The carrier follows the switch's link state.
+    hub.send(HubCmd::Link(0, false));
+    wait_for("NO-CARRIER after link down", 10, || {
+        ip(&["-n", &ns[0], "link", "show", "xsn0"])
+            .ok()
+            .filter(|s| s.contains("NO-CARRIER"))
+    });
+    hub.send(HubCmd::Link(0, true));
+    wait_for("carrier after link up", 10, || {
+        ip(&["-n", &ns[0], "link", "show", "xsn0"])
+            .ok()
+            .filter(|s| s.contains("LOWER_UP"))
+    });
+
+    // Member 4 comes back with the same share and pings again.
+    let back = dom0_change(&mut dom0, &store, 4, &entries[1]);
+    assert_eq!(back.status, status::OK, "member 4 refused to rejoin");
+    plugged(&ns[1], 4);
+    ping_ok(&ns[0], ip_of(4));
+
+    // A broken switch (an rx index a thousand frames ahead) closes member
+    // 4's device with a log line; the program and member 3 go on.
+    hub.send(HubCmd::BreakRx(1));
+    wait_for("member 4's device closed by the broken lane", 10, || {
+        ip(&["-n", &ns[1], "link", "show", "xsn0"])
+            .is_err()
+            .then_some(())
+    });
+    assert!(
+        members[1].child.try_wait().unwrap().is_none(),
+        "member 4 died"
+    );
+    let log4 = members[1].log.lock().unwrap().join("\n");
+    assert!(
+        log4.contains("broke") && log4.contains("device closed"),
+        "{log4}"
+    );
+    assert!(ip(&["-n", &ns[0], "link", "show", "xsn0"]).is_ok());
 
     // Clean exit: SIGTERM, each key removed.
     for m in members.iter_mut() {
