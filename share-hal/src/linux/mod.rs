@@ -413,19 +413,21 @@ impl GrantTable for LinuxXen {
             )?;
             (*req).index
         };
-        let prot_rw = access == Access::ReadWrite;
-        let ptr = if prot_rw {
-            sys::mmap_shared(
+        // A read-only grant (a share descriptor) is mapped read-only, as
+        // the simulation does: the window reads; a write through it faults.
+        let ptr = match access {
+            Access::ReadWrite => sys::mmap_shared(
                 &self.gntdev,
                 count * PAGE_SIZE,
                 index,
                 "mmap of foreign grants",
-            )
-        } else {
-            Err(Error::Unsupported {
-                op: "read-only mapping",
-                why: "SharedMem permits writes; map read-write or copy with sg_xfer",
-            })
+            ),
+            Access::ReadOnly => sys::mmap_shared_read_only(
+                &self.gntdev,
+                count * PAGE_SIZE,
+                index,
+                "read-only mmap of foreign grants",
+            ),
         };
         match ptr {
             Ok(ptr) => Ok(LinuxMapping {
