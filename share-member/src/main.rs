@@ -27,10 +27,11 @@ use share_member::xenbus::XenBus;
     version,
     after_help = "\
 Examples:
-  # In a Linux domU on Xen (domain id read from xenstore):
+  # In Linux domUs 3 and 4 on Xen (domain id read from xenstore):
   share-member
-  # then in dom0, after netback-uk acknowledged an owner entry for domain 5:
-  vdevice --help
+  # then in dom0: both become ports of netback-uk (domain 1), TAP xsn0 appears
+  vdevice create net --backend 1 3 4
+  vdevice remove net --backend 1 4      # xsn0 of domain 4 goes away
 
   # On the host simulation, as domain 3, against a broker at /tmp/sim.sock:
   share-member --sim /tmp/sim.sock --domid 3
