@@ -78,6 +78,33 @@ impl<Pages: PageBlock> VdeviceBus<Pages> {
         })
     }
 
+    /// Builds the bus over a page the caller already granted read-write to
+    /// dom0 (`gref`) and a port it already allocated unbound for dom0: the
+    /// path of platforms that can grant only fresh pages (Linux userspace,
+    /// whose gntalloc grants a page from birth, see
+    /// `share_hal::linux::LinuxXen::alloc_granted`). Writes the header.
+    pub fn with_granted_page(
+        page: Pages,
+        gref: GrantRef,
+        port: Port,
+        domid: DomId,
+        entry_count: u16,
+    ) -> Result<Self> {
+        let mut hdr = [0u8; HEADER_LEN];
+        HeaderRepr::new(domid, entry_count)
+            .emit(&mut Header::new_unchecked(&mut hdr[..]))
+            .map_err(|_| Error::InvalidArgument {
+                what: "vdevice entry count",
+            })?;
+        page.mem().write_from(0, &hdr)?;
+        Ok(VdeviceBus {
+            page,
+            bootstrap: Bootstrap { gref, port },
+            entries: alloc::vec![EntryRepr::EMPTY; entry_count.into()],
+            acked: 0,
+        })
+    }
+
     /// The value to publish in the domain's bootstrap key.
     pub fn bootstrap(&self) -> Bootstrap {
         self.bootstrap
@@ -102,7 +129,7 @@ impl<Pages: PageBlock> VdeviceBus<Pages> {
     /// acknowledges it and triggers dom0. Call after each trigger on
     /// [`VdeviceBus::port`]. A garbled change is refused with `EINVAL`
     /// (acknowledged, so dom0 learns of it), never applied.
-    pub fn poll<P: Platform<Pages = Pages>>(
+    pub fn poll<P: Platform>(
         &mut self,
         p: &mut P,
         apply: &mut dyn FnMut(u32, &EntryRepr, &EntryRepr) -> Applied,
@@ -110,9 +137,10 @@ impl<Pages: PageBlock> VdeviceBus<Pages> {
         self.poll_with(p, &mut |_, index, old, new| apply(index, old, new))
     }
 
-    /// [`VdeviceBus::poll`] for a handler that needs the platform too (to
-    /// create or destroy shares).
-    pub fn poll_with<P: Platform<Pages = Pages>>(
+    /// [`VdeviceBus::poll`] for a handler that needs the platform itself
+    /// (to attach to a share, open ports): `apply` gets it lent for the
+    /// call.
+    pub fn poll_with<P: Platform>(
         &mut self,
         p: &mut P,
         apply: &mut dyn FnMut(&mut P, u32, &EntryRepr, &EntryRepr) -> Applied,

@@ -11,7 +11,7 @@
 mod sys;
 
 use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -66,6 +66,14 @@ impl LinuxXen {
             evtchn,
             fired: VecDeque::new(),
         })
+    }
+
+    /// `/dev/xen/evtchn` (non-blocking), for a program that polls it
+    /// together with its own descriptors. Once it is readable, call
+    /// [`EventChannels::wait`] with a deadline already passed: it reads and
+    /// unmasks the fired ports without sleeping.
+    pub fn event_fd(&self) -> BorrowedFd<'_> {
+        self.evtchn.as_fd()
     }
 
     /// Allocates `count` zeroed pages granted to `to` (gntalloc). The grants
@@ -173,6 +181,23 @@ impl GrantedPages {
         // SAFETY: `ptr` is our own mapping of `count` pages, unmapped only
         // in drop, which the window's borrow of `self` outlives.
         unsafe { mapped_window(self.ptr, self.count) }
+    }
+}
+
+/// Pages granted through gntalloc are the caller's own pages too: a frame
+/// is the virtual page number, as for [`LinuxPages`], so they can be the
+/// local side of grant copies and hold structures such as a vdevice page.
+impl PageBlock for GrantedPages {
+    fn mem(&self) -> SharedMem<'_> {
+        GrantedPages::mem(self)
+    }
+
+    fn count(&self) -> usize {
+        self.count
+    }
+
+    fn frame(&self, index: usize) -> Option<Frame> {
+        (index < self.count).then(|| Frame((self.ptr as u64 / PAGE_SIZE as u64) + index as u64))
     }
 }
 
@@ -388,19 +413,21 @@ impl GrantTable for LinuxXen {
             )?;
             (*req).index
         };
-        let prot_rw = access == Access::ReadWrite;
-        let ptr = if prot_rw {
-            sys::mmap_shared(
+        // A read-only grant (a share descriptor) is mapped read-only, as
+        // the simulation does: the window reads; a write through it faults.
+        let ptr = match access {
+            Access::ReadWrite => sys::mmap_shared(
                 &self.gntdev,
                 count * PAGE_SIZE,
                 index,
                 "mmap of foreign grants",
-            )
-        } else {
-            Err(Error::Unsupported {
-                op: "read-only mapping",
-                why: "SharedMem permits writes; map read-write or copy with sg_xfer",
-            })
+            ),
+            Access::ReadOnly => sys::mmap_shared_read_only(
+                &self.gntdev,
+                count * PAGE_SIZE,
+                index,
+                "read-only mmap of foreign grants",
+            ),
         };
         match ptr {
             Ok(ptr) => Ok(LinuxMapping {

@@ -142,6 +142,28 @@ pub unsafe fn ioctl<T>(
 
 /// Maps `len` bytes of a device at offset `index`, shared, read-write.
 pub fn mmap_shared(fd: &OwnedFd, len: usize, index: u64, op: &'static str) -> Result<*mut u8> {
+    mmap_shared_prot(fd, len, index, libc::PROT_READ | libc::PROT_WRITE, op)
+}
+
+/// As [`mmap_shared`], readable only: gntdev maps the grants with
+/// `GNTMAP_readonly` when the mapping is not writable (`gntdev_mmap`), which
+/// is what a read-only grant (a share descriptor) allows.
+pub fn mmap_shared_read_only(
+    fd: &OwnedFd,
+    len: usize,
+    index: u64,
+    op: &'static str,
+) -> Result<*mut u8> {
+    mmap_shared_prot(fd, len, index, libc::PROT_READ, op)
+}
+
+fn mmap_shared_prot(
+    fd: &OwnedFd,
+    len: usize,
+    index: u64,
+    prot: libc::c_int,
+    op: &'static str,
+) -> Result<*mut u8> {
     let off = libc::off_t::try_from(index).map_err(|_| Error::InvalidArgument {
         what: "mmap offset",
     })?;
@@ -151,7 +173,7 @@ pub fn mmap_shared(fd: &OwnedFd, len: usize, index: u64, op: &'static str) -> Re
         libc::mmap(
             std::ptr::null_mut(),
             len,
-            libc::PROT_READ | libc::PROT_WRITE,
+            prot,
             libc::MAP_SHARED,
             fd.as_raw_fd(),
             off,

@@ -29,7 +29,7 @@ pub mod store;
 mod sys;
 
 use std::collections::BTreeSet;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -208,6 +208,15 @@ impl SimPlatform {
 
     fn conn(&self) -> MutexGuard<'_, Conn> {
         lock(&self.conn)
+    }
+
+    /// The eventfd the broker signals on every trigger, for a program that
+    /// polls it together with its own descriptors (a TAP device). Once it is
+    /// readable, drain it (read 8 bytes; it is non-blocking) and then call
+    /// [`EventChannels::wait`] with a deadline already passed to collect
+    /// the fired ports without sleeping.
+    pub fn event_fd(&self) -> BorrowedFd<'_> {
+        self.eventfd.as_fd()
     }
 
     /// Takes the fired ports out of the pending page.

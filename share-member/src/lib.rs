@@ -1,0 +1,20 @@
+//! The userspace member: the program through which a Linux domain (or a
+//! simulated domain on the host) takes part in xen-share without kernel
+//! modules.
+//!
+//! It owns the domain's vdevice page ([`member::Member`]), applies dom0's
+//! entries one at a time ([`dispatch`]), and plugs each network share it
+//! joins into a TAP device with the kernel's offload header ([`port`],
+//! [`tap`], [`vnet`]), so the Linux network stack sits on top. Platforms:
+//! the host simulation (`share_hal::sim`) and Linux on Xen
+//! (`share_hal::linux`, with the bootstrap key in xenstore through
+//! [`xenbus`]).
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod dispatch;
+pub mod host;
+pub mod member;
+pub mod port;
+pub mod tap;
+pub mod vnet;
+pub mod xenbus;
