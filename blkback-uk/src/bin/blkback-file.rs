@@ -166,13 +166,21 @@ fn run(args: &Args) -> Result<(), String> {
                 Ok(Some(Change {
                     serial,
                     index,
-                    status,
+                    status: 0,
                     new,
                     ..
                 })) => log::info!(
-                    "vdevice change {serial} (entry {index}, {:?} for domain {}): status {status}",
+                    "vdevice change {serial}: entry {index} is now {:?} for domain {}",
                     new.kind,
                     new.peer
+                ),
+                Ok(Some(Change {
+                    serial,
+                    index,
+                    status,
+                    ..
+                })) => log::info!(
+                    "vdevice change {serial}: entry {index} refused with status {status}"
                 ),
                 Ok(None) => {}
                 Err(e) => log::warn!("vdevice change could not be handled: {e}"),
