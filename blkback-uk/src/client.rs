@@ -14,8 +14,8 @@ use share_hal::lane::{Consumer, ConsumerState, Producer, ProducerState};
 use share_hal::platform::{Access, PageBlock, Platform, PAGE_SIZE};
 use share_hal::share::{Attached, ShareRef};
 use share_hal::wire::blk::{
-    self, features, BlkLayout, Control, ControlRepr, Dir, IndirectPages, InlineSegments, Op,
-    Request, RequestRepr, Response, ResponseRepr, Segment, Status, REQUEST_SIZE, RESPONSE_SIZE,
+    self, features, BlkLayout, Control, ControlRepr, Dir, IndirectPages, InlineSegments, Request,
+    RequestRepr, Response, ResponseRepr, Segment, Status, REQUEST_SIZE, RESPONSE_SIZE,
     SECTORS_PER_PAGE, SEGMENT_LEN,
 };
 use share_hal::{DomId, Error, GrantRef, Result, SharedMem};
@@ -527,9 +527,4 @@ impl<P: Platform> BlkClient<P> {
     pub fn detach(self, p: &mut P) -> Result<()> {
         self.share.detach(p)
     }
-}
-
-/// The op byte of a request kind (response matching in tests).
-pub fn op_byte(op: Op) -> u8 {
-    op as u8
 }

@@ -7,9 +7,10 @@
 //!    `RequestRepr::parse` against our own [`ControlRepr`]; a request is only
 //!    taken while its response has a free slot and its data fits the bounce
 //!    pages, so a member can never have more in flight than its lanes hold;
-//! 2. **indirect**: grant-copy the indirect pages of every indirect request
-//!    in the batch into bounce pages (one `sg_xfer`), copy them into a
-//!    private buffer and validate every segment and the sector range there;
+//! 2. **indirect**: grant-copy the indirect pages of each indirect request
+//!    into bounce pages (one `sg_xfer` per request, up to 24 pages), copy
+//!    them into a private buffer and validate every segment and the sector
+//!    range there, before any of its data moves;
 //! 3. **data in**: grant-copy the data of every write in the batch from the
 //!    member's pages into bounce pages (one `sg_xfer`), then into the
 //!    private data buffer;
