@@ -1,6 +1,26 @@
-//! blkback-uk: a unikernel domain serving disks ("xensblk").
+//! blkback-uk: the disk server ("xensblk").
 //!
 //! The request handling lives here, generic over the share-hal platform
-//! traits; the PVH image wraps it.
-#![cfg_attr(not(test), no_std)]
+//! traits and over a [`store::Store`]; the PVH image and the host program
+//! `blkback-file` wrap it.
+//!
+//! - [`server`]: serves blk shares, one per (disk, member);
+//! - [`store`]: what the server needs from storage; [`ram`] (volatile) and,
+//!   with feature `host`, [`file`] (a file on the host, durable);
+//! - [`wiring`]: dom0's vdevice changes applied to the server;
+//! - [`client`]: the member side (tests, the userspace member).
+#![cfg_attr(not(any(test, feature = "host")), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+pub mod client;
+#[cfg(feature = "host")]
+pub mod file;
+pub mod ram;
+pub mod server;
+pub mod store;
+pub mod wiring;
+
+pub use server::{Server, ServerConfig};
+pub use store::Store;

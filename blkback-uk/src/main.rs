@@ -1,9 +1,12 @@
 //! The blkback-uk PVH image: boots, brings up the Xen platform, publishes
 //! its vdevice page and waits for work.
 //!
-//! The block server (the library of this crate) is wired in by its own
-//! issue; until then every vdevice change is refused with `EOPNOTSUPP`, so
-//! dom0's tool gets an honest answer instead of silence.
+//! The block server (the library of this crate: `Server`, the stores,
+//! `wiring::poll_vdevice`) runs on the host today (`blkback-file`). The
+//! image serves nothing until it has a store of its own: the `vbd` store
+//! (its own Xen disk) or a `ram` store from a boot module. Until then
+//! every vdevice change is refused with `EOPNOTSUPP`, so dom0's tool gets
+//! an honest answer instead of silence.
 //!
 //! Only the image build (`cargo xtask images`, the one build with
 //! `panic = "abort"`) is the kernel; any other build of this binary (e.g.

@@ -1,0 +1,935 @@
+//! The disk server: one blk share per (disk, member), requests served in
+//! batches.
+//!
+//! Per member lane, one batch is:
+//!
+//! 1. **take**: copy each 128-byte request slot out once and parse it with
+//!    `RequestRepr::parse` against our own [`ControlRepr`]; a request is only
+//!    taken while its response has a free slot and its data fits the bounce
+//!    pages, so a member can never have more in flight than its lanes hold;
+//! 2. **indirect**: grant-copy the indirect pages of each indirect request
+//!    into bounce pages (one `sg_xfer` per request, up to 24 pages), copy
+//!    them into a private buffer and validate every segment and the sector
+//!    range there, before any of its data moves;
+//! 3. **data in**: grant-copy the data of every write in the batch from the
+//!    member's pages into bounce pages (one `sg_xfer`), then into the
+//!    private data buffer;
+//! 4. **store**: the whole batch goes to the disk's [`Store`] in lane order
+//!    (flushes order it: see the store module);
+//! 5. **data out**: read data goes to bounce pages and, with one `sg_xfer`,
+//!    to the member's pages;
+//! 6. **respond**: one response per request, ids echoed, published with one
+//!    index store and at most one trigger per lane.
+//!
+//! No member page is ever mapped: the bounce pages are the server's own, and
+//! the hypervisor (or the simulation's broker) checks every grant on each
+//! copy. A copy that fails (a bogus or revoked grant, a member that went
+//! away) fails its request alone; a write whose data did not all arrive never
+//! reaches the store.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use share_hal::lane::{self, Consumer, ConsumerState, Producer, ProducerState};
+use share_hal::platform::{CopyPtr, CopySeg, CopyStatus, PageBlock, Platform, PAGE_SIZE};
+use share_hal::share::{sg_xfer, Share};
+use share_hal::vdevice::Applied;
+use share_hal::wire::blk::{
+    self, features, indirect_segment, BlkLayout, Control, ControlRepr, Dir, Request, RequestRepr,
+    Response, ResponseRepr, Segment, Status, REQUEST_SIZE, RESPONSE_SIZE,
+};
+use share_hal::wire::vdevice::{self as vd, status, EntryRepr, Kind, Role};
+use share_hal::{DomId, Error, GrantRef, Port, Result};
+
+use crate::store::{Io, IoKind, Store, StoreError};
+
+/// How a server is sized.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerConfig {
+    /// The server's own pages that data passes through on its way between
+    /// a member's pages and the store; bounds the data of one batch.
+    pub bounce_pages: usize,
+    /// Segments one indirect request may carry (512: 2 MiB per request).
+    pub max_indirect_segments: u16,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bounce_pages: 1024,
+            max_indirect_segments: 512,
+        }
+    }
+}
+
+/// Bounce pages the largest request of `max_indirect_segments` needs: one
+/// per segment plus its indirect pages.
+fn pages_for_largest(max_indirect_segments: u16) -> usize {
+    usize::from(max_indirect_segments) + blk::indirect_pages_for(max_indirect_segments)
+}
+
+struct Disk<S> {
+    store: S,
+}
+
+/// One member's share of one disk.
+struct Conn<P: Platform> {
+    /// The vdevice entry that created it.
+    entry: u32,
+    member: DomId,
+    disk: usize,
+    share: Share<P>,
+    layout: BlkLayout,
+    control: ControlRepr,
+    requests: ConsumerState,
+    responses: ProducerState,
+    /// Why this member is no longer served (a broken lane, a vanished
+    /// domain); it stays cut off until dom0 removes the entry.
+    cut_off: Option<&'static str>,
+}
+
+/// What [`Server::service`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Requests answered.
+    pub answered: usize,
+    /// Some lane still has requests waiting: call again before sleeping.
+    pub more: bool,
+}
+
+/// Counters, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub requests: u64,
+    pub errors: u64,
+    pub batches: u64,
+    pub cut_off: u64,
+}
+
+/// The disk server: disks by index, and the shares serving them.
+pub struct Server<P: Platform, S: Store> {
+    disks: Vec<Disk<S>>,
+    conns: Vec<Conn<P>>,
+    /// Shares of removed members that still map a page: never reused,
+    /// retried by [`Server::reap`].
+    retired: Vec<Share<P>>,
+    bounce: P::Pages,
+    /// Private copy of a batch's data, `bounce_pages * PAGE_SIZE` bytes.
+    data: Vec<u8>,
+    config: ServerConfig,
+    stats: Stats,
+}
+
+/// One request of a batch, from parse to response.
+struct Work {
+    id: u64,
+    op: u8,
+    status: Option<Status>,
+    action: Action,
+    /// Segments of the member's pages (reads and writes).
+    segs: Vec<Segment>,
+    /// First bounce page of this request's segments (one per segment).
+    first_page: usize,
+    /// Offset of its data in the private data buffer.
+    data_off: usize,
+    data_len: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Refused at parse; only answered.
+    None,
+    Read {
+        sector: u64,
+    },
+    Write {
+        sector: u64,
+        fua: bool,
+    },
+    Flush,
+    Discard {
+        sector: u64,
+        sectors: u64,
+    },
+}
+
+impl Work {
+    fn fail(&mut self, s: Status) {
+        if self.status.is_none() {
+            self.status = Some(s);
+        }
+    }
+}
+
+/// Responses of one lane and requests that may wait: at most one lane's
+/// worth per batch, and at most this many batches per lane per call, so a
+/// flooding member cannot keep the others waiting.
+const BATCHES_PER_SERVICE: usize = 4;
+
+impl<P: Platform, S: Store> Server<P, S> {
+    /// A server of `stores` (disk `i` is `stores[i]`, the `param` of a
+    /// vdevice entry), with its bounce pages allocated.
+    pub fn new(p: &mut P, stores: Vec<S>, config: ServerConfig) -> Result<Self> {
+        if config.max_indirect_segments == 0
+            || config.max_indirect_segments > blk::MAX_INDIRECT_SEGMENTS
+            || config.bounce_pages < pages_for_largest(config.max_indirect_segments)
+            || config.bounce_pages < blk::MAX_INLINE_SEGMENTS
+        {
+            return Err(Error::InvalidArgument {
+                what: "server config: bounce pages must hold the largest request (max indirect segments + their pages)",
+            });
+        }
+        let bounce = p.alloc_pages(config.bounce_pages)?;
+        Ok(Server {
+            disks: stores.into_iter().map(|store| Disk { store }).collect(),
+            conns: Vec::new(),
+            retired: Vec::new(),
+            bounce,
+            data: vec![0; config.bounce_pages * PAGE_SIZE],
+            config,
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn disk_count(&self) -> usize {
+        self.disks.len()
+    }
+
+    /// The store of disk `i` (tests check what reached it).
+    pub fn store(&self, i: usize) -> Option<&S> {
+        self.disks.get(i).map(|d| &d.store)
+    }
+
+    /// Members served: (vdevice entry, member, disk).
+    pub fn connections(&self) -> impl Iterator<Item = (u32, DomId, usize)> + '_ {
+        self.conns.iter().map(|c| (c.entry, c.member, c.disk))
+    }
+
+    /// Whether `port` is the server's port of some member's share.
+    pub fn owns_port(&self, port: Port) -> bool {
+        self.conns
+            .iter()
+            .any(|c| c.share.member_for_port(port).is_some())
+    }
+
+    /// Applies one vdevice change (the handler `VdeviceBus::poll` calls):
+    /// an owner entry of kind Disk creates the share for its member and
+    /// returns its share_ref; an empty entry over it tears it down.
+    ///
+    /// - `param`: the disk index; `flags` READ_ONLY: serve it read-only
+    ///   (a read-only disk may be served to many members at once, a
+    ///   read-write one to a single member and nobody else);
+    /// - `subtype`: dom0's feature policy, intersected with the store's;
+    /// - `numpages`: the share's size (`BlkLayout`, at least 3).
+    pub fn apply(&mut self, p: &mut P, index: u32, old: &EntryRepr, new: &EntryRepr) -> Applied {
+        match self.try_apply(p, index, old, new) {
+            Ok(a) => a,
+            Err(code) => Applied::Refused(code),
+        }
+    }
+
+    fn try_apply(
+        &mut self,
+        p: &mut P,
+        index: u32,
+        old: &EntryRepr,
+        new: &EntryRepr,
+    ) -> core::result::Result<Applied, i32> {
+        if new.kind == Kind::Empty {
+            if let Some(i) = self.conns.iter().position(|c| c.entry == index) {
+                let c = self.conns.swap_remove(i);
+                log::info!(
+                    "disk {}: member {} removed (entry {index})",
+                    c.disk,
+                    c.member
+                );
+                self.retire(p, c.share);
+            }
+            return Ok(Applied::Ok { share_ref: None });
+        }
+        if new.kind != Kind::Disk || new.role != Role::Owner {
+            return Err(status::ENODEV);
+        }
+        if old.kind != Kind::Empty || self.conns.iter().any(|c| c.entry == index) {
+            return Err(status::EEXIST);
+        }
+        let disk = usize::try_from(new.param)
+            .ok()
+            .filter(|&d| d < self.disks.len())
+            .ok_or_else(|| {
+                log::warn!("entry {index}: no disk {} here", new.param);
+                status::ENOENT
+            })?;
+        let read_only = new.flags & vd::flags::READ_ONLY != 0;
+        let info = self.disks[disk].store.info();
+        if !read_only && info.read_only {
+            log::warn!("entry {index}: disk {disk} is read-only here, the entry asks read-write");
+            return Err(status::EINVAL);
+        }
+        let users = self.conns.iter().filter(|c| c.disk == disk);
+        for c in users {
+            if c.member == new.peer {
+                return Err(status::EEXIST);
+            }
+            // One writer and nobody else, or any number of readers.
+            if !read_only || !c.control.read_only {
+                log::warn!(
+                    "entry {index}: disk {disk} is served to member {} ({}): refusing member {} ({})",
+                    c.member,
+                    if c.control.read_only { "read-only" } else { "read-write" },
+                    new.peer,
+                    if read_only { "read-only" } else { "read-write" },
+                );
+                return Err(status::EBUSY);
+            }
+        }
+        let layout = BlkLayout::new(new.numpages).map_err(|_| status::EINVAL)?;
+        let mut offered = features::INDIRECT;
+        if info.flush {
+            offered |= features::FLUSH;
+        }
+        if info.fua {
+            offered |= features::FUA;
+        }
+        if info.discard && !read_only {
+            offered |= features::DISCARD;
+        }
+        let feats = new.subtype & offered;
+        let control = ControlRepr {
+            features: feats,
+            read_only,
+            capacity: info.capacity,
+            max_indirect_segments: if feats & features::INDIRECT != 0 {
+                self.config.max_indirect_segments
+            } else {
+                0
+            },
+        };
+        let platform_status = |e: Error| match e {
+            Error::OutOfMemory | Error::GrantTableFull => status::ENOMEM,
+            Error::NoSuchDomain { .. } => status::ENOENT,
+            _ => status::EIO,
+        };
+        let mut share = Share::create(p, layout.numpages as usize).map_err(platform_status)?;
+        let lanes = match Self::init_share(&share, &layout, &control) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("entry {index}: writing the share's control fields failed: {e}");
+                self.retire(p, share);
+                return Err(status::EIO);
+            }
+        };
+        let share_ref = match share.add_member(p, new.peer) {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!(
+                    "entry {index}: granting the share to {} failed: {e}",
+                    new.peer
+                );
+                self.retire(p, share);
+                return Err(platform_status(e));
+            }
+        };
+        log::info!(
+            "disk {disk}: serving member {} ({}, {} sectors, features {:#x}, {} request slots), share_ref {}",
+            new.peer,
+            if read_only { "read-only" } else { "read-write" },
+            control.capacity,
+            control.features,
+            layout.requests.slot_count,
+            share_ref.descriptor
+        );
+        self.conns.push(Conn {
+            entry: index,
+            member: new.peer,
+            disk,
+            share,
+            layout,
+            control,
+            requests: lanes.0,
+            responses: lanes.1,
+            cut_off: None,
+        });
+        Ok(Applied::Ok {
+            share_ref: Some(share_ref.descriptor),
+        })
+    }
+
+    /// Control fields and both lane headers, written before any grant.
+    fn init_share(
+        share: &Share<P>,
+        layout: &BlkLayout,
+        control: &ControlRepr,
+    ) -> Result<(ConsumerState, ProducerState)> {
+        let mem = share.mem();
+        let mut c = [0u8; blk::CONTROL_LEN];
+        control.emit(&mut Control::new_unchecked(&mut c[..]))?;
+        mem.write_from(0, &c)?;
+        let req = layout.requests.lane()?;
+        let rsp = layout.responses.lane()?;
+        lane::init(layout.requests.window(mem)?, req, 0)?;
+        lane::init(layout.responses.window(mem)?, rsp, 0)?;
+        let cons = Consumer::attach(layout.requests.window(mem)?, req)?;
+        let prod = Producer::attach(layout.responses.window(mem)?, rsp)?;
+        Ok((cons.park(), prod.park()))
+    }
+
+    fn retire(&mut self, p: &mut P, mut share: Share<P>) {
+        match share.destroy(p) {
+            Ok(()) => {}
+            Err(Error::GrantInUse { .. }) => self.retired.push(share),
+            Err(e) => {
+                log::warn!("destroying a disk share failed: {e}; its pages stay retired");
+                self.retired.push(share);
+            }
+        }
+    }
+
+    /// Retries destroying shares whose members still mapped them. Returns
+    /// how many are left.
+    pub fn reap(&mut self, p: &mut P) -> usize {
+        self.retired.retain_mut(|s| s.destroy(p).is_err());
+        self.retired.len()
+    }
+
+    /// Serves every member's request lane once around (a bounded number of
+    /// batches each), then arms each lane's trigger before the caller
+    /// sleeps. `more` says some lane has requests left.
+    pub fn service(&mut self, p: &mut P) -> Progress {
+        let mut progress = Progress::default();
+        for ci in 0..self.conns.len() {
+            if self.conns[ci].cut_off.is_some() {
+                continue;
+            }
+            match self.serve_conn(p, ci) {
+                Ok((n, more)) => {
+                    progress.answered += n;
+                    progress.more |= more;
+                }
+                Err(e) => {
+                    let c = &mut self.conns[ci];
+                    let why = match e {
+                        Error::Protocol { what } => what,
+                        Error::BadPort { .. } | Error::NoSuchDomain { .. } => {
+                            "member's port is gone"
+                        }
+                        _ => "the platform failed serving it",
+                    };
+                    log::warn!("disk {}: member {} cut off: {why} ({e})", c.disk, c.member);
+                    c.cut_off = Some(why);
+                    self.stats.cut_off += 1;
+                }
+            }
+        }
+        progress
+    }
+
+    /// Serves up to [`BATCHES_PER_SERVICE`] batches of one lane. Returns
+    /// the requests answered and whether more are waiting. `Err` cuts the
+    /// member off.
+    fn serve_conn(&mut self, p: &mut P, ci: usize) -> Result<(usize, bool)> {
+        let Server {
+            disks,
+            conns,
+            bounce,
+            data,
+            stats,
+            ..
+        } = self;
+        let conn = &mut conns[ci];
+        let mem = conn.share.mem();
+        let req_layout = conn.layout.requests.lane()?;
+        let rsp_layout = conn.layout.responses.lane()?;
+        let mut cons =
+            Consumer::resume(conn.layout.requests.window(mem)?, req_layout, conn.requests)?;
+        let mut prod = Producer::resume(
+            conn.layout.responses.window(mem)?,
+            rsp_layout,
+            conn.responses,
+        )?;
+        let mut answered = 0;
+        let mut more = false;
+        let mut kick = false;
+        let mut result = Ok(());
+        for round in 0..BATCHES_PER_SERVICE {
+            let r = Self::batch(
+                p,
+                &*conn,
+                &mut disks[conn.disk].store,
+                bounce,
+                data,
+                stats,
+                &mut cons,
+                &mut prod,
+            );
+            let n = match r {
+                Ok(n) => n,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            answered += n;
+            match (prod.publish(), cons.release()) {
+                (Ok(a), Ok(b)) => kick |= a | b,
+                (Err(e), _) | (_, Err(e)) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            let waiting = match cons.poll() {
+                Ok(w) => w,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            if waiting == 0 {
+                // Arm the trigger; requests that slipped in meanwhile are
+                // served on the next call.
+                match cons.prepare_wait() {
+                    Ok(w) => more = w > 0,
+                    Err(e) => result = Err(e),
+                }
+                break;
+            }
+            if n == 0 {
+                // Requests wait but none could be taken: the member has not
+                // consumed its responses. Its release of response slots
+                // triggers us (cons_event), so sleep until then.
+                match prod.prepare_wait(1) {
+                    Ok(free) => more = free > 0,
+                    Err(e) => result = Err(e),
+                }
+                break;
+            }
+            more = round + 1 == BATCHES_PER_SERVICE;
+        }
+        conn.requests = cons.park();
+        conn.responses = prod.park();
+        if kick {
+            conn.share.trigger(p, conn.member)?;
+        }
+        result.map(|()| (answered, more))
+    }
+
+    /// Takes, executes and answers one batch of requests. Returns how many.
+    #[allow(clippy::too_many_arguments)]
+    fn batch(
+        p: &mut P,
+        conn: &Conn<P>,
+        store: &mut S,
+        bounce: &P::Pages,
+        data: &mut [u8],
+        stats: &mut Stats,
+        cons: &mut Consumer<'_>,
+        prod: &mut Producer<'_>,
+    ) -> Result<usize> {
+        let pool = bounce.count();
+        let mut works: Vec<Work> = Vec::new();
+        let mut pages_used = 0usize;
+        // 1. take
+        while cons.pending() > 0 {
+            // A response slot for every request taken: never more in flight
+            // than the response lane holds.
+            if !prod.reserve(works.len() as u32 + 1)? {
+                break;
+            }
+            let Some(slot) = cons.slot()? else { break };
+            let mut raw = [0u8; REQUEST_SIZE];
+            slot.read_into(0, &mut raw)?;
+            let req = Request::new_unchecked(&raw[..]);
+            let mut w = Work {
+                id: RequestRepr::raw_id(&req),
+                op: req.op(),
+                status: None,
+                action: Action::None,
+                segs: Vec::new(),
+                first_page: 0,
+                data_off: 0,
+                data_len: 0,
+            };
+            let mut indirect = None;
+            match RequestRepr::parse(&req, &conn.control) {
+                Err(e) => {
+                    log::debug!("member {}: request {:#x} refused: {e}", conn.member, w.id);
+                    w.status = Some(ResponseRepr::status_for(&e));
+                }
+                Ok(RequestRepr::Direct {
+                    dir,
+                    fua,
+                    sector,
+                    segments,
+                    ..
+                }) => {
+                    w.segs = segments.as_slice().to_vec();
+                    w.action = match dir {
+                        Dir::Read => Action::Read { sector },
+                        Dir::Write => Action::Write { sector, fua },
+                    };
+                }
+                Ok(RequestRepr::Flush { .. }) => w.action = Action::Flush,
+                Ok(RequestRepr::Discard {
+                    sector, nr_sectors, ..
+                }) => {
+                    w.action = Action::Discard {
+                        sector,
+                        sectors: nr_sectors,
+                    }
+                }
+                Ok(
+                    r @ RequestRepr::Indirect {
+                        dir,
+                        fua,
+                        sector,
+                        nr_segments,
+                        ..
+                    },
+                ) => {
+                    w.action = match dir {
+                        Dir::Read => Action::Read { sector },
+                        Dir::Write => Action::Write { sector, fua },
+                    };
+                    indirect = Some((r, usize::from(nr_segments)));
+                }
+            }
+            // Bounce pages: one per segment, and the indirect pages.
+            let need = match indirect {
+                Some((r, n)) => n + indirect_grefs(&r).len(),
+                None => w.segs.len(),
+            };
+            if pages_used + need > pool {
+                // Served in the next batch; nothing of this copy is kept.
+                break;
+            }
+            cons.advance();
+            if let Some((r, n)) = indirect {
+                // Parked in `segs` as a marker until phase 2 fills them.
+                w.first_page = pages_used;
+                pages_used += need;
+                w.segs = Vec::with_capacity(n);
+                works.push(w);
+                Self::fetch_indirect(p, conn, bounce, &r, works.last_mut())?;
+            } else {
+                w.first_page = pages_used;
+                pages_used += need;
+                works.push(w);
+            }
+        }
+        if works.is_empty() {
+            return Ok(0);
+        }
+        stats.batches += 1;
+        // Data offsets in the private buffer: segment k of a request at
+        // k * PAGE_SIZE from its first page, so pages and data line up.
+        for w in works.iter_mut() {
+            w.data_off = w.first_page * PAGE_SIZE;
+            w.data_len = w.segs.iter().map(|s| usize::from(s.byte_len())).sum();
+        }
+        // 3. data in
+        Self::move_data(p, conn, bounce, data, &mut works, true)?;
+        // 4. store
+        Self::run_store(store, data, &mut works);
+        // 5. data out
+        Self::move_data(p, conn, bounce, data, &mut works, false)?;
+        // 6. respond
+        for (k, w) in works.iter().enumerate() {
+            let status = w.status.unwrap_or(Status::Error);
+            stats.requests += 1;
+            if status != Status::Okay {
+                stats.errors += 1;
+            }
+            let mut raw = [0u8; RESPONSE_SIZE];
+            ResponseRepr {
+                id: w.id,
+                op: w.op,
+                status,
+            }
+            .emit(&mut Response::new_unchecked(&mut raw[..]))?;
+            prod.slot(k as u32)?.write_from(0, &raw)?;
+        }
+        prod.commit(works.len() as u32)?;
+        Ok(works.len())
+    }
+
+    /// Phase 2 for one indirect request: copies its indirect pages into
+    /// bounce pages (one `sg_xfer`), then into a private buffer, and
+    /// validates every segment and the sector range from that copy.
+    fn fetch_indirect(
+        p: &mut P,
+        conn: &Conn<P>,
+        bounce: &P::Pages,
+        r: &RequestRepr,
+        w: Option<&mut Work>,
+    ) -> Result<()> {
+        let Some(w) = w else { return Ok(()) };
+        let RequestRepr::Indirect { nr_segments, .. } = r else {
+            return Ok(());
+        };
+        let n = usize::from(*nr_segments);
+        let grefs = indirect_grefs(r);
+        // The indirect pages borrow the bounce pages after the segments'.
+        let base = w.first_page + n;
+        let mut segs = Vec::with_capacity(grefs.len());
+        for (i, g) in grefs.iter().enumerate() {
+            let Some(frame) = bounce.frame(base + i) else {
+                w.fail(Status::Error);
+                return Ok(());
+            };
+            segs.push(CopySeg {
+                src: CopyPtr::Foreign {
+                    domid: conn.member,
+                    gref: *g,
+                    offset: 0,
+                },
+                dst: CopyPtr::Local { frame, offset: 0 },
+                len: PAGE_SIZE as u16,
+                status: CopyStatus::Pending,
+            });
+        }
+        let ok = match sg_xfer(p, &mut segs) {
+            Ok(rep) => rep.failed == 0,
+            Err(_) => false,
+        };
+        if !ok {
+            log::debug!(
+                "member {}: indirect pages of request {:#x} could not be copied",
+                conn.member,
+                w.id
+            );
+            w.fail(Status::Error);
+            return Ok(());
+        }
+        let mut pages = vec![0u8; grefs.len() * PAGE_SIZE];
+        bounce.mem().read_into(base * PAGE_SIZE, &mut pages[..])?;
+        match r.indirect_segments(&pages, &conn.control) {
+            Ok(_) => {
+                for i in 0..n {
+                    match indirect_segment(&pages, i) {
+                        Ok(s) => w.segs.push(s),
+                        Err(_) => {
+                            w.segs.clear();
+                            w.fail(Status::Error);
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                log::debug!(
+                    "member {}: indirect request {:#x} refused: {e}",
+                    conn.member,
+                    w.id
+                );
+                w.fail(ResponseRepr::status_for(&e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Phase 3 (`inbound`: writes, member to data buffer) or 5 (reads, data
+    /// buffer to member): one `sg_xfer` for the whole batch. A request with
+    /// any failed segment fails.
+    fn move_data(
+        p: &mut P,
+        conn: &Conn<P>,
+        bounce: &P::Pages,
+        data: &mut [u8],
+        works: &mut [Work],
+        inbound: bool,
+    ) -> Result<()> {
+        let bmem = bounce.mem();
+        let moves = |w: &Work| match w.action {
+            Action::Write { .. } => inbound && w.status.is_none(),
+            Action::Read { .. } => !inbound && w.status == Some(Status::Okay),
+            _ => false,
+        };
+        let mut segs = Vec::new();
+        let mut owner = Vec::new();
+        for (wi, w) in works.iter().enumerate() {
+            if !moves(w) {
+                continue;
+            }
+            for (k, s) in w.segs.iter().enumerate() {
+                let page = w.first_page + k;
+                let frame = bounce.frame(page).ok_or(Error::InvalidArgument {
+                    what: "bounce page index",
+                })?;
+                let local = CopyPtr::Local { frame, offset: 0 };
+                let foreign = CopyPtr::Foreign {
+                    domid: conn.member,
+                    gref: s.gref,
+                    offset: s.page_offset(),
+                };
+                let len = s.byte_len();
+                if !inbound {
+                    let at = w.data_off + k * PAGE_SIZE;
+                    let src =
+                        data.get(at..at + usize::from(len))
+                            .ok_or(Error::InvalidArgument {
+                                what: "data buffer range",
+                            })?;
+                    bmem.write_from(page * PAGE_SIZE, src)?;
+                }
+                let (src, dst) = if inbound {
+                    (foreign, local)
+                } else {
+                    (local, foreign)
+                };
+                segs.push(CopySeg {
+                    src,
+                    dst,
+                    len,
+                    status: CopyStatus::Pending,
+                });
+                owner.push((wi, page, k));
+            }
+        }
+        if segs.is_empty() {
+            return Ok(());
+        }
+        let submitted = sg_xfer(p, &mut segs);
+        for (s, &(wi, page, k)) in segs.iter().zip(&owner) {
+            let w = &mut works[wi];
+            let done = submitted.is_ok() && s.status == CopyStatus::Done;
+            if !done {
+                if let CopyStatus::Failed(e) = s.status {
+                    log::debug!(
+                        "member {}: request {:#x}: grant copy failed: {e}",
+                        conn.member,
+                        w.id
+                    );
+                }
+                // A write that did not fully arrive never reaches the
+                // store; a read that did not fully leave is an error.
+                if inbound {
+                    w.fail(Status::Error);
+                } else {
+                    w.status = Some(Status::Error);
+                }
+                continue;
+            }
+            if inbound && w.status.is_none() {
+                let at = w.data_off + k * PAGE_SIZE;
+                let dst =
+                    data.get_mut(at..at + usize::from(s.len))
+                        .ok_or(Error::InvalidArgument {
+                            what: "data buffer range",
+                        })?;
+                bmem.read_into(page * PAGE_SIZE, dst)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Phase 4: every request still standing goes to the store, in lane
+    /// order, as one batch. Segment data lies at `k * PAGE_SIZE` steps in
+    /// the data buffer; the store wants it contiguous, so it is packed
+    /// before and unpacked after (in place, towards the front).
+    fn run_store(store: &mut S, data: &mut [u8], works: &mut [Work]) {
+        for w in works.iter_mut() {
+            if w.status.is_none() && matches!(w.action, Action::Read { .. } | Action::Write { .. })
+            {
+                pack(data, w, true);
+            }
+        }
+        // Disjoint slices of the data buffer, in order of data_off.
+        let mut ios: Vec<Io<'_>> = Vec::new();
+        let mut which = Vec::new();
+        let mut rest: &mut [u8] = data;
+        let mut consumed = 0usize;
+        for (wi, w) in works.iter().enumerate() {
+            if w.status.is_some() {
+                continue;
+            }
+            let (kind, sector) = match w.action {
+                Action::None => continue,
+                Action::Read { sector } => (IoKind::Read, sector),
+                Action::Write { sector, fua } => (IoKind::Write { fua }, sector),
+                Action::Flush => (IoKind::Flush, 0),
+                Action::Discard { sector, sectors } => (IoKind::Discard { sectors }, sector),
+            };
+            let len = match kind {
+                IoKind::Read | IoKind::Write { .. } => w.data_len,
+                _ => 0,
+            };
+            let skip = w.data_off.saturating_sub(consumed);
+            let taken = core::mem::take(&mut rest);
+            if skip + len > taken.len() {
+                rest = taken;
+                continue;
+            }
+            let (_, tail) = taken.split_at_mut(skip);
+            let (buf, tail) = tail.split_at_mut(len);
+            rest = tail;
+            consumed = w.data_off + len;
+            ios.push(Io::new(kind, sector, buf));
+            which.push(wi);
+        }
+        store.execute(&mut ios);
+        let results: Vec<_> = ios.iter().map(|io| io.result).collect();
+        drop(ios);
+        for (wi, r) in which.into_iter().zip(results) {
+            let w = &mut works[wi];
+            w.status = Some(match r {
+                Ok(()) => Status::Okay,
+                Err(StoreError::Unsupported) => Status::NotSupported,
+                Err(e) => {
+                    log::warn!("request {:#x}: store failed: {e}", w.id);
+                    Status::Error
+                }
+            });
+        }
+        for w in works.iter_mut() {
+            if w.status == Some(Status::Okay) && matches!(w.action, Action::Read { .. }) {
+                pack(data, w, false);
+            }
+        }
+    }
+}
+
+/// The grant refs of an indirect request's pages.
+fn indirect_grefs(r: &RequestRepr) -> &[GrantRef] {
+    match r {
+        RequestRepr::Indirect { pages, .. } => pages.as_slice(),
+        _ => &[],
+    }
+}
+
+/// Moves a request's segment data between the spread layout (segment `k`
+/// at `data_off + k * PAGE_SIZE`) and the packed one (segments end to end
+/// from `data_off`). Packing moves data towards the front, so it runs
+/// front to back; unpacking back to front.
+fn pack(data: &mut [u8], w: &Work, packing: bool) {
+    let mut packed_at = Vec::with_capacity(w.segs.len());
+    let mut at = w.data_off;
+    for s in &w.segs {
+        packed_at.push(at);
+        at += usize::from(s.byte_len());
+    }
+    let order: Vec<usize> = if packing {
+        (0..w.segs.len()).collect()
+    } else {
+        (0..w.segs.len()).rev().collect()
+    };
+    for k in order {
+        let len = usize::from(w.segs[k].byte_len());
+        let spread = w.data_off + k * PAGE_SIZE;
+        let packed = packed_at[k];
+        if spread + len > data.len() || packed + len > data.len() {
+            continue;
+        }
+        if packing {
+            data.copy_within(spread..spread + len, packed);
+        } else {
+            data.copy_within(packed..packed + len, spread);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

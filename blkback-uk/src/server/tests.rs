@@ -1,0 +1,687 @@
+//! The server and the client in one process, over the simulation's broker
+//! (owner domain 1, members 2 and 3), the server pumped by hand.
+
+use super::*;
+use crate::client::{BlkClient, Buffer, Completion};
+use crate::ram::RamStore;
+use share_hal::platform::Access;
+use share_hal::share::ShareRef;
+use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
+use share_hal::wire::blk::{request_field, Op, MAX_INLINE_SEGMENTS};
+use std::vec::Vec;
+
+const SERVER: DomId = 1;
+
+fn disk_entry(disk: u64, peer: DomId, read_only: bool, numpages: u32) -> EntryRepr {
+    EntryRepr {
+        kind: Kind::Disk,
+        role: Role::Owner,
+        flags: if read_only { vd::flags::READ_ONLY } else { 0 },
+        subtype: features::ALL,
+        numpages,
+        peer,
+        share_ref: GrantRef(0),
+        status: 0,
+        param: disk,
+    }
+}
+
+struct Rig {
+    _broker: Broker,
+    path: std::path::PathBuf,
+    o: SimPlatform,
+    server: Server<SimPlatform, RamStore>,
+    entries: Vec<EntryRepr>,
+}
+
+impl Rig {
+    fn new(disks: &[u64]) -> Rig {
+        let path = temp_socket_path("blk-server");
+        let broker = Broker::spawn(&path).unwrap();
+        let mut o = SimPlatform::connect(&path, SERVER).unwrap();
+        let stores = disks.iter().map(|&s| RamStore::new(s)).collect();
+        let config = ServerConfig {
+            bounce_pages: 600,
+            max_indirect_segments: 512,
+        };
+        let server = Server::new(&mut o, stores, config).unwrap();
+        Rig {
+            _broker: broker,
+            path,
+            o,
+            server,
+            entries: vec![EntryRepr::EMPTY; 8],
+        }
+    }
+
+    fn apply(&mut self, index: u32, new: EntryRepr) -> Applied {
+        let old = self.entries[index as usize];
+        let a = self.server.apply(&mut self.o, index, &old, &new);
+        if let Applied::Ok { .. } = a {
+            self.entries[index as usize] = new;
+        }
+        a
+    }
+
+    /// Serves `entry` at `index` and attaches member `entry.peer` to it.
+    fn member(&mut self, index: u32, entry: EntryRepr) -> (SimPlatform, BlkClient<SimPlatform>) {
+        let mut m = SimPlatform::connect(&self.path, entry.peer).unwrap();
+        let Applied::Ok { share_ref: Some(g) } = self.apply(index, entry) else {
+            panic!("entry refused");
+        };
+        let c = BlkClient::attach(
+            &mut m,
+            ShareRef {
+                owner: SERVER,
+                descriptor: g,
+            },
+        )
+        .unwrap();
+        (m, c)
+    }
+
+    fn pump(&mut self) -> usize {
+        let mut n = 0;
+        for _ in 0..1000 {
+            let pr = self.server.service(&mut self.o);
+            n += pr.answered;
+            if !pr.more {
+                break;
+            }
+        }
+        n
+    }
+
+    fn refused(&mut self, index: u32, entry: EntryRepr) -> i32 {
+        match self.apply(index, entry) {
+            Applied::Refused(code) => code,
+            Applied::Ok { .. } => panic!("entry accepted"),
+        }
+    }
+}
+
+/// Submits, lets the server run, and returns the responses.
+fn exchange(
+    rig: &mut Rig,
+    m: &mut SimPlatform,
+    c: &mut BlkClient<SimPlatform>,
+    reqs: &[RequestRepr],
+) -> Vec<Completion> {
+    for r in reqs {
+        assert!(c.submit(r).unwrap(), "lane full");
+    }
+    c.kick(m).unwrap();
+    rig.pump();
+    let mut out = Vec::new();
+    c.poll(m, &mut out).unwrap();
+    out
+}
+
+fn one(
+    rig: &mut Rig,
+    m: &mut SimPlatform,
+    c: &mut BlkClient<SimPlatform>,
+    req: RequestRepr,
+) -> Status {
+    let out = exchange(rig, m, c, &[req]);
+    assert_eq!(out.len(), 1, "one response");
+    assert_eq!(out[0].id, req.id());
+    out[0].status
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Writes `data` at `sector` through a fresh buffer (indirect if needed).
+fn write(
+    rig: &mut Rig,
+    m: &mut SimPlatform,
+    c: &mut BlkClient<SimPlatform>,
+    sector: u64,
+    data: &[u8],
+    fua: bool,
+) -> Status {
+    rw(rig, m, c, Dir::Write, sector, &mut data.to_vec(), fua)
+}
+
+fn read(
+    rig: &mut Rig,
+    m: &mut SimPlatform,
+    c: &mut BlkClient<SimPlatform>,
+    sector: u64,
+    len: usize,
+) -> (Status, Vec<u8>) {
+    let mut buf = vec![0u8; len];
+    let s = rw(rig, m, c, Dir::Read, sector, &mut buf, false);
+    (s, buf)
+}
+
+fn rw(
+    rig: &mut Rig,
+    m: &mut SimPlatform,
+    c: &mut BlkClient<SimPlatform>,
+    dir: Dir,
+    sector: u64,
+    data: &mut [u8],
+    fua: bool,
+) -> Status {
+    let pages = data.len().div_ceil(PAGE_SIZE);
+    let buf = Buffer::new(m, SERVER, pages, Access::ReadWrite).unwrap();
+    let ind = Buffer::new(m, SERVER, 2, Access::ReadOnly).unwrap();
+    buf.mem().write_from(0, data).unwrap();
+    let req = c
+        .rw_request(
+            dir,
+            fua,
+            sector,
+            &buf,
+            0,
+            (data.len() / 512) as u64,
+            Some(&ind),
+        )
+        .unwrap();
+    let s = one(rig, m, c, req);
+    buf.mem().read_into(0, data).unwrap();
+    buf.release(m).unwrap();
+    ind.release(m).unwrap();
+    s
+}
+
+#[test]
+fn write_read_back_direct_and_one_mib_indirect() {
+    let mut rig = Rig::new(&[4096]);
+    let (mut m, mut c) = rig.member(0, disk_entry(0, 2, false, 11));
+    assert_eq!(c.control().capacity, 4096);
+    assert_eq!(c.control().max_indirect_segments, 512);
+    assert_eq!(c.control().features, features::ALL);
+    // Direct: 13 pages; a single sector.
+    let small = pattern(1, 13 * PAGE_SIZE);
+    assert_eq!(
+        write(&mut rig, &mut m, &mut c, 100, &small, false),
+        Status::Okay
+    );
+    assert_eq!(
+        write(&mut rig, &mut m, &mut c, 7, &pattern(2, 512), false),
+        Status::Okay
+    );
+    // Indirect: 1 MiB (256 segments) and 2 MiB (512, two... one page).
+    let big = pattern(3, 1 << 20);
+    assert_eq!(
+        write(&mut rig, &mut m, &mut c, 1024, &big, false),
+        Status::Okay
+    );
+    let two = pattern(4, 2 << 20);
+    assert_eq!(
+        write(&mut rig, &mut m, &mut c, 0, &two[..], false),
+        Status::Okay
+    );
+    // The 2 MiB write covered sectors 0..4096; rewrite the others on top.
+    assert_eq!(
+        write(&mut rig, &mut m, &mut c, 1024, &big, false),
+        Status::Okay
+    );
+    assert_eq!(
+        write(&mut rig, &mut m, &mut c, 100, &small, false),
+        Status::Okay
+    );
+    let (s, back) = read(&mut rig, &mut m, &mut c, 1024, 1 << 20);
+    assert_eq!(s, Status::Okay);
+    assert!(back == big, "1 MiB indirect read back");
+    let (s, back) = read(&mut rig, &mut m, &mut c, 100, small.len());
+    assert_eq!(s, Status::Okay);
+    assert!(back == small);
+    let store = rig.server.store(0).unwrap().bytes();
+    assert!(store[1024 * 512..1024 * 512 + (1 << 20)] == big[..]);
+    assert!(store[..512] == two[..512]);
+    assert_eq!(rig.server.stats().errors, 0);
+}
+
+#[test]
+fn flush_fua_discard() {
+    let mut rig = Rig::new(&[256]);
+    let (mut m, mut c) = rig.member(0, disk_entry(0, 2, false, 3));
+    assert_eq!(
+        write(&mut rig, &mut m, &mut c, 8, &pattern(5, 4096), true),
+        Status::Okay
+    );
+    let id = c.next_id();
+    assert_eq!(
+        one(&mut rig, &mut m, &mut c, RequestRepr::Flush { id }),
+        Status::Okay
+    );
+    let id = c.next_id();
+    let discard = RequestRepr::Discard {
+        id,
+        sector: 9,
+        nr_sectors: 2,
+    };
+    assert_eq!(one(&mut rig, &mut m, &mut c, discard), Status::Okay);
+    let (s, back) = read(&mut rig, &mut m, &mut c, 8, 4096);
+    assert_eq!(s, Status::Okay);
+    let want = pattern(5, 4096);
+    assert!(back[..512] == want[..512]);
+    assert!(back[512..1536].iter().all(|&b| b == 0), "discarded");
+    assert!(back[1536..] == want[1536..]);
+    // Discard past the end: refused; the lane goes on.
+    let id = c.next_id();
+    let far = RequestRepr::Discard {
+        id,
+        sector: 250,
+        nr_sectors: 7,
+    };
+    assert_eq!(one(&mut rig, &mut m, &mut c, far), Status::Error);
+}
+
+#[test]
+fn features_follow_dom0_policy_and_unoffered_ops_are_not_supported() {
+    let mut rig = Rig::new(&[64]);
+    let mut e = disk_entry(0, 2, false, 3);
+    e.subtype = features::INDIRECT;
+    let (mut m, mut c) = rig.member(0, e);
+    assert_eq!(c.control().features, features::INDIRECT);
+    // The member lies about the offer: the server still refuses.
+    let mut raw = [0u8; REQUEST_SIZE];
+    raw[request_field::OP.start] = Op::Flush as u8;
+    raw[request_field::ID.start] = 77;
+    assert!(c.submit_raw(&raw).unwrap());
+    c.kick(&mut m).unwrap();
+    rig.pump();
+    let mut out = Vec::new();
+    c.poll(&mut m, &mut out).unwrap();
+    assert_eq!(
+        out,
+        [Completion {
+            id: 77,
+            op: Op::Flush as u8,
+            status: Status::NotSupported
+        }]
+    );
+}
+
+#[test]
+fn sixty_four_in_flight_then_read_back() {
+    let mut rig = Rig::new(&[1024]);
+    let (mut m, mut c) = rig.member(0, disk_entry(0, 2, false, 11));
+    assert_eq!(c.slots(), 256);
+    let mut bufs = Vec::new();
+    let mut reqs = Vec::new();
+    for i in 0..64u64 {
+        let b = Buffer::new(&mut m, SERVER, 1, Access::ReadWrite).unwrap();
+        b.mem().write_from(0, &pattern(100 + i, PAGE_SIZE)).unwrap();
+        let fua = i % 7 == 0;
+        reqs.push(
+            c.rw_request(Dir::Write, fua, i * 8, &b, 0, 8, None)
+                .unwrap(),
+        );
+        bufs.push(b);
+    }
+    let id = c.next_id();
+    reqs.push(RequestRepr::Flush { id });
+    assert_eq!(c.in_flight(), 0);
+    let out = exchange(&mut rig, &mut m, &mut c, &reqs);
+    assert_eq!(out.len(), 65);
+    for (r, o) in reqs.iter().zip(&out) {
+        assert_eq!((o.id, o.status), (r.id(), Status::Okay), "in lane order");
+    }
+    assert_eq!(c.in_flight(), 0);
+    for b in bufs {
+        b.release(&mut m).unwrap();
+    }
+    let (s, back) = read(&mut rig, &mut m, &mut c, 0, 64 * PAGE_SIZE);
+    assert_eq!(s, Status::Okay);
+    for i in 0..64usize {
+        assert!(back[i * PAGE_SIZE..(i + 1) * PAGE_SIZE] == pattern(100 + i as u64, PAGE_SIZE)[..]);
+    }
+}
+
+#[test]
+fn read_only_disk_many_members_writes_refused_writer_alone() {
+    let mut rig = Rig::new(&[64, 64]);
+    let (mut m2, mut c2) = rig.member(0, disk_entry(0, 2, true, 3));
+    let (mut m3, mut c3) = rig.member(1, disk_entry(0, 3, true, 3));
+    assert!(c2.control().read_only && c3.control().read_only);
+    assert_eq!(c2.control().features & features::DISCARD, 0);
+    assert_eq!(
+        write(&mut rig, &mut m2, &mut c2, 0, &[1; 512], false),
+        Status::Error
+    );
+    let (s, _) = read(&mut rig, &mut m3, &mut c3, 0, 512);
+    assert_eq!(s, Status::Okay);
+    // A writer on a disk with readers, a second writer, a duplicate.
+    assert_eq!(rig.refused(2, disk_entry(0, 4, false, 3)), status::EBUSY);
+    let (mut m4, mut c4) = rig.member(2, disk_entry(1, 4, false, 3));
+    assert_eq!(rig.refused(3, disk_entry(1, 5, false, 3)), status::EBUSY);
+    assert_eq!(rig.refused(3, disk_entry(1, 5, true, 3)), status::EBUSY);
+    assert_eq!(rig.refused(3, disk_entry(0, 2, true, 3)), status::EEXIST);
+    assert_eq!(
+        write(&mut rig, &mut m4, &mut c4, 0, &[9; 512], true),
+        Status::Okay
+    );
+    assert!(rig.server.store(0).unwrap().bytes().iter().all(|&b| b == 0));
+    // Other refusals: no such disk, a network entry, a member entry, too
+    // few pages, an entry over a used one.
+    assert_eq!(rig.refused(3, disk_entry(7, 5, true, 3)), status::ENOENT);
+    let mut net = disk_entry(0, 5, true, 3);
+    net.kind = Kind::Network;
+    assert_eq!(rig.refused(3, net), status::ENODEV);
+    let mut member = disk_entry(0, 5, true, 3);
+    member.role = Role::Member;
+    assert_eq!(rig.refused(3, member), status::ENODEV);
+    assert_eq!(rig.refused(3, disk_entry(0, 5, true, 2)), status::EINVAL);
+    assert_eq!(rig.refused(0, disk_entry(0, 5, true, 3)), status::EEXIST);
+    // Removing the writer lets another domain write.
+    c4.detach(&mut m4).unwrap();
+    assert!(matches!(
+        rig.apply(2, EntryRepr::EMPTY),
+        Applied::Ok { share_ref: None }
+    ));
+    assert_eq!(rig.server.connections().count(), 2);
+    assert_eq!(rig.server.reap(&mut rig.o), 0);
+    let (mut m5, mut c5) = rig.member(3, disk_entry(1, 5, false, 3));
+    let (s, back) = read(&mut rig, &mut m5, &mut c5, 0, 512);
+    assert_eq!((s, back), (Status::Okay, vec![9; 512]));
+    c2.detach(&mut m2).unwrap();
+    c3.detach(&mut m3).unwrap();
+}
+
+/// A request slot with `segs` inline, anything allowed.
+fn raw_rw(id: u64, op: Op, sector: u64, segs: &[(GrantRef, u8, u8)]) -> [u8; REQUEST_SIZE] {
+    let mut raw = [0u8; REQUEST_SIZE];
+    raw[0] = op as u8;
+    raw[2..4].copy_from_slice(&(segs.len() as u16).to_le_bytes());
+    raw[8..16].copy_from_slice(&id.to_le_bytes());
+    raw[16..24].copy_from_slice(&sector.to_le_bytes());
+    for (i, (g, f, l)) in segs.iter().enumerate().take(MAX_INLINE_SEGMENTS) {
+        let at = 24 + 8 * i;
+        raw[at..at + 4].copy_from_slice(&g.0.to_le_bytes());
+        raw[at + 4] = *f;
+        raw[at + 5] = *l;
+    }
+    raw
+}
+
+fn raw_one(
+    rig: &mut Rig,
+    m: &mut SimPlatform,
+    c: &mut BlkClient<SimPlatform>,
+    raw: &[u8; REQUEST_SIZE],
+) -> Status {
+    assert!(c.submit_raw(raw).unwrap());
+    c.kick(m).unwrap();
+    rig.pump();
+    let mut out = Vec::new();
+    c.poll(m, &mut out).unwrap();
+    assert_eq!(out.len(), 1);
+    out[0].status
+}
+
+#[test]
+fn hostile_requests_get_errors_and_touch_nothing() {
+    let mut rig = Rig::new(&[64, 64]);
+    let (mut m, mut c) = rig.member(0, disk_entry(1, 2, false, 3));
+    let buf = Buffer::new(&mut m, SERVER, 2, Access::ReadWrite).unwrap();
+    buf.mem().fill(0, 2 * PAGE_SIZE, 0xee).unwrap();
+    let g = buf.grefs()[0];
+    let cases: &[(&str, [u8; REQUEST_SIZE])] = &[
+        ("out of range", raw_rw(1, Op::Write, 63, &[(g, 0, 1)])),
+        (
+            "sector overflow",
+            raw_rw(2, Op::Write, u64::MAX, &[(g, 0, 0)]),
+        ),
+        ("last_sect 8", raw_rw(3, Op::Write, 0, &[(g, 0, 8)])),
+        ("first after last", raw_rw(4, Op::Write, 0, &[(g, 5, 2)])),
+        ("no segments", raw_rw(5, Op::Write, 0, &[])),
+        (
+            "bogus grant",
+            raw_rw(6, Op::Write, 0, &[(GrantRef(99_999), 0, 7)]),
+        ),
+        (
+            "bogus grant among good",
+            raw_rw(7, Op::Write, 0, &[(g, 0, 7), (GrantRef(12345), 0, 7)]),
+        ),
+        (
+            "read into bogus grant",
+            raw_rw(8, Op::Read, 0, &[(GrantRef(4242), 0, 7)]),
+        ),
+    ];
+    for (what, raw) in cases {
+        assert_eq!(
+            raw_one(&mut rig, &mut m, &mut c, raw),
+            Status::Error,
+            "{what}"
+        );
+    }
+    let mut bad_op = raw_rw(9, Op::Read, 0, &[(g, 0, 0)]);
+    bad_op[0] = 17;
+    assert_eq!(raw_one(&mut rig, &mut m, &mut c, &bad_op), Status::Error);
+    let mut fua_read = raw_rw(10, Op::Read, 0, &[(g, 0, 0)]);
+    fua_read[1] = 1;
+    assert_eq!(raw_one(&mut rig, &mut m, &mut c, &fua_read), Status::Error);
+    let mut flags = raw_rw(11, Op::Write, 0, &[(g, 0, 0)]);
+    flags[1] = 0x80;
+    assert_eq!(raw_one(&mut rig, &mut m, &mut c, &flags), Status::Error);
+    // Nothing reached either disk.
+    for d in 0..2 {
+        assert!(rig.server.store(d).unwrap().bytes().iter().all(|&b| b == 0));
+    }
+    // Overlapping segments (the same page twice) are served: the member's
+    // own business, inside its own grant.
+    let overlap = raw_rw(12, Op::Write, 0, &[(g, 0, 7), (g, 2, 3)]);
+    assert_eq!(raw_one(&mut rig, &mut m, &mut c, &overlap), Status::Okay);
+    let store = rig.server.store(1).unwrap().bytes();
+    assert!(store[..(8 + 2) * 512].iter().all(|&b| b == 0xee));
+    assert!(store[10 * 512..].iter().all(|&b| b == 0));
+    assert!(rig.server.store(0).unwrap().bytes().iter().all(|&b| b == 0));
+    // Reads into a read-only grant fail; the page is unchanged.
+    let ro = Buffer::new(&mut m, SERVER, 1, Access::ReadOnly).unwrap();
+    let into_ro = raw_rw(13, Op::Read, 0, &[(ro.grefs()[0], 0, 7)]);
+    assert_eq!(raw_one(&mut rig, &mut m, &mut c, &into_ro), Status::Error);
+    assert_eq!(ro.mem().read_u64(0), Ok(0));
+    buf.release(&mut m).unwrap();
+    ro.release(&mut m).unwrap();
+    assert_eq!(rig.server.stats().cut_off, 0);
+}
+
+/// An indirect request slot over `pages`, `n` segments.
+fn raw_indirect(id: u64, dir: Op, sector: u64, n: u16, pages: &[GrantRef]) -> [u8; REQUEST_SIZE] {
+    let mut raw = [0u8; REQUEST_SIZE];
+    raw[0] = Op::Indirect as u8;
+    raw[2..4].copy_from_slice(&n.to_le_bytes());
+    raw[8..16].copy_from_slice(&id.to_le_bytes());
+    raw[16..24].copy_from_slice(&sector.to_le_bytes());
+    raw[24] = dir as u8;
+    for (i, g) in pages.iter().enumerate().take(24) {
+        raw[32 + 4 * i..36 + 4 * i].copy_from_slice(&g.0.to_le_bytes());
+    }
+    raw
+}
+
+#[test]
+fn hostile_indirect_requests() {
+    let mut rig = Rig::new(&[8192]);
+    let (mut m, mut c) = rig.member(0, disk_entry(0, 2, false, 3));
+    let data = Buffer::new(&mut m, SERVER, 16, Access::ReadWrite).unwrap();
+    data.mem().fill(0, 16 * PAGE_SIZE, 0x77).unwrap();
+    let ind = Buffer::new(&mut m, SERVER, 1, Access::ReadOnly).unwrap();
+    let write_list = |segs: &[(GrantRef, u8, u8)]| {
+        let mut page = vec![0u8; PAGE_SIZE];
+        for (i, (g, f, l)) in segs.iter().enumerate() {
+            page[8 * i..8 * i + 4].copy_from_slice(&g.0.to_le_bytes());
+            page[8 * i + 4] = *f;
+            page[8 * i + 5] = *l;
+        }
+        ind.mem().write_from(0, &page).unwrap();
+    };
+    let good: Vec<_> = data.grefs().iter().map(|&g| (g, 0u8, 7u8)).collect();
+    write_list(&good);
+    let ig = ind.grefs()[0];
+    // Honest one first: 16 segments.
+    let ok = raw_indirect(1, Op::Write, 0, 16, &[ig]);
+    assert_eq!(raw_one(&mut rig, &mut m, &mut c, &ok), Status::Okay);
+    let cases: &[(&str, [u8; REQUEST_SIZE])] = &[
+        (
+            "bogus indirect page",
+            raw_indirect(2, Op::Write, 0, 16, &[GrantRef(5555)]),
+        ),
+        (
+            "too many segments",
+            raw_indirect(3, Op::Write, 0, 513, &[ig, ig]),
+        ),
+        ("zero segments", raw_indirect(4, Op::Write, 0, 0, &[ig])),
+        ("inner op flush", raw_indirect(5, Op::Flush, 0, 16, &[ig])),
+        (
+            "past the end",
+            raw_indirect(6, Op::Write, 8192 - 127, 16, &[ig]),
+        ),
+        (
+            "list shorter than claimed",
+            raw_indirect(7, Op::Write, 0, 17, &[ig]),
+        ),
+    ];
+    for (what, raw) in cases {
+        assert_eq!(
+            raw_one(&mut rig, &mut m, &mut c, raw),
+            Status::Error,
+            "{what}"
+        );
+    }
+    // A bad segment inside the page, and a bogus data grant.
+    let mut bad = good.clone();
+    bad[9].2 = 9;
+    write_list(&bad);
+    assert_eq!(
+        raw_one(
+            &mut rig,
+            &mut m,
+            &mut c,
+            &raw_indirect(8, Op::Write, 4000, 16, &[ig])
+        ),
+        Status::Error
+    );
+    let mut bogus = good.clone();
+    bogus[15].0 = GrantRef(31337);
+    write_list(&bogus);
+    assert_eq!(
+        raw_one(
+            &mut rig,
+            &mut m,
+            &mut c,
+            &raw_indirect(9, Op::Write, 4000, 16, &[ig])
+        ),
+        Status::Error
+    );
+    let store = rig.server.store(0).unwrap().bytes();
+    assert!(store[..16 * PAGE_SIZE].iter().all(|&b| b == 0x77));
+    assert!(
+        store[16 * PAGE_SIZE..].iter().all(|&b| b == 0),
+        "no refused write landed"
+    );
+    data.release(&mut m).unwrap();
+    ind.release(&mut m).unwrap();
+}
+
+#[test]
+fn a_member_that_revokes_mid_write_gets_an_error() {
+    let mut rig = Rig::new(&[64]);
+    let (mut m, mut c) = rig.member(0, disk_entry(0, 2, false, 3));
+    let buf = Buffer::new(&mut m, SERVER, 4, Access::ReadWrite).unwrap();
+    buf.mem().fill(0, 4 * PAGE_SIZE, 0x11).unwrap();
+    let req = c
+        .rw_request(Dir::Write, false, 0, &buf, 0, 32, None)
+        .unwrap();
+    assert!(c.submit(&req).unwrap());
+    c.kick(&mut m).unwrap();
+    // Gone before the server looks.
+    buf.release(&mut m).unwrap();
+    rig.pump();
+    let mut out = Vec::new();
+    c.poll(&mut m, &mut out).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].status, Status::Error);
+    assert!(rig.server.store(0).unwrap().bytes().iter().all(|&b| b == 0));
+}
+
+#[test]
+fn a_member_that_does_not_take_responses_cannot_get_more_in_flight() {
+    let mut rig = Rig::new(&[64]);
+    let (mut m, mut c) = rig.member(0, disk_entry(0, 2, false, 3));
+    let slots = c.slots() as u64;
+    assert_eq!(slots, 32);
+    // Fill the request lane with flushes, twice over: the server takes the
+    // first lane-full (a response slot for each), then must stop.
+    let mut submitted = 0u64;
+    for round in 0..3 {
+        loop {
+            let id = c.next_id();
+            if !c.submit(&RequestRepr::Flush { id }).unwrap() {
+                break;
+            }
+            submitted += 1;
+        }
+        c.kick(&mut m).unwrap();
+        rig.pump();
+        if round == 0 {
+            assert_eq!(submitted, slots);
+        }
+    }
+    assert_eq!(
+        submitted,
+        2 * slots,
+        "the server took one lane of requests, then stopped"
+    );
+    assert_eq!(rig.server.stats().requests, slots);
+    // Taking the responses lets the rest through.
+    let mut out = Vec::new();
+    c.poll(&mut m, &mut out).unwrap();
+    rig.pump();
+    c.poll(&mut m, &mut out).unwrap();
+    assert_eq!(out.len() as u64, 2 * slots);
+    assert!(out.iter().all(|o| o.status == Status::Okay));
+    assert_eq!(c.in_flight(), 0);
+}
+
+#[test]
+fn a_lying_lane_index_cuts_the_member_off_and_others_go_on() {
+    let mut rig = Rig::new(&[64, 64]);
+    let (mut m2, mut c2) = rig.member(0, disk_entry(0, 2, false, 3));
+    let (mut m3, mut c3) = rig.member(1, disk_entry(1, 3, false, 3));
+    // Member 2 claims 1000 requests in a 32-slot lane.
+    let hdr = c2.layout().requests.header;
+    c2.raw_share()
+        .store_u32(hdr, 1000, core::sync::atomic::Ordering::Release)
+        .unwrap();
+    c2.raw_share()
+        .store_u32(hdr + 64, 0, core::sync::atomic::Ordering::Release)
+        .unwrap();
+    rig.pump();
+    assert_eq!(rig.server.stats().cut_off, 1);
+    assert_eq!(
+        write(&mut rig, &mut m3, &mut c3, 0, &[3; 512], false),
+        Status::Okay
+    );
+    // Garbage in every slot of another member's lane: answered with errors.
+    let _ = (&mut m2, &mut c2);
+    let mut garbage = [0xffu8; REQUEST_SIZE];
+    for i in 0..40u64 {
+        garbage[8..16].copy_from_slice(&(1000 + i).to_le_bytes());
+        if !c3.submit_raw(&garbage).unwrap() {
+            break;
+        }
+    }
+    c3.kick(&mut m3).unwrap();
+    rig.pump();
+    let mut out = Vec::new();
+    c3.poll(&mut m3, &mut out).unwrap();
+    assert_eq!(out.len(), 32);
+    assert!(out.iter().all(|o| o.status == Status::Error));
+    assert_eq!(rig.server.stats().cut_off, 1);
+}
