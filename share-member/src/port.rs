@@ -7,10 +7,9 @@
 //! lane is an error of this port only: the caller closes it with a log
 //! line and the program goes on.
 
-use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
-use share_hal::frames::{FrameMeta, FrameReceiver, FrameSender};
+use share_hal::frames::{FrameMeta, FrameReceiver, FrameSender, ParkedReceiver, ParkedSender};
 use share_hal::lane::{Consumer, Producer};
 use share_hal::platform::{DomId, Platform};
 use share_hal::share::Attached;
@@ -72,31 +71,22 @@ pub struct Interest {
     pub busy: bool,
 }
 
-/// The lanes, borrowing the share's mapping (see [`unbind`]).
+/// The lanes' private state between service rounds; each round resumes
+/// them over the share's mapping (so nothing outlives the `Attached`).
 struct Lanes {
-    control: SharedMem<'static>,
-    tx: FrameSender<'static>,
-    rx: FrameReceiver<'static>,
+    layout: NetLayout,
+    tx: Option<ParkedSender>,
+    rx: Option<ParkedReceiver>,
 }
 
-/// A window over the share's mapping that does not borrow the `Attached`
-/// it came from, so the lanes can live next to it in one struct.
-///
-/// # Safety
-/// The mapping behind `mem` must stay mapped while the returned window, or
-/// anything made from it, lives. [`NetPort`] keeps that promise: its
-/// `lanes` field is declared (so dropped) before `share`, and `close`
-/// drops the lanes before it detaches (unmaps) the share.
-unsafe fn unbind(mem: SharedMem<'_>) -> Option<SharedMem<'static>> {
-    let ptr = NonNull::new(mem.as_ptr())?;
-    // SAFETY: the same pages as `mem`, reached only through SharedMem; the
-    // caller keeps them mapped as long as the window lives.
-    Some(unsafe { SharedMem::new(ptr, mem.len()) })
+fn lost() -> Error {
+    Error::InvalidArgument {
+        what: "lane state lost after an earlier failure",
+    }
 }
 
 /// A joined network share and its TAP device.
 pub struct NetPort<P: Platform> {
-    // Field order is drop order: the lanes go before the mapping they use.
     lanes: Option<Lanes>,
     tap: Tap,
     share: Option<Attached<P>>,
@@ -242,17 +232,24 @@ impl<P: Platform> NetPort<P> {
         mtu: u16,
         accepted: u32,
     ) -> Result<Lanes, Error> {
-        // SAFETY: see `unbind`; the lanes are stored in `NetPort::lanes`
-        // next to this share and dropped before it is detached.
-        let mem = unsafe { unbind(share.mem()) }.ok_or(Error::InvalidArgument {
-            what: "empty share mapping",
-        })?;
-        let control = mem.slice(0, CONTROL_LEN)?;
+        let mem = share.mem();
         let tx = Producer::attach(layout.tx.window(mem)?, layout.tx.lane()?)?;
         let tx = FrameSender::new(tx, usize::from(mtu) + net::FRAME_OVERHEAD)?;
         let rx = Consumer::attach(layout.rx.window(mem)?, layout.rx.lane()?)?;
         let rx = FrameReceiver::net(rx, FrameAssembler::new(mtu, accepted)?)?;
-        Ok(Lanes { control, tx, rx })
+        Ok(Lanes {
+            layout: *layout,
+            tx: Some(tx.park()),
+            rx: Some(rx.park()),
+        })
+    }
+
+    /// The share's control fields.
+    fn control(&self) -> Result<SharedMem<'_>, Error> {
+        match &self.share {
+            Some(s) => s.mem().slice(0, CONTROL_LEN),
+            None => Err(lost()),
+        }
     }
 
     fn open_tap(ifname: &str, control: &ControlRepr, accepted: u32) -> std::io::Result<Tap> {
@@ -267,16 +264,9 @@ impl<P: Platform> NetPort<P> {
     /// `features_accepted`, then `member_state = READY` (release, so the
     /// switch sees the features first), then a trigger.
     fn announce(&mut self, p: &mut P) -> Result<(), Error> {
-        let lanes = self
-            .lanes
-            .as_ref()
-            .ok_or(Error::NotAMember { domid: p.domid() })?;
-        lanes
-            .control
-            .write_u32(field::FEATURES_ACCEPTED.start, self.accepted)?;
-        lanes
-            .control
-            .store_u32(field::MEMBER_STATE.start, MEMBER_READY, Ordering::Release)?;
+        let control = self.control()?;
+        control.write_u32(field::FEATURES_ACCEPTED.start, self.accepted)?;
+        control.store_u32(field::MEMBER_STATE.start, MEMBER_READY, Ordering::Release)?;
         self.trigger(p)
     }
 
@@ -327,10 +317,8 @@ impl<P: Platform> NetPort<P> {
     /// Leaves: tells the switch we are closed, removes the TAP device and
     /// detaches from the share (unmaps, closes our port).
     pub fn close(mut self, p: &mut P) -> Result<(), Error> {
-        if let Some(l) = &self.lanes {
-            let _ =
-                l.control
-                    .store_u32(field::MEMBER_STATE.start, MEMBER_CLOSED, Ordering::Release);
+        if let Ok(control) = self.control() {
+            let _ = control.store_u32(field::MEMBER_STATE.start, MEMBER_CLOSED, Ordering::Release);
         }
         let _ = self.trigger(p);
         let share = self.take_share();
@@ -345,15 +333,24 @@ impl<P: Platform> NetPort<P> {
     pub fn service(&mut self, p: &mut P, tap_readable: bool) -> Result<Interest, Error> {
         let mut trigger = false;
         let mut busy = false;
-        let Some(lanes) = self.lanes.as_mut() else {
+        let (Some(share), Some(lanes)) = (self.share.as_ref(), self.lanes.as_mut()) else {
             return Err(Error::NotAMember { domid: p.domid() });
         };
+        let mem = share.mem();
+        let layout = lanes.layout;
+        let mut rx = FrameReceiver::resume(
+            layout.rx.window(mem)?,
+            layout.rx.lane()?,
+            lanes.rx.take().ok_or_else(lost)?,
+        )?;
+        let mut tx = FrameSender::resume(
+            layout.tx.window(mem)?,
+            layout.tx.lane()?,
+            lanes.tx.take().ok_or_else(lost)?,
+        )?;
 
         // The link: the carrier follows the switch's link_state.
-        let link = lanes
-            .control
-            .load_u32(field::LINK_STATE.start, Ordering::Acquire)?
-            == LINK_UP;
+        let link = mem.load_u32(field::LINK_STATE.start, Ordering::Acquire)? == LINK_UP;
         if self.link != Some(link) {
             self.link = Some(link);
             if self.carrier_ok {
@@ -368,7 +365,6 @@ impl<P: Platform> NetPort<P> {
         }
 
         // rx lane -> TAP.
-        let rx = &mut lanes.rx;
         let slot_count = rx.lane().layout().slot_count() as usize;
         let mut moved = 0;
         'rx: while moved < BUDGET {
@@ -413,7 +409,6 @@ impl<P: Platform> NetPort<P> {
         }
 
         // TAP -> tx lane.
-        let tx = &mut lanes.tx;
         let mut sent = 0;
         if let Some((len, meta)) = self.pending {
             let frame = &self.tx_buf[VNET_HDR_LEN..VNET_HDR_LEN + len];
@@ -468,6 +463,8 @@ impl<P: Platform> NetPort<P> {
                 busy = true;
             }
         }
+        lanes.rx = Some(rx.park());
+        lanes.tx = Some(tx.park());
         if trigger {
             self.trigger(p)?;
         }
