@@ -455,3 +455,771 @@ pub fn max_emitted(dst_features: u32, dst_max_frame: usize) -> usize {
         dst_max_frame
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use proptest::prelude::*;
+    use share_hal::wire::net::SLOT_DATA_MAX;
+    use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv6Address};
+
+    const CB: u16 = flags::CSUM_BLANK;
+
+    fn run(
+        frame: &[u8],
+        meta: FrameMeta,
+        feats: u32,
+        max: usize,
+    ) -> (Verdict, Vec<(Vec<u8>, FrameMeta)>) {
+        let mut got = Vec::new();
+        let mut scratch = Scratch::new();
+        let v = deliver(frame, &meta, feats, max, &mut scratch, &mut |f, m| {
+            got.push((f.to_vec(), m));
+            true
+        });
+        (v, got)
+    }
+
+    /// What a Linux sender puts on the wire for a TSO/USO super-frame,
+    /// built with smoltcp's setters (independently of the segmenter).
+    #[derive(Debug, Clone)]
+    struct Spec {
+        v6: bool,
+        udp: bool,
+        vlan: bool,
+        /// 32-bit words of IPv4 options / TCP options.
+        ip_opts: usize,
+        tcp_opts: usize,
+        fin: bool,
+        psh: bool,
+        cwr: bool,
+        seq: u32,
+        ident: u16,
+        payload: Vec<u8>,
+    }
+
+    const SRC4: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
+    const DST4: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
+    const SRC6: Ipv6Address = Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+    const DST6: Ipv6Address = Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+
+    impl Spec {
+        fn addrs(&self) -> (IpAddress, IpAddress) {
+            if self.v6 {
+                (IpAddress::Ipv6(SRC6), IpAddress::Ipv6(DST6))
+            } else {
+                (IpAddress::Ipv4(SRC4), IpAddress::Ipv4(DST4))
+            }
+        }
+        fn l3(&self) -> usize {
+            if self.vlan {
+                18
+            } else {
+                14
+            }
+        }
+        fn l4(&self) -> usize {
+            self.l3() + if self.v6 { 40 } else { 20 + 4 * self.ip_opts }
+        }
+        fn hdr_end(&self) -> usize {
+            self.l4() + if self.udp { 8 } else { 20 + 4 * self.tcp_opts }
+        }
+        fn kind(&self) -> u8 {
+            match (self.udp, self.v6) {
+                (true, _) => gso::UDP_L4,
+                (false, false) => gso::TCPV4,
+                (false, true) => gso::TCPV6,
+            }
+        }
+        fn build(&self) -> Vec<u8> {
+            let (l3, l4, end) = (self.l3(), self.l4(), self.hdr_end());
+            let len = end + self.payload.len();
+            let mut f = vec![0u8; len];
+            let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+            eth.set_dst_addr(EthernetAddress([2, 0, 0, 0, 0, 2]));
+            eth.set_src_addr(EthernetAddress([2, 0, 0, 0, 0, 1]));
+            let inner = if self.v6 {
+                EthernetProtocol::Ipv6
+            } else {
+                EthernetProtocol::Ipv4
+            };
+            if self.vlan {
+                eth.set_ethertype(EthernetProtocol::Unknown(ETHERTYPE_VLAN));
+                f[14..16].copy_from_slice(&[0x00, 0x07]);
+                f[16..18].copy_from_slice(&u16::from(inner).to_be_bytes());
+            } else {
+                eth.set_ethertype(inner);
+            }
+            let proto = if self.udp {
+                IpProtocol::Udp
+            } else {
+                IpProtocol::Tcp
+            };
+            if self.v6 {
+                let mut ip = Ipv6Packet::new_unchecked(&mut f[l3..]);
+                ip.set_version(6);
+                ip.set_payload_len((len - l4) as u16);
+                ip.set_next_header(proto);
+                ip.set_hop_limit(64);
+                ip.set_src_addr(SRC6);
+                ip.set_dst_addr(DST6);
+            } else {
+                let mut ip = Ipv4Packet::new_unchecked(&mut f[l3..]);
+                ip.set_version(4);
+                ip.set_header_len((20 + 4 * self.ip_opts) as u8);
+                ip.set_total_len((len - l3) as u16);
+                ip.set_ident(self.ident);
+                ip.clear_flags();
+                ip.set_dont_frag(true);
+                ip.set_hop_limit(64);
+                ip.set_next_header(proto);
+                ip.set_src_addr(SRC4);
+                ip.set_dst_addr(DST4);
+                f[l3 + 20..l4].fill(1); // NOP options
+                Ipv4Packet::new_unchecked(&mut f[l3..]).fill_checksum();
+            }
+            let (src, dst) = self.addrs();
+            let partial = checksum::pseudo_header(&src, &dst, proto, (len - l4) as u32);
+            if self.udp {
+                let mut u = UdpPacket::new_unchecked(&mut f[l4..]);
+                u.set_src_port(5000);
+                u.set_dst_port(6000);
+                u.set_len((len - l4) as u16);
+                u.set_checksum(partial);
+            } else {
+                let mut t = TcpPacket::new_unchecked(&mut f[l4..]);
+                t.set_src_port(8080);
+                t.set_dst_port(50000);
+                t.set_seq_number(TcpSeqNumber(self.seq as i32));
+                t.set_ack_number(TcpSeqNumber(1));
+                t.set_header_len((20 + 4 * self.tcp_opts) as u8);
+                t.clear_flags();
+                t.set_ack(true);
+                t.set_fin(self.fin);
+                t.set_psh(self.psh);
+                t.set_cwr(self.cwr);
+                t.set_window_len(0xffff);
+                t.set_checksum(partial);
+                f[l4 + 20..end].fill(1);
+            }
+            f[end..].copy_from_slice(&self.payload);
+            f
+        }
+        fn meta(&self, size: u16) -> FrameMeta {
+            FrameMeta {
+                flags: CB,
+                csum_start: self.l4() as u16,
+                csum_offset: if self.udp { 6 } else { 16 },
+                gso_type: self.kind(),
+                gso_size: size,
+                gso_flags: 0,
+            }
+        }
+    }
+
+    fn spec() -> impl Strategy<Value = Spec> {
+        (
+            (
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                0usize..=10,
+                0usize..=10,
+            ),
+            (
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<u32>(),
+                any::<u16>(),
+            ),
+            0usize..=65400,
+            any::<u8>(),
+        )
+            .prop_map(
+                |((v6, udp, vlan, ip_opts, tcp_opts), (fin, psh, cwr, seq, ident), n, seed)| {
+                    let mut s = Spec {
+                        v6,
+                        udp,
+                        vlan,
+                        ip_opts: if v6 { 0 } else { ip_opts },
+                        tcp_opts: if udp { 0 } else { tcp_opts },
+                        fin,
+                        psh,
+                        cwr,
+                        seq,
+                        ident,
+                        payload: Vec::new(),
+                    };
+                    // The IP packet stays within 65535 bytes.
+                    let room = 65535 - (s.hdr_end() - s.l3());
+                    s.payload = (0..n.min(room))
+                        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+                        .collect();
+                    s
+                },
+            )
+    }
+
+    /// Checks every segment against the super-frame; returns the payload
+    /// they carry, in order.
+    fn check_segments(
+        s: &Spec,
+        sup: &[u8],
+        segs: &[(Vec<u8>, FrameMeta)],
+        seg_size: usize,
+        feats: u32,
+        max: usize,
+    ) -> Vec<u8> {
+        let (l3, l4, end) = (s.l3(), s.l4(), s.hdr_end());
+        let (src, dst) = s.addrs();
+        let mut payload = Vec::new();
+        for (i, (seg, meta)) in segs.iter().enumerate() {
+            let last = i + 1 == segs.len();
+            assert!(seg.len() <= max, "segment {} > {max}", seg.len());
+            assert_eq!((meta.gso_type, meta.gso_size, meta.gso_flags), (0, 0, 0));
+            let mut seg = seg.clone();
+            if meta.flags & CB != 0 {
+                assert!(feats & features::CSUM_BLANK != 0);
+                assert_eq!(usize::from(meta.csum_start), l4);
+                complete_checksum(&mut seg, l4, meta.csum_offset.into());
+            } else {
+                assert!(feats & features::CSUM_BLANK == 0);
+            }
+            assert_eq!(&seg[..14], &sup[..14]);
+            if s.v6 {
+                let ip = Ipv6Packet::new_checked(&seg[l3..]).unwrap();
+                assert_eq!(ip.total_len(), seg.len() - l3);
+            } else {
+                let ip = Ipv4Packet::new_checked(&seg[l3..]).unwrap();
+                assert!(ip.verify_checksum());
+                assert_eq!(usize::from(ip.total_len()), seg.len() - l3);
+                assert_eq!(ip.ident(), s.ident.wrapping_add(i as u16));
+                assert_eq!(&seg[l3 + 20..l4], &sup[l3 + 20..l4], "options kept");
+            }
+            if s.udp {
+                let u = UdpPacket::new_checked(&seg[l4..]).unwrap();
+                assert_ne!(u.checksum(), 0);
+                assert!(u.verify_checksum(&src, &dst));
+                assert_eq!(usize::from(u.len()), seg.len() - l4);
+            } else {
+                let t = TcpPacket::new_checked(&seg[l4..]).unwrap();
+                assert!(t.verify_checksum(&src, &dst));
+                let at = (i * seg_size) as u32;
+                assert_eq!(t.seq_number().0 as u32, s.seq.wrapping_add(at));
+                assert_eq!(t.fin(), s.fin && last);
+                assert_eq!(t.psh(), s.psh && last);
+                assert_eq!(t.cwr(), s.cwr && i == 0);
+                assert!(t.ack());
+                assert_eq!(t.options(), &sup[l4 + 20..end]);
+            }
+            payload.extend_from_slice(&seg[end..]);
+        }
+        payload
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn segments_rebuild_the_payload_and_verify(
+            s in spec(),
+            size in prop_oneof![1u16..64, 64u16..=9000, any::<u16>().prop_map(|v| v.max(1))],
+            mtu in 68usize..=9000,
+            feats in prop_oneof![Just(0u32), Just(features::CSUM_BLANK),
+                Just(features::DATA_VALIDATED | features::CSUM_BLANK), Just(features::JUMBO)],
+        ) {
+            // Payload sizes of 1 byte make 65k segments: keep those small.
+            let mut s = s;
+            if size < 64 {
+                s.payload.truncate(2000);
+            }
+            let sup = s.build();
+            let max = mtu + 18;
+            let (v, segs) = run(&sup, s.meta(size), feats, max);
+            let room = max.saturating_sub(s.hdr_end());
+            let size = usize::from(size);
+            if room == 0 || (s.udp && size > room) {
+                prop_assert_eq!(v, Verdict::Dropped(DropCause::TooBig));
+                return Ok(());
+            }
+            let seg_size = size.min(room);
+            let count = s.payload.len().div_ceil(seg_size).max(1);
+            prop_assert_eq!(v, Verdict::Delivered { frames: count as u32 });
+            prop_assert_eq!(segs.len(), count);
+            let payload = check_segments(&s, &sup, &segs, seg_size, feats, max);
+            prop_assert_eq!(payload, s.payload.clone());
+        }
+
+        #[test]
+        fn completed_checksums_verify_with_smoltcp(s in spec(), validated in any::<bool>()) {
+            // A plain frame with a partial checksum, to a port without
+            // CSUM_BLANK, standard or jumbo.
+            let mut s = s;
+            s.payload.truncate(9000 - (s.hdr_end() - 18));
+            let sup = s.build();
+            let mut meta = s.meta(0);
+            meta.gso_type = 0;
+            if validated {
+                meta.flags |= flags::DATA_VALIDATED;
+            }
+            let (v, got) = run(&sup, meta, features::JUMBO, 9018);
+            prop_assert_eq!(v, Verdict::Delivered { frames: 1 });
+            let (f, m) = &got[0];
+            prop_assert_eq!(*m, FrameMeta::default(), "no CSUM_BLANK, no DATA_VALIDATED");
+            let (src, dst) = s.addrs();
+            let l4 = s.l4();
+            if s.udp {
+                prop_assert!(UdpPacket::new_checked(&f[l4..]).unwrap().verify_checksum(&src, &dst));
+            } else {
+                prop_assert!(TcpPacket::new_checked(&f[l4..]).unwrap().verify_checksum(&src, &dst));
+            }
+            // Only the checksum field changed.
+            let at = l4 + usize::from(meta.csum_offset);
+            prop_assert_eq!(&f[..at], &sup[..at]);
+            prop_assert_eq!(&f[at + 2..], &sup[at + 2..]);
+            // Passed through as it came to a port that takes CSUM_BLANK.
+            let (_, got) = run(&sup, meta, features::ALL, 9018);
+            prop_assert_eq!(&got[0].0, &sup);
+            prop_assert_eq!(got[0].1, meta);
+        }
+
+        #[test]
+        fn arbitrary_frames_and_meta_never_panic(
+            frame in proptest::collection::vec(any::<u8>(), 0..3000),
+            m in (any::<u16>(), any::<u16>(), any::<u16>(), 0u8..5, any::<u16>(), 0u8..3),
+            feats in 0u32..16,
+            mtu in 68usize..=9000,
+        ) {
+            let meta = FrameMeta {
+                flags: m.0 & 7, csum_start: m.1 % 3000, csum_offset: m.2 % 100,
+                gso_type: m.3, gso_size: m.4, gso_flags: m.5,
+            };
+            let max = mtu + 18;
+            let (_, got) = run(&frame, meta, feats, max);
+            for (f, m) in got {
+                prop_assert!(f.len() <= max_emitted(feats, max));
+                prop_assert!(f.len() >= FRAME_MIN);
+                prop_assert!(m.flags & !(CB | flags::DATA_VALIDATED) == 0);
+                if m.flags & CB != 0 {
+                    prop_assert!(feats & features::CSUM_BLANK != 0);
+                    prop_assert!(usize::from(m.csum_start) + usize::from(m.csum_offset) + 2 <= f.len());
+                }
+                if m.flags & flags::DATA_VALIDATED != 0 {
+                    prop_assert!(feats & features::DATA_VALIDATED != 0);
+                }
+                if m.gso_type != 0 {
+                    prop_assert!(feats & features::GSO != 0);
+                } else if f.len() > max {
+                    prop_assert!(false, "plain frame over the port's max");
+                }
+            }
+        }
+    }
+
+    // Reference bytes from an independent implementation (Python's struct
+    // and RFC 1071 arithmetic). The super-frame: TCPv4, seq 0xfffffffe (to
+    // wrap), ACK|PSH|FIN|CWR, 10 payload bytes, partial checksum, a stale
+    // IPv4 header checksum (0xbeef) the segmenter must not keep.
+    const SUPER: [u8; 64] = [
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x00, 0x45,
+        0x00, 0x00, 0x32, 0x12, 0x34, 0x40, 0x00, 0x40, 0x06, 0xbe, 0xef, 0x0a, 0x00, 0x00, 0x01,
+        0x0a, 0x00, 0x00, 0x02, 0x1f, 0x90, 0xc3, 0x50, 0xff, 0xff, 0xff, 0xfe, 0x00, 0x00, 0x00,
+        0x01, 0x50, 0x99, 0xff, 0xff, 0x14, 0x27, 0x00, 0x00, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66,
+        0x67, 0x68, 0x69, 0x6a,
+    ];
+    const SEG0: [u8; 58] = [
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x00, 0x45,
+        0x00, 0x00, 0x2c, 0x12, 0x34, 0x40, 0x00, 0x40, 0x06, 0x14, 0x96, 0x0a, 0x00, 0x00, 0x01,
+        0x0a, 0x00, 0x00, 0x02, 0x1f, 0x90, 0xc3, 0x50, 0xff, 0xff, 0xff, 0xfe, 0x00, 0x00, 0x00,
+        0x01, 0x50, 0x90, 0xff, 0xff, 0xf3, 0xa6, 0x00, 0x00, 0x61, 0x62, 0x63, 0x64,
+    ];
+    const SEG1: [u8; 58] = [
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x00, 0x45,
+        0x00, 0x00, 0x2c, 0x12, 0x35, 0x40, 0x00, 0x40, 0x06, 0x14, 0x95, 0x0a, 0x00, 0x00, 0x01,
+        0x0a, 0x00, 0x00, 0x02, 0x1f, 0x90, 0xc3, 0x50, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
+        0x01, 0x50, 0x10, 0xff, 0xff, 0xec, 0x1b, 0x00, 0x00, 0x65, 0x66, 0x67, 0x68,
+    ];
+    const SEG2: [u8; 56] = [
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x00, 0x45,
+        0x00, 0x00, 0x2a, 0x12, 0x36, 0x40, 0x00, 0x40, 0x06, 0x14, 0x96, 0x0a, 0x00, 0x00, 0x01,
+        0x0a, 0x00, 0x00, 0x02, 0x1f, 0x90, 0xc3, 0x50, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00,
+        0x01, 0x50, 0x19, 0xff, 0xff, 0x4f, 0x75, 0x00, 0x00, 0x69, 0x6a,
+    ];
+    const SEG1_PARTIAL: [u8; 58] = [
+        0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x00, 0x45,
+        0x00, 0x00, 0x2c, 0x12, 0x35, 0x40, 0x00, 0x40, 0x06, 0x14, 0x95, 0x0a, 0x00, 0x00, 0x01,
+        0x0a, 0x00, 0x00, 0x02, 0x1f, 0x90, 0xc3, 0x50, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
+        0x01, 0x50, 0x10, 0xff, 0xff, 0x14, 0x21, 0x00, 0x00, 0x65, 0x66, 0x67, 0x68,
+    ];
+    #[test]
+    fn tcpv4_segments_match_reference_bytes() {
+        let meta = FrameMeta {
+            flags: CB,
+            csum_start: 34,
+            csum_offset: 16,
+            gso_type: gso::TCPV4,
+            gso_size: 4,
+            gso_flags: gso::FLAG_ECN,
+        };
+        let (v, got) = run(&SUPER, meta, 0, 1518);
+        assert_eq!(v, Verdict::Delivered { frames: 3 });
+        assert_eq!(got[0], (SEG0.to_vec(), FrameMeta::default()));
+        assert_eq!(got[1], (SEG1.to_vec(), FrameMeta::default()));
+        assert_eq!(got[2], (SEG2.to_vec(), FrameMeta::default()));
+        // To a port with CSUM_BLANK the checksum stays partial.
+        let (_, got) = run(&SUPER, meta, features::CSUM_BLANK, 1518);
+        let partial = FrameMeta {
+            flags: CB,
+            csum_start: 34,
+            csum_offset: 16,
+            ..FrameMeta::default()
+        };
+        assert_eq!(got[1], (SEG1_PARTIAL.to_vec(), partial));
+        // To a port with GSO: as it came.
+        let (v, got) = run(&SUPER, meta, features::ALL, 1518);
+        assert_eq!(v, Verdict::Delivered { frames: 1 });
+        assert_eq!(got[0], (SUPER.to_vec(), meta));
+        // A port whose MTU leaves room for 3 payload bytes: TCP is cut
+        // smaller (4 segments), and a GSO port gets gso_size 3.
+        let (v, _) = run(&SUPER, meta, 0, 54 + 3);
+        assert_eq!(v, Verdict::Delivered { frames: 4 });
+        let (_, got) = run(&SUPER, meta, features::ALL, 57);
+        assert_eq!(got[0].1.gso_size, 3);
+        let (v, _) = run(&SUPER, meta, features::ALL, 54);
+        assert_eq!(v, Verdict::Dropped(DropCause::TooBig));
+    }
+
+    #[test]
+    fn hostile_gso_frames_are_dropped_with_a_cause() {
+        let meta = FrameMeta {
+            flags: CB,
+            csum_start: 34,
+            csum_offset: 16,
+            gso_type: gso::TCPV4,
+            gso_size: 4,
+            gso_flags: 0,
+        };
+        let bad = |f: &[u8], m: FrameMeta| run(f, m, 0, 1518).0;
+        let dropped = Verdict::Dropped(DropCause::BadOffload);
+        assert_eq!(
+            bad(
+                &SUPER,
+                FrameMeta {
+                    gso_size: 0,
+                    ..meta
+                }
+            ),
+            dropped
+        );
+        assert_eq!(
+            bad(&SUPER, FrameMeta { flags: 0, ..meta }),
+            dropped,
+            "no CSUM_BLANK"
+        );
+        assert_eq!(
+            bad(
+                &SUPER,
+                FrameMeta {
+                    gso_type: 4,
+                    ..meta
+                }
+            ),
+            dropped
+        );
+        assert_eq!(
+            bad(
+                &SUPER,
+                FrameMeta {
+                    gso_flags: 2,
+                    ..meta
+                }
+            ),
+            dropped
+        );
+        assert_eq!(
+            bad(
+                &SUPER,
+                FrameMeta {
+                    gso_type: gso::TCPV6,
+                    ..meta
+                }
+            ),
+            dropped
+        );
+        assert_eq!(
+            bad(
+                &SUPER,
+                FrameMeta {
+                    gso_type: gso::UDP_L4,
+                    csum_offset: 6,
+                    ..meta
+                }
+            ),
+            dropped
+        );
+        assert_eq!(
+            bad(
+                &SUPER,
+                FrameMeta {
+                    csum_start: 30,
+                    ..meta
+                }
+            ),
+            dropped
+        );
+        assert_eq!(
+            bad(
+                &SUPER,
+                FrameMeta {
+                    csum_offset: 6,
+                    ..meta
+                }
+            ),
+            dropped
+        );
+        assert_eq!(
+            bad(
+                &SUPER,
+                FrameMeta {
+                    csum_start: 60,
+                    csum_offset: 3,
+                    ..meta
+                }
+            ),
+            dropped
+        );
+        assert_eq!(
+            bad(
+                &SUPER,
+                FrameMeta {
+                    flags: CB | flags::MORE,
+                    ..meta
+                }
+            ),
+            dropped
+        );
+        let with = |at: usize, b: &[u8]| {
+            let mut f = SUPER.to_vec();
+            f[at..at + b.len()].copy_from_slice(b);
+            bad(&f, meta)
+        };
+        assert_eq!(
+            with(16, &[0, 0x33]),
+            dropped,
+            "IP total length longer than the frame"
+        );
+        assert_eq!(with(16, &[0, 0x31]), dropped, "IP total length shorter");
+        assert_eq!(with(14, &[0x44]), dropped, "IHL 4");
+        assert_eq!(with(14, &[0x65]), dropped, "version 6 in an IPv4 frame");
+        assert_eq!(with(20, &[0x20]), dropped, "more fragments");
+        assert_eq!(with(21, &[0x01]), dropped, "fragment offset");
+        assert_eq!(with(23, &[17]), dropped, "UDP behind a TCPV4 claim");
+        assert_eq!(with(46, &[0x40]), dropped, "TCP data offset 4");
+        assert_eq!(with(46, &[0xf0]), dropped, "TCP header past the frame");
+        assert_eq!(with(12, &[0x08, 0x06]), dropped, "ARP");
+        assert_eq!(
+            bad(&SUPER[..40], meta),
+            Verdict::Dropped(DropCause::BadOffload)
+        );
+        assert_eq!(bad(&SUPER[..13], meta), Verdict::Dropped(DropCause::Runt));
+
+        // IPv6 with a hop-by-hop header: its own cause.
+        let s = Spec {
+            v6: true,
+            udp: false,
+            vlan: false,
+            ip_opts: 0,
+            tcp_opts: 0,
+            fin: false,
+            psh: false,
+            cwr: false,
+            seq: 0,
+            ident: 0,
+            payload: vec![7; 3000],
+        };
+        let mut f = s.build();
+        let m = s.meta(1000);
+        assert!(matches!(
+            run(&f, m, 0, 1518).0,
+            Verdict::Delivered { frames: 3 }
+        ));
+        f[20] = 0; // next header: hop-by-hop
+        assert_eq!(
+            run(&f, m, 0, 1518).0,
+            Verdict::Dropped(DropCause::Ipv6Extensions)
+        );
+        // UDP: a lying length, and a datagram too big for the port.
+        let u = Spec {
+            udp: true,
+            ..s.clone()
+        };
+        let f = u.build();
+        let m = u.meta(1400);
+        assert!(matches!(
+            run(&f, m, 0, 1518).0,
+            Verdict::Delivered { frames: 3 }
+        ));
+        assert_eq!(run(&f, m, 0, 1400).0, Verdict::Dropped(DropCause::TooBig));
+        let mut lying = f.clone();
+        lying[58] ^= 1; // UDP length
+        assert_eq!(
+            run(&lying, m, 0, 1518).0,
+            Verdict::Dropped(DropCause::BadOffload)
+        );
+        // Over the GSO limit.
+        let big = vec![0u8; GSO_MAX_FRAME + 1];
+        assert_eq!(
+            run(&big, meta, features::ALL, 1518).0,
+            Verdict::Dropped(DropCause::TooBig)
+        );
+    }
+
+    #[test]
+    fn plain_frames_keep_the_port_limits() {
+        let frame = vec![0x55u8; 9018];
+        let validated = FrameMeta {
+            flags: flags::DATA_VALIDATED,
+            ..FrameMeta::default()
+        };
+        // Jumbo source, standard port: too big; jumbo port: delivered.
+        assert_eq!(
+            run(&frame, validated, features::ALL, 1518).0,
+            Verdict::Dropped(DropCause::TooBig)
+        );
+        let (v, got) = run(&frame, validated, features::DATA_VALIDATED, 9018);
+        assert_eq!(v, Verdict::Delivered { frames: 1 });
+        assert_eq!(got[0].1, validated);
+        // DATA_VALIDATED cleared for a port that did not accept it.
+        let (_, got) = run(&frame[..1518], validated, features::CSUM_BLANK, 1518);
+        assert_eq!(got[0], (frame[..1518].to_vec(), FrameMeta::default()));
+        // Checksum offsets past the frame.
+        let m = FrameMeta {
+            flags: CB,
+            csum_start: 1500,
+            csum_offset: 17,
+            ..FrameMeta::default()
+        };
+        assert_eq!(
+            run(&frame[..1518], m, 0, 1518).0,
+            Verdict::Dropped(DropCause::BadOffload)
+        );
+        let m = FrameMeta {
+            csum_offset: 16,
+            ..m
+        };
+        assert!(matches!(
+            run(&frame[..1518], m, 0, 1518).0,
+            Verdict::Delivered { .. }
+        ));
+        // A plain frame with a gso_size but no type.
+        let m = FrameMeta {
+            gso_size: 1,
+            ..FrameMeta::default()
+        };
+        assert_eq!(
+            run(&frame[..60], m, 0, 1518).0,
+            Verdict::Dropped(DropCause::BadOffload)
+        );
+    }
+
+    #[test]
+    fn a_full_lane_stops_segmentation() {
+        let meta = FrameMeta {
+            flags: CB,
+            csum_start: 34,
+            csum_offset: 16,
+            gso_type: gso::TCPV4,
+            gso_size: 4,
+            gso_flags: 0,
+        };
+        let mut scratch = Scratch::new();
+        let mut room = 1;
+        let v = deliver(&SUPER, &meta, 0, 1518, &mut scratch, &mut |_, _| {
+            room -= 1;
+            room >= 0
+        });
+        assert_eq!(
+            v,
+            Verdict::Partial {
+                frames: 1,
+                dropped: 2
+            }
+        );
+        let v = deliver(&SUPER, &meta, 0, 1518, &mut scratch, &mut |_, _| false);
+        assert_eq!(v, Verdict::Dropped(DropCause::LaneFull));
+        let v = deliver(
+            &SUPER[..60],
+            &FrameMeta::default(),
+            0,
+            1518,
+            &mut scratch,
+            &mut |_, _| false,
+        );
+        assert_eq!(v, Verdict::Dropped(DropCause::LaneFull));
+        assert_eq!(DropCause::ALL.map(DropCause::index), [0, 1, 2, 3, 4]);
+    }
+
+    /// `cargo test --release -p netback-uk -- --ignored --nocapture
+    /// segmentation_cost`: ns per 1500-byte segment of a 64 KiB TCP frame,
+    /// next to a plain copy of the same bytes.
+    #[test]
+    #[ignore = "measurement; run in release"]
+    fn segmentation_cost() {
+        use std::time::Instant;
+        let s = Spec {
+            v6: false,
+            udp: false,
+            vlan: false,
+            ip_opts: 0,
+            tcp_opts: 3, // timestamps, as Linux sends
+            fin: false,
+            psh: true,
+            cwr: false,
+            seq: 1,
+            ident: 1,
+            payload: (0..65483).map(|i| i as u8).collect(),
+        };
+        let sup = s.build();
+        let mss = 1500 - 20 - 32;
+        let meta = s.meta(mss as u16);
+        let mut scratch = Scratch::new();
+        let mut sink = vec![0u8; 1518];
+        let rounds = 2000;
+        for (feats, name) in [
+            (0, "full checksum"),
+            (features::CSUM_BLANK, "partial checksum"),
+        ] {
+            let mut segs = 0u64;
+            let t = Instant::now();
+            for _ in 0..rounds {
+                let v = deliver(&sup, &meta, feats, 1518, &mut scratch, &mut |f, _| {
+                    // The switch copies each segment into a lane slot.
+                    sink[..f.len()].copy_from_slice(f);
+                    true
+                });
+                let Verdict::Delivered { frames } = v else {
+                    panic!("{v:?}")
+                };
+                segs += u64::from(frames);
+            }
+            let ns = t.elapsed().as_nanos() as f64 / segs as f64;
+            std::println!(
+                "segmenting 64 KiB TCP into {} segments, {name}: {ns:.0} ns/segment",
+                segs / rounds
+            );
+        }
+        let t = Instant::now();
+        let mut n = 0u64;
+        for _ in 0..rounds {
+            for c in sup.chunks(1500) {
+                sink[..c.len()].copy_from_slice(std::hint::black_box(c));
+                n += 1;
+            }
+        }
+        let ns = t.elapsed().as_nanos() as f64 / n as f64;
+        std::println!("baseline memcpy of 1500-byte chunks: {ns:.0} ns/chunk");
+        let _ = SLOT_DATA_MAX;
+    }
+}

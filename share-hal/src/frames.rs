@@ -499,14 +499,20 @@ mod tests {
         assert!(tx.send(&frame(1519, 3), FrameMeta::default()).is_err());
         let no_csum = FrameMeta { flags: 0, ..meta };
         assert!(tx.send(&frame(3000, 1), no_csum).is_err());
-        let bad = FrameMeta { gso_size: 0, ..meta };
+        let bad = FrameMeta {
+            gso_size: 0,
+            ..meta
+        };
         assert!(tx.send(&frame(3000, 1), bad).is_err());
         tx.publish().unwrap();
         assert_eq!(rx.poll().unwrap(), 34);
         let f = rx.next().unwrap().unwrap();
         assert_eq!((f.data, f.meta), (&frame(GSO_MAX_FRAME, 2)[..], meta));
         let f = rx.next().unwrap().unwrap();
-        assert_eq!((f.data, f.meta), (&frame(1518, 3)[..], FrameMeta::default()));
+        assert_eq!(
+            (f.data, f.meta),
+            (&frame(1518, 3)[..], FrameMeta::default())
+        );
 
         // A lane of 32 slots cannot take a max GSO frame.
         let small = LaneLayout::new(32, NET_SLOT_SIZE).unwrap();

@@ -1453,7 +1453,11 @@ mod tests {
         );
         // One byte more: refused, the chain skipped, frames flow again.
         for _ in 0..32 {
-            assert!(feed(&mut a, gso_slot(2032, flags::MORE | flags::CSUM_BLANK, 1, 1448)).is_ok());
+            assert!(feed(
+                &mut a,
+                gso_slot(2032, flags::MORE | flags::CSUM_BLANK, 1, 1448)
+            )
+            .is_ok());
         }
         assert!(matches!(
             feed(&mut a, slot(530, 0)),
@@ -1505,7 +1509,10 @@ mod tests {
         };
         let both = features::GSO | features::CSUM_BLANK;
         // Without GSO negotiated: refused at the first slot, chain skipped.
-        let (r, skipping) = one(features::CSUM_BLANK, gso_slot(2032, cb | flags::MORE, 1, 1448));
+        let (r, skipping) = one(
+            features::CSUM_BLANK,
+            gso_slot(2032, cb | flags::MORE, 1, 1448),
+        );
         assert!(matches!(r, Err(Error::NotOffered { .. })));
         assert!(skipping);
         assert!(matches!(
