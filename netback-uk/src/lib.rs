@@ -4,3 +4,4 @@
 //! generic over the share-hal platform traits; the PVH image wraps it.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
+pub mod mgmt;
