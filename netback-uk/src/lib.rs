@@ -8,6 +8,7 @@
 extern crate alloc;
 
 pub mod fdb;
+pub mod mgmt;
 pub mod offload;
 pub mod service;
 pub mod switch;
