@@ -198,16 +198,39 @@ impl<P: Platform> Netback<P> {
         }
         if self.report_every_s > 0 && now >= self.next_report {
             self.next_report = now + self.report_every_s * 1_000_000_000;
-            for line in self.report_lines() {
+            for line in self.report_lines(now) {
                 report(&line);
             }
         }
         Ok(())
     }
 
-    /// One line per port: state, frames and bytes each way, drops by cause.
-    pub fn report_lines(&self) -> Vec<String> {
-        self.switch
+    /// One line per LAN (its management address, leases, DHCP and drop
+    /// counts) and one per port (state, frames and bytes each way, drops by
+    /// cause).
+    pub fn report_lines(&self, now_ns: u64) -> Vec<String> {
+        let lans = self.switch.lans().map(|(id, m)| {
+            let cfg = m.config();
+            let c = m.counters();
+            let mut line = format!(
+                "lan {id} mgmt {}.{}.{}.{}/{} {}: arp {} echo {} offers {} acks {} naks {} drops {}; leases:",
+                cfg.addr[0], cfg.addr[1], cfg.addr[2], cfg.addr[3], cfg.prefix_len, MacFmt(cfg.mac),
+                c.arp_replies, c.echo_replies, c.dhcp_offers, c.dhcp_acks, c.dhcp_naks, c.drops.total()
+            );
+            for l in m.leases().filter(|l| l.is_active(now_ns)) {
+                line.push_str(&format!(
+                    " {} {}.{}.{}.{}",
+                    MacFmt(l.mac),
+                    l.ip[0],
+                    l.ip[1],
+                    l.ip[2],
+                    l.ip[3]
+                ));
+            }
+            line
+        });
+        let ports = self
+            .switch
             .ports()
             .map(|q| {
                 let c = q.counters;
@@ -223,7 +246,7 @@ impl<P: Platform> Netback<P> {
                     c.drop_rx_full, c.drop_bad_frame, c.drop_too_big, c.drop_spoof, c.drop_offload,
                     c.lane_errors
                 )
-            })
-            .collect()
+            });
+        lans.chain(ports).collect()
     }
 }

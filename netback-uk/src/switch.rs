@@ -38,7 +38,11 @@ use share_hal::wire::net::{
 use share_hal::{Error, Result, SharedMem};
 
 use crate::fdb::{is_group, Fdb, FdbLimits, Learned, Mac, PortIndex};
+use crate::mgmt::{Mgmt, MgmtConfig};
 use crate::offload::{self, DropCause, Scratch, Verdict};
+
+/// The management endpoint takes standard frames.
+const MGMT_MAX_FRAME: usize = net::MTU_DEFAULT as usize + net::FRAME_OVERHEAD;
 
 /// Features this switch implements, as offered in `features_offered`
 /// (`GSO` only on shares whose lanes hold a max GSO frame).
@@ -132,6 +136,8 @@ struct PortState {
 struct Lan {
     id: LanId,
     fdb: Fdb,
+    /// netback-uk's own address on the LAN: ARP, ping, DHCP.
+    mgmt: Mgmt,
     ports: Vec<PortIndex>,
 }
 
@@ -180,6 +186,9 @@ pub struct Switch<P: Platform> {
     dests: Vec<PortIndex>,
     /// Segments and completed checksums are built here (reused).
     scratch: Scratch,
+    /// Replies of a LAN's management endpoint, back to back (reused).
+    replies: Vec<u8>,
+    reply_lens: Vec<usize>,
 }
 
 /// Net share of `numpages`: lanes are initialised and parked before any
@@ -229,6 +238,8 @@ impl<P: Platform> Switch<P> {
             config,
             dests: Vec::new(),
             scratch: Scratch::new(),
+            replies: Vec::new(),
+            reply_lens: Vec::new(),
         }
     }
 
@@ -281,9 +292,15 @@ impl<P: Platform> Switch<P> {
         {
             Some(slot) => slot,
             None => {
+                let mgmt = Mgmt::new(MgmtConfig::for_lan(spec.lan)).map_err(|_| {
+                    Error::InvalidArgument {
+                        what: "the LAN's management address plan",
+                    }
+                })?;
                 let fresh = Some(Lan {
                     id: spec.lan,
                     fdb: Fdb::new(limits, seed),
+                    mgmt,
                     ports: Vec::new(),
                 });
                 match self.lans.iter().position(Option::is_none) {
@@ -400,6 +417,11 @@ impl<P: Platform> Switch<P> {
         })
     }
 
+    /// Each LAN's id and management endpoint (leases, counters).
+    pub fn lans(&self) -> impl Iterator<Item = (LanId, &Mgmt)> + '_ {
+        self.lans.iter().flatten().map(|l| (l.id, &l.mgmt))
+    }
+
     /// The port whose member triggers arrive on `evtchn`.
     pub fn port_for_evtchn(&self, evtchn: Port) -> Option<PortIndex> {
         self.ports
@@ -426,6 +448,8 @@ impl<P: Platform> Switch<P> {
             dests: &mut self.dests,
             scratch: &mut self.scratch,
             open: (0..n).map(|_| None).collect(),
+            replies: &mut self.replies,
+            reply_lens: &mut self.reply_lens,
             budget: self.config.budget,
             now,
         };
@@ -455,6 +479,8 @@ struct Fwd<'s, P: Platform> {
     /// Destination senders resumed this round, published and parked at
     /// its end.
     open: Vec<Option<FrameSender<'s>>>,
+    replies: &'s mut Vec<u8>,
+    reply_lens: &'s mut Vec<usize>,
     dests: &'s mut Vec<PortIndex>,
     budget: u32,
     now: u64,
@@ -559,7 +585,9 @@ impl<'s, P: Platform> Fwd<'s, P> {
         }
     }
 
-    /// Learns the source, picks the destinations, and delivers one frame.
+    /// Learns the source, picks the destinations, and delivers one frame;
+    /// broadcasts and frames for the LAN's management endpoint go to it
+    /// too, and its replies are switched like any frame.
     fn forward(&mut self, src: PortIndex, frame: &[u8], meta: FrameMeta) {
         let now = self.now;
         let Some(sp) = self
@@ -576,29 +604,89 @@ impl<'s, P: Platform> Fwd<'s, P> {
             sp.counters.drop_bad_frame += 1;
             return;
         };
-        let Some(lan) = self.lans.get_mut(sp.lan).and_then(Option::as_mut) else {
+        let lan_slot = sp.lan;
+        let Some(lan) = self.lans.get_mut(lan_slot).and_then(Option::as_mut) else {
             return;
         };
-        if is_group(&srcmac) || lan.fdb.learn(&srcmac, src, now) == Learned::Spoof {
+        if is_group(&srcmac)
+            || srcmac == lan.mgmt.mac()
+            || lan.fdb.learn(&srcmac, src, now) == Learned::Spoof
+        {
             sp.counters.drop_spoof += 1;
             return;
         }
+        self.replies.clear();
+        self.reply_lens.clear();
+        if lan.mgmt.wants(dst) {
+            // The endpoint parses whole frames: offloads resolved first
+            // (a partial checksum completed), as for a port without any.
+            let (mgmt, replies, lens) = (&mut lan.mgmt, &mut *self.replies, &mut *self.reply_lens);
+            offload::deliver(
+                frame,
+                &meta,
+                0,
+                MGMT_MAX_FRAME,
+                self.scratch,
+                &mut |f, _| {
+                    mgmt.receive(now, f, &mut |r| {
+                        replies.extend_from_slice(r);
+                        lens.push(r.len());
+                    });
+                    true
+                },
+            );
+        }
         self.dests.clear();
-        match (!is_group(&dst))
-            .then(|| lan.fdb.lookup(&dst, now))
-            .flatten()
-        {
-            // Addressed to its own port: nobody else may see it.
-            Some(d) if d == src => return,
-            Some(d) => self.dests.push(d),
-            None => self
-                .dests
-                .extend(lan.ports.iter().copied().filter(|&d| d != src)),
+        if dst != lan.mgmt.mac() {
+            match (!is_group(&dst))
+                .then(|| lan.fdb.lookup(&dst, now))
+                .flatten()
+            {
+                // Addressed to its own port: nobody else may see it.
+                Some(d) if d == src => {}
+                Some(d) => self.dests.push(d),
+                None => self
+                    .dests
+                    .extend(lan.ports.iter().copied().filter(|&d| d != src)),
+            }
         }
         for k in 0..self.dests.len() {
             let d = self.dests[k];
             self.deliver(d, frame, meta);
         }
+        if !self.reply_lens.is_empty() {
+            self.send_replies(lan_slot);
+        }
+    }
+
+    /// Switches what the management endpoint of LAN slot `lan_slot` said.
+    fn send_replies(&mut self, lan_slot: usize) {
+        let replies = core::mem::take(self.replies);
+        let lens = core::mem::take(self.reply_lens);
+        let mut at = 0;
+        for &len in &lens {
+            let Some(reply) = replies.get(at..at + len) else {
+                break;
+            };
+            at += len;
+            let Some(lan) = self.lans.get_mut(lan_slot).and_then(Option::as_mut) else {
+                break;
+            };
+            self.dests.clear();
+            match mac_at(reply, 0)
+                .filter(|m| !is_group(m))
+                .and_then(|m| lan.fdb.lookup(&m, self.now))
+            {
+                Some(d) => self.dests.push(d),
+                None => self.dests.extend(lan.ports.iter().copied()),
+            }
+            for k in 0..self.dests.len() {
+                let d = self.dests[k];
+                self.deliver(d, reply, FrameMeta::default());
+            }
+        }
+        *self.replies = replies;
+        *self.reply_lens = lens;
     }
 
     /// Writes one frame into port `d`'s rx lane, resolving its offloads
@@ -1333,5 +1421,61 @@ mod tests {
             .iter()
             .all(|(f, m)| f.len() <= 1514 && m.gso_type == 0));
         assert_eq!(rig.counters(2).tx_frames, got_c.len() as u64);
+    }
+
+    #[test]
+    fn the_management_endpoint_answers_on_its_lan_only() {
+        use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetAddress, Ipv4Address};
+        let mut rig = Rig::new(SwitchConfig::default());
+        let mut a = rig.join(0, 1, 2, 0);
+        let mut b = rig.join(1, 1, 3, 0);
+        let mut x = rig.join(2, 2, 4, 0);
+        let endpoint = MgmtConfig::for_lan(1);
+        let repr = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: EthernetAddress(a.mac),
+            source_protocol_addr: Ipv4Address::new(10, 77, 1, 100),
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: Ipv4Address::from(endpoint.addr),
+        };
+        let mut frame = eth(BCAST, a.mac, 14 + repr.buffer_len(), 0);
+        frame[12..14].copy_from_slice(&[0x08, 0x06]);
+        repr.emit(&mut ArpPacket::new_unchecked(&mut frame[14..]));
+        a.send(&[frame.clone()], FrameMeta::default());
+        rig.pump();
+        let got = a.recv();
+        assert_eq!(got.len(), 1, "a gets the endpoint's ARP reply");
+        let reply = ArpRepr::parse(&ArpPacket::new_checked(&got[0].0[14..]).unwrap()).unwrap();
+        assert_eq!(
+            reply,
+            ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Reply,
+                source_hardware_addr: EthernetAddress(endpoint.mac),
+                source_protocol_addr: Ipv4Address::from(endpoint.addr),
+                target_hardware_addr: EthernetAddress(a.mac),
+                target_protocol_addr: Ipv4Address::new(10, 77, 1, 100),
+            }
+        );
+        assert_eq!(
+            b.recv().len(),
+            1,
+            "b sees the broadcast request, not the reply"
+        );
+        assert!(x.recv().is_empty(), "LAN 2 sees nothing");
+        assert_eq!(
+            rig.sw
+                .lans()
+                .find(|(id, _)| *id == 1)
+                .unwrap()
+                .1
+                .counters()
+                .arp_replies,
+            1
+        );
+        // Nobody may speak as the endpoint.
+        b.send(&[eth(a.mac, endpoint.mac, 60, 7)], FrameMeta::default());
+        rig.pump();
+        assert!(a.recv().is_empty());
+        assert_eq!(rig.counters(1).drop_spoof, 1);
     }
 }
