@@ -43,9 +43,22 @@ mod image_main {
         let mut nb = Netback::new(&pvh, vdevice, config);
         println!("netback-uk: ready");
         loop {
-            if let Err(e) = nb.step(&mut pvh, &mut |line| println!("netback-uk: {line}")) {
+            let mut reported = false;
+            let mut report = |line: &str| {
+                reported = true;
+                println!("netback-uk: {line}");
+            };
+            if let Err(e) = nb.step(&mut pvh, &mut report) {
                 log::error!("netback-uk: the switch loop failed: {e}");
                 shutdown(ShutdownReason::Crash)
+            }
+            if reported {
+                let (used, free) = pvh_rt::heap::usage();
+                println!(
+                    "netback-uk: heap {} KiB used, {} KiB free",
+                    used / 1024,
+                    free / 1024
+                );
             }
         }
     }
