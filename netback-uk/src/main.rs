@@ -40,7 +40,13 @@ mod image_main {
             seed: pvh.now_ns() ^ 0x6e65_7462_6163_6b21,
             ..SwitchConfig::default()
         };
-        let mut nb = Netback::new(&pvh, vdevice, config);
+        let mut nb = match Netback::new(&mut pvh, vdevice, config) {
+            Ok(nb) => nb,
+            Err(e) => {
+                log::error!("netback-uk: creating the counter page failed: {e}");
+                shutdown(ShutdownReason::Crash)
+            }
+        };
         println!("netback-uk: ready");
         loop {
             let mut reported = false;
