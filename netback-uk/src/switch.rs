@@ -200,6 +200,12 @@ fn prepare_share<P: Platform>(
 ) -> Result<(Share<P>, NetLayout, u32, u16, ConsumerState, ProducerState)> {
     let layout = NetLayout::new(spec.numpages).map_err(Error::from)?;
     let mut offered = spec.policy & IMPLEMENTED;
+    // Offer only what the lanes can carry: a jumbo frame takes 5 slots,
+    // a GSO frame 33.
+    let jumbo_slots = (usize::from(MTU_MAX) + net::FRAME_OVERHEAD).div_ceil(net::SLOT_DATA_MAX);
+    if (layout.tx.slot_count as usize) < jumbo_slots {
+        offered &= !features::JUMBO;
+    }
     if !layout.holds_gso() {
         offered &= !features::GSO;
     }
@@ -1477,5 +1483,25 @@ mod tests {
         rig.pump();
         assert!(a.recv().is_empty());
         assert_eq!(rig.counters(1).drop_spoof, 1);
+    }
+
+    #[test]
+    fn features_are_offered_only_where_the_lanes_carry_them() {
+        let mut rig = Rig::new(SwitchConfig::default());
+        // 6 pages: 4 slots per lane, too few for a 9018-byte frame.
+        let _small = rig.join_pages(0, 1, 2, IMPLEMENTED, 6);
+        let _mid = rig.join_pages(1, 1, 3, IMPLEMENTED, 10);
+        let states: Vec<_> = rig.sw.ports().map(|q| q.state).collect();
+        assert_eq!(
+            states,
+            [
+                PortLink::Up {
+                    features: features::CSUM_BLANK | features::DATA_VALIDATED
+                },
+                PortLink::Up {
+                    features: features::CSUM_BLANK | features::DATA_VALIDATED | features::JUMBO
+                },
+            ]
+        );
     }
 }
