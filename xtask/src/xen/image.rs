@@ -23,7 +23,12 @@ use crate::util::{cargo, root, run_step, target_dir};
 pub const DOM0_BINARIES: &[(&str, &str)] = &[
     ("vdevice", "vdevice"),
     ("pvh-selftest", "share-selftest-dom0"),
+    ("blkback-uk", "blk-dom0-check"),
 ];
+
+/// Features the dom0 binaries need beyond the host test features
+/// (`blk-dom0-check` is a std program over share-hal's Linux platform).
+const DOM0_EXTRA_FEATURES: &str = "blkback-uk/dom0";
 
 /// Modules dom0 loads at boot, in order; the rig fails if one does not load.
 pub const DOM0_MODULES: &[&str] = &[
@@ -310,6 +315,7 @@ fn build_dom0_binaries() -> Result<Vec<(String, PathBuf)>> {
         c.args(["-p", pkg, "--bin", bin]);
     }
     c.args(HOST_FEATURES);
+    c.args(["--features", DOM0_EXTRA_FEATURES]);
     run_step("build dom0 tools", &mut c)?;
     Ok(DOM0_BINARIES
         .iter()
