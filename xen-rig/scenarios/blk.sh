@@ -71,7 +71,8 @@ member() {
         kill -0 $_m 2>/dev/null || break
         sleep 0.2
     done
-    if ! vdevice --timeout 60 create disk --backend "$(xl domid blkback-uk)" --disk 0 0; then
+    # Features 15: flush, discard, FUA, indirect (what the disk has of it).
+    if ! vdevice --timeout 60 create disk --backend "$(xl domid blkback-uk)" --disk 0 --features 15 0; then
         kill $_m
         cat /tmp/member.log
         return 1

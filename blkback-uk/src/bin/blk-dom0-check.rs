@@ -25,7 +25,7 @@ use share_hal::linux::{GrantedPages, LinuxXen};
 use share_hal::platform::{Access, Clock, EventChannels, DOM0};
 use share_hal::share::ShareRef;
 use share_hal::vdevice::{Applied, VdeviceBus};
-use share_hal::wire::blk::{Dir, InlineSegments, RequestRepr, Segment, Status};
+use share_hal::wire::blk::{features, Dir, InlineSegments, RequestRepr, Segment, Status};
 use share_hal::wire::vdevice::{status, Kind, Role, BOOTSTRAP_KEY};
 use share_hal::{DomId, Error};
 
@@ -227,6 +227,13 @@ fn run(args: &Args) -> Res<()> {
         if c.read_only { "read-only" } else { "read-write" },
         client.slots()
     );
+    let durable = features::FLUSH | features::FUA;
+    if args.mode == Mode::Write && c.features & durable != durable {
+        return Err(format!(
+            "the disk offers no flush and FUA (features {:#x}): connect it with `vdevice create disk --features 15`",
+            c.features
+        ));
+    }
     let server: DomId = client.server();
     let buf = ctx("granting the I/O buffer", p.alloc_granted(server, DEPTH * REQ_PAGES, Access::ReadWrite))?;
     let mut m = Member {
