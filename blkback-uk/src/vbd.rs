@@ -45,6 +45,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use share_hal::platform::PAGE_SIZE;
 use share_hal::platform::{Access, PageBlock, Platform, Port};
 use share_hal::xen::abi::{
     BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_READ, BLKIF_OP_WRITE,
@@ -53,7 +54,6 @@ use share_hal::xen::abi::{
     XENBUS_STATE_INIT_WAIT,
 };
 use share_hal::xen::blkif::{BlkifRequest, BlkifResponse, BlkifSegment, FrontRing, FrontState};
-use share_hal::platform::PAGE_SIZE;
 use share_hal::{DomId, Error, GrantRef, Result};
 
 use crate::store::{byte_range, Io, IoKind, Store, StoreError, StoreInfo, SECTOR_SIZE};
@@ -272,14 +272,22 @@ pub fn handshake<X: Xenbus, Pg: PageBlock>(
     let mut wait_state = |xs: &mut X, want: u64, what: &str| loop {
         match read_num(xs, &state_path).map_err(|e| err(dev, e))? {
             Some(s) if s >= want && s < u64::from(XENBUS_STATE_CLOSING) => return Ok(s),
-            Some(s) if s == u64::from(XENBUS_STATE_CLOSING) || s == u64::from(XENBUS_STATE_CLOSED) => {
+            Some(s)
+                if s == u64::from(XENBUS_STATE_CLOSING) || s == u64::from(XENBUS_STATE_CLOSED) =>
+            {
                 return Err(err(dev, format!("the backend closed (state {s}) {what}")))
             }
             _ => {}
         }
         let t = now();
         if t >= deadline {
-            return Err(err(dev, format!("the backend did not get {what} within {} s", HANDSHAKE_TIMEOUT_NS / 1_000_000_000)));
+            return Err(err(
+                dev,
+                format!(
+                    "the backend did not get {what} within {} s",
+                    HANDSHAKE_TIMEOUT_NS / 1_000_000_000
+                ),
+            ));
         }
         sleep(t.saturating_add(POLL_INTERVAL_NS).min(deadline));
     };
@@ -294,12 +302,17 @@ pub fn handshake<X: Xenbus, Pg: PageBlock>(
     w(xs, "feature-persistent", "0")?;
     w(xs, "state", &format!("{XENBUS_STATE_INITIALISED}"))?;
     wait_state(xs, u64::from(XENBUS_STATE_CONNECTED), "connected")?;
-    let num = |xs: &mut X, key: &str| read_num(xs, &format!("{backend_path}/{key}")).map_err(|e| err(dev, e));
+    let num = |xs: &mut X, key: &str| {
+        read_num(xs, &format!("{backend_path}/{key}")).map_err(|e| err(dev, e))
+    };
     let sectors = num(xs, "sectors")?.ok_or_else(|| err(dev, "the backend gave no sectors"))?;
     let sector_size = num(xs, "sector-size")?.unwrap_or(512);
     if sector_size != SECTOR_SIZE as u64 {
         // Requests would have to be aligned to it; not done (yet).
-        return Err(err(dev, format!("sector-size {sector_size} (only 512 is served)")));
+        return Err(err(
+            dev,
+            format!("sector-size {sector_size} (only 512 is served)"),
+        ));
     }
     let info = num(xs, "info")?.unwrap_or(0);
     let flush = if num(xs, "feature-flush-cache")?.unwrap_or(0) == 1 {
@@ -586,7 +599,11 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                 }
                 let pages: Vec<usize> = (0..npages).filter_map(|_| self.free_pages.pop()).collect();
                 let mut req = BlkifRequest::bare(
-                    if c.write { BLKIF_OP_WRITE } else { BLKIF_OP_READ },
+                    if c.write {
+                        BLKIF_OP_WRITE
+                    } else {
+                        BLKIF_OP_READ
+                    },
                     self.info.vdev,
                     0,
                 );
@@ -603,7 +620,12 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                     if c.write {
                         let at = c.buf_off + k * PAGE_SIZE;
                         let src = &ios[c.io].buf[at..at + seg_len];
-                        ok &= self.pages.bounce.mem().write_from(pg * PAGE_SIZE, src).is_ok();
+                        ok &= self
+                            .pages
+                            .bounce
+                            .mem()
+                            .write_from(pg * PAGE_SIZE, src)
+                            .is_ok();
                     }
                 }
                 let f = InFlight {
@@ -649,7 +671,13 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                         let at = f.buf_off + k * PAGE_SIZE;
                         let seg_len = (f.len - k * PAGE_SIZE).min(PAGE_SIZE);
                         let dst = &mut ios[i].buf[at..at + seg_len];
-                        if self.pages.bounce.mem().read_into(pg * PAGE_SIZE, dst).is_err() {
+                        if self
+                            .pages
+                            .bounce
+                            .mem()
+                            .read_into(pg * PAGE_SIZE, dst)
+                            .is_err()
+                        {
                             failed[i].get_or_insert(StoreError::Io { errno: EIO });
                         }
                     }
@@ -697,7 +725,11 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
             pages: Vec::new(),
         };
         self.stats.flushes += 1;
-        if self.submit(BlkifRequest::bare(op, self.info.vdev, 0), f).is_err() || self.publish().is_err() {
+        if self
+            .submit(BlkifRequest::bare(op, self.info.vdev, 0), f)
+            .is_err()
+            || self.publish().is_err()
+        {
             self.break_with("submitting a flush failed");
             return Err(StoreError::Io { errno: EIO });
         }
@@ -749,7 +781,9 @@ impl<Pg: PageBlock, E: RingEvents> Store for VbdStore<Pg, E> {
             // FUA writes of the group are durable once a flush after them
             // answered; their result waits for it.
             let fua: Vec<usize> = (i..j)
-                .filter(|&k| matches!(ios[k].kind, IoKind::Write { fua: true }) && ios[k].result.is_ok())
+                .filter(|&k| {
+                    matches!(ios[k].kind, IoKind::Write { fua: true }) && ios[k].result.is_ok()
+                })
                 .collect();
             if !fua.is_empty() {
                 if let Err(e) = self.flush(deadline) {

@@ -38,7 +38,11 @@ enum Mode {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "blk-dom0-check", version, about = "dom0 as the member of a blkback-uk disk: write, flush, read back, verify")]
+#[command(
+    name = "blk-dom0-check",
+    version,
+    about = "dom0 as the member of a blkback-uk disk: write, flush, read back, verify"
+)]
 struct Args {
     mode: Mode,
     /// First sector of the range.
@@ -133,7 +137,10 @@ impl Member {
         let deadline = self.p.now_ns() + self.timeout_ns;
         let mut done: Vec<Completion> = Vec::new();
         while done.len() < ids.len() {
-            done.extend(ctx("waiting for responses", self.client.wait(&mut self.p, deadline))?);
+            done.extend(ctx(
+                "waiting for responses",
+                self.client.wait(&mut self.p, deadline),
+            )?);
         }
         if let Some(c) = done.iter().find(|c| c.status != Status::Okay) {
             return Err(format!("request {} answered {:?}", c.id, c.status));
@@ -158,10 +165,16 @@ impl Member {
 /// Publishes dom0's vdevice page and waits for the disk member entry; joins
 /// its share.
 fn join(p: &mut LinuxXen, timeout: Duration) -> Res<BlkClient<LinuxXen>> {
-    let page = ctx("granting dom0's vdevice page", p.alloc_granted(DOM0, 1, Access::ReadWrite))?;
+    let page = ctx(
+        "granting dom0's vdevice page",
+        p.alloc_granted(DOM0, 1, Access::ReadWrite),
+    )?;
     let gref = *page.grefs().first().ok_or("no grant")?;
     let port = ctx("allocating the vdevice port", p.alloc_unbound(DOM0))?;
-    let mut bus = ctx("vdevice page", VdeviceBus::with_granted_page(page, gref, port, DOM0, 16))?;
+    let mut bus = ctx(
+        "vdevice page",
+        VdeviceBus::with_granted_page(page, gref, port, DOM0, 16),
+    )?;
     let key = format!("/local/domain/0/{BOOTSTRAP_KEY}");
     let out = Command::new("xenstore-write")
         .arg(&key)
@@ -169,7 +182,10 @@ fn join(p: &mut LinuxXen, timeout: Duration) -> Res<BlkClient<LinuxXen>> {
         .output()
         .map_err(|e| format!("xenstore-write: {e}"))?;
     if !out.status.success() {
-        return Err(format!("xenstore-write {key}: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "xenstore-write {key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     println!("member: published {key} = {}", bus.bootstrap());
     let deadline = p.now_ns() + timeout.as_nanos() as u64;
@@ -191,7 +207,10 @@ fn join(p: &mut LinuxXen, timeout: Duration) -> Res<BlkClient<LinuxXen>> {
             };
             match BlkClient::attach(p, share) {
                 Ok(c) => {
-                    println!("member: entry {index}: joined the disk share of domain {} (share_ref {})", new.peer, new.share_ref.0);
+                    println!(
+                        "member: entry {index}: joined the disk share of domain {} (share_ref {})",
+                        new.peer, new.share_ref.0
+                    );
                     client = Some(c);
                     Applied::Ok { share_ref: None }
                 }
@@ -224,7 +243,11 @@ fn run(args: &Args) -> Res<()> {
         c.capacity,
         c.capacity / 2048,
         c.features,
-        if c.read_only { "read-only" } else { "read-write" },
+        if c.read_only {
+            "read-only"
+        } else {
+            "read-write"
+        },
         client.slots()
     );
     let durable = features::FLUSH | features::FUA;
@@ -235,7 +258,10 @@ fn run(args: &Args) -> Res<()> {
         ));
     }
     let server: DomId = client.server();
-    let buf = ctx("granting the I/O buffer", p.alloc_granted(server, DEPTH * REQ_PAGES, Access::ReadWrite))?;
+    let buf = ctx(
+        "granting the I/O buffer",
+        p.alloc_granted(server, DEPTH * REQ_PAGES, Access::ReadWrite),
+    )?;
     let mut m = Member {
         p,
         client,
@@ -257,7 +283,10 @@ fn run(args: &Args) -> Res<()> {
         );
         let id = m.client.next_id();
         let deadline = m.p.now_ns() + m.timeout_ns;
-        let st = ctx("flush", m.client.run(&mut m.p, &RequestRepr::Flush { id }, deadline))?;
+        let st = ctx(
+            "flush",
+            m.client.run(&mut m.p, &RequestRepr::Flush { id }, deadline),
+        )?;
         if st != Status::Okay {
             return Err(format!("flush answered {st:?}"));
         }
@@ -279,8 +308,14 @@ fn run(args: &Args) -> Res<()> {
         }
     }
     if back != expected {
-        let at = back.iter().zip(&expected).position(|(a, b)| a != b).unwrap_or(0);
-        return Err(format!("read back differs from the pattern first at byte {at}"));
+        let at = back
+            .iter()
+            .zip(&expected)
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        return Err(format!(
+            "read back differs from the pattern first at byte {at}"
+        ));
     }
     println!("member: read back matches the pattern (seed {})", args.seed);
     let _ = m.client.detach(&mut m.p);

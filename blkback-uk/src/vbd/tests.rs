@@ -82,7 +82,11 @@ impl FakeBack {
                     d.durable = d.cache.clone();
                 }
             }
-            let id = if self.mode == Mode::BogusId { r.id ^ 0x100 } else { r.id };
+            let id = if self.mode == Mode::BogusId {
+                r.id ^ 0x100
+            } else {
+                r.id
+            };
             back::respond(
                 &m,
                 &mut self.rsp_prod,
@@ -162,7 +166,9 @@ fn store(
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 #[test]
@@ -180,13 +186,19 @@ fn writes_and_reads_of_any_size_reach_the_backend_in_chunks_of_11_pages() {
     );
     // 1 MiB + 1 sector: 24 chunks through 32 bounce pages.
     let mut w = pattern(1024 * 1024 + 512, 3);
-    assert_eq!(execute_one(&mut s, IoKind::Write { fua: false }, 5, &mut w), Ok(()));
+    assert_eq!(
+        execute_one(&mut s, IoKind::Write { fua: false }, 5, &mut w),
+        Ok(())
+    );
     assert_eq!(&disk.borrow().cache[5 * 512..5 * 512 + w.len()], &w[..]);
     let mut r = vec![0u8; w.len()];
     assert_eq!(execute_one(&mut s, IoKind::Read, 5, &mut r), Ok(()));
     assert_eq!(r, w);
     let d = disk.borrow();
-    assert!(d.seen.iter().all(|&(_, _, n)| n as usize <= BLKIF_MAX_SEGMENTS_PER_REQUEST));
+    assert!(d
+        .seen
+        .iter()
+        .all(|&(_, _, n)| n as usize <= BLKIF_MAX_SEGMENTS_PER_REQUEST));
     assert_eq!(d.seen.iter().filter(|s| s.0 == BLKIF_OP_WRITE).count(), 24);
     assert_eq!(d.seen[1].1, 5 + 88, "the second chunk starts 44 KiB later");
     // Not flushed: nothing durable yet.
@@ -226,7 +238,9 @@ fn fua_writes_are_flushed_before_they_complete_and_flushes_order_the_batch() {
         ]
     );
     assert_eq!(&d.durable[8 * 512..8 * 512 + 8192], &pattern(8192, 2)[..]);
-    assert!(d.durable[100 * 512..100 * 512 + 512].iter().all(|&x| x == 0));
+    assert!(d.durable[100 * 512..100 * 512 + 512]
+        .iter()
+        .all(|&x| x == 0));
     drop(ios);
     assert_eq!(rd, pattern(4096, 1));
 }
@@ -252,7 +266,10 @@ fn range_read_only_and_unsupported_fail_alone() {
         execute_one(&mut ro, IoKind::Write { fua: false }, 0, &mut [0u8; 512]),
         Err(StoreError::ReadOnly)
     );
-    assert_eq!(execute_one(&mut ro, IoKind::Read, 0, &mut [0u8; 512]), Ok(()));
+    assert_eq!(
+        execute_one(&mut ro, IoKind::Read, 0, &mut [0u8; 512]),
+        Ok(())
+    );
 }
 
 #[test]
@@ -267,7 +284,10 @@ fn backend_errors_fail_their_operation_and_a_lost_flush_fails_the_fua_write() {
     s.execute(&mut ios);
     assert_eq!(ios[0].result, Err(StoreError::Io { errno: 5 }));
     assert_eq!(ios[1].result, Ok(()));
-    assert!(s.broken().is_none(), "an error response is not a protocol error");
+    assert!(
+        s.broken().is_none(),
+        "an error response is not a protocol error"
+    );
     let (mut s, disk) = store(Mode::FailFlush, 64, 16);
     let mut w = vec![1u8; 4096];
     let mut plain = vec![2u8; 512];
@@ -277,7 +297,11 @@ fn backend_errors_fail_their_operation_and_a_lost_flush_fails_the_fua_write() {
         Io::new(IoKind::Flush, 0, &mut []),
     ];
     s.execute(&mut ios);
-    assert_eq!(ios[0].result, Err(StoreError::Io { errno: 5 }), "written, not durable");
+    assert_eq!(
+        ios[0].result,
+        Err(StoreError::Io { errno: 5 }),
+        "written, not durable"
+    );
     assert_eq!(ios[1].result, Ok(()));
     assert_eq!(ios[2].result, Err(StoreError::Io { errno: 5 }));
     assert_eq!(disk.borrow().cache[0], 1);
@@ -376,7 +400,8 @@ impl Xenbus for FakeStore {
             self.keys.insert(format!("{BE}/state"), self.then.into());
             self.keys.insert(format!("{BE}/sectors"), "2048".into());
             self.keys.insert(format!("{BE}/info"), "4".into());
-            self.keys.insert(format!("{BE}/feature-barrier"), "1".into());
+            self.keys
+                .insert(format!("{BE}/feature-barrier"), "1".into());
         }
         Ok(())
     }
@@ -401,7 +426,10 @@ fn the_handshake_follows_the_xenbus_states() {
     );
     let pg = pages();
     let t = core::cell::Cell::new(0u64);
-    let info = handshake(&mut xs, "device/vbd/51712", &pg, &|| t.get(), &mut |d| t.set(d)).unwrap();
+    let info = handshake(&mut xs, "device/vbd/51712", &pg, &|| t.get(), &mut |d| {
+        t.set(d)
+    })
+    .unwrap();
     assert_eq!(
         info,
         VbdInfo {
@@ -436,12 +464,26 @@ fn the_handshake_gives_up_on_bad_or_slow_backends() {
     let t = core::cell::Cell::new(0u64);
     // Never leaves Initialising: bounded by the handshake timeout.
     let mut xs = FakeStore::new("1");
-    let e = handshake(&mut xs, "device/vbd/51712", &pages(), &|| t.get(), &mut |d| t.set(d)).unwrap_err();
+    let e = handshake(
+        &mut xs,
+        "device/vbd/51712",
+        &pages(),
+        &|| t.get(),
+        &mut |d| t.set(d),
+    )
+    .unwrap_err();
     assert!(e.0.contains("did not get ready"), "{e}");
     // Closes instead of connecting.
     let mut xs = FakeStore::new("2");
     xs.then = "6";
-    let e = handshake(&mut xs, "device/vbd/51712", &pages(), &|| t.get(), &mut |d| t.set(d)).unwrap_err();
+    let e = handshake(
+        &mut xs,
+        "device/vbd/51712",
+        &pages(),
+        &|| t.get(),
+        &mut |d| t.set(d),
+    )
+    .unwrap_err();
     assert!(e.0.contains("closed"), "{e}");
     // Hostile values.
     for (key, value) in [
@@ -452,13 +494,34 @@ fn the_handshake_gives_up_on_bad_or_slow_backends() {
     ] {
         let mut xs = FakeStore::new("2");
         xs.keys.insert(key.into(), value.into());
-        assert!(handshake(&mut xs, "device/vbd/51712", &pages(), &|| t.get(), &mut |d| t.set(d)).is_err());
+        assert!(handshake(
+            &mut xs,
+            "device/vbd/51712",
+            &pages(),
+            &|| t.get(),
+            &mut |d| t.set(d)
+        )
+        .is_err());
     }
     let mut xs = FakeStore::new("2");
-    assert!(handshake(&mut xs, "device/vbd/xvda", &pages(), &|| t.get(), &mut |d| t.set(d)).is_err());
+    assert!(handshake(
+        &mut xs,
+        "device/vbd/xvda",
+        &pages(),
+        &|| t.get(),
+        &mut |d| t.set(d)
+    )
+    .is_err());
     // Sectors missing, or a sector size not served.
     let mut xs = FakeStore::new("2");
     xs.keys.insert(format!("{BE}/sector-size"), "4096".into());
-    let e = handshake(&mut xs, "device/vbd/51712", &pages(), &|| t.get(), &mut |d| t.set(d)).unwrap_err();
+    let e = handshake(
+        &mut xs,
+        "device/vbd/51712",
+        &pages(),
+        &|| t.get(),
+        &mut |d| t.set(d),
+    )
+    .unwrap_err();
     assert!(e.0.contains("4096"), "{e}");
 }

@@ -208,7 +208,8 @@ impl<'a> FrontRing<'a> {
             return Ok(false);
         }
         let b = req.emit()?;
-        self.page.write_from(entry_offset(self.st.req_prod_pvt), &b)?;
+        self.page
+            .write_from(entry_offset(self.st.req_prod_pvt), &b)?;
         self.st.req_prod_pvt = self.st.req_prod_pvt.wrapping_add(1);
         Ok(true)
     }
@@ -216,7 +217,9 @@ impl<'a> FrontRing<'a> {
     /// Publishes the pushed requests (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`);
     /// returns whether the backend asked to be notified.
     pub fn publish(&mut self) -> Result<bool> {
-        let old = self.page.load_u32(BLKIF_SRING_REQ_PROD, Ordering::Relaxed)?;
+        let old = self
+            .page
+            .load_u32(BLKIF_SRING_REQ_PROD, Ordering::Relaxed)?;
         let new = self.st.req_prod_pvt;
         if old == new {
             return Ok(false);
@@ -225,7 +228,9 @@ impl<'a> FrontRing<'a> {
             .store_u32(BLKIF_SRING_REQ_PROD, new, Ordering::Release)?;
         fence(Ordering::SeqCst);
         // Peer-written; any value only changes whether we notify.
-        let event = self.page.load_u32(BLKIF_SRING_REQ_EVENT, Ordering::Acquire)?;
+        let event = self
+            .page
+            .load_u32(BLKIF_SRING_REQ_EVENT, Ordering::Acquire)?;
         Ok(new.wrapping_sub(event) < new.wrapping_sub(old))
     }
 
@@ -234,7 +239,9 @@ impl<'a> FrontRing<'a> {
     /// error (the ring is unusable after it).
     pub fn take(&mut self, out: &mut Vec<BlkifResponse>) -> Result<usize> {
         // Peer-written: read once, checked.
-        let prod = self.page.load_u32(BLKIF_SRING_RSP_PROD, Ordering::Acquire)?;
+        let prod = self
+            .page
+            .load_u32(BLKIF_SRING_RSP_PROD, Ordering::Acquire)?;
         let avail = prod.wrapping_sub(self.st.rsp_cons);
         if avail > self.outstanding() {
             return Err(Error::Protocol {
@@ -243,7 +250,8 @@ impl<'a> FrontRing<'a> {
         }
         for _ in 0..avail {
             let mut b = [0u8; BLKIF_RESPONSE_SIZE];
-            self.page.read_into(entry_offset(self.st.rsp_cons), &mut b)?;
+            self.page
+                .read_into(entry_offset(self.st.rsp_cons), &mut b)?;
             out.push(BlkifResponse::parse(&b));
             self.st.rsp_cons = self.st.rsp_cons.wrapping_add(1);
         }
@@ -260,7 +268,9 @@ impl<'a> FrontRing<'a> {
             Ordering::Release,
         )?;
         fence(Ordering::SeqCst);
-        let prod = self.page.load_u32(BLKIF_SRING_RSP_PROD, Ordering::Acquire)?;
+        let prod = self
+            .page
+            .load_u32(BLKIF_SRING_RSP_PROD, Ordering::Acquire)?;
         Ok(prod != self.st.rsp_cons)
     }
 }
@@ -293,7 +303,11 @@ pub mod back {
 
     /// Writes `rsp` at the backend's private producer index `rsp_prod_pvt`
     /// and publishes it.
-    pub fn respond(page: &SharedMem<'_>, rsp_prod_pvt: &mut u32, rsp: &BlkifResponse) -> Result<()> {
+    pub fn respond(
+        page: &SharedMem<'_>,
+        rsp_prod_pvt: &mut u32,
+        rsp: &BlkifResponse,
+    ) -> Result<()> {
         page.write_from(entry_offset(*rsp_prod_pvt), &rsp.emit())?;
         *rsp_prod_pvt = rsp_prod_pvt.wrapping_add(1);
         page.store_u32(BLKIF_SRING_RSP_PROD, *rsp_prod_pvt, Ordering::Release)
@@ -329,7 +343,10 @@ mod tests {
         let r = req(77);
         let b = r.emit().unwrap();
         assert_eq!(BlkifRequest::parse(&b), r);
-        assert_eq!(b[BLKIF_REQUEST_HANDLE..BLKIF_REQUEST_HANDLE + 2], [0x00, 0xca]);
+        assert_eq!(
+            b[BLKIF_REQUEST_HANDLE..BLKIF_REQUEST_HANDLE + 2],
+            [0x00, 0xca]
+        );
         let bad = BlkifRequest {
             nr_segments: 12,
             ..r
@@ -385,7 +402,8 @@ mod tests {
         let mut f = FrontRing::init(m).unwrap();
         assert!(f.push(&req(1)).unwrap());
         f.publish().unwrap();
-        m.store_u32(BLKIF_SRING_RSP_PROD, 2, Ordering::Relaxed).unwrap();
+        m.store_u32(BLKIF_SRING_RSP_PROD, 2, Ordering::Relaxed)
+            .unwrap();
         let mut out = Vec::new();
         assert!(matches!(f.take(&mut out), Err(Error::Protocol { .. })));
         assert!(out.is_empty());
@@ -393,7 +411,8 @@ mod tests {
         m.store_u32(BLKIF_SRING_RSP_PROD, u32::MAX, Ordering::Relaxed)
             .unwrap();
         assert!(matches!(f.take(&mut out), Err(Error::Protocol { .. })));
-        m.store_u32(BLKIF_SRING_RSP_PROD, 1, Ordering::Relaxed).unwrap();
+        m.store_u32(BLKIF_SRING_RSP_PROD, 1, Ordering::Relaxed)
+            .unwrap();
         assert_eq!(f.take(&mut out), Ok(1));
     }
 
