@@ -231,7 +231,7 @@ fn join(p: &mut LinuxXen, timeout: Duration) -> Res<BlkClient<LinuxXen>> {
 }
 
 fn run(args: &Args) -> Res<()> {
-    if args.kib == 0 || args.kib % 32 != 0 {
+    if args.kib == 0 || !args.kib.is_multiple_of(32) {
         return Err("--kib must be a positive multiple of 32".into());
     }
     let mut p = ctx("opening /dev/xen", LinuxXen::open(DOM0))?;

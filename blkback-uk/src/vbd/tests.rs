@@ -241,7 +241,7 @@ fn fua_writes_are_flushed_before_they_complete_and_flushes_order_the_batch() {
     assert!(d.durable[100 * 512..100 * 512 + 512]
         .iter()
         .all(|&x| x == 0));
-    drop(ios);
+    let _ = ios;
     assert_eq!(rd, pattern(4096, 1));
 }
 
