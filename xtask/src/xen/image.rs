@@ -23,7 +23,12 @@ use crate::util::{cargo, root, run_step, target_dir};
 pub const DOM0_BINARIES: &[(&str, &str)] = &[
     ("vdevice", "vdevice"),
     ("pvh-selftest", "share-selftest-dom0"),
+    ("blkback-uk", "blk-dom0-check"),
 ];
+
+/// Features the dom0 binaries need beyond the host test features
+/// (`blk-dom0-check` is a std program over share-hal's Linux platform).
+const DOM0_EXTRA_FEATURES: &str = "blkback-uk/dom0";
 
 /// Modules dom0 loads at boot, in order; the rig fails if one does not load.
 pub const DOM0_MODULES: &[&str] = &[
@@ -309,7 +314,20 @@ fn build_dom0_binaries() -> Result<Vec<(String, PathBuf)>> {
     for (pkg, bin) in DOM0_BINARIES {
         c.args(["-p", pkg, "--bin", bin]);
     }
-    c.args(HOST_FEATURES);
+    // The host test features, less those of packages not built here
+    // (cargo refuses `pkg/feature` for a package it does not select or
+    // depend on, e.g. netback-uk's).
+    let wanted: Vec<&str> = HOST_FEATURES
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .flat_map(|a| a.split(','))
+        .filter(|f| match f.split_once('/') {
+            Some((pkg, _)) => pkg == "share-hal" || DOM0_BINARIES.iter().any(|(p, _)| *p == pkg),
+            None => false,
+        })
+        .chain([DOM0_EXTRA_FEATURES])
+        .collect();
+    c.args(["--features", &wanted.join(",")]);
     run_step("build dom0 tools", &mut c)?;
     Ok(DOM0_BINARIES
         .iter()

@@ -89,6 +89,7 @@ pub fn tier() -> Result<u64> {
         ("smoke", None),
         ("selftest-fail", Some("domu-false")),
         ("selftest", None),
+        ("blk", None),
     ] {
         let t = Instant::now();
         run::run(
