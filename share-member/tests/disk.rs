@@ -24,7 +24,7 @@ use share_hal::platform::{Clock, DomId};
 use share_hal::sim::{temp_socket_path, Broker, SimMapping, SimPlatform, SimStore};
 use share_hal::vdevice::VdeviceClient;
 use share_hal::wire::blk::features;
-use share_hal::wire::vdevice::{status, Bootstrap, EntryRepr, Kind, Role, BOOTSTRAP_KEY};
+use share_hal::wire::vdevice::{flags, status, Bootstrap, EntryRepr, Kind, Role, BOOTSTRAP_KEY};
 use share_hal::GrantRef;
 
 const SERVER: DomId = 1;
@@ -131,6 +131,8 @@ struct Rig {
     sock: PathBuf,
     dir: PathBuf,
     image: PathBuf,
+    /// Served read-only as disk 1.
+    ro_image: PathBuf,
     mnt: PathBuf,
     mounted: bool,
     server: Option<Child>,
@@ -147,6 +149,8 @@ impl Rig {
             .arg(&self.sock)
             .args(["--domid", &SERVER.to_string(), "--disk"])
             .arg(&self.image)
+            .arg("--disk")
+            .arg(format!("ro:{}", self.ro_image.display()))
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
@@ -216,6 +220,7 @@ impl Drop for Rig {
             let _ = s.wait();
         }
         let _ = std::fs::remove_file(&self.image);
+        let _ = std::fs::remove_file(&self.ro_image);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -247,36 +252,45 @@ fn change(
     vd.change(p, index, &e, dl).unwrap()
 }
 
-/// dom0 serves disk 0 of the server to the member: the owner entry in the
-/// server's page; returns its share_ref.
-fn serve(p: &mut SimPlatform, sock: &Path) -> GrantRef {
+/// dom0's connection to the (current) server's vdevice page.
+fn server_page(p: &mut SimPlatform, sock: &Path) -> VdeviceClient<SimMapping> {
     let boot = bootstrap(sock, SERVER);
-    let mut vd = VdeviceClient::attach(p, SERVER, boot).unwrap();
+    VdeviceClient::attach(p, SERVER, boot).unwrap()
+}
+
+/// dom0 serves disk `disk` of the server to the member: the owner entry
+/// in the server's page; returns its share_ref.
+fn serve(
+    p: &mut SimPlatform,
+    vd: &mut VdeviceClient<SimMapping>,
+    disk: u64,
+    read_only: bool,
+) -> GrantRef {
     let e = change(
         p,
-        &mut vd,
-        0,
+        vd,
+        disk as u32,
         EntryRepr {
             kind: Kind::Disk,
             role: Role::Owner,
-            flags: 0,
+            flags: if read_only { flags::READ_ONLY } else { 0 },
             subtype: features::ALL,
             numpages: NUMPAGES,
             peer: MEMBER,
             share_ref: GrantRef(0),
             status: 0,
-            param: 0,
+            param: disk,
         },
     );
     assert_eq!(e.status, status::OK, "the server refused the owner entry");
     e.share_ref
 }
 
-fn member_entry(share_ref: GrantRef) -> EntryRepr {
+fn member_entry(share_ref: GrantRef, read_only: bool) -> EntryRepr {
     EntryRepr {
         kind: Kind::Disk,
         role: Role::Member,
-        flags: 0,
+        flags: if read_only { flags::READ_ONLY } else { 0 },
         subtype: 0,
         numpages: NUMPAGES,
         peer: SERVER,
@@ -331,7 +345,11 @@ fn ext4_on_a_disk_served_through_the_member_survives_a_server_kill() {
         .unwrap()
         .set_len(IMAGE_BYTES)
         .unwrap();
+    let ro_image = dir.with_extension("ro.img");
+    let ro_data = pattern(1234, 2 << 20);
+    std::fs::write(&ro_image, &ro_data).unwrap();
     let mut rig = Rig {
+        ro_image,
         sock: sock.clone(),
         mnt: dir.join("mnt"),
         dir: dir.clone(),
@@ -342,7 +360,8 @@ fn ext4_on_a_disk_served_through_the_member_survives_a_server_kill() {
     };
     rig.spawn_server();
     let mut dom0 = SimPlatform::connect(&sock, 0).unwrap();
-    let share_ref = serve(&mut dom0, &sock);
+    let mut server_vd = server_page(&mut dom0, &sock);
+    let share_ref = serve(&mut dom0, &mut server_vd, 0, false);
 
     let run_dir = dir.join("run");
     rig.member = Some(
@@ -370,7 +389,7 @@ fn ext4_on_a_disk_served_through_the_member_survives_a_server_kill() {
     }
     let boot = bootstrap(&sock, MEMBER);
     let mut vd = VdeviceClient::attach(&mut dom0, MEMBER, boot).unwrap();
-    let e = change(&mut dom0, &mut vd, 0, member_entry(share_ref));
+    let e = change(&mut dom0, &mut vd, 0, member_entry(share_ref, false));
     assert_eq!(e.status, status::OK, "the member refused the disk entry");
     let link = run_dir.join("disk0.dev");
     wait_for("the block device appears", 30, || link.exists());
@@ -446,8 +465,10 @@ fn ext4_on_a_disk_served_through_the_member_survives_a_server_kill() {
     let at_kill = written.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(300));
     rig.spawn_server();
-    let share_ref = serve(&mut dom0, &sock);
-    let e = change(&mut dom0, &mut vd, 0, member_entry(share_ref));
+    // dom0's tool keeps no state: a fresh connection to the new page.
+    let mut server_vd = server_page(&mut dom0, &sock);
+    let share_ref = serve(&mut dom0, &mut server_vd, 0, false);
+    let e = change(&mut dom0, &mut vd, 0, member_entry(share_ref, false));
     assert_eq!(e.status, status::OK, "the member refused the new share");
     let until = Instant::now() + Duration::from_secs(120);
     while !writer.is_finished() {
@@ -488,6 +509,38 @@ fn ext4_on_a_disk_served_through_the_member_survives_a_server_kill() {
     rig.mount(&dev);
     check_files(&rig.mnt, &sums);
     rig.umount();
+
+    // A read-only disk is a read-only device with the disk's bytes.
+    let ro_ref = serve(&mut dom0, &mut server_vd, 1, true);
+    let e = change(&mut dom0, &mut vd, 1, member_entry(ro_ref, true));
+    assert_eq!(
+        e.status,
+        status::OK,
+        "the member refused the read-only disk"
+    );
+    let ro_link = run_dir.join("disk1.dev");
+    wait_for("the read-only device appears", 30, || ro_link.exists());
+    let ro_dev = std::fs::read_link(&ro_link).unwrap();
+    let ro_name = ro_dev.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        std::fs::read_to_string(format!("/sys/block/{ro_name}/ro"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    assert!(std::fs::read(&ro_dev).unwrap() == ro_data);
+    // The kernel lets root open it for writing, and refuses the write.
+    let wrote = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&ro_dev)
+        .and_then(|mut f| f.write_all(&[0u8; 4096]).and_then(|()| f.sync_all()));
+    assert!(wrote.is_err(), "a write to the read-only device succeeded");
+    assert!(std::fs::read(&rig.ro_image).unwrap() == ro_data);
+    let e = change(&mut dom0, &mut vd, 1, EntryRepr::EMPTY);
+    assert_eq!(e.status, status::OK);
+    wait_for("the read-only device goes", 10, || {
+        !Path::new(&format!("/sys/block/{ro_name}/loop/backing_file")).exists()
+    });
 
     // Removing the entry removes the device.
     let e = change(&mut dom0, &mut vd, 0, EntryRepr::EMPTY);
