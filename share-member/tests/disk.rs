@@ -222,6 +222,7 @@ impl Drop for Rig {
         let _ = std::fs::remove_file(&self.image);
         let _ = std::fs::remove_file(&self.ro_image);
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(SimStore::for_broker(&self.sock).dir());
     }
 }
 
