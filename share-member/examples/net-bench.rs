@@ -55,6 +55,8 @@ struct Opts {
     core_json: Option<PathBuf>,
     json: Option<PathBuf>,
     skip_tcp: bool,
+    skip_sim: bool,
+    tcp_pages: u32,
 }
 
 fn opts() -> Opts {
@@ -66,6 +68,8 @@ fn opts() -> Opts {
         core_json: None,
         json: None,
         skip_tcp: false,
+        skip_sim: false,
+        tcp_pages: PAGES,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -78,6 +82,8 @@ fn opts() -> Opts {
             "--core-json" => o.core_json = Some(val().into()),
             "--json" => o.json = Some(val().into()),
             "--skip-tcp" => o.skip_tcp = true,
+            "--skip-sim" => o.skip_sim = true,
+            "--tcp-pages" => o.tcp_pages = val().parse().unwrap_or_else(|_| usage()),
             _ => usage(),
         }
     }
@@ -90,7 +96,7 @@ fn opts() -> Opts {
 fn usage() -> ! {
     eprintln!(
         "usage: net-bench --netback PATH --member PATH [--secs S] [--iperf-secs T] \
-         [--core-json PATH] [--json PATH] [--skip-tcp]"
+         [--core-json PATH] [--json PATH] [--skip-tcp] [--skip-sim]"
     );
     std::process::exit(2)
 }
@@ -392,8 +398,8 @@ fn tcp(o: &Opts) -> Result<Vec<TcpCase>, String> {
         &ns.names[4],
     );
     let _broker = Broker::spawn(&sock).unwrap();
-    let mut nb = netback(&o.netback, &sock, 0, false);
-    let _members = [
+    let mut nb = netback(&o.netback, &sock, 1, false);
+    let mut members = [
         member(&o.member, m0, &sock, 3, false),
         member(&o.member, m1, &sock, 4, false),
     ];
@@ -404,7 +410,7 @@ fn tcp(o: &Opts) -> Result<Vec<TcpCase>, String> {
         std::net::Ipv4Addr::new(a, b, c, 11),
     ];
     for (k, (n, d)) in [(m0, 3), (m1, 4)].into_iter().enumerate() {
-        dom0.plug(k as u32, d, LAN, PAGES, TCP_POLICY);
+        dom0.plug(k as u32, d, LAN, o.tcp_pages, TCP_POLICY);
         plugged(n, "xsn0");
         ip(&[
             "-n",
@@ -470,6 +476,20 @@ fn tcp(o: &Opts) -> Result<Vec<TcpCase>, String> {
     if !nb.alive() {
         return Err(format!("netback-sim died: {}", nb.log_text()));
     }
+    // Where frames were lost, if they were: the switch's last report and
+    // each member's counters as it leaves.
+    std::thread::sleep(Duration::from_millis(1100));
+    for k in 0..2 {
+        if let Some(l) = nb.last_line(&format!("port {k} lan {LAN}")) {
+            eprintln!("{l}");
+        }
+    }
+    for m in members.iter_mut() {
+        m.terminate()?;
+        if let Some(l) = m.last_line("closed (") {
+            eprintln!("[{}] {l}", m.tag);
+        }
+    }
     Ok(cases)
 }
 
@@ -495,7 +515,7 @@ fn main() {
     };
 
     let mut sim = Vec::new();
-    for size in SIZES {
+    for size in SIZES.into_iter().filter(|_| !o.skip_sim) {
         for flows in FLOWS {
             let mut c = sim_case(&o, size, flows);
             c.core_fps = core_fps(size, flows);
