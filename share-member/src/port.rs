@@ -509,6 +509,13 @@ impl<P: Platform> NetPort<P> {
     }
 }
 
+pub fn fmt_mac(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,11 +531,4 @@ mod tests {
             assert_eq!((b.as_ptr() as usize + head + VNET_HDR_LEN) % 16, 0);
         }
     }
-}
-
-pub fn fmt_mac(m: [u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
 }
