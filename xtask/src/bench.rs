@@ -3,7 +3,7 @@
 //! under `target/bench/`.
 use anyhow::Result;
 
-use crate::util::{build_sim_example, cargo, ensure_apt, run_step, target_dir};
+use crate::util::{build_sim_example, cargo, ensure_apt, have, run_step, target_dir};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,12 +34,33 @@ enum Which {
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
     },
+    /// netback-uk: the switch core alone (ns/frame next to memcpy),
+    /// switched frames/s between synthetic members across processes on the
+    /// simulation, and iperf3 TCP between namespaces through share-member
+    /// and netback-sim next to a Linux bridge with veth pairs (root; makes
+    /// and removes its namespaces). Writes target/bench/net.json.
+    Net {
+        /// Seconds per switched-frames case (switch core and simulation).
+        #[arg(long, default_value_t = 2.0)]
+        secs: f64,
+        /// Seconds of each iperf3 run.
+        #[arg(long, default_value_t = 5)]
+        iperf_secs: u32,
+        /// Only the switch core and the simulation, no TCP.
+        #[arg(long)]
+        skip_tcp: bool,
+    },
 }
 
 pub fn run(args: Args) -> Result<()> {
     match args.which {
         Which::Ring { secs, spin } => ring(secs, spin),
         Which::Blk { secs } => blk(secs),
+        Which::Net {
+            secs,
+            iperf_secs,
+            skip_tcp,
+        } => net(secs, iperf_secs, skip_tcp),
     }
 }
 
@@ -86,4 +107,61 @@ fn ring(secs: f64, spin: u32) -> Result<()> {
             .arg("--json")
             .arg(&json),
     )
+}
+
+fn net(secs: f64, iperf_secs: u32, skip_tcp: bool) -> Result<()> {
+    if !skip_tcp && !have("iperf3") {
+        ensure_apt(&["iperf3"])?;
+    }
+    run_step(
+        "build netback-sim, share-member and the network benches (release)",
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "netback-uk",
+            "-p",
+            "share-member",
+            "--features",
+            "netback-uk/sim,netback-uk/local",
+            "--bin",
+            "netback-sim",
+            "--bin",
+            "share-member",
+            "--example",
+            "switch-bench",
+            "--example",
+            "net-bench",
+        ]),
+    )?;
+    let release = target_dir().join("release");
+    let bench = target_dir().join("bench");
+    let core = bench.join("net-switch-core.json");
+    // The machine is shared: the load goes next to the figures.
+    let _ = run_step("uptime", &mut std::process::Command::new("uptime"));
+    run_step(
+        "switch-bench (the switch core alone)",
+        std::process::Command::new(release.join("examples").join("switch-bench"))
+            .arg("--secs")
+            .arg(secs.to_string())
+            .arg("--json")
+            .arg(&core),
+    )?;
+    let mut cmd = std::process::Command::new(release.join("examples").join("net-bench"));
+    cmd.arg("--netback")
+        .arg(release.join("netback-sim"))
+        .arg("--member")
+        .arg(release.join("share-member"))
+        .arg("--secs")
+        .arg(secs.to_string())
+        .arg("--iperf-secs")
+        .arg(iperf_secs.to_string())
+        .arg("--core-json")
+        .arg(&core)
+        .arg("--json")
+        .arg(bench.join("net.json"));
+    if skip_tcp {
+        cmd.arg("--skip-tcp");
+    }
+    run_step("net-bench (across processes, and TCP)", &mut cmd)
 }
