@@ -15,7 +15,9 @@
 //!   never back to its source, never to another LAN, never to a port that
 //!   is not up.
 //! - A port whose rx lane is full loses only the frames meant for it
-//!   (counted as `drop_rx_full`): the switch never waits for a member.
+//!   (counted as `drop_rx_full`); a unicast frame for it first waits at
+//!   most [`HOLD_NS`], holding back its sender only (backpressure for a
+//!   slow receiver, bounded for a stopped one).
 //! - Ports take turns: each round serves at most `budget` frames from each
 //!   port, starting one port further each round.
 //! - Rx slots are published once per round per port, and a member is
@@ -131,7 +133,31 @@ struct PortState {
     link: Link,
     counters: PortCounters,
     notify: bool,
+    /// A unicast frame from this port that found its destination's rx lane
+    /// full: the port is not read until it goes or its hold ends.
+    held: Option<Held>,
+    /// Buffer of the held frame (kept for reuse).
+    held_buf: Vec<u8>,
+    /// As a destination: a hold for this port ran out, so frames for it
+    /// are dropped at once while its rx lane stays full.
+    stalled: bool,
 }
+
+/// A frame waiting for room in one destination's rx lane.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    len: usize,
+    meta: FrameMeta,
+    dst: PortIndex,
+    since_ns: u64,
+}
+
+/// How long a unicast frame waits for room in a busy destination before
+/// it is dropped and the destination is marked stalled: long enough for a
+/// member that is merely slower than its sender (a TCP receiver) to drain,
+/// short enough that a member that stopped costs its senders one such
+/// wait, not one per frame.
+pub const HOLD_NS: u64 = 2_000_000;
 
 struct Lan {
     id: LanId,
@@ -345,6 +371,9 @@ impl<P: Platform> Switch<P> {
             link: Link::Waiting { rx: from, tx: to },
             counters: PortCounters::default(),
             notify: false,
+            held: None,
+            held_buf: Vec::new(),
+            stalled: false,
         });
         Ok(share_ref)
     }
@@ -542,6 +571,12 @@ impl<'s, P: Platform> Fwd<'s, P> {
 
     /// Reads up to the budget of frames from port `i` and forwards each.
     fn drain(&mut self, i: usize, rx: &mut FrameReceiver<'_>, round: &mut Round) -> Result<()> {
+        if !self.retry_held(i) {
+            // Still waiting for room: the source's lane fills up, which is
+            // the backpressure its member sees.
+            round.busy = true;
+            return Ok(());
+        }
         if rx.poll()? == 0 && rx.prepare_wait()? == 0 {
             return Ok(());
         }
@@ -551,7 +586,14 @@ impl<'s, P: Platform> Fwd<'s, P> {
                 Ok(Some(frame)) => {
                     served += 1;
                     round.frames += 1;
-                    self.forward(i as PortIndex, frame.data, frame.meta);
+                    if self.forward(i as PortIndex, frame.data, frame.meta) {
+                        // Held: read nothing more of this port for now.
+                        if rx.release()? {
+                            self.mark_notify(i);
+                        }
+                        round.busy = true;
+                        return Ok(());
+                    }
                 }
                 Ok(None) => {
                     // Batch used up: release, then look once more (armed).
@@ -594,32 +636,33 @@ impl<'s, P: Platform> Fwd<'s, P> {
     /// Learns the source, picks the destinations, and delivers one frame;
     /// broadcasts and frames for the LAN's management endpoint go to it
     /// too, and its replies are switched like any frame.
-    fn forward(&mut self, src: PortIndex, frame: &[u8], meta: FrameMeta) {
+    /// Returns whether the frame is held (see [`HOLD_NS`]).
+    fn forward(&mut self, src: PortIndex, frame: &[u8], meta: FrameMeta) -> bool {
         let now = self.now;
         let Some(sp) = self
             .ports
             .get_mut(usize::from(src))
             .and_then(Option::as_mut)
         else {
-            return;
+            return false;
         };
         sp.counters.rx_frames += 1;
         sp.counters.rx_bytes += frame.len() as u64;
         // The assembler guarantees an Ethernet header (14 bytes).
         let (Some(dst), Some(srcmac)) = (mac_at(frame, 0), mac_at(frame, 6)) else {
             sp.counters.drop_bad_frame += 1;
-            return;
+            return false;
         };
         let lan_slot = sp.lan;
         let Some(lan) = self.lans.get_mut(lan_slot).and_then(Option::as_mut) else {
-            return;
+            return false;
         };
         if is_group(&srcmac)
             || srcmac == lan.mgmt.mac()
             || lan.fdb.learn(&srcmac, src, now) == Learned::Spoof
         {
             sp.counters.drop_spoof += 1;
-            return;
+            return false;
         }
         self.replies.clear();
         self.reply_lens.clear();
@@ -656,13 +699,82 @@ impl<'s, P: Platform> Fwd<'s, P> {
                     .extend(lan.ports.iter().copied().filter(|&d| d != src)),
             }
         }
-        for k in 0..self.dests.len() {
-            let d = self.dests[k];
-            self.deliver(d, frame, meta);
+        let mut held = false;
+        if self.dests.len() == 1 && !is_group(&dst) {
+            // Unicast to one port: a full lane holds the frame a while.
+            let d = self.dests[0];
+            if self.deliver(d, frame, meta, true) == Delivery::Full {
+                held = self.hold(src, d, frame, meta, now);
+            }
+        } else {
+            for k in 0..self.dests.len() {
+                let d = self.dests[k];
+                self.deliver(d, frame, meta, false);
+            }
         }
         if !self.reply_lens.is_empty() {
             self.send_replies(lan_slot);
         }
+        held
+    }
+
+    /// Keeps `frame` at `src` for destination `d`; `false` (dropped) if
+    /// `d` is stalled already.
+    fn hold(
+        &mut self,
+        src: PortIndex,
+        d: PortIndex,
+        frame: &[u8],
+        meta: FrameMeta,
+        now: u64,
+    ) -> bool {
+        let stalled = self.port(usize::from(d)).is_none_or(|q| q.stalled);
+        if stalled {
+            if let Some(q) = self.port(usize::from(d)) {
+                q.counters.drop_rx_full += 1;
+            }
+            return false;
+        }
+        let Some(sp) = self.port(usize::from(src)) else {
+            return false;
+        };
+        sp.held_buf.clear();
+        sp.held_buf.extend_from_slice(frame);
+        sp.held = Some(Held {
+            len: frame.len(),
+            meta,
+            dst: d,
+            since_ns: now,
+        });
+        true
+    }
+
+    /// Tries the frame port `i` holds again; `true` when the port may be
+    /// read (nothing held any more).
+    fn retry_held(&mut self, i: usize) -> bool {
+        let now = self.now;
+        let Some(sp) = self.port(i) else { return true };
+        let Some(h) = sp.held else { return true };
+        let buf = core::mem::take(&mut sp.held_buf);
+        let frame = buf.get(..h.len).unwrap_or(&[]);
+        let done = match self.deliver(h.dst, frame, h.meta, true) {
+            Delivery::Full if now.saturating_sub(h.since_ns) < HOLD_NS => false,
+            Delivery::Full => {
+                if let Some(q) = self.port(usize::from(h.dst)) {
+                    q.stalled = true;
+                    q.counters.drop_rx_full += 1;
+                }
+                true
+            }
+            Delivery::Done => true,
+        };
+        if let Some(sp) = self.port(i) {
+            sp.held_buf = buf;
+            if done {
+                sp.held = None;
+            }
+        }
+        done
     }
 
     /// Switches what the management endpoint of LAN slot `lan_slot` said.
@@ -688,7 +800,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
             }
             for k in 0..self.dests.len() {
                 let d = self.dests[k];
-                self.deliver(d, reply, FrameMeta::default());
+                self.deliver(d, reply, FrameMeta::default(), false);
             }
         }
         *self.replies = replies;
@@ -697,14 +809,16 @@ impl<'s, P: Platform> Fwd<'s, P> {
 
     /// Writes one frame into port `d`'s rx lane, resolving its offloads
     /// for that port (published at the end of the round).
-    fn deliver(&mut self, d: PortIndex, frame: &[u8], meta: FrameMeta) {
+    /// With `may_hold`, a frame that found no room at all is not counted
+    /// as dropped but reported `Full` (the caller holds it).
+    fn deliver(&mut self, d: PortIndex, frame: &[u8], meta: FrameMeta, may_hold: bool) -> Delivery {
         let i = usize::from(d);
         let shares = self.shares;
         let (Some(share), Some(state)) = (
             shares.get(i).and_then(Option::as_ref),
             self.ports.get_mut(i).and_then(Option::as_mut),
         ) else {
-            return;
+            return Delivery::Done;
         };
         let layout = state.layout.rx;
         let Link::Up {
@@ -715,23 +829,30 @@ impl<'s, P: Platform> Fwd<'s, P> {
             ..
         } = &mut state.link
         else {
-            return;
+            return Delivery::Done;
         };
         let (features, max_frame) = (*features, *max_frame);
         let Some(open) = self.open.get_mut(i) else {
-            return;
+            return Delivery::Done;
         };
         if open.is_none() {
-            let Some(parked) = to.take() else { return };
+            let Some(parked) = to.take() else {
+                return Delivery::Done;
+            };
             match layout
                 .lane()
                 .and_then(|l| FrameSender::resume(layout.window(share.mem())?, l, parked))
             {
                 Ok(tx) => *open = Some(tx),
-                Err(e) => return break_port(state, i, e),
+                Err(e) => {
+                    break_port(state, i, e);
+                    return Delivery::Done;
+                }
             }
         }
-        let Some(tx) = open.as_mut() else { return };
+        let Some(tx) = open.as_mut() else {
+            return Delivery::Done;
+        };
         let mut bytes = 0u64;
         let mut failed = None;
         let verdict = offload::deliver(
@@ -753,12 +874,17 @@ impl<'s, P: Platform> Fwd<'s, P> {
             },
         );
         let c = &mut state.counters;
+        let mut result = Delivery::Done;
         match verdict {
-            Verdict::Delivered { frames } => c.tx_frames += u64::from(frames),
+            Verdict::Delivered { frames } => {
+                c.tx_frames += u64::from(frames);
+                state.stalled = false;
+            }
             Verdict::Partial { frames, dropped } => {
                 c.tx_frames += u64::from(frames);
                 c.drop_rx_full += u64::from(dropped);
             }
+            Verdict::Dropped(DropCause::LaneFull) if may_hold => result = Delivery::Full,
             Verdict::Dropped(DropCause::LaneFull) => c.drop_rx_full += 1,
             Verdict::Dropped(DropCause::TooBig) => c.drop_too_big += 1,
             Verdict::Dropped(_) => c.drop_offload += 1,
@@ -772,7 +898,9 @@ impl<'s, P: Platform> Fwd<'s, P> {
             // the member broke the lane's indexes.
             *open = None;
             break_port(state, i, e);
+            return Delivery::Done;
         }
+        result
     }
 
     /// Publishes the rx slots written to port `i` this round and parks
@@ -799,6 +927,15 @@ impl<'s, P: Platform> Fwd<'s, P> {
             Err(e) => break_port(state, i, e),
         }
     }
+}
+
+/// What became of a frame for one destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Delivery {
+    /// Sent, dropped for a reason of its own, or the port is gone.
+    Done,
+    /// No room in its rx lane (only reported when the caller may hold).
+    Full,
 }
 
 /// Whether a port is usable.
@@ -1503,5 +1640,81 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// A receiver slower than its sender loses nothing: the frame that
+    /// finds its lane full waits (and its sender's lane fills behind it).
+    #[test]
+    fn a_slow_receiver_holds_its_sender_instead_of_losing_frames() {
+        let mut rig = Rig::new(SwitchConfig::default());
+        let mut a = rig.join(0, 1, 2, 0);
+        let mut b = rig.join(1, 1, 3, 0);
+        let mut got = Vec::new();
+        let mut sent = 0u32;
+        for round in 0..40u32 {
+            // a offers 8 frames a round (its lane's size), b takes 8 every
+            // other round: b's 8-slot lane is full half the time.
+            let frames: Vec<_> = (0..8u32)
+                .map(|k| eth(b.mac, a.mac, 60, (sent + k) as u8))
+                .collect();
+            sent += a.send(&frames, FrameMeta::default()) as u32;
+            for _ in 0..3 {
+                rig.sw.poll(&mut rig.p);
+            }
+            if round % 2 == 1 {
+                got.extend(tags(&b.recv()));
+            }
+        }
+        for _ in 0..20 {
+            rig.sw.poll(&mut rig.p);
+            got.extend(tags(&b.recv()));
+        }
+        assert!(sent < 40 * 8, "a was held back");
+        assert_eq!(got.len() as u32, sent, "nothing lost");
+        let expect: Vec<u8> = (0..sent).map(|k| k as u8).collect();
+        assert_eq!(got, expect, "nothing reordered");
+        assert_eq!(rig.counters(1).drop_rx_full, 0);
+    }
+
+    /// A receiver that stopped costs its sender one hold; then its frames
+    /// are dropped at once and the sender's other traffic goes on, until
+    /// the receiver drains again.
+    #[test]
+    fn a_stopped_receiver_costs_one_hold_then_drops() {
+        let mut rig = Rig::new(SwitchConfig::default());
+        let mut a = rig.join(0, 1, 2, 0);
+        let mut stopped = rig.join(1, 1, 3, 0);
+        let mut c = rig.join(2, 1, 4, 0);
+        // Fill the stopped port's 8 slots, then one more: held.
+        a.send(
+            &vec![eth(stopped.mac, a.mac, 60, 1); 8],
+            FrameMeta::default(),
+        );
+        rig.pump();
+        a.send(
+            &[eth(stopped.mac, a.mac, 60, 2), eth(c.mac, a.mac, 60, 3)],
+            FrameMeta::default(),
+        );
+        for _ in 0..5 {
+            rig.sw.poll(&mut rig.p);
+        }
+        assert!(c.recv().is_empty(), "behind the held frame");
+        rig.host.advance(HOLD_NS);
+        rig.pump();
+        assert_eq!(tags(&c.recv()), [3], "the hold ended");
+        assert_eq!(rig.counters(1).drop_rx_full, 1);
+        // Stalled now: frames for it drop at once, c's get through.
+        a.send(
+            &[eth(stopped.mac, a.mac, 60, 4), eth(c.mac, a.mac, 60, 5)],
+            FrameMeta::default(),
+        );
+        rig.pump();
+        assert_eq!(tags(&c.recv()), [5]);
+        assert_eq!(rig.counters(1).drop_rx_full, 2);
+        // It drains: frames reach it again.
+        assert_eq!(stopped.recv().len(), 8);
+        a.send(&[eth(stopped.mac, a.mac, 60, 6)], FrameMeta::default());
+        rig.pump();
+        assert_eq!(tags(&stopped.recv()), [6]);
     }
 }
