@@ -25,6 +25,11 @@ pub const DOM0_BINARIES: &[(&str, &str)] = &[
     ("pvh-selftest", "share-selftest-dom0"),
 ];
 
+/// Rust binaries of this workspace put into the Linux domU image's
+/// `/usr/bin`, as (package, binary): built like [`DOM0_BINARIES`] (the
+/// domU runs the same Debian userspace libraries, copied in with them).
+pub const DOMU_BINARIES: &[(&str, &str)] = &[("share-member", "share-member")];
+
 /// Modules dom0 loads at boot, in order; the rig fails if one does not load.
 pub const DOM0_MODULES: &[&str] = &[
     "xen-privcmd",
@@ -42,7 +47,8 @@ pub const DOM0_OPTIONAL_MODULES: &[&str] = &["xen-blkback", "xen-netback", "brid
 pub const DOMU_MODULES: &[&str] = &["xen-evtchn", "xen-gntdev", "xen-gntalloc"];
 
 /// Modules put into the domU image, loaded by scenarios on demand.
-pub const DOMU_OPTIONAL_MODULES: &[&str] = &["xen-blkfront", "xen-netfront", "ext4"];
+/// (`tun`: share-member's TAP devices.)
+pub const DOMU_OPTIONAL_MODULES: &[&str] = &["xen-blkfront", "xen-netfront", "ext4", "tun"];
 
 /// Host programs in both images (with their libraries): disk tests make
 /// and check file systems.
@@ -278,7 +284,7 @@ fn rig_file(name: &str) -> PathBuf {
     root().join("xen-rig").join(name)
 }
 
-fn domu_image(s: &Setup) -> Result<Vec<u8>> {
+fn domu_image(s: &Setup, bins: &[(String, PathBuf)]) -> Result<Vec<u8>> {
     let mut a = Archive::default();
     base(&mut a, &s.tree)?;
     // busybox init reaps, respawns the agent and powers off on
@@ -297,27 +303,74 @@ fn domu_image(s: &Setup) -> Result<Vec<u8>> {
         &guest_modules(),
     )?;
     a.bytes("etc/rig/modules", 0o644, DOMU_MODULES.join("\n") + "\n");
+    // udhcpc's hook: applies a lease with `ip` and logs it.
+    a.file("etc/rig/udhcpc", &rig_file("domu/udhcpc.sh"))?;
+    add_workspace_binaries(&mut a, &s.tree, bins, DOMU_BINARIES)?;
     a.encode()
 }
 
-fn build_dom0_binaries() -> Result<Vec<(String, PathBuf)>> {
-    if DOM0_BINARIES.is_empty() {
+/// Builds every binary of [`DOM0_BINARIES`] and [`DOMU_BINARIES`] in one
+/// cargo run; returns (binary, path) of each.
+fn build_workspace_binaries() -> Result<Vec<(String, PathBuf)>> {
+    let all: Vec<(&str, &str)> = DOM0_BINARIES
+        .iter()
+        .chain(DOMU_BINARIES)
+        .copied()
+        .collect();
+    if all.is_empty() {
         return Ok(Vec::new());
     }
     let mut c = cargo();
     c.arg("build");
-    for (pkg, bin) in DOM0_BINARIES {
+    for (pkg, bin) in &all {
         c.args(["-p", pkg, "--bin", bin]);
     }
-    c.args(HOST_FEATURES);
-    run_step("build dom0 tools", &mut c)?;
-    Ok(DOM0_BINARIES
+    c.args(["--features", &rig_features(&all)]);
+    run_step("build the rig's workspace tools", &mut c)?;
+    Ok(all
         .iter()
         .map(|(_, bin)| (bin.to_string(), target_dir().join("debug").join(bin)))
         .collect())
 }
 
-fn dom0_image(s: &Setup, domu: &[u8]) -> Result<Vec<u8>> {
+/// The host features (`HOST_FEATURES`, so the build is the test build's)
+/// that cargo accepts for `pkgs`: those of a selected package or of
+/// share-hal, which all of them use. (Naming an unselected package's
+/// feature is an error.)
+fn rig_features(pkgs: &[(&str, &str)]) -> String {
+    let selected = |f: &str| {
+        let owner = f.split_once('/').map_or("", |(p, _)| p);
+        owner == "share-hal" || pkgs.iter().any(|(p, _)| *p == owner)
+    };
+    HOST_FEATURES
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .flat_map(|a| a.split(','))
+        .filter(|f| selected(f))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Adds the binaries `wanted` names (from `built`) to `/usr/bin`, without
+/// debug info, with their libraries.
+fn add_workspace_binaries(
+    a: &mut Archive,
+    tree: &Path,
+    built: &[(String, PathBuf)],
+    wanted: &[(&str, &str)],
+) -> Result<()> {
+    for (_, bin) in wanted {
+        let (_, path) = built
+            .iter()
+            .find(|(b, _)| b == bin)
+            .with_context(|| format!("{bin} was not built"))?;
+        let small = stripped(path)?;
+        add_program(a, tree, &format!("usr/bin/{bin}"), &small)?;
+    }
+    Ok(())
+}
+
+fn dom0_image(s: &Setup, domu: &[u8], bins: &[(String, PathBuf)]) -> Result<Vec<u8>> {
     let tree = &s.tree;
     let mut a = Archive::default();
     base(&mut a, tree)?;
@@ -373,20 +426,18 @@ fn dom0_image(s: &Setup, domu: &[u8]) -> Result<Vec<u8>> {
     if xl.is_dir() {
         a.tree("xl-configs", &xl)?;
     }
-    for (bin, path) in build_dom0_binaries()? {
-        let small = stripped(&path)?;
-        add_program(&mut a, tree, &format!("usr/bin/{bin}"), &small)?;
-    }
+    add_workspace_binaries(&mut a, tree, bins, DOM0_BINARIES)?;
     a.encode()
 }
 
 /// Builds both images (after `setup`), writing them under target/xen-rig/.
 pub fn build(s: &Setup) -> Result<Images> {
     let dir = rig_dir();
-    let domu_bytes = domu_image(s).context("building the domU image")?;
+    let bins = build_workspace_binaries()?;
+    let domu_bytes = domu_image(s, &bins).context("building the domU image")?;
     let domu = dir.join("domu.cpio");
     write_atomically(&domu, &domu_bytes)?;
-    let dom0_bytes = dom0_image(s, &domu_bytes).context("building the dom0 image")?;
+    let dom0_bytes = dom0_image(s, &domu_bytes, &bins).context("building the dom0 image")?;
     let dom0 = dir.join("dom0.cpio");
     write_atomically(&dom0, &dom0_bytes)?;
     eprintln!(
@@ -403,4 +454,19 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rig_features_name_only_selected_packages_and_share_hal() {
+        let f = rig_features(&[("vdevice", "vdevice"), ("pvh-selftest", "share-selftest-dom0")]);
+        let fs: Vec<&str> = f.split(',').collect();
+        assert!(fs.contains(&"share-hal/linux"), "{f}");
+        assert!(fs.contains(&"pvh-selftest/dom0"), "{f}");
+        assert!(fs.iter().all(|x| !x.starts_with("netback-uk/")), "{f}");
+        assert!(fs.iter().all(|x| !x.is_empty()), "{f}");
+    }
 }
