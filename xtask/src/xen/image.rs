@@ -26,8 +26,11 @@ pub const DOM0_BINARIES: &[(&str, &str)] = &[
 ];
 
 /// Rust binaries of this workspace put into the Linux domU image's
-/// `/usr/bin`, as (package, binary): built like [`DOM0_BINARIES`] (the
-/// domU runs the same Debian userspace libraries, copied in with them).
+/// `/usr/bin`, as (package, binary): linked like [`DOM0_BINARIES`] (the
+/// domU has the same Debian libraries, copied in with them), but built
+/// with `--release`: a domU's image is loaded by `xl create` on every boot
+/// (a debug share-member is 3x the size) and the member moves every frame
+/// of the domain through TCG.
 pub const DOMU_BINARIES: &[(&str, &str)] = &[("share-member", "share-member")];
 
 /// Modules dom0 loads at boot, in order; the rig fails if one does not load.
@@ -309,28 +312,29 @@ fn domu_image(s: &Setup, bins: &[(String, PathBuf)]) -> Result<Vec<u8>> {
     a.encode()
 }
 
-/// Builds every binary of [`DOM0_BINARIES`] and [`DOMU_BINARIES`] in one
-/// cargo run; returns (binary, path) of each.
+/// Builds [`DOM0_BINARIES`] (debug) and [`DOMU_BINARIES`] (release);
+/// returns (binary, path) of each.
 fn build_workspace_binaries() -> Result<Vec<(String, PathBuf)>> {
-    let all: Vec<(&str, &str)> = DOM0_BINARIES
-        .iter()
-        .chain(DOMU_BINARIES)
-        .copied()
-        .collect();
-    if all.is_empty() {
-        return Ok(Vec::new());
+    let mut out = Vec::new();
+    for (bins, release) in [(DOM0_BINARIES, false), (DOMU_BINARIES, true)] {
+        if bins.is_empty() {
+            continue;
+        }
+        let mut c = cargo();
+        c.arg("build");
+        if release {
+            c.arg("--release");
+        }
+        for (pkg, bin) in bins {
+            c.args(["-p", pkg, "--bin", bin]);
+        }
+        c.args(["--features", &rig_features(bins)]);
+        let what = if release { "domU" } else { "dom0" };
+        run_step(&format!("build the {what} tools"), &mut c)?;
+        let dir = target_dir().join(if release { "release" } else { "debug" });
+        out.extend(bins.iter().map(|(_, bin)| (bin.to_string(), dir.join(bin))));
     }
-    let mut c = cargo();
-    c.arg("build");
-    for (pkg, bin) in &all {
-        c.args(["-p", pkg, "--bin", bin]);
-    }
-    c.args(["--features", &rig_features(&all)]);
-    run_step("build the rig's workspace tools", &mut c)?;
-    Ok(all
-        .iter()
-        .map(|(_, bin)| (bin.to_string(), target_dir().join("debug").join(bin)))
-        .collect())
+    Ok(out)
 }
 
 /// The host features (`HOST_FEATURES`, so the build is the test build's)
