@@ -466,7 +466,10 @@ mod tests {
 
     #[test]
     fn rig_features_name_only_selected_packages_and_share_hal() {
-        let f = rig_features(&[("vdevice", "vdevice"), ("pvh-selftest", "share-selftest-dom0")]);
+        let f = rig_features(&[
+            ("vdevice", "vdevice"),
+            ("pvh-selftest", "share-selftest-dom0"),
+        ]);
         let fs: Vec<&str> = f.split(',').collect();
         assert!(fs.contains(&"share-hal/linux"), "{f}");
         assert!(fs.contains(&"pvh-selftest/dom0"), "{f}");
