@@ -301,6 +301,22 @@ impl<P: Platform> BlkClient<P> {
         Ok(n)
     }
 
+    /// The final check before the caller sleeps on its own (an event
+    /// loop polling the platform's descriptor): asks the server to trigger
+    /// on its next response and returns the responses already waiting;
+    /// sleep only if it is 0, else [`poll`](Self::poll) again.
+    pub fn prepare_wait(&mut self) -> Result<u32> {
+        let mem = self.share.mem();
+        let mut cons = Consumer::resume(
+            self.layout.responses.window(mem)?,
+            self.layout.responses.lane()?,
+            self.responses,
+        )?;
+        let ready = cons.prepare_wait();
+        self.responses = cons.park();
+        ready
+    }
+
     /// Waits until at least one response arrives or `deadline_ns` passes
     /// (`Err(TimedOut)`).
     pub fn wait(&mut self, p: &mut P, deadline_ns: u64) -> Result<Vec<Completion>> {

@@ -5,8 +5,9 @@
 //! `blkback-file` wrap it.
 //!
 //! - [`server`]: serves blk shares, one per (disk, member);
-//! - [`store`]: what the server needs from storage; [`ram`] (volatile) and,
-//!   with feature `host`, [`file`] (a file on the host, durable);
+//! - [`store`]: what the server needs from storage; [`ram`] (volatile),
+//!   with feature `host`, [`file`] (a file on the host, durable), and with
+//!   feature `vbd`, `vbd` (the PVH image's own Xen disks, durable in dom0);
 //! - [`wiring`]: dom0's vdevice changes applied to the server;
 //! - [`client`]: the member side (tests, the userspace member).
 #![cfg_attr(not(any(test, feature = "host")), no_std)]
@@ -20,6 +21,8 @@ pub mod file;
 pub mod ram;
 pub mod server;
 pub mod store;
+#[cfg(all(feature = "vbd", target_arch = "x86_64"))]
+pub mod vbd;
 pub mod wiring;
 
 pub use server::{Server, ServerConfig};

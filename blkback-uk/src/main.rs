@@ -1,12 +1,11 @@
-//! The blkback-uk PVH image: boots, brings up the Xen platform, publishes
-//! its vdevice page and waits for work.
+//! The blkback-uk PVH image: boots, connects its own Xen disks (the `vbd`
+//! store: the `disk = [...]` of its xl config), publishes its vdevice page
+//! and runs the disk server (the library of this crate) over them.
 //!
-//! The block server (the library of this crate: `Server`, the stores,
-//! `wiring::poll_vdevice`) runs on the host today (`blkback-file`). The
-//! image serves nothing until it has a store of its own: the `vbd` store
-//! (its own Xen disk) or a `ram` store from a boot module. Until then
-//! every vdevice change is refused with `EOPNOTSUPP`, so dom0's tool gets
-//! an honest answer instead of silence.
+//! Disk `i` (the `param` of dom0's owner entries) is the `i`-th vbd in the
+//! order xenstore lists `device/vbd/` (libxl creates them in the order of
+//! the xl config). A disk whose handshake fails keeps its index and
+//! refuses every entry naming it, so the others keep their numbers.
 //!
 //! Only the image build (`cargo xtask images`, the one build with
 //! `panic = "abort"`) is the kernel; any other build of this binary (e.g.
@@ -22,25 +21,178 @@ fn main() {
 
 #[cfg(panic = "abort")]
 mod image_main {
+    extern crate alloc;
 
+    use alloc::string::String;
+    use alloc::vec::Vec;
+
+    use blkback_uk::store::{Io, Store, StoreError, StoreInfo};
+    use blkback_uk::vbd::{self, VbdPages, VbdStore};
+    use blkback_uk::wiring::poll_vdevice;
+    use blkback_uk::{Server, ServerConfig};
     use pvh_rt::image;
     use pvh_rt::{println, Runtime};
-    use share_hal::vdevice::Applied;
-    use share_hal::wire::vdevice::status;
+    use share_hal::platform::{Clock, EventChannels};
+    use share_hal::vdevice::Change;
+    use share_hal::xen::{shutdown, time, Doorbell, ShutdownReason, XenPages, XenPvh, XenStore};
+    use share_hal::Error;
 
     pvh_rt::entry!(main);
+
+    /// Bounce pages of each vbd disk: 11 full requests in flight (of the
+    /// ring's 32), 516 KiB with the ring page.
+    const VBD_BOUNCE_PAGES: usize = 128;
+
+    /// The server's bounce pages and largest indirect request (1 MiB): the
+    /// server's data buffers are 2 x 264 pages, about 2 MiB.
+    const SERVER: ServerConfig = ServerConfig {
+        bounce_pages: 264,
+        max_indirect_segments: 256,
+    };
+
+    /// A disk of this image.
+    enum Disk {
+        Vbd(VbdStore<XenPages, Doorbell>),
+        /// Its handshake failed: every entry naming it is refused.
+        Absent,
+    }
+
+    impl Store for Disk {
+        fn info(&self) -> StoreInfo {
+            match self {
+                Disk::Vbd(s) => s.info(),
+                Disk::Absent => StoreInfo {
+                    capacity: 0,
+                    read_only: true,
+                    flush: false,
+                    fua: false,
+                    discard: false,
+                },
+            }
+        }
+
+        fn execute(&mut self, ios: &mut [Io<'_>]) {
+            match self {
+                Disk::Vbd(s) => s.execute(ios),
+                Disk::Absent => {
+                    for io in ios.iter_mut() {
+                        io.result = Err(StoreError::Io { errno: 19 });
+                    }
+                }
+            }
+        }
+    }
+
+    fn connect(pvh: &mut XenPvh, xs: &mut XenStore, dev: &str) -> Result<Disk, String> {
+        let backend = xs
+            .read(&alloc::format!("{dev}/backend-id"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u16>().ok())
+            .ok_or_else(|| alloc::format!("{dev}: no usable backend-id"))?;
+        let pages = VbdPages::new(pvh, backend, VBD_BOUNCE_PAGES)
+            .map_err(|e| alloc::format!("{dev}: granting the ring and bounce pages: {e}"))?;
+        let bell = pvh
+            .doorbell(pages.port())
+            .map_err(|e| alloc::format!("{dev}: {e}"))?;
+        let info = vbd::handshake(xs, dev, &pages, &time::now_ns, &mut |deadline| {
+            // Backends do not notify state changes: a bounded sleep.
+            let _ = bell.wait(deadline);
+        })
+        .map_err(|e| alloc::format!("{e}"))?;
+        VbdStore::new(pages, info, bell)
+            .map(Disk::Vbd)
+            .map_err(|e| alloc::format!("{dev}: {e}"))
+    }
 
     fn main(rt: Runtime) -> ! {
         println!(
             "blkback-uk {}: xen-share block backend",
             env!("CARGO_PKG_VERSION")
         );
-        let mut d = image::bring_up(&rt, "blkback-uk");
-        println!("blkback-uk: ready");
-        image::serve(
-            &mut d,
-            &mut |_, _, _| Applied::Refused(status::EOPNOTSUPP),
-            &mut |_, port| log::warn!("trigger on unknown port {port}"),
-        )
+        let image::Domain {
+            mut pvh,
+            mut store,
+            mut vdevice,
+        } = image::bring_up(&rt, "blkback-uk");
+        let devs = vbd::devices(&mut store).unwrap_or_else(|e| {
+            log::error!("blkback-uk: listing device/vbd failed: {e}");
+            Vec::new()
+        });
+        let mut disks = Vec::new();
+        for (i, dev) in devs.iter().enumerate() {
+            match connect(&mut pvh, &mut store, dev) {
+                Ok(Disk::Vbd(s)) => {
+                    let v = s.vbd();
+                    println!(
+                        "blkback-uk: disk {i}: vbd {} (backend domain {}): {} sectors ({} MiB), {}, flush {:?}, port {}",
+                        v.vdev,
+                        v.backend,
+                        v.sectors,
+                        v.sectors / 2048,
+                        if v.read_only { "read-only" } else { "read-write" },
+                        v.flush,
+                        s.port().0
+                    );
+                    disks.push(Disk::Vbd(s));
+                }
+                Ok(Disk::Absent) => disks.push(Disk::Absent),
+                Err(e) => {
+                    println!("blkback-uk: disk {i}: not connected: {e}");
+                    disks.push(Disk::Absent)
+                }
+            }
+        }
+        let n = disks.len();
+        let mut server = match Server::new(&mut pvh, disks, SERVER) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("blkback-uk: setting up the server failed: {e}");
+                shutdown(ShutdownReason::Crash)
+            }
+        };
+        let (used, free) = pvh_rt::heap::usage();
+        println!(
+            "blkback-uk: ready: {n} disk(s), heap {} KiB used, {} KiB free",
+            used / 1024,
+            free / 1024
+        );
+        let vport = vdevice.port();
+        let mut last_reap = pvh.now_ns();
+        loop {
+            let progress = server.service(&mut pvh);
+            let deadline = if progress.more {
+                pvh.now_ns()
+            } else {
+                pvh.now_ns().saturating_add(1_000_000_000)
+            };
+            let mut vdevice_fired = false;
+            match pvh.wait(Some(deadline), &mut |port| vdevice_fired |= port == vport) {
+                Ok(()) | Err(Error::TimedOut) => {}
+                Err(e) => {
+                    log::error!("blkback-uk: waiting for triggers failed: {e}");
+                    shutdown(ShutdownReason::Crash)
+                }
+            }
+            if vdevice_fired {
+                match poll_vdevice(&mut vdevice, &mut pvh, &mut server) {
+                    Ok(Some(Change {
+                        serial,
+                        index,
+                        status,
+                        new,
+                        ..
+                    })) => println!(
+                        "blkback-uk: vdevice change {serial}: entry {index} ({:?} for domain {}, disk {}): status {status}",
+                        new.kind, new.peer, new.param
+                    ),
+                    Ok(None) => {}
+                    Err(e) => log::warn!("vdevice change could not be handled: {e}"),
+                }
+            }
+            if pvh.now_ns().saturating_sub(last_reap) > 1_000_000_000 {
+                last_reap = pvh.now_ns();
+                server.reap(&mut pvh);
+            }
+        }
     }
 }

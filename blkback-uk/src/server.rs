@@ -266,6 +266,12 @@ impl<P: Platform, S: Store> Server<P, S> {
             })?;
         let read_only = new.flags & vd::flags::READ_ONLY != 0;
         let info = self.disks[disk].store.info();
+        if info.capacity == 0 {
+            // A disk that is not there (the image's vbd whose handshake
+            // failed) keeps its index but serves nobody.
+            log::warn!("entry {index}: disk {disk} has no storage");
+            return Err(status::ENODEV);
+        }
         if !read_only && info.read_only {
             log::warn!("entry {index}: disk {disk} is read-only here, the entry asks read-write");
             return Err(status::EINVAL);

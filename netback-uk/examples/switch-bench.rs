@@ -9,7 +9,7 @@
 //! publishing, triggering.
 //!
 //! `cargo xtask bench net` runs it; by hand:
-//! `cargo run --release -p netback-uk --features local --example switch-bench -- [--secs S] [--json PATH]`
+//! `cargo run --release -p netback-uk --features local --example switch-bench -- [--secs S] [--sizes 64,1500] [--json PATH]`
 
 #[cfg(not(feature = "local"))]
 fn main() {
@@ -44,21 +44,30 @@ mod bench {
         volatile_ns: f64,
     }
 
-    fn opts() -> (f64, Option<String>) {
+    fn opts() -> (f64, Option<String>, Vec<usize>) {
         let mut secs = 1.0;
         let mut json = None;
+        let mut sizes = vec![64, 1500];
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             match a.as_str() {
                 "--secs" => secs = args.next().and_then(|v| v.parse().ok()).unwrap_or(secs),
                 "--json" => json = args.next(),
+                "--sizes" => {
+                    sizes = args
+                        .next()
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter_map(|v| v.parse().ok())
+                        .collect()
+                }
                 _ => {
-                    eprintln!("usage: switch-bench [--secs S] [--json PATH]");
+                    eprintln!("usage: switch-bench [--secs S] [--sizes 64,1500] [--json PATH]");
                     std::process::exit(2);
                 }
             }
         }
-        (secs, json)
+        (secs, json, sizes)
     }
 
     /// `flows` sender/receiver pairs on one LAN; each round every sender
@@ -139,9 +148,9 @@ mod bench {
     }
 
     pub fn main() {
-        let (secs, json) = opts();
+        let (secs, json, sizes) = opts();
         let mut cases = Vec::new();
-        for size in [64usize, 1500] {
+        for size in sizes {
             for flows in [1usize, 4] {
                 cases.push(Case {
                     size,

@@ -8,6 +8,8 @@
 extern crate alloc;
 
 pub mod fdb;
+pub mod mgmt;
+pub mod offload;
 pub mod service;
 pub mod switch;
 #[cfg(any(test, feature = "sim", feature = "local"))]

@@ -40,12 +40,31 @@ mod image_main {
             seed: pvh.now_ns() ^ 0x6e65_7462_6163_6b21,
             ..SwitchConfig::default()
         };
-        let mut nb = Netback::new(&pvh, vdevice, config);
+        let mut nb = match Netback::new(&mut pvh, vdevice, config) {
+            Ok(nb) => nb,
+            Err(e) => {
+                log::error!("netback-uk: creating the counter page failed: {e}");
+                shutdown(ShutdownReason::Crash)
+            }
+        };
         println!("netback-uk: ready");
         loop {
-            if let Err(e) = nb.step(&mut pvh, &mut |line| println!("netback-uk: {line}")) {
+            let mut reported = false;
+            let mut report = |line: &str| {
+                reported = true;
+                println!("netback-uk: {line}");
+            };
+            if let Err(e) = nb.step(&mut pvh, &mut report) {
                 log::error!("netback-uk: the switch loop failed: {e}");
                 shutdown(ShutdownReason::Crash)
+            }
+            if reported {
+                let (used, free) = pvh_rt::heap::usage();
+                println!(
+                    "netback-uk: heap {} KiB used, {} KiB free",
+                    used / 1024,
+                    free / 1024
+                );
             }
         }
     }

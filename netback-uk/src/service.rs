@@ -10,6 +10,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use share_hal::platform::{Platform, Port};
+use share_hal::stats::StatsPage;
 use share_hal::vdevice::{Applied, VdeviceBus};
 use share_hal::wire::vdevice::{status, EntryRepr, Kind, Role};
 use share_hal::{Error, Result};
@@ -131,6 +132,9 @@ const ROUNDS_PER_CHECK: u32 = 64;
 pub struct Netback<P: Platform> {
     pub switch: Switch<P>,
     pub bus: VdeviceBus<P::Pages>,
+    /// Per-port counters for dom0 (`vdevice stats`), refreshed with the
+    /// housekeeping.
+    stats: StatsPage<P::Pages>,
     next_housekeep: u64,
     next_report: u64,
     /// Seconds between counter reports (0: never).
@@ -139,16 +143,21 @@ pub struct Netback<P: Platform> {
 }
 
 impl<P: Platform> Netback<P> {
-    pub fn new(p: &P, bus: VdeviceBus<P::Pages>, config: SwitchConfig) -> Self {
+    /// Creates the counter page and names it in the vdevice page.
+    pub fn new(p: &mut P, bus: VdeviceBus<P::Pages>, config: SwitchConfig) -> Result<Self> {
         let now = p.now_ns();
-        Netback {
+        let entries = u16::try_from(bus.entries().len()).unwrap_or(u16::MAX);
+        let stats = StatsPage::create(p, entries.min(share_hal::wire::stats::MAX_ENTRIES))?;
+        bus.publish_stats(stats.gref())?;
+        Ok(Netback {
             switch: Switch::new(config),
             bus,
+            stats,
             next_housekeep: now + HOUSEKEEP_NS,
             next_report: now,
             report_every_s: 10,
             fired: Vec::new(),
-        }
+        })
     }
 
     /// Forwards until idle, then waits (at most until the next
@@ -195,19 +204,72 @@ impl<P: Platform> Netback<P> {
             if waiting > 0 {
                 log::debug!("{waiting} removed port(s) still mapped by their member");
             }
+            self.publish_counters()?;
         }
         if self.report_every_s > 0 && now >= self.next_report {
             self.next_report = now + self.report_every_s * 1_000_000_000;
-            for line in self.report_lines() {
+            for line in self.report_lines(now) {
                 report(&line);
             }
         }
         Ok(())
     }
 
-    /// One line per port: state, frames and bytes each way, drops by cause.
-    pub fn report_lines(&self) -> Vec<String> {
-        self.switch
+    /// Writes every port's counters into the counter page
+    /// (`wire::stats::NET_COUNTERS` says what each is).
+    pub fn publish_counters(&mut self) -> Result<()> {
+        let ports: Vec<_> = self.switch.ports().collect();
+        self.stats.update(|i| {
+            let q = ports.iter().find(|q| q.index == i)?;
+            let c = q.counters;
+            let (link, features) = match q.state {
+                PortLink::Waiting => (0, 0),
+                PortLink::Up { features } => (1, u64::from(features)),
+                PortLink::Broken => (2, 0),
+            };
+            Some([
+                c.rx_frames,
+                c.rx_bytes,
+                c.tx_frames,
+                c.tx_bytes,
+                c.drop_rx_full,
+                c.drop_bad_frame,
+                c.drop_too_big,
+                c.drop_spoof,
+                c.drop_offload,
+                c.lane_errors,
+                link,
+                features,
+            ])
+        })
+    }
+
+    /// One line per LAN (its management address, leases, DHCP and drop
+    /// counts) and one per port (state, frames and bytes each way, drops by
+    /// cause).
+    pub fn report_lines(&self, now_ns: u64) -> Vec<String> {
+        let lans = self.switch.lans().map(|(id, m)| {
+            let cfg = m.config();
+            let c = m.counters();
+            let mut line = format!(
+                "lan {id} mgmt {}.{}.{}.{}/{} {}: arp {} echo {} offers {} acks {} naks {} drops {}; leases:",
+                cfg.addr[0], cfg.addr[1], cfg.addr[2], cfg.addr[3], cfg.prefix_len, MacFmt(cfg.mac),
+                c.arp_replies, c.echo_replies, c.dhcp_offers, c.dhcp_acks, c.dhcp_naks, c.drops.total()
+            );
+            for l in m.leases().filter(|l| l.is_active(now_ns)) {
+                line.push_str(&format!(
+                    " {} {}.{}.{}.{}",
+                    MacFmt(l.mac),
+                    l.ip[0],
+                    l.ip[1],
+                    l.ip[2],
+                    l.ip[3]
+                ));
+            }
+            line
+        });
+        let ports = self
+            .switch
             .ports()
             .map(|q| {
                 let c = q.counters;
@@ -223,7 +285,7 @@ impl<P: Platform> Netback<P> {
                     c.drop_rx_full, c.drop_bad_frame, c.drop_too_big, c.drop_spoof, c.drop_offload,
                     c.lane_errors
                 )
-            })
-            .collect()
+            });
+        lans.chain(ports).collect()
     }
 }

@@ -23,7 +23,6 @@
 //! - A member that breaks the lane protocol (indexes out of range) loses
 //!   its port's traffic (the port goes `Broken`); the others go on.
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
@@ -39,9 +38,16 @@ use share_hal::wire::net::{
 use share_hal::{Error, Result, SharedMem};
 
 use crate::fdb::{is_group, Fdb, FdbLimits, Learned, Mac, PortIndex};
+use crate::mgmt::{Mgmt, MgmtConfig};
+use crate::offload::{self, DropCause, Scratch, Verdict};
 
-/// Features this switch implements, as offered in `features_offered`.
-pub const IMPLEMENTED: u32 = features::CSUM_BLANK | features::DATA_VALIDATED | features::JUMBO;
+/// The management endpoint takes standard frames.
+const MGMT_MAX_FRAME: usize = net::MTU_DEFAULT as usize + net::FRAME_OVERHEAD;
+
+/// Features this switch implements, as offered in `features_offered`
+/// (`GSO` only on shares whose lanes hold a max GSO frame).
+pub const IMPLEMENTED: u32 =
+    features::CSUM_BLANK | features::DATA_VALIDATED | features::JUMBO | features::GSO;
 
 /// A LAN's identity, from the owner entry (docs/protocol.md).
 pub type LanId = u16;
@@ -83,7 +89,9 @@ pub struct PortCounters {
     /// Frames from this port sent with another port's MAC (or a group
     /// address) as source.
     pub drop_spoof: u64,
-    /// Frames for this port whose offloads could not be resolved for it.
+    /// Frames for this port whose offload fields did not hold for the
+    /// frame (bad checksum offsets or GSO headers, IPv6 extension headers
+    /// under GSO, runts).
     pub drop_offload: u64,
     /// Lane protocol violations by the member (the port is then broken).
     pub lane_errors: u64,
@@ -102,6 +110,7 @@ enum Link {
         from: Option<ParkedReceiver>,
         to: Option<ParkedSender>,
         features: u32,
+        /// MTU + 18: the longest plain frame it takes.
         max_frame: usize,
         /// Frames written to the rx lane and not yet published.
         dirty: bool,
@@ -112,6 +121,8 @@ enum Link {
 
 struct PortState {
     spec: PortSpec,
+    /// Its LAN's slot in `Switch::lans`.
+    lan: usize,
     mac: Mac,
     layout: NetLayout,
     offered: u32,
@@ -123,7 +134,10 @@ struct PortState {
 }
 
 struct Lan {
+    id: LanId,
     fdb: Fdb,
+    /// netback-uk's own address on the LAN: ARP, ping, DHCP.
+    mgmt: Mgmt,
     ports: Vec<PortIndex>,
 }
 
@@ -162,13 +176,19 @@ pub struct Switch<P: Platform> {
     /// share's memory while port state changes.
     shares: Vec<Option<Share<P>>>,
     ports: Vec<Option<PortState>>,
-    lans: BTreeMap<LanId, Lan>,
+    /// LANs by slot (a port keeps its LAN's slot); `None`: free.
+    lans: Vec<Option<Lan>>,
     /// Shares of removed ports whose member still maps a page.
     dying: Vec<Share<P>>,
     next_start: usize,
     config: SwitchConfig,
     /// Destinations of the frame being forwarded (reused).
     dests: Vec<PortIndex>,
+    /// Segments and completed checksums are built here (reused).
+    scratch: Scratch,
+    /// Replies of a LAN's management endpoint, back to back (reused).
+    replies: Vec<u8>,
+    reply_lens: Vec<usize>,
 }
 
 /// Net share of `numpages`: lanes are initialised and parked before any
@@ -179,7 +199,16 @@ fn prepare_share<P: Platform>(
     mac: Mac,
 ) -> Result<(Share<P>, NetLayout, u32, u16, ConsumerState, ProducerState)> {
     let layout = NetLayout::new(spec.numpages).map_err(Error::from)?;
-    let offered = spec.policy & IMPLEMENTED;
+    let mut offered = spec.policy & IMPLEMENTED;
+    // Offer only what the lanes can carry: a jumbo frame takes 5 slots,
+    // a GSO frame 33.
+    let jumbo_slots = (usize::from(MTU_MAX) + net::FRAME_OVERHEAD).div_ceil(net::SLOT_DATA_MAX);
+    if (layout.tx.slot_count as usize) < jumbo_slots {
+        offered &= !features::JUMBO;
+    }
+    if !layout.holds_gso() {
+        offered &= !features::GSO;
+    }
     let mtu = if offered & features::JUMBO != 0 {
         MTU_MAX
     } else {
@@ -209,11 +238,14 @@ impl<P: Platform> Switch<P> {
         Switch {
             shares: Vec::new(),
             ports: Vec::new(),
-            lans: BTreeMap::new(),
+            lans: Vec::new(),
             dying: Vec::new(),
             next_start: 0,
             config,
             dests: Vec::new(),
+            scratch: Scratch::new(),
+            replies: Vec::new(),
+            reply_lens: Vec::new(),
         }
     }
 
@@ -259,10 +291,41 @@ impl<P: Platform> Switch<P> {
         let evtchn = share.port(spec.member)?;
         let seed = self.config.seed ^ u64::from(spec.lan).wrapping_mul(0x2545_f491_4f6c_dd1d);
         let limits = self.config.fdb;
-        let lan = self.lans.entry(spec.lan).or_insert_with(|| Lan {
-            fdb: Fdb::new(limits, seed),
-            ports: Vec::new(),
-        });
+        let slot = match self
+            .lans
+            .iter()
+            .position(|l| l.as_ref().is_some_and(|l| l.id == spec.lan))
+        {
+            Some(slot) => slot,
+            None => {
+                let mgmt = Mgmt::new(MgmtConfig::for_lan(spec.lan)).map_err(|_| {
+                    Error::InvalidArgument {
+                        what: "the LAN's management address plan",
+                    }
+                })?;
+                let fresh = Some(Lan {
+                    id: spec.lan,
+                    fdb: Fdb::new(limits, seed),
+                    mgmt,
+                    ports: Vec::new(),
+                });
+                match self.lans.iter().position(Option::is_none) {
+                    Some(free) => {
+                        self.lans[free] = fresh;
+                        free
+                    }
+                    None => {
+                        self.lans.push(fresh);
+                        self.lans.len() - 1
+                    }
+                }
+            }
+        };
+        let Some(lan) = self.lans[slot].as_mut() else {
+            return Err(Error::InvalidArgument {
+                what: "switch LAN slot vanished",
+            });
+        };
         // Checked free above, so pinning cannot fail.
         lan.fdb.pin(&mac, index);
         lan.ports.push(index);
@@ -273,6 +336,7 @@ impl<P: Platform> Switch<P> {
         self.shares[i] = Some(share);
         self.ports[i] = Some(PortState {
             spec,
+            lan: slot,
             mac,
             layout,
             offered,
@@ -297,11 +361,13 @@ impl<P: Platform> Switch<P> {
             .ok_or(Error::InvalidArgument {
                 what: "no such switch port",
             })?;
-        if let Some(lan) = self.lans.get_mut(&state.spec.lan) {
-            lan.fdb.forget_port(index);
-            lan.ports.retain(|&q| q != index);
-            if lan.ports.is_empty() {
-                self.lans.remove(&state.spec.lan);
+        if let Some(slot) = self.lans.get_mut(state.lan) {
+            if let Some(lan) = slot.as_mut() {
+                lan.fdb.forget_port(index);
+                lan.ports.retain(|&q| q != index);
+                if lan.ports.is_empty() {
+                    *slot = None;
+                }
             }
         }
         let Some(mut share) = self.shares.get_mut(i).and_then(Option::take) else {
@@ -331,7 +397,7 @@ impl<P: Platform> Switch<P> {
     /// members have unmapped since. Returns the shares still waiting.
     pub fn housekeep(&mut self, p: &mut P) -> usize {
         let now = p.now_ns();
-        for lan in self.lans.values_mut() {
+        for lan in self.lans.iter_mut().flatten() {
             lan.fdb.expire(now);
         }
         self.dying.retain_mut(|s| s.destroy(p).is_err());
@@ -355,6 +421,11 @@ impl<P: Platform> Switch<P> {
                 },
             })
         })
+    }
+
+    /// Each LAN's id and management endpoint (leases, counters).
+    pub fn lans(&self) -> impl Iterator<Item = (LanId, &Mgmt)> + '_ {
+        self.lans.iter().flatten().map(|l| (l.id, &l.mgmt))
     }
 
     /// The port whose member triggers arrive on `evtchn`.
@@ -381,6 +452,10 @@ impl<P: Platform> Switch<P> {
             ports: &mut self.ports,
             lans: &mut self.lans,
             dests: &mut self.dests,
+            scratch: &mut self.scratch,
+            open: (0..n).map(|_| None).collect(),
+            replies: &mut self.replies,
+            reply_lens: &mut self.reply_lens,
             budget: self.config.budget,
             now,
         };
@@ -405,7 +480,13 @@ impl<P: Platform> Switch<P> {
 struct Fwd<'s, P: Platform> {
     shares: &'s [Option<Share<P>>],
     ports: &'s mut [Option<PortState>],
-    lans: &'s mut BTreeMap<LanId, Lan>,
+    lans: &'s mut [Option<Lan>],
+    scratch: &'s mut Scratch,
+    /// Destination senders resumed this round, published and parked at
+    /// its end.
+    open: Vec<Option<FrameSender<'s>>>,
+    replies: &'s mut Vec<u8>,
+    reply_lens: &'s mut Vec<usize>,
     dests: &'s mut Vec<PortIndex>,
     budget: u32,
     now: u64,
@@ -510,7 +591,9 @@ impl<'s, P: Platform> Fwd<'s, P> {
         }
     }
 
-    /// Learns the source, picks the destinations, and delivers one frame.
+    /// Learns the source, picks the destinations, and delivers one frame;
+    /// broadcasts and frames for the LAN's management endpoint go to it
+    /// too, and its replies are switched like any frame.
     fn forward(&mut self, src: PortIndex, frame: &[u8], meta: FrameMeta) {
         let now = self.now;
         let Some(sp) = self
@@ -527,38 +610,100 @@ impl<'s, P: Platform> Fwd<'s, P> {
             sp.counters.drop_bad_frame += 1;
             return;
         };
-        let Some(lan) = self.lans.get_mut(&sp.spec.lan) else {
+        let lan_slot = sp.lan;
+        let Some(lan) = self.lans.get_mut(lan_slot).and_then(Option::as_mut) else {
             return;
         };
-        if is_group(&srcmac) || lan.fdb.learn(&srcmac, src, now) == Learned::Spoof {
+        if is_group(&srcmac)
+            || srcmac == lan.mgmt.mac()
+            || lan.fdb.learn(&srcmac, src, now) == Learned::Spoof
+        {
             sp.counters.drop_spoof += 1;
             return;
         }
+        self.replies.clear();
+        self.reply_lens.clear();
+        if lan.mgmt.wants(dst) {
+            // The endpoint parses whole frames: offloads resolved first
+            // (a partial checksum completed), as for a port without any.
+            let (mgmt, replies, lens) = (&mut lan.mgmt, &mut *self.replies, &mut *self.reply_lens);
+            offload::deliver(
+                frame,
+                &meta,
+                0,
+                MGMT_MAX_FRAME,
+                self.scratch,
+                &mut |f, _| {
+                    mgmt.receive(now, f, &mut |r| {
+                        replies.extend_from_slice(r);
+                        lens.push(r.len());
+                    });
+                    true
+                },
+            );
+        }
         self.dests.clear();
-        match (!is_group(&dst))
-            .then(|| lan.fdb.lookup(&dst, now))
-            .flatten()
-        {
-            // Addressed to its own port: nobody else may see it.
-            Some(d) if d == src => return,
-            Some(d) => self.dests.push(d),
-            None => self
-                .dests
-                .extend(lan.ports.iter().copied().filter(|&d| d != src)),
+        if dst != lan.mgmt.mac() {
+            match (!is_group(&dst))
+                .then(|| lan.fdb.lookup(&dst, now))
+                .flatten()
+            {
+                // Addressed to its own port: nobody else may see it.
+                Some(d) if d == src => {}
+                Some(d) => self.dests.push(d),
+                None => self
+                    .dests
+                    .extend(lan.ports.iter().copied().filter(|&d| d != src)),
+            }
         }
         for k in 0..self.dests.len() {
             let d = self.dests[k];
             self.deliver(d, frame, meta);
         }
+        if !self.reply_lens.is_empty() {
+            self.send_replies(lan_slot);
+        }
     }
 
-    /// Writes one frame into port `d`'s rx lane (published at the end of
-    /// the round).
+    /// Switches what the management endpoint of LAN slot `lan_slot` said.
+    fn send_replies(&mut self, lan_slot: usize) {
+        let replies = core::mem::take(self.replies);
+        let lens = core::mem::take(self.reply_lens);
+        let mut at = 0;
+        for &len in &lens {
+            let Some(reply) = replies.get(at..at + len) else {
+                break;
+            };
+            at += len;
+            let Some(lan) = self.lans.get_mut(lan_slot).and_then(Option::as_mut) else {
+                break;
+            };
+            self.dests.clear();
+            match mac_at(reply, 0)
+                .filter(|m| !is_group(m))
+                .and_then(|m| lan.fdb.lookup(&m, self.now))
+            {
+                Some(d) => self.dests.push(d),
+                None => self.dests.extend(lan.ports.iter().copied()),
+            }
+            for k in 0..self.dests.len() {
+                let d = self.dests[k];
+                self.deliver(d, reply, FrameMeta::default());
+            }
+        }
+        *self.replies = replies;
+        *self.reply_lens = lens;
+    }
+
+    /// Writes one frame into port `d`'s rx lane, resolving its offloads
+    /// for that port (published at the end of the round).
     fn deliver(&mut self, d: PortIndex, frame: &[u8], meta: FrameMeta) {
         let i = usize::from(d);
         let shares = self.shares;
-        let (Some(share), Some(state)) = (shares.get(i).and_then(Option::as_ref), self.port(i))
-        else {
+        let (Some(share), Some(state)) = (
+            shares.get(i).and_then(Option::as_ref),
+            self.ports.get_mut(i).and_then(Option::as_mut),
+        ) else {
             return;
         };
         let layout = state.layout.rx;
@@ -572,58 +717,82 @@ impl<'s, P: Platform> Fwd<'s, P> {
         else {
             return;
         };
-        if frame.len() > *max_frame {
-            state.counters.drop_too_big += 1;
+        let (features, max_frame) = (*features, *max_frame);
+        let Some(open) = self.open.get_mut(i) else {
             return;
-        }
-        let mut meta = meta;
-        if *features & features::DATA_VALIDATED == 0 {
-            meta.flags &= !net::flags::DATA_VALIDATED;
-        }
-        if meta.flags & net::flags::CSUM_BLANK != 0 && *features & features::CSUM_BLANK == 0 {
-            // Completing the checksum in software is the offload module's job.
-            state.counters.drop_offload += 1;
-            return;
-        }
-        let Some(parked) = to.take() else { return };
-        let sent = layout.lane().and_then(|l| {
-            let mut tx = FrameSender::resume(layout.window(share.mem())?, l, parked)?;
-            let r = tx.send(frame, meta);
-            *to = Some(tx.park());
-            r
-        });
-        match sent {
-            Ok(true) => {
-                *dirty = true;
-                state.counters.tx_frames += 1;
-                state.counters.tx_bytes += frame.len() as u64;
+        };
+        if open.is_none() {
+            let Some(parked) = to.take() else { return };
+            match layout
+                .lane()
+                .and_then(|l| FrameSender::resume(layout.window(share.mem())?, l, parked))
+            {
+                Ok(tx) => *open = Some(tx),
+                Err(e) => return break_port(state, i, e),
             }
-            Ok(false) => state.counters.drop_rx_full += 1,
-            Err(e) => break_port(state, i, e),
+        }
+        let Some(tx) = open.as_mut() else { return };
+        let mut bytes = 0u64;
+        let mut failed = None;
+        let verdict = offload::deliver(
+            frame,
+            &meta,
+            features,
+            max_frame,
+            self.scratch,
+            &mut |f, m| match tx.send(f, m) {
+                Ok(true) => {
+                    bytes += f.len() as u64;
+                    true
+                }
+                Ok(false) => false,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    false
+                }
+            },
+        );
+        let c = &mut state.counters;
+        match verdict {
+            Verdict::Delivered { frames } => c.tx_frames += u64::from(frames),
+            Verdict::Partial { frames, dropped } => {
+                c.tx_frames += u64::from(frames);
+                c.drop_rx_full += u64::from(dropped);
+            }
+            Verdict::Dropped(DropCause::LaneFull) => c.drop_rx_full += 1,
+            Verdict::Dropped(DropCause::TooBig) => c.drop_too_big += 1,
+            Verdict::Dropped(_) => c.drop_offload += 1,
+        }
+        c.tx_bytes += bytes;
+        if bytes > 0 {
+            *dirty = true;
+        }
+        if let Some(e) = failed {
+            // The sender refused what offload produced: a bug of ours, or
+            // the member broke the lane's indexes.
+            *open = None;
+            break_port(state, i, e);
         }
     }
 
-    /// Publishes the rx slots written to port `i` this round.
+    /// Publishes the rx slots written to port `i` this round and parks
+    /// its sender.
     fn flush_port(&mut self, i: usize) {
-        let shares = self.shares;
-        let (Some(share), Some(state)) = (shares.get(i).and_then(Option::as_ref), self.port(i))
-        else {
+        let Some(mut tx) = self.open.get_mut(i).and_then(Option::take) else {
             return;
         };
-        let layout = state.layout.rx;
+        let Some(state) = self.ports.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
         let Link::Up { to, dirty, .. } = &mut state.link else {
             return;
         };
-        if !core::mem::take(dirty) {
-            return;
-        }
-        let Some(parked) = to.take() else { return };
-        let published = layout.lane().and_then(|l| {
-            let mut tx = FrameSender::resume(layout.window(share.mem())?, l, parked)?;
-            let r = tx.publish();
-            *to = Some(tx.park());
-            r
-        });
+        let published = if core::mem::take(dirty) {
+            tx.publish()
+        } else {
+            Ok(false)
+        };
+        *to = Some(tx.park());
         match published {
             Ok(true) => state.notify = true,
             Ok(false) => {}
@@ -680,18 +849,21 @@ fn bring_up(
         MTU_DEFAULT
     };
     let rules = FrameAssembler::new(mtu, features)?;
-    let max_frame = rules.max_frame();
+    let max_frame = rules.mtu_frame();
     let (tx_lane, rx_lane) = (state.layout.tx.lane()?, state.layout.rx.lane()?);
     let from = FrameReceiver::net(
         Consumer::resume(state.layout.tx.window(mem)?, tx_lane, rx)?,
         rules,
     )?
     .park();
-    let to = FrameSender::new(
+    let mut to = FrameSender::new(
         Producer::resume(state.layout.rx.window(mem)?, rx_lane, tx)?,
         max_frame,
-    )?
-    .park();
+    )?;
+    if features & features::GSO != 0 {
+        to = to.with_gso()?;
+    }
+    let to = to.park();
     state.link = Link::Up {
         from: Some(from),
         to: Some(to),
@@ -769,12 +941,23 @@ mod tests {
         }
 
         fn join(&mut self, index: PortIndex, lan: LanId, member: DomId, accept: u32) -> Member {
+            self.join_pages(index, lan, member, accept, 10)
+        }
+
+        fn join_pages(
+            &mut self,
+            index: PortIndex,
+            lan: LanId,
+            member: DomId,
+            accept: u32,
+            numpages: u32,
+        ) -> Member {
             let spec = PortSpec {
                 lan,
                 member,
                 mac: [0; 6],
                 policy: IMPLEMENTED,
-                numpages: 10,
+                numpages,
             };
             let r = self.sw.add_port(&mut self.p, index, spec).unwrap();
             let m = TestMember::join(self.host.domain(member), r, accept);
@@ -1003,18 +1186,30 @@ mod tests {
             flags: net::flags::CSUM_BLANK | net::flags::DATA_VALIDATED,
             csum_start: 34,
             csum_offset: 6,
+            ..FrameMeta::default()
         };
         a.send(&[eth(BCAST, a.mac, 60, 1)], meta);
-        // Jumbo: b did not... accept it? b accepted all, so 9000 is fine;
-        // c accepted only JUMBO.
         a.send(&[eth(BCAST, a.mac, 9018, 2)], FrameMeta::default());
         rig.pump();
         let got_b = b.recv();
         assert_eq!(got_b.len(), 2);
-        assert_eq!(got_b[0].1, meta);
+        assert_eq!(got_b[0].1, meta, "passed through to a member that takes it");
         let got_c = c.recv();
-        assert_eq!(tags(&got_c), [2], "c cannot take a partial checksum");
-        assert_eq!(rig.counters(2).drop_offload, 1);
+        assert_eq!(tags(&got_c), [1, 2]);
+        // c takes no partial checksum: the switch completed it. The field
+        // held the seed (Linux's pseudo-header sum; here the tag bytes
+        // 0x0101), so the bytes 34..60 plus the seed verify.
+        assert_eq!(got_c[0].1, FrameMeta::default());
+        let f = &got_c[0].0;
+        let mut sum: u32 = 0x0101;
+        for w in f[34..60].chunks(2) {
+            sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff, "the completed checksum verifies");
+        assert_eq!(rig.counters(2).drop_offload, 0);
     }
 
     #[test]
@@ -1143,5 +1338,170 @@ mod tests {
         assert_eq!(from_a, 50, "every frame of the quiet sender got through");
         assert_eq!(from_f, 200, "the flooder got its budget, no more");
         assert_eq!(rig.counters(2).drop_rx_full, 0);
+    }
+
+    /// A TCP/IPv4 super-frame from `src` to `dst` with `payload` bytes,
+    /// its checksum partial (seeded with the pseudo-header sum).
+    fn tcp_super_frame(dst: Mac, src: Mac, payload: usize) -> Vec<u8> {
+        use smoltcp::wire::{
+            checksum, EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol,
+            Ipv4Address, Ipv4Packet, TcpPacket, TcpSeqNumber,
+        };
+        let len = 14 + 20 + 20 + payload;
+        let mut f = vec![0u8; len];
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        eth.set_dst_addr(EthernetAddress(dst));
+        eth.set_src_addr(EthernetAddress(src));
+        eth.set_ethertype(EthernetProtocol::Ipv4);
+        let (s4, d4) = (Ipv4Address::new(10, 0, 0, 1), Ipv4Address::new(10, 0, 0, 2));
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+        ip.set_version(4);
+        ip.set_header_len(20);
+        ip.set_total_len((len - 14) as u16);
+        ip.clear_flags();
+        ip.set_dont_frag(true);
+        ip.set_hop_limit(64);
+        ip.set_next_header(IpProtocol::Tcp);
+        ip.set_src_addr(s4);
+        ip.set_dst_addr(d4);
+        ip.fill_checksum();
+        let mut t = TcpPacket::new_unchecked(&mut f[34..]);
+        t.set_src_port(8080);
+        t.set_dst_port(5001);
+        t.set_seq_number(TcpSeqNumber(1000));
+        t.set_header_len(20);
+        t.clear_flags();
+        t.set_ack(true);
+        t.set_window_len(1000);
+        t.set_checksum(checksum::pseudo_header(
+            &IpAddress::Ipv4(s4),
+            &IpAddress::Ipv4(d4),
+            IpProtocol::Tcp,
+            (len - 34) as u32,
+        ));
+        for (k, b) in f[54..].iter_mut().enumerate() {
+            *b = k as u8;
+        }
+        f
+    }
+
+    #[test]
+    fn gso_frames_pass_to_gso_members_and_are_segmented_for_others() {
+        let mut rig = Rig::new(SwitchConfig::default());
+        let all = IMPLEMENTED;
+        // GSO is offered only on shares whose lanes hold a max GSO frame.
+        let small = rig.join(3, 1, 9, all);
+        assert_eq!(
+            rig.sw.ports().next().map(|q| q.state),
+            Some(PortLink::Up {
+                features: all & !features::GSO
+            })
+        );
+        drop(small);
+        let mut a = rig.join_pages(0, 1, 2, all, net::GSO_MIN_PAGES);
+        let mut b = rig.join_pages(1, 1, 3, all, net::GSO_MIN_PAGES);
+        let mut c = rig.join_pages(2, 1, 4, features::CSUM_BLANK, net::GSO_MIN_PAGES);
+        let frame = tcp_super_frame(BCAST, a.mac, 20_000);
+        let meta = FrameMeta {
+            flags: net::flags::CSUM_BLANK,
+            csum_start: 34,
+            csum_offset: 16,
+            gso_type: net::gso::TCPV4,
+            gso_size: 1448,
+            gso_flags: 0,
+        };
+        assert_eq!(a.send(std::slice::from_ref(&frame), meta), 1);
+        rig.pump();
+        let got_b = b.recv();
+        assert_eq!(got_b.len(), 1, "b accepted GSO: one super-frame");
+        assert_eq!(got_b[0].0, frame);
+        let got_c = c.recv();
+        assert_eq!(
+            got_c.len(),
+            20_000usize.div_ceil(1448),
+            "c: segments of 1448"
+        );
+        let payload: Vec<u8> = got_c.iter().flat_map(|(f, _)| f[54..].to_vec()).collect();
+        assert_eq!(payload, frame[54..]);
+        assert!(got_c
+            .iter()
+            .all(|(f, m)| f.len() <= 1514 && m.gso_type == 0));
+        assert_eq!(rig.counters(2).tx_frames, got_c.len() as u64);
+    }
+
+    #[test]
+    fn the_management_endpoint_answers_on_its_lan_only() {
+        use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetAddress, Ipv4Address};
+        let mut rig = Rig::new(SwitchConfig::default());
+        let mut a = rig.join(0, 1, 2, 0);
+        let mut b = rig.join(1, 1, 3, 0);
+        let mut x = rig.join(2, 2, 4, 0);
+        let endpoint = MgmtConfig::for_lan(1);
+        let repr = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: EthernetAddress(a.mac),
+            source_protocol_addr: Ipv4Address::new(10, 77, 1, 100),
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: Ipv4Address::from(endpoint.addr),
+        };
+        let mut frame = eth(BCAST, a.mac, 14 + repr.buffer_len(), 0);
+        frame[12..14].copy_from_slice(&[0x08, 0x06]);
+        repr.emit(&mut ArpPacket::new_unchecked(&mut frame[14..]));
+        a.send(&[frame.clone()], FrameMeta::default());
+        rig.pump();
+        let got = a.recv();
+        assert_eq!(got.len(), 1, "a gets the endpoint's ARP reply");
+        let reply = ArpRepr::parse(&ArpPacket::new_checked(&got[0].0[14..]).unwrap()).unwrap();
+        assert_eq!(
+            reply,
+            ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Reply,
+                source_hardware_addr: EthernetAddress(endpoint.mac),
+                source_protocol_addr: Ipv4Address::from(endpoint.addr),
+                target_hardware_addr: EthernetAddress(a.mac),
+                target_protocol_addr: Ipv4Address::new(10, 77, 1, 100),
+            }
+        );
+        assert_eq!(
+            b.recv().len(),
+            1,
+            "b sees the broadcast request, not the reply"
+        );
+        assert!(x.recv().is_empty(), "LAN 2 sees nothing");
+        assert_eq!(
+            rig.sw
+                .lans()
+                .find(|(id, _)| *id == 1)
+                .unwrap()
+                .1
+                .counters()
+                .arp_replies,
+            1
+        );
+        // Nobody may speak as the endpoint.
+        b.send(&[eth(a.mac, endpoint.mac, 60, 7)], FrameMeta::default());
+        rig.pump();
+        assert!(a.recv().is_empty());
+        assert_eq!(rig.counters(1).drop_spoof, 1);
+    }
+
+    #[test]
+    fn features_are_offered_only_where_the_lanes_carry_them() {
+        let mut rig = Rig::new(SwitchConfig::default());
+        // 6 pages: 4 slots per lane, too few for a 9018-byte frame.
+        let _small = rig.join_pages(0, 1, 2, IMPLEMENTED, 6);
+        let _mid = rig.join_pages(1, 1, 3, IMPLEMENTED, 10);
+        let states: Vec<_> = rig.sw.ports().map(|q| q.state).collect();
+        assert_eq!(
+            states,
+            [
+                PortLink::Up {
+                    features: features::CSUM_BLANK | features::DATA_VALIDATED
+                },
+                PortLink::Up {
+                    features: features::CSUM_BLANK | features::DATA_VALIDATED | features::JUMBO
+                },
+            ]
+        );
     }
 }

@@ -36,13 +36,16 @@ impl<P: Platform> TestMember<P> {
             net::MTU_DEFAULT
         };
         let rules = FrameAssembler::new(mtu, accepted).unwrap();
-        let max = rules.max_frame();
-        let tx = FrameSender::new(
+        let max = rules.mtu_frame();
+        let mut tx = FrameSender::new(
             Producer::attach(layout.tx.window(mem).unwrap(), layout.tx.lane().unwrap()).unwrap(),
             max,
         )
-        .unwrap()
-        .park();
+        .unwrap();
+        if accepted & net::features::GSO != 0 {
+            tx = tx.with_gso().unwrap();
+        }
+        let tx = tx.park();
         let rx = FrameReceiver::net(
             Consumer::attach(layout.rx.window(mem).unwrap(), layout.rx.lane().unwrap()).unwrap(),
             rules,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use netback_uk::service::make_port_param;
 use netback_uk::testing::{eth, TestMember};
 use share_hal::frames::FrameMeta;
-use share_hal::platform::{Clock, DomId, DOM0};
+use share_hal::platform::{Access, Clock, DomId, GrantRef, GrantTable, Mapping, DOM0};
 use share_hal::share::ShareRef;
 use share_hal::sim::{temp_socket_path, Broker, SimPlatform, SimStore};
 use share_hal::vdevice::VdeviceClient;
@@ -73,15 +73,16 @@ fn netback_sim_switches_between_members_and_removes_ports() {
     let boot = Bootstrap::parse(boot.as_bytes()).unwrap();
     let mut dom0 = SimPlatform::connect(&path, DOM0).unwrap();
     let mut client = VdeviceClient::attach(&mut dom0, NETBACK, boot).unwrap();
-    let mut change = |dom0: &mut SimPlatform, index: u32, e: &EntryRepr| {
-        let deadline = dom0.now_ns() + 5_000_000_000;
-        client.change(dom0, index, e, deadline).unwrap()
-    };
+    let change =
+        |client: &mut VdeviceClient<_>, dom0: &mut SimPlatform, index: u32, e: &EntryRepr| {
+            let deadline = dom0.now_ns() + 5_000_000_000;
+            client.change(dom0, index, e, deadline).unwrap()
+        };
 
     // Ports for domains 2 and 3 on LAN 5; a disk entry is refused.
     let mut members = Vec::new();
     for (index, member) in [(0u32, 2), (1, 3)] {
-        let acked = change(&mut dom0, index, &owner_entry(member, 5));
+        let acked = change(&mut client, &mut dom0, index, &owner_entry(member, 5));
         assert_eq!(acked.status, status::OK);
         let r = ShareRef {
             owner: NETBACK,
@@ -94,14 +95,23 @@ fn netback_sim_switches_between_members_and_removes_ports() {
         kind: Kind::Disk,
         ..owner_entry(4, 5)
     };
-    assert_eq!(change(&mut dom0, 2, &disk).status, status::ENODEV);
+    assert_eq!(
+        change(&mut client, &mut dom0, 2, &disk).status,
+        status::ENODEV
+    );
     let dup = owner_entry(2, 5);
-    assert_eq!(change(&mut dom0, 3, &dup).status, status::EEXIST);
+    assert_eq!(
+        change(&mut client, &mut dom0, 3, &dup).status,
+        status::EEXIST
+    );
     let tiny = EntryRepr {
         numpages: 2,
         ..owner_entry(6, 5)
     };
-    assert_eq!(change(&mut dom0, 3, &tiny).status, status::EINVAL);
+    assert_eq!(
+        change(&mut client, &mut dom0, 3, &tiny).status,
+        status::EINVAL
+    );
 
     let mut b = members.pop().unwrap();
     let mut a = members.pop().unwrap();
@@ -130,12 +140,42 @@ fn netback_sim_switches_between_members_and_removes_ports() {
         .iter()
         .all(|(f, _)| f[6..12] == b.mac && f.len() > 1500));
 
+    // dom0 reads the per-port counters from netback's counter page (the
+    // housekeeping refreshes it every second), no xenstore involved.
+    let gref = client
+        .snapshot()
+        .unwrap()
+        .header
+        .stats
+        .expect("a counter page");
+    let counters = until("the counters to show the traffic", || {
+        let page = dom0.map(NETBACK, &[gref], Access::ReadOnly).unwrap();
+        let r = share_hal::stats::read(page.mem()).unwrap();
+        dom0.unmap(page).unwrap();
+        (r.entries[0][0] == 200 && r.entries[1][0] == 200).then_some(r)
+    });
+    assert_eq!(counters.entries[0][2], 200, "to_member_frames of port 0");
+    assert_eq!(counters.entries[1][10], 1, "port 1 up");
+    assert!(
+        counters.entries[0][4..10].iter().all(|&d| d == 0),
+        "no drops"
+    );
+    assert!(assert_no_write(&mut dom0, gref));
+
     // dom0 removes b's port: its link goes down, a's traffic no longer
     // reaches it, and a grant copy from its share is refused once b lets go.
-    assert_eq!(change(&mut dom0, 1, &EntryRepr::EMPTY).status, status::OK);
+    assert_eq!(
+        change(&mut client, &mut dom0, 1, &EntryRepr::EMPTY).status,
+        status::OK
+    );
     until("b's link down", || (!b.link_up()).then_some(()));
     a.send(&[eth([0xff; 6], a.mac, 60, 99)], FrameMeta::default());
     std::thread::sleep(Duration::from_millis(100));
     assert!(b.recv().is_empty());
     client.detach(&mut dom0).unwrap();
+}
+
+/// The counter page is read-only for dom0.
+fn assert_no_write(dom0: &mut SimPlatform, gref: GrantRef) -> bool {
+    dom0.map(NETBACK, &[gref], Access::ReadWrite).is_err()
 }

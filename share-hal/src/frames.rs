@@ -4,7 +4,7 @@
 //! header (layout in `docs/protocol.md`, view in [`SlotHeader`]); a frame
 //! longer than one slot's data continues in the next slot, every slot but
 //! the last flagged `MORE`. Checksum offload fields count in the first slot
-//! of a frame only.
+//! of a frame only, and so do segmentation offload fields.
 //!
 //! The sender fills as many frames as fit and publishes them with one index
 //! store; the receiver reads the producer index once per batch and pops
@@ -20,7 +20,7 @@ use crate::lane::{Consumer, ConsumerState, LaneLayout, Producer, ProducerState};
 use crate::volatile::SharedMem;
 use crate::wire;
 pub use crate::wire::net::{flags, SlotHeader, SLOT_HEADER_LEN};
-use crate::wire::net::{Csum, FrameAssembler, SlotAction, SLOT_DATA_MAX};
+use crate::wire::net::{Csum, FrameAssembler, Gso, SlotAction, GSO_MAX_FRAME, SLOT_DATA_MAX};
 
 /// Slot size of network lanes: a standard frame fits in one slot.
 pub const NET_SLOT_SIZE: usize = crate::wire::net::SLOT_SIZE;
@@ -32,6 +32,24 @@ pub struct FrameMeta {
     pub flags: u16,
     pub csum_start: u16,
     pub csum_offset: u16,
+    /// Segmentation offload (`wire::net::gso`): `NONE` (0) for an ordinary
+    /// frame; otherwise `CSUM_BLANK` is set too.
+    pub gso_type: u8,
+    /// Segment payload size (the MSS for TCP); 0 without `gso_type`.
+    pub gso_size: u16,
+    /// `wire::net::gso::FLAG_ECN` or 0.
+    pub gso_flags: u8,
+}
+
+impl FrameMeta {
+    /// The segmentation offload request, checked as a receiver would.
+    pub fn gso(&self) -> Result<Option<Gso>> {
+        Ok(Gso::from_fields(
+            self.gso_type,
+            self.gso_size,
+            self.gso_flags,
+        )?)
+    }
 }
 
 fn check_shape(slot_size: usize, max_frame: usize) -> Result<usize> {
@@ -54,6 +72,8 @@ pub struct FrameSender<'a> {
     lane: Producer<'a>,
     cap: usize,
     max_frame: usize,
+    /// Whether segmentation offload frames (up to `GSO_MAX_FRAME`) may go.
+    gso: bool,
 }
 
 impl<'a> FrameSender<'a> {
@@ -70,7 +90,21 @@ impl<'a> FrameSender<'a> {
             lane,
             cap,
             max_frame,
+            gso: false,
         })
+    }
+
+    /// Lets segmentation offload frames (`FrameMeta::gso_type`, up to
+    /// `GSO_MAX_FRAME` bytes) go, once the receiver accepted
+    /// `features::GSO`. The lane must hold one such frame.
+    pub fn with_gso(mut self) -> Result<Self> {
+        if GSO_MAX_FRAME.div_ceil(self.cap) > self.lane.layout().slot_count() as usize {
+            return Err(Error::InvalidArgument {
+                what: "a segmentation offload frame does not fit in the lane",
+            });
+        }
+        self.gso = true;
+        Ok(self)
     }
 
     /// Slots a frame of `len` bytes takes.
@@ -81,7 +115,23 @@ impl<'a> FrameSender<'a> {
     /// Writes `frame` into the lane without publishing it. `Ok(false)`:
     /// not enough free slots, nothing written.
     pub fn send(&mut self, frame: &[u8], meta: FrameMeta) -> Result<bool> {
-        if frame.is_empty() || frame.len() > self.max_frame {
+        let gso = meta.gso()?;
+        if gso.is_some() && !self.gso {
+            return Err(Error::InvalidArgument {
+                what: "segmentation offload frame on a lane without GSO",
+            });
+        }
+        if gso.is_some() && meta.flags & flags::CSUM_BLANK == 0 {
+            return Err(Error::InvalidArgument {
+                what: "segmentation offload frame without CSUM_BLANK",
+            });
+        }
+        let max = if gso.is_some() {
+            GSO_MAX_FRAME
+        } else {
+            self.max_frame
+        };
+        if frame.is_empty() || frame.len() > max {
             return Err(Error::InvalidArgument {
                 what: "frame empty or longer than the max frame",
             });
@@ -98,7 +148,7 @@ impl<'a> FrameSender<'a> {
         let lane = &self.lane;
         let mut result = Ok(());
         let mut k = 0u32;
-        wire::net::split_frame(frame.len(), csum, validated, |at, repr| {
+        wire::net::split_frame(frame.len(), csum, validated, gso, |at, repr| {
             let mut raw = [0u8; SLOT_HEADER_LEN];
             let end = at + usize::from(repr.len);
             let written = repr
@@ -231,6 +281,11 @@ impl<'a> FrameReceiver<'a> {
             if info.data_validated {
                 meta.flags |= flags::DATA_VALIDATED;
             }
+            if let Some(g) = info.gso {
+                meta.gso_type = g.kind;
+                meta.gso_size = g.size;
+                meta.gso_flags = g.flags;
+            }
             return Ok(Some(RxFrame {
                 data: &self.buf[self.base..self.base + info.len],
                 meta,
@@ -261,6 +316,7 @@ pub struct ParkedSender {
     lane: ProducerState,
     cap: usize,
     max_frame: usize,
+    gso: bool,
 }
 
 /// A [`FrameReceiver`] between two borrows of its lane, keeping a
@@ -281,6 +337,7 @@ impl<'a> FrameSender<'a> {
             lane: self.lane.park(),
             cap: self.cap,
             max_frame: self.max_frame,
+            gso: self.gso,
         }
     }
 
@@ -290,6 +347,7 @@ impl<'a> FrameSender<'a> {
             lane: Producer::resume(mem, layout, parked.lane)?,
             cap: parked.cap,
             max_frame: parked.max_frame,
+            gso: parked.gso,
         })
     }
 
@@ -365,6 +423,7 @@ mod tests {
             flags: flags::CSUM_BLANK,
             csum_start: 34,
             csum_offset: 6,
+            ..FrameMeta::default()
         };
         let sizes = [60, 2032, 2033, 4000, 1];
         let meta_for = |n: usize| if n >= 42 { meta } else { FrameMeta::default() };
@@ -480,6 +539,57 @@ mod tests {
         let (good, errors) = drain(&mut rx);
         assert_eq!(good, [frame(1518, 1), frame(14, 1)]);
         assert_eq!(errors, ["net frame len", "net frame len (runt)"]);
+    }
+
+    #[test]
+    fn gso_frames_round_trip_through_a_lane() {
+        use crate::wire::net::{features, gso, GSO_MAX_FRAME};
+        let layout = LaneLayout::new(64, NET_SLOT_SIZE).unwrap();
+        let mut pages = Pages(vec![0u64; layout.bytes() / 8 + 8]);
+        let mem = pages.mem();
+        init(mem, layout, u32::MAX - 10).unwrap();
+        let plain = FrameSender::new(Producer::attach(mem, layout).unwrap(), 1518).unwrap();
+        let meta = FrameMeta {
+            flags: flags::CSUM_BLANK,
+            csum_start: 34,
+            csum_offset: 16,
+            gso_type: gso::TCPV4,
+            gso_size: 1448,
+            gso_flags: gso::FLAG_ECN,
+        };
+        let mut tx = plain;
+        assert!(tx.send(&frame(3000, 1), meta).is_err(), "GSO not enabled");
+        let mut tx = tx.with_gso().unwrap();
+        let rules = FrameAssembler::new(1500, features::CSUM_BLANK | features::GSO).unwrap();
+        let mut rx = FrameReceiver::net(Consumer::attach(mem, layout).unwrap(), rules).unwrap();
+        assert!(tx.send(&frame(GSO_MAX_FRAME, 2), meta).unwrap());
+        assert!(tx.send(&frame(1518, 3), FrameMeta::default()).unwrap());
+        // A plain frame keeps the MTU limit; GSO needs its checksum request.
+        assert!(tx.send(&frame(1519, 3), FrameMeta::default()).is_err());
+        let no_csum = FrameMeta { flags: 0, ..meta };
+        assert!(tx.send(&frame(3000, 1), no_csum).is_err());
+        let bad = FrameMeta {
+            gso_size: 0,
+            ..meta
+        };
+        assert!(tx.send(&frame(3000, 1), bad).is_err());
+        tx.publish().unwrap();
+        assert_eq!(rx.poll().unwrap(), 34);
+        let f = rx.next().unwrap().unwrap();
+        assert_eq!((f.data, f.meta), (&frame(GSO_MAX_FRAME, 2)[..], meta));
+        let f = rx.next().unwrap().unwrap();
+        assert_eq!(
+            (f.data, f.meta),
+            (&frame(1518, 3)[..], FrameMeta::default())
+        );
+
+        // A lane of 32 slots cannot take a max GSO frame.
+        let small = LaneLayout::new(32, NET_SLOT_SIZE).unwrap();
+        let mut pages = Pages(vec![0u64; small.bytes() / 8 + 8]);
+        let mem = pages.mem();
+        init(mem, small, 0).unwrap();
+        let tx = FrameSender::new(Producer::attach(mem, small).unwrap(), 1518).unwrap();
+        assert!(tx.with_gso().is_err());
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod frames;
 pub mod lane;
 pub mod platform;
 pub mod share;
+pub mod stats;
 pub mod vdevice;
 pub mod volatile;
 pub mod wire;

@@ -105,6 +105,14 @@ impl<Pages: PageBlock> VdeviceBus<Pages> {
         })
     }
 
+    /// Names the domain's counter page (`crate::stats::StatsPage`) in the
+    /// header, for dom0 to map read-only.
+    pub fn publish_stats(&self, gref: GrantRef) -> Result<()> {
+        self.page
+            .mem()
+            .store_u32(field::STATS_GREF.start, gref.0, Ordering::Release)
+    }
+
     /// The value to publish in the domain's bootstrap key.
     pub fn bootstrap(&self) -> Bootstrap {
         self.bootstrap

@@ -2,13 +2,15 @@
 //! are tested without a platform.
 //!
 //! The member applies entries of role *member* only: it joins shares that
-//! other domains own. Network entries become TAP devices; disk entries are
-//! refused with `ENODEV` until the block side joins this program (it adds
-//! an [`Action::JoinDisk`] arm, nothing else changes here).
+//! other domains own. Network entries become TAP devices, disk entries
+//! block devices. A disk member entry written over a disk member entry is
+//! the one change allowed in place: dom0 points the disk at its server's
+//! new share after the server restarted, and the member re-attaches
+//! without dropping the block device ([`Action::ReattachDisk`]).
 
 use share_hal::platform::DomId;
 use share_hal::share::ShareRef;
-use share_hal::wire::vdevice::{status, EntryRepr, Kind, Role};
+use share_hal::wire::vdevice::{flags, status, EntryRepr, Kind, Role};
 use share_hal::Error;
 
 /// A network share to join, from a validated member entry.
@@ -23,6 +25,17 @@ pub struct NetJoin {
     pub mac: Option<[u8; 6]>,
 }
 
+/// A disk share to join, from a validated member entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskJoin {
+    pub share_ref: ShareRef,
+    /// Pages the share must have, or 0 to take the descriptor's.
+    pub numpages: u32,
+    /// dom0 gives this domain the disk read-only (the server may also say
+    /// so in its control fields; either makes the device read-only).
+    pub read_only: bool,
+}
+
 /// What to do with one change of entry `index`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -30,6 +43,12 @@ pub enum Action {
     Nothing,
     /// Join a network share and plug it into a TAP device.
     JoinNet(NetJoin),
+    /// Join a disk share and expose it as a block device.
+    JoinDisk(DiskJoin),
+    /// The entry's disk moves to another share (its server restarted):
+    /// attach to it and re-issue what was in flight; the block device
+    /// stays.
+    ReattachDisk(DiskJoin),
     /// Close the device the entry held and leave its share.
     Leave,
     /// Refuse with this status (a negative errno, `wire::vdevice::status`).
@@ -44,6 +63,13 @@ pub fn classify(me: DomId, old: &EntryRepr, new: &EntryRepr) -> Action {
             Action::Nothing
         } else {
             Action::Leave
+        };
+    }
+    let disk_member = |e: &EntryRepr| e.kind == Kind::Disk && e.role == Role::Member;
+    if disk_member(old) && disk_member(new) {
+        return match disk_join(me, new) {
+            Ok(j) => Action::ReattachDisk(j),
+            Err(code) => Action::Refuse(code),
         };
     }
     // One device per entry: dom0 empties an entry before reusing it.
@@ -66,11 +92,28 @@ pub fn classify(me: DomId, old: &EntryRepr, new: &EntryRepr) -> Action {
                 mac: (mac != [0; 6]).then_some(mac),
             })
         }
-        // This program serves no share of its own, and the block member
-        // is not part of it yet.
-        (Kind::Network, Role::Owner) | (Kind::Disk, _) => Action::Refuse(status::ENODEV),
+        (Kind::Disk, Role::Member) => match disk_join(me, new) {
+            Ok(j) => Action::JoinDisk(j),
+            Err(code) => Action::Refuse(code),
+        },
+        // This program serves no share of its own.
+        (Kind::Network, Role::Owner) | (Kind::Disk, Role::Owner) => Action::Refuse(status::ENODEV),
         (Kind::Empty, _) => Action::Nothing,
     }
+}
+
+fn disk_join(me: DomId, e: &EntryRepr) -> Result<DiskJoin, i32> {
+    if e.peer == me {
+        return Err(status::EINVAL);
+    }
+    Ok(DiskJoin {
+        share_ref: ShareRef {
+            owner: e.peer,
+            descriptor: e.share_ref,
+        },
+        numpages: e.numpages,
+        read_only: e.flags & flags::READ_ONLY != 0,
+    })
 }
 
 /// The vdevice status for a failure of the share transport while joining.
@@ -159,18 +202,74 @@ mod tests {
             classify(3, &EntryRepr::EMPTY, &owner),
             Action::Refuse(status::ENODEV)
         );
-        for role in [Role::Member, Role::Owner] {
-            let disk = EntryRepr {
-                kind: Kind::Disk,
-                role,
-                numpages: 3,
-                ..net_member(2, 5)
-            };
-            assert_eq!(
-                classify(3, &EntryRepr::EMPTY, &disk),
-                Action::Refuse(status::ENODEV)
-            );
-        }
+        let disk_owner = EntryRepr {
+            kind: Kind::Disk,
+            role: Role::Owner,
+            numpages: 3,
+            ..net_member(2, 5)
+        };
+        assert_eq!(
+            classify(3, &EntryRepr::EMPTY, &disk_owner),
+            Action::Refuse(status::ENODEV)
+        );
+        // A disk of our own, and a disk over a network entry.
+        let disk = EntryRepr {
+            kind: Kind::Disk,
+            ..net_member(3, 5)
+        };
+        assert_eq!(
+            classify(3, &EntryRepr::EMPTY, &disk),
+            Action::Refuse(status::EINVAL)
+        );
+        let disk = EntryRepr {
+            kind: Kind::Disk,
+            ..net_member(2, 5)
+        };
+        assert_eq!(
+            classify(3, &net_member(1, 9), &disk),
+            Action::Refuse(status::EEXIST)
+        );
+    }
+
+    #[test]
+    fn disk_entries_join_and_a_rewrite_reattaches() {
+        let disk = EntryRepr {
+            kind: Kind::Disk,
+            flags: flags::READ_ONLY,
+            numpages: 11,
+            ..net_member(2, 5)
+        };
+        let join = DiskJoin {
+            share_ref: ShareRef {
+                owner: 2,
+                descriptor: GrantRef(5),
+            },
+            numpages: 11,
+            read_only: true,
+        };
+        assert_eq!(
+            classify(3, &EntryRepr::EMPTY, &disk),
+            Action::JoinDisk(join)
+        );
+        // The server came back as domain 7 with a new share.
+        let moved = EntryRepr {
+            peer: 7,
+            share_ref: GrantRef(9),
+            flags: 0,
+            ..disk
+        };
+        assert_eq!(
+            classify(3, &disk, &moved),
+            Action::ReattachDisk(DiskJoin {
+                share_ref: ShareRef {
+                    owner: 7,
+                    descriptor: GrantRef(9)
+                },
+                read_only: false,
+                ..join
+            })
+        );
+        assert_eq!(classify(3, &disk, &EntryRepr::EMPTY), Action::Leave);
     }
 
     #[test]

@@ -141,6 +141,15 @@ impl KeyStore {
         }
     }
 
+    /// Where disks appear (FUSE files, links to block devices): next to
+    /// the key on the simulation, `/run/share-member` on Xen.
+    pub fn default_run_dir(&self) -> PathBuf {
+        match self {
+            KeyStore::Sim { store, domid } => store.dir().join(domid.to_string()),
+            KeyStore::Xen(_) => PathBuf::from("/run/share-member"),
+        }
+    }
+
     /// The lock file that marks the owner: next to the key on the
     /// simulation, in `/run` on Xen (one Linux per domain).
     pub fn default_lock_path(&self) -> PathBuf {

@@ -11,8 +11,11 @@
 //! [`xenbus`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod disk;
 pub mod dispatch;
+pub mod fuse;
 pub mod host;
+pub mod loopdev;
 pub mod member;
 pub mod port;
 pub mod tap;

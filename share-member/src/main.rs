@@ -12,14 +12,17 @@ use share_member::host::{Host, KeyStore, OwnerLock};
 use share_member::member::{signal_fd, Config, Member};
 use share_member::xenbus::XenBus;
 
-/// The userspace member of xen-share: this domain's vdevice page, and a TAP
-/// device for each LAN dom0 connects it to.
+/// The userspace member of xen-share: this domain's vdevice page, a TAP
+/// device for each LAN and a block device for each disk dom0 connects it
+/// to.
 ///
 /// It creates the domain's vdevice page, publishes `data/vdevice`, and
 /// applies dom0's entries: a network member entry joins that switch's
 /// share and appears as a TAP device (`xsn0`, ...) with the port's MAC and
-/// MTU; an empty entry removes it again. Disk entries are refused (ENODEV)
-/// for now. One member per domain: it refuses to start while another one
+/// MTU; a disk member entry joins that disk server's share and appears as
+/// a block device (a loop device over a FUSE file, linked from
+/// <run-dir>/disk<entry>.dev); an empty entry removes it again. One member
+/// per domain: it refuses to start while another one
 /// runs. SIGINT/SIGTERM leave every share and remove the key.
 #[derive(Parser, Debug)]
 #[command(
@@ -70,6 +73,11 @@ struct Cli {
     /// /run/share-member.lock on Xen).
     #[arg(long, value_name = "PATH")]
     lock: Option<PathBuf>,
+    /// Where disks appear: disk<entry> (the FUSE file) and disk<entry>.dev
+    /// (a link to the block device). Default: next to the sim store, or
+    /// /run/share-member on Xen.
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
 }
 
 fn run<H: Host>(
@@ -111,6 +119,7 @@ fn main_() -> Result<(), String> {
         ifname: cli.ifname,
         accept,
         lock: cli.lock,
+        run_dir: cli.run_dir,
     };
     // Signals are blocked before anything is claimed or published, so
     // none can end the process between publishing and cleaning up.

@@ -10,6 +10,7 @@ use share_hal::vdevice::{Applied, VdeviceBus};
 use share_hal::wire::vdevice::{status, EntryRepr, MAX_ENTRIES};
 use share_hal::Error;
 
+use crate::disk::DiskPort;
 use crate::dispatch::{classify, Action};
 use crate::host::{Found, Host, KeyStore, OwnerLock};
 use crate::port::{fmt_mac, NetPort};
@@ -26,6 +27,10 @@ pub struct Config {
     pub accept: u32,
     /// Where the owner lock lives (default: [`KeyStore::default_lock_path`]).
     pub lock: Option<std::path::PathBuf>,
+    /// Where disks appear: `disk<entry>` (the FUSE file) and
+    /// `disk<entry>.dev` (a link to the block device). Default:
+    /// [`KeyStore::default_run_dir`].
+    pub run_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -35,6 +40,7 @@ impl Default for Config {
             ifname: "xsn%d".into(),
             accept: crate::port::SUPPORTED,
             lock: None,
+            run_dir: None,
         }
     }
 }
@@ -64,6 +70,7 @@ pub struct Member<H: Host> {
     p: H,
     bus: VdeviceBus<H::BusPage>,
     ports: BTreeMap<u32, NetPort<H>>,
+    disks: BTreeMap<u32, DiskPort<H>>,
     keys: KeyStore,
     lock: OwnerLock,
     cfg: Config,
@@ -95,8 +102,11 @@ impl<H: Host> Member<H> {
         mut p: H,
         mut keys: KeyStore,
         mut lock: OwnerLock,
-        cfg: Config,
+        mut cfg: Config,
     ) -> Result<Self, String> {
+        if cfg.run_dir.is_none() {
+            cfg.run_dir = Some(keys.default_run_dir());
+        }
         let bus = match p.create_bus(cfg.entries) {
             Ok(b) => b,
             Err(e) => {
@@ -118,6 +128,7 @@ impl<H: Host> Member<H> {
             p,
             bus,
             ports: BTreeMap::new(),
+            disks: BTreeMap::new(),
             keys,
             lock,
             cfg,
@@ -131,10 +142,13 @@ impl<H: Host> Member<H> {
     /// Applies a pending vdevice change, if any.
     fn apply_changes(&mut self) -> Result<(), Error> {
         let me = self.p.domid();
-        let ports = &mut self.ports;
+        let mut devs = Devices {
+            ports: &mut self.ports,
+            disks: &mut self.disks,
+        };
         let cfg = &self.cfg;
         let change = self.bus.poll_with(&mut self.p, &mut |p, index, old, new| {
-            apply(p, me, ports, cfg, index, old, new)
+            apply(p, me, &mut devs, cfg, index, old, new)
         })?;
         if let Some(c) = change {
             eprintln!(
@@ -159,9 +173,12 @@ impl<H: Host> Member<H> {
             .map_err(|e| format!("vdevice page: {e}"))?;
         let mut busy = false;
         let mut tap_interest: BTreeMap<u32, bool> = BTreeMap::new();
+        let mut fuse_interest: BTreeMap<u32, bool> = BTreeMap::new();
+        let mut attaching = false;
         loop {
             let indexes: Vec<u32> = self.ports.keys().copied().collect();
-            let mut fds = Vec::with_capacity(2 + indexes.len());
+            let disk_indexes: Vec<u32> = self.disks.keys().copied().collect();
+            let mut fds = Vec::with_capacity(2 + indexes.len() + disk_indexes.len());
             fds.push(libc::pollfd {
                 fd: signals.as_raw_fd(),
                 events: libc::POLLIN,
@@ -180,9 +197,25 @@ impl<H: Host> Member<H> {
                     revents: 0,
                 });
             }
-            // Busy: more work queued; otherwise sleep, waking once a second
-            // to follow the switch's link state.
-            let timeout = if busy { 0 } else { 1000 };
+            let disk_base = fds.len();
+            for i in &disk_indexes {
+                let want = *fuse_interest.get(i).unwrap_or(&true);
+                fds.push(libc::pollfd {
+                    fd: self.disks[i].fuse_fd().unwrap_or(-1),
+                    events: if want { libc::POLLIN } else { 0 },
+                    revents: 0,
+                });
+            }
+            // Busy: more work queued; a loop device being set up: look
+            // again soon; otherwise sleep, waking once a second to follow
+            // the switch's link state.
+            let timeout = if busy {
+                0
+            } else if attaching {
+                20
+            } else {
+                1000
+            };
             // SAFETY: `fds` is a valid array of pollfd for the call.
             let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if r < 0 {
@@ -215,6 +248,7 @@ impl<H: Host> Member<H> {
                 }
                 // Ports may have come or gone: rebuild the poll set first.
                 tap_interest.retain(|i, _| self.ports.contains_key(i));
+                fuse_interest.retain(|i, _| self.disks.contains_key(i));
                 busy = true;
                 continue;
             }
@@ -247,10 +281,43 @@ impl<H: Host> Member<H> {
                     }
                 }
             }
+            attaching = false;
+            for (k, i) in disk_indexes.into_iter().enumerate() {
+                let Some(disk) = self.disks.get_mut(&i) else {
+                    continue;
+                };
+                let readable = fds[disk_base + k].revents & (libc::POLLIN | libc::POLLERR) != 0;
+                match disk.service(&mut self.p, readable) {
+                    Ok(interest) => {
+                        busy |= interest.busy;
+                        attaching |= interest.attaching;
+                        fuse_interest.insert(i, interest.fuse_readable);
+                    }
+                    Err(e) => {
+                        let disk = self.disks.remove(&i).expect("present above");
+                        eprintln!("share-member: entry {i}: disk closed: {e}");
+                        fuse_interest.remove(&i);
+                        if let Err(e) = disk.close(&mut self.p) {
+                            eprintln!("share-member: entry {i}: leaving the share: {e}");
+                        }
+                    }
+                }
+            }
         }
     }
 
     fn shutdown(&mut self) {
+        let disks = std::mem::take(&mut self.disks);
+        for (i, disk) in disks {
+            let c = disk.counters;
+            if let Err(e) = disk.close(&mut self.p) {
+                eprintln!("share-member: entry {i}: leaving the share: {e}");
+            }
+            eprintln!(
+                "share-member: entry {i}: disk closed (reads {}, writes {}, flushes {}, errors {}, re-issued {})",
+                c.reads, c.writes, c.flushes, c.errors, c.reissued
+            );
+        }
         let ports = std::mem::take(&mut self.ports);
         for (i, port) in ports {
             let name = port.ifname().to_string();
@@ -270,11 +337,17 @@ impl<H: Host> Member<H> {
     }
 }
 
+/// The devices the entries hold.
+struct Devices<'a, H: Host> {
+    ports: &'a mut BTreeMap<u32, NetPort<H>>,
+    disks: &'a mut BTreeMap<u32, DiskPort<H>>,
+}
+
 /// Applies one change of entry `index` (the handler of `VdeviceBus`).
 fn apply<H: Host>(
     p: &mut H,
     me: share_hal::DomId,
-    ports: &mut BTreeMap<u32, NetPort<H>>,
+    devs: &mut Devices<'_, H>,
     cfg: &Config,
     index: u32,
     old: &EntryRepr,
@@ -290,7 +363,19 @@ fn apply<H: Host>(
             Applied::Refused(code)
         }
         Action::Leave => {
-            if let Some(port) = ports.remove(&index) {
+            if let Some(disk) = devs.disks.remove(&index) {
+                let dev = disk.device().map(|d| d.display().to_string());
+                let c = disk.counters;
+                if let Err(e) = disk.close(p) {
+                    eprintln!("share-member: entry {index}: leaving the share: {e}");
+                }
+                eprintln!(
+                    "share-member: entry {index}: disk {} removed (reads {}, writes {}, flushes {}, errors {}, re-issued {})",
+                    dev.as_deref().unwrap_or("(no block device yet)"),
+                    c.reads, c.writes, c.flushes, c.errors, c.reissued
+                );
+            }
+            if let Some(port) = devs.ports.remove(&index) {
                 let name = port.ifname().to_string();
                 let c = port.counters;
                 if let Err(e) = port.close(p) {
@@ -303,6 +388,55 @@ fn apply<H: Host>(
             }
             Applied::Ok { share_ref: None }
         }
+        Action::JoinDisk(join) => {
+            let run_dir = cfg
+                .run_dir
+                .clone()
+                .unwrap_or_else(|| std::path::PathBuf::from("/run/share-member"));
+            match DiskPort::join(p, index, &join, &run_dir) {
+                Ok(disk) => {
+                    eprintln!(
+                        "share-member: entry {index}: joined disk share of domain {} ({} sectors{}), block device coming up",
+                        join.share_ref.owner,
+                        disk.capacity(),
+                        if disk.read_only() { ", read-only" } else { "" }
+                    );
+                    devs.disks.insert(index, disk);
+                    Applied::Ok { share_ref: None }
+                }
+                Err(r) => {
+                    eprintln!("share-member: entry {index}: refused: {}", r.why);
+                    Applied::Refused(if r.status == status::OK {
+                        status::EIO
+                    } else {
+                        r.status
+                    })
+                }
+            }
+        }
+        Action::ReattachDisk(join) => {
+            let Some(disk) = devs.disks.get_mut(&index) else {
+                // The earlier join failed after all; nothing to move.
+                return Applied::Refused(status::ENOENT);
+            };
+            match disk.reattach(p, &join) {
+                Ok(()) => {
+                    eprintln!(
+                        "share-member: entry {index}: disk moved to share {} of domain {}; re-issuing what was in flight",
+                        join.share_ref.descriptor, join.share_ref.owner
+                    );
+                    Applied::Ok { share_ref: None }
+                }
+                Err(r) => {
+                    eprintln!("share-member: entry {index}: re-attach refused: {}", r.why);
+                    Applied::Refused(if r.status == status::OK {
+                        status::EIO
+                    } else {
+                        r.status
+                    })
+                }
+            }
+        }
         Action::JoinNet(join) => match NetPort::join(p, &join, &cfg.ifname, cfg.accept) {
             Ok(port) => {
                 eprintln!(
@@ -313,7 +447,7 @@ fn apply<H: Host>(
                     port.mtu(),
                     port.accepted()
                 );
-                ports.insert(index, port);
+                devs.ports.insert(index, port);
                 Applied::Ok { share_ref: None }
             }
             Err(r) => {

@@ -25,7 +25,8 @@ use crate::tap::Tap;
 use crate::vnet::{self, VnetHeader, VNET_HDR_LEN};
 
 /// Features this member can honour with a TAP device.
-pub const SUPPORTED: u32 = features::CSUM_BLANK | features::DATA_VALIDATED | features::JUMBO;
+pub const SUPPORTED: u32 =
+    features::CSUM_BLANK | features::DATA_VALIDATED | features::JUMBO | features::GSO;
 
 /// Frames moved per direction in one service round before the event loop
 /// looks at the other ports again (fairness between ports).
@@ -185,21 +186,16 @@ impl<P: Platform> NetPort<P> {
             }
         }
         let accepted = control.features_offered & accept & SUPPORTED;
-        if control.mtu > MTU_STANDARD_MAX && accepted & features::JUMBO == 0 {
-            return Err((
-                share,
-                refuse(
-                    status::EOPNOTSUPP,
-                    format!(
-                        "the switch's MTU {} needs jumbo frames, not accepted here",
-                        control.mtu
-                    ),
-                ),
-            ));
-        }
-        let lanes = tryr!(Self::lanes(&share, &layout, control.mtu, accepted)
+        // The switch offers its jumbo MTU; a member without JUMBO uses the
+        // standard one (docs/protocol.md, "Link up").
+        let mtu = if accepted & features::JUMBO != 0 {
+            control.mtu
+        } else {
+            control.mtu.min(MTU_STANDARD_MAX)
+        };
+        let lanes = tryr!(Self::lanes(&share, &layout, mtu, accepted)
             .map_err(|e| refuse(status::EINVAL, format!("network share lanes: {e}"))));
-        let tap = tryr!(Self::open_tap(ifname, &control, accepted)
+        let tap = tryr!(Self::open_tap(ifname, &control, mtu, accepted)
             .map_err(|e| refuse(status::EIO, format!("TAP device: {e}"))));
         let mut port = NetPort {
             lanes: Some(lanes),
@@ -207,13 +203,13 @@ impl<P: Platform> NetPort<P> {
             share: Some(share),
             peer: join.share_ref.owner,
             accepted,
-            mtu: control.mtu,
+            mtu,
             mac: control.mac,
-            max_frame: usize::from(control.mtu) + net::FRAME_OVERHEAD,
+            max_frame: usize::from(mtu) + net::FRAME_OVERHEAD,
             link: None,
             carrier_ok: true,
             pending: None,
-            tx_buf: vec![0u8; VNET_HDR_LEN + 65536],
+            tx_buf: vec![0u8; VNET_HDR_LEN + net::GSO_MAX_FRAME],
             counters: Counters::default(),
         };
         if let Err(e) = port.announce(p) {
@@ -234,7 +230,10 @@ impl<P: Platform> NetPort<P> {
     ) -> Result<Lanes, Error> {
         let mem = share.mem();
         let tx = Producer::attach(layout.tx.window(mem)?, layout.tx.lane()?)?;
-        let tx = FrameSender::new(tx, usize::from(mtu) + net::FRAME_OVERHEAD)?;
+        let mut tx = FrameSender::new(tx, usize::from(mtu) + net::FRAME_OVERHEAD)?;
+        if accepted & features::GSO != 0 {
+            tx = tx.with_gso()?;
+        }
         let rx = Consumer::attach(layout.rx.window(mem)?, layout.rx.lane()?)?;
         let rx = FrameReceiver::net(rx, FrameAssembler::new(mtu, accepted)?)?;
         Ok(Lanes {
@@ -252,11 +251,19 @@ impl<P: Platform> NetPort<P> {
         }
     }
 
-    fn open_tap(ifname: &str, control: &ControlRepr, accepted: u32) -> std::io::Result<Tap> {
+    fn open_tap(
+        ifname: &str,
+        control: &ControlRepr,
+        mtu: u16,
+        accepted: u32,
+    ) -> std::io::Result<Tap> {
         let tap = Tap::create(ifname)?;
         tap.set_mac(control.mac)?;
-        tap.set_mtu(control.mtu)?;
-        tap.set_offload(vnet::tun_offload(accepted))?;
+        tap.set_mtu(mtu)?;
+        let offload = vnet::tun_offload(accepted);
+        // Kernels before 6.2 do not know USO: TSO alone then.
+        tap.set_offload(offload)
+            .or_else(|_| tap.set_offload(offload & !vnet::tun_f::USO))?;
         tap.set_up()?;
         Ok(tap)
     }
@@ -432,7 +439,12 @@ impl<P: Platform> NetPort<P> {
                     continue;
                 };
                 let len = n - VNET_HDR_LEN;
-                if !(FRAME_MIN..=self.max_frame).contains(&len) {
+                let max = if hdr.gso().is_some() {
+                    net::GSO_MAX_FRAME
+                } else {
+                    self.max_frame
+                };
+                if !(FRAME_MIN..=max).contains(&len) {
                     self.counters.tx_dropped += 1;
                     continue;
                 }

@@ -8,16 +8,17 @@
 //! validated every frame against the negotiated rules before [`rx_header`]
 //! sees its metadata.
 //!
-//! Segmentation offload plugs in here: a GSO feature bit of the share maps
-//! to `gso_type`/`gso_size` ([`VnetHeader::gso`]) in both directions and to
-//! the `TUN_F_TSO*`/`TUN_F_USO*` bits of [`tun_offload`]. Until the share
-//! has it, a GSO frame from the kernel cannot happen (those TUN bits are
-//! never set) and is dropped if it does.
+//! Segmentation offload: the share's `GSO` feature maps to `gso_type`,
+//! `gso_size` and the ECN bit in both directions, and to the `TUN_F_TSO*`
+//! and `TUN_F_USO*` bits of [`tun_offload`], so a Linux TCP stream crosses
+//! the share in 64 KiB frames. Without the feature the kernel is never
+//! asked for such frames (those TUN bits stay clear), and one that comes
+//! anyway is dropped.
 //!
 //! [`FrameReceiver`]: share_hal::frames::FrameReceiver
 
 use share_hal::frames::FrameMeta;
-use share_hal::wire::net::{features, flags, FRAME_MIN};
+use share_hal::wire::net::{self, features, flags, FRAME_MIN};
 
 /// Bytes of `struct virtio_net_hdr` (no `num_buffers`: the TAP device is
 /// told this size with `TUNSETVNETHDRSZ`).
@@ -50,6 +51,8 @@ pub mod tun_f {
     pub const UFO: u32 = 0x10;
     pub const USO4: u32 = 0x20;
     pub const USO6: u32 = 0x40;
+    /// Both USO bits, which older kernels do not know.
+    pub const USO: u32 = USO4 | USO6;
 }
 
 /// A `virtio_net_hdr`, little-endian (the TAP device's order on the
@@ -97,15 +100,18 @@ impl VnetHeader {
 }
 
 /// The offloads the TAP device may hand us, from the accepted features:
-/// partial checksums only if the switch completes them for us.
+/// partial checksums only if the switch completes them for us, TCP and
+/// UDP segmentation only if the share carries GSO frames (which needs
+/// partial checksums too). Kernels before 6.2 refuse the USO bits: the
+/// caller retries without [`tun_f::USO`].
 pub fn tun_offload(accepted: u32) -> u32 {
     let mut f = 0;
     if accepted & features::CSUM_BLANK != 0 {
         f |= tun_f::CSUM;
+        if accepted & features::GSO != 0 {
+            f |= tun_f::TSO4 | tun_f::TSO6 | tun_f::TSO_ECN | tun_f::USO4 | tun_f::USO6;
+        }
     }
-    // GSO: with the share's segmentation feature accepted, add TSO4 | TSO6
-    // (| TSO_ECN) and USO4 | USO6 here and map gso_type/gso_size in
-    // `tx_meta` and `rx_header`.
     f
 }
 
@@ -123,10 +129,33 @@ pub enum TxDrop {
 /// feature not accepted, or a range the wire format cannot express) is
 /// completed here in software, in `frame`, so the frame goes out whole.
 pub fn tx_meta(hdr: &VnetHeader, frame: &mut [u8], accepted: u32) -> Result<FrameMeta, TxDrop> {
-    if hdr.gso().is_some() {
-        return Err(TxDrop::Gso);
-    }
     let mut meta = FrameMeta::default();
+    if let Some((kind, size)) = hdr.gso() {
+        // A super-frame: only with the feature, and its checksum partial
+        // (the segments' checksums are computed where it is cut).
+        if accepted & features::GSO == 0 || hdr.flags & hdr_flags::NEEDS_CSUM == 0 {
+            return Err(TxDrop::Gso);
+        }
+        meta.gso_type = match kind {
+            gso::TCPV4 => net::gso::TCPV4,
+            gso::TCPV6 => net::gso::TCPV6,
+            gso::UDP_L4 => net::gso::UDP_L4,
+            // UFO (IP fragmentation of UDP) has no place on the share.
+            _ => return Err(TxDrop::Gso),
+        };
+        meta.gso_size = size;
+        if hdr.gso_type & gso::ECN != 0 {
+            meta.gso_flags = net::gso::FLAG_ECN;
+        }
+        let start = usize::from(hdr.csum_start);
+        if start < FRAME_MIN || start + usize::from(hdr.csum_offset) + 2 > frame.len() {
+            return Err(TxDrop::BadCsum);
+        }
+        meta.flags = flags::CSUM_BLANK;
+        meta.csum_start = hdr.csum_start;
+        meta.csum_offset = hdr.csum_offset;
+        return Ok(meta);
+    }
     if hdr.flags & hdr_flags::NEEDS_CSUM != 0 {
         let start = usize::from(hdr.csum_start);
         let at = start + usize::from(hdr.csum_offset);
@@ -161,6 +190,23 @@ pub fn rx_header(meta: &FrameMeta) -> VnetHeader {
     } else if meta.flags & flags::DATA_VALIDATED != 0 {
         h.flags = hdr_flags::DATA_VALID;
     }
+    let kind = match meta.gso_type {
+        net::gso::TCPV4 => gso::TCPV4,
+        net::gso::TCPV6 => gso::TCPV6,
+        net::gso::UDP_L4 => gso::UDP_L4,
+        _ => return h,
+    };
+    h.gso_type = kind;
+    if meta.gso_flags & net::gso::FLAG_ECN != 0 {
+        h.gso_type |= gso::ECN;
+    }
+    h.gso_size = meta.gso_size;
+    // A hint of the headers' length; the kernel widens it to cover the
+    // checksum field if it must.
+    h.hdr_len = meta
+        .csum_start
+        .saturating_add(meta.csum_offset)
+        .saturating_add(2);
     h
 }
 
@@ -230,7 +276,8 @@ mod tests {
             FrameMeta {
                 flags: flags::CSUM_BLANK,
                 csum_start: 34,
-                csum_offset: 16
+                csum_offset: 16,
+                ..FrameMeta::default()
             }
         );
         assert!(frame.iter().all(|&b| b == 0), "left partial for the switch");
@@ -337,6 +384,7 @@ mod tests {
             flags: flags::CSUM_BLANK,
             csum_start: 34,
             csum_offset: 16,
+            ..FrameMeta::default()
         });
         assert_eq!(
             (rx.flags, rx.csum_start, rx.csum_offset, rx.gso_type),
@@ -350,5 +398,72 @@ mod tests {
         assert_eq!(tun_offload(0), 0);
         assert_eq!(tun_offload(features::DATA_VALIDATED), 0);
         assert_eq!(tun_offload(ALL | features::JUMBO), tun_f::CSUM);
+        assert_eq!(
+            tun_offload(ALL | features::GSO),
+            tun_f::CSUM | tun_f::TSO4 | tun_f::TSO6 | tun_f::TSO_ECN | tun_f::USO
+        );
+        assert_eq!(tun_offload(features::GSO), 0, "GSO needs partial checksums");
+    }
+
+    #[test]
+    fn segmentation_requests_map_both_ways() {
+        let mut frame = vec![0u8; 9000];
+        let h = VnetHeader {
+            flags: hdr_flags::NEEDS_CSUM,
+            gso_type: gso::TCPV4 | gso::ECN,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let m = tx_meta(&h, &mut frame, ALL | features::GSO).unwrap();
+        assert_eq!(
+            m,
+            FrameMeta {
+                flags: flags::CSUM_BLANK,
+                csum_start: 34,
+                csum_offset: 16,
+                gso_type: net::gso::TCPV4,
+                gso_size: 1448,
+                gso_flags: net::gso::FLAG_ECN,
+            }
+        );
+        let back = rx_header(&m);
+        assert_eq!(
+            (
+                back.flags,
+                back.gso_type,
+                back.gso_size,
+                back.csum_start,
+                back.csum_offset
+            ),
+            (hdr_flags::NEEDS_CSUM, gso::TCPV4 | gso::ECN, 1448, 34, 16)
+        );
+        let udp = VnetHeader {
+            gso_type: gso::UDP_L4,
+            csum_offset: 6,
+            ..h
+        };
+        assert_eq!(
+            tx_meta(&udp, &mut frame, ALL | features::GSO)
+                .unwrap()
+                .gso_type,
+            net::gso::UDP_L4
+        );
+        // UFO, a request without a partial checksum, or no GSO feature: dropped.
+        let ufo = VnetHeader {
+            gso_type: gso::UDP,
+            ..h
+        };
+        assert_eq!(
+            tx_meta(&ufo, &mut frame, ALL | features::GSO),
+            Err(TxDrop::Gso)
+        );
+        let whole = VnetHeader { flags: 0, ..h };
+        assert_eq!(
+            tx_meta(&whole, &mut frame, ALL | features::GSO),
+            Err(TxDrop::Gso)
+        );
+        assert_eq!(tx_meta(&h, &mut frame, ALL), Err(TxDrop::Gso));
     }
 }

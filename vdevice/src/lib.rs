@@ -6,8 +6,9 @@
 
 use std::fmt;
 
-use share_hal::platform::{DomId, Platform};
+use share_hal::platform::{Access, DomId, Mapping, Platform};
 use share_hal::vdevice::VdeviceClient;
+pub use share_hal::wire::stats::StatsRepr;
 use share_hal::wire::vdevice::{status, Bootstrap, EntryRepr, Kind, Role};
 use share_hal::Error;
 
@@ -160,6 +161,47 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             }
         }
         Ok(listing)
+    }
+
+    /// The counters `domid` publishes for its entries (its counter page,
+    /// named in its vdevice page header), with the entries in use;
+    /// `Ok(None)` if it publishes none.
+    pub fn stats(&mut self, domid: DomId) -> Result<Option<(Listing, StatsRepr)>, ToolError> {
+        let client = self.client(domid)?;
+        let snap = client.snapshot();
+        let _ = client.detach(&mut self.platform);
+        let snap = snap.map_err(|err| ToolError::Share {
+            domid,
+            what: "reading its vdevice page",
+            err,
+        })?;
+        let Some(gref) = snap.header.stats else {
+            return Ok(None);
+        };
+        let page = self
+            .platform
+            .map(domid, &[gref], Access::ReadOnly)
+            .map_err(|err| ToolError::Share {
+                domid,
+                what: "mapping its counter page",
+                err,
+            })?;
+        let read = share_hal::stats::read(page.mem());
+        let _ = self.platform.unmap(page);
+        let stats = read.map_err(|err| ToolError::Share {
+            domid,
+            what: "reading its counter page",
+            err,
+        })?;
+        let mut listing = Listing::default();
+        for (i, e) in snap.entries.iter().enumerate() {
+            match e {
+                Ok(e) if e.kind != Kind::Empty => listing.used.push((i as u32, *e)),
+                Ok(_) => {}
+                Err(_) => listing.garbled.push(i as u32),
+            }
+        }
+        Ok(Some((listing, stats)))
     }
 
     /// One change on `domid`'s page: `find` picks the entry index from the

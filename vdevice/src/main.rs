@@ -12,7 +12,7 @@ use vdevice::{status_name, DeviceSpec, Lookup, Tool, ToolError};
 #[command(
     version,
     about = "Connect Xen domains to xen-share backend domains through their vdevice pages",
-    after_help = "Examples:\n  vdevice create net --backend 1 3 4     # domains 3 and 4 become ports of netback-uk (domain 1)\n  vdevice create disk --backend 2 --disk 0 3\n  vdevice remove net --backend 1 4\n  vdevice show 3"
+    after_help = "Examples:\n  vdevice create net --backend 1 3 4     # domains 3 and 4 become ports of netback-uk (domain 1)\n  vdevice create disk --backend 2 --disk 0 3\n  vdevice remove net --backend 1 4\n  vdevice show 3\n  vdevice stats 1                        # netback-uk's per-port counters"
 )]
 struct Cli {
     /// Seconds to wait for each domain's acknowledgement.
@@ -41,6 +41,10 @@ impl From<DevKind> for Kind {
 enum Cmd {
     /// Print a domain's vdevice entries.
     Show { domid: DomId },
+    /// Print the counters a backend publishes for its entries (netback-uk:
+    /// frames and bytes each way and drops by cause, per port), read from
+    /// its counter page without xenstore.
+    Stats { domid: DomId },
     /// Give each member domain a device served by the backend domain.
     Create {
         kind: DevKind,
@@ -109,6 +113,30 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut log = |s: &str| println!("{s}");
     match cli.cmd {
+        Cmd::Stats { domid } => match tool.stats(domid)? {
+            None => println!("domain {domid} publishes no counters"),
+            Some((listing, stats)) => {
+                println!("domain {domid}: counters (update {})", stats.sequence / 2);
+                for (i, e) in listing.used {
+                    let Some(c) = stats.entries.get(i as usize) else {
+                        continue;
+                    };
+                    let names: &[&str] = match e.kind {
+                        Kind::Network => &share_hal::wire::stats::NET_COUNTERS,
+                        _ => &[],
+                    };
+                    let values: Vec<String> = c
+                        .iter()
+                        .enumerate()
+                        .map(|(k, v)| match names.get(k) {
+                            Some(n) => format!("{n}={v}"),
+                            None => format!("c{k}={v}"),
+                        })
+                        .collect();
+                    println!("  [{i}] {:?} peer={} {}", e.kind, e.peer, values.join(" "));
+                }
+            }
+        },
         Cmd::Show { domid } => {
             let listing = tool.show(domid)?;
             println!("domain {domid}: {} device(s)", listing.used.len());

@@ -3,7 +3,7 @@
 //! under `target/bench/`.
 use anyhow::Result;
 
-use crate::util::{build_sim_example, run_step, target_dir};
+use crate::util::{build_sim_example, cargo, ensure_apt, run_step, target_dir};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,12 +24,53 @@ enum Which {
         #[arg(long, default_value_t = 200)]
         spin: u32,
     },
+    /// Disk I/O over a blk share (blkback-uk's client and server, RAM
+    /// store, two processes on the simulation): 4 KiB random read/write
+    /// IOPS at queue depth 1 and 32, 1 MiB sequential read/write at queue
+    /// depth 8, next to fio on a tmpfs file in the same run (installs fio
+    /// if missing). Writes target/bench/blk.json.
+    Blk {
+        /// Seconds per case (each side).
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+    },
 }
 
 pub fn run(args: Args) -> Result<()> {
     match args.which {
         Which::Ring { secs, spin } => ring(secs, spin),
+        Which::Blk { secs } => blk(secs),
     }
+}
+
+fn blk(secs: f64) -> Result<()> {
+    ensure_apt(&["fio"])?;
+    run_step(
+        "build blk-bench (release)",
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "blkback-uk",
+            "--features",
+            "host",
+            "--example",
+            "blk-bench",
+        ]),
+    )?;
+    let bin = target_dir()
+        .join("release")
+        .join("examples")
+        .join("blk-bench");
+    let json = target_dir().join("bench").join("blk.json");
+    run_step(
+        "blk-bench",
+        std::process::Command::new(bin)
+            .arg("--secs")
+            .arg(secs.to_string())
+            .arg("--json")
+            .arg(&json),
+    )
 }
 
 fn ring(secs: f64, spin: u32) -> Result<()> {

@@ -40,8 +40,9 @@ pub fn run(args: Args) -> Result<()> {
     let mut passed = 0u64;
     if all || args.tier == Some(Tier::Unit) {
         // Xen's public headers: share-hal's Xen ABI test compares its
-        // structures with them.
-        crate::util::ensure_apt(&["libxen-dev"])?;
+        // structures with them. e2fsprogs: share-member's disk test makes
+        // and checks an ext4 file system.
+        crate::util::ensure_apt(&["libxen-dev", "e2fsprogs"])?;
         run_step("fmt", cargo().args(["fmt", "--all", "--check"]))?;
         run_step(
             "clippy",

@@ -64,7 +64,8 @@ fn run(cli: Cli) -> Result<(), String> {
         seed: p.now_ns() ^ u64::from(std::process::id()),
         ..SwitchConfig::default()
     };
-    let mut nb = Netback::new(&p, bus, config);
+    let mut nb =
+        Netback::new(&mut p, bus, config).map_err(|e| format!("creating the counter page: {e}"))?;
     nb.report_every_s = cli.report_secs;
     eprintln!("netback-sim: ready");
     loop {

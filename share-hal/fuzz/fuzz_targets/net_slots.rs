@@ -1,7 +1,8 @@
 //! The switch (or a member) reassembling frames from a lane's slot headers,
 //! and a member validating the switch's control area.
-//! Input: byte 0..2 pick the MTU, byte 2 the negotiated features, then
-//! 16-byte slot headers; the whole input is also tried as a control area.
+//! Input: byte 0..2 pick the MTU, byte 2 the negotiated features (bit 3
+//! GSO), then 16-byte slot headers (bytes 8..12 segmentation offload); the
+//! whole input is also tried as a control area.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -44,6 +45,19 @@ fuzz_target!(|data: &[u8]| {
                     if let Some(c) = f.csum {
                         assert!(usize::from(c.start) + usize::from(c.offset) + 2 <= f.len);
                     }
+                    match f.gso {
+                        // Only a GSO frame may pass the MTU.
+                        None => assert!(f.len <= a.mtu_frame()),
+                        Some(g) => {
+                            assert!(a.features() & net::features::GSO != 0);
+                            assert!(f.len <= net::GSO_MAX_FRAME);
+                            assert!(f.csum.is_some() && g.size >= 1);
+                            assert!(g.kind >= 1 && g.kind <= net::gso::TYPE_MAX);
+                            assert_eq!(net::Gso::from_fields(g.kind, g.size, g.flags), Ok(Some(g)));
+                        }
+                    }
+                    let kind_max = if f.gso.is_some() { a.max_frame() } else { a.mtu_frame() };
+                    assert!(f.slots as usize <= kind_max.div_ceil(SLOT_DATA_MAX));
                     written = 0;
                 }
             }

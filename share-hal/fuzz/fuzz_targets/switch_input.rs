@@ -29,7 +29,9 @@ use share_hal::platform::EventChannels;
 use share_hal::platform::PAGE_SIZE;
 
 const MEMBERS: usize = 4;
-const PAGES: u32 = 6;
+/// Shares of 6 pages (lanes too small for jumbo frames: not offered) and
+/// of 10 (jumbo offered).
+const PAGES: [u32; MEMBERS] = [6, 10, 10, 6];
 
 fn spec(k: usize) -> PortSpec {
     PortSpec {
@@ -37,7 +39,7 @@ fn spec(k: usize) -> PortSpec {
         member: 2 + k as u16,
         mac: [0; 6],
         policy: IMPLEMENTED,
-        numpages: PAGES,
+        numpages: PAGES[k],
     }
 }
 
@@ -65,7 +67,11 @@ fuzz_target!(|data: &[u8]| {
         .map(|k| Some(join(&host, &mut sw, &mut p, k, accepts[k])))
         .collect();
     let macs: Vec<Mac> = members.iter().map(|m| m.as_ref().unwrap().mac).collect();
-    let max_frame = |k: usize| if accepts[k] & share_hal::wire::net::features::JUMBO != 0 { 9018 } else { 1518 };
+    // What each member negotiated: jumbo only where offered and accepted.
+    let max_frame = |k: usize| {
+        let jumbo = accepts[k] & share_hal::wire::net::features::JUMBO != 0 && PAGES[k] >= 10;
+        if jumbo { 9018 } else { 1518 }
+    };
     sw.poll(&mut p);
 
     let mut ops = data.iter().copied();
@@ -101,7 +107,7 @@ fuzz_target!(|data: &[u8]| {
                 let v: Vec<u8> = ops.by_ref().take(4).collect();
                 let Ok(v) = <[u8; 4]>::try_from(v) else { break };
                 let k = usize::from(k) % MEMBERS;
-                let off = (usize::from(u16::from_le_bytes([o1, o2])) * 4) % (PAGES as usize * PAGE_SIZE);
+                let off = (usize::from(u16::from_le_bytes([o1, o2])) * 4) % (PAGES[k] as usize * PAGE_SIZE);
                 if let Some(m) = members[k].as_mut() {
                     let _ = m.att.mem().write_u32(off, u32::from_le_bytes(v));
                     if let Some(port) = m.att.port() {

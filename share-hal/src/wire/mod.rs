@@ -24,6 +24,7 @@ use core::ops::Range;
 pub mod blk;
 pub mod descriptor;
 pub mod net;
+pub mod stats;
 pub mod vdevice;
 
 pub use crate::platform::PAGE_SIZE;

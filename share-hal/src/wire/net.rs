@@ -7,8 +7,8 @@
 //! ([`NetLayout::new`]); no offset or count is read from the peer.
 
 use super::{
-    check_len, descriptor, get_bytes, get_u16, get_u32, lane_header, prev_power_of_two, set_bytes,
-    set_u16, set_u32, zero, Error, Field, LaneLayout, PAGE_SIZE,
+    check_len, descriptor, get_bytes, get_u16, get_u32, get_u8, lane_header, prev_power_of_two,
+    set_bytes, set_u16, set_u32, set_u8, zero, Error, Field, LaneLayout, PAGE_SIZE,
 };
 
 /// `"XSNT"` read as a little-endian u32.
@@ -37,6 +37,15 @@ pub const MTU_MAX: u16 = 9000;
 pub const FRAME_OVERHEAD: usize = 18;
 /// Shortest frame: an Ethernet header.
 pub const FRAME_MIN: usize = 14;
+/// Longest segmentation offload frame ([`features::GSO`]): an IP packet of
+/// 65535 bytes with its Ethernet header and one VLAN tag, whatever the MTU.
+pub const GSO_MAX_FRAME: usize = 65535 + FRAME_OVERHEAD;
+/// Slots of the longest segmentation offload frame (33).
+pub const GSO_MAX_SLOTS: u32 = GSO_MAX_FRAME.div_ceil(SLOT_DATA_MAX) as u32;
+/// Smallest share on which a switch offers [`features::GSO`]: its lanes
+/// must hold one [`GSO_MAX_FRAME`], so a sender never waits for room that
+/// cannot exist (64 slots per lane, the first power of two >= 33).
+pub const GSO_MIN_PAGES: u32 = GSO_MAX_SLOTS.next_power_of_two() + 2;
 
 /// Feature bits: offered by the switch (its vdevice entry's `subtype`
 /// filtered by what it implements), accepted by the member.
@@ -47,7 +56,12 @@ pub mod features {
     pub const DATA_VALIDATED: u32 = 1 << 1;
     /// MTU above 1500, up to 9000.
     pub const JUMBO: u32 = 1 << 2;
-    pub const ALL: u32 = CSUM_BLANK | DATA_VALIDATED | JUMBO;
+    /// Segmentation offload: a TCP or UDP frame of up to
+    /// [`super::GSO_MAX_FRAME`] bytes with its segment size (slot bytes
+    /// 8..12). Needs [`CSUM_BLANK`] too (a GSO frame's checksum is partial),
+    /// and a share of at least [`super::GSO_MIN_PAGES`] pages.
+    pub const GSO: u32 = 1 << 3;
+    pub const ALL: u32 = CSUM_BLANK | DATA_VALIDATED | JUMBO | GSO;
 }
 
 /// Byte ranges of the control fields in page 0.
@@ -230,13 +244,21 @@ fn mac_u64(mac: [u8; 6]) -> u64 {
 
 /// The features in use, from the switch's own offer and the member's
 /// `features_accepted` (read once). Accepting what was not offered is a
-/// protocol error: the member is confused or hostile.
+/// protocol error: the member is confused or hostile. So is accepting
+/// [`features::GSO`] without [`features::CSUM_BLANK`]: every GSO frame
+/// carries a partial checksum.
 pub fn negotiate(offered: u32, accepted: u32) -> Result<u32, Error> {
     let extra = accepted & !offered;
     if extra != 0 {
         return Err(Error::UnknownFlags {
             field: "net features accepted",
             bits: extra.into(),
+        });
+    }
+    if accepted & features::GSO != 0 && accepted & features::CSUM_BLANK == 0 {
+        return Err(Error::BadField {
+            field: "net features accepted (GSO without CSUM_BLANK)",
+            value: accepted.into(),
         });
     }
     Ok(accepted)
@@ -300,6 +322,12 @@ impl NetLayout {
     pub fn is_empty(&self) -> bool {
         self.numpages == 0
     }
+
+    /// Whether each lane holds one [`GSO_MAX_FRAME`]: the condition for a
+    /// switch to offer, and a member to accept, [`features::GSO`].
+    pub fn holds_gso(&self) -> bool {
+        self.tx.slot_count >= GSO_MAX_SLOTS && self.rx.slot_count >= GSO_MAX_SLOTS
+    }
 }
 
 /// Slot header flags.
@@ -322,7 +350,29 @@ pub mod slot_field {
     pub const FLAGS: Field = 2..4;
     pub const CSUM_START: Field = 4..6;
     pub const CSUM_OFFSET: Field = 6..8;
-    pub const RESERVED: Field = 8..16;
+    /// Segment payload size (the MSS for TCP), with a `GSO_TYPE`.
+    pub const GSO_SIZE: Field = 8..10;
+    pub const GSO_TYPE: usize = 10;
+    pub const GSO_FLAGS: usize = 11;
+    pub const RESERVED: Field = 12..16;
+}
+
+/// Segmentation offload types (slot byte 10) and flags (slot byte 11).
+pub mod gso {
+    /// An ordinary frame.
+    pub const NONE: u8 = 0;
+    /// TCP over IPv4, cut at `gso_size` payload bytes per segment.
+    pub const TCPV4: u8 = 1;
+    /// TCP over IPv6.
+    pub const TCPV6: u8 = 2;
+    /// UDP over IPv4 or IPv6, each segment its own datagram (Linux's
+    /// `SKB_GSO_UDP_L4`), not IP fragments.
+    pub const UDP_L4: u8 = 3;
+    pub const TYPE_MAX: u8 = UDP_L4;
+    /// Flag: the TCP stream uses ECN (virtio's `VIRTIO_NET_HDR_GSO_ECN`):
+    /// a CWR in the header belongs on the first segment only.
+    pub const FLAG_ECN: u8 = 1 << 0;
+    pub const FLAGS_ALL: u8 = FLAG_ECN;
 }
 
 /// A view of a slot header (a private copy of a slot's first 16 bytes).
@@ -357,6 +407,15 @@ impl<T: AsRef<[u8]>> SlotHeader<T> {
     pub fn csum_offset(&self) -> u16 {
         get_u16(self.buffer.as_ref(), slot_field::CSUM_OFFSET.start)
     }
+    pub fn gso_size(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), slot_field::GSO_SIZE.start)
+    }
+    pub fn gso_type(&self) -> u8 {
+        get_u8(self.buffer.as_ref(), slot_field::GSO_TYPE)
+    }
+    pub fn gso_flags(&self) -> u8 {
+        get_u8(self.buffer.as_ref(), slot_field::GSO_FLAGS)
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> SlotHeader<T> {
@@ -372,6 +431,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> SlotHeader<T> {
     pub fn set_csum_offset(&mut self, v: u16) {
         set_u16(self.buffer.as_mut(), slot_field::CSUM_OFFSET.start, v)
     }
+    pub fn set_gso_size(&mut self, v: u16) {
+        set_u16(self.buffer.as_mut(), slot_field::GSO_SIZE.start, v)
+    }
+    pub fn set_gso_type(&mut self, v: u8) {
+        set_u8(self.buffer.as_mut(), slot_field::GSO_TYPE, v)
+    }
+    pub fn set_gso_flags(&mut self, v: u8) {
+        set_u8(self.buffer.as_mut(), slot_field::GSO_FLAGS, v)
+    }
 }
 
 /// A validated slot header.
@@ -382,6 +450,12 @@ pub struct SlotRepr {
     pub flags: u16,
     pub csum_start: u16,
     pub csum_offset: u16,
+    /// `gso::NONE..=gso::TYPE_MAX`; with `gso_size` and `gso_flags`, counts
+    /// in a frame's first slot only.
+    pub gso_type: u8,
+    pub gso_size: u16,
+    /// Known [`gso`] flag bits only.
+    pub gso_flags: u8,
 }
 
 impl SlotRepr {
@@ -401,11 +475,30 @@ impl SlotRepr {
                 value: len.into(),
             });
         }
+        // Unknown values are refused in any slot, like unknown flag bits:
+        // they have no meaning a later version could rely on us ignoring.
+        let gso_type = h.gso_type();
+        if gso_type > gso::TYPE_MAX {
+            return Err(Error::BadField {
+                field: "net slot gso_type",
+                value: gso_type.into(),
+            });
+        }
+        let gso_flags = h.gso_flags();
+        if gso_flags & !gso::FLAGS_ALL != 0 {
+            return Err(Error::UnknownFlags {
+                field: "net slot gso_flags",
+                bits: (gso_flags & !gso::FLAGS_ALL).into(),
+            });
+        }
         Ok(SlotRepr {
             len,
             flags,
             csum_start: h.csum_start(),
             csum_offset: h.csum_offset(),
+            gso_type,
+            gso_size: h.gso_size(),
+            gso_flags,
         })
     }
 
@@ -419,6 +512,9 @@ impl SlotRepr {
         h.set_flags(self.flags);
         h.set_csum_start(self.csum_start);
         h.set_csum_offset(self.csum_offset);
+        h.set_gso_size(self.gso_size);
+        h.set_gso_type(self.gso_type);
+        h.set_gso_flags(self.gso_flags);
         zero(h.buffer.as_mut(), slot_field::RESERVED);
         Ok(())
     }
@@ -432,6 +528,64 @@ pub struct Csum {
     pub offset: u16,
 }
 
+/// Segmentation offload request of a frame: cut its payload into segments
+/// of `size` bytes, each with its own headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gso {
+    /// [`gso::TCPV4`], [`gso::TCPV6`] or [`gso::UDP_L4`].
+    pub kind: u8,
+    /// Segment payload bytes, at least 1.
+    pub size: u16,
+    /// [`gso::FLAG_ECN`] or 0.
+    pub flags: u8,
+}
+
+impl Gso {
+    /// The request of a frame's first slot fields; `Ok(None)` for an
+    /// ordinary frame. A size or flags without a type are refused, so a
+    /// frame means one thing.
+    pub fn from_fields(kind: u8, size: u16, flags: u8) -> Result<Option<Gso>, Error> {
+        if kind == gso::NONE {
+            if size != 0 || flags != 0 {
+                return Err(Error::BadField {
+                    field: "net gso_size/gso_flags without gso_type",
+                    value: (u64::from(size) << 8) | u64::from(flags),
+                });
+            }
+            return Ok(None);
+        }
+        if kind > gso::TYPE_MAX {
+            return Err(Error::BadField {
+                field: "net slot gso_type",
+                value: kind.into(),
+            });
+        }
+        if flags & !gso::FLAGS_ALL != 0 {
+            return Err(Error::UnknownFlags {
+                field: "net slot gso_flags",
+                bits: (flags & !gso::FLAGS_ALL).into(),
+            });
+        }
+        if flags & gso::FLAG_ECN != 0 && kind == gso::UDP_L4 {
+            return Err(Error::BadField {
+                field: "net gso_flags ECN on UDP",
+                value: flags.into(),
+            });
+        }
+        if size == 0 {
+            return Err(Error::BadField {
+                field: "net gso_size",
+                value: 0,
+            });
+        }
+        Ok(Some(Gso { kind, size, flags }))
+    }
+
+    pub fn ecn(&self) -> bool {
+        self.flags & gso::FLAG_ECN != 0
+    }
+}
+
 /// A complete, validated frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameInfo {
@@ -441,6 +595,8 @@ pub struct FrameInfo {
     pub slots: u32,
     pub csum: Option<Csum>,
     pub data_validated: bool,
+    /// Segmentation offload; implies `csum`.
+    pub gso: Option<Gso>,
 }
 
 /// What to do with the slot just fed to [`FrameAssembler::push`].
@@ -458,9 +614,10 @@ pub enum SlotAction {
 }
 
 /// Reassembles frames from slot headers, enforcing the receiver's limits:
-/// the negotiated MTU, the checksum features, at most as many slots as the
-/// longest frame needs. Pure state, no memory access: the caller copies
-/// data as told, so the same rules run under fuzzing and in the switch.
+/// the negotiated MTU (or [`GSO_MAX_FRAME`] for a segmentation offload
+/// frame), the offload features, at most as many slots as the longest frame
+/// of its kind needs. Pure state, no memory access: the caller copies data
+/// as told, so the same rules run under fuzzing and in the switch.
 ///
 /// After an error the rest of that frame's chain (up to a slot without
 /// `MORE`) is skipped, so the lane keeps moving and one bad frame costs one
@@ -468,9 +625,14 @@ pub enum SlotAction {
 /// only makes us skip the slots it filled.
 #[derive(Debug, Clone)]
 pub struct FrameAssembler {
+    /// Longest frame of any kind: the frame buffer's size.
     max_frame: usize,
-    max_slots: u32,
+    /// Longest frame without segmentation offload: MTU + 18.
+    mtu_frame: usize,
     features: u32,
+    /// Limits of the frame being assembled, from its first slot.
+    frame_max: usize,
+    frame_max_slots: u32,
     /// Ethernet rules (runts, checksum start past the header); off for
     /// bulk payloads.
     ethernet: bool,
@@ -495,11 +657,18 @@ impl FrameAssembler {
                 value: mtu.into(),
             });
         }
-        let max_frame = usize::from(mtu) + FRAME_OVERHEAD;
+        let mtu_frame = usize::from(mtu) + FRAME_OVERHEAD;
+        let max_frame = if features & features::GSO != 0 {
+            GSO_MAX_FRAME.max(mtu_frame)
+        } else {
+            mtu_frame
+        };
         Ok(FrameAssembler {
             max_frame,
-            max_slots: max_frame.div_ceil(SLOT_DATA_MAX) as u32,
+            mtu_frame,
             features,
+            frame_max: 0,
+            frame_max_slots: 0,
             ethernet: true,
             len: 0,
             slots: 0,
@@ -520,8 +689,10 @@ impl FrameAssembler {
         }
         Ok(FrameAssembler {
             max_frame,
-            max_slots: max_frame.div_ceil(SLOT_DATA_MAX) as u32,
+            mtu_frame: max_frame,
             features: features::CSUM_BLANK | features::DATA_VALIDATED,
+            frame_max: 0,
+            frame_max_slots: 0,
             ethernet: false,
             len: 0,
             slots: 0,
@@ -531,8 +702,19 @@ impl FrameAssembler {
     }
 
     /// Longest frame accepted, in bytes: the frame buffer's size.
+    /// [`GSO_MAX_FRAME`] with [`features::GSO`].
     pub fn max_frame(&self) -> usize {
         self.max_frame
+    }
+
+    /// Longest frame without segmentation offload: MTU + 18.
+    pub fn mtu_frame(&self) -> usize {
+        self.mtu_frame
+    }
+
+    /// The negotiated features these rules apply.
+    pub fn features(&self) -> u32 {
+        self.features
     }
 
     /// Whether a frame is partly assembled (more slots expected).
@@ -568,23 +750,42 @@ impl FrameAssembler {
 
     fn accept<T: AsRef<[u8]>>(&mut self, h: &SlotHeader<T>) -> Result<SlotAction, Error> {
         let slot = SlotRepr::parse(h)?;
-        let first = *self.first.get_or_insert(slot);
+        let first = match self.first {
+            Some(first) => first,
+            None => {
+                // The first slot says what kind of frame this is, and so
+                // its limits: a GSO frame may be longer than the MTU.
+                self.frame_max = if slot.gso_type != gso::NONE {
+                    if self.features & features::GSO == 0 {
+                        return Err(Error::NotOffered {
+                            feature: "net segmentation offload (GSO)",
+                        });
+                    }
+                    self.max_frame
+                } else {
+                    self.mtu_frame
+                };
+                self.frame_max_slots = self.frame_max.div_ceil(SLOT_DATA_MAX) as u32;
+                self.first = Some(slot);
+                slot
+            }
+        };
         let at = self.len;
         let len = usize::from(slot.len);
         let end = at + len;
-        if end > self.max_frame {
+        if end > self.frame_max {
             return Err(Error::TooMany {
                 field: "net frame len",
                 count: end as u64,
-                max: self.max_frame as u64,
+                max: self.frame_max as u64,
             });
         }
         // Short slots could otherwise keep a chain going for a whole lane.
-        if self.slots >= self.max_slots {
+        if self.slots >= self.frame_max_slots {
             return Err(Error::TooMany {
                 field: "net frame slots",
                 count: u64::from(self.slots) + 1,
-                max: self.max_slots.into(),
+                max: self.frame_max_slots.into(),
             });
         }
         self.len = end;
@@ -639,22 +840,34 @@ impl FrameAssembler {
                 feature: "net DATA_VALIDATED",
             });
         }
+        // `accept` refused a GSO type without the feature already.
+        let gso = Gso::from_fields(first.gso_type, first.gso_size, first.gso_flags)?;
+        if gso.is_some() && csum.is_none() {
+            return Err(Error::BadField {
+                field: "net gso_type without CSUM_BLANK",
+                value: first.gso_type.into(),
+            });
+        }
         Ok(FrameInfo {
             len: self.len,
             slots: self.slots,
             csum,
             data_validated,
+            gso,
         })
     }
 }
 
 /// Splits a frame of `len` bytes into slot headers, the sender's half of
 /// [`FrameAssembler`]: calls `slot(data_offset, header)` for each slot.
-/// The first slot carries the frame's checksum request and flags.
+/// The first slot carries the frame's checksum request, flags and
+/// segmentation offload. A GSO request needs a checksum request (the
+/// receiver would refuse it); lengths are the caller's to check.
 pub fn split_frame(
     len: usize,
     csum: Option<Csum>,
     data_validated: bool,
+    gso: Option<Gso>,
     mut slot: impl FnMut(usize, SlotRepr),
 ) -> Result<u32, Error> {
     if len == 0 {
@@ -663,6 +876,20 @@ pub fn split_frame(
             value: 0,
         });
     }
+    let (gso_type, gso_size, gso_flags) = match gso {
+        Some(g) => {
+            // Through `from_fields`, so we never emit what we would refuse.
+            Gso::from_fields(g.kind, g.size, g.flags)?;
+            if csum.is_none() {
+                return Err(Error::BadField {
+                    field: "net gso_type without CSUM_BLANK",
+                    value: g.kind.into(),
+                });
+            }
+            (g.kind, g.size, g.flags)
+        }
+        None => (gso::NONE, 0, 0),
+    };
     let mut first_flags = 0;
     let (csum_start, csum_offset) = match csum {
         Some(c) => {
@@ -684,11 +911,17 @@ pub fn split_frame(
             flags: if last { 0 } else { flags::MORE },
             csum_start: 0,
             csum_offset: 0,
+            gso_type: gso::NONE,
+            gso_size: 0,
+            gso_flags: 0,
         };
         if n == 0 {
             repr.flags |= first_flags;
             repr.csum_start = csum_start;
             repr.csum_offset = csum_offset;
+            repr.gso_type = gso_type;
+            repr.gso_size = gso_size;
+            repr.gso_flags = gso_flags;
         }
         slot(at, repr);
         at += chunk;
@@ -873,7 +1106,10 @@ mod tests {
                 len: 100,
                 flags: flags::CSUM_BLANK,
                 csum_start: 34,
-                csum_offset: 16
+                csum_offset: 16,
+                gso_type: 0,
+                gso_size: 0,
+                gso_flags: 0,
             }
         );
         let mut out = [0xffu8; 16];
@@ -906,6 +1142,9 @@ mod tests {
             flags,
             csum_start: 0,
             csum_offset: 0,
+            gso_type: 0,
+            gso_size: 0,
+            gso_flags: 0,
         })
     }
 
@@ -918,7 +1157,7 @@ mod tests {
         let mut a = FrameAssembler::new(9000, features::JUMBO).unwrap();
         assert_eq!(a.max_frame(), 9018);
         let mut slots = Vec::new();
-        let n = split_frame(9018, None, false, |at, r| slots.push((at, r))).unwrap();
+        let n = split_frame(9018, None, false, None, |at, r| slots.push((at, r))).unwrap();
         assert_eq!(n, 5);
         for (i, (at, r)) in slots.iter().enumerate() {
             let action = feed(&mut a, header(*r)).unwrap();
@@ -927,6 +1166,7 @@ mod tests {
                 slots: 5,
                 csum: None,
                 data_validated: false,
+                gso: None,
             });
             assert_eq!(
                 action,
@@ -949,6 +1189,9 @@ mod tests {
             flags: flags::CSUM_BLANK,
             csum_start: 0,
             csum_offset: 2,
+            gso_type: 0,
+            gso_size: 0,
+            gso_flags: 0,
         });
         assert!(matches!(
             feed(&mut a, slot(1, 0)),
@@ -1037,6 +1280,9 @@ mod tests {
                     flags: flags::CSUM_BLANK,
                     csum_start: start,
                     csum_offset: offset,
+                    gso_type: 0,
+                    gso_size: 0,
+                    gso_flags: 0,
                 }),
             )
         };
@@ -1077,6 +1323,240 @@ mod tests {
         ));
     }
 
+    /// First slot of a TCPv4 GSO frame: 2032 bytes, MORE | CSUM_BLANK,
+    /// checksum at 34 + 16, MSS 1448 (0x05a8), TCPV4, ECN.
+    const GSO_FIRST: [u8; 16] = [
+        0xf0, 0x07, 0b011, 0, 34, 0, 16, 0, 0xa8, 0x05, 1, 1, 0, 0, 0, 0,
+    ];
+
+    #[test]
+    fn gso_slot_header_parses_and_emits_literal_bytes() {
+        let h = SlotHeader::new_checked(&GSO_FIRST[..]).unwrap();
+        assert_eq!((h.gso_size(), h.gso_type(), h.gso_flags()), (1448, 1, 1));
+        let r = SlotRepr::parse(&h).unwrap();
+        assert_eq!(
+            r,
+            SlotRepr {
+                len: 2032,
+                flags: flags::MORE | flags::CSUM_BLANK,
+                csum_start: 34,
+                csum_offset: 16,
+                gso_type: gso::TCPV4,
+                gso_size: 1448,
+                gso_flags: gso::FLAG_ECN,
+            }
+        );
+        let mut out = [0xffu8; 16];
+        r.emit(&mut SlotHeader::new_unchecked(&mut out[..]))
+            .unwrap();
+        assert_eq!(out, GSO_FIRST);
+        let with = |at: usize, v: u8| {
+            let mut b = GSO_FIRST;
+            b[at] = v;
+            SlotRepr::parse(&SlotHeader::new_unchecked(&b[..]))
+        };
+        assert_eq!(
+            with(10, 4),
+            Err(Error::BadField {
+                field: "net slot gso_type",
+                value: 4
+            })
+        );
+        assert!(with(10, 3).is_ok());
+        assert_eq!(
+            with(11, 0b10),
+            Err(Error::UnknownFlags {
+                field: "net slot gso_flags",
+                bits: 0b10
+            })
+        );
+        // Reserved bytes 12..16 stay ignored on input, zero on output.
+        assert!(with(12, 0xff).is_ok());
+    }
+
+    #[test]
+    fn gso_requests_are_checked() {
+        assert_eq!(Gso::from_fields(0, 0, 0), Ok(None));
+        assert_eq!(
+            Gso::from_fields(gso::TCPV6, 1, 0),
+            Ok(Some(Gso {
+                kind: gso::TCPV6,
+                size: 1,
+                flags: 0
+            }))
+        );
+        assert!(Gso::from_fields(0, 1448, 0).is_err(), "size without a type");
+        assert!(Gso::from_fields(0, 0, 1).is_err(), "flags without a type");
+        assert!(Gso::from_fields(gso::TCPV4, 0, 0).is_err(), "size 0");
+        assert!(Gso::from_fields(gso::UDP_L4, 1400, gso::FLAG_ECN).is_err());
+        assert!(Gso::from_fields(gso::TCPV4, u16::MAX, gso::FLAG_ECN).is_ok());
+        assert!(Gso::from_fields(4, 1448, 0).is_err());
+        assert!(Gso::from_fields(gso::TCPV4, 1448, 2).is_err());
+        assert!(negotiate(features::ALL, features::GSO).is_err());
+        assert_eq!(
+            negotiate(features::ALL, features::GSO | features::CSUM_BLANK),
+            Ok(features::GSO | features::CSUM_BLANK)
+        );
+    }
+
+    fn gso_slot(len: u16, fl: u16, kind: u8, size: u16) -> [u8; 16] {
+        header(SlotRepr {
+            len,
+            flags: fl,
+            csum_start: 34,
+            csum_offset: 16,
+            gso_type: kind,
+            gso_size: size,
+            gso_flags: 0,
+        })
+    }
+
+    #[test]
+    fn assembles_a_max_gso_frame_over_a_standard_mtu() {
+        let feats = features::GSO | features::CSUM_BLANK;
+        let mut a = FrameAssembler::new(1500, feats).unwrap();
+        assert_eq!((a.max_frame(), a.mtu_frame()), (GSO_MAX_FRAME, 1518));
+        assert_eq!(GSO_MAX_FRAME, 65553);
+        assert_eq!(GSO_MAX_SLOTS, 33);
+        let g = Gso {
+            kind: gso::TCPV4,
+            size: 1448,
+            flags: gso::FLAG_ECN,
+        };
+        let csum = Some(Csum {
+            start: 34,
+            offset: 16,
+        });
+        let mut last = None;
+        let n = split_frame(GSO_MAX_FRAME, csum, false, Some(g), |at, r| {
+            if at > 0 {
+                // Later slots carry no offload fields.
+                assert_eq!((r.gso_type, r.gso_size, r.gso_flags), (0, 0, 0));
+            }
+            last = Some(feed(&mut a, header(r)).unwrap());
+        })
+        .unwrap();
+        assert_eq!(n, 33);
+        assert_eq!(
+            last,
+            Some(SlotAction::Append {
+                at: 32 * SLOT_DATA_MAX,
+                len: GSO_MAX_FRAME - 32 * SLOT_DATA_MAX,
+                done: Some(FrameInfo {
+                    len: GSO_MAX_FRAME,
+                    slots: 33,
+                    csum,
+                    data_validated: false,
+                    gso: Some(g),
+                })
+            })
+        );
+        // One byte more: refused, the chain skipped, frames flow again.
+        for _ in 0..32 {
+            assert!(feed(
+                &mut a,
+                gso_slot(2032, flags::MORE | flags::CSUM_BLANK, 1, 1448)
+            )
+            .is_ok());
+        }
+        assert!(matches!(
+            feed(&mut a, slot(530, 0)),
+            Err(Error::TooMany {
+                field: "net frame len",
+                count: 65554,
+                max: 65553
+            })
+        ));
+        // A plain frame keeps the MTU limit and its one-slot chain.
+        assert!(feed(&mut a, slot(1500, flags::MORE)).is_ok());
+        assert!(matches!(
+            feed(&mut a, slot(19, 0)),
+            Err(Error::TooMany {
+                field: "net frame len",
+                ..
+            })
+        ));
+        assert!(feed(&mut a, slot(20, flags::MORE)).is_ok());
+        assert!(matches!(
+            feed(&mut a, slot(20, 0)),
+            Err(Error::TooMany {
+                field: "net frame slots",
+                ..
+            })
+        ));
+        // GSO frames of 1-byte slots are cut at 33 slots.
+        for _ in 0..33 {
+            let h = gso_slot(1, flags::MORE | flags::CSUM_BLANK, 1, 1448);
+            assert!(feed(&mut a, h).is_ok());
+        }
+        assert!(matches!(
+            feed(&mut a, slot(1, 0)),
+            Err(Error::TooMany {
+                field: "net frame slots",
+                count: 34,
+                max: 33
+            })
+        ));
+    }
+
+    #[test]
+    fn gso_frames_need_the_feature_a_checksum_and_a_size() {
+        let cb = flags::CSUM_BLANK;
+        let one = |feats: u32, h: [u8; 16]| {
+            let mut a = FrameAssembler::new(1500, feats).unwrap();
+            let r = feed(&mut a, h);
+            (r, a.in_frame())
+        };
+        let both = features::GSO | features::CSUM_BLANK;
+        // Without GSO negotiated: refused at the first slot, chain skipped.
+        let (r, skipping) = one(
+            features::CSUM_BLANK,
+            gso_slot(2032, cb | flags::MORE, 1, 1448),
+        );
+        assert!(matches!(r, Err(Error::NotOffered { .. })));
+        assert!(skipping);
+        assert!(matches!(
+            one(both, gso_slot(100, 0, 1, 1448)).0,
+            Err(Error::BadField {
+                field: "net gso_type without CSUM_BLANK",
+                ..
+            })
+        ));
+        assert!(matches!(
+            one(both, gso_slot(100, cb, 1, 0)).0,
+            Err(Error::BadField {
+                field: "net gso_size",
+                ..
+            })
+        ));
+        assert!(matches!(
+            one(both, gso_slot(100, cb, 0, 1448)).0,
+            Err(Error::BadField { .. })
+        ));
+        assert!(matches!(
+            one(both, gso_slot(100, cb, gso::UDP_L4, 1)).0,
+            Ok(SlotAction::Append {
+                done: Some(FrameInfo {
+                    gso: Some(Gso {
+                        kind: gso::UDP_L4,
+                        size: 1,
+                        flags: 0
+                    }),
+                    ..
+                }),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn gso_is_offered_on_shares_that_hold_a_max_frame() {
+        assert_eq!(GSO_MIN_PAGES, 66);
+        assert!(!NetLayout::new(65).unwrap().holds_gso());
+        assert!(NetLayout::new(GSO_MIN_PAGES).unwrap().holds_gso());
+        assert!(NetLayout::new(1016).unwrap().holds_gso());
+    }
+
     #[test]
     fn assembler_refuses_bad_mtus() {
         assert!(FrameAssembler::new(67, 0).is_err());
@@ -1089,7 +1569,7 @@ mod tests {
         #[test]
         fn arbitrary_slot_headers_never_panic_or_overflow(
             mtu in MTU_MIN..=MTU_MAX,
-            feats in 0u32..8,
+            feats in 0u32..16,
             headers in proptest::collection::vec(any::<[u8; 16]>(), 0..64),
         ) {
             let Ok(mut a) = FrameAssembler::new(mtu, feats) else { return Ok(()) };
@@ -1117,7 +1597,7 @@ mod tests {
             let c = (csum && len >= 16).then_some(Csum { start: 14, offset: 0 });
             let mut covered = 0;
             let mut done = None;
-            split_frame(len, c, validated, |at, r| {
+            split_frame(len, c, validated, None, |at, r| {
                 match a.push(&SlotHeader::new_unchecked(&header(r)[..])) {
                     Ok(SlotAction::Append { at: got, len, done: d }) => {
                         assert_eq!(got, at);
@@ -1133,6 +1613,28 @@ mod tests {
             prop_assert_eq!(f.csum, c);
             prop_assert_eq!(f.data_validated, validated);
             prop_assert_eq!(f.slots as usize, len.div_ceil(SLOT_DATA_MAX));
+        }
+
+        #[test]
+        fn gso_frames_round_trip(
+            len in FRAME_MIN..=GSO_MAX_FRAME, kind in 1u8..=3, size in 1u16.., ecn in any::<bool>(),
+            mtu in MTU_MIN..=MTU_STANDARD_MAX,
+        ) {
+            let mut a = FrameAssembler::new(mtu, features::ALL).unwrap();
+            let g = Gso { kind, size, flags: u8::from(ecn && kind != gso::UDP_L4) };
+            let c = Some(Csum { start: 14, offset: 0 });
+            let mut done = None;
+            split_frame(len, c, false, Some(g), |_, r| {
+                match a.push(&SlotHeader::new_unchecked(&header(r)[..])) {
+                    Ok(SlotAction::Append { done: d, .. }) => done = d,
+                    other => panic!("{other:?}"),
+                }
+            }).unwrap();
+            let f = done.unwrap();
+            prop_assert_eq!((f.len, f.gso, f.csum), (len, Some(g), c));
+            prop_assert_eq!(f.slots as usize, len.div_ceil(SLOT_DATA_MAX));
+            let refused = split_frame(len, None, false, Some(g), |_, _| {}).is_err();
+            prop_assert!(refused, "GSO without a checksum request");
         }
 
         #[test]

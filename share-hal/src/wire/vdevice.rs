@@ -43,7 +43,11 @@ pub mod field {
     pub const ACK_STATUS: Field = 20..24;
     /// The domain's own id, written at boot so dom0 can tell pages apart.
     pub const DOMID: Field = 24..26;
-    pub const RESERVED: Field = 26..64;
+    pub const RESERVED0: Field = 26..28;
+    /// Grant ref of the domain's counter page (`wire::stats`), granted
+    /// read-only to dom0; 0: none.
+    pub const STATS_GREF: Field = 28..32;
+    pub const RESERVED: Field = 32..64;
 }
 
 /// Byte ranges of one entry, relative to the entry.
@@ -158,6 +162,9 @@ impl<T: AsRef<[u8]>> Header<T> {
     pub fn domid(&self) -> DomId {
         self.u16_at(field::DOMID)
     }
+    pub fn stats_gref(&self) -> u32 {
+        self.u32_at(field::STATS_GREF)
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Header<T> {
@@ -193,6 +200,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Header<T> {
     pub fn set_domid(&mut self, v: DomId) {
         self.set_u16_at(field::DOMID, v)
     }
+    pub fn set_stats_gref(&mut self, v: u32) {
+        self.set_u32_at(field::STATS_GREF, v)
+    }
 }
 
 /// The validated header, as dom0 reads it from a domain's page.
@@ -204,6 +214,9 @@ pub struct HeaderRepr {
     pub change_index: u32,
     pub ack_status: i32,
     pub domid: DomId,
+    /// The domain's counter page, if it publishes one (grant refs 0..8 are
+    /// reserved on Xen, so 0 means none).
+    pub stats: Option<GrantRef>,
 }
 
 impl HeaderRepr {
@@ -216,6 +229,7 @@ impl HeaderRepr {
             change_index: 0,
             ack_status: status::OK,
             domid,
+            stats: None,
         }
     }
 
@@ -244,6 +258,10 @@ impl HeaderRepr {
             change_index: h.change_index(),
             ack_status: h.ack_status(),
             domid: h.domid(),
+            stats: match h.stats_gref() {
+                0 => None,
+                g => Some(GrantRef(g)),
+            },
         })
     }
 
@@ -268,6 +286,8 @@ impl HeaderRepr {
         h.set_change_index(self.change_index);
         h.set_ack_status(self.ack_status);
         h.set_domid(self.domid);
+        h.set_stats_gref(self.stats.map_or(0, |g| g.0));
+        zero(h.buffer.as_mut(), field::RESERVED0);
         zero(h.buffer.as_mut(), field::RESERVED);
         Ok(())
     }
@@ -610,6 +630,7 @@ mod tests {
                 change_index: 2,
                 ack_status: status::EINVAL,
                 domid: 5,
+                stats: None,
             }
         );
         assert!(!r.idle());

@@ -157,6 +157,54 @@ impl Events {
     }
 }
 
+/// One port of [`Events`], rung and waited on by a component that does
+/// not hold the platform (blkback-uk's `vbd` store, inside a store call).
+/// The platform's own [`Events::wait`] may also take the port's pending
+/// bit: a user must check its ring before sleeping (and after waking), as
+/// ring protocols do anyway.
+pub struct Doorbell {
+    shared_info: SharedMem<'static>,
+    port: u32,
+}
+
+impl Doorbell {
+    pub fn port(&self) -> Port {
+        Port(self.port)
+    }
+
+    pub fn notify(&self) -> Result<()> {
+        let mut arg = EvtchnPort { port: self.port };
+        let rc = hypercall::event_channel_op(EVTCHNOP_SEND, &mut arg);
+        hypercall::check("EVTCHNOP_send", rc).map(drop)
+    }
+
+    /// Sleeps until the port is pending or `deadline_ns` passes (then
+    /// `Err(TimedOut)`), and clears the pending bit.
+    pub fn wait(&self, deadline_ns: u64) -> Result<()> {
+        if clear_pending(&self.shared_info, self.port) {
+            return Ok(());
+        }
+        if time::now_ns() >= deadline_ns {
+            return Err(Error::TimedOut);
+        }
+        let rc = hypercall::sched_poll(&[self.port], deadline_ns);
+        hypercall::check("SCHEDOP_poll", rc)?;
+        clear_pending(&self.shared_info, self.port);
+        Ok(())
+    }
+}
+
+impl Events {
+    /// A doorbell for `port`, which must be open.
+    pub fn doorbell(&self, port: Port) -> Result<Doorbell> {
+        self.check_open(port)?;
+        Ok(Doorbell {
+            shared_info: self.shared_info,
+            port: port.0,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

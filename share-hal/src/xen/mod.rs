@@ -14,6 +14,7 @@
 //! The kernel runs identity-mapped with interrupts off; see `pvh-rt`.
 
 pub mod abi;
+pub mod blkif;
 pub mod console;
 pub mod cpu;
 pub mod evtchn;
@@ -32,6 +33,7 @@ use crate::platform::{
     Port,
 };
 
+pub use evtchn::Doorbell;
 pub use gnttab::{XenMapping, XenPages};
 pub use xenstore::XenStore;
 
@@ -143,6 +145,12 @@ impl XenPvh {
             grants,
             events: evtchn::Events::new(si),
         })
+    }
+
+    /// A doorbell for an open event channel `port`, usable without the
+    /// platform (see [`Doorbell`]).
+    pub fn doorbell(&self, port: Port) -> Result<Doorbell> {
+        self.events.doorbell(port)
     }
 
     /// Entries of the grant table (the first 8 are the toolstack's).

@@ -1,7 +1,10 @@
 //! The one bootstrap use of xenstore: a minimal client of the domain's
-//! xenstore ring that reads and writes single keys (relative paths resolve
-//! against the domain's home, `/local/domain/<domid>/`). No watches, no
-//! transactions, no directory listings: see docs/design.md.
+//! xenstore ring that reads and writes single keys and lists a directory
+//! (relative paths resolve against the domain's home,
+//! `/local/domain/<domid>/`). No watches, no transactions: see
+//! docs/design.md. The listing serves blkback-uk's own disks (the xenbus
+//! frontend handshake of its `vbd` store), which polls keys with a bound
+//! instead of watching them.
 //!
 //! Everything in the response ring is written by xenstored and is treated
 //! as hostile input: the producer index is read once per pass and checked,
@@ -209,6 +212,32 @@ pub fn answer(reply: Reply, kind: u32, req_id: u32) -> Result<Option<Vec<u8>>> {
     Ok(Some(payload))
 }
 
+/// Longest name accepted in a directory listing (xenstored's own limit on
+/// a path is 3072 bytes; a single name of a device directory is short).
+pub const MAX_NAME: usize = 256;
+
+/// Parses an `XS_DIRECTORY` reply (names, each NUL-terminated; the last
+/// NUL already stripped by [`answer`]): UTF-8, non-empty, at most
+/// [`MAX_NAME`] bytes each.
+pub fn parse_directory(payload: &[u8]) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    if payload.is_empty() {
+        return Ok(names);
+    }
+    for name in payload.split(|&b| b == 0) {
+        if name.is_empty() || name.len() > MAX_NAME {
+            return Err(Error::Protocol {
+                what: "xenstore directory entry empty or too long",
+            });
+        }
+        let name = core::str::from_utf8(name).map_err(|_| Error::Protocol {
+            what: "xenstore directory entry is not UTF-8",
+        })?;
+        names.push(String::from(name));
+    }
+    Ok(names)
+}
+
 /// A connection to xenstored over the domain's ring.
 pub struct XenStore {
     ring: Ring<'static>,
@@ -243,6 +272,13 @@ impl XenStore {
         String::from_utf8(reply).map_err(|_| Error::Protocol {
             what: "xenstore value is not UTF-8",
         })
+    }
+
+    /// The names under `path` (`XS_DIRECTORY`), in the order xenstored
+    /// gives them.
+    pub fn directory(&mut self, path: &str) -> Result<Vec<String>> {
+        let reply = self.request(XS_DIRECTORY, &[path.as_bytes(), b"\0"])?;
+        parse_directory(&reply)
     }
 
     /// Writes `value` at `path`.
@@ -454,7 +490,28 @@ mod tests {
         assert_eq!(ring.send(b"more!"), Ok(4));
     }
 
+    #[test]
+    fn directory_listings_are_checked() {
+        assert_eq!(parse_directory(b""), Ok(Vec::new()));
+        assert_eq!(
+            parse_directory(b"51712\x0051728"),
+            Ok(alloc::vec![String::from("51712"), String::from("51728")])
+        );
+        assert!(parse_directory(b"a\0\0b").is_err());
+        assert!(parse_directory(b"\xff").is_err());
+        assert!(parse_directory(&[b'x'; MAX_NAME + 1]).is_err());
+    }
+
     proptest::proptest! {
+        #[test]
+        fn any_directory_payload_is_handled(p: Vec<u8>) {
+            if let Ok(names) = parse_directory(&p) {
+                for n in names {
+                    proptest::prop_assert!(!n.is_empty() && n.len() <= MAX_NAME);
+                }
+            }
+        }
+
         #[test]
         fn any_header_bytes_parse_without_panic(b: [u8; 16]) {
             if let Ok(h) = Header::parse(&b) {

@@ -23,7 +23,12 @@ use crate::util::{cargo, root, run_step, target_dir};
 pub const DOM0_BINARIES: &[(&str, &str)] = &[
     ("vdevice", "vdevice"),
     ("pvh-selftest", "share-selftest-dom0"),
+    ("blkback-uk", "blk-dom0-check"),
 ];
+
+/// Features the dom0 binaries need beyond the host test features
+/// (`blk-dom0-check` is a std program over share-hal's Linux platform).
+const DOM0_EXTRA_FEATURES: &str = "blkback-uk/dom0";
 
 /// Rust binaries of this workspace put into the Linux domU image's
 /// `/usr/bin`, as (package, binary): linked like [`DOM0_BINARIES`] (the
@@ -316,7 +321,10 @@ fn domu_image(s: &Setup, bins: &[(String, PathBuf)]) -> Result<Vec<u8>> {
 /// returns (binary, path) of each.
 fn build_workspace_binaries() -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
-    for (bins, release) in [(DOM0_BINARIES, false), (DOMU_BINARIES, true)] {
+    for (bins, release, extra) in [
+        (DOM0_BINARIES, false, Some(DOM0_EXTRA_FEATURES)),
+        (DOMU_BINARIES, true, None),
+    ] {
         if bins.is_empty() {
             continue;
         }
@@ -328,7 +336,11 @@ fn build_workspace_binaries() -> Result<Vec<(String, PathBuf)>> {
         for (pkg, bin) in bins {
             c.args(["-p", pkg, "--bin", bin]);
         }
-        c.args(["--features", &rig_features(bins)]);
+        let mut features = rig_features(bins);
+        if let Some(x) = extra {
+            features = format!("{features},{x}");
+        }
+        c.args(["--features", &features]);
         let what = if release { "domU" } else { "dom0" };
         run_step(&format!("build the {what} tools"), &mut c)?;
         let dir = target_dir().join(if release { "release" } else { "debug" });

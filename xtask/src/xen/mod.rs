@@ -90,6 +90,7 @@ pub fn tier() -> Result<u64> {
         ("smoke", None),
         ("selftest-fail", Some("domu-false")),
         ("selftest", None),
+        ("blk", None),
         ("net", None),
     ] {
         let t = Instant::now();

@@ -1,0 +1,805 @@
+//! The `vbd` store: blkback-uk's own Xen disks, as a standard block
+//! frontend of dom0's blkback (`xen/io/blkif.h`, the ABI authority).
+//!
+//! The disks are the ordinary `disk = [...]` of blkback-uk's xl config;
+//! libxl creates `device/vbd/<vdev>/` for each. [`connect`] runs the
+//! xenbus frontend handshake for one of them:
+//!
+//! 1. read `backend` and `backend-id` of the device, and wait (polling,
+//!    bounded) for the backend's `state` to be InitWait (2) or later;
+//! 2. grant one ring page and the store's bounce pages to the backend,
+//!    allocate an unbound event channel, write `ring-ref`,
+//!    `event-channel`, `protocol` = `x86_64-abi`, `feature-persistent` = 0,
+//!    then `state` = Initialised (3);
+//! 3. wait (bounded) for the backend's Connected (4), read `sectors`,
+//!    `sector-size`, `info` (read-only bit), `feature-flush-cache`,
+//!    `feature-barrier`, and write `state` = Connected (4).
+//!
+//! The store then runs each batch ([`Store::execute`]) as blkif requests:
+//! reads and writes split into requests of up to 11 pages, data through
+//! the store's own bounce pages (granted once, for the store's life; no
+//! persistent grants are negotiated, so the backend maps them per
+//! request), at most a ring's worth (32) in flight. Responses are polled
+//! (the event channel only wakes a sleep), with a deadline per batch.
+//!
+//! Durability: blkif has no FUA bit, so a FUA write is followed by a
+//! `BLKIF_OP_FLUSH_DISKCACHE` (or a zero-segment `BLKIF_OP_WRITE_BARRIER`
+//! when only `feature-barrier` is offered) issued after the write and
+//! everything before it completed; the write's result is set only after
+//! that flush answered. A flush of the batch is issued only after every
+//! earlier operation completed, and nothing after it starts before it
+//! answered. A backend offering neither feature has no volatile cache to
+//! flush (blkif.h: writes are durable when answered); the store then
+//! offers neither flush nor FUA, so the server does not either.
+//!
+//! Everything the backend writes is hostile: xenstore values are parsed
+//! with bounds (numbers, paths), the ring's producer index is checked
+//! against what is outstanding (`share_hal::xen::blkif`), each response's
+//! id must name a request in flight with the same operation. A backend
+//! that breaks the protocol or misses the deadline leaves the store
+//! broken: its bounce pages may still be written, so they are never
+//! reused, and every later operation fails with EIO.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use share_hal::platform::PAGE_SIZE;
+use share_hal::platform::{Access, PageBlock, Platform, Port};
+use share_hal::xen::abi::{
+    BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_READ, BLKIF_OP_WRITE,
+    BLKIF_OP_WRITE_BARRIER, BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_OKAY, VDISK_READONLY,
+    XENBUS_STATE_CLOSED, XENBUS_STATE_CLOSING, XENBUS_STATE_CONNECTED, XENBUS_STATE_INITIALISED,
+    XENBUS_STATE_INIT_WAIT,
+};
+use share_hal::xen::blkif::{BlkifRequest, BlkifResponse, BlkifSegment, FrontRing, FrontState};
+use share_hal::{DomId, Error, GrantRef, Result};
+
+use crate::store::{byte_range, Io, IoKind, Store, StoreError, StoreInfo, SECTOR_SIZE};
+
+/// The xenstore operations the handshake needs (relative paths resolve
+/// against the domain's home). share-hal's PVH client implements it; tests
+/// play dom0 with a map.
+pub trait Xenbus {
+    fn read(&mut self, path: &str) -> Result<String>;
+    fn write(&mut self, path: &str, value: &str) -> Result<()>;
+    fn directory(&mut self, path: &str) -> Result<Vec<String>>;
+}
+
+#[cfg(all(target_arch = "x86_64", feature = "vbd"))]
+impl Xenbus for share_hal::xen::XenStore {
+    fn read(&mut self, path: &str) -> Result<String> {
+        share_hal::xen::XenStore::read(self, path)
+    }
+    fn write(&mut self, path: &str, value: &str) -> Result<()> {
+        share_hal::xen::XenStore::write(self, path, value)
+    }
+    fn directory(&mut self, path: &str) -> Result<Vec<String>> {
+        share_hal::xen::XenStore::directory(self, path)
+    }
+}
+
+/// The event channel to the backend, as the store uses it inside a store
+/// call (without the platform).
+pub trait RingEvents {
+    fn notify(&mut self) -> Result<()>;
+    /// Sleeps until the backend notifies or `deadline_ns` passes
+    /// (`Err(TimedOut)`); may return early.
+    fn wait(&mut self, deadline_ns: u64) -> Result<()>;
+    fn now_ns(&self) -> u64;
+}
+
+#[cfg(all(target_arch = "x86_64", feature = "vbd"))]
+impl RingEvents for share_hal::xen::Doorbell {
+    fn notify(&mut self) -> Result<()> {
+        share_hal::xen::Doorbell::notify(self)
+    }
+    fn wait(&mut self, deadline_ns: u64) -> Result<()> {
+        share_hal::xen::Doorbell::wait(self, deadline_ns)
+    }
+    fn now_ns(&self) -> u64 {
+        share_hal::xen::time::now_ns()
+    }
+}
+
+/// How long the backend may take to reach a state, and a batch to finish:
+/// dom0 in the nested test rig is slow.
+pub const HANDSHAKE_TIMEOUT_NS: u64 = 120_000_000_000;
+pub const BATCH_TIMEOUT_NS: u64 = 60_000_000_000;
+/// Between two reads of the backend's state.
+const POLL_INTERVAL_NS: u64 = 50_000_000;
+/// Longest xenstore value taken from the backend (paths included).
+const MAX_VALUE: usize = 256;
+
+/// How the backend makes writes durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushKind {
+    /// `feature-flush-cache`: `BLKIF_OP_FLUSH_DISKCACHE`.
+    FlushCache,
+    /// `feature-barrier` only: a zero-segment `BLKIF_OP_WRITE_BARRIER`.
+    Barrier,
+    /// Neither: the backend's writes are durable when answered.
+    None,
+}
+
+/// The disk as the backend describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VbdInfo {
+    /// The device directory, `device/vbd/<vdev>`.
+    pub dev: String,
+    /// `virtual-device` number (the requests' `handle`).
+    pub vdev: u16,
+    pub backend: DomId,
+    pub sectors: u64,
+    pub sector_size: u32,
+    pub read_only: bool,
+    pub flush: FlushKind,
+}
+
+/// What the handshake needs of the store's pages: the ring page and the
+/// bounce pages, granted to the backend.
+pub struct VbdPages<Pg> {
+    ring_page: Pg,
+    ring_ref: GrantRef,
+    bounce: Pg,
+    grefs: Vec<GrantRef>,
+    port: Port,
+}
+
+impl<Pg: PageBlock> VbdPages<Pg> {
+    /// Allocates and grants the ring page and `bounce_pages` bounce pages
+    /// to `backend`, and an unbound event channel for it. On failure, what
+    /// was granted stays granted and its pages are leaked (never reused),
+    /// which is what a half-made frontend must do.
+    pub fn new<P: Platform<Pages = Pg>>(
+        p: &mut P,
+        backend: DomId,
+        bounce_pages: usize,
+    ) -> Result<Self> {
+        if bounce_pages < BLKIF_MAX_SEGMENTS_PER_REQUEST {
+            return Err(Error::InvalidArgument {
+                what: "vbd store: fewer bounce pages than one request's 11 segments",
+            });
+        }
+        let ring_page = p.alloc_pages(1)?;
+        let bounce = p.alloc_pages(bounce_pages)?;
+        let frame = ring_page.frame(0).ok_or(Error::OutOfMemory)?;
+        let ring_ref = p.grant(frame, backend, Access::ReadWrite)?;
+        let mut grefs = Vec::with_capacity(bounce_pages);
+        for i in 0..bounce_pages {
+            let frame = bounce.frame(i).ok_or(Error::OutOfMemory)?;
+            grefs.push(p.grant(frame, backend, Access::ReadWrite)?);
+        }
+        let port = p.alloc_unbound(backend)?;
+        Ok(VbdPages {
+            ring_page,
+            ring_ref,
+            bounce,
+            grefs,
+            port,
+        })
+    }
+
+    pub fn port(&self) -> Port {
+        self.port
+    }
+
+    pub fn ring_ref(&self) -> GrantRef {
+        self.ring_ref
+    }
+}
+
+/// Why a disk could not be connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VbdError(pub String);
+
+impl core::fmt::Display for VbdError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err(dev: &str, what: impl core::fmt::Display) -> VbdError {
+    VbdError(format!("{dev}: {what}"))
+}
+
+/// The vbd devices of this domain, in the order xenstore lists them
+/// (`device/vbd/`: libxl creates them in the order of the xl config).
+pub fn devices<X: Xenbus>(xs: &mut X) -> Result<Vec<String>> {
+    match xs.directory("device/vbd") {
+        Ok(names) => Ok(names
+            .into_iter()
+            .map(|n| format!("device/vbd/{n}"))
+            .collect()),
+        // No disk in the config: no directory.
+        Err(Error::Hypervisor { code: -2, .. }) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A backend-written number, bounded and checked.
+fn read_num<X: Xenbus>(xs: &mut X, path: &str) -> core::result::Result<Option<u64>, String> {
+    match xs.read(path) {
+        Ok(v) => {
+            let v = v.trim_end_matches('\0').trim();
+            if v.len() > 20 {
+                return Err(format!("{path}: value too long"));
+            }
+            v.parse::<u64>()
+                .map(Some)
+                .map_err(|_| format!("{path}: {v:?} is not a number"))
+        }
+        Err(Error::Hypervisor { code: -2, .. }) => Ok(None),
+        Err(e) => Err(format!("{path}: {e}")),
+    }
+}
+
+/// A backend path: absolute, printable, bounded.
+fn check_path(v: &str) -> bool {
+    v.len() <= MAX_VALUE
+        && v.starts_with("/local/domain/")
+        && v.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Runs the frontend handshake for `dev` (`device/vbd/<vdev>`) with the
+/// pages from [`VbdPages::new`], granted to the backend `dev` names.
+/// `sleep(deadline)` pauses between polls of the backend's state.
+pub fn handshake<X: Xenbus, Pg: PageBlock>(
+    xs: &mut X,
+    dev: &str,
+    pages: &VbdPages<Pg>,
+    now: &dyn Fn() -> u64,
+    sleep: &mut dyn FnMut(u64),
+) -> core::result::Result<VbdInfo, VbdError> {
+    let vdev = dev
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.parse::<u16>().ok())
+        .ok_or_else(|| err(dev, "the device name is not a virtual-device number"))?;
+    let backend_path = xs
+        .read(&format!("{dev}/backend"))
+        .map_err(|e| err(dev, format!("reading backend: {e}")))?;
+    if !check_path(&backend_path) {
+        return Err(err(dev, "the backend path is malformed"));
+    }
+    let backend = read_num(xs, &format!("{dev}/backend-id"))
+        .map_err(|e| err(dev, e))?
+        .and_then(|d| DomId::try_from(d).ok())
+        .ok_or_else(|| err(dev, "no usable backend-id"))?;
+    let state_path = format!("{backend_path}/state");
+    let deadline = now().saturating_add(HANDSHAKE_TIMEOUT_NS);
+    let mut wait_state = |xs: &mut X, want: u64, what: &str| loop {
+        match read_num(xs, &state_path).map_err(|e| err(dev, e))? {
+            Some(s) if s >= want && s < u64::from(XENBUS_STATE_CLOSING) => return Ok(s),
+            Some(s)
+                if s == u64::from(XENBUS_STATE_CLOSING) || s == u64::from(XENBUS_STATE_CLOSED) =>
+            {
+                return Err(err(dev, format!("the backend closed (state {s}) {what}")))
+            }
+            _ => {}
+        }
+        let t = now();
+        if t >= deadline {
+            return Err(err(
+                dev,
+                format!(
+                    "the backend did not get {what} within {} s",
+                    HANDSHAKE_TIMEOUT_NS / 1_000_000_000
+                ),
+            ));
+        }
+        sleep(t.saturating_add(POLL_INTERVAL_NS).min(deadline));
+    };
+    wait_state(xs, u64::from(XENBUS_STATE_INIT_WAIT), "ready (InitWait)")?;
+    let w = |xs: &mut X, key: &str, value: &str| {
+        xs.write(&format!("{dev}/{key}"), value)
+            .map_err(|e| err(dev, format!("writing {key}: {e}")))
+    };
+    w(xs, "ring-ref", &format!("{}", pages.ring_ref.0))?;
+    w(xs, "event-channel", &format!("{}", pages.port.0))?;
+    w(xs, "protocol", "x86_64-abi")?;
+    w(xs, "feature-persistent", "0")?;
+    w(xs, "state", &format!("{XENBUS_STATE_INITIALISED}"))?;
+    wait_state(xs, u64::from(XENBUS_STATE_CONNECTED), "connected")?;
+    let num = |xs: &mut X, key: &str| {
+        read_num(xs, &format!("{backend_path}/{key}")).map_err(|e| err(dev, e))
+    };
+    let sectors = num(xs, "sectors")?.ok_or_else(|| err(dev, "the backend gave no sectors"))?;
+    let sector_size = num(xs, "sector-size")?.unwrap_or(512);
+    if sector_size != SECTOR_SIZE as u64 {
+        // Requests would have to be aligned to it; not done (yet).
+        return Err(err(
+            dev,
+            format!("sector-size {sector_size} (only 512 is served)"),
+        ));
+    }
+    let info = num(xs, "info")?.unwrap_or(0);
+    let flush = if num(xs, "feature-flush-cache")?.unwrap_or(0) == 1 {
+        FlushKind::FlushCache
+    } else if num(xs, "feature-barrier")?.unwrap_or(0) == 1 {
+        FlushKind::Barrier
+    } else {
+        FlushKind::None
+    };
+    w(xs, "state", &format!("{XENBUS_STATE_CONNECTED}"))?;
+    Ok(VbdInfo {
+        dev: String::from(dev),
+        vdev,
+        backend,
+        sectors,
+        sector_size: sector_size as u32,
+        read_only: info & u64::from(VDISK_READONLY) != 0,
+        flush,
+    })
+}
+
+/// One blkif request in flight.
+#[derive(Clone)]
+struct InFlight {
+    id: u64,
+    op: u8,
+    /// The batch operation it belongs to (None: a flush of the store's own).
+    io: Option<usize>,
+    /// Byte offset in the operation's buffer, and length.
+    buf_off: usize,
+    len: usize,
+    /// Bounce pages it holds.
+    pages: Vec<usize>,
+}
+
+/// A chunk of a read or write still to be submitted.
+#[derive(Clone, Copy)]
+struct Chunk {
+    io: usize,
+    write: bool,
+    sector: u64,
+    buf_off: usize,
+    len: usize,
+}
+
+/// Counters, for the console.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VbdStats {
+    pub requests: u64,
+    pub flushes: u64,
+    pub errors: u64,
+}
+
+/// A connected vbd disk.
+pub struct VbdStore<Pg: PageBlock, E: RingEvents> {
+    pages: VbdPages<Pg>,
+    ring: FrontState,
+    events: E,
+    info: VbdInfo,
+    slots: Vec<Option<InFlight>>,
+    free_pages: Vec<usize>,
+    next_id: u64,
+    broken: Option<&'static str>,
+    batch_timeout_ns: u64,
+    stats: VbdStats,
+}
+
+const EIO: i32 = 5;
+const ETIMEDOUT: i32 = 110;
+
+impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
+    /// A store over the connected ring (`pages` after [`handshake`]).
+    pub fn new(pages: VbdPages<Pg>, info: VbdInfo, events: E) -> Result<Self> {
+        let ring = FrontRing::init(pages.ring_page.mem())?.park();
+        let n = pages.grefs.len();
+        Ok(VbdStore {
+            pages,
+            ring,
+            events,
+            info,
+            slots: vec![None; share_hal::xen::blkif::RING_SIZE as usize],
+            free_pages: (0..n).rev().collect(),
+            next_id: 1,
+            broken: None,
+            batch_timeout_ns: BATCH_TIMEOUT_NS,
+            stats: VbdStats::default(),
+        })
+    }
+
+    pub fn vbd(&self) -> &VbdInfo {
+        &self.info
+    }
+
+    pub fn stats(&self) -> VbdStats {
+        self.stats
+    }
+
+    /// Why the store refuses all I/O, if it does.
+    pub fn broken(&self) -> Option<&'static str> {
+        self.broken
+    }
+
+    pub fn port(&self) -> Port {
+        self.pages.port
+    }
+
+    /// Shortens the deadline of a batch (tests).
+    pub fn set_batch_timeout(&mut self, ns: u64) {
+        self.batch_timeout_ns = ns;
+    }
+
+    fn break_with(&mut self, why: &'static str) {
+        if self.broken.is_none() {
+            log::error!(
+                "vbd {}: {why}; the disk is out of service (its pages stay with the backend)",
+                self.info.dev
+            );
+            self.broken = Some(why);
+        }
+    }
+
+    fn id_for(&mut self, slot: usize) -> u64 {
+        // Slot in the low byte, a sequence above: a stale or replayed
+        // response never names a live request.
+        let id = (self.next_id << 8) | slot as u64;
+        self.next_id = self.next_id.wrapping_add(1) & ((1 << 56) - 1);
+        id
+    }
+
+    /// Submits one request holding `pages`; the caller checked that a slot
+    /// is free.
+    fn submit(&mut self, mut req: BlkifRequest, f: InFlight) -> Result<()> {
+        let slot = self
+            .slots
+            .iter()
+            .position(Option::is_none)
+            .ok_or(Error::InvalidArgument {
+                what: "vbd: no free slot",
+            })?;
+        req.id = self.id_for(slot);
+        let mut ring = FrontRing::resume(self.pages.ring_page.mem(), self.ring)?;
+        let pushed = ring.push(&req);
+        self.ring = ring.park();
+        if !pushed? {
+            return Err(Error::InvalidArgument {
+                what: "vbd: ring full",
+            });
+        }
+        self.slots[slot] = Some(InFlight { id: req.id, ..f });
+        self.stats.requests += 1;
+        Ok(())
+    }
+
+    fn publish(&mut self) -> Result<()> {
+        let mut ring = FrontRing::resume(self.pages.ring_page.mem(), self.ring)?;
+        let notify = ring.publish();
+        self.ring = ring.park();
+        if notify? {
+            self.events.notify()?;
+        }
+        Ok(())
+    }
+
+    fn in_flight(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// Waits for and returns the next completions (at least one), matched
+    /// to their requests. `Err`: the store is broken.
+    fn complete(&mut self, deadline: u64) -> core::result::Result<Vec<(InFlight, i16)>, ()> {
+        loop {
+            let mut rsps = Vec::new();
+            let mut ring = match FrontRing::resume(self.pages.ring_page.mem(), self.ring) {
+                Ok(r) => r,
+                Err(_) => {
+                    self.break_with("the ring page is unusable");
+                    return Err(());
+                }
+            };
+            let taken = ring.take(&mut rsps);
+            let waiting = if rsps.is_empty() && taken.is_ok() {
+                ring.prepare_wait()
+            } else {
+                Ok(false)
+            };
+            self.ring = ring.park();
+            if taken.is_err() || waiting.is_err() {
+                self.break_with("the backend published more responses than requests");
+                return Err(());
+            }
+            if !rsps.is_empty() {
+                let mut done = Vec::with_capacity(rsps.len());
+                for r in rsps {
+                    match self.match_response(&r) {
+                        Some(f) => done.push((f, r.status)),
+                        None => {
+                            self.break_with("the backend answered a request not in flight (or with another operation)");
+                            return Err(());
+                        }
+                    }
+                }
+                return Ok(done);
+            }
+            if waiting == Ok(true) {
+                continue;
+            }
+            match self.events.wait(deadline) {
+                Ok(()) => {}
+                Err(Error::TimedOut) => {
+                    self.break_with("the backend did not answer within the deadline");
+                    return Err(());
+                }
+                Err(_) => {
+                    self.break_with("waiting for the backend failed");
+                    return Err(());
+                }
+            }
+        }
+    }
+
+    fn match_response(&mut self, r: &BlkifResponse) -> Option<InFlight> {
+        let slot = (r.id & 0xff) as usize;
+        let f = self.slots.get_mut(slot)?;
+        match f {
+            Some(x) if x.id == r.id && x.op == r.operation => f.take(),
+            _ => None,
+        }
+    }
+
+    /// Runs the reads and writes of `ios[range]` (no flush among them)
+    /// with as many requests in flight as ring and bounce pages allow.
+    fn run_group(&mut self, ios: &mut [Io<'_>], range: core::ops::Range<usize>, deadline: u64) {
+        let capacity = self.info.sectors;
+        let mut chunks = Vec::new();
+        let mut failed: Vec<Option<StoreError>> = vec![None; ios.len()];
+        // Chunks of each operation not yet answered.
+        let mut remaining = vec![0usize; ios.len()];
+        for i in range.clone() {
+            let io = &ios[i];
+            let write = match io.kind {
+                IoKind::Read => false,
+                IoKind::Write { .. } => true,
+                IoKind::Flush => continue,
+                IoKind::Discard { .. } => {
+                    failed[i] = Some(StoreError::Unsupported);
+                    continue;
+                }
+            };
+            if write && self.info.read_only {
+                failed[i] = Some(StoreError::ReadOnly);
+                continue;
+            }
+            if byte_range(io.sector, io.buf.len(), capacity).is_err() {
+                failed[i] = Some(StoreError::OutOfRange);
+                continue;
+            }
+            let max = BLKIF_MAX_SEGMENTS_PER_REQUEST * PAGE_SIZE;
+            let mut off = 0;
+            while off < io.buf.len() {
+                let len = (io.buf.len() - off).min(max);
+                chunks.push(Chunk {
+                    io: i,
+                    write,
+                    sector: io.sector + (off / SECTOR_SIZE) as u64,
+                    buf_off: off,
+                    len,
+                });
+                off += len;
+                remaining[i] += 1;
+            }
+        }
+        let mut next = 0;
+        while next < chunks.len() || self.in_flight() > 0 {
+            if self.broken.is_some() {
+                break;
+            }
+            // Submit what fits.
+            let mut submitted = false;
+            while next < chunks.len() {
+                let c = chunks[next];
+                let npages = c.len.div_ceil(PAGE_SIZE);
+                if self.in_flight() == self.slots.len() || self.free_pages.len() < npages {
+                    break;
+                }
+                let pages: Vec<usize> = (0..npages).filter_map(|_| self.free_pages.pop()).collect();
+                let mut req = BlkifRequest::bare(
+                    if c.write {
+                        BLKIF_OP_WRITE
+                    } else {
+                        BLKIF_OP_READ
+                    },
+                    self.info.vdev,
+                    0,
+                );
+                req.sector = c.sector;
+                req.nr_segments = npages as u8;
+                let mut ok = true;
+                for (k, &pg) in pages.iter().enumerate() {
+                    let seg_len = (c.len - k * PAGE_SIZE).min(PAGE_SIZE);
+                    req.segments[k] = BlkifSegment {
+                        gref: self.pages.grefs[pg].0,
+                        first_sect: 0,
+                        last_sect: (seg_len / SECTOR_SIZE - 1) as u8,
+                    };
+                    if c.write {
+                        let at = c.buf_off + k * PAGE_SIZE;
+                        let src = &ios[c.io].buf[at..at + seg_len];
+                        ok &= self
+                            .pages
+                            .bounce
+                            .mem()
+                            .write_from(pg * PAGE_SIZE, src)
+                            .is_ok();
+                    }
+                }
+                let f = InFlight {
+                    id: 0,
+                    op: req.operation,
+                    io: Some(c.io),
+                    buf_off: c.buf_off,
+                    len: c.len,
+                    pages,
+                };
+                if !ok || self.submit(req, f.clone()).is_err() {
+                    self.free_pages.extend(f.pages);
+                    remaining[c.io] -= 1;
+                    failed[c.io].get_or_insert(StoreError::Io { errno: EIO });
+                } else {
+                    submitted = true;
+                }
+                next += 1;
+            }
+            if submitted && self.publish().is_err() {
+                self.break_with("notifying the backend failed");
+                break;
+            }
+            if self.in_flight() == 0 {
+                continue;
+            }
+            let Ok(done) = self.complete(deadline) else {
+                break;
+            };
+            for (f, status) in done {
+                let Some(i) = f.io else { continue };
+                remaining[i] = remaining[i].saturating_sub(1);
+                if status != BLKIF_RSP_OKAY {
+                    self.stats.errors += 1;
+                    failed[i].get_or_insert(if status == BLKIF_RSP_EOPNOTSUPP {
+                        StoreError::Unsupported
+                    } else {
+                        StoreError::Io { errno: EIO }
+                    });
+                } else if f.op == BLKIF_OP_READ {
+                    // Copied once out of the (backend-writable) bounce pages.
+                    for (k, &pg) in f.pages.iter().enumerate() {
+                        let at = f.buf_off + k * PAGE_SIZE;
+                        let seg_len = (f.len - k * PAGE_SIZE).min(PAGE_SIZE);
+                        let dst = &mut ios[i].buf[at..at + seg_len];
+                        if self
+                            .pages
+                            .bounce
+                            .mem()
+                            .read_into(pg * PAGE_SIZE, dst)
+                            .is_err()
+                        {
+                            failed[i].get_or_insert(StoreError::Io { errno: EIO });
+                        }
+                    }
+                }
+                self.free_pages.extend(f.pages);
+            }
+        }
+        let lost = self.broken.map(|why| {
+            if why.contains("deadline") {
+                StoreError::Io { errno: ETIMEDOUT }
+            } else {
+                StoreError::Io { errno: EIO }
+            }
+        });
+        for i in range {
+            if matches!(ios[i].kind, IoKind::Flush) {
+                continue;
+            }
+            ios[i].result = match (failed[i], lost) {
+                (Some(e), _) => Err(e),
+                // Unanswered when the backend failed us.
+                (None, Some(e)) if remaining[i] > 0 => Err(e),
+                (None, None) if remaining[i] > 0 => Err(StoreError::Io { errno: EIO }),
+                _ => Ok(()),
+            };
+        }
+    }
+
+    /// One flush of everything completed so far.
+    fn flush(&mut self, deadline: u64) -> core::result::Result<(), StoreError> {
+        let op = match self.info.flush {
+            FlushKind::None => return Ok(()),
+            FlushKind::FlushCache => BLKIF_OP_FLUSH_DISKCACHE,
+            FlushKind::Barrier => BLKIF_OP_WRITE_BARRIER,
+        };
+        if self.broken.is_some() {
+            return Err(StoreError::Io { errno: EIO });
+        }
+        let f = InFlight {
+            id: 0,
+            op,
+            io: None,
+            buf_off: 0,
+            len: 0,
+            pages: Vec::new(),
+        };
+        self.stats.flushes += 1;
+        if self
+            .submit(BlkifRequest::bare(op, self.info.vdev, 0), f)
+            .is_err()
+            || self.publish().is_err()
+        {
+            self.break_with("submitting a flush failed");
+            return Err(StoreError::Io { errno: EIO });
+        }
+        // Nothing else is in flight: the first completion is the flush.
+        loop {
+            let Ok(done) = self.complete(deadline) else {
+                return Err(StoreError::Io { errno: EIO });
+            };
+            if let Some((_, status)) = done.into_iter().find(|(f, _)| f.io.is_none()) {
+                return match status {
+                    BLKIF_RSP_OKAY => Ok(()),
+                    _ => {
+                        self.stats.errors += 1;
+                        Err(StoreError::Io { errno: EIO })
+                    }
+                };
+            }
+        }
+    }
+}
+
+impl<Pg: PageBlock, E: RingEvents> Store for VbdStore<Pg, E> {
+    fn info(&self) -> StoreInfo {
+        let flush = self.info.flush != FlushKind::None;
+        StoreInfo {
+            capacity: self.info.sectors,
+            read_only: self.info.read_only,
+            flush,
+            fua: flush,
+            discard: false,
+        }
+    }
+
+    fn execute(&mut self, ios: &mut [Io<'_>]) {
+        if self.broken.is_some() {
+            for io in ios.iter_mut() {
+                io.result = Err(StoreError::Io { errno: EIO });
+            }
+            return;
+        }
+        let deadline = self.events.now_ns().saturating_add(self.batch_timeout_ns);
+        let mut i = 0;
+        while i < ios.len() {
+            let mut j = i;
+            while j < ios.len() && !matches!(ios[j].kind, IoKind::Flush) {
+                j += 1;
+            }
+            self.run_group(ios, i..j, deadline);
+            // FUA writes of the group are durable once a flush after them
+            // answered; their result waits for it.
+            let fua: Vec<usize> = (i..j)
+                .filter(|&k| {
+                    matches!(ios[k].kind, IoKind::Write { fua: true }) && ios[k].result.is_ok()
+                })
+                .collect();
+            if !fua.is_empty() {
+                if let Err(e) = self.flush(deadline) {
+                    for k in fua {
+                        ios[k].result = Err(e);
+                    }
+                }
+            }
+            if j < ios.len() {
+                ios[j].result = self.flush(deadline);
+                j += 1;
+            }
+            i = j;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,527 @@
+//! The vbd store against a stand-in for dom0's blkback on the in-process
+//! platform: the backend maps the store's grants as Xen would, keeps a
+//! volatile cache (`disk`) and a durable image (`durable`, copied at each
+//! flush), and can misbehave.
+
+use alloc::collections::BTreeMap;
+use alloc::rc::Rc;
+use core::cell::RefCell;
+
+use share_hal::local::{LocalHost, LocalPages, LocalPlatform};
+use share_hal::platform::{Clock, GrantTable, Mapping};
+use share_hal::xen::blkif::back;
+
+use super::*;
+use crate::store::execute_one;
+
+const FRONT: DomId = 7;
+const BACK: DomId = 0;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Honest,
+    /// Never answers: the batch deadline passes.
+    Silent,
+    /// Answers with an id never issued.
+    BogusId,
+    /// Publishes a producer index far ahead.
+    TooMany,
+    /// Answers every write with BLKIF_RSP_ERROR.
+    FailWrites,
+    /// Answers every flush with BLKIF_RSP_ERROR.
+    FailFlush,
+}
+
+#[derive(Default)]
+struct Disk {
+    cache: Vec<u8>,
+    durable: Vec<u8>,
+    /// (operation, sector, segments) in the order the backend saw them.
+    seen: Vec<(u8, u64, u8)>,
+}
+
+struct FakeBack {
+    p: LocalPlatform,
+    host: LocalHost,
+    ring_ref: GrantRef,
+    disk: Rc<RefCell<Disk>>,
+    mode: Mode,
+    req_cons: u32,
+    rsp_prod: u32,
+    notified: u32,
+}
+
+impl FakeBack {
+    fn serve(&mut self) -> Result<()> {
+        let ring = self.p.map(FRONT, &[self.ring_ref], Access::ReadWrite)?;
+        let m = ring.mem();
+        let mut reqs = Vec::new();
+        back::take_requests(&m, &mut self.req_cons, &mut reqs)?;
+        for r in reqs {
+            let mut d = self.disk.borrow_mut();
+            d.seen.push((r.operation, r.sector, r.nr_segments));
+            let mut status = BLKIF_RSP_OKAY;
+            let mut at = r.sector as usize * SECTOR_SIZE;
+            for s in &r.segments[..usize::from(r.nr_segments)] {
+                let seg = self.p.map(FRONT, &[GrantRef(s.gref)], Access::ReadWrite)?;
+                let off = usize::from(s.first_sect) * SECTOR_SIZE;
+                let len = (usize::from(s.last_sect) + 1 - usize::from(s.first_sect)) * SECTOR_SIZE;
+                match r.operation {
+                    BLKIF_OP_READ => seg.mem().write_from(off, &d.cache[at..at + len])?,
+                    BLKIF_OP_WRITE if self.mode == Mode::FailWrites => status = -1,
+                    BLKIF_OP_WRITE => seg.mem().read_into(off, &mut d.cache[at..at + len])?,
+                    _ => status = -1,
+                }
+                at += len;
+                self.p.unmap(seg)?;
+            }
+            if r.operation == BLKIF_OP_FLUSH_DISKCACHE {
+                if self.mode == Mode::FailFlush {
+                    status = -1;
+                } else {
+                    d.durable = d.cache.clone();
+                }
+            }
+            let id = if self.mode == Mode::BogusId {
+                r.id ^ 0x100
+            } else {
+                r.id
+            };
+            back::respond(
+                &m,
+                &mut self.rsp_prod,
+                &BlkifResponse {
+                    id,
+                    operation: r.operation,
+                    status,
+                },
+            )?;
+        }
+        if self.mode == Mode::TooMany {
+            m.store_u32(
+                share_hal::xen::abi::BLKIF_SRING_RSP_PROD,
+                self.rsp_prod.wrapping_add(40),
+                core::sync::atomic::Ordering::Release,
+            )?;
+        }
+        self.p.unmap(ring)
+    }
+}
+
+impl RingEvents for FakeBack {
+    fn notify(&mut self) -> Result<()> {
+        self.notified += 1;
+        Ok(())
+    }
+    fn wait(&mut self, deadline_ns: u64) -> Result<()> {
+        if self.mode == Mode::Silent {
+            let now = self.p.now_ns();
+            self.host.advance(deadline_ns.saturating_sub(now));
+            return Err(Error::TimedOut);
+        }
+        self.serve()
+    }
+    fn now_ns(&self) -> u64 {
+        self.p.now_ns()
+    }
+}
+
+fn info(sectors: u64, flush: FlushKind) -> VbdInfo {
+    VbdInfo {
+        dev: "device/vbd/51712".into(),
+        vdev: 51712,
+        backend: BACK,
+        sectors,
+        sector_size: 512,
+        read_only: false,
+        flush,
+    }
+}
+
+fn store(
+    mode: Mode,
+    sectors: u64,
+    bounce: usize,
+) -> (VbdStore<LocalPages, FakeBack>, Rc<RefCell<Disk>>) {
+    let host = LocalHost::new();
+    let mut front = host.domain(FRONT);
+    let pages = VbdPages::new(&mut front, BACK, bounce).unwrap();
+    let disk = Rc::new(RefCell::new(Disk {
+        cache: vec![0; sectors as usize * SECTOR_SIZE],
+        durable: vec![0; sectors as usize * SECTOR_SIZE],
+        seen: Vec::new(),
+    }));
+    let back = FakeBack {
+        p: host.domain(BACK),
+        host: host.clone(),
+        ring_ref: pages.ring_ref(),
+        disk: disk.clone(),
+        mode,
+        req_cons: 0,
+        rsp_prod: 0,
+        notified: 0,
+    };
+    let s = VbdStore::new(pages, info(sectors, FlushKind::FlushCache), back).unwrap();
+    (s, disk)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn writes_and_reads_of_any_size_reach_the_backend_in_chunks_of_11_pages() {
+    let (mut s, disk) = store(Mode::Honest, 4096, 32);
+    assert_eq!(
+        s.info(),
+        StoreInfo {
+            capacity: 4096,
+            read_only: false,
+            flush: true,
+            fua: true,
+            discard: false
+        }
+    );
+    // 1 MiB + 1 sector: 24 chunks through 32 bounce pages.
+    let mut w = pattern(1024 * 1024 + 512, 3);
+    assert_eq!(
+        execute_one(&mut s, IoKind::Write { fua: false }, 5, &mut w),
+        Ok(())
+    );
+    assert_eq!(&disk.borrow().cache[5 * 512..5 * 512 + w.len()], &w[..]);
+    let mut r = vec![0u8; w.len()];
+    assert_eq!(execute_one(&mut s, IoKind::Read, 5, &mut r), Ok(()));
+    assert_eq!(r, w);
+    let d = disk.borrow();
+    assert!(d
+        .seen
+        .iter()
+        .all(|&(_, _, n)| n as usize <= BLKIF_MAX_SEGMENTS_PER_REQUEST));
+    assert_eq!(d.seen.iter().filter(|s| s.0 == BLKIF_OP_WRITE).count(), 24);
+    assert_eq!(d.seen[1].1, 5 + 88, "the second chunk starts 44 KiB later");
+    // Not flushed: nothing durable yet.
+    assert!(d.durable.iter().all(|&b| b == 0));
+    assert_eq!(s.stats().requests, 48);
+}
+
+#[test]
+fn fua_writes_are_flushed_before_they_complete_and_flushes_order_the_batch() {
+    let (mut s, disk) = store(Mode::Honest, 256, 64);
+    let mut a = pattern(4096, 1);
+    let mut b = pattern(8192, 2);
+    let mut c = pattern(512, 3);
+    let mut rd = vec![0u8; 4096];
+    let mut ios = [
+        Io::new(IoKind::Write { fua: false }, 0, &mut a),
+        Io::new(IoKind::Write { fua: true }, 8, &mut b),
+        Io::new(IoKind::Flush, 0, &mut []),
+        Io::new(IoKind::Write { fua: false }, 100, &mut c),
+        Io::new(IoKind::Read, 0, &mut rd),
+    ];
+    s.execute(&mut ios);
+    assert!(ios.iter().all(|io| io.result.is_ok()), "{ios:?}");
+    let d = disk.borrow();
+    let ops: Vec<u8> = d.seen.iter().map(|s| s.0).collect();
+    // Writes a and b (concurrent), the FUA flush, the batch's flush, then
+    // the rest: nothing after a flush is sent before it answered.
+    assert_eq!(
+        ops,
+        [
+            BLKIF_OP_WRITE,
+            BLKIF_OP_WRITE,
+            BLKIF_OP_FLUSH_DISKCACHE,
+            BLKIF_OP_FLUSH_DISKCACHE,
+            BLKIF_OP_WRITE,
+            BLKIF_OP_READ
+        ]
+    );
+    assert_eq!(&d.durable[8 * 512..8 * 512 + 8192], &pattern(8192, 2)[..]);
+    assert!(d.durable[100 * 512..100 * 512 + 512]
+        .iter()
+        .all(|&x| x == 0));
+    let _ = ios;
+    assert_eq!(rd, pattern(4096, 1));
+}
+
+#[test]
+fn range_read_only_and_unsupported_fail_alone() {
+    let (mut s, disk) = store(Mode::Honest, 16, 16);
+    let mut ok = vec![7u8; 512];
+    let mut out = vec![0u8; 1024];
+    let mut ios = [
+        Io::new(IoKind::Write { fua: false }, 15, &mut out),
+        Io::new(IoKind::Discard { sectors: 1 }, 0, &mut []),
+        Io::new(IoKind::Write { fua: false }, 15, &mut ok),
+    ];
+    s.execute(&mut ios);
+    assert_eq!(ios[0].result, Err(StoreError::OutOfRange));
+    assert_eq!(ios[1].result, Err(StoreError::Unsupported));
+    assert_eq!(ios[2].result, Ok(()));
+    assert_eq!(disk.borrow().seen.len(), 1);
+    let (mut ro, _) = store(Mode::Honest, 16, 16);
+    ro.info.read_only = true;
+    assert_eq!(
+        execute_one(&mut ro, IoKind::Write { fua: false }, 0, &mut [0u8; 512]),
+        Err(StoreError::ReadOnly)
+    );
+    assert_eq!(
+        execute_one(&mut ro, IoKind::Read, 0, &mut [0u8; 512]),
+        Ok(())
+    );
+}
+
+#[test]
+fn backend_errors_fail_their_operation_and_a_lost_flush_fails_the_fua_write() {
+    let (mut s, _) = store(Mode::FailWrites, 64, 16);
+    let mut w = vec![1u8; 4096];
+    let mut r = vec![0u8; 4096];
+    let mut ios = [
+        Io::new(IoKind::Write { fua: true }, 0, &mut w),
+        Io::new(IoKind::Read, 8, &mut r),
+    ];
+    s.execute(&mut ios);
+    assert_eq!(ios[0].result, Err(StoreError::Io { errno: 5 }));
+    assert_eq!(ios[1].result, Ok(()));
+    assert!(
+        s.broken().is_none(),
+        "an error response is not a protocol error"
+    );
+    let (mut s, disk) = store(Mode::FailFlush, 64, 16);
+    let mut w = vec![1u8; 4096];
+    let mut plain = vec![2u8; 512];
+    let mut ios = [
+        Io::new(IoKind::Write { fua: true }, 0, &mut w),
+        Io::new(IoKind::Write { fua: false }, 8, &mut plain),
+        Io::new(IoKind::Flush, 0, &mut []),
+    ];
+    s.execute(&mut ios);
+    assert_eq!(
+        ios[0].result,
+        Err(StoreError::Io { errno: 5 }),
+        "written, not durable"
+    );
+    assert_eq!(ios[1].result, Ok(()));
+    assert_eq!(ios[2].result, Err(StoreError::Io { errno: 5 }));
+    assert_eq!(disk.borrow().cache[0], 1);
+}
+
+#[test]
+fn a_silent_backend_times_the_batch_out_and_breaks_the_store() {
+    let (mut s, _) = store(Mode::Silent, 64, 16);
+    s.set_batch_timeout(1_000_000_000);
+    assert_eq!(
+        execute_one(&mut s, IoKind::Write { fua: false }, 0, &mut [1u8; 4096]),
+        Err(StoreError::Io { errno: 110 })
+    );
+    assert!(s.broken().is_some());
+    // The pages may still be written by the backend: nothing reuses them.
+    assert_eq!(
+        execute_one(&mut s, IoKind::Read, 0, &mut [0u8; 512]),
+        Err(StoreError::Io { errno: 5 })
+    );
+    assert_eq!(s.stats().requests, 1);
+}
+
+#[test]
+fn hostile_responses_break_the_store_without_panic() {
+    for mode in [Mode::BogusId, Mode::TooMany] {
+        let (mut s, _) = store(mode, 64, 16);
+        let mut r = vec![0u8; 8192];
+        let rc = execute_one(&mut s, IoKind::Read, 0, &mut r);
+        if mode == Mode::TooMany {
+            // The honest responses came first; the bogus index is seen on
+            // the next pass, if any: either way nothing panics and a
+            // broken store refuses what follows.
+            let _ = rc;
+            let _ = execute_one(&mut s, IoKind::Read, 0, &mut r);
+        } else {
+            assert_eq!(rc, Err(StoreError::Io { errno: 5 }));
+        }
+        assert!(s.broken().is_some(), "mode breaks the store");
+        assert_eq!(
+            execute_one(&mut s, IoKind::Flush, 0, &mut []),
+            Err(StoreError::Io { errno: 5 })
+        );
+    }
+}
+
+#[test]
+fn without_flush_features_writes_are_durable_when_answered() {
+    let (mut s, disk) = store(Mode::Honest, 64, 16);
+    s.info.flush = FlushKind::None;
+    let i = s.info();
+    assert!(!i.flush && !i.fua);
+    assert_eq!(execute_one(&mut s, IoKind::Flush, 0, &mut []), Ok(()));
+    assert!(disk.borrow().seen.is_empty());
+}
+
+/// dom0's side of xenstore for one vbd: the backend moves to Connected
+/// when the frontend says Initialised.
+struct FakeStore {
+    keys: BTreeMap<String, String>,
+    writes: Vec<(String, String)>,
+    /// Backend state after the frontend's Initialised.
+    then: &'static str,
+    reads_left: u32,
+}
+
+const BE: &str = "/local/domain/0/backend/vbd/7/51712";
+
+impl FakeStore {
+    fn new(backend_state: &str) -> Self {
+        let mut keys = BTreeMap::new();
+        keys.insert("device/vbd/51712/backend".into(), BE.into());
+        keys.insert("device/vbd/51712/backend-id".into(), "0".into());
+        keys.insert("device/vbd/51728/backend".into(), BE.into());
+        keys.insert(format!("{BE}/state"), backend_state.into());
+        FakeStore {
+            keys,
+            writes: Vec::new(),
+            then: "4",
+            reads_left: 10_000,
+        }
+    }
+}
+
+impl Xenbus for FakeStore {
+    fn read(&mut self, path: &str) -> Result<String> {
+        self.reads_left = self.reads_left.checked_sub(1).ok_or(Error::TimedOut)?;
+        self.keys.get(path).cloned().ok_or(Error::Hypervisor {
+            op: "xenstore request",
+            code: -2,
+        })
+    }
+    fn write(&mut self, path: &str, value: &str) -> Result<()> {
+        self.writes.push((path.into(), value.into()));
+        self.keys.insert(path.into(), value.into());
+        if path == "device/vbd/51712/state" && value == "3" {
+            self.keys.insert(format!("{BE}/state"), self.then.into());
+            self.keys.insert(format!("{BE}/sectors"), "2048".into());
+            self.keys.insert(format!("{BE}/info"), "4".into());
+            self.keys
+                .insert(format!("{BE}/feature-barrier"), "1".into());
+        }
+        Ok(())
+    }
+    fn directory(&mut self, path: &str) -> Result<Vec<String>> {
+        assert_eq!(path, "device/vbd");
+        Ok(vec!["51712".into(), "51728".into()])
+    }
+}
+
+fn pages() -> VbdPages<LocalPages> {
+    let host = LocalHost::new();
+    let mut front = host.domain(FRONT);
+    VbdPages::new(&mut front, BACK, 16).unwrap()
+}
+
+#[test]
+fn the_handshake_follows_the_xenbus_states() {
+    let mut xs = FakeStore::new("2");
+    assert_eq!(
+        devices(&mut xs).unwrap(),
+        ["device/vbd/51712", "device/vbd/51728"]
+    );
+    let pg = pages();
+    let t = core::cell::Cell::new(0u64);
+    let info = handshake(&mut xs, "device/vbd/51712", &pg, &|| t.get(), &mut |d| {
+        t.set(d)
+    })
+    .unwrap();
+    assert_eq!(
+        info,
+        VbdInfo {
+            dev: "device/vbd/51712".into(),
+            vdev: 51712,
+            backend: 0,
+            sectors: 2048,
+            sector_size: 512,
+            read_only: true,
+            flush: FlushKind::Barrier,
+        }
+    );
+    let keys: Vec<&str> = xs.writes.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "device/vbd/51712/ring-ref",
+            "device/vbd/51712/event-channel",
+            "device/vbd/51712/protocol",
+            "device/vbd/51712/feature-persistent",
+            "device/vbd/51712/state",
+            "device/vbd/51712/state",
+        ]
+    );
+    assert_eq!(xs.writes[0].1, pg.ring_ref().0.to_string());
+    assert_eq!(xs.writes[2].1, "x86_64-abi");
+    assert_eq!(xs.writes[5].1, "4");
+}
+
+#[test]
+fn the_handshake_gives_up_on_bad_or_slow_backends() {
+    let t = core::cell::Cell::new(0u64);
+    // Never leaves Initialising: bounded by the handshake timeout.
+    let mut xs = FakeStore::new("1");
+    let e = handshake(
+        &mut xs,
+        "device/vbd/51712",
+        &pages(),
+        &|| t.get(),
+        &mut |d| t.set(d),
+    )
+    .unwrap_err();
+    assert!(e.0.contains("did not get ready"), "{e}");
+    // Closes instead of connecting.
+    let mut xs = FakeStore::new("2");
+    xs.then = "6";
+    let e = handshake(
+        &mut xs,
+        "device/vbd/51712",
+        &pages(),
+        &|| t.get(),
+        &mut |d| t.set(d),
+    )
+    .unwrap_err();
+    assert!(e.0.contains("closed"), "{e}");
+    // Hostile values.
+    for (key, value) in [
+        ("device/vbd/51712/backend", "relative/path"),
+        ("device/vbd/51712/backend-id", "70000"),
+        ("device/vbd/51712/backend-id", "-1"),
+        (&format!("{BE}/state") as &str, "99999999999999999999999"),
+    ] {
+        let mut xs = FakeStore::new("2");
+        xs.keys.insert(key.into(), value.into());
+        assert!(handshake(
+            &mut xs,
+            "device/vbd/51712",
+            &pages(),
+            &|| t.get(),
+            &mut |d| t.set(d)
+        )
+        .is_err());
+    }
+    let mut xs = FakeStore::new("2");
+    assert!(handshake(
+        &mut xs,
+        "device/vbd/xvda",
+        &pages(),
+        &|| t.get(),
+        &mut |d| t.set(d)
+    )
+    .is_err());
+    // Sectors missing, or a sector size not served.
+    let mut xs = FakeStore::new("2");
+    xs.keys.insert(format!("{BE}/sector-size"), "4096".into());
+    let e = handshake(
+        &mut xs,
+        "device/vbd/51712",
+        &pages(),
+        &|| t.get(),
+        &mut |d| t.set(d),
+    )
+    .unwrap_err();
+    assert!(e.0.contains("4096"), "{e}");
+}

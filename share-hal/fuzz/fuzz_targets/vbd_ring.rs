@@ -1,0 +1,132 @@
+//! blkback-uk's `vbd` store (a Xen block frontend) against a hostile
+//! blkback: the backend answers from the fuzz input: echoed or invented
+//! ids and operations, any status, producer indexes anywhere, or silence
+//! (the batch deadline). The store's ring parsing (share_hal::xen::blkif)
+//! and its response matching must never panic, never loop without bound,
+//! and once broken refuse everything.
+#![no_main]
+
+use std::sync::atomic::Ordering;
+
+use blkback_uk::store::{Io, IoKind, Store, StoreError};
+use blkback_uk::vbd::{FlushKind, RingEvents, VbdInfo, VbdPages, VbdStore};
+use libfuzzer_sys::fuzz_target;
+use share_hal::local::{LocalHost, LocalPlatform};
+use share_hal::platform::{Access, Clock, GrantTable, Mapping};
+use share_hal::xen::abi::{BLKIF_RESPONSE_SIZE, BLKIF_SRING_RING, BLKIF_SRING_RSP_PROD};
+use share_hal::xen::blkif::{back, BlkifRequest, BlkifResponse, RING_SIZE};
+use share_hal::{Error, GrantRef, Result};
+
+struct Hostile {
+    p: LocalPlatform,
+    host: LocalHost,
+    ring_ref: GrantRef,
+    input: Vec<u8>,
+    at: usize,
+    req_cons: u32,
+    rsp_prod: u32,
+    seen: Vec<BlkifRequest>,
+}
+
+impl Hostile {
+    fn byte(&mut self) -> Option<u8> {
+        let b = self.input.get(self.at).copied();
+        self.at += 1;
+        b
+    }
+    fn word(&mut self) -> u32 {
+        u32::from_le_bytes([(); 4].map(|_| self.byte().unwrap_or(0)))
+    }
+}
+
+impl RingEvents for Hostile {
+    fn notify(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn wait(&mut self, deadline_ns: u64) -> Result<()> {
+        let Some(op) = self.byte() else {
+            let now = self.p.now_ns();
+            self.host.advance(deadline_ns.saturating_sub(now));
+            return Err(Error::TimedOut);
+        };
+        let ring = self.p.map(7, &[self.ring_ref], Access::ReadWrite)?;
+        let m = ring.mem();
+        back::take_requests(&m, &mut self.req_cons, &mut self.seen)?;
+        match op % 4 {
+            // Answer the oldest request seen, with any status.
+            0 | 1 => {
+                if !self.seen.is_empty() {
+                    let r = self.seen.remove(0);
+                    let status = i16::from(self.byte().unwrap_or(0) as i8 % 3);
+                    back::respond(&m, &mut self.rsp_prod, &BlkifResponse { id: r.id, operation: r.operation, status })?;
+                }
+            }
+            // An invented response.
+            2 => {
+                let mut b = [0u8; BLKIF_RESPONSE_SIZE];
+                for x in b.iter_mut() {
+                    *x = self.byte().unwrap_or(0);
+                }
+                let at = BLKIF_SRING_RING + (self.rsp_prod % RING_SIZE) as usize * 112;
+                m.write_from(at, &b)?;
+                self.rsp_prod = self.rsp_prod.wrapping_add(1);
+                m.store_u32(BLKIF_SRING_RSP_PROD, self.rsp_prod, Ordering::Release)?;
+            }
+            // A producer index anywhere.
+            _ => {
+                let v = self.word();
+                m.store_u32(BLKIF_SRING_RSP_PROD, v, Ordering::Release)?;
+            }
+        }
+        self.p.unmap(ring)
+    }
+    fn now_ns(&self) -> u64 {
+        self.p.now_ns()
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 2 {
+        return;
+    }
+    let host = LocalHost::new();
+    let mut front = host.domain(7);
+    let pages = VbdPages::new(&mut front, 0, 16).unwrap();
+    let backend = Hostile {
+        p: host.domain(0),
+        host: host.clone(),
+        ring_ref: pages.ring_ref(),
+        input: data[2..].to_vec(),
+        at: 0,
+        req_cons: 0,
+        rsp_prod: 0,
+        seen: Vec::new(),
+    };
+    let info = VbdInfo {
+        dev: "device/vbd/51712".into(),
+        vdev: 51712,
+        backend: 0,
+        sectors: 1024,
+        sector_size: 512,
+        read_only: false,
+        flush: if data[0] & 1 == 0 { FlushKind::FlushCache } else { FlushKind::Barrier },
+    };
+    let mut s = VbdStore::new(pages, info, backend).unwrap();
+    s.set_batch_timeout(1_000_000_000);
+    for round in 0..2 {
+        let mut w = vec![0x5au8; 512 * (1 + usize::from(data[1] % 120))];
+        let mut r = vec![0u8; 8192];
+        let mut ios = [
+            Io::new(IoKind::Write { fua: data[1] & 0x80 != 0 }, u64::from(data[0] >> 1), &mut w),
+            Io::new(IoKind::Read, 100, &mut r),
+            Io::new(IoKind::Flush, 0, &mut []),
+        ];
+        let was_broken = s.broken().is_some();
+        s.execute(&mut ios);
+        if was_broken {
+            assert!(ios.iter().all(|io| io.result == Err(StoreError::Io { errno: 5 })));
+        }
+        let _ = round;
+    }
+    let _ = s.info();
+});
