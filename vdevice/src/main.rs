@@ -12,7 +12,7 @@ use vdevice::{status_name, DeviceSpec, Lookup, Tool, ToolError};
 #[command(
     version,
     about = "Connect Xen domains to xen-share backend domains through their vdevice pages",
-    after_help = "Examples:\n  vdevice create net --backend 1 3 4     # domains 3 and 4 become ports of netback-uk (domain 1)\n  vdevice create disk --backend 2 --disk 0 3\n  vdevice remove net --backend 1 4\n  vdevice show 3\n  vdevice stats 1                        # netback-uk's per-port counters"
+    after_help = "Examples:\n  vdevice create net --backend 1 3 4     # domains 3 and 4 become ports of LAN 0 of netback-uk (domain 1)\n  vdevice create net --backend 1 --lan 7 5 6\n  vdevice create disk --backend 2 --disk 0 3\n  vdevice remove net --backend 1 4\n  vdevice show 3\n  vdevice stats 1                        # netback-uk's per-port counters"
 )]
 struct Cli {
     /// Seconds to wait for each domain's acknowledgement.
@@ -54,9 +54,15 @@ enum Cmd {
         /// Shared pages per device (default: 258 for net, 34 for disk).
         #[arg(long)]
         pages: Option<u32>,
-        /// Feature bits offered (the entry's subtype).
+        /// Feature bits offered (the entry's subtype; docs/protocol.md).
+        /// Default for net: CSUM_BLANK | DATA_VALIDATED | GSO (0xb; add
+        /// JUMBO, 0x4, only if every member of the LAN takes MTU 9000);
+        /// for disk: FLUSH | DISCARD | FUA | INDIRECT (0xf).
+        #[arg(long)]
+        features: Option<u32>,
+        /// Net: the LAN the ports join (ports with the same id are one LAN).
         #[arg(long, default_value_t = 0)]
-        features: u32,
+        lan: u16,
         /// Disk: which of the backend's disks to serve.
         #[arg(long, default_value_t = 0)]
         disk: u64,
@@ -155,18 +161,23 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             backend,
             pages,
             features,
+            lan,
             disk,
             read_only,
             members,
         } => {
             let kind = Kind::from(kind);
-            let numpages = pages.unwrap_or(if kind == Kind::Network { 258 } else { 34 });
+            let net = kind == Kind::Network;
+            let numpages = pages.unwrap_or(if net { 258 } else { 34 });
             let dev = DeviceSpec {
                 kind,
-                subtype: features,
+                subtype: features.unwrap_or(if net { 0xb } else { 0xf }),
                 numpages,
                 flags: if read_only { flags::READ_ONLY } else { 0 },
-                param: if kind == Kind::Disk { disk } else { 0 },
+                // Net: the port's MAC (zero: the switch assigns one) in
+                // bytes 0..6 and the LAN id in bytes 6..8 (protocol.md,
+                // "Network ports in vdevice entries").
+                param: if net { u64::from(lan) << 48 } else { disk },
             };
             for m in members {
                 tool.connect(backend, m, dev, &mut log)?;

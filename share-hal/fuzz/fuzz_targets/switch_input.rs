@@ -149,9 +149,15 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    // Whatever happened, a final round and the teardown must not panic.
+    // Whatever happened, a final round and the teardown must not panic,
+    // and once every member let go, every page is freed (a share keeps
+    // pages a member still maps for ever, by design: detach first).
     sw.poll(&mut p);
-    for k in 0..MEMBERS {
+    for (k, m) in members.into_iter().enumerate() {
         let _ = sw.remove_port(&mut p, k as u16);
+        if let Some(TestMember { p: mut mp, att, .. }) = m {
+            let _ = att.detach(&mut mp);
+        }
     }
+    assert_eq!(sw.housekeep(&mut p), 0, "shares left after every member detached");
 });
