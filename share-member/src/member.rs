@@ -377,10 +377,14 @@ fn apply<H: Host>(
             }
             if let Some(port) = devs.ports.remove(&index) {
                 let name = port.ifname().to_string();
+                let c = port.counters;
                 if let Err(e) = port.close(p) {
                     eprintln!("share-member: entry {index}: leaving the share: {e}");
                 }
-                eprintln!("share-member: entry {index}: {name} removed");
+                eprintln!(
+                    "share-member: entry {index}: {name} removed (tx {} frames, rx {}, dropped tx {} rx {}, bad rx {})",
+                    c.tx_frames, c.rx_frames, c.tx_dropped, c.rx_dropped, c.rx_bad
+                );
             }
             Applied::Ok { share_ref: None }
         }

@@ -30,6 +30,14 @@ pub const DOM0_BINARIES: &[(&str, &str)] = &[
 /// (`blk-dom0-check` is a std program over share-hal's Linux platform).
 const DOM0_EXTRA_FEATURES: &str = "blkback-uk/dom0";
 
+/// Rust binaries of this workspace put into the Linux domU image's
+/// `/usr/bin`, as (package, binary): linked like [`DOM0_BINARIES`] (the
+/// domU has the same Debian libraries, copied in with them), but built
+/// with `--release`: a domU's image is loaded by `xl create` on every boot
+/// (a debug share-member is 3x the size) and the member moves every frame
+/// of the domain through TCG.
+pub const DOMU_BINARIES: &[(&str, &str)] = &[("share-member", "share-member")];
+
 /// Modules dom0 loads at boot, in order; the rig fails if one does not load.
 pub const DOM0_MODULES: &[&str] = &[
     "xen-privcmd",
@@ -47,7 +55,8 @@ pub const DOM0_OPTIONAL_MODULES: &[&str] = &["xen-blkback", "xen-netback", "brid
 pub const DOMU_MODULES: &[&str] = &["xen-evtchn", "xen-gntdev", "xen-gntalloc"];
 
 /// Modules put into the domU image, loaded by scenarios on demand.
-pub const DOMU_OPTIONAL_MODULES: &[&str] = &["xen-blkfront", "xen-netfront", "ext4"];
+/// (`tun`: share-member's TAP devices.)
+pub const DOMU_OPTIONAL_MODULES: &[&str] = &["xen-blkfront", "xen-netfront", "ext4", "tun"];
 
 /// Host programs in both images (with their libraries): disk tests make
 /// and check file systems.
@@ -283,7 +292,7 @@ fn rig_file(name: &str) -> PathBuf {
     root().join("xen-rig").join(name)
 }
 
-fn domu_image(s: &Setup) -> Result<Vec<u8>> {
+fn domu_image(s: &Setup, bins: &[(String, PathBuf)]) -> Result<Vec<u8>> {
     let mut a = Archive::default();
     base(&mut a, &s.tree)?;
     // busybox init reaps, respawns the agent and powers off on
@@ -302,40 +311,82 @@ fn domu_image(s: &Setup) -> Result<Vec<u8>> {
         &guest_modules(),
     )?;
     a.bytes("etc/rig/modules", 0o644, DOMU_MODULES.join("\n") + "\n");
+    // udhcpc's hook: applies a lease with `ip` and logs it.
+    a.file("etc/rig/udhcpc", &rig_file("domu/udhcpc.sh"))?;
+    add_workspace_binaries(&mut a, &s.tree, bins, DOMU_BINARIES)?;
     a.encode()
 }
 
-fn build_dom0_binaries() -> Result<Vec<(String, PathBuf)>> {
-    if DOM0_BINARIES.is_empty() {
-        return Ok(Vec::new());
+/// Builds [`DOM0_BINARIES`] (debug) and [`DOMU_BINARIES`] (release);
+/// returns (binary, path) of each.
+fn build_workspace_binaries() -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for (bins, release, extra) in [
+        (DOM0_BINARIES, false, Some(DOM0_EXTRA_FEATURES)),
+        (DOMU_BINARIES, true, None),
+    ] {
+        if bins.is_empty() {
+            continue;
+        }
+        let mut c = cargo();
+        c.arg("build");
+        if release {
+            c.arg("--release");
+        }
+        for (pkg, bin) in bins {
+            c.args(["-p", pkg, "--bin", bin]);
+        }
+        let mut features = rig_features(bins);
+        if let Some(x) = extra {
+            features = format!("{features},{x}");
+        }
+        c.args(["--features", &features]);
+        let what = if release { "domU" } else { "dom0" };
+        run_step(&format!("build the {what} tools"), &mut c)?;
+        let dir = target_dir().join(if release { "release" } else { "debug" });
+        out.extend(bins.iter().map(|(_, bin)| (bin.to_string(), dir.join(bin))));
     }
-    let mut c = cargo();
-    c.arg("build");
-    for (pkg, bin) in DOM0_BINARIES {
-        c.args(["-p", pkg, "--bin", bin]);
-    }
-    // The host test features, less those of packages not built here
-    // (cargo refuses `pkg/feature` for a package it does not select or
-    // depend on, e.g. netback-uk's).
-    let wanted: Vec<&str> = HOST_FEATURES
+    Ok(out)
+}
+
+/// The host features (`HOST_FEATURES`, so the build is the test build's)
+/// that cargo accepts for `pkgs`: those of a selected package or of
+/// share-hal, which all of them use. (Naming an unselected package's
+/// feature is an error.)
+fn rig_features(pkgs: &[(&str, &str)]) -> String {
+    let selected = |f: &str| {
+        let owner = f.split_once('/').map_or("", |(p, _)| p);
+        owner == "share-hal" || pkgs.iter().any(|(p, _)| *p == owner)
+    };
+    HOST_FEATURES
         .iter()
         .filter(|a| !a.starts_with("--"))
         .flat_map(|a| a.split(','))
-        .filter(|f| match f.split_once('/') {
-            Some((pkg, _)) => pkg == "share-hal" || DOM0_BINARIES.iter().any(|(p, _)| *p == pkg),
-            None => false,
-        })
-        .chain([DOM0_EXTRA_FEATURES])
-        .collect();
-    c.args(["--features", &wanted.join(",")]);
-    run_step("build dom0 tools", &mut c)?;
-    Ok(DOM0_BINARIES
-        .iter()
-        .map(|(_, bin)| (bin.to_string(), target_dir().join("debug").join(bin)))
-        .collect())
+        .filter(|f| selected(f))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-fn dom0_image(s: &Setup, domu: &[u8]) -> Result<Vec<u8>> {
+/// Adds the binaries `wanted` names (from `built`) to `/usr/bin`, without
+/// debug info, with their libraries.
+fn add_workspace_binaries(
+    a: &mut Archive,
+    tree: &Path,
+    built: &[(String, PathBuf)],
+    wanted: &[(&str, &str)],
+) -> Result<()> {
+    for (_, bin) in wanted {
+        let (_, path) = built
+            .iter()
+            .find(|(b, _)| b == bin)
+            .with_context(|| format!("{bin} was not built"))?;
+        let small = stripped(path)?;
+        add_program(a, tree, &format!("usr/bin/{bin}"), &small)?;
+    }
+    Ok(())
+}
+
+fn dom0_image(s: &Setup, domu: &[u8], bins: &[(String, PathBuf)]) -> Result<Vec<u8>> {
     let tree = &s.tree;
     let mut a = Archive::default();
     base(&mut a, tree)?;
@@ -391,20 +442,18 @@ fn dom0_image(s: &Setup, domu: &[u8]) -> Result<Vec<u8>> {
     if xl.is_dir() {
         a.tree("xl-configs", &xl)?;
     }
-    for (bin, path) in build_dom0_binaries()? {
-        let small = stripped(&path)?;
-        add_program(&mut a, tree, &format!("usr/bin/{bin}"), &small)?;
-    }
+    add_workspace_binaries(&mut a, tree, bins, DOM0_BINARIES)?;
     a.encode()
 }
 
 /// Builds both images (after `setup`), writing them under target/xen-rig/.
 pub fn build(s: &Setup) -> Result<Images> {
     let dir = rig_dir();
-    let domu_bytes = domu_image(s).context("building the domU image")?;
+    let bins = build_workspace_binaries()?;
+    let domu_bytes = domu_image(s, &bins).context("building the domU image")?;
     let domu = dir.join("domu.cpio");
     write_atomically(&domu, &domu_bytes)?;
-    let dom0_bytes = dom0_image(s, &domu_bytes).context("building the dom0 image")?;
+    let dom0_bytes = dom0_image(s, &domu_bytes, &bins).context("building the dom0 image")?;
     let dom0 = dir.join("dom0.cpio");
     write_atomically(&dom0, &dom0_bytes)?;
     eprintln!(
@@ -421,4 +470,22 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rig_features_name_only_selected_packages_and_share_hal() {
+        let f = rig_features(&[
+            ("vdevice", "vdevice"),
+            ("pvh-selftest", "share-selftest-dom0"),
+        ]);
+        let fs: Vec<&str> = f.split(',').collect();
+        assert!(fs.contains(&"share-hal/linux"), "{f}");
+        assert!(fs.contains(&"pvh-selftest/dom0"), "{f}");
+        assert!(fs.iter().all(|x| !x.starts_with("netback-uk/")), "{f}");
+        assert!(fs.iter().all(|x| !x.is_empty()), "{f}");
+    }
 }

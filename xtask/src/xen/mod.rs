@@ -70,8 +70,9 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
-/// The `xen` tier of `cargo xtask test`: smoke must pass, and a scenario
-/// whose domU command fails must fail at that step with its logs kept.
+/// The `xen` tier of `cargo xtask test`: smoke must pass, a scenario whose
+/// domU command fails must fail at that step with its logs kept, the PVH
+/// self-test must pass, and netback-uk must switch two Linux domUs (`net`).
 /// Returns the number of scenarios that ended as expected.
 pub fn tier() -> Result<u64> {
     let phase = |name: &str, t: Instant| {
@@ -90,6 +91,7 @@ pub fn tier() -> Result<u64> {
         ("selftest-fail", Some("domu-false")),
         ("selftest", None),
         ("blk", None),
+        ("net", None),
     ] {
         let t = Instant::now();
         run::run(

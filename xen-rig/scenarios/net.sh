@@ -1,0 +1,220 @@
+# net: netback-uk switches two Linux domUs on real Xen. Each domU runs the
+# userspace member (share-member) as a service; dom0 connects both to
+# netback-uk with the vdevice tool; each gets a TAP device xsn0 with the
+# port's MAC, an address, and they ping each other and move a file over
+# TCP. Then dom0 removes net-b's port: its device goes away, net-a's stays.
+# netback-uk's per-port counters (every 10 s on its console) must show the
+# traffic. Each member's log is handed over as share-member-<domU>.log.
+A=net-a
+B=net-b
+# Static addresses, outside netback-uk's DHCP pool (.100-.199).
+ADDR_A=10.77.0.11
+ADDR_B=10.77.0.12
+
+# bounded TIMEOUT_S CMD...: CMD in a subshell, killed after TIMEOUT_S; for
+# the exit trap, which must not end the scenario the way `step` does.
+bounded() {
+    _bt=$1
+    shift
+    ("$@") &
+    _bp=$!
+    (
+        sleep "$_bt"
+        kill_tree "$_bp"
+    ) &
+    _bw=$!
+    wait "$_bp"
+    _brc=$?
+    kill_tree "$_bw" 2>/dev/null
+    wait "$_bw" 2>/dev/null
+    return "$_brc"
+}
+
+# timed CMD...: CMD, then how long it took (TCG makes every program slow;
+# the log says where the time goes).
+timed() {
+    _t0=$(now_ms)
+    "$@"
+    _trc=$?
+    echo "time: $* -> $(( $(now_ms) - _t0 )) ms (status $_trc)"
+    return "$_trc"
+}
+
+# Hands over each member's log, pass or fail (the scenario's exit trap).
+collect_member_logs() {
+    for _d in $A $B; do
+        xl domid "$_d" >/dev/null 2>&1 || continue
+        bounded 30 dom_run "$_d" 'cat /tmp/share-member.log' > "/tmp/share-member-$_d.log" 2>/dev/null
+        rig_send_file "share-member-$_d.log" "/tmp/share-member-$_d.log"
+    done
+}
+trap collect_member_logs EXIT
+
+# mac_of NAME: the MAC netback-uk assigns to NAME's port on LAN 0
+# (02:58:LL:LL:DD:DD, docs/protocol.md).
+mac_of() {
+    _id=$(xl domid "$1") || return 1
+    printf '02:58:00:00:%02x:%02x\n' $((_id >> 8)) $((_id & 255))
+}
+
+# start_member NAME: tun loaded, share-member started in the background
+# (its own session, its log in /tmp), until it has published its page.
+start_member() {
+    dom_run "$1" '
+modprobe tun || exit 1
+[ -c /dev/net/tun ] || { echo "no /dev/net/tun"; exit 1; }
+setsid share-member > /tmp/share-member.log 2>&1 < /dev/null &
+i=0
+while ! grep -q published /tmp/share-member.log; do
+    i=$((i + 1))
+    if [ $i -gt 300 ] || ! pidof share-member > /dev/null; then
+        echo "share-member did not publish its page:"
+        cat /tmp/share-member.log
+        exit 1
+    fi
+    sleep 0.2
+done
+cat /tmp/share-member.log'
+}
+
+connect() {
+    timed vdevice --timeout 60 create net --backend "$(xl domid netback-uk)" \
+        "$(xl domid $A)" "$(xl domid $B)" || return 1
+    timed vdevice show "$(xl domid netback-uk)"
+}
+
+# link_up NAME ADDR: xsn0 exists with the port's MAC, is up with carrier
+# (the switch's link_state) and has ADDR/24.
+link_up() {
+    _mac=$(mac_of "$1") || return 1
+    dom_run "$1" "
+i=0
+until [ -e /sys/class/net/xsn0 ]; do
+    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'no xsn0'; ip link; exit 1; }
+    sleep 0.2
+done
+ip link set xsn0 up || exit 1
+mac=\$(cat /sys/class/net/xsn0/address)
+echo \"xsn0 MAC \$mac (want $_mac)\"
+[ \"\$mac\" = $_mac ] || exit 1
+i=0
+until [ \"\$(cat /sys/class/net/xsn0/carrier 2>/dev/null)\" = 1 ]; do
+    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'xsn0 has no carrier'; exit 1; }
+    sleep 0.2
+done
+ip addr add $2/24 dev xsn0 || exit 1
+ip addr show xsn0"
+}
+
+# ping_ok FROM ADDR: five echo requests, one at a time, each answered
+# within 10 s. (One `ping -c 5` waits only about twice the slowest round
+# trip, at least 1 s, for its last reply, and TCG has pauses of that size.)
+ping_ok() {
+    dom_run "$1" "for i in 1 2 3 4 5; do
+    ping -c 1 -W 10 $2 > /tmp/ping.out
+    grep -q 'bytes from' /tmp/ping.out || { cat /tmp/ping.out; exit 1; }
+    grep 'bytes from' /tmp/ping.out
+done"
+}
+
+# tcp_move: 2 MiB of random bytes from net-a to net-b over TCP (busybox
+# nc), checksums compared. The listener's stdin is a pipe that stays open:
+# busybox nc ends at its stdin's EOF, which would cut the stream short.
+tcp_move() {
+    dom_run $B 'rm -f /tmp/recv; (sleep 120 | nc -l -p 5001 > /tmp/recv) > /dev/null 2>&1 < /dev/null &
+i=0
+until netstat -ltn | grep -q ":5001 "; do
+    i=$((i + 1)); [ $i -gt 50 ] && { echo "nc does not listen"; exit 1; }
+    sleep 0.2
+done' || return 1
+    dom_run $A "dd if=/dev/urandom of=/tmp/send bs=1024 count=2048 2>/dev/null || exit 1
+read t0 _ < /proc/uptime
+nc $ADDR_B 5001 < /tmp/send || exit 1
+read t1 _ < /proc/uptime
+echo \"sent 2 MiB in \$t0 .. \$t1 s (uptime)\"
+sha256sum /tmp/send" > /tmp/sum-a || { cat /tmp/sum-a; return 1; }
+    dom_run $B 'i=0
+while pidof nc > /dev/null; do
+    i=$((i + 1)); [ $i -gt 300 ] && { echo "nc still receiving"; ls -l /tmp/recv; exit 1; }
+    sleep 0.2
+done
+killall sleep 2>/dev/null
+ls -l /tmp/recv; sha256sum /tmp/recv' > /tmp/sum-b || { cat /tmp/sum-b; return 1; }
+    cat /tmp/sum-a /tmp/sum-b
+    _a=$(awk '$2 == "/tmp/send" { print $1 }' /tmp/sum-a)
+    _b=$(awk '$2 == "/tmp/recv" { print $1 }' /tmp/sum-b)
+    [ -n "$_a" ] && [ "$_a" = "$_b" ]
+}
+
+# counters NAME: netback-uk's periodic report shows frames from NAME's port
+# and frames to it.
+counters() {
+    _id=$(xl domid "$1") || return 1
+    _log=$(dom_log netback-uk)
+    until grep -aE "dom $_id .* up: from-member [1-9][0-9]* frames [0-9]+ B, to-member [1-9]" "$_log" >/dev/null; do
+        sleep 1
+    done
+    grep -aE "dom $_id .* up: from-member" "$_log" | tail -n 1 | sed 's/@@/@ @/g'
+}
+
+disconnect_b() {
+    echo "$(xl domid $B)" > /tmp/id-b
+    vdevice --timeout 60 remove net --backend "$(xl domid netback-uk)" "$(xl domid $B)" || return 1
+    vdevice show "$(xl domid netback-uk)"
+}
+
+b_device_gone() {
+    dom_run $B '
+i=0
+while [ -e /sys/class/net/xsn0 ]; do
+    i=$((i + 1)); [ $i -gt 150 ] && { echo "xsn0 is still there"; exit 1; }
+    sleep 0.2
+done
+ip link
+pidof share-member > /dev/null || { echo "share-member exited"; exit 1; }
+grep "removed" /tmp/share-member.log'
+}
+
+a_stays_up() {
+    dom_expect $A "carrier 1" 'pidof share-member > /dev/null || { echo "share-member exited"; exit 1; }
+ip addr show xsn0 || exit 1
+echo "carrier $(cat /sys/class/net/xsn0/carrier)"'
+}
+
+netback_removed_b() {
+    dom_wait netback-uk "port of domain $(cat /tmp/id-b) removed"
+}
+
+# stop_member NAME: SIGTERM; it leaves its shares, closes xsn0 with a
+# counter line and removes its key.
+stop_member() {
+    dom_expect "$1" "closed (tx" 'kill -TERM $(pidof share-member) || exit 1
+i=0
+while pidof share-member > /dev/null; do
+    i=$((i + 1)); [ $i -gt 100 ] && { echo "share-member still runs"; exit 1; }
+    sleep 0.2
+done
+cat /tmp/share-member.log'
+}
+
+step netback-create 120 dom_create /xl-configs/netback-uk.cfg netback-uk
+step create-a 120 dom_create /rig/domu/linux-pv.cfg $A
+step create-b 120 dom_create /rig/domu/linux-pv.cfg $B
+step netback-ready 120 dom_wait netback-uk "netback-uk: ready"
+step boot-a 180 dom_wait $A @@READY
+step boot-b 180 dom_wait $B @@READY
+step member-a 60 start_member $A
+step member-b 60 start_member $B
+step connect 180 connect
+step link-a 60 link_up $A $ADDR_A
+step link-b 60 link_up $B $ADDR_B
+step ping-a-b 90 ping_ok $A $ADDR_B
+step ping-b-a 90 ping_ok $B $ADDR_A
+step tcp 240 timed tcp_move
+step counters-a 60 counters $A
+step counters-b 60 counters $B
+step remove-b 120 disconnect_b
+step gone-b 60 b_device_gone
+step netback-removed 60 netback_removed_b
+step stays-a 60 a_stays_up
+step stop-a 60 stop_member $A
