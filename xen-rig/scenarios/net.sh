@@ -1,15 +1,17 @@
 # net: netback-uk switches two Linux domUs on real Xen. Each domU runs the
 # userspace member (share-member) as a service; dom0 connects both to
 # netback-uk with the vdevice tool; each gets a TAP device xsn0 with the
-# port's MAC, an address, and they ping each other and move a file over
-# TCP. Then dom0 removes net-b's port: its device goes away, net-a's stays.
-# netback-uk's per-port counters (every 10 s on its console) must show the
-# traffic. Each member's log is handed over as share-member-<domU>.log.
+# port's MAC and an address by DHCP from netback-uk's management endpoint
+# (10.77.0.1 on LAN 0), they ping each other and netback-uk, and move a
+# file over TCP. Then dom0 removes net-b's port: its device goes away,
+# net-a's stays and still reaches netback-uk. netback-uk's per-port
+# counters (every 10 s on its console, and on its counter page for
+# `vdevice stats`) must show the traffic. Each member's log is handed over
+# as share-member-<domU>.log.
 A=net-a
 B=net-b
-# Static addresses, outside netback-uk's DHCP pool (.100-.199).
-ADDR_A=10.77.0.11
-ADDR_B=10.77.0.12
+# netback-uk's management address on LAN 0 (docs/protocol.md).
+MGMT=10.77.0.1
 
 # bounded TIMEOUT_S CMD...: CMD in a subshell, killed after TIMEOUT_S; for
 # the exit trap, which must not end the scenario the way `step` does.
@@ -83,8 +85,9 @@ connect() {
     timed vdevice show "$(xl domid netback-uk)"
 }
 
-# link_up NAME ADDR: xsn0 exists with the port's MAC, is up with carrier
-# (the switch's link_state) and has ADDR/24.
+# link_up NAME: xsn0 exists with the port's MAC, is up with carrier (the
+# switch's link_state) and gets a lease from netback-uk; the address goes
+# to /tmp/addr-NAME in dom0 for the later steps.
 link_up() {
     _mac=$(mac_of "$1") || return 1
     dom_run "$1" "
@@ -102,8 +105,22 @@ until [ \"\$(cat /sys/class/net/xsn0/carrier 2>/dev/null)\" = 1 ]; do
     i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'xsn0 has no carrier'; exit 1; }
     sleep 0.2
 done
-ip addr add $2/24 dev xsn0 || exit 1
-ip addr show xsn0"
+udhcpc -i xsn0 -n -q -t 5 -T 3 -s /etc/rig/udhcpc || exit 1
+ip -4 addr show xsn0" > "/tmp/link-$1" || { cat "/tmp/link-$1"; return 1; }
+    cat "/tmp/link-$1"
+    grep -q "lease: xsn0 10.77.0.[0-9]*/24 from server $MGMT" "/tmp/link-$1" || return 1
+    sed -n 's|.*inet \(10\.77\.0\.[0-9]*\)/24.*|\1|p' "/tmp/link-$1" | head -n 1 > "/tmp/addr-$1"
+    echo "address of $1: $(cat "/tmp/addr-$1")"
+    [ -s "/tmp/addr-$1" ]
+}
+
+addr() {
+    cat "/tmp/addr-$1"
+}
+
+# ping_peer FROM TO: FROM pings TO's leased address.
+ping_peer() {
+    ping_ok "$1" "$(addr "$2")"
 }
 
 # ping_ok FROM ADDR: five echo requests, one at a time, each answered
@@ -129,7 +146,7 @@ until netstat -ltn | grep -q ":5001 "; do
 done' || return 1
     dom_run $A "dd if=/dev/urandom of=/tmp/send bs=1024 count=2048 2>/dev/null || exit 1
 read t0 _ < /proc/uptime
-nc $ADDR_B 5001 < /tmp/send || exit 1
+nc $(addr $B) 5001 < /tmp/send || exit 1
 read t1 _ < /proc/uptime
 echo \"sent 2 MiB in \$t0 .. \$t1 s (uptime)\"
 sha256sum /tmp/send" > /tmp/sum-a || { cat /tmp/sum-a; return 1; }
@@ -155,6 +172,14 @@ counters() {
         sleep 1
     done
     grep -aE "dom $_id .* up: from-member" "$_log" | tail -n 1 | sed 's/@@/@ @/g'
+}
+
+# stats: dom0 reads netback-uk's per-port counters from its counter page
+# (no xenstore): both ports up, frames both ways.
+stats() {
+    vdevice stats "$(xl domid netback-uk)" > /tmp/stats || { cat /tmp/stats; return 1; }
+    cat /tmp/stats
+    [ "$(grep -cE 'from_member_frames=[1-9][0-9]* .*to_member_frames=[1-9][0-9]* .*link=1' /tmp/stats)" -ge 2 ]
 }
 
 disconnect_b() {
@@ -206,15 +231,19 @@ step boot-b 180 dom_wait $B @@READY
 step member-a 60 start_member $A
 step member-b 60 start_member $B
 step connect 180 connect
-step link-a 60 link_up $A $ADDR_A
-step link-b 60 link_up $B $ADDR_B
-step ping-a-b 90 ping_ok $A $ADDR_B
-step ping-b-a 90 ping_ok $B $ADDR_A
+step lease-a 90 link_up $A
+step lease-b 90 link_up $B
+step ping-a-b 90 ping_peer $A $B
+step ping-b-a 90 ping_peer $B $A
+step ping-a-netback 90 ping_ok $A $MGMT
+step ping-b-netback 90 ping_ok $B $MGMT
 step tcp 240 timed tcp_move
 step counters-a 60 counters $A
 step counters-b 60 counters $B
+step stats 60 stats
 step remove-b 120 disconnect_b
 step gone-b 60 b_device_gone
 step netback-removed 60 netback_removed_b
 step stays-a 60 a_stays_up
+step ping-a-netback-after 90 ping_ok $A $MGMT
 step stop-a 60 stop_member $A
