@@ -172,8 +172,15 @@ impl<P: Platform> Netback<P> {
             }
         }
         let now = p.now_ns();
-        // Busy: only collect what fired; idle: sleep until a trigger.
-        let deadline = if busy { now } else { self.next_housekeep };
+        // Busy: only collect what fired; idle: sleep until a trigger, the
+        // end of a hold, or the housekeeping.
+        let deadline = if busy {
+            now
+        } else {
+            self.switch
+                .next_deadline()
+                .map_or(self.next_housekeep, |d| d.min(self.next_housekeep))
+        };
         self.fired.clear();
         let fired = &mut self.fired;
         match p.wait(Some(deadline), &mut |port| fired.push(port)) {

@@ -452,6 +452,16 @@ impl<P: Platform> Switch<P> {
         })
     }
 
+    /// When the earliest hold ends (the loop must look again by then even
+    /// if no trigger comes).
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.ports
+            .iter()
+            .flatten()
+            .filter_map(|q| q.held.map(|h| h.since_ns.saturating_add(HOLD_NS)))
+            .min()
+    }
+
     /// Each LAN's id and management endpoint (leases, counters).
     pub fn lans(&self) -> impl Iterator<Item = (LanId, &Mgmt)> + '_ {
         self.lans.iter().flatten().map(|l| (l.id, &l.mgmt))
@@ -571,11 +581,16 @@ impl<'s, P: Platform> Fwd<'s, P> {
 
     /// Reads up to the budget of frames from port `i` and forwards each.
     fn drain(&mut self, i: usize, rx: &mut FrameReceiver<'_>, round: &mut Round) -> Result<()> {
-        if !self.retry_held(i) {
+        match self.retry_held(i) {
+            Retry::Free => {}
             // Still waiting for room: the source's lane fills up, which is
-            // the backpressure its member sees.
-            round.busy = true;
-            return Ok(());
+            // the backpressure its member sees. Room arrived while arming
+            // the destination's trigger: try again next round; otherwise
+            // the destination's trigger (or the hold's end) wakes us.
+            Retry::Waiting { room } => {
+                round.busy |= room;
+                return Ok(());
+            }
         }
         if rx.poll()? == 0 && rx.prepare_wait()? == 0 {
             return Ok(());
@@ -586,12 +601,12 @@ impl<'s, P: Platform> Fwd<'s, P> {
                 Ok(Some(frame)) => {
                     served += 1;
                     round.frames += 1;
-                    if self.forward(i as PortIndex, frame.data, frame.meta) {
+                    if let Some(room) = self.forward(i as PortIndex, frame.data, frame.meta) {
                         // Held: read nothing more of this port for now.
                         if rx.release()? {
                             self.mark_notify(i);
                         }
-                        round.busy = true;
+                        round.busy |= room;
                         return Ok(());
                     }
                 }
@@ -636,33 +651,34 @@ impl<'s, P: Platform> Fwd<'s, P> {
     /// Learns the source, picks the destinations, and delivers one frame;
     /// broadcasts and frames for the LAN's management endpoint go to it
     /// too, and its replies are switched like any frame.
-    /// Returns whether the frame is held (see [`HOLD_NS`]).
-    fn forward(&mut self, src: PortIndex, frame: &[u8], meta: FrameMeta) -> bool {
+    /// `Some(room)` if the frame is held (see [`HOLD_NS`]); `room`: the
+    /// destination had room again by the time its trigger was armed.
+    fn forward(&mut self, src: PortIndex, frame: &[u8], meta: FrameMeta) -> Option<bool> {
         let now = self.now;
         let Some(sp) = self
             .ports
             .get_mut(usize::from(src))
             .and_then(Option::as_mut)
         else {
-            return false;
+            return None;
         };
         sp.counters.rx_frames += 1;
         sp.counters.rx_bytes += frame.len() as u64;
         // The assembler guarantees an Ethernet header (14 bytes).
         let (Some(dst), Some(srcmac)) = (mac_at(frame, 0), mac_at(frame, 6)) else {
             sp.counters.drop_bad_frame += 1;
-            return false;
+            return None;
         };
         let lan_slot = sp.lan;
         let Some(lan) = self.lans.get_mut(lan_slot).and_then(Option::as_mut) else {
-            return false;
+            return None;
         };
         if is_group(&srcmac)
             || srcmac == lan.mgmt.mac()
             || lan.fdb.learn(&srcmac, src, now) == Learned::Spoof
         {
             sp.counters.drop_spoof += 1;
-            return false;
+            return None;
         }
         self.replies.clear();
         self.reply_lens.clear();
@@ -699,12 +715,14 @@ impl<'s, P: Platform> Fwd<'s, P> {
                     .extend(lan.ports.iter().copied().filter(|&d| d != src)),
             }
         }
-        let mut held = false;
+        let mut held = None;
         if self.dests.len() == 1 && !is_group(&dst) {
             // Unicast to one port: a full lane holds the frame a while.
             let d = self.dests[0];
-            if self.deliver(d, frame, meta, true) == Delivery::Full {
-                held = self.hold(src, d, frame, meta, now);
+            if self.deliver(d, frame, meta, true) == Delivery::Full
+                && self.hold(src, d, frame, meta, now)
+            {
+                held = Some(self.arm(d, frame.len()));
             }
         } else {
             for k in 0..self.dests.len() {
@@ -749,32 +767,47 @@ impl<'s, P: Platform> Fwd<'s, P> {
         true
     }
 
-    /// Tries the frame port `i` holds again; `true` when the port may be
-    /// read (nothing held any more).
-    fn retry_held(&mut self, i: usize) -> bool {
+    /// Asks destination `d` to trigger the switch once it frees room for
+    /// `len` bytes (the lane's final check); returns whether it has room
+    /// already.
+    fn arm(&mut self, d: PortIndex, len: usize) -> bool {
+        match self.open.get_mut(usize::from(d)).and_then(Option::as_mut) {
+            Some(tx) => tx.prepare_wait(len).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Tries the frame port `i` holds again.
+    fn retry_held(&mut self, i: usize) -> Retry {
         let now = self.now;
-        let Some(sp) = self.port(i) else { return true };
-        let Some(h) = sp.held else { return true };
+        let Some(sp) = self.port(i) else {
+            return Retry::Free;
+        };
+        let Some(h) = sp.held else {
+            return Retry::Free;
+        };
         let buf = core::mem::take(&mut sp.held_buf);
         let frame = buf.get(..h.len).unwrap_or(&[]);
-        let done = match self.deliver(h.dst, frame, h.meta, true) {
-            Delivery::Full if now.saturating_sub(h.since_ns) < HOLD_NS => false,
+        let result = match self.deliver(h.dst, frame, h.meta, true) {
+            Delivery::Full if now.saturating_sub(h.since_ns) < HOLD_NS => Retry::Waiting {
+                room: self.arm(h.dst, h.len),
+            },
             Delivery::Full => {
                 if let Some(q) = self.port(usize::from(h.dst)) {
                     q.stalled = true;
                     q.counters.drop_rx_full += 1;
                 }
-                true
+                Retry::Free
             }
-            Delivery::Done => true,
+            Delivery::Done => Retry::Free,
         };
         if let Some(sp) = self.port(i) {
             sp.held_buf = buf;
-            if done {
+            if result == Retry::Free {
                 sp.held = None;
             }
         }
-        done
+        result
     }
 
     /// Switches what the management endpoint of LAN slot `lan_slot` said.
@@ -927,6 +960,15 @@ impl<'s, P: Platform> Fwd<'s, P> {
             Err(e) => break_port(state, i, e),
         }
     }
+}
+
+/// Where a port with a held frame stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    /// Nothing held (any more): read the port.
+    Free,
+    /// Still held; `room`: the destination has room now (retry at once).
+    Waiting { room: bool },
 }
 
 /// What became of a frame for one destination.
@@ -1699,6 +1741,10 @@ mod tests {
             rig.sw.poll(&mut rig.p);
         }
         assert!(c.recv().is_empty(), "behind the held frame");
+        // The loop sleeps until the stopped port's trigger or the hold's end.
+        assert!(!rig.sw.poll(&mut rig.p).busy, "a hold does not spin");
+        let now = share_hal::platform::Clock::now_ns(&rig.p);
+        assert_eq!(rig.sw.next_deadline(), Some(now + HOLD_NS));
         rig.host.advance(HOLD_NS);
         rig.pump();
         assert_eq!(tags(&c.recv()), [3], "the hold ended");
