@@ -650,18 +650,15 @@ impl<'s, P: Platform> Fwd<'s, P> {
 
     /// Learns the source, picks the destinations, and delivers one frame;
     /// broadcasts and frames for the LAN's management endpoint go to it
-    /// too, and its replies are switched like any frame.
+    /// too, and its replies are switched like any frame. Returns
     /// `Some(room)` if the frame is held (see [`HOLD_NS`]); `room`: the
     /// destination had room again by the time its trigger was armed.
     fn forward(&mut self, src: PortIndex, frame: &[u8], meta: FrameMeta) -> Option<bool> {
         let now = self.now;
-        let Some(sp) = self
+        let sp = self
             .ports
             .get_mut(usize::from(src))
-            .and_then(Option::as_mut)
-        else {
-            return None;
-        };
+            .and_then(Option::as_mut)?;
         sp.counters.rx_frames += 1;
         sp.counters.rx_bytes += frame.len() as u64;
         // The assembler guarantees an Ethernet header (14 bytes).
@@ -670,9 +667,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
             return None;
         };
         let lan_slot = sp.lan;
-        let Some(lan) = self.lans.get_mut(lan_slot).and_then(Option::as_mut) else {
-            return None;
-        };
+        let lan = self.lans.get_mut(lan_slot).and_then(Option::as_mut)?;
         if is_group(&srcmac)
             || srcmac == lan.mgmt.mac()
             || lan.fdb.learn(&srcmac, src, now) == Learned::Spoof
