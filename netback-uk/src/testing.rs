@@ -131,6 +131,7 @@ impl<P: Platform> TestMember<P> {
         )
         .unwrap();
         let mut n = 0;
+        let mut kick = false;
         if rx.poll().is_ok() {
             // Bounded by the batch; bad frames (a member that scribbled
             // its own lane) are skipped like any receiver does.
@@ -144,10 +145,15 @@ impl<P: Platform> TestMember<P> {
                     Err(_) => continue,
                 }
             }
-            let _ = rx.release();
+            // The switch may be waiting for room (a held frame): trigger
+            // it when its event index asks, as a member must.
+            kick = rx.release().unwrap_or(false);
             let _ = rx.prepare_wait();
         }
         self.rx = Some(rx.park());
+        if kick {
+            let _ = self.att.trigger(&mut self.p);
+        }
         n
     }
 
