@@ -118,6 +118,21 @@ pub struct Listing {
     pub garbled: Vec<u32>,
 }
 
+impl Listing {
+    /// The entries in use and the garbled ones, by index.
+    fn of(entries: &Entries) -> Self {
+        let mut listing = Listing::default();
+        for (i, e) in entries.iter().enumerate() {
+            match e {
+                Ok(e) if e.kind != Kind::Empty => listing.used.push((i as u32, *e)),
+                Ok(_) => {}
+                Err(_) => listing.garbled.push(i as u32),
+            }
+        }
+        listing
+    }
+}
+
 /// Every entry of a page, each parsed or refused.
 type Entries = [Result<EntryRepr, share_hal::wire::Error>];
 
@@ -152,15 +167,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             what: "reading its vdevice page",
             err,
         })?;
-        let mut listing = Listing::default();
-        for (i, e) in snap.entries.iter().enumerate() {
-            match e {
-                Ok(e) if e.kind != Kind::Empty => listing.used.push((i as u32, *e)),
-                Ok(_) => {}
-                Err(_) => listing.garbled.push(i as u32),
-            }
-        }
-        Ok(listing)
+        Ok(Listing::of(&snap.entries))
     }
 
     /// The counters `domid` publishes for its entries (its counter page,
@@ -193,15 +200,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             what: "reading its counter page",
             err,
         })?;
-        let mut listing = Listing::default();
-        for (i, e) in snap.entries.iter().enumerate() {
-            match e {
-                Ok(e) if e.kind != Kind::Empty => listing.used.push((i as u32, *e)),
-                Ok(_) => {}
-                Err(_) => listing.garbled.push(i as u32),
-            }
-        }
-        Ok(Some((listing, stats)))
+        Ok(Some((Listing::of(&snap.entries), stats)))
     }
 
     /// One change on `domid`'s page: `find` picks the entry index from the
