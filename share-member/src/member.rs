@@ -404,14 +404,7 @@ fn apply<H: Host>(
                     devs.disks.insert(index, disk);
                     Applied::Ok { share_ref: None }
                 }
-                Err(r) => {
-                    eprintln!("share-member: entry {index}: refused: {}", r.why);
-                    Applied::Refused(if r.status == status::OK {
-                        status::EIO
-                    } else {
-                        r.status
-                    })
-                }
+                Err(r) => refused(index, "refused", &r),
             }
         }
         Action::ReattachDisk(join) => {
@@ -427,14 +420,7 @@ fn apply<H: Host>(
                     );
                     Applied::Ok { share_ref: None }
                 }
-                Err(r) => {
-                    eprintln!("share-member: entry {index}: re-attach refused: {}", r.why);
-                    Applied::Refused(if r.status == status::OK {
-                        status::EIO
-                    } else {
-                        r.status
-                    })
-                }
+                Err(r) => refused(index, "re-attach refused", &r),
             }
         }
         Action::JoinNet(join) => match NetPort::join(p, &join, &cfg.ifname, cfg.accept) {
@@ -450,14 +436,18 @@ fn apply<H: Host>(
                 devs.ports.insert(index, port);
                 Applied::Ok { share_ref: None }
             }
-            Err(r) => {
-                eprintln!("share-member: entry {index}: refused: {}", r.why);
-                Applied::Refused(if r.status == status::OK {
-                    status::EIO
-                } else {
-                    r.status
-                })
-            }
+            Err(r) => refused(index, "refused", &r),
         },
     }
+}
+
+/// Logs a refused entry and gives dom0 its status (EIO when the refusal
+/// carries none).
+fn refused(index: u32, what: &str, r: &crate::port::Refusal) -> Applied {
+    eprintln!("share-member: entry {index}: {what}: {}", r.why);
+    Applied::Refused(if r.status == status::OK {
+        status::EIO
+    } else {
+        r.status
+    })
 }
