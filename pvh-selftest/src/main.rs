@@ -99,7 +99,9 @@ mod image_main {
 
     fn deliberate_gp(injected: bool) -> ! {
         if injected {
-            println!("selftest: deliberate #GP: RDMSR {UNKNOWN_MSR:#x}, which Xen refuses with #GP");
+            println!(
+                "selftest: deliberate #GP: RDMSR {UNKNOWN_MSR:#x}, which Xen refuses with #GP"
+            );
             let (lo, hi): (u32, u32);
             // SAFETY: not safe on purpose: the MSR exists nowhere, so Xen
             // (which intercepts every MSR outside the permission map)
@@ -110,7 +112,9 @@ mod image_main {
             };
             println!("selftest: FAIL RDMSR {UNKNOWN_MSR:#x} did not fault (read {hi:#x}:{lo:#x})");
         } else {
-            println!("selftest: deliberate #GP: reading non-canonical address 0x8000_0000_0000_0000");
+            println!(
+                "selftest: deliberate #GP: reading non-canonical address 0x8000_0000_0000_0000"
+            );
             let bad = 0x8000_0000_0000_0000usize as *const u64;
             // SAFETY: not safe on purpose: a non-canonical address raises
             // #GP, which the crash handler reports.
@@ -144,7 +148,11 @@ mod image_main {
                 "selftest: storm: tsc_mode {} ({}), RDTSC {}, guest TSC {} kHz",
                 m.mode,
                 m.mode_name(),
-                if m.emulated { "emulated (exits to Xen)" } else { "native" },
+                if m.emulated {
+                    "emulated (exits to Xen)"
+                } else {
+                    "native"
+                },
                 m.khz
             ),
             None => println!("selftest: storm: Xen reports no TSC mode"),
