@@ -11,7 +11,9 @@
 //! reads a non-canonical address (a #GP the CPU raises in the domain) and
 //! `cmdline="gp-injected"` reads an MSR Xen does not implement (a #GP
 //! that Xen injects on the way back from the MSR intercept, the path any
-//! exception Xen raises for an emulated instruction takes). `cmdline="storm=SECS"`
+//! exception Xen raises for an emulated instruction takes). `cmdline="double-fault"`
+//! unmaps the exception stack and faults (the #DF on its own stack);
+//! `cmdline="storm=SECS"`
 //! runs the clock storm (see `storm`) instead of the test.
 //!
 //! Only the image build (`cargo xtask images`, the one build with
@@ -204,6 +206,15 @@ mod image_main {
         }
         if rt.boot.has_flag("gp-injected") {
             deliberate_gp(true);
+        }
+        if rt.boot.has_flag("double-fault") {
+            println!(
+                "selftest: deliberate double fault: exception stack unmapped, then a page fault"
+            );
+            // SAFETY: not safe on purpose: the fault below cannot be
+            // delivered, so the CPU raises #DF on its own stack.
+            unsafe { pvh_rt::traps::break_exception_stack() };
+            deliberate_fault();
         }
         if rt.boot.has_flag("overflow") {
             println!("selftest: deliberate stack overflow");

@@ -72,6 +72,13 @@ step gp-injected-report 120 dom_wait pvh-gp-injected "general protection fault (
 step gp-injected-crashed 60 crashed pvh-gp-injected
 step gp-injected-destroy 60 xl destroy pvh-gp-injected
 
+# A fault that cannot be delivered (exception stack unmapped): the double
+# fault runs on its own stack and reports.
+step df-create 120 xl create /xl-configs/pvh-selftest.cfg 'name="pvh-df"' 'cmdline="double-fault"'
+step df-report 120 dom_wait pvh-df "double fault (#DF, vector 8)"
+step df-crashed 60 crashed pvh-df
+step df-destroy 60 xl destroy pvh-df
+
 step netback-ready 120 timed_ready /xl-configs/netback-uk.cfg netback-uk "netback-uk: ready"
 step blkback-ready 120 timed_ready /xl-configs/blkback-uk.cfg blkback-uk "blkback-uk: ready"
 step backends-list 30 xl list
