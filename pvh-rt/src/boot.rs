@@ -177,6 +177,14 @@ impl BootInfo {
         self.cmdline().split_ascii_whitespace().any(|w| w == flag)
     }
 
+    /// The value of the first `key=value` word on the command line.
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.cmdline()
+            .split_ascii_whitespace()
+            .find_map(|w| w.split_once('=').filter(|(k, _)| *k == key))
+            .map(|(_, v)| v)
+    }
+
     /// Builds the info from the start info structure and its memory map
     /// entries (read by the caller), and the command line bytes.
     pub fn from_parts(
@@ -294,7 +302,7 @@ mod tests {
         let info = BootInfo::from_parts(
             &si(),
             map.into_iter(),
-            b"selftest fault\0junk".iter().copied(),
+            b"selftest fault storm=40 storm=2\0junk".iter().copied(),
         )
         .unwrap();
         assert_eq!(
@@ -311,9 +319,12 @@ mod tests {
             ]
         );
         assert_eq!(info.ram_top(), 0x1000000);
-        assert_eq!(info.cmdline(), "selftest fault");
+        assert_eq!(info.cmdline(), "selftest fault storm=40 storm=2");
         assert!(info.has_flag("fault"));
         assert!(!info.has_flag("faul"));
+        assert_eq!(info.value("storm"), Some("40"));
+        assert_eq!(info.value("stor"), None);
+        assert_eq!(info.value("fault"), None);
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! shuts the domain down as crashed so `xl list` shows it and `on_crash`
 //! applies. Nothing here resumes the interrupted code.
 //!
-//! Every vector runs on its own IST stack, so a fault caused by a broken
-//! `rsp` (stack overflow) is still reported.
+//! Every vector runs on an IST stack, so a fault caused by a broken `rsp`
+//! (stack overflow) is still reported. The double fault has a stack of its
+//! own: when delivering a fault onto the common exception stack fails, the
+//! CPU raises #DF, which must not need that stack too (else the domain
+//! triple-faults with no report).
 
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -223,8 +226,10 @@ mod tables {
     // takes nothing but its address.
     unsafe impl Sync for Stack {}
     static IST1: Stack = Stack(UnsafeCell::new([0; IST_STACK]));
+    /// The double fault's own stack (IST2).
+    static IST2: Stack = Stack(UnsafeCell::new([0; IST_STACK]));
 
-    /// The 64-bit TSS: only IST1 is used.
+    /// The 64-bit TSS: IST1 for every exception but #DF, IST2 for #DF.
     #[repr(C, packed(4))]
     struct Tss {
         reserved0: u32,
@@ -349,6 +354,7 @@ mod tables {
         // these statics, which live forever.
         unsafe {
             (*t).tss.ist[0] = ist_top;
+            (*t).tss.ist[1] = IST2.0.get() as u64 + IST_STACK as u64;
             let tss = &raw const (*t).tss as u64;
             let limit = (core::mem::size_of::<Tss>() - 1) as u64;
             (*t).gdt = [
@@ -366,11 +372,13 @@ mod tables {
             let stubs = &raw const pvh_rt_isr_table as u64;
             for v in 0..32u64 {
                 let h = stubs + v * 16;
-                // Interrupt gate, present, DPL 0, selector 0x08, IST 1.
+                // Interrupt gate, present, DPL 0, selector 0x08, IST 1
+                // (IST 2 for the double fault).
+                let ist = if v == 8 { 2 } else { 1 };
                 (*t).idt[v as usize] = [
                     (h & 0xffff)
                         | (0x08 << 16)
-                        | (1 << 32)
+                        | (ist << 32)
                         | (0x8e << 40)
                         | ((h >> 16) & 0xffff) << 48,
                     h >> 32,
@@ -391,6 +399,20 @@ mod tables {
         }
     }
 
+    /// Points the common exception stack (IST1) at the top of page 0,
+    /// which is unmapped: the next exception cannot be delivered and the
+    /// CPU raises a double fault. For the self-test of the #DF path only.
+    ///
+    /// # Safety
+    /// Every exception after this is a double fault; the caller is about
+    /// to fault on purpose.
+    pub unsafe fn break_exception_stack() {
+        let t = TABLES.0.get();
+        // SAFETY: single vCPU; the CPU reads the TSS only on an exception,
+        // and the caller wants the next one to fail.
+        unsafe { (*t).tss.ist[0] = 4096 };
+    }
+
     /// The 10-byte operand of LGDT/LIDT.
     fn pseudo_descriptor(base: u64, limit: u16) -> [u16; 5] {
         [
@@ -404,7 +426,7 @@ mod tables {
 }
 
 #[cfg(all(feature = "rt", panic = "abort", not(test)))]
-pub use tables::init;
+pub use tables::{break_exception_stack, init};
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,14 @@
 //! `selftest: PASS`, then power off. With `cmdline="fault"` the image
 //! instead dereferences an unmapped address right after boot, to show the
 //! crash report and the crashed state in `xl list`; `cmdline="overflow"`
-//! overflows the boot stack into its guard page.
+//! overflows the boot stack into its guard page; `cmdline="gp-native"`
+//! reads a non-canonical address (a #GP the CPU raises in the domain) and
+//! `cmdline="gp-injected"` reads an MSR Xen does not implement (a #GP
+//! that Xen injects on the way back from the MSR intercept, the path any
+//! exception Xen raises for an emulated instruction takes). `cmdline="double-fault"`
+//! unmaps the exception stack and faults (the #DF on its own stack);
+//! `cmdline="storm=SECS"`
+//! runs the clock storm (see `storm`) instead of the test.
 //!
 //! Only the image build (`cargo xtask images`, the one build with
 //! `panic = "abort"`) is the kernel; any other build is a stub.
@@ -92,6 +99,36 @@ mod image_main {
         shutdown(ShutdownReason::Poweroff)
     }
 
+    fn deliberate_gp(injected: bool) -> ! {
+        if injected {
+            println!(
+                "selftest: deliberate #GP: RDMSR {UNKNOWN_MSR:#x}, which Xen refuses with #GP"
+            );
+            let (lo, hi): (u32, u32);
+            // SAFETY: not safe on purpose: the MSR exists nowhere, so Xen
+            // (which intercepts every MSR outside the permission map)
+            // injects #GP and the crash handler reports it.
+            unsafe {
+                core::arch::asm!("rdmsr", in("ecx") UNKNOWN_MSR, out("eax") lo, out("edx") hi,
+                                 options(nomem, nostack))
+            };
+            println!("selftest: FAIL RDMSR {UNKNOWN_MSR:#x} did not fault (read {hi:#x}:{lo:#x})");
+        } else {
+            println!(
+                "selftest: deliberate #GP: reading non-canonical address 0x8000_0000_0000_0000"
+            );
+            let bad = 0x8000_0000_0000_0000usize as *const u64;
+            // SAFETY: not safe on purpose: a non-canonical address raises
+            // #GP, which the crash handler reports.
+            let v = unsafe { bad.read_volatile() };
+            println!("selftest: FAIL the non-canonical read did not fault (read {v:#x})");
+        }
+        shutdown(ShutdownReason::Poweroff)
+    }
+
+    /// An MSR number no CPU or hypervisor defines.
+    const UNKNOWN_MSR: u32 = 0x2bad_0001;
+
     /// Recurses until the boot stack runs into its guard page.
     fn recurse(n: u64) -> u64 {
         let frame = core::hint::black_box([n; 64]);
@@ -99,6 +136,61 @@ mod image_main {
             return 0;
         }
         recurse(n + 1).wrapping_add(frame[n as usize % 64])
+    }
+
+    /// The clock storm: for `secs` seconds, what a busy event loop does
+    /// (netback-uk's step loop when its switch has work every round): read
+    /// the clock and poll the open ports with a deadline that has passed,
+    /// so no hypercall is made and every round is two RDTSCs. Prints the
+    /// TSC mode Xen gave the domain (whether RDTSC exits to Xen) and the
+    /// cost of a round, every 5 s, then `selftest: storm PASS`.
+    fn storm(rt: &Runtime, secs: u64) -> Outcome {
+        match pvh_rt::xen::time::tsc_mode() {
+            Some(m) => println!(
+                "selftest: storm: tsc_mode {} ({}), RDTSC {}, guest TSC {} kHz",
+                m.mode,
+                m.mode_name(),
+                if m.emulated {
+                    "emulated (exits to Xen)"
+                } else {
+                    "native"
+                },
+                m.khz
+            ),
+            None => println!("selftest: storm: Xen reports no TSC mode"),
+        }
+        let (mut p, _store) = rt.platform().item("platform bring-up")?;
+        let _port = p.alloc_unbound(DOM0).item("event channel alloc_unbound")?;
+        let t0 = p.now_ns();
+        let end = t0 + secs * 1_000_000_000;
+        let mut next_report = t0 + 5_000_000_000;
+        let (mut rounds, mut last_rounds, mut last_t) = (0u64, 0u64, t0);
+        loop {
+            let now = p.now_ns();
+            if now >= end {
+                break;
+            }
+            match p.wait(Some(now), &mut |_| {}) {
+                Err(Error::TimedOut) | Ok(()) => {}
+                Err(e) => return Err(fail("storm wait", e.to_string())),
+            }
+            rounds += 1;
+            if now >= next_report {
+                let n = rounds - last_rounds;
+                println!(
+                    "selftest: storm: {} s, {rounds} rounds, {} ns per round",
+                    (now - t0) / 1_000_000_000,
+                    (now - last_t) / n.max(1)
+                );
+                (last_rounds, last_t) = (rounds, now);
+                next_report += 5_000_000_000;
+            }
+        }
+        println!(
+            "selftest: storm: {rounds} rounds in {secs} s ({} ns per round)",
+            secs * 1_000_000_000 / rounds.max(1)
+        );
+        Ok(())
     }
 
     fn main(rt: Runtime) -> ! {
@@ -109,11 +201,39 @@ mod image_main {
         if rt.boot.has_flag("fault") {
             deliberate_fault();
         }
+        if rt.boot.has_flag("gp-native") {
+            deliberate_gp(false);
+        }
+        if rt.boot.has_flag("gp-injected") {
+            deliberate_gp(true);
+        }
+        if rt.boot.has_flag("double-fault") {
+            println!(
+                "selftest: deliberate double fault: exception stack unmapped, then a page fault"
+            );
+            // SAFETY: not safe on purpose: the fault below cannot be
+            // delivered, so the CPU raises #DF on its own stack.
+            unsafe { pvh_rt::traps::break_exception_stack() };
+            deliberate_fault();
+        }
         if rt.boot.has_flag("overflow") {
             println!("selftest: deliberate stack overflow");
             let depth = recurse(1);
             println!("selftest: FAIL the stack did not overflow ({depth})");
             shutdown(ShutdownReason::Poweroff)
+        }
+        if let Some(v) = rt.boot.value("storm") {
+            let secs = v.parse::<u64>().unwrap_or(30).clamp(1, 3600);
+            match storm(&rt, secs) {
+                Ok(()) => {
+                    println!("selftest: storm PASS");
+                    shutdown(ShutdownReason::Poweroff)
+                }
+                Err((name, why)) => {
+                    println!("selftest: FAIL {name}: {why}");
+                    shutdown(ShutdownReason::Crash)
+                }
+            }
         }
         match run(&rt) {
             Ok(()) => {

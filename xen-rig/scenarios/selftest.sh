@@ -1,7 +1,7 @@
 # selftest: the PVH platform self-test against dom0 (protocol:
-# share-hal/src/xen/SELFTEST.md), a deliberate fault and a stack overflow
-# that must each end as a crash report and a crashed domain, and both
-# backend images booting to
+# share-hal/src/xen/SELFTEST.md), a deliberate fault, a stack overflow and
+# two #GPs (raised by the CPU, injected by Xen) that must each end as a
+# crash report and a crashed domain, and both backend images booting to
 # "ready". Each "ready" step prints @@TIME lines: xl create to ready, ms.
 
 # timed_ready CFG NAME TEXT: xl create, wait for TEXT, print the time.
@@ -60,6 +60,24 @@ step overflow-create 120 xl create /xl-configs/pvh-selftest.cfg 'name="pvh-overf
 step overflow-report 120 dom_wait pvh-overflow "(the boot stack overflowed into its guard page)"
 step overflow-crashed 60 crashed pvh-overflow
 step overflow-destroy 60 xl destroy pvh-overflow
+
+# A #GP the CPU raises in the domain, and one Xen injects (RDMSR of an MSR
+# it does not implement): both must reach the crash handler.
+step gp-native-create 120 xl create /xl-configs/pvh-selftest.cfg 'name="pvh-gp-native"' 'cmdline="gp-native"'
+step gp-native-report 120 dom_wait pvh-gp-native "general protection fault (#GP, vector 13)"
+step gp-native-crashed 60 crashed pvh-gp-native
+step gp-native-destroy 60 xl destroy pvh-gp-native
+step gp-injected-create 120 xl create /xl-configs/pvh-selftest.cfg 'name="pvh-gp-injected"' 'cmdline="gp-injected"'
+step gp-injected-report 120 dom_wait pvh-gp-injected "general protection fault (#GP, vector 13)"
+step gp-injected-crashed 60 crashed pvh-gp-injected
+step gp-injected-destroy 60 xl destroy pvh-gp-injected
+
+# A fault that cannot be delivered (exception stack unmapped): the double
+# fault runs on its own stack and reports.
+step df-create 120 xl create /xl-configs/pvh-selftest.cfg 'name="pvh-df"' 'cmdline="double-fault"'
+step df-report 120 dom_wait pvh-df "double fault (#DF, vector 8)"
+step df-crashed 60 crashed pvh-df
+step df-destroy 60 xl destroy pvh-df
 
 step netback-ready 120 timed_ready /xl-configs/netback-uk.cfg netback-uk "netback-uk: ready"
 step blkback-ready 120 timed_ready /xl-configs/blkback-uk.cfg blkback-uk "blkback-uk: ready"

@@ -145,7 +145,7 @@ impl Events {
                 return Ok(());
             }
             if let Some(deadline) = deadline_ns {
-                if time::now_ns() >= deadline {
+                if time::passed(deadline) {
                     return Err(Error::TimedOut);
                 }
             }
@@ -184,7 +184,7 @@ impl Doorbell {
         if clear_pending(&self.shared_info, self.port) {
             return Ok(());
         }
-        if time::now_ns() >= deadline_ns {
+        if time::passed(deadline_ns) {
             return Err(Error::TimedOut);
         }
         let rc = hypercall::sched_poll(&[self.port], deadline_ns);

@@ -89,6 +89,61 @@ pub fn now_ns() -> u64 {
     now.max(last)
 }
 
+/// Whether Xen system time has reached `deadline_ns`. Answers from the
+/// latest time handed out when that already passed it, without an RDTSC:
+/// where Xen emulates RDTSC (no invariant TSC, or `tsc_mode =
+/// "always_emulate"`) every read is an exit to Xen, and a busy loop asks
+/// this with the deadline it just read from [`now_ns`].
+pub fn passed(deadline_ns: u64) -> bool {
+    deadline_ns <= LAST.load(Ordering::Relaxed) || now_ns() >= deadline_ns
+}
+
+/// How Xen presents the TSC to this domain (its CPUID leaf base + 3,
+/// sub-leaf 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TscMode {
+    /// RDTSC traps to Xen (`vtsc`): every [`now_ns`] costs an exit.
+    pub emulated: bool,
+    /// Xen's `tsc_mode` (0 default, 1 always_emulate, 2 native,
+    /// 3 native_paravirt).
+    pub mode: u32,
+    /// The guest TSC frequency in kHz.
+    pub khz: u32,
+}
+
+impl TscMode {
+    /// From the registers of Xen's leaf base + 3.
+    pub fn from_cpuid(eax: u32, ebx: u32, ecx: u32) -> TscMode {
+        TscMode {
+            emulated: eax & 1 != 0,
+            mode: ebx,
+            khz: ecx,
+        }
+    }
+
+    /// The `tsc_mode` name of xl.cfg.
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            0 => "default",
+            1 => "always_emulate",
+            2 => "native",
+            3 => "native_paravirt",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Xen's TSC mode for this domain; `None` when not on Xen.
+pub fn tsc_mode() -> Option<TscMode> {
+    let base = cpu::xen_cpuid_base()?;
+    let (max, ..) = cpu::cpuid(base);
+    if max < base + 3 {
+        return None;
+    }
+    let (eax, ebx, ecx, _) = cpu::cpuid(base + 3);
+    Some(TscMode::from_cpuid(eax, ebx, ecx))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +205,26 @@ mod tests {
                 tsc_shift: -3
             })
         );
+    }
+
+    #[test]
+    fn passed_answers_from_the_latest_time_without_the_clock() {
+        // Off Xen the clock reads 0: a deadline counts as passed only
+        // through the time already handed out.
+        LAST.fetch_max(1_000, Ordering::Relaxed);
+        assert!(passed(999));
+        assert!(passed(1_000));
+        assert!(!passed(u64::MAX));
+    }
+
+    #[test]
+    fn tsc_mode_reads_xens_leaf() {
+        let m = TscMode::from_cpuid(0b101, 2, 1_000_000);
+        assert!(m.emulated);
+        assert_eq!((m.mode, m.khz, m.mode_name()), (2, 1_000_000, "native"));
+        let m = TscMode::from_cpuid(0b110, 7, 0);
+        assert!(!m.emulated);
+        assert_eq!(m.mode_name(), "unknown");
     }
 
     #[repr(align(8))]
