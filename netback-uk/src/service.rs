@@ -165,8 +165,10 @@ impl<P: Platform> Netback<P> {
     /// triggered. `report` receives periodic counter lines.
     pub fn step(&mut self, p: &mut P, report: &mut dyn FnMut(&str)) -> Result<()> {
         let mut busy = false;
+        // One clock read for the rounds: a step lasts far less than a hold.
+        let started = p.now_ns();
         for _ in 0..ROUNDS_PER_CHECK {
-            busy = self.switch.poll(p).busy;
+            busy = self.switch.poll_at(p, started).busy;
             if !busy {
                 break;
             }

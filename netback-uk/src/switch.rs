@@ -479,6 +479,13 @@ impl<P: Platform> Switch<P> {
     /// forwarded, rx lanes published, members triggered as asked.
     pub fn poll(&mut self, p: &mut P) -> Round {
         let now = p.now_ns();
+        self.poll_at(p, now)
+    }
+
+    /// [`Switch::poll`] with the time read by the caller: a loop of rounds
+    /// reads the clock once (on Xen an RDTSC may be an exit), and ages and
+    /// holds are in seconds and milliseconds.
+    pub fn poll_at(&mut self, p: &mut P, now: u64) -> Round {
         let n = self.ports.len();
         let mut round = Round::default();
         if n == 0 {
