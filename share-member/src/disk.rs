@@ -56,6 +56,8 @@ pub const SLOT_PAGES: usize = 32;
 const SLOT_BYTES: usize = SLOT_PAGES * PAGE_SIZE;
 /// At most this many requests in flight to the server per disk.
 const MAX_SLOTS: usize = 32;
+/// Fewer slots than this (grants ran out) and the disk is refused.
+const MIN_SLOTS: usize = 4;
 /// FUSE requests read per service round before the event loop looks at the
 /// other devices again.
 const BUDGET: usize = 64;
@@ -163,6 +165,20 @@ fn grant_slots<P: Host>(p: &mut P, server: DomId, n: usize) -> Result<Vec<Slot<P
             });
         match made {
             Ok(s) => slots.push(s),
+            // Grants are a limited resource (on Linux, gntalloc's `limit`
+            // module parameter, 1024 pages by default, for the whole
+            // domain): fewer requests in flight rather than no disk.
+            Err(e) if slots.len() >= MIN_SLOTS => {
+                eprintln!(
+                    "share-member: granting slot {} of {n} to domain {server} failed ({e}); \
+                     going on with {} requests in flight (on Linux raise \
+                     /sys/module/xen_gntalloc/parameters/limit: {} pages a slot)",
+                    slots.len(),
+                    slots.len(),
+                    SLOT_PAGES + 1
+                );
+                break;
+            }
             Err(e) => {
                 release_slots(p, slots);
                 return Err(e);

@@ -55,8 +55,16 @@ pub const DOM0_OPTIONAL_MODULES: &[&str] = &["xen-blkback", "xen-netback", "brid
 pub const DOMU_MODULES: &[&str] = &["xen-evtchn", "xen-gntdev", "xen-gntalloc"];
 
 /// Modules put into the domU image, loaded by scenarios on demand.
-/// (`tun`: share-member's TAP devices.)
-pub const DOMU_OPTIONAL_MODULES: &[&str] = &["xen-blkfront", "xen-netfront", "ext4", "tun"];
+/// (`tun`: share-member's TAP devices; `fuse` and `loop`: its disks, a
+/// loop device over a FUSE file.)
+pub const DOMU_OPTIONAL_MODULES: &[&str] = &[
+    "xen-blkfront",
+    "xen-netfront",
+    "ext4",
+    "tun",
+    "fuse",
+    "loop",
+];
 
 /// Host programs in both images (with their libraries): disk tests make
 /// and check file systems.
