@@ -323,9 +323,10 @@ impl<P: Host> DiskPort<P> {
         };
         let _ = std::fs::remove_file(&link);
         let mp = mountpoint.clone();
+        let bytes = control.capacity * 512;
         let attach = std::thread::Builder::new()
             .name(format!("loop-attach-{index}"))
-            .spawn(move || LoopDev::attach(&mp, read_only));
+            .spawn(move || LoopDev::attach(&mp, read_only, bytes));
         let attach = match attach {
             Ok(h) => h,
             Err(e) => {
