@@ -47,12 +47,13 @@ disk_line() {
     grep -aq "blkback-uk: disk 0: vbd 51712 (backend domain 0): $SECTORS sectors" "$(dom_log blkback-uk)"
 }
 
-# fuse and loop for the member's disks, ext4 for the file system. Each
+# fuse and loop for the member's disks, ext4 and crc32c (its metadata
+# checksums; without it mount says ENOENT) for the file system. Each
 # disk grants 32 slots of 33 pages to its server: more than gntalloc's
 # default limit of 1024 pages for the whole domain.
 start_member() {
     dom_run $U '
-for m in fuse loop ext4; do modprobe $m || exit 1; done
+for m in fuse loop ext4 crc32c_generic; do modprobe $m || exit 1; done
 [ -c /dev/fuse ] && [ -c /dev/loop-control ] || { echo "no /dev/fuse or /dev/loop-control"; exit 1; }
 echo 4096 > /sys/module/xen_gntalloc/parameters/limit || exit 1
 setsid share-member > /tmp/share-member.log 2>&1 < /dev/null &
