@@ -109,7 +109,11 @@ pub struct Counters {
     pub reads: u64,
     pub writes: u64,
     pub flushes: u64,
+    /// Requests the server answered with an error.
     pub errors: u64,
+    /// Kernel requests the member refused itself (fallocate, unknown
+    /// opcodes, misaligned I/O), without the server.
+    pub refused: u64,
     /// Requests issued again after a re-attach.
     pub reissued: u64,
 }
@@ -521,9 +525,6 @@ impl<P: Host> DiskPort<P> {
     }
 
     fn reply(&mut self, unique: u64, error: i32, body: &[&[u8]]) {
-        if error != 0 {
-            self.counters.errors += 1;
-        }
         if let Some(f) = &self.fuse {
             if let Err(e) = f.reply(unique, error, body) {
                 eprintln!(
@@ -547,7 +548,12 @@ impl<P: Host> DiskPort<P> {
             }
         };
         match self.decide(inc.req, n) {
-            Decision::Reply(err, body) => self.reply(inc.unique, err, &[&body]),
+            Decision::Reply(err, body) => {
+                if err != 0 {
+                    self.counters.refused += 1;
+                }
+                self.reply(inc.unique, err, &[&body])
+            }
             Decision::Queue(kind) => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
@@ -715,6 +721,9 @@ impl<P: Host> DiskPort<P> {
                 Status::NotSupported => -libc::EOPNOTSUPP,
                 Status::Error => -libc::EIO,
             };
+            if err != 0 {
+                self.counters.errors += 1;
+            }
             match op.kind {
                 OpKind::Read { len, .. } => {
                     self.counters.reads += 1;
