@@ -11,6 +11,9 @@
 #                            agent; prints its output, returns its status
 #   dom_expect NAME TEXT CMD...   dom_run, and fail unless the output holds TEXT
 #   dom_shutdown NAME...     xl shutdown -w each, fail if one stays
+#   bounded TIMEOUT_S CMD... CMD in a subshell, killed after TIMEOUT_S (for
+#                            exit traps, which must not end a scenario)
+#   install_block_script     a busybox /etc/xen/scripts/block (file -> loop)
 #
 # Console logs of domains are /var/log/xen/console/guest-NAME.log.
 
@@ -145,4 +148,53 @@ rig_dump_logs() {
     done
     xl list > /tmp/xl-list.log 2>&1
     rig_send_file xl-list.log /tmp/xl-list.log
+}
+
+# Xen's /etc/xen/scripts/block needs bash, which this busybox dom0 lacks:
+# the same job (loop device for a file, physical-device for blkback) in sh.
+install_block_script() {
+    cat > /etc/xen/scripts/block <<'EOF'
+#!/bin/sh
+# libxl runs: block add|remove, with XENBUS_PATH = the backend directory.
+case "$1" in
+add)
+    target=$(xenstore-read "$XENBUS_PATH/params") || exit 1
+    if [ -b "$target" ]; then
+        dev=$target
+    else
+        dev=$(losetup -f) || exit 1
+        losetup "$dev" "$target" || exit 1
+    fi
+    set -- $(stat -L -c '%t %T' "$dev")
+    xenstore-write "$XENBUS_PATH/physical-device" "$1:$2" \
+        "$XENBUS_PATH/physical-device-path" "$dev" \
+        "$XENBUS_PATH/hotplug-status" connected
+    ;;
+remove)
+    dev=$(xenstore-read "$XENBUS_PATH/physical-device-path" 2>/dev/null)
+    case "$dev" in /dev/loop*) losetup -d "$dev" ;; esac
+    ;;
+esac
+exit 0
+EOF
+    chmod +x /etc/xen/scripts/block
+}
+
+# bounded TIMEOUT_S CMD...: CMD in a subshell, killed after TIMEOUT_S; for
+# the exit trap, which must not end the scenario the way `step` does.
+bounded() {
+    _bt=$1
+    shift
+    ("$@") &
+    _bp=$!
+    (
+        sleep "$_bt"
+        kill_tree "$_bp"
+    ) &
+    _bw=$!
+    wait "$_bp"
+    _brc=$?
+    kill_tree "$_bw" 2>/dev/null
+    wait "$_bw" 2>/dev/null
+    return "$_brc"
 }

@@ -37,14 +37,17 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
-use blkback_uk::client::{BlkClient, Buffer, Completion};
-use share_hal::platform::{Access, DomId, Platform, PAGE_SIZE};
-use share_hal::wire::blk::{self, features, ControlRepr, Dir, RequestRepr, Status};
+use blkback_uk::client::{BlkClient, Completion};
+use share_hal::platform::{Access, DomId, PAGE_SIZE};
+use share_hal::wire::blk::{
+    self, features, ControlRepr, Dir, IndirectPages, InlineSegments, RequestRepr, Segment, Status,
+};
 use share_hal::wire::vdevice::status;
 use share_hal::Error;
 
 use crate::dispatch::{status_of, DiskJoin};
 use crate::fuse::{self, fopen, init, Attr, FuseDev, Request};
+use crate::host::{Granted, Host};
 use crate::loopdev::LoopDev;
 use crate::port::Refusal;
 
@@ -53,6 +56,8 @@ pub const SLOT_PAGES: usize = 32;
 const SLOT_BYTES: usize = SLOT_PAGES * PAGE_SIZE;
 /// At most this many requests in flight to the server per disk.
 const MAX_SLOTS: usize = 32;
+/// Fewer slots than this (grants ran out) and the disk is refused.
+const MIN_SLOTS: usize = 4;
 /// FUSE requests read per service round before the event loop looks at the
 /// other devices again.
 const BUDGET: usize = 64;
@@ -92,9 +97,9 @@ struct Op {
 }
 
 /// Pages granted to the server for one request at a time.
-struct Slot<P: Platform> {
-    data: Buffer<P>,
-    indirect: Buffer<P>,
+struct Slot<P: Host> {
+    data: P::Granted,
+    indirect: P::Granted,
     op: Option<Op>,
 }
 
@@ -104,7 +109,11 @@ pub struct Counters {
     pub reads: u64,
     pub writes: u64,
     pub flushes: u64,
+    /// Requests the server answered with an error.
     pub errors: u64,
+    /// Kernel requests the member refused itself (fallocate, unknown
+    /// opcodes, misaligned I/O), without the server.
+    pub refused: u64,
     /// Requests issued again after a re-attach.
     pub reissued: u64,
 }
@@ -121,7 +130,7 @@ pub struct Interest {
 }
 
 /// A joined disk share and its block device.
-pub struct DiskPort<P: Platform> {
+pub struct DiskPort<P: Host> {
     index: u32,
     client: Option<BlkClient<P>>,
     control: ControlRepr,
@@ -142,25 +151,38 @@ pub struct DiskPort<P: Platform> {
     pub counters: Counters,
 }
 
-fn grant_slots<P: Platform>(p: &mut P, server: DomId, n: usize) -> Result<Vec<Slot<P>>, Error> {
+fn grant_slots<P: Host>(p: &mut P, server: DomId, n: usize) -> Result<Vec<Slot<P>>, Error> {
     let mut slots: Vec<Slot<P>> = Vec::with_capacity(n);
     for _ in 0..n {
-        let made =
-            Buffer::new(p, server, SLOT_PAGES, Access::ReadWrite).and_then(
-                |data| match Buffer::new(p, server, 1, Access::ReadOnly) {
-                    Ok(indirect) => Ok(Slot {
-                        data,
-                        indirect,
-                        op: None,
-                    }),
-                    Err(e) => {
-                        let _ = data.release(p);
-                        Err(e)
-                    }
-                },
-            );
+        let made = p
+            .grant_pages(server, SLOT_PAGES, Access::ReadWrite)
+            .and_then(|data| match p.grant_pages(server, 1, Access::ReadOnly) {
+                Ok(indirect) => Ok(Slot {
+                    data,
+                    indirect,
+                    op: None,
+                }),
+                Err(e) => {
+                    p.end_grants(data);
+                    Err(e)
+                }
+            });
         match made {
             Ok(s) => slots.push(s),
+            // Grants are a limited resource (on Linux, gntalloc's `limit`
+            // module parameter, 1024 pages by default, for the whole
+            // domain): fewer requests in flight rather than no disk.
+            Err(e) if slots.len() >= MIN_SLOTS => {
+                eprintln!(
+                    "share-member: granting slot {} of {n} to domain {server} failed ({e}); \
+                     going on with {} requests in flight (on Linux raise \
+                     /sys/module/xen_gntalloc/parameters/limit: {} pages a slot)",
+                    slots.len(),
+                    slots.len(),
+                    SLOT_PAGES + 1
+                );
+                break;
+            }
             Err(e) => {
                 release_slots(p, slots);
                 return Err(e);
@@ -170,16 +192,78 @@ fn grant_slots<P: Platform>(p: &mut P, server: DomId, n: usize) -> Result<Vec<Sl
     Ok(slots)
 }
 
-fn release_slots<P: Platform>(p: &mut P, slots: Vec<Slot<P>>) {
+fn release_slots<P: Host>(p: &mut P, slots: Vec<Slot<P>>) {
     for s in slots {
-        // A grant the server still uses stays (its pages are never
-        // reused, see Buffer::release); nothing more to do about it here.
-        let _ = s.data.release(p);
-        let _ = s.indirect.release(p);
+        // A grant the server still uses keeps its pages (Host::end_grants).
+        p.end_grants(s.data);
+        p.end_grants(s.indirect);
     }
 }
 
-impl<P: Platform> DiskPort<P> {
+/// The blk request for `sectors` sectors at `sector` through `slot`'s
+/// pages: inline segments when they fit, else the segment list in the
+/// slot's indirect page.
+fn slot_request<P: Host>(
+    client: &mut BlkClient<P>,
+    dir: Dir,
+    sector: u64,
+    slot: &Slot<P>,
+    sectors: u64,
+) -> Result<RequestRepr, Error> {
+    let per = u64::from(blk::SECTORS_PER_PAGE);
+    let pages = sectors.div_ceil(per) as usize;
+    let grefs = slot.data.grefs();
+    if sectors == 0 || pages > grefs.len() {
+        return Err(Error::InvalidArgument {
+            what: "request larger than a slot",
+        });
+    }
+    let segs: Vec<Segment> = (0..pages)
+        .map(|k| Segment {
+            gref: grefs[k],
+            first_sect: 0,
+            last_sect: ((sectors - k as u64 * per).min(per) - 1) as u8,
+        })
+        .collect();
+    let id = client.next_id();
+    if segs.len() <= blk::MAX_INLINE_SEGMENTS {
+        return Ok(RequestRepr::Direct {
+            id,
+            dir,
+            fua: false,
+            sector,
+            segments: InlineSegments::new(&segs)?,
+        });
+    }
+    let c = client.control();
+    if c.features & features::INDIRECT == 0 || segs.len() > usize::from(c.max_indirect_segments) {
+        return Err(Error::InvalidArgument {
+            what: "request larger than the server's indirect limit",
+        });
+    }
+    let n_pages = blk::indirect_pages_for(segs.len() as u16);
+    let ind = slot.indirect.grefs();
+    if ind.len() < n_pages {
+        return Err(Error::InvalidArgument {
+            what: "too few indirect pages",
+        });
+    }
+    let mut list = vec![0u8; n_pages * PAGE_SIZE];
+    for (i, s) in segs.iter().enumerate() {
+        s.emit(&mut list[i * blk::SEGMENT_LEN..(i + 1) * blk::SEGMENT_LEN])?;
+    }
+    slot.indirect.mem().write_from(0, &list)?;
+    Ok(RequestRepr::Indirect {
+        id,
+        dir,
+        fua: false,
+        sector,
+        nr_segments: segs.len() as u16,
+        pages: IndirectPages::new(&ind[..n_pages])?,
+    })
+}
+
+impl<P: Host> DiskPort<P> {
     /// Joins the disk share `join` names and sets up its block device:
     /// mounts the FUSE file at `<run_dir>/disk<index>` and starts putting
     /// a loop device on it (a thread: opening the file needs this loop to
@@ -243,9 +327,10 @@ impl<P: Platform> DiskPort<P> {
         };
         let _ = std::fs::remove_file(&link);
         let mp = mountpoint.clone();
+        let bytes = control.capacity * 512;
         let attach = std::thread::Builder::new()
             .name(format!("loop-attach-{index}"))
-            .spawn(move || LoopDev::attach(&mp, read_only));
+            .spawn(move || LoopDev::attach(&mp, read_only, bytes));
         let attach = match attach {
             Ok(h) => h,
             Err(e) => {
@@ -440,9 +525,6 @@ impl<P: Platform> DiskPort<P> {
     }
 
     fn reply(&mut self, unique: u64, error: i32, body: &[&[u8]]) {
-        if error != 0 {
-            self.counters.errors += 1;
-        }
         if let Some(f) = &self.fuse {
             if let Err(e) = f.reply(unique, error, body) {
                 eprintln!(
@@ -466,7 +548,12 @@ impl<P: Platform> DiskPort<P> {
             }
         };
         match self.decide(inc.req, n) {
-            Decision::Reply(err, body) => self.reply(inc.unique, err, &[&body]),
+            Decision::Reply(err, body) => {
+                if err != 0 {
+                    self.counters.refused += 1;
+                }
+                self.reply(inc.unique, err, &[&body])
+            }
             Decision::Queue(kind) => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
@@ -593,26 +680,12 @@ impl<P: Platform> DiskPort<P> {
         while let (Some(&slot), Some(op)) = (self.free.last(), self.queue.front()) {
             let s = &self.slots[slot];
             let req = match &op.kind {
-                OpKind::Read { sector, len } => client.rw_request(
-                    Dir::Read,
-                    false,
-                    *sector,
-                    &s.data,
-                    0,
-                    (*len / 512) as u64,
-                    Some(&s.indirect),
-                )?,
+                OpKind::Read { sector, len } => {
+                    slot_request(client, Dir::Read, *sector, s, (*len / 512) as u64)?
+                }
                 OpKind::Write { sector, data } => {
                     s.data.mem().write_from(0, data)?;
-                    client.rw_request(
-                        Dir::Write,
-                        false,
-                        *sector,
-                        &s.data,
-                        0,
-                        (data.len() / 512) as u64,
-                        Some(&s.indirect),
-                    )?
+                    slot_request(client, Dir::Write, *sector, s, (data.len() / 512) as u64)?
                 }
                 OpKind::Flush => RequestRepr::Flush {
                     id: client.next_id(),
@@ -648,6 +721,9 @@ impl<P: Platform> DiskPort<P> {
                 Status::NotSupported => -libc::EOPNOTSUPP,
                 Status::Error => -libc::EIO,
             };
+            if err != 0 {
+                self.counters.errors += 1;
+            }
             match op.kind {
                 OpKind::Read { len, .. } => {
                     self.counters.reads += 1;

@@ -8,12 +8,13 @@ use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
+use blkback_uk::client::Buffer;
 use share_hal::linux::{GrantedPages, LinuxXen};
-use share_hal::platform::{Access, EventChannels, PageBlock, Platform, Port, DOM0};
+use share_hal::platform::{Access, EventChannels, GrantRef, PageBlock, Platform, Port, DOM0};
 use share_hal::sim::{SimPages, SimPlatform, SimStore};
 use share_hal::vdevice::VdeviceBus;
 use share_hal::wire::vdevice::BOOTSTRAP_KEY;
-use share_hal::{DomId, Error};
+use share_hal::{DomId, Error, SharedMem};
 
 use crate::xenbus::XenBus;
 
@@ -29,6 +30,50 @@ pub trait Host: Platform + Sized {
 
     /// Collects the ports that fired, without sleeping.
     fn take_fired(&mut self, fired: &mut dyn FnMut(Port)) -> Result<(), Error>;
+
+    /// Pages granted to one domain (a disk's slots).
+    type Granted: Granted;
+
+    /// Allocates `count` zeroed pages granted to `to`. Not
+    /// `Platform::grant`: Linux userspace cannot grant a page it already
+    /// has, only fresh ones from gntalloc.
+    fn grant_pages(
+        &mut self,
+        to: DomId,
+        count: usize,
+        access: Access,
+    ) -> Result<Self::Granted, Error>;
+
+    /// Ends the grants of `g`. A page the peer still uses is never reused
+    /// under it (kept until the peer lets go, or forever).
+    fn end_grants(&mut self, g: Self::Granted);
+}
+
+/// Pages this domain granted to another one.
+pub trait Granted {
+    fn mem(&self) -> SharedMem<'_>;
+    /// The grant reference of each page, in order.
+    fn grefs(&self) -> &[GrantRef];
+}
+
+impl Granted for Buffer<SimPlatform> {
+    fn mem(&self) -> SharedMem<'_> {
+        Buffer::mem(self)
+    }
+
+    fn grefs(&self) -> &[GrantRef] {
+        Buffer::grefs(self)
+    }
+}
+
+impl Granted for GrantedPages {
+    fn mem(&self) -> SharedMem<'_> {
+        GrantedPages::mem(self)
+    }
+
+    fn grefs(&self) -> &[GrantRef] {
+        GrantedPages::grefs(self)
+    }
 }
 
 fn no_sleep<P: EventChannels>(p: &mut P, fired: &mut dyn FnMut(Port)) -> Result<(), Error> {
@@ -66,6 +111,22 @@ impl Host for SimPlatform {
         };
         no_sleep(self, fired)
     }
+
+    type Granted = Buffer<SimPlatform>;
+
+    fn grant_pages(
+        &mut self,
+        to: DomId,
+        count: usize,
+        access: Access,
+    ) -> Result<Buffer<SimPlatform>, Error> {
+        Buffer::new(self, to, count, access)
+    }
+
+    fn end_grants(&mut self, g: Buffer<SimPlatform>) {
+        // A grant still in use keeps its pages (Buffer::release).
+        let _ = g.release(self);
+    }
 }
 
 impl Host for LinuxXen {
@@ -89,6 +150,23 @@ impl Host for LinuxXen {
 
     fn take_fired(&mut self, fired: &mut dyn FnMut(Port)) -> Result<(), Error> {
         no_sleep(self, fired)
+    }
+
+    type Granted = GrantedPages;
+
+    fn grant_pages(
+        &mut self,
+        to: DomId,
+        count: usize,
+        access: Access,
+    ) -> Result<GrantedPages, Error> {
+        self.alloc_granted(to, count, access)
+    }
+
+    fn end_grants(&mut self, g: GrantedPages) {
+        // gntalloc ends the grants; Linux keeps a page the peer still maps
+        // until it unmaps it.
+        drop(g);
     }
 }
 

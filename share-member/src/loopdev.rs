@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_SET_CAPACITY: libc::c_ulong = 0x4C07;
 const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LO_FLAGS_DIRECT_IO: u32 = 16;
@@ -45,12 +46,25 @@ impl LoopDev {
     /// CONFIGURE (`EBUSY`) makes us try the next free one, a bounded number
     /// of times. Direct I/O is asked for; if the backing file refuses it,
     /// the device is configured without.
-    pub fn attach(backing: &Path, read_only: bool) -> io::Result<LoopDev> {
+    ///
+    /// The device must come out with `bytes` bytes: the loop driver takes
+    /// the backing file's size as the kernel last saw it, and a FUSE root
+    /// inode starts with size 0 until something asks for its attributes
+    /// (Linux 6.1 does not on open: a 0-sector device on Debian's kernel).
+    /// So the file is stat'ed first, and a device of another size is set
+    /// to the file's size once more (`LOOP_SET_CAPACITY`) before giving up.
+    pub fn attach(backing: &Path, read_only: bool, bytes: u64) -> io::Result<LoopDev> {
         let file = OpenOptions::new()
             .read(true)
             .write(!read_only)
             .custom_flags(libc::O_CLOEXEC)
             .open(backing)?;
+        let seen = file.metadata()?.len();
+        if seen != bytes {
+            return Err(io::Error::other(format!(
+                "the FUSE file has {seen} bytes, the disk {bytes}"
+            )));
+        }
         let ctl = OpenOptions::new()
             .read(true)
             .write(true)
@@ -93,17 +107,46 @@ impl LoopDev {
                     if let Ok(v) = std::fs::read_to_string(sys) {
                         direct_io = v.trim() == "1";
                     }
-                    return Ok(LoopDev {
+                    let l = LoopDev {
                         file: dev,
                         path,
                         direct_io,
-                    });
+                    };
+                    l.check_size(n, bytes)?;
+                    return Ok(l);
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last = e,
                 Err(e) => return Err(e),
             }
         }
         Err(last)
+    }
+
+    /// The device has `bytes` bytes (sysfs), after one `LOOP_SET_CAPACITY`
+    /// if it had not. On failure the device is let go (AUTOCLEAR frees it).
+    fn check_size(&self, n: i32, bytes: u64) -> io::Result<()> {
+        let sys = format!("/sys/block/loop{n}/size");
+        let size = || -> io::Result<u64> {
+            std::fs::read_to_string(&sys)?
+                .trim()
+                .parse::<u64>()
+                .map(|s| s * 512)
+                .map_err(io::Error::other)
+        };
+        if size()? == bytes {
+            return Ok(());
+        }
+        // SAFETY: an ioctl without argument on a descriptor we own.
+        if unsafe { libc::ioctl(self.file.as_raw_fd(), LOOP_SET_CAPACITY, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        match size()? {
+            s if s == bytes => Ok(()),
+            s => Err(io::Error::other(format!(
+                "{} has {s} bytes, the disk {bytes}",
+                self.path.display()
+            ))),
+        }
     }
 
     pub fn path(&self) -> &Path {

@@ -35,6 +35,10 @@ Examples:
   # then in dom0: both become ports of netback-uk (domain 1), TAP xsn0 appears
   vdevice create net --backend 1 3 4
   vdevice remove net --backend 1 4      # xsn0 of domain 4 goes away
+  # a disk of blkback-uk (domain 2) as /run/share-member/disk<entry>.dev;
+  # after blkback-uk was re-created as domain 5, the same device goes on:
+  vdevice create disk --backend 2 --disk 0 3
+  vdevice reconnect disk --backend 5 --disk 0 3
 
   # On the host simulation, as domain 3, against a broker at /tmp/sim.sock:
   share-member --sim /tmp/sim.sock --domid 3

@@ -314,8 +314,8 @@ impl<H: Host> Member<H> {
                 eprintln!("share-member: entry {i}: leaving the share: {e}");
             }
             eprintln!(
-                "share-member: entry {i}: disk closed (reads {}, writes {}, flushes {}, errors {}, re-issued {})",
-                c.reads, c.writes, c.flushes, c.errors, c.reissued
+                "share-member: entry {i}: disk closed (reads {}, writes {}, flushes {}, errors {}, refused {}, re-issued {})",
+                c.reads, c.writes, c.flushes, c.errors, c.refused, c.reissued
             );
         }
         let ports = std::mem::take(&mut self.ports);
@@ -370,9 +370,9 @@ fn apply<H: Host>(
                     eprintln!("share-member: entry {index}: leaving the share: {e}");
                 }
                 eprintln!(
-                    "share-member: entry {index}: disk {} removed (reads {}, writes {}, flushes {}, errors {}, re-issued {})",
+                    "share-member: entry {index}: disk {} removed (reads {}, writes {}, flushes {}, errors {}, refused {}, re-issued {})",
                     dev.as_deref().unwrap_or("(no block device yet)"),
-                    c.reads, c.writes, c.flushes, c.errors, c.reissued
+                    c.reads, c.writes, c.flushes, c.errors, c.refused, c.reissued
                 );
             }
             if let Some(port) = devs.ports.remove(&index) {

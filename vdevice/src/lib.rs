@@ -41,6 +41,18 @@ pub enum ToolError {
     NotFound { domid: DomId, peer: DomId },
     /// A device for this pair already exists.
     Exists { domid: DomId, peer: DomId },
+    /// The member has no disk entry for that disk (of that backend).
+    NoDisk {
+        domid: DomId,
+        disk: u64,
+        from: Option<DomId>,
+    },
+    /// The member has that disk from several backends; name the old one.
+    Ambiguous {
+        domid: DomId,
+        disk: u64,
+        peers: Vec<DomId>,
+    },
 }
 
 impl fmt::Display for ToolError {
@@ -75,6 +87,14 @@ impl fmt::Display for ToolError {
             ToolError::Exists { domid, peer } => {
                 write!(f, "domain {domid} already has such a device shared with domain {peer}")
             }
+            ToolError::NoDisk { domid, disk, from } => match from {
+                Some(b) => write!(f, "domain {domid} has no disk {disk} of domain {b}"),
+                None => write!(f, "domain {domid} has no disk {disk}"),
+            },
+            ToolError::Ambiguous { domid, disk, peers } => write!(
+                f,
+                "domain {domid} has disk {disk} from domains {peers:?}; say which with --from"
+            ),
         }
     }
 }
@@ -309,6 +329,113 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
                     "domain {member} did not join ({e}); removing the share from domain {backend}"
                 ));
                 let _ = self.clear(backend, kind, Role::Owner, member);
+                Err(e)
+            }
+        }
+    }
+
+    /// Moves `member`'s disk `disk` to the backend domain `backend`, its
+    /// server restarted under a new domain id (or a replacement): the
+    /// backend makes a share for the member, with the flags, features and
+    /// pages of the member's current entry, then the member's disk entry is
+    /// rewritten in place with the new share. The member keeps its block
+    /// device and re-issues what the old server left unanswered. `from`
+    /// names the old backend when the member has disk `disk` from several.
+    /// The old backend is not touched (it is gone); if the member refuses,
+    /// the new backend's share is removed again and the entry stays as it
+    /// was.
+    pub fn reconnect_disk(
+        &mut self,
+        backend: DomId,
+        member: DomId,
+        disk: u64,
+        from: Option<DomId>,
+        log: Log<'_>,
+    ) -> Result<(), ToolError> {
+        let is_ours = move |e: &EntryRepr| {
+            e.kind == Kind::Disk
+                && e.role == Role::Member
+                && e.param == disk
+                && from.is_none_or(|b| e.peer == b)
+        };
+        let listing = self.show(member)?;
+        let found: Vec<&(u32, EntryRepr)> =
+            listing.used.iter().filter(|(_, e)| is_ours(e)).collect();
+        let (index, old) = match found.as_slice() {
+            [] => {
+                return Err(ToolError::NoDisk {
+                    domid: member,
+                    disk,
+                    from,
+                })
+            }
+            [one] => **one,
+            many => {
+                return Err(ToolError::Ambiguous {
+                    domid: member,
+                    disk,
+                    peers: many.iter().map(|(_, e)| e.peer).collect(),
+                })
+            }
+        };
+        if old.peer == backend {
+            return Err(ToolError::Exists {
+                domid: member,
+                peer: backend,
+            });
+        }
+        let owner = EntryRepr {
+            kind: Kind::Disk,
+            role: Role::Owner,
+            flags: old.flags,
+            subtype: old.subtype,
+            numpages: old.numpages,
+            peer: member,
+            param: disk,
+            ..EntryRepr::EMPTY
+        };
+        let acked = self.change(backend, &owner, &|entries| {
+            if entries.iter().any(|e| matches!(e, Ok(e) if e.kind == Kind::Disk && e.role == Role::Owner && e.peer == member)) {
+                return Err(ToolError::Exists { domid: backend, peer: member });
+            }
+            free_index(entries).ok_or(ToolError::PageFull { domid: backend })
+        })?;
+        log(&format!(
+            "domain {backend}: serves disk {disk} for domain {member} (share_ref {}, {} pages)",
+            acked.share_ref.0, acked.numpages
+        ));
+        let joiner = EntryRepr {
+            role: Role::Member,
+            peer: backend,
+            share_ref: acked.share_ref,
+            ..owner
+        };
+        // The entry found above, unless the page changed meanwhile.
+        let moved = self.change(
+            member,
+            &joiner,
+            &|entries| match entries.get(index as usize) {
+                Some(Ok(e)) if is_ours(e) && e.peer == old.peer => Ok(index),
+                _ => Err(ToolError::NoDisk {
+                    domid: member,
+                    disk,
+                    from: Some(old.peer),
+                }),
+            },
+        );
+        match moved {
+            Ok(_) => {
+                log(&format!(
+                    "domain {member}: disk {disk} (entry {index}) moved from domain {} to the share of domain {backend}",
+                    old.peer
+                ));
+                Ok(())
+            }
+            Err(e) => {
+                log(&format!(
+                    "domain {member} did not take the new share ({e}); removing it from domain {backend}"
+                ));
+                let _ = self.clear(backend, Kind::Disk, Role::Owner, member);
                 Err(e)
             }
         }

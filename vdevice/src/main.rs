@@ -12,7 +12,7 @@ use vdevice::{status_name, DeviceSpec, Lookup, Tool, ToolError};
 #[command(
     version,
     about = "Connect Xen domains to xen-share backend domains through their vdevice pages",
-    after_help = "Examples:\n  vdevice create net --backend 1 3 4     # domains 3 and 4 become ports of LAN 0 of netback-uk (domain 1)\n  vdevice create net --backend 1 --lan 7 5 6\n  vdevice create disk --backend 2 --disk 0 3\n  vdevice remove net --backend 1 4\n  vdevice show 3\n  vdevice stats 1                        # netback-uk's per-port counters"
+    after_help = "Examples:\n  vdevice create net --backend 1 3 4     # domains 3 and 4 become ports of LAN 0 of netback-uk (domain 1)\n  vdevice create net --backend 1 --lan 7 5 6\n  vdevice create disk --backend 2 --disk 0 3\n  vdevice reconnect disk --backend 5 --disk 0 3   # blkback-uk restarted as domain 5: domain 3's disk 0 moves to it\n  vdevice remove net --backend 1 4\n  vdevice show 3\n  vdevice stats 1                        # netback-uk's per-port counters"
 )]
 struct Cli {
     /// Seconds to wait for each domain's acknowledgement.
@@ -35,6 +35,13 @@ impl From<DevKind> for Kind {
             DevKind::Disk => Kind::Disk,
         }
     }
+}
+
+/// What `reconnect` moves (only disks: a network port is simply created
+/// again).
+#[derive(Clone, Copy, ValueEnum)]
+enum ReconnectKind {
+    Disk,
 }
 
 #[derive(Subcommand)]
@@ -70,6 +77,27 @@ enum Cmd {
         #[arg(long)]
         read_only: bool,
         /// Member domains.
+        #[arg(required = true)]
+        members: Vec<DomId>,
+    },
+    /// Move each member's disk to a restarted disk server: the new backend
+    /// makes a share for the member (same flags, features and pages as
+    /// the member's entry), and the member's disk entry is rewritten in
+    /// place with it, so the member keeps its block device and re-issues
+    /// the requests the old server left unanswered.
+    Reconnect {
+        kind: ReconnectKind,
+        /// The new backend domain (the restarted blkback-uk).
+        #[arg(long)]
+        backend: DomId,
+        /// Which of the backend's disks (the member's entry must name the
+        /// same one).
+        #[arg(long, default_value_t = 0)]
+        disk: u64,
+        /// The old backend's domain id, needed only if the member has this
+        /// disk number from several backends.
+        #[arg(long)]
+        from: Option<DomId>,
         #[arg(required = true)]
         members: Vec<DomId>,
     },
@@ -181,6 +209,17 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             for m in members {
                 tool.connect(backend, m, dev, &mut log)?;
+            }
+        }
+        Cmd::Reconnect {
+            kind: ReconnectKind::Disk,
+            backend,
+            disk,
+            from,
+            members,
+        } => {
+            for m in members {
+                tool.reconnect_disk(backend, m, disk, from, &mut log)?;
             }
         }
         Cmd::Remove {

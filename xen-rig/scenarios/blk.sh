@@ -12,36 +12,6 @@ SECTOR=2048
 KIB=4096
 DISK='disk=["format=raw, vdev=xvda, access=rw, target=/tmp/blk0.img"]'
 
-# Xen's /etc/xen/scripts/block needs bash, which this busybox dom0 lacks:
-# the same job (loop device for a file, physical-device for blkback) in sh.
-install_block_script() {
-    cat > /etc/xen/scripts/block <<'EOF'
-#!/bin/sh
-# libxl runs: block add|remove, with XENBUS_PATH = the backend directory.
-case "$1" in
-add)
-    target=$(xenstore-read "$XENBUS_PATH/params") || exit 1
-    if [ -b "$target" ]; then
-        dev=$target
-    else
-        dev=$(losetup -f) || exit 1
-        losetup "$dev" "$target" || exit 1
-    fi
-    set -- $(stat -L -c '%t %T' "$dev")
-    xenstore-write "$XENBUS_PATH/physical-device" "$1:$2" \
-        "$XENBUS_PATH/physical-device-path" "$dev" \
-        "$XENBUS_PATH/hotplug-status" connected
-    ;;
-remove)
-    dev=$(xenstore-read "$XENBUS_PATH/physical-device-path" 2>/dev/null)
-    case "$dev" in /dev/loop*) losetup -d "$dev" ;; esac
-    ;;
-esac
-exit 0
-EOF
-    chmod +x /etc/xen/scripts/block
-}
-
 make_disk() {
     modprobe xen-blkback || return 1
     modprobe loop || return 1

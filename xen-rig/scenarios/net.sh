@@ -13,25 +13,6 @@ B=net-b
 # netback-uk's management address on LAN 0 (docs/protocol.md).
 MGMT=10.77.0.1
 
-# bounded TIMEOUT_S CMD...: CMD in a subshell, killed after TIMEOUT_S; for
-# the exit trap, which must not end the scenario the way `step` does.
-bounded() {
-    _bt=$1
-    shift
-    ("$@") &
-    _bp=$!
-    (
-        sleep "$_bt"
-        kill_tree "$_bp"
-    ) &
-    _bw=$!
-    wait "$_bp"
-    _brc=$?
-    kill_tree "$_bw" 2>/dev/null
-    wait "$_bw" 2>/dev/null
-    return "$_brc"
-}
-
 # timed CMD...: CMD, then how long it took (TCG makes every program slow;
 # the log says where the time goes).
 timed() {

@@ -55,8 +55,19 @@ pub const DOM0_OPTIONAL_MODULES: &[&str] = &["xen-blkback", "xen-netback", "brid
 pub const DOMU_MODULES: &[&str] = &["xen-evtchn", "xen-gntdev", "xen-gntalloc"];
 
 /// Modules put into the domU image, loaded by scenarios on demand.
-/// (`tun`: share-member's TAP devices.)
-pub const DOMU_OPTIONAL_MODULES: &[&str] = &["xen-blkfront", "xen-netfront", "ext4", "tun"];
+/// (`tun`: share-member's TAP devices; `fuse` and `loop`: its disks, a
+/// loop device over a FUSE file; `crc32c_generic`: ext4's metadata
+/// checksums, which the kernel would load by alias, and the image has no
+/// modules.alias.)
+pub const DOMU_OPTIONAL_MODULES: &[&str] = &[
+    "xen-blkfront",
+    "xen-netfront",
+    "ext4",
+    "crc32c_generic",
+    "tun",
+    "fuse",
+    "loop",
+];
 
 /// Host programs in both images (with their libraries): disk tests make
 /// and check file systems.

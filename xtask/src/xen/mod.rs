@@ -91,6 +91,7 @@ pub fn tier() -> Result<u64> {
         ("selftest-fail", Some("domu-false")),
         ("selftest", None),
         ("blk", None),
+        ("blk-domu", None),
         ("net", None),
     ] {
         let t = Instant::now();

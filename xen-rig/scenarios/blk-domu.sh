@@ -1,0 +1,250 @@
+# blk-domu: blkback-uk serves a disk to a Linux domU on real Xen, and is
+# destroyed and re-created while the domU writes. blkback-uk's own disk is
+# a vbd from its xl config (a file in dom0, through dom0's blkback); the
+# domU runs the userspace member (share-member), which makes the disk a
+# block device (a loop device over a FUSE file); dom0 connects them with
+# the vdevice tool. In the domU: mkfs.ext4, mount, files written and read
+# back; then a writer streams 64 MiB in 1 MiB chunks, each with fsync, and
+# `xl destroy blkback-uk` hits it mid-stream; the writer blocks; `xl
+# create` again, `vdevice reconnect disk` rewrites the domU's disk entry in
+# place with the new blkback-uk's share (a new domain id), the member
+# re-issues what was unanswered, the writer completes; unmount,
+# `e2fsck -f` clean, remount, every checksum matches. Finally dom0 checks
+# the image file itself with e2fsck. The member's log is handed over as
+# share-member-blk-u.log.
+U=blk-u
+IMG=/tmp/blkdomu.img
+SECTORS=262144
+DISK='disk=["format=raw, vdev=xvda, access=rw, target=/tmp/blkdomu.img"]'
+# 1 MiB chunks the writer streams across the destroy.
+CHUNKS=64
+DEV=/run/share-member/disk0.dev
+
+collect_member_log() {
+    xl domid "$U" >/dev/null 2>&1 || return 0
+    bounded 30 dom_run "$U" 'cat /tmp/share-member.log' > /tmp/share-member-$U.log 2>/dev/null
+    rig_send_file "share-member-$U.log" "/tmp/share-member-$U.log"
+}
+trap collect_member_log EXIT
+
+make_disk() {
+    modprobe xen-blkback || return 1
+    modprobe loop || return 1
+    install_block_script
+    dd if=/dev/zero of="$IMG" bs=1M count=$((SECTORS / 2048)) 2>&1 || return 1
+    ls -l "$IMG"
+}
+
+blk_create() {
+    : > "$(dom_log blkback-uk)"
+    xl create /xl-configs/blkback-uk.cfg "$DISK" || return 1
+    xl domid blkback-uk
+}
+
+disk_line() {
+    dom_wait blkback-uk "blkback-uk: disk 0:"
+    grep -a "blkback-uk: disk 0:\|blkback-uk: ready" "$(dom_log blkback-uk)" | sed 's/@@/@ @/g'
+    grep -aq "blkback-uk: disk 0: vbd 51712 (backend domain 0): $SECTORS sectors" "$(dom_log blkback-uk)"
+}
+
+# fuse and loop for the member's disks, ext4 and crc32c (its metadata
+# checksums; without it mount says ENOENT) for the file system. Each
+# disk grants 32 slots of 33 pages to its server: more than gntalloc's
+# default limit of 1024 pages for the whole domain.
+start_member() {
+    dom_run $U '
+for m in fuse loop ext4 crc32c_generic; do modprobe $m || exit 1; done
+[ -c /dev/fuse ] && [ -c /dev/loop-control ] || { echo "no /dev/fuse or /dev/loop-control"; exit 1; }
+echo 4096 > /sys/module/xen_gntalloc/parameters/limit || exit 1
+setsid share-member > /tmp/share-member.log 2>&1 < /dev/null &
+i=0
+while ! grep -q published /tmp/share-member.log; do
+    i=$((i + 1))
+    if [ $i -gt 300 ] || ! pidof share-member > /dev/null; then
+        echo "share-member did not publish its page:"
+        cat /tmp/share-member.log
+        exit 1
+    fi
+    sleep 0.2
+done
+cat /tmp/share-member.log'
+}
+
+connect() {
+    # Features 15: flush, discard, FUA, indirect.
+    vdevice --timeout 60 create disk --backend "$(xl domid blkback-uk)" --disk 0 \
+        --features 15 "$(xl domid $U)" || return 1
+    vdevice show "$(xl domid $U)"
+}
+
+device_up() {
+    dom_run $U "
+i=0
+until [ -e $DEV ]; do
+    i=\$((i + 1)); [ \$i -gt 300 ] && { echo 'no block device'; cat /tmp/share-member.log; exit 1; }
+    sleep 0.2
+done
+dev=\$(readlink $DEV)
+n=\$(cat /sys/block/\${dev#/dev/}/size)
+echo \"block device \$dev: \$n sectors (want $SECTORS), direct I/O \$(cat /sys/block/\${dev#/dev/}/loop/dio)\"
+grep 'block device' /tmp/share-member.log
+[ \"\$n\" = $SECTORS ]"
+}
+
+make_fs() {
+    dom_run $U "
+dev=\$(readlink $DEV)
+mkfs.ext4 -q -F \$dev || exit 1
+mkdir -p /mnt && mount -t ext4 \$dev /mnt || exit 1
+df -k /mnt"
+}
+
+# Files of 256 KiB to 1.5 MiB, synced, their checksums kept in the domU's
+# tmpfs; read back after dropping the page cache (so from the disk).
+write_files() {
+    dom_run $U '
+for i in 1 2 3 4 5 6; do
+    dd if=/dev/urandom of=/mnt/f$i bs=64k count=$((i * 4)) 2>/dev/null || exit 1
+done
+sync || exit 1
+md5sum /mnt/f* > /tmp/sums || exit 1
+echo 3 > /proc/sys/vm/drop_caches
+md5sum -c /tmp/sums'
+}
+
+# The writer: CHUNKS x 1 MiB into /mnt/during, each chunk with fsync (a
+# blk flush), in the background; this step returns once 3 chunks are on
+# the disk, so the destroy comes mid-stream (64 chunks: about 6 s of margin at
+# the fastest seen, 10 MiB/s on an idle host).
+start_writer() {
+    dom_run $U "
+dd if=/dev/urandom of=/tmp/during bs=1M count=$CHUNKS 2>/dev/null || exit 1
+md5sum /tmp/during | sed 's|/tmp/during|/mnt/during|' >> /tmp/sums
+cat > /tmp/writer.sh <<'EOF'
+i=0
+while [ \$i -lt $CHUNKS ]; do
+    dd if=/tmp/during of=/mnt/during bs=1M skip=\$i seek=\$i count=1 conv=notrunc,fsync 2>/dev/null || { echo \"dd failed at chunk \$i\" > /tmp/writer.rc; exit 1; }
+    i=\$((i + 1))
+    echo \$i > /tmp/writer.progress
+done
+sync && echo ok > /tmp/writer.rc
+EOF
+rm -f /tmp/writer.rc /tmp/writer.progress
+setsid sh /tmp/writer.sh > /dev/null 2>&1 < /dev/null &
+i=0
+until [ \"\$(cat /tmp/writer.progress 2>/dev/null)\" -ge 3 ] 2>/dev/null; do
+    i=\$((i + 1)); [ \$i -gt 600 ] && { echo 'the writer does not get going'; exit 1; }
+    [ -e /tmp/writer.rc ] && { cat /tmp/writer.rc; exit 1; }
+    sleep 0.2
+done
+echo \"writer at chunk \$(cat /tmp/writer.progress) of $CHUNKS\""
+}
+
+destroy() {
+    _id=$(xl domid blkback-uk) || return 1
+    xl destroy blkback-uk || return 1
+    while xl domid blkback-uk >/dev/null 2>&1; do sleep 0.2; done
+    echo "destroyed blkback-uk (domain $_id)"
+    echo "$_id" > /tmp/old-id
+}
+
+# The writer is stuck: not finished, no progress over 5 s.
+writer_stuck() {
+    dom_run $U "
+a=\$(cat /tmp/writer.progress)
+sleep 5
+b=\$(cat /tmp/writer.progress)
+echo \"writer at chunk \$a, 5 s later \$b, of $CHUNKS; finished: \$(cat /tmp/writer.rc 2>/dev/null || echo no)\"
+[ ! -e /tmp/writer.rc ] && [ \"\$a\" = \"\$b\" ] && [ \"\$b\" -lt $CHUNKS ]"
+}
+
+reconnect() {
+    _new=$(xl domid blkback-uk) || return 1
+    echo "blkback-uk was domain $(cat /tmp/old-id), is now domain $_new"
+    [ "$_new" != "$(cat /tmp/old-id)" ] || return 1
+    vdevice --timeout 60 reconnect disk --backend "$_new" --disk 0 "$(xl domid $U)" || return 1
+    vdevice show "$(xl domid $U)"
+}
+
+# The writer completes through the new blkback-uk; the member re-issued
+# the requests the destroyed one left unanswered.
+writes_complete() {
+    dom_run $U "
+i=0
+until [ -e /tmp/writer.rc ]; do
+    i=\$((i + 1)); [ \$i -gt 2000 ] && { echo \"writer stuck at chunk \$(cat /tmp/writer.progress)\"; exit 1; }
+    sleep 0.2
+done
+echo \"writer: \$(cat /tmp/writer.rc), chunks \$(cat /tmp/writer.progress) of $CHUNKS\"
+grep 're-issuing\|broke' /tmp/share-member.log
+[ \"\$(cat /tmp/writer.rc)\" = ok ] || exit 1
+grep 're-issuing' /tmp/share-member.log | grep -qv 're-issuing 0 '"
+}
+
+# Checksums (page cache dropped), unmount, e2fsck -f, remount, checksums
+# again (fresh from the disk), unmount.
+verify() {
+    dom_run $U "
+dev=\$(readlink $DEV)
+echo 3 > /proc/sys/vm/drop_caches
+md5sum -c /tmp/sums || exit 1
+umount /mnt || exit 1
+e2fsck -f -n \$dev; rc=\$?
+echo \"e2fsck -f exit status \$rc\"
+[ \$rc = 0 ] || exit 1
+mount -t ext4 \$dev /mnt || exit 1
+echo 'after the remount:'
+md5sum -c /tmp/sums || exit 1
+echo 'checksums written:'
+cat /tmp/sums
+echo 'checksums read back:'
+md5sum /mnt/f* /mnt/during
+umount /mnt"
+}
+
+# SIGTERM: the member leaves its share and removes the device; no request
+# was answered with an error by either blkback-uk.
+stop_member() {
+    dom_run $U "
+kill -TERM \$(pidof share-member) || exit 1
+i=0
+while pidof share-member > /dev/null; do
+    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'share-member still runs'; exit 1; }
+    sleep 0.2
+done
+tail -n 5 /tmp/share-member.log
+[ ! -e $DEV ] || exit 1
+grep -q 'disk closed (.* errors 0, ' /tmp/share-member.log"
+}
+
+# What reached dom0's file is the same clean file system.
+image_fsck() {
+    destroy || return 1
+    e2fsck -f -n "$IMG"
+    _rc=$?
+    echo "e2fsck -f of dom0's image file: exit status $_rc"
+    [ $_rc = 0 ]
+}
+
+step disk-file 60 make_disk
+step create 120 blk_create
+step ready 180 dom_wait blkback-uk "blkback-uk: ready"
+step disk-connected 30 disk_line
+step domu-create 120 dom_create /rig/domu/linux-pv.cfg $U
+step domu-boot 180 dom_wait $U @@READY
+step member 90 start_member
+step connect 120 connect
+step device 90 device_up
+step mkfs 300 make_fs
+step write 300 write_files
+step writer 300 start_writer
+step destroy 60 destroy
+step writer-stuck 60 writer_stuck
+step recreate 120 blk_create
+step ready-again 180 dom_wait blkback-uk "blkback-uk: ready"
+step disk-again 30 disk_line
+step reconnect 120 reconnect
+step writes-complete 500 writes_complete
+step verify 300 verify
+step stop-member 60 stop_member
+step image-fsck 120 image_fsck
