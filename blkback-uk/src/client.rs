@@ -220,15 +220,7 @@ impl<P: Platform> BlkClient<P> {
                 what: "request id already in flight",
             });
         }
-        let mem = self.share.mem();
-        let mut prod = Producer::resume(
-            self.layout.requests.window(mem)?,
-            self.layout.requests.lane()?,
-            self.requests,
-        )?;
-        let pushed = prod.push(raw);
-        self.requests = prod.park();
-        if pushed? {
+        if self.with_requests(|prod| prod.push(raw))?? {
             self.in_flight.insert(id, op);
             Ok(true)
         } else {
@@ -238,32 +230,50 @@ impl<P: Platform> BlkClient<P> {
 
     /// Publishes queued requests and triggers the server if it asked.
     pub fn kick(&mut self, p: &mut P) -> Result<()> {
+        if self.with_requests(|prod| prod.publish())?? {
+            self.share.trigger(p)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the request lane, resumed from and parked back into
+    /// our private indexes.
+    fn with_requests<R>(&mut self, f: impl FnOnce(&mut Producer<'_>) -> R) -> Result<R> {
         let mem = self.share.mem();
         let mut prod = Producer::resume(
             self.layout.requests.window(mem)?,
             self.layout.requests.lane()?,
             self.requests,
         )?;
-        let r = prod.publish();
+        let r = f(&mut prod);
         self.requests = prod.park();
-        if r? {
-            self.share.trigger(p)?;
-        }
-        Ok(())
+        Ok(r)
     }
 
-    /// Takes every response published so far. A response whose id is not
-    /// in flight, or whose op differs, is a protocol error.
-    pub fn poll(&mut self, p: &mut P, out: &mut Vec<Completion>) -> Result<usize> {
+    /// Runs `f` on the response lane (and the ids in flight), resumed from
+    /// and parked back into our private indexes.
+    fn with_responses<R>(
+        &mut self,
+        f: impl FnOnce(&mut Consumer<'_>, &mut BTreeMap<u64, u8>) -> R,
+    ) -> Result<R> {
         let mem = self.share.mem();
         let mut cons = Consumer::resume(
             self.layout.responses.window(mem)?,
             self.layout.responses.lane()?,
             self.responses,
         )?;
-        let r = Self::take(&mut cons, &mut self.in_flight, out);
-        let released = cons.release();
+        let r = f(&mut cons, &mut self.in_flight);
         self.responses = cons.park();
+        Ok(r)
+    }
+
+    /// Takes every response published so far. A response whose id is not
+    /// in flight, or whose op differs, is a protocol error.
+    pub fn poll(&mut self, p: &mut P, out: &mut Vec<Completion>) -> Result<usize> {
+        let (r, released) = self.with_responses(|cons, in_flight| {
+            let r = Self::take(cons, in_flight, out);
+            (r, cons.release())
+        })?;
         let n = r?;
         if released? {
             self.share.trigger(p)?;
@@ -306,15 +316,7 @@ impl<P: Platform> BlkClient<P> {
     /// on its next response and returns the responses already waiting;
     /// sleep only if it is 0, else [`poll`](Self::poll) again.
     pub fn prepare_wait(&mut self) -> Result<u32> {
-        let mem = self.share.mem();
-        let mut cons = Consumer::resume(
-            self.layout.responses.window(mem)?,
-            self.layout.responses.lane()?,
-            self.responses,
-        )?;
-        let ready = cons.prepare_wait();
-        self.responses = cons.park();
-        ready
+        self.with_responses(|cons, _| cons.prepare_wait())?
     }
 
     /// Waits until at least one response arrives or `deadline_ns` passes
@@ -325,15 +327,7 @@ impl<P: Platform> BlkClient<P> {
             if self.poll(p, &mut out)? > 0 {
                 return Ok(out);
             }
-            let mem = self.share.mem();
-            let mut cons = Consumer::resume(
-                self.layout.responses.window(mem)?,
-                self.layout.responses.lane()?,
-                self.responses,
-            )?;
-            let ready = cons.prepare_wait();
-            self.responses = cons.park();
-            if ready? > 0 {
+            if self.prepare_wait()? > 0 {
                 continue;
             }
             if p.now_ns() >= deadline_ns {
