@@ -272,6 +272,20 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
         result
     }
 
+    /// The owner entry `owner` (for member `owner.peer`) in `backend`'s
+    /// page, in a free entry; refused if the backend already serves that
+    /// kind for that member. Returns the acknowledged entry (its
+    /// share_ref).
+    fn serve(&mut self, backend: DomId, owner: &EntryRepr) -> Result<EntryRepr, ToolError> {
+        let (kind, member) = (owner.kind, owner.peer);
+        self.change(backend, owner, &|entries| {
+            if entries.iter().any(|e| matches!(e, Ok(e) if e.kind == kind && e.role == Role::Owner && e.peer == member)) {
+                return Err(ToolError::Exists { domid: backend, peer: member });
+            }
+            free_index(entries).ok_or(ToolError::PageFull { domid: backend })
+        })
+    }
+
     /// Connects `member` to the backend domain `backend`: the backend
     /// creates a share for the member, then the member joins it.
     pub fn connect(
@@ -294,12 +308,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
         let kind = dev.kind;
         // Both domains must have published their pages before either changes.
         self.lookup.bootstrap(member)?;
-        let acked = self.change(backend, &owner, &|entries| {
-            if entries.iter().any(|e| matches!(e, Ok(e) if e.kind == kind && e.role == Role::Owner && e.peer == member)) {
-                return Err(ToolError::Exists { domid: backend, peer: member });
-            }
-            free_index(entries).ok_or(ToolError::PageFull { domid: backend })
-        })?;
+        let acked = self.serve(backend, &owner)?;
         log(&format!(
             "domain {backend}: serves a {kind:?} share for domain {member} (share_ref {}, {} pages)",
             acked.share_ref.0, acked.numpages
@@ -394,12 +403,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             param: disk,
             ..EntryRepr::EMPTY
         };
-        let acked = self.change(backend, &owner, &|entries| {
-            if entries.iter().any(|e| matches!(e, Ok(e) if e.kind == Kind::Disk && e.role == Role::Owner && e.peer == member)) {
-                return Err(ToolError::Exists { domid: backend, peer: member });
-            }
-            free_index(entries).ok_or(ToolError::PageFull { domid: backend })
-        })?;
+        let acked = self.serve(backend, &owner)?;
         log(&format!(
             "domain {backend}: serves disk {disk} for domain {member} (share_ref {}, {} pages)",
             acked.share_ref.0, acked.numpages
