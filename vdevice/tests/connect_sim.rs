@@ -2,33 +2,18 @@
 //! simulation: a backend domain and a member domain each run a
 //! `VdeviceBus` in their own thread; dom0 connects and disconnects them.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use share_hal::platform::{Clock, DomId, EventChannels, GrantRef, DOM0};
 use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
 use share_hal::vdevice::{Applied, VdeviceBus};
-use share_hal::wire::vdevice::{status, Bootstrap, EntryRepr, Kind, Role};
-use vdevice::{DeviceSpec, Lookup, Tool, ToolError};
+use share_hal::wire::vdevice::{status, EntryRepr, Kind, Role};
+use vdevice::{DeviceSpec, Tool, ToolError};
 
-#[derive(Clone, Default)]
-struct Published(Arc<Mutex<HashMap<DomId, Bootstrap>>>);
-
-impl Lookup for Published {
-    fn bootstrap(&mut self, domid: DomId) -> Result<Bootstrap, ToolError> {
-        self.0
-            .lock()
-            .unwrap()
-            .get(&domid)
-            .copied()
-            .ok_or(ToolError::NoBootstrap {
-                domid,
-                detail: "not published".into(),
-            })
-    }
-}
+mod common;
+use common::Published;
 
 /// A domain that applies every change, answering owner entries with a
 /// share_ref, and refusing disks.

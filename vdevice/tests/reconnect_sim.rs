@@ -3,7 +3,6 @@
 //! member that takes a disk member entry rewritten in place (as
 //! share-member does) and refuses what it is told to refuse.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -11,25 +10,11 @@ use std::thread::JoinHandle;
 use share_hal::platform::{Clock, DomId, EventChannels, GrantRef, DOM0};
 use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
 use share_hal::vdevice::{Applied, VdeviceBus};
-use share_hal::wire::vdevice::{flags, status, Bootstrap, EntryRepr, Kind, Role};
-use vdevice::{DeviceSpec, Lookup, Tool, ToolError};
+use share_hal::wire::vdevice::{flags, status, EntryRepr, Kind, Role};
+use vdevice::{DeviceSpec, Tool, ToolError};
 
-#[derive(Clone, Default)]
-struct Published(Arc<Mutex<HashMap<DomId, Bootstrap>>>);
-
-impl Lookup for Published {
-    fn bootstrap(&mut self, domid: DomId) -> Result<Bootstrap, ToolError> {
-        self.0
-            .lock()
-            .unwrap()
-            .get(&domid)
-            .copied()
-            .ok_or(ToolError::NoBootstrap {
-                domid,
-                detail: "not published".into(),
-            })
-    }
-}
+mod common;
+use common::Published;
 
 /// Every change a domain applied: (index, old, new).
 type Changes = Arc<Mutex<Vec<(u32, EntryRepr, EntryRepr)>>>;
