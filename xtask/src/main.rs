@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod dist;
 mod fuzz;
 mod images;
 mod test;
@@ -28,6 +29,8 @@ enum Cmd {
     Bench(bench::Args),
     /// Build the unikernel images under target/images/.
     Images(images::Args),
+    /// Debian packages for dom0 and (DKMS) for guests, under target/dist/.
+    Dist(dist::Args),
     /// Real Xen nested in QEMU: fetch, build and run scenarios.
     Xen(xen::Args),
 }
@@ -39,6 +42,7 @@ fn main() {
         Cmd::Test(a) => test::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Images(a) => images::run(a),
+        Cmd::Dist(a) => dist::run(a),
         Cmd::Xen(a) => xen::run(a),
     };
     if let Err(e) = result {
