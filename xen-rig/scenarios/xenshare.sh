@@ -1,5 +1,6 @@
 # xenshare: the guest kernel transport (guest-drivers/xenshare, xenshare.ko)
-# on real Xen, in a PV and a PVH Linux domU.
+# on real Xen, in dom0 (load, `vdevice show 0`, unload) and in a PV and a
+# PVH Linux domU.
 #
 # While share-member owns the PV domU's vdevice page, `modprobe xenshare`
 # is refused with the message naming the key. Then the module loads in
@@ -94,8 +95,8 @@ fi
 cat /sys/bus/xenshare/devices/xenshare-0/modalias'
 }
 
-# grants: Xen's grant table dump (debug key g), as "table-owner mapper"
-# per active entry, into /tmp/grants. The ring is cleared first so the
+# grants: Xen's grant table dump (debug key g), as "table-owner mapper
+# [ref]" per active entry, into /tmp/grants. The ring is cleared first so the
 # dump read is this one, and the dump must be complete (its end marker).
 grants() {
     xl dmesg -c > /dev/null
@@ -109,7 +110,7 @@ grants() {
             match($0, /remote d[0-9]+/); owner = substr($0, RSTART + 8, RLENGTH - 8)
          }
          /\(XEN\) +\[0x[0-9a-f]+\]/ {
-            for (i = 1; i <= NF; i++) if ($i ~ /^\[0x/) { print owner, $(i + 1); break }
+            for (i = 1; i <= NF; i++) if ($i ~ /^\[0x/) { print owner, $(i + 1), $i; break }
          }' /tmp/gdump > /tmp/grants
     grep -c "grant-table for remote d" /tmp/gdump | sed 's/^/grant tables dumped: /'
 }
@@ -119,9 +120,11 @@ mapped_by() {
     awk -v o="$(nb)" -v m="$(xl domid "$1")" '$1 == o && $2 == m' /tmp/grants | wc -l
 }
 
-# in_use_of NAME: how many of NAME's own grants are mapped by anyone.
+# in_use_of NAME: how many of NAME's own grants are mapped by anyone,
+# leaving out the toolstack's reserved refs 0..7 (dom0 maps 0 and 1, the
+# console and xenstore rings, for the domain's whole life).
 in_use_of() {
-    awk -v o="$(xl domid "$1")" '$1 == o' /tmp/grants | wc -l
+    awk -v o="$(xl domid "$1")" '$1 == o && $3 !~ /^\[0x0*[0-7]\]$/' /tmp/grants | wc -l
 }
 
 grants_while_joined() {
@@ -196,6 +199,23 @@ clean_logs() {
     [ "$_bad" -eq 0 ]
 }
 
+# dom0_load: the module in dom0 itself (a PV dom0): page published and
+# read back by `vdevice show 0`, withdrawn on unload.
+dom0_load() {
+    modprobe xenshare || return 1
+    dmesg | grep "xenshare:"
+    xenstore-read /local/domain/0/data/vdevice || return 1
+    vdevice show 0 | tee /tmp/show-dom0 || return 1
+    grep -q "domain 0: 0 device(s)" /tmp/show-dom0 || return 1
+    rmmod xenshare || return 1
+    if xenstore-read /local/domain/0/data/vdevice 2>/dev/null; then
+        echo "the key is still there"
+        return 1
+    fi
+    dmesg | grep "xenshare: domain 0: vdevice page withdrawn"
+}
+
+step dom0-load 60 dom0_load
 step netback-create 120 dom_create /xl-configs/netback-uk.cfg netback-uk
 step create-pv 120 dom_create /rig/domu/linux-pv.cfg $PV
 step create-pvh 120 dom_create /rig/domu/linux-pvh.cfg $PVH
