@@ -8,6 +8,7 @@ mod demo;
 mod dist;
 mod fuzz;
 mod images;
+mod modules;
 mod test;
 mod util;
 mod xen;
@@ -31,6 +32,8 @@ enum Cmd {
     Images(images::Args),
     /// Debian packages for dom0 and (DKMS) for guests, under target/dist/.
     Dist(dist::Args),
+    /// Build the Linux guest modules (guest-drivers/) against the rig kernel, W=1 clean.
+    Modules(modules::Args),
     /// Real Xen nested in QEMU: fetch, build and run scenarios.
     Xen(xen::Args),
 }
@@ -43,6 +46,7 @@ fn main() {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Images(a) => images::run(a),
         Cmd::Dist(a) => dist::run(a),
+        Cmd::Modules(a) => modules::run(a),
         Cmd::Xen(a) => xen::run(a),
     };
     if let Err(e) = result {
