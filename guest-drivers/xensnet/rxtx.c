@@ -44,10 +44,11 @@ static int xsn_tx_gso(struct xsn_priv *np, struct sk_buff *skb,
 		      struct xs_net_slot_header *h)
 {
 	const struct skb_shared_info *si = skb_shinfo(skb);
-	int rc;
+	int start = skb_checksum_start_offset(skb);
 
+	/* Negotiation accepts GSO only with CSUM_BLANK: the checksum stays partial. */
 	if (!(np->accepted & XS_NET_F_GSO) || (si->gso_type & ~XSN_GSO_TYPES) ||
-	    skb->ip_summed != CHECKSUM_PARTIAL)
+	    skb->ip_summed != CHECKSUM_PARTIAL || start < ETH_HLEN || start > U16_MAX)
 		return -EINVAL;
 	if (skb->len > XS_NET_GSO_MAX_FRAME)
 		return -EMSGSIZE;
@@ -62,11 +63,10 @@ static int xsn_tx_gso(struct xsn_priv *np, struct sk_buff *skb,
 	if ((si->gso_type & SKB_GSO_TCP_ECN) && h->gso_type != XS_NET_GSO_UDP_L4)
 		h->gso_flags = XS_NET_GSO_FLAG_ECN;
 	h->gso_size = cpu_to_le16(si->gso_size);
-	rc = xsn_tx_csum(np, skb, h);
-	/* The segments' checksums are computed where the frame is cut. */
-	if (!rc && !(h->flags & cpu_to_le16(XS_NET_SLOT_CSUM_BLANK)))
-		return -EINVAL;
-	return rc;
+	h->flags = cpu_to_le16(XS_NET_SLOT_CSUM_BLANK);
+	h->csum_start = cpu_to_le16(start);
+	h->csum_offset = cpu_to_le16(skb->csum_offset);
+	return 0;
 }
 
 /* The first slot's offload fields for skb; a negative errno drops it. */
@@ -304,6 +304,9 @@ static int xsn_rx_gso(struct sk_buff *skb, const struct xsn_rx_frame *f)
 static int xsn_rx_offload(struct xsn_priv *np, struct sk_buff *skb,
 			  const struct xsn_rx_frame *f)
 {
+	/* The switch may cut a frame anywhere: its headers must be linear. */
+	if (!pskb_may_pull(skb, ETH_HLEN))
+		return -EINVAL;
 	if (f->csum_blank) {
 		if (!pskb_may_pull(skb, f->csum_start + f->csum_offset + 2) ||
 		    !skb_partial_csum_set(skb, f->csum_start, f->csum_offset))
