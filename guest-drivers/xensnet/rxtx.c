@@ -194,11 +194,12 @@ drop:
 /* NAPI: the switch freed slots; wake the queue if the longest frame fits. */
 static void xsn_tx_wake(struct xsn_priv *np)
 {
+	struct netdev_queue *txq = netdev_get_tx_queue(np->dev, 0);
 	int free;
 
 	if (!netif_queue_stopped(np->dev))
 		return;
-	netif_tx_lock(np->dev);
+	__netif_tx_lock(txq, smp_processor_id());
 	if (netif_queue_stopped(np->dev) && netif_running(np->dev)) {
 		free = xs_lane_producer_refresh(&np->tx);
 		if (free < 0)
@@ -207,7 +208,7 @@ static void xsn_tx_wake(struct xsn_priv *np)
 			 xs_lane_prepare_wait(&np->tx, true, np->tx_max_slots))
 			netif_wake_queue(np->dev);
 	}
-	netif_tx_unlock(np->dev);
+	__netif_tx_unlock(txq);
 }
 
 /* ---- rx -------------------------------------------------------------- */

@@ -5,8 +5,10 @@
 # from netback-uk (10.77.0.1); they ping each other and netback-uk and
 # move a file over TCP (SHA-256 compared). dom0 joins the same LAN with
 # its own xensnet and pings a domU. `vdevice remove` of net-b takes its
-# xsn0 away while net-a keeps working; `rmmod xensnet xenshare` everywhere
-# leaves no Oops, WARNING or BUG in any kernel log. Each domU's dmesg is
+# xsn0 away while net-a keeps working. `rmmod xensnet xenshare` everywhere
+# leaves no Oops, WARNING or BUG in any kernel log. Before that, net-a's
+# xsn0 goes down and up, and net-b and dom0 come back with JUMBO accepted
+# (MTU 9000) and ping each other with 8000-byte echoes. Each domU's dmesg is
 # handed over as dmesg-<domU>.log.
 A=net-a
 B=net-b
@@ -199,6 +201,55 @@ a_stays_up() {
 echo "carrier $(cat /sys/class/net/xsn0/carrier)"'
 }
 
+# cycle_a: net-a's xsn0 down and up again (NAPI stopped and restarted):
+# carrier comes back and netback-uk answers.
+cycle_a() {
+    dom_run $A "ip link set xsn0 down || exit 1
+ip link set xsn0 up || exit 1
+i=0
+until [ \"\$(cat /sys/class/net/xsn0/carrier 2>/dev/null)\" = 1 ]; do
+    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'xsn0 has no carrier'; exit 1; }
+    sleep 0.2
+done
+ip addr show xsn0 | grep -q 'inet ' || ip addr add $(addr $A)/24 dev xsn0
+$(ping_cmds $MGMT)"
+}
+
+# Jumbo frames: net-b and dom0 come back with every feature (15: JUMBO
+# too), so netback-uk offers MTU 9000; each xsn0 takes it, and an 8000-byte
+# ping crosses as a chain of 4 slots each way (no GSO involved: ICMP).
+jumbo_b() {
+    vdevice --timeout 60 create net --backend "$(nb)" --features 15 "$(xl domid $B)" || return 1
+    dom_run $B "$(up_cmds "$(mac_of $B)" /etc/rig/udhcpc)
+dmesg | grep 'xsn0: MAC' | tail -n 1
+mtu=\$(cat /sys/class/net/xsn0/mtu); echo \"mtu \$mtu\"; [ \$mtu = 9000 ]" > /tmp/link-$B || { cat /tmp/link-$B; return 1; }
+    cat /tmp/link-$B
+    lease_addr $B
+}
+
+jumbo_dom0() {
+    vdevice --timeout 60 remove net --backend "$(nb)" 0 || return 1
+    _i=0
+    while [ -e /sys/class/net/xsn0 ]; do
+        _i=$((_i + 1)); [ $_i -gt 150 ] && { echo "dom0's xsn0 is still there"; return 1; }
+        sleep 0.2
+    done
+    vdevice --timeout 60 create net --backend "$(nb)" --features 15 0 || return 1
+    sh -c "$(up_cmds "$(mac_of Domain-0)" $DOM0_HOOK)" > /tmp/link-dom0 2>&1 || { cat /tmp/link-dom0; return 1; }
+    cat /tmp/link-dom0
+    echo "mtu $(cat /sys/class/net/xsn0/mtu)"
+    [ "$(cat /sys/class/net/xsn0/mtu)" = 9000 ] || return 1
+    lease_addr dom0
+}
+
+jumbo_ping() {
+    dom_run $B "ping -c 3 -W 10 -s 8000 $(addr dom0) > /tmp/ping.out; cat /tmp/ping.out
+grep -q '8008 bytes from' /tmp/ping.out || exit 1
+cat /sys/class/net/xsn0/statistics/rx_dropped /sys/class/net/xsn0/statistics/tx_dropped" || return 1
+    sh -c "ping -c 3 -W 10 -s 8000 $(addr $B)" | tee /tmp/ping.out
+    grep -q '8008 bytes from' /tmp/ping.out
+}
+
 # unload NAME: both modules go, xsn0 with them (net-a still has its port).
 unload() {
     dom_run "$1" 'rmmod xensnet xenshare || exit 1
@@ -255,6 +306,10 @@ step gone-b 60 b_device_gone
 step stays-a 60 a_stays_up
 step ping-a-netback-after 90 ping_ok $A $MGMT
 step ping-a-dom0-after 90 a_pings_dom0
+step cycle-a 90 cycle_a
+step jumbo-b 120 jumbo_b
+step jumbo-dom0 120 jumbo_dom0
+step jumbo-ping 90 jumbo_ping
 step unload-a 60 unload $A
 step unload-b 60 unload $B
 step dom0-unload 60 dom0_unload
