@@ -46,7 +46,7 @@ u32 xsn_negotiate(const struct xsn_control *c, u32 supported, u32 numpages)
 	if (!(accepted & XS_NET_F_CSUM_BLANK) || slots < XS_NET_GSO_MAX_SLOTS)
 		accepted &= ~XS_NET_F_GSO;
 	/* A jumbo frame must fit the lane whole, or it could never be sent. */
-	if (DIV_ROUND_UP(c->mtu + XS_NET_FRAME_OVERHEAD, XS_NET_SLOT_DATA_MAX) > slots)
+	if (DIV_ROUND_UP((u32)c->mtu + XS_NET_FRAME_OVERHEAD, XS_NET_SLOT_DATA_MAX) > slots)
 		accepted &= ~XS_NET_F_JUMBO;
 	return accepted;
 }
