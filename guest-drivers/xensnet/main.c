@@ -307,13 +307,13 @@ static void xsn_remove(struct xenshare_device *xdev)
 	struct xsn_priv *np = dev_get_drvdata(&xdev->dev);
 	struct net_device *dev = np->dev;
 
+	netdev_info(dev, "leaving the LAN\n");
 	netif_carrier_off(dev);
 	unregister_netdev(dev);
 	xsn_close_member(np);
 	xenshare_share_unbind(np->sh);
 	xsn_rx_discard(np);
 	dev_set_drvdata(&xdev->dev, NULL);
-	netdev_info(dev, "removed\n");
 	free_netdev(dev);
 }
 
