@@ -147,7 +147,7 @@ for f in rx_packets rx_bytes rx_dropped tx_packets tx_bytes tx_dropped; do echo 
 echo "bytes per tx frame: $(( $(cat tx_bytes) / $(cat tx_packets) ))"
 echo "bytes per rx frame: $(( $(cat rx_bytes) / $(cat rx_packets) ))"
 [ "$(cat rx_dropped)" = 0 ] && [ "$(cat tx_dropped)" = 0 ] || exit 1
-[ '"$2"' != gso ] || [ $(( $(cat tx_bytes) / $(cat tx_packets) )) -gt 1514 ]'
+[ "'"${2:-}"'" != gso ] || [ $(( $(cat tx_bytes) / $(cat tx_packets) )) -gt 1514 ]'
 }
 
 # dom0 joins LAN 0 with its own xensnet: a lease, then it pings net-a.
