@@ -240,6 +240,24 @@ static void xsn_close_member(struct xsn_priv *np)
 	xenshare_share_trigger(np->sh);
 }
 
+/*
+ * What to accept. A port whose link is up already was negotiated by an
+ * earlier probe (xensnet reloaded while xenshare kept the share): the
+ * switch reads features_accepted only once, so keep what it uses, checked
+ * as a fresh offer would be.
+ */
+static u32 xsn_features(struct xsn_priv *np, const struct xsn_control *c)
+{
+	struct xs_net_control *ctrl = xsn_control(np);
+	u32 prev;
+
+	if (le32_to_cpu(smp_load_acquire(&ctrl->link_state)) != XS_NET_LINK_UP)
+		return xsn_negotiate(c, accept & XSN_SUPPORTED, np->sh->nr_pages);
+	prev = le32_to_cpu(READ_ONCE(ctrl->features_accepted));
+	dev_info(&np->xdev->dev, "port already up: keeping its features %#x\n", prev);
+	return xsn_negotiate(c, prev, np->sh->nr_pages);
+}
+
 static int xsn_init_priv(struct xsn_priv *np, struct xenshare_device *xdev,
 			 const struct xsn_control *c)
 {
@@ -247,7 +265,7 @@ static int xsn_init_priv(struct xsn_priv *np, struct xenshare_device *xdev,
 
 	np->xdev = xdev;
 	np->sh = xdev->share;
-	np->accepted = xsn_negotiate(c, accept & XSN_SUPPORTED, np->sh->nr_pages);
+	np->accepted = xsn_features(np, c);
 	np->mtu = xsn_mtu(c, np->accepted);
 	np->tx_max_slots = DIV_ROUND_UP(np->accepted & XS_NET_F_GSO ? XS_NET_GSO_MAX_FRAME :
 					np->mtu + XS_NET_FRAME_OVERHEAD, XS_NET_SLOT_DATA_MAX);

@@ -8,7 +8,8 @@
 # xsn0 away while net-a keeps working. `rmmod xensnet xenshare` everywhere
 # leaves no Oops, WARNING or BUG in any kernel log. Before that, net-a's
 # xsn0 goes down and up, and net-b and dom0 come back with JUMBO accepted
-# (MTU 9000) and ping each other with 8000-byte echoes. Each domU's dmesg is
+# (MTU 9000) and ping each other with 8000-byte echoes, again after
+# net-b reloads xensnet alone (the port stays up; its features are kept). Each domU's dmesg is
 # handed over as dmesg-<domU>.log.
 A=net-a
 B=net-b
@@ -250,6 +251,21 @@ cat /sys/class/net/xsn0/statistics/rx_dropped /sys/class/net/xsn0/statistics/tx_
     grep -q '8008 bytes from' /tmp/ping.out
 }
 
+# reload_b: xensnet alone reloaded in net-b, asking for no features; the
+# port is up (xenshare kept the share), so the new device keeps what the
+# switch uses (all of them: MTU 9000) and jumbo pings still cross.
+reload_b() {
+    dom_run $B "rmmod xensnet || exit 1
+[ ! -e /sys/class/net/xsn0 ] || { echo 'xsn0 is still there'; exit 1; }
+modprobe xensnet accept=0 || exit 1
+$(up_cmds "$(mac_of $B)" /etc/rig/udhcpc)
+dmesg | grep 'keeping its features' | tail -n 1
+dmesg | grep -q 'port already up: keeping its features 0xf' || exit 1
+[ \$(cat /sys/class/net/xsn0/mtu) = 9000 ]" > /tmp/link-$B || { cat /tmp/link-$B; return 1; }
+    cat /tmp/link-$B
+    lease_addr $B
+}
+
 # unload NAME: both modules go, xsn0 with them (net-a still has its port).
 unload() {
     dom_run "$1" 'rmmod xensnet xenshare || exit 1
@@ -310,6 +326,8 @@ step cycle-a 90 cycle_a
 step jumbo-b 120 jumbo_b
 step jumbo-dom0 120 jumbo_dom0
 step jumbo-ping 90 jumbo_ping
+step reload-b 120 reload_b
+step jumbo-ping-reloaded 90 jumbo_ping
 step unload-a 60 unload $A
 step unload-b 60 unload $B
 step dom0-unload 60 dom0_unload
