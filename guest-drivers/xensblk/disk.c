@@ -69,6 +69,8 @@ struct xsblk_info {
 	bool broken;			/* the server broke the protocol */
 	bool dying;			/* remove() has begun */
 	bool wait_room;			/* a request waits for a free slot */
+	unsigned long grants;		/* live grants to the server */
+	unsigned long pinned;		/* ended while the server held them */
 };
 
 /* Per request (blk-mq pdu); sg[] follows, info->max_segs entries. */
@@ -136,6 +138,7 @@ static int xsblk_grant_page(struct xsblk_info *info, struct page *page,
 	if (r < 0)
 		return r;
 	*ref = r;
+	info->grants++;
 	return 0;
 }
 
@@ -145,26 +148,29 @@ static int xsblk_grant_page(struct xsblk_info *info, struct page *page,
  * page stays pinned until it lets go, and the caller treats the server
  * as broken.
  */
-static bool xsblk_end_grant(grant_ref_t ref, struct page *page)
+static bool xsblk_end_grant(struct xsblk_info *info, grant_ref_t ref,
+			    struct page *page)
 {
+	info->grants--;
 	if (gnttab_try_end_foreign_access(ref))
 		return true;
+	info->pinned++;
 	get_page(page);
 	gnttab_end_foreign_access(ref, page);
 	return false;
 }
 
-static bool xsblk_end_grants(struct xsblk_req *req)
+static bool xsblk_end_grants(struct xsblk_info *info, struct xsblk_req *req)
 {
 	struct scatterlist *sg;
 	bool idle = true;
 	unsigned int i;
 
 	for_each_sg(req->sg, sg, req->nr_grants, i)
-		idle &= xsblk_end_grant(req->grefs[i], sg_page(sg));
+		idle &= xsblk_end_grant(info, req->grefs[i], sg_page(sg));
 	req->nr_grants = 0;
 	if (req->indirect_granted)
-		idle &= xsblk_end_grant(req->indirect_gref, req->indirect);
+		idle &= xsblk_end_grant(info, req->indirect_gref, req->indirect);
 	req->indirect_granted = false;
 	return idle;
 }
@@ -262,7 +268,7 @@ static blk_status_t xsblk_issue(struct xsblk_info *info, struct request *rq,
 		return BLK_STS_IOERR;
 	err = xsblk_build(info, rq, req, &w);
 	if (err) {
-		xsblk_end_grants(req);
+		xsblk_end_grants(info, req);
 		return err == -EINVAL ? BLK_STS_IOERR : BLK_STS_RESOURCE;
 	}
 	memcpy(slot, &w, sizeof(w));
@@ -291,7 +297,7 @@ static bool xsblk_finish(struct xsblk_info *info, struct xsblk_req *req,
 	info->in_flight[req->id] = 0;
 	info->rqs[req->id] = NULL;
 	list_del(&req->node);
-	idle = xsblk_end_grants(req);
+	idle = xsblk_end_grants(info, req);
 	req->status = idle ? status : BLK_STS_IOERR;
 	blk_mq_complete_request(rq);
 	return idle;
@@ -719,7 +725,8 @@ static void xsblk_remove(struct xenshare_device *xdev)
 	xsblk_fail_all(info);
 	spin_unlock_irqrestore(&info->lock, flags);
 	del_gendisk(info->gd);
-	dev_info(&xdev->dev, "%s removed\n", info->gd->disk_name);
+	dev_info(&xdev->dev, "%s removed: %lu grant(s) live, %lu left pinned by the server\n",
+		 info->gd->disk_name, info->grants, info->pinned);
 	xsblk_free_disk(info);
 	ida_free(&xsblk_ida, info->index);
 	dev_set_drvdata(&xdev->dev, NULL);
@@ -780,7 +787,7 @@ static void xsblk_revoke(struct xsblk_info *info)
 	unsigned int busy = 0;
 
 	list_for_each_entry(req, &info->issued, node)
-		busy += !xsblk_end_grants(req);
+		busy += !xsblk_end_grants(info, req);
 	if (busy)
 		dev_warn(&info->xdev->dev,
 			 "%s: %u request(s) still mapped by domain %u; their pages stay pinned\n",
