@@ -90,6 +90,8 @@ struct xsblk_req {
 	struct scatterlist sg[];
 };
 
+static void xsblk_break(struct xsblk_info *info, const char *why, long long what);
+
 static int xsblk_major;
 static DEFINE_IDA(xsblk_ida);
 
@@ -256,9 +258,13 @@ static blk_status_t xsblk_issue(struct xsblk_info *info, struct request *rq,
 	int room, err;
 	void *slot;
 
-	room = xs_lane_producer_refresh(&info->cur.req);
-	if (room < 0)
+	if (info->broken)
 		return BLK_STS_IOERR;
+	room = xs_lane_producer_refresh(&info->cur.req);
+	if (room < 0) {
+		xsblk_break(info, "request lane index", room);
+		return BLK_STS_IOERR;
+	}
 	if (!room && !xs_lane_prepare_wait(&info->cur.req, true, 1)) {
 		info->wait_room = true;
 		return BLK_STS_DEV_RESOURCE;
