@@ -260,6 +260,12 @@ static blk_status_t xsblk_issue(struct xsblk_info *info, struct request *rq,
 
 	if (info->broken)
 		return BLK_STS_IOERR;
+	if (info->in_flight[req->id]) {
+		/* blk-mq never has two requests on one tag: no id is reused. */
+		dev_err_ratelimited(&info->xdev->dev, "%s: id %u already in flight\n",
+				    info->gd->disk_name, req->id);
+		return BLK_STS_IOERR;
+	}
 	room = xs_lane_producer_refresh(&info->cur.req);
 	if (room < 0) {
 		xsblk_break(info, "request lane index", room);
