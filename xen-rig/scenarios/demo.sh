@@ -1,0 +1,343 @@
+# demo: the seed's walkthrough on real Xen, what `cargo xtask demo` shows.
+#
+# 1. netback-uk and blkback-uk from their xl configs, the vdevice daemon
+#    (as its systemd unit would run it), two Linux guests.
+# 2. `vdevice --create net 0 guest1 guest2` makes net0; dom0 and both
+#    guests `modprobe xensnet`, get a lease from netback-uk, every pair
+#    pings, and a file sent over TCP between the guests keeps its checksum.
+# 3. `vdevice --remove net0 guest2` while guest1 and dom0 exchange pings,
+#    which keep flowing; `vdevice --add net0 guest2` and guest2 is back.
+# 4. `vdevice --create block /test-filesystem guest1`; guest1 `modprobe
+#    xensblk`, makes ext4, writes files; blkback-uk is destroyed and
+#    created again mid-write (the daemon gives it the disk back and
+#    reconnects guest1, whose requests in flight are re-issued); the writes
+#    complete, unmount and `fsck -f` are clean, the checksums match.
+# 5. A read-only disk shared by both guests: both read the same data.
+# 6. Two guests move data through /dev/xenshare with the example program.
+# 7. The sizes of the backend images and what every domain uses.
+G1=guest1
+G2=guest2
+MGMT=10.77.0.1
+DISK=/test-filesystem
+RODISK=/shared-ro.img
+HOOK=/tmp/udhcpc-hook
+
+collect_logs() {
+    [ -f /tmp/vdevice-daemon.log ] && rig_send_file vdevice-daemon.log /tmp/vdevice-daemon.log
+    for _d in $G1 $G2; do
+        xl domid "$_d" >/dev/null 2>&1 || continue
+        bounded 30 dom_run "$_d" 'dmesg; for f in /tmp/*.log; do echo "== $f"; cat "$f"; done' \
+            > "/tmp/demo-$_d.log" 2>/dev/null
+        rig_send_file "$_d.log" "/tmp/demo-$_d.log"
+    done
+    dmesg > /tmp/dmesg-dom0.log
+    rig_send_file dmesg-dom0.log /tmp/dmesg-dom0.log
+}
+trap collect_logs EXIT
+
+# ---- 1. the backends and the guests ------------------------------------
+
+start_backend() {
+    : > "$(dom_log "$1")"
+    xl create "/xl-configs/$1.cfg" || return 1
+    dom_wait "$1" "$1: ready"
+    grep -a "$1: ready" "$(dom_log "$1")" | sed 's/@@/@ @/g'
+}
+
+start_daemon() {
+    setsid vdevice --timeout 60 daemon > /tmp/vdevice-daemon.log 2>&1 < /dev/null &
+    _i=0
+    until [ -s /tmp/vdevice-daemon.log ]; do
+        _i=$((_i + 1)); [ $_i -gt 300 ] && { echo "the daemon printed nothing"; return 1; }
+        sleep 0.2
+    done
+    cat /tmp/vdevice-daemon.log
+}
+
+start_guest() {
+    dom_create /rig/domu/linux-pv.cfg "$1" || return 1
+    dom_wait "$1" @@READY
+}
+
+# ---- 2. a LAN ----------------------------------------------------------
+
+create_lan() {
+    vdevice --timeout 60 --create net 0 $G1 $G2 > /tmp/created || { cat /tmp/created; return 1; }
+    cat /tmp/created
+    [ "$(cat /tmp/created)" = net0 ]
+}
+
+# The commands that bring xsn0 up with a lease ($1: udhcpc hook).
+up_cmds() {
+    echo "modprobe xensnet || exit 1
+i=0
+until [ -e /sys/class/net/xsn0 ]; do
+    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'no xsn0'; dmesg | tail; exit 1; }
+    sleep 0.2
+done
+ip link set xsn0 up || exit 1
+i=0
+until [ \"\$(cat /sys/class/net/xsn0/carrier 2>/dev/null)\" = 1 ]; do
+    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'xsn0 has no carrier'; exit 1; }
+    sleep 0.2
+done
+udhcpc -i xsn0 -n -q -t 5 -T 3 -s $1 || exit 1
+ip -4 addr show xsn0"
+}
+
+# keep_addr NAME FILE: the leased address of NAME, from its udhcpc output.
+keep_addr() {
+    cat "$2"
+    sed -n 's|.*inet \(10\.77\.0\.[0-9]*\)/24.*|\1|p' "$2" | head -n 1 > "/tmp/addr-$1"
+    echo "$1 has $(cat "/tmp/addr-$1")"
+    [ -s "/tmp/addr-$1" ]
+}
+
+addr() {
+    cat "/tmp/addr-$1"
+}
+
+lan_guest() {
+    dom_run "$1" "$(up_cmds /etc/rig/udhcpc)" > "/tmp/link-$1" || { cat "/tmp/link-$1"; return 1; }
+    keep_addr "$1" "/tmp/link-$1"
+}
+
+lan_dom0() {
+    cat > $HOOK <<'EOF'
+#!/bin/sh
+case "$1" in
+deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
+bound | renew)
+    ip -4 addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface" || exit 1
+    echo "lease: $interface $ip/${mask:-24} from server ${serverid:-?}" ;;
+esac
+exit 0
+EOF
+    chmod +x $HOOK
+    sh -c "$(up_cmds $HOOK)" > /tmp/link-dom0 2>&1 || { cat /tmp/link-dom0; return 1; }
+    keep_addr dom0 /tmp/link-dom0
+}
+
+ping_cmd() {
+    echo "ping -c 3 -W 10 $1 > /tmp/ping.out; r=\$?; grep -E 'bytes from|loss' /tmp/ping.out; exit \$r"
+}
+
+# from WHO TO: WHO (a guest or dom0) pings TO (an address).
+from() {
+    if [ "$1" = dom0 ]; then
+        sh -c "$(ping_cmd "$2")"
+    else
+        dom_run "$1" "$(ping_cmd "$2")"
+    fi
+}
+
+every_pair_pings() {
+    for _a in dom0 $G1 $G2; do
+        for _b in dom0 $G1 $G2 netback; do
+            [ "$_a" = "$_b" ] && continue
+            if [ "$_b" = netback ]; then _to=$MGMT; else _to=$(addr "$_b"); fi
+            echo "== $_a -> $_b ($_to)"
+            from "$_a" "$_to" || return 1
+        done
+    done
+}
+
+# 8 MiB from guest1 to guest2 over TCP, checksums compared.
+tcp_file() {
+    dom_run $G2 'rm -f /tmp/recv; (sleep 200 | nc -l -p 5001 > /tmp/recv) > /dev/null 2>&1 < /dev/null &
+i=0
+until netstat -ltn | grep -q ":5001 "; do
+    i=$((i + 1)); [ $i -gt 50 ] && { echo "nc does not listen"; exit 1; }
+    sleep 0.2
+done' || return 1
+    dom_run $G1 "dd if=/dev/urandom of=/tmp/send bs=1024 count=8192 2>/dev/null || exit 1
+nc $(addr $G2) 5001 < /tmp/send || exit 1
+sha256sum /tmp/send" > /tmp/sum-1 || { cat /tmp/sum-1; return 1; }
+    dom_run $G2 'i=0
+while pidof nc > /dev/null; do
+    i=$((i + 1)); [ $i -gt 500 ] && { echo "nc still receiving"; exit 1; }
+    sleep 0.2
+done
+killall sleep 2>/dev/null
+sha256sum /tmp/recv' > /tmp/sum-2 || { cat /tmp/sum-2; return 1; }
+    cat /tmp/sum-1 /tmp/sum-2
+    _a=$(awk '$2 == "/tmp/send" { print $1 }' /tmp/sum-1)
+    _b=$(awk '$2 == "/tmp/recv" { print $1 }' /tmp/sum-2)
+    [ -n "$_a" ] && [ "$_a" = "$_b" ]
+}
+
+# ---- 3. a member leaves and comes back while the others talk -----------
+
+remove_while_talking() {
+    # guest1 pings dom0 five times a second during the removal.
+    dom_run $G1 "(ping -i 0.2 -c 75 -W 2 $(addr dom0) > /tmp/steady.log 2>&1 &)" || return 1
+    sleep 3
+    vdevice --timeout 60 --remove net0 $G2 || return 1
+    dom_run $G2 'i=0
+while [ -e /sys/class/net/xsn0 ]; do
+    i=$((i + 1)); [ $i -gt 150 ] && { echo "xsn0 is still there"; exit 1; }
+    sleep 0.2
+done
+echo "guest2: xsn0 gone"' || return 1
+    vdevice --list
+    dom_run $G1 'while pidof ping > /dev/null; do sleep 0.5; done; tail -n 3 /tmp/steady.log
+grep -q " 0% packet loss" /tmp/steady.log'
+}
+
+add_back() {
+    vdevice --timeout 60 --add net0 $G2 || return 1
+    dom_run $G2 "$(up_cmds /etc/rig/udhcpc)" > /tmp/link-$G2 || { cat /tmp/link-$G2; return 1; }
+    keep_addr $G2 /tmp/link-$G2 || return 1
+    from $G2 "$(addr $G1)"
+}
+
+# ---- 4. a disk that survives its server --------------------------------
+
+create_disk() {
+    dd if=/dev/zero of=$DISK bs=1M count=64 2>&1 || return 1
+    vdevice --timeout 60 --create block $DISK $G1 > /tmp/created || { cat /tmp/created; return 1; }
+    cat /tmp/created
+    [ "$(cat /tmp/created)" = blk0 ]
+}
+
+XSB='i=0
+until [ -b /dev/xsba ]; do
+    i=$((i + 1)); [ $i -gt 150 ] && { echo "no /dev/xsba"; dmesg | tail; exit 1; }
+    sleep 0.2
+done'
+
+mkfs_mount() {
+    dom_run $G1 "modprobe xensblk || exit 1
+$XSB
+mkfs.ext4 -q -F /dev/xsba || exit 1
+mkdir -p /mnt/d && mount /dev/xsba /mnt/d || exit 1
+df -h /mnt/d"
+}
+
+# A writer in guest1: 24 files of 1 MiB, each followed by sync, their
+# checksums kept in the guest (not on the disk).
+start_writes() {
+    dom_run $G1 '(for i in $(seq 1 24); do
+    dd if=/dev/urandom of=/tmp/f bs=1M count=1 2>/dev/null
+    cp /tmp/f /mnt/d/f$i && sync && sha256sum /tmp/f | sed "s|/tmp/f|f$i|" >> /tmp/written.sums
+done; echo done > /tmp/writer.end) > /tmp/writer.log 2>&1 &
+sleep 2; cat /tmp/written.sums 2>/dev/null | wc -l'
+}
+
+restart_blkback() {
+    xl destroy blkback-uk || return 1
+    echo "blkback-uk destroyed"
+    start_backend blkback-uk || return 1
+    # The daemon gives the new blkback-uk the disk and moves guest1 to it.
+    _i=0
+    until vdevice --list | grep -q "blk0.*$G1.*connected"; do
+        _i=$((_i + 1)); [ $_i -gt 300 ] && { vdevice --list; tail /tmp/vdevice-daemon.log; return 1; }
+        sleep 0.5
+    done
+    vdevice --list
+}
+
+writes_complete() {
+    dom_run $G1 'i=0
+until [ -f /tmp/writer.end ]; do
+    i=$((i + 1)); [ $i -gt 900 ] && { echo "the writer is stuck"; cat /tmp/writer.log; exit 1; }
+    sleep 0.2
+done
+wc -l < /tmp/written.sums
+cd /mnt/d && sha256sum -c /tmp/written.sums | tail -n 3 || exit 1
+cd / && umount /mnt/d || exit 1
+fsck.ext4 -f -n /dev/xsba; rc=$?; echo "fsck: $rc"; [ $rc = 0 ] || exit 1
+mount /dev/xsba /mnt/d && cd /mnt/d && sha256sum -c /tmp/written.sums > /dev/null && echo "checksums match after remount"'
+}
+
+# ---- 5. a read-only disk for both --------------------------------------
+
+shared_ro_disk() {
+    dd if=/dev/urandom of=$RODISK bs=1M count=8 2>/dev/null || return 1
+    _want=$(sha256sum < $RODISK | cut -d' ' -f1)
+    vdevice --timeout 60 --create block --ro $RODISK $G1 $G2 > /tmp/created || { cat /tmp/created; return 1; }
+    cat /tmp/created
+    for _g in $G1 $G2; do
+        # guest1 already has /dev/xsba (blk0): the shared disk is the next.
+        dom_run $_g 'modprobe xensblk || exit 1
+i=0
+while :; do
+    for d in /sys/block/xsb*; do [ "$(cat $d/ro)" = 1 ] && break 2; done
+    i=$((i + 1)); [ $i -gt 150 ] && { echo "no read-only disk"; exit 1; }
+    sleep 0.2
+done
+dev=/dev/${d##*/}
+echo "$dev is read-only: $(cat $d/ro)"
+dd if=$dev bs=1M count=8 2>/dev/null | sha256sum' > /tmp/ro-$_g || { cat /tmp/ro-$_g; return 1; }
+        cat /tmp/ro-$_g
+        grep -q "$_want" /tmp/ro-$_g || { echo "$_g read other data than $_want"; return 1; }
+    done
+}
+
+# ---- 6. /dev/xenshare --------------------------------------------------
+
+xenshare_xfer() {
+    _o=$(xl domid $G1) _m=$(xl domid $G2)
+    dom_run $G1 "rm -f /tmp/xfer-owner.log
+setsid xenshare-xfer owner --domid $_o --peer $_m --mib 8 > /tmp/xfer-owner.log 2>&1 < /dev/null &
+i=0
+until grep -q '^SHARE_REF ' /tmp/xfer-owner.log; do
+    i=\$((i + 1)); [ \$i -gt 300 ] && { cat /tmp/xfer-owner.log; exit 1; }
+    sleep 0.2
+done
+cat /tmp/xfer-owner.log" > /tmp/owner.out || { cat /tmp/owner.out; return 1; }
+    _ref=$(awk -v o="$_o" '$1 == "SHARE_REF" && $2 == o { print $3 }' /tmp/owner.out)
+    [ -n "$_ref" ] || { cat /tmp/owner.out; return 1; }
+    dom_run $G2 "xenshare-xfer member --domid $_m --owner $_o --ref $_ref --mib 8 > /tmp/xfer-member.log 2>&1
+rc=\$?; cat /tmp/xfer-member.log; exit \$rc" > /tmp/member.out || { cat /tmp/member.out; return 1; }
+    dom_run $G1 'while pidof xenshare-xfer > /dev/null; do sleep 0.2; done; cat /tmp/xfer-owner.log' > /tmp/owner.out
+    cat /tmp/owner.out /tmp/member.out
+    for _k in lane bulk; do
+        _os=$(sed -n "s/^$_k sent //p" /tmp/owner.out)
+        _mr=$(sed -n "s/^$_k received //p" /tmp/member.out)
+        _ms=$(sed -n "s/^$_k sent //p" /tmp/member.out)
+        _or=$(sed -n "s/^$_k received //p" /tmp/owner.out)
+        echo "$_k: guest1 -> guest2 $_os / $_mr; guest2 -> guest1 $_ms / $_or"
+        [ -n "$_os" ] && [ "$_os" = "$_mr" ] && [ -n "$_ms" ] && [ "$_ms" = "$_or" ] || return 1
+    done
+}
+
+# ---- 7. what it costs --------------------------------------------------
+
+summary() {
+    echo "backend images:"
+    for _i in netback-uk blkback-uk; do
+        echo "  $_i: $(( $(wc -c < /images/$_i) / 1024 )) KiB"
+    done
+    echo "memory of each domain (xl list, MiB):"
+    xl list | awk 'NR > 1 { printf "  %-12s %6s MiB\n", $1, $3 }'
+    for _b in netback-uk blkback-uk; do
+        grep -a "heap" "$(dom_log $_b)" | tail -n 1 | sed "s/^/  $_b: /; s/@@/@ @/g"
+    done
+    echo "guest modules:"
+    lsmod | grep -E "^xens" | sed 's/^/  dom0: /'
+    echo "logs: target/xen-logs/demo/ (consoles of every domain, the daemon's log, dmesg of each guest)"
+}
+
+step start-netback 120 start_backend netback-uk
+step start-blkback 120 start_backend blkback-uk
+step start-daemon 60 start_daemon
+step start-guest1 240 start_guest $G1
+step start-guest2 240 start_guest $G2
+step lan-create 120 create_lan
+step lan-dom0 120 lan_dom0
+step lan-guest1 120 lan_guest $G1
+step lan-guest2 120 lan_guest $G2
+step lan-pings 300 every_pair_pings
+step lan-tcp-file 300 tcp_file
+step lan-remove-while-talking 180 remove_while_talking
+step lan-add-back 180 add_back
+step disk-create 120 create_disk
+step disk-mkfs-mount 240 mkfs_mount
+step disk-start-writes 60 start_writes
+step disk-restart-blkback 240 restart_blkback
+step disk-writes-complete 600 writes_complete
+step ro-disk-shared 240 shared_ro_disk
+step xenshare-transfer 300 xenshare_xfer
+step summary 60 summary
