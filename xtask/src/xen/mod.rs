@@ -52,26 +52,36 @@ pub fn run(args: Args) -> Result<()> {
             expect_fail,
             timeout,
             verbose,
-        } => {
-            let s = setup::setup()?;
-            // The images carry the guest modules: always fresh ones.
-            crate::modules::build(&s.kernel_release)?;
-            // The unikernel images go into dom0 under /images/.
-            crate::images::build(&[])?;
-            let images = image::build(&s)?;
-            run::run(
-                &s,
-                &images,
-                &run::Options {
-                    scenario,
-                    expect_fail,
-                    timeout: Duration::from_secs(timeout),
-                    verbose,
-                },
-            )
-        }
+        } => boot_and_run(run::Options {
+            scenario,
+            expect_fail,
+            timeout: Duration::from_secs(timeout),
+            verbose,
+        }),
     }
 }
+
+/// Setup, fresh guest modules (the images carry them) and unikernel images
+/// (dom0's /images/), the rig images, then one scenario.
+fn boot_and_run(opts: run::Options) -> Result<()> {
+    let s = setup::setup()?;
+    crate::modules::build(&s.kernel_release)?;
+    crate::images::build(&[])?;
+    let images = image::build(&s)?;
+    run::run(&s, &images, &opts)
+}
+
+/// One scenario, booted fresh (for `cargo xtask demo`).
+pub fn run_scenario(scenario: &str, timeout: Duration, verbose: bool) -> Result<()> {
+    boot_and_run(run::Options {
+        scenario: scenario.into(),
+        expect_fail: None,
+        timeout,
+        verbose,
+    })
+}
+
+pub use run::logs_dir;
 
 /// The `xen` tier of `cargo xtask test`: smoke must pass, a scenario whose
 /// domU command fails must fail at that step with its logs kept, the PVH
