@@ -99,6 +99,7 @@ pub fn tier() -> Result<u64> {
         ("blk-domu", None),
         ("net", None),
         ("xenshare", None),
+        ("net-modules", None),
     ] {
         let t = Instant::now();
         run::run(
