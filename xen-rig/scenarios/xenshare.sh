@@ -255,6 +255,19 @@ reload() {
     dom_expect $PV "vdevice page withdrawn" 'modprobe xenshare && rmmod xenshare && dmesg | tail -n 3'
 }
 
+# modprobe_deps: the image's modules.dep names xenshare as xensnet's
+# dependency (from modinfo), so loading xensnet loads xenshare first.
+modprobe_deps() {
+    dom_run $PV '
+ls /lib/modules/*/extra/
+grep xensnet /lib/modules/*/modules.dep || exit 1
+modprobe xensnet || exit 1
+lsmod | grep "^xens"
+lsmod | grep -q "^xenshare " || { echo "xenshare was not loaded with xensnet"; exit 1; }
+rmmod xensnet && rmmod xenshare || exit 1
+dmesg | tail -n 2'
+}
+
 clean_logs() {
     _bad=0
     for _d in $PV $PVH; do
@@ -316,4 +329,5 @@ step unload-pv 60 unload $PV
 step unload-pvh 60 unload $PVH
 step grants-after 60 grants_after_unload
 step reload-pv 60 reload
+step modprobe-deps 60 modprobe_deps
 step clean-logs 60 clean_logs
