@@ -32,7 +32,7 @@ mod image_main {
     use alloc::vec::Vec;
 
     use blkback_uk::ram::RamStore;
-    use blkback_uk::store::{Io, Store, StoreError, StoreInfo, SECTOR_SIZE};
+    use blkback_uk::store::{Io, SharedIo, Store, StoreError, StoreInfo, SECTOR_SIZE};
     use blkback_uk::vbd::{self, VbdPages, VbdStore};
     use blkback_uk::wiring::poll_vdevice;
     use blkback_uk::{Server, ServerConfig};
@@ -41,7 +41,7 @@ mod image_main {
     use share_hal::platform::{Clock, EventChannels};
     use share_hal::vdevice::Change;
     use share_hal::xen::{shutdown, time, Doorbell, ShutdownReason, XenPages, XenPvh, XenStore};
-    use share_hal::Error;
+    use share_hal::{Error, SharedMem};
 
     pvh_rt::entry!(main);
 
@@ -87,6 +87,22 @@ mod image_main {
                 Disk::Absent => {
                     for io in ios.iter_mut() {
                         io.result = Err(StoreError::Io { errno: 19 });
+                    }
+                }
+            }
+        }
+
+        fn takes_shared(&self) -> bool {
+            matches!(self, Disk::Ram(_))
+        }
+
+        fn execute_shared(&mut self, mem: &SharedMem<'_>, ios: &mut [SharedIo]) {
+            match self {
+                Disk::Ram(s) => s.execute_shared(mem, ios),
+                // Never asked (takes_shared): refused, not served.
+                _ => {
+                    for io in ios.iter_mut() {
+                        io.result = Err(StoreError::Unsupported);
                     }
                 }
             }
