@@ -1,25 +1,29 @@
-# blk-ram: blkback-uk serves four disks to a Linux domU: three vbds (files
-# in dom0, as in blk-domu) and a RAM disk from its boot module
-# (xl-configs/blkback-uk-ram.cfg, `ramdisk=`: volatile, disk 3, after the
-# vbds). dom0 prepares an ext4 image holding four random files with
-# `mkfs.ext4 -d` and keeps their md5 sums; the domU's member joins all four
-# disks (share-member, /run/share-member/disk0..3.dev), mounts the RAM
-# disk, checks every sum, writes a file and reads it back after dropping
-# the page cache; writes 4 MiB to each vbd and reads it back. Then
+# blk-ram: blkback-uk serves four disks, each to its own Linux domU:
+# three vbds (files in dom0, as in blk-domu) and a RAM disk from its boot
+# module (xl-configs/blkback-uk-ram.cfg, `ramdisk=`: volatile, disk 3,
+# after the vbds). Four members because the vdevice tool gives a member
+# one disk per backend. dom0 prepares an ext4 image holding four random
+# files with `mkfs.ext4 -d` and keeps their md5 sums; blk-ram-u3 mounts
+# the RAM disk through share-member, checks every sum, writes a file and
+# reads it back after dropping the page cache, e2fsck -n is clean;
+# blk-ram-u0..2 each write 4 MiB to their vbd and read it back. Then
 # blkback-uk's heap lines: the one after the fourth connection must say
 # 4 shares, and its peak line under that I/O is printed (the memory note
-# of docs/performance.md). Finally the member leaves with no errors.
-U=blk-ram-u
+# of docs/performance.md). Each member leaves with no errors, and dom0's
+# image file is unchanged: what u3 wrote lived in blkback-uk's memory.
 RAM=/tmp/blkram.img
 RAM_SECTORS=16384
 VBD_SECTORS=32768
+MEMBERS="blk-ram-u0 blk-ram-u1 blk-ram-u2 blk-ram-u3"
 
-collect_member_log() {
-    xl domid "$U" >/dev/null 2>&1 || return 0
-    bounded 30 dom_run "$U" 'cat /tmp/share-member.log' > /tmp/share-member-$U.log 2>/dev/null
-    rig_send_file "share-member-$U.log" "/tmp/share-member-$U.log"
+collect_member_logs() {
+    for _u in $MEMBERS; do
+        xl domid "$_u" >/dev/null 2>&1 || continue
+        bounded 30 dom_run "$_u" 'cat /tmp/share-member.log' > /tmp/share-member-$_u.log 2>/dev/null
+        rig_send_file "share-member-$_u.log" "/tmp/share-member-$_u.log"
+    done
 }
-trap collect_member_log EXIT
+trap collect_member_logs EXIT
 
 make_disks() {
     modprobe xen-blkback || return 1
@@ -71,11 +75,24 @@ disk_lines() {
     grep -aq "blkback-uk: ready: 4 disk(s)" "$_log"
 }
 
-# As blk-domu's, with gntalloc's limit for four disks of 32 x 33 pages.
-start_member() {
-    dom_run $U '
+domus_create() {
+    for _u in $MEMBERS; do
+        dom_create /rig/domu/linux-pv.cfg "$_u" || return 1
+    done
+}
+
+domus_boot() {
+    for _u in $MEMBERS; do
+        dom_wait "$_u" @@READY
+    done
+}
+
+# As blk-domu's: gntalloc's limit raised for a disk of 32 x 33 pages.
+start_members() {
+    for _u in $MEMBERS; do
+        dom_run $_u '
 for m in fuse loop ext4 crc32c_generic; do modprobe $m || exit 1; done
-echo 8192 > /sys/module/xen_gntalloc/parameters/limit || exit 1
+echo 4096 > /sys/module/xen_gntalloc/parameters/limit || exit 1
 setsid share-member > /tmp/share-member.log 2>&1 < /dev/null &
 i=0
 while ! grep -q published /tmp/share-member.log; do
@@ -87,38 +104,43 @@ while ! grep -q published /tmp/share-member.log; do
     fi
     sleep 0.2
 done
-cat /tmp/share-member.log'
+cat /tmp/share-member.log' || return 1
+    done
 }
 
+# Disk i to member blk-ram-u<i>.
 connect() {
     for d in 0 1 2 3; do
         vdevice --timeout 60 create disk --backend "$(xl domid blkback-uk)" --disk $d \
-            --features 15 "$(xl domid $U)" || return 1
+            --features 15 "$(xl domid blk-ram-u$d)" || return 1
     done
-    vdevice show "$(xl domid $U)"
+    for d in 0 1 2 3; do
+        vdevice show "$(xl domid blk-ram-u$d)" || return 1
+    done
 }
 
 devices_up() {
-    dom_run $U "
-want() { [ \$1 = 3 ] && echo $RAM_SECTORS || echo $VBD_SECTORS; }
-for d in 0 1 2 3; do
-    i=0
-    until [ -e /run/share-member/disk\$d.dev ]; do
-        i=\$((i + 1)); [ \$i -gt 300 ] && { echo \"no block device for disk \$d\"; cat /tmp/share-member.log; exit 1; }
-        sleep 0.2
+    for d in 0 1 2 3; do
+        _want=$VBD_SECTORS
+        [ $d = 3 ] && _want=$RAM_SECTORS
+        dom_run blk-ram-u$d "
+i=0
+until [ -e /run/share-member/disk0.dev ]; do
+    i=\$((i + 1)); [ \$i -gt 300 ] && { echo 'no block device'; cat /tmp/share-member.log; exit 1; }
+    sleep 0.2
+done
+dev=\$(readlink /run/share-member/disk0.dev)
+n=\$(cat /sys/block/\${dev#/dev/}/size)
+echo \"blk-ram-u$d: \$dev, \$n sectors (want $_want)\"
+[ \"\$n\" = $_want ]" || return 1
     done
-    dev=\$(readlink /run/share-member/disk\$d.dev)
-    n=\$(cat /sys/block/\${dev#/dev/}/size)
-    echo \"disk \$d: \$dev, \$n sectors (want \$(want \$d))\"
-    [ \"\$n\" = \"\$(want \$d)\" ] || exit 1
-done"
 }
 
 # dom0's files, read from the RAM disk; then a write that lives in
 # blkback-uk's memory only.
 ram_files() {
-    dom_run $U "
-dev=\$(readlink /run/share-member/disk3.dev)
+    dom_run blk-ram-u3 "
+dev=\$(readlink /run/share-member/disk0.dev)
 mkdir -p /mnt/ram && mount -t ext4 \$dev /mnt/ram || exit 1
 cd /mnt/ram || exit 1
 echo '$(cat /tmp/ramsums)' > /tmp/ramsums
@@ -134,20 +156,17 @@ cd / && umount /mnt/ram && e2fsck -f -n \$dev"
 
 # 4 MiB to each vbd, synced, read back from the disk.
 vbd_io() {
-    dom_run $U "
+    for d in 0 1 2; do
+        dom_run blk-ram-u$d "
 dd if=/dev/urandom of=/tmp/pat bs=1M count=4 2>/dev/null || exit 1
 want=\$(md5sum < /tmp/pat)
-for d in 0 1 2; do
-    dev=\$(readlink /run/share-member/disk\$d.dev)
-    dd if=/tmp/pat of=\$dev bs=1M count=4 conv=fsync 2>/dev/null || exit 1
-done
+dev=\$(readlink /run/share-member/disk0.dev)
+dd if=/tmp/pat of=\$dev bs=1M count=4 conv=fsync 2>/dev/null || exit 1
 echo 3 > /proc/sys/vm/drop_caches
-for d in 0 1 2; do
-    dev=\$(readlink /run/share-member/disk\$d.dev)
-    got=\$(dd if=\$dev bs=1M count=4 2>/dev/null | md5sum)
-    echo \"disk \$d: wrote \$want, read \$got\"
-    [ \"\$got\" = \"\$want\" ] || exit 1
-done"
+got=\$(dd if=\$dev bs=1M count=4 2>/dev/null | md5sum)
+echo \"blk-ram-u$d: wrote \$want, read \$got\"
+[ \"\$got\" = \"\$want\" ]" || return 1
+    done
 }
 
 # blkback-uk's heap with the four disks served (its lines come after each
@@ -159,16 +178,18 @@ heap_lines() {
     grep -aq "blkback-uk: heap .* 4 share(s) served" "$_log"
 }
 
-stop_member() {
-    dom_run $U "
+stop_members() {
+    for _u in $MEMBERS; do
+        dom_run $_u "
 kill -TERM \$(pidof share-member) || exit 1
 i=0
 while pidof share-member > /dev/null; do
     i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'share-member still runs'; exit 1; }
     sleep 0.2
 done
-tail -n 6 /tmp/share-member.log
-[ \$(grep -c 'disk closed (.* errors 0, ' /tmp/share-member.log) = 4 ]"
+tail -n 2 /tmp/share-member.log
+grep -q 'disk closed (.* errors 0, ' /tmp/share-member.log" || return 1
+    done
 }
 
 # Volatile: what the domU wrote lived in blkback-uk's memory; dom0's
@@ -181,13 +202,13 @@ file_untouched() {
 step disk-files 120 make_disks
 step create 120 blk_create
 step ready 180 disk_lines
-step domu-create 120 dom_create /rig/domu/linux-pv.cfg $U
-step domu-boot 180 dom_wait $U @@READY
-step member 90 start_member
-step connect 180 connect
-step devices 120 devices_up
+step domus-create 300 domus_create
+step domus-boot 300 domus_boot
+step members 300 start_members
+step connect 240 connect
+step devices 240 devices_up
 step ram-files 300 ram_files
 step vbd-io 300 vbd_io
 step heap 30 heap_lines
-step stop-member 60 stop_member
+step stop-members 240 stop_members
 step file-untouched 60 file_untouched
