@@ -682,4 +682,44 @@ mod tests {
         );
         assert_eq!(b.modules().len(), 1);
     }
+
+    proptest::proptest! {
+        /// Whatever the list says, what is kept lies in RAM below 4 GiB,
+        /// overlaps nothing else kept, the image or the list, and the
+        /// heap never touches it.
+        #[test]
+        fn any_module_list_keeps_only_sound_modules(
+            entries in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![0u64..0x3000000, proptest::num::u64::ANY],
+                    proptest::prop_oneof![0u64..0x1000000, proptest::num::u64::ANY],
+                ),
+                0..12,
+            ),
+            list_at in proptest::prop_oneof![0u64..0x3000000, proptest::num::u64::ANY],
+            nr in proptest::prop_oneof![0u32..12, proptest::num::u32::ANY],
+            cut in 0usize..400,
+        ) {
+            let bytes = list(&entries);
+            let bytes = &bytes[..cut.min(bytes.len())];
+            let mut b = with_ram();
+            b.add_modules(list_at, nr, bytes, IMAGE);
+            let kept = b.modules();
+            proptest::prop_assert!(kept.len() <= MAX_MODULES);
+            for (i, m) in kept.iter().enumerate() {
+                proptest::prop_assert!(!m.is_empty() && m.end <= MAPPED_TOP);
+                proptest::prop_assert!(b.ram().iter().any(|r| r.start <= m.start && m.end <= r.end));
+                proptest::prop_assert!(!m.overlaps(&IMAGE));
+                for o in &kept[i + 1..] {
+                    proptest::prop_assert!(!m.overlaps(o));
+                }
+            }
+            if let Some(h) = crate::heap::heap_region(&b, IMAGE.end) {
+                for r in b.reserved() {
+                    proptest::prop_assert!(!h.overlaps(&r), "{:?} overlaps {:?}", h, r);
+                }
+                proptest::prop_assert!(h.start >= IMAGE.end);
+            }
+        }
+    }
 }
