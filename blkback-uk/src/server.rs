@@ -17,7 +17,14 @@
 //! 4. **store**: the whole batch goes to the disk's [`Store`] in lane order
 //!    (flushes order it: see the store module);
 //! 5. **data out**: read data goes to bounce pages and, with one `sg_xfer`,
-//!    to the member's pages;
+//!    to the member's pages.
+//!
+//!    A store that copies the data anyway (the RAM store:
+//!    [`Store::takes_shared`]) gets the batch on the bounce pages
+//!    themselves when every request's data lies there end to end (whole
+//!    pages but the last, as every Linux and share-member request is): no
+//!    private buffer, one copy fewer each way, through the bounce pages'
+//!    volatile accessors like every other access;
 //! 6. **respond**: one response per request, ids echoed, published with one
 //!    index store and at most one trigger per lane.
 //!
