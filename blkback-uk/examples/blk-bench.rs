@@ -145,7 +145,9 @@ fn main() {
 /// when the broker goes (the bench process is done).
 fn serve(sock: &Path) -> Result<(), String> {
     let mut p = SimPlatform::connect(sock, SERVER).map_err(|e| e.to_string())?;
-    let store = RamStore::new(DISK_BYTES / 512);
+    // Huge pages, as the PVH image's RAM disks have (2 MiB identity map)
+    // and fio's tmpfs file (the kernel's direct map).
+    let store = RamStore::new_hugepages(DISK_BYTES / 512);
     let mut server = Server::new(&mut p, vec![store], ServerConfig::default())
         .map_err(|e| format!("server: {e}"))?;
     let mut bus = VdeviceBus::create(&mut p, 4).map_err(|e| format!("vdevice page: {e}"))?;

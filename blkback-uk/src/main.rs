@@ -1,11 +1,16 @@
 //! The blkback-uk PVH image: boots, connects its own Xen disks (the `vbd`
-//! store: the `disk = [...]` of its xl config), publishes its vdevice page
-//! and runs the disk server (the library of this crate) over them.
+//! store: the `disk = [...]` of its xl config), takes its boot modules as
+//! RAM disks (the `ram` store: `ramdisk=` of its xl config, **volatile**),
+//! publishes its vdevice page and runs the disk server (the library of
+//! this crate) over them.
 //!
-//! Disk `i` (the `param` of dom0's owner entries) is the `i`-th vbd in the
+//! Disk numbers (the `param` of dom0's owner entries, `--disk` of the
+//! vdevice tool): first the vbds, disk `i` being the `i`-th vbd in the
 //! order xenstore lists `device/vbd/` (libxl creates them in the order of
-//! the xl config). A disk whose handshake fails keeps its index and
-//! refuses every entry naming it, so the others keep their numbers.
+//! the xl config); then the boot modules in the loader's order. So adding
+//! a `ramdisk=` to a config never renumbers its vbds. A vbd whose
+//! handshake fails keeps its index and refuses every entry naming it, so
+//! the others keep their numbers.
 //!
 //! Only the image build (`cargo xtask images`, the one build with
 //! `panic = "abort"`) is the kernel; any other build of this binary (e.g.
@@ -26,7 +31,8 @@ mod image_main {
     use alloc::string::String;
     use alloc::vec::Vec;
 
-    use blkback_uk::store::{Io, Store, StoreError, StoreInfo};
+    use blkback_uk::ram::RamStore;
+    use blkback_uk::store::{Io, SharedIo, Store, StoreError, StoreInfo, SECTOR_SIZE};
     use blkback_uk::vbd::{self, VbdPages, VbdStore};
     use blkback_uk::wiring::poll_vdevice;
     use blkback_uk::{Server, ServerConfig};
@@ -35,7 +41,7 @@ mod image_main {
     use share_hal::platform::{Clock, EventChannels};
     use share_hal::vdevice::Change;
     use share_hal::xen::{shutdown, time, Doorbell, ShutdownReason, XenPages, XenPvh, XenStore};
-    use share_hal::Error;
+    use share_hal::{Error, SharedMem};
 
     pvh_rt::entry!(main);
 
@@ -53,6 +59,8 @@ mod image_main {
     /// A disk of this image.
     enum Disk {
         Vbd(VbdStore<XenPages, Doorbell>),
+        /// A boot module, served in place: volatile, gone with the domain.
+        Ram(RamStore<&'static mut [u8]>),
         /// Its handshake failed: every entry naming it is refused.
         Absent,
     }
@@ -61,6 +69,7 @@ mod image_main {
         fn info(&self) -> StoreInfo {
             match self {
                 Disk::Vbd(s) => s.info(),
+                Disk::Ram(s) => s.info(),
                 Disk::Absent => StoreInfo {
                     capacity: 0,
                     read_only: true,
@@ -74,9 +83,26 @@ mod image_main {
         fn execute(&mut self, ios: &mut [Io<'_>]) {
             match self {
                 Disk::Vbd(s) => s.execute(ios),
+                Disk::Ram(s) => s.execute(ios),
                 Disk::Absent => {
                     for io in ios.iter_mut() {
                         io.result = Err(StoreError::Io { errno: 19 });
+                    }
+                }
+            }
+        }
+
+        fn takes_shared(&self) -> bool {
+            matches!(self, Disk::Ram(_))
+        }
+
+        fn execute_shared(&mut self, mem: &SharedMem<'_>, ios: &mut [SharedIo]) {
+            match self {
+                Disk::Ram(s) => s.execute_shared(mem, ios),
+                // Never asked (takes_shared): refused, not served.
+                _ => {
+                    for io in ios.iter_mut() {
+                        io.result = Err(StoreError::Unsupported);
                     }
                 }
             }
@@ -104,11 +130,12 @@ mod image_main {
             .map_err(|e| alloc::format!("{dev}: {e}"))
     }
 
-    fn main(rt: Runtime) -> ! {
+    fn main(mut rt: Runtime) -> ! {
         println!(
             "blkback-uk {}: xen-share block backend",
             env!("CARGO_PKG_VERSION")
         );
+        let modules = rt.take_boot_modules();
         let image::Domain {
             mut pvh,
             mut store,
@@ -135,12 +162,36 @@ mod image_main {
                     );
                     disks.push(Disk::Vbd(s));
                 }
-                Ok(Disk::Absent) => disks.push(Disk::Absent),
+                Ok(other) => disks.push(other),
                 Err(e) => {
                     println!("blkback-uk: disk {i}: not connected: {e}");
                     disks.push(Disk::Absent)
                 }
             }
+        }
+        for m in modules {
+            let i = disks.len();
+            let ram = RamStore::over(m.data, false);
+            let sectors = ram.info().capacity;
+            if sectors == 0 {
+                println!(
+                    "blkback-uk: disk {i}: boot module {} not served: smaller than a sector",
+                    m.index
+                );
+                disks.push(Disk::Absent);
+                continue;
+            }
+            println!(
+                "blkback-uk: disk {i}: ram from boot module {} at {:#x}: {sectors} sectors ({} KiB{}), read-write, VOLATILE (gone when this domain stops)",
+                m.index,
+                m.paddr,
+                sectors * SECTOR_SIZE as u64 / 1024,
+                match ram.tail() {
+                    0 => String::new(),
+                    t => alloc::format!(", last {t} bytes not served: not a whole sector"),
+                }
+            );
+            disks.push(Disk::Ram(ram));
         }
         let n = disks.len();
         let mut server = match Server::new(&mut pvh, disks, SERVER) {
@@ -158,6 +209,7 @@ mod image_main {
         );
         let vport = vdevice.port();
         let mut last_reap = pvh.now_ns();
+        let mut heap_peak = used;
         loop {
             let progress = server.service(&mut pvh);
             let deadline = if progress.more {
@@ -181,10 +233,21 @@ mod image_main {
                         status,
                         new,
                         ..
-                    })) => println!(
-                        "blkback-uk: vdevice change {serial}: entry {index} ({:?} for domain {}, disk {}): status {status}",
-                        new.kind, new.peer, new.param
-                    ),
+                    })) => {
+                        println!(
+                            "blkback-uk: vdevice change {serial}: entry {index} ({:?} for domain {}, disk {}): status {status}",
+                            new.kind, new.peer, new.param
+                        );
+                        // Memory in use as shares come and go
+                        // (docs/performance.md, "Image size and memory").
+                        let (used, free) = pvh_rt::heap::usage();
+                        println!(
+                            "blkback-uk: heap {} KiB used, {} KiB free, {} share(s) served",
+                            used / 1024,
+                            free / 1024,
+                            server.connections().count()
+                        );
+                    }
                     Ok(None) => {}
                     Err(e) => log::warn!("vdevice change could not be handled: {e}"),
                 }
@@ -192,6 +255,18 @@ mod image_main {
             if pvh.now_ns().saturating_sub(last_reap) > 1_000_000_000 {
                 last_reap = pvh.now_ns();
                 server.reap(&mut pvh);
+                // The most the heap held so far, once a second at most and
+                // only when it grew: what serving costs under load.
+                let (used, free) = pvh_rt::heap::usage();
+                if used > heap_peak {
+                    heap_peak = used;
+                    println!(
+                        "blkback-uk: heap peak {} KiB used, {} KiB free, {} share(s) served",
+                        used / 1024,
+                        free / 1024,
+                        server.connections().count()
+                    );
+                }
             }
         }
     }

@@ -21,6 +21,8 @@
 
 use core::fmt;
 
+use share_hal::SharedMem;
+
 /// Bytes of one sector.
 pub const SECTOR_SIZE: usize = 512;
 
@@ -102,6 +104,18 @@ impl<'a> Io<'a> {
     }
 }
 
+/// One operation of a batch whose data stays in the server's bounce pages
+/// ([`Store::execute_shared`]): bytes `at .. at + len` of the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedIo {
+    pub kind: IoKind,
+    pub sector: u64,
+    pub at: usize,
+    pub len: usize,
+    /// Set by [`Store::execute_shared`].
+    pub result: Result<(), StoreError>,
+}
+
 /// Storage behind one disk.
 pub trait Store {
     fn info(&self) -> StoreInfo;
@@ -109,6 +123,24 @@ pub trait Store {
     /// Executes `ios` in order, under the ordering rules of this module,
     /// setting each `result`. Returns when every operation has completed.
     fn execute(&mut self, ios: &mut [Io<'_>]);
+
+    /// Whether the store takes batches with [`Store::execute_shared`]. A
+    /// store that copies the data anyway (RAM) saves the server's copy
+    /// between its bounce pages and a private buffer that way.
+    fn takes_shared(&self) -> bool {
+        false
+    }
+
+    /// As [`Store::execute`], the data read from / written to `mem` (the
+    /// server's own bounce pages: only the hypervisor writes them, on the
+    /// server's grant copies, never while a batch is at the store) through
+    /// its volatile accessors. Called only when [`Store::takes_shared`].
+    fn execute_shared(&mut self, mem: &SharedMem<'_>, ios: &mut [SharedIo]) {
+        let _ = mem;
+        for io in ios.iter_mut() {
+            io.result = Err(StoreError::Unsupported);
+        }
+    }
 }
 
 /// The sector range `sector .. sector + len_bytes/512`, checked against

@@ -13,7 +13,7 @@
 //! their own IST stack (see `traps`).
 
 use share_hal::xen::abi::{
-    HvmMemmapEntry, HvmStartInfo, HVM_MEMMAP_TYPE_RAM, HVM_START_MAGIC_VALUE,
+    HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, HVM_MEMMAP_TYPE_RAM, HVM_START_MAGIC_VALUE,
 };
 
 #[cfg(all(feature = "rt", panic = "abort", not(test)))]
@@ -133,8 +133,44 @@ pub struct Region {
     pub end: u64,
 }
 
+impl Region {
+    /// The range widened to whole pages (what the heap must leave alone).
+    pub fn pages(&self) -> Region {
+        Region {
+            start: self.start & !4095,
+            end: self.end.saturating_add(4095) & !4095,
+        }
+    }
+
+    pub fn overlaps(&self, other: &Region) -> bool {
+        self.start < other.end && other.start < self.end
+    }
+
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+}
+
 const MAX_REGIONS: usize = 32;
 const MAX_CMDLINE: usize = 256;
+/// Boot modules used; more are refused (xl gives a PVH guest one).
+pub const MAX_MODULES: usize = 8;
+/// Bytes of one `hvm_modlist_entry`.
+pub const MODLIST_ENTRY_SIZE: usize = core::mem::size_of::<HvmModlistEntry>();
+/// The identity map covers 4 GiB; nothing above is reachable.
+const MAPPED_TOP: u64 = 1 << 32;
+
+/// A boot module the loader announced but the runtime does not use, and
+/// why (printed on the console at boot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefusedModule {
+    pub index: u32,
+    pub why: &'static str,
+}
 
 /// What the boot loader told us, copied out of its structures so that the
 /// memory they occupy can become heap.
@@ -146,6 +182,11 @@ pub struct BootInfo {
     cmdline_len: usize,
     /// `hvm_start_info.version`.
     pub start_info_version: u32,
+    modules: [Region; MAX_MODULES],
+    nr_modules: usize,
+    refused: [Option<RefusedModule>; MAX_MODULES],
+    /// The loader's module list, page-rounded; empty without modules.
+    modlist: Region,
 }
 
 impl BootInfo {
@@ -161,6 +202,113 @@ impl BootInfo {
     /// Total RAM in bytes.
     pub fn ram_bytes(&self) -> u64 {
         self.ram().iter().map(|r| r.end - r.start).sum()
+    }
+
+    /// The boot modules (`ramdisk=` of the xl config), in the loader's
+    /// order, each checked: inside one RAM range below 4 GiB, not empty,
+    /// overlapping neither the image, the module list nor another module.
+    /// Their memory (page-rounded) is not part of the heap.
+    pub fn modules(&self) -> &[Region] {
+        &self.modules[..self.nr_modules]
+    }
+
+    /// Modules the loader announced that were not accepted, and why.
+    pub fn refused_modules(&self) -> impl Iterator<Item = RefusedModule> + '_ {
+        self.refused.iter().flatten().copied()
+    }
+
+    /// What the heap must not take: every module and the module list,
+    /// page-rounded.
+    pub fn reserved(&self) -> impl Iterator<Item = Region> + '_ {
+        self.modules()
+            .iter()
+            .map(Region::pages)
+            .chain((!self.modlist.is_empty()).then_some(self.modlist))
+    }
+
+    fn refuse(&mut self, index: u32, why: &'static str) {
+        if let Some(slot) = self.refused.iter_mut().find(|r| r.is_none()) {
+            *slot = Some(RefusedModule { index, why });
+        }
+    }
+
+    /// Takes the boot modules from `list`, the bytes of the loader's
+    /// module list (`hvm_modlist_entry` each, little-endian), which sits at
+    /// `list_at` and announces `nr_modules` entries; `image` is the range
+    /// the image occupies. Never fails: a module that cannot be used is
+    /// refused (see [`BootInfo::refused_modules`]) and the others are kept.
+    pub fn add_modules(&mut self, list_at: u64, nr_modules: u32, list: &[u8], image: Region) {
+        if nr_modules == 0 {
+            return;
+        }
+        let wanted = (nr_modules as usize).saturating_mul(MODLIST_ENTRY_SIZE);
+        // A copy, so that the checks can run while modules are added.
+        let (ram, nr_ram) = (self.ram, self.nr_ram);
+        let in_ram = |r: &Region| {
+            r.end <= MAPPED_TOP
+                && ram[..nr_ram]
+                    .iter()
+                    .any(|ram| ram.start <= r.start && r.end <= ram.end)
+        };
+        let list_region = match list_at.checked_add(wanted as u64) {
+            Some(end) if list_at != 0 => Region {
+                start: list_at,
+                end,
+            },
+            _ => {
+                self.refuse(0, "the module list address is 0 or overflows");
+                return;
+            }
+        };
+        if !in_ram(&list_region) || list_region.overlaps(&image) {
+            self.refuse(
+                0,
+                "the module list is not in RAM below 4 GiB outside the image",
+            );
+            return;
+        }
+        self.modlist = list_region.pages();
+        for (i, entry) in list.chunks_exact(MODLIST_ENTRY_SIZE).enumerate() {
+            let index = i as u32;
+            if index >= nr_modules {
+                break;
+            }
+            let word = |at: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&entry[at..at + 8]);
+                u64::from_le_bytes(b)
+            };
+            let (paddr, size) = (word(0), word(8));
+            let why = match paddr.checked_add(size) {
+                _ if size == 0 => Some("it is empty"),
+                None => Some("its end overflows"),
+                Some(end) => {
+                    let r = Region { start: paddr, end };
+                    if !in_ram(&r) {
+                        Some("it is not inside one RAM range below 4 GiB")
+                    } else if r.overlaps(&image) {
+                        Some("it overlaps the image")
+                    } else if r.overlaps(&list_region) {
+                        Some("it overlaps the module list")
+                    } else if self.modules().iter().any(|m| m.overlaps(&r)) {
+                        Some("it overlaps an earlier module")
+                    } else if self.nr_modules == MAX_MODULES {
+                        Some("too many modules")
+                    } else {
+                        self.modules[self.nr_modules] = r;
+                        self.nr_modules += 1;
+                        None
+                    }
+                }
+            };
+            if let Some(why) = why {
+                self.refuse(index, why);
+            }
+        }
+        let read = (list.len() / MODLIST_ENTRY_SIZE) as u32;
+        if read < nr_modules {
+            self.refuse(read, "beyond the entries the runtime reads");
+        }
     }
 
     /// The kernel command line (`cmdline=` of the xl config), lossy.
@@ -201,6 +349,10 @@ impl BootInfo {
             cmdline: [0; MAX_CMDLINE],
             cmdline_len: 0,
             start_info_version: si.version,
+            modules: [Region::default(); MAX_MODULES],
+            nr_modules: 0,
+            refused: [None; MAX_MODULES],
+            modlist: Region::default(),
         };
         for e in memmap {
             if e.kind != HVM_MEMMAP_TYPE_RAM || e.size == 0 {
@@ -223,14 +375,16 @@ impl BootInfo {
     }
 }
 
-/// Reads `hvm_start_info` at physical address `addr`.
+/// Reads `hvm_start_info` at physical address `addr`, with its memory
+/// map, command line and module list; `image` is the range the image
+/// occupies.
 ///
 /// # Safety
 /// `addr` is what the PVH loader passed in `ebx`, the identity map is live,
 /// and the structures it points at have not been overwritten (the heap is
 /// not set up yet).
 #[cfg(all(feature = "rt", panic = "abort", not(test)))]
-pub unsafe fn read_start_info(addr: u64) -> Result<BootInfo, &'static str> {
+pub unsafe fn read_start_info(addr: u64, image: Region) -> Result<BootInfo, &'static str> {
     use core::ptr::read_unaligned;
     if addr == 0 || addr >= 1 << 32 {
         return Err("no hvm_start_info");
@@ -256,7 +410,32 @@ pub unsafe fn read_start_info(addr: u64) -> Result<BootInfo, &'static str> {
         // stops at the NUL (take_while in from_parts) or MAX_CMDLINE.
         Some(unsafe { ((cmdline_at as usize + i) as *const u8).read_volatile() })
     });
-    BootInfo::from_parts(&si, memmap, cmdline)
+    let mut info = BootInfo::from_parts(&si, memmap, cmdline)?;
+    // One entry more than used, so that a list too long is reported.
+    let mut list = [0u8; (MAX_MODULES + 1) * MODLIST_ENTRY_SIZE];
+    let entries = (si.nr_modules as usize).min(MAX_MODULES + 1);
+    let list_len = entries * MODLIST_ENTRY_SIZE;
+    let list_region = Region {
+        start: si.modlist_paddr,
+        end: si.modlist_paddr.saturating_add(list_len as u64),
+    };
+    // Read only what lies in RAM below 4 GiB (add_modules refuses the rest
+    // with a reason): no stray reads of MMIO or unmapped addresses.
+    let readable = si.modlist_paddr != 0
+        && list_region.end <= MAPPED_TOP
+        && info
+            .ram()
+            .iter()
+            .any(|r| r.start <= list_region.start && list_region.end <= r.end);
+    if readable {
+        for (i, b) in list[..list_len].iter_mut().enumerate() {
+            // SAFETY: the loader's module list, checked above to lie in
+            // RAM that the identity map covers.
+            *b = unsafe { ((si.modlist_paddr as usize + i) as *const u8).read_volatile() };
+        }
+    }
+    info.add_modules(si.modlist_paddr, si.nr_modules, &list[..list_len], image);
+    Ok(info)
 }
 
 #[cfg(test)]
@@ -340,5 +519,207 @@ mod tests {
         let info = BootInfo::from_parts(&si(), many, core::iter::repeat(b'x')).unwrap();
         assert_eq!(info.ram().len(), MAX_REGIONS);
         assert_eq!(info.cmdline().len(), MAX_CMDLINE);
+    }
+
+    fn list(entries: &[(u64, u64)]) -> alloc::vec::Vec<u8> {
+        entries
+            .iter()
+            .flat_map(|&(at, size)| [at, size, 0, 0])
+            .flat_map(u64::to_le_bytes)
+            .collect()
+    }
+
+    fn with_ram() -> BootInfo {
+        let map = [
+            HvmMemmapEntry {
+                addr: 0,
+                size: 0xa0000,
+                kind: 1,
+                reserved: 0,
+            },
+            HvmMemmapEntry {
+                addr: 0x100000,
+                size: 0x1f00000,
+                kind: 1,
+                reserved: 0,
+            },
+        ];
+        BootInfo::from_parts(&si(), map.into_iter(), core::iter::empty()).unwrap()
+    }
+
+    const IMAGE: Region = Region {
+        start: 0x100000,
+        end: 0x140000,
+    };
+
+    #[test]
+    fn modules_are_read_from_the_list_bytes() {
+        let mut b = with_ram();
+        let bytes = list(&[(0x140000, 0x800000), (0x940000, 0x1234)]);
+        assert_eq!(bytes.len(), 2 * MODLIST_ENTRY_SIZE);
+        b.add_modules(0x942000, 2, &bytes, IMAGE);
+        assert_eq!(b.refused_modules().count(), 0);
+        assert_eq!(
+            b.modules(),
+            &[
+                Region {
+                    start: 0x140000,
+                    end: 0x940000
+                },
+                Region {
+                    start: 0x940000,
+                    end: 0x941234
+                }
+            ]
+        );
+        let reserved: alloc::vec::Vec<Region> = b.reserved().collect();
+        assert_eq!(
+            reserved,
+            [
+                Region {
+                    start: 0x140000,
+                    end: 0x940000
+                },
+                Region {
+                    start: 0x940000,
+                    end: 0x942000
+                },
+                Region {
+                    start: 0x942000,
+                    end: 0x943000
+                }
+            ]
+        );
+        // No modules: nothing reserved, nothing refused.
+        let mut none = with_ram();
+        none.add_modules(0, 0, &[], IMAGE);
+        assert_eq!(none.modules().len(), 0);
+        assert_eq!(none.reserved().count(), 0);
+        assert_eq!(none.refused_modules().count(), 0);
+    }
+
+    #[test]
+    fn garbage_modules_are_refused_one_by_one() {
+        let mut b = with_ram();
+        let bytes = list(&[
+            (0x200000, 0),          // empty
+            (u64::MAX - 10, 0x100), // end overflows
+            (0x90000, 0x20000),     // across the hole below 1 MiB
+            (0x1fff000, 0x2000),    // past the end of RAM
+            (0x13f000, 0x2000),     // into the image
+            (0x400000, 0x1000),     // fine
+            (0x400800, 0x1000),     // overlaps the one before
+            (0x3ff000, 0x1000),     // fine, right below it
+            (0x500010, 0x10),       // overlaps the module list
+        ]);
+        b.add_modules(0x500000, 9, &bytes, IMAGE);
+        assert_eq!(
+            b.modules(),
+            &[
+                Region {
+                    start: 0x400000,
+                    end: 0x401000
+                },
+                Region {
+                    start: 0x3ff000,
+                    end: 0x400000
+                }
+            ]
+        );
+        let refused: alloc::vec::Vec<u32> = b.refused_modules().map(|r| r.index).collect();
+        assert_eq!(refused, [0, 1, 2, 3, 4, 6, 8]);
+        assert!(b
+            .refused_modules()
+            .any(|r| r.index == 4 && r.why == "it overlaps the image"));
+    }
+
+    #[test]
+    fn a_bad_list_is_refused_whole_and_a_long_one_cut() {
+        let bytes = list(&[(0x400000, 0x1000)]);
+        for (at, nr) in [
+            (0, 1),               // no list
+            (u64::MAX - 8, 1),    // end overflows
+            (0x120000, 1),        // in the image
+            (0x2000000 - 16, 1),  // past the end of RAM
+            (0x500000, u32::MAX), // an absurd count
+        ] {
+            let mut b = with_ram();
+            b.add_modules(at, nr, &bytes, IMAGE);
+            assert_eq!(b.modules().len(), 0, "list at {at:#x}, {nr} entries");
+            assert_eq!(b.refused_modules().count(), 1);
+            assert_eq!(b.reserved().count(), 0);
+        }
+        // More entries announced than read: the ones read are used, the
+        // rest reported.
+        let mut b = with_ram();
+        let many: alloc::vec::Vec<(u64, u64)> = (0..(MAX_MODULES as u64 + 1))
+            .map(|i| (0x400000 + i * 0x1000, 0x1000))
+            .collect();
+        b.add_modules(0x800000, 20, &list(&many), IMAGE);
+        assert_eq!(b.modules().len(), MAX_MODULES);
+        let refused: alloc::vec::Vec<RefusedModule> = b.refused_modules().collect();
+        assert_eq!(
+            refused,
+            [
+                RefusedModule {
+                    index: MAX_MODULES as u32,
+                    why: "too many modules"
+                },
+                RefusedModule {
+                    index: MAX_MODULES as u32 + 1,
+                    why: "beyond the entries the runtime reads"
+                }
+            ]
+        );
+        // Fewer bytes than announced entries (a truncated read) never
+        // index past the bytes.
+        let mut b = with_ram();
+        b.add_modules(
+            0x800000,
+            3,
+            &list(&[(0x400000, 0x1000), (0x500000, 0x1000)])[..40],
+            IMAGE,
+        );
+        assert_eq!(b.modules().len(), 1);
+    }
+
+    proptest::proptest! {
+        /// Whatever the list says, what is kept lies in RAM below 4 GiB,
+        /// overlaps nothing else kept, the image or the list, and the
+        /// heap never touches it.
+        #[test]
+        fn any_module_list_keeps_only_sound_modules(
+            entries in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![0u64..0x3000000, proptest::num::u64::ANY],
+                    proptest::prop_oneof![0u64..0x1000000, proptest::num::u64::ANY],
+                ),
+                0..12,
+            ),
+            list_at in proptest::prop_oneof![0u64..0x3000000, proptest::num::u64::ANY],
+            nr in proptest::prop_oneof![0u32..12, proptest::num::u32::ANY],
+            cut in 0usize..400,
+        ) {
+            let bytes = list(&entries);
+            let bytes = &bytes[..cut.min(bytes.len())];
+            let mut b = with_ram();
+            b.add_modules(list_at, nr, bytes, IMAGE);
+            let kept = b.modules();
+            proptest::prop_assert!(kept.len() <= MAX_MODULES);
+            for (i, m) in kept.iter().enumerate() {
+                proptest::prop_assert!(!m.is_empty() && m.end <= MAPPED_TOP);
+                proptest::prop_assert!(b.ram().iter().any(|r| r.start <= m.start && m.end <= r.end));
+                proptest::prop_assert!(!m.overlaps(&IMAGE));
+                for o in &kept[i + 1..] {
+                    proptest::prop_assert!(!m.overlaps(o));
+                }
+            }
+            if let Some(h) = crate::heap::heap_region(&b, IMAGE.end) {
+                for r in b.reserved() {
+                    proptest::prop_assert!(!h.overlaps(&r), "{:?} overlaps {:?}", h, r);
+                }
+                proptest::prop_assert!(h.start >= IMAGE.end);
+            }
+        }
     }
 }

@@ -8,7 +8,10 @@
 //! What it provides, with feature `rt` (the images):
 //! - PVH boot ([`boot`]): ELF note, 32-bit entry, identity paging, long
 //!   mode, SSE; the memory map and command line from `hvm_start_info`;
-//! - the heap ([`heap`]): all RAM above the image;
+//! - the boot modules (`ramdisk=` of xl) from `hvm_start_info`'s module
+//!   list, checked, kept out of the heap and handed to the image
+//!   ([`Runtime::take_boot_modules`]);
+//! - the heap ([`heap`]): the RAM above the image, less the modules;
 //! - fatal exception handlers with crash reports ([`traps`]) and a panic
 //!   handler, both ending in `SCHEDOP_shutdown(crash)`;
 //! - `mem*` symbols ([`mem`]);
@@ -45,6 +48,19 @@ pub struct Runtime {
     pub xen: Option<XenInfo>,
     /// The heap, in bytes.
     pub heap_bytes: u64,
+    /// Whether `Runtime::take_boot_modules` handed them out already.
+    #[cfg(all(feature = "rt", panic = "abort", not(test)))]
+    modules_taken: bool,
+}
+
+/// A boot module's memory, handed to the image once.
+#[cfg(all(feature = "rt", panic = "abort", not(test)))]
+pub struct BootModule {
+    /// Its index in the loader's module list.
+    pub index: usize,
+    /// Its physical (and virtual: identity-mapped) address.
+    pub paddr: u64,
+    pub data: &'static mut [u8],
 }
 
 impl Runtime {
@@ -60,6 +76,32 @@ impl Runtime {
         let mut store = XenStore::connect()?;
         let pvh = XenPvh::new(self.boot.ram_top(), &mut store)?;
         Ok((pvh, store))
+    }
+
+    /// The boot modules' memory ([`BootInfo::modules`]), for the image to
+    /// keep: the first call returns them, later calls nothing, so each
+    /// module has exactly one owner.
+    #[cfg(all(feature = "rt", panic = "abort", not(test)))]
+    pub fn take_boot_modules(&mut self) -> alloc::vec::Vec<BootModule> {
+        if core::mem::replace(&mut self.modules_taken, true) {
+            return alloc::vec::Vec::new();
+        }
+        let mut modules = alloc::vec::Vec::new();
+        for (index, m) in self.boot.modules().iter().enumerate() {
+            // SAFETY: BootInfo::add_modules accepted the range: RAM below
+            // 4 GiB (identity-mapped), overlapping neither the image, the
+            // module list nor another module; the heap was kept off its
+            // pages (heap::heap_region), and this runs once, so the slice
+            // is the only reference to that memory for the domain's life.
+            let data =
+                unsafe { core::slice::from_raw_parts_mut(m.start as *mut u8, m.len() as usize) };
+            modules.push(BootModule {
+                index,
+                paddr: m.start,
+                data,
+            });
+        }
+        modules
     }
 }
 
@@ -113,15 +155,19 @@ mod start {
     extern "C" fn pvh_rt_start(start_info: u64) -> ! {
         console::emergency_write(b"pvh-rt: long mode\n");
         traps::init();
+        let image_start = &raw const __image_start as u64;
+        let image_end = &raw const __image_end as u64;
+        let image = boot::Region {
+            start: image_start,
+            end: image_end,
+        };
         // SAFETY: the address the loader passed; nothing was allocated yet.
-        let boot = match unsafe { boot::read_start_info(start_info) } {
+        let boot = match unsafe { boot::read_start_info(start_info, image) } {
             Ok(b) => b,
             Err(e) => fail(e),
         };
         // After reading the start info: loaders put it in page 0.
         paging::init();
-        let image_start = &raw const __image_start as u64;
-        let image_end = &raw const __image_end as u64;
         let Some(region) = heap::heap_region(&boot, image_end) else {
             fail("no RAM above the image for the heap")
         };
@@ -155,10 +201,27 @@ mod start {
                 None => alloc::string::String::new(),
             }
         );
+        for (i, m) in boot.modules().iter().enumerate() {
+            let _ = writeln!(
+                Writer,
+                "pvh-rt: boot module {i}: {:#x}-{:#x} ({} KiB)",
+                m.start,
+                m.end,
+                m.len() / 1024
+            );
+        }
+        for r in boot.refused_modules() {
+            let _ = writeln!(
+                Writer,
+                "pvh-rt: boot module {} refused: {} (not used; its memory may become heap)",
+                r.index, r.why
+            );
+        }
         let rt = Runtime {
             boot,
             xen,
             heap_bytes: region.end - region.start,
+            modules_taken: false,
         };
         // SAFETY: declared by the image with `entry!`, with this signature.
         unsafe { __pvh_rt_main(rt) }

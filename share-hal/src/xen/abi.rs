@@ -337,6 +337,16 @@ pub struct HvmMemmapEntry {
     pub reserved: u32,
 }
 
+/// `struct hvm_modlist_entry`: one boot module (`ramdisk=` of xl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HvmModlistEntry {
+    pub paddr: u64,
+    pub size: u64,
+    pub cmdline_paddr: u64,
+    pub reserved: u64,
+}
+
 /// `XEN_HVM_MEMMAP_TYPE_RAM`.
 pub const HVM_MEMMAP_TYPE_RAM: u32 = 1;
 
@@ -524,6 +534,24 @@ mod tests {
             (
                 "hvm_start_info.memmap_entries",
                 offset_of!(HvmStartInfo, memmap_entries),
+            ),
+            (
+                "hvm_start_info.nr_modules",
+                offset_of!(HvmStartInfo, nr_modules),
+            ),
+            (
+                "hvm_start_info.modlist_paddr",
+                offset_of!(HvmStartInfo, modlist_paddr),
+            ),
+            ("hvm_modlist_entry", size_of::<HvmModlistEntry>()),
+            (
+                "hvm_modlist_entry.paddr",
+                offset_of!(HvmModlistEntry, paddr),
+            ),
+            ("hvm_modlist_entry.size", offset_of!(HvmModlistEntry, size)),
+            (
+                "hvm_modlist_entry.cmdline_paddr",
+                offset_of!(HvmModlistEntry, cmdline_paddr),
             ),
             ("hvm_memmap_table_entry", size_of::<HvmMemmapEntry>()),
             (
