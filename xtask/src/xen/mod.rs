@@ -110,6 +110,7 @@ pub fn tier() -> Result<u64> {
         ("net", None),
         ("xenshare", None),
         ("net-modules", None),
+        ("blk-ram", None),
     ] {
         let t = Instant::now();
         run::run(
