@@ -2,6 +2,7 @@
 #
 # 1. netback-uk and blkback-uk from their xl configs, the vdevice daemon
 #    (as its systemd unit would run it), two Linux guests.
+#    Each of them loads xenshare.ko, which publishes its vdevice page.
 # 2. `vdevice --create net 0 guest1 guest2` makes net0; dom0 and both
 #    guests `modprobe xensnet`, get a lease from netback-uk, every pair
 #    pings, and a file sent over TCP between the guests keeps its checksum.
@@ -57,6 +58,18 @@ start_daemon() {
 start_guest() {
     dom_create /rig/domu/linux-pv.cfg "$1" || return 1
     dom_wait "$1" @@READY
+}
+
+# xenshare publishes the domain's vdevice page (what a distribution would
+# load at boot); the device modules come later, when there are devices.
+load_xenshare() {
+    if [ "$1" = dom0 ]; then
+        modprobe xenshare || return 1
+        dmesg | grep "xenshare:" | tail -n 2
+    else
+        dom_expect "$1" "vdevice page published" 'modprobe xenshare || exit 1
+dmesg | grep "xenshare:" | tail -n 2'
+    fi
 }
 
 # ---- 2. a LAN ----------------------------------------------------------
@@ -325,6 +338,9 @@ step start-blkback 120 start_backend blkback-uk
 step start-daemon 60 start_daemon
 step start-guest1 240 start_guest $G1
 step start-guest2 240 start_guest $G2
+step xenshare-dom0 60 load_xenshare dom0
+step xenshare-guest1 60 load_xenshare $G1
+step xenshare-guest2 60 load_xenshare $G2
 step lan-create 120 create_lan
 step lan-dom0 120 lan_dom0
 step lan-guest1 120 lan_guest $G1
