@@ -68,7 +68,7 @@ pub enum AdminError {
         device: String,
         member: String,
     },
-    /// The host refused (attaching or detaching a disk, listing domains).
+    /// The host refused (giving a disk, listing domains).
     Host(String),
     /// A step on a domain's page failed; what was done was undone.
     Step {
@@ -347,12 +347,10 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
             stale: None,
         };
         if let Err(e) = self.connect_all(&name, backend.domid, &members, spec(&dev), log) {
-            if let Err(d) = self.host.detach_disk(backend.domid, &attached.vdev) {
-                log(&format!(
-                    "domain {}: taking {} away again failed: {d}",
-                    backend.domid, attached.vdev
-                ));
-            }
+            log(&format!(
+                "domain {}: keeps {} unserved until it restarts (see Host::attach_disk)",
+                backend.domid, attached.vdev
+            ));
             return Err(e);
         }
         record.devices.push(dev);
@@ -490,8 +488,9 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
         Ok(())
     }
 
-    /// `--destroy NAME`: every member leaves, the backend drops the shares
-    /// (and a disk's file is taken away from it). If a member refuses, the
+    /// `--destroy NAME`: every member leaves, the backend drops the shares.
+    /// (A disk's file stays given to a running backend: see
+    /// [`Host::attach_disk`].) If a member refuses, the
     /// members already removed are connected again and the device stays.
     pub fn destroy(
         &mut self,
@@ -534,9 +533,10 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
                 }
             }
             if let What::Block { vdev, .. } = &dev.what {
-                if let Err(e) = self.host.detach_disk(b, vdev) {
-                    log(&format!("domain {b}: taking {vdev} away failed: {e}"));
-                }
+                log(&format!(
+                    "domain {b}: keeps {vdev} unserved until it restarts (its disk numbers \
+                     are the order of its disks; taking one away would renumber the others)"
+                ));
             }
         } else {
             // The backend is gone: free the members' halves.

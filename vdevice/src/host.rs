@@ -25,15 +25,18 @@ pub struct AttachedDisk {
 pub trait Host {
     /// Every running domain.
     fn domains(&mut self) -> Result<Vec<DomainInfo>, String>;
-    /// Gives `source` to `backend` as a disk.
+    /// Gives `source` to `backend` as a disk. Its index is its position
+    /// among the backend's disks, which blkback-uk numbers in the order it
+    /// first sees them and never renumbers. So a disk is never taken away
+    /// from a running backend (that would shift the positions of the disks
+    /// after it, and an index could name another file): a destroyed disk
+    /// stays given, unserved, until the backend restarts.
     fn attach_disk(
         &mut self,
         backend: DomId,
         source: &Path,
         read_only: bool,
     ) -> Result<AttachedDisk, String>;
-    /// Takes the disk `vdev` away from `backend`.
-    fn detach_disk(&mut self, backend: DomId, vdev: &str) -> Result<(), String>;
 }
 
 /// A domain named on the command line: an id or an `xl` name, resolved

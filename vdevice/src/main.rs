@@ -647,16 +647,13 @@ impl Host for XlHost {
                 index: i as u64,
             }),
             None => {
+                // Not listed: the backend cannot have numbered it.
                 let _ = run_tool("xl", &["block-detach", &backend.to_string(), &vdev]);
                 Err(format!(
                     "{vdev} did not appear under the backend's device/vbd"
                 ))
             }
         }
-    }
-
-    fn detach_disk(&mut self, backend: DomId, vdev: &str) -> Result<(), String> {
-        run_tool("xl", &["block-detach", &backend.to_string(), vdev]).map(drop)
     }
 }
 

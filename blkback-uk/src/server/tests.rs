@@ -685,3 +685,19 @@ fn a_lying_lane_index_cuts_the_member_off_and_others_go_on() {
     assert!(out.iter().all(|o| o.status == Status::Error));
     assert_eq!(rig.server.stats().cut_off, 1);
 }
+
+#[test]
+fn a_disk_added_while_serving_gets_the_next_index() {
+    let mut rig = Rig::new(&[64]);
+    assert_eq!(rig.refused(0, disk_entry(1, 2, false, 3)), status::ENOENT);
+    assert_eq!(rig.server.add_disk(RamStore::new(32)), 1);
+    assert_eq!(rig.server.disk_count(), 2);
+    let (mut m2, mut c2) = rig.member(0, disk_entry(1, 2, false, 3));
+    assert_eq!(
+        write(&mut rig, &mut m2, &mut c2, 0, &[7; 512], false),
+        Status::Okay
+    );
+    assert!(rig.server.store(0).unwrap().bytes().iter().all(|&b| b == 0));
+    assert_eq!(&rig.server.store(1).unwrap().bytes()[..512], &[7; 512][..]);
+    c2.detach(&mut m2).unwrap();
+}

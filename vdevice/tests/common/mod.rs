@@ -42,11 +42,9 @@ pub type GivenDisk = (DomId, String, PathBuf, bool);
 #[derive(Clone, Default)]
 pub struct FakeHost {
     pub domains: Arc<Mutex<Vec<DomainInfo>>>,
-    /// (backend, vdev, source, read_only) of each disk given and not taken
-    /// back; a backend's disk index is its position among that backend's.
+    /// (backend, vdev, source, read_only) of each disk given; a backend's
+    /// disk index is its position among that backend's.
     pub disks: Arc<Mutex<Vec<GivenDisk>>>,
-    /// Every disk ever given: (backend, vdev).
-    pub attached_ever: Arc<Mutex<Vec<(DomId, String)>>>,
 }
 
 impl FakeHost {
@@ -87,24 +85,10 @@ impl Host for FakeHost {
         let index = disks.iter().filter(|d| d.0 == backend).count();
         let vdev = format!("xvd{}", (b'b' + index as u8) as char);
         disks.push((backend, vdev.clone(), source.to_path_buf(), read_only));
-        self.attached_ever
-            .lock()
-            .unwrap()
-            .push((backend, vdev.clone()));
         Ok(AttachedDisk {
             vdev,
             index: index as u64,
         })
-    }
-
-    fn detach_disk(&mut self, backend: DomId, vdev: &str) -> Result<(), String> {
-        let mut disks = self.disks.lock().unwrap();
-        let before = disks.len();
-        disks.retain(|d| !(d.0 == backend && d.1 == vdev));
-        if disks.len() == before {
-            return Err(format!("domain {backend} has no {vdev}"));
-        }
-        Ok(())
     }
 }
 
