@@ -27,7 +27,9 @@ Named devices (recorded in /var/lib/xen-share/vdevice.json, or --record / $VDEVI
   vdevice --create block /srv/base.img a b c --ro   # one read-only disk for three domains
   vdevice --add net0 guest-b               # guest-b joins the LAN
   vdevice --remove net0 5                  # domain 5 leaves it
-  vdevice --destroy blk0                   # every member leaves, the file is taken back
+  vdevice --destroy blk0                   # every member leaves (blkback-uk keeps the file,
+                                           # unserved, until it restarts: its disk numbers
+                                           # are the order it got its disks in)
   vdevice --list                           # devices, backends, members, each connection as
                                            # both domains acknowledged it, the backend's counters
   vdevice --list --json                    # the same for scripts
@@ -51,7 +53,6 @@ By domain id, unrecorded (the daemon does not restore these):
     version,
     about = "Connect Xen domains to xen-share backend domains through their vdevice pages",
     after_help = EXAMPLES,
-    args_conflicts_with_subcommands = true,
     group(ArgGroup::new("action").args(["create", "add", "remove", "destroy", "list"])),
 )]
 struct Cli {
@@ -92,11 +93,11 @@ struct Cli {
     with_backend: Option<String>,
     /// With --create: pages of each member's share (default 258 for net, 34
     /// for block).
-    #[arg(long = "pages", requires = "create")]
+    #[arg(long = "pages", value_name = "N", requires = "create")]
     with_pages: Option<u32>,
     /// With --create: feature bits offered (default 0xb for net, 0xf for
     /// block; docs/protocol.md).
-    #[arg(long = "features", requires = "create")]
+    #[arg(long = "features", value_name = "BITS", requires = "create")]
     with_features: Option<u32>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -236,6 +237,15 @@ impl Lookup for XenstoreLookup {
 }
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    if cli.cmd.is_some()
+        && (cli.create.is_some()
+            || cli.add.is_some()
+            || cli.remove.is_some()
+            || cli.destroy.is_some()
+            || cli.list)
+    {
+        return Err("--create, --add, --remove, --destroy and --list are commands of their own, not options of a subcommand".into());
+    }
     let platform = LinuxXen::open(DOM0)?;
     let mut tool = Tool {
         platform,
@@ -718,7 +728,8 @@ mod tests {
         );
         // One action at a time, and not with a subcommand.
         assert!(parse(&["--list", "--destroy", "net0"]).is_err());
-        assert!(parse(&["--list", "show", "1"]).is_err());
+        assert!(parse(&["--timeout", "60", "show", "1"]).is_ok());
+        assert!(parse(&["daemon", "--timeout", "60", "--record", "/r"]).is_ok());
         assert!(parse(&["--add", "net0"]).is_err());
         assert!(cli_actions(&parse(&["--create", "tape", "1"]).unwrap()).is_err());
         assert!(cli_actions(&parse(&["--create", "block"]).unwrap()).is_err());
