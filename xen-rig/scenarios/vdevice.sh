@@ -20,6 +20,11 @@
 #   back once its share-member publishes its page; it pings vd-a.
 # - netback-uk destroyed and created again: the daemon re-creates net0 on it
 #   and reconnects both members; they get leases again and ping.
+# - vd-b saved and restored (`xl save`, `xl restore`: a new domid): the
+#   daemon frees its port when it goes and connects it again once a
+#   share-member has published the restored domain's page. (share-member
+#   does not notice a restore by itself yet: its grants and event channels
+#   died with the old domain, so the scenario restarts it in the guest.)
 # After each, `vdevice --list` and the domains agree (every member
 # "connected", the member's page and the backend's page).
 A=vd-a
@@ -268,6 +273,50 @@ netback_back() {
     listed net0
 }
 
+save_b() {
+    _old=$(xl domid $B) || return 1
+    echo "$_old" > /tmp/old-b
+    _t0=$(now_ms)
+    xl save $B /tmp/vd-b.save || return 1
+    echo "saved in $(( $(now_ms) - _t0 )) ms"
+    ls -l /tmp/vd-b.save
+    until grep -q "removed the Network share of domain $_old" /tmp/vdevice-daemon.log; do
+        sleep 0.5
+    done
+    vdevice --list
+}
+
+restore_b() {
+    _t0=$(now_ms)
+    xl restore /tmp/vd-b.save || return 1
+    echo "restored in $(( $(now_ms) - _t0 )) ms as domain $(xl domid $B)"
+    rm -f /tmp/vd-b.save
+}
+
+# restart_member NAME: the old share-member (its grants and ports died
+# with the saved domain) replaced by a new one.
+restart_member() {
+    dom_run "$1" '
+kill -KILL $(pidof share-member) 2>/dev/null
+i=0
+while pidof share-member > /dev/null; do
+    i=$((i + 1)); [ $i -gt 100 ] && { echo "share-member still runs"; exit 1; }
+    sleep 0.1
+done
+setsid share-member > /tmp/share-member.log 2>&1 < /dev/null &
+i=0
+while ! grep -q published /tmp/share-member.log; do
+    i=$((i + 1))
+    if [ $i -gt 300 ] || ! pidof share-member > /dev/null; then
+        echo "share-member did not publish its page:"
+        cat /tmp/share-member.log
+        exit 1
+    fi
+    sleep 0.2
+done
+cat /tmp/share-member.log'
+}
+
 step netback-create 120 dom_create /xl-configs/netback-uk.cfg netback-uk
 step create-a 120 dom_create /rig/domu/linux-pv.cfg $A
 step create-b 120 dom_create /rig/domu/linux-pv.cfg $B
@@ -309,3 +358,9 @@ step lease-a-new-netback 90 link_up $A
 step lease-b-new-netback 90 link_up $B
 step ping-a-b-new-netback 90 ping_peer $A $B
 step ping-b-netback 90 ping_ok $B $MGMT
+step save-b 240 save_b
+step restore-b 240 restore_b
+step member-b-restored 60 restart_member $B
+step b-back-restored 180 b_back
+step lease-b-restored 90 link_up $B
+step ping-b-a-restored 90 ping_peer $B $A
