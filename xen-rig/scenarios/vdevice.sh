@@ -1,12 +1,14 @@
 # vdevice: the administrator's named devices on real Xen, and the daemon
-# that gives them back. netback-uk, blkback-uk (no disks of its own) and
-# two Linux domUs running share-member (each change acknowledged by it);
+# that gives them back. netback-uk, blkback-uk (no disks of its own), two
+# Linux domUs and dom0 itself running share-member (each change
+# acknowledged by it);
 # `vdevice daemon` runs in dom0 from the start, the record in its default
 # place (/var/lib/xen-share/vdevice.json).
 #
-# - `vdevice --create net vd-a vd-b` prints net0; both get xsn0 and a
-#   lease from netback-uk and ping each other; `--list` (text and --json)
-#   shows both connected with netback-uk's counters.
+# - `vdevice --create net 0 ID-A ID-B` prints net0; vd-a and vd-b get
+#   xsn0 and a lease from netback-uk and ping each other, dom0 gets xsn0
+#   (a fixed address) and pings vd-a and netback-uk; `--list` (text and
+#   --json) shows the three connected with netback-uk's counters.
 # - `--remove net0 vd-b`: vd-b's device goes; `--add net0 vd-b`: it is back
 #   and pings again.
 # - A member that never acknowledges (vd-b's share-member stopped): `--create
@@ -35,6 +37,7 @@ REC=/var/lib/xen-share/vdevice.json
 
 collect_logs() {
     [ -f /tmp/vdevice-daemon.log ] && rig_send_file vdevice-daemon.log /tmp/vdevice-daemon.log
+    [ -f /tmp/share-member-dom0.log ] && rig_send_file share-member-dom0.log /tmp/share-member-dom0.log
     [ -f "$REC" ] && rig_send_file vdevice.json "$REC"
     for _d in $A $B; do
         xl domid "$_d" >/dev/null 2>&1 || continue
@@ -86,8 +89,41 @@ listed() {
     ! grep "  member " /tmp/list | grep -v ": connected" | grep .
 }
 
+start_dom0_member() {
+    modprobe tun || return 1
+    setsid share-member --domid 0 > /tmp/share-member-dom0.log 2>&1 < /dev/null &
+    _i=0
+    while ! grep -q published /tmp/share-member-dom0.log; do
+        _i=$((_i + 1))
+        [ $_i -gt 300 ] && { cat /tmp/share-member-dom0.log; return 1; }
+        sleep 0.2
+    done
+    cat /tmp/share-member-dom0.log
+}
+
+# dom0_link: dom0's xsn0 up with carrier and 10.77.0.50/24 (outside
+# netback-uk's DHCP pool).
+dom0_link() {
+    _i=0
+    until [ "$(cat /sys/class/net/xsn0/carrier 2>/dev/null)" = 1 ]; do
+        _i=$((_i + 1)); [ $_i -gt 300 ] && { echo "dom0's xsn0 has no carrier"; ip link; return 1; }
+        [ -e /sys/class/net/xsn0 ] && ip link set xsn0 up
+        sleep 0.2
+    done
+    ip addr add 10.77.0.50/24 dev xsn0 2>/dev/null
+    ip -4 addr show xsn0
+}
+
+dom0_ping() {
+    for _i in 1 2 3; do
+        ping -c 1 -W 10 "$1" > /tmp/ping0.out
+        grep -q 'bytes from' /tmp/ping0.out || { cat /tmp/ping0.out; return 1; }
+        grep 'bytes from' /tmp/ping0.out
+    done
+}
+
 create_net() {
-    vdevice --timeout 60 --create net $A $B > /tmp/created || return 1
+    vdevice --timeout 60 --create net 0 "$(xl domid $A)" "$(xl domid $B)" > /tmp/created || return 1
     cat /tmp/created
     [ "$(cat /tmp/created)" = net0 ]
 }
@@ -127,8 +163,8 @@ ping_peer() {
 list_json() {
     vdevice --list --json > /tmp/list.json || return 1
     cat /tmp/list.json
-    [ "$(grep -c '"state": "connected"' /tmp/list.json)" -ge 2 ] || return 1
-    [ "$(grep -cE '"from_member_frames": [1-9]' /tmp/list.json)" -ge 2 ]
+    [ "$(grep -c '"state": "connected"' /tmp/list.json)" -ge 3 ] || return 1
+    [ "$(grep -cE '"from_member_frames": [1-9]' /tmp/list.json)" -ge 3 ]
 }
 
 device_gone() {
@@ -160,12 +196,13 @@ no_ack() {
     dom_run $B 'kill -STOP $(pidof share-member)' || return 1
     _t0=$(now_ms)
     vdevice --timeout 10 --create net $A $B > /tmp/noack.out 2>&1
-    _rc=$?
+    _vrc=$?
     _ms=$(( $(now_ms) - _t0 ))
+    # (dom_run sets _rc: the command's status is kept in _vrc.)
     dom_run $B 'kill -CONT $(pidof share-member)'
     cat /tmp/noack.out
-    echo "failed with $_rc after $_ms ms"
-    [ "$_rc" -ne 0 ] || return 1
+    echo "failed with $_vrc after $_ms ms"
+    [ "$_vrc" -ne 0 ] || return 1
     [ "$_ms" -lt 60000 ] || return 1
     grep -q "domain $_b did not acknowledge" /tmp/noack.out || return 1
     vdevice --list | tee /tmp/list
@@ -177,9 +214,11 @@ no_ack() {
 # B acknowledged the change it was stopped on (refused: the share was
 # gone) and is idle again.
 b_idle_again() {
-    sleep 2
-    vdevice show "$(xl domid $B)" | tee /tmp/show-b
-    [ "$(grep -c ' Network Member ' /tmp/show-b)" = 1 ]
+    until vdevice show "$(xl domid $B)" > /tmp/show-b &&
+        [ "$(grep -c ' Network Member ' /tmp/show-b)" = 1 ]; do
+        sleep 0.5
+    done
+    cat /tmp/show-b
 }
 
 blk_create() {
@@ -265,11 +304,13 @@ restart_netback() {
 netback_back() {
     _new=$(xl domid netback-uk) || return 1
     echo "netback-uk: domain $(cat /tmp/old-nb) -> $_new"
-    until grep -q "backend netback-uk is back as domain $_new" /tmp/vdevice-daemon.log &&
-        [ "$(grep -c "is connected again" /tmp/vdevice-daemon.log)" -ge 3 ]; do
+    until grep -q "backend netback-uk is back as domain $_new" /tmp/vdevice-daemon.log; do
         sleep 0.5
     done
-    grep "vdevice daemon" /tmp/vdevice-daemon.log | tail -n 8
+    until listed net0 > /dev/null; do
+        sleep 1
+    done
+    grep "vdevice daemon" /tmp/vdevice-daemon.log | tail -n 12
     listed net0
 }
 
@@ -326,12 +367,17 @@ step boot-a 180 dom_wait $A @@READY
 step boot-b 180 dom_wait $B @@READY
 step member-a 60 start_member $A
 step member-b 60 start_member $B
+step member-dom0 60 start_dom0_member
 step create-net 180 create_net
 step listed 60 listed net0
 step lease-a 90 link_up $A
 step lease-b 90 link_up $B
 step ping-a-b 90 ping_peer $A $B
 step ping-b-a 90 ping_peer $B $A
+step link-dom0 90 dom0_link
+step ping-dom0-a 90 dom0_ping "$(cat /tmp/addr-$A)"
+step ping-a-dom0 90 ping_ok $A 10.77.0.50
+step ping-dom0-netback 90 dom0_ping $MGMT
 step list-json 90 list_json
 step remove-b 120 remove_b
 step gone-b 60 device_gone $B
@@ -358,6 +404,8 @@ step lease-a-new-netback 90 link_up $A
 step lease-b-new-netback 90 link_up $B
 step ping-a-b-new-netback 90 ping_peer $A $B
 step ping-b-netback 90 ping_ok $B $MGMT
+step link-dom0-new-netback 90 dom0_link
+step ping-dom0-a-new-netback 90 dom0_ping "$(cat /tmp/addr-$A)"
 step save-b 240 save_b
 step restore-b 240 restore_b
 step member-b-restored 60 restart_member $B
