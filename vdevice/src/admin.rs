@@ -5,7 +5,6 @@
 //! step or undoes the ones it made. The record (in memory here; the caller
 //! saves it) changes only when the command succeeds.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -712,7 +711,7 @@ fn find(l: &Listing, kind: Kind, role: Role, peer: DomId, param: u64) -> Option<
         .copied()
 }
 
-fn counters(kind: Kind, c: &[u64]) -> BTreeMap<String, u64> {
+fn counters(kind: Kind, c: &[u64]) -> Counters {
     c.iter()
         .enumerate()
         .map(|(k, v)| {
@@ -765,7 +764,35 @@ pub struct MemberView {
     pub backend_entry: Option<EntryView>,
     pub member_entry: Option<EntryView>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub counters: Option<BTreeMap<String, u64>>,
+    pub counters: Option<Counters>,
+}
+
+/// A backend's counters for one entry, in the order it publishes them
+/// (a JSON object keeps that order).
+#[derive(Debug, Default)]
+pub struct Counters(pub Vec<(String, u64)>);
+
+impl Counters {
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+}
+
+impl FromIterator<(String, u64)> for Counters {
+    fn from_iter<I: IntoIterator<Item = (String, u64)>>(iter: I) -> Self {
+        Counters(iter.into_iter().collect())
+    }
+}
+
+impl Serialize for Counters {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -836,7 +863,7 @@ impl fmt::Display for DeviceView {
             }
             writeln!(f)?;
             if let Some(c) = &m.counters {
-                let line: Vec<String> = c.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let line: Vec<String> = c.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 writeln!(f, "    {}", line.join(" "))?;
             }
         }
