@@ -49,8 +49,7 @@ pub const DOM0_MODULES: &[&str] = &[
 
 /// Modules put into dom0 but loaded only by scenarios that want them (stock
 /// backends to compare with, a bridge for vifs).
-pub const DOM0_OPTIONAL_MODULES: &[&str] =
-    &["xen-blkback", "xen-netback", "bridge", "loop", "tun"];
+pub const DOM0_OPTIONAL_MODULES: &[&str] = &["xen-blkback", "xen-netback", "bridge", "loop", "tun"];
 
 /// Modules a Linux domU loads at boot.
 pub const DOMU_MODULES: &[&str] = &["xen-evtchn", "xen-gntdev", "xen-gntalloc"];
