@@ -73,9 +73,10 @@ start_daemon() {
     modprobe loop || return 1
     install_block_script
     setsid vdevice --timeout 60 daemon --retry 1 > /tmp/vdevice-daemon.log 2>&1 < /dev/null &
-    sleep 1
+    until grep -q "watching @introduceDomain" /tmp/vdevice-daemon.log; do
+        sleep 0.2
+    done
     cat /tmp/vdevice-daemon.log
-    grep -q "watching @introduceDomain" /tmp/vdevice-daemon.log
 }
 
 # listed: `vdevice --list` shows every member of every device connected
