@@ -229,3 +229,55 @@ fn devices_come_back_to_restarted_domains() {
     );
     let _ = std::fs::remove_file(file);
 }
+
+#[test]
+fn a_backend_restarted_between_two_passes_is_caught_up() {
+    let path = temp_socket_path("vdevice-daemon-missed");
+    let _broker = Broker::spawn(&path).unwrap();
+    let published = Published::default();
+    let host = FakeHost::default();
+    let nb = netback(&path, 1, &published);
+    host.add(1, "netback-uk");
+    let _a = member(&path, 3, &published, &[]);
+    host.add(3, "guest-a");
+    let mut tool = Tool {
+        platform: SimPlatform::connect(&path, DOM0).unwrap(),
+        lookup: published.clone(),
+        timeout_ns: 5_000_000_000,
+    };
+    let mut rec = Record::default();
+    let mut lines = Vec::new();
+    {
+        let mut h = host.clone();
+        let mut admin = Admin {
+            tool: &mut tool,
+            host: &mut h,
+        };
+        admin
+            .create_net(
+                &mut rec,
+                &CreateOpts::default(),
+                &["3".to_string()],
+                &mut |_| {},
+            )
+            .unwrap();
+    }
+    // Gone and back before the daemon looked: guest-a still holds its
+    // port of the dead switch; it is replaced, not added to.
+    nb.stop();
+    host.gone(1);
+    let _nb = netback(&path, 6, &published);
+    host.add(6, "netback-uk");
+    let p = pass(&mut tool, &host, &mut rec, 10, &mut lines);
+    assert!(p.changed && !p.pending, "{p:?} {lines:?}");
+    let e = entries(&mut tool, 3);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!((e[0].kind, e[0].peer), (Kind::Network, 6));
+    assert!(all_connected(&mut tool, &host, &rec));
+    assert!(rec.device("net0").unwrap().stale.is_none());
+    // A second pass has nothing to do.
+    assert_eq!(
+        pass(&mut tool, &host, &mut rec, 11, &mut lines),
+        Pass::default()
+    );
+}
