@@ -243,11 +243,12 @@ create_block() {
 blk_io() {
     dom_run $A '
 i=0
-until [ -e /run/share-member/disk0.dev ]; do
+# share-member names the link by its entry: disk<entry>.dev.
+until link=$(ls /run/share-member/disk*.dev 2>/dev/null | head -n 1) && [ -n "$link" ]; do
     i=$((i + 1)); [ $i -gt 300 ] && { echo "no block device"; cat /tmp/share-member.log; exit 1; }
     sleep 0.2
 done
-dev=$(readlink /run/share-member/disk0.dev)
+dev=$(readlink $link)
 echo "block device $dev: $(cat /sys/block/${dev#/dev/}/size) sectors"
 dd if=/dev/urandom of=/tmp/mib bs=1M count=1 2>/dev/null || exit 1
 dd if=/tmp/mib of=$dev bs=1M count=1 conv=fsync 2>/dev/null || exit 1
@@ -263,7 +264,7 @@ destroy_block() {
     vdevice --timeout 60 --destroy blk0 || return 1
     dom_run $A '
 i=0
-while [ -e /run/share-member/disk0.dev ]; do
+while ls /run/share-member/disk*.dev > /dev/null 2>&1; do
     i=$((i + 1)); [ $i -gt 300 ] && { echo "the disk is still there"; exit 1; }
     sleep 0.2
 done
