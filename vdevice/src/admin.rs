@@ -69,10 +69,12 @@ pub enum AdminError {
     },
     /// The host refused (giving a disk, listing domains).
     Host(String),
-    /// A step on a domain's page failed; what was done was undone.
+    /// A step on a domain's page failed; what was done was undone. `who`
+    /// is that domain's name, when known.
     Step {
         device: String,
         err: ToolError,
+        who: Option<String>,
     },
     Record(RecordError),
 }
@@ -108,8 +110,12 @@ impl fmt::Display for AdminError {
                  by several domains is made read-only (--ro)"
             ),
             AdminError::Host(e) => write!(f, "{e}"),
-            AdminError::Step { device, err } => {
-                write!(f, "{device}: {err}; every step made was undone")
+            AdminError::Step { device, err, who } => {
+                write!(f, "{device}: {err}")?;
+                if let Some(name) = who {
+                    write!(f, " (domain {} is {name})", err.domid())?;
+                }
+                write!(f, "; every step made was undone")
             }
             AdminError::Record(e) => write!(f, "{e}"),
         }
@@ -228,9 +234,14 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
                         log,
                     );
                 }
+                let who = members
+                    .iter()
+                    .find(|m| m.domid == err.domid())
+                    .map(|m| m.name.clone());
                 return Err(AdminError::Step {
                     device: device.to_string(),
                     err,
+                    who,
                 });
             }
         }
@@ -453,12 +464,14 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
                 .map_err(|err| AdminError::Step {
                     device: name.to_string(),
                     err,
+                    who: None,
                 })?,
             // The member is gone: free the backend's half.
             (Some(b), None, Some(old)) => {
                 free_owner(self.tool, b, old, s, log).map_err(|err| AdminError::Step {
                     device: name.to_string(),
                     err,
+                    who: None,
                 })?
             }
             // The backend is gone (its entries went with it): the member's
@@ -474,6 +487,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
                             return Err(AdminError::Step {
                                 device: name.to_string(),
                                 err,
+                                who: None,
                             })
                         }
                     }
@@ -527,6 +541,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
                         return Err(AdminError::Step {
                             device: name.to_string(),
                             err,
+                            who: None,
                         });
                     }
                 }

@@ -106,6 +106,24 @@ impl fmt::Display for ToolError {
 
 impl std::error::Error for ToolError {}
 
+impl ToolError {
+    /// The domain the error is about.
+    pub fn domid(&self) -> DomId {
+        match self {
+            ToolError::NoBootstrap { domid, .. }
+            | ToolError::Share { domid, .. }
+            | ToolError::Refused { domid, .. }
+            | ToolError::NoAck { domid, .. }
+            | ToolError::Pending { domid, .. }
+            | ToolError::PageFull { domid }
+            | ToolError::NotFound { domid, .. }
+            | ToolError::Exists { domid, .. }
+            | ToolError::NoDisk { domid, .. }
+            | ToolError::Ambiguous { domid, .. } => *domid,
+        }
+    }
+}
+
 /// A status code as a name and its meaning.
 pub fn status_name(code: i32) -> String {
     let name = match code {

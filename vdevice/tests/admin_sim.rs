@@ -187,7 +187,8 @@ fn lans_by_name_with_members_by_name_or_id() {
         AdminError::Step {
             device,
             err: ToolError::NoAck { domid: 9, .. },
-        } => assert_eq!(device, "net2"),
+            who,
+        } => assert_eq!((device.as_str(), who.as_deref()), ("net2", Some("mute"))),
         e => panic!("{e:?}"),
     }
     assert!(
