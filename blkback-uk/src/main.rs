@@ -130,6 +130,53 @@ mod image_main {
             .map_err(|e| alloc::format!("{dev}: {e}"))
     }
 
+    /// Connects each vbd listed under `device/vbd` that is not in `known`
+    /// yet, as the next disk (disks are numbered in the order first seen,
+    /// never renumbered: dom0's entries keep naming the disk they named).
+    /// A vbd that is taken away keeps its number (its I/O fails).
+    fn attach_new(
+        pvh: &mut XenPvh,
+        store: &mut XenStore,
+        known: &mut Vec<String>,
+        server: &mut Server<XenPvh, Disk>,
+    ) {
+        let devs = match vbd::devices(store) {
+            Ok(d) => d,
+            Err(e) => {
+                log::warn!("blkback-uk: listing device/vbd failed: {e}");
+                return;
+            }
+        };
+        // Bounded by the listing (itself bounded by the xenstore reply).
+        for dev in devs {
+            if known.contains(&dev) {
+                continue;
+            }
+            let i = server.disk_count();
+            let disk = match connect(pvh, store, &dev) {
+                Ok(Disk::Vbd(s)) => {
+                    let v = s.vbd();
+                    println!(
+                        "blkback-uk: disk {i}: vbd {} (backend domain {}) attached at run time: {} sectors ({} MiB), {}",
+                        v.vdev,
+                        v.backend,
+                        v.sectors,
+                        v.sectors / 2048,
+                        if v.read_only { "read-only" } else { "read-write" },
+                    );
+                    Disk::Vbd(s)
+                }
+                Ok(other) => other,
+                Err(e) => {
+                    println!("blkback-uk: disk {i}: not connected: {e}");
+                    Disk::Absent
+                }
+            };
+            server.add_disk(disk);
+            known.push(dev);
+        }
+    }
+
     fn main(mut rt: Runtime) -> ! {
         println!(
             "blkback-uk {}: xen-share block backend",
@@ -194,6 +241,7 @@ mod image_main {
             disks.push(Disk::Ram(ram));
         }
         let n = disks.len();
+        let mut known = devs;
         let mut server = match Server::new(&mut pvh, disks, SERVER) {
             Ok(s) => s,
             Err(e) => {
@@ -226,6 +274,10 @@ mod image_main {
                 }
             }
             if vdevice_fired {
+                // A vbd given at run time (`xl block-attach`, as `vdevice
+                // --create block` does) is connected before the change
+                // that may name it.
+                attach_new(&mut pvh, &mut store, &mut known, &mut server);
                 match poll_vdevice(&mut vdevice, &mut pvh, &mut server) {
                     Ok(Some(Change {
                         serial,

@@ -206,6 +206,14 @@ impl<P: Platform, S: Store> Server<P, S> {
         self.disks.len()
     }
 
+    /// Adds a disk while serving (a vbd given to the domain at run time,
+    /// `xl block-attach`); it gets the next index. Indexes never move, so
+    /// dom0's entries keep naming the disks they named.
+    pub fn add_disk(&mut self, store: S) -> usize {
+        self.disks.push(Disk { store });
+        self.disks.len() - 1
+    }
+
     /// The store of disk `i` (tests check what reached it).
     pub fn store(&self, i: usize) -> Option<&S> {
         self.disks.get(i).map(|d| &d.store)

@@ -12,6 +12,11 @@ pub use share_hal::wire::stats::StatsRepr;
 use share_hal::wire::vdevice::{status, Bootstrap, EntryRepr, Kind, Role};
 use share_hal::Error;
 
+pub mod admin;
+pub mod daemon;
+pub mod host;
+pub mod record;
+
 /// Finds a domain's bootstrap value (`data/vdevice` in its xenstore home).
 pub trait Lookup {
     fn bootstrap(&mut self, domid: DomId) -> Result<Bootstrap, ToolError>;
@@ -100,6 +105,24 @@ impl fmt::Display for ToolError {
 }
 
 impl std::error::Error for ToolError {}
+
+impl ToolError {
+    /// The domain the error is about.
+    pub fn domid(&self) -> DomId {
+        match self {
+            ToolError::NoBootstrap { domid, .. }
+            | ToolError::Share { domid, .. }
+            | ToolError::Refused { domid, .. }
+            | ToolError::NoAck { domid, .. }
+            | ToolError::Pending { domid, .. }
+            | ToolError::PageFull { domid }
+            | ToolError::NotFound { domid, .. }
+            | ToolError::Exists { domid, .. }
+            | ToolError::NoDisk { domid, .. }
+            | ToolError::Ambiguous { domid, .. } => *domid,
+        }
+    }
+}
 
 /// A status code as a name and its meaning.
 pub fn status_name(code: i32) -> String {
@@ -277,9 +300,9 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
     /// kind for that member. Returns the acknowledged entry (its
     /// share_ref).
     fn serve(&mut self, backend: DomId, owner: &EntryRepr) -> Result<EntryRepr, ToolError> {
-        let (kind, member) = (owner.kind, owner.peer);
+        let (kind, member, param) = (owner.kind, owner.peer, owner.param);
         self.change(backend, owner, &|entries| {
-            if entries.iter().any(|e| matches!(e, Ok(e) if e.kind == kind && e.role == Role::Owner && e.peer == member)) {
+            if entries.iter().any(|e| matches!(e, Ok(e) if e.kind == kind && e.role == Role::Owner && e.peer == member && same_device(kind, e.param, param))) {
                 return Err(ToolError::Exists { domid: backend, peer: member });
             }
             free_index(entries).ok_or(ToolError::PageFull { domid: backend })
@@ -319,8 +342,9 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             share_ref: acked.share_ref,
             ..owner
         };
+        let param = dev.param;
         let joined = self.change(member, &joiner, &|entries| {
-            if entries.iter().any(|e| matches!(e, Ok(e) if e.kind == kind && e.role == Role::Member && e.peer == backend)) {
+            if entries.iter().any(|e| matches!(e, Ok(e) if e.kind == kind && e.role == Role::Member && e.peer == backend && same_device(kind, e.param, param))) {
                 return Err(ToolError::Exists { domid: member, peer: backend });
             }
             free_index(entries).ok_or(ToolError::PageFull { domid: member })
@@ -337,7 +361,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
                 log(&format!(
                     "domain {member} did not join ({e}); removing the share from domain {backend}"
                 ));
-                let _ = self.clear(backend, kind, Role::Owner, member);
+                let _ = self.clear(backend, kind, Role::Owner, member, Some(param));
                 Err(e)
             }
         }
@@ -358,6 +382,20 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
         backend: DomId,
         member: DomId,
         disk: u64,
+        from: Option<DomId>,
+        log: Log<'_>,
+    ) -> Result<(), ToolError> {
+        self.reconnect_disk_as(backend, member, disk, disk, from, log)
+    }
+
+    /// [`Tool::reconnect_disk`], the disk being `new_disk` on the new
+    /// backend (a file given to it again may have another index there).
+    pub fn reconnect_disk_as(
+        &mut self,
+        backend: DomId,
+        member: DomId,
+        disk: u64,
+        new_disk: u64,
         from: Option<DomId>,
         log: Log<'_>,
     ) -> Result<(), ToolError> {
@@ -400,12 +438,12 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             subtype: old.subtype,
             numpages: old.numpages,
             peer: member,
-            param: disk,
+            param: new_disk,
             ..EntryRepr::EMPTY
         };
         let acked = self.serve(backend, &owner)?;
         log(&format!(
-            "domain {backend}: serves disk {disk} for domain {member} (share_ref {}, {} pages)",
+            "domain {backend}: serves disk {new_disk} for domain {member} (share_ref {}, {} pages)",
             acked.share_ref.0, acked.numpages
         ));
         let joiner = EntryRepr {
@@ -439,7 +477,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
                 log(&format!(
                     "domain {member} did not take the new share ({e}); removing it from domain {backend}"
                 ));
-                let _ = self.clear(backend, Kind::Disk, Role::Owner, member);
+                let _ = self.clear(backend, Kind::Disk, Role::Owner, member, Some(new_disk));
                 Err(e)
             }
         }
@@ -454,35 +492,74 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
         kind: Kind,
         log: Log<'_>,
     ) -> Result<(), ToolError> {
-        self.clear(member, kind, Role::Member, backend)?;
+        self.disconnect_device(backend, member, kind, None, log)
+    }
+
+    /// Disconnects `member` from `backend`'s device `param` (any of that
+    /// kind if `None`; a network device is its LAN): the member leaves
+    /// first, then the backend destroys the share.
+    pub fn disconnect_device(
+        &mut self,
+        backend: DomId,
+        member: DomId,
+        kind: Kind,
+        param: Option<u64>,
+        log: Log<'_>,
+    ) -> Result<(), ToolError> {
+        self.clear(member, kind, Role::Member, backend, param)?;
         log(&format!(
             "domain {member}: left the {kind:?} share of domain {backend}"
         ));
-        self.clear(backend, kind, Role::Owner, member)?;
+        self.clear(backend, kind, Role::Owner, member, param)?;
         log(&format!(
             "domain {backend}: removed the {kind:?} share of domain {member}"
         ));
         Ok(())
     }
 
-    fn clear(
+    /// Empties `domid`'s entry of that kind, role and peer (and device
+    /// `param`, if given).
+    pub fn clear(
         &mut self,
         domid: DomId,
         kind: Kind,
         role: Role,
         peer: DomId,
+        param: Option<u64>,
     ) -> Result<(), ToolError> {
         self.change(domid, &EntryRepr::EMPTY, &|entries| {
             entries
                 .iter()
-                .position(
-                    |e| matches!(e, Ok(e) if e.kind == kind && e.role == role && e.peer == peer),
-                )
+                .position(|e| {
+                    matches!(e, Ok(e) if e.kind == kind && e.role == role && e.peer == peer
+                        && param.is_none_or(|p| same_device(kind, e.param, p)))
+                })
                 .map(|i| i as u32)
                 .ok_or(ToolError::NotFound { domid, peer })
         })
         .map(drop)
     }
+}
+
+/// Whether two entries' params name the same device: for a network port
+/// its LAN (the MAC bytes may differ), for a disk its index.
+pub fn same_device(kind: Kind, a: u64, b: u64) -> bool {
+    match kind {
+        Kind::Network => lan_of(a) == lan_of(b),
+        _ => a == b,
+    }
+}
+
+/// The LAN id of a network entry's param (bytes 6..8, little-endian;
+/// docs/protocol.md, "Network ports in vdevice entries").
+pub fn lan_of(param: u64) -> u16 {
+    (param >> 48) as u16
+}
+
+/// The param of a network owner entry on LAN `lan`, MAC left to the
+/// switch.
+pub fn lan_param(lan: u16) -> u64 {
+    u64::from(lan) << 48
 }
 
 fn free_index(entries: &Entries) -> Option<u32> {

@@ -1,25 +1,106 @@
 //! vdevice: the dom0 tool. It manages each domain's vdevice page, one
-//! acknowledged change at a time (docs/protocol.md).
-use std::process::{Command, ExitCode};
+//! acknowledged change at a time (docs/protocol.md), and keeps a record of
+//! the devices it made so that `vdevice daemon` can give them back when a
+//! domain restarts.
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use share_hal::linux::LinuxXen;
 use share_hal::platform::{DomId, DOM0};
 use share_hal::wire::vdevice::{flags, Bootstrap, Kind, BOOTSTRAP_KEY};
-use vdevice::{status_name, DeviceSpec, Lookup, Tool, ToolError};
+use vdevice::admin::{Admin, CreateOpts};
+use vdevice::host::{AttachedDisk, DomainInfo, Host};
+use vdevice::record::RecordFile;
+use vdevice::{daemon, status_name, DeviceSpec, Lookup, Tool, ToolError};
+
+const EXAMPLES: &str = "\
+Named devices (recorded in /var/lib/xen-share/vdevice.json, or --record / $VDEVICE_RECORD):
+  vdevice --create net 0 guest-a 5         # a new LAN (prints its name: net0) served by
+                                           # netback-uk; dom0, guest-a and domain 5 its ports
+  vdevice --create net --backend nb2 a b   # served by the domain nb2 instead
+  vdevice --create block /srv/a.img guest  # /srv/a.img given to blkback-uk (xl block-attach),
+                                           # served to guest as a read-write disk (blk0)
+  vdevice --create block /srv/base.img a b c --ro   # one read-only disk for three domains
+  vdevice --add net0 guest-b               # guest-b joins the LAN
+  vdevice --remove net0 5                  # domain 5 leaves it
+  vdevice --destroy blk0                   # every member leaves (blkback-uk keeps the file,
+                                           # unserved, until it restarts: its disk numbers
+                                           # are the order it got its disks in)
+  vdevice --list                           # devices, backends, members, each connection as
+                                           # both domains acknowledged it, the backend's counters
+  vdevice --list --json                    # the same for scripts
+  vdevice daemon                           # give devices back to restarted domains (systemd:
+                                           # vdevice.service)
+Domains are ids or xl names. A LAN netN is LAN id N on netback-uk; a disk blkN is the
+backend's disk its file was given as. A command either completes every step or undoes
+the steps it made and leaves the record as it was; an error names the domain or device.
+
+By domain id, unrecorded (the daemon does not restore these):
+  vdevice create net --backend 1 3 4     # domains 3 and 4 become ports of LAN 0 of netback-uk (domain 1)
+  vdevice create net --backend 1 --lan 7 5 6
+  vdevice create disk --backend 2 --disk 0 3
+  vdevice reconnect disk --backend 5 --disk 0 3   # blkback-uk restarted as domain 5: domain 3's disk 0 moves to it
+  vdevice remove net --backend 1 4
+  vdevice show 3
+  vdevice stats 1                        # netback-uk's per-port counters";
 
 #[derive(Parser)]
 #[command(
     version,
     about = "Connect Xen domains to xen-share backend domains through their vdevice pages",
-    after_help = "Examples:\n  vdevice create net --backend 1 3 4     # domains 3 and 4 become ports of LAN 0 of netback-uk (domain 1)\n  vdevice create net --backend 1 --lan 7 5 6\n  vdevice create disk --backend 2 --disk 0 3\n  vdevice reconnect disk --backend 5 --disk 0 3   # blkback-uk restarted as domain 5: domain 3's disk 0 moves to it\n  vdevice remove net --backend 1 4\n  vdevice show 3\n  vdevice stats 1                        # netback-uk's per-port counters"
+    after_help = EXAMPLES,
+    group(ArgGroup::new("action").args(["create", "add", "remove", "destroy", "list"])),
 )]
 struct Cli {
     /// Seconds to wait for each domain's acknowledgement.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, global = true)]
     timeout: u64,
+    /// The record of named devices [default: $VDEVICE_RECORD, else
+    /// /var/lib/xen-share/vdevice.json].
+    #[arg(long, global = true, value_name = "PATH")]
+    record: Option<PathBuf>,
+    /// Create a device and print its name: `net DOM...` (a LAN of
+    /// netback-uk) or `block FILE|DEVICE DOM...` (a disk of blkback-uk).
+    #[arg(long, num_args = 1.., value_names = ["KIND", "ARGS"], allow_hyphen_values = false)]
+    create: Option<Vec<String>>,
+    /// Make domain DOM a member of device NAME.
+    #[arg(long, num_args = 2, value_names = ["NAME", "DOM"])]
+    add: Option<Vec<String>>,
+    /// Take domain DOM out of device NAME.
+    #[arg(long, num_args = 2, value_names = ["NAME", "DOM"])]
+    remove: Option<Vec<String>>,
+    /// Take every member out of device NAME and forget it.
+    #[arg(long, value_name = "NAME")]
+    destroy: Option<String>,
+    /// Each device, its backend, its members and the state of each
+    /// connection as the domains acknowledged it, with the backend's
+    /// counters.
+    #[arg(long)]
+    list: bool,
+    /// With --list: JSON for scripts.
+    #[arg(long, requires = "list")]
+    json: bool,
+    /// With --create block: a read-only disk, which many domains may share.
+    #[arg(long, requires = "create")]
+    ro: bool,
+    /// With --create: the backend domain (id or name) instead of the
+    /// running netback-uk / blkback-uk.
+    #[arg(long = "backend", value_name = "DOM", requires = "create")]
+    with_backend: Option<String>,
+    /// With --create: pages of each member's share (default 258 for net, 34
+    /// for block).
+    #[arg(long = "pages", value_name = "N", requires = "create")]
+    with_pages: Option<u32>,
+    /// With --create: feature bits offered (default 0xb for net, 0xf for
+    /// block; docs/protocol.md).
+    #[arg(long = "features", value_name = "BITS", requires = "create")]
+    with_features: Option<u32>,
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -46,6 +127,23 @@ enum ReconnectKind {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Give recorded devices back to domains that come back: a guest
+    /// restarted or restored under a new id, a backend destroyed and
+    /// re-created; free what a destroyed domain held. Runs until killed,
+    /// woken by xenstore's @introduceDomain and @releaseDomain watches.
+    Daemon {
+        /// Seconds a member may be gone (saved, rebooting) before it
+        /// leaves the record.
+        #[arg(long, default_value_t = 600)]
+        forget_after: u64,
+        /// Seconds between passes while something is left to do (a new
+        /// domain that has not published its vdevice page yet).
+        #[arg(long, default_value_t = 2)]
+        retry: u64,
+        /// One pass, then exit (for scripts and tests).
+        #[arg(long)]
+        once: bool,
+    },
     /// Print a domain's vdevice entries.
     Show { domid: DomId },
     /// Print the counters a backend publishes for its entries (netback-uk:
@@ -139,6 +237,15 @@ impl Lookup for XenstoreLookup {
 }
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    if cli.cmd.is_some()
+        && (cli.create.is_some()
+            || cli.add.is_some()
+            || cli.remove.is_some()
+            || cli.destroy.is_some()
+            || cli.list)
+    {
+        return Err("--create, --add, --remove, --destroy and --list are commands of their own, not options of a subcommand".into());
+    }
     let platform = LinuxXen::open(DOM0)?;
     let mut tool = Tool {
         platform,
@@ -146,7 +253,23 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         timeout_ns: cli.timeout.saturating_mul(1_000_000_000),
     };
     let mut log = |s: &str| println!("{s}");
-    match cli.cmd {
+    let Some(cmd) = cli.cmd else {
+        return seed(&cli_actions(&cli)?, &cli, &mut tool);
+    };
+    match cmd {
+        Cmd::Daemon {
+            forget_after,
+            retry,
+            once,
+        } => {
+            return run_daemon(
+                &mut tool,
+                &RecordFile::path_from(cli.record),
+                forget_after,
+                retry,
+                once,
+            )
+        }
         Cmd::Stats { domid } => match tool.stats(domid)? {
             None => println!("domain {domid} publishes no counters"),
             Some((listing, stats)) => {
@@ -235,6 +358,331 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The seed's spelling, parsed.
+enum Action {
+    CreateNet(Vec<String>),
+    CreateBlock(PathBuf, Vec<String>),
+    Add(String, String),
+    Remove(String, String),
+    Destroy(String),
+    List,
+}
+
+fn cli_actions(cli: &Cli) -> Result<Action, String> {
+    if let Some(args) = &cli.create {
+        return match args.split_first() {
+            Some((k, rest)) if k == "net" => {
+                if cli.ro {
+                    return Err("--ro is for block devices".into());
+                }
+                Ok(Action::CreateNet(rest.to_vec()))
+            }
+            Some((k, rest)) if k == "block" => match rest.split_first() {
+                Some((file, members)) => {
+                    Ok(Action::CreateBlock(PathBuf::from(file), members.to_vec()))
+                }
+                None => {
+                    Err("--create block needs a FILE or DEVICE (then the member domains)".into())
+                }
+            },
+            Some((k, _)) => Err(format!("--create {k}: the kinds are net and block")),
+            None => Err("--create needs a kind: net or block".into()),
+        };
+    }
+    let pair = |v: &Vec<String>| (v[0].clone(), v[1].clone());
+    if let Some(v) = &cli.add {
+        let (n, d) = pair(v);
+        return Ok(Action::Add(n, d));
+    }
+    if let Some(v) = &cli.remove {
+        let (n, d) = pair(v);
+        return Ok(Action::Remove(n, d));
+    }
+    if let Some(n) = &cli.destroy {
+        return Ok(Action::Destroy(n.clone()));
+    }
+    if cli.list {
+        return Ok(Action::List);
+    }
+    Err("nothing to do: give a command (vdevice --help lists them)".into())
+}
+
+/// Runs one of the seed's commands under the record's lock; the record is
+/// saved only if the command succeeded.
+fn seed(
+    action: &Action,
+    cli: &Cli,
+    tool: &mut Tool<LinuxXen, XenstoreLookup>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let file = RecordFile::lock(&RecordFile::path_from(cli.record.clone()))?;
+    let mut record = file.load()?;
+    let mut host = XlHost;
+    let mut admin = Admin {
+        tool,
+        host: &mut host,
+    };
+    // Progress goes to stderr: stdout is the device name (or the list).
+    let mut log = |s: &str| eprintln!("{s}");
+    let opts = CreateOpts {
+        backend: cli.with_backend.clone(),
+        features: cli.with_features,
+        pages: cli.with_pages,
+        read_only: cli.ro,
+    };
+    match action {
+        Action::List => {
+            let views = admin.list(&record)?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&views)?);
+            } else if views.is_empty() {
+                println!("no devices");
+            } else {
+                for v in views {
+                    print!("{v}");
+                }
+            }
+            return Ok(());
+        }
+        Action::CreateNet(members) => {
+            let name = admin.create_net(&mut record, &opts, members, &mut log)?;
+            file.save(&record)?;
+            println!("{name}");
+        }
+        Action::CreateBlock(source, members) => {
+            let name = admin.create_block(&mut record, &opts, source, members, &mut log)?;
+            file.save(&record)?;
+            println!("{name}");
+        }
+        Action::Add(name, dom) => {
+            admin.add(&mut record, name, dom, &mut log)?;
+            file.save(&record)?;
+        }
+        Action::Remove(name, dom) => {
+            admin.remove(&mut record, name, dom, &mut log)?;
+            file.save(&record)?;
+        }
+        Action::Destroy(name) => {
+            admin.destroy(&mut record, name, &mut log)?;
+            file.save(&record)?;
+        }
+    }
+    Ok(())
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Starts `xenstore-watch PATH`; each line it prints (one per firing) is
+/// sent on `tx`. A watcher that ends is reported once and the daemon goes
+/// on polling.
+fn watch(
+    path: &'static str,
+    tx: mpsc::Sender<&'static str>,
+) -> std::io::Result<std::process::Child> {
+    let mut child = Command::new("xenstore-watch")
+        .arg(path)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()?;
+    let out = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdout"))?;
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            if line.is_err() || tx.send(path).is_err() {
+                break;
+            }
+        }
+        let _ = tx.send("watcher-ended");
+    });
+    Ok(child)
+}
+
+fn run_daemon(
+    tool: &mut Tool<LinuxXen, XenstoreLookup>,
+    path: &Path,
+    forget_after: u64,
+    retry: u64,
+    once: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (tx, rx) = mpsc::channel();
+    let mut watchers = Vec::new();
+    if !once {
+        for p in ["@introduceDomain", "@releaseDomain"] {
+            match watch(p, tx.clone()) {
+                Ok(c) => watchers.push(c),
+                Err(e) => {
+                    eprintln!("vdevice daemon: cannot watch {p} ({e}); polling every {retry} s")
+                }
+            }
+        }
+        println!(
+            "vdevice daemon: record {}, watching @introduceDomain and @releaseDomain",
+            path.display()
+        );
+    }
+    let mut host = XlHost;
+    let mut polling = watchers.len() < 2;
+    loop {
+        let pass = {
+            let file = RecordFile::lock(path)?;
+            let mut record = file.load()?;
+            let mut log = |s: &str| println!("vdevice daemon: {s}");
+            let pass = daemon::reconcile(
+                tool,
+                &mut host,
+                &mut record,
+                now_s(),
+                forget_after,
+                &mut log,
+            );
+            match pass {
+                Ok(pass) => {
+                    if pass.changed {
+                        file.save(&record)?;
+                    }
+                    pass
+                }
+                Err(e) => {
+                    println!("vdevice daemon: pass failed: {e}");
+                    daemon::Pass {
+                        changed: false,
+                        pending: true,
+                    }
+                }
+            }
+        };
+        if once {
+            return Ok(());
+        }
+        // Woken by a watch; while something is pending, or without
+        // watches, also every `retry` seconds.
+        let wait = if pass.pending || polling {
+            Duration::from_secs(retry.max(1))
+        } else {
+            Duration::from_secs(3600)
+        };
+        match rx.recv_timeout(wait) {
+            Ok("watcher-ended") => {
+                eprintln!("vdevice daemon: a xenstore watcher ended; polling every {retry} s");
+                polling = true;
+            }
+            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => polling = true,
+        }
+        // Domains come and go in bursts (a reboot releases and introduces):
+        // one pass for the burst.
+        while let Ok(m) = rx.recv_timeout(Duration::from_millis(200)) {
+            if m == "watcher-ended" {
+                polling = true;
+            }
+        }
+    }
+}
+
+/// The host as `xl` and xenstore show it in dom0.
+struct XlHost;
+
+fn run_tool(cmd: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {cmd}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The backend's vbd device ids, in xenstore's order (blkback-uk's disk
+/// order).
+fn vbds(backend: DomId) -> Vec<u32> {
+    run_tool(
+        "xenstore-list",
+        &[&format!("/local/domain/{backend}/device/vbd")],
+    )
+    .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    .unwrap_or_default()
+}
+
+/// `xvd<letter>`'s vbd device id (major 202, 16 minors per disk).
+fn xvd_devid(letter: u8) -> u32 {
+    202 * 256 + u32::from(letter - b'a') * 16
+}
+
+impl Host for XlHost {
+    fn domains(&mut self) -> Result<Vec<DomainInfo>, String> {
+        let out = run_tool("xl", &["list"])?;
+        Ok(parse_xl_list(&out))
+    }
+
+    fn attach_disk(
+        &mut self,
+        backend: DomId,
+        source: &Path,
+        read_only: bool,
+    ) -> Result<AttachedDisk, String> {
+        let target = source.to_str().ok_or("the path is not UTF-8")?;
+        if target.contains(',') {
+            return Err("xl cannot take a path with a comma".into());
+        }
+        let before = vbds(backend);
+        let letter = (b'b'..=b'z')
+            .find(|&l| !before.contains(&xvd_devid(l)))
+            .ok_or("the backend has no free xvd name")?;
+        let vdev = format!("xvd{}", letter as char);
+        let access = if read_only { "ro" } else { "rw" };
+        run_tool(
+            "xl",
+            &[
+                "block-attach",
+                &backend.to_string(),
+                &format!("format=raw,vdev={vdev},access={access},target={target}"),
+            ],
+        )?;
+        let devid = xvd_devid(letter);
+        match vbds(backend).iter().position(|&d| d == devid) {
+            Some(i) => Ok(AttachedDisk {
+                vdev,
+                index: i as u64,
+            }),
+            None => {
+                // Not listed: the backend cannot have numbered it.
+                let _ = run_tool("xl", &["block-detach", &backend.to_string(), &vdev]);
+                Err(format!(
+                    "{vdev} did not appear under the backend's device/vbd"
+                ))
+            }
+        }
+    }
+}
+
+/// `xl list`'s table: a header, then `NAME ID MEM VCPUS STATE TIME`.
+fn parse_xl_list(out: &str) -> Vec<DomainInfo> {
+    out.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let name = f.next()?;
+            let domid = f.next()?.parse().ok()?;
+            Some(DomainInfo {
+                domid,
+                name: name.to_string(),
+            })
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -242,5 +690,67 @@ fn main() -> ExitCode {
             eprintln!("vdevice: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("vdevice").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_seeds_spelling_parses() {
+        let c = parse(&["--create", "net", "0", "guest", "2"]).unwrap();
+        assert!(matches!(cli_actions(&c), Ok(Action::CreateNet(m)) if m == ["0", "guest", "2"]));
+        let c = parse(&["--create", "block", "/f", "1", "--ro"]).unwrap();
+        assert!(c.ro);
+        let c = parse(&["--ro", "--create", "block", "/f", "1", "2"]).unwrap();
+        assert!(
+            matches!(cli_actions(&c), Ok(Action::CreateBlock(f, m)) if f == Path::new("/f") && m == ["1", "2"])
+        );
+        let c = parse(&["--add", "net0", "guest"]).unwrap();
+        assert!(matches!(cli_actions(&c), Ok(Action::Add(n, d)) if n == "net0" && d == "guest"));
+        assert!(matches!(
+            cli_actions(&parse(&["--list", "--json"]).unwrap()),
+            Ok(Action::List)
+        ));
+        assert!(
+            matches!(cli_actions(&parse(&["--destroy", "blk0"]).unwrap()), Ok(Action::Destroy(n)) if n == "blk0")
+        );
+        // One action at a time, and not with a subcommand.
+        assert!(parse(&["--list", "--destroy", "net0"]).is_err());
+        assert!(parse(&["--timeout", "60", "show", "1"]).is_ok());
+        assert!(parse(&["daemon", "--timeout", "60", "--record", "/r"]).is_ok());
+        assert!(parse(&["--add", "net0"]).is_err());
+        assert!(cli_actions(&parse(&["--create", "tape", "1"]).unwrap()).is_err());
+        assert!(cli_actions(&parse(&["--create", "block"]).unwrap()).is_err());
+        // The old spelling still works.
+        assert!(matches!(
+            parse(&["create", "net", "--backend", "1", "3"])
+                .unwrap()
+                .cmd,
+            Some(Cmd::Create { .. })
+        ));
+    }
+
+    #[test]
+    fn xl_list_names_and_ids() {
+        let out = "Name                                        ID   Mem VCPUs\tState\tTime(s)\n\
+Domain-0                                     0  1024     2     r-----      12.3\n\
+netback-uk                                   3    16     1     -b----       0.4\n";
+        let d = parse_xl_list(out);
+        assert_eq!(d.len(), 2);
+        assert_eq!((d[1].domid, d[1].name.as_str()), (3, "netback-uk"));
+        assert_eq!(xvd_devid(b'a'), 51712);
+        assert_eq!(xvd_devid(b'b'), 51728);
     }
 }

@@ -35,7 +35,7 @@ const BACKENDS: &[&str] = &["netback-uk", "blkback-uk"];
 pub const IMAGE_DIR: &str = "/usr/lib/xen-share";
 
 /// The systemd unit of `vdevice daemon`, in the repository.
-const DAEMON_UNIT: &str = "vdevice/systemd/vdevice.service";
+const DAEMON_UNIT: &str = "vdevice/vdevice.service";
 
 /// The guest module sources the DKMS package ships (under guest-drivers/).
 const MODULE_DIRS: &[&str] = &["xenshare", "xensnet", "xensblk"];
@@ -206,7 +206,7 @@ fn stage_dom0(tree: &Path, version: &str) -> Result<()> {
              Architecture: amd64\n\
              Maintainer: xen-share developers <xen-share@localhost>\n\
              Installed-Size: {size_kib}\n\
-             Depends: libc6, xen-utils-common\n\
+             Depends: libc6, xen-utils-common, xenstore-utils\n\
              Recommends: xen-utils-4.17 | xen-utils\n\
              Section: admin\n\
              Priority: optional\n\

@@ -772,3 +772,23 @@ fn partial_segments_are_packed_for_the_store_and_spread_back() {
     assert!(back[512..PAGE_SIZE].iter().all(|&b| b == 0));
     buf.release(&mut m).unwrap();
 }
+
+#[test]
+fn a_disk_added_while_serving_gets_the_next_index() {
+    let mut rig = Rig::new(&[64]);
+    assert_eq!(rig.refused(0, disk_entry(1, 2, false, 3)), status::ENOENT);
+    let store = TestStore {
+        ram: RamStore::new(32),
+        shared: false,
+    };
+    assert_eq!(rig.server.add_disk(store), 1);
+    assert_eq!(rig.server.disk_count(), 2);
+    let (mut m2, mut c2) = rig.member(0, disk_entry(1, 2, false, 3));
+    assert_eq!(
+        write(&mut rig, &mut m2, &mut c2, 0, &[7; 512], false),
+        Status::Okay
+    );
+    assert!(rig.server.store(0).unwrap().bytes().iter().all(|&b| b == 0));
+    assert_eq!(&rig.server.store(1).unwrap().bytes()[..512], &[7; 512][..]);
+    c2.detach(&mut m2).unwrap();
+}

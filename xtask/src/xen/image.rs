@@ -49,7 +49,7 @@ pub const DOM0_MODULES: &[&str] = &[
 
 /// Modules put into dom0 but loaded only by scenarios that want them (stock
 /// backends to compare with, a bridge for vifs).
-pub const DOM0_OPTIONAL_MODULES: &[&str] = &["xen-blkback", "xen-netback", "bridge", "loop"];
+pub const DOM0_OPTIONAL_MODULES: &[&str] = &["xen-blkback", "xen-netback", "bridge", "loop", "tun"];
 
 /// Modules a Linux domU loads at boot.
 pub const DOMU_MODULES: &[&str] = &["xen-evtchn", "xen-gntdev", "xen-gntalloc"];
@@ -516,6 +516,9 @@ fn dom0_image(s: &Setup, domu: &[u8], bins: &[(String, PathBuf)]) -> Result<Vec<
         a.tree("xl-configs", &xl)?;
     }
     add_workspace_binaries(&mut a, tree, bins, DOM0_BINARIES)?;
+    // The domUs' share-member too: dom0 can be a member like any domain
+    // (scenario vdevice; `tun` above is for its TAP devices).
+    add_workspace_binaries(&mut a, tree, bins, DOMU_BINARIES)?;
     a.encode()
 }
 

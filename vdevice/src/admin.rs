@@ -1,0 +1,887 @@
+//! The administrator's commands over named devices (the seed's spelling:
+//! `--create`, `--add`, `--remove`, `--destroy`, `--list`): each checks
+//! its input against the running domains and the record, makes its
+//! changes one acknowledged step at a time, and either completes every
+//! step or undoes the ones it made. The record (in memory here; the caller
+//! saves it) changes only when the command succeeds.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use share_hal::platform::{DomId, Platform};
+use share_hal::wire::stats::NET_COUNTERS;
+use share_hal::wire::vdevice::{flags, status, EntryRepr, Kind, Role};
+
+use crate::host::{by_name, resolve, DomainInfo, Host};
+use crate::record::{Device, Domain, Record, RecordError, What};
+use crate::{
+    lan_param, same_device, status_name, DeviceSpec, Listing, Log, Lookup, Tool, ToolError,
+};
+
+/// The backend a new LAN goes to unless `--backend` names another.
+pub const NETBACK: &str = "netback-uk";
+/// The backend a new disk goes to unless `--backend` names another.
+pub const BLKBACK: &str = "blkback-uk";
+
+/// Net: CSUM_BLANK | DATA_VALIDATED | GSO (docs/protocol.md).
+pub const NET_FEATURES: u32 = 0xb;
+/// Disk: FLUSH | DISCARD | FUA | INDIRECT.
+pub const DISK_FEATURES: u32 = 0xf;
+pub const NET_PAGES: u32 = 258;
+pub const DISK_PAGES: u32 = 34;
+
+/// What went wrong, naming the domain or the device.
+#[derive(Debug)]
+pub enum AdminError {
+    /// No running domain has this id or name.
+    UnknownDomain(String),
+    /// No device of this name in the record.
+    UnknownDevice(String),
+    /// The backend domain is not running.
+    BackendNotRunning(String),
+    /// The file or device to serve cannot be used.
+    NoSource {
+        path: PathBuf,
+        detail: String,
+    },
+    /// Another device already serves this file.
+    AlreadyServed {
+        path: PathBuf,
+        device: String,
+    },
+    /// A domain named twice, or already a member.
+    Duplicate {
+        device: String,
+        member: String,
+    },
+    /// A domain that is not a member of the device.
+    NotMember {
+        device: String,
+        member: String,
+    },
+    /// A domain named as both backend and member.
+    SelfServe(String),
+    /// A read-write disk has one member.
+    Writer {
+        device: String,
+        member: String,
+    },
+    /// The host refused (giving a disk, listing domains).
+    Host(String),
+    /// A step on a domain's page failed; what was done was undone. `who`
+    /// is that domain's name, when known.
+    Step {
+        device: String,
+        err: ToolError,
+        who: Option<String>,
+    },
+    Record(RecordError),
+}
+
+impl fmt::Display for AdminError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminError::UnknownDomain(d) => write!(f, "no running domain has the id or name {d:?}"),
+            AdminError::UnknownDevice(n) => write!(f, "no device named {n:?} (see vdevice --list)"),
+            AdminError::BackendNotRunning(b) => {
+                write!(f, "the backend domain {b:?} is not running")
+            }
+            AdminError::NoSource { path, detail } => {
+                write!(f, "{}: {detail}", path.display())
+            }
+            AdminError::AlreadyServed { path, device } => write!(
+                f,
+                "{} is already served as {device}; give it more members with vdevice --add {device} DOM",
+                path.display()
+            ),
+            AdminError::Duplicate { device, member } => {
+                write!(f, "domain {member} is already a member of {device}")
+            }
+            AdminError::NotMember { device, member } => {
+                write!(f, "domain {member} is not a member of {device}")
+            }
+            AdminError::SelfServe(d) => {
+                write!(f, "domain {d} cannot be a member of a device it serves")
+            }
+            AdminError::Writer { device, member } => write!(
+                f,
+                "{device} is a read-write disk and domain {member} already has it; a disk shared \
+                 by several domains is made read-only (--ro)"
+            ),
+            AdminError::Host(e) => write!(f, "{e}"),
+            AdminError::Step { device, err, who } => {
+                write!(f, "{device}: {err}")?;
+                if let Some(name) = who {
+                    write!(f, " (domain {} is {name})", err.domid())?;
+                }
+                write!(f, "; every step made was undone")
+            }
+            AdminError::Record(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for AdminError {}
+
+impl From<RecordError> for AdminError {
+    fn from(e: RecordError) -> Self {
+        AdminError::Record(e)
+    }
+}
+
+/// Options of `--create`.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOpts {
+    /// The backend domain (id or name); default netback-uk / blkback-uk.
+    pub backend: Option<String>,
+    pub features: Option<u32>,
+    pub pages: Option<u32>,
+    /// Block: a read-only disk, shareable by many.
+    pub read_only: bool,
+}
+
+/// The entry spec of a recorded device.
+pub fn spec(dev: &Device) -> DeviceSpec {
+    match &dev.what {
+        What::Net { lan } => DeviceSpec {
+            kind: Kind::Network,
+            subtype: dev.features,
+            numpages: dev.pages,
+            flags: 0,
+            param: lan_param(*lan),
+        },
+        What::Block {
+            read_only, disk, ..
+        } => DeviceSpec {
+            kind: Kind::Disk,
+            subtype: dev.features,
+            numpages: dev.pages,
+            flags: if *read_only { flags::READ_ONLY } else { 0 },
+            param: *disk,
+        },
+    }
+}
+
+/// The commands, over a tool (the pages) and a host (the domains).
+pub struct Admin<'a, P: Platform, L: Lookup, H: Host> {
+    pub tool: &'a mut Tool<P, L>,
+    pub host: &'a mut H,
+}
+
+impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
+    fn domains(&mut self) -> Result<Vec<DomainInfo>, AdminError> {
+        self.host.domains().map_err(AdminError::Host)
+    }
+
+    /// The backend named (or the default), running.
+    fn backend(
+        domains: &[DomainInfo],
+        arg: Option<&str>,
+        default: &str,
+    ) -> Result<DomainInfo, AdminError> {
+        match arg {
+            Some(a) => resolve(domains, a)
+                .cloned()
+                .ok_or_else(|| AdminError::BackendNotRunning(a.to_string())),
+            None => by_name(domains, default)
+                .cloned()
+                .ok_or_else(|| AdminError::BackendNotRunning(default.to_string())),
+        }
+    }
+
+    /// The members named, running, each once, none the backend.
+    fn members(
+        domains: &[DomainInfo],
+        backend: &DomainInfo,
+        device: &str,
+        args: &[String],
+    ) -> Result<Vec<DomainInfo>, AdminError> {
+        let mut out: Vec<DomainInfo> = Vec::new();
+        for a in args {
+            let d = resolve(domains, a).ok_or_else(|| AdminError::UnknownDomain(a.clone()))?;
+            if d.domid == backend.domid {
+                return Err(AdminError::SelfServe(describe(d)));
+            }
+            if out.iter().any(|o| o.domid == d.domid) {
+                return Err(AdminError::Duplicate {
+                    device: device.to_string(),
+                    member: describe(d),
+                });
+            }
+            out.push(d.clone());
+        }
+        Ok(out)
+    }
+
+    /// Connects each member; on a failure undoes those connected.
+    fn connect_all(
+        &mut self,
+        device: &str,
+        backend: DomId,
+        members: &[DomainInfo],
+        dev: DeviceSpec,
+        log: Log<'_>,
+    ) -> Result<(), AdminError> {
+        for (i, m) in members.iter().enumerate() {
+            if let Err(err) = self.tool.connect(backend, m.domid, dev, log) {
+                for done in &members[..i] {
+                    let _ = self.tool.disconnect_device(
+                        backend,
+                        done.domid,
+                        dev.kind,
+                        Some(dev.param),
+                        log,
+                    );
+                }
+                let who = members
+                    .iter()
+                    .find(|m| m.domid == err.domid())
+                    .map(|m| m.name.clone());
+                return Err(AdminError::Step {
+                    device: device.to_string(),
+                    err,
+                    who,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `--create net DOM...`: a new LAN on the backend with these members;
+    /// returns its name.
+    pub fn create_net(
+        &mut self,
+        record: &mut Record,
+        opts: &CreateOpts,
+        members: &[String],
+        log: Log<'_>,
+    ) -> Result<String, AdminError> {
+        let domains = self.domains()?;
+        let backend = Self::backend(&domains, opts.backend.as_deref(), NETBACK)?;
+        let (name, lan) = record.free_name("net");
+        let members = Self::members(&domains, &backend, &name, members)?;
+        let dev = Device {
+            name: name.clone(),
+            what: What::Net { lan },
+            backend: Domain::new(&backend.name, backend.domid),
+            features: opts.features.unwrap_or(NET_FEATURES),
+            pages: opts.pages.unwrap_or(NET_PAGES),
+            members: members
+                .iter()
+                .map(|m| Domain::new(&m.name, m.domid))
+                .collect(),
+            stale: None,
+        };
+        self.connect_all(&name, backend.domid, &members, spec(&dev), log)?;
+        record.devices.push(dev);
+        Ok(name)
+    }
+
+    /// `--create block SOURCE DOM...`: SOURCE given to the backend as a
+    /// disk, served to these members; returns its name.
+    pub fn create_block(
+        &mut self,
+        record: &mut Record,
+        opts: &CreateOpts,
+        source: &Path,
+        members: &[String],
+        log: Log<'_>,
+    ) -> Result<String, AdminError> {
+        let domains = self.domains()?;
+        let backend = Self::backend(&domains, opts.backend.as_deref(), BLKBACK)?;
+        let source = source.canonicalize().map_err(|e| AdminError::NoSource {
+            path: source.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        let meta = std::fs::metadata(&source).map_err(|e| AdminError::NoSource {
+            path: source.clone(),
+            detail: e.to_string(),
+        })?;
+        if meta.is_dir() {
+            return Err(AdminError::NoSource {
+                path: source,
+                detail: "a directory, not a file or block device".into(),
+            });
+        }
+        if let Some(d) = record
+            .devices
+            .iter()
+            .find(|d| matches!(&d.what, What::Block { source: s, .. } if *s == source))
+        {
+            return Err(AdminError::AlreadyServed {
+                path: source,
+                device: d.name.clone(),
+            });
+        }
+        let (name, _) = record.free_name("blk");
+        let members = Self::members(&domains, &backend, &name, members)?;
+        if !opts.read_only && members.len() > 1 {
+            return Err(AdminError::Writer {
+                device: name,
+                member: describe(&members[0]),
+            });
+        }
+        let attached = self
+            .host
+            .attach_disk(backend.domid, &source, opts.read_only)
+            .map_err(|e| {
+                AdminError::Host(format!(
+                    "{name}: giving {} to domain {} failed: {e}",
+                    source.display(),
+                    describe(&backend)
+                ))
+            })?;
+        log(&format!(
+            "domain {}: has {} as {} (disk {})",
+            backend.domid,
+            source.display(),
+            attached.vdev,
+            attached.index
+        ));
+        let dev = Device {
+            name: name.clone(),
+            what: What::Block {
+                source,
+                read_only: opts.read_only,
+                vdev: attached.vdev.clone(),
+                disk: attached.index,
+            },
+            backend: Domain::new(&backend.name, backend.domid),
+            features: opts.features.unwrap_or(DISK_FEATURES),
+            pages: opts.pages.unwrap_or(DISK_PAGES),
+            members: members
+                .iter()
+                .map(|m| Domain::new(&m.name, m.domid))
+                .collect(),
+            stale: None,
+        };
+        if let Err(e) = self.connect_all(&name, backend.domid, &members, spec(&dev), log) {
+            log(&format!(
+                "domain {}: keeps {} unserved until it restarts (see Host::attach_disk)",
+                backend.domid, attached.vdev
+            ));
+            return Err(e);
+        }
+        record.devices.push(dev);
+        Ok(name)
+    }
+
+    /// The recorded device and its backend, which must be running under
+    /// the id its entries were made for.
+    fn live_device(
+        record: &Record,
+        domains: &[DomainInfo],
+        name: &str,
+    ) -> Result<(Device, DomId), AdminError> {
+        let dev = record
+            .device(name)
+            .cloned()
+            .ok_or_else(|| AdminError::UnknownDevice(name.to_string()))?;
+        let running = by_name(domains, &dev.backend.name)
+            .filter(|b| Some(b.domid) == dev.backend.domid)
+            .ok_or_else(|| AdminError::BackendNotRunning(dev.backend.name.clone()))?;
+        Ok((dev, running.domid))
+    }
+
+    /// `--add NAME DOM`.
+    pub fn add(
+        &mut self,
+        record: &mut Record,
+        name: &str,
+        member: &str,
+        log: Log<'_>,
+    ) -> Result<(), AdminError> {
+        let domains = self.domains()?;
+        let (dev, backend) = Self::live_device(record, &domains, name)?;
+        let m = resolve(&domains, member)
+            .cloned()
+            .ok_or_else(|| AdminError::UnknownDomain(member.to_string()))?;
+        if m.domid == backend {
+            return Err(AdminError::SelfServe(describe(&m)));
+        }
+        if dev.members.iter().any(|d| d.name == m.name) {
+            return Err(AdminError::Duplicate {
+                device: name.to_string(),
+                member: describe(&m),
+            });
+        }
+        if let (
+            What::Block {
+                read_only: false, ..
+            },
+            Some(first),
+        ) = (&dev.what, dev.members.first())
+        {
+            return Err(AdminError::Writer {
+                device: name.to_string(),
+                member: first.name.clone(),
+            });
+        }
+        self.connect_all(name, backend, std::slice::from_ref(&m), spec(&dev), log)?;
+        if let Some(d) = record.device_mut(name) {
+            d.members.push(Domain::new(&m.name, m.domid));
+        }
+        Ok(())
+    }
+
+    /// `--remove NAME DOM`: the member leaves, the backend drops its share.
+    /// A member that is not running (its entries already freed, or its id
+    /// gone) only leaves the record.
+    pub fn remove(
+        &mut self,
+        record: &mut Record,
+        name: &str,
+        member: &str,
+        log: Log<'_>,
+    ) -> Result<(), AdminError> {
+        let domains = self.domains()?;
+        let dev = record
+            .device(name)
+            .cloned()
+            .ok_or_else(|| AdminError::UnknownDevice(name.to_string()))?;
+        let running = resolve(&domains, member);
+        let wanted = running.map(|d| d.name.as_str()).unwrap_or(member);
+        let Some(pos) = dev.members.iter().position(|d| d.name == wanted) else {
+            return Err(match running {
+                Some(d) => AdminError::NotMember {
+                    device: name.to_string(),
+                    member: describe(d),
+                },
+                None => AdminError::UnknownDomain(member.to_string()),
+            });
+        };
+        let rec_member = &dev.members[pos];
+        let s = spec(&dev);
+        let backend = by_name(&domains, &dev.backend.name)
+            .filter(|b| Some(b.domid) == dev.backend.domid)
+            .map(|b| b.domid);
+        let live = running.filter(|r| Some(r.domid) == rec_member.domid);
+        match (backend, live, rec_member.domid) {
+            (Some(b), Some(m), _) => self
+                .tool
+                .disconnect_device(b, m.domid, s.kind, Some(s.param), log)
+                .map_err(|err| AdminError::Step {
+                    device: name.to_string(),
+                    err,
+                    who: None,
+                })?,
+            // The member is gone: free the backend's half.
+            (Some(b), None, Some(old)) => {
+                free_owner(self.tool, b, old, s, log).map_err(|err| AdminError::Step {
+                    device: name.to_string(),
+                    err,
+                    who: None,
+                })?
+            }
+            // The backend is gone (its entries went with it): the member's
+            // half is freed, so nothing of it points at the dead backend.
+            (None, Some(m), _) => {
+                if let Some(old_b) = dev.backend.domid {
+                    match self
+                        .tool
+                        .clear(m.domid, s.kind, Role::Member, old_b, Some(s.param))
+                    {
+                        Ok(()) | Err(ToolError::NotFound { .. }) => {}
+                        Err(err) => {
+                            return Err(AdminError::Step {
+                                device: name.to_string(),
+                                err,
+                                who: None,
+                            })
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let Some(d) = record.device_mut(name) {
+            d.members.remove(pos);
+        }
+        Ok(())
+    }
+
+    /// `--destroy NAME`: every member leaves, the backend drops the shares.
+    /// (A disk's file stays given to a running backend: see
+    /// [`Host::attach_disk`].) If a member refuses, the
+    /// members already removed are connected again and the device stays.
+    pub fn destroy(
+        &mut self,
+        record: &mut Record,
+        name: &str,
+        log: Log<'_>,
+    ) -> Result<(), AdminError> {
+        let domains = self.domains()?;
+        let dev = record
+            .device(name)
+            .cloned()
+            .ok_or_else(|| AdminError::UnknownDevice(name.to_string()))?;
+        let s = spec(&dev);
+        let backend = by_name(&domains, &dev.backend.name)
+            .filter(|b| Some(b.domid) == dev.backend.domid)
+            .map(|b| b.domid);
+        if let Some(b) = backend {
+            let mut removed: Vec<DomId> = Vec::new();
+            for m in &dev.members {
+                let Some(old) = m.domid else { continue };
+                let live = by_name(&domains, &m.name).is_some_and(|d| d.domid == old);
+                let r = if live {
+                    self.tool
+                        .disconnect_device(b, old, s.kind, Some(s.param), log)
+                } else {
+                    free_owner(self.tool, b, old, s, log)
+                };
+                match r {
+                    Ok(()) if live => removed.push(old),
+                    Ok(()) => {}
+                    Err(err) => {
+                        for &again in &removed {
+                            let _ = self.tool.connect(b, again, s, log);
+                        }
+                        return Err(AdminError::Step {
+                            device: name.to_string(),
+                            err,
+                            who: None,
+                        });
+                    }
+                }
+            }
+            if let What::Block { vdev, .. } = &dev.what {
+                log(&format!(
+                    "domain {b}: keeps {vdev} unserved until it restarts (its disk numbers \
+                     are the order of its disks; taking one away would renumber the others)"
+                ));
+            }
+        } else {
+            // The backend is gone: free the members' halves.
+            for m in &dev.members {
+                let (Some(old), Some(old_b)) = (m.domid, dev.backend.domid) else {
+                    continue;
+                };
+                if by_name(&domains, &m.name).is_some_and(|d| d.domid == old) {
+                    let _ = self
+                        .tool
+                        .clear(old, s.kind, Role::Member, old_b, Some(s.param));
+                }
+            }
+        }
+        record.devices.retain(|d| d.name != name);
+        log(&format!("{name}: destroyed"));
+        Ok(())
+    }
+
+    /// `--list`: each device as the domains acknowledged it.
+    pub fn list(&mut self, record: &Record) -> Result<Vec<DeviceView>, AdminError> {
+        let domains = self.domains()?;
+        let mut views = Vec::new();
+        for dev in &record.devices {
+            views.push(self.view(&domains, dev));
+        }
+        Ok(views)
+    }
+
+    fn view(&mut self, domains: &[DomainInfo], dev: &Device) -> DeviceView {
+        let s = spec(dev);
+        let backend_live = by_name(domains, &dev.backend.name)
+            .filter(|b| Some(b.domid) == dev.backend.domid)
+            .map(|b| b.domid);
+        let backend_state = match (by_name(domains, &dev.backend.name), backend_live) {
+            (_, Some(_)) => "running".to_string(),
+            (Some(d), None) => format!("restarted as domain {}, not reconnected yet", d.domid),
+            (None, None) => "not running".to_string(),
+        };
+        // The backend's page (and counters) once for all members.
+        let backend_page: Result<(Listing, Option<crate::StatsRepr>), String> = match backend_live {
+            Some(b) => match self.tool.stats(b) {
+                Ok(Some((l, st))) => Ok((l, Some(st))),
+                Ok(None) => self
+                    .tool
+                    .show(b)
+                    .map(|l| (l, None))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            None => Err("backend not running".into()),
+        };
+        let mut members = Vec::new();
+        for m in &dev.members {
+            let live = m
+                .domid
+                .filter(|&id| by_name(domains, &m.name).is_some_and(|d| d.domid == id));
+            let mut view = MemberView {
+                name: m.name.clone(),
+                domid: m.domid,
+                state: String::new(),
+                backend_entry: None,
+                member_entry: None,
+                counters: None,
+            };
+            let owner = match (&backend_page, m.domid) {
+                (Ok((l, _)), Some(id)) => find(l, s.kind, Role::Owner, id, s.param),
+                _ => None,
+            };
+            if let Some((i, e)) = owner {
+                view.backend_entry = Some(EntryView::of(i, &e));
+                if let Ok((_, Some(st))) = &backend_page {
+                    view.counters = st.entries.get(i as usize).map(|c| counters(s.kind, c));
+                }
+            }
+            let member_page = match (live, backend_live.or(dev.backend.domid)) {
+                (Some(id), Some(b)) => Some(
+                    self.tool
+                        .show(id)
+                        .map(|l| find(&l, s.kind, Role::Member, b, s.param))
+                        .map_err(|e| e.to_string()),
+                ),
+                _ => None,
+            };
+            if let Some(Ok(Some((i, e)))) = &member_page {
+                view.member_entry = Some(EntryView::of(*i, e));
+            }
+            view.state = match (live, &backend_page, &member_page) {
+                (None, _, _) if m.away_since.is_some() || m.domid.is_none() => {
+                    "away (domain not running; the daemon reconnects it when it is back)".into()
+                }
+                (None, _, _) => "not running".into(),
+                (_, Err(e), _) => format!("backend page unreadable: {e}"),
+                (_, _, Some(Err(e))) => format!("member page unreadable: {e}"),
+                (Some(_), Ok(_), Some(Ok(me))) => match (owner, me) {
+                    (Some((_, o)), Some((_, me)))
+                        if o.status == status::OK
+                            && me.status == status::OK
+                            && me.share_ref == o.share_ref =>
+                    {
+                        "connected".into()
+                    }
+                    (Some(_), Some(_)) => "entries disagree (share_ref or status)".into(),
+                    (Some(_), None) => "backend serves it, member has not joined".into(),
+                    (None, Some(_)) => "member entry only (backend does not serve it)".into(),
+                    (None, None) => "not connected".into(),
+                },
+                _ => "not connected".into(),
+            };
+            members.push(view);
+        }
+        let (kind, lan, source, read_only, disk) = match &dev.what {
+            What::Net { lan } => ("net", Some(*lan), None, None, None),
+            What::Block {
+                source,
+                read_only,
+                disk,
+                ..
+            } => (
+                "block",
+                None,
+                Some(source.display().to_string()),
+                Some(*read_only),
+                Some(*disk),
+            ),
+        };
+        DeviceView {
+            name: dev.name.clone(),
+            kind,
+            lan,
+            source,
+            read_only,
+            disk,
+            backend: BackendView {
+                name: dev.backend.name.clone(),
+                domid: dev.backend.domid,
+                state: backend_state,
+                error: backend_page.err(),
+            },
+            members,
+        }
+    }
+}
+
+/// Frees the backend's owner entry for a member that is gone (a missing
+/// entry is already free).
+pub fn free_owner<P: Platform, L: Lookup>(
+    tool: &mut Tool<P, L>,
+    backend: DomId,
+    member: DomId,
+    s: DeviceSpec,
+    log: Log<'_>,
+) -> Result<(), ToolError> {
+    match tool.clear(backend, s.kind, Role::Owner, member, Some(s.param)) {
+        Ok(()) => {
+            log(&format!(
+                "domain {backend}: removed the {:?} share of domain {member} (gone)",
+                s.kind
+            ));
+            Ok(())
+        }
+        Err(ToolError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn find(l: &Listing, kind: Kind, role: Role, peer: DomId, param: u64) -> Option<(u32, EntryRepr)> {
+    l.used
+        .iter()
+        .find(|(_, e)| {
+            e.kind == kind && e.role == role && e.peer == peer && same_device(kind, e.param, param)
+        })
+        .copied()
+}
+
+fn counters(kind: Kind, c: &[u64]) -> Counters {
+    c.iter()
+        .enumerate()
+        .map(|(k, v)| {
+            let name = match (kind, NET_COUNTERS.get(k)) {
+                (Kind::Network, Some(n)) => n.to_string(),
+                _ => format!("c{k}"),
+            };
+            (name, *v)
+        })
+        .collect()
+}
+
+fn describe(d: &DomainInfo) -> String {
+    format!("{} ({})", d.domid, d.name)
+}
+
+/// A device as `--list` shows it.
+#[derive(Debug, Serialize)]
+pub struct DeviceView {
+    pub name: String,
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lan: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<u64>,
+    pub backend: BackendView,
+    pub members: Vec<MemberView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackendView {
+    pub name: String,
+    pub domid: Option<DomId>,
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One member's connection: the state both pages agree on, each side's
+/// entry as acknowledged, and the backend's counters for it.
+#[derive(Debug, Serialize)]
+pub struct MemberView {
+    pub name: String,
+    pub domid: Option<DomId>,
+    pub state: String,
+    pub backend_entry: Option<EntryView>,
+    pub member_entry: Option<EntryView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counters: Option<Counters>,
+}
+
+/// A backend's counters for one entry, in the order it publishes them
+/// (a JSON object keeps that order).
+#[derive(Debug, Default)]
+pub struct Counters(pub Vec<(String, u64)>);
+
+impl Counters {
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+}
+
+impl FromIterator<(String, u64)> for Counters {
+    fn from_iter<I: IntoIterator<Item = (String, u64)>>(iter: I) -> Self {
+        Counters(iter.into_iter().collect())
+    }
+}
+
+impl Serialize for Counters {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct EntryView {
+    pub index: u32,
+    pub share_ref: u32,
+    pub status: String,
+}
+
+impl EntryView {
+    fn of(index: u32, e: &EntryRepr) -> Self {
+        EntryView {
+            index,
+            share_ref: e.share_ref.0,
+            status: status_name(e.status),
+        }
+    }
+}
+
+impl fmt::Display for DeviceView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.lan, &self.source) {
+            (Some(lan), _) => write!(f, "{}: LAN {lan}", self.name)?,
+            (_, Some(src)) => write!(
+                f,
+                "{}: disk {} ({}, disk {} of the backend)",
+                self.name,
+                src,
+                if self.read_only == Some(true) {
+                    "read-only"
+                } else {
+                    "read-write"
+                },
+                self.disk.unwrap_or(0)
+            )?,
+            _ => write!(f, "{}", self.name)?,
+        }
+        let id = |d: Option<DomId>| d.map_or("-".to_string(), |d| d.to_string());
+        writeln!(
+            f,
+            "\n  backend {} (domain {}): {}",
+            self.backend.name,
+            id(self.backend.domid),
+            self.backend.state
+        )?;
+        if let Some(e) = &self.backend.error {
+            if self.backend.state == "running" {
+                writeln!(f, "    page: {e}")?;
+            }
+        }
+        if self.members.is_empty() {
+            writeln!(f, "  no members")?;
+        }
+        for m in &self.members {
+            write!(
+                f,
+                "  member {} (domain {}): {}",
+                m.name,
+                id(m.domid),
+                m.state
+            )?;
+            if let (Some(b), Some(me)) = (&m.backend_entry, &m.member_entry) {
+                write!(
+                    f,
+                    " [backend entry {} {}, member entry {} {}, share_ref {}]",
+                    b.index, b.status, me.index, me.status, me.share_ref
+                )?;
+            }
+            writeln!(f)?;
+            if let Some(c) = &m.counters {
+                let line: Vec<String> = c.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                writeln!(f, "    {}", line.join(" "))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,432 @@
+//! The record that outlives the tool: the devices dom0 made and their
+//! members, by domain name, so that `vdevice daemon` can give them back
+//! after a domain restarts (and `vdevice --list` can name them).
+//!
+//! One JSON file (default [`DEFAULT_PATH`]), replaced atomically (temp
+//! file, fsync, rename, directory fsync) so a crash leaves the old record
+//! or the new one, never half of one. Every invocation that reads it to
+//! change it holds an exclusive lock on `<path>.lock` for its whole run,
+//! so two invocations (or the daemon and a command) never interleave.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use share_hal::platform::DomId;
+
+/// Where the record lives unless `--record` or `VDEVICE_RECORD` say
+/// otherwise.
+pub const DEFAULT_PATH: &str = "/var/lib/xen-share/vdevice.json";
+
+/// The environment variable that overrides [`DEFAULT_PATH`].
+pub const PATH_ENV: &str = "VDEVICE_RECORD";
+
+/// The format version written; a record of another version is refused.
+pub const VERSION: u32 = 1;
+
+/// A record larger than this is refused as corrupt (a few hundred devices
+/// fit in a small fraction of it).
+const MAX_LEN: u64 = 16 << 20;
+
+/// Every device dom0 made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub version: u32,
+    pub devices: Vec<Device>,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
+            version: VERSION,
+            devices: Vec::new(),
+        }
+    }
+}
+
+/// One device: a LAN or a disk, its backend and its members. (Unknown
+/// fields cannot be refused here: serde does not combine that with the
+/// flattened kind.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// `net0`, `net1`, ... or `blk0`, `blk1`, ...
+    pub name: String,
+    #[serde(flatten)]
+    pub what: What,
+    /// The backend domain serving it.
+    pub backend: Domain,
+    /// Feature bits offered (the owner entries' subtype).
+    pub features: u32,
+    /// Pages of each member's share.
+    pub pages: u32,
+    /// The member domains, in the order they were added.
+    pub members: Vec<Domain>,
+    /// While the daemon reconnects the members of a restarted backend: the
+    /// backend's previous id and the device's previous param, to find the
+    /// members' old entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<Stale>,
+}
+
+/// Where the members' entries of a restarted backend's device still point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stale {
+    pub backend: DomId,
+    pub param: u64,
+}
+
+/// What kind of device, with what only that kind has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum What {
+    /// A LAN of netback-uk: each member a port with this LAN id.
+    Net { lan: u16 },
+    /// A disk of blkback-uk: `source` given to the backend domain as the
+    /// vbd `vdev` (`xl block-attach`), its disk `disk` there.
+    Block {
+        source: PathBuf,
+        read_only: bool,
+        vdev: String,
+        disk: u64,
+    },
+}
+
+/// A domain taking part in a device, by name (a restarted domain keeps
+/// its name and gets a new id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Domain {
+    pub name: String,
+    /// The domain id its entries were made for; `None` once they have been
+    /// freed (the domain went away) and not yet made again.
+    pub domid: Option<DomId>,
+    /// When (seconds since the epoch) the daemon first saw it gone, until it
+    /// is back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub away_since: Option<u64>,
+}
+
+impl Domain {
+    pub fn new(name: &str, domid: DomId) -> Self {
+        Domain {
+            name: name.to_string(),
+            domid: Some(domid),
+            away_since: None,
+        }
+    }
+}
+
+impl Record {
+    pub fn device(&self, name: &str) -> Option<&Device> {
+        self.devices.iter().find(|d| d.name == name)
+    }
+
+    pub fn device_mut(&mut self, name: &str) -> Option<&mut Device> {
+        self.devices.iter_mut().find(|d| d.name == name)
+    }
+
+    /// The lowest free name `<prefix>N` and its N.
+    pub fn free_name(&self, prefix: &str) -> (String, u16) {
+        let taken: Vec<u16> = self
+            .devices
+            .iter()
+            .filter_map(|d| d.name.strip_prefix(prefix)?.parse().ok())
+            .collect();
+        let n = (0..=u16::MAX).find(|n| !taken.contains(n)).unwrap_or(0);
+        (format!("{prefix}{n}"), n)
+    }
+
+    /// Parses a record, refusing anything but this version's format.
+    pub fn parse(text: &str) -> Result<Record, String> {
+        let r: Record = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if r.version != VERSION {
+            return Err(format!(
+                "format version {} (this vdevice reads {VERSION})",
+                r.version
+            ));
+        }
+        let mut names: Vec<&str> = r.devices.iter().map(|d| d.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("device {} is recorded twice", w[0]));
+        }
+        Ok(r)
+    }
+}
+
+/// Why the record could not be read, locked or written.
+#[derive(Debug)]
+pub enum RecordError {
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        err: io::Error,
+    },
+    /// The file exists but is not a record: nothing is changed until an
+    /// administrator looks at it.
+    Corrupt { path: PathBuf, detail: String },
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordError::Io { path, what, err } => {
+                write!(f, "record {}: {what}: {err}", path.display())
+            }
+            RecordError::Corrupt { path, detail } => write!(
+                f,
+                "record {} is corrupt ({detail}); nothing was changed. Repair or move it away \
+                 (the devices it names stay as they are in the domains)",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+/// The record file and its lock, held from [`RecordFile::lock`] until
+/// dropped.
+pub struct RecordFile {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl RecordFile {
+    /// The path given, else `$VDEVICE_RECORD`, else [`DEFAULT_PATH`].
+    pub fn path_from(flag: Option<PathBuf>) -> PathBuf {
+        flag.or_else(|| std::env::var_os(PATH_ENV).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+    }
+
+    /// Takes the exclusive lock on `<path>.lock` (creating the directory
+    /// and the lock file if needed), waiting for another invocation to
+    /// finish.
+    pub fn lock(path: &Path) -> Result<RecordFile, RecordError> {
+        let io = |what, err| RecordError::Io {
+            path: path.to_path_buf(),
+            what,
+            err,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(|e| io("creating its directory", e))?;
+        }
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lock_path(path))
+            .map_err(|e| io("opening its lock file", e))?;
+        lock.lock().map_err(|e| io("locking it", e))?;
+        Ok(RecordFile {
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The record; an empty one if the file does not exist yet.
+    pub fn load(&self) -> Result<Record, RecordError> {
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Record::default()),
+            Err(err) => {
+                return Err(RecordError::Io {
+                    path: self.path.clone(),
+                    what: "opening it",
+                    err,
+                })
+            }
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len > MAX_LEN {
+            return Err(RecordError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("{len} bytes, more than any record"),
+            });
+        }
+        let text = fs::read_to_string(&self.path).map_err(|err| match err.kind() {
+            io::ErrorKind::InvalidData => RecordError::Corrupt {
+                path: self.path.clone(),
+                detail: "not UTF-8".into(),
+            },
+            _ => RecordError::Io {
+                path: self.path.clone(),
+                what: "reading it",
+                err,
+            },
+        })?;
+        Record::parse(&text).map_err(|detail| RecordError::Corrupt {
+            path: self.path.clone(),
+            detail,
+        })
+    }
+
+    /// Replaces the record atomically.
+    pub fn save(&self, record: &Record) -> Result<(), RecordError> {
+        let io = |what, err| RecordError::Io {
+            path: self.path.clone(),
+            what,
+            err,
+        };
+        let mut text = serde_json::to_string_pretty(record)
+            .map_err(|e| io("encoding it", io::Error::other(e)))?;
+        text.push('\n');
+        let tmp = tmp_path(&self.path);
+        let written = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io("writing its temporary copy", e));
+        }
+        if let Err(e) = fs::rename(&tmp, &self.path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io("renaming its temporary copy over it", e));
+        }
+        // The rename is durable only once the directory is.
+        let dir = match self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(d) => d.to_path_buf(),
+            None => PathBuf::from("."),
+        };
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("syncing its directory", e))
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".lock")
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".tmp")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("vdevice-record-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    fn sample() -> Record {
+        Record {
+            version: VERSION,
+            devices: vec![
+                Device {
+                    name: "net0".into(),
+                    what: What::Net { lan: 0 },
+                    backend: Domain::new("netback-uk", 1),
+                    features: 0xb,
+                    pages: 258,
+                    members: vec![Domain::new("Domain-0", 0), Domain::new("guest", 3)],
+                    stale: None,
+                },
+                Device {
+                    name: "blk0".into(),
+                    what: What::Block {
+                        source: "/srv/disk.img".into(),
+                        read_only: true,
+                        vdev: "xvdb".into(),
+                        disk: 1,
+                    },
+                    backend: Domain::new("blkback-uk", 2),
+                    features: 0xf,
+                    pages: 34,
+                    members: vec![Domain {
+                        name: "guest".into(),
+                        domid: None,
+                        away_since: Some(1000),
+                    }],
+                    stale: Some(Stale {
+                        backend: 4,
+                        param: 0,
+                    }),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_record_survives_a_save_and_a_load() {
+        let d = dir("roundtrip");
+        let path = d.join("sub/vdevice.json");
+        let f = RecordFile::lock(&path).unwrap();
+        assert_eq!(f.load().unwrap(), Record::default(), "no file: empty");
+        f.save(&sample()).unwrap();
+        assert_eq!(f.load().unwrap(), sample());
+        assert!(!tmp_path(&path).exists());
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"kind\": \"block\""), "{text}");
+        drop(f);
+        let _ = fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_refused_and_left_alone() {
+        let d = dir("corrupt");
+        let path = d.join("vdevice.json");
+        fs::create_dir_all(&d).unwrap();
+        let f = RecordFile::lock(&path).unwrap();
+        for bad in [
+            "{",
+            "{\"version\": 1}",
+            "{\"version\": 2, \"devices\": []}",
+            "{\"version\": 1, \"devices\": [], \"extra\": 1}",
+        ] {
+            fs::write(&path, bad).unwrap();
+            let e = f.load().unwrap_err();
+            assert!(matches!(e, RecordError::Corrupt { .. }), "{bad}: {e:?}");
+            assert!(e.to_string().contains("is corrupt"), "{e}");
+            assert_eq!(fs::read_to_string(&path).unwrap(), bad);
+        }
+        // A device recorded twice.
+        let mut twice = sample();
+        twice.devices.push(twice.devices[0].clone());
+        fs::write(&path, serde_json::to_string(&twice).unwrap()).unwrap();
+        let e = f.load().unwrap_err().to_string();
+        assert!(e.contains("net0 is recorded twice"), "{e}");
+        drop(f);
+        let _ = fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn the_lock_keeps_a_second_invocation_waiting() {
+        let d = dir("lock");
+        let path = d.join("vdevice.json");
+        let first = RecordFile::lock(&path).unwrap();
+        let second = File::options().write(true).open(lock_path(&path)).unwrap();
+        assert!(second.try_lock().is_err(), "held by the first");
+        drop(first);
+        second.try_lock().unwrap();
+        let _ = fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn free_names_fill_gaps() {
+        let mut r = sample();
+        assert_eq!(r.free_name("net"), ("net1".into(), 1));
+        assert_eq!(r.free_name("blk"), ("blk1".into(), 1));
+        r.devices.remove(0);
+        assert_eq!(r.free_name("net"), ("net0".into(), 0));
+    }
+}

@@ -1,0 +1,283 @@
+//! `vdevice daemon`'s passes on the host simulation: the record and the
+//! domains (netback-uk's switch, a disk server, members) made to agree
+//! again after a guest restarts under a new id, a backend is destroyed and
+//! re-created, and a guest is destroyed for good.
+
+use share_hal::platform::{DomId, DOM0};
+use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
+use share_hal::wire::vdevice::{EntryRepr, Kind, Role};
+use vdevice::admin::{Admin, CreateOpts};
+use vdevice::daemon::{reconcile, Pass};
+use vdevice::record::{Record, What};
+use vdevice::{lan_of, Tool};
+
+mod common;
+use common::{disk_server, member, netback, FakeHost, Published};
+
+type T = Tool<SimPlatform, Published>;
+
+fn used(tool: &mut T, domid: DomId) -> Vec<(u32, EntryRepr)> {
+    tool.show(domid).unwrap().used
+}
+
+fn entries(tool: &mut T, domid: DomId) -> Vec<EntryRepr> {
+    used(tool, domid).into_iter().map(|(_, e)| e).collect()
+}
+
+fn owners(tool: &mut T, backend: DomId) -> Vec<DomId> {
+    let mut v: Vec<DomId> = entries(tool, backend)
+        .iter()
+        .filter(|e| e.role == Role::Owner)
+        .map(|e| e.peer)
+        .collect();
+    v.sort();
+    v
+}
+
+fn member_id(rec: &Record, dev: &str, name: &str) -> Option<DomId> {
+    rec.device(dev)
+        .unwrap()
+        .members
+        .iter()
+        .find(|m| m.name == name)
+        .and_then(|m| m.domid)
+}
+
+fn pass(
+    tool: &mut T,
+    host: &FakeHost,
+    rec: &mut Record,
+    now: u64,
+    lines: &mut Vec<String>,
+) -> Pass {
+    let mut h = host.clone();
+    reconcile(tool, &mut h, rec, now, 600, &mut |s| {
+        lines.push(s.to_string())
+    })
+    .unwrap()
+}
+
+/// Every member of every device is connected, as `--list` reads the pages.
+fn all_connected(tool: &mut T, host: &FakeHost, rec: &Record) -> bool {
+    let mut h = host.clone();
+    let mut admin = Admin { tool, host: &mut h };
+    admin
+        .list(rec)
+        .unwrap()
+        .iter()
+        .all(|v| v.members.iter().all(|m| m.state == "connected"))
+}
+
+#[test]
+fn devices_come_back_to_restarted_domains() {
+    let path = temp_socket_path("vdevice-daemon");
+    let _broker = Broker::spawn(&path).unwrap();
+    let published = Published::default();
+    let host = FakeHost::default();
+    let nb = netback(&path, 1, &published);
+    host.add(1, "netback-uk");
+    let bb = disk_server(&path, 2, &published, &host);
+    host.add(2, "blkback-uk");
+    let a = member(&path, 3, &published, &[]);
+    host.add(3, "guest-a");
+    let _b = member(&path, 4, &published, &[]);
+    host.add(4, "guest-b");
+    let mut tool = Tool {
+        platform: SimPlatform::connect(&path, DOM0).unwrap(),
+        lookup: published.clone(),
+        timeout_ns: 5_000_000_000,
+    };
+    let mut rec = Record::default();
+    let mut lines = Vec::new();
+    let file = std::env::temp_dir().join(format!("vdevice-daemon-{}.img", std::process::id()));
+    std::fs::write(&file, [0u8; 512]).unwrap();
+    {
+        let mut h = host.clone();
+        let mut admin = Admin {
+            tool: &mut tool,
+            host: &mut h,
+        };
+        let mut log = |_: &str| {};
+        let opts = CreateOpts::default();
+        let names = ["guest-a".to_string(), "guest-b".to_string()];
+        admin.create_net(&mut rec, &opts, &names, &mut log).unwrap();
+        admin
+            .create_block(&mut rec, &opts, &file, &names[..1], &mut log)
+            .unwrap();
+    }
+    // Nothing to do while the domains are as recorded.
+    assert_eq!(
+        pass(&mut tool, &host, &mut rec, 1000, &mut lines),
+        Pass::default()
+    );
+
+    // guest-a reboots: gone first (what the backends held for it is
+    // freed at once), then back as domain 7, before and after it publishes
+    // its page.
+    a.stop();
+    host.gone(3);
+    let p = pass(&mut tool, &host, &mut rec, 1001, &mut lines);
+    assert!(p.changed && p.pending, "{p:?}");
+    assert_eq!(owners(&mut tool, 1), [4]);
+    assert!(owners(&mut tool, 2).is_empty());
+    assert_eq!(member_id(&rec, "net0", "guest-a"), None);
+    assert!(rec.device("net0").unwrap().members[0].away_since == Some(1001));
+    host.add(7, "guest-a");
+    let p = pass(&mut tool, &host, &mut rec, 1002, &mut lines);
+    assert!(p.pending, "guest-a has not published its page yet: {p:?}");
+    assert_eq!(member_id(&rec, "net0", "guest-a"), None);
+    let _a = member(&path, 7, &published, &[]);
+    let p = pass(&mut tool, &host, &mut rec, 1003, &mut lines);
+    assert!(p.changed && !p.pending, "{p:?} {lines:?}");
+    assert_eq!(member_id(&rec, "net0", "guest-a"), Some(7));
+    assert_eq!(member_id(&rec, "blk0", "guest-a"), Some(7));
+    assert_eq!(owners(&mut tool, 1), [4, 7]);
+    assert_eq!(owners(&mut tool, 2), [7]);
+    assert_eq!(entries(&mut tool, 7).len(), 2);
+    assert!(all_connected(&mut tool, &host, &rec));
+    let disk_index_a = used(&mut tool, 7)
+        .iter()
+        .find(|(_, e)| e.kind == Kind::Disk)
+        .unwrap()
+        .0;
+
+    // netback-uk is destroyed: the members' ports are freed. It is
+    // created again as domain 8: both LANs' ports are made again.
+    nb.stop();
+    host.gone(1);
+    let p = pass(&mut tool, &host, &mut rec, 1010, &mut lines);
+    assert!(p.changed && p.pending);
+    for id in [4, 7] {
+        assert!(
+            entries(&mut tool, id)
+                .iter()
+                .all(|e| e.kind != Kind::Network),
+            "domain {id}'s port of the dead switch is freed"
+        );
+    }
+    let _nb = netback(&path, 8, &published);
+    host.add(8, "netback-uk");
+    let p = pass(&mut tool, &host, &mut rec, 1011, &mut lines);
+    assert!(p.changed && !p.pending, "{p:?} {lines:?}");
+    assert_eq!(rec.device("net0").unwrap().backend.domid, Some(8));
+    assert_eq!(owners(&mut tool, 8), [4, 7]);
+    for id in [4, 7] {
+        let net: Vec<EntryRepr> = entries(&mut tool, id)
+            .into_iter()
+            .filter(|e| e.kind == Kind::Network)
+            .collect();
+        assert_eq!(net.len(), 1);
+        assert_eq!((net[0].peer, lan_of(net[0].param)), (8, 0));
+    }
+    assert!(all_connected(&mut tool, &host, &rec));
+
+    // blkback-uk is destroyed and created again as domain 9: the file is
+    // given to it again and guest-a's disk entry is rewritten in place
+    // (same entry, new server), so it keeps its block device.
+    bb.stop();
+    host.gone(2);
+    host.disks.lock().unwrap().retain(|d| d.0 != 2);
+    let p = pass(&mut tool, &host, &mut rec, 1020, &mut lines);
+    assert!(p.pending);
+    let disk = entries(&mut tool, 7)
+        .into_iter()
+        .find(|e| e.kind == Kind::Disk)
+        .unwrap();
+    assert_eq!(disk.peer, 2, "the disk entry waits for the server");
+    let _bb = disk_server(&path, 9, &published, &host);
+    host.add(9, "blkback-uk");
+    let p = pass(&mut tool, &host, &mut rec, 1021, &mut lines);
+    assert!(p.changed && !p.pending, "{p:?} {lines:?}");
+    assert_eq!(host.disk_count(9), 1);
+    let (i, disk) = used(&mut tool, 7)
+        .into_iter()
+        .find(|(_, e)| e.kind == Kind::Disk)
+        .unwrap();
+    assert_eq!((i, disk.peer, disk.param), (disk_index_a, 9, 0));
+    assert_eq!(owners(&mut tool, 9), [7]);
+    let blk = rec.device("blk0").unwrap();
+    assert_eq!(blk.backend.domid, Some(9));
+    assert!(blk.stale.is_none());
+    assert!(matches!(&blk.what, What::Block { vdev, .. } if vdev == "xvdb"));
+    assert!(all_connected(&mut tool, &host, &rec));
+
+    // guest-b is destroyed for good: its port is freed at once, and it
+    // leaves the record after the grace period.
+    drop(_b);
+    host.gone(4);
+    pass(&mut tool, &host, &mut rec, 2000, &mut lines);
+    assert_eq!(owners(&mut tool, 8), [7]);
+    assert_eq!(rec.device("net0").unwrap().members.len(), 2);
+    let p = pass(&mut tool, &host, &mut rec, 2000 + 599, &mut lines);
+    assert!(p.pending);
+    assert_eq!(rec.device("net0").unwrap().members.len(), 2);
+    let p = pass(&mut tool, &host, &mut rec, 2000 + 600, &mut lines);
+    assert!(p.changed && !p.pending, "{p:?}");
+    let names: Vec<&str> = rec
+        .device("net0")
+        .unwrap()
+        .members
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(names, ["guest-a"]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("guest-b has been gone 600 s")),
+        "{lines:?}"
+    );
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn a_backend_restarted_between_two_passes_is_caught_up() {
+    let path = temp_socket_path("vdevice-daemon-missed");
+    let _broker = Broker::spawn(&path).unwrap();
+    let published = Published::default();
+    let host = FakeHost::default();
+    let nb = netback(&path, 1, &published);
+    host.add(1, "netback-uk");
+    let _a = member(&path, 3, &published, &[]);
+    host.add(3, "guest-a");
+    let mut tool = Tool {
+        platform: SimPlatform::connect(&path, DOM0).unwrap(),
+        lookup: published.clone(),
+        timeout_ns: 5_000_000_000,
+    };
+    let mut rec = Record::default();
+    let mut lines = Vec::new();
+    {
+        let mut h = host.clone();
+        let mut admin = Admin {
+            tool: &mut tool,
+            host: &mut h,
+        };
+        admin
+            .create_net(
+                &mut rec,
+                &CreateOpts::default(),
+                &["3".to_string()],
+                &mut |_| {},
+            )
+            .unwrap();
+    }
+    // Gone and back before the daemon looked: guest-a still holds its
+    // port of the dead switch; it is replaced, not added to.
+    nb.stop();
+    host.gone(1);
+    let _nb = netback(&path, 6, &published);
+    host.add(6, "netback-uk");
+    let p = pass(&mut tool, &host, &mut rec, 10, &mut lines);
+    assert!(p.changed && !p.pending, "{p:?} {lines:?}");
+    let e = entries(&mut tool, 3);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!((e[0].kind, e[0].peer), (Kind::Network, 6));
+    assert!(all_connected(&mut tool, &host, &rec));
+    assert!(rec.device("net0").unwrap().stale.is_none());
+    // A second pass has nothing to do.
+    assert_eq!(
+        pass(&mut tool, &host, &mut rec, 11, &mut lines),
+        Pass::default()
+    );
+}
