@@ -1,6 +1,7 @@
 # demo: the seed's walkthrough on real Xen, what `cargo xtask demo` shows.
 #
-# 1. netback-uk and blkback-uk from their xl configs, the vdevice daemon
+# 1. netback-uk and blkback-uk from the xl configs the dom0 package
+#    installs (/etc/xen, images in /usr/lib/xen-share), the vdevice daemon
 #    (as its systemd unit would run it), two Linux guests.
 #    Each of them loads xenshare.ko, which publishes its vdevice page.
 # 2. `vdevice --create net 0 guest1 guest2` makes net0; dom0 and both
@@ -40,7 +41,8 @@ trap collect_logs EXIT
 
 start_backend() {
     : > "$(dom_log "$1")"
-    xl create "/xl-configs/$1.cfg" || return 1
+    # The xl config and image as the dom0 package installs them.
+    xl create "/etc/xen/$1.cfg" || return 1
     dom_wait "$1" "$1: ready"
     grep -a "$1: ready" "$(dom_log "$1")" | sed 's/@@/@ @/g'
 }
@@ -321,7 +323,7 @@ rc=\$?; cat /tmp/xfer-member.log; exit \$rc" > /tmp/member.out || { cat /tmp/mem
 summary() {
     echo "backend images:"
     for _i in netback-uk blkback-uk; do
-        echo "  $_i: $(( $(wc -c < /images/$_i) / 1024 )) KiB"
+        echo "  $_i: $(( $(wc -c < /usr/lib/xen-share/$_i) / 1024 )) KiB"
     done
     echo "memory of each domain (xl list, MiB):"
     xl list | awk 'NR > 1 { printf "  %-12s %6s MiB\n", $1, $3 }'

@@ -515,11 +515,36 @@ fn dom0_image(s: &Setup, domu: &[u8], bins: &[(String, PathBuf)]) -> Result<Vec<
     if xl.is_dir() {
         a.tree("xl-configs", &xl)?;
     }
+    add_dom0_package(&mut a)?;
     add_workspace_binaries(&mut a, tree, bins, DOM0_BINARIES)?;
     // The domUs' share-member too: dom0 can be a member like any domain
     // (scenario vdevice; `tun` above is for its TAP devices).
     add_workspace_binaries(&mut a, tree, bins, DOMU_BINARIES)?;
     a.encode()
+}
+
+/// The files of the dom0 package (`cargo xtask dist`), taken from the
+/// package itself: the backend images under /usr/lib/xen-share, their xl
+/// configs under /etc/xen and the daemon's unit, so the walkthrough runs
+/// what ships. (The rig's own `vdevice` stays the test build in /usr/bin.)
+fn add_dom0_package(a: &mut Archive) -> Result<()> {
+    let debs = crate::dist::build(false)?;
+    let dir = rig_dir().join("pkg-dom0");
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    run_step(
+        "unpack the dom0 package",
+        Command::new("dpkg-deb").arg("-x").arg(&debs.dom0).arg(&dir),
+    )?;
+    for f in [
+        "etc/xen/netback-uk.cfg",
+        "etc/xen/blkback-uk.cfg",
+        "lib/systemd/system/vdevice.service",
+    ] {
+        a.file(f, &dir.join(f))?;
+    }
+    a.tree("usr/lib/xen-share", &dir.join("usr/lib/xen-share"))
 }
 
 /// Builds both images (after `setup`), writing them under target/xen-rig/.
