@@ -285,7 +285,7 @@ step ready-again 180 dom_wait blkback-uk "blkback-uk: ready"
 step disk-again 30 disk_line
 step reconnect 120 reconnect
 step writes-complete 500 writes_complete
-step verify 300 verify
+step verify 600 verify
 step remove-entry 90 remove_entry
 step read-only 120 read_only
 step unload 120 unload
