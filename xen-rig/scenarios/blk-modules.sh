@@ -7,7 +7,9 @@
 # with fsync, `xl destroy blkback-uk` hits it mid-stream, the writer
 # blocks; `xl create` again and `vdevice reconnect disk` rewrite the entry
 # in place, xensblk re-issues what was unanswered to the new server, the
-# writer completes; checksums, `e2fsck -f` clean; `rmmod xensblk xenshare`
+# writer completes; checksums, `e2fsck -f` clean; dom0 removes the entry
+# and gives the disk again read-only (mounts read-only, a write is
+# refused); `rmmod xensblk xenshare`
 # leaves no grant behind and no Oops or WARNING in dmesg. Finally dom0
 # checks the image file itself with e2fsck.
 U=blk-m
@@ -206,6 +208,41 @@ md5sum /mnt/f* /mnt/during
 umount /mnt"
 }
 
+# dom0 removes the entry: the disk goes (no grant left live) while the
+# module stays.
+remove_entry() {
+    vdevice --timeout 60 remove disk --backend "$(xl domid blkback-uk)" "$(xl domid $U)" || return 1
+    dom_run $U "
+i=0
+while [ -e /sys/block/xsba ]; do
+    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'xsba still there'; exit 1; }
+    sleep 0.2
+done
+dmesg | grep 'xsba removed'
+dmesg | grep -q 'xsba removed: 0 grant(s) live, 0 left pinned'"
+}
+
+# The same disk again, read-only: the disk says so, the file system mounts
+# read-only with every checksum, and a write to the device is refused.
+read_only() {
+    vdevice --timeout 60 create disk --backend "$(xl domid blkback-uk)" --disk 0 \
+        --read-only "$(xl domid $U)" || return 1
+    dom_run $U "
+i=0
+until [ -b $DEV ]; do
+    i=\$((i + 1)); [ \$i -gt 300 ] && { echo 'no $DEV'; dmesg | tail -n 20; exit 1; }
+    sleep 0.2
+done
+dmesg | grep 'xsba: .* (read-only)' || exit 1
+echo \"read-only \$(cat /sys/block/xsba/ro)\"
+[ \$(cat /sys/block/xsba/ro) = 1 ] || exit 1
+mount -t ext4 -o ro $DEV /mnt || exit 1
+md5sum -c /tmp/sums || exit 1
+umount /mnt || exit 1
+if dd if=/dev/zero of=$DEV bs=4k count=1 2>/tmp/dd.err; then echo 'a write went through'; exit 1; fi
+echo \"write refused: \$(cat /tmp/dd.err)\""
+}
+
 # rmmod: the disk goes with no grant left live, and the kernel logged no
 # Oops, WARNING or BUG at any point.
 unload() {
@@ -248,6 +285,8 @@ step ready-again 180 dom_wait blkback-uk "blkback-uk: ready"
 step disk-again 30 disk_line
 step reconnect 120 reconnect
 step writes-complete 500 writes_complete
-step verify 300 verify
+step verify 600 verify
+step remove-entry 90 remove_entry
+step read-only 120 read_only
 step unload 120 unload
 step image-fsck 120 image_fsck

@@ -111,6 +111,7 @@ pub fn tier() -> Result<u64> {
         ("xenshare", None),
         ("net-modules", None),
         ("blk-ram", None),
+        ("blk-modules", None),
     ] {
         let t = Instant::now();
         run::run(
