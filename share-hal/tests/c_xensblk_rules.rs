@@ -21,25 +21,31 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The C program, compiled once per test binary: the tests run in
+/// parallel and must not write the same executable at once.
 fn build() -> PathBuf {
-    let drivers = repo().join("guest-drivers");
-    let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xensblk-rules");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let out = Command::new(&cc)
-        .args(["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-I"])
-        .arg(drivers.join("include"))
-        .arg(drivers.join("tests/xensblk-rules.c"))
-        .arg(drivers.join("xensblk/parse.c"))
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cc} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
+    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| {
+        let drivers = repo().join("guest-drivers");
+        let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xensblk-rules");
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        let out = Command::new(&cc)
+            .args(["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-I"])
+            .arg(drivers.join("include"))
+            .arg(drivers.join("tests/xensblk-rules.c"))
+            .arg(drivers.join("xensblk/parse.c"))
+            .arg("-o")
+            .arg(&exe)
+            .output()
+            .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+        assert!(
+            out.status.success(),
+            "{cc} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        exe
+    })
+    .clone()
 }
 
 /// Runs the C program over `input`, one output line per input line.
