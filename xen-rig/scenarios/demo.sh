@@ -47,6 +47,14 @@ start_backend() {
     grep -a "$1: ready" "$(dom_log "$1")" | sed 's/@@/@ @/g'
 }
 
+# What a Debian dom0 has out of the box and the rig's busybox dom0 lacks:
+# blkback (blkback-uk's own disks are vbds) and the block hotplug script.
+dom0_block_backend() {
+    modprobe xen-blkback || return 1
+    modprobe loop || return 1
+    install_block_script
+}
+
 start_daemon() {
     setsid vdevice --timeout 60 daemon > /tmp/vdevice-daemon.log 2>&1 < /dev/null &
     _i=0
@@ -335,6 +343,7 @@ summary() {
     echo "logs: target/xen-logs/demo/ (consoles of every domain, the daemon's log, dmesg of each guest)"
 }
 
+step dom0-block-backend 60 dom0_block_backend
 step start-netback 120 start_backend netback-uk
 step start-blkback 120 start_backend blkback-uk
 step start-daemon 60 start_daemon
