@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod fuzz;
 mod images;
+mod modules;
 mod test;
 mod util;
 mod xen;
@@ -28,6 +29,8 @@ enum Cmd {
     Bench(bench::Args),
     /// Build the unikernel images under target/images/.
     Images(images::Args),
+    /// Build the Linux guest modules (guest-drivers/) against the rig kernel, W=1 clean.
+    Modules(modules::Args),
     /// Real Xen nested in QEMU: fetch, build and run scenarios.
     Xen(xen::Args),
 }
@@ -39,6 +42,7 @@ fn main() {
         Cmd::Test(a) => test::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Images(a) => images::run(a),
+        Cmd::Modules(a) => modules::run(a),
         Cmd::Xen(a) => xen::run(a),
     };
     if let Err(e) = result {

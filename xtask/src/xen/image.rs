@@ -5,7 +5,7 @@
 //! project's own files. What goes in is listed in `xen-rig/README.md`;
 //! the constants below are the extension points other parts of the project
 //! add to.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -203,12 +203,13 @@ fn add_modules(
         let file = p.rsplit('/').next().unwrap_or(p);
         norm(file.trim_end_matches(".ko").trim_end_matches(".ko.xz"))
     };
+    let kernel_line = |name: &str| {
+        dep.lines()
+            .find(|l| base(l.split(':').next().unwrap_or("")) == norm(name))
+    };
     let mut want: BTreeSet<String> = BTreeSet::new();
     for name in names {
-        let line = dep
-            .lines()
-            .find(|l| base(l.split(':').next().unwrap_or("")) == norm(name));
-        match line {
+        match kernel_line(name) {
             Some(l) => {
                 let (m, deps) = l.split_once(':').unwrap_or((l, ""));
                 want.insert(m.to_string());
@@ -217,6 +218,36 @@ fn add_modules(
             None if builtin.lines().any(|l| base(l) == norm(name)) => {}
             None => bail!("kernel {release} has no module {name}"),
         }
+    }
+    // Project modules, with what they need (`modinfo`): other project
+    // modules, or kernel modules that then go into the image too.
+    let extra = extra_deps(extra)?;
+    let project: BTreeMap<String, String> = extra
+        .iter()
+        .map(|(ko, _)| (base(&file_name(ko)), file_name(ko)))
+        .collect();
+    let mut extra_lines = String::new();
+    for (ko, deps) in &extra {
+        let name = file_name(ko);
+        extra_lines.push_str(&format!("extra/{name}:"));
+        for d in deps {
+            if let Some(file) = project.get(&norm(d)) {
+                extra_lines.push_str(&format!(" extra/{file}"));
+                continue;
+            }
+            match kernel_line(d) {
+                Some(l) => {
+                    let (m, kdeps) = l.split_once(':').unwrap_or((l, ""));
+                    want.insert(m.to_string());
+                    want.extend(kdeps.split_whitespace().map(str::to_string));
+                    extra_lines.push_str(&format!(" {m}{kdeps}"));
+                }
+                None if builtin.lines().any(|l| base(l) == norm(d)) => {}
+                None => bail!("{name} needs module {d}, which kernel {release} lacks"),
+            }
+        }
+        extra_lines.push('\n');
+        a.file(&format!("lib/modules/{release}/extra/{name}"), ko)?;
     }
     let mut lines = String::new();
     for l in dep.lines() {
@@ -227,11 +258,7 @@ fn add_modules(
             a.file(&format!("lib/modules/{release}/{m}"), &moddir.join(m))?;
         }
     }
-    for ko in extra {
-        let name = ko.file_name().unwrap_or_default().to_string_lossy();
-        lines.push_str(&format!("extra/{name}:\n"));
-        a.file(&format!("lib/modules/{release}/extra/{name}"), ko)?;
-    }
+    lines.push_str(&extra_lines);
     a.bytes(&format!("lib/modules/{release}/modules.dep"), 0o644, lines);
     a.bytes(
         &format!("lib/modules/{release}/modules.builtin"),
@@ -243,22 +270,57 @@ fn add_modules(
 
 /// Project Linux guest modules, if any were built (guest-drivers/**/*.ko).
 fn guest_modules() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = fs::read_dir(dir) else { return };
-        let mut es: Vec<_> = rd.flatten().collect();
-        es.sort_by_key(|e| e.file_name());
-        for e in es {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "ko") {
-                out.push(p);
+    crate::modules::find_ko(&root().join("guest-drivers"))
+}
+
+/// Each project module with the modules it needs (what `modinfo -F
+/// depends` names, transitively through project modules), in modules.dep
+/// order: a module before the ones it needs, so `modprobe xensnet` loads
+/// xenshare first. A name that is not a project module is a kernel module
+/// (add_modules resolves it through the kernel's modules.dep).
+fn extra_deps(extra: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<String>)>> {
+    let norm = |s: &str| s.trim_end_matches(".ko").replace('_', "-");
+    let mut direct: BTreeMap<String, (PathBuf, Vec<String>)> = BTreeMap::new();
+    for ko in extra {
+        let out = Command::new("modinfo")
+            .args(["-F", "depends"])
+            .arg(ko)
+            .output()
+            .context("could not start modinfo (kmod)")?;
+        if !out.status.success() {
+            bail!(
+                "modinfo {}: {}",
+                ko.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let deps = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .split(',')
+            .filter(|d| !d.is_empty())
+            .map(norm)
+            .collect();
+        direct.insert(norm(&file_name(ko)), (ko.clone(), deps));
+    }
+    let mut result = Vec::new();
+    for (name, (ko, _)) in &direct {
+        // Each name enters the stack once, so this ends even on a cycle.
+        let mut order: Vec<String> = Vec::new();
+        let mut stack = vec![name.clone()];
+        while let Some(m) = stack.pop() {
+            let Some((_, deps)) = direct.get(&m) else {
+                continue;
+            };
+            for d in deps {
+                if !order.contains(d) && d != name {
+                    order.push(d.clone());
+                    stack.push(d.clone());
+                }
             }
         }
+        result.push((ko.clone(), order));
     }
-    let mut out = Vec::new();
-    walk(&root().join("guest-drivers"), &mut out);
-    out
+    Ok(result)
 }
 
 /// What every image has: busybox, a console node, the host tools.

@@ -10,7 +10,7 @@ use anyhow::Result;
 mod cpio;
 mod image;
 mod run;
-mod setup;
+pub mod setup;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,7 +22,7 @@ pub struct Args {
 enum Cmd {
     /// Download and unpack Xen, the kernel and QEMU 7.2 under target/ (idempotent).
     Setup,
-    /// Setup, then build the dom0 and domU initramfs images.
+    /// Setup, build the guest modules, then the dom0 and domU initramfs images.
     Build,
     /// Setup, build, boot Xen and run xen-rig/scenarios/SCENARIO.sh in dom0.
     Run {
@@ -44,6 +44,7 @@ pub fn run(args: Args) -> Result<()> {
         Cmd::Setup => setup::setup().map(|_| ()),
         Cmd::Build => {
             let s = setup::setup()?;
+            crate::modules::build(&s.kernel_release)?;
             image::build(&s).map(|_| ())
         }
         Cmd::Run {
@@ -53,6 +54,8 @@ pub fn run(args: Args) -> Result<()> {
             verbose,
         } => {
             let s = setup::setup()?;
+            // The images carry the guest modules: always fresh ones.
+            crate::modules::build(&s.kernel_release)?;
             // The unikernel images go into dom0 under /images/.
             crate::images::build(&[])?;
             let images = image::build(&s)?;
@@ -82,6 +85,7 @@ pub fn tier() -> Result<u64> {
     let s = setup::setup()?;
     phase("setup", t);
     let t = Instant::now();
+    crate::modules::build(&s.kernel_release)?;
     crate::images::build(&[])?;
     let images = image::build(&s)?;
     phase("image build", t);
@@ -93,6 +97,7 @@ pub fn tier() -> Result<u64> {
         ("blk", None),
         ("blk-domu", None),
         ("net", None),
+        ("xenshare", None),
     ] {
         let t = Instant::now();
         run::run(

@@ -188,6 +188,38 @@ fn kernel_package() -> Result<(String, String)> {
     Ok((pkg, release))
 }
 
+/// `uname -r` of the rig kernel (the one `linux-image-amd64` names now),
+/// without fetching anything else: what guest modules must build against.
+pub fn kernel_release() -> Result<String> {
+    if !apt_lists_present() {
+        apt_update()?;
+    }
+    let (_, release) = match kernel_package() {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("xen setup: {e:#}; refreshing the package lists and retrying");
+            apt_update()?;
+            kernel_package()?
+        }
+    };
+    Ok(release)
+}
+
+/// Installs the headers of kernel `release` (their Makefile includes the
+/// -common tree by absolute path, so they are installed, not unpacked) and
+/// returns the directory to build modules against.
+pub fn kernel_headers(release: &str) -> Result<PathBuf> {
+    ensure_apt(&[&format!("linux-headers-{release}")])?;
+    let build = PathBuf::from(format!("/lib/modules/{release}/build"));
+    if !build.join("Makefile").is_file() {
+        bail!(
+            "linux-headers-{release} is installed but {} has no Makefile",
+            build.display()
+        );
+    }
+    Ok(build)
+}
+
 /// Whether the host's QEMU is 7.2 (newer ones break PVH under nested Xen).
 fn host_qemu_is_7_2() -> bool {
     if std::env::var_os("XEN_RIG_UNPACKED_QEMU").is_some() {
@@ -449,10 +481,10 @@ pub fn setup() -> Result<Setup> {
     if !vmlinuz.is_file() {
         bail!("{} holds no {}", plan.kernel_pkg, vmlinuz.display());
     }
-    // Guest modules build against these; installed (not unpacked) because
-    // their Makefile includes the -common tree by absolute path.
+    // Guest modules build against these (see kernel_headers).
     // e2fsprogs goes into both images from the host.
-    ensure_apt(&[&format!("linux-headers-{release}"), "e2fsprogs"])?;
+    kernel_headers(&release)?;
+    ensure_apt(&["e2fsprogs"])?;
 
     let count = plan.pkgs.len() + plan.qemu_pkgs.len();
     let qemu_kind = if plan.unpacked_qemu {

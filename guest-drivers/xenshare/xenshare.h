@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * xenshare.ko's own interfaces between its files (the exported ones are
+ * in include/xenshare/bus.h).
+ */
+#ifndef XENSHARE_XENSHARE_H
+#define XENSHARE_XENSHARE_H
+
+#include <xenshare/bus.h>
+#include "parse.h"
+
+/* This domain's id, read once at load (the descriptor's member check). */
+extern domid_t xenshare_domid;
+
+/* bus.c */
+int xenshare_bus_init(void);
+void xenshare_bus_exit(void);
+const char *xenshare_kind_name(u16 kind);
+/*
+ * Puts a member entry that joined share sh on the bus and probes it. The
+ * device owns sh from then on (xenshare_device_remove() leaves it).
+ */
+struct xenshare_device *xenshare_device_add(unsigned int index,
+					    const struct xs_entry_repr *e,
+					    struct xenshare_share *sh);
+/* Unregisters (the driver's remove runs first), then leaves the share. */
+void xenshare_device_remove(struct xenshare_device *xdev);
+/*
+ * The entry was rewritten in place with the same kind: move the device to
+ * new_sh (reconnect(), or remove and probe again). On failure the device
+ * is gone (removed, both shares left) and the error is returned.
+ */
+int xenshare_device_rejoin(struct xenshare_device *xdev,
+			   const struct xs_entry_repr *e,
+			   struct xenshare_share *new_sh);
+
+/* vdevice.c: bootstrap, the change protocol, and teardown of every entry. */
+int xenshare_vdevice_init(void);
+void xenshare_vdevice_exit(void);
+
+/*
+ * dev.c (/dev/xenshare, written separately): main.c calls these at the
+ * marked call sites once dev.o is part of xenshare-y.
+ */
+int xenshare_dev_init(void);
+void xenshare_dev_exit(void);
+
+#endif /* XENSHARE_XENSHARE_H */

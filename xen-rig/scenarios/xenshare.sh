@@ -1,0 +1,220 @@
+# xenshare: the guest kernel transport (guest-drivers/xenshare, xenshare.ko)
+# on real Xen, in a PV and a PVH Linux domU.
+#
+# While share-member owns the PV domU's vdevice page, `modprobe xenshare`
+# is refused with the message naming the key. Then the module loads in
+# both domUs and publishes its page (dom0's `vdevice show` reads it, which
+# checks magic, version, entry count and the domain id); `vdevice create
+# net` against netback-uk is acknowledged by both, each domU joins the
+# share (its dmesg says so, and that no driver is bound unless xensnet is
+# loaded), and Xen's grant dump shows netback-uk's pages mapped by both;
+# `vdevice remove net` is acknowledged and the devices go. The PV domU
+# joins again and unloads with the share still joined; both unload, the
+# key is gone, and the grant dump shows nothing mapped by either domU any
+# more, nor any grant of theirs in use. No Oops, WARNING or BUG anywhere.
+PV=xs-pv
+PVH=xs-pvh
+
+# Hands over each domU's kernel log, pass or fail.
+collect_dmesg() {
+    for _d in $PV $PVH; do
+        xl domid "$_d" >/dev/null 2>&1 || continue
+        bounded 30 dom_run "$_d" 'dmesg' > "/tmp/dmesg-$_d.log" 2>/dev/null
+        rig_send_file "dmesg-$_d.log" "/tmp/dmesg-$_d.log"
+    done
+}
+trap collect_dmesg EXIT
+
+nb() {
+    xl domid netback-uk
+}
+
+# member_owns_page: share-member publishes the PV domU's vdevice page; the
+# module must refuse to load, saying which key and why.
+member_owns_page() {
+    dom_run $PV '
+modprobe tun || exit 1
+setsid share-member > /tmp/share-member.log 2>&1 < /dev/null &
+i=0
+while ! grep -q published /tmp/share-member.log; do
+    i=$((i + 1))
+    if [ $i -gt 300 ] || ! pidof share-member > /dev/null; then
+        echo "share-member did not publish its page:"; cat /tmp/share-member.log; exit 1
+    fi
+    sleep 0.2
+done
+if modprobe xenshare; then echo "xenshare loaded beside share-member"; exit 1; fi
+dmesg | grep "xenshare:"
+dmesg | grep -q "data/vdevice is already \"gref=[0-9]* port=[0-9]*\": the userspace share-member or another owner already owns this domain.s vdevice page; stop it" || exit 1
+[ ! -e /sys/module/xenshare ] || { echo "xenshare is loaded"; exit 1; }
+kill -TERM $(pidof share-member)
+i=0
+while pidof share-member > /dev/null; do
+    i=$((i + 1)); [ $i -gt 100 ] && { echo "share-member still runs"; exit 1; }
+    sleep 0.2
+done
+tail -n 3 /tmp/share-member.log'
+}
+
+# load NAME: the module publishes the page; dom0 reads it.
+load() {
+    dom_expect "$1" "vdevice page published" 'modprobe xenshare && dmesg | grep "xenshare:"' || return 1
+    _id=$(xl domid "$1") || return 1
+    xenstore-read "/local/domain/$_id/data/vdevice" || return 1
+    vdevice show "$_id" | tee "/tmp/show-$1" || return 1
+    grep -q "domain $_id: 0 device(s)" "/tmp/show-$1"
+}
+
+# Shares of 18 pages (4 slots a lane): the grant dump of two of them fits
+# Xen's console ring, which 258-page shares would overrun.
+PAGES=18
+
+connect() {
+    vdevice --timeout 60 create net --backend "$(nb)" --pages $PAGES "$(xl domid $PV)" "$(xl domid $PVH)" || return 1
+    vdevice show "$(nb)"
+    for _d in $PV $PVH; do
+        vdevice show "$(xl domid $_d)" | tee "/tmp/show-$_d" || return 1
+        grep -q "\[0\] Network Member peer=$(nb) .* status=ok" "/tmp/show-$_d" || return 1
+    done
+}
+
+# joined NAME: the domU joined the share; a driver is bound (xensnet
+# loaded) or the entry says it has none.
+joined() {
+    dom_run "$1" '
+dmesg | grep "xenshare:"
+dmesg | grep -q "xenshare: entry 0: joined net share [0-9]* of domain '"$(nb)"' ('"$PAGES"' pages)" || exit 1
+ls /sys/bus/xenshare/devices/
+[ -e /sys/bus/xenshare/devices/xenshare-0 ] || exit 1
+if [ -e /sys/bus/xenshare/devices/xenshare-0/driver ]; then
+    echo "bound to $(basename $(readlink /sys/bus/xenshare/devices/xenshare-0/driver))"
+else
+    dmesg | grep -q "xenshare: entry 0 (net share from domain '"$(nb)"') has no driver (modprobe xensnet)" || exit 1
+fi
+cat /sys/bus/xenshare/devices/xenshare-0/modalias'
+}
+
+# grants: Xen's grant table dump (debug key g), as "table-owner mapper"
+# per active entry, into /tmp/grants. The ring is cleared first so the
+# dump read is this one, and the dump must be complete (its end marker).
+grants() {
+    xl dmesg -c > /dev/null
+    xl debug-keys g
+    _i=0
+    until xl dmesg > /tmp/gdump && grep -q "gnttab_usage_print_all ] done" /tmp/gdump; do
+        _i=$((_i + 1)); [ $_i -gt 50 ] && { echo "no complete grant dump"; tail -n 20 /tmp/gdump; return 1; }
+        sleep 0.2
+    done
+    awk '/grant-table for remote d[0-9]+/ {
+            match($0, /remote d[0-9]+/); owner = substr($0, RSTART + 8, RLENGTH - 8)
+         }
+         /\(XEN\) +\[0x[0-9a-f]+\]/ {
+            for (i = 1; i <= NF; i++) if ($i ~ /^\[0x/) { print owner, $(i + 1); break }
+         }' /tmp/gdump > /tmp/grants
+    grep -c "grant-table for remote d" /tmp/gdump | sed 's/^/grant tables dumped: /'
+}
+
+# mapped_by NAME: how many of netback-uk's grants NAME maps.
+mapped_by() {
+    awk -v o="$(nb)" -v m="$(xl domid "$1")" '$1 == o && $2 == m' /tmp/grants | wc -l
+}
+
+# in_use_of NAME: how many of NAME's own grants are mapped by anyone.
+in_use_of() {
+    awk -v o="$(xl domid "$1")" '$1 == o' /tmp/grants | wc -l
+}
+
+grants_while_joined() {
+    grants || return 1
+    for _d in $PV $PVH; do
+        _n=$(mapped_by $_d)
+        echo "netback-uk grants mapped by $_d: $_n"
+        # The descriptor is unmapped after the copy: the share's pages.
+        [ "$_n" -eq $PAGES ] || { grep -A3 "remote d$(nb) " /tmp/gdump | head; return 1; }
+    done
+}
+
+disconnect() {
+    vdevice --timeout 60 remove net --backend "$(nb)" "$(xl domid $PV)" "$(xl domid $PVH)" || return 1
+    for _d in $PV $PVH; do
+        vdevice show "$(xl domid $_d)" | tee "/tmp/show-$_d" || return 1
+        grep -q "0 device(s)" "/tmp/show-$_d" || return 1
+    done
+}
+
+removed() {
+    dom_run "$1" '
+dmesg | grep "xenshare: entry 0: net share from domain [0-9]* removed" || exit 1
+[ ! -e /sys/bus/xenshare/devices/xenshare-0 ] || { echo "xenshare-0 is still there"; exit 1; }'
+}
+
+rejoin_pv() {
+    vdevice --timeout 60 create net --backend "$(nb)" --pages $PAGES "$(xl domid $PV)" || return 1
+    dom_run $PV '[ -e /sys/bus/xenshare/devices/xenshare-0 ] || exit 1; ls /sys/bus/xenshare/devices/'
+}
+
+unload() {
+    _id=$(xl domid "$1") || return 1
+    dom_expect "$1" "vdevice page withdrawn" 'rmmod xenshare && dmesg | tail -n 5' || return 1
+    if xenstore-read "/local/domain/$_id/data/vdevice" 2>/dev/null; then
+        echo "the key is still there"
+        return 1
+    fi
+}
+
+grants_after_unload() {
+    grants || return 1
+    for _d in $PV $PVH; do
+        _m=$(mapped_by $_d)
+        _u=$(in_use_of $_d)
+        echo "$_d: maps $_m of netback-uk's grants; $_u of its own grants in use"
+        [ "$_m" -eq 0 ] && [ "$_u" -eq 0 ] || return 1
+    done
+    # Nothing at all mapped by either domU, from any domain.
+    _any=$(awk -v a="$(xl domid $PV)" -v b="$(xl domid $PVH)" '$2 == a || $2 == b' /tmp/grants | wc -l)
+    echo "grants mapped by either domU: $_any"
+    [ "$_any" -eq 0 ]
+}
+
+reload() {
+    dom_expect $PV "vdevice page withdrawn" 'modprobe xenshare && rmmod xenshare && dmesg | tail -n 3'
+}
+
+clean_logs() {
+    _bad=0
+    for _d in $PV $PVH; do
+        dom_run "$_d" 'dmesg' > "/tmp/dmesg-$_d.log" || return 1
+        if grep -E "Oops|WARNING|BUG" "/tmp/dmesg-$_d.log"; then
+            echo "$_d's kernel log has the lines above"
+            _bad=1
+        fi
+    done
+    if dmesg | grep -E "Oops|WARNING|BUG"; then
+        echo "dom0's kernel log has the lines above"
+        _bad=1
+    fi
+    [ "$_bad" -eq 0 ]
+}
+
+step netback-create 120 dom_create /xl-configs/netback-uk.cfg netback-uk
+step create-pv 120 dom_create /rig/domu/linux-pv.cfg $PV
+step create-pvh 120 dom_create /rig/domu/linux-pvh.cfg $PVH
+step netback-ready 120 dom_wait netback-uk "netback-uk: ready"
+step boot-pv 180 dom_wait $PV @@READY
+step boot-pvh 180 dom_wait $PVH @@READY
+step refused-beside-member 90 member_owns_page
+step load-pv 60 load $PV
+step load-pvh 60 load $PVH
+step connect 180 connect
+step joined-pv 60 joined $PV
+step joined-pvh 60 joined $PVH
+step grants-joined 60 grants_while_joined
+step disconnect 120 disconnect
+step removed-pv 60 removed $PV
+step removed-pvh 60 removed $PVH
+step rejoin-pv 120 rejoin_pv
+step unload-pv 60 unload $PV
+step unload-pvh 60 unload $PVH
+step grants-after 60 grants_after_unload
+step reload-pv 60 reload
+step clean-logs 60 clean_logs
