@@ -76,6 +76,7 @@ struct xs_obj {
 	domid_t domid;
 	bool readonly;
 	bool mapped;			/* grants live (under map_lock) */
+	bool leak;			/* an unmap failed: keep the pages */
 	u32 *refs;
 	struct gnttab_map_grant_ref *map_ops;
 	struct gnttab_unmap_grant_ref *unmap_ops;
@@ -231,7 +232,7 @@ static void xs_free_obj(struct xs_obj *o)
 		mutex_lock(&o->map_lock);
 		xs_unmap_grants(o);
 		mutex_unlock(&o->map_lock);
-		if (o->pages && !xs_pv())
+		if (o->pages && !xs_pv() && !o->leak)
 			gnttab_free_pages(o->count, o->pages);
 		break;
 	case XS_JOIN:
@@ -478,10 +479,14 @@ static int xs_gntst_errno(s16 st)
 	}
 }
 
-/* Unmaps what is mapped; under o->map_lock. */
+/*
+ * Unmaps what is mapped; under o->map_lock. A page whose unmap failed may
+ * still reach the peer's frame: the object then leaks its pages rather
+ * than give them back to the allocator.
+ */
 static void xs_unmap_grants(struct xs_obj *o)
 {
-	u32 i, n = 0;
+	u32 i, n = 0, failed = 0;
 	int rc;
 
 	if (!o->mapped)
@@ -492,22 +497,26 @@ static void xs_unmap_grants(struct xs_obj *o)
 		for (i = 0; i < o->count; i++)
 			if (o->unmap_ops[i].handle != INVALID_GRANT_HANDLE)
 				o->unmap_ops[n++] = o->unmap_ops[i];
-		if (!n)
-			return;
-		rc = HYPERVISOR_grant_table_op(GNTTABOP_unmap_grant_ref,
-					       o->unmap_ops, n);
-		for (i = 0; i < n && !rc; i++)
-			if (o->unmap_ops[i].status != GNTST_okay)
-				rc = o->unmap_ops[i].status;
+		rc = n ? HYPERVISOR_grant_table_op(GNTTABOP_unmap_grant_ref,
+						   o->unmap_ops, n) : 0;
+		for (i = 0; i < n; i++)
+			if (rc || o->unmap_ops[i].status != GNTST_okay)
+				failed++;
 	} else {
-		rc = gnttab_unmap_refs(o->unmap_ops, NULL, o->pages, o->count);
-		for (i = 0; i < o->count && !rc; i++)
-			if (o->unmap_ops[i].status != GNTST_okay)
-				rc = o->unmap_ops[i].status;
+		for (i = 0; i < o->count; i++) {
+			if (o->unmap_ops[i].handle == INVALID_GRANT_HANDLE)
+				continue;
+			rc = gnttab_unmap_refs(&o->unmap_ops[i], NULL,
+					       &o->pages[i], 1);
+			if (rc || o->unmap_ops[i].status != GNTST_okay)
+				failed++;
+		}
 	}
-	if (rc)
-		pr_warn("xenshare: unmapping %u grants of domain %u: %d\n",
-			o->count, o->domid, rc);
+	if (failed) {
+		pr_warn("xenshare: %u of %u grants of domain %u did not unmap: pages leaked\n",
+			failed, o->count, o->domid);
+		o->leak = true;
+	}
 	for (i = 0; i < o->count; i++)
 		o->unmap_ops[i].handle = INVALID_GRANT_HANDLE;
 }

@@ -497,7 +497,10 @@ impl GrantTable for XenShareDev {
     }
 
     fn revoke(&mut self, gref: GrantRef) -> Result<()> {
-        let mut r = abi::Revoke { gref: gref.0, pad: 0 };
+        let mut r = abi::Revoke {
+            gref: gref.0,
+            pad: 0,
+        };
         // SAFETY: `r` is `struct xenshare_revoke`.
         unsafe { self.ioctl(abi::IOC_REVOKE, &mut r, "xenshare: revoke") }
             .map(drop)
