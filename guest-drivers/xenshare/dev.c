@@ -224,7 +224,7 @@ static void xs_free_obj(struct xs_obj *o)
 
 	switch (o->kind) {
 	case XS_PAGES:
-		for (i = 0; i < o->count; i++)
+		for (i = 0; o->pages && i < o->count; i++)
 			if (o->pages[i])
 				put_page(o->pages[i]);
 		break;

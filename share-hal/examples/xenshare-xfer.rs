@@ -6,7 +6,13 @@
 //! ```text
 //! xenshare-xfer owner  --domid D --peer M [--mib N]   # prints SHARE_REF D R
 //! xenshare-xfer member --domid M --owner D --ref R [--mib N] [--join] [--stall S]
+//! xenshare-xfer refusals --domid D --peer P
 //! ```
+//!
+//! `refusals` checks that the device refuses what it must (pages, grants,
+//! ports and mappings that are not the caller's, copy segments out of
+//! bounds) with the documented errors, and that a valid copy in the same
+//! batch still happens.
 //!
 //! The share (66 pages) holds two lanes of 32 slots of 2 KiB (owner to
 //! member, member to owner) and two bulk regions of 16 pages. Each side
@@ -427,7 +433,8 @@ fn parse(args: &[String], peer_flag: &str, want_ref: bool) -> Res<Args> {
 }
 
 const USAGE: &str = "usage: xenshare-xfer owner --domid D --peer M [--mib N]\n       \
-                     xenshare-xfer member --domid M --owner D --ref R [--mib N] [--join] [--stall S]";
+                     xenshare-xfer member --domid M --owner D --ref R [--mib N] [--join] [--stall S]\n       \
+                     xenshare-xfer refusals --domid D --peer P";
 
 fn owner(a: Args) -> Res<()> {
     let mut p = XenShareDev::open(a.domid)?;
@@ -592,11 +599,129 @@ fn member(a: Args) -> Res<()> {
     result
 }
 
+fn refusals(a: Args) -> Res<()> {
+    use share_hal::linux::xenshare::abi;
+    use share_hal::platform::{Access, Frame, GrantTable};
+
+    let mut p = XenShareDev::open(a.domid)?;
+    let peer = a.peer;
+    let mut passed = 0;
+    let mut check = |what: &str, ok: bool, got: String| -> Res<()> {
+        if !ok {
+            return Err(format!("{what}: got {got}").into());
+        }
+        println!("ok: {what}: {got}");
+        passed += 1;
+        Ok(())
+    };
+    let pages = p.alloc_pages(2)?;
+    let f0 = pages.frame(0).ok_or("no frame")?;
+    let f1 = pages.frame(1).ok_or("no frame")?;
+
+    let r = p.grant(Frame(f0.0 + 4096), peer, Access::ReadWrite);
+    check(
+        "grant of a page this file did not allocate",
+        matches!(r, Err(Error::InvalidArgument { .. })),
+        format!("{r:?}"),
+    )?;
+    let g = p.grant(f0, peer, Access::ReadWrite)?;
+    p.revoke(g)?;
+    let r = p.revoke(g);
+    check(
+        "revoke of a grant already ended",
+        matches!(r, Err(Error::NoGrant { .. })),
+        format!("{r:?}"),
+    )?;
+    // The peer's ref 0 is its console page, granted to dom0 only.
+    let r = p.map(peer, &[GrantRef(0)], Access::ReadOnly).map(drop);
+    check(
+        "map of a grant meant for another domain",
+        matches!(r, Err(Error::NoGrant { .. })),
+        format!("{r:?}"),
+    )?;
+    let r = p
+        .join(
+            ShareRef {
+                owner: peer,
+                descriptor: GrantRef(0),
+            },
+            0,
+        )
+        .map(drop);
+    check(
+        "join through a descriptor not granted to us",
+        matches!(r, Err(Error::NoGrant { .. })),
+        format!("{r:?}"),
+    )?;
+
+    // One batch: out of page, a page not ours, a grant not ours, and a
+    // valid copy from page 0 to page 1, which must still happen.
+    let pattern: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+    pages.mem().write_from(0, &pattern)?;
+    let local = |frame: Frame, offset: u16| abi::CopyPtr {
+        page: frame.0,
+        offset,
+        ..Default::default()
+    };
+    let seg = |src, dst, len, flags| abi::CopySeg {
+        src,
+        dst,
+        len,
+        flags,
+        status: 0,
+        pad: 0,
+    };
+    let foreign = abi::CopyPtr {
+        gref: 0,
+        domid: peer,
+        ..Default::default()
+    };
+    let mut segs = [
+        seg(local(f0, 4000), local(f1, 0), 200, 0),
+        seg(local(Frame(f1.0 + 4096), 0), local(f1, 0), 64, 0),
+        seg(foreign, local(f1, 0), 64, abi::COPY_SRC_FOREIGN),
+        seg(local(f0, 0), local(f1, 100), 64, 0),
+    ];
+    p.copy_raw(&mut segs)?;
+    let st: Vec<i16> = segs.iter().map(|s| s.status).collect();
+    let mut back = vec![0u8; 64];
+    pages.mem().read_into(PAGE_SIZE + 100, &mut back)?;
+    check(
+        "copy batch: out of page -10, foreign page -3, peer's grant refused, valid copy 0",
+        st[0] == -10 && st[1] == -3 && st[2] < 0 && st[3] == 0 && back == pattern,
+        format!("statuses {st:?}, copied bytes match: {}", back == pattern),
+    )?;
+
+    let r = p.notify(Port(1));
+    check(
+        "notify of a port this file does not own",
+        matches!(r, Err(Error::BadPort { .. })),
+        format!("{r:?}"),
+    )?;
+    let port = p.alloc_unbound(peer)?;
+    p.close(port)?;
+    let r = p.notify(port);
+    check(
+        "notify of a closed port",
+        matches!(r, Err(Error::BadPort { .. })),
+        format!("{r:?}"),
+    )?;
+    let r = p.wait(Some(p.now_ns()), &mut |_| {});
+    check(
+        "wait with nothing fired",
+        matches!(r, Err(Error::TimedOut)),
+        format!("{r:?}"),
+    )?;
+    println!("refusals: {passed} checks passed");
+    Ok(())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let r = match args.get(1).map(String::as_str) {
         Some("owner") => parse(&args[2..], "--peer", false).and_then(owner),
         Some("member") => parse(&args[2..], "--owner", true).and_then(member),
+        Some("refusals") => parse(&args[2..], "--peer", false).and_then(refusals),
         _ => Err(USAGE.into()),
     };
     if let Err(e) = r {

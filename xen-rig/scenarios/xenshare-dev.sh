@@ -11,6 +11,9 @@
 # grant-copies (sg_xfer) both ways. Both print checksums of what they sent
 # and received; the scenario compares them across the domains. Runs: PV
 # owner / PVH member, PVH owner / PV member, PV owner / PVH member joining.
+# In each domU the device refuses pages, grants, ports and mappings that
+# are not the caller's and copy segments out of bounds (example mode
+# `refusals`).
 # Then: no grant of either domU in use and none mapped by either (Xen's
 # grant dump, debug key g), both before and after `rmmod xenshare`. Last,
 # an owner that vanishes: the PVH owner's domain is destroyed under a PV
@@ -111,8 +114,9 @@ xfer() {
     sums "/tmp/$3-owner.out" "/tmp/$3-member.out"
 }
 
-# grants: Xen's grant dump as "table-owner mapper" lines in /tmp/grants
-# (as in xenshare.sh: the ring cleared first, the dump complete).
+# grants: Xen's grant dump as "table-owner mapper [ref]" lines in
+# /tmp/grants (as in xenshare.sh: the ring cleared first, the dump
+# complete).
 grants() {
     xl dmesg -c > /dev/null
     xl debug-keys g
@@ -125,23 +129,32 @@ grants() {
             match($0, /remote d[0-9]+/); owner = substr($0, RSTART + 8, RLENGTH - 8)
          }
          /\(XEN\) +\[0x[0-9a-f]+\]/ {
-            for (i = 1; i <= NF; i++) if ($i ~ /^\[0x/) { print owner, $(i + 1); break }
+            for (i = 1; i <= NF; i++) if ($i ~ /^\[0x/) { print owner, $(i + 1), $i; break }
          }' /tmp/gdump > /tmp/grants
 }
 
 # no_grants NAME...: none of NAME's grants in use, nothing mapped by NAME.
+# Refs 0 and 1 are the console and xenstore pages (GNTTAB_RESERVED_*),
+# which dom0's xenconsoled and xenstored map for every domain.
 no_grants() {
     grants || return 1
     _bad=0
     for _d in "$@"; do
         _id=$(xl domid "$_d") || return 1
-        _u=$(awk -v o="$_id" '$1 == o' /tmp/grants | wc -l)
+        _u=$(awk -v o="$_id" '$1 == o && !($2 == 0 && ($3 == "[0x000]" || $3 == "[0x001]"))' /tmp/grants | wc -l)
         _m=$(awk -v m="$_id" '$2 == m' /tmp/grants | wc -l)
         echo "$_d (domain $_id): $_u of its grants in use, maps $_m grants"
         [ "$_u" -eq 0 ] && [ "$_m" -eq 0 ] || _bad=1
     done
     [ "$_bad" -eq 0 ] || grep -B2 -A6 "grant-table for remote" /tmp/gdump | head -n 40
     [ "$_bad" -eq 0 ]
+}
+
+# refusals NAME PEER: the device refuses what is not the caller's, with
+# the documented errors (example mode `refusals`).
+refusals() {
+    dom_expect "$1" "refusals: 8 checks passed" \
+        "xenshare-xfer refusals --domid $(xl domid "$1") --peer $(xl domid "$2")"
 }
 
 unload() {
@@ -167,6 +180,13 @@ until grep -q 'joined' /tmp/xfer-vanish-member.log; do
 done
 sleep 3
 cat /tmp/xfer-vanish-member.log" || return 1
+    # While it runs, the member maps the share's 66 pages (the descriptor
+    # was unmapped after its copy): the dump sees them, so it would see
+    # a leftover too.
+    grants || return 1
+    _m=$(awk -v o="$_own" -v m="$_me" '$1 == o && $2 == m' /tmp/grants | wc -l)
+    echo "$PV maps $_m of $PVH's grants while the transfer runs"
+    [ "$_m" -eq 66 ] || return 1
     xl destroy $PVH || return 1
     echo "destroyed $PVH (domain $_own) under the member"
     dom_run $PV "i=0
@@ -211,6 +231,8 @@ step load-pvh 60 load $PVH
 step xfer-pv-owner 300 xfer $PV $PVH pv-owner
 step xfer-pvh-owner 300 xfer $PVH $PV pvh-owner
 step xfer-join 300 xfer $PV $PVH join --join
+step refusals-pv 60 refusals $PV $PVH
+step refusals-pvh 60 refusals $PVH $PV
 step grants-closed 60 no_grants $PV $PVH
 step unload-pv 60 unload $PV
 step unload-pvh 60 unload $PVH

@@ -600,6 +600,27 @@ impl GrantTable for XenShareDev {
 }
 
 impl XenShareDev {
+    /// The device's COPY as it is: one batch of at most
+    /// [`abi::MAX_COPY_SEGS`] segments in the kernel's own form, each
+    /// checked by the kernel, every `status` written back (a GNTST code).
+    /// For callers that build segments themselves; [`GrantTable::copy`]
+    /// is the checked, typed way.
+    pub fn copy_raw(&mut self, segs: &mut [abi::CopySeg]) -> Result<()> {
+        if segs.is_empty() || segs.len() > abi::MAX_COPY_SEGS {
+            return Err(Error::InvalidArgument {
+                what: "copy batch (1..=128 segments)",
+            });
+        }
+        let mut c = abi::Copy {
+            segs: segs.as_mut_ptr() as u64,
+            count: segs.len() as u32,
+            pad: 0,
+        };
+        // SAFETY: `c` is `struct xenshare_copy` pointing at `segs`, live
+        // and writable for the call.
+        unsafe { self.ioctl(abi::IOC_COPY, &mut c, "xenshare: grant copy") }.map(drop)
+    }
+
     fn evtchn(&mut self, req: u64, mut e: abi::Evtchn, op: &'static str) -> Result<Port> {
         let remote = e.domid;
         // SAFETY: `e` is `struct xenshare_evtchn`.
