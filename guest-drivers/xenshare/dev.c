@@ -463,12 +463,16 @@ static u32 xs_map_flags(struct xs_obj *o)
 	return GNTMAP_host_map | (o->readonly ? GNTMAP_readonly : 0);
 }
 
-/* Errno of a failed GNTST_* map status. */
+/*
+ * Errno of a failed GNTST_* map status. Xen answers a v1 entry that is not
+ * granted to us (other domain, or not in use) with GNTST_general_error.
+ */
 static int xs_gntst_errno(s16 st)
 {
 	switch (st) {
 	case GNTST_bad_domain:
 		return -ESRCH;
+	case GNTST_general_error:
 	case GNTST_bad_gntref:
 	case GNTST_permission_denied:
 		return -EACCES;
