@@ -98,6 +98,7 @@ pub fn tier() -> Result<u64> {
         ("blk-domu", None),
         ("net", None),
         ("xenshare", None),
+        ("xenshare-dev", None),
     ] {
         let t = Instant::now();
         run::run(
