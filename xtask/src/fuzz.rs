@@ -17,7 +17,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{root, run_step, target_dir};
+use crate::util::{ensure_apt, root, run_step, target_dir};
 
 /// The cargo-fuzz release the project is tested with.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -157,7 +157,118 @@ pub fn smoke(seconds_per_target: u64) -> Result<()> {
             )
         })?;
     }
+    smoke_c(seconds_per_target)
+}
+
+/// The C fuzz targets of the guest modules' parsers
+/// (`guest-drivers/fuzz/*.c`), built with clang's libFuzzer and run like
+/// the Rust ones. Each target names the module sources it links in its
+/// first line, `// sources: xenshare/parse.c ...` (paths under
+/// `guest-drivers/`): the modules' parsers of backend-written bytes build
+/// unchanged in userspace (`xenshare/kcompat.h`).
+fn smoke_c(seconds_per_target: u64) -> Result<()> {
+    let drivers = root().join("guest-drivers");
+    let targets = c_targets(&drivers.join("fuzz"))?;
+    if targets.is_empty() {
+        eprintln!("==> no C fuzz targets in guest-drivers/fuzz");
+        return Ok(());
+    }
+    let clang = ensure_clang()?;
+    let work = target_dir().join("fuzz-c");
+    for (name, src, sources) in targets {
+        let bin = work.join("bin").join(&name);
+        std::fs::create_dir_all(bin.parent().unwrap())?;
+        let mut build = Command::new(&clang);
+        build
+            .args(["-g", "-O1", "-std=gnu11", "-Wall", "-Wextra", "-Werror"])
+            .args([
+                "-fsanitize=fuzzer,address,undefined",
+                "-fno-sanitize-recover=undefined",
+            ])
+            .arg("-I")
+            .arg(drivers.join("include"))
+            .arg(&src)
+            .args(sources.iter().map(|s| drivers.join(s)))
+            .arg("-o")
+            .arg(&bin);
+        run_step(&format!("build C fuzz target {name}"), &mut build)?;
+        let corpus = work.join("corpus").join(&name);
+        let artifacts = work.join("artifacts").join(&name);
+        std::fs::create_dir_all(&corpus)?;
+        std::fs::create_dir_all(&artifacts)?;
+        let mut run = Command::new(&bin);
+        run.arg(&corpus);
+        let seeds = drivers.join("fuzz/seeds").join(&name);
+        if seeds.is_dir() {
+            run.arg(&seeds);
+        }
+        run.arg(format!("-max_total_time={seconds_per_target}"))
+            .arg("-timeout=10")
+            .arg(format!("-artifact_prefix={}/", artifacts.display()));
+        run_step(
+            &format!("fuzz {name} (C) for {seconds_per_target} s"),
+            &mut run,
+        )
+        .with_context(|| {
+            format!(
+                "C fuzz target {name} failed; its input is in {} (replay: {} <input>)",
+                artifacts.display(),
+                bin.display()
+            )
+        })?;
+    }
     Ok(())
+}
+
+/// `(name, file, module sources)` of each `guest-drivers/fuzz/*.c`.
+fn c_targets(dir: &Path) -> Result<Vec<(String, PathBuf, Vec<String>)>> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "c") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let sources = parse_sources(&text)
+            .with_context(|| format!("{}: first line must be `// sources: ...`", path.display()))?;
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        out.push((name, path, sources));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The module sources a C fuzz target names in its first line.
+fn parse_sources(text: &str) -> Option<Vec<String>> {
+    let list = text.lines().next()?.strip_prefix("// sources:")?;
+    let sources: Vec<String> = list.split_whitespace().map(str::to_string).collect();
+    (!sources.is_empty()
+        && sources
+            .iter()
+            .all(|s| s.ends_with(".c") && !s.contains("..")))
+    .then_some(sources)
+}
+
+/// clang and its libFuzzer runtime (Debian splits it into
+/// `libclang-rt-<major>-dev`), installed once.
+fn ensure_clang() -> Result<PathBuf> {
+    ensure_apt(&["clang"])?;
+    let out = Command::new("clang")
+        .arg("--version")
+        .output()
+        .context("running clang --version")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let major = text
+        .split("version ")
+        .nth(1)
+        .and_then(|v| v.split('.').next())
+        .filter(|m| m.chars().all(|c| c.is_ascii_digit()))
+        .with_context(|| format!("no version in clang --version: {text}"))?;
+    ensure_apt(&[&format!("libclang-rt-{major}-dev")])?;
+    Ok(PathBuf::from("clang"))
 }
 
 #[cfg(test)]
@@ -177,5 +288,17 @@ mod tests {
         ] {
             assert!(names.iter().any(|n| n == t), "{t} missing from {names:?}");
         }
+    }
+
+    #[test]
+    fn c_target_sources_come_from_the_first_line() {
+        assert_eq!(
+            parse_sources("// sources: xenshare/parse.c xensnet/parse.c\n#include <x>"),
+            Some(vec!["xenshare/parse.c".into(), "xensnet/parse.c".into()])
+        );
+        assert_eq!(parse_sources("#include <x>\n// sources: a.c"), None);
+        assert_eq!(parse_sources("// sources:"), None);
+        assert_eq!(parse_sources("// sources: ../../etc/x.c"), None);
+        assert_eq!(parse_sources("// sources: parse.h"), None);
     }
 }

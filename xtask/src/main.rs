@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod dist;
 mod fuzz;
 mod images;
 mod modules;
@@ -29,6 +30,8 @@ enum Cmd {
     Bench(bench::Args),
     /// Build the unikernel images under target/images/.
     Images(images::Args),
+    /// Debian packages for dom0 and (DKMS) for guests, under target/dist/.
+    Dist(dist::Args),
     /// Build the Linux guest modules (guest-drivers/) against the rig kernel, W=1 clean.
     Modules(modules::Args),
     /// Real Xen nested in QEMU: fetch, build and run scenarios.
@@ -42,6 +45,7 @@ fn main() {
         Cmd::Test(a) => test::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Images(a) => images::run(a),
+        Cmd::Dist(a) => dist::run(a),
         Cmd::Modules(a) => modules::run(a),
         Cmd::Xen(a) => xen::run(a),
     };

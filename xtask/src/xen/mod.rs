@@ -75,7 +75,8 @@ pub fn run(args: Args) -> Result<()> {
 
 /// The `xen` tier of `cargo xtask test`: smoke must pass, a scenario whose
 /// domU command fails must fail at that step with its logs kept, the PVH
-/// self-test must pass, and netback-uk must switch two Linux domUs (`net`).
+/// self-test must pass, netback-uk must switch two Linux domUs (`net`), and
+/// the guest kernel transport must join and leave a share (`xenshare`).
 /// Returns the number of scenarios that ended as expected.
 pub fn tier() -> Result<u64> {
     let phase = |name: &str, t: Instant| {
@@ -98,6 +99,7 @@ pub fn tier() -> Result<u64> {
         ("blk-domu", None),
         ("net", None),
         ("xenshare", None),
+        ("net-modules", None),
         ("xenshare-dev", None),
     ] {
         let t = Instant::now();

@@ -1,0 +1,889 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * xensblk: a disk served through a xen-share block share
+ * (docs/protocol.md "Block share (xensblk)").
+ *
+ * Each disk entry of the vdevice page becomes a blk-mq disk /dev/xsbX.
+ * A request's pages are granted to the share's owner for the request's
+ * lifetime; the request names them in a slot of the request lane (inline
+ * segments, or one indirect page); the owner answers in the response lane
+ * with the request's id, which is the blk-mq tag.
+ *
+ * When the server restarts, dom0 rewrites the entry in place and the bus
+ * calls reconnect(): the requests the old server left unanswered are
+ * granted again to the new owner and re-issued, in the order they were
+ * first issued, so the file system above only sees a pause.
+ *
+ * Everything the server writes is copied out once and parsed by parse.c.
+ * A broken server (bad index, status or id) gets its disk failed, not the
+ * kernel: the disk stops reading the lane and fails what is in flight.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/module.h>
+#include <linux/blkdev.h>
+#include <linux/blk-mq.h>
+#include <linux/idr.h>
+#include <linux/scatterlist.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <xen/grant_table.h>
+#include <xen/xen.h>
+#include <xen/page.h>
+#include "xenshare/bus.h"
+#include "xenshare/lane.h"
+#include "parse.h"
+
+/* 1 MiB per request: one indirect page holds all its segments. */
+#define XSBLK_MAX_SEGMENTS 256
+#define XSBLK_MAX_DEPTH 256
+#define XSBLK_MINORS 16
+/* xsba..xsbz, then xsbaa..xsbzz. */
+#define XSBLK_MAX_DISKS (26 + 26 * 26)
+
+static_assert(XSBLK_MAX_SEGMENTS <= XS_BLK_SEGMENTS_PER_INDIRECT_PAGE);
+static_assert(PAGE_SIZE == XS_PAGE_SIZE);
+
+/* A share this disk is attached to: its offer and both lanes. */
+struct xsblk_lanes {
+	struct xenshare_share *sh;
+	struct xsblk_control control;
+	u32 slots;
+	struct xs_lane req;
+	struct xs_lane rsp;
+};
+
+struct xsblk_info {
+	struct xenshare_device *xdev;
+	struct gendisk *gd;
+	struct blk_mq_tag_set tag_set;
+	int index;
+	unsigned int depth;		/* ids are 0..depth-1 (the tags) */
+	unsigned int max_segs;		/* > inline: indirect requests */
+
+	spinlock_t lock;		/* everything below */
+	struct xsblk_lanes cur;
+	struct list_head issued;	/* in flight, in issue order */
+	u8 *in_flight;			/* [depth], for the response parser */
+	struct request **rqs;		/* [depth] */
+	bool broken;			/* the server broke the protocol */
+	bool dying;			/* remove() has begun */
+	bool wait_room;			/* a request waits for a free slot */
+	unsigned long grants;		/* live grants to the server */
+	unsigned long pinned;		/* ended while the server held them */
+};
+
+/* Per request (blk-mq pdu); sg[] follows, info->max_segs entries. */
+struct xsblk_req {
+	struct list_head node;
+	u32 id;
+	u8 op;				/* XS_BLK_OP_* as sent */
+	u8 flags;			/* XS_BLK_REQ_* */
+	bool write;
+	blk_status_t status;
+	unsigned int nr_sg;
+	unsigned int nr_grants;		/* grefs[0..nr_grants) are live */
+	bool indirect_granted;
+	grant_ref_t indirect_gref;
+	struct page *indirect;		/* when max_segs > inline */
+	grant_ref_t grefs[XSBLK_MAX_SEGMENTS];
+	struct scatterlist sg[];
+};
+
+static void xsblk_break(struct xsblk_info *info, const char *why, long long what);
+
+static int xsblk_major;
+static DEFINE_IDA(xsblk_ida);
+
+/* ---- attaching to a share ------------------------------------------- */
+
+static int xsblk_attach(struct xsblk_lanes *l, struct xenshare_share *sh)
+{
+	struct xs_blk_control raw;
+	const void *p;
+	u32 s;
+	int err;
+
+	p = xenshare_share_ptr(sh, 0, sizeof(raw));
+	if (!p)
+		return -EPROTO;
+	memcpy(&raw, p, sizeof(raw));
+	err = xsblk_parse_control(&raw, &l->control);
+	if (err)
+		return err;
+	s = xs_blk_slots(sh->nr_pages);
+	if (!s)
+		return -EPROTO;
+	err = xs_lane_attach(&l->req, sh, XS_BLK_REQUEST_LANE,
+			     xs_blk_request_slots_off(s), s,
+			     XS_BLK_REQUEST_SIZE, true);
+	if (err)
+		return err;
+	err = xs_lane_attach(&l->rsp, sh, xs_blk_response_lane_off(s),
+			     xs_blk_response_slots_off(s), s,
+			     XS_BLK_RESPONSE_SIZE, false);
+	if (err)
+		return err;
+	l->sh = sh;
+	l->slots = s;
+	return 0;
+}
+
+/* ---- grants --------------------------------------------------------- */
+
+static int xsblk_grant_page(struct xsblk_info *info, struct page *page,
+			    bool readonly, grant_ref_t *ref)
+{
+	int r = gnttab_grant_foreign_access(info->cur.sh->owner,
+					    xen_page_to_gfn(page), readonly);
+
+	if (r < 0)
+		return r;
+	*ref = r;
+	info->grants++;
+	return 0;
+}
+
+/*
+ * The server only copies through our grants, so each is idle once the
+ * request is answered. One still in use means the server mapped it: the
+ * page stays pinned until it lets go, and the caller treats the server
+ * as broken.
+ */
+static bool xsblk_end_grant(struct xsblk_info *info, grant_ref_t ref,
+			    struct page *page)
+{
+	info->grants--;
+	if (gnttab_try_end_foreign_access(ref))
+		return true;
+	info->pinned++;
+	get_page(page);
+	gnttab_end_foreign_access(ref, page);
+	return false;
+}
+
+static bool xsblk_end_grants(struct xsblk_info *info, struct xsblk_req *req)
+{
+	struct scatterlist *sg;
+	bool idle = true;
+	unsigned int i;
+
+	for_each_sg(req->sg, sg, req->nr_grants, i)
+		idle &= xsblk_end_grant(info, req->grefs[i], sg_page(sg));
+	req->nr_grants = 0;
+	if (req->indirect_granted)
+		idle &= xsblk_end_grant(info, req->indirect_gref, req->indirect);
+	req->indirect_granted = false;
+	return idle;
+}
+
+/* Grant each data page and describe it as a segment in segs[]. */
+static int xsblk_grant_data(struct xsblk_info *info, struct xsblk_req *req,
+			    struct xs_blk_segment *segs)
+{
+	struct scatterlist *sg;
+	unsigned int i;
+	int err;
+
+	for_each_sg(req->sg, sg, req->nr_sg, i) {
+		unsigned int off = sg->offset, len = sg->length;
+
+		if (!len || off % XS_BLK_SECTOR_SIZE || len % XS_BLK_SECTOR_SIZE ||
+		    off + len > PAGE_SIZE)
+			return -EINVAL;
+		/* The server writes our pages on reads, only reads them on writes. */
+		err = xsblk_grant_page(info, sg_page(sg), req->write, &req->grefs[i]);
+		if (err)
+			return err;
+		req->nr_grants++;
+		segs[i].gref = cpu_to_le32(req->grefs[i]);
+		segs[i].first_sect = off / XS_BLK_SECTOR_SIZE;
+		segs[i].last_sect = (off + len - 1) / XS_BLK_SECTOR_SIZE;
+		segs[i].reserved = 0;
+	}
+	return 0;
+}
+
+static int xsblk_grant_indirect(struct xsblk_info *info, struct xsblk_req *req,
+				struct xs_blk_request *w)
+{
+	int err;
+
+	err = xsblk_grant_data(info, req, page_address(req->indirect));
+	if (err)
+		return err;
+	err = xsblk_grant_page(info, req->indirect, true, &req->indirect_gref);
+	if (err)
+		return err;
+	req->indirect_granted = true;
+	w->u.indirect.op = req->write ? XS_BLK_OP_WRITE : XS_BLK_OP_READ;
+	w->u.indirect.grefs[0] = cpu_to_le32(req->indirect_gref);
+	return 0;
+}
+
+/* ---- issuing -------------------------------------------------------- */
+
+/* Grant what the request needs and describe it in w (private). */
+static int xsblk_build(struct xsblk_info *info, struct request *rq,
+		       struct xsblk_req *req, struct xs_blk_request *w)
+{
+	memset(w, 0, sizeof(*w));
+	w->op = req->op;
+	w->id = cpu_to_le64(req->id);
+	switch (req->op) {
+	case XS_BLK_OP_FLUSH:
+		return 0;
+	case XS_BLK_OP_DISCARD:
+		w->sector = cpu_to_le64(blk_rq_pos(rq));
+		w->u.discard.nr_sectors = cpu_to_le64(blk_rq_sectors(rq));
+		return 0;
+	}
+	w->flags = req->flags;
+	w->sector = cpu_to_le64(blk_rq_pos(rq));
+	w->nr_segments = cpu_to_le16(req->nr_sg);
+	if (req->op == XS_BLK_OP_INDIRECT)
+		return xsblk_grant_indirect(info, req, w);
+	return xsblk_grant_data(info, req, w->u.seg);
+}
+
+/*
+ * Put a prepared request in the request lane (not yet published). Lock
+ * held. On failure nothing stays granted and the request is not in
+ * flight.
+ */
+static blk_status_t xsblk_issue(struct xsblk_info *info, struct request *rq,
+				struct xsblk_req *req)
+{
+	struct xs_blk_request w;
+	int room, err;
+	void *slot;
+
+	if (info->broken)
+		return BLK_STS_IOERR;
+	if (info->in_flight[req->id]) {
+		/* blk-mq never has two requests on one tag: no id is reused. */
+		dev_err_ratelimited(&info->xdev->dev, "%s: id %u already in flight\n",
+				    info->gd->disk_name, req->id);
+		return BLK_STS_IOERR;
+	}
+	room = xs_lane_producer_refresh(&info->cur.req);
+	if (room < 0) {
+		xsblk_break(info, "request lane index", room);
+		return BLK_STS_IOERR;
+	}
+	if (!room && !xs_lane_prepare_wait(&info->cur.req, true, 1)) {
+		info->wait_room = true;
+		return BLK_STS_DEV_RESOURCE;
+	}
+	slot = xs_lane_slot(&info->cur.req, info->cur.req.ours);
+	if (!slot)
+		return BLK_STS_IOERR;
+	err = xsblk_build(info, rq, req, &w);
+	if (err) {
+		xsblk_end_grants(info, req);
+		return err == -EINVAL ? BLK_STS_IOERR : BLK_STS_RESOURCE;
+	}
+	memcpy(slot, &w, sizeof(w));
+	info->cur.req.ours++;
+	info->in_flight[req->id] = 1;
+	info->rqs[req->id] = rq;
+	list_add_tail(&req->node, &info->issued);
+	return BLK_STS_OK;
+}
+
+static void xsblk_push(struct xsblk_info *info)
+{
+	if (xs_lane_publish(&info->cur.req, true))
+		xenshare_share_trigger(info->cur.sh);
+}
+
+/* ---- completing ----------------------------------------------------- */
+
+/* Take a request out of flight and complete it. Lock held. */
+static bool xsblk_finish(struct xsblk_info *info, struct xsblk_req *req,
+			 blk_status_t status)
+{
+	struct request *rq = info->rqs[req->id];
+	bool idle;
+
+	info->in_flight[req->id] = 0;
+	info->rqs[req->id] = NULL;
+	list_del(&req->node);
+	idle = xsblk_end_grants(info, req);
+	req->status = idle ? status : BLK_STS_IOERR;
+	blk_mq_complete_request(rq);
+	return idle;
+}
+
+static void xsblk_fail_all(struct xsblk_info *info)
+{
+	struct xsblk_req *req, *tmp;
+
+	list_for_each_entry_safe(req, tmp, &info->issued, node)
+		xsblk_finish(info, req, BLK_STS_IOERR);
+}
+
+/* The server broke the protocol: stop using the lane. Lock held. */
+static void xsblk_break(struct xsblk_info *info, const char *why, long long what)
+{
+	if (info->broken)
+		return;
+	info->broken = true;
+	dev_err(&info->xdev->dev,
+		"%s: server domain %u broke the protocol (%s: %lld); failing %s\n",
+		info->gd->disk_name, info->cur.sh->owner, why, what,
+		"its requests until the entry is rewritten");
+	xsblk_fail_all(info);
+}
+
+static blk_status_t xsblk_status(s16 status)
+{
+	switch (status) {
+	case XS_BLK_STATUS_OKAY:
+		return BLK_STS_OK;
+	case XS_BLK_STATUS_NOT_SUPPORTED:
+		return BLK_STS_NOTSUPP;
+	default:
+		return BLK_STS_IOERR;
+	}
+}
+
+/* Copy out and complete n responses. Lock held; false if broken. */
+static bool xsblk_consume(struct xsblk_info *info, int n)
+{
+	struct xs_blk_response raw;
+	struct xsblk_response r;
+	const void *slot;
+	int err;
+
+	while (n-- > 0) {
+		slot = xs_lane_slot(&info->cur.rsp, info->cur.rsp.ours);
+		if (!slot) {
+			xsblk_break(info, "response slot outside the share", 0);
+			return false;
+		}
+		memcpy(&raw, slot, sizeof(raw));
+		info->cur.rsp.ours++;
+		err = xsblk_parse_response(&raw, info->in_flight, info->depth, &r);
+		if (err == -ENOENT) {
+			xsblk_break(info, "response to no request in flight, id",
+				    (long long)le64_to_cpu(raw.id));
+			return false;
+		}
+		if (err) {
+			xsblk_break(info, "response status",
+				    (s16)le16_to_cpu(raw.status));
+			return false;
+		}
+		if (!xsblk_finish(info, blk_mq_rq_to_pdu(info->rqs[r.id]),
+				  xsblk_status(r.status))) {
+			xsblk_break(info, "grant still in use after the response, id", r.id);
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * Take every response there is, then ask to be triggered for the next.
+ * Each round completes at least one request in flight (an id answered
+ * twice breaks the lane), so depth + 1 rounds always suffice.
+ */
+static void xsblk_poll(struct xsblk_info *info)
+{
+	unsigned int round;
+	int n;
+
+	for (round = 0; round <= info->depth && !info->broken; round++) {
+		n = xs_lane_consumer_refresh(&info->cur.rsp);
+		if (n < 0) {
+			xsblk_break(info, "response lane index", n);
+			break;
+		}
+		if (!xsblk_consume(info, n))
+			break;
+		if (xs_lane_publish(&info->cur.rsp, false))
+			xenshare_share_trigger(info->cur.sh);
+		if (!xs_lane_prepare_wait(&info->cur.rsp, false, 0))
+			break;
+	}
+	if (info->wait_room || info->broken) {
+		info->wait_room = false;
+		blk_mq_run_hw_queues(info->gd->queue, true);
+	}
+}
+
+static irqreturn_t xsblk_interrupt(int irq, void *data)
+{
+	struct xsblk_info *info = data;
+	unsigned long flags;
+
+	spin_lock_irqsave(&info->lock, flags);
+	if (!info->broken && !info->dying)
+		xsblk_poll(info);
+	spin_unlock_irqrestore(&info->lock, flags);
+	return IRQ_HANDLED;
+}
+
+/* ---- blk-mq --------------------------------------------------------- */
+
+static blk_status_t xsblk_map(struct xsblk_info *info, struct request *rq,
+			      struct xsblk_req *req)
+{
+	req->nr_sg = blk_rq_map_sg(rq->q, rq, req->sg);
+	if (!req->nr_sg || req->nr_sg > info->max_segs)
+		return BLK_STS_IOERR;
+	if (req->nr_sg > XS_BLK_MAX_INLINE_SEGMENTS)
+		req->op = XS_BLK_OP_INDIRECT;
+	else
+		req->op = req->write ? XS_BLK_OP_WRITE : XS_BLK_OP_READ;
+	return BLK_STS_OK;
+}
+
+/* Decide the wire op and map the data; no lock, nothing granted. */
+static blk_status_t xsblk_prepare(struct xsblk_info *info, struct request *rq,
+				  struct xsblk_req *req)
+{
+	u32 features = info->cur.control.features;
+
+	req->id = rq->tag;
+	req->flags = 0;
+	req->write = false;
+	req->nr_sg = 0;
+	if (rq->tag < 0 || (unsigned int)rq->tag >= info->depth)
+		return BLK_STS_IOERR;
+	switch (req_op(rq)) {
+	case REQ_OP_FLUSH:
+		if (!(features & XS_BLK_F_FLUSH))
+			return BLK_STS_NOTSUPP;
+		req->op = XS_BLK_OP_FLUSH;
+		return BLK_STS_OK;
+	case REQ_OP_DISCARD:
+		if (!(features & XS_BLK_F_DISCARD))
+			return BLK_STS_NOTSUPP;
+		req->op = XS_BLK_OP_DISCARD;
+		return BLK_STS_OK;
+	case REQ_OP_WRITE:
+		req->write = true;
+		if ((rq->cmd_flags & REQ_FUA) && (features & XS_BLK_F_FUA))
+			req->flags = XS_BLK_REQ_FUA;
+		return xsblk_map(info, rq, req);
+	case REQ_OP_READ:
+		return xsblk_map(info, rq, req);
+	default:
+		return BLK_STS_NOTSUPP;
+	}
+}
+
+static blk_status_t xsblk_queue_rq(struct blk_mq_hw_ctx *hctx,
+				   const struct blk_mq_queue_data *bd)
+{
+	struct xsblk_info *info = hctx->queue->queuedata;
+	struct request *rq = bd->rq;
+	struct xsblk_req *req = blk_mq_rq_to_pdu(rq);
+	unsigned long flags;
+	blk_status_t sts;
+
+	sts = xsblk_prepare(info, rq, req);
+	if (sts)
+		return sts;
+	blk_mq_start_request(rq);
+	spin_lock_irqsave(&info->lock, flags);
+	if (info->broken || info->dying)
+		sts = BLK_STS_IOERR;
+	else
+		sts = xsblk_issue(info, rq, req);
+	if (sts == BLK_STS_OK && bd->last)
+		xsblk_push(info);
+	spin_unlock_irqrestore(&info->lock, flags);
+	return sts;
+}
+
+static void xsblk_commit_rqs(struct blk_mq_hw_ctx *hctx)
+{
+	struct xsblk_info *info = hctx->queue->queuedata;
+	unsigned long flags;
+
+	spin_lock_irqsave(&info->lock, flags);
+	if (!info->broken && !info->dying)
+		xsblk_push(info);
+	spin_unlock_irqrestore(&info->lock, flags);
+}
+
+static void xsblk_complete_rq(struct request *rq)
+{
+	struct xsblk_req *req = blk_mq_rq_to_pdu(rq);
+
+	blk_mq_end_request(rq, req->status);
+}
+
+static int xsblk_init_request(struct blk_mq_tag_set *set, struct request *rq,
+			      unsigned int hctx_idx, unsigned int numa_node)
+{
+	struct xsblk_info *info = set->driver_data;
+	struct xsblk_req *req = blk_mq_rq_to_pdu(rq);
+
+	sg_init_table(req->sg, info->max_segs);
+	req->nr_grants = 0;
+	req->indirect_granted = false;
+	req->indirect = NULL;
+	if (info->max_segs <= XS_BLK_MAX_INLINE_SEGMENTS)
+		return 0;
+	req->indirect = alloc_pages_node(numa_node, GFP_KERNEL, 0);
+	return req->indirect ? 0 : -ENOMEM;
+}
+
+static void xsblk_exit_request(struct blk_mq_tag_set *set, struct request *rq,
+			       unsigned int hctx_idx)
+{
+	struct xsblk_req *req = blk_mq_rq_to_pdu(rq);
+
+	if (req->indirect)
+		__free_page(req->indirect);
+	req->indirect = NULL;
+}
+
+static const struct blk_mq_ops xsblk_mq_ops = {
+	.queue_rq = xsblk_queue_rq,
+	.commit_rqs = xsblk_commit_rqs,
+	.complete = xsblk_complete_rq,
+	.init_request = xsblk_init_request,
+	.exit_request = xsblk_exit_request,
+};
+
+static const struct block_device_operations xsblk_fops = {
+	.owner = THIS_MODULE,
+};
+
+/* ---- the disk ------------------------------------------------------- */
+
+/* xsba..xsbz, xsbaa..xsbzz */
+static void xsblk_disk_name(char *name, unsigned int index)
+{
+	if (index < 26)
+		snprintf(name, DISK_NAME_LEN, "xsb%c", 'a' + index);
+	else
+		snprintf(name, DISK_NAME_LEN, "xsb%c%c",
+			 'a' + (index - 26) / 26, 'a' + (index - 26) % 26);
+}
+
+static unsigned int xsblk_max_segments(const struct xsblk_control *c)
+{
+	if (!(c->features & XS_BLK_F_INDIRECT) ||
+	    c->max_indirect_segments <= XS_BLK_MAX_INLINE_SEGMENTS)
+		return XS_BLK_MAX_INLINE_SEGMENTS;
+	return min_t(unsigned int, c->max_indirect_segments, XSBLK_MAX_SEGMENTS);
+}
+
+static void xsblk_set_limits(struct xsblk_info *info)
+{
+	struct request_queue *q = info->gd->queue;
+	u32 features = info->cur.control.features;
+
+	blk_queue_logical_block_size(q, XS_BLK_SECTOR_SIZE);
+	blk_queue_max_segments(q, info->max_segs);
+	blk_queue_max_segment_size(q, PAGE_SIZE);
+	blk_queue_segment_boundary(q, PAGE_SIZE - 1);
+	blk_queue_max_hw_sectors(q, info->max_segs * XS_BLK_SECTORS_PER_PAGE);
+	blk_queue_dma_alignment(q, XS_BLK_SECTOR_SIZE - 1);
+	blk_queue_write_cache(q, features & XS_BLK_F_FLUSH,
+			      (features & XS_BLK_F_FLUSH) && (features & XS_BLK_F_FUA));
+	if (features & XS_BLK_F_DISCARD) {
+		q->limits.discard_granularity = XS_BLK_SECTOR_SIZE;
+		blk_queue_max_discard_sectors(q, UINT_MAX >> SECTOR_SHIFT);
+	}
+}
+
+static int xsblk_alloc_disk(struct xsblk_info *info)
+{
+	struct blk_mq_tag_set *set = &info->tag_set;
+	struct gendisk *gd;
+	int err;
+
+	set->ops = &xsblk_mq_ops;
+	set->nr_hw_queues = 1;
+	set->queue_depth = info->depth;
+	set->numa_node = NUMA_NO_NODE;
+	set->flags = BLK_MQ_F_SHOULD_MERGE;
+	set->cmd_size = struct_size((struct xsblk_req *)NULL, sg, info->max_segs);
+	set->driver_data = info;
+	err = blk_mq_alloc_tag_set(set);
+	if (err)
+		return err;
+	gd = blk_mq_alloc_disk(set, info);
+	if (IS_ERR(gd)) {
+		blk_mq_free_tag_set(set);
+		return PTR_ERR(gd);
+	}
+	gd->major = xsblk_major;
+	gd->first_minor = info->index * XSBLK_MINORS;
+	gd->minors = XSBLK_MINORS;
+	gd->fops = &xsblk_fops;
+	gd->private_data = info;
+	xsblk_disk_name(gd->disk_name, info->index);
+	set_capacity(gd, info->cur.control.capacity);
+	info->gd = gd;
+	xsblk_set_limits(info);
+	return 0;
+}
+
+static void xsblk_free_disk(struct xsblk_info *info)
+{
+	put_disk(info->gd);
+	blk_mq_free_tag_set(&info->tag_set);
+}
+
+static int xsblk_bind(struct xsblk_info *info, struct xenshare_share *sh)
+{
+	return xenshare_share_bind(sh, xsblk_interrupt, info->gd->disk_name, info);
+}
+
+static struct xsblk_info *xsblk_alloc_info(struct xenshare_device *xdev,
+					   unsigned int depth)
+{
+	struct xsblk_info *info = kzalloc(sizeof(*info), GFP_KERNEL);
+
+	if (!info)
+		return NULL;
+	info->in_flight = kcalloc(depth, sizeof(*info->in_flight), GFP_KERNEL);
+	info->rqs = kcalloc(depth, sizeof(*info->rqs), GFP_KERNEL);
+	if (!info->in_flight || !info->rqs) {
+		kfree(info->in_flight);
+		kfree(info->rqs);
+		kfree(info);
+		return NULL;
+	}
+	info->xdev = xdev;
+	info->depth = depth;
+	spin_lock_init(&info->lock);
+	INIT_LIST_HEAD(&info->issued);
+	return info;
+}
+
+static void xsblk_free_info(struct xsblk_info *info)
+{
+	kfree(info->in_flight);
+	kfree(info->rqs);
+	kfree(info);
+}
+
+static int xsblk_probe(struct xenshare_device *xdev)
+{
+	struct xsblk_lanes lanes;
+	struct xsblk_info *info;
+	unsigned long flags;
+	int err;
+
+	err = xsblk_attach(&lanes, xdev->share);
+	if (err) {
+		dev_err(&xdev->dev, "disk share of domain %u refused: %d\n",
+			xdev->share->owner, err);
+		return err;
+	}
+	info = xsblk_alloc_info(xdev, min_t(u32, lanes.slots, XSBLK_MAX_DEPTH));
+	if (!info)
+		return -ENOMEM;
+	info->cur = lanes;
+	info->max_segs = xsblk_max_segments(&lanes.control);
+	info->index = ida_alloc_max(&xsblk_ida, XSBLK_MAX_DISKS - 1, GFP_KERNEL);
+	if (info->index < 0) {
+		err = info->index;
+		goto err_info;
+	}
+	err = xsblk_alloc_disk(info);
+	if (err)
+		goto err_ida;
+	if (lanes.control.read_only || (xdev->flags & XS_ENTRY_READ_ONLY))
+		set_disk_ro(info->gd, true);
+	dev_set_drvdata(&xdev->dev, info);
+	err = xsblk_bind(info, xdev->share);
+	if (err)
+		goto err_disk;
+	spin_lock_irqsave(&info->lock, flags);
+	xsblk_poll(info);
+	err = info->broken ? -EPROTO : 0;
+	spin_unlock_irqrestore(&info->lock, flags);
+	if (!err)
+		err = device_add_disk(&xdev->dev, info->gd, NULL);
+	if (err)
+		goto err_unbind;
+	dev_info(&xdev->dev,
+		 "%s: %llu sectors from domain %u%s, features %#x, %u slots, %u segments per request\n",
+		 info->gd->disk_name, lanes.control.capacity, xdev->share->owner,
+		 get_disk_ro(info->gd) ? " (read-only)" : "", lanes.control.features,
+		 info->depth, info->max_segs);
+	return 0;
+
+err_unbind:
+	xenshare_share_unbind(xdev->share);
+err_disk:
+	dev_set_drvdata(&xdev->dev, NULL);
+	xsblk_free_disk(info);
+err_ida:
+	ida_free(&xsblk_ida, info->index);
+err_info:
+	xsblk_free_info(info);
+	return err;
+}
+
+static void xsblk_remove(struct xenshare_device *xdev)
+{
+	struct xsblk_info *info = dev_get_drvdata(&xdev->dev);
+	unsigned long flags;
+
+	xenshare_share_unbind(info->cur.sh);
+	spin_lock_irqsave(&info->lock, flags);
+	info->dying = true;
+	xsblk_fail_all(info);
+	spin_unlock_irqrestore(&info->lock, flags);
+	del_gendisk(info->gd);
+	dev_info(&xdev->dev, "%s removed: %lu grant(s) live, %lu left pinned by the server\n",
+		 info->gd->disk_name, info->grants, info->pinned);
+	xsblk_free_disk(info);
+	ida_free(&xsblk_ida, info->index);
+	dev_set_drvdata(&xdev->dev, NULL);
+	xsblk_free_info(info);
+}
+
+/* ---- reconnect ------------------------------------------------------ */
+
+/* The new server must offer what the queue was set up with. */
+static int xsblk_compatible(struct xsblk_info *info, const struct xsblk_lanes *next)
+{
+	u32 used = info->cur.control.features & (XS_BLK_F_FLUSH | XS_BLK_F_FUA | XS_BLK_F_DISCARD);
+
+	if (next->control.capacity != info->cur.control.capacity)
+		return -EINVAL;
+	if (next->slots < info->depth)
+		return -ENOSPC;
+	if (used & ~next->control.features)
+		return -EOPNOTSUPP;
+	if (info->max_segs > XS_BLK_MAX_INLINE_SEGMENTS &&
+	    xsblk_max_segments(&next->control) < info->max_segs)
+		return -EOPNOTSUPP;
+	return 0;
+}
+
+/*
+ * Lock held, on the new share: grant again and re-issue what the old
+ * server left unanswered, oldest first. Returns how many went out.
+ */
+static unsigned int xsblk_reissue(struct xsblk_info *info)
+{
+	struct xsblk_req *req, *tmp;
+	unsigned int n = 0;
+	LIST_HEAD(old);
+
+	list_splice_init(&info->issued, &old);
+	list_for_each_entry_safe(req, tmp, &old, node) {
+		struct request *rq = info->rqs[req->id];
+
+		list_del(&req->node);
+		info->in_flight[req->id] = 0;
+		info->rqs[req->id] = NULL;
+		req->status = xsblk_issue(info, rq, req);
+		if (req->status) {
+			req->status = BLK_STS_IOERR;
+			blk_mq_complete_request(rq);
+			continue;
+		}
+		n++;
+	}
+	return n;
+}
+
+/* Lock held: end every grant made to the old server. */
+static void xsblk_revoke(struct xsblk_info *info)
+{
+	struct xsblk_req *req;
+	unsigned int busy = 0;
+
+	list_for_each_entry(req, &info->issued, node)
+		busy += !xsblk_end_grants(info, req);
+	if (busy)
+		dev_warn(&info->xdev->dev,
+			 "%s: %u request(s) still mapped by domain %u; their pages stay pinned\n",
+			 info->gd->disk_name, busy, info->cur.sh->owner);
+}
+
+static int xsblk_reconnect(struct xenshare_device *xdev,
+			   struct xenshare_share *new_sh)
+{
+	struct xsblk_info *info = dev_get_drvdata(&xdev->dev);
+	struct request_queue *q = info->gd->queue;
+	struct xsblk_lanes next;
+	unsigned long flags;
+	domid_t old_owner;
+	unsigned int n;
+	int err;
+
+	err = xsblk_attach(&next, new_sh);
+	if (!err)
+		err = xsblk_compatible(info, &next);
+	if (!err)
+		err = xsblk_bind(info, new_sh);
+	if (err) {
+		dev_err(&xdev->dev, "%s: new share of domain %u refused: %d\n",
+			info->gd->disk_name, new_sh->owner, err);
+		return err;
+	}
+	blk_mq_quiesce_queue(q);
+	xenshare_share_unbind(info->cur.sh);
+	spin_lock_irqsave(&info->lock, flags);
+	if (!info->broken)
+		xsblk_poll(info);	/* answers the old server did give */
+	xsblk_revoke(info);
+	old_owner = info->cur.sh->owner;
+	info->cur = next;
+	info->broken = false;
+	info->wait_room = false;
+	n = xsblk_reissue(info);
+	xsblk_push(info);
+	xsblk_poll(info);
+	spin_unlock_irqrestore(&info->lock, flags);
+	if (next.control.read_only && !get_disk_ro(info->gd))
+		set_disk_ro(info->gd, true);
+	blk_mq_unquiesce_queue(q);
+	blk_mq_run_hw_queues(q, true);
+	dev_info(&xdev->dev, "%s: reconnected from domain %u to domain %u, re-issued %u request(s)\n",
+		 info->gd->disk_name, old_owner, new_sh->owner, n);
+	return 0;
+}
+
+static struct xenshare_driver xsblk_driver = {
+	.kind = XS_KIND_DISK,
+	.probe = xsblk_probe,
+	.remove = xsblk_remove,
+	.reconnect = xsblk_reconnect,
+	.driver = {
+		.name = "xensblk",
+	},
+};
+
+static int __init xsblk_init(void)
+{
+	int err;
+
+	if (!xen_domain())
+		return -ENODEV;
+	xsblk_major = register_blkdev(0, "xsb");
+	if (xsblk_major < 0)
+		return xsblk_major;
+	err = xenshare_register_driver(&xsblk_driver);
+	if (err)
+		unregister_blkdev(xsblk_major, "xsb");
+	return err;
+}
+module_init(xsblk_init);
+
+static void __exit xsblk_exit(void)
+{
+	xenshare_unregister_driver(&xsblk_driver);
+	unregister_blkdev(xsblk_major, "xsb");
+	ida_destroy(&xsblk_ida);
+}
+module_exit(xsblk_exit);
+
+MODULE_DESCRIPTION("Disk of a xen-share block share");
+MODULE_LICENSE("GPL");
+MODULE_ALIAS("xenshare:t2");

@@ -1,0 +1,361 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * xensnet: the Linux guest's LAN device on a xen-share network share
+ * (docs/protocol.md "Network share (xensnet)"). xenshare.ko hands us one
+ * xenshare_device per net member entry of the domain's vdevice page, its
+ * share already mapped; each becomes an xsn%d net_device.
+ *
+ * The switch (netback-uk) writes the control fields before it grants the
+ * share. We copy them once, accept a subset of its offer, say READY and
+ * trigger; it answers with link_state UP, which turns the carrier on.
+ * A switch that breaks the protocol stops this device only.
+ */
+#include <linux/ethtool.h>
+#include <linux/etherdevice.h>
+#include <linux/module.h>
+#include <linux/netdevice.h>
+#include "xensnet.h"
+
+/* What this driver can honour; the accept parameter narrows it. */
+#define XSN_SUPPORTED XS_NET_F_ALL
+
+static unsigned int accept = XSN_SUPPORTED;
+module_param(accept, uint, 0444);
+MODULE_PARM_DESC(accept, "Features to accept of a switch's offer (bits of docs/protocol.md, default all)");
+
+static const char xsn_stat_names[XSN_NR_STATS][ETH_GSTRING_LEN] = {
+	[XSN_RX_FRAMES] = "rx_frames",
+	[XSN_RX_BYTES] = "rx_bytes",
+	[XSN_RX_DROP_REFUSED] = "rx_drop_refused",
+	[XSN_RX_DROP_TOO_BIG] = "rx_drop_too_big",
+	[XSN_RX_DROP_LANE_ERROR] = "rx_drop_lane_error",
+	[XSN_RX_DROP_NO_MEMORY] = "rx_drop_no_memory",
+	[XSN_TX_FRAMES] = "tx_frames",
+	[XSN_TX_BYTES] = "tx_bytes",
+	[XSN_TX_DROP_REFUSED] = "tx_drop_refused",
+	[XSN_TX_DROP_TOO_BIG] = "tx_drop_too_big",
+	[XSN_TX_DROP_LANE_ERROR] = "tx_drop_lane_error",
+	[XSN_TX_DROP_NO_MEMORY] = "tx_drop_no_memory",
+};
+
+static struct u64_stats_sync *xsn_syncp(struct xsn_priv *np, enum xsn_stat i)
+{
+	return i < XSN_TX_FRAMES ? &np->rx_syncp : &np->tx_syncp;
+}
+
+void xsn_count(struct xsn_priv *np, enum xsn_stat i, u64 n)
+{
+	struct u64_stats_sync *syncp = xsn_syncp(np, i);
+
+	u64_stats_update_begin(syncp);
+	np->stats[i] += n;
+	u64_stats_update_end(syncp);
+}
+
+static void xsn_read_stats(struct xsn_priv *np, u64 *out)
+{
+	unsigned int start;
+	int i;
+
+	for (i = 0; i < XSN_NR_STATS; i++) {
+		struct u64_stats_sync *syncp = xsn_syncp(np, i);
+
+		do {
+			start = u64_stats_fetch_begin(syncp);
+			out[i] = np->stats[i];
+		} while (u64_stats_fetch_retry(syncp, start));
+	}
+}
+
+/* The switch broke the protocol: this device stops, logged once. */
+void xsn_break(struct xsn_priv *np, const char *why)
+{
+	if (!test_and_set_bit(XSN_BROKEN, &np->flags))
+		netdev_err(np->dev, "%s: the switch broke the protocol; device stopped\n", why);
+	netif_carrier_off(np->dev);
+	netif_stop_queue(np->dev);
+}
+
+/* ---- net_device ------------------------------------------------------ */
+
+static irqreturn_t xsn_interrupt(int irq, void *data)
+{
+	struct xsn_priv *np = data;
+
+	napi_schedule(&np->napi);
+	return IRQ_HANDLED;
+}
+
+static int xsn_open(struct net_device *dev)
+{
+	struct xsn_priv *np = netdev_priv(dev);
+
+	napi_enable(&np->napi);
+	netif_start_queue(dev);
+	/* Catch up on the link and on frames that came while we were down. */
+	napi_schedule(&np->napi);
+	return 0;
+}
+
+static int xsn_stop(struct net_device *dev)
+{
+	struct xsn_priv *np = netdev_priv(dev);
+
+	netif_stop_queue(dev);
+	napi_disable(&np->napi);
+	return 0;
+}
+
+static void xsn_get_stats64(struct net_device *dev, struct rtnl_link_stats64 *st)
+{
+	u64 s[XSN_NR_STATS];
+
+	xsn_read_stats(netdev_priv(dev), s);
+	st->rx_packets = s[XSN_RX_FRAMES];
+	st->rx_bytes = s[XSN_RX_BYTES];
+	st->rx_dropped = s[XSN_RX_DROP_REFUSED] + s[XSN_RX_DROP_TOO_BIG] +
+			 s[XSN_RX_DROP_LANE_ERROR] + s[XSN_RX_DROP_NO_MEMORY];
+	st->rx_length_errors = s[XSN_RX_DROP_TOO_BIG];
+	st->tx_packets = s[XSN_TX_FRAMES];
+	st->tx_bytes = s[XSN_TX_BYTES];
+	st->tx_dropped = s[XSN_TX_DROP_REFUSED] + s[XSN_TX_DROP_TOO_BIG] +
+			 s[XSN_TX_DROP_LANE_ERROR] + s[XSN_TX_DROP_NO_MEMORY];
+}
+
+static const struct net_device_ops xsn_netdev_ops = {
+	.ndo_open = xsn_open,
+	.ndo_stop = xsn_stop,
+	.ndo_start_xmit = xsn_start_xmit,
+	.ndo_get_stats64 = xsn_get_stats64,
+	.ndo_validate_addr = eth_validate_addr,
+};
+
+/* ---- ethtool --------------------------------------------------------- */
+
+static void xsn_get_drvinfo(struct net_device *dev, struct ethtool_drvinfo *info)
+{
+	struct xsn_priv *np = netdev_priv(dev);
+
+	strscpy(info->driver, KBUILD_MODNAME, sizeof(info->driver));
+	strscpy(info->bus_info, dev_name(&np->xdev->dev), sizeof(info->bus_info));
+}
+
+static int xsn_get_sset_count(struct net_device *dev, int sset)
+{
+	return sset == ETH_SS_STATS ? XSN_NR_STATS : -EOPNOTSUPP;
+}
+
+static void xsn_get_strings(struct net_device *dev, u32 sset, u8 *data)
+{
+	if (sset == ETH_SS_STATS)
+		memcpy(data, xsn_stat_names, sizeof(xsn_stat_names));
+}
+
+static void xsn_get_ethtool_stats(struct net_device *dev, struct ethtool_stats *stats,
+				  u64 *data)
+{
+	xsn_read_stats(netdev_priv(dev), data);
+}
+
+static const struct ethtool_ops xsn_ethtool_ops = {
+	.get_drvinfo = xsn_get_drvinfo,
+	.get_link = ethtool_op_get_link,
+	.get_sset_count = xsn_get_sset_count,
+	.get_strings = xsn_get_strings,
+	.get_ethtool_stats = xsn_get_ethtool_stats,
+};
+
+/* ---- the xenshare bus ------------------------------------------------ */
+
+/* The switch's control fields, copied once and checked. */
+static int xsn_read_control(struct xenshare_device *xdev, struct xsn_control *c)
+{
+	const struct xs_net_control *live;
+	struct xs_net_control raw;
+
+	live = xenshare_share_ptr(xdev->share, 0, sizeof(raw));
+	if (!live)
+		return -EINVAL;
+	memcpy(&raw, live, sizeof(raw));
+	if (xsn_parse_control(&raw, c)) {
+		dev_err(&xdev->dev, "the switch's control fields are not valid\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Both lanes, where our own layout computation puts them. */
+static int xsn_attach_lanes(struct xsn_priv *np)
+{
+	u32 s = xs_net_slots(np->sh->nr_pages);
+
+	if (!s)
+		return -EINVAL;
+	if (xs_lane_attach(&np->tx, np->sh, XS_NET_TX_LANE, xs_net_tx_slots_off(s), s,
+			   XS_NET_SLOT_SIZE, true) ||
+	    xs_lane_attach(&np->rx, np->sh, xs_net_rx_lane_off(s), xs_net_rx_slots_off(s), s,
+			   XS_NET_SLOT_SIZE, false)) {
+		dev_err(&np->xdev->dev, "the switch's lane headers are not valid\n");
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static void xsn_setup_netdev(struct xsn_priv *np, const struct xsn_control *c)
+{
+	struct net_device *dev = np->dev;
+	netdev_features_t f = NETIF_F_SG | NETIF_F_HIGHDMA;
+
+	dev->netdev_ops = &xsn_netdev_ops;
+	dev->ethtool_ops = &xsn_ethtool_ops;
+	eth_hw_addr_set(dev, c->mac);
+	dev->min_mtu = XS_NET_MTU_MIN;
+	dev->max_mtu = np->mtu;
+	dev->mtu = np->mtu;
+	if (np->accepted & XS_NET_F_CSUM_BLANK)
+		f |= NETIF_F_IP_CSUM | NETIF_F_IPV6_CSUM | NETIF_F_RXCSUM;
+	if (np->accepted & XS_NET_F_DATA_VALIDATED)
+		f |= NETIF_F_RXCSUM;
+	if (np->accepted & XS_NET_F_GSO)
+		f |= NETIF_F_TSO | NETIF_F_TSO6 | NETIF_F_TSO_ECN | NETIF_F_GSO_UDP_L4;
+	dev->hw_features = f;
+	dev->features = f;
+	netif_set_tso_max_size(dev, XS_NET_GSO_MAX_FRAME - XS_NET_FRAME_OVERHEAD);
+	netif_carrier_off(dev);
+}
+
+/* features_accepted, then READY with release ordering, then a trigger. */
+static void xsn_announce(struct xsn_priv *np)
+{
+	struct xs_net_control *ctrl = xsn_control(np);
+
+	WRITE_ONCE(ctrl->features_accepted, cpu_to_le32(np->accepted));
+	smp_store_release(&ctrl->member_state, cpu_to_le32(XS_NET_MEMBER_READY));
+	xenshare_share_trigger(np->sh);
+}
+
+static void xsn_close_member(struct xsn_priv *np)
+{
+	smp_store_release(&xsn_control(np)->member_state, cpu_to_le32(XS_NET_MEMBER_CLOSED));
+	xenshare_share_trigger(np->sh);
+}
+
+/*
+ * What to accept. A port whose link is up already was negotiated by an
+ * earlier probe (xensnet reloaded while xenshare kept the share): the
+ * switch reads features_accepted only once, so keep what it uses, checked
+ * as a fresh offer would be.
+ */
+static u32 xsn_features(struct xsn_priv *np, const struct xsn_control *c)
+{
+	struct xs_net_control *ctrl = xsn_control(np);
+	u32 prev;
+
+	if (le32_to_cpu(smp_load_acquire(&ctrl->link_state)) != XS_NET_LINK_UP)
+		return xsn_negotiate(c, accept & XSN_SUPPORTED, np->sh->nr_pages);
+	prev = le32_to_cpu(READ_ONCE(ctrl->features_accepted));
+	dev_info(&np->xdev->dev, "port already up: keeping its features %#x\n", prev);
+	return xsn_negotiate(c, prev, np->sh->nr_pages);
+}
+
+static int xsn_init_priv(struct xsn_priv *np, struct xenshare_device *xdev,
+			 const struct xsn_control *c)
+{
+	int rc;
+
+	np->xdev = xdev;
+	np->sh = xdev->share;
+	np->accepted = xsn_features(np, c);
+	np->mtu = xsn_mtu(c, np->accepted);
+	np->tx_max_slots = DIV_ROUND_UP(np->accepted & XS_NET_F_GSO ? XS_NET_GSO_MAX_FRAME :
+					np->mtu + XS_NET_FRAME_OVERHEAD, XS_NET_SLOT_DATA_MAX);
+	u64_stats_init(&np->rx_syncp);
+	u64_stats_init(&np->tx_syncp);
+	rc = xsn_rx_chain_init(&np->chain, np->mtu, np->accepted);
+	if (rc)
+		return rc;
+	return xsn_attach_lanes(np);
+}
+
+static int xsn_probe(struct xenshare_device *xdev)
+{
+	struct xsn_control c;
+	struct net_device *dev;
+	struct xsn_priv *np;
+	int rc;
+
+	rc = xsn_read_control(xdev, &c);
+	if (rc)
+		return rc;
+	dev = alloc_netdev(sizeof(*np), "xsn%d", NET_NAME_ENUM, ether_setup);
+	if (!dev)
+		return -ENOMEM;
+	np = netdev_priv(dev);
+	np->dev = dev;
+	rc = xsn_init_priv(np, xdev, &c);
+	if (rc)
+		goto err_free;
+	SET_NETDEV_DEV(dev, &xdev->dev);
+	xsn_setup_netdev(np, &c);
+	netif_napi_add(dev, &np->napi, xsn_poll);
+	dev_set_drvdata(&xdev->dev, np);
+	rc = register_netdev(dev);
+	if (rc)
+		goto err_napi;
+	rc = xenshare_share_bind(np->sh, xsn_interrupt, netdev_name(dev), np);
+	if (rc)
+		goto err_unregister;
+	xsn_announce(np);
+	netdev_info(dev, "MAC %pM, MTU %u, features %#x of %#x offered, %u slots per lane, switch domain %u\n",
+		    c.mac, np->mtu, np->accepted, c.offered, np->rx.slot_count, np->sh->owner);
+	return 0;
+
+err_unregister:
+	unregister_netdev(dev);
+err_napi:
+	dev_set_drvdata(&xdev->dev, NULL);
+	netif_napi_del(&np->napi);
+err_free:
+	free_netdev(dev);
+	return rc;
+}
+
+static void xsn_remove(struct xenshare_device *xdev)
+{
+	struct xsn_priv *np = dev_get_drvdata(&xdev->dev);
+	struct net_device *dev = np->dev;
+
+	netdev_info(dev, "leaving the LAN\n");
+	netif_carrier_off(dev);
+	unregister_netdev(dev);
+	xsn_close_member(np);
+	xenshare_share_unbind(np->sh);
+	xsn_rx_discard(np);
+	dev_set_drvdata(&xdev->dev, NULL);
+	free_netdev(dev);
+}
+
+static struct xenshare_driver xsn_driver = {
+	.kind = XS_KIND_NET,
+	.probe = xsn_probe,
+	.remove = xsn_remove,
+	.driver = {
+		.name = KBUILD_MODNAME,
+	},
+};
+
+static int __init xsn_init(void)
+{
+	return xenshare_register_driver(&xsn_driver);
+}
+module_init(xsn_init);
+
+static void __exit xsn_exit(void)
+{
+	xenshare_unregister_driver(&xsn_driver);
+}
+module_exit(xsn_exit);
+
+MODULE_DESCRIPTION("xen-share network member (xsn%d LAN devices)");
+MODULE_LICENSE("GPL");
+MODULE_ALIAS("xenshare:t1");

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR MIT) */
+/*
+ * xensnet's parsers of switch-written bytes (docs/protocol.md "Network
+ * share (xensnet)"): the control fields and the rx lane's slot chains.
+ * Pure functions over private copies, so they build in the kernel and in
+ * userspace (guest-drivers/fuzz/xensnet_rx.c). The rules follow share-hal's
+ * wire::net (ControlRepr::parse, negotiate, FrameAssembler).
+ */
+#ifndef XENSNET_PARSE_H
+#define XENSNET_PARSE_H
+
+#include "xenshare/kcompat.h"
+#include "xenshare/wire.h"
+
+/* The switch's control fields, validated. */
+struct xsn_control {
+	u32 offered;		/* features_offered, unknown bits cleared */
+	u8 mac[6];
+	u16 mtu;		/* the port's largest */
+};
+
+int xsn_parse_control(const struct xs_net_control *raw, struct xsn_control *out);
+
+/*
+ * What to accept of the offer: offered & supported; GSO only together
+ * with CSUM_BLANK and on a share whose lanes hold a GSO frame; JUMBO only
+ * if the lanes hold a frame of the offered MTU.
+ */
+u32 xsn_negotiate(const struct xsn_control *c, u32 supported, u32 numpages);
+
+/* The MTU both sides use once accepted is decided. */
+u16 xsn_mtu(const struct xsn_control *c, u32 accepted);
+
+/* A frame the rx lane finished, with its first slot's offload fields. */
+struct xsn_rx_frame {
+	u32 len;
+	u32 slots;
+	bool csum_blank;
+	bool data_validated;
+	u16 csum_start;
+	u16 csum_offset;
+	u8 gso_type;		/* XS_NET_GSO_* */
+	u8 gso_flags;
+	u16 gso_size;
+};
+
+/* What to do with one slot's data. */
+struct xsn_rx_step {
+	bool skip;		/* part of a refused chain: drop its data */
+	bool more;		/* the slot's MORE bit */
+	bool done;		/* this slot ends a good frame: frame is valid */
+	u32 at;			/* frame offset of the slot's data */
+	u32 len;		/* bytes of data in the slot */
+	struct xsn_rx_frame frame;
+};
+
+/*
+ * The receiver rules as state (share-hal's FrameAssembler): limits fixed
+ * at init from our own negotiation, per-chain state after.
+ */
+struct xsn_rx_chain {
+	u32 features;		/* accepted */
+	u32 mtu_frame;		/* mtu + 18 */
+	u32 max_frame;		/* largest frame of any kind */
+	u32 frame_max;		/* of the chain in progress */
+	u32 frame_max_slots;
+	u32 len;
+	u32 slots;
+	bool in_frame;
+	bool skipping;
+	struct xs_net_slot_header first;	/* private copy, parsed */
+};
+
+int xsn_rx_chain_init(struct xsn_rx_chain *c, u16 mtu, u32 features);
+
+/*
+ * Feed the next slot header (a private copy). Returns 0 with step filled
+ * in, or a negative errno for a refused chain: -EMSGSIZE (frame or chain
+ * too long), -EOPNOTSUPP (a feature not accepted), -EINVAL (anything
+ * else). After an error the rest of the chain comes back as skip steps.
+ */
+int xsn_rx_chain_push(struct xsn_rx_chain *c, const struct xs_net_slot_header *h,
+		      struct xsn_rx_step *step);
+
+/*
+ * The caller dropped the chain in progress (no memory): skip the rest of
+ * it if the last slot pushed had MORE.
+ */
+void xsn_rx_chain_drop(struct xsn_rx_chain *c, bool more);
+
+#endif /* XENSNET_PARSE_H */

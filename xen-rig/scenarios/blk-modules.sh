@@ -1,0 +1,253 @@
+# blk-modules: blkback-uk serves a disk to a Linux domU whose kernel is the
+# member: xenshare.ko owns the domU's vdevice page and xensblk.ko makes the
+# disk entry /dev/xsba (blk-mq; each request's pages granted to the server
+# for its lifetime). As blk-domu, with the kernel modules in place of
+# share-member: mkfs.ext4, mount, files written and read back, unmount,
+# `e2fsck -f` clean; then a writer streams 64 MiB in 1 MiB chunks, each
+# with fsync, `xl destroy blkback-uk` hits it mid-stream, the writer
+# blocks; `xl create` again and `vdevice reconnect disk` rewrite the entry
+# in place, xensblk re-issues what was unanswered to the new server, the
+# writer completes; checksums, `e2fsck -f` clean; `rmmod xensblk xenshare`
+# leaves no grant behind and no Oops or WARNING in dmesg. Finally dom0
+# checks the image file itself with e2fsck.
+U=blk-m
+IMG=/tmp/blkmod.img
+SECTORS=262144
+DISK='disk=["format=raw, vdev=xvda, access=rw, target=/tmp/blkmod.img"]'
+CHUNKS=64
+DEV=/dev/xsba
+
+collect_dmesg() {
+    xl domid "$U" >/dev/null 2>&1 || return 0
+    bounded 30 dom_run "$U" 'dmesg' > /tmp/dmesg-$U.log 2>/dev/null
+    rig_send_file "dmesg-$U.log" "/tmp/dmesg-$U.log"
+}
+trap collect_dmesg EXIT
+
+make_disk() {
+    modprobe xen-blkback || return 1
+    modprobe loop || return 1
+    install_block_script
+    dd if=/dev/zero of="$IMG" bs=1M count=$((SECTORS / 2048)) 2>&1 || return 1
+    ls -l "$IMG"
+}
+
+blk_create() {
+    : > "$(dom_log blkback-uk)"
+    xl create /xl-configs/blkback-uk.cfg "$DISK" || return 1
+    xl domid blkback-uk
+}
+
+disk_line() {
+    dom_wait blkback-uk "blkback-uk: disk 0:"
+    grep -a "blkback-uk: disk 0:\|blkback-uk: ready" "$(dom_log blkback-uk)" | sed 's/@@/@ @/g'
+    grep -aq "blkback-uk: disk 0: vbd 51712 (backend domain 0): $SECTORS sectors" "$(dom_log blkback-uk)"
+}
+
+# The image resolves no module dependencies: xenshare first.
+load_modules() {
+    dom_run $U '
+for m in ext4 crc32c_generic xenshare xensblk; do modprobe $m || exit 1; done
+lsmod | grep "^xens"
+dmesg | grep -i "xenshare\|xensblk"
+true'
+}
+
+# xenshare.ko has published the domU's vdevice page (data/vdevice).
+published() {
+    _p=/local/domain/$(xl domid $U)/data/vdevice
+    until xenstore-read "$_p" 2>/dev/null; do sleep 0.2; done
+}
+
+connect() {
+    # Features 15: flush, discard, FUA, indirect.
+    vdevice --timeout 60 create disk --backend "$(xl domid blkback-uk)" --disk 0 \
+        --features 15 "$(xl domid $U)" || return 1
+    vdevice show "$(xl domid $U)"
+}
+
+device_up() {
+    dom_run $U "
+i=0
+until [ -b $DEV ]; do
+    i=\$((i + 1)); [ \$i -gt 300 ] && { echo 'no $DEV'; dmesg | tail -n 20; exit 1; }
+    sleep 0.2
+done
+n=\$(cat /sys/block/xsba/size)
+echo \"$DEV: \$n sectors (want $SECTORS), read-only \$(cat /sys/block/xsba/ro), \
+max \$(cat /sys/block/xsba/queue/max_hw_sectors_kb) KiB, \$(cat /sys/block/xsba/queue/max_segments) segments, \
+depth \$(cat /sys/block/xsba/queue/nr_requests), write cache \$(cat /sys/block/xsba/queue/write_cache), \
+fua \$(cat /sys/block/xsba/queue/fua), discard max \$(cat /sys/block/xsba/queue/discard_max_bytes)\"
+dmesg | grep xsba
+[ \"\$n\" = $SECTORS ] && [ \$(cat /sys/block/xsba/ro) = 0 ]"
+}
+
+make_fs() {
+    dom_run $U "
+mkfs.ext4 -q -F $DEV || exit 1
+mkdir -p /mnt && mount -t ext4 $DEV /mnt || exit 1
+df -k /mnt"
+}
+
+# Files of 256 KiB to 1.5 MiB, synced, read back after dropping the page
+# cache; unmount, e2fsck -f, mount again.
+write_files() {
+    dom_run $U "
+for i in 1 2 3 4 5 6; do
+    dd if=/dev/urandom of=/mnt/f\$i bs=64k count=\$((i * 4)) 2>/dev/null || exit 1
+done
+sync || exit 1
+md5sum /mnt/f* > /tmp/sums || exit 1
+echo 3 > /proc/sys/vm/drop_caches
+md5sum -c /tmp/sums || exit 1
+umount /mnt || exit 1
+e2fsck -f -n $DEV; rc=\$?
+echo \"e2fsck -f exit status \$rc\"
+[ \$rc = 0 ] || exit 1
+mount -t ext4 $DEV /mnt && md5sum -c /tmp/sums"
+}
+
+# Discard follows the server's offer: with DISCARD, fstrim reaches the
+# server and succeeds; without (a vbd store whose disk has none), the queue
+# has no discard limit and fstrim is refused in the domU.
+trim() {
+    dom_run $U '
+max=$(cat /sys/block/xsba/queue/discard_max_bytes)
+echo "discard_max_bytes $max"
+if [ "$max" = 0 ]; then
+    dmesg | grep -q "xsba: .* features \\(0\\|0x[014589cd]\\)," || { echo "discard offered but not set up"; exit 1; }
+    fstrim -v /mnt && { echo "fstrim worked without discard"; exit 1; }
+    echo "no discard offered: fstrim refused, as it must be"
+else
+    fstrim -v /mnt
+fi'
+}
+
+start_writer() {
+    dom_run $U "
+dd if=/dev/urandom of=/tmp/during bs=1M count=$CHUNKS 2>/dev/null || exit 1
+md5sum /tmp/during | sed 's|/tmp/during|/mnt/during|' >> /tmp/sums
+cat > /tmp/writer.sh <<'EOF2'
+i=0
+while [ \$i -lt $CHUNKS ]; do
+    dd if=/tmp/during of=/mnt/during bs=1M skip=\$i seek=\$i count=1 conv=notrunc,fsync 2>/dev/null || { echo \"dd failed at chunk \$i\" > /tmp/writer.rc; exit 1; }
+    i=\$((i + 1))
+    echo \$i > /tmp/writer.progress
+done
+sync && echo ok > /tmp/writer.rc
+EOF2
+rm -f /tmp/writer.rc /tmp/writer.progress
+setsid sh /tmp/writer.sh > /dev/null 2>&1 < /dev/null &
+i=0
+until [ \"\$(cat /tmp/writer.progress 2>/dev/null)\" -ge 3 ] 2>/dev/null; do
+    i=\$((i + 1)); [ \$i -gt 600 ] && { echo 'the writer does not get going'; exit 1; }
+    [ -e /tmp/writer.rc ] && { cat /tmp/writer.rc; exit 1; }
+    sleep 0.2
+done
+echo \"writer at chunk \$(cat /tmp/writer.progress) of $CHUNKS\""
+}
+
+destroy() {
+    _id=$(xl domid blkback-uk) || return 1
+    xl destroy blkback-uk || return 1
+    while xl domid blkback-uk >/dev/null 2>&1; do sleep 0.2; done
+    echo "destroyed blkback-uk (domain $_id)"
+    echo "$_id" > /tmp/old-id
+}
+
+writer_stuck() {
+    dom_run $U "
+a=\$(cat /tmp/writer.progress)
+sleep 5
+b=\$(cat /tmp/writer.progress)
+echo \"writer at chunk \$a, 5 s later \$b, of $CHUNKS; finished: \$(cat /tmp/writer.rc 2>/dev/null || echo no)\"
+[ ! -e /tmp/writer.rc ] && [ \"\$a\" = \"\$b\" ] && [ \"\$b\" -lt $CHUNKS ]"
+}
+
+reconnect() {
+    _new=$(xl domid blkback-uk) || return 1
+    echo "blkback-uk was domain $(cat /tmp/old-id), is now domain $_new"
+    [ "$_new" != "$(cat /tmp/old-id)" ] || return 1
+    vdevice --timeout 60 reconnect disk --backend "$_new" --disk 0 "$(xl domid $U)" || return 1
+    vdevice show "$(xl domid $U)"
+}
+
+# The writer completes through the new blkback-uk; xensblk re-issued what
+# the destroyed one left unanswered (at least one request: the writer was
+# blocked on it).
+writes_complete() {
+    dom_run $U "
+i=0
+until [ -e /tmp/writer.rc ]; do
+    i=\$((i + 1)); [ \$i -gt 2000 ] && { echo \"writer stuck at chunk \$(cat /tmp/writer.progress)\"; exit 1; }
+    sleep 0.2
+done
+echo \"writer: \$(cat /tmp/writer.rc), chunks \$(cat /tmp/writer.progress) of $CHUNKS\"
+dmesg | grep 'xsba: reconnected\|broke the protocol'
+[ \"\$(cat /tmp/writer.rc)\" = ok ] || exit 1
+dmesg | grep 'xsba: reconnected' | grep -qv 're-issued 0 '"
+}
+
+verify() {
+    dom_run $U "
+echo 3 > /proc/sys/vm/drop_caches
+md5sum -c /tmp/sums || exit 1
+umount /mnt || exit 1
+e2fsck -f -n $DEV; rc=\$?
+echo \"e2fsck -f exit status \$rc\"
+[ \$rc = 0 ] || exit 1
+mount -t ext4 $DEV /mnt || exit 1
+echo 'after the remount:'
+md5sum -c /tmp/sums || exit 1
+echo 'checksums written:'
+cat /tmp/sums
+echo 'checksums read back:'
+md5sum /mnt/f* /mnt/during
+umount /mnt"
+}
+
+# rmmod: the disk goes with no grant left live, and the kernel logged no
+# Oops, WARNING or BUG at any point.
+unload() {
+    dom_run $U "
+rmmod xensblk xenshare || exit 1
+lsmod | grep '^xens' && exit 1
+[ ! -e $DEV ] || exit 1
+dmesg | grep 'xsba removed'
+dmesg | grep -q 'xsba removed: 0 grant(s) live, 0 left pinned' || exit 1
+if dmesg | grep -E 'Oops|WARNING|BUG:|Call Trace|general protection'; then exit 1; fi
+echo 'dmesg: no Oops, WARNING or BUG'"
+}
+
+image_fsck() {
+    destroy || return 1
+    e2fsck -f -n "$IMG"
+    _rc=$?
+    echo "e2fsck -f of dom0's image file: exit status $_rc"
+    [ $_rc = 0 ]
+}
+
+step disk-file 60 make_disk
+step create 120 blk_create
+step ready 180 dom_wait blkback-uk "blkback-uk: ready"
+step disk-connected 30 disk_line
+step domu-create 120 dom_create /rig/domu/linux-pv.cfg $U
+step domu-boot 180 dom_wait $U @@READY
+step modules 90 load_modules
+step published 60 published
+step connect 120 connect
+step device 90 device_up
+step mkfs 300 make_fs
+step write 300 write_files
+step trim 120 trim
+step writer 300 start_writer
+step destroy 60 destroy
+step writer-stuck 60 writer_stuck
+step recreate 120 blk_create
+step ready-again 180 dom_wait blkback-uk "blkback-uk: ready"
+step disk-again 30 disk_line
+step reconnect 120 reconnect
+step writes-complete 500 writes_complete
+step verify 300 verify
+step unload 120 unload
+step image-fsck 120 image_fsck

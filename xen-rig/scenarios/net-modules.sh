@@ -1,0 +1,334 @@
+# net-modules: the kernel member. Like `net`, netback-uk switches two Linux
+# PV domUs, but each runs xensnet.ko (`modprobe xensnet`, which loads
+# xenshare.ko by its symbols) instead of share-member: each gets xsn0 with
+# the port's MAC, carrier from the switch's link_state and a DHCP lease
+# from netback-uk (10.77.0.1); they ping each other and netback-uk and
+# move a file over TCP (SHA-256 compared). dom0 joins the same LAN with
+# its own xensnet and pings a domU. `vdevice remove` of net-b takes its
+# xsn0 away while net-a keeps working. `rmmod xensnet xenshare` everywhere
+# leaves no Oops, WARNING or BUG in any kernel log. Before that, net-a's
+# xsn0 goes down and up, and net-b and dom0 come back with JUMBO accepted
+# (MTU 9000) and ping each other with 8000-byte echoes, again after
+# net-b reloads xensnet alone (the port stays up; its features are kept). Each domU's dmesg is
+# handed over as dmesg-<domU>.log.
+A=net-a
+B=net-b
+MGMT=10.77.0.1
+
+timed() {
+    _t0=$(now_ms)
+    "$@"
+    _trc=$?
+    echo "time: $* -> $(( $(now_ms) - _t0 )) ms (status $_trc)"
+    return "$_trc"
+}
+
+collect_dmesg() {
+    for _d in $A $B; do
+        xl domid "$_d" >/dev/null 2>&1 || continue
+        bounded 30 dom_run "$_d" 'dmesg' > "/tmp/dmesg-$_d.log" 2>/dev/null
+        rig_send_file "dmesg-$_d.log" "/tmp/dmesg-$_d.log"
+    done
+}
+trap collect_dmesg EXIT
+
+nb() {
+    xl domid netback-uk
+}
+
+mac_of() {
+    _id=$(xl domid "$1") || return 1
+    printf '02:58:00:00:%02x:%02x\n' $((_id >> 8)) $((_id & 255))
+}
+
+# load NAME: modprobe xensnet brings xenshare with it; the page is out.
+load() {
+    dom_expect "$1" "vdevice page published" 'modprobe xensnet || exit 1
+[ -e /sys/module/xenshare ] || { echo "xenshare not loaded"; exit 1; }
+dmesg | grep -E "xenshare|xensnet"'
+}
+
+connect() {
+    timed vdevice --timeout 60 create net --backend "$(nb)" \
+        "$(xl domid $A)" "$(xl domid $B)" || return 1
+    timed vdevice show "$(nb)"
+}
+
+# The commands that bring xsn0 up in a Linux domain: it exists with the
+# MAC the switch assigned, gets carrier and a lease ($1 MAC, $2 udhcpc hook).
+up_cmds() {
+    echo "
+i=0
+until [ -e /sys/class/net/xsn0 ]; do
+    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'no xsn0'; ip link; exit 1; }
+    sleep 0.2
+done
+dmesg | grep xsn0
+ip link set xsn0 up || exit 1
+mac=\$(cat /sys/class/net/xsn0/address)
+echo \"xsn0 MAC \$mac (want $1)\"
+[ \"\$mac\" = $1 ] || exit 1
+i=0
+until [ \"\$(cat /sys/class/net/xsn0/carrier 2>/dev/null)\" = 1 ]; do
+    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'xsn0 has no carrier'; exit 1; }
+    sleep 0.2
+done
+udhcpc -i xsn0 -n -q -t 5 -T 3 -s $2 || exit 1
+ip -4 addr show xsn0"
+}
+
+# lease NAME: xsn0 up with a lease; its address goes to /tmp/addr-NAME.
+lease() {
+    _mac=$(mac_of "$1") || return 1
+    dom_run "$1" "$(up_cmds "$_mac" /etc/rig/udhcpc)" > "/tmp/link-$1" || { cat "/tmp/link-$1"; return 1; }
+    cat "/tmp/link-$1"
+    lease_addr "$1"
+}
+
+lease_addr() {
+    grep -q "lease: xsn0 10.77.0.[0-9]*/24 from server $MGMT" "/tmp/link-$1" || return 1
+    sed -n 's|.*inet \(10\.77\.0\.[0-9]*\)/24.*|\1|p' "/tmp/link-$1" | head -n 1 > "/tmp/addr-$1"
+    echo "address of $1: $(cat "/tmp/addr-$1")"
+    [ -s "/tmp/addr-$1" ]
+}
+
+addr() {
+    cat "/tmp/addr-$1"
+}
+
+ping_cmds() {
+    echo "for i in 1 2 3 4 5; do
+    ping -c 1 -W 10 $1 > /tmp/ping.out
+    grep -q 'bytes from' /tmp/ping.out || { cat /tmp/ping.out; exit 1; }
+    grep 'bytes from' /tmp/ping.out
+done"
+}
+
+ping_ok() {
+    dom_run "$1" "$(ping_cmds "$2")"
+}
+
+ping_peer() {
+    ping_ok "$1" "$(addr "$2")"
+}
+
+# tcp_move: 8 MiB from net-a to net-b over TCP (busybox nc), checksums
+# compared; then the frames and bytes each xsn0 counted.
+tcp_move() {
+    dom_run $B 'rm -f /tmp/recv; (sleep 200 | nc -l -p 5001 > /tmp/recv) > /dev/null 2>&1 < /dev/null &
+i=0
+until netstat -ltn | grep -q ":5001 "; do
+    i=$((i + 1)); [ $i -gt 50 ] && { echo "nc does not listen"; exit 1; }
+    sleep 0.2
+done' || return 1
+    dom_run $A "dd if=/dev/urandom of=/tmp/send bs=1024 count=8192 2>/dev/null || exit 1
+read t0 _ < /proc/uptime
+nc $(addr $B) 5001 < /tmp/send || exit 1
+read t1 _ < /proc/uptime
+echo \"sent 8 MiB in \$t0 .. \$t1 s (uptime)\"
+sha256sum /tmp/send" > /tmp/sum-a || { cat /tmp/sum-a; return 1; }
+    dom_run $B 'i=0
+while pidof nc > /dev/null; do
+    i=$((i + 1)); [ $i -gt 500 ] && { echo "nc still receiving"; ls -l /tmp/recv; exit 1; }
+    sleep 0.2
+done
+killall sleep 2>/dev/null
+ls -l /tmp/recv; sha256sum /tmp/recv' > /tmp/sum-b || { cat /tmp/sum-b; return 1; }
+    cat /tmp/sum-a /tmp/sum-b
+    _a=$(awk '$2 == "/tmp/send" { print $1 }' /tmp/sum-a)
+    _b=$(awk '$2 == "/tmp/recv" { print $1 }' /tmp/sum-b)
+    [ -n "$_a" ] && [ "$_a" = "$_b" ]
+}
+
+# counters NAME: xsn0's counters; no frame dropped. With $2 = gso, frames
+# longer than the MTU crossed the tx lane (TSO: the switch's GSO feature).
+counters() {
+    dom_run "$1" 'cd /sys/class/net/xsn0/statistics || exit 1
+for f in rx_packets rx_bytes rx_dropped tx_packets tx_bytes tx_dropped; do echo "$f $(cat $f)"; done
+echo "bytes per tx frame: $(( $(cat tx_bytes) / $(cat tx_packets) ))"
+echo "bytes per rx frame: $(( $(cat rx_bytes) / $(cat rx_packets) ))"
+[ "$(cat rx_dropped)" = 0 ] && [ "$(cat tx_dropped)" = 0 ] || exit 1
+[ "'"${2:-}"'" != gso ] || [ $(( $(cat tx_bytes) / $(cat tx_packets) )) -gt 1514 ]'
+}
+
+# dom0 joins LAN 0 with its own xensnet: a lease, then it pings net-a.
+DOM0_HOOK=/tmp/udhcpc-hook
+dom0_join() {
+    cat > $DOM0_HOOK <<'HOOK'
+#!/bin/sh
+case "$1" in
+deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
+bound | renew)
+    ip -4 addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface" || exit 1
+    echo "lease: $interface $ip/${mask:-24} from server ${serverid:-?}" ;;
+esac
+exit 0
+HOOK
+    chmod +x $DOM0_HOOK
+    modprobe xensnet || return 1
+    timed vdevice --timeout 60 create net --backend "$(nb)" 0 || return 1
+    sh -c "$(up_cmds "$(mac_of Domain-0)" $DOM0_HOOK)" > /tmp/link-dom0 2>&1 || { cat /tmp/link-dom0; return 1; }
+    cat /tmp/link-dom0
+    lease_addr dom0
+}
+
+dom0_ping_a() {
+    sh -c "$(ping_cmds "$(addr $A)")"
+}
+
+a_pings_dom0() {
+    ping_ok $A "$(addr dom0)"
+}
+
+disconnect_b() {
+    vdevice --timeout 60 remove net --backend "$(nb)" "$(xl domid $B)" || return 1
+    vdevice show "$(nb)"
+}
+
+b_device_gone() {
+    dom_run $B '
+i=0
+while [ -e /sys/class/net/xsn0 ]; do
+    i=$((i + 1)); [ $i -gt 150 ] && { echo "xsn0 is still there"; exit 1; }
+    sleep 0.2
+done
+ip link
+dmesg | grep -E "xsn0|xenshare: entry"'
+}
+
+a_stays_up() {
+    dom_expect $A "carrier 1" 'ip addr show xsn0 || exit 1
+echo "carrier $(cat /sys/class/net/xsn0/carrier)"'
+}
+
+# cycle_a: net-a's xsn0 down and up again (NAPI stopped and restarted):
+# carrier comes back and netback-uk answers.
+cycle_a() {
+    dom_run $A "ip link set xsn0 down || exit 1
+ip link set xsn0 up || exit 1
+i=0
+until [ \"\$(cat /sys/class/net/xsn0/carrier 2>/dev/null)\" = 1 ]; do
+    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'xsn0 has no carrier'; exit 1; }
+    sleep 0.2
+done
+ip addr show xsn0 | grep -q 'inet ' || ip addr add $(addr $A)/24 dev xsn0
+$(ping_cmds $MGMT)"
+}
+
+# Jumbo frames: net-b and dom0 come back with every feature (15: JUMBO
+# too), so netback-uk offers MTU 9000; each xsn0 takes it, and an 8000-byte
+# ping crosses as a chain of 4 slots each way (no GSO involved: ICMP).
+jumbo_b() {
+    vdevice --timeout 60 create net --backend "$(nb)" --features 15 "$(xl domid $B)" || return 1
+    dom_run $B "$(up_cmds "$(mac_of $B)" /etc/rig/udhcpc)
+dmesg | grep 'xsn0: MAC' | tail -n 1
+mtu=\$(cat /sys/class/net/xsn0/mtu); echo \"mtu \$mtu\"; [ \$mtu = 9000 ]" > /tmp/link-$B || { cat /tmp/link-$B; return 1; }
+    cat /tmp/link-$B
+    lease_addr $B
+}
+
+jumbo_dom0() {
+    vdevice --timeout 60 remove net --backend "$(nb)" 0 || return 1
+    _i=0
+    while [ -e /sys/class/net/xsn0 ]; do
+        _i=$((_i + 1)); [ $_i -gt 150 ] && { echo "dom0's xsn0 is still there"; return 1; }
+        sleep 0.2
+    done
+    vdevice --timeout 60 create net --backend "$(nb)" --features 15 0 || return 1
+    sh -c "$(up_cmds "$(mac_of Domain-0)" $DOM0_HOOK)" > /tmp/link-dom0 2>&1 || { cat /tmp/link-dom0; return 1; }
+    cat /tmp/link-dom0
+    echo "mtu $(cat /sys/class/net/xsn0/mtu)"
+    [ "$(cat /sys/class/net/xsn0/mtu)" = 9000 ] || return 1
+    lease_addr dom0
+}
+
+jumbo_ping() {
+    dom_run $B "ping -c 3 -W 10 -s 8000 $(addr dom0) > /tmp/ping.out; cat /tmp/ping.out
+grep -q '8008 bytes from' /tmp/ping.out || exit 1
+cat /sys/class/net/xsn0/statistics/rx_dropped /sys/class/net/xsn0/statistics/tx_dropped" || return 1
+    sh -c "ping -c 3 -W 10 -s 8000 $(addr $B)" | tee /tmp/ping.out
+    grep -q '8008 bytes from' /tmp/ping.out
+}
+
+# reload_b: xensnet alone reloaded in net-b, asking for no features; the
+# port is up (xenshare kept the share), so the new device keeps what the
+# switch uses (all of them: MTU 9000) and jumbo pings still cross.
+reload_b() {
+    dom_run $B "rmmod xensnet || exit 1
+[ ! -e /sys/class/net/xsn0 ] || { echo 'xsn0 is still there'; exit 1; }
+modprobe xensnet accept=0 || exit 1
+$(up_cmds "$(mac_of $B)" /etc/rig/udhcpc)
+dmesg | grep 'keeping its features' | tail -n 1
+dmesg | grep -q 'port already up: keeping its features 0xf' || exit 1
+[ \$(cat /sys/class/net/xsn0/mtu) = 9000 ]" > /tmp/link-$B || { cat /tmp/link-$B; return 1; }
+    cat /tmp/link-$B
+    lease_addr $B
+}
+
+# unload NAME: both modules go, xsn0 with them (net-a still has its port).
+unload() {
+    dom_run "$1" 'rmmod xensnet xenshare || exit 1
+[ ! -e /sys/class/net/xsn0 ] || { echo "xsn0 is still there"; exit 1; }
+[ ! -e /sys/module/xenshare ] || { echo "xenshare is still loaded"; exit 1; }
+dmesg | tail -n 8'
+}
+
+dom0_unload() {
+    rmmod xensnet xenshare || return 1
+    [ ! -e /sys/class/net/xsn0 ] || { echo "xsn0 is still there"; return 1; }
+    dmesg | grep -E "xsn0|xenshare" | tail -n 10
+}
+
+clean_logs() {
+    _bad=0
+    for _d in $A $B; do
+        dom_run "$_d" 'dmesg' > "/tmp/dmesg-$_d.log" || return 1
+        if grep -E "Oops|WARNING|BUG" "/tmp/dmesg-$_d.log"; then
+            echo "$_d's kernel log has the lines above"
+            _bad=1
+        fi
+    done
+    if dmesg | grep -E "Oops|WARNING|BUG"; then
+        echo "dom0's kernel log has the lines above"
+        _bad=1
+    fi
+    [ "$_bad" -eq 0 ]
+}
+
+step netback-create 120 dom_create /xl-configs/netback-uk.cfg netback-uk
+step create-a 120 dom_create /rig/domu/linux-pv.cfg $A
+step create-b 120 dom_create /rig/domu/linux-pv.cfg $B
+step netback-ready 120 dom_wait netback-uk "netback-uk: ready"
+step boot-a 180 dom_wait $A @@READY
+step boot-b 180 dom_wait $B @@READY
+step load-a 60 load $A
+step load-b 60 load $B
+step connect 180 connect
+step lease-a 90 lease $A
+step lease-b 90 lease $B
+step ping-a-b 90 ping_peer $A $B
+step ping-b-a 90 ping_peer $B $A
+step ping-a-netback 90 ping_ok $A $MGMT
+step ping-b-netback 90 ping_ok $B $MGMT
+step tcp 300 timed tcp_move
+step counters-a 60 counters $A gso
+step counters-b 60 counters $B
+step dom0-join 120 dom0_join
+step dom0-ping-a 90 dom0_ping_a
+step a-ping-dom0 90 a_pings_dom0
+step remove-b 120 disconnect_b
+step gone-b 60 b_device_gone
+step stays-a 60 a_stays_up
+step ping-a-netback-after 90 ping_ok $A $MGMT
+step ping-a-dom0-after 90 a_pings_dom0
+step cycle-a 90 cycle_a
+step jumbo-b 120 jumbo_b
+step jumbo-dom0 120 jumbo_dom0
+step jumbo-ping 90 jumbo_ping
+step reload-b 120 reload_b
+step jumbo-ping-reloaded 90 jumbo_ping
+step unload-a 60 unload $A
+step unload-b 60 unload $B
+step dom0-unload 60 dom0_unload
+step clean-logs 60 clean_logs
