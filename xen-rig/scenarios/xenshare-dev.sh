@@ -15,7 +15,9 @@
 # are not the caller's and copy segments out of bounds (example mode
 # `refusals`).
 # Then: no grant of either domU in use and none mapped by either (Xen's
-# grant dump, debug key g), both before and after `rmmod xenshare`. Last,
+# grant dump, debug key g), both before and after `rmmod xenshare`. The
+# owner's process is killed under a member that maps its pages: its grants
+# end once the member leaves. Last,
 # an owner that vanishes: the PVH owner's domain is destroyed under a PV
 # member, which gives up, leaves, and maps nothing afterwards. No Oops,
 # WARNING or BUG in any kernel log.
@@ -163,6 +165,45 @@ unload() {
 dmesg | tail -n 3'
 }
 
+# owner_killed: the PV owner's process is killed (SIGKILL) under a PVH
+# member that maps its pages. Closing the owner's file ends grants the
+# member still maps (the kernel defers them); the member gives up after
+# 15 s, leaves, and then nothing of either domain stays in use.
+owner_killed() {
+    start_owner $PV $PVH /tmp/xfer-killed-owner.log 512 || return 1
+    _own=$(xl domid $PV)
+    _me=$(xl domid $PVH)
+    dom_run $PVH "rm -f /tmp/xfer-killed-member.log
+setsid xenshare-xfer member --domid $_me --owner $_own --ref $(cat /tmp/ref) --mib 512 --stall 15 \
+    > /tmp/xfer-killed-member.log 2>&1 < /dev/null &
+i=0
+until grep -q 'joined' /tmp/xfer-killed-member.log; do
+    i=\$((i + 1)); [ \$i -gt 300 ] && { cat /tmp/xfer-killed-member.log; exit 1; }
+    sleep 0.2
+done
+sleep 3
+cat /tmp/xfer-killed-member.log" || return 1
+    grants || return 1
+    _m=$(awk -v o="$_own" -v m="$_me" '$1 == o && $2 == m' /tmp/grants | wc -l)
+    echo "$PVH maps $_m of $PV's grants while the transfer runs"
+    [ "$_m" -eq 66 ] || return 1
+    dom_run $PV 'kill -KILL $(pidof xenshare-xfer) || exit 1
+i=0
+while pidof xenshare-xfer > /dev/null; do
+    i=$((i + 1)); [ $i -gt 100 ] && { echo "owner still runs"; exit 1; }
+    sleep 0.2
+done
+echo "owner process killed"' || return 1
+    dom_run $PVH "i=0
+while pidof xenshare-xfer > /dev/null; do
+    i=\$((i + 1)); [ \$i -gt 300 ] && { echo 'member still runs'; exit 1; }
+    sleep 0.2
+done
+cat /tmp/xfer-killed-member.log
+grep -q 'no progress' /tmp/xfer-killed-member.log && grep -q 'left the share' /tmp/xfer-killed-member.log" || return 1
+    no_grants $PV $PVH
+}
+
 # owner_vanishes: a PVH owner moving 512 MiB is destroyed under a PV
 # member; the member gives up after 15 s without progress, leaves the
 # share, and no trace of it stays in Xen's books.
@@ -240,6 +281,7 @@ step grants-unloaded 60 no_grants $PV $PVH
 step clean-logs-1 60 clean_logs $PV $PVH
 step reload-pv 60 load $PV
 step reload-pvh 60 load $PVH
+step owner-killed 240 owner_killed
 step owner-vanishes 240 owner_vanishes
 step unload-after-vanish 60 unload $PV
 step clean-logs-2 60 clean_logs $PV
