@@ -49,13 +49,18 @@ static int __init xenshare_init(void)
 		xenshare_bus_exit();
 		return err;
 	}
-	/* Call site for xenshare_dev_init() (/dev/xenshare, dev.c). */
+	err = xenshare_dev_init();
+	if (err) {
+		xenshare_vdevice_exit();
+		xenshare_bus_exit();
+		return err;
+	}
 	return 0;
 }
 
 static void __exit xenshare_exit(void)
 {
-	/* Call site for xenshare_dev_exit() (/dev/xenshare, dev.c). */
+	xenshare_dev_exit();
 	xenshare_vdevice_exit();
 	xenshare_bus_exit();
 }

@@ -7,8 +7,13 @@
 //! [`GrantTable::grant`] and [`GrantTable::revoke`] are unsupported here and
 //! [`LinuxXen::alloc_granted`] is the way to give pages to a domain; mapping
 //! foreign grants, grant copy and event channels are complete.
+//!
+//! [`xenshare::XenShareDev`] is the whole platform over `/dev/xenshare`
+//! (xenshare.ko), where a domain has that module: any allocated page can be
+//! granted and revoked, so a Linux program can own shares too.
 
 mod sys;
+pub mod xenshare;
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

@@ -38,6 +38,13 @@ const DOM0_EXTRA_FEATURES: &str = "blkback-uk/dom0";
 /// of the domain through TCG.
 pub const DOMU_BINARIES: &[(&str, &str)] = &[("share-member", "share-member")];
 
+/// Examples of this workspace put into the domU image's `/usr/bin`, as
+/// (package, example, features), built and stripped like
+/// [`DOMU_BINARIES`]: `xenshare-xfer` moves data between two domUs
+/// through `/dev/xenshare` (scenario `xenshare-dev`).
+pub const DOMU_EXAMPLES: &[(&str, &str, &str)] =
+    &[("share-hal", "xenshare-xfer", "share-hal/linux")];
+
 /// Modules dom0 loads at boot, in order; the rig fails if one does not load.
 pub const DOM0_MODULES: &[&str] = &[
     "xen-privcmd",
@@ -387,6 +394,8 @@ fn domu_image(s: &Setup, bins: &[(String, PathBuf)]) -> Result<Vec<u8>> {
     // udhcpc's hook: applies a lease with `ip` and logs it.
     a.file("etc/rig/udhcpc", &rig_file("domu/udhcpc.sh"))?;
     add_workspace_binaries(&mut a, &s.tree, bins, DOMU_BINARIES)?;
+    let examples: Vec<(&str, &str)> = DOMU_EXAMPLES.iter().map(|(p, e, _)| (*p, *e)).collect();
+    add_workspace_binaries(&mut a, &s.tree, bins, &examples)?;
     a.encode()
 }
 
@@ -418,6 +427,14 @@ fn build_workspace_binaries() -> Result<Vec<(String, PathBuf)>> {
         run_step(&format!("build the {what} tools"), &mut c)?;
         let dir = target_dir().join(if release { "release" } else { "debug" });
         out.extend(bins.iter().map(|(_, bin)| (bin.to_string(), dir.join(bin))));
+    }
+    for (pkg, example, features) in DOMU_EXAMPLES {
+        let mut c = cargo();
+        c.args(["build", "--release", "-p", pkg, "--example", example])
+            .args(["--features", features]);
+        run_step(&format!("build the domU example {example}"), &mut c)?;
+        let path = target_dir().join("release/examples").join(example);
+        out.push((example.to_string(), path));
     }
     Ok(out)
 }

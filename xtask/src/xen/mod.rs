@@ -112,6 +112,7 @@ pub fn tier() -> Result<u64> {
         ("net-modules", None),
         ("blk-ram", None),
         ("blk-modules", None),
+        ("xenshare-dev", None),
     ] {
         let t = Instant::now();
         run::run(
