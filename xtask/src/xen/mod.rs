@@ -93,6 +93,7 @@ pub fn tier() -> Result<u64> {
         ("blk", None),
         ("blk-domu", None),
         ("net", None),
+        ("vdevice", None),
     ] {
         let t = Instant::now();
         run::run(
