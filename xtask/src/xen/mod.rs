@@ -113,6 +113,7 @@ pub fn tier() -> Result<u64> {
         ("blk-ram", None),
         ("blk-modules", None),
         ("xenshare-dev", None),
+        ("vdevice", None),
     ] {
         let t = Instant::now();
         run::run(
