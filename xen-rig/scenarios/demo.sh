@@ -231,7 +231,7 @@ until [ -b /dev/xsba ]; do
 done'
 
 mkfs_mount() {
-    dom_run $G1 "modprobe xensblk || exit 1
+    dom_run $G1 "modprobe ext4 crc32c_generic xensblk || exit 1
 $XSB
 mkfs.ext4 -q -F /dev/xsba || exit 1
 mkdir -p /mnt/d && mount /dev/xsba /mnt/d || exit 1
@@ -270,7 +270,7 @@ done
 wc -l < /tmp/written.sums
 cd /mnt/d && sha256sum -c /tmp/written.sums | tail -n 3 || exit 1
 cd / && umount /mnt/d || exit 1
-fsck.ext4 -f -n /dev/xsba; rc=$?; echo "fsck: $rc"; [ $rc = 0 ] || exit 1
+e2fsck -f -n /dev/xsba; rc=$?; echo "e2fsck exit status $rc"; [ $rc = 0 ] || exit 1
 mount /dev/xsba /mnt/d && cd /mnt/d && sha256sum -c /tmp/written.sums > /dev/null && echo "checksums match after remount"'
 }
 
