@@ -133,6 +133,27 @@ static void xsn_tx_push(struct xsn_priv *np)
 }
 
 /*
+ * Ask the switch for a trigger once cons has moved far enough for the
+ * longest frame to fit (not at its first slot, as xs_lane_prepare_wait
+ * would: that costs a trigger per slot while the lane drains), then look
+ * again (the final check). Returns true if it fits already.
+ */
+static bool xsn_tx_arm(struct xsn_priv *np)
+{
+	struct xs_lane *l = &np->tx;
+
+	int free;
+
+	WRITE_ONCE(*xs_lane_index(l, XS_LANE_CONS_EVENT),
+		   l->ours - l->slot_count + np->tx_max_slots);
+	smp_mb();
+	free = xs_lane_producer_refresh(l);
+	if (free < 0)
+		xsn_break(np, "the tx lane's cons is out of bounds");
+	return free >= (int)np->tx_max_slots;
+}
+
+/*
  * Stop the queue unless the lane has room for the longest frame; the
  * switch's trigger when it frees slots brings NAPI to wake it. Returns
  * true if the queue stays stopped.
@@ -142,7 +163,7 @@ static bool xsn_tx_maybe_stop(struct xsn_priv *np, int free)
 	if (free >= (int)np->tx_max_slots)
 		return false;
 	netif_stop_queue(np->dev);
-	if (!xs_lane_prepare_wait(&np->tx, true, np->tx_max_slots))
+	if (!xsn_tx_arm(np))
 		return true;
 	netif_start_queue(np->dev);
 	return false;
@@ -204,8 +225,7 @@ static void xsn_tx_wake(struct xsn_priv *np)
 		free = xs_lane_producer_refresh(&np->tx);
 		if (free < 0)
 			xsn_break(np, "the tx lane's cons is out of bounds");
-		else if (free >= (int)np->tx_max_slots ||
-			 xs_lane_prepare_wait(&np->tx, true, np->tx_max_slots))
+		else if (free >= (int)np->tx_max_slots || xsn_tx_arm(np))
 			netif_wake_queue(np->dev);
 	}
 	__netif_tx_unlock(txq);

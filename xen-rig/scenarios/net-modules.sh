@@ -9,7 +9,9 @@
 # leaves no Oops, WARNING or BUG in any kernel log. Before that, net-a's
 # xsn0 goes down and up, and net-b and dom0 come back with JUMBO accepted
 # (MTU 9000) and ping each other with 8000-byte echoes, again after
-# net-b reloads xensnet alone (the port stays up; its features are kept). Each domU's dmesg is
+# net-b reloads xensnet alone (the port stays up; its features are kept).
+# Last, net-b's port moves to a 4-page share (2 slots a lane) and sends
+# 2 MiB to net-a through it. Each domU's dmesg is
 # handed over as dmesg-<domU>.log.
 A=net-a
 B=net-b
@@ -112,22 +114,23 @@ ping_peer() {
     ping_ok "$1" "$(addr "$2")"
 }
 
-# tcp_move: 8 MiB from net-a to net-b over TCP (busybox nc), checksums
-# compared; then the frames and bytes each xsn0 counted.
+# tcp_move FROM TO KIB: KIB KiB of random bytes from FROM to TO over TCP
+# (busybox nc), checksums compared. The listener's stdin is a pipe that
+# stays open: busybox nc ends at its stdin's EOF.
 tcp_move() {
-    dom_run $B 'rm -f /tmp/recv; (sleep 200 | nc -l -p 5001 > /tmp/recv) > /dev/null 2>&1 < /dev/null &
+    dom_run $2 'rm -f /tmp/recv; (sleep 200 | nc -l -p 5001 > /tmp/recv) > /dev/null 2>&1 < /dev/null &
 i=0
 until netstat -ltn | grep -q ":5001 "; do
     i=$((i + 1)); [ $i -gt 50 ] && { echo "nc does not listen"; exit 1; }
     sleep 0.2
 done' || return 1
-    dom_run $A "dd if=/dev/urandom of=/tmp/send bs=1024 count=8192 2>/dev/null || exit 1
+    dom_run $1 "dd if=/dev/urandom of=/tmp/send bs=1024 count=$3 2>/dev/null || exit 1
 read t0 _ < /proc/uptime
-nc $(addr $B) 5001 < /tmp/send || exit 1
+nc $(addr $2) 5001 < /tmp/send || exit 1
 read t1 _ < /proc/uptime
-echo \"sent 8 MiB in \$t0 .. \$t1 s (uptime)\"
+echo \"sent $3 KiB in \$t0 .. \$t1 s (uptime)\"
 sha256sum /tmp/send" > /tmp/sum-a || { cat /tmp/sum-a; return 1; }
-    dom_run $B 'i=0
+    dom_run $2 'i=0
 while pidof nc > /dev/null; do
     i=$((i + 1)); [ $i -gt 500 ] && { echo "nc still receiving"; ls -l /tmp/recv; exit 1; }
     sleep 0.2
@@ -140,15 +143,15 @@ ls -l /tmp/recv; sha256sum /tmp/recv' > /tmp/sum-b || { cat /tmp/sum-b; return 1
     [ -n "$_a" ] && [ "$_a" = "$_b" ]
 }
 
-# counters NAME: xsn0's counters; no frame dropped. With $2 = gso, frames
-# longer than the MTU crossed the tx lane (TSO: the switch's GSO feature).
+# counters NAME: xsn0's counters; no frame dropped. The bytes per frame
+# show whether TCP handed xsn0 TSO frames (it does not always: its
+# autosizing follows the pacing rate), so they are printed, not checked.
 counters() {
     dom_run "$1" 'cd /sys/class/net/xsn0/statistics || exit 1
 for f in rx_packets rx_bytes rx_dropped tx_packets tx_bytes tx_dropped; do echo "$f $(cat $f)"; done
 echo "bytes per tx frame: $(( $(cat tx_bytes) / $(cat tx_packets) ))"
 echo "bytes per rx frame: $(( $(cat rx_bytes) / $(cat rx_packets) ))"
-[ "$(cat rx_dropped)" = 0 ] && [ "$(cat tx_dropped)" = 0 ] || exit 1
-[ "'"${2:-}"'" != gso ] || [ $(( $(cat tx_bytes) / $(cat tx_packets) )) -gt 1514 ]'
+[ "$(cat rx_dropped)" = 0 ] && [ "$(cat tx_dropped)" = 0 ]'
 }
 
 # dom0 joins LAN 0 with its own xensnet: a lease, then it pings net-a.
@@ -266,6 +269,21 @@ dmesg | grep -q 'port already up: keeping its features 0xf' || exit 1
     lease_addr $B
 }
 
+# small_b: net-b's port again, on the smallest share (4 pages: 2 slots a
+# lane, so no GSO), so its tx lane is full after every frame or two and
+# the queue stops and wakes all the time; then 2 MiB from net-b to net-a.
+# xensnet is still loaded with accept=0 there: a fresh port accepts no
+# feature at all (checksums computed by the stack, none offloaded).
+small_b() {
+    vdevice --timeout 60 remove net --backend "$(nb)" "$(xl domid $B)" || return 1
+    vdevice --timeout 60 create net --backend "$(nb)" --pages 4 "$(xl domid $B)" || return 1
+    dom_run $B "$(up_cmds "$(mac_of $B)" /etc/rig/udhcpc)
+dmesg | grep 'xsn0: MAC' | tail -n 1
+dmesg | grep 'xsn0: MAC' | tail -n 1 | grep -q 'features 0x0 of 0x3 offered, 2 slots per lane'" > /tmp/link-$B || { cat /tmp/link-$B; return 1; }
+    cat /tmp/link-$B
+    lease_addr $B
+}
+
 # unload NAME: both modules go, xsn0 with them (net-a still has its port).
 unload() {
     dom_run "$1" 'rmmod xensnet xenshare || exit 1
@@ -311,8 +329,8 @@ step ping-a-b 90 ping_peer $A $B
 step ping-b-a 90 ping_peer $B $A
 step ping-a-netback 90 ping_ok $A $MGMT
 step ping-b-netback 90 ping_ok $B $MGMT
-step tcp 300 timed tcp_move
-step counters-a 60 counters $A gso
+step tcp 300 timed tcp_move $A $B 8192
+step counters-a 60 counters $A
 step counters-b 60 counters $B
 step dom0-join 120 dom0_join
 step dom0-ping-a 90 dom0_ping_a
@@ -328,6 +346,9 @@ step jumbo-dom0 120 jumbo_dom0
 step jumbo-ping 90 jumbo_ping
 step reload-b 120 reload_b
 step jumbo-ping-reloaded 90 jumbo_ping
+step small-b 120 small_b
+step tcp-small 300 timed tcp_move $B $A 2048
+step counters-small-b 60 counters $B
 step unload-a 60 unload $A
 step unload-b 60 unload $B
 step dom0-unload 60 dom0_unload
