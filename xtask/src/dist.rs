@@ -90,6 +90,7 @@ pub fn build(dry_run: bool) -> Result<Packages> {
     stage_dkms(&dkms_tree, &version)?;
     let dom0 = out.join(format!("xen-share_{version}_amd64.deb"));
     let dkms = out.join(format!("xen-share-dkms_{version}_all.deb"));
+    check_dkms_tree(&dkms_tree, &version)?;
     if !dry_run {
         pack(&dom0_tree, &dom0)?;
         pack(&dkms_tree, &dkms)?;
@@ -304,6 +305,35 @@ fn stage_dkms(tree: &Path, version: &str) -> Result<()> {
         &format!("#!/bin/sh\nset -e\ndkms remove {m} --all 2>/dev/null || true\n"),
         0o755,
     )?;
+    Ok(())
+}
+
+/// Builds the DKMS source tree as DKMS would (its `MAKE` line, in a copy),
+/// against the rig kernel's headers, so a package whose sources do not
+/// build on their own (a file left out, a path into the repository) is
+/// never packed.
+fn check_dkms_tree(tree: &Path, version: &str) -> Result<()> {
+    let release = crate::xen::setup::kernel_release()?;
+    let kdir = crate::xen::setup::kernel_headers(&release)?;
+    let build = tree.with_file_name("dkms-check");
+    if build.exists() {
+        fs::remove_dir_all(&build)?;
+    }
+    copy_sources(&tree.join(format!("usr/src/xen-share-{version}")), &build)?;
+    run_step(
+        &format!("build the DKMS sources against {release}"),
+        Command::new("make")
+            .arg("-C")
+            .arg(&kdir)
+            .arg(format!("M={}", build.display()))
+            .arg("modules"),
+    )?;
+    for m in MODULE_DIRS {
+        let ko = build.join(m).join(format!("{m}.ko"));
+        if !ko.is_file() {
+            bail!("the DKMS sources built no {}", ko.display());
+        }
+    }
     Ok(())
 }
 
