@@ -231,7 +231,7 @@ until [ -b /dev/xsba ]; do
 done'
 
 mkfs_mount() {
-    dom_run $G1 "modprobe ext4 crc32c_generic xensblk || exit 1
+    dom_run $G1 "for m in crc32c_generic ext4 xensblk; do modprobe \$m || exit 1; done
 $XSB
 mkfs.ext4 -q -F /dev/xsba || exit 1
 mkdir -p /mnt/d && mount /dev/xsba /mnt/d || exit 1
