@@ -253,12 +253,22 @@ restart_blkback() {
     echo "blkback-uk destroyed"
     start_backend blkback-uk || return 1
     # The daemon gives the new blkback-uk the disk and moves guest1 to it.
+    _new=$(xl domid blkback-uk) || return 1
     _i=0
-    until vdevice --list | grep -q "blk0.*$G1.*connected"; do
-        _i=$((_i + 1)); [ $_i -gt 300 ] && { vdevice --list; tail /tmp/vdevice-daemon.log; return 1; }
+    until vdevice --list > /tmp/list 2>&1 &&
+        awk '/^blk0:/ { f = 1; next } /^[^ ]/ { f = 0 } f' /tmp/list > /tmp/blk0 &&
+        grep -q "backend blkback-uk (domain $_new): running" /tmp/blk0 &&
+        grep -q "member $G1 (domain [0-9]*): connected" /tmp/blk0; do
+        _i=$((_i + 1))
+        if [ $_i -gt 300 ]; then
+            cat /tmp/list
+            tail -n 20 /tmp/vdevice-daemon.log
+            return 1
+        fi
         sleep 0.5
     done
-    vdevice --list
+    grep "vdevice daemon" /tmp/vdevice-daemon.log | tail -n 6
+    cat /tmp/blk0
 }
 
 writes_complete() {
