@@ -5,39 +5,19 @@
 //! compiles it with the host's C compiler and compares each line with the
 //! Rust value. A field, constant or layout rule changed on one side only
 //! fails here.
+mod c_common;
+
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use share_hal::lane;
 use share_hal::wire::net::NetLayout;
 use share_hal::wire::{blk, descriptor, lane_header, net, vdevice};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// Output of wire-check.c: first word of each line -> the rest.
 fn header_facts() -> BTreeMap<String, Vec<String>> {
-    let src = repo().join("guest-drivers/tests/wire-check.c");
-    let include = repo().join("guest-drivers/include");
-    let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wire-check");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let out = Command::new(&cc)
-        .args(["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-I"])
-        .arg(&include)
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cc} failed on {}:\n{}",
-        src.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let exe = c_common::compile("wire-check", &["tests/wire-check.c"]);
     let out = Command::new(&exe).output().expect("running wire-check");
     assert!(out.status.success());
     let mut facts = BTreeMap::new();

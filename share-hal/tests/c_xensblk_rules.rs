@@ -7,94 +7,23 @@
 //! plus the member's check that a response's id is one it has in flight.
 //! xensblk.ko then takes exactly the disks and answers the userspace member
 //! (share-member, blkback-uk's client) takes.
-use std::fmt::Write as _;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod c_common;
+
+use c_common::{hex, Rng};
 
 use share_hal::wire::blk::{
     control_flags, features, Control, ControlRepr, Response, ResponseRepr, CONTROL_LEN, MAGIC,
     MAX_INDIRECT_SEGMENTS, RESPONSE_SIZE, SECTOR_SIZE, VERSION,
 };
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The C program, compiled once per test binary: the tests run in
-/// parallel and must not write the same executable at once.
-fn build() -> PathBuf {
-    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    EXE.get_or_init(|| {
-        let drivers = repo().join("guest-drivers");
-        let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xensblk-rules");
-        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-        let out = Command::new(&cc)
-            .args(["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-I"])
-            .arg(drivers.join("include"))
-            .arg(drivers.join("tests/xensblk-rules.c"))
-            .arg(drivers.join("xensblk/parse.c"))
-            .arg("-o")
-            .arg(&exe)
-            .output()
-            .unwrap_or_else(|e| panic!("running {cc}: {e}"));
-        assert!(
-            out.status.success(),
-            "{cc} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        exe
-    })
-    .clone()
-}
-
-/// Runs the C program over `input`, one output line per input line.
 fn run_c(input: &str) -> Vec<String> {
-    let mut child = Command::new(build())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("running xensblk-rules");
-    let mut stdin = child.stdin.take().unwrap();
-    let text = input.to_string();
-    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().fold(String::new(), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
-}
-
-/// A small deterministic generator (xorshift64*): no dependency, the same
-/// cases on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[self.below(v.len() as u64) as usize]
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
+    c_common::run(
+        &c_common::compile(
+            "xensblk-rules",
+            &["tests/xensblk-rules.c", "xensblk/parse.c"],
+        ),
+        input,
+    )
 }
 
 struct Ctl {

@@ -6,10 +6,10 @@
 //! and mutated), and compares each verdict with `wire::net`'s
 //! `ControlRepr::parse` and `FrameAssembler` on the same bytes. The kernel
 //! then refuses exactly what the userspace member and the switch refuse.
+mod c_common;
+
+use c_common::{hex, Rng};
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use share_hal::wire::net::{
     self, features, flags, gso, Control, ControlRepr, FrameAssembler, NetLayout, SlotAction,
@@ -17,84 +17,14 @@ use share_hal::wire::net::{
 };
 use share_hal::wire::Error;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The C program, compiled once per test binary: the tests run in
-/// parallel and must not write the same executable at once.
-fn build() -> PathBuf {
-    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    EXE.get_or_init(|| {
-        let drivers = repo().join("guest-drivers");
-        let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xensnet-rules");
-        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-        let out = Command::new(&cc)
-            .args(["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-I"])
-            .arg(drivers.join("include"))
-            .arg(drivers.join("tests/xensnet-rules.c"))
-            .arg(drivers.join("xensnet/parse.c"))
-            .arg("-o")
-            .arg(&exe)
-            .output()
-            .unwrap_or_else(|e| panic!("running {cc}: {e}"));
-        assert!(
-            out.status.success(),
-            "{cc} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        exe
-    })
-    .clone()
-}
-
-/// Runs the C program over `input`, one output line per input line.
 fn run_c(input: &str) -> Vec<String> {
-    let mut child = Command::new(build())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("running xensnet-rules");
-    let mut stdin = child.stdin.take().unwrap();
-    let text = input.to_string();
-    let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().fold(String::new(), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
-}
-
-/// A small deterministic generator (xorshift64*): no dependency, the same
-/// cases on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[self.below(v.len() as u64) as usize]
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
+    c_common::run(
+        &c_common::compile(
+            "xensnet-rules",
+            &["tests/xensnet-rules.c", "xensnet/parse.c"],
+        ),
+        input,
+    )
 }
 
 #[derive(Clone, Copy, Default)]
