@@ -289,7 +289,7 @@ mount /dev/xsba /mnt/d && cd /mnt/d && sha256sum -c /tmp/written.sums > /dev/nul
 shared_ro_disk() {
     dd if=/dev/urandom of=$RODISK bs=1M count=8 2>/dev/null || return 1
     _want=$(sha256sum < $RODISK | cut -d' ' -f1)
-    vdevice --timeout 60 --create block --ro $RODISK $G1 $G2 > /tmp/created || { cat /tmp/created; return 1; }
+    vdevice --timeout 60 --ro --create block $RODISK $G1 $G2 > /tmp/created || { cat /tmp/created; return 1; }
     cat /tmp/created
     for _g in $G1 $G2; do
         # guest1 already has /dev/xsba (blk0): the shared disk is the next.
