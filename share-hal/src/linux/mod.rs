@@ -320,6 +320,17 @@ impl Memory for LinuxXen {
     }
 }
 
+/// poll(2)'s timeout for a wait until `deadline_ns` (none: -1, forever),
+/// rounded up to whole milliseconds so a wait never ends early;
+/// `TimedOut` once the deadline has passed.
+fn poll_timeout_ms(deadline_ns: Option<u64>, now_ns: u64) -> Result<i32> {
+    match deadline_ns {
+        None => Ok(-1),
+        Some(d) if now_ns >= d => Err(Error::TimedOut),
+        Some(d) => Ok(i32::try_from((d - now_ns).div_ceil(1_000_000)).unwrap_or(i32::MAX)),
+    }
+}
+
 fn foreign_error(code: i16, domid: DomId, gref: GrantRef) -> Error {
     match code {
         GNTST_BAD_GNTREF | GNTST_PERMISSION_DENIED => Error::NoGrant { domid, gref },
@@ -611,16 +622,7 @@ impl EventChannels for LinuxXen {
                 }
                 return Ok(());
             }
-            let timeout_ms = match deadline_ns {
-                None => -1,
-                Some(d) => {
-                    let now = self.now_ns();
-                    if now >= d {
-                        return Err(Error::TimedOut);
-                    }
-                    i32::try_from((d - now).div_ceil(1_000_000)).unwrap_or(i32::MAX)
-                }
-            };
+            let timeout_ms = poll_timeout_ms(deadline_ns, self.now_ns())?;
             sys::poll_readable(&self.evtchn, timeout_ms)?;
         }
     }
@@ -641,6 +643,16 @@ impl Platform for LinuxXen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn poll_timeout_rounds_up_and_times_out_at_the_deadline() {
+        assert_eq!(poll_timeout_ms(None, 5).unwrap(), -1);
+        assert_eq!(poll_timeout_ms(Some(1_000_001), 0).unwrap(), 2);
+        assert_eq!(poll_timeout_ms(Some(2_000_000), 1_000_000).unwrap(), 1);
+        assert_eq!(poll_timeout_ms(Some(u64::MAX), 0).unwrap(), i32::MAX);
+        assert!(matches!(poll_timeout_ms(Some(7), 7), Err(Error::TimedOut)));
+        assert!(matches!(poll_timeout_ms(Some(7), 8), Err(Error::TimedOut)));
+    }
 
     #[test]
     fn own_pages_are_frames_of_virtual_pages() {

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use super::{foreign_error, mapped_window, sys};
+use super::{foreign_error, mapped_window, poll_timeout_ms, sys};
 use crate::error::{Error, Result};
 use crate::platform::{
     Access, Clock, CopyPtr, CopySeg, CopyStatus, DomId, EventChannels, Frame, GrantRef, GrantTable,
@@ -700,16 +700,7 @@ impl EventChannels for XenShareDev {
                 }
                 return Ok(());
             }
-            let timeout_ms = match deadline_ns {
-                None => -1,
-                Some(d) => {
-                    let now = self.now_ns();
-                    if now >= d {
-                        return Err(Error::TimedOut);
-                    }
-                    i32::try_from((d - now).div_ceil(1_000_000)).unwrap_or(i32::MAX)
-                }
-            };
+            let timeout_ms = poll_timeout_ms(deadline_ns, self.now_ns())?;
             sys::poll_readable(&self.fd, timeout_ms)?;
         }
     }
