@@ -346,7 +346,7 @@ summary() {
     echo "memory of each domain (xl list, MiB):"
     xl list | awk 'NR > 1 { printf "  %-12s %6s MiB\n", $1, $3 }'
     for _b in netback-uk blkback-uk; do
-        grep -a "heap" "$(dom_log $_b)" | tail -n 1 | sed "s/^/  $_b: /; s/@@/@ @/g"
+        grep -a "heap" "$(dom_log $_b)" | tail -n 1 | sed "s/^/  /; s/@@/@ @/g"
     done
     echo "guest modules:"
     lsmod | grep -E "^xens" | sed 's/^/  dom0: /'
