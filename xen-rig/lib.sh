@@ -90,9 +90,21 @@ dom_run() {
     _tty=$(xenstore-read "/local/domain/$_domid/console/tty") || return 1
     _log=$(dom_log "$_dom")
     dom_wait "$_dom" "@@READY"
-    printf '@@RUN %s %s\n' "$_id" "$(printf '%s' "$*" | base64 -w 0)" > "$_tty"
+    _line="@@RUN $_id $(printf '%s' "$*" | base64 -w 0)"
+    printf '%s\n' "$_line" > "$_tty"
+    _ticks=0
     while ! grep -q "@@RC $_id [0-9][0-9]* END" "$_log"; do
         sleep 0.2
+        _ticks=$((_ticks + 1))
+        # Not started after 10 s, 20 s, 30 s: a console event may have
+        # gone missing (nested TCG). Send it again (the agent runs an id
+        # once and answers a repeat, waking both directions); say so, with
+        # the console's last lines, so a hang that is not that is visible.
+        if [ $((_ticks % 50)) -eq 0 ] && [ "$_ticks" -le 150 ] && ! grep -q "@@GO $_id" "$_log"; then
+            echo "dom_run: $_dom has not started command $_id after $((_ticks / 5)) s; sending it again. Its console ends:" >&2
+            tail -n 5 "$_log" | tr -d '\r' | sed 's/@@/@ @/g; s/^/    | /' >&2
+            printf '%s\n' "$_line" > "$_tty"
+        fi
     done
     # Guest-written text reaches the serial console: defuse "@@" so it can
     # never read as a marker.
@@ -197,4 +209,64 @@ bounded() {
     kill_tree "$_bw" 2>/dev/null
     wait "$_bw" 2>/dev/null
     return "$_brc"
+}
+
+# ---- a LAN of xensnet devices (demo, save-restore) ----------------------
+
+# The commands that bring xsn0 up with a lease ($1: udhcpc hook).
+up_cmds() {
+    echo "modprobe xensnet || exit 1
+i=0
+until [ -e /sys/class/net/xsn0 ]; do
+    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'no xsn0'; dmesg | tail; exit 1; }
+    sleep 0.2
+done
+ip link set xsn0 up || exit 1
+i=0
+until [ \"\$(cat /sys/class/net/xsn0/carrier 2>/dev/null)\" = 1 ]; do
+    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'xsn0 has no carrier'; exit 1; }
+    sleep 0.2
+done
+udhcpc -i xsn0 -n -q -t 5 -T 3 -s $1 || exit 1
+ip -4 addr show xsn0"
+}
+
+# keep_addr NAME FILE: the leased address of NAME, from its udhcpc output.
+keep_addr() {
+    cat "$2"
+    sed -n 's|.*inet \(10\.77\.0\.[0-9]*\)/24.*|\1|p' "$2" | head -n 1 > "/tmp/addr-$1"
+    echo "$1 has $(cat "/tmp/addr-$1")"
+    [ -s "/tmp/addr-$1" ]
+}
+
+addr() {
+    cat "/tmp/addr-$1"
+}
+
+# lan_guest NAME: xsn0 up in domU NAME, with a lease from netback-uk.
+lan_guest() {
+    dom_run "$1" "$(up_cmds /etc/rig/udhcpc)" > "/tmp/link-$1" || { cat "/tmp/link-$1"; return 1; }
+    keep_addr "$1" "/tmp/link-$1"
+}
+
+# lan_dom0: the same in dom0 (its busybox udhcpc needs a hook script).
+lan_dom0() {
+    cat > /tmp/udhcpc-hook <<'EOF'
+#!/bin/sh
+case "$1" in
+deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
+bound | renew)
+    ip -4 addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface" || exit 1
+    echo "lease: $interface $ip/${mask:-24} from server ${serverid:-?}" ;;
+esac
+exit 0
+EOF
+    chmod +x /tmp/udhcpc-hook
+    sh -c "$(up_cmds /tmp/udhcpc-hook)" > /tmp/link-dom0 2>&1 || { cat /tmp/link-dom0; return 1; }
+    keep_addr dom0 /tmp/link-dom0
+}
+
+ping_cmd() {
+    echo "ping -c 3 -W 10 $1 > /tmp/ping.out; r=\$?; grep -E 'bytes from|loss' /tmp/ping.out; exit \$r"
 }

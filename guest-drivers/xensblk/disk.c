@@ -62,7 +62,9 @@ struct xsblk_info {
 	unsigned int max_segs;		/* > inline: indirect requests */
 
 	spinlock_t lock;		/* everything below */
-	struct xsblk_lanes cur;
+	struct xsblk_lanes cur;		/* cur.sh is NULL while detached */
+	domid_t server;			/* cur's owner, or the last one */
+	bool detached;			/* suspended: no share, queue quiesced */
 	struct list_head issued;	/* in flight, in issue order */
 	u8 *in_flight;			/* [depth], for the response parser */
 	struct request **rqs;		/* [depth] */
@@ -134,7 +136,7 @@ static int xsblk_attach(struct xsblk_lanes *l, struct xenshare_share *sh)
 static int xsblk_grant_page(struct xsblk_info *info, struct page *page,
 			    bool readonly, grant_ref_t *ref)
 {
-	int r = gnttab_grant_foreign_access(info->cur.sh->owner,
+	int r = gnttab_grant_foreign_access(READ_ONCE(info->server),
 					    xen_page_to_gfn(page), readonly);
 
 	if (r < 0)
@@ -331,7 +333,7 @@ static void xsblk_break(struct xsblk_info *info, const char *why, long long what
 	info->broken = true;
 	dev_err(&info->xdev->dev,
 		"%s: server domain %u broke the protocol (%s: %lld); failing %s\n",
-		info->gd->disk_name, info->cur.sh->owner, why, what,
+		info->gd->disk_name, info->server, why, what,
 		"its requests until the entry is rewritten");
 	xsblk_fail_all(info);
 }
@@ -419,7 +421,8 @@ static irqreturn_t xsblk_interrupt(int irq, void *data)
 	unsigned long flags;
 
 	spin_lock_irqsave(&info->lock, flags);
-	if (!info->broken && !info->dying)
+	/* Detached: cur's pages are gone; the new share's are not cur yet. */
+	if (!info->broken && !info->dying && !info->detached)
 		xsblk_poll(info);
 	spin_unlock_irqrestore(&info->lock, flags);
 	return IRQ_HANDLED;
@@ -484,6 +487,9 @@ static blk_status_t xsblk_queue_rq(struct blk_mq_hw_ctx *hctx,
 	unsigned long flags;
 	blk_status_t sts;
 
+	/* Rechecked under the lock; this spares the grants of a doomed one. */
+	if (READ_ONCE(info->broken) || READ_ONCE(info->dying))
+		return BLK_STS_IOERR;
 	sts = xsblk_prepare(info, rq, req);
 	if (sts)
 		return sts;
@@ -505,7 +511,7 @@ static void xsblk_commit_rqs(struct blk_mq_hw_ctx *hctx)
 	unsigned long flags;
 
 	spin_lock_irqsave(&info->lock, flags);
-	if (!info->broken && !info->dying)
+	if (!info->broken && !info->dying && !info->detached)
 		xsblk_push(info);
 	spin_unlock_irqrestore(&info->lock, flags);
 }
@@ -684,6 +690,7 @@ static int xsblk_probe(struct xenshare_device *xdev)
 	if (!info)
 		return -ENOMEM;
 	info->cur = lanes;
+	info->server = lanes.sh->owner;
 	info->max_segs = xsblk_max_segments(&lanes.control);
 	info->index = ida_alloc_max(&xsblk_ida, XSBLK_MAX_DISKS - 1, GFP_KERNEL);
 	if (info->index < 0) {
@@ -730,12 +737,18 @@ static void xsblk_remove(struct xenshare_device *xdev)
 {
 	struct xsblk_info *info = dev_get_drvdata(&xdev->dev);
 	unsigned long flags;
+	bool detached;
 
-	xenshare_share_unbind(info->cur.sh);
+	if (info->cur.sh)
+		xenshare_share_unbind(info->cur.sh);
 	spin_lock_irqsave(&info->lock, flags);
 	info->dying = true;
+	detached = info->detached;
 	xsblk_fail_all(info);
 	spin_unlock_irqrestore(&info->lock, flags);
+	/* What waited for reconnect() fails now, or del_gendisk() would wait. */
+	if (detached)
+		blk_mq_unquiesce_queue(info->gd->queue);
 	del_gendisk(info->gd);
 	dev_info(&xdev->dev, "%s removed: %lu grant(s) live, %lu left pinned by the server\n",
 		 info->gd->disk_name, info->grants, info->pinned);
@@ -803,7 +816,7 @@ static void xsblk_revoke(struct xsblk_info *info)
 	if (busy)
 		dev_warn(&info->xdev->dev,
 			 "%s: %u request(s) still mapped by domain %u; their pages stay pinned\n",
-			 info->gd->disk_name, busy, info->cur.sh->owner);
+			 info->gd->disk_name, busy, info->server);
 }
 
 static int xsblk_reconnect(struct xenshare_device *xdev,
@@ -814,6 +827,7 @@ static int xsblk_reconnect(struct xenshare_device *xdev,
 	struct xsblk_lanes next;
 	unsigned long flags;
 	domid_t old_owner;
+	bool was_detached;
 	unsigned int n;
 	int err;
 
@@ -828,13 +842,17 @@ static int xsblk_reconnect(struct xenshare_device *xdev,
 		return err;
 	}
 	blk_mq_quiesce_queue(q);
-	xenshare_share_unbind(info->cur.sh);
+	if (info->cur.sh)
+		xenshare_share_unbind(info->cur.sh);
 	spin_lock_irqsave(&info->lock, flags);
-	if (!info->broken)
+	was_detached = info->detached;
+	if (!info->broken && !was_detached)
 		xsblk_poll(info);	/* answers the old server did give */
 	xsblk_revoke(info);
-	old_owner = info->cur.sh->owner;
+	old_owner = info->server;
 	info->cur = next;
+	WRITE_ONCE(info->server, next.sh->owner);
+	info->detached = false;
 	info->broken = false;
 	info->wait_room = false;
 	n = xsblk_reissue(info);
@@ -844,10 +862,38 @@ static int xsblk_reconnect(struct xenshare_device *xdev,
 	if (next.control.read_only && !get_disk_ro(info->gd))
 		set_disk_ro(info->gd, true);
 	blk_mq_unquiesce_queue(q);
+	/* The quiesce of suspend(). */
+	if (was_detached)
+		blk_mq_unquiesce_queue(q);
 	blk_mq_run_hw_queues(q, true);
 	dev_info(&xdev->dev, "%s: reconnected from domain %u to domain %u, re-issued %u request(s)\n",
 		 info->gd->disk_name, old_owner, new_sh->owner, n);
 	return 0;
+}
+
+/*
+ * The domain is being suspended: new requests wait in blk-mq, those in
+ * flight stay listed, and reconnect() re-issues them to the new share.
+ */
+static void xsblk_suspend(struct xenshare_device *xdev)
+{
+	struct xsblk_info *info = dev_get_drvdata(&xdev->dev);
+	struct xsblk_req *req;
+	unsigned long flags;
+	unsigned int n = 0;
+
+	blk_mq_quiesce_queue(info->gd->queue);
+	xenshare_share_unbind(info->cur.sh);
+	spin_lock_irqsave(&info->lock, flags);
+	if (!info->broken)
+		xsblk_poll(info);	/* answers the server gave already */
+	info->detached = true;
+	info->cur.sh = NULL;
+	list_for_each_entry(req, &info->issued, node)
+		n++;
+	spin_unlock_irqrestore(&info->lock, flags);
+	dev_info(&xdev->dev, "%s: detached from domain %u for the suspend; %u request(s) in flight wait\n",
+		 info->gd->disk_name, info->server, n);
 }
 
 static struct xenshare_driver xsblk_driver = {
@@ -855,6 +901,7 @@ static struct xenshare_driver xsblk_driver = {
 	.probe = xsblk_probe,
 	.remove = xsblk_remove,
 	.reconnect = xsblk_reconnect,
+	.suspend = xsblk_suspend,
 	.driver = {
 		.name = "xensblk",
 	},

@@ -66,10 +66,49 @@ static int xs_probe(struct device *dev)
 static void xs_remove(struct device *dev)
 {
 	struct xenshare_driver *xdrv = to_xenshare_driver(dev->driver);
+	struct xenshare_device *xdev = to_xenshare_device(dev);
 
+	/* Its remove() ran already, when the domain was saved. */
+	if (xdev->removed_for_save) {
+		xdev->removed_for_save = false;
+		return;
+	}
 	if (xdrv->remove)
-		xdrv->remove(to_xenshare_device(dev));
+		xdrv->remove(xdev);
 }
+
+/*
+ * The domain is about to be suspended (saved, migrated): the driver stops
+ * using the share and we leave it, since a save keeps no foreign mapping.
+ * The PM core holds the device lock.
+ */
+static int xs_freeze(struct device *dev)
+{
+	struct xenshare_device *xdev = to_xenshare_device(dev);
+	struct xenshare_driver *xdrv = dev->driver ? to_xenshare_driver(dev->driver) : NULL;
+	domid_t owner;
+
+	if (!xdev->share)
+		return 0;
+	owner = xdev->share->owner;
+	if (xdrv && xdrv->suspend && xdrv->reconnect) {
+		xdrv->suspend(xdev);
+	} else if (xdrv) {
+		dev_warn(dev, "driver %s cannot keep its device across a save: removed, probed again when the entry is back\n",
+			 xdrv->driver.name);
+		if (xdrv->remove)
+			xdrv->remove(xdev);
+		xdev->removed_for_save = true;
+	}
+	xenshare_share_leave(xdev->share);
+	xdev->share = NULL;
+	dev_info(dev, "left domain %u's share for the suspend; the device waits for it\n", owner);
+	return 0;
+}
+
+static const struct dev_pm_ops xs_bus_pm = {
+	.freeze = xs_freeze,
+};
 
 static ssize_t modalias_show(struct device *dev, struct device_attribute *attr, char *buf)
 {
@@ -97,6 +136,7 @@ static struct bus_type xenshare_bus_type = {
 	.probe = xs_probe,
 	.remove = xs_remove,
 	.dev_groups = xs_dev_groups,
+	.pm = &xs_bus_pm,
 };
 
 int __xenshare_register_driver(struct xenshare_driver *drv, struct module *owner,
@@ -190,7 +230,7 @@ int xenshare_device_rejoin(struct xenshare_device *xdev, const struct xs_entry_r
 
 	device_lock(&xdev->dev);
 	xdrv = xdev->dev.driver ? to_xenshare_driver(xdev->dev.driver) : NULL;
-	if (xdrv && xdrv->reconnect && xs_same_device(xdev, e)) {
+	if (xdrv && xdrv->reconnect && xs_same_device(xdev, e) && !xdev->removed_for_save) {
 		err = xdrv->reconnect(xdev, new_sh);
 		if (!err)
 			xdev->share = new_sh;
@@ -202,8 +242,12 @@ int xenshare_device_rejoin(struct xenshare_device *xdev, const struct xs_entry_r
 			xenshare_device_remove(xdev);
 			return err;
 		}
-		dev_info(&xdev->dev, "reconnected from domain %u's share to domain %u's\n",
-			 old_sh->owner, new_sh->owner);
+		if (old_sh)
+			dev_info(&xdev->dev, "reconnected from domain %u's share to domain %u's\n",
+				 old_sh->owner, new_sh->owner);
+		else
+			dev_info(&xdev->dev, "reconnected to domain %u's share after the suspend\n",
+				 new_sh->owner);
 		xenshare_share_leave(old_sh);
 		return 0;
 	}
@@ -225,16 +269,71 @@ int xenshare_device_rejoin(struct xenshare_device *xdev, const struct xs_entry_r
 	return 0;
 }
 
+/*
+ * The parent of every xenshare device, /sys/devices/xenshare. Its PM
+ * callbacks are the vdevice page's: the PM core freezes children before
+ * their parent and restores the parent first, so the page is published
+ * again before any device looks for its share.
+ */
+static int xs_root_freeze(struct device *dev)
+{
+	return xenshare_vdevice_freeze();
+}
+
+static int xs_root_thaw(struct device *dev)
+{
+	return xenshare_vdevice_resume(false);
+}
+
+static int xs_root_restore(struct device *dev)
+{
+	return xenshare_vdevice_resume(true);
+}
+
+static const struct dev_pm_ops xs_root_pm = {
+	.freeze = xs_root_freeze,
+	.thaw = xs_root_thaw,
+	.restore = xs_root_restore,
+};
+
+static const struct device_type xs_root_type = {
+	.name = "xenshare",
+	.pm = &xs_root_pm,
+};
+
+static void xs_root_release(struct device *dev)
+{
+	kfree(dev);
+}
+
+static int xs_root_add(void)
+{
+	int err;
+
+	xs_root = kzalloc(sizeof(*xs_root), GFP_KERNEL);
+	if (!xs_root)
+		return -ENOMEM;
+	device_initialize(xs_root);
+	xs_root->type = &xs_root_type;
+	xs_root->release = xs_root_release;
+	err = dev_set_name(xs_root, "xenshare");
+	if (!err)
+		err = device_add(xs_root);
+	if (err)
+		put_device(xs_root);
+	return err;
+}
+
 int xenshare_bus_init(void)
 {
 	int err;
 
-	xs_root = root_device_register("xenshare");
-	if (IS_ERR(xs_root))
-		return PTR_ERR(xs_root);
+	err = xs_root_add();
+	if (err)
+		return err;
 	err = bus_register(&xenshare_bus_type);
 	if (err) {
-		root_device_unregister(xs_root);
+		device_unregister(xs_root);
 		return err;
 	}
 	return 0;
@@ -243,5 +342,5 @@ int xenshare_bus_init(void)
 void xenshare_bus_exit(void)
 {
 	bus_unregister(&xenshare_bus_type);
-	root_device_unregister(xs_root);
+	device_unregister(xs_root);
 }

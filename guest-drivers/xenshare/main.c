@@ -15,7 +15,7 @@
 domid_t xenshare_domid;
 
 /* The descriptor check needs our own id; Linux keeps it nowhere else. */
-static int xs_read_domid(void)
+int xenshare_read_domid(void)
 {
 	unsigned int id;
 
@@ -38,7 +38,7 @@ static int __init xenshare_init(void)
 	BUILD_BUG_ON(PAGE_SIZE != XS_PAGE_SIZE);
 	if (!xen_domain())
 		return -ENODEV;
-	err = xs_read_domid();
+	err = xenshare_read_domid();
 	if (err)
 		return err;
 	err = xenshare_bus_init();

@@ -44,6 +44,8 @@ static struct {
 	u32 acked;			/* last serial acked, private */
 	struct workqueue_struct *wq;
 	struct work_struct work;
+	struct work_struct rejoin;	/* after a cancelled suspend */
+	bool published;			/* init done: suspend/resume apply */
 	struct xs_slot slots[XS_ENTRY_COUNT];
 } vd;
 
@@ -147,7 +149,9 @@ static s32 xs_apply(unsigned int index, struct xs_slot *slot, const struct xs_en
 		return XS_STATUS_EINVAL;
 	if (old->kind != XS_KIND_EMPTY && old->kind != new->kind)
 		return XS_STATUS_EEXIST;
-	if (old->kind != XS_KIND_EMPTY && xs_same_member(old, new))
+	/* A detached device (the domain was suspended) takes it regardless. */
+	if (old->kind != XS_KIND_EMPTY && xs_same_member(old, new) && slot->xdev &&
+	    slot->xdev->share)
 		return XS_STATUS_OK;
 
 	sh = xenshare_share_join(new->peer, new->share_ref, new->numpages);
@@ -166,9 +170,10 @@ static s32 xs_apply(unsigned int index, struct xs_slot *slot, const struct xs_en
 		}
 		slot->xdev = xdev;
 	} else {
-		pr_info("entry %u: rejoining: %s share %u of domain %u replaces share %u of domain %u\n",
+		pr_info("entry %u: rejoining: %s share %u of domain %u replaces share %u of domain %u%s\n",
 			index, xenshare_kind_name(new->kind), new->share_ref, new->peer,
-			old->share_ref, old->peer);
+			old->share_ref, old->peer,
+			slot->xdev->share ? "" : " (left at the suspend)");
 		err = xenshare_device_rejoin(slot->xdev, new, sh);
 		if (err) {
 			slot->xdev = NULL;
@@ -288,6 +293,105 @@ static void xs_key_remove(void)
 		pr_warn("cannot remove " XS_KEY_DIR "/" XS_KEY_NODE " (%d)\n", err);
 }
 
+/*
+ * After a cancelled suspend (still the same domain, its shares still
+ * granted to it): each device left for the suspend joins its share again.
+ */
+static void xs_rejoin_work(struct work_struct *work)
+{
+	struct xenshare_share *sh;
+	struct xs_entry_repr *e;
+	struct xs_slot *slot;
+	unsigned int i;
+	int err;
+
+	for (i = 0; i < XS_ENTRY_COUNT; i++) {
+		slot = &vd.slots[i];
+		e = &slot->applied;
+		if (!slot->xdev || slot->xdev->share)
+			continue;
+		sh = xenshare_share_join(e->peer, e->share_ref, e->numpages);
+		err = PTR_ERR_OR_ZERO(sh);
+		if (!err) {
+			err = xenshare_device_rejoin(slot->xdev, e, sh);
+			if (err)
+				slot->xdev = NULL;	/* removed by the failed rejoin */
+		}
+		if (err) {
+			pr_warn("entry %u: cannot join share %u of domain %u again after the cancelled suspend (%d)%s\n",
+				i, e->share_ref, e->peer, err,
+				slot->xdev ? ": the device waits for dom0 to rewrite the entry" : "");
+			if (!slot->xdev)
+				xs_entry_empty(e, XS_STATUS_OK);
+		}
+	}
+}
+
+int xenshare_vdevice_freeze(void)
+{
+	if (!vd.published)
+		return 0;
+	/*
+	 * The workqueue is frozen already (no change half-applied); a trigger
+	 * from dom0 now is applied after the resume.
+	 */
+	disable_irq(vd.irq);
+	return 0;
+}
+
+/* A new domain: grant the page to dom0 again, a new port, the key. */
+static int xs_republish(void)
+{
+	domid_t was = xenshare_domid;
+	int err;
+
+	err = xenshare_read_domid();
+	if (err)
+		return err;
+	/* The old port is gone with the old domain: only the irq is freed. */
+	unbind_from_irqhandler(vd.irq, &vd);
+	vd.irq = -1;
+	/* The grant table is new and empty; our reference is still ours. */
+	gnttab_grant_foreign_access_ref(vd.gref, 0, xen_page_to_gfn(vd.page), 0);
+	WRITE_ONCE(xs_header()->domid, cpu_to_le16(xenshare_domid));
+	err = xs_alloc_port();
+	if (err)
+		return err;
+	err = xs_key_publish();
+	if (err)
+		return err;
+	pr_info("restored as domain %u (was %u): vdevice page published again (gref=%u port=%u)\n",
+		xenshare_domid, was, vd.gref, vd.port);
+	return 0;
+}
+
+int xenshare_vdevice_resume(bool restored)
+{
+	unsigned int i, waiting = 0;
+	int err;
+
+	if (!vd.published)
+		return 0;
+	if (!restored) {
+		enable_irq(vd.irq);
+		queue_work(vd.wq, &vd.rejoin);
+		/* A change dom0 made meanwhile. */
+		queue_work(vd.wq, &vd.work);
+		return 0;
+	}
+	err = xs_republish();
+	if (err) {
+		pr_err("after the restore: cannot publish the vdevice page again (%d); dom0 cannot reach this domain until xenshare is reloaded\n",
+		       err);
+		return 0;
+	}
+	for (i = 0; i < XS_ENTRY_COUNT; i++)
+		waiting += vd.slots[i].xdev != NULL;
+	if (waiting)
+		pr_info("%u device(s) wait for dom0 to reconnect them (vdevice daemon)\n", waiting);
+	return 0;
+}
+
 int xenshare_vdevice_init(void)
 {
 	unsigned int i;
@@ -302,7 +406,9 @@ int xenshare_vdevice_init(void)
 	vd.acked = 0;
 	vd.irq = -1;
 	INIT_WORK(&vd.work, xs_vdevice_work);
-	vd.wq = alloc_ordered_workqueue("xenshare", 0);
+	INIT_WORK(&vd.rejoin, xs_rejoin_work);
+	/* Freezable: no change is applied while the domain is suspended. */
+	vd.wq = alloc_ordered_workqueue("xenshare", WQ_FREEZABLE);
 	if (!vd.wq)
 		return -ENOMEM;
 	vd.page = alloc_page(GFP_KERNEL | __GFP_ZERO);
@@ -331,6 +437,7 @@ int xenshare_vdevice_init(void)
 	}
 	pr_info("domain %u: vdevice page published (gref=%u port=%u, %u entries)\n",
 		xenshare_domid, vd.gref, vd.port, XS_ENTRY_COUNT);
+	vd.published = true;
 	return 0;
 
 err_port:
@@ -350,10 +457,14 @@ void xenshare_vdevice_exit(void)
 {
 	unsigned int i;
 
+	vd.published = false;
 	/* No new change: the port is masked, a queued one still runs. */
-	disable_irq(vd.irq);
+	if (vd.irq >= 0) {
+		disable_irq(vd.irq);
+		flush_workqueue(vd.wq);
+		unbind_from_irqhandler(vd.irq, &vd);
+	}
 	flush_workqueue(vd.wq);
-	unbind_from_irqhandler(vd.irq, &vd);
 	destroy_workqueue(vd.wq);
 	xs_key_remove();
 	for (i = 0; i < XS_ENTRY_COUNT; i++) {

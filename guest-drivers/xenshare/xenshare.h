@@ -9,7 +9,7 @@
 #include <xenshare/bus.h>
 #include "parse.h"
 
-/* This domain's id, read once at load (the descriptor's member check). */
+/* This domain's id, read at load and after a restore (the descriptor's member check). */
 extern domid_t xenshare_domid;
 
 /* bus.c */
@@ -37,6 +37,17 @@ int xenshare_device_rejoin(struct xenshare_device *xdev,
 /* vdevice.c: bootstrap, the change protocol, and teardown of every entry. */
 int xenshare_vdevice_init(void);
 void xenshare_vdevice_exit(void);
+/*
+ * Suspend (xl save, migration): the page stops taking changes. Resume:
+ * a cancelled suspend (restored false) takes changes again and joins the
+ * same shares; a restored domain (a new id) grants the page to dom0
+ * again, with a new port and key, and its devices wait for dom0.
+ */
+int xenshare_vdevice_freeze(void);
+int xenshare_vdevice_resume(bool restored);
+
+/* main.c: this domain's id from xenstore (it changes on restore). */
+int xenshare_read_domid(void);
 
 /*
  * dev.c (/dev/xenshare, written separately): main.c calls these at the

@@ -14,6 +14,7 @@
 #include <linux/etherdevice.h>
 #include <linux/module.h>
 #include <linux/netdevice.h>
+#include <linux/rtnetlink.h>
 #include "xensnet.h"
 
 /* What this driver can honour; the accept parameter narrows it. */
@@ -90,6 +91,9 @@ static int xsn_open(struct net_device *dev)
 {
 	struct xsn_priv *np = netdev_priv(dev);
 
+	/* Detached: reconnect() enables NAPI and the queue. */
+	if (test_bit(XSN_DETACHED, &np->flags))
+		return 0;
 	napi_enable(&np->napi);
 	netif_start_queue(dev);
 	/* Catch up on the link and on frames that came while we were down. */
@@ -102,7 +106,8 @@ static int xsn_stop(struct net_device *dev)
 	struct xsn_priv *np = netdev_priv(dev);
 
 	netif_stop_queue(dev);
-	napi_disable(&np->napi);
+	if (!test_bit(XSN_DETACHED, &np->flags))
+		napi_disable(&np->napi);
 	return 0;
 }
 
@@ -167,13 +172,14 @@ static const struct ethtool_ops xsn_ethtool_ops = {
 
 /* ---- the xenshare bus ------------------------------------------------ */
 
-/* The switch's control fields, copied once and checked. */
-static int xsn_read_control(struct xenshare_device *xdev, struct xsn_control *c)
+/* The switch's control fields in share sh, copied once and checked. */
+static int xsn_read_control(struct xenshare_device *xdev, struct xenshare_share *sh,
+			    struct xsn_control *c)
 {
 	const struct xs_net_control *live;
 	struct xs_net_control raw;
 
-	live = xenshare_share_ptr(xdev->share, 0, sizeof(raw));
+	live = xenshare_share_ptr(sh, 0, sizeof(raw));
 	if (!live)
 		return -EINVAL;
 	memcpy(&raw, live, sizeof(raw));
@@ -236,6 +242,8 @@ static void xsn_announce(struct xsn_priv *np)
 
 static void xsn_close_member(struct xsn_priv *np)
 {
+	if (!np->sh)
+		return;
 	smp_store_release(&xsn_control(np)->member_state, cpu_to_le32(XS_NET_MEMBER_CLOSED));
 	xenshare_share_trigger(np->sh);
 }
@@ -284,7 +292,7 @@ static int xsn_probe(struct xenshare_device *xdev)
 	struct xsn_priv *np;
 	int rc;
 
-	rc = xsn_read_control(xdev, &c);
+	rc = xsn_read_control(xdev, xdev->share, &c);
 	if (rc)
 		return rc;
 	dev = alloc_netdev(sizeof(*np), "xsn%d", NET_NAME_ENUM, ether_setup);
@@ -329,16 +337,97 @@ static void xsn_remove(struct xenshare_device *xdev)
 	netif_carrier_off(dev);
 	unregister_netdev(dev);
 	xsn_close_member(np);
-	xenshare_share_unbind(np->sh);
+	if (np->sh)
+		xenshare_share_unbind(np->sh);
 	xsn_rx_discard(np);
 	dev_set_drvdata(&xdev->dev, NULL);
 	free_netdev(dev);
+}
+
+/*
+ * The domain is being suspended: nothing may touch the share from here
+ * (no xmit, no poll, no trigger); the device stays, carrier off, until
+ * reconnect() gives it a port again.
+ */
+static void xsn_suspend(struct xenshare_device *xdev)
+{
+	struct xsn_priv *np = dev_get_drvdata(&xdev->dev);
+	struct net_device *dev = np->dev;
+	domid_t owner = np->sh->owner;
+
+	rtnl_lock();
+	netif_device_detach(dev);
+	/* Waits for an xmit in progress; later ones find the queue stopped. */
+	netif_tx_disable(dev);
+	set_bit(XSN_DETACHED, &np->flags);
+	/* No trigger comes any more; a poll in progress ends first. */
+	xenshare_share_unbind(np->sh);
+	if (netif_running(dev))
+		napi_disable(&np->napi);
+	netif_carrier_off(dev);
+	xsn_rx_discard(np);
+	np->sh = NULL;
+	rtnl_unlock();
+	netdev_info(dev, "detached from switch domain %u for the suspend\n", owner);
+}
+
+/*
+ * A new port (the domain was restored, or dom0 moved the entry): the same
+ * features and MTU, since the stack above was set up with them.
+ */
+static int xsn_reconnect(struct xenshare_device *xdev, struct xenshare_share *new_sh)
+{
+	struct xsn_priv *np = dev_get_drvdata(&xdev->dev);
+	struct net_device *dev = np->dev;
+	struct xsn_control c;
+	u32 accepted;
+	int rc;
+
+	rc = xsn_read_control(xdev, new_sh, &c);
+	if (rc)
+		return rc;
+	accepted = xsn_negotiate(&c, np->accepted, new_sh->nr_pages);
+	if (accepted != np->accepted || xsn_mtu(&c, accepted) != np->mtu) {
+		netdev_err(dev, "the new port of domain %u offers features %#x: cannot keep features %#x and MTU %u\n",
+			   new_sh->owner, c.offered, np->accepted, np->mtu);
+		return -EOPNOTSUPP;
+	}
+	if (!test_bit(XSN_DETACHED, &np->flags)) {
+		xsn_close_member(np);
+		xsn_suspend(xdev);
+	}
+	rtnl_lock();
+	np->sh = new_sh;
+	rc = xsn_attach_lanes(np);
+	if (!rc)
+		rc = xsn_rx_chain_init(&np->chain, np->mtu, np->accepted);
+	if (!rc)
+		rc = xenshare_share_bind(new_sh, xsn_interrupt, netdev_name(dev), np);
+	if (rc) {
+		np->sh = NULL;
+		rtnl_unlock();
+		return rc;
+	}
+	clear_bit(XSN_BROKEN, &np->flags);
+	clear_bit(XSN_DETACHED, &np->flags);
+	xsn_announce(np);
+	if (netif_running(dev))
+		napi_enable(&np->napi);
+	netif_device_attach(dev);
+	if (netif_running(dev))
+		napi_schedule(&np->napi);
+	rtnl_unlock();
+	netdev_info(dev, "on switch domain %u again (%u slots per lane)\n", new_sh->owner,
+		    np->rx.slot_count);
+	return 0;
 }
 
 static struct xenshare_driver xsn_driver = {
 	.kind = XS_KIND_NET,
 	.probe = xsn_probe,
 	.remove = xsn_remove,
+	.reconnect = xsn_reconnect,
+	.suspend = xsn_suspend,
 	.driver = {
 		.name = KBUILD_MODNAME,
 	},

@@ -176,7 +176,7 @@ netdev_tx_t xsn_start_xmit(struct sk_buff *skb, struct net_device *dev)
 	u32 need, len = skb->len;
 	int free, rc;
 
-	if (test_bit(XSN_BROKEN, &np->flags)) {
+	if (xsn_stopped(&np->flags)) {
 		xsn_tx_drop(np, skb, -EPROTO);
 		return NETDEV_TX_OK;
 	}
@@ -457,14 +457,14 @@ int xsn_poll(struct napi_struct *napi, int budget)
 	struct xsn_priv *np = container_of(napi, struct xsn_priv, napi);
 	int done = 0;
 
-	if (!test_bit(XSN_BROKEN, &np->flags)) {
+	if (!xsn_stopped(&np->flags)) {
 		xsn_update_link(np);
 		xsn_tx_wake(np);
 		done = xsn_rx(np, budget);
 	}
 	if (done >= budget)
 		return budget;
-	if (napi_complete_done(napi, done) && !test_bit(XSN_BROKEN, &np->flags) &&
+	if (napi_complete_done(napi, done) && !xsn_stopped(&np->flags) &&
 	    xs_lane_prepare_wait(&np->rx, false, 0))
 		napi_schedule(napi);
 	return done;

@@ -33,6 +33,13 @@ enum xsn_stat {
 
 /* xsn_priv.flags */
 #define XSN_BROKEN 0	/* the switch broke the protocol: device stopped */
+#define XSN_DETACHED 1	/* no share (the domain was suspended); under rtnl */
+
+/* Neither lane may be touched. */
+static inline bool xsn_stopped(const unsigned long *flags)
+{
+	return test_bit(XSN_BROKEN, flags) || test_bit(XSN_DETACHED, flags);
+}
 
 struct xsn_priv {
 	struct net_device *dev;

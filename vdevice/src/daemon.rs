@@ -298,7 +298,8 @@ fn join<P: Platform, L: Lookup>(
         }
         tool.clear(m, s.kind, Role::Member, st.backend, Some(st.param))?;
     }
-    // Its own previous run's entry for this backend (a restored domain).
+    // Its own previous run's entry for this backend: a domain restored
+    // from a save keeps its device, the entry rewritten in place.
     let own_old = listing.used.iter().any(|(_, e)| {
         e.kind == s.kind
             && e.role == Role::Member
@@ -306,7 +307,7 @@ fn join<P: Platform, L: Lookup>(
             && crate::same_device(s.kind, e.param, s.param)
     });
     if own_old {
-        tool.clear(m, s.kind, Role::Member, b, Some(s.param))?;
+        return tool.rejoin(b, m, s, log);
     }
     tool.connect(b, m, s, log)
 }

@@ -483,6 +483,85 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
         }
     }
 
+    /// Gives `member`, restored from a save under a new domain id, its
+    /// device of `backend` again: the backend makes a share for the new
+    /// id, and the entry the member still has for the device (its own,
+    /// from before the save, which names the share made for its old id) is
+    /// rewritten in place with it. The member keeps its network or block
+    /// device and what it had in flight. If the member refuses, the new
+    /// share is removed again.
+    pub fn rejoin(
+        &mut self,
+        backend: DomId,
+        member: DomId,
+        dev: DeviceSpec,
+        log: Log<'_>,
+    ) -> Result<(), ToolError> {
+        let (kind, param) = (dev.kind, dev.param);
+        let is_ours = move |e: &EntryRepr| {
+            e.kind == kind
+                && e.role == Role::Member
+                && e.peer == backend
+                && same_device(kind, e.param, param)
+        };
+        self.lookup.bootstrap(member)?;
+        let listing = self.show(member)?;
+        let Some(&(index, _)) = listing.used.iter().find(|(_, e)| is_ours(e)) else {
+            return Err(ToolError::NotFound {
+                domid: member,
+                peer: backend,
+            });
+        };
+        let owner = EntryRepr {
+            kind,
+            role: Role::Owner,
+            flags: dev.flags,
+            subtype: dev.subtype,
+            numpages: dev.numpages,
+            peer: member,
+            param,
+            ..EntryRepr::EMPTY
+        };
+        let acked = self.serve(backend, &owner)?;
+        log(&format!(
+            "domain {backend}: serves a {kind:?} share for domain {member} (share_ref {}, {} pages)",
+            acked.share_ref.0, acked.numpages
+        ));
+        let joiner = EntryRepr {
+            role: Role::Member,
+            peer: backend,
+            share_ref: acked.share_ref,
+            ..owner
+        };
+        // The entry found above, unless the page changed meanwhile.
+        let rewritten = self.change(
+            member,
+            &joiner,
+            &|entries| match entries.get(index as usize) {
+                Some(Ok(e)) if is_ours(e) => Ok(index),
+                _ => Err(ToolError::NotFound {
+                    domid: member,
+                    peer: backend,
+                }),
+            },
+        );
+        match rewritten {
+            Ok(_) => {
+                log(&format!(
+                    "domain {member}: entry {index} rewritten in place with the new {kind:?} share of domain {backend}"
+                ));
+                Ok(())
+            }
+            Err(e) => {
+                log(&format!(
+                    "domain {member} did not take the new share ({e}); removing it from domain {backend}"
+                ));
+                let _ = self.clear(backend, kind, Role::Owner, member, Some(param));
+                Err(e)
+            }
+        }
+    }
+
     /// Disconnects `member` from `backend`: the member leaves first, then
     /// the backend destroys the share.
     pub fn disconnect(

@@ -12,7 +12,7 @@ use vdevice::record::{Record, What};
 use vdevice::{lan_of, Tool};
 
 mod common;
-use common::{disk_server, member, netback, FakeHost, Published};
+use common::{disk_server, member, netback, preset, FakeHost, Published};
 
 type T = Tool<SimPlatform, Published>;
 
@@ -280,4 +280,99 @@ fn a_backend_restarted_between_two_passes_is_caught_up() {
         pass(&mut tool, &host, &mut rec, 11, &mut lines),
         Pass::default()
     );
+}
+
+/// `xl save` then `xl restore`: the guest comes back under a new id with
+/// its page as it was (entries naming shares made for its old id). Each
+/// entry is rewritten in place with a share for the new id, so the guest
+/// keeps its network and block devices.
+#[test]
+fn a_restored_guest_keeps_its_entries_rewritten_in_place() {
+    let path = temp_socket_path("vdevice-daemon-restore");
+    let _broker = Broker::spawn(&path).unwrap();
+    let published = Published::default();
+    let host = FakeHost::default();
+    let _nb = netback(&path, 1, &published);
+    host.add(1, "netback-uk");
+    let _bb = disk_server(&path, 2, &published, &host);
+    host.add(2, "blkback-uk");
+    let a = member(&path, 3, &published, &[]);
+    host.add(3, "guest-a");
+    let _b = member(&path, 4, &published, &[]);
+    host.add(4, "guest-b");
+    let mut tool = Tool {
+        platform: SimPlatform::connect(&path, DOM0).unwrap(),
+        lookup: published.clone(),
+        timeout_ns: 5_000_000_000,
+    };
+    let mut rec = Record::default();
+    let mut lines = Vec::new();
+    let file = std::env::temp_dir().join(format!("vdevice-restore-{}.img", std::process::id()));
+    std::fs::write(&file, [0u8; 512]).unwrap();
+    {
+        let mut h = host.clone();
+        let mut admin = Admin {
+            tool: &mut tool,
+            host: &mut h,
+        };
+        let mut log = |_: &str| {};
+        let opts = CreateOpts::default();
+        let names = ["guest-a".to_string(), "guest-b".to_string()];
+        admin.create_net(&mut rec, &opts, &names, &mut log).unwrap();
+        admin
+            .create_block(&mut rec, &opts, &file, &names[..1], &mut log)
+            .unwrap();
+    }
+    let before = used(&mut tool, 3);
+    assert_eq!(before.len(), 2);
+
+    // Saved: gone, and what the backends held for domain 3 is freed.
+    a.stop();
+    host.gone(3);
+    pass(&mut tool, &host, &mut rec, 1001, &mut lines);
+    assert_eq!(owners(&mut tool, 1), [4]);
+    assert!(owners(&mut tool, 2).is_empty());
+
+    // Restored as domain 7, its page as it was.
+    let _a = member(&path, 7, &published, &[]);
+    preset(&mut tool.platform, &published, 7, &before);
+    host.add(7, "guest-a");
+    let p = pass(&mut tool, &host, &mut rec, 1002, &mut lines);
+    assert!(p.changed && !p.pending, "{p:?} {lines:?}");
+    assert_eq!(member_id(&rec, "net0", "guest-a"), Some(7));
+    assert_eq!(member_id(&rec, "blk0", "guest-a"), Some(7));
+    assert_eq!(owners(&mut tool, 1), [4, 7]);
+    assert_eq!(owners(&mut tool, 2), [7]);
+    let after = used(&mut tool, 7);
+    assert_eq!(after.len(), 2, "rewritten, not added: {after:?}");
+    for ((i, old), (j, new)) in before.iter().zip(after.iter()) {
+        assert_eq!(
+            (i, old.kind, old.peer, old.param),
+            (j, new.kind, new.peer, new.param)
+        );
+    }
+    // Each names the share its backend made for domain 7.
+    let served: Vec<EntryRepr> = [1, 2]
+        .iter()
+        .flat_map(|&b| entries(&mut tool, b))
+        .filter(|e| e.role == Role::Owner && e.peer == 7)
+        .collect();
+    for (_, e) in &after {
+        assert!(
+            served
+                .iter()
+                .any(|o| o.kind == e.kind && o.share_ref == e.share_ref),
+            "{e:?} names a share made for domain 7: {served:?}"
+        );
+    }
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("rewritten in place"))
+            .count(),
+        2,
+        "{lines:?}"
+    );
+    assert!(all_connected(&mut tool, &host, &rec));
+    let _ = std::fs::remove_file(file);
 }

@@ -3,8 +3,12 @@
 # console and answers there. Protocol (one message per line, matched by
 # prefix so kernel messages between lines do no harm):
 #   dom0 -> domU   @@RUN <id> <command, base64>
-#   domU -> dom0   @@O <id> <output line>     (stdout and stderr, merged)
+#   domU -> dom0   @@GO <id>                  (the command starts)
+#                  @@O <id> <output line>     (stdout and stderr, merged)
 #                  @@RC <id> <exit status> END
+#                  @@DUP <id>                 (a repeat of a command it ran)
+# dom0 sends a command again when it has not heard @@GO after a while (a
+# console event can go missing under nested TCG); each id runs once.
 # dom0's side is dom_run in xen-rig/lib.sh.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 exec </dev/console >/dev/console 2>&1
@@ -13,6 +17,15 @@ echo
 echo "@@READY $(hostname)"
 while read -r tag id cmd; do
     [ "$tag" = "@@RUN" ] || continue
+    # A repeat is answered (which also wakes a stalled console) but not run.
+    if grep -qxF -- "$id" /tmp/rig-seen 2>/dev/null; then
+        echo
+        echo "@@DUP $id"
+        continue
+    fi
+    echo "$id" >> /tmp/rig-seen
+    echo
+    echo "@@GO $id"
     out=/tmp/rig-out.$id
     printf '%s' "$cmd" | base64 -d > /tmp/rig-cmd.$id 2>/dev/null
     sh /tmp/rig-cmd.$id > "$out" 2>&1 < /dev/null

@@ -22,7 +22,6 @@ G2=guest2
 MGMT=10.77.0.1
 DISK=/test-filesystem
 RODISK=/shared-ro.img
-HOOK=/tmp/udhcpc-hook
 
 collect_logs() {
     [ -f /tmp/vdevice-daemon.log ] && rig_send_file vdevice-daemon.log /tmp/vdevice-daemon.log
@@ -88,62 +87,6 @@ create_lan() {
     vdevice --timeout 60 --create net 0 $G1 $G2 > /tmp/created || { cat /tmp/created; return 1; }
     cat /tmp/created
     [ "$(cat /tmp/created)" = net0 ]
-}
-
-# The commands that bring xsn0 up with a lease ($1: udhcpc hook).
-up_cmds() {
-    echo "modprobe xensnet || exit 1
-i=0
-until [ -e /sys/class/net/xsn0 ]; do
-    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'no xsn0'; dmesg | tail; exit 1; }
-    sleep 0.2
-done
-ip link set xsn0 up || exit 1
-i=0
-until [ \"\$(cat /sys/class/net/xsn0/carrier 2>/dev/null)\" = 1 ]; do
-    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'xsn0 has no carrier'; exit 1; }
-    sleep 0.2
-done
-udhcpc -i xsn0 -n -q -t 5 -T 3 -s $1 || exit 1
-ip -4 addr show xsn0"
-}
-
-# keep_addr NAME FILE: the leased address of NAME, from its udhcpc output.
-keep_addr() {
-    cat "$2"
-    sed -n 's|.*inet \(10\.77\.0\.[0-9]*\)/24.*|\1|p' "$2" | head -n 1 > "/tmp/addr-$1"
-    echo "$1 has $(cat "/tmp/addr-$1")"
-    [ -s "/tmp/addr-$1" ]
-}
-
-addr() {
-    cat "/tmp/addr-$1"
-}
-
-lan_guest() {
-    dom_run "$1" "$(up_cmds /etc/rig/udhcpc)" > "/tmp/link-$1" || { cat "/tmp/link-$1"; return 1; }
-    keep_addr "$1" "/tmp/link-$1"
-}
-
-lan_dom0() {
-    cat > $HOOK <<'EOF'
-#!/bin/sh
-case "$1" in
-deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
-bound | renew)
-    ip -4 addr flush dev "$interface"
-    ip addr add "$ip/${mask:-24}" dev "$interface" || exit 1
-    echo "lease: $interface $ip/${mask:-24} from server ${serverid:-?}" ;;
-esac
-exit 0
-EOF
-    chmod +x $HOOK
-    sh -c "$(up_cmds $HOOK)" > /tmp/link-dom0 2>&1 || { cat /tmp/link-dom0; return 1; }
-    keep_addr dom0 /tmp/link-dom0
-}
-
-ping_cmd() {
-    echo "ping -c 3 -W 10 $1 > /tmp/ping.out; r=\$?; grep -E 'bytes from|loss' /tmp/ping.out; exit \$r"
 }
 
 # from WHO TO: WHO (a guest or dom0) pings TO (an address).

@@ -15,6 +15,16 @@
  * new owner), xenshare maps the new share and calls the driver's
  * reconnect() with it, so a disk keeps its gendisk and re-issues what was
  * in flight. A driver without reconnect() is removed and probed again.
+ *
+ * Save and restore (`xl save`, `xl restore`, live migration): before the
+ * domain is suspended each bound driver's suspend() stops using the share
+ * and xenshare leaves it (Xen keeps no foreign mapping across a save), so
+ * the device is detached: xdev->share is NULL. A cancelled suspend joins
+ * the same share again; a restored domain (a new domain id, whose shares
+ * were made for the old one) waits with its devices detached until dom0
+ * rewrites their entries for the new id, then reconnect() moves each to
+ * its new share. A driver without suspend() or reconnect() cannot be
+ * saved: its device is unbound and probed again after the restore.
  */
 #ifndef XENSHARE_BUS_H
 #define XENSHARE_BUS_H
@@ -75,7 +85,8 @@ struct xenshare_device {
 	u8 flags;		/* XS_ENTRY_READ_ONLY */
 	u32 subtype;		/* dom0's feature policy */
 	u8 param[8];
-	struct xenshare_share *share;	/* current share; swapped on reconnect */
+	struct xenshare_share *share;	/* current share; NULL while detached */
+	bool removed_for_save;	/* driver without suspend(): removed at freeze */
 };
 
 #define to_xenshare_device(d) container_of(d, struct xenshare_device, dev)
@@ -95,6 +106,14 @@ struct xenshare_driver {
 	 */
 	int (*reconnect)(struct xenshare_device *xdev,
 			 struct xenshare_share *new_share);
+	/*
+	 * The domain is about to be saved: stop using xdev->share for good
+	 * (no access to its pages, its trigger unbound) but keep the device
+	 * and what is in flight; reconnect() follows with a new share. Called
+	 * with the device lock held, processes frozen. xdev->share is left by
+	 * xenshare after it returns.
+	 */
+	void (*suspend)(struct xenshare_device *xdev);
 	struct device_driver driver;
 };
 

@@ -194,9 +194,9 @@ fn bus_domain(path: &Path, domid: DomId, published: &Published, mut apply: Apply
     )
 }
 
-/// A member: joins what it is told to (a disk entry may be rewritten in
-/// place, as share-member does), refuses member entries naming a domain
-/// in `refuse_from` (EINVAL), and serves nothing.
+/// A member: joins what it is told to (an entry may be rewritten in place
+/// with the same kind, as xenshare.ko takes it), refuses member entries
+/// naming a domain in `refuse_from` (EINVAL), and serves nothing.
 pub fn member(path: &Path, domid: DomId, published: &Published, refuse_from: &[DomId]) -> Dom {
     let refuse: Vec<DomId> = refuse_from.to_vec();
     bus_domain(
@@ -204,7 +204,7 @@ pub fn member(path: &Path, domid: DomId, published: &Published, refuse_from: &[D
         domid,
         published,
         Box::new(move |_, old, new| {
-            let in_place = old.kind == Kind::Disk && new.kind == Kind::Disk;
+            let in_place = old.kind == new.kind;
             if old.kind != Kind::Empty && new.kind != Kind::Empty && !in_place {
                 return Applied::Refused(status::EEXIST);
             }
@@ -251,4 +251,21 @@ pub fn silent(path: &Path, domid: DomId, published: &Published) -> SimPlatform {
     published.0.lock().unwrap().insert(domid, bus.bootstrap());
     std::mem::forget(bus);
     p
+}
+
+/// Writes `entries` (index, entry) into running domain `domid`'s page as
+/// dom0 would: what a domain restored from a save finds in its page.
+pub fn preset(
+    dom0: &mut SimPlatform,
+    published: &Published,
+    domid: DomId,
+    entries: &[(u32, EntryRepr)],
+) {
+    let boot = *published.0.lock().unwrap().get(&domid).unwrap();
+    let mut client = share_hal::vdevice::VdeviceClient::attach(dom0, domid, boot).unwrap();
+    for (i, e) in entries {
+        let deadline = dom0.now_ns() + 5_000_000_000;
+        client.change(dom0, *i, e, deadline).unwrap();
+    }
+    client.detach(dom0).unwrap();
 }

@@ -114,6 +114,7 @@ pub fn tier() -> Result<u64> {
         ("blk-modules", None),
         ("xenshare-dev", None),
         ("vdevice", None),
+        ("save-restore", None),
         ("demo", None),
     ] {
         let t = Instant::now();
