@@ -2,6 +2,7 @@
 //! acknowledged change at a time (docs/protocol.md), and keeps a record of
 //! the devices it made so that `vdevice daemon` can give them back when a
 //! domain restarts.
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -528,11 +529,16 @@ fn run_daemon(
     }
     let mut host = XlHost;
     let mut polling = watchers.len() < 2;
+    let mut repeats = Repeats::default();
     loop {
         let pass = {
             let file = RecordFile::lock(path)?;
             let mut record = file.load()?;
-            let mut log = |s: &str| println!("vdevice daemon: {s}");
+            let mut log = |s: &str| {
+                if repeats.fresh(s) {
+                    println!("vdevice daemon: {s}");
+                }
+            };
             let pass = daemon::reconcile(
                 tool,
                 &mut host,
@@ -557,6 +563,7 @@ fn run_daemon(
                 }
             }
         };
+        repeats.end_pass();
         if once {
             return Ok(());
         }
@@ -582,6 +589,26 @@ fn run_daemon(
                 polling = true;
             }
         }
+    }
+}
+
+/// The daemon's log without its retries: a line the previous pass said
+/// too (a domain still not ready, a step still failing) is not repeated.
+#[derive(Default)]
+struct Repeats {
+    said: HashSet<String>,
+    saying: HashSet<String>,
+}
+
+impl Repeats {
+    /// Whether to print `line` in this pass.
+    fn fresh(&mut self, line: &str) -> bool {
+        self.saying.insert(line.to_string());
+        !self.said.contains(line)
+    }
+
+    fn end_pass(&mut self) {
+        self.said = std::mem::take(&mut self.saying);
     }
 }
 
@@ -697,6 +724,19 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn a_line_said_again_in_the_next_pass_is_not_repeated() {
+        let mut r = Repeats::default();
+        assert!(r.fresh("vd-b (5) has not published its vdevice page yet"));
+        r.end_pass();
+        assert!(!r.fresh("vd-b (5) has not published its vdevice page yet"));
+        assert!(r.fresh("vd-b (5) is connected again"));
+        r.end_pass();
+        // Gone for a pass, then said again: printed again.
+        r.end_pass();
+        assert!(r.fresh("vd-b (5) has not published its vdevice page yet"));
+    }
 
     #[test]
     fn the_cli_is_consistent() {
