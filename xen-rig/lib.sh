@@ -267,6 +267,7 @@ EOF
     keep_addr dom0 /tmp/link-dom0
 }
 
+# ping_cmd ADDR [COUNT]: the command that pings ADDR COUNT times (3).
 ping_cmd() {
-    echo "ping -c 3 -W 10 $1 > /tmp/ping.out; r=\$?; grep -E 'bytes from|loss' /tmp/ping.out; exit \$r"
+    echo "ping -c ${2:-3} -W 10 $1 > /tmp/ping.out; r=\$?; grep -E 'bytes from|loss' /tmp/ping.out; exit \$r"
 }

@@ -1198,6 +1198,14 @@ out:
 	return rc;
 }
 
+/* Open files, for the warning at suspend: what they hold cannot be saved. */
+static atomic_t xs_open_files = ATOMIC_INIT(0);
+
+unsigned int xenshare_dev_open_files(void)
+{
+	return atomic_read(&xs_open_files);
+}
+
 static int xs_open(struct inode *inode, struct file *file)
 {
 	struct xs_file *xf;
@@ -1214,6 +1222,7 @@ static int xs_open(struct inode *inode, struct file *file)
 	/* Offset 0 stays unused: a zeroed struct names no object. */
 	xf->next_pgoff = 1;
 	file->private_data = xf;
+	atomic_inc(&xs_open_files);
 	return stream_open(inode, file);
 }
 
@@ -1241,6 +1250,7 @@ static int xs_release(struct inode *inode, struct file *file)
 	xf->nr_grants = 0;
 	mutex_unlock(&xf->lock);
 	kvfree(xf);
+	atomic_dec(&xs_open_files);
 	return 0;
 }
 

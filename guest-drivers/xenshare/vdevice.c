@@ -329,6 +329,12 @@ static void xs_rejoin_work(struct work_struct *work)
 
 int xenshare_vdevice_freeze(void)
 {
+	unsigned int files = xenshare_dev_open_files();
+
+	/* Xen saves no foreign mapping, grant or port of a process's. */
+	if (files)
+		pr_warn("%u /dev/xenshare file(s) open: the shares, mappings, grants and ports they hold do not survive a restore; their programs must open it again\n",
+			files);
 	if (!vd.published)
 		return 0;
 	/*

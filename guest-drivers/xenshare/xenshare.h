@@ -55,5 +55,6 @@ int xenshare_read_domid(void);
  */
 int xenshare_dev_init(void);
 void xenshare_dev_exit(void);
+unsigned int xenshare_dev_open_files(void);
 
 #endif /* XENSHARE_XENSHARE_H */
