@@ -441,46 +441,18 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             param: new_disk,
             ..EntryRepr::EMPTY
         };
-        let acked = self.serve(backend, &owner)?;
-        log(&format!(
-            "domain {backend}: serves disk {new_disk} for domain {member} (share_ref {}, {} pages)",
-            acked.share_ref.0, acked.numpages
-        ));
-        let joiner = EntryRepr {
-            role: Role::Member,
-            peer: backend,
-            share_ref: acked.share_ref,
-            ..owner
+        let still = |e: &EntryRepr| is_ours(e) && e.peer == old.peer;
+        let gone = || ToolError::NoDisk {
+            domid: member,
+            disk,
+            from: Some(old.peer),
         };
-        // The entry found above, unless the page changed meanwhile.
-        let moved = self.change(
-            member,
-            &joiner,
-            &|entries| match entries.get(index as usize) {
-                Some(Ok(e)) if is_ours(e) && e.peer == old.peer => Ok(index),
-                _ => Err(ToolError::NoDisk {
-                    domid: member,
-                    disk,
-                    from: Some(old.peer),
-                }),
-            },
-        );
-        match moved {
-            Ok(_) => {
-                log(&format!(
-                    "domain {member}: disk {disk} (entry {index}) moved from domain {} to the share of domain {backend}",
-                    old.peer
-                ));
-                Ok(())
-            }
-            Err(e) => {
-                log(&format!(
-                    "domain {member} did not take the new share ({e}); removing it from domain {backend}"
-                ));
-                let _ = self.clear(backend, Kind::Disk, Role::Owner, member, Some(new_disk));
-                Err(e)
-            }
-        }
+        self.serve_in_place(backend, owner, index, &still, &gone, log)?;
+        log(&format!(
+            "domain {member}: disk {disk} (entry {index}) moved from domain {} to the share of domain {backend}",
+            old.peer
+        ));
+        Ok(())
     }
 
     /// Gives `member`, restored from a save under a new domain id, its
@@ -522,10 +494,35 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             param,
             ..EntryRepr::EMPTY
         };
+        let gone = || ToolError::NotFound {
+            domid: member,
+            peer: backend,
+        };
+        self.serve_in_place(backend, owner, index, &is_ours, &gone, log)?;
+        log(&format!(
+            "domain {member}: entry {index} rewritten in place with the new {kind:?} share of domain {backend}"
+        ));
+        Ok(())
+    }
+
+    /// The backend serves `owner` (for member `owner.peer`), then the
+    /// member's entry `index` is rewritten in place with that share, if
+    /// `still` holds for it yet (else the error `gone` makes). If the
+    /// member refuses, the backend's new share is removed again.
+    fn serve_in_place(
+        &mut self,
+        backend: DomId,
+        owner: EntryRepr,
+        index: u32,
+        still: &dyn Fn(&EntryRepr) -> bool,
+        gone: &dyn Fn() -> ToolError,
+        log: Log<'_>,
+    ) -> Result<(), ToolError> {
+        let member = owner.peer;
         let acked = self.serve(backend, &owner)?;
         log(&format!(
-            "domain {backend}: serves a {kind:?} share for domain {member} (share_ref {}, {} pages)",
-            acked.share_ref.0, acked.numpages
+            "domain {backend}: serves a {:?} share for domain {member} (share_ref {}, {} pages)",
+            owner.kind, acked.share_ref.0, acked.numpages
         ));
         let joiner = EntryRepr {
             role: Role::Member,
@@ -533,33 +530,22 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             share_ref: acked.share_ref,
             ..owner
         };
-        // The entry found above, unless the page changed meanwhile.
+        // The entry the caller found, unless the page changed meanwhile.
         let rewritten = self.change(
             member,
             &joiner,
             &|entries| match entries.get(index as usize) {
-                Some(Ok(e)) if is_ours(e) => Ok(index),
-                _ => Err(ToolError::NotFound {
-                    domid: member,
-                    peer: backend,
-                }),
+                Some(Ok(e)) if still(e) => Ok(index),
+                _ => Err(gone()),
             },
         );
-        match rewritten {
-            Ok(_) => {
-                log(&format!(
-                    "domain {member}: entry {index} rewritten in place with the new {kind:?} share of domain {backend}"
-                ));
-                Ok(())
-            }
-            Err(e) => {
-                log(&format!(
-                    "domain {member} did not take the new share ({e}); removing it from domain {backend}"
-                ));
-                let _ = self.clear(backend, kind, Role::Owner, member, Some(param));
-                Err(e)
-            }
+        if let Err(e) = &rewritten {
+            log(&format!(
+                "domain {member} did not take the new share ({e}); removing it from domain {backend}"
+            ));
+            let _ = self.clear(backend, owner.kind, Role::Owner, member, Some(owner.param));
         }
+        rewritten.map(drop)
     }
 
     /// Disconnects `member` from `backend`: the member leaves first, then

@@ -12,7 +12,7 @@ use vdevice::record::{Record, What};
 use vdevice::{lan_of, Tool};
 
 mod common;
-use common::{disk_server, member, netback, preset, FakeHost, Published};
+use common::{disk_server, member, netback, preset, Dom, FakeHost, Published};
 
 type T = Tool<SimPlatform, Published>;
 
@@ -68,74 +68,120 @@ fn all_connected(tool: &mut T, host: &FakeHost, rec: &Record) -> bool {
         .all(|v| v.members.iter().all(|m| m.state == "connected"))
 }
 
+/// netback-uk (1), a disk server (2), guest-a (3) and guest-b (4) on the
+/// simulation; net0 of both guests and blk0 (a file) of guest-a, made
+/// with the `--create` commands.
+struct Lab {
+    path: std::path::PathBuf,
+    _broker: Broker,
+    published: Published,
+    host: FakeHost,
+    tool: T,
+    rec: Record,
+    file: std::path::PathBuf,
+    nb: Option<Dom>,
+    bb: Option<Dom>,
+    a: Option<Dom>,
+    b: Option<Dom>,
+}
+
+impl Lab {
+    fn new(name: &str) -> Lab {
+        let path = temp_socket_path(name);
+        let broker = Broker::spawn(&path).unwrap();
+        let published = Published::default();
+        let host = FakeHost::default();
+        let nb = netback(&path, 1, &published);
+        host.add(1, "netback-uk");
+        let bb = disk_server(&path, 2, &published, &host);
+        host.add(2, "blkback-uk");
+        let a = member(&path, 3, &published, &[]);
+        host.add(3, "guest-a");
+        let b = member(&path, 4, &published, &[]);
+        host.add(4, "guest-b");
+        let mut tool = Tool {
+            platform: SimPlatform::connect(&path, DOM0).unwrap(),
+            lookup: published.clone(),
+            timeout_ns: 5_000_000_000,
+        };
+        let mut rec = Record::default();
+        let file = std::env::temp_dir().join(format!("{name}-{}.img", std::process::id()));
+        std::fs::write(&file, [0u8; 512]).unwrap();
+        {
+            let mut h = host.clone();
+            let mut admin = Admin {
+                tool: &mut tool,
+                host: &mut h,
+            };
+            let mut log = |_: &str| {};
+            let opts = CreateOpts::default();
+            let names = ["guest-a".to_string(), "guest-b".to_string()];
+            admin.create_net(&mut rec, &opts, &names, &mut log).unwrap();
+            admin
+                .create_block(&mut rec, &opts, &file, &names[..1], &mut log)
+                .unwrap();
+        }
+        Lab {
+            path,
+            _broker: broker,
+            published,
+            host,
+            tool,
+            rec,
+            file,
+            nb: Some(nb),
+            bb: Some(bb),
+            a: Some(a),
+            b: Some(b),
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
 #[test]
 fn devices_come_back_to_restarted_domains() {
-    let path = temp_socket_path("vdevice-daemon");
-    let _broker = Broker::spawn(&path).unwrap();
-    let published = Published::default();
-    let host = FakeHost::default();
-    let nb = netback(&path, 1, &published);
-    host.add(1, "netback-uk");
-    let bb = disk_server(&path, 2, &published, &host);
-    host.add(2, "blkback-uk");
-    let a = member(&path, 3, &published, &[]);
-    host.add(3, "guest-a");
-    let _b = member(&path, 4, &published, &[]);
-    host.add(4, "guest-b");
-    let mut tool = Tool {
-        platform: SimPlatform::connect(&path, DOM0).unwrap(),
-        lookup: published.clone(),
-        timeout_ns: 5_000_000_000,
-    };
-    let mut rec = Record::default();
+    let mut lab = Lab::new("vdevice-daemon");
     let mut lines = Vec::new();
-    let file = std::env::temp_dir().join(format!("vdevice-daemon-{}.img", std::process::id()));
-    std::fs::write(&file, [0u8; 512]).unwrap();
-    {
-        let mut h = host.clone();
-        let mut admin = Admin {
-            tool: &mut tool,
-            host: &mut h,
-        };
-        let mut log = |_: &str| {};
-        let opts = CreateOpts::default();
-        let names = ["guest-a".to_string(), "guest-b".to_string()];
-        admin.create_net(&mut rec, &opts, &names, &mut log).unwrap();
-        admin
-            .create_block(&mut rec, &opts, &file, &names[..1], &mut log)
-            .unwrap();
-    }
-    // Nothing to do while the domains are as recorded.
-    assert_eq!(
-        pass(&mut tool, &host, &mut rec, 1000, &mut lines),
-        Pass::default()
+    let (path, published, host) = (lab.path.clone(), lab.published.clone(), lab.host.clone());
+    let (a, nb, bb) = (
+        lab.a.take().unwrap(),
+        lab.nb.take().unwrap(),
+        lab.bb.take().unwrap(),
     );
+    let (tool, rec) = (&mut lab.tool, &mut lab.rec);
+    // Nothing to do while the domains are as recorded.
+    assert_eq!(pass(tool, &host, rec, 1000, &mut lines), Pass::default());
 
     // guest-a reboots: gone first (what the backends held for it is
     // freed at once), then back as domain 7, before and after it publishes
     // its page.
     a.stop();
     host.gone(3);
-    let p = pass(&mut tool, &host, &mut rec, 1001, &mut lines);
+    let p = pass(tool, &host, rec, 1001, &mut lines);
     assert!(p.changed && p.pending, "{p:?}");
-    assert_eq!(owners(&mut tool, 1), [4]);
-    assert!(owners(&mut tool, 2).is_empty());
-    assert_eq!(member_id(&rec, "net0", "guest-a"), None);
+    assert_eq!(owners(tool, 1), [4]);
+    assert!(owners(tool, 2).is_empty());
+    assert_eq!(member_id(rec, "net0", "guest-a"), None);
     assert!(rec.device("net0").unwrap().members[0].away_since == Some(1001));
     host.add(7, "guest-a");
-    let p = pass(&mut tool, &host, &mut rec, 1002, &mut lines);
+    let p = pass(tool, &host, rec, 1002, &mut lines);
     assert!(p.pending, "guest-a has not published its page yet: {p:?}");
-    assert_eq!(member_id(&rec, "net0", "guest-a"), None);
+    assert_eq!(member_id(rec, "net0", "guest-a"), None);
     let _a = member(&path, 7, &published, &[]);
-    let p = pass(&mut tool, &host, &mut rec, 1003, &mut lines);
+    let p = pass(tool, &host, rec, 1003, &mut lines);
     assert!(p.changed && !p.pending, "{p:?} {lines:?}");
-    assert_eq!(member_id(&rec, "net0", "guest-a"), Some(7));
-    assert_eq!(member_id(&rec, "blk0", "guest-a"), Some(7));
-    assert_eq!(owners(&mut tool, 1), [4, 7]);
-    assert_eq!(owners(&mut tool, 2), [7]);
-    assert_eq!(entries(&mut tool, 7).len(), 2);
-    assert!(all_connected(&mut tool, &host, &rec));
-    let disk_index_a = used(&mut tool, 7)
+    assert_eq!(member_id(rec, "net0", "guest-a"), Some(7));
+    assert_eq!(member_id(rec, "blk0", "guest-a"), Some(7));
+    assert_eq!(owners(tool, 1), [4, 7]);
+    assert_eq!(owners(tool, 2), [7]);
+    assert_eq!(entries(tool, 7).len(), 2);
+    assert!(all_connected(tool, &host, rec));
+    let disk_index_a = used(tool, 7)
         .iter()
         .find(|(_, e)| e.kind == Kind::Disk)
         .unwrap()
@@ -145,31 +191,29 @@ fn devices_come_back_to_restarted_domains() {
     // created again as domain 8: both LANs' ports are made again.
     nb.stop();
     host.gone(1);
-    let p = pass(&mut tool, &host, &mut rec, 1010, &mut lines);
+    let p = pass(tool, &host, rec, 1010, &mut lines);
     assert!(p.changed && p.pending);
     for id in [4, 7] {
         assert!(
-            entries(&mut tool, id)
-                .iter()
-                .all(|e| e.kind != Kind::Network),
+            entries(tool, id).iter().all(|e| e.kind != Kind::Network),
             "domain {id}'s port of the dead switch is freed"
         );
     }
     let _nb = netback(&path, 8, &published);
     host.add(8, "netback-uk");
-    let p = pass(&mut tool, &host, &mut rec, 1011, &mut lines);
+    let p = pass(tool, &host, rec, 1011, &mut lines);
     assert!(p.changed && !p.pending, "{p:?} {lines:?}");
     assert_eq!(rec.device("net0").unwrap().backend.domid, Some(8));
-    assert_eq!(owners(&mut tool, 8), [4, 7]);
+    assert_eq!(owners(tool, 8), [4, 7]);
     for id in [4, 7] {
-        let net: Vec<EntryRepr> = entries(&mut tool, id)
+        let net: Vec<EntryRepr> = entries(tool, id)
             .into_iter()
             .filter(|e| e.kind == Kind::Network)
             .collect();
         assert_eq!(net.len(), 1);
         assert_eq!((net[0].peer, lan_of(net[0].param)), (8, 0));
     }
-    assert!(all_connected(&mut tool, &host, &rec));
+    assert!(all_connected(tool, &host, rec));
 
     // blkback-uk is destroyed and created again as domain 9: the file is
     // given to it again and guest-a's disk entry is rewritten in place
@@ -177,41 +221,41 @@ fn devices_come_back_to_restarted_domains() {
     bb.stop();
     host.gone(2);
     host.disks.lock().unwrap().retain(|d| d.0 != 2);
-    let p = pass(&mut tool, &host, &mut rec, 1020, &mut lines);
+    let p = pass(tool, &host, rec, 1020, &mut lines);
     assert!(p.pending);
-    let disk = entries(&mut tool, 7)
+    let disk = entries(tool, 7)
         .into_iter()
         .find(|e| e.kind == Kind::Disk)
         .unwrap();
     assert_eq!(disk.peer, 2, "the disk entry waits for the server");
     let _bb = disk_server(&path, 9, &published, &host);
     host.add(9, "blkback-uk");
-    let p = pass(&mut tool, &host, &mut rec, 1021, &mut lines);
+    let p = pass(tool, &host, rec, 1021, &mut lines);
     assert!(p.changed && !p.pending, "{p:?} {lines:?}");
     assert_eq!(host.disk_count(9), 1);
-    let (i, disk) = used(&mut tool, 7)
+    let (i, disk) = used(tool, 7)
         .into_iter()
         .find(|(_, e)| e.kind == Kind::Disk)
         .unwrap();
     assert_eq!((i, disk.peer, disk.param), (disk_index_a, 9, 0));
-    assert_eq!(owners(&mut tool, 9), [7]);
+    assert_eq!(owners(tool, 9), [7]);
     let blk = rec.device("blk0").unwrap();
     assert_eq!(blk.backend.domid, Some(9));
     assert!(blk.stale.is_none());
     assert!(matches!(&blk.what, What::Block { vdev, .. } if vdev == "xvdb"));
-    assert!(all_connected(&mut tool, &host, &rec));
+    assert!(all_connected(tool, &host, rec));
 
     // guest-b is destroyed for good: its port is freed at once, and it
     // leaves the record after the grace period.
-    drop(_b);
+    drop(lab.b.take());
     host.gone(4);
-    pass(&mut tool, &host, &mut rec, 2000, &mut lines);
-    assert_eq!(owners(&mut tool, 8), [7]);
+    pass(tool, &host, rec, 2000, &mut lines);
+    assert_eq!(owners(tool, 8), [7]);
     assert_eq!(rec.device("net0").unwrap().members.len(), 2);
-    let p = pass(&mut tool, &host, &mut rec, 2000 + 599, &mut lines);
+    let p = pass(tool, &host, rec, 2000 + 599, &mut lines);
     assert!(p.pending);
     assert_eq!(rec.device("net0").unwrap().members.len(), 2);
-    let p = pass(&mut tool, &host, &mut rec, 2000 + 600, &mut lines);
+    let p = pass(tool, &host, rec, 2000 + 600, &mut lines);
     assert!(p.changed && !p.pending, "{p:?}");
     let names: Vec<&str> = rec
         .device("net0")
@@ -227,7 +271,6 @@ fn devices_come_back_to_restarted_domains() {
             .any(|l| l.contains("guest-b has been gone 600 s")),
         "{lines:?}"
     );
-    let _ = std::fs::remove_file(file);
 }
 
 #[test]
@@ -288,62 +331,32 @@ fn a_backend_restarted_between_two_passes_is_caught_up() {
 /// keeps its network and block devices.
 #[test]
 fn a_restored_guest_keeps_its_entries_rewritten_in_place() {
-    let path = temp_socket_path("vdevice-daemon-restore");
-    let _broker = Broker::spawn(&path).unwrap();
-    let published = Published::default();
-    let host = FakeHost::default();
-    let _nb = netback(&path, 1, &published);
-    host.add(1, "netback-uk");
-    let _bb = disk_server(&path, 2, &published, &host);
-    host.add(2, "blkback-uk");
-    let a = member(&path, 3, &published, &[]);
-    host.add(3, "guest-a");
-    let _b = member(&path, 4, &published, &[]);
-    host.add(4, "guest-b");
-    let mut tool = Tool {
-        platform: SimPlatform::connect(&path, DOM0).unwrap(),
-        lookup: published.clone(),
-        timeout_ns: 5_000_000_000,
-    };
-    let mut rec = Record::default();
+    let mut lab = Lab::new("vdevice-daemon-restore");
     let mut lines = Vec::new();
-    let file = std::env::temp_dir().join(format!("vdevice-restore-{}.img", std::process::id()));
-    std::fs::write(&file, [0u8; 512]).unwrap();
-    {
-        let mut h = host.clone();
-        let mut admin = Admin {
-            tool: &mut tool,
-            host: &mut h,
-        };
-        let mut log = |_: &str| {};
-        let opts = CreateOpts::default();
-        let names = ["guest-a".to_string(), "guest-b".to_string()];
-        admin.create_net(&mut rec, &opts, &names, &mut log).unwrap();
-        admin
-            .create_block(&mut rec, &opts, &file, &names[..1], &mut log)
-            .unwrap();
-    }
-    let before = used(&mut tool, 3);
+    let (path, published, host) = (lab.path.clone(), lab.published.clone(), lab.host.clone());
+    let a = lab.a.take().unwrap();
+    let (tool, rec) = (&mut lab.tool, &mut lab.rec);
+    let before = used(tool, 3);
     assert_eq!(before.len(), 2);
 
     // Saved: gone, and what the backends held for domain 3 is freed.
     a.stop();
     host.gone(3);
-    pass(&mut tool, &host, &mut rec, 1001, &mut lines);
-    assert_eq!(owners(&mut tool, 1), [4]);
-    assert!(owners(&mut tool, 2).is_empty());
+    pass(tool, &host, rec, 1001, &mut lines);
+    assert_eq!(owners(tool, 1), [4]);
+    assert!(owners(tool, 2).is_empty());
 
     // Restored as domain 7, its page as it was.
     let _a = member(&path, 7, &published, &[]);
     preset(&mut tool.platform, &published, 7, &before);
     host.add(7, "guest-a");
-    let p = pass(&mut tool, &host, &mut rec, 1002, &mut lines);
+    let p = pass(tool, &host, rec, 1002, &mut lines);
     assert!(p.changed && !p.pending, "{p:?} {lines:?}");
-    assert_eq!(member_id(&rec, "net0", "guest-a"), Some(7));
-    assert_eq!(member_id(&rec, "blk0", "guest-a"), Some(7));
-    assert_eq!(owners(&mut tool, 1), [4, 7]);
-    assert_eq!(owners(&mut tool, 2), [7]);
-    let after = used(&mut tool, 7);
+    assert_eq!(member_id(rec, "net0", "guest-a"), Some(7));
+    assert_eq!(member_id(rec, "blk0", "guest-a"), Some(7));
+    assert_eq!(owners(tool, 1), [4, 7]);
+    assert_eq!(owners(tool, 2), [7]);
+    let after = used(tool, 7);
     assert_eq!(after.len(), 2, "rewritten, not added: {after:?}");
     for ((i, old), (j, new)) in before.iter().zip(after.iter()) {
         assert_eq!(
@@ -354,7 +367,7 @@ fn a_restored_guest_keeps_its_entries_rewritten_in_place() {
     // Each names the share its backend made for domain 7.
     let served: Vec<EntryRepr> = [1, 2]
         .iter()
-        .flat_map(|&b| entries(&mut tool, b))
+        .flat_map(|&b| entries(tool, b))
         .filter(|e| e.role == Role::Owner && e.peer == 7)
         .collect();
     for (_, e) in &after {
@@ -373,6 +386,5 @@ fn a_restored_guest_keeps_its_entries_rewritten_in_place() {
         2,
         "{lines:?}"
     );
-    assert!(all_connected(&mut tool, &host, &rec));
-    let _ = std::fs::remove_file(file);
+    assert!(all_connected(tool, &host, rec));
 }
