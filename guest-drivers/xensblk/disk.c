@@ -27,6 +27,7 @@
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
+#include <xen/events.h>
 #include <xen/grant_table.h>
 #include <xen/xen.h>
 #include <xen/page.h>
@@ -389,10 +390,13 @@ static bool xsblk_consume(struct xsblk_info *info, int n)
 /*
  * Take every response there is, then ask to be triggered for the next.
  * Each round completes at least one request in flight (an id answered
- * twice breaks the lane), so depth + 1 rounds always suffice.
+ * twice breaks the lane), so depth + 1 rounds always suffice. Returns
+ * whether there was anything to do (a response, or room a request waited
+ * for).
  */
-static void xsblk_poll(struct xsblk_info *info)
+static bool xsblk_poll(struct xsblk_info *info)
 {
+	bool work = info->wait_room;
 	unsigned int round;
 	int n;
 
@@ -402,6 +406,7 @@ static void xsblk_poll(struct xsblk_info *info)
 			xsblk_break(info, "response lane index", n);
 			break;
 		}
+		work |= n > 0;
 		if (!xsblk_consume(info, n))
 			break;
 		if (xs_lane_publish(&info->cur.rsp, false))
@@ -413,18 +418,22 @@ static void xsblk_poll(struct xsblk_info *info)
 		info->wait_room = false;
 		blk_mq_run_hw_queues(info->gd->queue, true);
 	}
+	return work;
 }
 
 static irqreturn_t xsblk_interrupt(int irq, void *data)
 {
 	struct xsblk_info *info = data;
 	unsigned long flags;
+	bool work = false;
 
 	spin_lock_irqsave(&info->lock, flags);
 	/* Detached: cur's pages are gone; the new share's are not cur yet. */
 	if (!info->broken && !info->dying && !info->detached)
-		xsblk_poll(info);
+		work = xsblk_poll(info);
 	spin_unlock_irqrestore(&info->lock, flags);
+	/* The port was masked until now (late EOI): one trigger at a time. */
+	xen_irq_lateeoi(irq, work ? 0 : XEN_EOI_FLAG_SPURIOUS);
 	return IRQ_HANDLED;
 }
 

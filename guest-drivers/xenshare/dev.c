@@ -178,6 +178,7 @@ static irqreturn_t xs_share_interrupt(int irq, void *data)
 {
 	struct xs_obj *o = data;
 
+	/* Late EOI, as for ports: at read. */
 	if (atomic_cmpxchg(&o->queued, 0, 1) == 0)
 		xs_queue_event(o->xf, o->event);
 	return IRQ_HANDLED;
@@ -949,8 +950,11 @@ static ssize_t xs_read(struct file *file, char __user *buf, size_t len,
 		if (evs[i] & XENSHARE_EVENT_SHARE) {
 			struct xs_obj *o = xs_find_join(xf, evs[i]);
 
-			if (o)
+			if (o) {
 				atomic_set(&o->queued, 0);
+				if (o->share && o->share->irq >= 0)
+					xen_irq_lateeoi(o->share->irq, 0);
+			}
 		} else {
 			struct xs_port *p = xs_find_port(xf, evs[i]);
 

@@ -283,7 +283,7 @@ int xenshare_share_bind(struct xenshare_share *sh, irq_handler_t handler,
 		pr_warn("cannot bind port %u of domain %u (%d)\n", sh->remote_port, sh->owner, err);
 		return err == -ESRCH ? -ENOENT : -EIO;
 	}
-	irq = bind_evtchn_to_irqhandler(bind.local_port, handler, 0, name, data);
+	irq = bind_evtchn_to_irqhandler_lateeoi(bind.local_port, handler, 0, name, data);
 	if (irq < 0) {
 		close.port = bind.local_port;
 		if (HYPERVISOR_event_channel_op(EVTCHNOP_close, &close))

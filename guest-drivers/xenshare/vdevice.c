@@ -196,6 +196,9 @@ static void xs_vdevice_work(struct work_struct *work)
 	s32 status;
 	long off;
 
+	/* The page could not be published again after a restore. */
+	if (vd.irq < 0)
+		return;
 	serial = le32_to_cpu(smp_load_acquire(&hdr->change_serial));
 	if (serial == vd.acked) {
 		xen_irq_lateeoi(vd.irq, XEN_EOI_FLAG_SPURIOUS);

@@ -15,6 +15,7 @@
 #include <linux/module.h>
 #include <linux/netdevice.h>
 #include <linux/rtnetlink.h>
+#include <xen/events.h>
 #include "xensnet.h"
 
 /* What this driver can honour; the accept parameter narrows it. */
@@ -79,11 +80,33 @@ void xsn_break(struct xsn_priv *np, const char *why)
 
 /* ---- net_device ------------------------------------------------------ */
 
+/*
+ * What a trigger from the switch can mean: frames on the rx lane, room on
+ * the tx lane the stopped queue waits for, or a change of link_state. A
+ * hint only (NAPI may be consuming meanwhile); it tells Xen whether the
+ * trigger was spurious.
+ */
+static bool xsn_triggered_for(struct xsn_priv *np)
+{
+	u32 link;
+
+	if (xsn_stopped(&np->flags))
+		return false;
+	if (xs_lane_peek_produced(&np->rx) || netif_queue_stopped(np->dev))
+		return true;
+	link = le32_to_cpu(READ_ONCE(xsn_control(np)->link_state));
+	return (link == XS_NET_LINK_UP) != netif_carrier_ok(np->dev);
+}
+
 static irqreturn_t xsn_interrupt(int irq, void *data)
 {
 	struct xsn_priv *np = data;
+	bool work = xsn_triggered_for(np);
 
-	napi_schedule(&np->napi);
+	if (work)
+		napi_schedule(&np->napi);
+	/* The port was masked until now (late EOI): one trigger at a time. */
+	xen_irq_lateeoi(irq, work ? 0 : XEN_EOI_FLAG_SPURIOUS);
 	return IRQ_HANDLED;
 }
 

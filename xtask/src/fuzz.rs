@@ -17,7 +17,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{ensure_apt, root, run_step, target_dir};
+use crate::util::{ensure_apt, root, run_step, run_steps_parallel, target_dir, Step};
 
 /// The cargo-fuzz release the project is tested with.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -131,6 +131,7 @@ pub fn smoke(seconds_per_target: u64) -> Result<()> {
     dirs(&mut build);
     run_step("build fuzz targets", &mut build)?;
 
+    let mut steps = Vec::new();
     for t in targets(&fuzz_dir)? {
         let corpus = work.join("corpus").join(&t);
         let artifacts = work.join("artifacts").join(&t);
@@ -149,29 +150,35 @@ pub fn smoke(seconds_per_target: u64) -> Result<()> {
             // A slow input is a bug too: parsers are linear in their input.
             .arg("-timeout=10")
             .arg(format!("-artifact_prefix={}/", artifacts.display()));
-        run_step(&format!("fuzz {t} for {seconds_per_target} s"), &mut run).with_context(|| {
-            format!(
-                "fuzz target {t} failed; its input is in {} (replay: cargo +nightly fuzz run \
-                 --fuzz-dir share-hal/fuzz {t} <input>)",
+        steps.push(Step {
+            name: format!("fuzz {t} for {seconds_per_target} s"),
+            cmd: run,
+            on_failure: format!(
+                "its input is in {} (replay: cargo +nightly fuzz run --fuzz-dir share-hal/fuzz \
+                 {t} <input>)",
                 artifacts.display()
-            )
-        })?;
+            ),
+        });
     }
-    smoke_c(seconds_per_target)
+    steps.extend(c_steps(seconds_per_target)?);
+    // libFuzzer is single-threaded: one target per core.
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    run_steps_parallel(steps, &work.join("logs"), jobs)
 }
 
 /// The C fuzz targets of the guest modules' parsers
-/// (`guest-drivers/fuzz/*.c`), built with clang's libFuzzer and run like
-/// the Rust ones. Each target names the module sources it links in its
+/// (`guest-drivers/fuzz/*.c`), built with clang's libFuzzer; returns how
+/// to run each, like the Rust ones. Each target names the module sources it links in its
 /// first line, `// sources: xenshare/parse.c ...` (paths under
 /// `guest-drivers/`): the modules' parsers of backend-written bytes build
 /// unchanged in userspace (`xenshare/kcompat.h`).
-fn smoke_c(seconds_per_target: u64) -> Result<()> {
+fn c_steps(seconds_per_target: u64) -> Result<Vec<Step>> {
     let drivers = root().join("guest-drivers");
     let targets = c_targets(&drivers.join("fuzz"))?;
+    let mut steps = Vec::new();
     if targets.is_empty() {
         eprintln!("==> no C fuzz targets in guest-drivers/fuzz");
-        return Ok(());
+        return Ok(steps);
     }
     let clang = ensure_clang()?;
     let work = target_dir().join("fuzz-c");
@@ -205,19 +212,17 @@ fn smoke_c(seconds_per_target: u64) -> Result<()> {
         run.arg(format!("-max_total_time={seconds_per_target}"))
             .arg("-timeout=10")
             .arg(format!("-artifact_prefix={}/", artifacts.display()));
-        run_step(
-            &format!("fuzz {name} (C) for {seconds_per_target} s"),
-            &mut run,
-        )
-        .with_context(|| {
-            format!(
-                "C fuzz target {name} failed; its input is in {} (replay: {} <input>)",
+        steps.push(Step {
+            name: format!("fuzz {name} (C) for {seconds_per_target} s"),
+            cmd: run,
+            on_failure: format!(
+                "its input is in {} (replay: {} <input>)",
                 artifacts.display(),
                 bin.display()
-            )
-        })?;
+            ),
+        });
     }
-    Ok(())
+    Ok(steps)
 }
 
 /// `(name, file, module sources)` of each `guest-drivers/fuzz/*.c`.

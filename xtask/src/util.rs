@@ -1,7 +1,7 @@
 //! Helpers shared by the subcommands.
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -38,6 +38,75 @@ pub fn run_step(step: &str, cmd: &mut Command) -> Result<()> {
     }
     eprintln!("<== {step}: ok in {secs:.1} s");
     Ok(())
+}
+
+/// One of the commands [`run_steps_parallel`] runs.
+pub struct Step {
+    pub name: String,
+    pub cmd: Command,
+    /// Said after the error when it fails (where its input is, how to
+    /// replay it).
+    pub on_failure: String,
+}
+
+/// Runs `steps`, `jobs` at a time, each one's output in a file of `logs`
+/// (named after the step); prints each start and end as [`run_step`]
+/// does. The first failure stops the others and fails naming the step,
+/// with the end of its output.
+pub fn run_steps_parallel(steps: Vec<Step>, logs: &Path, jobs: usize) -> Result<()> {
+    std::fs::create_dir_all(logs)?;
+    let mut pending = steps.into_iter();
+    let mut running: Vec<(String, String, PathBuf, Instant, Child)> = Vec::new();
+    loop {
+        while running.len() < jobs.max(1) {
+            let Some(mut step) = pending.next() else {
+                break;
+            };
+            let file: String = step
+                .name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            let log = logs.join(format!("{file}.log"));
+            let out = std::fs::File::create(&log)?;
+            eprintln!("==> {} (output in {})", step.name, log.display());
+            let child = step
+                .cmd
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .spawn()
+                .with_context(|| format!("{}: could not start it", step.name))?;
+            running.push((step.name, step.on_failure, log, Instant::now(), child));
+        }
+        if running.is_empty() {
+            return Ok(());
+        }
+        let mut i = 0;
+        while i < running.len() {
+            let Some(status) = running[i].4.try_wait()? else {
+                i += 1;
+                continue;
+            };
+            let (name, on_failure, log, start, _) = running.remove(i);
+            let secs = start.elapsed().as_secs_f64();
+            if status.success() {
+                eprintln!("<== {name}: ok in {secs:.1} s");
+                continue;
+            }
+            for (_, _, _, _, child) in running.iter_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("--- last lines of {} ---", log.display());
+            for l in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("{l}");
+            }
+            bail!("{name} failed ({status}) after {secs:.1} s; {on_failure}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Whether `program` is on PATH.

@@ -59,6 +59,12 @@ void *xenshare_share_ptr(struct xenshare_share *sh, size_t off, size_t len);
  * Bind the owner's port to handler (hard irq context, dev_id = data).
  * One binding per share; xenshare_share_unbind() undoes it. Both are
  * idempotent so remove paths can call them unconditionally.
+ *
+ * The port is late-EOI (as Linux's Xen frontends since XSA-332): it stays
+ * masked until the handler calls xen_irq_lateeoi(irq, flags), with
+ * XEN_EOI_FLAG_SPURIOUS when the share held nothing to do, so an owner
+ * that floods the port costs one interrupt per EOI and its spurious
+ * triggers are answered later and later.
  */
 int xenshare_share_bind(struct xenshare_share *sh, irq_handler_t handler,
 			const char *name, void *data);

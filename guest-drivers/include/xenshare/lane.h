@@ -87,6 +87,16 @@ static inline int xs_lane_consumer_refresh(struct xs_lane *l)
 	return prod - l->ours;
 }
 
+/*
+ * Consumer, from an interrupt handler that races the lane's user: has the
+ * peer produced past what we consumed? Only a hint (whether a trigger was
+ * spurious); nothing is read from the slots.
+ */
+static inline bool xs_lane_peek_produced(struct xs_lane *l)
+{
+	return READ_ONCE(*xs_lane_index(l, XS_LANE_PROD)) != READ_ONCE(l->ours);
+}
+
 /* Producer: load cons once; returns free slots, or -EPROTO. */
 static inline int xs_lane_producer_refresh(struct xs_lane *l)
 {
