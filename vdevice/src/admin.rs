@@ -374,14 +374,10 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
         domains: &[DomainInfo],
         name: &str,
     ) -> Result<(Device, DomId), AdminError> {
-        let dev = record
-            .device(name)
-            .cloned()
-            .ok_or_else(|| AdminError::UnknownDevice(name.to_string()))?;
-        let running = by_name(domains, &dev.backend.name)
-            .filter(|b| Some(b.domid) == dev.backend.domid)
+        let dev = recorded(record, name)?;
+        let backend = live_backend(domains, &dev)
             .ok_or_else(|| AdminError::BackendNotRunning(dev.backend.name.clone()))?;
-        Ok((dev, running.domid))
+        Ok((dev, backend))
     }
 
     /// `--add NAME DOM`.
@@ -436,10 +432,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
         log: Log<'_>,
     ) -> Result<(), AdminError> {
         let domains = self.domains()?;
-        let dev = record
-            .device(name)
-            .cloned()
-            .ok_or_else(|| AdminError::UnknownDevice(name.to_string()))?;
+        let dev = recorded(record, name)?;
         let running = resolve(&domains, member);
         let wanted = running.map(|d| d.name.as_str()).unwrap_or(member);
         let Some(pos) = dev.members.iter().position(|d| d.name == wanted) else {
@@ -453,9 +446,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
         };
         let rec_member = &dev.members[pos];
         let s = spec(&dev);
-        let backend = by_name(&domains, &dev.backend.name)
-            .filter(|b| Some(b.domid) == dev.backend.domid)
-            .map(|b| b.domid);
+        let backend = live_backend(&domains, &dev);
         let live = running.filter(|r| Some(r.domid) == rec_member.domid);
         match (backend, live, rec_member.domid) {
             (Some(b), Some(m), _) => self
@@ -512,14 +503,9 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
         log: Log<'_>,
     ) -> Result<(), AdminError> {
         let domains = self.domains()?;
-        let dev = record
-            .device(name)
-            .cloned()
-            .ok_or_else(|| AdminError::UnknownDevice(name.to_string()))?;
+        let dev = recorded(record, name)?;
         let s = spec(&dev);
-        let backend = by_name(&domains, &dev.backend.name)
-            .filter(|b| Some(b.domid) == dev.backend.domid)
-            .map(|b| b.domid);
+        let backend = live_backend(&domains, &dev);
         if let Some(b) = backend {
             let mut removed: Vec<DomId> = Vec::new();
             for m in &dev.members {
@@ -582,9 +568,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
 
     fn view(&mut self, domains: &[DomainInfo], dev: &Device) -> DeviceView {
         let s = spec(dev);
-        let backend_live = by_name(domains, &dev.backend.name)
-            .filter(|b| Some(b.domid) == dev.backend.domid)
-            .map(|b| b.domid);
+        let backend_live = live_backend(domains, dev);
         let backend_state = match (by_name(domains, &dev.backend.name), backend_live) {
             (_, Some(_)) => "running".to_string(),
             (Some(d), None) => format!("restarted as domain {}, not reconnected yet", d.domid),
@@ -697,6 +681,22 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
 
 /// Frees the backend's owner entry for a member that is gone (a missing
 /// entry is already free).
+/// A copy of the recorded device `name`.
+fn recorded(record: &Record, name: &str) -> Result<Device, AdminError> {
+    record
+        .device(name)
+        .cloned()
+        .ok_or_else(|| AdminError::UnknownDevice(name.to_string()))
+}
+
+/// The id of `dev`'s backend, if it runs under the id its entries were
+/// made for.
+fn live_backend(domains: &[DomainInfo], dev: &Device) -> Option<DomId> {
+    by_name(domains, &dev.backend.name)
+        .filter(|b| Some(b.domid) == dev.backend.domid)
+        .map(|b| b.domid)
+}
+
 pub fn free_owner<P: Platform, L: Lookup>(
     tool: &mut Tool<P, L>,
     backend: DomId,
