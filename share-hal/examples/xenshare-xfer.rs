@@ -452,33 +452,15 @@ fn owner(a: Args) -> Res<()> {
     let port = share.port(a.peer)?;
     let result = {
         let mem = share.mem();
-        let mut side = Side {
-            name: "owner",
-            stall: a.stall,
-            to: Producer::attach(lane_window(mem, O2M_LANE)?, layout)?,
-            from: Consumer::attach(lane_window(mem, M2O_LANE)?, layout)?,
+        side(
+            &a,
+            "owner",
+            mem,
+            (O2M_LANE, M2O_LANE),
             port,
-            bulk: OwnerBulk { mem },
-            rng: Rng::new()?,
-            outbox: VecDeque::new(),
-            stream_left: a.mib << 20,
-            stream_end_sent: false,
-            chunks_left: (a.mib << 20) / BULK_BYTES as u64,
-            chunk_out: None,
-            bulk_seq: 0,
-            bulk_end_sent: false,
-            peer_stream_done: false,
-            peer_bulk_done: false,
-            peer_bulk_seq: 0,
-            data_seq: 0,
-            peer_data_seq: 0,
-            lane_sent: Fnv::new(),
-            lane_got: Fnv::new(),
-            bulk_sent: Fnv::new(),
-            bulk_got: Fnv::new(),
-            buf: Vec::new(),
-        };
-        side.run(&mut p)
+            OwnerBulk { mem },
+        )?
+        .run(&mut p)
     };
     // Revoke everything; the member unmaps when it leaves.
     let deadline = Instant::now() + a.stall;
@@ -512,13 +494,22 @@ impl Bulk for JoinedBulk<'_> {
     }
 }
 
-fn member_side<'a, B: Bulk>(a: &Args, mem: SharedMem<'a>, port: Port, bulk: B) -> Res<Side<'a, B>> {
+/// One end of the transfer: it sends on lane `lanes.0`, receives on
+/// `lanes.1`, and moves bulk chunks through `bulk`.
+fn side<'a, B: Bulk>(
+    a: &Args,
+    name: &'static str,
+    mem: SharedMem<'a>,
+    lanes: (usize, usize),
+    port: Port,
+    bulk: B,
+) -> Res<Side<'a, B>> {
     let layout = lane_layout()?;
     Ok(Side {
-        name: "member",
+        name,
         stall: a.stall,
-        to: Producer::attach(lane_window(mem, M2O_LANE)?, layout)?,
-        from: Consumer::attach(lane_window(mem, O2M_LANE)?, layout)?,
+        to: Producer::attach(lane_window(mem, lanes.0)?, layout)?,
+        from: Consumer::attach(lane_window(mem, lanes.1)?, layout)?,
         port,
         bulk,
         rng: Rng::new()?,
@@ -540,6 +531,10 @@ fn member_side<'a, B: Bulk>(a: &Args, mem: SharedMem<'a>, port: Port, bulk: B) -
         bulk_got: Fnv::new(),
         buf: Vec::new(),
     })
+}
+
+fn member_side<'a, B: Bulk>(a: &Args, mem: SharedMem<'a>, port: Port, bulk: B) -> Res<Side<'a, B>> {
+    side(a, "member", mem, (M2O_LANE, O2M_LANE), port, bulk)
 }
 
 fn member_join(a: Args) -> Res<()> {
