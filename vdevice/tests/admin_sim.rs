@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use share_hal::platform::DOM0;
 use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
 use share_hal::wire::vdevice::{flags, EntryRepr, Kind, Role};
 use vdevice::admin::{Admin, AdminError, CreateOpts};
@@ -14,7 +13,7 @@ use vdevice::record::{Record, What};
 use vdevice::{lan_of, Tool, ToolError};
 
 mod common;
-use common::{disk_server, member, netback, silent, FakeHost, Published};
+use common::{disk_server, dom0_tool, member, netback, silent, FakeHost, Published};
 
 fn entries(tool: &mut Tool<SimPlatform, Published>, domid: u16) -> Vec<EntryRepr> {
     tool.show(domid)
@@ -52,11 +51,7 @@ fn lans_by_name_with_members_by_name_or_id() {
     host.add(5, "guest-c");
     let _mute = silent(&path, 9, &published);
     host.add(9, "mute");
-    let mut tool = Tool {
-        platform: SimPlatform::connect(&path, DOM0).unwrap(),
-        lookup: published.clone(),
-        timeout_ns: 5_000_000_000,
-    };
+    let mut tool = dom0_tool(&path, &published);
     let mut h = host.clone();
     let mut rec = Record::default();
     let mut lines = Vec::new();
@@ -259,11 +254,7 @@ fn disks_from_files_read_write_for_one_read_only_for_many() {
     host.add(4, "guest-b");
     let _c = member(&path, 5, &published, &[]);
     host.add(5, "guest-c");
-    let mut tool = Tool {
-        platform: SimPlatform::connect(&path, DOM0).unwrap(),
-        lookup: published.clone(),
-        timeout_ns: 5_000_000_000,
-    };
+    let mut tool = dom0_tool(&path, &published);
     let mut h = host.clone();
     let mut rec = Record::default();
     let mut log = |_: &str| {};

@@ -13,7 +13,7 @@ use share_hal::wire::vdevice::{status, EntryRepr, Kind, Role};
 use vdevice::{DeviceSpec, Tool, ToolError};
 
 mod common;
-use common::Published;
+use common::{dom0_tool, Published};
 
 /// A domain that applies every change, answering owner entries with a
 /// share_ref, and refusing disks.
@@ -50,11 +50,7 @@ fn connect_then_disconnect_a_member() {
     let stop = Arc::new(AtomicBool::new(false));
     let backend = domain(&path, 1, &published, stop.clone());
     let member = domain(&path, 3, &published, stop.clone());
-    let mut tool = Tool {
-        platform: SimPlatform::connect(&path, DOM0).unwrap(),
-        lookup: published.clone(),
-        timeout_ns: 5_000_000_000,
-    };
+    let mut tool = dom0_tool(&path, &published);
     let net = DeviceSpec {
         kind: Kind::Network,
         subtype: 1,

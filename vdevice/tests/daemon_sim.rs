@@ -3,7 +3,7 @@
 //! again after a guest restarts under a new id, a backend is destroyed and
 //! re-created, and a guest is destroyed for good.
 
-use share_hal::platform::{DomId, DOM0};
+use share_hal::platform::DomId;
 use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
 use share_hal::wire::vdevice::{EntryRepr, Kind, Role};
 use vdevice::admin::{Admin, CreateOpts};
@@ -12,7 +12,7 @@ use vdevice::record::{Record, What};
 use vdevice::{lan_of, Tool};
 
 mod common;
-use common::{disk_server, member, netback, preset, Dom, FakeHost, Published};
+use common::{disk_server, dom0_tool, member, netback, preset, Dom, FakeHost, Published};
 
 type T = Tool<SimPlatform, Published>;
 
@@ -99,11 +99,7 @@ impl Lab {
         host.add(3, "guest-a");
         let b = member(&path, 4, &published, &[]);
         host.add(4, "guest-b");
-        let mut tool = Tool {
-            platform: SimPlatform::connect(&path, DOM0).unwrap(),
-            lookup: published.clone(),
-            timeout_ns: 5_000_000_000,
-        };
+        let mut tool = dom0_tool(&path, &published);
         let mut rec = Record::default();
         let file = std::env::temp_dir().join(format!("{name}-{}.img", std::process::id()));
         std::fs::write(&file, [0u8; 512]).unwrap();
@@ -283,11 +279,7 @@ fn a_backend_restarted_between_two_passes_is_caught_up() {
     host.add(1, "netback-uk");
     let _a = member(&path, 3, &published, &[]);
     host.add(3, "guest-a");
-    let mut tool = Tool {
-        platform: SimPlatform::connect(&path, DOM0).unwrap(),
-        lookup: published.clone(),
-        timeout_ns: 5_000_000_000,
-    };
+    let mut tool = dom0_tool(&path, &published);
     let mut rec = Record::default();
     let mut lines = Vec::new();
     {

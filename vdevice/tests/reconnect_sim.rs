@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use share_hal::platform::{Clock, DomId, EventChannels, GrantRef, DOM0};
+use share_hal::platform::{Clock, DomId, EventChannels, GrantRef};
 use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
 use share_hal::vdevice::{Applied, VdeviceBus};
 use share_hal::wire::vdevice::{flags, status, EntryRepr, Kind, Role};
-use vdevice::{DeviceSpec, Tool, ToolError};
+use vdevice::{DeviceSpec, ToolError};
 
 mod common;
-use common::Published;
+use common::{dom0_tool, Published};
 
 /// Every change a domain applied: (index, old, new).
 type Changes = Arc<Mutex<Vec<(u32, EntryRepr, EntryRepr)>>>;
@@ -84,11 +84,7 @@ fn a_disk_moves_to_a_restarted_server_in_place() {
     // (6), another server (7); the member (3).
     let (old, _) = domain(&path, 1, 100, &[], &published, old_stop.clone());
     let (member, member_changes) = domain(&path, 3, 0, &[6], &published, stop.clone());
-    let mut tool = Tool {
-        platform: SimPlatform::connect(&path, DOM0).unwrap(),
-        lookup: published.clone(),
-        timeout_ns: 5_000_000_000,
-    };
+    let mut tool = dom0_tool(&path, &published);
     // Another entry first, so the disk is not at index 0.
     let net = DeviceSpec {
         kind: Kind::Network,

@@ -269,3 +269,13 @@ pub fn preset(
     }
     client.detach(dom0).unwrap();
 }
+
+/// dom0's vdevice tool on the simulation, with a 5 s acknowledgement
+/// timeout.
+pub fn dom0_tool(path: &Path, published: &Published) -> vdevice::Tool<SimPlatform, Published> {
+    vdevice::Tool {
+        platform: SimPlatform::connect(path, share_hal::platform::DOM0).unwrap(),
+        lookup: published.clone(),
+        timeout_ns: 5_000_000_000,
+    }
+}
