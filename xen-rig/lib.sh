@@ -271,3 +271,85 @@ EOF
 ping_cmd() {
     echo "ping -c ${2:-3} -W 10 $1 > /tmp/ping.out; r=\$?; grep -E 'bytes from|loss' /tmp/ping.out; exit \$r"
 }
+
+# ---- kernel logs and Xen's grant table (xenshare, xenshare-dev, net-modules)
+
+# clean_logs DOMU...: no Oops, WARNING or BUG in the kernel log of each
+# domU nor in dom0's; each domU's log is kept in /tmp/dmesg-DOMU.log.
+clean_logs() {
+    _bad=0
+    for _d in "$@"; do
+        dom_run "$_d" 'dmesg' > "/tmp/dmesg-$_d.log" || return 1
+        if grep -E "Oops|WARNING|BUG" "/tmp/dmesg-$_d.log"; then
+            echo "$_d's kernel log has the lines above"
+            _bad=1
+        fi
+    done
+    if dmesg | grep -E "Oops|WARNING|BUG"; then
+        echo "dom0's kernel log has the lines above"
+        _bad=1
+    fi
+    [ "$_bad" -eq 0 ]
+}
+
+# grants: Xen's grant table dump (debug key g), as "table-owner mapper
+# [ref]" per active entry, into /tmp/grants. The ring is cleared first so the
+# dump read is this one, and the dump must be complete (its end marker).
+grants() {
+    xl dmesg -c > /dev/null
+    xl debug-keys g
+    _i=0
+    until xl dmesg > /tmp/gdump && grep -q "gnttab_usage_print_all ] done" /tmp/gdump; do
+        _i=$((_i + 1)); [ $_i -gt 50 ] && { echo "no complete grant dump"; tail -n 20 /tmp/gdump; return 1; }
+        sleep 0.2
+    done
+    awk '/grant-table for remote d[0-9]+/ {
+            match($0, /remote d[0-9]+/); owner = substr($0, RSTART + 8, RLENGTH - 8)
+         }
+         /\(XEN\) +\[0x[0-9a-f]+\]/ {
+            for (i = 1; i <= NF; i++) if ($i ~ /^\[0x/) { print owner, $(i + 1), $i; break }
+         }' /tmp/gdump > /tmp/grants
+    grep -c "grant-table for remote d" /tmp/gdump | sed 's/^/grant tables dumped: /'
+}
+
+# ---- share-member in a domU (blk-domu, blk-ram, net, vdevice) -----------
+
+# The domU commands that start share-member and wait until it has
+# published the domain's vdevice page, then print its log. Appended to a
+# scenario's own commands: dom_run DOM '...'"$START_SHARE_MEMBER".
+START_SHARE_MEMBER='setsid share-member > /tmp/share-member.log 2>&1 < /dev/null &
+i=0
+while ! grep -q published /tmp/share-member.log; do
+    i=$((i + 1))
+    if [ $i -gt 300 ] || ! pidof share-member > /dev/null; then
+        echo "share-member did not publish its page:"
+        cat /tmp/share-member.log
+        exit 1
+    fi
+    sleep 0.2
+done
+cat /tmp/share-member.log'
+
+# ---- a writer on a domU's file system (demo, save-restore) --------------
+
+# start_writer DOM PREFIX COUNT: in DOM, COUNT files of 1 MiB written to
+# /mnt/d/PREFIX1.. in the background, each synced before its checksum goes
+# to /tmp/written.sums (in the domU's RAM, not on the disk); /tmp/writer.end
+# when done.
+start_writer() {
+    dom_run "$1" "(for i in \$(seq 1 $3); do
+    dd if=/dev/urandom of=/tmp/$2 bs=1M count=1 2>/dev/null
+    cp /tmp/$2 /mnt/d/$2\$i && sync && sha256sum /tmp/$2 | sed \"s|/tmp/$2|$2\$i|\" >> /tmp/written.sums
+done; echo done > /tmp/writer.end) > /tmp/writer.log 2>&1 &
+sleep 2; cat /tmp/written.sums 2>/dev/null | wc -l"
+}
+
+# writer_wait_cmds TICKS: the domU commands that wait (TICKS x 0.2 s at
+# most) for start_writer's writer to end.
+writer_wait_cmds() {
+    echo "i=0
+until [ -f /tmp/writer.end ]; do
+    i=\$((i + 1)); [ \$i -gt $1 ] && { echo 'the writer is stuck'; cat /tmp/writer.log; exit 1; }
+    sleep 0.2
+done"
+}

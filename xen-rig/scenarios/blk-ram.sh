@@ -93,18 +93,7 @@ start_members() {
         dom_run $_u '
 for m in fuse loop ext4 crc32c_generic; do modprobe $m || exit 1; done
 echo 4096 > /sys/module/xen_gntalloc/parameters/limit || exit 1
-setsid share-member > /tmp/share-member.log 2>&1 < /dev/null &
-i=0
-while ! grep -q published /tmp/share-member.log; do
-    i=$((i + 1))
-    if [ $i -gt 300 ] || ! pidof share-member > /dev/null; then
-        echo "share-member did not publish its page:"
-        cat /tmp/share-member.log
-        exit 1
-    fi
-    sleep 0.2
-done
-cat /tmp/share-member.log' || return 1
+'"$START_SHARE_MEMBER" || return 1
     done
 }
 

@@ -181,16 +181,6 @@ mkdir -p /mnt/d && mount /dev/xsba /mnt/d || exit 1
 df -h /mnt/d"
 }
 
-# A writer in guest1: 24 files of 1 MiB, each followed by sync, their
-# checksums kept in the guest (not on the disk).
-start_writes() {
-    dom_run $G1 '(for i in $(seq 1 24); do
-    dd if=/dev/urandom of=/tmp/f bs=1M count=1 2>/dev/null
-    cp /tmp/f /mnt/d/f$i && sync && sha256sum /tmp/f | sed "s|/tmp/f|f$i|" >> /tmp/written.sums
-done; echo done > /tmp/writer.end) > /tmp/writer.log 2>&1 &
-sleep 2; cat /tmp/written.sums 2>/dev/null | wc -l'
-}
-
 restart_blkback() {
     xl destroy blkback-uk || return 1
     echo "blkback-uk destroyed"
@@ -215,11 +205,7 @@ restart_blkback() {
 }
 
 writes_complete() {
-    dom_run $G1 'i=0
-until [ -f /tmp/writer.end ]; do
-    i=$((i + 1)); [ $i -gt 900 ] && { echo "the writer is stuck"; cat /tmp/writer.log; exit 1; }
-    sleep 0.2
-done
+    dom_run $G1 "$(writer_wait_cmds 900)"'
 wc -l < /tmp/written.sums
 cd /mnt/d && sha256sum -c /tmp/written.sums | tail -n 3 || exit 1
 cd / && umount /mnt/d || exit 1
@@ -315,7 +301,8 @@ step lan-remove-while-talking 180 remove_while_talking
 step lan-add-back 180 add_back
 step disk-create 120 create_disk
 step disk-mkfs-mount 240 mkfs_mount
-step disk-start-writes 60 start_writes
+# A writer in guest1 (lib.sh): 24 files of 1 MiB, each synced.
+step disk-start-writes 60 start_writer $G1 f 24
 step disk-restart-blkback 240 restart_blkback
 step disk-writes-complete 600 writes_complete
 step ro-disk-shared 240 shared_ro_disk

@@ -298,22 +298,6 @@ dom0_unload() {
     dmesg | grep -E "xsn0|xenshare" | tail -n 10
 }
 
-clean_logs() {
-    _bad=0
-    for _d in $A $B; do
-        dom_run "$_d" 'dmesg' > "/tmp/dmesg-$_d.log" || return 1
-        if grep -E "Oops|WARNING|BUG" "/tmp/dmesg-$_d.log"; then
-            echo "$_d's kernel log has the lines above"
-            _bad=1
-        fi
-    done
-    if dmesg | grep -E "Oops|WARNING|BUG"; then
-        echo "dom0's kernel log has the lines above"
-        _bad=1
-    fi
-    [ "$_bad" -eq 0 ]
-}
-
 step netback-create 120 dom_create /xl-configs/netback-uk.cfg netback-uk
 step create-a 120 dom_create /rig/domu/linux-pv.cfg $A
 step create-b 120 dom_create /rig/domu/linux-pv.cfg $B
@@ -352,4 +336,4 @@ step counters-small-b 60 counters $B
 step unload-a 60 unload $A
 step unload-b 60 unload $B
 step dom0-unload 60 dom0_unload
-step clean-logs 60 clean_logs
+step clean-logs 60 clean_logs $A $B

@@ -106,22 +106,9 @@ sync || exit 1
 wc -l < /tmp/written.sums"
 }
 
-# A writer in the guest through the save and restore: files of 1 MiB,
-# each synced, their checksums kept in the guest.
-start_writer() {
-    dom_run $G '(for i in $(seq 1 12); do
-    dd if=/dev/urandom of=/tmp/w bs=1M count=1 2>/dev/null
-    cp /tmp/w /mnt/d/w$i && sync && sha256sum /tmp/w | sed "s|/tmp/w|w$i|" >> /tmp/written.sums
-done; echo done > /tmp/writer.end) > /tmp/writer.log 2>&1 &
-sleep 1'
-}
-
+# The writer (start_writer, lib.sh) runs through the save and the restore.
 writer_done() {
-    dom_run $G 'i=0
-until [ -f /tmp/writer.end ]; do
-    i=$((i + 1)); [ $i -gt 600 ] && { echo "the writer is stuck"; cat /tmp/writer.log; exit 1; }
-    sleep 0.2
-done
+    dom_run $G "$(writer_wait_cmds 600)"'
 cat /tmp/writer.log; ls /mnt/d | grep -c "^w"'
 }
 
@@ -251,7 +238,7 @@ step pings-after-checkpoint 120 pings $G
 step write-after-checkpoint 120 write_files ckpt
 step checkpoint-pvh 240 checkpoint $H 1
 step pings-pvh-after-checkpoint 120 pings $H
-step start-writer 60 start_writer
+step start-writer 60 start_writer $G w 12
 step save-pv 300 save $G Network Disk
 step restore-pv 300 restore $G 2
 step after-restore-pv 120 after_restore $G

@@ -54,18 +54,7 @@ start_member() {
     dom_run "$1" '
 for m in tun fuse loop; do modprobe $m || exit 1; done
 echo 4096 > /sys/module/xen_gntalloc/parameters/limit || exit 1
-setsid share-member > /tmp/share-member.log 2>&1 < /dev/null &
-i=0
-while ! grep -q published /tmp/share-member.log; do
-    i=$((i + 1))
-    if [ $i -gt 300 ] || ! pidof share-member > /dev/null; then
-        echo "share-member did not publish its page:"
-        cat /tmp/share-member.log
-        exit 1
-    fi
-    sleep 0.2
-done
-cat /tmp/share-member.log'
+'"$START_SHARE_MEMBER"
 }
 
 start_daemon() {

@@ -116,25 +116,6 @@ xfer() {
     sums "/tmp/$3-owner.out" "/tmp/$3-member.out"
 }
 
-# grants: Xen's grant dump as "table-owner mapper [ref]" lines in
-# /tmp/grants (as in xenshare.sh: the ring cleared first, the dump
-# complete).
-grants() {
-    xl dmesg -c > /dev/null
-    xl debug-keys g
-    _i=0
-    until xl dmesg > /tmp/gdump && grep -q "gnttab_usage_print_all ] done" /tmp/gdump; do
-        _i=$((_i + 1)); [ $_i -gt 50 ] && { echo "no complete grant dump"; tail -n 20 /tmp/gdump; return 1; }
-        sleep 0.2
-    done
-    awk '/grant-table for remote d[0-9]+/ {
-            match($0, /remote d[0-9]+/); owner = substr($0, RSTART + 8, RLENGTH - 8)
-         }
-         /\(XEN\) +\[0x[0-9a-f]+\]/ {
-            for (i = 1; i <= NF; i++) if ($i ~ /^\[0x/) { print owner, $(i + 1), $i; break }
-         }' /tmp/gdump > /tmp/grants
-}
-
 # no_grants NAME...: none of NAME's grants in use, nothing mapped by NAME.
 # Refs 0 and 1 are the console and xenstore pages (GNTTAB_RESERVED_*),
 # which dom0's xenconsoled and xenstored map for every domain.
@@ -245,22 +226,6 @@ grep -q 'no progress' /tmp/xfer-vanish-member.log && grep -q 'left the share' /t
     done
     xl list
     no_grants $PV
-}
-
-clean_logs() {
-    _bad=0
-    for _d in "$@"; do
-        dom_run "$_d" 'dmesg' > "/tmp/dmesg-$_d.log" || return 1
-        if grep -E "Oops|WARNING|BUG" "/tmp/dmesg-$_d.log"; then
-            echo "$_d's kernel log has the lines above"
-            _bad=1
-        fi
-    done
-    if dmesg | grep -E "Oops|WARNING|BUG"; then
-        echo "dom0's kernel log has the lines above"
-        _bad=1
-    fi
-    [ "$_bad" -eq 0 ]
 }
 
 step create-pv 120 dom_create /rig/domu/linux-pv.cfg $PV

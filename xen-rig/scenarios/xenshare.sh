@@ -38,15 +38,7 @@ nb() {
 member_owns_page() {
     dom_run $PV '
 modprobe tun || exit 1
-setsid share-member > /tmp/share-member.log 2>&1 < /dev/null &
-i=0
-while ! grep -q published /tmp/share-member.log; do
-    i=$((i + 1))
-    if [ $i -gt 300 ] || ! pidof share-member > /dev/null; then
-        echo "share-member did not publish its page:"; cat /tmp/share-member.log; exit 1
-    fi
-    sleep 0.2
-done
+'"$START_SHARE_MEMBER"'
 if modprobe xenshare; then echo "xenshare loaded beside share-member"; exit 1; fi
 dmesg | grep "xenshare:"
 dmesg | grep -q "data/vdevice is already \"gref=[0-9]* port=[0-9]*\": the userspace share-member or another owner already owns this domain.s vdevice page; stop it" || exit 1
@@ -96,26 +88,6 @@ else
     dmesg | grep -q "xenshare: entry 0 (net share from domain '"$(nb)"') has no driver (modprobe xensnet)" || exit 1
 fi
 cat /sys/bus/xenshare/devices/xenshare-0/modalias'
-}
-
-# grants: Xen's grant table dump (debug key g), as "table-owner mapper
-# [ref]" per active entry, into /tmp/grants. The ring is cleared first so the
-# dump read is this one, and the dump must be complete (its end marker).
-grants() {
-    xl dmesg -c > /dev/null
-    xl debug-keys g
-    _i=0
-    until xl dmesg > /tmp/gdump && grep -q "gnttab_usage_print_all ] done" /tmp/gdump; do
-        _i=$((_i + 1)); [ $_i -gt 50 ] && { echo "no complete grant dump"; tail -n 20 /tmp/gdump; return 1; }
-        sleep 0.2
-    done
-    awk '/grant-table for remote d[0-9]+/ {
-            match($0, /remote d[0-9]+/); owner = substr($0, RSTART + 8, RLENGTH - 8)
-         }
-         /\(XEN\) +\[0x[0-9a-f]+\]/ {
-            for (i = 1; i <= NF; i++) if ($i ~ /^\[0x/) { print owner, $(i + 1), $i; break }
-         }' /tmp/gdump > /tmp/grants
-    grep -c "grant-table for remote d" /tmp/gdump | sed 's/^/grant tables dumped: /'
 }
 
 # mapped_by NAME: how many of netback-uk's grants NAME maps.
@@ -268,22 +240,6 @@ rmmod xensnet && rmmod xenshare || exit 1
 dmesg | tail -n 2'
 }
 
-clean_logs() {
-    _bad=0
-    for _d in $PV $PVH; do
-        dom_run "$_d" 'dmesg' > "/tmp/dmesg-$_d.log" || return 1
-        if grep -E "Oops|WARNING|BUG" "/tmp/dmesg-$_d.log"; then
-            echo "$_d's kernel log has the lines above"
-            _bad=1
-        fi
-    done
-    if dmesg | grep -E "Oops|WARNING|BUG"; then
-        echo "dom0's kernel log has the lines above"
-        _bad=1
-    fi
-    [ "$_bad" -eq 0 ]
-}
-
 # dom0_load: the module in dom0 itself (a PV dom0): page published and
 # read back by `vdevice show 0`, withdrawn on unload.
 dom0_load() {
@@ -330,4 +286,4 @@ step unload-pvh 60 unload $PVH
 step grants-after 60 grants_after_unload
 step reload-pv 60 reload
 step modprobe-deps 60 modprobe_deps
-step clean-logs 60 clean_logs
+step clean-logs 60 clean_logs $PV $PVH
