@@ -20,7 +20,7 @@
 use alloc::vec::Vec;
 
 use share_hal::frames::FrameMeta;
-use share_hal::wire::net::{features, flags, gso, Gso, FRAME_MIN, GSO_MAX_FRAME};
+use share_hal::wire::net::{features, flags, gso, Gso, FRAME_MIN, GSO_MAX_FRAME, GSO_MAX_SEGS};
 use smoltcp::wire::{
     checksum, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet,
     TcpPacket, TcpSeqNumber, UdpPacket, IPV6_HEADER_LEN, UDP_HEADER_LEN,
@@ -66,15 +66,20 @@ pub enum DropCause {
     Runt,
     /// The destination's lane had no room for the first frame.
     LaneFull,
+    /// A GSO frame whose `gso_size` would make more than
+    /// [`GSO_MAX_SEGS`] segments (docs/protocol.md): dropped before any
+    /// segment is made, for every destination.
+    TooManySegments,
 }
 
 impl DropCause {
-    pub const ALL: [DropCause; 5] = [
+    pub const ALL: [DropCause; 6] = [
         DropCause::TooBig,
         DropCause::BadOffload,
         DropCause::Ipv6Extensions,
         DropCause::Runt,
         DropCause::LaneFull,
+        DropCause::TooManySegments,
     ];
 
     /// Position in [`DropCause::ALL`].
@@ -89,6 +94,7 @@ impl DropCause {
             DropCause::Ipv6Extensions => "ipv6 extension headers",
             DropCause::Runt => "runt",
             DropCause::LaneFull => "lane full",
+            DropCause::TooManySegments => "too many segments",
         }
     }
 }
@@ -198,6 +204,11 @@ fn deliver_checked(
             }
             let csum = csum.ok_or(DropCause::BadOffload)?;
             let h = parse_gso(frame, csum, g)?;
+            // The sender's segment count, checked before anything is made:
+            // the work a frame causes is bounded whatever its destination.
+            if gso_segments(frame.len() - h.hdr_end, g.size) > GSO_MAX_SEGS {
+                return Err(DropCause::TooManySegments);
+            }
             // Payload bytes per segment the destination's MTU allows.
             let room = dst_max_frame.saturating_sub(h.hdr_end);
             let size = usize::from(g.size);
@@ -210,6 +221,11 @@ fn deliver_checked(
                 // A UDP segment is a datagram: its size is the sender's.
                 return Err(DropCause::TooBig);
             };
+            // Lowered for a destination with a tiny MTU, the count could
+            // grow past the bound again: too big for that destination.
+            if gso_segments(frame.len() - h.hdr_end, seg_size as u16) > GSO_MAX_SEGS {
+                return Err(DropCause::TooBig);
+            }
             if dst_features & features::GSO != 0 && dst_csum {
                 let m = FrameMeta {
                     flags: base.flags | flags::CSUM_BLANK,
@@ -224,6 +240,12 @@ fn deliver_checked(
             Ok(segment(frame, &h, seg_size, base, dst_csum, scratch, out))
         }
     }
+}
+
+/// Segments a GSO payload of `payload` bytes makes at `size` bytes each
+/// (at least one: headers alone are one segment).
+pub fn gso_segments(payload: usize, size: u16) -> usize {
+    payload.div_ceil(usize::from(size).max(1)).max(1)
 }
 
 fn send(out: &mut dyn FnMut(&[u8], FrameMeta) -> bool, frame: &[u8], meta: FrameMeta) -> Verdict {
@@ -739,12 +761,20 @@ mod tests {
             let (v, segs) = run(&sup, s.meta(size), feats, max);
             let room = max.saturating_sub(s.hdr_end());
             let size = usize::from(size);
+            if s.payload.len().div_ceil(size) > GSO_MAX_SEGS {
+                prop_assert_eq!(v, Verdict::Dropped(DropCause::TooManySegments));
+                return Ok(());
+            }
             if room == 0 || (s.udp && size > room) {
                 prop_assert_eq!(v, Verdict::Dropped(DropCause::TooBig));
                 return Ok(());
             }
             let seg_size = size.min(room);
             let count = s.payload.len().div_ceil(seg_size).max(1);
+            if count > GSO_MAX_SEGS {
+                prop_assert_eq!(v, Verdict::Dropped(DropCause::TooBig));
+                return Ok(());
+            }
             prop_assert_eq!(v, Verdict::Delivered { frames: count as u32 });
             prop_assert_eq!(segs.len(), count);
             let payload = check_segments(&s, &sup, &segs, seg_size, feats, max);
@@ -1157,7 +1187,7 @@ mod tests {
             &mut |_, _| false,
         );
         assert_eq!(v, Verdict::Dropped(DropCause::LaneFull));
-        assert_eq!(DropCause::ALL.map(DropCause::index), [0, 1, 2, 3, 4]);
+        assert_eq!(DropCause::ALL.map(DropCause::index), [0, 1, 2, 3, 4, 5]);
     }
 
     /// `cargo test --release -p netback-uk -- --ignored --nocapture

@@ -172,6 +172,16 @@ struct Lan {
 pub struct Round {
     /// Frames taken from members' tx lanes.
     pub frames: u64,
+    /// Tx slots consumed (a slot skipped in a refused chain counts too):
+    /// at most `budget * GSO_MAX_SLOTS` per port.
+    pub slots: u64,
+    /// Frames the round made: written to rx lanes (each segment of a
+    /// segmented frame, each copy of a flooded one) or handed to a
+    /// management endpoint. Charged to the port whose frame caused them:
+    /// a port stops being read in a round once its frames made
+    /// `budget * GSO_MAX_SLOTS` (plus what its last frame made, at most
+    /// `GSO_MAX_SEGS` per destination).
+    pub emitted: u64,
     /// Some port may have more to read: poll again before waiting.
     pub busy: bool,
 }
@@ -458,6 +468,7 @@ impl<P: Platform> Switch<P> {
         self.ports
             .iter()
             .flatten()
+            .filter(|q| !matches!(q.link, Link::Broken))
             .filter_map(|q| q.held.map(|h| h.since_ns.saturating_add(HOLD_NS)))
             .min()
     }
@@ -503,11 +514,13 @@ impl<P: Platform> Switch<P> {
             replies: &mut self.replies,
             reply_lens: &mut self.reply_lens,
             budget: self.config.budget,
+            emitted: 0,
             now,
         };
         for k in 0..n {
             fwd.serve_port((start + k) % n, &mut round);
         }
+        round.emitted = fwd.emitted;
         for i in 0..n {
             fwd.flush_port(i);
         }
@@ -535,6 +548,8 @@ struct Fwd<'s, P: Platform> {
     reply_lens: &'s mut Vec<usize>,
     dests: &'s mut Vec<PortIndex>,
     budget: u32,
+    /// Frames made so far this round ([`Round::emitted`]).
+    emitted: u64,
     now: u64,
 }
 
@@ -577,7 +592,10 @@ impl<'s, P: Platform> Fwd<'s, P> {
             Ok(rx) => rx,
             Err(e) => return break_port(state, i, e),
         };
+        let slot_budget = self.budget.saturating_mul(net::GSO_MAX_SLOTS);
+        rx.set_slot_budget(slot_budget);
         let result = self.drain(i, &mut rx, round);
+        round.slots += u64::from(slot_budget - rx.slot_budget());
         let Some(state) = self.port(i) else { return };
         match (result, &mut state.link) {
             (Ok(()), Link::Up { from, .. }) => *from = Some(rx.park()),
@@ -587,6 +605,9 @@ impl<'s, P: Platform> Fwd<'s, P> {
     }
 
     /// Reads up to the budget of frames from port `i` and forwards each.
+    /// The port is charged for what it makes the switch do, not only for
+    /// the frames it finishes: the slots read (its receiver's slot budget,
+    /// set by the caller) and the frames its frames make.
     fn drain(&mut self, i: usize, rx: &mut FrameReceiver<'_>, round: &mut Round) -> Result<()> {
         match self.retry_held(i) {
             Retry::Free => {}
@@ -603,7 +624,12 @@ impl<'s, P: Platform> Fwd<'s, P> {
             return Ok(());
         }
         let mut served = 0;
-        while served < self.budget {
+        let emitted_before = self.emitted;
+        let work_budget = u64::from(self.budget.saturating_mul(net::GSO_MAX_SLOTS));
+        while served < self.budget
+            && rx.slot_budget() > 0
+            && self.emitted - emitted_before < work_budget
+        {
             match rx.next() {
                 Ok(Some(frame)) => {
                     served += 1;
@@ -618,6 +644,10 @@ impl<'s, P: Platform> Fwd<'s, P> {
                     }
                 }
                 Ok(None) => {
+                    // The port's slots for this round are used up.
+                    if rx.slot_budget() == 0 {
+                        break;
+                    }
                     // Batch used up: release, then look once more (armed).
                     if rx.release()? {
                         self.mark_notify(i);
@@ -688,6 +718,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
             // The endpoint parses whole frames: offloads resolved first
             // (a partial checksum completed), as for a port without any.
             let (mgmt, replies, lens) = (&mut lan.mgmt, &mut *self.replies, &mut *self.reply_lens);
+            let emitted = &mut self.emitted;
             offload::deliver(
                 frame,
                 &meta,
@@ -695,6 +726,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
                 MGMT_MAX_FRAME,
                 self.scratch,
                 &mut |f, _| {
+                    *emitted += 1;
                     mgmt.receive(now, f, &mut |r| {
                         replies.extend_from_slice(r);
                         lens.push(r.len());
@@ -889,6 +921,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
             return Delivery::Done;
         };
         let mut bytes = 0u64;
+        let mut made = 0u64;
         let mut failed = None;
         let verdict = offload::deliver(
             frame,
@@ -899,6 +932,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
             &mut |f, m| match tx.send(f, m) {
                 Ok(true) => {
                     bytes += f.len() as u64;
+                    made += 1;
                     true
                 }
                 Ok(false) => false,
@@ -908,6 +942,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
                 }
             },
         );
+        self.emitted += made;
         let c = &mut state.counters;
         let mut result = Delivery::Done;
         match verdict {
@@ -1008,6 +1043,10 @@ fn break_port(state: &mut PortState, i: usize, e: Error) {
     );
     state.counters.lane_errors += 1;
     state.link = Link::Broken;
+    // A broken port is never served again: a frame it holds would keep
+    // the switch's deadline in the past for ever.
+    state.held = None;
+    state.held_buf = Vec::new();
 }
 
 /// Once the member says READY: reads what it accepted (once), checks it
@@ -1764,5 +1803,137 @@ mod tests {
         a.send(&[eth(stopped.mac, a.mac, 60, 6)], FrameMeta::default());
         rig.pump();
         assert_eq!(tags(&stopped.recv()), [6]);
+    }
+
+    /// Issue 17 item 1: a chain of `MORE` slots (refused, then skipped)
+    /// is charged per slot: one poll reads at most `budget *
+    /// GSO_MAX_SLOTS` of a port's slots, so a member that keeps moving
+    /// `prod` ahead of such a chain gets that much per round and no more.
+    /// Before the fix the drain counted finished frames only: it read
+    /// every slot the member published (here the whole 64-slot lane, in
+    /// a race with a fast member for ever).
+    #[test]
+    fn an_endless_more_chain_costs_its_slot_budget_per_round() {
+        use share_hal::wire::lane_header as lh;
+        let config = SwitchConfig {
+            budget: 1,
+            ..SwitchConfig::default()
+        };
+        let mut rig = Rig::new(config);
+        let mut a = rig.join(0, 1, 2, 0);
+        let mut b = rig.join(1, 1, 3, 0);
+        let h = rig.join_pages(2, 1, 4, 0, net::GSO_MIN_PAGES);
+        let lay = h.layout;
+        let mem = h.att.mem();
+        for k in 0..lay.tx.slot_count {
+            let off = lay.tx.slot_offset(k);
+            mem.write_u16(off, 2032).unwrap();
+            mem.write_u16(off + 2, net::flags::MORE).unwrap();
+        }
+        let bound = u64::from(config.budget * net::GSO_MAX_SLOTS);
+        assert!(u64::from(lay.tx.slot_count) > bound);
+        let mut published = 0u32;
+        for _ in 0..4 {
+            // The member hands every slot the switch gave back out again.
+            let cons = mem
+                .load_u32(lay.tx.header + lh::CONS, Ordering::Acquire)
+                .unwrap();
+            published = cons.wrapping_add(lay.tx.slot_count);
+            mem.store_u32(lay.tx.header + lh::PROD, published, Ordering::Release)
+                .unwrap();
+            a.send(&[eth(b.mac, a.mac, 60, 7)], FrameMeta::default());
+            let round = rig.sw.poll(&mut rig.p);
+            assert!(
+                round.slots <= bound + 1,
+                "one poll read {} slots (bound {bound} + a's one)",
+                round.slots
+            );
+            assert!(round.busy, "the member still has slots: poll again");
+            assert_eq!(tags(&b.recv()), [7], "a is served in the same round");
+        }
+        assert!(published > 0);
+        assert_eq!(
+            rig.sw.ports().nth(2).unwrap().state,
+            PortLink::Up { features: 0 }
+        );
+    }
+
+    /// Issue 17 item 2: a GSO frame whose `gso_size` would make more than
+    /// `GSO_MAX_SEGS` segments is dropped before any segment is made, for
+    /// the management endpoint (broadcast and unicast to it) and for
+    /// ports with or without GSO; one round's work stays bounded. Before
+    /// the fix a 64 KiB frame with `gso_size = 1` made ~65 000 segments
+    /// for each destination.
+    #[test]
+    fn a_gso_frame_of_tiny_segments_makes_no_segments() {
+        let mut rig = Rig::new(SwitchConfig::default());
+        let all = IMPLEMENTED;
+        let mut a = rig.join_pages(0, 1, 2, all, net::GSO_MIN_PAGES);
+        let mut b = rig.join_pages(1, 1, 3, all, net::GSO_MIN_PAGES);
+        let mut c = rig.join_pages(2, 1, 4, features::CSUM_BLANK, net::GSO_MIN_PAGES);
+        let mgmt_mac = rig.sw.lans().next().unwrap().1.mac();
+        let meta = |size| FrameMeta {
+            flags: net::flags::CSUM_BLANK,
+            csum_start: 34,
+            csum_offset: 16,
+            gso_type: net::gso::TCPV4,
+            gso_size: size,
+            gso_flags: 0,
+        };
+        let payload = 65_535 - 40;
+        for dst in [BCAST, mgmt_mac] {
+            let frame = tcp_super_frame(dst, a.mac, payload);
+            assert_eq!(a.send(std::slice::from_ref(&frame), meta(1)), 1);
+            let round = rig.sw.poll(&mut rig.p);
+            assert_eq!(round.frames, 1);
+            assert_eq!(round.emitted, 0, "no segment made for {dst:02x?}");
+            rig.pump();
+        }
+        assert!(b.recv().is_empty() && c.recv().is_empty());
+        let mgmt = rig.sw.lans().next().unwrap().1.counters();
+        assert_eq!(mgmt.frames_in, 0, "the endpoint parsed nothing");
+        // The largest segment count allowed still goes through.
+        let size = payload.div_ceil(net::GSO_MAX_SEGS) as u16;
+        let frame = tcp_super_frame(BCAST, a.mac, payload);
+        assert_eq!(a.send(std::slice::from_ref(&frame), meta(size)), 1);
+        rig.pump();
+        assert_eq!(b.recv().len(), 1, "b takes GSO: one frame");
+        assert_eq!(
+            c.recv().len(),
+            64,
+            "c: lowered to its MTU, its lane's 64 slots"
+        );
+    }
+
+    /// Issue 17 item 4: a port that breaks while it holds a frame (here
+    /// as a destination: its rx lane's indexes scribbled) leaves no hold
+    /// behind. Before the fix the hold stayed on the broken port, which
+    /// is never served again, and `next_deadline` stayed in the past: the
+    /// loop never slept again.
+    #[test]
+    fn a_broken_port_holding_a_frame_leaves_no_deadline() {
+        use share_hal::wire::lane_header as lh;
+        let mut rig = Rig::new(SwitchConfig::default());
+        let mut a = rig.join(0, 1, 2, 0);
+        let stopped = rig.join(1, 1, 3, 0);
+        let mut b = rig.join(2, 1, 4, 0);
+        a.send(
+            &vec![eth(stopped.mac, a.mac, 60, 1); 8],
+            FrameMeta::default(),
+        );
+        rig.pump();
+        a.send(&[eth(stopped.mac, a.mac, 60, 2)], FrameMeta::default());
+        rig.sw.poll(&mut rig.p);
+        assert!(rig.sw.next_deadline().is_some(), "a's frame is held");
+        a.att
+            .mem()
+            .store_u32(a.layout.rx.header + lh::CONS, 1000, Ordering::Release)
+            .unwrap();
+        b.send(&[eth(BCAST, b.mac, 60, 3)], FrameMeta::default());
+        rig.sw.poll(&mut rig.p);
+        assert_eq!(rig.sw.ports().next().unwrap().state, PortLink::Broken);
+        assert_eq!(rig.sw.next_deadline(), None, "nothing left to wait for");
+        rig.host.advance(2 * HOLD_NS);
+        rig.pump();
     }
 }

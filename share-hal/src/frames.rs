@@ -210,6 +210,10 @@ pub struct FrameReceiver<'a> {
     /// data, so copies take the wide path of `SharedMem`.
     buf: Vec<u8>,
     base: usize,
+    /// Slots [`next`](Self::next) may still consume before it reports the
+    /// batch used up: what a caller charges a peer for, counted in slots
+    /// (a skipped slot costs as much as one that ends a frame).
+    slot_budget: u32,
 }
 
 impl<'a> FrameReceiver<'a> {
@@ -239,7 +243,22 @@ impl<'a> FrameReceiver<'a> {
             rules,
             buf,
             base,
+            slot_budget: u32::MAX,
         }
+    }
+
+    /// Bounds the slots [`next`](Self::next) consumes from now on (until
+    /// the next call): when they are used up it returns `Ok(None)` as at
+    /// the end of a batch, whatever the producer keeps publishing. Without
+    /// it the bound is the producer's: a member that keeps moving `prod`
+    /// ahead of a chain of `MORE` slots would keep the caller reading.
+    pub fn set_slot_budget(&mut self, slots: u32) {
+        self.slot_budget = slots;
+    }
+
+    /// Slots left of the budget set by [`set_slot_budget`](Self::set_slot_budget).
+    pub fn slot_budget(&self) -> u32 {
+        self.slot_budget
     }
 
     /// Starts a batch (reads the producer index once); returns the slots in
@@ -256,6 +275,9 @@ impl<'a> FrameReceiver<'a> {
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<RxFrame<'_>>> {
         loop {
+            if self.slot_budget == 0 {
+                return Ok(None);
+            }
             let Some(slot) = self.lane.slot()? else {
                 return Ok(None);
             };
@@ -267,6 +289,7 @@ impl<'a> FrameReceiver<'a> {
             let action = self.rules.push(&hdr);
             // Consumed whatever the verdict, so a bad slot never stalls us.
             self.lane.advance();
+            self.slot_budget -= 1;
             let (at, len, done) = match action? {
                 SlotAction::Skip => continue,
                 SlotAction::Append { at, len, done } => (at, len, done),
@@ -334,6 +357,7 @@ pub struct ParkedReceiver {
     rules: FrameAssembler,
     buf: Vec<u8>,
     base: usize,
+    slot_budget: u32,
 }
 
 // Park/resume lets a long-lived owner (a switch port) keep sender and
@@ -371,6 +395,7 @@ impl<'a> FrameReceiver<'a> {
             rules: self.rules,
             buf: self.buf,
             base: self.base,
+            slot_budget: self.slot_budget,
         }
     }
 
@@ -381,6 +406,7 @@ impl<'a> FrameReceiver<'a> {
             rules: parked.rules,
             buf: parked.buf,
             base: parked.base,
+            slot_budget: parked.slot_budget,
         })
     }
 }

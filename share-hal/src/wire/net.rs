@@ -42,6 +42,13 @@ pub const FRAME_MIN: usize = 14;
 pub const GSO_MAX_FRAME: usize = 65535 + FRAME_OVERHEAD;
 /// Slots of the longest segmentation offload frame (33).
 pub const GSO_MAX_SLOTS: u32 = GSO_MAX_FRAME.div_ceil(SLOT_DATA_MAX) as u32;
+/// Most segments one segmentation offload frame may make:
+/// `⌈payload / gso_size⌉` (payload: the bytes after the L4 header). Bounds
+/// the work one frame can cause a receiver that segments it (a `gso_size`
+/// of 1 would make ~65 000). Linux senders stay below it: UDP GSO makes at
+/// most 64 (6.1) or 128 segments, TCP reaches 256 only with an MSS under
+/// 256 bytes, and xensnet caps its device's `gso_max_segs` at this.
+pub const GSO_MAX_SEGS: usize = 256;
 /// Smallest share on which a switch offers [`features::GSO`]: its lanes
 /// must hold one [`GSO_MAX_FRAME`], so a sender never waits for room that
 /// cannot exist (64 slots per lane, the first power of two >= 33).
