@@ -51,6 +51,15 @@
 //!   NAK; otherwise unicast to `chaddr` at `ciaddr` when the client has an
 //!   address, or at `yiaddr` when it has none yet (a client that cannot
 //!   receive that sets the broadcast flag).
+//! - **A client is also its port**: the switch tells the endpoint which
+//!   port a frame came from, and every offer, lease and decline records
+//!   it. A lease is renewed, released or declined only from the port
+//!   that holds it (a member cannot end another's lease by writing its
+//!   `chaddr`); a port holds at most [`MAX_HELD_PER_PORT`] live offers,
+//!   leases and declines together (a member inventing `chaddr`s, with
+//!   DISCOVERs or straight REQUESTs, holds that many addresses, not the
+//!   pool). A removed port's leases end ([`Mgmt::forget_port`]): its
+//!   client gets the address back from any port if nobody took it.
 //! - **Full pool**: the lease table has one slot per pool address and never
 //!   grows. Slots held by a live offer, a live lease or a recent decline are
 //!   never taken from their holder, so a client flooding DISCOVERs from
@@ -90,6 +99,10 @@ pub const DECLINE_HOLD_SECS: u64 = 600;
 /// Shortest lease accepted in a configuration (a shorter one makes members
 /// renew every few seconds).
 pub const MIN_LEASE_SECS: u32 = 60;
+/// Live offers, leases and declines one port may hold at once: a member
+/// with a few DHCP clients of its own (containers, a bridge) is served, a
+/// member inventing clients takes this many addresses, not the pool.
+pub const MAX_HELD_PER_PORT: usize = 4;
 /// TTL of the endpoint's IPv4 packets.
 const HOP_LIMIT: u8 = 64;
 
@@ -173,6 +186,8 @@ pub struct Lease {
     pub mac: [u8; 6],
     /// The leased address.
     pub ip: [u8; 4],
+    /// The switch port it was leased on (`None`: that port was removed).
+    pub port: Option<ClientPort>,
     /// End of the lease, in the `now_ns` base. A lease that ended (expired
     /// or released) stays listed with its end in the past until its
     /// address goes to another member.
@@ -211,6 +226,10 @@ pub struct MgmtDrops {
     pub unsupported: u64,
     /// A DISCOVER that got no OFFER because every pool address is held.
     pub pool_full: u64,
+    /// DHCP from a port for a client another port holds a lease or offer
+    /// for, or from a port that holds [`MAX_HELD_PER_PORT`] addresses
+    /// already (a DISCOVER; a REQUEST gets a NAK).
+    pub port_limit: u64,
 }
 
 impl MgmtDrops {
@@ -224,6 +243,7 @@ impl MgmtDrops {
             + self.too_big
             + self.unsupported
             + self.pool_full
+            + self.port_limit
     }
 }
 
@@ -262,6 +282,7 @@ enum Drop {
     TooBig,
     Unsupported,
     PoolFull,
+    PortLimit,
 }
 
 /// What became of a frame that was not dropped.
@@ -272,21 +293,46 @@ enum Handled {
     Silent,
 }
 
+/// The switch port a DHCP message came from (`None`: a port since removed).
+pub type ClientPort = u16;
+
 /// One pool address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
     /// Never handed out (or given up by a client choosing another server).
     Free,
-    /// Offered to `mac` until `until_ns`.
-    Offered { mac: [u8; 6], until_ns: u64 },
-    /// Leased to `mac` until `until_ns`; after that remembered for `mac`
-    /// until someone else needs the address.
-    Bound { mac: [u8; 6], until_ns: u64 },
-    /// Declined (in use by someone unknown) until `until_ns`.
-    Declined { until_ns: u64 },
+    /// Offered to `mac` on `port` until `until_ns`.
+    Offered {
+        mac: [u8; 6],
+        port: ClientPort,
+        until_ns: u64,
+    },
+    /// Leased to `mac` on `port` until `until_ns`; after that remembered
+    /// for `mac` until someone else needs the address (`port` `None` once
+    /// its port is gone).
+    Bound {
+        mac: [u8; 6],
+        port: Option<ClientPort>,
+        until_ns: u64,
+    },
+    /// Declined (in use by someone unknown) until `until_ns`, charged to
+    /// the port that declined it while that port lives.
+    Declined {
+        port: Option<ClientPort>,
+        until_ns: u64,
+    },
 }
 
 impl Slot {
+    /// The port this slot is charged to while it is live.
+    fn port(&self) -> Option<ClientPort> {
+        match *self {
+            Slot::Free => None,
+            Slot::Offered { port, .. } => Some(port),
+            Slot::Bound { port, .. } | Slot::Declined { port, .. } => port,
+        }
+    }
+
     fn owner(&self) -> Option<[u8; 6]> {
         match *self {
             Slot::Offered { mac, .. } | Slot::Bound { mac, .. } => Some(mac),
@@ -300,7 +346,7 @@ impl Slot {
             Slot::Free => 0,
             Slot::Offered { until_ns, .. }
             | Slot::Bound { until_ns, .. }
-            | Slot::Declined { until_ns } => until_ns,
+            | Slot::Declined { until_ns, .. } => until_ns,
         }
     }
 
@@ -319,6 +365,8 @@ pub struct Mgmt {
     first: u32,
     slots: Vec<Slot>,
     counters: MgmtCounters,
+    /// The port of the frame being handled.
+    from: ClientPort,
 }
 
 fn ip_u32(ip: Ipv4Address) -> u32 {
@@ -372,6 +420,7 @@ impl Mgmt {
             first,
             slots,
             counters: MgmtCounters::default(),
+            from: 0,
         })
     }
 
@@ -395,10 +444,18 @@ impl Mgmt {
     /// any content). A reply, at most one whole Ethernet frame of at most
     /// [`MAX_FRAME`] bytes from [`Mgmt::mac`], goes to `out`. Never panics;
     /// the work is bounded by the frame's length and the pool's size.
-    pub fn receive(&mut self, now_ns: u64, frame: &[u8], out: &mut dyn FnMut(&[u8])) {
+    /// `port`: the switch port the frame came from; DHCP state is charged
+    /// to it.
+    pub fn receive(
+        &mut self,
+        now_ns: u64,
+        port: ClientPort,
+        frame: &[u8],
+        out: &mut dyn FnMut(&[u8]),
+    ) {
         self.counters.frames_in += 1;
         let mut buf = [0u8; MAX_FRAME];
-        match self.handle(now_ns, frame, &mut buf) {
+        match self.handle(now_ns, port, frame, &mut buf) {
             Ok(Handled::Reply(len)) => {
                 // Every reply length is checked before emission; a short
                 // one (ARP) is zero-padded to the Ethernet minimum.
@@ -419,6 +476,7 @@ impl Mgmt {
                     Drop::TooBig => &mut d.too_big,
                     Drop::Unsupported => &mut d.unsupported,
                     Drop::PoolFull => &mut d.pool_full,
+                    Drop::PortLimit => &mut d.port_limit,
                 } += 1;
             }
         }
@@ -432,7 +490,12 @@ impl Mgmt {
             .iter()
             .enumerate()
             .filter_map(move |(i, s)| match *s {
-                Slot::Bound { mac, until_ns } => Some(Lease {
+                Slot::Bound {
+                    mac,
+                    port,
+                    until_ns,
+                } => Some(Lease {
+                    port,
                     mac,
                     // `i` < MAX_POOL and the pool lies inside the subnet.
                     ip: first.wrapping_add(i as u32).to_be_bytes(),
@@ -447,7 +510,47 @@ impl Mgmt {
         self.counters
     }
 
-    fn handle(&mut self, now_ns: u64, frame: &[u8], buf: &mut [u8]) -> Result<Handled, Drop> {
+    /// Port `port` is gone: its offers lapse, its leases end now (each
+    /// remembered for its client, which gets the address back from any
+    /// port if nobody took it), its declines stay but are no longer
+    /// charged to it. A new port with the same number starts with nothing.
+    pub fn forget_port(&mut self, port: ClientPort, now_ns: u64) {
+        for s in &mut self.slots {
+            match *s {
+                Slot::Offered { port: p, .. } if p == port => *s = Slot::Free,
+                Slot::Bound {
+                    mac,
+                    port: Some(p),
+                    until_ns,
+                } if p == port => {
+                    *s = Slot::Bound {
+                        mac,
+                        port: None,
+                        until_ns: until_ns.min(now_ns),
+                    }
+                }
+                Slot::Declined {
+                    port: Some(p),
+                    until_ns,
+                } if p == port => {
+                    *s = Slot::Declined {
+                        port: None,
+                        until_ns,
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn handle(
+        &mut self,
+        now_ns: u64,
+        port: ClientPort,
+        frame: &[u8],
+        buf: &mut [u8],
+    ) -> Result<Handled, Drop> {
+        self.from = port;
         let eth = EthernetFrame::new_checked(frame).map_err(|_| Drop::Malformed)?;
         let eth_repr = EthernetRepr::parse(&eth).map_err(|_| Drop::Malformed)?;
         if !self.wants(eth_repr.dst_addr.0) {
@@ -690,6 +793,20 @@ impl Mgmt {
         self.slots.iter().position(|s| s.owner() == Some(mac))
     }
 
+    /// Whether slot `i` is live and charged to a port other than the
+    /// sender's: its client is another port's, not the sender's to use.
+    fn held_elsewhere(&self, i: usize, now_ns: u64) -> bool {
+        let s = self.slots[i];
+        !s.takeable(now_ns) && s.port() != Some(self.from)
+    }
+
+    /// Whether the sender may take slot `i` on top of what it holds: it
+    /// holds that slot already, or fewer than [`MAX_HELD_PER_PORT`].
+    fn port_may_take(&self, i: usize, now_ns: u64) -> bool {
+        let mine = |s: &Slot| s.port() == Some(self.from) && !s.takeable(now_ns);
+        mine(&self.slots[i]) || self.slots.iter().filter(|s| mine(s)).count() < MAX_HELD_PER_PORT
+    }
+
     /// Puts `slot` at `i`; a client owns at most one slot, so its other
     /// claims go.
     fn assign(&mut self, i: usize, slot: Slot) {
@@ -744,6 +861,9 @@ impl Mgmt {
         let i = self
             .choose(now_ns, mac, req.requested_ip)
             .ok_or(Drop::PoolFull)?;
+        if self.held_elsewhere(i, now_ns) || !self.port_may_take(i, now_ns) {
+            return Err(Drop::PortLimit);
+        }
         let hold = self.secs_from(now_ns, OFFER_HOLD_SECS);
         match self.slots[i] {
             // A live lease stays bound while the client asks again.
@@ -752,6 +872,7 @@ impl Mgmt {
                 i,
                 Slot::Offered {
                     mac,
+                    port: self.from,
                     until_ns: hold,
                 },
             ),
@@ -771,7 +892,11 @@ impl Mgmt {
             None => return Err(Drop::Malformed),
         };
         let bindable = match self.pool_index(ip) {
-            Some(i) if self.slots[i].owner() == Some(mac) || self.slots[i].takeable(now_ns) => {
+            Some(i)
+                if (self.slots[i].owner() == Some(mac) || self.slots[i].takeable(now_ns))
+                    && !self.held_elsewhere(i, now_ns)
+                    && self.port_may_take(i, now_ns) =>
+            {
                 Some(i)
             }
             _ => None,
@@ -782,22 +907,38 @@ impl Mgmt {
             return Ok(Handled::Reply(len));
         };
         let until_ns = self.secs_from(now_ns, u64::from(self.cfg.lease_secs));
-        self.assign(i, Slot::Bound { mac, until_ns });
+        let port = Some(self.from);
+        self.assign(
+            i,
+            Slot::Bound {
+                mac,
+                port,
+                until_ns,
+            },
+        );
         let len = self.emit_dhcp(buf, req, DhcpMessageType::Ack, ip)?;
         self.counters.dhcp_acks += 1;
         Ok(Handled::Reply(len))
+    }
+
+    /// Whether slot `i` is `mac`'s, held from the sender's port: only the
+    /// holder ends or declines a lease.
+    fn is_senders(&self, i: usize, mac: [u8; 6]) -> bool {
+        let s = self.slots[i];
+        s.owner() == Some(mac) && s.port() == Some(self.from)
     }
 
     fn release(&mut self, now_ns: u64, req: &DhcpRepr) -> Result<Handled, Drop> {
         let mac = req.client_hardware_address.0;
         let i = self
             .pool_index(req.client_ip)
-            .filter(|&i| self.slots[i].owner() == Some(mac))
+            .filter(|&i| self.is_senders(i, mac))
             .ok_or(Drop::NotForUs)?;
         // Remembered as an ended lease: the client gets it back if nobody
         // took it meanwhile.
         self.slots[i] = Slot::Bound {
             mac,
+            port: Some(self.from),
             until_ns: now_ns,
         };
         self.counters.dhcp_releases += 1;
@@ -809,9 +950,10 @@ impl Mgmt {
         let ip = req.requested_ip.ok_or(Drop::Malformed)?;
         let i = self
             .pool_index(ip)
-            .filter(|&i| self.slots[i].owner() == Some(mac))
+            .filter(|&i| self.is_senders(i, mac))
             .ok_or(Drop::NotForUs)?;
         self.slots[i] = Slot::Declined {
+            port: Some(self.from),
             until_ns: self.secs_from(now_ns, DECLINE_HOLD_SECS),
         };
         self.counters.dhcp_declines += 1;
@@ -995,9 +1137,21 @@ mod tests {
         c
     }
 
+    /// The port a test frame comes from: its source MAC's last two bytes
+    /// (`member(n)` sends from port `n`).
+    fn port_of(frame: &[u8]) -> ClientPort {
+        frame
+            .get(10..12)
+            .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+    }
+
     fn feed(m: &mut Mgmt, now_ns: u64, frame: &[u8]) -> Vec<Vec<u8>> {
+        feed_from(m, now_ns, port_of(frame), frame)
+    }
+
+    fn feed_from(m: &mut Mgmt, now_ns: u64, port: ClientPort, frame: &[u8]) -> Vec<Vec<u8>> {
         let mut replies = Vec::new();
-        m.receive(now_ns, frame, &mut |f| replies.push(f.to_vec()));
+        m.receive(now_ns, port, frame, &mut |f| replies.push(f.to_vec()));
         for r in &replies {
             check_reply(m.mac(), r);
         }
@@ -1212,6 +1366,13 @@ mod tests {
 
     fn dhcp(m: &mut Mgmt, now_ns: u64, req: &DhcpRepr) -> Option<Reply> {
         let replies = feed(m, now_ns, &dhcp_frame(req));
+        check_counters(m);
+        replies.first().map(|f| parse_reply(f))
+    }
+
+    /// `req` sent from `port` (whatever its `chaddr` says).
+    fn dhcp_from(m: &mut Mgmt, now_ns: u64, port: ClientPort, req: &DhcpRepr) -> Option<Reply> {
+        let replies = feed_from(m, now_ns, port, &dhcp_frame(req));
         check_counters(m);
         replies.first().map(|f| parse_reply(f))
     }
@@ -1505,6 +1666,7 @@ mod tests {
             [Lease {
                 mac: member(1),
                 ip: ip(100).octets(),
+                port: Some(1),
                 expires_ns: 121 * SEC
             }]
         );
@@ -1710,6 +1872,93 @@ mod tests {
         assert_eq!(lease(&mut m, 200 * SEC, member(3)), a);
         assert_eq!(lease(&mut m, 200 * SEC, member(2)), b);
         assert!(discover(&mut m, 200 * SEC, member(1)).is_none());
+    }
+
+    /// Issue 17 item 3: a member writing another member's `chaddr` can
+    /// neither release nor decline that member's lease (before: the
+    /// address was blocked for 600 s and the victim's renewal NAKed).
+    #[test]
+    fn a_port_cannot_end_or_decline_another_ports_lease() {
+        let mut m = Mgmt::new(cfg(4)).unwrap();
+        let victim = member(1);
+        let a = lease(&mut m, 0, victim);
+        let attacker: ClientPort = 7;
+        let mut dec = client_msg(DhcpMessageType::Decline, victim);
+        dec.requested_ip = Some(a);
+        dec.server_identifier = Some(SERVER);
+        assert!(dhcp_from(&mut m, SEC, attacker, &dec).is_none());
+        let mut rel = client_msg(DhcpMessageType::Release, victim);
+        rel.client_ip = a;
+        rel.server_identifier = Some(SERVER);
+        assert!(dhcp_from(&mut m, SEC, attacker, &rel).is_none());
+        let c = m.counters();
+        assert_eq!((c.dhcp_declines, c.dhcp_releases), (0, 0));
+        // Nor take it over: a DISCOVER or REQUEST for the victim's client.
+        assert!(dhcp_from(
+            &mut m,
+            SEC,
+            attacker,
+            &client_msg(DhcpMessageType::Discover, victim)
+        )
+        .is_none());
+        let mut req = client_msg(DhcpMessageType::Request, victim);
+        req.requested_ip = Some(a);
+        let nak = dhcp_from(&mut m, SEC, attacker, &req).unwrap();
+        assert_eq!(nak.message_type, DhcpMessageType::Nak);
+        assert_eq!(m.counters().drops.port_limit, 1);
+        // The victim renews as before, and can still release its own.
+        let ack = renew(&mut m, 2 * SEC, victim, a).unwrap();
+        assert_eq!((ack.message_type, ack.yiaddr), (DhcpMessageType::Ack, a));
+        rel.client_ip = a;
+        assert!(dhcp(&mut m, 3 * SEC, &rel).is_none());
+        assert_eq!(m.counters().dhcp_releases, 1);
+    }
+
+    /// Issue 17 item 3: one port inventing clients holds at most
+    /// `MAX_HELD_PER_PORT` addresses, whether it DISCOVERs or REQUESTs
+    /// addresses straight away (INIT-REBOOT, no offer) and renews them for
+    /// ever; the others are served (before: the whole pool, for an hour).
+    #[test]
+    fn one_port_inventing_clients_holds_only_its_share() {
+        let mut m = Mgmt::new(cfg(16)).unwrap();
+        let attacker: ClientPort = 900;
+        for n in 0..16u8 {
+            let mut req = client_msg(DhcpMessageType::Request, member(1000 + u16::from(n)));
+            req.requested_ip = Some(ip(100 + n));
+            dhcp_from(&mut m, 0, attacker, &req);
+        }
+        for n in 0..16 {
+            let disc = client_msg(DhcpMessageType::Discover, member(2000 + n));
+            dhcp_from(&mut m, 0, attacker, &disc);
+        }
+        assert_eq!(m.counters().dhcp_acks, MAX_HELD_PER_PORT as u64);
+        assert_eq!(m.counters().dhcp_offers, 0);
+        assert_eq!(m.leases().count(), MAX_HELD_PER_PORT);
+        // Every other member still gets an address.
+        for n in 1..=(16 - MAX_HELD_PER_PORT as u16) {
+            lease(&mut m, SEC, member(n));
+        }
+        // Its own lease is its own: it renews, and can end one to take
+        // another.
+        let mut rel = client_msg(DhcpMessageType::Release, member(1000));
+        rel.client_ip = ip(100);
+        rel.server_identifier = Some(SERVER);
+        assert!(dhcp_from(&mut m, 2 * SEC, attacker, &rel).is_none());
+        assert_eq!(m.counters().dhcp_releases, 1);
+        check_counters(&m);
+    }
+
+    /// A removed port's leases end: its client gets its address back from
+    /// the port it comes back on; nothing stays charged to the old port.
+    #[test]
+    fn a_removed_ports_leases_end_and_come_back_to_their_client() {
+        let mut m = Mgmt::new(cfg(2)).unwrap();
+        let a = lease(&mut m, 0, member(1));
+        m.forget_port(1, SEC);
+        let mut req = client_msg(DhcpMessageType::Request, member(1));
+        req.requested_ip = Some(a);
+        let ack = dhcp_from(&mut m, 2 * SEC, 5, &req).unwrap();
+        assert_eq!((ack.message_type, ack.yiaddr), (DhcpMessageType::Ack, a));
     }
 
     /// Valid frames of every kind the endpoint serves.
@@ -1998,7 +2247,9 @@ mod tests {
                 let dst = EthernetFrame::new_checked(&f[..]).unwrap().dst_addr().0;
                 if m.wants(dst) {
                     let mut replies = Vec::new();
-                    m.receive(self.now_ns, &f, &mut |r| replies.push(r.to_vec()));
+                    m.receive(self.now_ns, port_of(&f), &f, &mut |r| {
+                        replies.push(r.to_vec())
+                    });
                     for r in replies {
                         check_reply(m.mac(), &r);
                         let dst = EthernetFrame::new_checked(&r[..]).unwrap().dst_addr().0;

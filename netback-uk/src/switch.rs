@@ -403,6 +403,7 @@ impl<P: Platform> Switch<P> {
         if let Some(slot) = self.lans.get_mut(state.lan) {
             if let Some(lan) = slot.as_mut() {
                 lan.fdb.forget_port(index);
+                lan.mgmt.forget_port(index, p.now_ns());
                 lan.ports.retain(|&q| q != index);
                 if lan.ports.is_empty() {
                     *slot = None;
@@ -727,7 +728,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
                 self.scratch,
                 &mut |f, _| {
                     *emitted += 1;
-                    mgmt.receive(now, f, &mut |r| {
+                    mgmt.receive(now, src, f, &mut |r| {
                         replies.extend_from_slice(r);
                         lens.push(r.len());
                     });

@@ -3,17 +3,18 @@
 //! leases and declines lapse.
 //!
 //! Input: byte 0 picks the pool size (1..=16), then records of
-//! `<seconds u8> <length u16 BE> <frame>` (a short last record takes what
-//! is left). Every reply must be one whole, well-formed Ethernet frame of
+//! `<port:2 bits, seconds:6 bits> <length u16 BE> <frame>` (a short last
+//! record takes what is left): four switch ports sending. Every reply must be one whole, well-formed Ethernet frame of
 //! at most 1514 bytes from the endpoint's MAC with valid IPv4, ICMP and UDP
 //! checksums and a DHCP message that parses; the lease table stays within
-//! the pool with one address per client.
+//! the pool with one address per client, and no port holds more than
+//! `MAX_HELD_PER_PORT` live leases.
 #![no_main]
 
 use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
-use netback_uk::mgmt::{Mgmt, MgmtConfig, MAX_FRAME};
+use netback_uk::mgmt::{Mgmt, MgmtConfig, MAX_FRAME, MAX_HELD_PER_PORT};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, DhcpPacket, DhcpRepr, EthernetFrame, EthernetProtocol,
@@ -72,8 +73,9 @@ fuzz_target!(|data: &[u8]| {
     let mut now_ns = 0u64;
     let mut frames = 0u64;
     let mut replies = 0u64;
-    while let Some((&secs, record)) = rest.split_first() {
-        now_ns += u64::from(secs) * 1_000_000_000;
+    while let Some((&head, record)) = rest.split_first() {
+        let port = u16::from(head >> 6);
+        now_ns += u64::from(head & 0x3f) * 1_000_000_000;
         let frame = match record {
             [hi, lo, tail @ ..] => {
                 let (frame, next) =
@@ -87,7 +89,7 @@ fuzz_target!(|data: &[u8]| {
             }
         };
         let mut n = 0;
-        m.receive(now_ns, frame, &mut |r| {
+        m.receive(now_ns, port, frame, &mut |r| {
             check_reply(cfg.mac, r);
             n += 1;
         });
@@ -118,4 +120,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(macs.insert(l.mac) && ips.insert(l.ip));
     }
     assert!(macs.len() <= pool_size);
+    for port in 0..4 {
+        let live = m
+            .leases()
+            .filter(|l| l.port == Some(port) && l.is_active(now_ns))
+            .count();
+        assert!(live <= MAX_HELD_PER_PORT, "port {port} holds {live} leases");
+    }
 });
