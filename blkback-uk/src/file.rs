@@ -8,6 +8,15 @@
 //! seen before its data is durable). Discard punches a hole
 //! (`fallocate(PUNCH_HOLE | KEEP_SIZE)`), so discarded sectors read back as
 //! zeroes.
+//!
+//! **After a failed `fdatasync` nothing more is acknowledged.** Linux may
+//! drop the dirty pages whose write-back failed and report the error only
+//! once: a later `fdatasync` can succeed although data written before it
+//! is lost. So the first failure fails the store: from then on every
+//! write, flush and discard is answered `EIO` (reads still work) until the
+//! file is opened again (blkback-file restarted, the disk attached anew).
+//! A FUA write is acknowledged only if the sync that makes it durable
+//! succeeded: a failed FLUSH in the same batch does not count as one.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -24,6 +33,13 @@ pub struct FileStore {
     dirty: bool,
     /// fdatasync calls, for tests and logs.
     pub syncs: u64,
+    /// The errno of the first failed fdatasync: the store acknowledges no
+    /// write, flush or discard since.
+    failed: Option<i32>,
+    /// Tests: the next fdatasync fails with this errno (a disk's EIO
+    /// cannot be had on demand).
+    #[cfg(test)]
+    fail_next_sync: Option<i32>,
 }
 
 fn io_err(e: &std::io::Error) -> StoreError {
@@ -45,7 +61,16 @@ impl FileStore {
             read_only,
             dirty: false,
             syncs: 0,
+            failed: None,
+            #[cfg(test)]
+            fail_next_sync: None,
         })
+    }
+
+    /// The errno of the failed fdatasync that stopped this store from
+    /// acknowledging writes, if one did.
+    pub fn failed(&self) -> Option<i32> {
+        self.failed
     }
 
     pub fn path(&self) -> &Path {
@@ -53,15 +78,39 @@ impl FileStore {
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
+        if let Some(errno) = self.failed {
+            return Err(StoreError::Io { errno });
+        }
         if self.dirty {
-            self.file.sync_data().map_err(|e| io_err(&e))?;
+            if let Err(e) = self.sync_data() {
+                let errno = e.raw_os_error().unwrap_or(libc_eio());
+                log::error!(
+                    "{}: fdatasync failed ({e}): no write is acknowledged until the disk is attached again",
+                    self.path.display()
+                );
+                self.failed = Some(errno);
+                return Err(StoreError::Io { errno });
+            }
             self.syncs += 1;
             self.dirty = false;
         }
         Ok(())
     }
 
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(errno) = self.fail_next_sync.take() {
+            return Err(std::io::Error::from_raw_os_error(errno));
+        }
+        self.file.sync_data()
+    }
+
     fn one(&mut self, kind: IoKind, sector: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        if let (Some(errno), IoKind::Write { .. } | IoKind::Flush | IoKind::Discard { .. }) =
+            (self.failed, kind)
+        {
+            return Err(StoreError::Io { errno });
+        }
         match kind {
             IoKind::Read => {
                 let at = byte_range(sector, buf.len(), self.capacity)?;
@@ -120,7 +169,7 @@ impl Store for FileStore {
             if let (IoKind::Write { fua: true }, Ok(())) = (io.kind, io.result) {
                 fua_pending.push(i);
             }
-            if io.kind == IoKind::Flush {
+            if io.kind == IoKind::Flush && io.result.is_ok() {
                 // The flush synced every write before it, FUA ones too.
                 fua_pending.clear();
             }
@@ -135,10 +184,74 @@ impl Store for FileStore {
     }
 }
 
+/// EIO, for an fdatasync error without an errno (never seen on Linux).
+fn libc_eio() -> i32 {
+    5
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::execute_one;
+
+    const EIO: i32 = 5;
+
+    /// Issue 17 item 5: a FUA write is not acknowledged when the flush
+    /// after it in its batch failed (before: the failed flush cleared the
+    /// FUA write's pending sync and it was answered OKAY), and after a
+    /// failed fdatasync no write, flush or discard is acknowledged, even
+    /// when a later fdatasync would succeed; reads still are. A store
+    /// opened anew serves again.
+    #[test]
+    fn a_failed_sync_fails_every_write_after_it() {
+        let path = temp_file("eio", 64 * 512);
+        let mut s = FileStore::open(&path, false).unwrap();
+        let mut w = vec![0x77u8; 512];
+        let mut nothing: [u8; 0] = [];
+        s.fail_next_sync = Some(EIO);
+        let mut ios = [
+            Io::new(IoKind::Write { fua: true }, 1, &mut w),
+            Io::new(IoKind::Flush, 0, &mut nothing),
+        ];
+        s.execute(&mut ios);
+        assert_eq!(ios[1].result, Err(StoreError::Io { errno: EIO }));
+        assert_eq!(
+            ios[0].result,
+            Err(StoreError::Io { errno: EIO }),
+            "the FUA write is not durable"
+        );
+        assert_eq!(s.failed(), Some(EIO));
+        let mut w = vec![0x78u8; 512];
+        for kind in [
+            IoKind::Write { fua: false },
+            IoKind::Write { fua: true },
+            IoKind::Discard { sectors: 1 },
+        ] {
+            let buf: &mut [u8] = if matches!(kind, IoKind::Write { .. }) {
+                &mut w
+            } else {
+                &mut []
+            };
+            assert_eq!(
+                execute_one(&mut s, kind, 2, buf),
+                Err(StoreError::Io { errno: EIO }),
+                "{kind:?}"
+            );
+        }
+        assert_eq!(
+            execute_one(&mut s, IoKind::Flush, 0, &mut []),
+            Err(StoreError::Io { errno: EIO }),
+            "a flush that would succeed now still fails"
+        );
+        let mut r = vec![0u8; 512];
+        assert_eq!(execute_one(&mut s, IoKind::Read, 1, &mut r), Ok(()));
+        let mut again = FileStore::open(&path, false).unwrap();
+        assert_eq!(
+            execute_one(&mut again, IoKind::Write { fua: true }, 2, &mut w),
+            Ok(())
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
 
     fn temp_file(tag: &str, len: u64) -> PathBuf {
         let path =
