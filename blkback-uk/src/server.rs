@@ -48,7 +48,7 @@ use share_hal::wire::blk::{
 use share_hal::wire::vdevice::{self as vd, status, EntryRepr, Kind, Role};
 use share_hal::{DomId, Error, GrantRef, Port, Result};
 
-use crate::store::{Io, IoKind, SharedIo, Store, StoreError};
+use crate::store::{execute_one, Io, IoKind, SharedIo, Store, StoreError};
 
 /// How a server is sized.
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +93,68 @@ struct Conn<P: Platform> {
     /// Why this member is no longer served (a broken lane, a vanished
     /// domain); it stays cut off until dom0 removes the entry.
     cut_off: Option<&'static str>,
+    /// A discard larger than one pass's budget, done in pieces: the
+    /// request (as last copied) and the sectors done. Its slot is not
+    /// consumed until the last piece, so it is answered once.
+    discard: Option<DiscardCursor>,
+    /// What this member's requests may make the server log.
+    log: LogBudget,
+}
+
+/// How far a discard done in pieces got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DiscardCursor {
+    id: u64,
+    sector: u64,
+    sectors: u64,
+    done: u64,
+}
+
+/// Sectors one member may discard per service pass (16 MiB: the RAM store
+/// zeroes them, ~2 ms); a larger discard is done in pieces over passes.
+pub const DISCARD_SECTORS_PER_PASS: u64 = 16 * 1024 * 1024 / 512;
+/// Flushes, and batches holding a FUA write, one member may have served
+/// per pass: each may cost an `fdatasync`.
+pub const SYNCS_PER_PASS: u32 = 2;
+
+/// What one member's requests cost in one service pass, against the
+/// bounds above; the data of reads and writes is bounded by the bounce
+/// pages (one batch's worth) and [`BATCHES_PER_SERVICE`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassCost {
+    pub discarded_sectors: u64,
+    pub syncs: u32,
+}
+
+/// Log lines a member's requests may cause: [`LogBudget::LINES`] per
+/// [`LogBudget::WINDOW_NS`], then one line saying how many were left out.
+/// A full console blocks the logging domain per line: what a peer can make
+/// us print is work it makes us do.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogBudget {
+    window_start_ns: u64,
+    used: u32,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    pub const LINES: u32 = 5;
+    pub const WINDOW_NS: u64 = 10_000_000_000;
+
+    /// Whether a line may be printed at `now_ns`; `Some(n)`: yes, and `n`
+    /// lines were left out before it (say so).
+    pub fn allow(&mut self, now_ns: u64) -> Option<u64> {
+        if now_ns.saturating_sub(self.window_start_ns) >= Self::WINDOW_NS {
+            self.window_start_ns = now_ns;
+            self.used = 0;
+        }
+        if self.used >= Self::LINES {
+            self.suppressed += 1;
+            return None;
+        }
+        self.used += 1;
+        Some(core::mem::take(&mut self.suppressed))
+    }
 }
 
 /// What [`Server::service`] did.
@@ -102,6 +164,8 @@ pub struct Progress {
     pub answered: usize,
     /// Some lane still has requests waiting: call again before sleeping.
     pub more: bool,
+    /// The costliest member's pass ([`PassCost`]), for tests and fuzzing.
+    pub max_cost: PassCost,
 }
 
 /// Counters, for logs and tests.
@@ -217,6 +281,11 @@ impl<P: Platform, S: Store> Server<P, S> {
     /// The store of disk `i` (tests check what reached it).
     pub fn store(&self, i: usize) -> Option<&S> {
         self.disks.get(i).map(|d| &d.store)
+    }
+
+    #[cfg(test)]
+    fn store_mut(&mut self, i: usize) -> Option<&mut S> {
+        self.disks.get_mut(i).map(|d| &mut d.store)
     }
 
     /// Members served: (vdevice entry, member, disk).
@@ -374,6 +443,8 @@ impl<P: Platform, S: Store> Server<P, S> {
             requests: lanes.0,
             responses: lanes.1,
             cut_off: None,
+            discard: None,
+            log: LogBudget::default(),
         });
         Ok(Applied::Ok {
             share_ref: Some(share_ref.descriptor),
@@ -426,7 +497,14 @@ impl<P: Platform, S: Store> Server<P, S> {
             if self.conns[ci].cut_off.is_some() {
                 continue;
             }
-            match self.serve_conn(p, ci) {
+            let mut cost = PassCost::default();
+            let served = self.serve_conn(p, ci, &mut cost);
+            progress.max_cost.discarded_sectors = progress
+                .max_cost
+                .discarded_sectors
+                .max(cost.discarded_sectors);
+            progress.max_cost.syncs = progress.max_cost.syncs.max(cost.syncs);
+            match served {
                 Ok((n, more)) => {
                     progress.answered += n;
                     progress.more |= more;
@@ -452,7 +530,7 @@ impl<P: Platform, S: Store> Server<P, S> {
     /// Serves up to [`BATCHES_PER_SERVICE`] batches of one lane. Returns
     /// the requests answered and whether more are waiting. `Err` cuts the
     /// member off.
-    fn serve_conn(&mut self, p: &mut P, ci: usize) -> Result<(usize, bool)> {
+    fn serve_conn(&mut self, p: &mut P, ci: usize, cost: &mut PassCost) -> Result<(usize, bool)> {
         let Server {
             disks,
             conns,
@@ -476,10 +554,21 @@ impl<P: Platform, S: Store> Server<P, S> {
         let mut more = false;
         let mut kick = false;
         let mut result = Ok(());
+        let now = p.now_ns();
+        let mut discard = conn.discard.take();
+        let mut log = core::mem::take(&mut conn.log);
         for round in 0..BATCHES_PER_SERVICE {
+            let mut ctx = BatchCtx {
+                discard: &mut discard,
+                log: &mut log,
+                now,
+                cost: &mut *cost,
+                spent: false,
+            };
             let r = Self::batch(
                 p,
                 &*conn,
+                &mut ctx,
                 &mut disks[conn.disk].store,
                 bounce,
                 data,
@@ -487,6 +576,7 @@ impl<P: Platform, S: Store> Server<P, S> {
                 &mut cons,
                 &mut prod,
             );
+            let spent = ctx.spent;
             let n = match r {
                 Ok(n) => n,
                 Err(e) => {
@@ -509,6 +599,12 @@ impl<P: Platform, S: Store> Server<P, S> {
                     break;
                 }
             };
+            if spent {
+                // The member's budget for this pass is used up: the others
+                // get their turn, then it goes on.
+                more = true;
+                break;
+            }
             if waiting == 0 {
                 // Arm the trigger; requests that slipped in meanwhile are
                 // served on the next call.
@@ -530,6 +626,8 @@ impl<P: Platform, S: Store> Server<P, S> {
             }
             more = round + 1 == BATCHES_PER_SERVICE;
         }
+        conn.discard = discard;
+        conn.log = log;
         conn.requests = cons.park();
         conn.responses = prod.park();
         if kick {
@@ -539,10 +637,13 @@ impl<P: Platform, S: Store> Server<P, S> {
     }
 
     /// Takes, executes and answers one batch of requests. Returns how many.
+    /// Stops taking when the member's budget for the pass is spent
+    /// (`ctx.spent`): discards and syncs are charged as they are taken.
     #[allow(clippy::too_many_arguments)]
     fn batch(
         p: &mut P,
         conn: &Conn<P>,
+        ctx: &mut BatchCtx<'_>,
         store: &mut S,
         bounce: &P::Pages,
         data: &mut [u8],
@@ -553,6 +654,7 @@ impl<P: Platform, S: Store> Server<P, S> {
         let pool = bounce.count();
         let mut works: Vec<Work> = Vec::new();
         let mut pages_used = 0usize;
+        let mut batch_fua = false;
         // 1. take
         while cons.pending() > 0 {
             // A response slot for every request taken: never more in flight
@@ -577,7 +679,14 @@ impl<P: Platform, S: Store> Server<P, S> {
             let mut indirect = None;
             match RequestRepr::parse(&req, &conn.control) {
                 Err(e) => {
-                    log::debug!("member {}: request {:#x} refused: {e}", conn.member, w.id);
+                    if let Some(left_out) = ctx.log.allow(ctx.now) {
+                        log::info!(
+                            "member {}: request {:#x} refused: {e}{}",
+                            conn.member,
+                            w.id,
+                            LeftOut(left_out)
+                        );
+                    }
                     w.status = Some(ResponseRepr::status_for(&e));
                 }
                 Ok(RequestRepr::Direct {
@@ -627,6 +736,13 @@ impl<P: Platform, S: Store> Server<P, S> {
                 // Served in the next batch; nothing of this copy is kept.
                 break;
             }
+            if !Self::charge(ctx, store, &mut w, works.is_empty(), batch_fua) {
+                // Next pass; nothing of this copy is kept but a discard's
+                // progress.
+                ctx.spent = true;
+                break;
+            }
+            batch_fua |= matches!(w.action, Action::Write { fua: true, .. });
             cons.advance();
             if let Some((r, n)) = indirect {
                 // Parked in `segs` as a marker until phase 2 fills them.
@@ -658,10 +774,19 @@ impl<P: Platform, S: Store> Server<P, S> {
         // 3. data in
         Self::move_data(p, conn, bounce, data, &mut works, true, direct)?;
         // 4. store
-        if direct {
-            Self::run_store_shared(store, &bounce.mem(), &mut works);
+        let failed = if direct {
+            Self::run_store_shared(store, &bounce.mem(), &mut works)
         } else {
-            Self::run_store(store, data, &mut works);
+            Self::run_store(store, data, &mut works)
+        };
+        if let Some((count, id, e)) = failed {
+            if let Some(left_out) = ctx.log.allow(ctx.now) {
+                log::warn!(
+                    "member {}: {count} request(s) failed in the store, {id:#x} first: {e}{}",
+                    conn.member,
+                    LeftOut(left_out)
+                );
+            }
         }
         // 5. data out
         Self::move_data(p, conn, bounce, data, &mut works, false, direct)?;
@@ -683,6 +808,79 @@ impl<P: Platform, S: Store> Server<P, S> {
         }
         prod.commit(works.len() as u32)?;
         Ok(works.len())
+    }
+
+    /// Charges request `w` to its member's pass; `false`: not now (the
+    /// budget is spent), the request stays in the lane. A flush, or the
+    /// first FUA write of a batch, is a sync; a discard costs its sectors,
+    /// and one larger than what the pass has left is done a piece per
+    /// pass when it comes first in its batch (answered after the last).
+    fn charge(
+        ctx: &mut BatchCtx<'_>,
+        store: &mut S,
+        w: &mut Work,
+        first: bool,
+        batch_fua: bool,
+    ) -> bool {
+        match w.action {
+            Action::Flush | Action::Write { fua: true, .. }
+                if !(batch_fua && matches!(w.action, Action::Write { .. })) =>
+            {
+                if ctx.cost.syncs >= SYNCS_PER_PASS {
+                    return false;
+                }
+                ctx.cost.syncs += 1;
+                true
+            }
+            Action::Discard { sector, sectors } => {
+                let start = match ctx.discard.take() {
+                    Some(c) if (c.id, c.sector, c.sectors) == (w.id, sector, sectors) => c.done,
+                    // Another request than the one in pieces (the member
+                    // rewrote the slot): it starts from its beginning.
+                    _ => 0,
+                };
+                let cursor = |done| DiscardCursor {
+                    id: w.id,
+                    sector,
+                    sectors,
+                    done,
+                };
+                let left = sectors - start;
+                let room = DISCARD_SECTORS_PER_PASS.saturating_sub(ctx.cost.discarded_sectors);
+                if left <= room {
+                    ctx.cost.discarded_sectors += left;
+                    w.action = Action::Discard {
+                        sector: sector + start,
+                        sectors: left,
+                    };
+                    return true;
+                }
+                if !first || room == 0 {
+                    if start > 0 {
+                        *ctx.discard = Some(cursor(start));
+                    }
+                    return false;
+                }
+                ctx.cost.discarded_sectors += room;
+                match execute_one(
+                    store,
+                    IoKind::Discard { sectors: room },
+                    sector + start,
+                    &mut [],
+                ) {
+                    Ok(()) => {
+                        *ctx.discard = Some(cursor(start + room));
+                        false
+                    }
+                    Err(e) => {
+                        let mut failed = None;
+                        w.status = Some(status_of(w.id, Err(e), &mut failed));
+                        true
+                    }
+                }
+            }
+            _ => true,
+        }
     }
 
     /// Phase 2 for one indirect request: copies its indirect pages into
@@ -861,7 +1059,7 @@ impl<P: Platform, S: Store> Server<P, S> {
     /// order, as one batch. Segment data lies at `k * PAGE_SIZE` steps in
     /// the data buffer; the store wants it contiguous, so it is packed
     /// before and unpacked after (in place, towards the front).
-    fn run_store(store: &mut S, data: &mut [u8], works: &mut [Work]) {
+    fn run_store(store: &mut S, data: &mut [u8], works: &mut [Work]) -> Option<StoreFailures> {
         for w in works.iter_mut() {
             if w.status.is_none() && matches!(w.action, Action::Read { .. } | Action::Write { .. })
             {
@@ -904,15 +1102,17 @@ impl<P: Platform, S: Store> Server<P, S> {
         store.execute(&mut ios);
         let results: Vec<_> = ios.iter().map(|io| io.result).collect();
         drop(ios);
+        let mut failed = None;
         for (wi, r) in which.into_iter().zip(results) {
             let w = &mut works[wi];
-            w.status = Some(status_of(w.id, r));
+            w.status = Some(status_of(w.id, r, &mut failed));
         }
         for w in works.iter_mut() {
             if w.status == Some(Status::Okay) && matches!(w.action, Action::Read { .. }) {
                 pack(data, w, false);
             }
         }
+        failed
     }
 }
 
@@ -920,7 +1120,11 @@ impl<P: Platform, S: Store> Server<P, S> {
 /// is bytes `first_page * PAGE_SIZE ..` of them, `data_len` long (only
 /// batches whose requests are all [`contiguous`] come here).
 impl<P: Platform, S: Store> Server<P, S> {
-    fn run_store_shared(store: &mut S, mem: &share_hal::SharedMem<'_>, works: &mut [Work]) {
+    fn run_store_shared(
+        store: &mut S,
+        mem: &share_hal::SharedMem<'_>,
+        works: &mut [Work],
+    ) -> Option<StoreFailures> {
         let mut ios = Vec::with_capacity(works.len());
         let mut which = Vec::with_capacity(works.len());
         for (wi, w) in works.iter().enumerate() {
@@ -944,23 +1148,58 @@ impl<P: Platform, S: Store> Server<P, S> {
             which.push(wi);
         }
         store.execute_shared(mem, &mut ios);
+        let mut failed = None;
         for (wi, io) in which.into_iter().zip(ios) {
             let w = &mut works[wi];
-            w.status = Some(status_of(w.id, io.result));
+            w.status = Some(status_of(w.id, io.result, &mut failed));
         }
+        failed
     }
 }
 
-/// The response status of a store result.
-fn status_of(id: u64, r: core::result::Result<(), StoreError>) -> Status {
+/// Store failures of a batch: how many, and the first one's request id
+/// and error (logged once per batch, within the member's log budget).
+type StoreFailures = (u32, u64, StoreError);
+
+/// The response status of a store result; failures are counted in `failed`.
+fn status_of(
+    id: u64,
+    r: core::result::Result<(), StoreError>,
+    failed: &mut Option<StoreFailures>,
+) -> Status {
     match r {
         Ok(()) => Status::Okay,
         Err(StoreError::Unsupported) => Status::NotSupported,
         Err(e) => {
-            log::warn!("request {id:#x}: store failed: {e}");
+            match failed {
+                Some((n, _, _)) => *n += 1,
+                None => *failed = Some((1, id, e)),
+            }
             Status::Error
         }
     }
+}
+
+/// ", N similar lines left out" when a log budget dropped some.
+struct LeftOut(u64);
+
+impl core::fmt::Display for LeftOut {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            n => write!(f, " ({n} lines from this member left out before this one)"),
+        }
+    }
+}
+
+/// A batch's view of its member's pass: what it may still cost.
+struct BatchCtx<'a> {
+    discard: &'a mut Option<DiscardCursor>,
+    log: &'a mut LogBudget,
+    now: u64,
+    cost: &'a mut PassCost,
+    /// The pass budget stopped the batch: serve the others first.
+    spent: bool,
 }
 
 /// Whether segments' data, each at the start of its own bounce page, lies

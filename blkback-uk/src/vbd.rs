@@ -742,7 +742,14 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                 return match status {
                     BLKIF_RSP_OKAY => Ok(()),
                     _ => {
+                        // Behind dom0's backend the failed write-back may
+                        // be dropped and a later flush succeed: nothing
+                        // written since the last good flush is known to be
+                        // durable, so nothing more is acknowledged.
                         self.stats.errors += 1;
+                        self.break_with(
+                            "a flush failed (writes since the last good one may be lost)",
+                        );
                         Err(StoreError::Io { errno: EIO })
                     }
                 };

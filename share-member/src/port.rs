@@ -391,7 +391,15 @@ impl<P: Platform> NetPort<P> {
         // rx lane -> TAP.
         let slot_count = rx.lane().layout().slot_count() as usize;
         let mut moved = 0;
+        // Charged per slot too: a switch that keeps publishing slots of a
+        // refused chain (skipped, no frame) is read this much per call.
+        rx.set_slot_budget((BUDGET as u32).saturating_mul(net::GSO_MAX_SLOTS));
         'rx: while moved < BUDGET {
+            if rx.slot_budget() == 0 {
+                busy = true;
+                trigger |= rx.release()?;
+                break;
+            }
             if rx.poll()? == 0 {
                 // The final check: arm the switch's trigger, look again.
                 if rx.prepare_wait()? == 0 {

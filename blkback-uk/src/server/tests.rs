@@ -32,6 +32,33 @@ fn disk_entry(disk: u64, peer: DomId, read_only: bool, numpages: u32) -> EntryRe
 struct TestStore {
     ram: RamStore,
     shared: bool,
+    /// What the server made the store do, counted by the store itself.
+    work: StoreWork,
+    /// Every operation fails with EIO (a failing disk).
+    failing: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct StoreWork {
+    discarded_sectors: u64,
+    /// Flushes, and batches with a FUA write: what costs a sync in the
+    /// file store.
+    syncs: u64,
+}
+
+impl StoreWork {
+    fn count(&mut self, kinds: impl Iterator<Item = IoKind>) {
+        let mut fua = false;
+        for k in kinds {
+            match k {
+                IoKind::Discard { sectors } => self.discarded_sectors += sectors,
+                IoKind::Flush => self.syncs += 1,
+                IoKind::Write { fua: true } => fua = true,
+                _ => {}
+            }
+        }
+        self.syncs += u64::from(fua);
+    }
 }
 
 impl TestStore {
@@ -46,14 +73,22 @@ impl Store for TestStore {
     }
 
     fn execute(&mut self, ios: &mut [Io<'_>]) {
+        self.work.count(ios.iter().map(|io| io.kind));
+        if self.failing {
+            for io in ios.iter_mut() {
+                io.result = Err(StoreError::Io { errno: 5 });
+            }
+            return;
+        }
         self.ram.execute(ios)
     }
 
     fn takes_shared(&self) -> bool {
-        self.shared
+        self.shared && !self.failing
     }
 
     fn execute_shared(&mut self, mem: &share_hal::SharedMem<'_>, ios: &mut [SharedIo]) {
+        self.work.count(ios.iter().map(|io| io.kind));
         self.ram.execute_shared(mem, ios)
     }
 }
@@ -80,6 +115,8 @@ impl Rig {
             .map(|&s| TestStore {
                 ram: RamStore::new(s),
                 shared,
+                work: StoreWork::default(),
+                failing: false,
             })
             .collect();
         let config = ServerConfig {
@@ -780,6 +817,8 @@ fn a_disk_added_while_serving_gets_the_next_index() {
     let store = TestStore {
         ram: RamStore::new(32),
         shared: false,
+        work: StoreWork::default(),
+        failing: false,
     };
     assert_eq!(rig.server.add_disk(store), 1);
     assert_eq!(rig.server.disk_count(), 2);
@@ -791,4 +830,179 @@ fn a_disk_added_while_serving_gets_the_next_index() {
     assert!(rig.server.store(0).unwrap().bytes().iter().all(|&b| b == 0));
     assert_eq!(&rig.server.store(1).unwrap().bytes()[..512], &[7; 512][..]);
     c2.detach(&mut m2).unwrap();
+}
+
+/// Issue 17 item 6: one member's discards and syncs are bounded per
+/// service pass, counted by the store itself: a lane of whole-disk
+/// discards costs at most `DISCARD_SECTORS_PER_PASS` per pass (done in
+/// pieces, each answered once, after its last piece), and a lane of
+/// `[WRITE 512 B, FLUSH]` pairs at most `SYNCS_PER_PASS` syncs; the other
+/// member is served in every pass meanwhile. Before: one pass zeroed the
+/// whole disk once per discard in the lane (here 32 x 64 MiB), and synced
+/// once per pair.
+#[test]
+fn one_member_cannot_monopolize_the_store_with_discards_or_flushes() {
+    let sectors = 64 * 1024 * 1024 / 512;
+    let mut rig = Rig::new(&[sectors, 64]);
+    let (mut m, mut c) = rig.member(0, disk_entry(0, 2, false, 3));
+    let (mut q, mut d) = rig.member(1, disk_entry(1, 3, false, 3));
+    assert_eq!(
+        write(&mut rig, &mut m, &mut c, 0, &[7u8; 4096], false),
+        Status::Okay
+    );
+    let mut ids = Vec::new();
+    loop {
+        let id = c.next_id();
+        let r = RequestRepr::Discard {
+            id,
+            sector: 0,
+            nr_sectors: sectors,
+        };
+        if !c.submit(&r).unwrap() {
+            break;
+        }
+        ids.push(id);
+    }
+    c.kick(&mut m).unwrap();
+    let mut out = Vec::new();
+    let mut passes = 0;
+    let before = rig.server.store(0).unwrap().work;
+    while out.len() < ids.len() {
+        let quiet = d.next_id();
+        assert!(d.submit(&RequestRepr::Flush { id: quiet }).unwrap());
+        d.kick(&mut q).unwrap();
+        // A request that arrives is taken on the pass after the one that
+        // sees it: two passes, each within the bounds.
+        for _ in 0..2 {
+            let was = rig.server.store(0).unwrap().work;
+            let pr = rig.server.service(&mut rig.o);
+            let now = rig.server.store(0).unwrap().work;
+            assert!(
+                now.discarded_sectors - was.discarded_sectors <= DISCARD_SECTORS_PER_PASS,
+                "pass {passes}: {} sectors discarded",
+                now.discarded_sectors - was.discarded_sectors
+            );
+            assert!(pr.max_cost.discarded_sectors <= DISCARD_SECTORS_PER_PASS);
+            passes += 1;
+        }
+        // The quiet member is served meanwhile.
+        let mut answers = Vec::new();
+        d.poll(&mut q, &mut answers).unwrap();
+        assert_eq!(answers.len(), 1, "pass {passes}: the other member waits");
+        assert_eq!((answers[0].id, answers[0].status), (quiet, Status::Okay));
+        c.poll(&mut m, &mut out).unwrap();
+        assert!(passes < 10_000, "the discards never finished");
+    }
+    let done = rig.server.store(0).unwrap().work;
+    assert_eq!(
+        done.discarded_sectors - before.discarded_sectors,
+        sectors * ids.len() as u64,
+        "every discard done whole, once"
+    );
+    assert!(out.iter().all(|o| o.status == Status::Okay));
+    let mut got: Vec<u64> = out.iter().map(|o| o.id).collect();
+    got.sort_unstable();
+    assert_eq!(got, ids, "each answered once");
+    assert!(rig.server.store(0).unwrap().bytes()[..4096]
+        .iter()
+        .all(|&b| b == 0));
+    // [WRITE 512 B, FLUSH] pairs.
+    let buf = Buffer::new(&mut m, SERVER, 1, Access::ReadWrite).unwrap();
+    let mut n = 0;
+    while c.slots() as usize - n >= 2 {
+        let id = c.next_id();
+        let w = c
+            .rw_request(Dir::Write, false, 0, &buf, 0, 1, None)
+            .unwrap();
+        let _ = id;
+        assert!(c.submit(&w).unwrap());
+        let id = c.next_id();
+        assert!(c.submit(&RequestRepr::Flush { id }).unwrap());
+        n += 2;
+    }
+    c.kick(&mut m).unwrap();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let was = rig.server.store(0).unwrap().work.syncs;
+        rig.server.service(&mut rig.o);
+        let syncs = rig.server.store(0).unwrap().work.syncs - was;
+        assert!(
+            syncs <= u64::from(SYNCS_PER_PASS),
+            "{syncs} syncs in one pass"
+        );
+        c.poll(&mut m, &mut out).unwrap();
+    }
+    assert!(out.iter().all(|o| o.status == Status::Okay));
+    buf.release(&mut m).unwrap();
+}
+
+/// Counts the log lines each test thread makes (the server is pumped on
+/// the test's own thread).
+mod log_count {
+    use std::cell::Cell;
+
+    thread_local!(static LINES: Cell<u64> = const { Cell::new(0) });
+
+    struct Counter;
+
+    impl log::Log for Counter {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.level() <= log::Level::Info
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            if self.enabled(r.metadata()) {
+                LINES.with(|n| n.set(n.get() + 1));
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    static COUNTER: Counter = Counter;
+
+    /// Lines logged on this thread so far (at info level and above).
+    pub fn lines() -> u64 {
+        let _ = log::set_logger(&COUNTER);
+        log::set_max_level(log::LevelFilter::Info);
+        LINES.with(Cell::get)
+    }
+}
+
+/// Issue 17 item 7: what a member's requests make the server log is
+/// bounded: a member whose every write fails in the store (and whose
+/// refused requests would each be worth a line) makes at most
+/// `LogBudget::LINES` lines per window. Before: a line per failed request
+/// (here 96), each of which can block the PVH image up to 50 ms on a full
+/// console.
+#[test]
+fn a_member_cannot_make_the_server_log_without_bound() {
+    let mut rig = Rig::new(&[64]);
+    let (mut m, mut c) = rig.member(0, disk_entry(0, 2, false, 3));
+    let before = log_count::lines();
+    rig.server.store_mut(0).unwrap().failing = true;
+    let buf = Buffer::new(&mut m, SERVER, 1, Access::ReadWrite).unwrap();
+    let mut answered = 0;
+    for _ in 0..3 {
+        for _ in 0..c.slots() {
+            let w = c
+                .rw_request(Dir::Write, false, 0, &buf, 0, 1, None)
+                .unwrap();
+            assert!(c.submit(&w).unwrap());
+        }
+        c.kick(&mut m).unwrap();
+        rig.pump();
+        let mut out = Vec::new();
+        c.poll(&mut m, &mut out).unwrap();
+        assert!(out.iter().all(|o| o.status == Status::Error));
+        answered += out.len();
+        // Refused requests: an unknown operation.
+        let bad = raw_rw(c.next_id(), Op::Read, 1 << 40, &[]);
+        assert_eq!(raw_one(&mut rig, &mut m, &mut c, &bad), Status::Error);
+    }
+    assert_eq!(answered, 96);
+    let lines = log_count::lines() - before;
+    assert!(
+        lines <= u64::from(LogBudget::LINES),
+        "{lines} lines for one member's failures"
+    );
+    buf.release(&mut m).unwrap();
 }

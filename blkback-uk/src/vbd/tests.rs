@@ -305,6 +305,13 @@ fn backend_errors_fail_their_operation_and_a_lost_flush_fails_the_fua_write() {
     assert_eq!(ios[1].result, Ok(()));
     assert_eq!(ios[2].result, Err(StoreError::Io { errno: 5 }));
     assert_eq!(disk.borrow().cache[0], 1);
+    // Issue 17 item 5's class: after a failed flush nothing more is
+    // acknowledged, though the backend would take a plain write now.
+    assert!(s.broken().is_some(), "a failed flush takes the disk out");
+    assert_eq!(
+        execute_one(&mut s, IoKind::Write { fua: false }, 16, &mut plain),
+        Err(StoreError::Io { errno: 5 })
+    );
 }
 
 #[test]
