@@ -17,7 +17,9 @@
 //! Needs root, `ip` and `/dev/net/tun` (otherwise it says why and passes
 //! without running); installs busybox (udhcpc, ping) and iperf3 with
 //! apt-get when they are missing. The hostile member is this test binary
-//! re-executed with `XSL_ROLE=hostile`.
+//! re-executed with `XSL_ROLE=hostile` (at `nice 19`); `XSL_ONLY=N` runs
+//! only its attack phase N (0 flood, 1 GSO, 2 DHCP, 3 MORE chain, 4
+//! garbage slots, 5 scribbled indexes), to see what each one costs.
 
 mod harness;
 
@@ -35,7 +37,7 @@ use share_hal::lane::header;
 use share_hal::platform::DomId;
 use share_hal::share::ShareRef;
 use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
-use share_hal::wire::net::{features, field};
+use share_hal::wire::net::{self as net, features, field};
 use share_hal::GrantRef;
 
 const TEST: &str =
@@ -52,7 +54,7 @@ const IPERF_SECS: u32 = 3;
 /// the hostile member floods and scribbles (the switch serves ports round
 /// robin, so a flood costs the pair at most a share of the switch; on a
 /// 2-core host the hostile process also takes CPU time from the others).
-const HOSTILE_FACTOR: f64 = 0.3;
+const HOSTILE_FACTOR: f64 = 0.5;
 /// How long the hostile member keeps at it.
 const HOSTILE_SECS: f64 = 5.0;
 
@@ -83,14 +85,106 @@ fn next(x: &mut u64) -> u64 {
     *x
 }
 
-/// Joins the share it is given, then for [`HOSTILE_SECS`]: floods its tx
-/// lane with valid frames (broadcast, unicast to the victims, the victims'
-/// source MACs spoofed), then publishes slots of random bytes, then
-/// writes a producer index far past the lane and random control fields,
-/// triggering the switch as fast as it can. Prints what it did.
+/// An IPv4 frame from `src` to `dst` carrying `l4` (a TCP or UDP header
+/// and payload, `proto` 6 or 17), the L4 checksum field holding the
+/// pseudo-header sum as for a partial checksum.
+fn ipv4_frame(dst: [u8; 6], src: [u8; 6], proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(34 + l4.len());
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + l4.len()) as u16;
+    let (sa, da) = ([10u8, 99, 0, 66], [255u8, 255, 255, 255]);
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[6] = 0x40;
+    ip[8] = 64;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&sa);
+    ip[16..20].copy_from_slice(&da);
+    let sum = |b: &[u8], mut acc: u32| {
+        for c in b.chunks(2) {
+            acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        acc
+    };
+    let fold = |mut acc: u32| {
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        acc as u16
+    };
+    let c = !fold(sum(&ip, 0));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    let start = f.len();
+    f.extend_from_slice(l4);
+    let pseudo = fold(sum(&sa, sum(&da, u32::from(proto) + l4.len() as u32)));
+    let at = start + if proto == 6 { 16 } else { 6 };
+    f[at..at + 2].copy_from_slice(&pseudo.to_be_bytes());
+    f
+}
+
+/// A DHCP message of `len` bytes (type `kind`: 1 DISCOVER, 3 REQUEST, 4
+/// DECLINE, 7 RELEASE) from client `chaddr`, naming `ip` (ciaddr for a
+/// RELEASE, the requested address otherwise) and the server `server`.
+fn dhcp_msg(kind: u8, chaddr: [u8; 6], ip: [u8; 4], server: [u8; 4], len: usize) -> Vec<u8> {
+    let mut m = vec![0u8; len.max(300)];
+    m[0] = 1;
+    m[1] = 1;
+    m[2] = 6;
+    m[4..8].copy_from_slice(&0x5eed_f00du32.to_be_bytes());
+    if kind == 7 {
+        m[12..16].copy_from_slice(&ip);
+    }
+    m[28..34].copy_from_slice(&chaddr);
+    m[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    let mut o = 240;
+    for opt in [
+        &[53u8, 1, kind][..],
+        &[50, 4, ip[0], ip[1], ip[2], ip[3]],
+        &[54, 4, server[0], server[1], server[2], server[3]],
+    ] {
+        m[o..o + opt.len()].copy_from_slice(opt);
+        o += opt.len();
+    }
+    m[o] = 255;
+    m.truncate(len.max(300));
+    m
+}
+
+/// A UDP datagram 68 -> 67 holding `payload`.
+fn dhcp_udp(payload: &[u8]) -> Vec<u8> {
+    let mut u = vec![0u8; 8];
+    u[0..2].copy_from_slice(&68u16.to_be_bytes());
+    u[2..4].copy_from_slice(&67u16.to_be_bytes());
+    u[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(payload);
+    u
+}
+
+/// Joins the share it is given, then for [`HOSTILE_SECS`], triggering the
+/// switch as fast as it can, in turn: floods its tx lane with valid
+/// frames (broadcast, unicast to the victims, the victims' source MACs
+/// spoofed); sends 64 KiB GSO frames of 1-byte TCP segments to netback's
+/// endpoint and to everyone, and UDP GSO frames packed with DHCP
+/// DISCOVERs (issue 17 item 2); sends DHCP RELEASEs and DECLINEs for the
+/// victims' leases with their `chaddr`, and REQUESTs for every pool
+/// address from made-up clients (item 3); keeps a chain of `MORE` slots
+/// going, moving `prod` ahead as fast as the switch consumes (item 1);
+/// publishes slots of random bytes; writes a producer index far past the
+/// lane and random control fields. Prints what it did. (The attacks that
+/// write the lane by hand come last: they leave the member's own sender
+/// out of step with the lane.)
 fn hostile() {
     let sock: PathBuf = std::env::var("XSL_SOCK").unwrap().into();
     let descriptor: u32 = std::env::var("XSL_REF").unwrap().parse().unwrap();
+    let victim_ips: Vec<[u8; 4]> = std::env::var("XSL_VICTIM_IPS")
+        .unwrap()
+        .split(',')
+        .map(|a| a.parse::<Ipv4Addr>().unwrap().octets())
+        .collect();
     let victims: Vec<[u8; 6]> = std::env::var("XSL_VICTIMS")
         .unwrap()
         .split(',')
@@ -123,7 +217,68 @@ fn hostile() {
         frames.push(eth(victims[0], *v, 1514, 0xad));
     }
     frames.push(eth([0x01, 0x00, 0x5e, 0, 0, 1], m.mac, 1514, 0xae));
+    // Item 2: 64 KiB TCP of 1-byte segments, to the endpoint and to all.
+    let endpoint = netback_uk::mgmt::MgmtConfig::for_lan(LAN);
+    let server = endpoint.addr;
+    let mut tcp = vec![0u8; 20];
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x10;
+    tcp.resize(65_535 - 20, 0x5a);
+    let gso_tcp = |dst| ipv4_frame(dst, m.mac, 6, &tcp);
+    let tcp_meta = FrameMeta {
+        flags: net::flags::CSUM_BLANK,
+        csum_start: 34,
+        csum_offset: 16,
+        gso_type: net::gso::TCPV4,
+        gso_size: 1,
+        gso_flags: 0,
+    };
+    let mut gso_frames = vec![
+        (gso_tcp(endpoint.mac), tcp_meta),
+        (gso_tcp([0xff; 6]), tcp_meta),
+    ];
+    // A UDP GSO frame whose every 300-byte segment is a DISCOVER of
+    // another made-up client.
+    let mut discovers = Vec::new();
+    for n in 0..200u16 {
+        let [hi, lo] = n.to_be_bytes();
+        discovers.extend(dhcp_msg(1, [0x02, 0x66, 0, 1, hi, lo], [0; 4], server, 300));
+    }
+    gso_frames.push((
+        ipv4_frame([0xff; 6], m.mac, 17, &dhcp_udp(&discovers)),
+        FrameMeta {
+            csum_offset: 6,
+            gso_type: net::gso::UDP_L4,
+            gso_size: 300,
+            ..tcp_meta
+        },
+    ));
+    // Item 3: the victims' leases released and declined in their name, and
+    // every pool address requested by made-up clients.
+    let mut dhcp_frames = Vec::new();
+    let dhcp_frame = |msg: Vec<u8>| {
+        let mut f = ipv4_frame([0xff; 6], m.mac, 17, &dhcp_udp(&msg));
+        // Sent plain: the UDP checksum is left zero (none, for IPv4).
+        f[40..42].copy_from_slice(&[0, 0]);
+        f
+    };
+    for (v, ip) in victims.iter().zip(&victim_ips) {
+        dhcp_frames.push(dhcp_frame(dhcp_msg(7, *v, *ip, server, 300)));
+        dhcp_frames.push(dhcp_frame(dhcp_msg(4, *v, *ip, server, 300)));
+    }
+    for last in endpoint.pool_first[3]..=endpoint.pool_last[3] {
+        let mut ip = endpoint.pool_first;
+        ip[3] = last;
+        dhcp_frames.push(dhcp_frame(dhcp_msg(
+            3,
+            [0x02, 0x66, 0, 2, 0, last],
+            ip,
+            [0; 4],
+            300,
+        )));
+    }
     let (mut flooded, mut garbage, mut scribbles) = (0u64, 0u64, 0u64);
+    let (mut chained, mut gso_sent, mut dhcp_sent) = (0u64, 0u64, 0u64);
     let mut x = 0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id());
     let tx = m.layout.tx;
     let start = Instant::now();
@@ -133,7 +288,17 @@ fn hostile() {
         if at >= 1.0 {
             break;
         }
-        if at < 0.5 {
+        if let Ok(only) = std::env::var("XSL_ONLY") {
+            let phase = [0.2, 0.35, 0.5, 0.65, 0.85, 1.0]
+                .iter()
+                .position(|&e| at < e)
+                .unwrap_or(5);
+            if phase.to_string() != only {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+        }
+        if at < 0.2 {
             let n = m.send_with(usize::MAX, |_| {
                 k += 1;
                 (&frames[k % frames.len()][..], FrameMeta::default())
@@ -144,8 +309,56 @@ fn hostile() {
             }
             continue;
         }
+        if (0.2..0.35).contains(&at) {
+            let n = m.send_with(gso_frames.len(), |k| {
+                (&gso_frames[k].0[..], gso_frames[k].1)
+            });
+            gso_sent += n as u64;
+            if n == 0 {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            let _ = m.att.trigger(&mut m.p);
+            continue;
+        }
+        if (0.35..0.5).contains(&at) {
+            let n = m.send_with(dhcp_frames.len(), |k| {
+                (&dhcp_frames[k][..], FrameMeta::default())
+            });
+            dhcp_sent += n as u64;
+            std::thread::sleep(Duration::from_millis(5));
+            let _ = m.att.trigger(&mut m.p);
+            continue;
+        }
         let mem = m.att.mem();
-        if at < 0.8 {
+        if at < 0.65 {
+            // Every slot the switch hands back goes out again as one more
+            // link of a chain that never ends.
+            let prod = mem
+                .load_u32(tx.header + header::PROD, Ordering::Relaxed)
+                .unwrap();
+            let cons = mem
+                .load_u32(tx.header + header::CONS, Ordering::Acquire)
+                .unwrap();
+            let free = tx
+                .slot_count
+                .wrapping_sub(prod.wrapping_sub(cons))
+                .min(tx.slot_count);
+            for i in 0..free {
+                let s = (prod.wrapping_add(i) % tx.slot_count) as usize;
+                let at = tx.slots + s * tx.slot_size;
+                mem.write_u16(at, 2032).unwrap();
+                mem.write_u16(at + 2, net::flags::MORE).unwrap();
+            }
+            mem.store_u32(
+                tx.header + header::PROD,
+                prod.wrapping_add(free),
+                Ordering::Release,
+            )
+            .unwrap();
+            chained += u64::from(free);
+            // As fast as the switch reads: it hands slots back per round.
+            std::thread::sleep(Duration::from_micros(20));
+        } else if at < 0.85 {
             // Random bytes in every free slot, published as frames.
             let prod = mem
                 .load_u32(tx.header + header::PROD, Ordering::Relaxed)
@@ -201,17 +414,31 @@ fn hostile() {
         }
         let _ = m.att.trigger(&mut m.p);
     }
-    println!("HOSTILE DONE flooded {flooded} garbage {garbage} scribbles {scribbles}");
+    println!(
+        "HOSTILE DONE flooded {flooded} chained {chained} gso {gso_sent} dhcp {dhcp_sent} garbage {garbage} scribbles {scribbles}"
+    );
 }
 
 /// The hostile member as a child process, once it has joined.
-fn spawn_hostile(sock: &std::path::Path, r: ShareRef, victims: &[String]) -> std::process::Child {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+fn spawn_hostile(
+    sock: &std::path::Path,
+    r: ShareRef,
+    victims: &[String],
+    victim_ips: &[Ipv4Addr],
+) -> std::process::Child {
+    let ips: Vec<String> = victim_ips.iter().map(Ipv4Addr::to_string).collect();
+    // At the lowest CPU priority: on a real host the hostile domain spins
+    // on a vCPU of its own; here it would take its victims' CPU time,
+    // which says nothing about the switch.
+    let mut child = Command::new("nice")
+        .args(["-n", "19"])
+        .arg(std::env::current_exe().unwrap())
         .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
         .env("XSL_ROLE", "hostile")
         .env("XSL_SOCK", sock)
         .env("XSL_REF", r.descriptor.0.to_string())
         .env("XSL_VICTIMS", victims.join(","))
+        .env("XSL_VICTIM_IPS", ips.join(","))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -379,7 +606,7 @@ fn three_namespaces_on_one_lan_get_leases_ping_move_tcp_and_survive_a_hostile_me
 
     // A hostile member joins (port 3) and attacks during a transfer.
     let r = dom0.add_port(3, HOSTILE, LAN, PAGES, POLICY, [0; 6]);
-    let mut bad = spawn_hostile(&sock, r, &macs);
+    let mut bad = spawn_hostile(&sock, r, &macs, &addrs);
     let attacked = transfer(a, b, addrs[1], IPERF_PORT + 2);
     let hostile_ok = bad.wait().unwrap();
     let attacked = attacked.unwrap();
@@ -396,7 +623,13 @@ fn three_namespaces_on_one_lan_get_leases_ping_move_tcp_and_survive_a_hostile_me
     assert!(nb.alive(), "netback-sim died: {}", nb.log_text());
     assert!(
         factor >= HOSTILE_FACTOR,
-        "the hostile member cut the pair to {factor:.2} of its quiet throughput"
+        "the hostile member cut the pair to {factor:.2} of its quiet throughput; netback: {}",
+        nb.log_text()
+            .lines()
+            .rev()
+            .take(12)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     // What the switch saw of it: frames in, spoofs dropped, garbage refused.
     let port = wait_for("netback's report on the hostile port", 5, || {
@@ -416,6 +649,38 @@ fn three_namespaces_on_one_lan_get_leases_ping_move_tcp_and_survive_a_hostile_me
     for to in [addrs[1], addrs[2], mgmt_addr(LAN)] {
         assert_eq!(ping(a, to, 3), Ok(3), "dom3 -> {to} after the attack");
     }
+    // Their leases survived the RELEASEs and DECLINEs in their name; the
+    // made-up clients hold no more than one port's share of the pool.
+    let leases = wait_for(
+        "netback's report on the leases after the attack",
+        15,
+        || {
+            // netback reports its LANs, then its ports, every 10 s: the
+            // LAN's line of the report after one that shows the hostile
+            // port broken (the attack over).
+            let log = nb.log_text();
+            let hostile = format!("port 3 lan {LAN} dom {HOSTILE}");
+            let lan = format!("lan {LAN} mgmt");
+            let line = log
+                .lines()
+                .skip_while(|l| !(l.contains(&hostile) && l.contains(" broken: ")))
+                .find(|l| l.contains(&lan))?;
+            Some(line.to_string())
+        },
+    );
+    for (a, m) in addrs.iter().zip(&macs) {
+        assert!(
+            leases.contains(&format!("{m} {a}")),
+            "{m}'s lease {a} is gone: {leases}"
+        );
+    }
+    let made_up = leases.matches("02:66:").count();
+    assert!(
+        made_up <= netback_uk::mgmt::MAX_HELD_PER_PORT,
+        "the hostile port holds {made_up} leases: {leases}"
+    );
+    let (again, out) = dhcp(&ns.names[0], "xsn0", &script).unwrap();
+    assert_eq!(again, addrs[0], "dom3 renewed to another address: {out}");
     dom0.change(NETBACK, 3, &share_hal::wire::vdevice::EntryRepr::EMPTY);
 
     // Clean exits.
