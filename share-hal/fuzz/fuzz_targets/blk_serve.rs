@@ -11,7 +11,10 @@
 //!
 //! Invariants besides "no panic": every request queued is answered at most
 //! once, with its own id (the client checks); a read-only disk is never
-//! written; nothing is written past what a valid request names.
+//! written; nothing is written past what a valid request names; a service
+//! pass costs at most `DISCARD_SECTORS_PER_PASS` discarded sectors and
+//! `SYNCS_PER_PASS` syncs for the member, and at most [`MAX_PASS`] of wall
+//! time (issue 17).
 #![no_main]
 
 use std::cell::RefCell;
@@ -21,7 +24,23 @@ use std::sync::atomic::Ordering;
 
 use blkback_uk::client::BlkClient;
 use blkback_uk::ram::RamStore;
+use blkback_uk::server::{Progress, DISCARD_SECTORS_PER_PASS, SYNCS_PER_PASS};
 use blkback_uk::{Server, ServerConfig};
+use std::time::{Duration, Instant};
+
+/// The longest one service pass may take.
+const MAX_PASS: Duration = Duration::from_millis(250);
+
+/// One service pass, checked against its bounds.
+fn pass<P: Platform>(server: &mut Server<P, RamStore>, p: &mut P) -> Progress {
+    let t = Instant::now();
+    let pr = server.service(p);
+    let took = t.elapsed();
+    assert!(pr.max_cost.discarded_sectors <= DISCARD_SECTORS_PER_PASS, "{pr:?}");
+    assert!(pr.max_cost.syncs <= SYNCS_PER_PASS, "{pr:?}");
+    assert!(took <= MAX_PASS, "a pass took {took:?}");
+    pr
+}
 use libfuzzer_sys::fuzz_target;
 use share_hal::platform::{
     Access, Clock, CopyPtr, CopySeg, CopyStatus, DomId, EventChannels, Frame, GrantTable, Mapping,
@@ -348,7 +367,7 @@ fuzz_target!(|data: &[u8]| {
             }
             if i % 8 == 7 {
                 for _ in 0..4 {
-                    server.service(&mut o);
+                    pass(&mut server, &mut o);
                 }
                 if !never_drain && !lying {
                     c.poll(&mut m, &mut answered)
@@ -357,8 +376,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         for _ in 0..8 {
-            server.service(&mut o);
-            server.service(&mut o);
+            pass(&mut server, &mut o);
+            pass(&mut server, &mut o);
             if !never_drain && !lying {
                 c.poll(&mut m, &mut answered)
                     .expect("a response the member did not ask for");

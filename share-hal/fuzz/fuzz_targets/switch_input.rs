@@ -8,11 +8,18 @@
 //!   LAN 2, so member 3 never receives a frame and no LAN 1 member ever
 //!   receives a frame with member 3's MAC as source;
 //! - a frame is never delivered back to the port that sent it (a port's
-//!   own pinned MAC as source is never seen by that port).
+//!   own pinned MAC as source is never seen by that port);
+//! - the work of one round is bounded whatever the members send (issue
+//!   17): slots read at most `budget * GSO_MAX_SLOTS` a port, frames made
+//!   at most a port's work budget plus what its last frame made (at most
+//!   `GSO_MAX_SEGS` a destination, and the management endpoint's replies),
+//!   and a round takes at most [`MAX_ROUND`] of wall time.
 //!
 //! Input: a script of ops, each a byte and its operands:
 //! 0 k len <bytes>: member k sends a frame (min 14 bytes, a valid
-//!   Ethernet header is not required);
+//!   Ethernet header is not required); bit 2 of len's low byte makes it a
+//!   GSO frame (type and size from the next 3 bytes) for member 0, the
+//!   only one whose share carries GSO;
 //! 1 k off:u16 val:u32: member k writes a word of its share;
 //! 2: a switch round; 3 k: member k drains its rx lane and checks it;
 //! 4: time moves 400 s (addresses age out); 5 k: member k's port is
@@ -27,11 +34,36 @@ use share_hal::frames::FrameMeta;
 use share_hal::local::{LocalHost, LocalPlatform};
 use share_hal::platform::EventChannels;
 use share_hal::platform::PAGE_SIZE;
+use share_hal::wire::net::{flags, GSO_MAX_FRAME, GSO_MAX_SEGS, GSO_MAX_SLOTS, GSO_MIN_PAGES};
+use std::time::{Duration, Instant};
 
 const MEMBERS: usize = 4;
-/// Shares of 6 pages (lanes too small for jumbo frames: not offered) and
-/// of 10 (jumbo offered).
-const PAGES: [u32; MEMBERS] = [6, 10, 10, 6];
+/// Shares of 6 pages (lanes too small for jumbo frames: not offered), of
+/// 10 (jumbo offered) and, for member 0, of `GSO_MIN_PAGES` (GSO offered).
+const PAGES: [u32; MEMBERS] = [GSO_MIN_PAGES, 10, 10, 6];
+const BUDGET: u32 = 4;
+/// The longest a round may take (a 64 KiB frame cut into 1-byte segments
+/// for every port took about a second before issue 17).
+const MAX_ROUND: Duration = Duration::from_millis(250);
+
+/// Checks one round against its bounds.
+fn round(sw: &mut Switch<LocalPlatform>, p: &mut LocalPlatform) {
+    let t = Instant::now();
+    let r = sw.poll(p);
+    let took = t.elapsed();
+    let ports = MEMBERS as u64;
+    let budget = u64::from(BUDGET * GSO_MAX_SLOTS);
+    assert!(r.slots <= ports * budget, "{} slots in one round", r.slots);
+    // A port's last frame: its segments for the other ports, and for the
+    // endpoint each segment and the reply it may flood to every port.
+    let last_frame = GSO_MAX_SEGS as u64 * ((ports - 1) + (1 + ports));
+    assert!(
+        r.emitted <= ports * (budget + last_frame),
+        "{} frames made in one round",
+        r.emitted
+    );
+    assert!(took <= MAX_ROUND, "a round took {took:?}");
+}
 
 fn spec(k: usize) -> PortSpec {
     PortSpec {
@@ -58,7 +90,7 @@ fuzz_target!(|data: &[u8]| {
     let host = LocalHost::new();
     let mut p = host.domain(1);
     let mut sw = Switch::new(SwitchConfig {
-        budget: 4,
+        budget: BUDGET,
         ..SwitchConfig::default()
     });
     // Members accept different feature sets: 0 all, 1 none, 2 jumbo, 3 all.
@@ -68,11 +100,17 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let macs: Vec<Mac> = members.iter().map(|m| m.as_ref().unwrap().mac).collect();
     // What each member negotiated: jumbo only where offered and accepted.
-    let max_frame = |k: usize| {
+    let max_frame = |k: usize, gso: bool| {
         let jumbo = accepts[k] & share_hal::wire::net::features::JUMBO != 0 && PAGES[k] >= 10;
-        if jumbo { 9018 } else { 1518 }
+        if gso && k == 0 {
+            GSO_MAX_FRAME
+        } else if jumbo {
+            9018
+        } else {
+            1518
+        }
     };
-    sw.poll(&mut p);
+    round(&mut sw, &mut p);
 
     let mut ops = data.iter().copied();
     let mut frame = Vec::new();
@@ -96,9 +134,29 @@ fuzz_target!(|data: &[u8]| {
                 if l1 & 2 == 2 {
                     frame[6..12].copy_from_slice(&macs[usize::from(l2 >> 2) % MEMBERS]);
                 }
+                let mut meta = FrameMeta::default();
+                if l1 & 4 == 4 && k == 0 {
+                    let (t, s1, s2) = (ops.next().unwrap_or(1), ops.next().unwrap_or(1), ops.next().unwrap_or(0));
+                    let udp = t % 3 == 2;
+                    meta = FrameMeta {
+                        flags: flags::CSUM_BLANK,
+                        csum_start: if frame.len() > 18 && frame[12] == 0x81 { 38 } else { 34 },
+                        csum_offset: if udp { 6 } else { 16 },
+                        gso_type: 1 + t % 3,
+                        gso_size: u16::from_le_bytes([s1, s2]),
+                        gso_flags: 0,
+                    };
+                    // GSO frames may be up to 64 KiB: repeat the input.
+                    let want = 14 + usize::from(u16::from_le_bytes([l2, s1]));
+                    let mut i = 12;
+                    while frame.len() < want && frame.len() > 12 {
+                        frame.push(frame[i]);
+                        i += 1;
+                    }
+                }
                 if let Some(m) = members[k].as_mut() {
-                    if frame.len() <= max_frame(k) {
-                        m.send(&[frame.clone()], FrameMeta::default());
+                    if frame.len() <= max_frame(k, meta.gso_type != 0) {
+                        m.send(&[frame.clone()], meta);
                     }
                 }
             }
@@ -116,15 +174,15 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             2 => {
-                sw.poll(&mut p);
+                round(&mut sw, &mut p);
             }
             3 => {
                 let Some(k) = ops.next() else { break };
                 let k = usize::from(k) % MEMBERS;
                 let own = macs[k];
-                let max = max_frame(k);
                 if let Some(m) = members[k].as_mut() {
-                    m.recv_with(|f, _| {
+                    m.recv_with(|f, meta| {
+                        let max = max_frame(k, meta.gso_type != 0);
                         assert!(f.len() <= max, "frame of {} bytes for a port of max {max}", f.len());
                         assert!(k != 3, "the lone member of LAN 2 received a frame");
                         assert!(f[6..12] != macs[3], "a frame crossed from LAN 2 to LAN 1");
@@ -152,7 +210,7 @@ fuzz_target!(|data: &[u8]| {
     // Whatever happened, a final round and the teardown must not panic,
     // and once every member let go, every page is freed (a share keeps
     // pages a member still maps for ever, by design: detach first).
-    sw.poll(&mut p);
+    round(&mut sw, &mut p);
     for (k, m) in members.into_iter().enumerate() {
         let _ = sw.remove_port(&mut p, k as u16);
         if let Some(TestMember { p: mut mp, att, .. }) = m {
