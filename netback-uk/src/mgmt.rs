@@ -560,13 +560,18 @@ impl Mgmt {
             return Err(Drop::BadSource);
         }
         match eth_repr.ethertype {
-            EthernetProtocol::Arp => self.arp(eth.payload(), buf),
+            EthernetProtocol::Arp => self.arp(eth_repr.src_addr, eth.payload(), buf),
             EthernetProtocol::Ipv4 => self.ipv4(now_ns, eth_repr.src_addr, eth.payload(), buf),
             _ => Err(Drop::Ethertype),
         }
     }
 
-    fn arp(&mut self, payload: &[u8], buf: &mut [u8]) -> Result<Handled, Drop> {
+    fn arp(
+        &mut self,
+        src_mac: EthernetAddress,
+        payload: &[u8],
+        buf: &mut [u8],
+    ) -> Result<Handled, Drop> {
         let packet = ArpPacket::new_checked(payload).map_err(|_| Drop::Malformed)?;
         let ArpRepr::EthernetIpv4 {
             operation,
@@ -585,7 +590,10 @@ impl Mgmt {
         if target_protocol_addr != self.addr {
             return Err(Drop::NotForUs);
         }
-        if !is_usable_mac(source_hardware_addr) {
+        // The reply goes to the sender the switch vouched for, not to an
+        // address the payload names: a member cannot aim replies at
+        // another member.
+        if !is_usable_mac(source_hardware_addr) || source_hardware_addr != src_mac {
             return Err(Drop::BadSource);
         }
         let reply = ArpRepr::EthernetIpv4 {
@@ -1550,6 +1558,13 @@ mod tests {
             }
         );
         assert_eq!(m.counters().arp_replies, 1);
+        check_counters(&m);
+        // A request naming another member as its sender (in the ARP
+        // payload) is not answered: the reply would go to that member.
+        let mut forged = arp_request(member(2), ip(101), SERVER);
+        forged[6..12].copy_from_slice(&member(1));
+        assert!(feed(&mut m, 0, &forged).is_empty());
+        assert_eq!(m.counters().drops.bad_source, 1);
         check_counters(&m);
     }
 
