@@ -20,7 +20,9 @@
 use alloc::vec::Vec;
 
 use share_hal::frames::FrameMeta;
-use share_hal::wire::net::{features, flags, gso, Gso, FRAME_MIN, GSO_MAX_FRAME, GSO_MAX_SEGS};
+use share_hal::wire::net::{
+    features, flags, gso, gso_max_segs, Gso, FRAME_MIN, GSO_MAX_FRAME, GSO_MAX_SEGS,
+};
 use smoltcp::wire::{
     checksum, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet,
     TcpPacket, TcpSeqNumber, UdpPacket, IPV6_HEADER_LEN, UDP_HEADER_LEN,
@@ -66,9 +68,10 @@ pub enum DropCause {
     Runt,
     /// The destination's lane had no room for the first frame.
     LaneFull,
-    /// A GSO frame whose `gso_size` would make more than
-    /// [`GSO_MAX_SEGS`] segments (docs/protocol.md): dropped before any
-    /// segment is made, for every destination.
+    /// A GSO frame whose `gso_size` would make more segments than its
+    /// type allows ([`GSO_MAX_SEGS`] for TCP, 64 for UDP;
+    /// docs/protocol.md): dropped before any segment is made, for every
+    /// destination.
     TooManySegments,
 }
 
@@ -206,7 +209,7 @@ fn deliver_checked(
             let h = parse_gso(frame, csum, g)?;
             // The sender's segment count, checked before anything is made:
             // the work a frame causes is bounded whatever its destination.
-            if gso_segments(frame.len() - h.hdr_end, g.size) > GSO_MAX_SEGS {
+            if gso_segments(frame.len() - h.hdr_end, g.size) > gso_max_segs(g.kind) {
                 return Err(DropCause::TooManySegments);
             }
             // Payload bytes per segment the destination's MTU allows.
@@ -761,7 +764,8 @@ mod tests {
             let (v, segs) = run(&sup, s.meta(size), feats, max);
             let room = max.saturating_sub(s.hdr_end());
             let size = usize::from(size);
-            if s.payload.len().div_ceil(size) > GSO_MAX_SEGS {
+            let max_segs = if s.udp { share_hal::wire::net::GSO_MAX_UDP_SEGS } else { GSO_MAX_SEGS };
+            if s.payload.len().div_ceil(size) > max_segs {
                 prop_assert_eq!(v, Verdict::Dropped(DropCause::TooManySegments));
                 return Ok(());
             }

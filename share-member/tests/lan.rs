@@ -240,7 +240,7 @@ fn hostile() {
     // A UDP GSO frame whose every 300-byte segment is a DISCOVER of
     // another made-up client.
     let mut discovers = Vec::new();
-    for n in 0..200u16 {
+    for n in 0..net::GSO_MAX_UDP_SEGS as u16 {
         let [hi, lo] = n.to_be_bytes();
         discovers.extend(dhcp_msg(1, [0x02, 0x66, 0, 1, hi, lo], [0; 4], server, 300));
     }

@@ -42,13 +42,27 @@ pub const FRAME_MIN: usize = 14;
 pub const GSO_MAX_FRAME: usize = 65535 + FRAME_OVERHEAD;
 /// Slots of the longest segmentation offload frame (33).
 pub const GSO_MAX_SLOTS: u32 = GSO_MAX_FRAME.div_ceil(SLOT_DATA_MAX) as u32;
-/// Most segments one segmentation offload frame may make:
-/// `⌈payload / gso_size⌉` (payload: the bytes after the L4 header). Bounds
+/// Most segments one TCP segmentation offload frame may make:
+/// `⌈payload / gso_size⌉` (payload: the bytes after the TCP header). Bounds
 /// the work one frame can cause a receiver that segments it (a `gso_size`
-/// of 1 would make ~65 000). Linux senders stay below it: UDP GSO makes at
-/// most 64 (6.1) or 128 segments, TCP reaches 256 only with an MSS under
-/// 256 bytes, and xensnet caps its device's `gso_max_segs` at this.
+/// of 1 would make ~65 000). Linux TCP senders reach it only with an MSS
+/// under 256 bytes, and xensnet's device takes at most
+/// [`GSO_MAX_UDP_SEGS`] segments a frame anyway.
 pub const GSO_MAX_SEGS: usize = 256;
+/// Most segments (datagrams) one `UDP_L4` frame may make: Linux 6.1's
+/// `UDP_MAX_SEGMENTS`, which its `virtio_net_hdr_to_skb` enforces on what
+/// a TAP or virtio device receives (share-member's TAP), and which
+/// xensnet keeps on receive.
+pub const GSO_MAX_UDP_SEGS: usize = 64;
+
+/// The most segments a GSO frame of `kind` may make.
+pub fn gso_max_segs(kind: u8) -> usize {
+    if kind == gso::UDP_L4 {
+        GSO_MAX_UDP_SEGS
+    } else {
+        GSO_MAX_SEGS
+    }
+}
 /// Smallest share on which a switch offers [`features::GSO`]: its lanes
 /// must hold one [`GSO_MAX_FRAME`], so a sender never waits for room that
 /// cannot exist (64 slots per lane, the first power of two >= 33).
