@@ -1,9 +1,13 @@
-//! Fuzzing of every parser of peer-written memory (`share-hal/fuzz`).
+//! Fuzzing of every parser of peer-written memory: each crate's fuzz
+//! targets sit beside it, in `<crate>/fuzz` (a cargo-fuzz project of its
+//! own: `share-hal/fuzz`, `netback-uk/fuzz`, `blkback-uk/fuzz`), and the
+//! guest modules' C targets in `guest-drivers/fuzz`.
 //!
 //! cargo-fuzz is installed under `target/tools` (once; later runs reuse
-//! it), targets build into `target/fuzz`, and the corpus grows in
+//! it), every project's targets build into `target/fuzz` (one target
+//! directory, so what they share builds once), and the corpus grows in
 //! `target/fuzz/corpus/<target>` across runs, seeded from
-//! `share-hal/fuzz/seeds/<target>`. A crash leaves its input in
+//! `<crate>/fuzz/seeds/<target>`. A crash leaves its input in
 //! `target/fuzz/artifacts/<target>/`.
 //!
 //! libFuzzer needs rustc's `-Z` sanitizer flags, so this is the one place
@@ -22,9 +26,31 @@ use crate::util::{ensure_apt, root, run_step, run_steps_parallel, target_dir, St
 /// The cargo-fuzz release the project is tested with.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
-/// Every fuzz target, from the files in `share-hal/fuzz/fuzz_targets`, so a
-/// new target joins the smoke run by existing.
-fn targets(fuzz_dir: &Path) -> Result<Vec<String>> {
+/// The cargo-fuzz projects: every `<crate>/fuzz` of the repository with a
+/// `Cargo.toml` and a `fuzz_targets` folder, so a crate's new fuzz project
+/// joins the run by existing.
+pub fn projects() -> Result<Vec<PathBuf>> {
+    let root = root();
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(&root).with_context(|| format!("listing {}", root.display()))? {
+        let fuzz = entry?.path().join("fuzz");
+        if fuzz.join("Cargo.toml").is_file() && fuzz.join("fuzz_targets").is_dir() {
+            dirs.push(fuzz);
+        }
+    }
+    dirs.sort();
+    if dirs.is_empty() {
+        bail!(
+            "no fuzz projects (<crate>/fuzz/Cargo.toml) in {}",
+            root.display()
+        );
+    }
+    Ok(dirs)
+}
+
+/// Every fuzz target of a project, from the files in its `fuzz_targets`,
+/// so a new target joins the smoke run by existing.
+pub fn targets(fuzz_dir: &Path) -> Result<Vec<String>> {
     let dir = fuzz_dir.join("fuzz_targets");
     let mut names = Vec::new();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
@@ -106,7 +132,6 @@ fn cargo_fuzz(tools_bin: &Path, toolchain: &str, bootstrap: bool) -> Result<Comm
 /// Fails naming the target and the crashing input if any finds a bug.
 pub fn smoke(seconds_per_target: u64) -> Result<()> {
     let root = root();
-    let fuzz_dir = root.join("share-hal/fuzz");
     let target = target_dir();
     let work = target.join("fuzz");
     let tools_bin = ensure_cargo_fuzz(&target.join("tools"))?;
@@ -119,29 +144,61 @@ pub fn smoke(seconds_per_target: u64) -> Result<()> {
             ""
         }
     );
-    let dirs = |c: &mut Command| {
-        c.arg("--fuzz-dir")
-            .arg(&fuzz_dir)
-            .arg("--target-dir")
-            .arg(&work);
-    };
-
-    let mut build = cargo_fuzz(&tools_bin, toolchain, bootstrap)?;
-    build.arg("build");
-    dirs(&mut build);
-    run_step("build fuzz targets", &mut build)?;
-
     let mut steps = Vec::new();
-    for t in targets(&fuzz_dir)? {
+    for fuzz_dir in projects()? {
+        let dirs = |c: &mut Command| {
+            c.arg("--fuzz-dir")
+                .arg(&fuzz_dir)
+                .arg("--target-dir")
+                .arg(&work);
+        };
+        let project = fuzz_dir
+            .strip_prefix(&root)
+            .unwrap_or(&fuzz_dir)
+            .display()
+            .to_string();
+        let mut build = cargo_fuzz(&tools_bin, toolchain, bootstrap)?;
+        build.arg("build");
+        dirs(&mut build);
+        run_step(&format!("build fuzz targets of {project}"), &mut build)?;
+        steps.extend(rust_steps(
+            &fuzz_dir,
+            &project,
+            &work,
+            seconds_per_target,
+            || {
+                let mut run = cargo_fuzz(&tools_bin, toolchain, bootstrap)?;
+                run.arg("run");
+                dirs(&mut run);
+                Ok(run)
+            },
+        )?);
+    }
+    steps.extend(c_steps(seconds_per_target)?);
+    // libFuzzer is single-threaded: one target per core.
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    run_steps_parallel(steps, &work.join("logs"), jobs)
+}
+
+/// How to run each target of the cargo-fuzz project `fuzz_dir` for
+/// `seconds_per_target`, its corpus and artifacts under `work`;
+/// `cargo_fuzz_run` makes the project's `cargo fuzz run` command.
+fn rust_steps(
+    fuzz_dir: &Path,
+    project: &str,
+    work: &Path,
+    seconds_per_target: u64,
+    cargo_fuzz_run: impl Fn() -> Result<Command>,
+) -> Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    for t in targets(fuzz_dir)? {
         let corpus = work.join("corpus").join(&t);
         let artifacts = work.join("artifacts").join(&t);
         std::fs::create_dir_all(&corpus)?;
         std::fs::create_dir_all(&artifacts)?;
-        let mut run = cargo_fuzz(&tools_bin, toolchain, bootstrap)?;
-        run.arg("run");
-        dirs(&mut run);
-        run.arg(&t).arg(&corpus);
         let seeds = fuzz_dir.join("seeds").join(&t);
+        let mut run = cargo_fuzz_run()?;
+        run.arg(&t).arg(&corpus);
         if seeds.is_dir() {
             run.arg(&seeds);
         }
@@ -154,16 +211,13 @@ pub fn smoke(seconds_per_target: u64) -> Result<()> {
             name: format!("fuzz {t} for {seconds_per_target} s"),
             cmd: run,
             on_failure: format!(
-                "its input is in {} (replay: cargo +nightly fuzz run --fuzz-dir share-hal/fuzz \
+                "its input is in {} (replay: cargo +nightly fuzz run --fuzz-dir {project} \
                  {t} <input>)",
                 artifacts.display()
             ),
         });
     }
-    steps.extend(c_steps(seconds_per_target)?);
-    // libFuzzer is single-threaded: one target per core.
-    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    run_steps_parallel(steps, &work.join("logs"), jobs)
+    Ok(steps)
 }
 
 /// The C fuzz targets of the guest modules' parsers
@@ -281,17 +335,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_every_fuzz_target() {
-        let names = targets(&root().join("share-hal/fuzz")).unwrap();
-        for t in [
-            "blk_request",
-            "blk_response",
-            "descriptor",
-            "net_lane",
-            "net_slots",
-            "vdevice",
+    fn finds_every_fuzz_target_beside_its_crate() {
+        let projects = projects().unwrap();
+        let names = |p: &str| targets(&root().join(p).join("fuzz")).unwrap();
+        assert_eq!(
+            projects,
+            ["blkback-uk", "netback-uk", "share-hal"].map(|p| root().join(p).join("fuzz"))
+        );
+        for (p, t) in [
+            ("share-hal", "blk_request"),
+            ("share-hal", "blk_response"),
+            ("share-hal", "descriptor"),
+            ("share-hal", "net_lane"),
+            ("share-hal", "net_slots"),
+            ("share-hal", "vdevice"),
+            ("netback-uk", "switch_input"),
+            ("netback-uk", "offload"),
+            ("netback-uk", "mgmt"),
+            ("blkback-uk", "blk_serve"),
+            ("blkback-uk", "vbd_ring"),
         ] {
-            assert!(names.iter().any(|n| n == t), "{t} missing from {names:?}");
+            assert!(
+                names(p).iter().any(|n| n == t),
+                "{t} missing from {p}'s fuzz"
+            );
         }
     }
 

@@ -104,13 +104,11 @@ fn count_before(s: &str, word: &str) -> Option<u64> {
 
 /// The fuzz targets, one passed item each once the fuzz tier succeeded.
 fn fuzz_targets() -> Result<u64> {
-    let dir = crate::util::root().join("share-hal/fuzz/fuzz_targets");
-    let n = std::fs::read_dir(&dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "rs"))
-        .count();
-    Ok(n as u64)
+    let mut n = 0;
+    for project in crate::fuzz::projects()? {
+        n += crate::fuzz::targets(&project)?.len() as u64;
+    }
+    Ok(n)
 }
 
 /// Long enough to find shallow bugs in each parser, short enough for CI

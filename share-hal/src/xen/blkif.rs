@@ -3,7 +3,7 @@
 //! produced by us, responses produced by the backend.
 //!
 //! This is a plain ring over a [`SharedMem`] page, without hypercalls, so
-//! that tests and the fuzz target (`share-hal/fuzz/fuzz_targets/blkif_ring.rs`)
+//! that tests and the fuzz target (`blkback-uk/fuzz/fuzz_targets/vbd_ring.rs`)
 //! drive it over any memory. Everything the backend writes is hostile:
 //! `rsp_prod` is read once per pass and must not claim more responses than
 //! requests we have outstanding; each response is copied out (16 bytes)
