@@ -73,11 +73,10 @@ int xsblk_segment(u32 gref, u32 off, u32 len, struct xs_blk_segment *seg)
 	return 0;
 }
 
-void xsblk_fill_indirect(u8 *page, const struct xs_blk_segment *segs, u32 nr)
+void xsblk_finish_indirect(u8 *page, u32 nr)
 {
-	size_t used = (size_t)nr * sizeof(*segs);
+	size_t used = (size_t)nr * sizeof(struct xs_blk_segment);
 
-	memcpy(page, segs, used);
 	memset(page + used, 0, XS_PAGE_SIZE - used);
 }
 

@@ -45,10 +45,10 @@ int xsblk_parse_response(const struct xs_blk_response *raw,
 int xsblk_segment(u32 gref, u32 off, u32 len, struct xs_blk_segment *seg);
 
 /*
- * Lays out an indirect page: nr segments, then zeroes to the end of the
- * page, so the server reads nothing else of it (nr <= 512).
+ * An indirect page whose first nr segments are written (nr <= 512):
+ * zeroes the rest of the page, so the server reads nothing else of it.
  */
-void xsblk_fill_indirect(u8 *page, const struct xs_blk_segment *segs, u32 nr);
+void xsblk_finish_indirect(u8 *page, u32 nr);
 
 /*
  * Prepares the bounce page granted for one segment of off/len bytes
