@@ -113,6 +113,7 @@ pub fn tier() -> Result<u64> {
         ("blk-ram", None),
         ("blk-modules", None),
         ("xenshare-dev", None),
+        ("xenshare-vma", None),
         ("vdevice", None),
         ("save-restore", None),
         ("demo", None),
