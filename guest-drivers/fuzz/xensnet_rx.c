@@ -56,8 +56,12 @@ static void check_control(const uint8_t *data, u32 wish, u32 numpages)
 	CHECK(mtu >= XS_NET_MTU_MIN);
 	CHECK(mtu <= (accepted & XS_NET_F_JUMBO ? XS_NET_MTU_MAX : XS_NET_MTU_STANDARD_MAX));
 	/* A switch that raised link_state and wrote features_accepted. */
-	accepted = xsn_choose_features(&c, wish, le32_to_cpu(raw.link_state) & 1,
-				       le32_to_cpu(raw.features_accepted), numpages);
+	if (xsn_choose_features(&c, wish, le32_to_cpu(raw.link_state) & 1,
+				le32_to_cpu(raw.features_accepted), numpages, &accepted)) {
+		CHECK(le32_to_cpu(raw.link_state) & 1);
+		CHECK(le32_to_cpu(raw.features_accepted) & ~wish);
+		return;
+	}
 	CHECK(!(accepted & ~wish));
 	CHECK(!(accepted & ~c.offered));
 	if (le32_to_cpu(raw.link_state) & 1)

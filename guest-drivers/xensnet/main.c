@@ -282,22 +282,24 @@ static void xsn_close_member(struct xsn_priv *np)
  * switch reads features_accepted only once, so keep what it uses, checked
  * as a fresh offer would be.
  */
-static u32 xsn_features(struct xsn_priv *np, const struct xsn_control *c)
+static int xsn_features(struct xsn_priv *np, const struct xsn_control *c)
 {
 	struct xs_net_control *ctrl = xsn_control(np);
 	u32 allowed = accept & XSN_SUPPORTED;
 	bool up;
 	u32 prev;
+	int rc;
 
 	up = le32_to_cpu(smp_load_acquire(&ctrl->link_state)) == XS_NET_LINK_UP;
 	prev = le32_to_cpu(READ_ONCE(ctrl->features_accepted));
-	if (up && (prev & ~allowed))
-		dev_warn(&np->xdev->dev,
-			 "port already up with features %#x: keeping only %#x (accept=%#x)\n",
-			 prev, prev & allowed, allowed);
+	rc = xsn_choose_features(c, allowed, up, prev, np->sh->nr_pages, &np->accepted);
+	if (rc)
+		dev_err(&np->xdev->dev,
+			"port already up with features %#x, beyond accept=%#x: refused (a new port negotiates again)\n",
+			prev, allowed);
 	else if (up)
 		dev_info(&np->xdev->dev, "port already up: keeping its features %#x\n", prev);
-	return xsn_choose_features(c, allowed, up, prev, np->sh->nr_pages);
+	return rc;
 }
 
 static int xsn_init_priv(struct xsn_priv *np, struct xenshare_device *xdev,
@@ -307,7 +309,9 @@ static int xsn_init_priv(struct xsn_priv *np, struct xenshare_device *xdev,
 
 	np->xdev = xdev;
 	np->sh = xdev->share;
-	np->accepted = xsn_features(np, c);
+	rc = xsn_features(np, c);
+	if (rc)
+		return rc;
 	np->mtu = xsn_mtu(c, np->accepted);
 	np->tx_max_slots = DIV_ROUND_UP(np->accepted & XS_NET_F_GSO ? XS_NET_GSO_MAX_FRAME :
 					np->mtu + XS_NET_FRAME_OVERHEAD, XS_NET_SLOT_DATA_MAX);

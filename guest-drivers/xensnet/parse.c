@@ -214,18 +214,20 @@ void xsn_rx_chain_drop(struct xsn_rx_chain *c, bool more)
 	c->skipping = more;
 }
 
-u32 xsn_choose_features(const struct xsn_control *c, u32 accept, bool link_up,
-			u32 prev, u32 numpages)
+int xsn_choose_features(const struct xsn_control *c, u32 accept, bool link_up,
+			u32 prev, u32 numpages, u32 *out)
 {
 	u32 allowed = accept & XS_NET_F_ALL;
 
-	/*
-	 * The switch wrote link_state and, for all we know, prev: they can
-	 * narrow what we accept, never widen accept=.
-	 */
-	if (link_up)
-		allowed &= prev;
-	return xsn_negotiate(c, allowed, numpages);
+	if (!link_up) {
+		*out = xsn_negotiate(c, allowed, numpages);
+		return 0;
+	}
+	/* The switch wrote link_state and, for all we know, prev. */
+	if (prev & ~allowed)
+		return -EOPNOTSUPP;
+	*out = xsn_negotiate(c, prev, numpages);
+	return 0;
 }
 
 bool xsn_trigger_is_work(const struct xsn_trigger *t)

@@ -99,13 +99,17 @@ static inline bool xsn_flags_stopped(unsigned long flags)
 }
 
 /*
- * The features to accept at probe: of what the accept= parameter allows,
- * what negotiation keeps. A port whose link is up already (link_up) was
- * negotiated by an earlier probe, and the switch keeps what it read then
- * (prev, read back from the share): only those of them accept= allows.
+ * The features to accept at probe, into *out: of what the accept=
+ * parameter allows, what negotiation keeps. A port whose link is up
+ * already (link_up) was negotiated by an earlier probe, and the switch
+ * keeps what it read then (prev, read back from the share): those, as
+ * negotiation checks them, if accept= allows them all; if it does not
+ * (or a switch raised link_state and wrote prev itself), -EOPNOTSUPP:
+ * the switch cannot widen accept=, and the port cannot be narrowed
+ * without a new one.
  */
-u32 xsn_choose_features(const struct xsn_control *c, u32 accept, bool link_up,
-			u32 prev, u32 numpages);
+int xsn_choose_features(const struct xsn_control *c, u32 accept, bool link_up,
+			u32 prev, u32 numpages, u32 *out);
 
 /* What a trigger from the switch finds, for xsn_trigger_is_work(). */
 struct xsn_trigger {
