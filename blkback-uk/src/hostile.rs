@@ -14,7 +14,7 @@
 //! - `scribble`: every response slot is filled with garbage;
 //! - `index`: the response lane's `prod` is moved out of bounds;
 //! - `flood`: honest answers, but 64 extra triggers per service round
-//!   and a service loop that never sleeps;
+//!   (a round per trigger of the member, and one a second);
 //! - `silent`: nothing is answered any more.
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 

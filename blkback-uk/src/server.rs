@@ -551,7 +551,6 @@ impl<P: Platform, S: Store> Server<P, S> {
         #[cfg(feature = "hostile")]
         for _ in 0..crate::hostile::flood(stats.requests) {
             conn.share.trigger(p, conn.member)?;
-            more = true;
         }
         result.map(|()| (answered, more))
     }

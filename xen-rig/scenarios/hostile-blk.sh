@@ -5,13 +5,14 @@
 # line picks the lie. A PV domU runs xenshare.ko and xensblk.ko. First an
 # honest server: /dev/xsba reads back the RAM disk's bytes. Then, each on
 # a fresh server the entry is reconnected to (`vdevice reconnect disk`):
-#   flood    honest answers and 64 extra triggers per round, a server
-#            loop that never sleeps: reads still right;
+#   flood    honest answers and 64 extra triggers per round (one per
+#            trigger of ours, one a second): reads still right;
 #   ids      responses naming requests not in flight,
 #   status   statuses no protocol defines,
 #   dup      every response of a batch naming its first request,
 #   scribble garbage in every response slot,
-#   index    the response lane's prod out of bounds:
+#   index    the response lane's prod out of bounds (from its first
+#            answer on: earlier, the disk would refuse to attach),
 #            each read fails, the disk says "broke the protocol";
 #   silent   nothing answered: a reader blocks, then an honest server
 #            and a reconnect re-issue its requests and it completes.
@@ -123,7 +124,11 @@ silent() {
     reconnect || return 1
     dom_run $U "
 rm -f /tmp/silent.sum
-(dd if=$DEV bs=64k iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1 > /tmp/silent.sum.tmp && mv /tmp/silent.sum.tmp /tmp/silent.sum) > /dev/null 2>&1 < /dev/null &
+cat > /tmp/reader.sh <<'EOF2'
+dd if=$DEV bs=64k iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1 > /tmp/silent.sum.tmp
+mv /tmp/silent.sum.tmp /tmp/silent.sum
+EOF2
+setsid sh /tmp/reader.sh > /dev/null 2>&1 < /dev/null &
 sleep 8
 [ ! -e /tmp/silent.sum ] || { echo 'the read finished on a silent server'; exit 1; }
 echo 'reader blocked on the silent server'" || return 1
@@ -159,7 +164,8 @@ unload() {
     dom_run $U "
 rmmod xensblk xenshare || exit 1
 [ ! -e $DEV ] || exit 1
-dmesg | grep 'xsba removed'"
+dmesg | grep 'xsba removed'
+dmesg | grep -q 'xsba removed: 0 grant(s) live, 0 left pinned'"
 }
 
 # No grant of the domU in use, nothing mapped by it (console and xenstore
@@ -190,7 +196,7 @@ step ids 180 lie ids
 step status 180 lie status
 step dup 180 lie dup
 step scribble 180 lie scribble
-step index 180 lie index
+step index 180 lie index:1
 step silent 300 silent
 step served-again 240 served_again
 step hung-task 60 no_hung_task
