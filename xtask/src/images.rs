@@ -93,10 +93,7 @@ fn rustflags(lld: &Path) -> String {
 
 /// Builds the images and returns their paths.
 pub fn build(names: &[String]) -> Result<Vec<PathBuf>> {
-    if let Some(t) = TEST_IMAGES
-        .iter()
-        .find(|t| names.iter().any(|n| n == t.3))
-    {
+    if let Some(t) = TEST_IMAGES.iter().find(|t| names.iter().any(|n| n == t.3)) {
         bail!(
             "{} is a test-only image (feature {}): only the rig builds it",
             t.3,
@@ -219,7 +216,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let shipped = dir.join("blkback-uk");
         let test = dir.join("blkback-uk-hostile");
-        std::fs::write(&shipped, b"\x7fELF blkback-uk 0.1.0: xen-share block backend").unwrap();
+        std::fs::write(
+            &shipped,
+            b"\x7fELF blkback-uk 0.1.0: xen-share block backend",
+        )
+        .unwrap();
         let mut bytes = b"\x7fELF ... ".to_vec();
         bytes.extend_from_slice(TEST_MARKERS[0].as_bytes());
         std::fs::write(&test, &bytes).unwrap();
@@ -238,7 +239,9 @@ mod tests {
 
     #[test]
     fn images_refuses_to_build_a_test_image() {
-        let e = build(&["blkback-uk-hostile".into()]).unwrap_err().to_string();
+        let e = build(&["blkback-uk-hostile".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("test-only image"), "{e}");
     }
 }
