@@ -228,7 +228,7 @@ netdev_features_t xsn_features_check(struct sk_buff *skb, struct net_device *dev
 	if (!skb_is_gso(skb) || !(si->gso_type & SKB_GSO_UDP_L4))
 		return features;
 	payload = skb->len - min_t(u32, skb->len, skb_transport_offset(skb) + sizeof(struct udphdr));
-	if (si->gso_size > U16_MAX || !xsn_gso_size(XS_NET_GSO_UDP_L4, si->gso_size, payload))
+	if (!xsn_gso_size(XS_NET_GSO_UDP_L4, si->gso_size, payload))
 		features &= ~NETIF_F_GSO_MASK;
 	return features;
 }
