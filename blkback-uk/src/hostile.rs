@@ -9,14 +9,14 @@
 //! Modes (each a lie a member must survive):
 //! - `ids`: every response names a request that is not in flight;
 //! - `status`: every response carries a status no protocol defines;
-//! - `dup`: every response names the request answered before it (a
-//!   response to a request no longer in flight: answered twice);
+//! - `dup`: every response is published twice (the second answers a
+//!   request no longer in flight);
 //! - `scribble`: every response slot is filled with garbage;
 //! - `index`: the response lane's `prod` is moved out of bounds;
 //! - `flood`: honest answers, but 64 extra triggers per service round
 //!   (a round per trigger of the member, and one a second);
 //! - `silent`: nothing is answered any more.
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use share_hal::wire::blk::RESPONSE_SIZE;
 
@@ -51,8 +51,10 @@ const MODES: [(&str, Mode); 7] = [
 
 static MODE: AtomicU8 = AtomicU8::new(Mode::Off as u8);
 static AFTER: AtomicU64 = AtomicU64::new(0);
-/// `dup`: the id of the last response written, plus one (0: none yet).
-static LAST_ID: AtomicU64 = AtomicU64::new(0);
+/// `dup`: the last response written (two halves), and whether it is yet
+/// to be published again.
+static LAST: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static REPLAY: AtomicBool = AtomicBool::new(false);
 
 /// `MODE` or `MODE:AFTER`.
 pub fn parse(s: &str) -> Option<(Mode, u64)> {
@@ -90,16 +92,26 @@ pub fn active(answered: u64) -> Mode {
 
 /// Rewrites a response as the mode lies.
 pub fn response(raw: &mut [u8; RESPONSE_SIZE], answered: u64) {
-    lie(active(answered), raw, &LAST_ID, answered)
+    let mode = active(answered);
+    if mode == Mode::Dup {
+        LAST[0].store(u64::from_le_bytes(half(raw, 0)), Ordering::Relaxed);
+        LAST[1].store(u64::from_le_bytes(half(raw, 8)), Ordering::Relaxed);
+        REPLAY.store(true, Ordering::Relaxed);
+    }
+    lie(mode, raw, answered)
 }
 
-fn lie(mode: Mode, raw: &mut [u8; RESPONSE_SIZE], last: &AtomicU64, answered: u64) {
-    let id = u64::from_le_bytes(raw[0..8].try_into().unwrap_or([0; 8]));
-    let prev = last.swap(id.wrapping_add(1), Ordering::Relaxed);
+fn half(raw: &[u8; RESPONSE_SIZE], at: usize) -> [u8; 8] {
+    raw[at..at + 8].try_into().unwrap_or([0; 8])
+}
+
+fn lie(mode: Mode, raw: &mut [u8; RESPONSE_SIZE], answered: u64) {
     match mode {
-        Mode::Ids => raw[0..8].copy_from_slice(&(id ^ 0x8000_0000_0001_0000).to_le_bytes()),
+        Mode::Ids => {
+            let id = u64::from_le_bytes(half(raw, 0));
+            raw[0..8].copy_from_slice(&(id ^ 0x8000_0000_0001_0000).to_le_bytes());
+        }
         Mode::Status => raw[10..12].copy_from_slice(&0x7ff3u16.to_le_bytes()),
-        Mode::Dup if prev != 0 => raw[0..8].copy_from_slice(&(prev - 1).to_le_bytes()),
         Mode::Scribble => {
             for (i, b) in raw.iter_mut().enumerate() {
                 *b = (answered as u8).wrapping_mul(31) ^ (i as u8).wrapping_mul(97) ^ 0xa5;
@@ -107,6 +119,17 @@ fn lie(mode: Mode, raw: &mut [u8; RESPONSE_SIZE], last: &AtomicU64, answered: u6
         }
         _ => {}
     }
+}
+
+/// `dup`: the last response, once, to publish again after the round.
+pub fn replay() -> Option<[u8; RESPONSE_SIZE]> {
+    if !REPLAY.swap(false, Ordering::Relaxed) {
+        return None;
+    }
+    let mut raw = [0u8; RESPONSE_SIZE];
+    raw[0..8].copy_from_slice(&LAST[0].load(Ordering::Relaxed).to_le_bytes());
+    raw[8..16].copy_from_slice(&LAST[1].load(Ordering::Relaxed).to_le_bytes());
+    Some(raw)
 }
 
 /// Whether nothing is answered any more.
@@ -143,24 +166,20 @@ mod tests {
 
     #[test]
     fn responses_lie_as_the_mode_says() {
-        let last = AtomicU64::new(0);
         let mut honest = [0u8; RESPONSE_SIZE];
         honest[0] = 7;
         let mut raw = honest;
-        lie(Mode::Off, &mut raw, &last, 0);
+        lie(Mode::Off, &mut raw, 0);
         assert_eq!(raw, honest);
-        // dup: the next response names id 7 again.
-        let mut raw = honest;
-        raw[0] = 9;
-        lie(Mode::Dup, &mut raw, &last, 0);
-        assert_eq!(raw[0..8], 7u64.to_le_bytes());
-        let mut raw = honest;
-        lie(Mode::Ids, &mut raw, &last, 0);
+        lie(Mode::Dup, &mut raw, 0);
+        assert_eq!(raw, honest, "dup lies by publishing again, not here");
+        lie(Mode::Ids, &mut raw, 0);
         assert_ne!(raw[0..8], honest[0..8]);
         let mut raw = honest;
-        lie(Mode::Status, &mut raw, &last, 0);
+        lie(Mode::Status, &mut raw, 0);
         assert_eq!(u16::from_le_bytes([raw[10], raw[11]]), 0x7ff3);
         // The global mode starts off: the hooks are inert in every build.
         assert_eq!(active(u64::MAX), Mode::Off);
+        assert_eq!(replay(), None);
     }
 }

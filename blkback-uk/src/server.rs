@@ -534,6 +534,14 @@ impl<P: Platform, S: Store> Server<P, S> {
             }
             more = round + 1 == BATCHES_PER_SERVICE;
         }
+        #[cfg(feature = "hostile")]
+        if let Some(raw) = crate::hostile::replay() {
+            if prod.reserve(1)? {
+                prod.slot(0)?.write_from(0, &raw)?;
+                prod.commit(1)?;
+                kick |= prod.publish()?;
+            }
+        }
         conn.requests = cons.park();
         conn.responses = prod.park();
         #[cfg(feature = "hostile")]
