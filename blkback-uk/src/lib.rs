@@ -9,7 +9,9 @@
 //!   with feature `host`, [`file`] (a file on the host, durable), and with
 //!   feature `vbd`, `vbd` (the PVH image's own Xen disks, durable in dom0);
 //! - [`wiring`]: dom0's vdevice changes applied to the server;
-//! - [`client`]: the member side (tests, the userspace member).
+//! - [`client`]: the member side (tests, the userspace member);
+//! - with feature `hostile` (tests only, never shipped), `hostile`: a
+//!   server that lies to its members on command.
 #![cfg_attr(not(any(test, feature = "host")), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -18,6 +20,8 @@ extern crate alloc;
 pub mod client;
 #[cfg(feature = "host")]
 pub mod file;
+#[cfg(feature = "hostile")]
+pub mod hostile;
 pub mod ram;
 pub mod server;
 pub mod store;

@@ -182,6 +182,18 @@ mod image_main {
             "blkback-uk {}: xen-share block backend",
             env!("CARGO_PKG_VERSION")
         );
+        #[cfg(feature = "hostile")]
+        {
+            println!("{}", blkback_uk::hostile::MARKER);
+            match rt.boot.value("hostile").map(blkback_uk::hostile::parse) {
+                Some(Some((mode, after))) => {
+                    println!("blkback-uk: hostile mode {mode:?} after {after} request(s)");
+                    blkback_uk::hostile::set(mode, after);
+                }
+                Some(None) => println!("blkback-uk: unknown hostile= mode: honest"),
+                None => println!("blkback-uk: no hostile= mode: honest"),
+            }
+        }
         let modules = rt.take_boot_modules();
         let image::Domain {
             mut pvh,

@@ -493,6 +493,10 @@ impl<P: Platform, S: Store> Server<P, S> {
     /// sleeps. `more` says some lane has requests left.
     pub fn service(&mut self, p: &mut P) -> Progress {
         let mut progress = Progress::default();
+        #[cfg(feature = "hostile")]
+        if crate::hostile::silent(self.stats.requests) {
+            return progress;
+        }
         for ci in 0..self.conns.len() {
             if self.conns[ci].cut_off.is_some() {
                 continue;
@@ -628,9 +632,30 @@ impl<P: Platform, S: Store> Server<P, S> {
         }
         conn.discard = discard;
         conn.log = log;
+        #[cfg(feature = "hostile")]
+        if let Some(raw) = crate::hostile::replay() {
+            if prod.reserve(1)? {
+                prod.slot(0)?.write_from(0, &raw)?;
+                prod.commit(1)?;
+                kick |= prod.publish()?;
+            }
+        }
         conn.requests = cons.park();
         conn.responses = prod.park();
+        #[cfg(feature = "hostile")]
+        if let Some(bogus) = crate::hostile::bogus_prod(stats.requests) {
+            conn.layout.responses.window(mem)?.store_u32(
+                lane::header::PROD,
+                bogus,
+                core::sync::atomic::Ordering::Release,
+            )?;
+            kick = true;
+        }
         if kick {
+            conn.share.trigger(p, conn.member)?;
+        }
+        #[cfg(feature = "hostile")]
+        for _ in 0..crate::hostile::flood(stats.requests) {
             conn.share.trigger(p, conn.member)?;
         }
         result.map(|()| (answered, more))
@@ -804,6 +829,8 @@ impl<P: Platform, S: Store> Server<P, S> {
                 status,
             }
             .emit(&mut Response::new_unchecked(&mut raw[..]))?;
+            #[cfg(feature = "hostile")]
+            crate::hostile::response(&mut raw, stats.requests);
             prod.slot(k as u32)?.write_from(0, &raw)?;
         }
         prod.commit(works.len() as u32)?;

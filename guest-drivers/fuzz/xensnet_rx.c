@@ -8,7 +8,14 @@
  * MTU, bytes 3..5 numpages, then 64 bytes of control fields, then slot
  * headers, 16 bytes each. Besides not crashing, every answer is checked
  * against the rules of docs/protocol.md "Receiver rules": a frame handed
- * out is within its limits and its offload fields make sense for it.
+ * out is within its limits and its offload fields make sense for it; a
+ * GSO frame's segment size, as the driver gives it to the stack
+ * (xsn_gso_size, for every payload its length allows), makes at most 64
+ * UDP segments or TCP ones of at least 8 bytes. The control fields also
+ * go through the feature choice of a probe whose port the switch says is
+ * up already (features_accepted from the control bytes): never more than
+ * accept=. And a trigger's verdict from the header bytes: no work for a
+ * stopped device, none for a stopped queue the trigger brought no room.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +55,57 @@ static void check_control(const uint8_t *data, u32 wish, u32 numpages)
 	mtu = xsn_mtu(&c, accepted);
 	CHECK(mtu >= XS_NET_MTU_MIN);
 	CHECK(mtu <= (accepted & XS_NET_F_JUMBO ? XS_NET_MTU_MAX : XS_NET_MTU_STANDARD_MAX));
+	/* A switch that raised link_state and wrote features_accepted. */
+	if (xsn_choose_features(&c, wish, le32_to_cpu(raw.link_state) & 1,
+				le32_to_cpu(raw.features_accepted), numpages, &accepted)) {
+		CHECK(le32_to_cpu(raw.link_state) & 1);
+		CHECK(le32_to_cpu(raw.features_accepted) & ~wish);
+		return;
+	}
+	CHECK(!(accepted & ~wish));
+	CHECK(!(accepted & ~c.offered));
+	if (le32_to_cpu(raw.link_state) & 1)
+		CHECK(!(accepted & ~le32_to_cpu(raw.features_accepted)));
+}
+
+/* The segment size the driver hands the stack, for every payload length. */
+static void check_gso_size(const struct xsn_rx_frame *f, const struct xs_net_slot_header *h)
+{
+	u32 payload = le32_to_cpu(h->reserved) % (f->len + 1);
+	u32 size = xsn_gso_size(f->gso_type, f->gso_size, payload);
+
+	if (f->gso_type == XS_NET_GSO_UDP_L4) {
+		if (size) {
+			CHECK(size == f->gso_size);
+			CHECK(DIV_ROUND_UP(payload, size) <= XSN_GSO_MAX_UDP_SEGS);
+		} else {
+			CHECK(payload > (u32)f->gso_size * XSN_GSO_MAX_UDP_SEGS);
+		}
+	} else {
+		CHECK(size >= XSN_GSO_MIN_TCP_SIZE && size >= f->gso_size);
+	}
+}
+
+/* A trigger's verdict from bytes of a slot header. */
+static void check_trigger(const struct xs_net_slot_header *h)
+{
+	struct xsn_trigger t = {
+		.flags = h->gso_flags & 3,
+		.rx_produced = h->gso_type & 1,
+		.tx_stopped = h->gso_type & 2,
+		.tx_free = (s16)le16_to_cpu(h->csum_start),
+		.tx_max_slots = le16_to_cpu(h->csum_offset),
+		.link_up = h->gso_type & 4,
+		.carrier = h->gso_type & 8,
+	};
+	bool work = xsn_trigger_is_work(&t);
+
+	if (t.flags)
+		CHECK(!work);
+	else if (!t.rx_produced && t.link_up == t.carrier)
+		CHECK(work == (t.tx_stopped &&
+			       (t.tx_free < 0 || (u32)t.tx_free >= t.tx_max_slots)));
+	CHECK(!xsn_tx_may_wake(t.flags, true, true) == !!t.flags);
 }
 
 static void check_frame(const struct xsn_rx_chain *c, const struct xsn_rx_frame *f)
@@ -103,6 +161,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	for (off = 5 + XS_NET_CONTROL_LEN; off + sizeof(h) <= size; off += sizeof(h)) {
 		memcpy(&h, data + off, sizeof(h));
+		check_trigger(&h);
 		if (xsn_rx_chain_push(&c, &h, &s)) {
 			/* Refused: the rest of the chain is skipped. */
 			CHECK(!s.done);
@@ -123,6 +182,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			CHECK(!s.more);
 			CHECK(s.frame.len == expect_at);
 			check_frame(&c, &s.frame);
+			if (s.frame.gso_type)
+				check_gso_size(&s.frame, &h);
 			expect_at = 0;
 		} else {
 			CHECK(s.more);

@@ -9,6 +9,15 @@
  * segments, or one indirect page); the owner answers in the response lane
  * with the request's id, which is the blk-mq tag.
  *
+ * The server is granted bounce pages only, never the request's own pages
+ * (which share their page with other kernel data when a segment is
+ * shorter than a page): a write's data is copied into them, a read's is
+ * copied out once the grants have ended, and each holds nothing but the
+ * request's bytes and zeroes (parse.c's xsblk_bounce_fill and
+ * xsblk_finish_indirect). A page the server still maps after its
+ * response goes to gnttab_end_foreign_access(), which frees it when the
+ * server lets go; it never returns to the pool or the block layer.
+ *
  * When the server restarts, dom0 rewrites the entry in place and the bus
  * calls reconnect(): the requests the old server left unanswered are
  * granted again to the new owner and re-issued, in the order they were
@@ -23,6 +32,7 @@
 #include <linux/module.h>
 #include <linux/blkdev.h>
 #include <linux/blk-mq.h>
+#include <linux/highmem.h>
 #include <linux/idr.h>
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
@@ -41,6 +51,8 @@
 #define XSBLK_MINORS 16
 /* xsba..xsbz, then xsbaa..xsbzz. */
 #define XSBLK_MAX_DISKS (26 + 26 * 26)
+/* Bounce pages a disk holds at most (8 MiB), or one full request's. */
+#define XSBLK_POOL_MAX 2048
 
 static_assert(XSBLK_MAX_SEGMENTS <= XS_BLK_SEGMENTS_PER_INDIRECT_PAGE);
 static_assert(PAGE_SIZE == XS_PAGE_SIZE);
@@ -74,6 +86,13 @@ struct xsblk_info {
 	bool wait_room;			/* a request waits for a free slot */
 	unsigned long grants;		/* live grants to the server */
 	unsigned long pinned;		/* ended while the server held them */
+
+	/* Bounce pages; pool_lock nests inside lock. */
+	spinlock_t pool_lock;
+	struct list_head pool;		/* free pages, by page->lru */
+	unsigned int pool_free;
+	unsigned int pool_pages;	/* free and held by requests */
+	unsigned int pool_max;
 };
 
 /* Per request (blk-mq pdu); sg[] follows, info->max_segs entries. */
@@ -88,8 +107,10 @@ struct xsblk_req {
 	unsigned int nr_grants;		/* grefs[0..nr_grants) are live */
 	bool indirect_granted;
 	grant_ref_t indirect_gref;
-	struct page *indirect;		/* when max_segs > inline */
+	unsigned int nr_bounce;		/* bounce[0..nr_bounce) held (or pinned: NULL) */
+	struct page *indirect;		/* a pool page, for an indirect request */
 	grant_ref_t grefs[XSBLK_MAX_SEGMENTS];
+	struct page *bounce[XSBLK_MAX_SEGMENTS];	/* the server's copy of sg[i] */
 	struct scatterlist sg[];
 };
 
@@ -150,37 +171,40 @@ static int xsblk_grant_page(struct xsblk_info *info, struct page *page,
 /*
  * The server only copies through our grants, so each is idle once the
  * request is answered. One still in use means the server mapped it: the
- * page stays pinned until it lets go, and the caller treats the server
- * as broken.
+ * page is handed to gnttab_end_foreign_access(), which frees it once the
+ * server lets go; *page is cleared so nothing of ours uses it again, and
+ * the caller treats the server as broken. Lock held.
  */
 static bool xsblk_end_grant(struct xsblk_info *info, grant_ref_t ref,
-			    struct page *page)
+			    struct page **page)
 {
 	info->grants--;
 	if (gnttab_try_end_foreign_access(ref))
 		return true;
 	info->pinned++;
-	get_page(page);
-	gnttab_end_foreign_access(ref, page);
+	gnttab_end_foreign_access(ref, *page);
+	*page = NULL;
+	spin_lock(&info->pool_lock);
+	info->pool_pages--;
+	spin_unlock(&info->pool_lock);
 	return false;
 }
 
 static bool xsblk_end_grants(struct xsblk_info *info, struct xsblk_req *req)
 {
-	struct scatterlist *sg;
 	bool idle = true;
 	unsigned int i;
 
-	for_each_sg(req->sg, sg, req->nr_grants, i)
-		idle &= xsblk_end_grant(info, req->grefs[i], sg_page(sg));
+	for (i = 0; i < req->nr_grants; i++)
+		idle &= xsblk_end_grant(info, req->grefs[i], &req->bounce[i]);
 	req->nr_grants = 0;
 	if (req->indirect_granted)
-		idle &= xsblk_end_grant(info, req->indirect_gref, req->indirect);
+		idle &= xsblk_end_grant(info, req->indirect_gref, &req->indirect);
 	req->indirect_granted = false;
 	return idle;
 }
 
-/* Grant each data page and describe it as a segment in segs[]. */
+/* Grant each bounce page and describe it as a segment in segs[]. */
 static int xsblk_grant_data(struct xsblk_info *info, struct xsblk_req *req,
 			    struct xs_blk_segment *segs)
 {
@@ -189,20 +213,16 @@ static int xsblk_grant_data(struct xsblk_info *info, struct xsblk_req *req,
 	int err;
 
 	for_each_sg(req->sg, sg, req->nr_sg, i) {
-		unsigned int off = sg->offset, len = sg->length;
-
-		if (!len || off % XS_BLK_SECTOR_SIZE || len % XS_BLK_SECTOR_SIZE ||
-		    off + len > PAGE_SIZE)
+		/* Pinned by an earlier server: this request cannot go again. */
+		if (!req->bounce[i])
 			return -EINVAL;
-		/* The server writes our pages on reads, only reads them on writes. */
-		err = xsblk_grant_page(info, sg_page(sg), req->write, &req->grefs[i]);
+		/* The server writes the page on reads, only reads it on writes. */
+		err = xsblk_grant_page(info, req->bounce[i], req->write, &req->grefs[i]);
 		if (err)
 			return err;
 		req->nr_grants++;
-		segs[i].gref = cpu_to_le32(req->grefs[i]);
-		segs[i].first_sect = off / XS_BLK_SECTOR_SIZE;
-		segs[i].last_sect = (off + len - 1) / XS_BLK_SECTOR_SIZE;
-		segs[i].reserved = 0;
+		if (xsblk_segment(req->grefs[i], sg->offset, sg->length, &segs[i]))
+			return -EINVAL;
 	}
 	return 0;
 }
@@ -212,9 +232,13 @@ static int xsblk_grant_indirect(struct xsblk_info *info, struct xsblk_req *req,
 {
 	int err;
 
+	if (!req->indirect)
+		return -EINVAL;
 	err = xsblk_grant_data(info, req, page_address(req->indirect));
 	if (err)
 		return err;
+	/* Nothing but the segments: the page was a bounce page before. */
+	xsblk_finish_indirect(page_address(req->indirect), req->nr_sg);
 	err = xsblk_grant_page(info, req->indirect, true, &req->indirect_gref);
 	if (err)
 		return err;
@@ -222,6 +246,151 @@ static int xsblk_grant_indirect(struct xsblk_info *info, struct xsblk_req *req,
 	w->u.indirect.op = req->write ? XS_BLK_OP_WRITE : XS_BLK_OP_READ;
 	w->u.indirect.grefs[0] = cpu_to_le32(req->indirect_gref);
 	return 0;
+}
+
+/* ---- bounce pages --------------------------------------------------- */
+
+/* A free pool page, or a new zeroed one while under pool_max. */
+static struct page *xsblk_pool_take(struct xsblk_info *info)
+{
+	struct page *page;
+
+	lockdep_assert_held(&info->pool_lock);
+	page = list_first_entry_or_null(&info->pool, struct page, lru);
+	if (page) {
+		list_del(&page->lru);
+		info->pool_free--;
+		return page;
+	}
+	if (info->pool_pages >= info->pool_max)
+		return NULL;
+	page = alloc_page(GFP_NOWAIT | __GFP_NOWARN | __GFP_ZERO);
+	if (page)
+		info->pool_pages++;
+	return page;
+}
+
+static void xsblk_pool_give(struct xsblk_info *info, struct page *page)
+{
+	lockdep_assert_held(&info->pool_lock);
+	list_add(&page->lru, &info->pool);
+	info->pool_free++;
+}
+
+/* The request's bounce pages back to the pool (pinned ones are gone). */
+static void xsblk_bounce_put(struct xsblk_info *info, struct xsblk_req *req)
+{
+	unsigned long flags;
+	unsigned int i;
+
+	spin_lock_irqsave(&info->pool_lock, flags);
+	for (i = 0; i < req->nr_bounce; i++) {
+		if (req->bounce[i])
+			xsblk_pool_give(info, req->bounce[i]);
+		req->bounce[i] = NULL;
+	}
+	if (req->indirect)
+		xsblk_pool_give(info, req->indirect);
+	spin_unlock_irqrestore(&info->pool_lock, flags);
+	req->nr_bounce = 0;
+	req->indirect = NULL;
+}
+
+/*
+ * A page per segment, and one for an indirect request's segments; all or
+ * none. The pool always holds one full request (xsblk_pool_init), so a
+ * request that finds too few waits for others to complete.
+ */
+static blk_status_t xsblk_bounce_get(struct xsblk_info *info, struct xsblk_req *req)
+{
+	unsigned long flags;
+	bool short_of_pages = false;
+	unsigned int i;
+
+	spin_lock_irqsave(&info->pool_lock, flags);
+	for (i = 0; i < req->nr_sg && !short_of_pages; i++) {
+		req->bounce[i] = xsblk_pool_take(info);
+		short_of_pages = !req->bounce[i];
+		req->nr_bounce = i + 1;
+	}
+	if (!short_of_pages && req->op == XS_BLK_OP_INDIRECT) {
+		req->indirect = xsblk_pool_take(info);
+		short_of_pages = !req->indirect;
+	}
+	spin_unlock_irqrestore(&info->pool_lock, flags);
+	if (!short_of_pages)
+		return BLK_STS_OK;
+	xsblk_bounce_put(info, req);
+	return BLK_STS_RESOURCE;
+}
+
+/* A write's data into its bounce pages; a read's bounce pages zeroed. */
+static void xsblk_bounce_fill_req(struct xsblk_req *req)
+{
+	struct scatterlist *sg;
+	unsigned int i;
+
+	for_each_sg(req->sg, sg, req->nr_sg, i) {
+		u8 *data = req->write ? kmap_local_page(sg_page(sg)) : NULL;
+
+		xsblk_bounce_fill(page_address(req->bounce[i]),
+				  data ? data + sg->offset : NULL, sg->offset, sg->length,
+				  req->write);
+		if (data)
+			kunmap_local(data);
+	}
+}
+
+/* A read answered OKAY: its data out of the bounce pages (grants ended). */
+static void xsblk_bounce_copy_out(struct xsblk_req *req)
+{
+	struct scatterlist *sg;
+	unsigned int i;
+
+	for_each_sg(req->sg, sg, req->nr_sg, i) {
+		u8 *data = kmap_local_page(sg_page(sg));
+
+		memcpy(data + sg->offset, (u8 *)page_address(req->bounce[i]) + sg->offset,
+		       sg->length);
+		kunmap_local(data);
+		flush_dcache_page(sg_page(sg));
+	}
+}
+
+/* The pool starts with one full request's pages, and keeps them. */
+static int xsblk_pool_init(struct xsblk_info *info)
+{
+	unsigned int i, reserve = info->max_segs + 1;
+	struct page *page;
+
+	info->pool_max = max_t(unsigned int, reserve,
+			       min_t(unsigned int, XSBLK_POOL_MAX, info->depth * reserve));
+	for (i = 0; i < reserve; i++) {
+		page = alloc_page(GFP_KERNEL | __GFP_ZERO);
+		if (!page)
+			return -ENOMEM;
+		spin_lock_irq(&info->pool_lock);
+		xsblk_pool_give(info, page);
+		info->pool_pages++;
+		spin_unlock_irq(&info->pool_lock);
+	}
+	return 0;
+}
+
+/* Every request is done: the pool's pages go back to the kernel. */
+static void xsblk_pool_free(struct xsblk_info *info)
+{
+	struct page *page, *tmp;
+
+	if (info->pool_free != info->pool_pages)
+		dev_err(&info->xdev->dev, "%u bounce page(s) still held at removal: leaked\n",
+			info->pool_pages - info->pool_free);
+	list_for_each_entry_safe(page, tmp, &info->pool, lru) {
+		list_del(&page->lru);
+		__free_page(page);
+	}
+	info->pool_free = 0;
+	info->pool_pages = 0;
 }
 
 /* ---- issuing -------------------------------------------------------- */
@@ -396,17 +565,22 @@ static bool xsblk_consume(struct xsblk_info *info, int n)
  */
 static bool xsblk_poll(struct xsblk_info *info)
 {
-	bool work = info->wait_room;
+	bool work = false;
 	unsigned int round;
 	int n;
 
+	/* Waiting for room, a trigger is work only if it brought some. */
+	if (info->wait_room)
+		work = xsblk_trigger_is_work(0, true,
+					     xs_lane_producer_refresh(&info->cur.req));
+
 	for (round = 0; round <= info->depth && !info->broken; round++) {
 		n = xs_lane_consumer_refresh(&info->cur.rsp);
+		work |= xsblk_trigger_is_work(n, false, 0);
 		if (n < 0) {
 			xsblk_break(info, "response lane index", n);
 			break;
 		}
-		work |= n > 0;
 		if (!xsblk_consume(info, n))
 			break;
 		if (xs_lane_publish(&info->cur.rsp, false))
@@ -442,9 +616,17 @@ static irqreturn_t xsblk_interrupt(int irq, void *data)
 static blk_status_t xsblk_map(struct xsblk_info *info, struct request *rq,
 			      struct xsblk_req *req)
 {
+	struct xs_blk_segment seg;
+	struct scatterlist *sg;
+	unsigned int i;
+
 	req->nr_sg = blk_rq_map_sg(rq->q, rq, req->sg);
 	if (!req->nr_sg || req->nr_sg > info->max_segs)
 		return BLK_STS_IOERR;
+	/* Each within its page, whole sectors: what a bounce page can carry. */
+	for_each_sg(req->sg, sg, req->nr_sg, i)
+		if (xsblk_segment(0, sg->offset, sg->length, &seg))
+			return BLK_STS_IOERR;
 	if (req->nr_sg > XS_BLK_MAX_INLINE_SEGMENTS)
 		req->op = XS_BLK_OP_INDIRECT;
 	else
@@ -502,6 +684,10 @@ static blk_status_t xsblk_queue_rq(struct blk_mq_hw_ctx *hctx,
 	sts = xsblk_prepare(info, rq, req);
 	if (sts)
 		return sts;
+	sts = xsblk_bounce_get(info, req);
+	if (sts)
+		return sts;
+	xsblk_bounce_fill_req(req);
 	blk_mq_start_request(rq);
 	spin_lock_irqsave(&info->lock, flags);
 	if (info->broken || info->dying)
@@ -511,6 +697,9 @@ static blk_status_t xsblk_queue_rq(struct blk_mq_hw_ctx *hctx,
 	if (sts == BLK_STS_OK && bd->last)
 		xsblk_push(info);
 	spin_unlock_irqrestore(&info->lock, flags);
+	/* Not in flight: blk-mq ends or requeues it without complete(). */
+	if (sts)
+		xsblk_bounce_put(info, req);
 	return sts;
 }
 
@@ -527,8 +716,13 @@ static void xsblk_commit_rqs(struct blk_mq_hw_ctx *hctx)
 
 static void xsblk_complete_rq(struct request *rq)
 {
+	struct xsblk_info *info = rq->q->queuedata;
 	struct xsblk_req *req = blk_mq_rq_to_pdu(rq);
 
+	/* OKAY needs every grant ended (xsblk_finish): the pages are ours. */
+	if (req->status == BLK_STS_OK && !req->write && req->nr_bounce)
+		xsblk_bounce_copy_out(req);
+	xsblk_bounce_put(info, req);
 	blk_mq_end_request(rq, req->status);
 }
 
@@ -541,21 +735,9 @@ static int xsblk_init_request(struct blk_mq_tag_set *set, struct request *rq,
 	sg_init_table(req->sg, info->max_segs);
 	req->nr_grants = 0;
 	req->indirect_granted = false;
+	req->nr_bounce = 0;
 	req->indirect = NULL;
-	if (info->max_segs <= XS_BLK_MAX_INLINE_SEGMENTS)
-		return 0;
-	req->indirect = alloc_pages_node(numa_node, GFP_KERNEL, 0);
-	return req->indirect ? 0 : -ENOMEM;
-}
-
-static void xsblk_exit_request(struct blk_mq_tag_set *set, struct request *rq,
-			       unsigned int hctx_idx)
-{
-	struct xsblk_req *req = blk_mq_rq_to_pdu(rq);
-
-	if (req->indirect)
-		__free_page(req->indirect);
-	req->indirect = NULL;
+	return 0;
 }
 
 static const struct blk_mq_ops xsblk_mq_ops = {
@@ -563,7 +745,6 @@ static const struct blk_mq_ops xsblk_mq_ops = {
 	.commit_rqs = xsblk_commit_rqs,
 	.complete = xsblk_complete_rq,
 	.init_request = xsblk_init_request,
-	.exit_request = xsblk_exit_request,
 };
 
 static const struct block_device_operations xsblk_fops = {
@@ -672,11 +853,14 @@ static struct xsblk_info *xsblk_alloc_info(struct xenshare_device *xdev,
 	info->depth = depth;
 	spin_lock_init(&info->lock);
 	INIT_LIST_HEAD(&info->issued);
+	spin_lock_init(&info->pool_lock);
+	INIT_LIST_HEAD(&info->pool);
 	return info;
 }
 
 static void xsblk_free_info(struct xsblk_info *info)
 {
+	xsblk_pool_free(info);
 	kfree(info->in_flight);
 	kfree(info->rqs);
 	kfree(info);
@@ -701,6 +885,9 @@ static int xsblk_probe(struct xenshare_device *xdev)
 	info->cur = lanes;
 	info->server = lanes.sh->owner;
 	info->max_segs = xsblk_max_segments(&lanes.control);
+	err = xsblk_pool_init(info);
+	if (err)
+		goto err_info;
 	info->index = ida_alloc_max(&xsblk_ida, XSBLK_MAX_DISKS - 1, GFP_KERNEL);
 	if (info->index < 0) {
 		err = info->index;

@@ -60,3 +60,39 @@ int xsblk_parse_response(const struct xs_blk_response *raw,
 	out->status = status;
 	return 0;
 }
+
+int xsblk_segment(u32 gref, u32 off, u32 len, struct xs_blk_segment *seg)
+{
+	if (!len || off % XS_BLK_SECTOR_SIZE || len % XS_BLK_SECTOR_SIZE ||
+	    off > XS_PAGE_SIZE || len > XS_PAGE_SIZE - off)
+		return -EINVAL;
+	seg->gref = cpu_to_le32(gref);
+	seg->first_sect = off / XS_BLK_SECTOR_SIZE;
+	seg->last_sect = (off + len - 1) / XS_BLK_SECTOR_SIZE;
+	seg->reserved = 0;
+	return 0;
+}
+
+void xsblk_finish_indirect(u8 *page, u32 nr)
+{
+	size_t used = (size_t)nr * sizeof(struct xs_blk_segment);
+
+	memset(page + used, 0, XS_PAGE_SIZE - used);
+}
+
+void xsblk_bounce_fill(u8 *bounce, const u8 *data, u32 off, u32 len, bool write)
+{
+	if (!write) {
+		memset(bounce, 0, XS_PAGE_SIZE);
+		return;
+	}
+	memset(bounce, 0, off);
+	memcpy(bounce + off, data, len);
+	memset(bounce + off + len, 0, XS_PAGE_SIZE - off - len);
+}
+
+bool xsblk_trigger_is_work(int responses, bool wait_room, int req_free)
+{
+	/* A request waiting for room is helped by room only. */
+	return responses != 0 || (wait_room && req_free != 0);
+}

@@ -38,4 +38,33 @@ int xsblk_parse_response(const struct xs_blk_response *raw,
 			 const u8 *in_flight, u32 nr_ids,
 			 struct xsblk_response *out);
 
+/*
+ * The segment for off/len bytes of a page (a request's data, bounced):
+ * 512-byte aligned, non-empty, within the page. -EINVAL otherwise.
+ */
+int xsblk_segment(u32 gref, u32 off, u32 len, struct xs_blk_segment *seg);
+
+/*
+ * An indirect page whose first nr segments are written (nr <= 512):
+ * zeroes the rest of the page, so the server reads nothing else of it.
+ */
+void xsblk_finish_indirect(u8 *page, u32 nr);
+
+/*
+ * Prepares the bounce page granted for one segment of off/len bytes
+ * (xsblk_segment() accepted them): for a write, data (len bytes) at off
+ * and zeroes around it; for a read, zeroes (the server writes the
+ * segment). Either way the page holds nothing but what the request
+ * shares.
+ */
+void xsblk_bounce_fill(u8 *bounce, const u8 *data, u32 off, u32 len, bool write);
+
+/*
+ * Whether a trigger gave the disk something to do: responses (n > 0, or
+ * n < 0 for a bad index, which breaks the disk), or room in the request
+ * lane a request waits for (req_free free slots, or < 0 for a bad index).
+ * If not, it was spurious (late EOI: Xen backs off a flooding server).
+ */
+bool xsblk_trigger_is_work(int responses, bool wait_room, int req_free);
+
 #endif /* XENSBLK_PARSE_H */

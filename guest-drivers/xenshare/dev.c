@@ -1013,26 +1013,49 @@ static long xs_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 
 /* ---- mmap ------------------------------------------------------------ */
 
+/*
+ * A VMA of ours holds a reference to its object, taken in xs_mmap() for
+ * the first and in xs_vma_open() for every copy the kernel makes of it:
+ * fork() of a mapping a process asked to be inherited (MADV_DOFORK where
+ * VM_IO is not set), and mremap(), whose new VMA exists (and is closed)
+ * even when the move is refused. Only the VMA xs_mmap() made is o->vma:
+ * it owns the PV notifier and the PV grant mapping.
+ */
+static void xs_vma_open(struct vm_area_struct *vma)
+{
+	struct xs_obj *o = vma->vm_private_data;
+
+	refcount_inc(&o->users);
+}
+
 static void xs_vma_close(struct vm_area_struct *vma)
 {
 	struct xs_obj *o = vma->vm_private_data;
 	struct xs_file *xf = o->xf;
+	bool first;
 
-	if (o->notifier_live) {
+	/* Only xs_mmap() sets o->vma, and only while it is NULL. */
+	mutex_lock(&xf->lock);
+	first = o->vma == vma;
+	mutex_unlock(&xf->lock);
+	if (first && o->notifier_live) {
 		/* Waits for a running invalidate; none can start after. */
 		mmu_interval_notifier_remove(&o->notifier);
 		o->notifier_live = false;
 	}
-	if (o->kind == XS_MAP) {
+	if (first && o->kind == XS_MAP) {
 		/* PV: the page tables are gone; the grants must go too. */
 		mutex_lock(&o->map_lock);
 		if (xs_pv())
 			xs_unmap_grants(o);
 		mutex_unlock(&o->map_lock);
 	}
-	mutex_lock(&xf->lock);
-	o->vma = NULL;
-	mutex_unlock(&xf->lock);
+	if (first) {
+		/* Mappable again (not before: the notifier is per mapping). */
+		mutex_lock(&xf->lock);
+		o->vma = NULL;
+		mutex_unlock(&xf->lock);
+	}
 	vma->vm_private_data = NULL;
 	xs_put_obj(o);
 }
@@ -1043,9 +1066,22 @@ static int xs_vma_may_split(struct vm_area_struct *vma, unsigned long addr)
 	return -EINVAL;
 }
 
+/*
+ * A mapping stays where mmap() put it: mremap() moving it fails with
+ * EINVAL (the kernel then moves the page tables back and closes the new
+ * VMA). In a PV domain the move has already unmapped the grants through
+ * the notifier: the mapping is left without them.
+ */
+static int xs_vma_mremap(struct vm_area_struct *vma)
+{
+	return -EINVAL;
+}
+
 static const struct vm_operations_struct xs_vm_ops = {
+	.open = xs_vma_open,
 	.close = xs_vma_close,
 	.may_split = xs_vma_may_split,
+	.mremap = xs_vma_mremap,
 };
 
 /*
@@ -1103,7 +1139,6 @@ static int xs_mmap_pv_grants(struct xs_obj *o, struct vm_area_struct *vma)
 	/* Without it the PTEs would not be special: refuse, do not guess. */
 	if (!xen_feature(XENFEAT_gnttab_map_avail_bits))
 		return -EOPNOTSUPP;
-	vma->vm_flags |= VM_DONTCOPY;
 	rc = mmu_interval_notifier_insert_locked(&o->notifier, vma->vm_mm,
 						 vma->vm_start,
 						 vma->vm_end - vma->vm_start,
@@ -1166,7 +1201,11 @@ static int xs_mmap(struct file *file, struct vm_area_struct *vma)
 			goto out;
 		vma->vm_flags &= ~VM_MAYWRITE;
 	}
-	vma->vm_flags |= VM_DONTEXPAND | VM_DONTDUMP;
+	/*
+	 * Not inherited by fork(): the objects are the file's, and Xen wrote
+	 * a PV mapping's PTEs for this process only.
+	 */
+	vma->vm_flags |= VM_DONTEXPAND | VM_DONTDUMP | VM_DONTCOPY;
 
 	switch (o->kind) {
 	case XS_PAGES:

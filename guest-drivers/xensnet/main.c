@@ -88,14 +88,18 @@ void xsn_break(struct xsn_priv *np, const char *why)
  */
 static bool xsn_triggered_for(struct xsn_priv *np)
 {
-	u32 link;
+	struct xsn_trigger t = { .flags = READ_ONCE(np->flags) };
 
-	if (xsn_stopped(&np->flags))
+	/* Detached: np->sh and the lanes are not to be read. */
+	if (xsn_flags_stopped(t.flags))
 		return false;
-	if (xs_lane_peek_produced(&np->rx) || netif_queue_stopped(np->dev))
-		return true;
-	link = le32_to_cpu(READ_ONCE(xsn_control(np)->link_state));
-	return (link == XS_NET_LINK_UP) != netif_carrier_ok(np->dev);
+	t.rx_produced = xs_lane_peek_produced(&np->rx);
+	t.tx_stopped = netif_queue_stopped(np->dev);
+	t.tx_free = xs_lane_peek_free(&np->tx);
+	t.tx_max_slots = np->tx_max_slots;
+	t.link_up = le32_to_cpu(READ_ONCE(xsn_control(np)->link_state)) == XS_NET_LINK_UP;
+	t.carrier = netif_carrier_ok(np->dev);
+	return xsn_trigger_is_work(&t);
 }
 
 static irqreturn_t xsn_interrupt(int irq, void *data)
@@ -154,6 +158,7 @@ static const struct net_device_ops xsn_netdev_ops = {
 	.ndo_open = xsn_open,
 	.ndo_stop = xsn_stop,
 	.ndo_start_xmit = xsn_start_xmit,
+	.ndo_features_check = xsn_features_check,
 	.ndo_get_stats64 = xsn_get_stats64,
 	.ndo_validate_addr = eth_validate_addr,
 };
@@ -277,16 +282,24 @@ static void xsn_close_member(struct xsn_priv *np)
  * switch reads features_accepted only once, so keep what it uses, checked
  * as a fresh offer would be.
  */
-static u32 xsn_features(struct xsn_priv *np, const struct xsn_control *c)
+static int xsn_features(struct xsn_priv *np, const struct xsn_control *c)
 {
 	struct xs_net_control *ctrl = xsn_control(np);
+	u32 allowed = accept & XSN_SUPPORTED;
+	bool up;
 	u32 prev;
+	int rc;
 
-	if (le32_to_cpu(smp_load_acquire(&ctrl->link_state)) != XS_NET_LINK_UP)
-		return xsn_negotiate(c, accept & XSN_SUPPORTED, np->sh->nr_pages);
+	up = le32_to_cpu(smp_load_acquire(&ctrl->link_state)) == XS_NET_LINK_UP;
 	prev = le32_to_cpu(READ_ONCE(ctrl->features_accepted));
-	dev_info(&np->xdev->dev, "port already up: keeping its features %#x\n", prev);
-	return xsn_negotiate(c, prev, np->sh->nr_pages);
+	rc = xsn_choose_features(c, allowed, up, prev, np->sh->nr_pages, &np->accepted);
+	if (rc)
+		dev_err(&np->xdev->dev,
+			"port already up with features %#x, beyond accept=%#x: refused (a new port negotiates again)\n",
+			prev, allowed);
+	else if (up)
+		dev_info(&np->xdev->dev, "port already up: keeping its features %#x\n", prev);
+	return rc;
 }
 
 static int xsn_init_priv(struct xsn_priv *np, struct xenshare_device *xdev,
@@ -296,7 +309,9 @@ static int xsn_init_priv(struct xsn_priv *np, struct xenshare_device *xdev,
 
 	np->xdev = xdev;
 	np->sh = xdev->share;
-	np->accepted = xsn_features(np, c);
+	rc = xsn_features(np, c);
+	if (rc)
+		return rc;
 	np->mtu = xsn_mtu(c, np->accepted);
 	np->tx_max_slots = DIV_ROUND_UP(np->accepted & XS_NET_F_GSO ? XS_NET_GSO_MAX_FRAME :
 					np->mtu + XS_NET_FRAME_OVERHEAD, XS_NET_SLOT_DATA_MAX);
@@ -379,10 +394,16 @@ static void xsn_suspend(struct xenshare_device *xdev)
 	domid_t owner = np->sh->owner;
 
 	rtnl_lock();
+	/*
+	 * First: from here an xmit drops, a trigger is spurious and NAPI
+	 * neither polls nor wakes the queue (xsn_tx_wake checks it under the
+	 * tx lock, which netif_tx_disable takes after it).
+	 */
+	set_bit(XSN_DETACHED, &np->flags);
+	smp_mb__after_atomic();
 	netif_device_detach(dev);
 	/* Waits for an xmit in progress; later ones find the queue stopped. */
 	netif_tx_disable(dev);
-	set_bit(XSN_DETACHED, &np->flags);
 	/* No trigger comes any more; a poll in progress ends first. */
 	xenshare_share_unbind(np->sh);
 	if (netif_running(dev))

@@ -213,3 +213,45 @@ void xsn_rx_chain_drop(struct xsn_rx_chain *c, bool more)
 	xsn_rx_chain_reset(c);
 	c->skipping = more;
 }
+
+int xsn_choose_features(const struct xsn_control *c, u32 accept, bool link_up,
+			u32 prev, u32 numpages, u32 *out)
+{
+	u32 allowed = accept & XS_NET_F_ALL;
+
+	if (!link_up) {
+		*out = xsn_negotiate(c, allowed, numpages);
+		return 0;
+	}
+	/* The switch wrote link_state and, for all we know, prev. */
+	if (prev & ~allowed)
+		return -EOPNOTSUPP;
+	*out = xsn_negotiate(c, prev, numpages);
+	return 0;
+}
+
+bool xsn_trigger_is_work(const struct xsn_trigger *t)
+{
+	if (xsn_flags_stopped(t->flags))
+		return false;
+	if (t->rx_produced)
+		return true;
+	/* The queue waits for the longest frame's room, not for any trigger. */
+	if (t->tx_stopped && (t->tx_free < 0 || (u32)t->tx_free >= t->tx_max_slots))
+		return true;
+	return t->link_up != t->carrier;
+}
+
+bool xsn_tx_may_wake(unsigned long flags, bool queue_stopped, bool running)
+{
+	return !xsn_flags_stopped(flags) && queue_stopped && running;
+}
+
+u32 xsn_gso_size(u8 gso_type, u16 gso_size, u32 payload)
+{
+	if (!gso_size)
+		return 0;
+	if (gso_type == XS_NET_GSO_UDP_L4)
+		return payload > (u32)gso_size * XSN_GSO_MAX_UDP_SEGS ? 0 : gso_size;
+	return gso_size < XSN_GSO_MIN_TCP_SIZE ? XSN_GSO_MIN_TCP_SIZE : gso_size;
+}

@@ -88,4 +88,64 @@ int xsn_rx_chain_push(struct xsn_rx_chain *c, const struct xs_net_slot_header *h
  */
 void xsn_rx_chain_drop(struct xsn_rx_chain *c, bool more);
 
+/* xsn_priv.flags */
+#define XSN_BROKEN 0	/* the switch broke the protocol: device stopped */
+#define XSN_DETACHED 1	/* no share (the domain was suspended); under rtnl */
+
+/* Neither lane may be touched (flags: a snapshot of xsn_priv.flags). */
+static inline bool xsn_flags_stopped(unsigned long flags)
+{
+	return flags & ((1UL << XSN_BROKEN) | (1UL << XSN_DETACHED));
+}
+
+/*
+ * The features to accept at probe, into *out: of what the accept=
+ * parameter allows, what negotiation keeps. A port whose link is up
+ * already (link_up) was negotiated by an earlier probe, and the switch
+ * keeps what it read then (prev, read back from the share): those, as
+ * negotiation checks them, if accept= allows them all; if it does not
+ * (or a switch raised link_state and wrote prev itself), -EOPNOTSUPP:
+ * the switch cannot widen accept=, and the port cannot be narrowed
+ * without a new one.
+ */
+int xsn_choose_features(const struct xsn_control *c, u32 accept, bool link_up,
+			u32 prev, u32 numpages, u32 *out);
+
+/* What a trigger from the switch finds, for xsn_trigger_is_work(). */
+struct xsn_trigger {
+	unsigned long flags;	/* xsn_priv.flags */
+	bool rx_produced;	/* the rx lane's prod moved past ours */
+	bool tx_stopped;	/* the tx queue waits for room */
+	int tx_free;		/* free tx slots, or -EPROTO for a bad cons */
+	u32 tx_max_slots;	/* what the stopped queue waits for */
+	bool link_up;		/* link_state says UP */
+	bool carrier;		/* our carrier is on */
+};
+
+/*
+ * Whether a trigger gave NAPI something to do; if not, the trigger was
+ * spurious (late EOI: Xen backs off a port that floods them).
+ */
+bool xsn_trigger_is_work(const struct xsn_trigger *t);
+
+/*
+ * Whether NAPI may wake the stopped tx queue: the device is attached and
+ * not broken, the queue is stopped and the device up.
+ */
+bool xsn_tx_may_wake(unsigned long flags, bool queue_stopped, bool running);
+
+/*
+ * Segmentation of a received GSO frame with payload bytes after its L4
+ * header: the gso_size to give the stack, or 0 to drop the frame. A UDP
+ * segment is a datagram whose size is the sender's: more than
+ * XSN_GSO_MAX_UDP_SEGS of them from one frame is refused (Linux's
+ * UDP_MAX_SEGMENTS, as its virtio_net_hdr_to_skb checks). TCP cuts
+ * anywhere: a size below XSN_GSO_MIN_TCP_SIZE is raised to it (Linux's
+ * TCP_MIN_GSO_SIZE). The same limit keeps our own UDP GSO frames in
+ * software when they would have more segments (xsn_features_check).
+ */
+#define XSN_GSO_MAX_UDP_SEGS 64
+#define XSN_GSO_MIN_TCP_SIZE 8
+u32 xsn_gso_size(u8 gso_type, u16 gso_size, u32 payload);
+
 #endif /* XENSNET_PARSE_H */

@@ -7,6 +7,7 @@
  * and parse.c decides what a chain of them means.
  */
 #include <linux/etherdevice.h>
+#include <linux/if_vlan.h>
 #include <linux/ip.h>
 #include <linux/skbuff.h>
 #include <linux/tcp.h>
@@ -212,6 +213,26 @@ drop:
 	return NETDEV_TX_OK;
 }
 
+/*
+ * A UDP GSO frame of more segments than a member takes (xsn_gso_size) is
+ * cut here by the stack instead, so the switch and the other members
+ * never see one from us.
+ */
+netdev_features_t xsn_features_check(struct sk_buff *skb, struct net_device *dev,
+				     netdev_features_t features)
+{
+	const struct skb_shared_info *si = skb_shinfo(skb);
+	u32 payload;
+
+	features = vlan_features_check(skb, features);
+	if (!skb_is_gso(skb) || !(si->gso_type & SKB_GSO_UDP_L4))
+		return features;
+	payload = skb->len - min_t(u32, skb->len, skb_transport_offset(skb) + sizeof(struct udphdr));
+	if (!xsn_gso_size(XS_NET_GSO_UDP_L4, si->gso_size, payload))
+		features &= ~NETIF_F_GSO_MASK;
+	return features;
+}
+
 /* NAPI: the switch freed slots; wake the queue if the longest frame fits. */
 static void xsn_tx_wake(struct xsn_priv *np)
 {
@@ -221,7 +242,8 @@ static void xsn_tx_wake(struct xsn_priv *np)
 	if (!netif_queue_stopped(np->dev))
 		return;
 	__netif_tx_lock(txq, smp_processor_id());
-	if (netif_queue_stopped(np->dev) && netif_running(np->dev)) {
+	if (xsn_tx_may_wake(READ_ONCE(np->flags), netif_queue_stopped(np->dev),
+			    netif_running(np->dev))) {
 		free = xs_lane_producer_refresh(&np->tx);
 		if (free < 0)
 			xsn_break(np, "the tx lane's cons is out of bounds");
@@ -288,7 +310,9 @@ static int xsn_rx_gso(struct sk_buff *skb, const struct xsn_rx_frame *f)
 	struct skb_shared_info *si = skb_shinfo(skb);
 	unsigned int thlen = sizeof(struct tcphdr);
 	unsigned int check = offsetof(struct tcphdr, check);
-	unsigned int type, size = f->gso_size;
+	unsigned int type, size, payload;
+
+	BUILD_BUG_ON(XSN_GSO_MIN_TCP_SIZE != TCP_MIN_GSO_SIZE);
 
 	switch (f->gso_type) {
 	case XS_NET_GSO_TCPV4:
@@ -309,10 +333,13 @@ static int xsn_rx_gso(struct sk_buff *skb, const struct xsn_rx_frame *f)
 		return -EINVAL;
 	if (f->gso_flags & XS_NET_GSO_FLAG_ECN)
 		type |= SKB_GSO_TCP_ECN;
-	if (type & (SKB_GSO_TCPV4 | SKB_GSO_TCPV6))
-		size = max_t(unsigned int, size, TCP_MIN_GSO_SIZE);
+	payload = skb->len - f->csum_start - thlen;
+	/* UDP: at most 64 segments; TCP: segments of at least 8 bytes. */
+	size = xsn_gso_size(f->gso_type, f->gso_size, payload);
+	if (!size)
+		return -EMSGSIZE;
 	/* Too small to be cut: an ordinary frame with a partial checksum. */
-	if (skb->len - f->csum_start - thlen <= size)
+	if (payload <= size)
 		return 0;
 	/* The stack checks the headers of a dodgy frame before it cuts it. */
 	si->gso_size = size;
@@ -443,12 +470,15 @@ static void xsn_update_link(struct xsn_priv *np)
 
 	if (up == netif_carrier_ok(np->dev))
 		return;
+	/* A switch may flap link_state on every trigger: the log is bounded. */
 	if (up) {
 		netif_carrier_on(np->dev);
-		netdev_info(np->dev, "link up\n");
+		if (net_ratelimit())
+			netdev_info(np->dev, "link up\n");
 	} else {
 		netif_carrier_off(np->dev);
-		netdev_info(np->dev, "link down\n");
+		if (net_ratelimit())
+			netdev_info(np->dev, "link down\n");
 	}
 }
 

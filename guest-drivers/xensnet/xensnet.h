@@ -31,14 +31,10 @@ enum xsn_stat {
 	XSN_NR_STATS
 };
 
-/* xsn_priv.flags */
-#define XSN_BROKEN 0	/* the switch broke the protocol: device stopped */
-#define XSN_DETACHED 1	/* no share (the domain was suspended); under rtnl */
-
-/* Neither lane may be touched. */
+/* Neither lane may be touched (the flags are XSN_BROKEN, XSN_DETACHED). */
 static inline bool xsn_stopped(const unsigned long *flags)
 {
-	return test_bit(XSN_BROKEN, flags) || test_bit(XSN_DETACHED, flags);
+	return xsn_flags_stopped(READ_ONCE(*flags));
 }
 
 struct xsn_priv {
@@ -74,6 +70,8 @@ void xsn_count(struct xsn_priv *np, enum xsn_stat i, u64 n);
 void xsn_break(struct xsn_priv *np, const char *why);
 
 netdev_tx_t xsn_start_xmit(struct sk_buff *skb, struct net_device *dev);
+netdev_features_t xsn_features_check(struct sk_buff *skb, struct net_device *dev,
+				     netdev_features_t features);
 int xsn_poll(struct napi_struct *napi, int budget);
 void xsn_rx_discard(struct xsn_priv *np);
 

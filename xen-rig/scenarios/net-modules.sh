@@ -9,7 +9,8 @@
 # leaves no Oops, WARNING or BUG in any kernel log. Before that, net-a's
 # xsn0 goes down and up, and net-b and dom0 come back with JUMBO accepted
 # (MTU 9000) and ping each other with 8000-byte echoes, again after
-# net-b reloads xensnet alone (the port stays up; its features are kept).
+# net-b reloads xensnet alone (the port stays up; its features are kept;
+# with accept=0 that probe is refused, the switch cannot widen accept=).
 # Last, net-b's port moves to a 4-page share (2 slots a lane) and sends
 # 2 MiB to net-a through it. Each domU's dmesg is
 # handed over as dmesg-<domU>.log.
@@ -254,13 +255,21 @@ cat /sys/class/net/xsn0/statistics/rx_dropped /sys/class/net/xsn0/statistics/tx_
     grep -q '8008 bytes from' /tmp/ping.out
 }
 
-# reload_b: xensnet alone reloaded in net-b, asking for no features; the
-# port is up (xenshare kept the share), so the new device keeps what the
-# switch uses (all of them: MTU 9000) and jumbo pings still cross.
+# reload_b: xensnet alone reloaded in net-b. The port is up (xenshare
+# kept the share) with every feature, and the switch keeps what it read
+# once: asking for none (accept=0) is refused, not overridden by the
+# switch (issue 18); reloaded with the default, the new device keeps what
+# the switch uses (all of them: MTU 9000) and jumbo pings still cross.
 reload_b() {
     dom_run $B "rmmod xensnet || exit 1
 [ ! -e /sys/class/net/xsn0 ] || { echo 'xsn0 is still there'; exit 1; }
 modprobe xensnet accept=0 || exit 1
+sleep 1
+[ ! -e /sys/class/net/xsn0 ] || { echo 'accept=0 got a device on a port up with 0xf'; exit 1; }
+dmesg | grep 'beyond accept=0' | tail -n 1
+dmesg | grep -q 'port already up with features 0xf, beyond accept=0: refused' || exit 1
+rmmod xensnet || exit 1
+modprobe xensnet || exit 1
 $(up_cmds "$(mac_of $B)" /etc/rig/udhcpc)
 dmesg | grep 'keeping its features' | tail -n 1
 dmesg | grep -q 'port already up: keeping its features 0xf' || exit 1
@@ -272,9 +281,11 @@ dmesg | grep -q 'port already up: keeping its features 0xf' || exit 1
 # small_b: net-b's port again, on the smallest share (4 pages: 2 slots a
 # lane, so no GSO), so its tx lane is full after every frame or two and
 # the queue stops and wakes all the time; then 2 MiB from net-b to net-a.
-# xensnet is still loaded with accept=0 there: a fresh port accepts no
-# feature at all (checksums computed by the stack, none offloaded).
+# xensnet is loaded with accept=0 there first (its probe of the port
+# that is up is refused): a fresh port accepts no feature at all
+# (checksums computed by the stack, none offloaded).
 small_b() {
+    dom_run $B 'rmmod xensnet && modprobe xensnet accept=0' || return 1
     vdevice --timeout 60 remove net --backend "$(nb)" "$(xl domid $B)" || return 1
     vdevice --timeout 60 create net --backend "$(nb)" --pages 4 "$(xl domid $B)" || return 1
     dom_run $B "$(up_cmds "$(mac_of $B)" /etc/rig/udhcpc)

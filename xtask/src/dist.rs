@@ -154,6 +154,7 @@ fn stage_dom0(tree: &Path, version: &str) -> Result<()> {
     fresh_dir(tree)?;
     let images = crate::images::build(&BACKENDS.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
     for (name, path) in BACKENDS.iter().zip(&images) {
+        crate::images::refuse_test_build(path)?;
         copy(path, &tree.join(&IMAGE_DIR[1..]).join(name), 0o644)?;
         let cfg = fs::read_to_string(root().join("xl-configs").join(format!("{name}.cfg")))?;
         write(

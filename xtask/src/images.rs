@@ -24,6 +24,31 @@ pub const IMAGES: &[(&str, &str)] = &[
     ("pvh-selftest", "pvh-selftest"),
 ];
 
+/// Test-only images, as (package, binary, feature, image name): builds
+/// with a feature no shipped image has, for rig scenarios only. Never
+/// built by `cargo xtask images`; `dist` and [`build`] refuse any image
+/// that carries a [`TEST_MARKERS`] string.
+pub const TEST_IMAGES: &[(&str, &str, &str, &str)] =
+    &[("blkback-uk", "blkback-uk", "hostile", "blkback-uk-hostile")];
+
+/// What each test-only build prints at boot and so carries in its bytes
+/// (`blkback_uk::hostile::MARKER`).
+pub const TEST_MARKERS: &[&str] = &["blkback-uk HOSTILE TEST BUILD"];
+
+/// Fails if the image at `path` is a test-only build.
+pub fn refuse_test_build(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    for m in TEST_MARKERS {
+        if bytes.windows(m.len()).any(|w| w == m.as_bytes()) {
+            bail!(
+                "{} is a test-only build ({m:?}): it must never be shipped",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Build only these images (default: all).
@@ -68,12 +93,13 @@ fn rustflags(lld: &Path) -> String {
 
 /// Builds the images and returns their paths.
 pub fn build(names: &[String]) -> Result<Vec<PathBuf>> {
-    let lld = rust_lld()?;
-    // `strip` (binutils) makes the images from the unstripped builds.
-    ensure_apt(&["binutils"])?;
-    let pvh_target = target_dir().join("pvh");
-    let out_dir = target_dir().join("images");
-    std::fs::create_dir_all(&out_dir)?;
+    if let Some(t) = TEST_IMAGES.iter().find(|t| names.iter().any(|n| n == t.3)) {
+        bail!(
+            "{} is a test-only image (feature {}): only the rig builds it",
+            t.3,
+            t.2
+        );
+    }
     let chosen: Vec<&(&str, &str)> = IMAGES
         .iter()
         .filter(|(_, bin)| names.is_empty() || names.iter().any(|n| n == bin))
@@ -81,6 +107,45 @@ pub fn build(names: &[String]) -> Result<Vec<PathBuf>> {
     if chosen.is_empty() {
         bail!("no image named {names:?}; images: {IMAGES:?}");
     }
+    let features: Vec<String> = chosen.iter().map(|(pkg, _)| format!("{pkg}/pvh")).collect();
+    let built = build_into("pvh", &chosen, &features, |bin| bin.to_string())?;
+    for b in &built {
+        refuse_test_build(b)?;
+    }
+    Ok(built)
+}
+
+/// Builds [`TEST_IMAGES`] (their own target directory, so the shipped
+/// images are not rebuilt) into `target/images/` under their test names.
+pub fn build_test_images() -> Result<Vec<PathBuf>> {
+    let chosen: Vec<(&str, &str)> = TEST_IMAGES.iter().map(|t| (t.0, t.1)).collect();
+    let chosen: Vec<&(&str, &str)> = chosen.iter().collect();
+    let features: Vec<String> = TEST_IMAGES
+        .iter()
+        .map(|t| format!("{0}/pvh,{0}/{1}", t.0, t.2))
+        .collect();
+    build_into("pvh-test", &chosen, &features, |bin| {
+        TEST_IMAGES
+            .iter()
+            .find(|t| t.1 == bin)
+            .map_or(bin.to_string(), |t| t.3.to_string())
+    })
+}
+
+/// Builds `chosen` with `features[i]` each, in `target/<dir>`, strips each
+/// into `target/images/<name(bin)>`.
+fn build_into(
+    dir: &str,
+    chosen: &[&(&str, &str)],
+    features: &[String],
+    name: impl Fn(&str) -> String,
+) -> Result<Vec<PathBuf>> {
+    let lld = rust_lld()?;
+    // `strip` (binutils) makes the images from the unstripped builds.
+    ensure_apt(&["binutils"])?;
+    let pvh_target = target_dir().join(dir);
+    let out_dir = target_dir().join("images");
+    std::fs::create_dir_all(&out_dir)?;
     let mut cmd = cargo();
     cmd.args(["build", "--release", "--target", TARGET])
         .arg("--target-dir")
@@ -104,15 +169,17 @@ pub fn build(names: &[String]) -> Result<Vec<PathBuf>> {
         ])
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags(&lld))
         .env_remove("RUSTFLAGS");
-    for (pkg, bin) in &chosen {
-        cmd.args(["-p", pkg, "--bin", bin, "--features", &format!("{pkg}/pvh")]);
+    for ((pkg, bin), f) in chosen.iter().zip(features) {
+        cmd.args(["-p", pkg, "--bin", bin, "--features", f]);
     }
-    run_step("PVH images", &mut cmd)?;
+    run_step(&format!("PVH images ({dir})"), &mut cmd)?;
     let sym_dir = target_dir().join("pvh-symbols");
     std::fs::create_dir_all(&sym_dir)?;
     let mut built = Vec::new();
     for (_, bin) in chosen {
         let from = pvh_target.join(TARGET).join("release").join(bin);
+        let bin = name(bin);
+        let bin = bin.as_str();
         let sym = sym_dir.join(bin);
         std::fs::copy(&from, &sym)
             .with_context(|| format!("copying {} to {}", from.display(), sym.display()))?;
@@ -137,4 +204,44 @@ pub fn build(names: &[String]) -> Result<Vec<PathBuf>> {
 
 pub fn run(args: Args) -> Result<()> {
     build(&args.names).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_test_build_is_refused_and_a_shipped_one_is_not() {
+        let dir = std::env::temp_dir().join(format!("xtask-images-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let shipped = dir.join("blkback-uk");
+        let test = dir.join("blkback-uk-hostile");
+        std::fs::write(
+            &shipped,
+            b"\x7fELF blkback-uk 0.1.0: xen-share block backend",
+        )
+        .unwrap();
+        let mut bytes = b"\x7fELF ... ".to_vec();
+        bytes.extend_from_slice(TEST_MARKERS[0].as_bytes());
+        std::fs::write(&test, &bytes).unwrap();
+        assert!(refuse_test_build(&shipped).is_ok());
+        let e = refuse_test_build(&test).unwrap_err().to_string();
+        assert!(e.contains("test-only build"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_markers_are_the_test_builds_own() {
+        // What blkback-uk's hostile module prints at boot (its MARKER).
+        let src = std::fs::read_to_string(root().join("blkback-uk/src/hostile.rs")).unwrap();
+        assert!(src.contains(&format!("MARKER: &str = \"{}\"", TEST_MARKERS[0])));
+    }
+
+    #[test]
+    fn images_refuses_to_build_a_test_image() {
+        let e = build(&["blkback-uk-hostile".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("test-only image"), "{e}");
+    }
 }

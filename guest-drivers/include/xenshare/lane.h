@@ -97,6 +97,21 @@ static inline bool xs_lane_peek_produced(struct xs_lane *l)
 	return READ_ONCE(*xs_lane_index(l, XS_LANE_PROD)) != READ_ONCE(l->ours);
 }
 
+/*
+ * Producer, from an interrupt handler that races the lane's user: free
+ * slots as the peer's cons says now, or -EPROTO. Only a hint (whether a
+ * trigger brought the room a stopped producer waits for); changes nothing.
+ */
+static inline int xs_lane_peek_free(struct xs_lane *l)
+{
+	u32 cons = READ_ONCE(*xs_lane_index(l, XS_LANE_CONS));
+	u32 ours = READ_ONCE(l->ours);
+
+	if (ours - cons > l->slot_count)
+		return -EPROTO;
+	return l->slot_count - (ours - cons);
+}
+
 /* Producer: load cons once; returns free slots, or -EPROTO. */
 static inline int xs_lane_producer_refresh(struct xs_lane *l)
 {

@@ -41,9 +41,12 @@ pub const DOMU_BINARIES: &[(&str, &str)] = &[("share-member", "share-member")];
 /// Examples of this workspace put into the domU image's `/usr/bin`, as
 /// (package, example, features), built and stripped like
 /// [`DOMU_BINARIES`]: `xenshare-xfer` moves data between two domUs
-/// through `/dev/xenshare` (scenario `xenshare-dev`).
-pub const DOMU_EXAMPLES: &[(&str, &str, &str)] =
-    &[("share-hal", "xenshare-xfer", "share-hal/linux")];
+/// through `/dev/xenshare` (scenario `xenshare-dev`); `xenshare-vma`
+/// forks and mremaps a mapping of it (scenario `xenshare-vma`).
+pub const DOMU_EXAMPLES: &[(&str, &str, &str)] = &[
+    ("share-hal", "xenshare-xfer", "share-hal/linux"),
+    ("share-hal", "xenshare-vma", "share-hal/linux"),
+];
 
 /// Modules dom0 loads at boot, in order; the rig fails if one does not load.
 pub const DOM0_MODULES: &[&str] = &[

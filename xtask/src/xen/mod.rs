@@ -67,6 +67,11 @@ fn boot_and_run(opts: run::Options) -> Result<()> {
     let s = setup::setup()?;
     crate::modules::build(&s.kernel_release)?;
     crate::images::build(&[])?;
+    // Test-only backends (dom0's /images/ too), for the scenarios that
+    // run them.
+    if opts.scenario.starts_with("hostile") {
+        crate::images::build_test_images()?;
+    }
     let images = image::build(&s)?;
     run::run(&s, &images, &opts)
 }
@@ -98,6 +103,7 @@ pub fn tier() -> Result<u64> {
     let t = Instant::now();
     crate::modules::build(&s.kernel_release)?;
     crate::images::build(&[])?;
+    crate::images::build_test_images()?;
     let images = image::build(&s)?;
     phase("image build", t);
     let mut passed = 0;
@@ -113,6 +119,7 @@ pub fn tier() -> Result<u64> {
         ("blk-ram", None),
         ("blk-modules", None),
         ("xenshare-dev", None),
+        ("xenshare-vma", None),
         ("vdevice", None),
         ("save-restore", None),
         ("demo", None),
