@@ -313,7 +313,7 @@ fn stage_dkms(tree: &Path, version: &str) -> Result<()> {
 /// build on their own (a file left out, a path into the repository) is
 /// never packed.
 fn check_dkms_tree(tree: &Path, version: &str) -> Result<()> {
-    let release = crate::xen::setup::kernel_release()?;
+    let release = crate::xen::setup::kernel_release(crate::xen::setup::DEFAULT_RELEASE)?;
     let kdir = crate::xen::setup::kernel_headers(&release)?;
     let build = tree.with_file_name("dkms-check");
     if build.exists() {

@@ -17,7 +17,7 @@ use crate::xen::setup;
 pub struct Args {}
 
 pub fn run(_args: Args) -> Result<()> {
-    let release = setup::kernel_release()?;
+    let release = setup::kernel_release(setup::DEFAULT_RELEASE)?;
     build(&release).map(|_| ())
 }
 
