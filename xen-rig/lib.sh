@@ -5,6 +5,10 @@
 #       a subshell, kills it and everything it started after TIMEOUT_S,
 #       prints @@STEP NAME BEGIN|OK|FAIL markers and ends the scenario on
 #       failure. Variables a step sets do not survive it (a subshell).
+#   say TEXT...              a line the step shows its user: a command as a
+#                            user types it (`$ ...`, `guest1# ...`) or what it
+#                            showed; printed under the step and kept in
+#                            summary.txt (`@@SAY`)
 #   dom_create CFG NAME      xl create CFG with name=NAME
 #   dom_wait NAME TEXT       wait until TEXT appears on NAME's console
 #   dom_run NAME CMD...      run CMD (sh -c) in Linux domU NAME via the rig
@@ -56,6 +60,11 @@ step() {
         echo "@@STEP $_name FAIL $_rc $_ms"
         exit "$_rc"
     fi
+}
+
+say() {
+    # One line: a newline would end the marker.
+    printf '@@SAY %s\n' "$(printf '%s' "$*" | tr '\n\r' '  ')"
 }
 
 dom_create() {
