@@ -252,16 +252,22 @@ df -h /mnt/d" > /tmp/mkfs || { cat /tmp/mkfs; return 1; }
     say "$G1: $(tail -n 1 /tmp/mkfs | awk '{ print $1 ", " $2 ", ext4, mounted on " $6 }')"
 }
 
+# A pause after each file keeps the writer going while blkback-uk is
+# destroyed in the next step (without one it was done before).
 start_writes() {
-    start_writer $G1 f 24 > /tmp/writes || { cat /tmp/writes; return 1; }
+    start_writer $G1 f 24 1 > /tmp/writes || { cat /tmp/writes; return 1; }
     cat /tmp/writes
-    say "$G1# for i in 1 ... 24: 1 MiB from /dev/urandom to /mnt/d/f\$i, sync, note its sha256   (in the background)"
+    say "$G1# for i in 1 ... 24: 1 MiB from /dev/urandom to /mnt/d/f\$i, sync, note its sha256, sleep 1   (in the background)"
     say "$G1: $(tail -n 1 /tmp/writes) of 24 files written so far"
 }
 
 restart_blkback() {
+    # How far the writer got when its server goes (its count is in guest1's
+    # RAM, not on the disk).
+    _done=$(dom_run $G1 'wc -l < /tmp/written.sums; [ -f /tmp/writer.end ] && echo ended') || return 1
     xl destroy blkback-uk || return 1
     echo "blkback-uk destroyed"
+    say "\$ xl destroy blkback-uk   ($G1's writer: $(echo "$_done" | sed -n 1p) of 24 files written$(echo "$_done" | grep -q ended && echo ', writer already done'))"
     start_backend blkback-uk || return 1
     # The daemon gives the new blkback-uk the disk and moves guest1 to it.
     _new=$(xl domid blkback-uk) || return 1
@@ -280,9 +286,11 @@ restart_blkback() {
     done
     grep "vdevice daemon" /tmp/vdevice-daemon.log | tail -n 6
     cat /tmp/blk0
-    say "\$ xl destroy blkback-uk   (while $G1 writes)"
     say "the daemon gave blk0 to the new blkback-uk; \$ vdevice --list ->"
     grep -E "backend|member" /tmp/blk0 | sed 's/ \[.*//' | while read -r _l; do say "  $_l"; done
+    dom_run $G1 'dmesg | grep "xsba: reconnected" | tail -n 1' > /tmp/reconnected
+    cat /tmp/reconnected
+    say "$G1: $(sed 's/^\[[^]]*\] *//' /tmp/reconnected)"
 }
 
 # Each count is of sha256sum -c's ": OK" lines against the files written.
@@ -338,7 +346,7 @@ echo "$dev is read-only: $(cat $d/ro)"
 dd if=$dev bs=1M count=8 2>/dev/null | sha256sum' > /tmp/ro-$_g || { cat /tmp/ro-$_g; return 1; }
         cat /tmp/ro-$_g
         grep -q "$_want" /tmp/ro-$_g || { echo "$_g read other data than $_want"; return 1; }
-        say "$_g: $(grep "is read-only" /tmp/ro-$_g), its 8 MiB have the file's sha256 ($(echo "$_want" | cut -c1-16)...)"
+        say "$_g: $(sed -n 's/ is read-only: 1$//p' /tmp/ro-$_g) read-only, its 8 MiB have the file's sha256 ($(echo "$_want" | cut -c1-16)...)"
     done
 }
 
@@ -411,7 +419,7 @@ step lan-remove-while-talking 180 remove_while_talking
 step lan-add-back 180 add_back
 step disk-create 120 create_disk
 step disk-mkfs-mount 240 mkfs_mount
-# A writer in guest1 (lib.sh): 24 files of 1 MiB, each synced.
+# A writer in guest1 (lib.sh): 24 files of 1 MiB, each synced, 1 s apart.
 step disk-start-writes 60 start_writes
 step disk-restart-blkback 240 restart_blkback
 step disk-writes-complete 600 writes_complete

@@ -512,6 +512,12 @@ fn fetch(a: &mut dyn Archive, r: &Resolved, cache: &Cache, need: Need) -> Result
             fetched += 1;
         }
     }
+    if fetched > 0 {
+        eprintln!(
+            "xen setup: downloaded {fetched} package(s) into {}",
+            cache.debs().display()
+        );
+    }
     if !a.installed(&r.headers) {
         a.install(&r.headers)
             .with_context(|| format!("step 'install {}' failed", r.headers.spec()))?;
