@@ -602,6 +602,152 @@ impl Archive for HostApt {
     }
 }
 
+/// apt inside a build root of another release (`chroot ROOT apt-get ...`):
+/// what it installs stays in the root, the host is untouched. It only
+/// installs (headers, compilers); downloading the rig's packages is
+/// [`HostApt`]'s.
+pub struct ChrootApt {
+    pub root: PathBuf,
+}
+
+impl ChrootApt {
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("chroot");
+        c.arg(&self.root)
+            .arg(program)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        c
+    }
+}
+
+impl Archive for ChrootApt {
+    fn update(&mut self) -> Result<()> {
+        let mut c = self.cmd("apt-get");
+        c.args(["update", "-qq"]);
+        run_step(
+            &format!("apt-get update in {}", self.root.display()),
+            &mut c,
+        )
+    }
+
+    fn pkgnames(&mut self, prefix: &str) -> Result<String> {
+        output(self.cmd("apt-cache").args(["pkgnames", prefix]))
+    }
+
+    fn show(&mut self, names: &[String]) -> Result<String> {
+        output(
+            self.cmd("apt-cache")
+                .args(["show", "--no-all-versions"])
+                .args(names),
+        )
+    }
+
+    fn qemu_closure(&mut self) -> Result<Vec<String>> {
+        bail!("a build root has no QEMU of its own")
+    }
+
+    fn download(&mut self, pkg: &Pkg, _dir: &Path) -> Result<()> {
+        bail!(
+            "a build root only installs ({} was to be downloaded)",
+            pkg.spec()
+        )
+    }
+
+    fn installed(&mut self, pkg: &Pkg) -> bool {
+        self.cmd("dpkg-query")
+            .args(["-W", "-f=${Status} ${Version}", &pkg.name])
+            .output()
+            .map(|o| {
+                let s = String::from_utf8_lossy(&o.stdout);
+                o.status.success()
+                    && s.contains("install ok installed")
+                    && s.ends_with(&format!(" {}", pkg.version))
+            })
+            .unwrap_or(false)
+    }
+
+    fn install(&mut self, pkg: &Pkg) -> Result<()> {
+        let mut c = self.cmd("apt-get");
+        c.args(["install", "-y", "-qq", "--no-install-recommends"])
+            .arg(pkg.spec());
+        run_step(
+            &format!("apt-get install {} in {}", pkg.spec(), self.root.display()),
+            &mut c,
+        )
+    }
+}
+
+/// The release the host runs (`VERSION_ID` of /etc/os-release).
+pub fn host_release() -> Option<&'static Release> {
+    let text = fs::read_to_string("/etc/os-release").ok()?;
+    let id = text.lines().find_map(|l| l.strip_prefix("VERSION_ID="))?;
+    let n: u32 = id.trim_matches('"').parse().ok()?;
+    RELEASES.iter().copied().find(|r| r.number == n)
+}
+
+/// A Debian system of `rel` under `target/xen-rig/debian-N/root`
+/// (debootstrap, minbase, with make and gcc), with the headers of the
+/// release's newest kernel installed in it: guest modules for a release
+/// the host does not run are built there. Made once; the headers follow
+/// the release's `resolved.json` as [`ensure`] does. Returns the root and
+/// the kernel's `uname -r`.
+pub fn build_root(rel: &Release, refresh: bool) -> Result<(PathBuf, String)> {
+    let cache = Cache::new(rel);
+    let root = cache.dir.join("root");
+    let stamp = root.join(".xen-share-root");
+    if !stamp.is_file() {
+        ensure_apt(&["debootstrap"]).context("step 'install debootstrap' failed")?;
+        let tmp = cache.dir.join("root.tmp");
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)?;
+        }
+        fs::create_dir_all(&cache.dir)?;
+        let mut c = Command::new("debootstrap");
+        c.args([
+            "--variant=minbase",
+            "--include=make,gcc,libc6-dev,perl",
+            rel.codename,
+        ])
+        .arg(&tmp)
+        .arg("http://deb.debian.org/debian");
+        run_step(&format!("debootstrap {}", rel.codename), &mut c)
+            .with_context(|| format!("step 'debootstrap {}' failed", rel.codename))?;
+        // Point releases and security updates carry the newest kernels.
+        fs::write(
+            tmp.join("etc/apt/sources.list"),
+            format!(
+                "deb http://deb.debian.org/debian {c} main
+                 deb http://deb.debian.org/debian {c}-updates main
+                 deb http://deb.debian.org/debian-security {c}-security main
+",
+                c = rel.codename
+            ),
+        )?;
+        fs::write(
+            tmp.join(".xen-share-root"),
+            format!(
+                "{}
+",
+                rel.describe()
+            ),
+        )?;
+        if root.exists() {
+            fs::remove_dir_all(&root)?;
+        }
+        fs::rename(&tmp, &root)?;
+    }
+    let r = ensure(
+        &mut ChrootApt { root: root.clone() },
+        rel,
+        &cache,
+        false,
+        refresh,
+        Need::Headers,
+    )?;
+    Ok((root, r.kernel_release))
+}
+
 /// What the rig needs, all on local disk once `setup` returned.
 pub struct Setup {
     pub release: &'static Release,
