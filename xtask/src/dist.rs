@@ -357,7 +357,7 @@ pub fn dkms_conf(version: &str, modules: &[&str]) -> String {
 }
 
 /// Sources only: no build outputs of a local `make` in the tree.
-fn copy_sources(from: &Path, to: &Path) -> Result<()> {
+pub fn copy_sources(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir_all(to)?;
     for e in fs::read_dir(from)? {
         let e = e?;

@@ -62,7 +62,8 @@ fn build_in_root(rel: &setup::Release) -> Result<()> {
     if copy.exists() {
         fs::remove_dir_all(&copy)?;
     }
-    copy_tree(&root().join("guest-drivers"), &copy)?;
+    // The sources only, as the DKMS package ships them.
+    crate::dist::copy_sources(&root().join("guest-drivers"), &copy)?;
     let mut make = Command::new("chroot");
     make.arg(&sysroot)
         .args(["make", "-k", "-C"])
@@ -112,27 +113,6 @@ fn build_in_root(rel: &setup::Release) -> Result<()> {
         start.elapsed().as_secs_f64(),
         copy.display()
     );
-    Ok(())
-}
-
-/// Copies the sources of `from` into `to` (no build products).
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    fs::create_dir_all(to)?;
-    for e in fs::read_dir(from)?.flatten() {
-        let p = e.path();
-        let dest = to.join(e.file_name());
-        if p.is_dir() {
-            copy_tree(&p, &dest)?;
-        } else {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let built = [".o", ".ko", ".cmd", ".mod", ".mod.c", ".order", ".symvers"]
-                .iter()
-                .any(|x| name.ends_with(x));
-            if !built {
-                fs::copy(&p, &dest).with_context(|| format!("copying {}", p.display()))?;
-            }
-        }
-    }
     Ok(())
 }
 
