@@ -264,7 +264,7 @@ start_writes() {
 restart_blkback() {
     # How far the writer got when its server goes (its count is in guest1's
     # RAM, not on the disk).
-    _done=$(dom_run $G1 'wc -l < /tmp/written.sums; [ -f /tmp/writer.end ] && echo ended') || return 1
+    _done=$(dom_run $G1 'wc -l < /tmp/written.sums; if [ -f /tmp/writer.end ]; then echo ended; fi') || return 1
     xl destroy blkback-uk || return 1
     echo "blkback-uk destroyed"
     say "\$ xl destroy blkback-uk   ($G1's writer: $(echo "$_done" | sed -n 1p) of 24 files written$(echo "$_done" | grep -q ended && echo ', writer already done'))"
