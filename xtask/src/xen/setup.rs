@@ -111,7 +111,6 @@ pub static RELEASES: [&Release; 2] = [&DEBIAN_12, &DEBIAN_13];
 pub static DEFAULT_RELEASE: &Release = &DEBIAN_12;
 
 /// The release numbered `number`.
-#[allow(dead_code)] // for `--debian N`, once a second release is wired up
 pub fn release(number: u32) -> Result<&'static Release> {
     RELEASES
         .iter()
