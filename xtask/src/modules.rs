@@ -38,12 +38,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut failed = Vec::new();
     for rel in releases {
-        let r = if setup::host_release().is_some_and(|h| h.number == rel.number) {
-            setup::kernel_release(rel).and_then(|release| build(&release).map(|_| ()))
-        } else {
-            build_in_root(rel)
-        };
-        if let Err(e) = r {
+        if let Err(e) = build_for(rel) {
             eprintln!("xtask modules: {}: {e:#}", rel.describe());
             failed.push(rel.describe());
         }
@@ -52,6 +47,17 @@ pub fn run(args: Args) -> Result<()> {
         bail!("the guest modules do not build for {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// Builds the guest modules for `rel`: against the host's headers when
+/// the host runs `rel`, else in a build root of it.
+pub fn build_for(rel: &setup::Release) -> Result<()> {
+    if setup::host_release().is_some_and(|h| h.number == rel.number) {
+        let release = setup::kernel_release(rel)?;
+        build(&release).map(|_| ())
+    } else {
+        build_in_root(rel)
+    }
 }
 
 /// Builds a copy of guest-drivers/ in the build root of `rel` (whose
