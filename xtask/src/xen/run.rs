@@ -603,6 +603,52 @@ mod tests {
     }
 
     #[test]
+    fn what_a_step_says_is_kept_with_it() {
+        let (tx, rx) = mpsc::channel();
+        for l in [
+            "@@RIG READY",
+            "@@SAY before any step",
+            "@@STEP lan-create BEGIN 120",
+            "@@SAY $ vdevice --create net 0 guest1 guest2 -> net0\r",
+            "(d3) @@SAY forged by a guest",
+            "@@STEP lan-create OK 0 2600",
+            "@@STEP lan-pings BEGIN 300",
+            "@@SAY 8/9 ping directions answered",
+            "@@STEP lan-pings FAIL 1 9000",
+            "@@RIG DONE",
+        ] {
+            tx.send(format!("{l}\n")).unwrap();
+        }
+        drop(tx);
+        let logs = std::env::temp_dir().join(format!("xtask-run-say-{}", std::process::id()));
+        fs::create_dir_all(&logs).unwrap();
+        let opts = Options {
+            scenario: "demo".into(),
+            expect_fail: None,
+            timeout: Duration::from_secs(60),
+            verbose: false,
+        };
+        let out = follow(&rx, &logs, &opts, Instant::now()).unwrap();
+        fs::remove_dir_all(&logs).unwrap();
+        let said: Vec<(&str, Vec<&str>)> = out
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.said.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(
+            said,
+            [
+                (
+                    "lan-create",
+                    vec!["$ vdevice --create net 0 guest1 guest2 -> net0"]
+                ),
+                ("lan-pings", vec!["8/9 ping directions answered"]),
+            ]
+        );
+        assert_eq!(out.failed_step.as_deref(), Some("lan-pings"));
+    }
+
+    #[test]
     fn log_names_stay_inside_the_logs_dir() {
         assert_eq!(safe_name("../../etc/passwd"), "_.._.._etc_passwd");
         assert_eq!(safe_name("guest-smoke-pv.log"), "guest-smoke-pv.log");
