@@ -138,10 +138,7 @@ impl Release {
     fn abi_of<'a>(&self, package: &'a str, prefix: &str) -> Option<&'a str> {
         let abi = package.strip_prefix(prefix)?.strip_suffix("-amd64")?;
         let rest = abi.strip_prefix(self.kernel)?.strip_prefix('.')?;
-        let (dotted, tail) = match rest.split_once(['-', '+']) {
-            Some((d, _)) => (d, &rest[d.len()..]),
-            None => return None,
-        };
+        let (dotted, tail) = rest.split_at(rest.find(['-', '+'])?);
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         if !dotted.split('.').all(digits) {
             return None;
