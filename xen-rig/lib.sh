@@ -5,6 +5,10 @@
 #       a subshell, kills it and everything it started after TIMEOUT_S,
 #       prints @@STEP NAME BEGIN|OK|FAIL markers and ends the scenario on
 #       failure. Variables a step sets do not survive it (a subshell).
+#   say TEXT...              a line the step shows its user: a command as a
+#                            user types it (`$ ...`, `guest1# ...`) or what it
+#                            showed; printed under the step and kept in
+#                            summary.txt (`@@SAY`)
 #   dom_create CFG NAME      xl create CFG with name=NAME
 #   dom_wait NAME TEXT       wait until TEXT appears on NAME's console
 #   dom_run NAME CMD...      run CMD (sh -c) in Linux domU NAME via the rig
@@ -56,6 +60,11 @@ step() {
         echo "@@STEP $_name FAIL $_rc $_ms"
         exit "$_rc"
     fi
+}
+
+say() {
+    # One line: a newline would end the marker.
+    printf '@@SAY %s\n' "$(printf '%s' "$*" | tr '\n\r' '  ')"
 }
 
 dom_create() {
@@ -332,14 +341,15 @@ cat /tmp/share-member.log'
 
 # ---- a writer on a domU's file system (demo, save-restore) --------------
 
-# start_writer DOM PREFIX COUNT: in DOM, COUNT files of 1 MiB written to
-# /mnt/d/PREFIX1.. in the background, each synced before its checksum goes
-# to /tmp/written.sums (in the domU's RAM, not on the disk); /tmp/writer.end
-# when done.
+# start_writer DOM PREFIX COUNT [PAUSE_S]: in DOM, COUNT files of 1 MiB
+# written to /mnt/d/PREFIX1.. in the background, each synced before its
+# checksum goes to /tmp/written.sums (in the domU's RAM, not on the disk),
+# PAUSE_S seconds (default 0) after each; /tmp/writer.end when done.
 start_writer() {
     dom_run "$1" "(for i in \$(seq 1 $3); do
     dd if=/dev/urandom of=/tmp/$2 bs=1M count=1 2>/dev/null
     cp /tmp/$2 /mnt/d/$2\$i && sync && sha256sum /tmp/$2 | sed \"s|/tmp/$2|$2\$i|\" >> /tmp/written.sums
+    sleep ${4:-0}
 done; echo done > /tmp/writer.end) > /tmp/writer.log 2>&1 &
 sleep 2; cat /tmp/written.sums 2>/dev/null | wc -l"
 }

@@ -37,6 +37,7 @@
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
+#include <linux/version.h>
 #include <xen/events.h>
 #include <xen/grant_table.h>
 #include <xen/xen.h>
@@ -771,9 +772,38 @@ static unsigned int xsblk_max_segments(const struct xsblk_control *c)
 	return min_t(unsigned int, c->max_indirect_segments, XSBLK_MAX_SEGMENTS);
 }
 
-static void xsblk_set_limits(struct xsblk_info *info)
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 11, 0)
+/*
+ * 6.11: a disk's limits and features (write cache, FUA) are given to
+ * blk_mq_alloc_disk() in a struct queue_limits (6.9); the blk_queue_*
+ * setters are gone.
+ */
+static struct gendisk *xsblk_mq_alloc_disk(struct xsblk_info *info)
 {
-	struct request_queue *q = info->gd->queue;
+	u32 features = info->cur.control.features;
+	struct queue_limits lim = {
+		.logical_block_size = XS_BLK_SECTOR_SIZE,
+		.max_segments = info->max_segs,
+		.max_segment_size = PAGE_SIZE,
+		.seg_boundary_mask = PAGE_SIZE - 1,
+		.max_hw_sectors = info->max_segs * XS_BLK_SECTORS_PER_PAGE,
+		.dma_alignment = XS_BLK_SECTOR_SIZE - 1,
+	};
+
+	if (features & XS_BLK_F_FLUSH) {
+		lim.features |= BLK_FEAT_WRITE_CACHE;
+		if (features & XS_BLK_F_FUA)
+			lim.features |= BLK_FEAT_FUA;
+	}
+	if (features & XS_BLK_F_DISCARD) {
+		lim.discard_granularity = XS_BLK_SECTOR_SIZE;
+		lim.max_hw_discard_sectors = UINT_MAX >> SECTOR_SHIFT;
+	}
+	return blk_mq_alloc_disk(&info->tag_set, &lim, info);
+}
+#elif LINUX_VERSION_CODE < KERNEL_VERSION(6, 9, 0)
+static void xsblk_set_limits(struct request_queue *q, struct xsblk_info *info)
+{
 	u32 features = info->cur.control.features;
 
 	blk_queue_logical_block_size(q, XS_BLK_SECTOR_SIZE);
@@ -789,6 +819,18 @@ static void xsblk_set_limits(struct xsblk_info *info)
 		blk_queue_max_discard_sectors(q, UINT_MAX >> SECTOR_SHIFT);
 	}
 }
+
+static struct gendisk *xsblk_mq_alloc_disk(struct xsblk_info *info)
+{
+	struct gendisk *gd = blk_mq_alloc_disk(&info->tag_set, info);
+
+	if (!IS_ERR(gd))
+		xsblk_set_limits(gd->queue, info);
+	return gd;
+}
+#else
+#error "xensblk builds for Linux < 6.9 (Debian 12) and >= 6.11 (Debian 13)"
+#endif
 
 static int xsblk_alloc_disk(struct xsblk_info *info)
 {
@@ -806,7 +848,7 @@ static int xsblk_alloc_disk(struct xsblk_info *info)
 	err = blk_mq_alloc_tag_set(set);
 	if (err)
 		return err;
-	gd = blk_mq_alloc_disk(set, info);
+	gd = xsblk_mq_alloc_disk(info);
 	if (IS_ERR(gd)) {
 		blk_mq_free_tag_set(set);
 		return PTR_ERR(gd);
@@ -819,7 +861,6 @@ static int xsblk_alloc_disk(struct xsblk_info *info)
 	xsblk_disk_name(gd->disk_name, info->index);
 	set_capacity(gd, info->cur.control.capacity);
 	info->gd = gd;
-	xsblk_set_limits(info);
 	return 0;
 }
 

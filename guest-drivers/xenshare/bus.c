@@ -12,6 +12,7 @@
 #include <linux/device.h>
 #include <linux/module.h>
 #include <linux/slab.h>
+#include "xenshare/kshim.h"
 #include "xenshare.h"
 
 static struct device *xs_root;
@@ -40,16 +41,16 @@ static const char *xs_kind_module(u16 kind)
 	}
 }
 
-static int xs_match(struct device *dev, struct device_driver *drv)
+static int xs_match(struct device *dev, XS_MATCH_CONST struct device_driver *drv)
 {
 	struct xenshare_device *xdev = to_xenshare_device(dev);
-	struct xenshare_driver *xdrv = to_xenshare_driver(drv);
+	const struct xenshare_driver *xdrv = to_xenshare_driver(drv);
 
 	return xdev->kind == xdrv->kind &&
 	       (xdev->subtype & xdrv->required_features) == xdrv->required_features;
 }
 
-static int xs_uevent(struct device *dev, struct kobj_uevent_env *env)
+static int xs_uevent(XS_UEVENT_CONST struct device *dev, struct kobj_uevent_env *env)
 {
 	return add_uevent_var(env, "MODALIAS=xenshare:t%u", to_xenshare_device(dev)->kind);
 }

@@ -44,6 +44,7 @@
 #include <xen/interface/event_channel.h>
 
 #include "xenshare/bus.h"
+#include "xenshare/kshim.h"
 #include "uapi/linux/xenshare.h"
 #include "xenshare.h"
 
@@ -1199,20 +1200,20 @@ static int xs_mmap(struct file *file, struct vm_area_struct *vma)
 	if (o->kind == XS_MAP && o->readonly) {
 		if (vma->vm_flags & VM_WRITE)
 			goto out;
-		vma->vm_flags &= ~VM_MAYWRITE;
+		vm_flags_clear(vma, VM_MAYWRITE);
 	}
 	/*
 	 * Not inherited by fork(): the objects are the file's, and Xen wrote
 	 * a PV mapping's PTEs for this process only.
 	 */
-	vma->vm_flags |= VM_DONTEXPAND | VM_DONTDUMP | VM_DONTCOPY;
+	vm_flags_set(vma, VM_DONTEXPAND | VM_DONTDUMP | VM_DONTCOPY);
 
 	switch (o->kind) {
 	case XS_PAGES:
 		rc = xs_insert_pages(vma, o->pages, o->count);
 		break;
 	case XS_MAP:
-		vma->vm_flags |= VM_IO | VM_MIXEDMAP;
+		vm_flags_set(vma, VM_IO | VM_MIXEDMAP);
 		if (xs_pv())
 			rc = xs_mmap_pv_grants(o, vma);
 		else
@@ -1226,7 +1227,7 @@ static int xs_mmap(struct file *file, struct vm_area_struct *vma)
 		rc = -EOPNOTSUPP;
 		if (xs_pv())
 			break;
-		vma->vm_flags |= VM_IO | VM_MIXEDMAP;
+		vm_flags_set(vma, VM_IO | VM_MIXEDMAP);
 		rc = xs_insert_pages(vma, o->share->pages, o->count);
 		break;
 	}
@@ -1306,7 +1307,7 @@ static const struct file_operations xs_fops = {
 	.mmap = xs_mmap,
 	.unlocked_ioctl = xs_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
-	.llseek = no_llseek,
+	/* No .llseek: not seekable (6.0 made no_llseek NULL, 6.12 removed it). */
 };
 
 static struct miscdevice xs_miscdev = {

@@ -169,49 +169,200 @@ pub struct Admin<'a, P: Platform, L: Lookup, H: Host> {
     pub host: &'a mut H,
 }
 
+/// The backend named (or the default), running.
+fn backend(
+    domains: &[DomainInfo],
+    arg: Option<&str>,
+    default: &str,
+) -> Result<DomainInfo, AdminError> {
+    match arg {
+        Some(a) => resolve(domains, a)
+            .cloned()
+            .ok_or_else(|| AdminError::BackendNotRunning(a.to_string())),
+        None => by_name(domains, default)
+            .cloned()
+            .ok_or_else(|| AdminError::BackendNotRunning(default.to_string())),
+    }
+}
+
+/// The members named, running, each once, none the backend.
+fn members(
+    domains: &[DomainInfo],
+    backend: &DomainInfo,
+    device: &str,
+    args: &[String],
+) -> Result<Vec<DomainInfo>, AdminError> {
+    let mut out: Vec<DomainInfo> = Vec::new();
+    for a in args {
+        let d = resolve(domains, a).ok_or_else(|| AdminError::UnknownDomain(a.clone()))?;
+        if d.domid == backend.domid {
+            return Err(AdminError::SelfServe(describe(d)));
+        }
+        if out.iter().any(|o| o.domid == d.domid) {
+            return Err(AdminError::Duplicate {
+                device: device.to_string(),
+                member: describe(d),
+            });
+        }
+        out.push(d.clone());
+    }
+    Ok(out)
+}
+
+/// The file or block device `--create block` is to serve: its canonical
+/// path. It must exist and not be a directory. Needs neither Xen nor the
+/// record, so it is checked first.
+pub fn check_source(source: &Path) -> Result<PathBuf, AdminError> {
+    let path = source.canonicalize().map_err(|e| AdminError::NoSource {
+        path: source.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    let meta = std::fs::metadata(&path).map_err(|e| AdminError::NoSource {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    if meta.is_dir() {
+        return Err(AdminError::NoSource {
+            path,
+            detail: "a directory, not a file or block device".into(),
+        });
+    }
+    Ok(path)
+}
+
+/// A `--create` checked against the record and the running domains.
+#[derive(Debug)]
+pub struct NewDevice {
+    /// `net0`, `blk1`, ...
+    pub name: String,
+    /// Net: its LAN id.
+    pub lan: u16,
+    /// Block: the canonical path of its file.
+    pub source: Option<PathBuf>,
+    pub backend: DomainInfo,
+    pub members: Vec<DomainInfo>,
+}
+
+/// Everything `--create net` (`source` None) or `--create block SOURCE`
+/// checks before its first step: the file, the backend running, each
+/// member running, named once and not the backend, one member for a
+/// read-write disk, a file no other device serves. Needs no Xen device,
+/// only the record and the running domains (`xl list`).
+pub fn check_create(
+    record: &Record,
+    domains: &[DomainInfo],
+    opts: &CreateOpts,
+    source: Option<&Path>,
+    member_args: &[String],
+) -> Result<NewDevice, AdminError> {
+    let Some(source) = source else {
+        let backend = backend(domains, opts.backend.as_deref(), NETBACK)?;
+        let (name, lan) = record.free_name("net");
+        let members = members(domains, &backend, &name, member_args)?;
+        return Ok(NewDevice {
+            name,
+            lan,
+            source: None,
+            backend,
+            members,
+        });
+    };
+    let backend = backend(domains, opts.backend.as_deref(), BLKBACK)?;
+    let source = check_source(source)?;
+    if let Some(d) = record
+        .devices
+        .iter()
+        .find(|d| matches!(&d.what, What::Block { source: s, .. } if *s == source))
+    {
+        return Err(AdminError::AlreadyServed {
+            path: source,
+            device: d.name.clone(),
+        });
+    }
+    let (name, lan) = record.free_name("blk");
+    let members = members(domains, &backend, &name, member_args)?;
+    if !opts.read_only && members.len() > 1 {
+        return Err(AdminError::Writer {
+            device: name,
+            member: describe(&members[0]),
+        });
+    }
+    Ok(NewDevice {
+        name,
+        lan,
+        source: Some(source),
+        backend,
+        members,
+    })
+}
+
+/// Everything `--add NAME DOM` checks before its first step: the device
+/// is recorded and its backend runs under the id its entries were made
+/// for; DOM runs, is not the backend and not yet a member; a read-write
+/// disk has no member yet. Returns the device, its backend's id and DOM.
+pub fn check_add(
+    record: &Record,
+    domains: &[DomainInfo],
+    name: &str,
+    member: &str,
+) -> Result<(Device, DomId, DomainInfo), AdminError> {
+    let dev = recorded(record, name)?;
+    let backend = live_backend(domains, &dev)
+        .ok_or_else(|| AdminError::BackendNotRunning(dev.backend.name.clone()))?;
+    let m = resolve(domains, member)
+        .cloned()
+        .ok_or_else(|| AdminError::UnknownDomain(member.to_string()))?;
+    if m.domid == backend {
+        return Err(AdminError::SelfServe(describe(&m)));
+    }
+    if dev.members.iter().any(|d| d.name == m.name) {
+        return Err(AdminError::Duplicate {
+            device: name.to_string(),
+            member: describe(&m),
+        });
+    }
+    if let (
+        What::Block {
+            read_only: false, ..
+        },
+        Some(first),
+    ) = (&dev.what, dev.members.first())
+    {
+        return Err(AdminError::Writer {
+            device: name.to_string(),
+            member: first.name.clone(),
+        });
+    }
+    Ok((dev, backend, m))
+}
+
+/// What `--remove NAME DOM` checks first: the device is recorded and DOM
+/// is one of its members (running or not). Returns the device and the
+/// member's position in it.
+pub fn check_remove(
+    record: &Record,
+    domains: &[DomainInfo],
+    name: &str,
+    member: &str,
+) -> Result<(Device, usize), AdminError> {
+    let dev = recorded(record, name)?;
+    let running = resolve(domains, member);
+    let wanted = running.map(|d| d.name.as_str()).unwrap_or(member);
+    match dev.members.iter().position(|d| d.name == wanted) {
+        Some(pos) => Ok((dev, pos)),
+        None => Err(match running {
+            Some(d) => AdminError::NotMember {
+                device: name.to_string(),
+                member: describe(d),
+            },
+            None => AdminError::UnknownDomain(member.to_string()),
+        }),
+    }
+}
+
 impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
     fn domains(&mut self) -> Result<Vec<DomainInfo>, AdminError> {
         self.host.domains().map_err(AdminError::Host)
-    }
-
-    /// The backend named (or the default), running.
-    fn backend(
-        domains: &[DomainInfo],
-        arg: Option<&str>,
-        default: &str,
-    ) -> Result<DomainInfo, AdminError> {
-        match arg {
-            Some(a) => resolve(domains, a)
-                .cloned()
-                .ok_or_else(|| AdminError::BackendNotRunning(a.to_string())),
-            None => by_name(domains, default)
-                .cloned()
-                .ok_or_else(|| AdminError::BackendNotRunning(default.to_string())),
-        }
-    }
-
-    /// The members named, running, each once, none the backend.
-    fn members(
-        domains: &[DomainInfo],
-        backend: &DomainInfo,
-        device: &str,
-        args: &[String],
-    ) -> Result<Vec<DomainInfo>, AdminError> {
-        let mut out: Vec<DomainInfo> = Vec::new();
-        for a in args {
-            let d = resolve(domains, a).ok_or_else(|| AdminError::UnknownDomain(a.clone()))?;
-            if d.domid == backend.domid {
-                return Err(AdminError::SelfServe(describe(d)));
-            }
-            if out.iter().any(|o| o.domid == d.domid) {
-                return Err(AdminError::Duplicate {
-                    device: device.to_string(),
-                    member: describe(d),
-                });
-            }
-            out.push(d.clone());
-        }
-        Ok(out)
     }
 
     /// Connects each member; on a failure undoes those connected.
@@ -258,9 +409,13 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
         log: Log<'_>,
     ) -> Result<String, AdminError> {
         let domains = self.domains()?;
-        let backend = Self::backend(&domains, opts.backend.as_deref(), NETBACK)?;
-        let (name, lan) = record.free_name("net");
-        let members = Self::members(&domains, &backend, &name, members)?;
+        let NewDevice {
+            name,
+            lan,
+            backend,
+            members,
+            ..
+        } = check_create(record, &domains, opts, None, members)?;
         let dev = Device {
             name: name.clone(),
             what: What::Net { lan },
@@ -289,39 +444,14 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
         log: Log<'_>,
     ) -> Result<String, AdminError> {
         let domains = self.domains()?;
-        let backend = Self::backend(&domains, opts.backend.as_deref(), BLKBACK)?;
-        let source = source.canonicalize().map_err(|e| AdminError::NoSource {
-            path: source.to_path_buf(),
-            detail: e.to_string(),
-        })?;
-        let meta = std::fs::metadata(&source).map_err(|e| AdminError::NoSource {
-            path: source.clone(),
-            detail: e.to_string(),
-        })?;
-        if meta.is_dir() {
-            return Err(AdminError::NoSource {
-                path: source,
-                detail: "a directory, not a file or block device".into(),
-            });
-        }
-        if let Some(d) = record
-            .devices
-            .iter()
-            .find(|d| matches!(&d.what, What::Block { source: s, .. } if *s == source))
-        {
-            return Err(AdminError::AlreadyServed {
-                path: source,
-                device: d.name.clone(),
-            });
-        }
-        let (name, _) = record.free_name("blk");
-        let members = Self::members(&domains, &backend, &name, members)?;
-        if !opts.read_only && members.len() > 1 {
-            return Err(AdminError::Writer {
-                device: name,
-                member: describe(&members[0]),
-            });
-        }
+        let new = check_create(record, &domains, opts, Some(source), members)?;
+        let NewDevice {
+            name,
+            backend,
+            members,
+            ..
+        } = new;
+        let source = new.source.unwrap_or_else(|| source.to_path_buf());
         let attached = self
             .host
             .attach_disk(backend.domid, &source, opts.read_only)
@@ -367,19 +497,6 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
         Ok(name)
     }
 
-    /// The recorded device and its backend, which must be running under
-    /// the id its entries were made for.
-    fn live_device(
-        record: &Record,
-        domains: &[DomainInfo],
-        name: &str,
-    ) -> Result<(Device, DomId), AdminError> {
-        let dev = recorded(record, name)?;
-        let backend = live_backend(domains, &dev)
-            .ok_or_else(|| AdminError::BackendNotRunning(dev.backend.name.clone()))?;
-        Ok((dev, backend))
-    }
-
     /// `--add NAME DOM`.
     pub fn add(
         &mut self,
@@ -389,31 +506,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
         log: Log<'_>,
     ) -> Result<(), AdminError> {
         let domains = self.domains()?;
-        let (dev, backend) = Self::live_device(record, &domains, name)?;
-        let m = resolve(&domains, member)
-            .cloned()
-            .ok_or_else(|| AdminError::UnknownDomain(member.to_string()))?;
-        if m.domid == backend {
-            return Err(AdminError::SelfServe(describe(&m)));
-        }
-        if dev.members.iter().any(|d| d.name == m.name) {
-            return Err(AdminError::Duplicate {
-                device: name.to_string(),
-                member: describe(&m),
-            });
-        }
-        if let (
-            What::Block {
-                read_only: false, ..
-            },
-            Some(first),
-        ) = (&dev.what, dev.members.first())
-        {
-            return Err(AdminError::Writer {
-                device: name.to_string(),
-                member: first.name.clone(),
-            });
-        }
+        let (dev, backend, m) = check_add(record, &domains, name, member)?;
         self.connect_all(name, backend, std::slice::from_ref(&m), spec(&dev), log)?;
         if let Some(d) = record.device_mut(name) {
             d.members.push(Domain::new(&m.name, m.domid));
@@ -432,18 +525,8 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
         log: Log<'_>,
     ) -> Result<(), AdminError> {
         let domains = self.domains()?;
-        let dev = recorded(record, name)?;
+        let (dev, pos) = check_remove(record, &domains, name, member)?;
         let running = resolve(&domains, member);
-        let wanted = running.map(|d| d.name.as_str()).unwrap_or(member);
-        let Some(pos) = dev.members.iter().position(|d| d.name == wanted) else {
-            return Err(match running {
-                Some(d) => AdminError::NotMember {
-                    device: name.to_string(),
-                    member: describe(d),
-                },
-                None => AdminError::UnknownDomain(member.to_string()),
-            });
-        };
         let rec_member = &dev.members[pos];
         let s = spec(&dev);
         let backend = live_backend(&domains, &dev);
@@ -646,43 +729,56 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
             };
             members.push(view);
         }
-        let (kind, lan, source, read_only, disk) = match &dev.what {
-            What::Net { lan } => ("net", Some(*lan), None, None, None),
-            What::Block {
-                source,
-                read_only,
-                disk,
-                ..
-            } => (
-                "block",
-                None,
-                Some(source.display().to_string()),
-                Some(*read_only),
-                Some(*disk),
-            ),
-        };
-        DeviceView {
-            name: dev.name.clone(),
-            kind,
-            lan,
-            source,
-            read_only,
-            disk,
-            backend: BackendView {
+        DeviceView::of(
+            dev,
+            BackendView {
                 name: dev.backend.name.clone(),
                 domid: dev.backend.domid,
                 state: backend_state,
                 error: backend_page.err(),
             },
             members,
-        }
+        )
     }
 }
 
-/// Frees the backend's owner entry for a member that is gone (a missing
-/// entry is already free).
+/// `--list` where the live state cannot be read (no Xen, no gntdev): each
+/// recorded device with its backend and members as recorded, their state
+/// marked unavailable with `why`.
+pub fn list_unavailable(record: &Record, why: &str) -> Vec<DeviceView> {
+    let state = format!("unavailable ({why})");
+    record
+        .devices
+        .iter()
+        .map(|dev| {
+            let members = dev
+                .members
+                .iter()
+                .map(|m| MemberView {
+                    name: m.name.clone(),
+                    domid: m.domid,
+                    state: state.clone(),
+                    backend_entry: None,
+                    member_entry: None,
+                    counters: None,
+                })
+                .collect();
+            DeviceView::of(
+                dev,
+                BackendView {
+                    name: dev.backend.name.clone(),
+                    domid: dev.backend.domid,
+                    state: state.clone(),
+                    error: None,
+                },
+                members,
+            )
+        })
+        .collect()
+}
+
 /// A copy of the recorded device `name`.
-fn recorded(record: &Record, name: &str) -> Result<Device, AdminError> {
+pub fn recorded(record: &Record, name: &str) -> Result<Device, AdminError> {
     record
         .device(name)
         .cloned()
@@ -697,6 +793,8 @@ fn live_backend(domains: &[DomainInfo], dev: &Device) -> Option<DomId> {
         .map(|b| b.domid)
 }
 
+/// Frees the backend's owner entry for a member that is gone (a missing
+/// entry is already free).
 pub fn free_owner<P: Platform, L: Lookup>(
     tool: &mut Tool<P, L>,
     backend: DomId,
@@ -758,6 +856,36 @@ pub struct DeviceView {
     pub disk: Option<u64>,
     pub backend: BackendView,
     pub members: Vec<MemberView>,
+}
+
+impl DeviceView {
+    fn of(dev: &Device, backend: BackendView, members: Vec<MemberView>) -> DeviceView {
+        let (kind, lan, source, read_only, disk) = match &dev.what {
+            What::Net { lan } => ("net", Some(*lan), None, None, None),
+            What::Block {
+                source,
+                read_only,
+                disk,
+                ..
+            } => (
+                "block",
+                None,
+                Some(source.display().to_string()),
+                Some(*read_only),
+                Some(*disk),
+            ),
+        };
+        DeviceView {
+            name: dev.name.clone(),
+            kind,
+            lan,
+            source,
+            read_only,
+            disk,
+            backend,
+            members,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]

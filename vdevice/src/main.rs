@@ -13,16 +13,16 @@ use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use share_hal::linux::LinuxXen;
 use share_hal::platform::{DomId, DOM0};
 use share_hal::wire::vdevice::{flags, Bootstrap, Kind, BOOTSTRAP_KEY};
-use vdevice::admin::{Admin, CreateOpts};
+use vdevice::admin::{self, Admin, CreateOpts};
 use vdevice::host::{AttachedDisk, DomainInfo, Host};
-use vdevice::record::RecordFile;
+use vdevice::record::{Record, RecordFile};
 use vdevice::{daemon, status_name, DeviceSpec, Lookup, Tool, ToolError};
 
 const EXAMPLES: &str = "\
 Named devices (recorded in /var/lib/xen-share/vdevice.json, or --record / $VDEVICE_RECORD):
   vdevice --create net 0 guest-a 5         # a new LAN (prints its name: net0) served by
                                            # netback-uk; dom0, guest-a and domain 5 its ports
-  vdevice --create net --backend nb2 a b   # served by the domain nb2 instead
+  vdevice --create net a b --backend nb2   # served by the domain nb2 instead
   vdevice --create block /srv/a.img guest  # /srv/a.img given to blkback-uk (xl block-attach),
                                            # served to guest as a read-write disk (blk0)
   vdevice --create block /srv/base.img a b c --ro   # one read-only disk for three domains
@@ -247,6 +247,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     {
         return Err("--create, --add, --remove, --destroy and --list are commands of their own, not options of a subcommand".into());
     }
+    let Some(cmd) = cli.cmd else {
+        return seed(&cli_actions(&cli)?, &cli);
+    };
     let platform = LinuxXen::open(DOM0)?;
     let mut tool = Tool {
         platform,
@@ -254,9 +257,6 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         timeout_ns: cli.timeout.saturating_mul(1_000_000_000),
     };
     let mut log = |s: &str| println!("{s}");
-    let Some(cmd) = cli.cmd else {
-        return seed(&cli_actions(&cli)?, &cli, &mut tool);
-    };
     match cmd {
         Cmd::Daemon {
             forget_after,
@@ -408,41 +408,105 @@ fn cli_actions(cli: &Cli) -> Result<Action, String> {
     Err("nothing to do: give a command (vdevice --help lists them)".into())
 }
 
-/// Runs one of the seed's commands under the record's lock; the record is
-/// saved only if the command succeeded.
-fn seed(
+/// Checks `action` against what it names before any of Xen's devices is
+/// opened: the record (a device name), then the running domains (`xl
+/// list`). (`seed` checks a file to serve first, before taking the
+/// record's lock.) Bad input is reported as such on any host.
+fn check_first(
     action: &Action,
-    cli: &Cli,
-    tool: &mut Tool<LinuxXen, XenstoreLookup>,
+    record: &Record,
+    opts: &CreateOpts,
+    host: &mut dyn Host,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let file = RecordFile::lock(&RecordFile::path_from(cli.record.clone()))?;
-    let mut record = file.load()?;
-    let mut host = XlHost;
-    let mut admin = Admin {
-        tool,
-        host: &mut host,
-    };
-    // Progress goes to stderr: stdout is the device name (or the list).
-    let mut log = |s: &str| eprintln!("{s}");
+    match action {
+        Action::Add(name, _) | Action::Remove(name, _) | Action::Destroy(name) => {
+            admin::recorded(record, name)?;
+        }
+        _ => {}
+    }
+    if matches!(action, Action::List | Action::Destroy(_)) {
+        return Ok(());
+    }
+    let domains = host.domains().map_err(|e| {
+        format!("cannot check the domains named: listing the running domains failed: {e}")
+    })?;
+    match action {
+        Action::CreateNet(members) => {
+            admin::check_create(record, &domains, opts, None, members)?;
+        }
+        Action::CreateBlock(source, members) => {
+            admin::check_create(record, &domains, opts, Some(source), members)?;
+        }
+        Action::Add(name, dom) => {
+            admin::check_add(record, &domains, name, dom)?;
+        }
+        Action::Remove(name, dom) => {
+            admin::check_remove(record, &domains, name, dom)?;
+        }
+        Action::List | Action::Destroy(_) => {}
+    }
+    Ok(())
+}
+
+fn print_list(views: &[admin::DeviceView], json: bool) -> Result<(), Box<dyn std::error::Error>> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(views)?);
+    } else if views.is_empty() {
+        println!("no devices");
+    } else {
+        for v in views {
+            print!("{v}");
+        }
+    }
+    Ok(())
+}
+
+/// Runs one of the seed's commands under the record's lock; the record is
+/// saved only if the command succeeded. Its input is checked before Xen's
+/// devices are opened; `--list` without them shows the record, the live
+/// state marked unavailable.
+fn seed(action: &Action, cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let opts = CreateOpts {
         backend: cli.with_backend.clone(),
         features: cli.with_features,
         pages: cli.with_pages,
         read_only: cli.ro,
     };
+    if let Action::CreateBlock(source, _) = action {
+        admin::check_source(source)?;
+    }
+    let file = RecordFile::lock(&RecordFile::path_from(cli.record.clone()))?;
+    let mut record = file.load()?;
+    let mut host = XlHost;
+    check_first(action, &record, &opts, &mut host)?;
+    let platform = match LinuxXen::open(DOM0) {
+        Ok(p) => p,
+        Err(e) if matches!(action, Action::List) => {
+            let why = format!("cannot open Xen's devices: {e}");
+            print_list(&admin::list_unavailable(&record, &why), cli.json)?;
+            eprintln!(
+                "vdevice: the record {} as saved; the live state is unavailable ({why})",
+                file.path().display()
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut tool = Tool {
+        platform,
+        lookup: XenstoreLookup,
+        timeout_ns: cli.timeout.saturating_mul(1_000_000_000),
+    };
+    let mut admin = Admin {
+        tool: &mut tool,
+        host: &mut host,
+    };
+    // Progress goes to stderr: stdout is the device name (or the list).
+    let mut log = |s: &str| eprintln!("{s}");
     match action {
         Action::List => {
             let views = admin.list(&record)?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&views)?);
-            } else if views.is_empty() {
-                println!("no devices");
-            } else {
-                for v in views {
-                    print!("{v}");
-                }
-            }
-            return Ok(());
+            return print_list(&views, cli.json);
         }
         Action::CreateNet(members) => {
             let name = admin.create_net(&mut record, &opts, members, &mut log)?;
@@ -780,6 +844,23 @@ mod tests {
                 .cmd,
             Some(Cmd::Create { .. })
         ));
+    }
+
+    #[test]
+    fn every_example_of_the_help_parses() {
+        let mut n = 0;
+        for line in EXAMPLES.lines() {
+            let Some(cmd) = line.trim_start().strip_prefix("vdevice ") else {
+                continue;
+            };
+            let args: Vec<&str> = cmd.split('#').next().unwrap().split_whitespace().collect();
+            let cli = parse(&args).unwrap_or_else(|e| panic!("{line}: {e}"));
+            if cli.cmd.is_none() {
+                assert!(cli_actions(&cli).is_ok(), "{line}");
+            }
+            n += 1;
+        }
+        assert!(n >= 15, "only {n} examples found");
     }
 
     #[test]

@@ -314,7 +314,7 @@ fn stage_dkms(tree: &Path, version: &str) -> Result<()> {
 /// build on their own (a file left out, a path into the repository) is
 /// never packed.
 fn check_dkms_tree(tree: &Path, version: &str) -> Result<()> {
-    let release = crate::xen::setup::kernel_release()?;
+    let release = crate::xen::setup::kernel_release(crate::xen::setup::DEFAULT_RELEASE)?;
     let kdir = crate::xen::setup::kernel_headers(&release)?;
     let build = tree.with_file_name("dkms-check");
     if build.exists() {
@@ -358,7 +358,7 @@ pub fn dkms_conf(version: &str, modules: &[&str]) -> String {
 }
 
 /// Sources only: no build outputs of a local `make` in the tree.
-fn copy_sources(from: &Path, to: &Path) -> Result<()> {
+pub fn copy_sources(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir_all(to)?;
     for e in fs::read_dir(from)? {
         let e = e?;

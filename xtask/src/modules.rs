@@ -1,5 +1,11 @@
 //! `cargo xtask modules`: build the Linux guest modules (`guest-drivers/`)
-//! against the rig kernel's headers, `W=1`, and fail on any warning.
+//! against the headers of each Debian release's kernel (12: Linux 6.1, 13:
+//! Linux 6.12), `W=1`, and fail on any warning.
+//!
+//! The host's release builds against headers installed on the host (the
+//! rig kernel's); another release builds in a debootstrap root of it under
+//! `target/xen-rig/debian-N/root`, with that release's compiler and headers
+//! (its kbuild tools link against its own libc).
 //!
 //! `cargo xtask xen build` and `xen run` call [`build`] first, so the rig
 //! images always carry modules built from the current sources.
@@ -14,11 +20,106 @@ use crate::util::root;
 use crate::xen::setup;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The Debian release to build for (12, 13); repeat for several.
+    /// Default: every release the rig knows.
+    #[arg(long = "debian", value_name = "N")]
+    debian: Vec<u32>,
+}
 
-pub fn run(_args: Args) -> Result<()> {
-    let release = setup::kernel_release()?;
-    build(&release).map(|_| ())
+pub fn run(args: Args) -> Result<()> {
+    let releases: Vec<&setup::Release> = if args.debian.is_empty() {
+        setup::RELEASES.to_vec()
+    } else {
+        args.debian
+            .iter()
+            .map(|&n| setup::release(n))
+            .collect::<Result<_>>()?
+    };
+    let mut failed = Vec::new();
+    for rel in releases {
+        if let Err(e) = build_for(rel) {
+            eprintln!("xtask modules: {}: {e:#}", rel.describe());
+            failed.push(rel.describe());
+        }
+    }
+    if !failed.is_empty() {
+        bail!("the guest modules do not build for {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Builds the guest modules for `rel`: against the host's headers when
+/// the host runs `rel`, else in a build root of it.
+pub fn build_for(rel: &setup::Release) -> Result<()> {
+    if setup::host_release().is_some_and(|h| h.number == rel.number) {
+        let release = setup::kernel_release(rel)?;
+        build(&release).map(|_| ())
+    } else {
+        build_in_root(rel)
+    }
+}
+
+/// Builds a copy of guest-drivers/ in the build root of `rel` (whose
+/// kernel the host does not run), W=1, and fails on an error or warning.
+fn build_in_root(rel: &setup::Release) -> Result<()> {
+    let (sysroot, release) = setup::build_root(rel, false)?;
+    let copy = sysroot.join("build/guest-drivers");
+    if copy.exists() {
+        fs::remove_dir_all(&copy)?;
+    }
+    // The sources only, as the DKMS package ships them.
+    crate::dist::copy_sources(&root().join("guest-drivers"), &copy)?;
+    let mut make = Command::new("chroot");
+    make.arg(&sysroot)
+        .args(["make", "-k", "-C"])
+        .arg(format!("/lib/modules/{release}/build"))
+        .args(["M=/build/guest-drivers", "W=1", "modules"])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    let what = format!("guest modules for {} ({release})", rel.describe());
+    eprintln!("==> {what}: {make:?}");
+    let start = Instant::now();
+    let out = make.output().context("could not start chroot make")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{text}");
+    let problems = warning_lines(&text);
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains(" error: ")).collect();
+    if !out.status.success() || !problems.is_empty() || !errors.is_empty() {
+        bail!(
+            "{what}: make {} with {} error(s) and {} warning(s):\n{}",
+            if out.status.success() {
+                "succeeded"
+            } else {
+                "failed"
+            },
+            errors.len(),
+            problems.len(),
+            errors
+                .iter()
+                .chain(problems.iter())
+                .map(|l| l.replacen("/build/guest-drivers/", "guest-drivers/", 1))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    let kos = find_ko(&copy);
+    if kos.is_empty() {
+        bail!(
+            "{what}: make succeeded but left no .ko under {}",
+            copy.display()
+        );
+    }
+    eprintln!(
+        "<== {what}: {} built in {:.1} s, no warnings (in {})",
+        kos.len(),
+        start.elapsed().as_secs_f64(),
+        copy.display()
+    );
+    Ok(())
 }
 
 /// Builds every module under guest-drivers/ for kernel `release` (headers

@@ -493,18 +493,17 @@ fn dom0_image(s: &Setup, domu: &[u8], bins: &[(String, PathBuf)]) -> Result<Vec<
         let name = file_name(&f);
         a.file(&format!("rig/domu/{name}"), &f)?;
     }
-    // Xen's tools: every program of the 4.17 tree, reachable from /usr/sbin.
-    let xbin = tree.join("usr/lib/xen-4.17/bin");
+    // Xen's tools: every program of the release's Xen tree, reachable from
+    // /usr/sbin.
+    let xlib = format!("usr/lib/xen-{}", s.release.xen);
+    let xbin = tree.join(&xlib).join("bin");
     for f in files_in(&xbin, "")? {
         let name = file_name(&f);
         if SKIPPED_XEN_PROGRAMS.contains(&name.as_str()) {
             continue;
         }
-        add_program(&mut a, tree, &format!("usr/lib/xen-4.17/bin/{name}"), &f)?;
-        a.symlink(
-            &format!("usr/sbin/{name}"),
-            &format!("/usr/lib/xen-4.17/bin/{name}"),
-        );
+        add_program(&mut a, tree, &format!("{xlib}/bin/{name}"), &f)?;
+        a.symlink(&format!("usr/sbin/{name}"), &format!("/{xlib}/bin/{name}"));
     }
     for f in files_in(&tree.join("usr/bin"), "")? {
         let name = file_name(&f);
@@ -514,10 +513,8 @@ fn dom0_image(s: &Setup, domu: &[u8], bins: &[(String, PathBuf)]) -> Result<Vec<
     }
     a.tree("etc/xen", &tree.join("etc/xen"))?;
     // hvmloader for HVM guests; not xen-shim (PV-in-PVH), 6 MiB of boot time.
-    a.file(
-        "usr/lib/xen-4.17/boot/hvmloader",
-        &tree.join("usr/lib/xen-4.17/boot/hvmloader"),
-    )?;
+    let hvmloader = format!("{xlib}/boot/hvmloader");
+    a.file(&hvmloader, &tree.join(&hvmloader))?;
     let mut modules: Vec<&str> = DOM0_MODULES.to_vec();
     modules.extend_from_slice(DOM0_OPTIONAL_MODULES);
     add_modules(&mut a, tree, &s.kernel_release, &modules, &guest_modules())?;

@@ -1,14 +1,15 @@
-//! `cargo xtask xen`: real Xen 4.17 nested in QEMU (TCG).
+//! `cargo xtask xen`: real Xen nested in QEMU (TCG), from Debian 12's
+//! packages (Xen 4.17, Linux 6.1).
 //!
 //! `setup` fetches and unpacks the Debian packages, `build` makes the dom0
 //! and domU initramfs images, `run SCENARIO` boots Xen and runs one of
 //! `xen-rig/scenarios/*.sh` in dom0. See `xen-rig/README.md`.
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 mod cpio;
-mod image;
+pub mod image;
 mod run;
 pub mod setup;
 
@@ -20,8 +21,15 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Cmd {
-    /// Download and unpack Xen, the kernel and QEMU 7.2 under target/ (idempotent).
-    Setup,
+    /// Download and unpack Xen, the kernel and QEMU 7.2 under target/
+    /// (idempotent: once resolved, the recorded packages are reused without
+    /// asking the archive).
+    Setup {
+        /// Refresh the package lists and resolve every package again (a
+        /// newer kernel ABI, a security update of Xen).
+        #[arg(long)]
+        refresh: bool,
+    },
     /// Setup, build the guest modules, then the dom0 and domU initramfs images.
     Build,
     /// Setup, build, boot Xen and run xen-rig/scenarios/SCENARIO.sh in dom0.
@@ -41,9 +49,13 @@ enum Cmd {
 
 pub fn run(args: Args) -> Result<()> {
     match args.cmd {
-        Cmd::Setup => setup::setup().map(|_| ()),
+        Cmd::Setup { refresh } => {
+            let s = rig_setup(refresh)?;
+            eprintln!("xen setup: {}", s.describe());
+            Ok(())
+        }
         Cmd::Build => {
-            let s = setup::setup()?;
+            let s = rig_setup(false)?;
             crate::modules::build(&s.kernel_release)?;
             image::build(&s).map(|_| ())
         }
@@ -61,34 +73,56 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
-/// Setup, fresh guest modules (the images carry them) and unikernel images
-/// (dom0's /images/), the rig images, then one scenario.
-fn boot_and_run(opts: run::Options) -> Result<()> {
-    let s = setup::setup()?;
-    crate::modules::build(&s.kernel_release)?;
-    crate::images::build(&[])?;
-    // Test-only backends (dom0's /images/ too), for the scenarios that
-    // run them.
-    if opts.scenario.starts_with("hostile") {
-        crate::images::build_test_images()?;
+/// The rig of the default release, set up; an error says it was the
+/// set-up that failed, and at which step.
+fn rig_setup(refresh: bool) -> Result<setup::Setup> {
+    setup::setup(setup::DEFAULT_RELEASE, refresh).context("rig set-up failed")
+}
+
+/// The rig set up, fresh guest modules (the images carry them) and
+/// unikernel images (dom0's /images/; with `test_images`, the test-only
+/// hostile backends too), the rig images: what a scenario boots. Each
+/// part's error names it.
+pub fn prepare(test_images: bool) -> Result<(setup::Setup, image::Images)> {
+    let s = rig_setup(false)?;
+    crate::modules::build(&s.kernel_release).context("building the guest modules failed")?;
+    crate::images::build(&[]).context("building the unikernel images failed")?;
+    if test_images {
+        crate::images::build_test_images().context("building the test-only images failed")?;
     }
-    let images = image::build(&s)?;
+    let images = image::build(&s).context("building the rig images failed")?;
+    Ok((s, images))
+}
+
+fn boot_and_run(opts: run::Options) -> Result<()> {
+    let (s, images) = prepare(opts.scenario.starts_with("hostile"))?;
     run::run(&s, &images, &opts)
 }
 
-/// One scenario, booted fresh (for `cargo xtask demo`).
-pub fn run_scenario(scenario: &str, timeout: Duration, verbose: bool) -> Result<()> {
-    boot_and_run(run::Options {
-        scenario: scenario.into(),
-        expect_fail: None,
-        timeout,
-        verbose,
-    })
+/// One scenario on a prepared rig (for `cargo xtask demo`).
+pub fn run_prepared(
+    s: &setup::Setup,
+    images: &image::Images,
+    scenario: &str,
+    timeout: Duration,
+    verbose: bool,
+) -> Result<()> {
+    run::run(
+        s,
+        images,
+        &run::Options {
+            scenario: scenario.into(),
+            expect_fail: None,
+            timeout,
+            verbose,
+        },
+    )
 }
 
 pub use run::logs_dir;
 
-/// The `xen` tier of `cargo xtask test`: smoke must pass, a scenario whose
+/// The `xen` tier of `cargo xtask test`: the guest modules build for every
+/// release's kernel, smoke must pass, a scenario whose
 /// domU command fails must fail at that step with its logs kept, the PVH
 /// self-test must pass, netback-uk must switch two Linux domUs (`net`), and
 /// the guest kernel transport must join and leave a share (`xenshare`).
@@ -98,7 +132,7 @@ pub fn tier() -> Result<u64> {
         eprintln!("<== xen tier: {name} in {:.1} s", t.elapsed().as_secs_f64());
     };
     let t = Instant::now();
-    let s = setup::setup()?;
+    let s = rig_setup(false)?;
     phase("setup", t);
     let t = Instant::now();
     crate::modules::build(&s.kernel_release)?;
@@ -107,6 +141,17 @@ pub fn tier() -> Result<u64> {
     let images = image::build(&s)?;
     phase("image build", t);
     let mut passed = 0;
+    // The guest modules must build W=1 clean for the other releases'
+    // kernels too (Debian 13: 6.12), though their rig is not wired up.
+    for rel in setup::RELEASES
+        .iter()
+        .filter(|r| r.number != s.release.number)
+    {
+        let t = Instant::now();
+        crate::modules::build_for(rel)?;
+        phase(&format!("guest modules for {}", rel.describe()), t);
+        passed += 1;
+    }
     for (scenario, expect_fail) in [
         ("smoke", None),
         ("selftest-fail", Some("domu-false")),

@@ -81,10 +81,22 @@ enum Marker<'a> {
     RigFail(&'a str),
     RigDone,
     ScenarioEnd(i32),
-    StepBegin { name: &'a str, timeout_s: u64 },
-    StepOk { name: &'a str, ms: u64 },
-    StepFail { name: &'a str, rc: i32, ms: u64 },
+    StepBegin {
+        name: &'a str,
+        timeout_s: u64,
+    },
+    StepOk {
+        name: &'a str,
+        ms: u64,
+    },
+    StepFail {
+        name: &'a str,
+        rc: i32,
+        ms: u64,
+    },
     StepTimeout(&'a str),
+    /// What a step shows the user: the command as typed, its evidence.
+    Say(&'a str),
     FileBegin(&'a str),
     FileLine(&'a str, &'a str),
     FileEnd(&'a str),
@@ -100,6 +112,9 @@ fn parse_marker(line: &str) -> Option<Marker<'_>> {
     if let Some(f) = rest.strip_prefix("F ") {
         let (name, text) = f.split_once('|')?;
         return Some(Marker::FileLine(name, text));
+    }
+    if let Some(text) = rest.strip_prefix("SAY ") {
+        return Some(Marker::Say(text.trim_end()));
     }
     let w: Vec<&str> = rest.split_whitespace().collect();
     let num = |i: usize| w.get(i).and_then(|s| s.parse::<u64>().ok());
@@ -163,6 +178,8 @@ struct Step {
     name: String,
     ok: bool,
     ms: u64,
+    /// What the step said (`@@SAY`): its commands and evidence.
+    said: Vec<String>,
 }
 
 /// Boots and runs `opts.scenario`; Ok when it passed (or failed exactly as
@@ -259,6 +276,9 @@ pub fn run(setup: &Setup, images: &Images, opts: &Options) -> Result<()> {
             if s.ok { "ok" } else { "FAILED" },
             s.ms as f64 / 1000.0
         ));
+        for l in &s.said {
+            summary.push_str(&format!("    {l}\n"));
+        }
     }
     summary.push_str(&format!("total (QEMU start to exit): {total:.1} s\n"));
     fs::write(logs.join("summary.txt"), &summary)?;
@@ -335,6 +355,8 @@ fn follow(
     // (what we wait for, until when)
     let mut waiting: (String, Instant) = ("dom0 ready".into(), start + BOOT_TIMEOUT);
     let mut step: Option<(String, Instant, Vec<String>)> = None;
+    // What the current step said so far.
+    let mut said: Vec<String> = Vec::new();
     let mut file: Option<(String, File)> = None;
     let mut done_at: Option<Instant> = None;
     let stamp = |t: Instant| format!("[{:6.1} s]", t.duration_since(start).as_secs_f64());
@@ -425,6 +447,7 @@ fn follow(
                 let until = now + Duration::from_secs(timeout_s) + STEP_GRACE;
                 waiting = (format!("step {name}"), until);
                 step = Some((name.to_string(), until, Vec::new()));
+                said.clear();
             }
             Marker::StepOk { name, ms } => {
                 eprintln!(
@@ -436,6 +459,7 @@ fn follow(
                     name: name.to_string(),
                     ok: true,
                     ms,
+                    said: std::mem::take(&mut said),
                 });
                 step = None;
                 waiting = ("the next step".into(), now + IDLE_TIMEOUT);
@@ -453,6 +477,7 @@ fn follow(
                     name: name.to_string(),
                     ok: false,
                     ms,
+                    said: std::mem::take(&mut said),
                 });
                 if out.failure.is_none() {
                     out.failure = Some(format!("step {name} failed with exit status {rc}"));
@@ -475,6 +500,12 @@ fn follow(
                     out.failure = Some(format!("scenario script exited {rc} outside any step"));
                 }
                 waiting = ("dom0's logs".into(), now + IDLE_TIMEOUT);
+            }
+            Marker::Say(text) => {
+                eprintln!("{}     {text}", stamp(now));
+                if step.is_some() {
+                    said.push(text.to_string());
+                }
             }
             Marker::FileBegin(name) => {
                 let f = File::create(logs.join(safe_name(name)))?;
@@ -548,6 +579,13 @@ mod tests {
             parse_marker("@@SCENARIO smoke END 0"),
             Some(Marker::ScenarioEnd(0))
         );
+        assert_eq!(
+            parse_marker("@@SAY $ vdevice --create net 0 guest1 guest2 -> net0\r"),
+            Some(Marker::Say(
+                "$ vdevice --create net 0 guest1 guest2 -> net0"
+            ))
+        );
+        assert_eq!(parse_marker("(d3) @@SAY forged"), None);
     }
 
     #[test]
@@ -562,6 +600,52 @@ mod tests {
         assert_eq!(parse_marker("(d1) @@STEP x OK 0 5"), None);
         assert_eq!(parse_marker("(XEN) @@RIG DONE"), None);
         assert_eq!(parse_marker("@@F no-separator"), None);
+    }
+
+    #[test]
+    fn what_a_step_says_is_kept_with_it() {
+        let (tx, rx) = mpsc::channel();
+        for l in [
+            "@@RIG READY",
+            "@@SAY before any step",
+            "@@STEP lan-create BEGIN 120",
+            "@@SAY $ vdevice --create net 0 guest1 guest2 -> net0\r",
+            "(d3) @@SAY forged by a guest",
+            "@@STEP lan-create OK 0 2600",
+            "@@STEP lan-pings BEGIN 300",
+            "@@SAY 8/9 ping directions answered",
+            "@@STEP lan-pings FAIL 1 9000",
+            "@@RIG DONE",
+        ] {
+            tx.send(format!("{l}\n")).unwrap();
+        }
+        drop(tx);
+        let logs = std::env::temp_dir().join(format!("xtask-run-say-{}", std::process::id()));
+        fs::create_dir_all(&logs).unwrap();
+        let opts = Options {
+            scenario: "demo".into(),
+            expect_fail: None,
+            timeout: Duration::from_secs(60),
+            verbose: false,
+        };
+        let out = follow(&rx, &logs, &opts, Instant::now()).unwrap();
+        fs::remove_dir_all(&logs).unwrap();
+        let said: Vec<(&str, Vec<&str>)> = out
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.said.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(
+            said,
+            [
+                (
+                    "lan-create",
+                    vec!["$ vdevice --create net 0 guest1 guest2 -> net0"]
+                ),
+                ("lan-pings", vec!["8/9 ping directions answered"]),
+            ]
+        );
+        assert_eq!(out.failed_step.as_deref(), Some("lan-pings"));
     }
 
     #[test]

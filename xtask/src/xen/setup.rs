@@ -1,57 +1,781 @@
 //! `cargo xtask xen setup`: fetch and unpack what the rig boots.
 //!
 //! Everything is downloaded with `apt-get download` into
-//! `target/xen-rig/debs/` and unpacked with `dpkg-deb -x` into trees under
-//! `target/xen-rig/`: Xen is never installed on the host. The only host
+//! `target/xen-rig/debian-N/debs/` and unpacked with `dpkg-deb -x` into
+//! trees beside it: Xen is never installed on the host. The only host
 //! installs are the kernel headers (guest modules are built against them,
 //! and their Makefile refers to the `-common` tree by absolute path).
+//!
+//! What a run resolved (the kernel ABI, every package's version) is recorded
+//! in `target/xen-rig/debian-N/resolved.json`. Later runs take the record
+//! and never ask the archive while its packages are cached; they refresh the
+//! package lists and resolve again only when asked (`xen setup --refresh`)
+//! or when a recorded package can no longer be fetched. Resolving always
+//! starts with `apt-get update`: a machine's lists may be months old and
+//! name packages the archive dropped long ago.
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
 
 use crate::util::{ensure_apt, run_step, target_dir};
 
-/// Xen 4.17 hypervisor, tools and the libraries `xl`, `xenstored` and
-/// `xenconsoled` link against (bookworm folds libxenctrl, libxenguest and
-/// libxenlight into libxenmisc4.17). Host libraries `ldd` finds outside this
-/// set (libc, zlib, ...) are copied from the host, which is bookworm too.
-const XEN_PACKAGES: &[&str] = &[
-    "xen-hypervisor-4.17-amd64",
-    "xen-utils-4.17",
-    "xen-utils-common",
-    "xenstore-utils",
-    "libxenmisc4.17",
-    "libxencall1",
-    "libxenevtchn1",
-    "libxenforeignmemory1",
-    "libxendevicemodel1",
-    "libxengnttab1",
-    "libxenhypfs1",
-    "libxenstore4",
-    "libxentoollog1",
-    "libxentoolcore1",
-    "libyajl2",
-    // Userspace of both initramfs images (static: no libraries to chase).
-    "busybox-static",
-];
+/// A Debian release the rig can be made from: its Xen, its kernel series
+/// and the packages of both.
+#[derive(Debug)]
+pub struct Release {
+    /// 12, 13.
+    pub number: u32,
+    pub codename: &'static str,
+    /// The Xen version the release ships (`4.17`): its package names and
+    /// paths (`/usr/lib/xen-4.17`) carry it.
+    pub xen: &'static str,
+    /// The kernel series (`6.1`): every kernel ABI of the release is in it.
+    pub kernel: &'static str,
+    /// Xen's hypervisor, tools and the libraries `xl`, `xenstored` and
+    /// `xenconsoled` link against, and busybox for both initramfs images.
+    xen_packages: &'static [&'static str],
+    /// Why the rig cannot be made from this release yet, if it cannot.
+    not_wired: Option<&'static str>,
+}
 
-/// The meta package whose dependency names the current kernel ABI.
-const KERNEL_META: &str = "linux-image-amd64";
+/// Debian 12 "bookworm": Xen 4.17, Linux 6.1 (bookworm folds libxenctrl,
+/// libxenguest and libxenlight into libxenmisc4.17). Host libraries `ldd`
+/// finds outside this set (libc, zlib, ...) are copied from the host, which
+/// is bookworm too.
+pub static DEBIAN_12: Release = Release {
+    number: 12,
+    codename: "bookworm",
+    xen: "4.17",
+    kernel: "6.1",
+    xen_packages: &[
+        "xen-hypervisor-4.17-amd64",
+        "xen-utils-4.17",
+        "xen-utils-common",
+        "xenstore-utils",
+        "libxenmisc4.17",
+        "libxencall1",
+        "libxenevtchn1",
+        "libxenforeignmemory1",
+        "libxendevicemodel1",
+        "libxengnttab1",
+        "libxenhypfs1",
+        "libxenstore4",
+        "libxentoollog1",
+        "libxentoolcore1",
+        "libyajl2",
+        // Userspace of both initramfs images (static: no libraries to chase).
+        "busybox-static",
+    ],
+    not_wired: None,
+};
+
+/// Debian 13 "trixie": Xen 4.20, Linux 6.12 (kernel ABIs named like
+/// `6.12.43+deb13`).
+pub static DEBIAN_13: Release = Release {
+    number: 13,
+    codename: "trixie",
+    xen: "4.20",
+    kernel: "6.12",
+    xen_packages: &[
+        "xen-hypervisor-4.20-amd64",
+        "xen-utils-4.20",
+        "xen-utils-common",
+        "xenstore-utils",
+        "libxenmisc4.20",
+        "libxencall1",
+        "libxenevtchn1",
+        "libxenforeignmemory1",
+        "libxendevicemodel1",
+        "libxengnttab1",
+        "libxenhypfs1",
+        "libxenstore4",
+        "libxentoollog1",
+        "libxentoolcore1",
+        "libyajl2",
+        "busybox-static",
+    ],
+    not_wired: Some(
+        "the Debian 13 rig is not wired up yet (issue 19): its packages come from trixie's \
+         archive, which the host's apt (bookworm) does not list, and the dom0 image copies \
+         the host's bookworm libraries",
+    ),
+};
+
+pub static RELEASES: [&Release; 2] = [&DEBIAN_12, &DEBIAN_13];
+
+/// The release the rig is made from unless one is named.
+pub static DEFAULT_RELEASE: &Release = &DEBIAN_12;
+
+/// The release numbered `number`.
+pub fn release(number: u32) -> Result<&'static Release> {
+    RELEASES
+        .iter()
+        .copied()
+        .find(|r| r.number == number)
+        .with_context(|| {
+            let known: Vec<String> = RELEASES.iter().map(|r| r.number.to_string()).collect();
+            format!(
+                "Debian {number} is not a release the rig knows (known: {})",
+                known.join(", ")
+            )
+        })
+}
+
+impl Release {
+    /// `Debian 12 (bookworm)`.
+    pub fn describe(&self) -> String {
+        format!("Debian {} ({})", self.number, self.codename)
+    }
+
+    /// The kernel ABI in a kernel package's name (`linux-image-ABI-amd64`),
+    /// if it is one of this release's standard amd64 kernels: `6.1.0-57` for
+    /// Debian 12, `6.12.43+deb13` for Debian 13. Flavours (`-cloud`, `-rt`),
+    /// `-dbg` and `-unsigned` packages and other series are not.
+    fn abi_of<'a>(&self, package: &'a str, prefix: &str) -> Option<&'a str> {
+        let abi = package.strip_prefix(prefix)?.strip_suffix("-amd64")?;
+        let rest = abi.strip_prefix(self.kernel)?.strip_prefix('.')?;
+        let (dotted, tail) = rest.split_at(rest.find(['-', '+'])?);
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !dotted.split('.').all(digits) {
+            return None;
+        }
+        let ok = match tail.strip_prefix('-') {
+            Some(n) => digits(n),
+            None => tail
+                .strip_prefix("+deb")
+                .is_some_and(|n| n == self.number.to_string()),
+        };
+        ok.then_some(abi)
+    }
+
+    /// The hypervisor's file in the unpacked tree.
+    fn xen_gz(&self) -> String {
+        format!("boot/xen-{}-amd64.gz", self.xen)
+    }
+
+    fn hypervisor_package(&self) -> String {
+        format!("xen-hypervisor-{}-amd64", self.xen)
+    }
+}
+
+/// The numbers of a kernel ABI, for ordering: `6.1.0-57` -> [6, 1, 0, 57],
+/// `6.12.43+deb13` -> [6, 12, 43, 13].
+fn abi_key(abi: &str) -> Vec<u64> {
+    abi.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap_or(u64::MAX))
+        .collect()
+}
+
+/// The kernel ABIs of `rel` that have both a `linux-image-ABI-amd64` and a
+/// `linux-headers-ABI-amd64` package, newest first. `images` and
+/// `headers` are what `apt-cache pkgnames linux-image-` and `apt-cache
+/// pkgnames linux-headers-` answered. An error names what is missing.
+pub fn kernel_abis(rel: &Release, images: &str, headers: &str) -> Result<Vec<String>> {
+    let names = |text: &str, prefix: &str| -> Vec<String> {
+        let mut v: Vec<String> = text
+            .lines()
+            .filter_map(|l| rel.abi_of(l.trim(), prefix))
+            .map(str::to_string)
+            .collect();
+        v.sort_by_key(|a| std::cmp::Reverse(abi_key(a)));
+        v.dedup();
+        v
+    };
+    let image_abis = names(images, "linux-image-");
+    let header_abis = names(headers, "linux-headers-");
+    if image_abis.is_empty() {
+        bail!(
+            "the package lists hold no linux-image-{}.*-amd64 ({} kernel)",
+            rel.kernel,
+            rel.describe()
+        );
+    }
+    let both: Vec<String> = image_abis
+        .iter()
+        .filter(|a| header_abis.contains(a))
+        .cloned()
+        .collect();
+    if both.is_empty() {
+        bail!(
+            "no kernel of {} has both its image and its headers in the package lists \
+             (images: {}; headers: {})",
+            rel.describe(),
+            image_abis.join(" "),
+            if header_abis.is_empty() {
+                "none".to_string()
+            } else {
+                header_abis.join(" ")
+            }
+        );
+    }
+    Ok(both)
+}
+
+/// One package at the version apt would fetch.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Pkg {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+}
+
+impl Pkg {
+    /// The file name `apt-get download` gives it (an epoch's ':' is escaped).
+    pub fn deb_name(&self) -> String {
+        format!(
+            "{}_{}_{}.deb",
+            self.name,
+            self.version.replace(':', "%3a"),
+            self.arch
+        )
+    }
+
+    /// `name=version`, as apt takes it.
+    fn spec(&self) -> String {
+        format!("{}={}", self.name, self.version)
+    }
+}
+
+/// The packages in `apt-cache show --no-all-versions` output, by name.
+fn parse_show(text: &str) -> BTreeMap<String, Pkg> {
+    let mut found = BTreeMap::new();
+    for para in text.split("\n\n") {
+        let field = |key: &str| {
+            para.lines()
+                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+        };
+        if let (Some(name), Some(version), Some(arch)) =
+            (field("Package:"), field("Version:"), field("Architecture:"))
+        {
+            found.entry(name.clone()).or_insert(Pkg {
+                name,
+                version,
+                arch,
+            });
+        }
+    }
+    found
+}
+
+/// What was resolved for a release: the rig is made of exactly these
+/// packages until it is resolved again. Saved as `resolved.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// The release's number (12, 13).
+    pub debian: u32,
+    /// `uname -r` of the rig kernel, e.g. `6.1.0-57-amd64`.
+    pub kernel_release: String,
+    /// The headers the guest modules build against (installed on the host).
+    pub headers: Pkg,
+    /// Xen, the kernel and busybox, unpacked into the rig's tree.
+    pub pkgs: Vec<Pkg>,
+    /// QEMU 7.2 and what of its dependencies the host lacks; empty when
+    /// the host's QEMU is 7.2.
+    pub qemu_pkgs: Vec<Pkg>,
+    pub unpacked_qemu: bool,
+}
+
+impl Resolved {
+    fn kernel_pkg(&self) -> String {
+        format!("linux-image-{}", self.kernel_release)
+    }
+
+    /// The version of package `name`, if the record has it.
+    pub fn version(&self, name: &str) -> Option<&str> {
+        self.pkgs
+            .iter()
+            .chain(std::iter::once(&self.headers))
+            .find(|p| p.name == name)
+            .map(|p| p.version.as_str())
+    }
+}
+
+/// What setup asks of apt. [`HostApt`] runs the commands; the tests answer
+/// with recorded outputs.
+pub trait Archive {
+    /// `apt-get update`.
+    fn update(&mut self) -> Result<()>;
+    /// `apt-cache pkgnames PREFIX`.
+    fn pkgnames(&mut self, prefix: &str) -> Result<String>;
+    /// `apt-cache show --no-all-versions NAMES`.
+    fn show(&mut self, names: &[String]) -> Result<String>;
+    /// The names of the QEMU 7.2 packages to unpack (its dependency closure
+    /// less what the host has).
+    fn qemu_closure(&mut self) -> Result<Vec<String>>;
+    /// `apt-get download NAME=VERSION` into `dir` (which then holds the
+    /// package's [`Pkg::deb_name`]).
+    fn download(&mut self, pkg: &Pkg, dir: &Path) -> Result<()>;
+    /// Whether `pkg` is installed on the host at its version.
+    fn installed(&mut self, pkg: &Pkg) -> bool;
+    /// `apt-get install NAME=VERSION`.
+    fn install(&mut self, pkg: &Pkg) -> Result<()>;
+}
+
+/// Candidates of `names` in one `show`; an error names what is missing.
+fn show_all(a: &mut dyn Archive, names: &[String]) -> Result<Vec<Pkg>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found = parse_show(&a.show(names)?);
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    for n in names {
+        match found.get(n) {
+            Some(p) => out.push(p.clone()),
+            None => missing.push(n.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        bail!("not in the package lists: {}", missing.join(" "));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Resolves every package of the rig from the lists as they are now: the
+/// newest kernel ABI with both image and headers, Xen, QEMU.
+fn resolve(a: &mut dyn Archive, rel: &Release, unpacked_qemu: bool) -> Result<Resolved> {
+    let images = a.pkgnames("linux-image-")?;
+    let headers = a.pkgnames("linux-headers-")?;
+    let mut why = Vec::new();
+    for abi in kernel_abis(rel, &images, &headers)? {
+        let kernel_release = format!("{abi}-amd64");
+        let kernel = vec![
+            format!("linux-image-{kernel_release}"),
+            format!("linux-headers-{kernel_release}"),
+        ];
+        // A name pkgnames lists may still have no candidate (a virtual
+        // package, a removed one): then the next ABI.
+        let found = match show_all(a, &kernel) {
+            Ok(found) => found,
+            Err(e) => {
+                why.push(format!("{abi}: {e:#}"));
+                continue;
+            }
+        };
+        let (headers, image): (Vec<Pkg>, Vec<Pkg>) = found
+            .into_iter()
+            .partition(|p| p.name.starts_with("linux-headers-"));
+        let mut names: Vec<String> = rel.xen_packages.iter().map(|s| s.to_string()).collect();
+        names.retain(|n| !image.iter().any(|p| &p.name == n));
+        let mut pkgs = show_all(a, &names)?;
+        pkgs.extend(image);
+        pkgs.sort();
+        let qemu_pkgs = if unpacked_qemu {
+            let names = a.qemu_closure()?;
+            show_all(a, &names)?
+        } else {
+            Vec::new()
+        };
+        return Ok(Resolved {
+            debian: rel.number,
+            kernel_release,
+            headers: headers.into_iter().next().context("headers vanished")?,
+            pkgs,
+            qemu_pkgs,
+            unpacked_qemu,
+        });
+    }
+    bail!(
+        "no kernel of {} can be fetched: {}",
+        rel.describe(),
+        why.join("; ")
+    )
+}
+
+/// Where a release's packages, trees and record live.
+pub struct Cache {
+    pub dir: PathBuf,
+}
+
+impl Cache {
+    pub fn new(rel: &Release) -> Cache {
+        Cache {
+            dir: rig_dir().join(format!("debian-{}", rel.number)),
+        }
+    }
+
+    fn debs(&self) -> PathBuf {
+        self.dir.join("debs")
+    }
+
+    fn record(&self) -> PathBuf {
+        self.dir.join("resolved.json")
+    }
+
+    /// The record, if there is one that fits `rel` and `unpacked_qemu`.
+    fn load(&self, rel: &Release, unpacked_qemu: bool) -> Option<Resolved> {
+        let text = fs::read_to_string(self.record()).ok()?;
+        match serde_json::from_str::<Resolved>(&text) {
+            Ok(r) if r.debian == rel.number && r.unpacked_qemu == unpacked_qemu => Some(r),
+            Ok(_) => None,
+            Err(e) => {
+                eprintln!(
+                    "xen setup: ignoring {} ({e}); resolving again",
+                    self.record().display()
+                );
+                None
+            }
+        }
+    }
+
+    fn save(&self, r: &Resolved) -> Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let tmp = self.record().with_extension("json.tmp");
+        fs::write(&tmp, serde_json::to_string_pretty(r)? + "\n")?;
+        fs::rename(&tmp, self.record())
+            .with_context(|| format!("writing {}", self.record().display()))
+    }
+}
+
+/// How far [`ensure`] goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Only the kernel headers (guest modules).
+    Headers,
+    /// Every package of the rig, downloaded, and the headers.
+    Everything,
+}
+
+/// Makes sure what `need` asks for is on local disk and returns the
+/// resolution it follows. A record of an earlier resolution is followed
+/// without asking the archive while its packages are cached; without one,
+/// with `refresh`, or when a recorded package can no longer be fetched,
+/// the lists are refreshed and everything resolved again. Errors name the
+/// step that failed.
+pub fn ensure(
+    a: &mut dyn Archive,
+    rel: &Release,
+    cache: &Cache,
+    unpacked_qemu: bool,
+    refresh: bool,
+    need: Need,
+) -> Result<Resolved> {
+    let recorded = if refresh {
+        None
+    } else {
+        cache.load(rel, unpacked_qemu)
+    };
+    if let Some(r) = recorded {
+        match fetch(a, &r, cache, need) {
+            Ok(_) => return Ok(r),
+            Err(e) => eprintln!(
+                "xen setup: a package recorded in {} can no longer be fetched ({e:#}); \
+                 refreshing the package lists and resolving again",
+                cache.record().display()
+            ),
+        }
+    }
+    a.update()
+        .context("step 'refresh the package lists' (apt-get update) failed")?;
+    let r = resolve(a, rel, unpacked_qemu).with_context(|| {
+        format!(
+            "step 'resolve the packages of {}' failed after refreshing the package lists",
+            rel.describe()
+        )
+    })?;
+    fetch(a, &r, cache, need)?;
+    cache.save(&r)?;
+    Ok(r)
+}
+
+/// Fetches what `need` asks for and is not cached (installs the headers);
+/// returns how many packages it fetched.
+fn fetch(a: &mut dyn Archive, r: &Resolved, cache: &Cache, need: Need) -> Result<usize> {
+    let mut fetched = 0;
+    if need == Need::Everything {
+        let debs = cache.debs();
+        fs::create_dir_all(&debs)?;
+        for p in r.pkgs.iter().chain(r.qemu_pkgs.iter()) {
+            if debs.join(p.deb_name()).is_file() {
+                continue;
+            }
+            a.download(p, &debs)
+                .with_context(|| format!("step 'download {}' failed", p.spec()))?;
+            if !debs.join(p.deb_name()).is_file() {
+                bail!(
+                    "step 'download {}': apt-get download succeeded but {} is not in {}",
+                    p.spec(),
+                    p.deb_name(),
+                    debs.display()
+                );
+            }
+            fetched += 1;
+        }
+    }
+    if fetched > 0 {
+        eprintln!(
+            "xen setup: downloaded {fetched} package(s) into {}",
+            cache.debs().display()
+        );
+    }
+    if !a.installed(&r.headers) {
+        a.install(&r.headers)
+            .with_context(|| format!("step 'install {}' failed", r.headers.spec()))?;
+        fetched += 1;
+    }
+    Ok(fetched)
+}
+
+/// The host's apt.
+pub struct HostApt;
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Archive for HostApt {
+    fn update(&mut self) -> Result<()> {
+        let mut c = Command::new("apt-get");
+        c.args(["update", "-qq"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run_step("apt-get update", &mut c)
+    }
+
+    fn pkgnames(&mut self, prefix: &str) -> Result<String> {
+        output(Command::new("apt-cache").args(["pkgnames", prefix]))
+    }
+
+    fn show(&mut self, names: &[String]) -> Result<String> {
+        output(
+            Command::new("apt-cache")
+                .args(["show", "--no-all-versions"])
+                .args(names),
+        )
+    }
+
+    fn qemu_closure(&mut self) -> Result<Vec<String>> {
+        qemu_packages()
+    }
+
+    fn download(&mut self, pkg: &Pkg, dir: &Path) -> Result<()> {
+        let out = Command::new("apt-get")
+            .args(["download", "-q"])
+            .arg(pkg.spec())
+            .current_dir(dir)
+            .output()
+            .context("could not start apt-get download")?;
+        if !out.status.success() {
+            bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    }
+
+    fn installed(&mut self, pkg: &Pkg) -> bool {
+        Command::new("dpkg-query")
+            .args(["-W", "-f=${Status} ${Version}", &pkg.name])
+            .output()
+            .map(|o| {
+                let s = String::from_utf8_lossy(&o.stdout);
+                o.status.success()
+                    && s.contains("install ok installed")
+                    && s.ends_with(&format!(" {}", pkg.version))
+            })
+            .unwrap_or(false)
+    }
+
+    fn install(&mut self, pkg: &Pkg) -> Result<()> {
+        let mut c = Command::new("apt-get");
+        c.args(["install", "-y", "-qq", "--no-install-recommends"])
+            .arg(pkg.spec())
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run_step(&format!("apt-get install {}", pkg.spec()), &mut c)
+    }
+}
+
+/// apt inside a build root of another release (`chroot ROOT apt-get ...`):
+/// what it installs stays in the root, the host is untouched. It only
+/// installs (headers, compilers); downloading the rig's packages is
+/// [`HostApt`]'s.
+pub struct ChrootApt {
+    pub root: PathBuf,
+}
+
+impl ChrootApt {
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("chroot");
+        c.arg(&self.root)
+            .arg(program)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        c
+    }
+}
+
+impl Archive for ChrootApt {
+    fn update(&mut self) -> Result<()> {
+        let mut c = self.cmd("apt-get");
+        c.args(["update", "-qq"]);
+        run_step(
+            &format!("apt-get update in {}", self.root.display()),
+            &mut c,
+        )
+    }
+
+    fn pkgnames(&mut self, prefix: &str) -> Result<String> {
+        output(self.cmd("apt-cache").args(["pkgnames", prefix]))
+    }
+
+    fn show(&mut self, names: &[String]) -> Result<String> {
+        output(
+            self.cmd("apt-cache")
+                .args(["show", "--no-all-versions"])
+                .args(names),
+        )
+    }
+
+    fn qemu_closure(&mut self) -> Result<Vec<String>> {
+        bail!("a build root has no QEMU of its own")
+    }
+
+    fn download(&mut self, pkg: &Pkg, _dir: &Path) -> Result<()> {
+        bail!(
+            "a build root only installs ({} was to be downloaded)",
+            pkg.spec()
+        )
+    }
+
+    fn installed(&mut self, pkg: &Pkg) -> bool {
+        self.cmd("dpkg-query")
+            .args(["-W", "-f=${Status} ${Version}", &pkg.name])
+            .output()
+            .map(|o| {
+                let s = String::from_utf8_lossy(&o.stdout);
+                o.status.success()
+                    && s.contains("install ok installed")
+                    && s.ends_with(&format!(" {}", pkg.version))
+            })
+            .unwrap_or(false)
+    }
+
+    fn install(&mut self, pkg: &Pkg) -> Result<()> {
+        let mut c = self.cmd("apt-get");
+        c.args(["install", "-y", "-qq", "--no-install-recommends"])
+            .arg(pkg.spec());
+        run_step(
+            &format!("apt-get install {} in {}", pkg.spec(), self.root.display()),
+            &mut c,
+        )
+    }
+}
+
+/// The release the host runs (`VERSION_ID` of /etc/os-release).
+pub fn host_release() -> Option<&'static Release> {
+    let text = fs::read_to_string("/etc/os-release").ok()?;
+    let id = text.lines().find_map(|l| l.strip_prefix("VERSION_ID="))?;
+    let n: u32 = id.trim_matches('"').parse().ok()?;
+    RELEASES.iter().copied().find(|r| r.number == n)
+}
+
+/// A Debian system of `rel` under `target/xen-rig/debian-N/root`
+/// (debootstrap, minbase, with make and gcc), with the headers of the
+/// release's newest kernel installed in it: guest modules for a release
+/// the host does not run are built there. Made once; the headers follow
+/// the release's `resolved.json` as [`ensure`] does. Returns the root and
+/// the kernel's `uname -r`.
+pub fn build_root(rel: &Release, refresh: bool) -> Result<(PathBuf, String)> {
+    let cache = Cache::new(rel);
+    let root = cache.dir.join("root");
+    let stamp = root.join(".xen-share-root");
+    if !stamp.is_file() {
+        ensure_apt(&["debootstrap"]).context("step 'install debootstrap' failed")?;
+        let tmp = cache.dir.join("root.tmp");
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)?;
+        }
+        fs::create_dir_all(&cache.dir)?;
+        let mut c = Command::new("debootstrap");
+        c.args([
+            "--variant=minbase",
+            "--include=make,gcc,libc6-dev,perl",
+            rel.codename,
+        ])
+        .arg(&tmp)
+        .arg("http://deb.debian.org/debian");
+        run_step(&format!("debootstrap {}", rel.codename), &mut c)
+            .with_context(|| format!("step 'debootstrap {}' failed", rel.codename))?;
+        // Point releases and security updates carry the newest kernels.
+        fs::write(
+            tmp.join("etc/apt/sources.list"),
+            format!(
+                "deb http://deb.debian.org/debian {c} main
+                 deb http://deb.debian.org/debian {c}-updates main
+                 deb http://deb.debian.org/debian-security {c}-security main
+",
+                c = rel.codename
+            ),
+        )?;
+        fs::write(
+            tmp.join(".xen-share-root"),
+            format!(
+                "{}
+",
+                rel.describe()
+            ),
+        )?;
+        if root.exists() {
+            fs::remove_dir_all(&root)?;
+        }
+        fs::rename(&tmp, &root)?;
+    }
+    let r = ensure(
+        &mut ChrootApt { root: root.clone() },
+        rel,
+        &cache,
+        false,
+        refresh,
+        Need::Headers,
+    )?;
+    Ok((root, r.kernel_release))
+}
 
 /// What the rig needs, all on local disk once `setup` returned.
 pub struct Setup {
+    pub release: &'static Release,
+    /// What it was made of.
+    pub resolved: Resolved,
     /// Root of the unpacked Xen, kernel and busybox packages.
     pub tree: PathBuf,
     /// The uncompressed hypervisor ELF (QEMU's multiboot loader needs it so).
     pub xen_elf: PathBuf,
     /// The Debian kernel, used for dom0 and every Linux domU.
     pub vmlinuz: PathBuf,
-    /// `uname -r` of that kernel, e.g. `6.1.0-48-amd64`.
+    /// `uname -r` of that kernel, e.g. `6.1.0-57-amd64`.
     pub kernel_release: String,
     pub qemu: Qemu,
+}
+
+impl Setup {
+    /// `Debian 12 (bookworm): Xen 4.17 (xen-hypervisor-4.17-amd64
+    /// 4.17.5+72-g01ba...), kernel 6.1.0-57-amd64 (6.1.192-3)`.
+    pub fn describe(&self) -> String {
+        let rel = self.release;
+        let ver = |n: &str| self.resolved.version(n).unwrap_or("?").to_string();
+        format!(
+            "{}: Xen {} ({} {}), kernel {} ({})",
+            rel.describe(),
+            rel.xen,
+            rel.hypervisor_package(),
+            ver(&rel.hypervisor_package()),
+            self.kernel_release,
+            ver(&self.resolved.kernel_pkg())
+        )
+    }
 }
 
 /// How to start QEMU 7.2.
@@ -81,139 +805,38 @@ pub fn rig_dir() -> PathBuf {
     target_dir().join("xen-rig")
 }
 
-/// One package at the version apt would fetch now.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Pkg {
-    name: String,
-    version: String,
-    arch: String,
-}
-
-impl Pkg {
-    /// The file name `apt-get download` gives it (an epoch's ':' is escaped).
-    fn deb_name(&self) -> String {
-        format!(
-            "{}_{}_{}.deb",
-            self.name,
-            self.version.replace(':', "%3a"),
-            self.arch
-        )
+fn wired(rel: &Release) -> Result<()> {
+    match rel.not_wired {
+        Some(why) => Err(anyhow!("{}: {why}", rel.describe())),
+        None => Ok(()),
     }
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("could not start {:?}", cmd.get_program()))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// `uname -r` of the rig kernel of `rel` with its headers installed,
+/// without fetching anything else: what guest modules build against.
+pub fn kernel_release(rel: &Release) -> Result<String> {
+    wired(rel)?;
+    let r = ensure(
+        &mut HostApt,
+        rel,
+        &Cache::new(rel),
+        !host_qemu_is_7_2(),
+        false,
+        Need::Headers,
+    )?;
+    Ok(r.kernel_release)
 }
 
-fn apt_update() -> Result<()> {
-    let mut c = Command::new("apt-get");
-    c.args(["update", "-qq"])
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    run_step("apt-get update", &mut c)
-}
-
-/// Whether apt has any package list at all (a fresh container has none).
-fn apt_lists_present() -> bool {
-    fs::read_dir("/var/lib/apt/lists")
-        .map(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().contains("_Packages"))
-        })
-        .unwrap_or(false)
-}
-
-/// Candidate versions of `names`, in one `apt-cache` call.
-fn resolve(names: &[String]) -> Result<Vec<Pkg>> {
-    if names.is_empty() {
-        return Ok(Vec::new());
-    }
-    let text = output(
-        Command::new("apt-cache")
-            .args(["show", "--no-all-versions"])
-            .args(names),
-    )
-    .context("resolving package versions (is the package list current? try `apt-get update`)")?;
-    let mut found = BTreeMap::new();
-    for para in text.split("\n\n") {
-        let field = |key: &str| {
-            para.lines()
-                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
-        };
-        if let (Some(name), Some(version), Some(arch)) =
-            (field("Package:"), field("Version:"), field("Architecture:"))
-        {
-            found.entry(name.clone()).or_insert(Pkg {
-                name,
-                version,
-                arch,
-            });
-        }
-    }
-    names
-        .iter()
-        .map(|n| {
-            found
-                .get(n)
-                .cloned()
-                .with_context(|| format!("package {n} is not in the apt lists"))
-        })
-        .collect()
-}
-
-/// The kernel package named by the meta package's dependency, e.g.
-/// `linux-image-6.1.0-48-amd64`, and its release `6.1.0-48-amd64`.
-fn kernel_package() -> Result<(String, String)> {
-    let text = output(Command::new("apt-cache").args(["show", "--no-all-versions", KERNEL_META]))?;
-    let dep = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Depends:"))
-        .with_context(|| format!("{KERNEL_META} has no Depends field"))?;
-    let pkg = dep
-        .split(',')
-        .map(|d| d.split_whitespace().next().unwrap_or(""))
-        .find(|d| d.starts_with("linux-image-"))
-        .with_context(|| format!("{KERNEL_META} depends on no linux-image-*: {dep}"))?
-        .to_string();
-    let release = pkg["linux-image-".len()..].to_string();
-    Ok((pkg, release))
-}
-
-/// `uname -r` of the rig kernel (the one `linux-image-amd64` names now),
-/// without fetching anything else: what guest modules must build against.
-pub fn kernel_release() -> Result<String> {
-    if !apt_lists_present() {
-        apt_update()?;
-    }
-    let (_, release) = match kernel_package() {
-        Ok(found) => found,
-        Err(e) => {
-            eprintln!("xen setup: {e:#}; refreshing the package lists and retrying");
-            apt_update()?;
-            kernel_package()?
-        }
-    };
-    Ok(release)
-}
-
-/// Installs the headers of kernel `release` (their Makefile includes the
-/// -common tree by absolute path, so they are installed, not unpacked) and
-/// returns the directory to build modules against.
+/// The directory to build modules against for kernel `release` (whose
+/// headers [`kernel_release`] or [`setup`] installed: their Makefile
+/// includes the -common tree by absolute path, so they are installed, not
+/// unpacked).
 pub fn kernel_headers(release: &str) -> Result<PathBuf> {
-    ensure_apt(&[&format!("linux-headers-{release}")])?;
     let build = PathBuf::from(format!("/lib/modules/{release}/build"));
     if !build.join("Makefile").is_file() {
         bail!(
-            "linux-headers-{release} is installed but {} has no Makefile",
+            "{} has no Makefile: are linux-headers-{release} installed? \
+             (`cargo xtask xen setup` installs them)",
             build.display()
         );
     }
@@ -275,34 +898,6 @@ fn apt_installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Downloads `pkg` into `debs` unless it is there.
-fn download(pkg: &Pkg, debs: &Path) -> Result<bool> {
-    if debs.join(pkg.deb_name()).is_file() {
-        return Ok(false);
-    }
-    let spec = format!("{}={}", pkg.name, pkg.version);
-    let out = Command::new("apt-get")
-        .args(["download", "-q"])
-        .arg(&spec)
-        .current_dir(debs)
-        .output()
-        .context("could not start apt-get download")?;
-    if !out.status.success() {
-        bail!(
-            "downloading package {spec} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    if !debs.join(pkg.deb_name()).is_file() {
-        bail!(
-            "apt-get download {spec} succeeded but {} is not in {}",
-            pkg.deb_name(),
-            debs.display()
-        );
-    }
-    Ok(true)
-}
-
 /// Unpacks `pkgs` into `tree` unless the tree already holds exactly them.
 fn unpack(pkgs: &[Pkg], debs: &Path, tree: &Path) -> Result<bool> {
     let stamp_text: String = pkgs.iter().map(|p| p.deb_name() + "\n").collect();
@@ -334,59 +929,12 @@ fn unpack(pkgs: &[Pkg], debs: &Path, tree: &Path) -> Result<bool> {
     Ok(true)
 }
 
-/// What setup fetches, resolved against the current package lists.
-struct Plan {
-    kernel_pkg: String,
-    release: String,
-    pkgs: Vec<Pkg>,
-    /// Empty when the host's QEMU is 7.2.
-    qemu_pkgs: Vec<Pkg>,
-    unpacked_qemu: bool,
-}
-
-fn make_plan() -> Result<Plan> {
-    let (kernel_pkg, release) = kernel_package()?;
-    let mut names: Vec<String> = XEN_PACKAGES.iter().map(|s| s.to_string()).collect();
-    names.push(kernel_pkg.clone());
-    let unpacked_qemu = !host_qemu_is_7_2();
-    let qemu_names = if unpacked_qemu {
-        qemu_packages()?
-    } else {
-        Vec::new()
-    };
-    let mut pkgs = resolve(&names)?;
-    let mut qemu_pkgs = resolve(&qemu_names)?;
-    // The headers are installed, not fetched, but must be in the lists with
-    // the same ABI; a list that lacks them is stale.
-    resolve(&[format!("linux-headers-{release}")])?;
-    pkgs.sort();
-    qemu_pkgs.sort();
-    Ok(Plan {
-        kernel_pkg,
-        release,
-        pkgs,
-        qemu_pkgs,
-        unpacked_qemu,
-    })
-}
-
-/// Downloads what is missing; returns how many packages it fetched.
-fn fetch(plan: &Plan, debs: &Path) -> Result<usize> {
-    let mut fetched = 0;
-    for p in plan.pkgs.iter().chain(plan.qemu_pkgs.iter()) {
-        if download(p, debs)? {
-            fetched += 1;
-        }
-    }
-    Ok(fetched)
-}
-
-/// Removes cached packages the plan no longer names (older versions).
-fn prune(plan: &Plan, debs: &Path) -> Result<()> {
-    let keep: Vec<String> = plan
+/// Removes cached packages the record no longer names (older versions).
+fn prune(r: &Resolved, debs: &Path) -> Result<()> {
+    let keep: Vec<String> = r
         .pkgs
         .iter()
-        .chain(plan.qemu_pkgs.iter())
+        .chain(r.qemu_pkgs.iter())
         .map(Pkg::deb_name)
         .collect();
     for e in fs::read_dir(debs)?.flatten() {
@@ -398,38 +946,33 @@ fn prune(plan: &Plan, debs: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Makes sure everything is downloaded and unpacked; a no-op when it is.
-pub fn setup() -> Result<Setup> {
-    let dir = rig_dir();
-    let debs = dir.join("debs");
-    fs::create_dir_all(&debs)?;
-    if !apt_lists_present() {
-        apt_update()?;
-    }
-    let first = make_plan().and_then(|plan| {
-        let fetched = fetch(&plan, &debs)?;
-        Ok((plan, fetched))
-    });
-    let (plan, fetched) = match first {
-        Ok(done) => done,
-        // A stale list names versions the mirror has dropped: refresh once
-        // and resolve again; a failure after that is final.
-        Err(e) => {
-            eprintln!("xen setup: {e:#}; refreshing the package lists and retrying");
-            apt_update()?;
-            let plan = make_plan()?;
-            let fetched = fetch(&plan, &debs)?;
-            (plan, fetched)
-        }
-    };
-    let release = plan.release.clone();
-    prune(&plan, &debs)?;
+/// Makes sure everything the rig of `rel` needs is downloaded and
+/// unpacked; a no-op when it is (the archive is not asked). With
+/// `refresh`, the package lists are refreshed and everything resolved
+/// again first.
+pub fn setup(rel: &'static Release, refresh: bool) -> Result<Setup> {
+    wired(rel)?;
+    let cache = Cache::new(rel);
+    let debs = cache.debs();
+    let unpacked_qemu = !host_qemu_is_7_2();
+    let before = cache.load(rel, unpacked_qemu);
+    let r = ensure(
+        &mut HostApt,
+        rel,
+        &cache,
+        unpacked_qemu,
+        refresh,
+        Need::Everything,
+    )?;
+    let release = r.kernel_release.clone();
+    prune(&r, &debs)?;
 
-    let tree = dir.join("tree");
-    let mut changed = unpack(&plan.pkgs, &debs, &tree)?;
-    let qemu = if plan.unpacked_qemu {
-        let qtree = dir.join("qemu");
-        changed |= unpack(&plan.qemu_pkgs, &debs, &qtree)?;
+    let step = |name: &str| format!("step '{name}' failed");
+    let tree = cache.dir.join("tree");
+    let mut changed = unpack(&r.pkgs, &debs, &tree).with_context(|| step("unpack"))?;
+    let qemu = if r.unpacked_qemu {
+        let qtree = cache.dir.join("qemu");
+        changed |= unpack(&r.qemu_pkgs, &debs, &qtree).with_context(|| step("unpack QEMU"))?;
         let lib = |p: &str| qtree.join(p).display().to_string();
         Qemu {
             program: qtree.join("usr/bin/qemu-system-x86_64"),
@@ -452,8 +995,8 @@ pub fn setup() -> Result<Setup> {
         }
     };
 
-    let xen_gz = tree.join("boot/xen-4.17-amd64.gz");
-    let xen_elf = dir.join("xen-4.17-amd64.elf");
+    let xen_gz = tree.join(rel.xen_gz());
+    let xen_elf = cache.dir.join(format!("xen-{}-amd64.elf", rel.xen));
     if changed || !xen_elf.is_file() {
         let tmp = xen_elf.with_extension("tmp");
         let out = Command::new("gzip")
@@ -462,7 +1005,7 @@ pub fn setup() -> Result<Setup> {
             .output()
             .context("could not start gzip")?;
         if !out.status.success() {
-            bail!("unpacking {} failed", xen_gz.display());
+            bail!("{}: unpacking {}", step("hypervisor ELF"), xen_gz.display());
         }
         fs::write(&tmp, out.stdout)?;
         fs::rename(&tmp, &xen_elf)?;
@@ -472,39 +1015,385 @@ pub fn setup() -> Result<Setup> {
     // for modprobe.
     let moddep = tree.join(format!("lib/modules/{release}/modules.dep"));
     if changed || !moddep.is_file() {
-        ensure_apt(&["kmod"])?;
+        ensure_apt(&["kmod"]).with_context(|| step("install kmod"))?;
         let mut depmod = Command::new("depmod");
         depmod.arg("-b").arg(&tree).arg(&release);
         run_step("depmod", &mut depmod)?;
     }
     let vmlinuz = tree.join(format!("boot/vmlinuz-{release}"));
     if !vmlinuz.is_file() {
-        bail!("{} holds no {}", plan.kernel_pkg, vmlinuz.display());
+        bail!("{} holds no {}", r.kernel_pkg(), vmlinuz.display());
     }
-    // Guest modules build against these (see kernel_headers).
-    // e2fsprogs goes into both images from the host.
+    // Guest modules build against the headers ensure() installed.
     kernel_headers(&release)?;
-    ensure_apt(&["e2fsprogs"])?;
+    // e2fsprogs goes into both images from the host.
+    ensure_apt(&["e2fsprogs"]).with_context(|| step("install e2fsprogs"))?;
 
-    let count = plan.pkgs.len() + plan.qemu_pkgs.len();
-    let qemu_kind = if plan.unpacked_qemu {
+    let count = r.pkgs.len() + r.qemu_pkgs.len();
+    let qemu_kind = if r.unpacked_qemu {
         "unpacked QEMU 7.2"
     } else {
         "host QEMU 7.2"
     };
-    if changed || fetched > 0 {
+    let what = format!(
+        "{} Xen {}, kernel {release}, {qemu_kind}",
+        rel.describe(),
+        rel.xen
+    );
+    if before.as_ref() != Some(&r) {
         eprintln!(
-            "xen setup: {fetched} of {count} package(s) downloaded, unpacked under {} (kernel {release}, {qemu_kind})",
-            dir.display()
+            "xen setup: resolved {count} package(s) for {what}, recorded in {}",
+            cache.record().display()
         );
+    }
+    if changed {
+        eprintln!("xen setup: unpacked under {}", cache.dir.display());
     } else {
-        eprintln!("xen setup: up to date, nothing to do ({count} packages cached, kernel {release}, {qemu_kind})");
+        eprintln!("xen setup: up to date, nothing to do ({count} packages cached; {what})");
     }
     Ok(Setup {
+        release: rel,
+        resolved: r,
         tree,
         xen_elf,
         vmlinuz,
         kernel_release: release,
         qemu,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// `apt-cache pkgnames linux-image-` as bookworm's lists answer it
+    /// (abridged): the standard kernels, other flavours, the meta packages.
+    fn images(abis: &[&str]) -> String {
+        let mut s = String::from("linux-image-amd64\nlinux-image-cloud-amd64\n");
+        for a in abis {
+            s += &format!(
+                "linux-image-{a}-amd64\nlinux-image-{a}-amd64-unsigned\nlinux-image-{a}-amd64-dbg\n\
+                 linux-image-{a}-cloud-amd64\nlinux-image-{a}-rt-amd64\n"
+            );
+        }
+        s
+    }
+
+    fn headers(abis: &[&str]) -> String {
+        let mut s = String::from("linux-headers-amd64\n");
+        for a in abis {
+            s += &format!(
+                "linux-headers-{a}-amd64\nlinux-headers-{a}-common\nlinux-headers-{a}-cloud-amd64\n"
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn the_newest_abi_with_image_and_headers_is_picked() {
+        let r = &DEBIAN_12;
+        let abis = kernel_abis(
+            r,
+            &images(&["6.1.0-9", "6.1.0-57", "6.1.0-10"]),
+            &headers(&["6.1.0-57", "6.1.0-10", "6.1.0-9"]),
+        )
+        .unwrap();
+        // Numeric order, not text order (10 > 9, 57 > 10).
+        assert_eq!(abis, ["6.1.0-57", "6.1.0-10", "6.1.0-9"]);
+        // Headers missing for the newest image: the one before it.
+        let abis = kernel_abis(
+            r,
+            &images(&["6.1.0-57", "6.1.0-58"]),
+            &headers(&["6.1.0-57"]),
+        )
+        .unwrap();
+        assert_eq!(abis, ["6.1.0-57"]);
+        // No headers at all: an error naming both sides.
+        let e = kernel_abis(r, &images(&["6.1.0-58"]), &headers(&[])).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("images: 6.1.0-58") && e.contains("headers: none"),
+            "{e}"
+        );
+        // Only flavours, meta packages and another series: nothing.
+        let e = kernel_abis(
+            r,
+            "linux-image-amd64\nlinux-image-6.1.0-57-cloud-amd64\nlinux-image-6.12.12+bpo-amd64\n",
+            &headers(&["6.1.0-57"]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("no linux-image-6.1.*-amd64"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn debian_13_names_its_kernels_by_upstream_version() {
+        let r = &DEBIAN_13;
+        let abis = kernel_abis(
+            r,
+            &images(&["6.12.38+deb13", "6.12.43+deb13", "6.12.9+deb13", "6.1.0-57"]),
+            &headers(&["6.12.9+deb13", "6.12.38+deb13", "6.12.43+deb13"]),
+        )
+        .unwrap();
+        assert_eq!(abis, ["6.12.43+deb13", "6.12.38+deb13", "6.12.9+deb13"]);
+        // 6.1's ABIs are not 6.12's, nor backports' or another release's.
+        assert_eq!(
+            DEBIAN_12.abi_of("linux-image-6.12.43+deb13-amd64", "linux-image-"),
+            None
+        );
+        assert_eq!(
+            r.abi_of("linux-image-6.12.12+bpo-amd64", "linux-image-"),
+            None
+        );
+        assert_eq!(
+            r.abi_of("linux-image-6.12.43+deb14-amd64", "linux-image-"),
+            None
+        );
+        assert_eq!(
+            r.abi_of("linux-image-6.12.43+deb13-rt-amd64", "linux-image-"),
+            None
+        );
+        assert_eq!(release(13).unwrap().xen, "4.20");
+        assert_eq!(release(12).unwrap().kernel, "6.1");
+        assert!(release(11).is_err());
+    }
+
+    /// An archive and the host's package lists, from recorded answers: the
+    /// lists show `listed` until `apt-get update` makes them show what the
+    /// archive holds (`current`); only what the archive holds downloads.
+    struct FakeApt {
+        listed: Vec<(String, String)>,
+        current: Vec<(String, String)>,
+        installed: BTreeSet<Pkg>,
+        calls: Vec<String>,
+        /// `apt-get update` leaves the lists as they are.
+        stuck: bool,
+    }
+
+    const XEN_VERSION: &str = "4.17.5+72-g01ba-0+deb12u1";
+
+    /// Every package of a Debian 12 rig with kernel ABI `abi` (image and,
+    /// if `with_headers`, headers), as (name, version).
+    fn archive(abis: &[(&str, bool)]) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = DEBIAN_12
+            .xen_packages
+            .iter()
+            .map(|n| (n.to_string(), XEN_VERSION.to_string()))
+            .collect();
+        for (abi, with_headers) in abis {
+            let ver = format!("6.1.{}-1", abi.rsplit('-').next().unwrap());
+            v.push((format!("linux-image-{abi}-amd64"), ver.clone()));
+            if *with_headers {
+                v.push((format!("linux-headers-{abi}-amd64"), ver));
+            }
+        }
+        v
+    }
+
+    impl FakeApt {
+        fn new(listed: Vec<(String, String)>, current: Vec<(String, String)>) -> Self {
+            FakeApt {
+                listed,
+                current,
+                installed: BTreeSet::new(),
+                calls: Vec::new(),
+                stuck: false,
+            }
+        }
+
+        fn pkg(list: &[(String, String)], name: &str) -> Option<Pkg> {
+            list.iter().find(|(n, _)| n == name).map(|(n, v)| Pkg {
+                name: n.clone(),
+                version: v.clone(),
+                arch: "amd64".into(),
+            })
+        }
+
+        fn in_archive(&self, p: &Pkg) -> bool {
+            Self::pkg(&self.current, &p.name).as_ref() == Some(p)
+        }
+    }
+
+    impl Archive for FakeApt {
+        fn update(&mut self) -> Result<()> {
+            self.calls.push("update".into());
+            if !self.stuck {
+                self.listed = self.current.clone();
+            }
+            Ok(())
+        }
+        fn pkgnames(&mut self, prefix: &str) -> Result<String> {
+            self.calls.push(format!("pkgnames {prefix}"));
+            Ok(self
+                .listed
+                .iter()
+                .filter(|(n, _)| n.starts_with(prefix))
+                .map(|(n, _)| format!("{n}\n"))
+                .collect())
+        }
+        fn show(&mut self, names: &[String]) -> Result<String> {
+            self.calls.push(format!("show {}", names.join(" ")));
+            let mut out = String::new();
+            for n in names {
+                match Self::pkg(&self.listed, n) {
+                    Some(p) => {
+                        out += &format!(
+                            "Package: {}\nVersion: {}\nArchitecture: amd64\nMaintainer: x\n\n",
+                            p.name, p.version
+                        )
+                    }
+                    None => bail!("E: No packages found ({n})"),
+                }
+            }
+            Ok(out)
+        }
+        fn qemu_closure(&mut self) -> Result<Vec<String>> {
+            self.calls.push("qemu_closure".into());
+            Ok(Vec::new())
+        }
+        fn download(&mut self, pkg: &Pkg, dir: &Path) -> Result<()> {
+            self.calls.push(format!("download {}", pkg.spec()));
+            if !self.in_archive(pkg) {
+                bail!(
+                    "E: Can't find a source to download version '{}' of '{}:amd64'",
+                    pkg.version,
+                    pkg.name
+                );
+            }
+            fs::write(dir.join(pkg.deb_name()), b"deb")?;
+            Ok(())
+        }
+        fn installed(&mut self, pkg: &Pkg) -> bool {
+            self.installed.contains(pkg)
+        }
+        fn install(&mut self, pkg: &Pkg) -> Result<()> {
+            self.calls.push(format!("install {}", pkg.spec()));
+            if !self.in_archive(pkg) {
+                bail!(
+                    "E: Version '{}' for '{}' was not found",
+                    pkg.version,
+                    pkg.name
+                );
+            }
+            self.installed.insert(pkg.clone());
+            Ok(())
+        }
+    }
+
+    fn cache(test: &str) -> Cache {
+        let dir = std::env::temp_dir().join(format!("xtask-setup-{test}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        Cache { dir }
+    }
+
+    fn run(a: &mut FakeApt, c: &Cache, refresh: bool) -> Result<Resolved> {
+        ensure(a, &DEBIAN_12, c, false, refresh, Need::Everything)
+    }
+
+    #[test]
+    fn stale_lists_are_refreshed_before_anything_is_resolved() {
+        // The lists are months old: they name 6.1.0-48, which the archive
+        // dropped (the first run of issue 19).
+        let c = cache("stale");
+        let mut a = FakeApt::new(
+            archive(&[("6.1.0-47", true), ("6.1.0-48", true)]),
+            archive(&[("6.1.0-56", true), ("6.1.0-57", true)]),
+        );
+        let r = run(&mut a, &c, false).unwrap();
+        assert_eq!(r.kernel_release, "6.1.0-57-amd64");
+        assert_eq!(r.headers.name, "linux-headers-6.1.0-57-amd64");
+        assert_eq!(a.calls[0], "update", "{:?}", a.calls);
+        assert!(
+            a.calls.iter().all(|c| !c.contains("6.1.0-48")),
+            "{:?}",
+            a.calls
+        );
+        // What was resolved is recorded.
+        let saved: Resolved =
+            serde_json::from_str(&fs::read_to_string(c.record()).unwrap()).unwrap();
+        assert_eq!(saved, r);
+        fs::remove_dir_all(&c.dir).unwrap();
+    }
+
+    #[test]
+    fn a_kernel_whose_headers_are_missing_is_passed_over() {
+        let c = cache("headers");
+        let current = archive(&[("6.1.0-57", true), ("6.1.0-58", false)]);
+        let mut a = FakeApt::new(current.clone(), current);
+        let r = run(&mut a, &c, false).unwrap();
+        assert_eq!(r.kernel_release, "6.1.0-57-amd64");
+        assert!(r
+            .pkgs
+            .iter()
+            .any(|p| p.name == "linux-image-6.1.0-57-amd64"));
+        assert!(r.pkgs.iter().all(|p| !p.name.contains("6.1.0-58")));
+        fs::remove_dir_all(&c.dir).unwrap();
+    }
+
+    #[test]
+    fn the_record_is_reused_until_a_refresh_is_asked_for() {
+        let c = cache("record");
+        let mut a = FakeApt::new(Vec::new(), archive(&[("6.1.0-57", true)]));
+        let first = run(&mut a, &c, false).unwrap();
+        // A newer ABI reaches the archive (and the host's lists).
+        let newer = archive(&[("6.1.0-57", true), ("6.1.0-58", true)]);
+        a.current = newer.clone();
+        a.listed = newer;
+        a.calls.clear();
+        let again = run(&mut a, &c, false).unwrap();
+        assert_eq!(again, first, "the cached rig is kept");
+        assert!(a.calls.is_empty(), "the archive was asked: {:?}", a.calls);
+        let refreshed = run(&mut a, &c, true).unwrap();
+        assert_eq!(refreshed.kernel_release, "6.1.0-58-amd64");
+        assert_eq!(a.calls[0], "update");
+        fs::remove_dir_all(&c.dir).unwrap();
+    }
+
+    #[test]
+    fn a_recorded_package_that_cannot_be_fetched_is_resolved_again() {
+        let c = cache("gone");
+        let mut a = FakeApt::new(Vec::new(), archive(&[("6.1.0-48", true)]));
+        run(&mut a, &c, false).unwrap();
+        // The cached packages are lost (a cleaned target/), and the archive
+        // has moved on: the recorded 6.1.0-48 cannot be downloaded.
+        fs::remove_dir_all(c.debs()).unwrap();
+        a.current = archive(&[("6.1.0-57", true)]);
+        a.calls.clear();
+        let r = run(&mut a, &c, false).unwrap();
+        assert_eq!(r.kernel_release, "6.1.0-57-amd64");
+        let update = a
+            .calls
+            .iter()
+            .position(|c| c == "update")
+            .expect("no update");
+        assert!(a.calls[..update].iter().any(|c| c.starts_with("download ")));
+        let saved: Resolved =
+            serde_json::from_str(&fs::read_to_string(c.record()).unwrap()).unwrap();
+        assert_eq!(saved.kernel_release, "6.1.0-57-amd64");
+        fs::remove_dir_all(&c.dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_step_is_named_with_its_reason() {
+        let c = cache("fail");
+        // The lists name headers the archive no longer holds, and a refresh
+        // does not help (a mirror out of sync).
+        let listed = archive(&[("6.1.0-57", true)]);
+        let mut current = listed.clone();
+        current.retain(|(n, _)| !n.starts_with("linux-headers-"));
+        let mut a = FakeApt::new(listed, current);
+        a.stuck = true;
+        let e = run(&mut a, &c, false).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("step 'install linux-headers-6.1.0-57-amd64=6.1.57-1' failed")
+                && e.contains("was not found"),
+            "{e}"
+        );
+        assert!(!c.record().exists(), "a failed resolution was recorded");
+        let _ = fs::remove_dir_all(&c.dir);
+    }
 }
