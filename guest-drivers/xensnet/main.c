@@ -255,6 +255,8 @@ static void xsn_setup_netdev(struct xsn_priv *np, const struct xsn_control *c)
 	dev->hw_features = f;
 	dev->features = f;
 	netif_set_tso_max_size(dev, XS_NET_GSO_MAX_FRAME - XS_NET_FRAME_OVERHEAD);
+	/* The switch drops a TCP frame of more: the stack builds none. */
+	netif_set_tso_max_segs(dev, XS_NET_GSO_MAX_SEGS);
 	netif_carrier_off(dev);
 }
 

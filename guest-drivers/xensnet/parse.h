@@ -144,7 +144,7 @@ bool xsn_tx_may_wake(unsigned long flags, bool queue_stopped, bool running);
  * TCP_MIN_GSO_SIZE). The same limit keeps our own UDP GSO frames in
  * software when they would have more segments (xsn_features_check).
  */
-#define XSN_GSO_MAX_UDP_SEGS 64
+#define XSN_GSO_MAX_UDP_SEGS XS_NET_GSO_MAX_UDP_SEGS
 #define XSN_GSO_MIN_TCP_SIZE 8
 u32 xsn_gso_size(u8 gso_type, u16 gso_size, u32 payload);
 

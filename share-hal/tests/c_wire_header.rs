@@ -216,6 +216,8 @@ fn c_header_matches_wire_module() {
         ("FRAME_MIN", net::FRAME_MIN as i64),
         ("GSO_MAX_FRAME", net::GSO_MAX_FRAME as i64),
         ("GSO_MAX_SLOTS", net::GSO_MAX_SLOTS.into()),
+        ("GSO_MAX_SEGS", net::GSO_MAX_SEGS as i64),
+        ("GSO_MAX_UDP_SEGS", net::GSO_MAX_UDP_SEGS as i64),
         ("GSO_MIN_PAGES", net::GSO_MIN_PAGES.into()),
         ("F_CSUM_BLANK", net::features::CSUM_BLANK.into()),
         ("F_DATA_VALIDATED", net::features::DATA_VALIDATED.into()),

@@ -149,6 +149,9 @@ static inline int xs_lane_crossed(__u32 old, __u32 new_idx, __u32 event)
 #define XS_NET_GSO_MAX_FRAME (65535 + XS_NET_FRAME_OVERHEAD)
 #define XS_NET_GSO_MAX_SLOTS 33
 #define XS_NET_GSO_MIN_PAGES 66
+/* Segments one GSO frame may make: TCP, and UDP_L4 (wire::net::gso_max_segs) */
+#define XS_NET_GSO_MAX_SEGS 256
+#define XS_NET_GSO_MAX_UDP_SEGS 64
 
 /* features_offered / features_accepted, and the entry's subtype */
 #define XS_NET_F_CSUM_BLANK (1u << 0)
