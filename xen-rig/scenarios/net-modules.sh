@@ -267,7 +267,7 @@ modprobe xensnet accept=0 || exit 1
 sleep 1
 [ ! -e /sys/class/net/xsn0 ] || { echo 'accept=0 got a device on a port up with 0xf'; exit 1; }
 dmesg | grep 'beyond accept=0' | tail -n 1
-dmesg | grep -q 'port already up with features 0xf, beyond accept=0: refused' || exit 1
+dmesg | grep -q 'port already up with features 0xf, beyond accept=0x0: refused' || exit 1
 rmmod xensnet || exit 1
 modprobe xensnet || exit 1
 $(up_cmds "$(mac_of $B)" /etc/rig/udhcpc)

@@ -165,6 +165,7 @@ pub fn tier() -> Result<u64> {
         ("blk-modules", None),
         ("xenshare-dev", None),
         ("xenshare-vma", None),
+        ("hostile-blk", None),
         ("vdevice", None),
         ("save-restore", None),
         ("demo", None),
