@@ -279,10 +279,13 @@ static void xsn_close_member(struct xsn_priv *np)
 }
 
 /*
- * What to accept. A port whose link is up already was negotiated by an
- * earlier probe (xensnet reloaded while xenshare kept the share): the
- * switch reads features_accepted only once, so keep what it uses, checked
- * as a fresh offer would be.
+ * What to accept, into np->accepted. A port whose link is up already was
+ * negotiated by an earlier probe (xensnet reloaded while xenshare kept the
+ * share): the switch reads features_accepted only once, so keep what it
+ * uses, checked as a fresh offer would be, if accept= allows all of it.
+ * If not (or a switch raised link_state and wrote features_accepted
+ * itself before we announced), the probe is refused: the switch never
+ * widens accept=.
  */
 static int xsn_features(struct xsn_priv *np, const struct xsn_control *c)
 {
