@@ -33,9 +33,9 @@ pub struct FileStore {
     dirty: bool,
     /// fdatasync calls, for tests and logs.
     pub syncs: u64,
-    /// The errno of the first failed fdatasync: the store acknowledges no
+    /// The error of the first failed fdatasync: the store acknowledges no
     /// write, flush or discard since.
-    failed: Option<i32>,
+    failed: Option<StoreError>,
     /// Tests: the next fdatasync fails with this errno (a disk's EIO
     /// cannot be had on demand).
     #[cfg(test)]
@@ -67,9 +67,9 @@ impl FileStore {
         })
     }
 
-    /// The errno of the failed fdatasync that stopped this store from
+    /// The error of the failed fdatasync that stopped this store from
     /// acknowledging writes, if one did.
-    pub fn failed(&self) -> Option<i32> {
+    pub fn failed(&self) -> Option<StoreError> {
         self.failed
     }
 
@@ -78,18 +78,17 @@ impl FileStore {
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
-        if let Some(errno) = self.failed {
-            return Err(StoreError::Io { errno });
+        if let Some(e) = self.failed {
+            return Err(e);
         }
         if self.dirty {
             if let Err(e) = self.sync_data() {
-                let errno = e.raw_os_error().unwrap_or(libc_eio());
                 log::error!(
                     "{}: fdatasync failed ({e}): no write is acknowledged until the disk is attached again",
                     self.path.display()
                 );
-                self.failed = Some(errno);
-                return Err(StoreError::Io { errno });
+                self.failed = Some(io_err(&e));
+                return Err(io_err(&e));
             }
             self.syncs += 1;
             self.dirty = false;
@@ -106,10 +105,10 @@ impl FileStore {
     }
 
     fn one(&mut self, kind: IoKind, sector: u64, buf: &mut [u8]) -> Result<(), StoreError> {
-        if let (Some(errno), IoKind::Write { .. } | IoKind::Flush | IoKind::Discard { .. }) =
+        if let (Some(e), IoKind::Write { .. } | IoKind::Flush | IoKind::Discard { .. }) =
             (self.failed, kind)
         {
-            return Err(StoreError::Io { errno });
+            return Err(e);
         }
         match kind {
             IoKind::Read => {
@@ -184,11 +183,6 @@ impl Store for FileStore {
     }
 }
 
-/// EIO, for an fdatasync error without an errno (never seen on Linux).
-fn libc_eio() -> i32 {
-    5
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,7 +214,7 @@ mod tests {
             Err(StoreError::Io { errno: EIO }),
             "the FUA write is not durable"
         );
-        assert_eq!(s.failed(), Some(EIO));
+        assert_eq!(s.failed(), Some(StoreError::Io { errno: EIO }));
         let mut w = vec![0x78u8; 512];
         for kind in [
             IoKind::Write { fua: false },

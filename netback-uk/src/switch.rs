@@ -469,7 +469,6 @@ impl<P: Platform> Switch<P> {
         self.ports
             .iter()
             .flatten()
-            .filter(|q| !matches!(q.link, Link::Broken))
             .filter_map(|q| q.held.map(|h| h.since_ns.saturating_add(HOLD_NS)))
             .min()
     }
@@ -593,7 +592,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
             Ok(rx) => rx,
             Err(e) => return break_port(state, i, e),
         };
-        let slot_budget = self.budget.saturating_mul(net::GSO_MAX_SLOTS);
+        let slot_budget = self.work_budget();
         rx.set_slot_budget(slot_budget);
         let result = self.drain(i, &mut rx, round);
         round.slots += u64::from(slot_budget - rx.slot_budget());
@@ -626,7 +625,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
         }
         let mut served = 0;
         let emitted_before = self.emitted;
-        let work_budget = u64::from(self.budget.saturating_mul(net::GSO_MAX_SLOTS));
+        let work_budget = u64::from(self.work_budget());
         while served < self.budget
             && rx.slot_budget() > 0
             && self.emitted - emitted_before < work_budget
@@ -678,6 +677,12 @@ impl<'s, P: Platform> Fwd<'s, P> {
         }
         round.busy = true;
         Ok(())
+    }
+
+    /// What one port may cost per round, both in slots read and in frames
+    /// its frames make: as much as `budget` of the longest frames.
+    fn work_budget(&self) -> u32 {
+        self.budget.saturating_mul(net::GSO_MAX_SLOTS)
     }
 
     fn mark_notify(&mut self, i: usize) {

@@ -164,6 +164,22 @@ fn dhcp_udp(payload: &[u8]) -> Vec<u8> {
     u
 }
 
+/// The member's own tx lane as it writes it by hand: its producer index
+/// and the slots the switch has handed back.
+fn free_slots(mem: share_hal::SharedMem<'_>, tx: share_hal::wire::LaneLayout) -> (u32, u32) {
+    let prod = mem
+        .load_u32(tx.header + header::PROD, Ordering::Relaxed)
+        .unwrap();
+    let cons = mem
+        .load_u32(tx.header + header::CONS, Ordering::Acquire)
+        .unwrap();
+    let free = tx
+        .slot_count
+        .wrapping_sub(prod.wrapping_sub(cons))
+        .min(tx.slot_count);
+    (prod, free)
+}
+
 /// Joins the share it is given, then for [`HOSTILE_SECS`], triggering the
 /// switch as fast as it can, in turn: floods its tx lane with valid
 /// frames (broadcast, unicast to the victims, the victims' source MACs
@@ -333,16 +349,7 @@ fn hostile() {
         if at < 0.65 {
             // Every slot the switch hands back goes out again as one more
             // link of a chain that never ends.
-            let prod = mem
-                .load_u32(tx.header + header::PROD, Ordering::Relaxed)
-                .unwrap();
-            let cons = mem
-                .load_u32(tx.header + header::CONS, Ordering::Acquire)
-                .unwrap();
-            let free = tx
-                .slot_count
-                .wrapping_sub(prod.wrapping_sub(cons))
-                .min(tx.slot_count);
+            let (prod, free) = free_slots(mem, tx);
             for i in 0..free {
                 let s = (prod.wrapping_add(i) % tx.slot_count) as usize;
                 let at = tx.slots + s * tx.slot_size;
@@ -360,16 +367,7 @@ fn hostile() {
             std::thread::sleep(Duration::from_micros(20));
         } else if at < 0.85 {
             // Random bytes in every free slot, published as frames.
-            let prod = mem
-                .load_u32(tx.header + header::PROD, Ordering::Relaxed)
-                .unwrap();
-            let cons = mem
-                .load_u32(tx.header + header::CONS, Ordering::Acquire)
-                .unwrap();
-            let free = tx
-                .slot_count
-                .wrapping_sub(prod.wrapping_sub(cons))
-                .min(tx.slot_count);
+            let (prod, free) = free_slots(mem, tx);
             let mut slot = vec![0u8; tx.slot_size];
             for i in 0..free {
                 for c in slot.chunks_mut(8) {
