@@ -18,9 +18,20 @@ wait_gone() {
 }
 
 # crashed NAME: xl list shows the domain in state c (on_crash = preserve).
+# xl's monitor then renames a preserved domain (NAME-<time>), at a moment
+# of its own: match both names, and keep the domid, which does not change,
+# for destroy_crashed.
 crashed() {
-    xl list "$1"
-    xl list "$1" | awk 'NR == 2 { exit !($5 ~ /c/) }'
+    until xl list | awk -v n="$1" 'NR > 1 && ($1 == n || index($1, n "-") == 1) && $5 ~ /c/ {
+            print $2; found = 1 } END { exit !found }' > "/tmp/crashed-$1"; do
+        sleep 0.2
+    done
+    xl list "$(cat "/tmp/crashed-$1")"
+}
+
+# destroy_crashed NAME: destroy the domain crashed found, by its domid.
+destroy_crashed() {
+    xl destroy "$(cat "/tmp/crashed-$1")"
 }
 
 # vdevice_show NAME: dom0's tool maps NAME's vdevice page (published in
@@ -55,29 +66,29 @@ step no-failure 10 sh -c '! grep -a "selftest: FAIL" /var/log/xen/console/guest-
 step fault-create 120 xl create /xl-configs/pvh-selftest.cfg 'name="pvh-fault"' 'cmdline="fault"'
 step fault-report 120 dom_wait pvh-fault "fault address (cr2) 0x0000004000000000: read on a not-present page"
 step fault-crashed 60 crashed pvh-fault
-step fault-destroy 60 xl destroy pvh-fault
+step fault-destroy 60 destroy_crashed pvh-fault
 step overflow-create 120 xl create /xl-configs/pvh-selftest.cfg 'name="pvh-overflow"' 'cmdline="overflow"'
 step overflow-report 120 dom_wait pvh-overflow "(the boot stack overflowed into its guard page)"
 step overflow-crashed 60 crashed pvh-overflow
-step overflow-destroy 60 xl destroy pvh-overflow
+step overflow-destroy 60 destroy_crashed pvh-overflow
 
 # A #GP the CPU raises in the domain, and one Xen injects (RDMSR of an MSR
 # it does not implement): both must reach the crash handler.
 step gp-native-create 120 xl create /xl-configs/pvh-selftest.cfg 'name="pvh-gp-native"' 'cmdline="gp-native"'
 step gp-native-report 120 dom_wait pvh-gp-native "general protection fault (#GP, vector 13)"
 step gp-native-crashed 60 crashed pvh-gp-native
-step gp-native-destroy 60 xl destroy pvh-gp-native
+step gp-native-destroy 60 destroy_crashed pvh-gp-native
 step gp-injected-create 120 xl create /xl-configs/pvh-selftest.cfg 'name="pvh-gp-injected"' 'cmdline="gp-injected"'
 step gp-injected-report 120 dom_wait pvh-gp-injected "general protection fault (#GP, vector 13)"
 step gp-injected-crashed 60 crashed pvh-gp-injected
-step gp-injected-destroy 60 xl destroy pvh-gp-injected
+step gp-injected-destroy 60 destroy_crashed pvh-gp-injected
 
 # A fault that cannot be delivered (exception stack unmapped): the double
 # fault runs on its own stack and reports.
 step df-create 120 xl create /xl-configs/pvh-selftest.cfg 'name="pvh-df"' 'cmdline="double-fault"'
 step df-report 120 dom_wait pvh-df "double fault (#DF, vector 8)"
 step df-crashed 60 crashed pvh-df
-step df-destroy 60 xl destroy pvh-df
+step df-destroy 60 destroy_crashed pvh-df
 
 step netback-ready 120 timed_ready /xl-configs/netback-uk.cfg netback-uk "netback-uk: ready"
 step blkback-ready 120 timed_ready /xl-configs/blkback-uk.cfg blkback-uk "blkback-uk: ready"
