@@ -9,6 +9,13 @@
 //!   the guest module sources under `/usr/src/xen-share-<version>/` with a
 //!   `dkms.conf`, built for each installed kernel by DKMS.
 //!
+//! Packages are built per Debian release (`--debian 12|13`, default
+//! both), under `target/dist/debian-N/`, versioned `<version>+debN`: the
+//! releases differ in the Xen tools they recommend (4.17, 4.20) and in
+//! where the unit goes (Debian 13 ships units under /usr only, DEP 17).
+//! `cargo xtask install-test` installs them into a clean root of each
+//! release.
+//!
 //! Both are assembled in a staging tree and packed with `dpkg-deb
 //! --root-owner-group`, so no root or fakeroot is needed; the control files
 //! are generated here, from the workspace, so the packages cannot drift
@@ -20,12 +27,17 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::util::{cargo, root, run_step, target_dir};
+use crate::xen::setup::{self, Release};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Only check the staged trees and print what would be packed.
     #[arg(long)]
     dry_run: bool,
+    /// The Debian release to build for (12, 13); repeat for several.
+    /// Default: every release.
+    #[arg(long = "debian", value_name = "N")]
+    debian: Vec<u32>,
 }
 
 /// The backend images the dom0 package ships, with their xl configs.
@@ -47,9 +59,16 @@ pub struct Packages {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let p = build(args.dry_run)?;
+    for rel in setup::releases(&args.debian)? {
+        let p = build(rel, args.dry_run)?;
+        list(&p, args.dry_run)?;
+    }
+    Ok(())
+}
+
+fn list(p: &Packages, dry_run: bool) -> Result<()> {
     for deb in [&p.dom0, &p.dkms] {
-        if args.dry_run {
+        if dry_run {
             continue;
         }
         let size = fs::metadata(deb)?.len();
@@ -79,14 +98,25 @@ fn version() -> Result<String> {
         .context("no version in vdevice/Cargo.toml")
 }
 
-/// Builds both packages; returns their paths.
-pub fn build(dry_run: bool) -> Result<Packages> {
-    let version = version()?;
-    let out = target_dir().join("dist");
+/// Where the dom0 package puts the daemon's unit on `rel`: Debian 13
+/// moved every file to /usr (merged /usr, DEP 17), and its packages must
+/// not ship under the /lib alias any more; Debian 12's units are in /lib.
+pub fn unit_dir(rel: &Release) -> &'static str {
+    if rel.number >= 13 {
+        "usr/lib/systemd/system"
+    } else {
+        "lib/systemd/system"
+    }
+}
+
+/// Builds both packages for `rel`; returns their paths.
+pub fn build(rel: &Release, dry_run: bool) -> Result<Packages> {
+    let version = format!("{}+deb{}", version()?, rel.number);
+    let out = target_dir().join(format!("dist/debian-{}", rel.number));
     fs::create_dir_all(&out)?;
     let dom0_tree = out.join("stage-dom0");
     let dkms_tree = out.join("stage-dkms");
-    stage_dom0(&dom0_tree, &version)?;
+    stage_dom0(rel, &dom0_tree, &version)?;
     stage_dkms(&dkms_tree, &version)?;
     let dom0 = out.join(format!("xen-share_{version}_amd64.deb"));
     let dkms = out.join(format!("xen-share-dkms_{version}_all.deb"));
@@ -150,7 +180,7 @@ pub fn installed_xl_config(text: &str, image: &str) -> Result<String> {
     Ok(out)
 }
 
-fn stage_dom0(tree: &Path, version: &str) -> Result<()> {
+fn stage_dom0(rel: &Release, tree: &Path, version: &str) -> Result<()> {
     fresh_dir(tree)?;
     let images = crate::images::build(&BACKENDS.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
     for (name, path) in BACKENDS.iter().zip(&images) {
@@ -182,7 +212,7 @@ fn stage_dom0(tree: &Path, version: &str) -> Result<()> {
     }
     copy(
         &unit,
-        &tree.join("lib/systemd/system/vdevice.service"),
+        &tree.join(unit_dir(rel)).join("vdevice.service"),
         0o644,
     )?;
     let doc = tree.join("usr/share/doc/xen-share");
@@ -209,7 +239,7 @@ fn stage_dom0(tree: &Path, version: &str) -> Result<()> {
              Maintainer: xen-share developers <xen-share@localhost>\n\
              Installed-Size: {size_kib}\n\
              Depends: libc6, xen-utils-common, xenstore-utils\n\
-             Recommends: xen-utils-4.17 | xen-utils\n\
+             Recommends: xen-utils-{xen}\n\
              Section: admin\n\
              Priority: optional\n\
              Description: xen-share driver domains and the vdevice tool for dom0\n \
@@ -218,7 +248,8 @@ fn stage_dom0(tree: &Path, version: &str) -> Result<()> {
              vdevice, which connects domains to them through each domain's\n \
              vdevice page (no xenbus). Start the backends with\n \
              `xl create /etc/xen/netback-uk.cfg` and `xl create\n \
-             /etc/xen/blkback-uk.cfg`; guests load the modules of xen-share-dkms.\n"
+             /etc/xen/blkback-uk.cfg`; guests load the modules of xen-share-dkms.\n",
+            xen = rel.xen
         ),
         0o644,
     )?;
@@ -289,14 +320,15 @@ fn stage_dkms(tree: &Path, version: &str) -> Result<()> {
         0o644,
     )?;
     let m = format!("-m xen-share -v {version}");
+    // Debian's DKMS helper (what dh_dkms packages call): adds the sources,
+    // builds and installs for the running kernel and the newest installed
+    // one, and says so.
     write(
         &tree.join("DEBIAN/postinst"),
         &format!(
             "#!/bin/sh\nset -e\n\
              if [ \"$1\" = configure ]; then\n\
-             \tdkms add {m} 2>/dev/null || true\n\
-             \tdkms build {m} && dkms install {m} || \
-             echo \"xen-share-dkms: build failed; see /var/lib/dkms/xen-share/{version}/build/make.log\" >&2\n\
+             \t/usr/lib/dkms/common.postinst xen-share {version} \"\" \"\" \"$2\"\n\
              fi\n"
         ),
         0o755,

@@ -8,6 +8,7 @@ mod demo;
 mod dist;
 mod fuzz;
 mod images;
+mod install;
 mod modules;
 mod test;
 mod util;
@@ -32,6 +33,9 @@ enum Cmd {
     Images(images::Args),
     /// Debian packages for dom0 and (DKMS) for guests, under target/dist/.
     Dist(dist::Args),
+    /// Install the packages with dpkg into a clean root of each Debian
+    /// release and check what they installed, then purge them.
+    InstallTest(install::Args),
     /// Build the Linux guest modules (guest-drivers/) against the rig kernel, W=1 clean.
     Modules(modules::Args),
     /// Real Xen nested in QEMU: fetch, build and run scenarios.
@@ -46,6 +50,7 @@ fn main() {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Images(a) => images::run(a),
         Cmd::Dist(a) => dist::run(a),
+        Cmd::InstallTest(a) => install::run(a),
         Cmd::Modules(a) => modules::run(a),
         Cmd::Xen(a) => xen::run(a),
     };

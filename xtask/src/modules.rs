@@ -28,16 +28,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let releases: Vec<&setup::Release> = if args.debian.is_empty() {
-        setup::RELEASES.to_vec()
-    } else {
-        args.debian
-            .iter()
-            .map(|&n| setup::release(n))
-            .collect::<Result<_>>()?
-    };
     let mut failed = Vec::new();
-    for rel in releases {
+    for rel in setup::releases(&args.debian)? {
         if let Err(e) = build_for(rel) {
             eprintln!("xtask modules: {}: {e:#}", rel.describe());
             failed.push(rel.describe());

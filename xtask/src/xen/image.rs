@@ -532,7 +532,7 @@ fn dom0_image(s: &Setup, domu: &[u8], bins: &[(String, PathBuf)]) -> Result<Vec<
     if xl.is_dir() {
         a.tree("xl-configs", &xl)?;
     }
-    add_dom0_package(&mut a)?;
+    add_dom0_package(&mut a, s.release)?;
     add_workspace_binaries(&mut a, tree, bins, DOM0_BINARIES)?;
     // The domUs' share-member too: dom0 can be a member like any domain
     // (scenario vdevice; `tun` above is for its TAP devices).
@@ -544,8 +544,8 @@ fn dom0_image(s: &Setup, domu: &[u8], bins: &[(String, PathBuf)]) -> Result<Vec<
 /// package itself: the backend images under /usr/lib/xen-share, their xl
 /// configs under /etc/xen and the daemon's unit, so the walkthrough runs
 /// what ships. (The rig's own `vdevice` stays the test build in /usr/bin.)
-fn add_dom0_package(a: &mut Archive) -> Result<()> {
-    let debs = crate::dist::build(false)?;
+fn add_dom0_package(a: &mut Archive, rel: &crate::xen::setup::Release) -> Result<()> {
+    let debs = crate::dist::build(rel, false)?;
     let dir = rig_dir().join("pkg-dom0");
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -554,11 +554,8 @@ fn add_dom0_package(a: &mut Archive) -> Result<()> {
         "unpack the dom0 package",
         Command::new("dpkg-deb").arg("-x").arg(&debs.dom0).arg(&dir),
     )?;
-    for f in [
-        "etc/xen/netback-uk.cfg",
-        "etc/xen/blkback-uk.cfg",
-        "lib/systemd/system/vdevice.service",
-    ] {
+    let unit = format!("{}/vdevice.service", crate::dist::unit_dir(rel));
+    for f in ["etc/xen/netback-uk.cfg", "etc/xen/blkback-uk.cfg", &unit] {
         a.file(f, &dir.join(f))?;
     }
     a.tree("usr/lib/xen-share", &dir.join("usr/lib/xen-share"))

@@ -122,7 +122,8 @@ pub fn run_prepared(
 pub use run::logs_dir;
 
 /// The `xen` tier of `cargo xtask test`: the guest modules build for every
-/// release's kernel, smoke must pass, a scenario whose
+/// release's kernel, the packages install into a clean root of every
+/// release and purge without a trace, smoke must pass, a scenario whose
 /// domU command fails must fail at that step with its logs kept, the PVH
 /// self-test must pass, netback-uk must switch two Linux domUs (`net`), and
 /// the guest kernel transport must join and leave a share (`xenshare`).
@@ -150,6 +151,13 @@ pub fn tier() -> Result<u64> {
         let t = Instant::now();
         crate::modules::build_for(rel)?;
         phase(&format!("guest modules for {}", rel.describe()), t);
+        passed += 1;
+    }
+    // The packages, installed by dpkg into a clean root of each release.
+    for rel in setup::RELEASES {
+        let t = Instant::now();
+        crate::install::run_for(rel)?;
+        phase(&format!("package install test on {}", rel.describe()), t);
         passed += 1;
     }
     for (scenario, expect_fail) in [

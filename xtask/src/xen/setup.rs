@@ -125,6 +125,14 @@ pub fn release(number: u32) -> Result<&'static Release> {
         })
 }
 
+/// The releases numbered `numbers`, or every release if none is named.
+pub fn releases(numbers: &[u32]) -> Result<Vec<&'static Release>> {
+    if numbers.is_empty() {
+        return Ok(RELEASES.to_vec());
+    }
+    numbers.iter().map(|&n| release(n)).collect()
+}
+
 impl Release {
     /// `Debian 12 (bookworm)`.
     pub fn describe(&self) -> String {
