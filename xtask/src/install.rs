@@ -24,7 +24,7 @@
 //! a root or an image does.
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
@@ -87,10 +87,10 @@ pub fn run_for(rel: &Release) -> Result<()> {
     ensure_base_packages(&base)?;
     let scratch = base.with_file_name("install-test");
     copy_root(&base, &scratch)?;
-    let result = check(rel, &scratch, &debs, &kernel);
+    let result = Mounts::new(&scratch).and_then(|_mounts| check(rel, &scratch, &debs, &kernel));
     match &result {
         Ok(()) => {
-            fs::remove_dir_all(&scratch).ok();
+            remove_root(&scratch)?;
             eprintln!("<== {what}: ok in {:.1} s", start.elapsed().as_secs_f64());
         }
         Err(_) => eprintln!("{what}: the root is kept in {}", scratch.display()),
@@ -249,13 +249,74 @@ fn ensure_base_packages(root: &Path) -> Result<()> {
 
 /// `to` becomes a copy of `from` (cp -a: owners, modes, links kept).
 fn copy_root(from: &Path, to: &Path) -> Result<()> {
-    if to.exists() {
-        fs::remove_dir_all(to).with_context(|| format!("removing {}", to.display()))?;
-    }
+    remove_root(to)?;
     run_step(
         "copy the clean root",
         Command::new("cp").arg("-a").arg(from).arg(to),
     )
+}
+
+/// /proc and /dev in the copied root while it is in use (DKMS reads
+/// /proc/cpuinfo and /dev/fd); unmounted when dropped.
+struct Mounts {
+    points: Vec<PathBuf>,
+}
+
+impl Mounts {
+    fn new(root: &Path) -> Result<Mounts> {
+        let mut m = Mounts { points: Vec::new() };
+        for (what, args) in [
+            ("proc", ["-t", "proc", "proc"]),
+            ("dev", ["--bind", "/dev", ""]),
+        ] {
+            let point = root.join(what);
+            fs::create_dir_all(&point)?;
+            let mut c = Command::new("mount");
+            c.args(args.iter().filter(|a| !a.is_empty())).arg(&point);
+            run_step(&format!("mount /{what} in the root"), &mut c)?;
+            m.points.push(point);
+        }
+        Ok(m)
+    }
+}
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        for p in self.points.iter().rev() {
+            let _ = Command::new("umount").arg(p).status();
+        }
+    }
+}
+
+/// The mount points at or under `dir` (from /proc/self/mounts).
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let table = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    table
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+/// Removes a copied root, after unmounting what an interrupted run left
+/// mounted in it: removing through a bind mount of /dev would remove the
+/// host's device nodes.
+fn remove_root(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for p in mounts_under(dir).iter().rev() {
+        let _ = Command::new("umount").arg("-l").arg(p).status();
+    }
+    let left = mounts_under(dir);
+    if !left.is_empty() {
+        bail!(
+            "{} still has mounts ({left:?}); not removing it",
+            dir.display()
+        );
+    }
+    fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
 }
 
 /// Every path under `root` (relative, with a `/` after directories and the
@@ -327,6 +388,33 @@ mod tests {
             "lib/modules/6.1.0-57-amd64/modules.dep.extra/xensnet.ko"
         ));
         assert!(!is_depmod_index("etc/modules.conf"));
+    }
+
+    #[test]
+    fn the_listing_sees_what_a_package_leaves_and_skips_dpkg_state() {
+        let dir = std::env::temp_dir().join(format!("install-listing-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        for d in ["var/lib/dpkg/info", "lib/modules/6.1.0-57-amd64", "etc/xen"] {
+            fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        fs::write(dir.join("var/lib/dpkg/status"), "").unwrap();
+        fs::write(dir.join("lib/modules/6.1.0-57-amd64/modules.dep"), "").unwrap();
+        let before = listing(&dir).unwrap();
+        fs::write(dir.join("etc/xen/netback-uk.cfg"), "").unwrap();
+        std::os::unix::fs::symlink("/usr/sbin/vdevice", dir.join("etc/xen/link")).unwrap();
+        fs::write(dir.join("var/lib/dpkg/info/xen-share.list"), "").unwrap();
+        fs::write(dir.join("lib/modules/6.1.0-57-amd64/modules.alias"), "").unwrap();
+        let after = listing(&dir).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        let left: Vec<&String> = after.difference(&before).collect();
+        assert_eq!(
+            left,
+            [
+                "etc/xen/link -> /usr/sbin/vdevice",
+                "etc/xen/netback-uk.cfg"
+            ]
+        );
+        assert!(before.contains("etc/xen/"));
     }
 
     #[test]
