@@ -10,6 +10,7 @@ extern crate alloc;
 pub mod fdb;
 pub mod mgmt;
 pub mod offload;
+pub mod policy;
 pub mod service;
 pub mod switch;
 #[cfg(any(test, feature = "sim", feature = "local"))]

@@ -367,6 +367,9 @@ pub struct Mgmt {
     counters: MgmtCounters,
     /// The port of the frame being handled.
     from: ClientPort,
+    /// Bumped whenever a lease is bound, renewed, released, declined or
+    /// ended: the switch then refreshes the port's address binding.
+    lease_changes: u64,
 }
 
 fn ip_u32(ip: Ipv4Address) -> u32 {
@@ -421,6 +424,7 @@ impl Mgmt {
             slots,
             counters: MgmtCounters::default(),
             from: 0,
+            lease_changes: 0,
         })
     }
 
@@ -505,6 +509,12 @@ impl Mgmt {
             })
     }
 
+    /// Changes a port's leases may have seen: compare two readings to
+    /// know whether to look at [`Mgmt::leases`] again.
+    pub fn lease_changes(&self) -> u64 {
+        self.lease_changes
+    }
+
     /// Counters since creation.
     pub fn counters(&self) -> MgmtCounters {
         self.counters
@@ -515,6 +525,7 @@ impl Mgmt {
     /// port if nobody took it), its declines stay but are no longer
     /// charged to it. A new port with the same number starts with nothing.
     pub fn forget_port(&mut self, port: ClientPort, now_ns: u64) {
+        self.lease_changes = self.lease_changes.wrapping_add(1);
         for s in &mut self.slots {
             match *s {
                 Slot::Offered { port: p, .. } if p == port => *s = Slot::Free,
@@ -818,6 +829,7 @@ impl Mgmt {
     /// Puts `slot` at `i`; a client owns at most one slot, so its other
     /// claims go.
     fn assign(&mut self, i: usize, slot: Slot) {
+        self.lease_changes = self.lease_changes.wrapping_add(1);
         if let Some(mac) = slot.owner() {
             for (j, s) in self.slots.iter_mut().enumerate() {
                 if j != i && s.owner() == Some(mac) {
@@ -949,6 +961,7 @@ impl Mgmt {
             port: Some(self.from),
             until_ns: now_ns,
         };
+        self.lease_changes = self.lease_changes.wrapping_add(1);
         self.counters.dhcp_releases += 1;
         Ok(Handled::Silent)
     }
@@ -964,6 +977,7 @@ impl Mgmt {
             port: Some(self.from),
             until_ns: self.secs_from(now_ns, DECLINE_HOLD_SECS),
         };
+        self.lease_changes = self.lease_changes.wrapping_add(1);
         self.counters.dhcp_declines += 1;
         Ok(Handled::Silent)
     }
@@ -1114,7 +1128,7 @@ impl Mgmt {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::{HashSet, VecDeque};
     use std::vec;
@@ -1128,8 +1142,8 @@ mod tests {
     use smoltcp::wire::{IpAddress, IpCidr};
 
     const SEC: u64 = NS_PER_SEC;
-    const LAN: u16 = 3;
-    const SERVER: Ipv4Address = Ipv4Address::new(10, 77, 3, 1);
+    pub(crate) const LAN: u16 = 3;
+    pub(crate) const SERVER: Ipv4Address = Ipv4Address::new(10, 77, 3, 1);
 
     fn member(n: u16) -> [u8; 6] {
         let [hi, lo] = n.to_be_bytes();
@@ -1229,7 +1243,7 @@ mod tests {
         }
     }
 
-    fn ethernet(
+    pub(crate) fn ethernet(
         src: [u8; 6],
         dst: [u8; 6],
         ethertype: EthernetProtocol,
@@ -1247,7 +1261,12 @@ mod tests {
         f
     }
 
-    fn ipv4(src: Ipv4Address, dst: Ipv4Address, protocol: IpProtocol, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn ipv4(
+        src: Ipv4Address,
+        dst: Ipv4Address,
+        protocol: IpProtocol,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let mut p = vec![0; IPV4_HEADER + payload.len()];
         let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
         Ipv4Repr {
@@ -1262,7 +1281,12 @@ mod tests {
         p
     }
 
-    fn udp(src: Ipv4Address, dst: Ipv4Address, ports: (u16, u16), payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn udp(
+        src: Ipv4Address,
+        dst: Ipv4Address,
+        ports: (u16, u16),
+        payload: &[u8],
+    ) -> Vec<u8> {
         let mut p = vec![0; UDP_HEADER + payload.len()];
         UdpRepr {
             src_port: ports.0,
@@ -1279,7 +1303,7 @@ mod tests {
         p
     }
 
-    fn client_msg(message_type: DhcpMessageType, mac: [u8; 6]) -> DhcpRepr<'static> {
+    pub(crate) fn client_msg(message_type: DhcpMessageType, mac: [u8; 6]) -> DhcpRepr<'static> {
         DhcpRepr {
             message_type,
             transaction_id: 0x5eed_0001,
@@ -1305,7 +1329,7 @@ mod tests {
         }
     }
 
-    fn dhcp_payload(req: &DhcpRepr) -> Vec<u8> {
+    pub(crate) fn dhcp_payload(req: &DhcpRepr) -> Vec<u8> {
         let mut p = vec![0; req.buffer_len()];
         req.emit(&mut DhcpPacket::new_unchecked(&mut p[..]))
             .unwrap();
@@ -1314,7 +1338,7 @@ mod tests {
 
     /// A client's DHCP message as it goes on the wire: broadcast from
     /// 0.0.0.0 without an address, unicast to the server with one.
-    fn dhcp_frame(req: &DhcpRepr) -> Vec<u8> {
+    pub(crate) fn dhcp_frame(req: &DhcpRepr) -> Vec<u8> {
         let src = req.client_ip;
         let (dst, dst_mac) = if src.is_unspecified() {
             (Ipv4Address::BROADCAST, [0xff; 6])

@@ -42,6 +42,7 @@ use share_hal::{Error, Result, SharedMem};
 use crate::fdb::{is_group, Fdb, FdbLimits, Learned, Mac, PortIndex};
 use crate::mgmt::{Mgmt, MgmtConfig};
 use crate::offload::{self, DropCause, Scratch, Verdict};
+use crate::policy::{Guard, HeldLease, PolicyDrops, PortRules, Refusal};
 
 /// The management endpoint takes standard frames.
 const MGMT_MAX_FRAME: usize = net::MTU_DEFAULT as usize + net::FRAME_OVERHEAD;
@@ -97,6 +98,11 @@ pub struct PortCounters {
     pub drop_offload: u64,
     /// Lane protocol violations by the member (the port is then broken).
     pub lane_errors: u64,
+    /// Frames from this port (or, for `private`, to it) refused by its
+    /// policy, by cause.
+    pub drop_policy: PolicyDrops,
+    /// Rounds in which the port was not read for its rate limit.
+    pub rate_limited: u64,
 }
 
 /// Where a port is in its life.
@@ -141,6 +147,10 @@ struct PortState {
     /// As a destination: a hold for this port ran out, so frames for it
     /// are dropped at once while its rx lane stays full.
     stalled: bool,
+    /// dom0's policy for the port and its state (leases, rate buckets).
+    guard: Guard,
+    /// Out of rate credit: not read before this time.
+    rate_until: Option<u64>,
 }
 
 /// A frame waiting for room in one destination's rx lane.
@@ -384,8 +394,42 @@ impl<P: Platform> Switch<P> {
             held: None,
             held_buf: Vec::new(),
             stalled: false,
+            guard: Guard::new(PortRules::default(), mac, p.now_ns()),
+            rate_until: None,
         });
         Ok(share_ref)
+    }
+
+    /// Sets port `index`'s policy (address binding, assigned addresses,
+    /// rate limit, private), replacing what it had; its DHCP leases stay.
+    pub fn set_port_rules(&mut self, p: &mut P, index: PortIndex, rules: PortRules) -> Result<()> {
+        rules
+            .validate()
+            .map_err(|what| Error::InvalidArgument { what })?;
+        let now = p.now_ns();
+        let Some(state) = self
+            .ports
+            .get_mut(usize::from(index))
+            .and_then(Option::as_mut)
+        else {
+            return Err(Error::InvalidArgument {
+                what: "no such switch port",
+            });
+        };
+        state.guard = Guard::new(rules, state.mac, now);
+        state.rate_until = None;
+        if let Some(lan) = self.lans.get(state.lan).and_then(Option::as_ref) {
+            state.guard.set_leases(port_leases(&lan.mgmt, index));
+        }
+        Ok(())
+    }
+
+    /// Port `index`'s policy.
+    pub fn port_rules(&self, index: PortIndex) -> Option<&PortRules> {
+        self.ports
+            .get(usize::from(index))
+            .and_then(Option::as_ref)
+            .map(|s| s.guard.rules())
     }
 
     /// Removes port `index`: link down, the member's port closed and its
@@ -463,13 +507,17 @@ impl<P: Platform> Switch<P> {
         })
     }
 
-    /// When the earliest hold ends (the loop must look again by then even
-    /// if no trigger comes).
+    /// When the earliest hold ends or a rate-limited port may send again
+    /// (the loop must look again by then even if no trigger comes).
     pub fn next_deadline(&self) -> Option<u64> {
         self.ports
             .iter()
             .flatten()
-            .filter_map(|q| q.held.map(|h| h.since_ns.saturating_add(HOLD_NS)))
+            .flat_map(|q| {
+                let hold = q.held.map(|h| h.since_ns.saturating_add(HOLD_NS));
+                [hold, q.rate_until]
+            })
+            .flatten()
             .min()
     }
 
@@ -564,6 +612,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
             return;
         };
         let mem = share.mem();
+        let now = self.now;
         let Some(state) = self.port(i) else { return };
         let parked = match &mut state.link {
             Link::Waiting { rx, tx } => {
@@ -578,10 +627,20 @@ impl<'s, P: Platform> Fwd<'s, P> {
                 }
                 return;
             }
-            Link::Up { from, .. } => match from.take() {
-                Some(parked) => parked,
-                None => return,
-            },
+            Link::Up { from, .. } => {
+                if let Err(at) = state.guard.ready(now) {
+                    // Out of credit: not read, its lane fills, its member
+                    // waits. The deadline brings the switch back.
+                    state.rate_until = Some(at);
+                    state.counters.rate_limited += 1;
+                    return;
+                }
+                state.rate_until = None;
+                match from.take() {
+                    Some(parked) => parked,
+                    None => return,
+                }
+            }
             Link::Broken => return,
         };
         let layout = state.layout.tx;
@@ -630,6 +689,16 @@ impl<'s, P: Platform> Fwd<'s, P> {
             && rx.slot_budget() > 0
             && self.emitted - emitted_before < work_budget
         {
+            if let Some(at) = self.out_of_credit(i) {
+                if rx.release()? {
+                    self.mark_notify(i);
+                }
+                if let Some(s) = self.port(i) {
+                    s.rate_until = Some(at);
+                    s.counters.rate_limited += 1;
+                }
+                return Ok(());
+            }
             match rx.next() {
                 Ok(Some(frame)) => {
                     served += 1;
@@ -685,6 +754,12 @@ impl<'s, P: Platform> Fwd<'s, P> {
         self.budget.saturating_mul(net::GSO_MAX_SLOTS)
     }
 
+    /// Whether port `i` ran out of rate credit (and until when).
+    fn out_of_credit(&mut self, i: usize) -> Option<u64> {
+        let now = self.now;
+        self.port(i)?.guard.ready(now).err()
+    }
+
     fn mark_notify(&mut self, i: usize) {
         if let Some(s) = self.port(i) {
             s.notify = true;
@@ -704,6 +779,8 @@ impl<'s, P: Platform> Fwd<'s, P> {
             .and_then(Option::as_mut)?;
         sp.counters.rx_frames += 1;
         sp.counters.rx_bytes += frame.len() as u64;
+        // Every frame read counts against the port's rate, refused or not.
+        sp.guard.charge(frame.len());
         // The assembler guarantees an Ethernet header (14 bytes).
         let (Some(dst), Some(srcmac)) = (mac_at(frame, 0), mac_at(frame, 6)) else {
             sp.counters.drop_bad_frame += 1;
@@ -718,9 +795,15 @@ impl<'s, P: Platform> Fwd<'s, P> {
             sp.counters.drop_spoof += 1;
             return None;
         }
+        if let Err(r) = sp.guard.check(frame, now) {
+            sp.counters.drop_policy.count(r);
+            return None;
+        }
+        let src_private = sp.guard.is_private();
         self.replies.clear();
         self.reply_lens.clear();
         if lan.mgmt.wants(dst) {
+            let leases_before = lan.mgmt.lease_changes();
             // The endpoint parses whole frames: offloads resolved first
             // (a partial checksum completed), as for a port without any.
             let (mgmt, replies, lens) = (&mut lan.mgmt, &mut *self.replies, &mut *self.reply_lens);
@@ -740,6 +823,9 @@ impl<'s, P: Platform> Fwd<'s, P> {
                     true
                 },
             );
+            if lan.mgmt.lease_changes() != leases_before {
+                sp.guard.set_leases(port_leases(&lan.mgmt, src));
+            }
         }
         self.dests.clear();
         if dst != lan.mgmt.mac() {
@@ -754,6 +840,9 @@ impl<'s, P: Platform> Fwd<'s, P> {
                     .dests
                     .extend(lan.ports.iter().copied().filter(|&d| d != src)),
             }
+        }
+        if !self.dests.is_empty() {
+            self.keep_allowed(src, src_private, !is_group(&dst));
         }
         let mut held = None;
         if self.dests.len() == 1 && !is_group(&dst) {
@@ -774,6 +863,26 @@ impl<'s, P: Platform> Fwd<'s, P> {
             self.send_replies(lan_slot);
         }
         held
+    }
+
+    /// Removes the destinations a private port may not reach, or that are
+    /// private themselves (members never reach each other through a
+    /// private port). A unicast frame refused so is counted at its source.
+    fn keep_allowed(&mut self, src: PortIndex, src_private: bool, unicast: bool) {
+        let ports = &*self.ports;
+        let before = self.dests.len();
+        self.dests.retain(|&d| {
+            !src_private
+                && !ports
+                    .get(usize::from(d))
+                    .and_then(Option::as_ref)
+                    .is_some_and(|q| q.guard.is_private())
+        });
+        if unicast && self.dests.len() < before {
+            if let Some(sp) = self.port(usize::from(src)) {
+                sp.counters.drop_policy.count(Refusal::Private);
+            }
+        }
     }
 
     /// Keeps `frame` at `src` for destination `d`; `false` (dropped) if
@@ -1040,6 +1149,16 @@ pub struct PortInfo {
     pub mac: Mac,
     pub counters: PortCounters,
     pub state: PortLink,
+}
+
+/// Port `port`'s running DHCP leases on its LAN, for its guard.
+fn port_leases(mgmt: &Mgmt, port: PortIndex) -> impl Iterator<Item = HeldLease> + '_ {
+    mgmt.leases()
+        .filter(move |l| l.port == Some(port))
+        .map(|l| HeldLease {
+            ip: l.ip,
+            expires_ns: l.expires_ns,
+        })
 }
 
 fn break_port(state: &mut PortState, i: usize, e: Error) {
@@ -1941,5 +2060,244 @@ mod tests {
         assert_eq!(rig.sw.next_deadline(), None, "nothing left to wait for");
         rig.host.advance(2 * HOLD_NS);
         rig.pump();
+    }
+
+    mod policy {
+        //! Port policy through the switch (issue 22): the guard's forms
+        //! are tested in crate::policy; here, that the switch applies them
+        //! to the right port, learns leases from its own DHCP server, and
+        //! keeps private ports and rate limits.
+        use super::*;
+        use crate::mgmt::tests::{client_msg, dhcp_frame, ethernet, ipv4, udp, LAN, SERVER};
+        use crate::policy::{Ipv4Net, Rate};
+        use share_hal::platform::Clock;
+        use smoltcp::wire::{
+            ArpOperation, ArpPacket, ArpRepr, DhcpMessageType, DhcpPacket, DhcpRepr,
+            EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Address, Ipv4Packet,
+            UdpPacket,
+        };
+
+        const A: DomId = 7;
+        const B: DomId = 8;
+
+        fn rig() -> (Rig, Member, Member) {
+            let mut rig = Rig::new(SwitchConfig::default());
+            let a = rig.join(0, LAN, A, 0);
+            let b = rig.join(1, LAN, B, 0);
+            (rig, a, b)
+        }
+
+        fn bind(rig: &mut Rig, index: PortIndex, rules: PortRules) {
+            rig.sw.set_port_rules(&mut rig.p, index, rules).unwrap();
+        }
+
+        fn udp_to(src_mac: Mac, dst_mac: Mac, src: Ipv4Address, dst: Ipv4Address) -> Vec<u8> {
+            let u = udp(src, dst, (4000, 4001), b"payload");
+            ethernet(
+                src_mac,
+                dst_mac,
+                EthernetProtocol::Ipv4,
+                &ipv4(src, dst, IpProtocol::Udp, &u),
+            )
+        }
+
+        fn arp_reply(src_mac: Mac, claimed: Ipv4Address, to_mac: Mac, to: Ipv4Address) -> Vec<u8> {
+            let repr = ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Reply,
+                source_hardware_addr: EthernetAddress(src_mac),
+                source_protocol_addr: claimed,
+                target_hardware_addr: EthernetAddress(to_mac),
+                target_protocol_addr: to,
+            };
+            let mut p = vec![0; repr.buffer_len()];
+            repr.emit(&mut ArpPacket::new_unchecked(&mut p[..]));
+            ethernet(src_mac, to_mac, EthernetProtocol::Arp, &p)
+        }
+
+        /// DISCOVER, OFFER, REQUEST, ACK through the switch; the address.
+        fn lease(rig: &mut Rig, m: &mut Member, mac: Mac) -> Ipv4Address {
+            let offer = exchange(rig, m, &client_msg(DhcpMessageType::Discover, mac));
+            let mut req = client_msg(DhcpMessageType::Request, mac);
+            req.requested_ip = Some(offer);
+            req.server_identifier = Some(SERVER);
+            exchange(rig, m, &req)
+        }
+
+        fn exchange(rig: &mut Rig, m: &mut Member, req: &DhcpRepr) -> Ipv4Address {
+            m.send(&[dhcp_frame(req)], FrameMeta::default());
+            rig.pump();
+            let got = m.recv();
+            let f = &got.last().expect("a DHCP reply").0;
+            let eth = EthernetFrame::new_checked(&f[..]).unwrap();
+            let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+            let u = UdpPacket::new_checked(ip.payload()).unwrap();
+            DhcpRepr::parse(&DhcpPacket::new_checked(u.payload()).unwrap())
+                .unwrap()
+                .your_ip
+        }
+
+        #[test]
+        fn a_bound_port_sends_from_its_lease_only() {
+            let (mut rig, mut a, mut b) = rig();
+            let (mac_a, mac_b) = (assigned_mac(LAN, A), assigned_mac(LAN, B));
+            let neighbour = Ipv4Address::new(10, 77, 3, 102);
+            bind(
+                &mut rig,
+                0,
+                PortRules {
+                    bind_addresses: true,
+                    ..PortRules::default()
+                },
+            );
+            // Before any lease: nothing from a 10.77.3.x source passes.
+            a.send(
+                &[udp_to(mac_a, mac_b, neighbour, SERVER)],
+                FrameMeta::default(),
+            );
+            rig.pump();
+            assert!(b.recv().is_empty());
+            assert_eq!(rig.counters(0).drop_policy.ipv4_source, 1);
+
+            let ip = lease(&mut rig, &mut a, mac_a);
+            assert_ne!(ip, Ipv4Address::UNSPECIFIED);
+            b.recv(); // the client's broadcasts
+            a.send(&[udp_to(mac_a, mac_b, ip, neighbour)], FrameMeta::default());
+            rig.pump();
+            assert_eq!(b.recv().len(), 1, "from the leased address");
+
+            // Taking over the neighbour's address: a forged source, an ARP
+            // reply and a gratuitous ARP claiming it.
+            let garp = arp_reply(mac_a, neighbour, [0xff; 6], neighbour);
+            a.send(
+                &[
+                    udp_to(mac_a, mac_b, neighbour, ip),
+                    arp_reply(mac_a, neighbour, mac_b, neighbour),
+                    garp,
+                ],
+                FrameMeta::default(),
+            );
+            rig.pump();
+            assert!(b.recv().is_empty());
+            let d = rig.counters(0).drop_policy;
+            assert_eq!((d.ipv4_source, d.arp_sender), (2, 2));
+
+            // The unbound port b is not limited.
+            b.send(&[udp_to(mac_b, mac_a, neighbour, ip)], FrameMeta::default());
+            rig.pump();
+            assert_eq!(a.recv().len(), 1);
+            assert_eq!(rig.counters(1).drop_policy.total(), 0);
+        }
+
+        #[test]
+        fn assigned_addresses_pass_without_a_lease() {
+            let (mut rig, mut a, mut b) = rig();
+            let (mac_a, mac_b) = (assigned_mac(LAN, A), assigned_mac(LAN, B));
+            bind(
+                &mut rig,
+                0,
+                PortRules {
+                    bind_addresses: true,
+                    ipv4: vec![Ipv4Net {
+                        addr: [192, 168, 9, 5],
+                        prefix: 32,
+                    }],
+                    ..PortRules::default()
+                },
+            );
+            let to = Ipv4Address::new(192, 168, 9, 6);
+            a.send(
+                &[
+                    udp_to(mac_a, mac_b, Ipv4Address::new(192, 168, 9, 5), to),
+                    udp_to(mac_a, mac_b, Ipv4Address::new(192, 168, 9, 7), to),
+                ],
+                FrameMeta::default(),
+            );
+            rig.pump();
+            assert_eq!(b.recv().len(), 1);
+            assert_eq!(rig.counters(0).drop_policy.ipv4_source, 1);
+            assert_eq!(rig.sw.port_rules(0).unwrap().ipv4.len(), 1);
+        }
+
+        #[test]
+        fn private_ports_reach_the_endpoint_but_no_member() {
+            let (mut rig, mut a, mut b) = rig();
+            let (mac_a, mac_b) = (assigned_mac(LAN, A), assigned_mac(LAN, B));
+            bind(
+                &mut rig,
+                0,
+                PortRules {
+                    private: true,
+                    ..PortRules::default()
+                },
+            );
+            let (ip_a, ip_b) = (
+                Ipv4Address::new(10, 77, 3, 101),
+                Ipv4Address::new(10, 77, 3, 102),
+            );
+            // Unicast both ways, and a's broadcast: nothing between them.
+            a.send(&[udp_to(mac_a, mac_b, ip_a, ip_b)], FrameMeta::default());
+            a.send(
+                &[udp_to(mac_a, [0xff; 6], ip_a, ip_b)],
+                FrameMeta::default(),
+            );
+            b.send(&[udp_to(mac_b, mac_a, ip_b, ip_a)], FrameMeta::default());
+            rig.pump();
+            assert!(b.recv().is_empty());
+            assert!(a.recv().is_empty());
+            assert_eq!(rig.counters(0).drop_policy.private, 1);
+            assert_eq!(rig.counters(1).drop_policy.private, 1);
+            // The endpoint answers a private member.
+            let req = ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Request,
+                source_hardware_addr: EthernetAddress(mac_a),
+                source_protocol_addr: ip_a,
+                target_hardware_addr: EthernetAddress([0; 6]),
+                target_protocol_addr: SERVER,
+            };
+            let mut p = vec![0; req.buffer_len()];
+            req.emit(&mut ArpPacket::new_unchecked(&mut p[..]));
+            a.send(
+                &[ethernet(mac_a, [0xff; 6], EthernetProtocol::Arp, &p)],
+                FrameMeta::default(),
+            );
+            rig.pump();
+            assert_eq!(a.recv().len(), 1, "the endpoint's ARP reply");
+            assert!(b.recv().is_empty(), "b does not see a's broadcast");
+        }
+
+        #[test]
+        fn a_rate_limited_port_waits_for_credit_and_loses_nothing() {
+            let (mut rig, mut a, mut b) = rig();
+            let (mac_a, mac_b) = (assigned_mac(LAN, A), assigned_mac(LAN, B));
+            bind(
+                &mut rig,
+                0,
+                PortRules {
+                    rate: Some(Rate {
+                        bytes_per_sec: 1_000_000,
+                        burst_bytes: 3000,
+                        frames_per_sec: 0,
+                    }),
+                    ..PortRules::default()
+                },
+            );
+            let frames: Vec<Vec<u8>> = (0..6).map(|t| eth(mac_b, mac_a, 1000, t)).collect();
+            assert_eq!(a.send(&frames, FrameMeta::default()), 6);
+            rig.pump();
+            assert_eq!(b.recv().len(), 3, "the burst");
+            let now = rig.p.now_ns();
+            let wake = rig.sw.next_deadline().expect("a deadline for the credit");
+            assert!(wake > now && wake <= now + 1_000_000, "{wake} vs {now}");
+            assert!(rig.counters(0).rate_limited > 0);
+            let mut got = 0;
+            for _ in 0..20 {
+                rig.host.advance(1_000_000);
+                rig.pump();
+                got += b.recv().len();
+            }
+            assert_eq!(got, 3, "the rest, at the rate, none dropped");
+            assert_eq!(rig.counters(1).drop_rx_full, 0);
+            assert_eq!(rig.sw.next_deadline(), None);
+        }
     }
 }
