@@ -51,6 +51,8 @@ static void fuzz_vdevice(const uint8_t *page)
 		CHECK(e.numpages <= XS_SHARE_MAX_PAGES);
 		CHECK(!(e.flags & ~XS_ENTRY_FLAGS_ALL));
 		CHECK(!(e.flags & XS_ENTRY_READ_ONLY) || e.kind == XS_KIND_DISK);
+		CHECK(!(e.flags & XS_ENTRY_NET_OWNER) ||
+		      (e.kind == XS_KIND_NET && e.role == XS_ROLE_OWNER));
 		xs_emit_entry(&e, &again);
 		CHECK(xs_parse_entry(&again, &back) == 0);
 		CHECK(same_entry(&e, &back));

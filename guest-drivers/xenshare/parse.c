@@ -70,6 +70,9 @@ int xs_parse_entry(const struct xs_vdevice_entry *copy, struct xs_entry_repr *ou
 		return -EINVAL;
 	if ((copy->flags & XS_ENTRY_READ_ONLY) && kind != XS_KIND_DISK)
 		return -EINVAL;
+	if ((copy->flags & XS_ENTRY_NET_OWNER) &&
+	    (kind != XS_KIND_NET || copy->role != XS_ROLE_OWNER))
+		return -EINVAL;
 	if (numpages > XS_SHARE_MAX_PAGES)
 		return -EINVAL;
 	if (copy->role == XS_ROLE_OWNER && numpages == 0)

@@ -12,10 +12,11 @@ use alloc::vec::Vec;
 use share_hal::platform::{Platform, Port};
 use share_hal::stats::StatsPage;
 use share_hal::vdevice::{Applied, VdeviceBus};
-use share_hal::wire::vdevice::{status, EntryRepr, Kind, Role};
+use share_hal::wire::vdevice::{flags, status, EntryRepr, Kind, Role};
 use share_hal::{Error, Result};
 
 use crate::fdb::{is_group, Mac, PortIndex};
+use crate::policy::PortRules;
 use crate::switch::{LanId, MacFmt, PortLink, PortSpec, Switch, SwitchConfig};
 
 /// Where an owner entry of kind network keeps the port's MAC and LAN id:
@@ -55,6 +56,15 @@ pub fn port_spec(e: &EntryRepr) -> core::result::Result<PortSpec, i32> {
         policy: e.subtype,
         numpages: e.numpages,
     })
+}
+
+/// The policy an owner entry's flags ask for (docs/protocol.md).
+pub fn port_rules(e: &EntryRepr) -> PortRules {
+    PortRules {
+        bind_addresses: e.flags & flags::BIND_ADDRESSES != 0,
+        private: e.flags & flags::PRIVATE != 0,
+        ..PortRules::default()
+    }
 }
 
 fn status_of(e: &Error) -> i32 {
@@ -98,8 +108,19 @@ pub fn apply<P: Platform>(
         Ok(s) => s,
         Err(code) => return Applied::Refused(code),
     };
-    match sw.add_port(p, port, spec) {
+    let rules = port_rules(new);
+    let added = sw
+        .add_port(p, port, spec)
+        .and_then(|r| sw.set_port_rules(p, port, rules.clone()).map(|()| r));
+    match added {
         Ok(r) => {
+            if rules != PortRules::default() {
+                log::info!(
+                    "entry {index}: port policy: bind addresses {}, private {}",
+                    rules.bind_addresses,
+                    rules.private
+                );
+            }
             log::info!(
                 "entry {index}: LAN {} port for domain {} ({} pages, policy {:#x}), share_ref {}",
                 spec.lan,
@@ -288,13 +309,53 @@ impl<P: Platform> Netback<P> {
                     PortLink::Broken => "broken",
                 };
                 format!(
-                    "port {} lan {} dom {} {} {}: from-member {} frames {} B, to-member {} frames {} B, drops rx_full {} bad {} too_big {} spoof {} offload {}, lane errors {}",
+                    "port {} lan {} dom {} {} {}: from-member {} frames {} B, to-member {} frames {} B, drops rx_full {} bad {} too_big {} spoof {} offload {} policy {}, lane errors {}, rate-limited {}",
                     q.index, q.lan, q.member, MacFmt(q.mac), state,
                     c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes,
                     c.drop_rx_full, c.drop_bad_frame, c.drop_too_big, c.drop_spoof, c.drop_offload,
-                    c.lane_errors
+                    c.drop_policy.total(), c.lane_errors, c.rate_limited
                 )
             });
         lans.chain(ports).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use share_hal::local::LocalHost;
+    use share_hal::platform::GrantRef;
+
+    fn owner(flags: u8) -> EntryRepr {
+        EntryRepr {
+            kind: Kind::Network,
+            role: Role::Owner,
+            flags,
+            subtype: 0,
+            numpages: 10,
+            peer: 7,
+            share_ref: GrantRef(0),
+            status: 0,
+            param: make_port_param([0; 6], 3),
+        }
+    }
+
+    #[test]
+    fn an_owner_entrys_policy_flags_reach_the_port() {
+        let host = LocalHost::new();
+        let mut p = host.domain(1);
+        let mut sw = Switch::new(SwitchConfig::default());
+        let empty = EntryRepr::EMPTY;
+        let asked = owner(flags::BIND_ADDRESSES | flags::PRIVATE);
+        assert!(matches!(
+            apply(&mut sw, &mut p, 0, &empty, &asked),
+            Applied::Ok { share_ref: Some(_) }
+        ));
+        let rules = sw.port_rules(0).unwrap();
+        assert!(rules.bind_addresses && rules.private);
+        let mut plain = owner(0);
+        plain.peer = 8;
+        apply(&mut sw, &mut p, 1, &empty, &plain);
+        assert_eq!(sw.port_rules(1), Some(&PortRules::default()));
     }
 }

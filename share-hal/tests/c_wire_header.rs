@@ -135,6 +135,12 @@ fn c_header_matches_wire_module() {
     c.value("XS_ROLE_MEMBER", vdevice::Role::Member as i64);
     c.value("XS_ROLE_OWNER", vdevice::Role::Owner as i64);
     c.value("XS_ENTRY_READ_ONLY", vdevice::flags::READ_ONLY.into());
+    c.value(
+        "XS_ENTRY_BIND_ADDRESSES",
+        vdevice::flags::BIND_ADDRESSES.into(),
+    );
+    c.value("XS_ENTRY_PRIVATE", vdevice::flags::PRIVATE.into());
+    c.value("XS_ENTRY_NET_OWNER", vdevice::flags::NET_OWNER.into());
     c.value("XS_ENTRY_FLAGS_ALL", vdevice::flags::ALL.into());
     for (name, v) in [
         ("OK", status::OK),

@@ -139,16 +139,28 @@ pub struct CreateOpts {
     pub pages: Option<u32>,
     /// Block: a read-only disk, shareable by many.
     pub read_only: bool,
+    /// Net: each port's IP sources and ARP senders bound to its addresses.
+    pub bind_addresses: bool,
+    /// Net: ports reach netback-uk's endpoint, not each other.
+    pub private: bool,
 }
 
 /// The entry spec of a recorded device.
 pub fn spec(dev: &Device) -> DeviceSpec {
     match &dev.what {
-        What::Net { lan } => DeviceSpec {
+        What::Net {
+            lan,
+            bind_addresses,
+            private,
+        } => DeviceSpec {
             kind: Kind::Network,
             subtype: dev.features,
             numpages: dev.pages,
-            flags: 0,
+            flags: if *bind_addresses {
+                flags::BIND_ADDRESSES
+            } else {
+                0
+            } | if *private { flags::PRIVATE } else { 0 },
             param: lan_param(*lan),
         },
         What::Block {
@@ -418,7 +430,11 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
         } = check_create(record, &domains, opts, None, members)?;
         let dev = Device {
             name: name.clone(),
-            what: What::Net { lan },
+            what: What::Net {
+                lan,
+                bind_addresses: opts.bind_addresses,
+                private: opts.private,
+            },
             backend: Domain::new(&backend.name, backend.domid),
             features: opts.features.unwrap_or(NET_FEATURES),
             pages: opts.pages.unwrap_or(NET_PAGES),
@@ -852,6 +868,9 @@ pub struct DeviceView {
     pub source: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
+    /// Net: the ports' policy (`bind-addresses`, `private`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk: Option<u64>,
     pub backend: BackendView,
@@ -860,8 +879,21 @@ pub struct DeviceView {
 
 impl DeviceView {
     fn of(dev: &Device, backend: BackendView, members: Vec<MemberView>) -> DeviceView {
+        let mut policy = Vec::new();
         let (kind, lan, source, read_only, disk) = match &dev.what {
-            What::Net { lan } => ("net", Some(*lan), None, None, None),
+            What::Net {
+                lan,
+                bind_addresses,
+                private,
+            } => {
+                if *bind_addresses {
+                    policy.push("bind-addresses");
+                }
+                if *private {
+                    policy.push("private");
+                }
+                ("net", Some(*lan), None, None, None)
+            }
             What::Block {
                 source,
                 read_only,
@@ -881,6 +913,7 @@ impl DeviceView {
             lan,
             source,
             read_only,
+            policy,
             disk,
             backend,
             members,
@@ -958,7 +991,12 @@ impl EntryView {
 impl fmt::Display for DeviceView {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.lan, &self.source) {
-            (Some(lan), _) => write!(f, "{}: LAN {lan}", self.name)?,
+            (Some(lan), _) => {
+                write!(f, "{}: LAN {lan}", self.name)?;
+                if !self.policy.is_empty() {
+                    write!(f, " ({})", self.policy.join(", "))?;
+                }
+            }
             (_, Some(src)) => write!(
                 f,
                 "{}: disk {} ({}, disk {} of the backend)",

@@ -6,10 +6,10 @@
 
 use std::fmt;
 
-use share_hal::platform::{Access, DomId, Mapping, Platform};
+use share_hal::platform::{Access, DomId, GrantRef, Mapping, Platform};
 use share_hal::vdevice::VdeviceClient;
 pub use share_hal::wire::stats::StatsRepr;
-use share_hal::wire::vdevice::{status, Bootstrap, EntryRepr, Kind, Role};
+use share_hal::wire::vdevice::{flags, status, Bootstrap, EntryRepr, Kind, Role};
 use share_hal::Error;
 
 pub mod admin;
@@ -182,6 +182,18 @@ type Entries = [Result<EntryRepr, share_hal::wire::Error>];
 /// One line of progress, for the log.
 pub type Log<'a> = &'a mut dyn FnMut(&str);
 
+/// The member's entry for a share the backend made for `owner`: the same
+/// kind, features and pages; the port policy bits stay the backend's.
+fn member_entry(owner: &EntryRepr, backend: DomId, share_ref: GrantRef) -> EntryRepr {
+    EntryRepr {
+        role: Role::Member,
+        flags: owner.flags & !flags::NET_OWNER,
+        peer: backend,
+        share_ref,
+        ..*owner
+    }
+}
+
 /// The tool: a platform, a way to find bootstrap values, a timeout.
 pub struct Tool<P: Platform, L: Lookup> {
     pub platform: P,
@@ -336,12 +348,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             "domain {backend}: serves a {kind:?} share for domain {member} (share_ref {}, {} pages)",
             acked.share_ref.0, acked.numpages
         ));
-        let joiner = EntryRepr {
-            role: Role::Member,
-            peer: backend,
-            share_ref: acked.share_ref,
-            ..owner
-        };
+        let joiner = member_entry(&owner, backend, acked.share_ref);
         let param = dev.param;
         let joined = self.change(member, &joiner, &|entries| {
             if entries.iter().any(|e| matches!(e, Ok(e) if e.kind == kind && e.role == Role::Member && e.peer == backend && same_device(kind, e.param, param))) {
@@ -524,12 +531,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             "domain {backend}: serves a {:?} share for domain {member} (share_ref {}, {} pages)",
             owner.kind, acked.share_ref.0, acked.numpages
         ));
-        let joiner = EntryRepr {
-            role: Role::Member,
-            peer: backend,
-            share_ref: acked.share_ref,
-            ..owner
-        };
+        let joiner = member_entry(&owner, backend, acked.share_ref);
         // The entry the caller found, unless the page changed meanwhile.
         let rewritten = self.change(
             member,

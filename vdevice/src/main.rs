@@ -26,6 +26,8 @@ Named devices (recorded in /var/lib/xen-share/vdevice.json, or --record / $VDEVI
   vdevice --create block /srv/a.img guest  # /srv/a.img given to blkback-uk (xl block-attach),
                                            # served to guest as a read-write disk (blk0)
   vdevice --create block /srv/base.img a b c --ro   # one read-only disk for three domains
+  vdevice --create net a b --bind-addresses --private   # a LAN whose ports keep to their
+                                           # DHCP addresses and reach only netback-uk
   vdevice --add net0 guest-b               # guest-b joins the LAN
   vdevice --remove net0 5                  # domain 5 leaves it
   vdevice --destroy blk0                   # every member leaves (blkback-uk keeps the file,
@@ -88,6 +90,15 @@ struct Cli {
     /// With --create block: a read-only disk, which many domains may share.
     #[arg(long, requires = "create")]
     ro: bool,
+    /// With --create net: each port's IPv4 sources and ARP senders are
+    /// bound to its DHCP leases, its IPv6 sources to its link-local
+    /// address; spoofed frames are dropped and counted.
+    #[arg(long, requires = "create")]
+    bind_addresses: bool,
+    /// With --create net: the ports reach netback-uk's endpoint (DHCP,
+    /// ping) but not each other (client isolation).
+    #[arg(long, requires = "create")]
+    private: bool,
     /// With --create: the backend domain (id or name) instead of the
     /// running netback-uk / blkback-uk.
     #[arg(long = "backend", value_name = "DOM", requires = "create")]
@@ -370,6 +381,9 @@ enum Action {
 }
 
 fn cli_actions(cli: &Cli) -> Result<Action, String> {
+    if (cli.bind_addresses || cli.private) && cli.create.is_none() {
+        return Err("--bind-addresses and --private go with --create net".into());
+    }
     if let Some(args) = &cli.create {
         return match args.split_first() {
             Some((k, rest)) if k == "net" => {
@@ -377,6 +391,9 @@ fn cli_actions(cli: &Cli) -> Result<Action, String> {
                     return Err("--ro is for block devices".into());
                 }
                 Ok(Action::CreateNet(rest.to_vec()))
+            }
+            Some((k, _)) if k == "block" && (cli.bind_addresses || cli.private) => {
+                Err("--bind-addresses and --private are for net devices".into())
             }
             Some((k, rest)) if k == "block" => match rest.split_first() {
                 Some((file, members)) => {
@@ -471,6 +488,8 @@ fn seed(action: &Action, cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         features: cli.with_features,
         pages: cli.with_pages,
         read_only: cli.ro,
+        bind_addresses: cli.bind_addresses,
+        private: cli.private,
     };
     if let Action::CreateBlock(source, _) = action {
         admin::check_source(source)?;
@@ -823,6 +842,17 @@ mod tests {
         );
         let c = parse(&["--add", "net0", "guest"]).unwrap();
         assert!(matches!(cli_actions(&c), Ok(Action::Add(n, d)) if n == "net0" && d == "guest"));
+        // Port policy: net only.
+        let c = parse(&["--create", "net", "a", "--bind-addresses", "--private"]).unwrap();
+        assert!(c.bind_addresses && c.private);
+        assert!(matches!(cli_actions(&c), Ok(Action::CreateNet(_))));
+        let c = parse(&["--create", "block", "/f", "a", "--private"]).unwrap();
+        assert_eq!(
+            cli_actions(&c).err().as_deref(),
+            Some("--bind-addresses and --private are for net devices")
+        );
+        let c = parse(&["--list", "--private"]);
+        assert!(c.is_err() || cli_actions(&c.unwrap()).is_err());
         assert!(matches!(
             cli_actions(&parse(&["--list", "--json"]).unwrap()),
             Ok(Action::List)

@@ -83,8 +83,16 @@ pub struct Stale {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum What {
-    /// A LAN of netback-uk: each member a port with this LAN id.
-    Net { lan: u16 },
+    /// A LAN of netback-uk: each member a port with this LAN id, each
+    /// port with the LAN's policy (absent in records of older versions:
+    /// none).
+    Net {
+        lan: u16,
+        #[serde(default, skip_serializing_if = "is_false")]
+        bind_addresses: bool,
+        #[serde(default, skip_serializing_if = "is_false")]
+        private: bool,
+    },
     /// A disk of blkback-uk: `source` given to the backend domain as the
     /// vbd `vdev` (`xl block-attach`), its disk `disk` there.
     Block {
@@ -93,6 +101,10 @@ pub enum What {
         vdev: String,
         disk: u64,
     },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A domain taking part in a device, by name (a restarted domain keeps
@@ -334,7 +346,11 @@ mod tests {
             devices: vec![
                 Device {
                     name: "net0".into(),
-                    what: What::Net { lan: 0 },
+                    what: What::Net {
+                        lan: 0,
+                        bind_addresses: false,
+                        private: false,
+                    },
                     backend: Domain::new("netback-uk", 1),
                     features: 0xb,
                     pages: 258,
@@ -379,6 +395,41 @@ mod tests {
         assert!(text.contains("\"kind\": \"block\""), "{text}");
         drop(f);
         let _ = fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_lans_policy_is_kept_and_older_records_have_none() {
+        let old = r#"{"version":1,"devices":[{"name":"net0","kind":"net","lan":0,
+            "backend":{"name":"netback-uk","domid":1},"features":11,"pages":258,
+            "members":[{"name":"guest","domid":3}]}]}"#;
+        let r: Record = serde_json::from_str(old).unwrap();
+        let dev = &r.devices[0];
+        assert!(matches!(
+            dev.what,
+            What::Net {
+                lan: 0,
+                bind_addresses: false,
+                private: false
+            }
+        ));
+        assert_eq!(crate::admin::spec(dev).flags, 0);
+        let mut bound = dev.clone();
+        bound.what = What::Net {
+            lan: 0,
+            bind_addresses: true,
+            private: true,
+        };
+        let text = serde_json::to_string(&bound).unwrap();
+        assert!(text.contains(r#""bind_addresses":true"#), "{text}");
+        let back: Device = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, bound);
+        use share_hal::wire::vdevice::flags;
+        assert_eq!(
+            crate::admin::spec(&back).flags,
+            flags::BIND_ADDRESSES | flags::PRIVATE
+        );
+        // Without a policy the record reads as before.
+        assert!(!serde_json::to_string(dev).unwrap().contains("private"));
     }
 
     #[test]

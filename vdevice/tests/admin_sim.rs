@@ -36,6 +36,48 @@ fn args(a: &[&str]) -> Vec<String> {
 }
 
 #[test]
+fn a_lans_policy_goes_in_its_owner_entries_and_the_switch_takes_it() {
+    let path = temp_socket_path("vdevice-admin-policy");
+    let _broker = Broker::spawn(&path).unwrap();
+    let published = Published::default();
+    let host = FakeHost::default();
+    let _nb = netback(&path, 1, &published);
+    host.add(1, "netback-uk");
+    let _a = member(&path, 3, &published, &[]);
+    host.add(3, "guest-a");
+    let mut tool = dom0_tool(&path, &published);
+    let mut h = host.clone();
+    let mut rec = Record::default();
+    let mut log = |_: &str| {};
+    let opts = CreateOpts {
+        bind_addresses: true,
+        private: true,
+        ..CreateOpts::default()
+    };
+    let mut admin = Admin {
+        tool: &mut tool,
+        host: &mut h,
+    };
+    let net0 = admin
+        .create_net(&mut rec, &opts, &args(&["guest-a"]), &mut log)
+        .unwrap();
+    assert!(matches!(
+        rec.device(&net0).unwrap().what,
+        What::Net {
+            bind_addresses: true,
+            private: true,
+            ..
+        }
+    ));
+    let owner = entries(&mut tool, 1)
+        .into_iter()
+        .find(|e| e.role == Role::Owner && e.peer == 3)
+        .unwrap();
+    assert_eq!(owner.flags, flags::BIND_ADDRESSES | flags::PRIVATE);
+    assert_eq!(owner.status, 0, "the switch accepted the policy");
+}
+
+#[test]
 fn lans_by_name_with_members_by_name_or_id() {
     let path = temp_socket_path("vdevice-admin-net");
     let _broker = Broker::spawn(&path).unwrap();
@@ -71,7 +113,14 @@ fn lans_by_name_with_members_by_name_or_id() {
         .unwrap();
     assert_eq!(net1, "net1");
     let d = rec.device("net0").unwrap();
-    assert_eq!(d.what, What::Net { lan: 0 });
+    assert_eq!(
+        d.what,
+        What::Net {
+            lan: 0,
+            bind_addresses: false,
+            private: false
+        }
+    );
     assert_eq!(
         (d.backend.name.as_str(), d.backend.domid),
         ("netback-uk", Some(1))

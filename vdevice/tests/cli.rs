@@ -155,7 +155,11 @@ fn recorded_lan(dir: &Path) {
     let mut r = Record::default();
     r.devices.push(Device {
         name: "net0".into(),
-        what: What::Net { lan: 0 },
+        what: What::Net {
+            lan: 0,
+            bind_addresses: false,
+            private: false,
+        },
         backend: Domain::new("netback-uk", 1),
         features: 0xb,
         pages: 258,

@@ -67,7 +67,11 @@ struct xs_vdevice_header {
 #define XS_ROLE_OWNER 1
 
 #define XS_ENTRY_READ_ONLY 0x01
-#define XS_ENTRY_FLAGS_ALL XS_ENTRY_READ_ONLY
+/* Port policy: network owner entries only (in a backend's page). */
+#define XS_ENTRY_BIND_ADDRESSES 0x02
+#define XS_ENTRY_PRIVATE 0x04
+#define XS_ENTRY_NET_OWNER (XS_ENTRY_BIND_ADDRESSES | XS_ENTRY_PRIVATE)
+#define XS_ENTRY_FLAGS_ALL (XS_ENTRY_READ_ONLY | XS_ENTRY_NET_OWNER)
 
 struct xs_vdevice_entry {
 	__le16 kind;

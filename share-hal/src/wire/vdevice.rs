@@ -399,7 +399,15 @@ pub enum Role {
 pub mod flags {
     /// Disk only: the member may read but not write or discard.
     pub const READ_ONLY: u8 = 0x01;
-    pub const ALL: u8 = READ_ONLY;
+    /// Network owner entries only (a port's policy): the member's IP
+    /// sources and ARP senders are bound to its addresses.
+    pub const BIND_ADDRESSES: u8 = 0x02;
+    /// Network owner entries only: the port reaches netback-uk's endpoint
+    /// but no other member, and no member reaches it.
+    pub const PRIVATE: u8 = 0x04;
+    /// The port policy bits.
+    pub const NET_OWNER: u8 = BIND_ADDRESSES | PRIVATE;
+    pub const ALL: u8 = READ_ONLY | NET_OWNER;
 }
 
 /// The validated meaning of an entry.
@@ -473,6 +481,12 @@ impl EntryRepr {
         if flags & flags::READ_ONLY != 0 && kind != Kind::Disk {
             return Err(Error::BadField {
                 field: "vdevice entry flags (read-only is for disks)",
+                value: flags.into(),
+            });
+        }
+        if flags & flags::NET_OWNER != 0 && (kind != Kind::Network || role != Role::Owner) {
+            return Err(Error::BadField {
+                field: "vdevice entry flags (port policy is for network owner entries)",
                 value: flags.into(),
             });
         }
@@ -722,11 +736,30 @@ mod tests {
             with(3, &[0x82]),
             Err(Error::UnknownFlags {
                 field: "vdevice entry flags",
-                bits: 0x82
+                bits: 0x80
             })
         );
         assert!(matches!(
             with(3, &[flags::READ_ONLY]),
+            Err(Error::BadField { .. })
+        ));
+        // Port policy on a network owner entry, and nowhere else.
+        assert_eq!(
+            with(3, &[flags::NET_OWNER]).map(|e| e.flags),
+            Ok(flags::BIND_ADDRESSES | flags::PRIVATE)
+        );
+        let mut member = NET_OWNER;
+        member[2] = 0;
+        member[3] = flags::PRIVATE;
+        assert!(matches!(
+            EntryRepr::parse(&Entry::new_unchecked(&member[..])),
+            Err(Error::BadField { .. })
+        ));
+        let mut disk = NET_OWNER;
+        disk[0] = 2;
+        disk[3] = flags::BIND_ADDRESSES;
+        assert!(matches!(
+            EntryRepr::parse(&Entry::new_unchecked(&disk[..])),
             Err(Error::BadField { .. })
         ));
         assert_eq!(
