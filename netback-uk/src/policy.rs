@@ -25,8 +25,8 @@
 use alloc::vec::Vec;
 
 use smoltcp::wire::{
-    ArpHardware, ArpOperation, ArpPacket, DhcpPacket, EthernetFrame, EthernetProtocol, IpProtocol,
-    Ipv4Packet, Ipv6Packet, UdpPacket,
+    ArpHardware, ArpOperation, ArpPacket, DhcpPacket, EthernetProtocol, IpProtocol, Ipv6Packet,
+    UdpPacket,
 };
 
 use crate::fdb::Mac;
@@ -184,6 +184,11 @@ impl Bucket {
 
     fn refill(&mut self, now: u64) {
         let dt = now.saturating_sub(self.at_ns);
+        // The common case on a busy port: the switch reads the clock once
+        // per round, so every frame after the first sees the same time.
+        if dt == 0 {
+            return;
+        }
         // dt * per_sec / 1e9 without overflow for any dt below ~584 years
         // at 100 Gbit/s (u128).
         let add = (u128::from(dt) * u128::from(self.per_sec) / 1_000_000_000) as u64;
@@ -293,11 +298,13 @@ impl Guard {
         if !self.rules.bind_addresses {
             return Ok(());
         }
-        let eth = EthernetFrame::new_checked(frame).map_err(|_| Refusal::Unchecked)?;
-        match eth.ethertype() {
-            EthernetProtocol::Ipv4 => self.check_ipv4(eth.payload(), now),
-            EthernetProtocol::Arp => self.check_arp(eth.payload(), now),
-            EthernetProtocol::Ipv6 => self.check_ipv6(eth.payload()),
+        let (Some(ethertype), Some(payload)) = (frame.get(12..14), frame.get(14..)) else {
+            return Err(Refusal::Unchecked);
+        };
+        match u16::from_be_bytes([ethertype[0], ethertype[1]]) {
+            0x0800 => self.check_ipv4(payload, now),
+            0x0806 => self.check_arp(payload, now),
+            0x86dd => self.check_ipv6(payload),
             _ => Err(Refusal::Unchecked),
         }
     }
@@ -320,31 +327,52 @@ impl Guard {
                 .any(|n| in_net(ip, &n.addr, n.prefix))
     }
 
+    /// Read by hand, not through smoltcp's checked views: this runs for
+    /// every frame of a bound port (the 64-byte rate must not notice it),
+    /// and only the source address, the protocol, the fragment offset and
+    /// the UDP ports matter. The source sits at the same offset whatever
+    /// the header length says; a header a receiver would refuse is its
+    /// problem, not a way around the binding.
     fn check_ipv4(&self, packet: &[u8], now: u64) -> Result<(), Refusal> {
-        let ip = Ipv4Packet::new_checked(packet).map_err(|_| Refusal::Unchecked)?;
-        let src = ip.src_addr().octets();
-        let first_fragment = ip.frag_offset() == 0;
-        if ip.next_header() == IpProtocol::Udp && first_fragment {
-            if let Ok(udp) = UdpPacket::new_checked(ip.payload()) {
-                match (udp.src_port(), udp.dst_port()) {
-                    // A DHCP client: before it has an address, and when it
-                    // renews; always with its own MAC as chaddr.
-                    (68, 67) => {
-                        let dhcp = DhcpPacket::new_checked(udp.payload())
-                            .map_err(|_| Refusal::Unchecked)?;
-                        if dhcp.client_hardware_address().0 != self.mac {
-                            return Err(Refusal::DhcpChaddr);
-                        }
-                        return if src == [0; 4] || self.ipv4_allowed(src, now) {
-                            Ok(())
-                        } else {
-                            Err(Refusal::Ipv4Source)
-                        };
-                    }
-                    (67, _) => return Err(Refusal::RogueServer),
-                    _ => {}
+        let (Some(&vihl), Some(src)) = (packet.first(), packet.get(12..16)) else {
+            return Err(Refusal::Unchecked);
+        };
+        let ihl = usize::from(vihl & 0x0f) * 4;
+        if vihl >> 4 != 4 || ihl < 20 {
+            return Err(Refusal::Unchecked);
+        }
+        let src = [src[0], src[1], src[2], src[3]];
+        let first_fragment = packet
+            .get(6..8)
+            .is_some_and(|f| u16::from_be_bytes([f[0], f[1]]) & 0x1fff == 0);
+        let udp_ports = packet
+            .get(ihl..ihl + 4)
+            .filter(|_| first_fragment && packet.get(9) == Some(&17))
+            .map(|p| {
+                (
+                    u16::from_be_bytes([p[0], p[1]]),
+                    u16::from_be_bytes([p[2], p[3]]),
+                )
+            });
+        match udp_ports {
+            // A DHCP client: before it has an address, and when it renews;
+            // always with its own MAC as chaddr.
+            Some((68, 67)) => {
+                let udp = packet
+                    .get(ihl..)
+                    .and_then(|u| UdpPacket::new_checked(u).ok())
+                    .ok_or(Refusal::Unchecked)?;
+                let dhcp =
+                    DhcpPacket::new_checked(udp.payload()).map_err(|_| Refusal::Unchecked)?;
+                if dhcp.client_hardware_address().0 != self.mac {
+                    return Err(Refusal::DhcpChaddr);
+                }
+                if src == [0; 4] {
+                    return Ok(());
                 }
             }
+            Some((67, _)) => return Err(Refusal::RogueServer),
+            _ => {}
         }
         if self.ipv4_allowed(src, now) {
             Ok(())

@@ -174,3 +174,34 @@ pub fn eth(dst: [u8; 6], src: [u8; 6], len: usize, tag: u8) -> Vec<u8> {
     }
     f
 }
+
+/// An IPv4/UDP frame of `len` bytes (at least 42) from `src_ip` at `src`
+/// to `dst_ip` at `dst`, the payload stamped with `tag`: what a port bound
+/// to `src_ip` may send.
+pub fn udp4(
+    dst: [u8; 6],
+    src: [u8; 6],
+    src_ip: [u8; 4],
+    dst_ip: [u8; 4],
+    len: usize,
+    tag: u8,
+) -> Vec<u8> {
+    let len = len.max(42);
+    let ip_len = (len - 14) as u16;
+    let udp_len = ip_len - 20;
+    let mut f = Vec::with_capacity(len);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+    f.extend_from_slice(&ip_len.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&src_ip);
+    f.extend_from_slice(&dst_ip);
+    f.extend_from_slice(&[0x13, 0x88, 0x13, 0x89]);
+    f.extend_from_slice(&udp_len.to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    while f.len() < len {
+        f.push(tag);
+    }
+    f
+}
