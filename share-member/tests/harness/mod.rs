@@ -323,9 +323,25 @@ impl Dom0 {
         policy: u32,
         mac: [u8; 6],
     ) -> ShareRef {
+        self.add_port_with(index, member, lan, numpages, policy, mac, 0)
+    }
+
+    /// [`Dom0::add_port`] with the owner entry's `flags` (port policy).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_port_with(
+        &mut self,
+        index: u32,
+        member: DomId,
+        lan: u16,
+        numpages: u32,
+        policy: u32,
+        mac: [u8; 6],
+        flags: u8,
+    ) -> ShareRef {
         let owner = EntryRepr {
             kind: Kind::Network,
             role: Role::Owner,
+            flags,
             subtype: policy,
             numpages,
             peer: member,
@@ -347,7 +363,20 @@ impl Dom0 {
     /// Connects share-member `member` to LAN `lan`: the owner entry in
     /// netback's page, then the member entry (entry 0) in the member's.
     pub fn plug(&mut self, index: u32, member: DomId, lan: u16, numpages: u32, policy: u32) {
-        let r = self.add_port(index, member, lan, numpages, policy, [0; 6]);
+        self.plug_with(index, member, lan, numpages, policy, 0);
+    }
+
+    /// [`Dom0::plug`] with the owner entry's `flags` (port policy).
+    pub fn plug_with(
+        &mut self,
+        index: u32,
+        member: DomId,
+        lan: u16,
+        numpages: u32,
+        policy: u32,
+        flags: u8,
+    ) {
+        let r = self.add_port_with(index, member, lan, numpages, policy, [0; 6], flags);
         let join = EntryRepr {
             kind: Kind::Network,
             role: Role::Member,

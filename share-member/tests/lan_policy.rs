@@ -1,0 +1,206 @@
+//! Port policy on real Linux stacks (issue 22): one LAN of `netback-sim`
+//! with four `share-member` namespaces whose ports dom0 made with the
+//! owner entry flags `BIND_ADDRESSES` (all four) and `PRIVATE` (the
+//! fourth). Each gets its address by DHCP through its bound port. Then:
+//!
+//! - a spoofer puts its neighbour's address on its interface and claims
+//!   it (gratuitous ARP, ARP replies, pings from it): a witness that knew
+//!   the neighbour keeps its MAC for that address and still reaches it,
+//!   and netback-uk counts the spoofer's frames as policy drops;
+//! - the private member reaches netback-uk's endpoint (its lease, pings)
+//!   but no member, and no member reaches it.
+//!
+//! Needs root, `ip` and `/dev/net/tun` (otherwise it says why and passes
+//! without running); installs busybox with apt-get when missing.
+
+mod harness;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use harness::*;
+use share_hal::platform::DomId;
+use share_hal::sim::{temp_socket_path, Broker};
+use share_hal::wire::net::features;
+use share_hal::wire::vdevice::flags;
+
+const LAN: u16 = 9;
+const VICTIM: usize = 0;
+const SPOOFER: usize = 1;
+const WITNESS: usize = 2;
+const PRIVATE: usize = 3;
+const MEMBERS: [DomId; 4] = [3, 4, 5, 6];
+const PAGES: u32 = 258;
+
+fn exe_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf()
+}
+
+fn mac_of(ns: &str) -> String {
+    let link = ip(&["-n", ns, "link", "show", "xsn0"]).unwrap();
+    link.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The MAC `ns` holds for `addr` (None: no usable neighbour entry).
+fn neighbour(ns: &str, addr: Ipv4Addr) -> Option<String> {
+    let out = ip(&["-n", ns, "neigh", "show", &addr.to_string(), "dev", "xsn0"]).ok()?;
+    out.split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .map(str::to_string)
+}
+
+fn in_ns(ns: &str, args: &[&str]) -> Result<String, String> {
+    run(Command::new("ip").args(["netns", "exec", ns]).args(args))
+}
+
+/// The policy drops netback-sim's report gives port `port`.
+fn policy_drops(nb: &Proc, port: usize) -> Option<u64> {
+    let line = nb.last_line(&format!("port {port} lan {LAN} "))?;
+    let at = line.find(" policy ")?;
+    line[at + 8..].split([' ', ',']).next()?.parse().ok()
+}
+
+#[test]
+fn bound_ports_keep_their_addresses_and_private_ports_reach_only_netback() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED lan_policy: {why}");
+        return;
+    }
+    ensure_tools(&[("busybox", "busybox")]).unwrap();
+    let started = Instant::now();
+    let netback_bin = exe_dir().join("netback-sim");
+    assert!(
+        netback_bin.is_file(),
+        "build netback-sim first (--features netback-uk/sim)"
+    );
+    let member_bin = PathBuf::from(env!("CARGO_BIN_EXE_share-member"));
+
+    let sock = temp_socket_path("lan-policy");
+    let mut ns = Netns::create("xsp", MEMBERS.len()).unwrap();
+    ns.clean_sim(&sock);
+    let ns = ns;
+    let _broker = Broker::spawn(&sock).unwrap();
+    let tmp = sock.with_extension("d");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let script = udhcpc_script(&tmp);
+    let mut nb = netback(&netback_bin, &sock, 1, false);
+    let mut members: Vec<Proc> = MEMBERS
+        .iter()
+        .zip(&ns.names)
+        .map(|(&d, n)| member(&member_bin, n, &sock, d, false))
+        .collect();
+    let mut dom0 = Dom0::join(&sock);
+    for (k, &d) in MEMBERS.iter().enumerate() {
+        let mut f = flags::BIND_ADDRESSES;
+        if k == PRIVATE {
+            f |= flags::PRIVATE;
+        }
+        dom0.plug_with(k as u32, d, LAN, PAGES, features::ALL, f);
+    }
+    let n = &ns.names;
+    let mut addrs = Vec::new();
+    for name in n {
+        plugged(name, "xsn0");
+        let (a, _) = dhcp(name, "xsn0", &script).expect("a lease through a bound port");
+        addrs.push(a);
+    }
+    let victim = addrs[VICTIM];
+    let victim_mac = mac_of(&n[VICTIM]);
+
+    // The bound members reach each other and netback.
+    assert_eq!(ping(&n[WITNESS], victim, 3), Ok(3));
+    assert_eq!(ping(&n[SPOOFER], addrs[WITNESS], 3), Ok(3));
+    assert_eq!(
+        neighbour(&n[WITNESS], victim).as_deref(),
+        Some(&*victim_mac)
+    );
+
+    // The witness's entry for the victim is stale and past its lock time
+    // (1 s): an unsolicited ARP would now replace it.
+    ip(&[
+        "-n",
+        &n[WITNESS],
+        "neigh",
+        "replace",
+        &victim.to_string(),
+        "lladdr",
+        &victim_mac,
+        "nud",
+        "stale",
+        "dev",
+        "xsn0",
+    ])
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The spoofer takes the victim's address as far as its own stack goes.
+    let claim = format!("{victim}/32");
+    in_ns(&n[SPOOFER], &["ip", "addr", "add", &claim, "dev", "xsn0"]).unwrap();
+    let v = victim.to_string();
+    // Gratuitous ARP requests and replies (arping -U / -A), then traffic
+    // from the address: what would move the witness's entry.
+    let _ = in_ns(
+        &n[SPOOFER],
+        &[
+            "busybox", "arping", "-U", "-c", "3", "-I", "xsn0", "-s", &v, &v,
+        ],
+    );
+    let _ = in_ns(
+        &n[SPOOFER],
+        &[
+            "busybox", "arping", "-A", "-c", "3", "-I", "xsn0", "-s", &v, &v,
+        ],
+    );
+    let _ = in_ns(
+        &n[SPOOFER],
+        &[
+            "busybox",
+            "ping",
+            "-c",
+            "3",
+            "-W",
+            "1",
+            "-I",
+            &v,
+            &addrs[WITNESS].to_string(),
+        ],
+    );
+    assert_eq!(
+        neighbour(&n[WITNESS], victim).as_deref(),
+        Some(&*victim_mac),
+        "the witness's entry for {victim} moved to another MAC"
+    );
+    assert_eq!(
+        ping(&n[WITNESS], victim, 3),
+        Ok(3),
+        "the victim still answers"
+    );
+    let drops = wait_for("netback to count the spoofer's frames", 5, || {
+        policy_drops(&nb, SPOOFER).filter(|&d| d >= 6)
+    });
+    eprintln!("spoofer: {drops} frames dropped by its port's policy");
+    assert_eq!(
+        policy_drops(&nb, VICTIM),
+        Some(0),
+        "the victim lost nothing"
+    );
+
+    // The private member: its lease and netback's endpoint, nobody else.
+    let private = addrs[PRIVATE];
+    assert_eq!(ping(&n[PRIVATE], mgmt_addr(LAN), 3), Ok(3));
+    assert_eq!(ping(&n[PRIVATE], victim, 2), Ok(0));
+    assert_eq!(ping(&n[WITNESS], private, 2), Ok(0));
+
+    for m in &mut members {
+        assert!(m.alive(), "{} died: {}", m.tag, m.log_text());
+    }
+    assert!(nb.alive(), "netback-sim died: {}", nb.log_text());
+    eprintln!("lan_policy: {:.1} s", started.elapsed().as_secs_f64());
+}
