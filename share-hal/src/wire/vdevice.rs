@@ -405,8 +405,11 @@ pub mod flags {
     /// Network owner entries only: the port reaches netback-uk's endpoint
     /// but no other member, and no member reaches it.
     pub const PRIVATE: u8 = 0x04;
-    /// The port policy bits.
-    pub const NET_OWNER: u8 = BIND_ADDRESSES | PRIVATE;
+    /// Network owner entries only, alone: not a port but one item of the
+    /// policy of the port (`peer`, LAN) ([`PortPolicyRepr`]).
+    pub const PORT_POLICY: u8 = 0x08;
+    /// The bits only network owner entries carry.
+    pub const NET_OWNER: u8 = BIND_ADDRESSES | PRIVATE | PORT_POLICY;
     pub const ALL: u8 = READ_ONLY | NET_OWNER;
 }
 
@@ -491,14 +494,22 @@ impl EntryRepr {
             });
         }
         let numpages = e.numpages();
-        if numpages > descriptor::MAX_PAGES {
+        if flags & flags::PORT_POLICY != 0 && flags != flags::PORT_POLICY {
+            return Err(Error::BadField {
+                field: "vdevice entry flags (a port policy item has no other flag)",
+                value: flags.into(),
+            });
+        }
+        // A port policy item's numpages is one of its values, not pages.
+        let item = flags & flags::PORT_POLICY != 0;
+        if numpages > descriptor::MAX_PAGES && !item {
             return Err(Error::TooMany {
                 field: "vdevice entry numpages",
                 count: numpages.into(),
                 max: descriptor::MAX_PAGES.into(),
             });
         }
-        if role == Role::Owner && numpages == 0 {
+        if role == Role::Owner && numpages == 0 && !item {
             return Err(Error::BadField {
                 field: "vdevice entry numpages",
                 value: 0,
@@ -530,6 +541,137 @@ impl EntryRepr {
         e.set_status(self.status);
         e.set_param(self.param);
         Ok(())
+    }
+}
+
+/// What one port policy item sets (docs/protocol.md, "Port policy").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyItem {
+    /// What the member may send: `kbit_per_sec` (>= 1) with a burst of
+    /// `burst_bytes` (>= 1), and at most `frames_per_sec` frames a second
+    /// (0: no frame limit).
+    Rate {
+        kbit_per_sec: u32,
+        burst_bytes: u32,
+        frames_per_sec: u32,
+    },
+    /// An IPv4 network the member may send from.
+    Ipv4 { addr: [u8; 4], prefix: u8 },
+    /// An IPv6 network the member may send from: its first 8 bytes (a
+    /// prefix of at most 64 bits; the rest is the interface's).
+    Ipv6 { net: [u8; 8], prefix: u8 },
+}
+
+/// Port policy item types (the entry's subtype).
+pub mod policy_item {
+    pub const RATE: u32 = 1;
+    pub const IPV4: u32 = 2;
+    pub const IPV6: u32 = 3;
+}
+
+/// A port policy item: a network owner entry with flags
+/// [`flags::PORT_POLICY`], for the port of member `member` on LAN `lan`
+/// (whether or not that port exists yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortPolicyRepr {
+    pub lan: u16,
+    pub member: DomId,
+    pub item: PolicyItem,
+}
+
+impl PortPolicyRepr {
+    /// The item an entry holds, checked; `None` if the entry is no item.
+    pub fn parse(e: &EntryRepr) -> Option<Result<Self, Error>> {
+        if e.kind != Kind::Network || e.role != Role::Owner || e.flags != flags::PORT_POLICY {
+            return None;
+        }
+        Some(Self::parse_item(e))
+    }
+
+    fn parse_item(e: &EntryRepr) -> Result<Self, Error> {
+        let p = e.param.to_le_bytes();
+        let bad = |field, value: u64| Err(Error::BadField { field, value });
+        if p[5] != 0 {
+            return bad("port policy param byte 5", p[5].into());
+        }
+        let item = match e.subtype {
+            policy_item::RATE => {
+                let kbit_per_sec = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
+                if kbit_per_sec == 0 || e.numpages == 0 || p[4] != 0 {
+                    return bad(
+                        "port policy rate (zero, or bytes 4..6 set)",
+                        kbit_per_sec.into(),
+                    );
+                }
+                PolicyItem::Rate {
+                    kbit_per_sec,
+                    burst_bytes: e.numpages,
+                    frames_per_sec: e.share_ref.0,
+                }
+            }
+            policy_item::IPV4 => {
+                if p[4] > 32 || e.numpages != 0 || e.share_ref.0 != 0 {
+                    return bad("port policy IPv4 prefix", p[4].into());
+                }
+                PolicyItem::Ipv4 {
+                    addr: [p[0], p[1], p[2], p[3]],
+                    prefix: p[4],
+                }
+            }
+            policy_item::IPV6 => {
+                if p[4] > 64 || p[..4] != [0; 4] {
+                    return bad("port policy IPv6 prefix", p[4].into());
+                }
+                let (a, b) = (e.numpages.to_le_bytes(), e.share_ref.0.to_le_bytes());
+                PolicyItem::Ipv6 {
+                    net: [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]],
+                    prefix: p[4],
+                }
+            }
+            t => return bad("port policy item type", t.into()),
+        };
+        Ok(PortPolicyRepr {
+            lan: u16::from_le_bytes([p[6], p[7]]),
+            member: e.peer,
+            item,
+        })
+    }
+
+    /// The entry dom0 writes for this item.
+    pub fn entry(&self) -> EntryRepr {
+        let l = self.lan.to_le_bytes();
+        let (subtype, numpages, share_ref, head, prefix) = match self.item {
+            PolicyItem::Rate {
+                kbit_per_sec,
+                burst_bytes,
+                frames_per_sec,
+            } => (
+                policy_item::RATE,
+                burst_bytes,
+                frames_per_sec,
+                kbit_per_sec.to_le_bytes(),
+                0,
+            ),
+            PolicyItem::Ipv4 { addr, prefix } => (policy_item::IPV4, 0, 0, addr, prefix),
+            PolicyItem::Ipv6 { net, prefix } => (
+                policy_item::IPV6,
+                u32::from_le_bytes([net[0], net[1], net[2], net[3]]),
+                u32::from_le_bytes([net[4], net[5], net[6], net[7]]),
+                [0; 4],
+                prefix,
+            ),
+        };
+        EntryRepr {
+            kind: Kind::Network,
+            role: Role::Owner,
+            flags: flags::PORT_POLICY,
+            subtype,
+            numpages,
+            peer: self.member,
+            share_ref: GrantRef(share_ref),
+            param: u64::from_le_bytes([head[0], head[1], head[2], head[3], prefix, 0, l[0], l[1]]),
+            ..EntryRepr::EMPTY
+        }
     }
 }
 
@@ -743,9 +885,27 @@ mod tests {
             with(3, &[flags::READ_ONLY]),
             Err(Error::BadField { .. })
         ));
+        // A port policy item: alone, numpages not pages.
+        let item = PortPolicyRepr {
+            lan: 7,
+            member: 3,
+            item: PolicyItem::Rate {
+                kbit_per_sec: 100_000,
+                burst_bytes: 625_000,
+                frames_per_sec: 0,
+            },
+        };
+        let mut raw = [0u8; ENTRY_LEN];
+        item.entry()
+            .emit(&mut Entry::new_unchecked(&mut raw[..]))
+            .unwrap();
+        let back = EntryRepr::parse(&Entry::new_unchecked(&raw[..])).unwrap();
+        assert_eq!(PortPolicyRepr::parse(&back), Some(Ok(item)));
+        raw[3] = flags::PORT_POLICY | flags::PRIVATE;
+        assert!(EntryRepr::parse(&Entry::new_unchecked(&raw[..])).is_err());
         // Port policy on a network owner entry, and nowhere else.
         assert_eq!(
-            with(3, &[flags::NET_OWNER]).map(|e| e.flags),
+            with(3, &[flags::BIND_ADDRESSES | flags::PRIVATE]).map(|e| e.flags),
             Ok(flags::BIND_ADDRESSES | flags::PRIVATE)
         );
         let mut member = NET_OWNER;
