@@ -11,18 +11,18 @@
 //! `cargo xtask bench net` runs it; by hand:
 //! `cargo run --release -p netback-uk --features local --example switch-bench -- [--secs S] [--sizes 64,1500] [--json PATH]`
 
-#[cfg(not(feature = "local"))]
+#[cfg(not(feature = "testing"))]
 fn main() {
-    eprintln!("switch-bench needs the `local` feature: --features netback-uk/local");
+    eprintln!("switch-bench needs the `local` feature: --features netback-uk/testing");
     std::process::exit(2);
 }
 
-#[cfg(feature = "local")]
+#[cfg(feature = "testing")]
 fn main() {
     bench::main()
 }
 
-#[cfg(feature = "local")]
+#[cfg(feature = "testing")]
 mod bench {
     use std::hint::black_box;
     use std::time::{Duration, Instant};
@@ -30,8 +30,8 @@ mod bench {
     use netback_uk::switch::{PortSpec, Switch, SwitchConfig};
     use netback_uk::testing::{eth, TestMember};
     use share_hal::frames::FrameMeta;
-    use share_hal::local::{LocalHost, LocalPlatform};
     use share_hal::SharedMem;
+    use share_local::{LocalHost, LocalPlatform};
 
     /// The vdevice tool's default net share: 128 slots per lane.
     const PAGES: u32 = 258;

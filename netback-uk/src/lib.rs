@@ -12,5 +12,5 @@ pub mod mgmt;
 pub mod offload;
 pub mod service;
 pub mod switch;
-#[cfg(any(test, feature = "sim", feature = "local"))]
+#[cfg(any(test, feature = "sim", feature = "testing"))]
 pub mod testing;
