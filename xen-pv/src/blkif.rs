@@ -160,6 +160,7 @@ fn entry_offset(idx: u32) -> usize {
 
 impl<'a> FrontRing<'a> {
     /// Sets up a fresh ring in `page` (`SHARED_RING_INIT`).
+    #[inline]
     pub fn init(page: SharedMem<'a>) -> Result<FrontRing<'a>> {
         if page.len() < entry_offset(RING_SIZE - 1) + BLKIF_SRING_ENTRY_SIZE {
             return Err(Error::InvalidArgument {

@@ -180,6 +180,7 @@ impl<'a> Ring<'a> {
         }
     }
 
+    #[inline]
     fn header(&self) -> Result<Header> {
         let mut h = [0u8; XSD_SOCKMSG_SIZE];
         h.copy_from_slice(&self.partial[..XSD_SOCKMSG_SIZE]);
