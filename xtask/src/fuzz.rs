@@ -1,8 +1,9 @@
 //! Fuzzing of every parser of peer-written memory: each crate's fuzz
 //! targets sit beside it, in `<crate>/fuzz` (a cargo-fuzz project of its
 //! own: `share-hal/fuzz`, `platforms/share-sim/fuzz`,
-//! `platforms/share-pvh/fuzz`, `netback-uk/fuzz`, `blkback-uk/fuzz`), and
-//! the guest modules' C targets in `guest-drivers/fuzz`.
+//! `platforms/share-pvh/fuzz`, `xen-pv/fuzz`, `netback-uk/fuzz`,
+//! `blkback-uk/fuzz`), and the guest modules' C targets in
+//! `guest-drivers/fuzz`.
 //!
 //! cargo-fuzz is installed under `target/tools` (once; later runs reuse
 //! it), every project's targets build into `target/fuzz` (one target
@@ -354,13 +355,15 @@ mod tests {
                 "netback-uk",
                 "platforms/share-pvh",
                 "platforms/share-sim",
-                "share-hal"
+                "share-hal",
+                "xen-pv"
             ]
             .map(|p| root().join(p).join("fuzz"))
         );
         for (p, t) in [
             ("platforms/share-pvh", "xenstore"),
             ("platforms/share-sim", "sim_request"),
+            ("xen-pv", "blkif_front"),
             ("share-hal", "blk_request"),
             ("share-hal", "blk_response"),
             ("share-hal", "descriptor"),
