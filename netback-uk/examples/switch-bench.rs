@@ -1,5 +1,5 @@
 //! The switch core alone: ns per forwarded frame, single thread, no
-//! processes (share-hal's local platform), next to a same-run copy of the
+//! processes (the in-process platform, share-local), next to a same-run copy of the
 //! same bytes (plain memcpy and the volatile copy shared pages need).
 //!
 //! Members fill their tx lanes and drain their rx lanes outside the timed
@@ -9,11 +9,11 @@
 //! publishing, triggering.
 //!
 //! `cargo xtask bench net` runs it; by hand:
-//! `cargo run --release -p netback-uk --features local --example switch-bench -- [--secs S] [--sizes 64,1500] [--json PATH]`
+//! `cargo run --release -p netback-uk --features testing --example switch-bench -- [--secs S] [--sizes 64,1500] [--json PATH]`
 
 #[cfg(not(feature = "testing"))]
 fn main() {
-    eprintln!("switch-bench needs the `local` feature: --features netback-uk/testing");
+    eprintln!("switch-bench needs the `testing` feature: --features netback-uk/testing");
     std::process::exit(2);
 }
 

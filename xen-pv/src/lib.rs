@@ -4,7 +4,7 @@
 //!
 //! Each protocol is a plain ring over a [`share_hal::SharedMem`] page,
 //! generic over the platform: no hypercalls here, so tests and fuzz targets
-//! drive it over any memory (the local platform's, for instance). The ABI
+//! drive it over any memory (a private page, the in-process platform's). The ABI
 //! is in [`abi`], checked against Xen's public headers.
 //!
 //! - [`blkif`]: the block device ring (`io/blkif.h`).
