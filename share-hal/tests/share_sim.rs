@@ -2,7 +2,6 @@
 //! exchange, trigger, detach; descriptors for someone else; grant copy
 //! failing segment by segment.
 use share_hal::error::Error;
-use share_hal::platform::Memory;
 use share_hal::platform::*;
 use share_hal::share::*;
 use share_hal::wire::descriptor::{Descriptor, DescriptorRepr};

@@ -2,9 +2,7 @@
 use std::sync::atomic::Ordering;
 
 use share_hal::error::Error;
-use share_hal::platform::Access;
-use share_hal::platform::GrantTable;
-use share_hal::platform::Mapping;
+use share_hal::platform::{Access, GrantTable, Mapping};
 use share_hal::stats::*;
 use share_hal::wire::stats::{self, COUNTERS};
 use share_local::LocalHost;

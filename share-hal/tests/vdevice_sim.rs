@@ -3,10 +3,8 @@
 use std::sync::atomic::Ordering;
 
 use share_hal::error::{Error, Result};
-use share_hal::platform::{Access, DomId, GrantRef, Platform, Port, DOM0};
-use share_hal::platform::{Clock, EventChannels};
+use share_hal::platform::{Access, Clock, DomId, EventChannels, GrantRef, Platform, Port, DOM0};
 use share_hal::vdevice::*;
-use share_hal::wire::vdevice::Kind;
 use share_hal::wire::vdevice::*;
 use share_sim::{temp_socket_path, Broker, SimPlatform};
 
