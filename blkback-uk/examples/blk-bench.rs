@@ -27,11 +27,11 @@ use blkback_uk::wiring::poll_vdevice;
 use blkback_uk::{Server, ServerConfig};
 use share_hal::platform::{Access, Clock, EventChannels, PAGE_SIZE};
 use share_hal::share::ShareRef;
-use share_hal::sim::{temp_socket_path, Broker, SimPlatform, SimStore};
 use share_hal::vdevice::{VdeviceBus, VdeviceClient};
 use share_hal::wire::blk::{self, features, Dir, Status};
 use share_hal::wire::vdevice::{status, Bootstrap, EntryRepr, Kind, Role, BOOTSTRAP_KEY};
 use share_hal::{DomId, Error, GrantRef};
+use share_sim::{temp_socket_path, Broker, SimPlatform, SimStore};
 
 const SERVER: DomId = 1;
 const MEMBER: DomId = 5;

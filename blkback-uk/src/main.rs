@@ -40,8 +40,8 @@ mod image_main {
     use pvh_rt::{println, Runtime};
     use share_hal::platform::{Clock, EventChannels};
     use share_hal::vdevice::Change;
-    use share_hal::xen::{shutdown, time, Doorbell, ShutdownReason, XenPages, XenPvh, XenStore};
     use share_hal::{Error, SharedMem};
+    use share_pvh::{shutdown, time, Doorbell, ShutdownReason, XenPages, XenPvh, XenStore};
 
     pvh_rt::entry!(main);
 

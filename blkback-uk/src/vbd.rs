@@ -34,7 +34,7 @@
 //!
 //! Everything the backend writes is hostile: xenstore values are parsed
 //! with bounds (numbers, paths), the ring's producer index is checked
-//! against what is outstanding (`share_hal::xen::blkif`), each response's
+//! against what is outstanding (`xen_pv::blkif`), each response's
 //! id must name a request in flight with the same operation. A backend
 //! that breaks the protocol or misses the deadline leaves the store
 //! broken: its bounce pages may still be written, so they are never
@@ -47,14 +47,14 @@ use alloc::vec::Vec;
 
 use share_hal::platform::PAGE_SIZE;
 use share_hal::platform::{Access, PageBlock, Platform, Port};
-use share_hal::xen::abi::{
+use share_hal::{DomId, Error, GrantRef, Result};
+use xen_pv::abi::{
     BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_READ, BLKIF_OP_WRITE,
     BLKIF_OP_WRITE_BARRIER, BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_OKAY, VDISK_READONLY,
     XENBUS_STATE_CLOSED, XENBUS_STATE_CLOSING, XENBUS_STATE_CONNECTED, XENBUS_STATE_INITIALISED,
     XENBUS_STATE_INIT_WAIT,
 };
-use share_hal::xen::blkif::{BlkifRequest, BlkifResponse, BlkifSegment, FrontRing, FrontState};
-use share_hal::{DomId, Error, GrantRef, Result};
+use xen_pv::blkif::{BlkifRequest, BlkifResponse, BlkifSegment, FrontRing, FrontState};
 
 use crate::store::{byte_range, Io, IoKind, Store, StoreError, StoreInfo, SECTOR_SIZE};
 
@@ -68,15 +68,15 @@ pub trait Xenbus {
 }
 
 #[cfg(all(target_arch = "x86_64", feature = "vbd"))]
-impl Xenbus for share_hal::xen::XenStore {
+impl Xenbus for share_pvh::XenStore {
     fn read(&mut self, path: &str) -> Result<String> {
-        share_hal::xen::XenStore::read(self, path)
+        share_pvh::XenStore::read(self, path)
     }
     fn write(&mut self, path: &str, value: &str) -> Result<()> {
-        share_hal::xen::XenStore::write(self, path, value)
+        share_pvh::XenStore::write(self, path, value)
     }
     fn directory(&mut self, path: &str) -> Result<Vec<String>> {
-        share_hal::xen::XenStore::directory(self, path)
+        share_pvh::XenStore::directory(self, path)
     }
 }
 
@@ -91,15 +91,15 @@ pub trait RingEvents {
 }
 
 #[cfg(all(target_arch = "x86_64", feature = "vbd"))]
-impl RingEvents for share_hal::xen::Doorbell {
+impl RingEvents for share_pvh::Doorbell {
     fn notify(&mut self) -> Result<()> {
-        share_hal::xen::Doorbell::notify(self)
+        share_pvh::Doorbell::notify(self)
     }
     fn wait(&mut self, deadline_ns: u64) -> Result<()> {
-        share_hal::xen::Doorbell::wait(self, deadline_ns)
+        share_pvh::Doorbell::wait(self, deadline_ns)
     }
     fn now_ns(&self) -> u64 {
-        share_hal::xen::time::now_ns()
+        share_pvh::time::now_ns()
     }
 }
 
@@ -393,7 +393,7 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
             ring,
             events,
             info,
-            slots: vec![None; share_hal::xen::blkif::RING_SIZE as usize],
+            slots: vec![None; xen_pv::blkif::RING_SIZE as usize],
             free_pages: (0..n).rev().collect(),
             next_id: 1,
             broken: None,

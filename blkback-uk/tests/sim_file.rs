@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use blkback_uk::client::{BlkClient, Buffer, Completion};
 use share_hal::platform::{Access, Clock, PAGE_SIZE};
 use share_hal::share::ShareRef;
-use share_hal::sim::{temp_socket_path, Broker, SimMapping, SimPlatform, SimStore};
 use share_hal::vdevice::VdeviceClient;
 use share_hal::wire::blk::{features, Dir, RequestRepr, Status};
 use share_hal::wire::vdevice::{flags, status, Bootstrap, EntryRepr, Kind, Role, BOOTSTRAP_KEY};
 use share_hal::{DomId, Error, GrantRef};
+use share_sim::{temp_socket_path, Broker, SimMapping, SimPlatform, SimStore};
 
 const SERVER: DomId = 1;
 const SECOND: u64 = 1_000_000_000;

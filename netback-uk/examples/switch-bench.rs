@@ -1,5 +1,5 @@
 //! The switch core alone: ns per forwarded frame, single thread, no
-//! processes (share-hal's local platform), next to a same-run copy of the
+//! processes (the in-process platform, share-local), next to a same-run copy of the
 //! same bytes (plain memcpy and the volatile copy shared pages need).
 //!
 //! Members fill their tx lanes and drain their rx lanes outside the timed
@@ -9,20 +9,20 @@
 //! publishing, triggering.
 //!
 //! `cargo xtask bench net` runs it; by hand:
-//! `cargo run --release -p netback-uk --features local --example switch-bench -- [--secs S] [--sizes 64,1500] [--json PATH]`
+//! `cargo run --release -p netback-uk --features testing --example switch-bench -- [--secs S] [--sizes 64,1500] [--json PATH]`
 
-#[cfg(not(feature = "local"))]
+#[cfg(not(feature = "testing"))]
 fn main() {
-    eprintln!("switch-bench needs the `local` feature: --features netback-uk/local");
+    eprintln!("switch-bench needs the `testing` feature: --features netback-uk/testing");
     std::process::exit(2);
 }
 
-#[cfg(feature = "local")]
+#[cfg(feature = "testing")]
 fn main() {
     bench::main()
 }
 
-#[cfg(feature = "local")]
+#[cfg(feature = "testing")]
 mod bench {
     use std::hint::black_box;
     use std::time::{Duration, Instant};
@@ -31,8 +31,8 @@ mod bench {
     use netback_uk::switch::{PortSpec, Switch, SwitchConfig};
     use netback_uk::testing::{udp4, TestMember};
     use share_hal::frames::FrameMeta;
-    use share_hal::local::{LocalHost, LocalPlatform};
     use share_hal::SharedMem;
+    use share_local::{LocalHost, LocalPlatform};
 
     /// The vdevice tool's default net share: 128 slots per lane.
     const PAGES: u32 = 258;

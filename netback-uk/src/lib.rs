@@ -13,5 +13,5 @@ pub mod offload;
 pub mod policy;
 pub mod service;
 pub mod switch;
-#[cfg(any(test, feature = "sim", feature = "local"))]
+#[cfg(any(test, feature = "sim", feature = "testing"))]
 pub mod testing;

@@ -23,7 +23,7 @@ mod image_main {
     use pvh_rt::image;
     use pvh_rt::{println, Runtime};
     use share_hal::platform::Clock;
-    use share_hal::xen::{shutdown, ShutdownReason};
+    use share_pvh::{shutdown, ShutdownReason};
 
     pvh_rt::entry!(main);
 

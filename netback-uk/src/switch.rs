@@ -1260,9 +1260,9 @@ mod tests {
     use super::*;
     use crate::testing::{eth, TestMember};
     use alloc::vec;
-    use share_hal::local::{LocalHost, LocalPlatform};
     use share_hal::platform::EventChannels;
     use share_hal::share::Attached;
+    use share_local::{LocalHost, LocalPlatform};
 
     const BCAST: Mac = [0xff; 6];
 

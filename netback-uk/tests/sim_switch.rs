@@ -11,9 +11,9 @@ use netback_uk::testing::{eth, TestMember};
 use share_hal::frames::FrameMeta;
 use share_hal::platform::{Access, Clock, DomId, GrantRef, GrantTable, Mapping, DOM0};
 use share_hal::share::ShareRef;
-use share_hal::sim::{temp_socket_path, Broker, SimPlatform, SimStore};
 use share_hal::vdevice::VdeviceClient;
 use share_hal::wire::vdevice::{status, Bootstrap, EntryRepr, Kind, Role, BOOTSTRAP_KEY};
+use share_sim::{temp_socket_path, Broker, SimPlatform, SimStore};
 
 const NETBACK: DomId = 1;
 

@@ -12,7 +12,7 @@
 //! Events are polled (`SCHEDOP_poll`), exceptions are fatal and run on
 //! their own IST stack (see `traps`).
 
-use share_hal::xen::abi::{
+use share_pvh::abi::{
     HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, HVM_MEMMAP_TYPE_RAM, HVM_START_MAGIC_VALUE,
 };
 

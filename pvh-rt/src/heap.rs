@@ -77,7 +77,7 @@ pub use global::{init, usage};
 #[cfg(test)]
 mod tests {
     use super::*;
-    use share_hal::xen::abi::{HvmMemmapEntry, HvmStartInfo, HVM_START_MAGIC_VALUE};
+    use share_pvh::abi::{HvmMemmapEntry, HvmStartInfo, HVM_START_MAGIC_VALUE};
 
     fn boot(map: &[(u64, u64)]) -> BootInfo {
         boot_with_modules(map, 0, &[])

@@ -8,8 +8,8 @@ use alloc::string::ToString;
 use share_hal::platform::{EventChannels, Platform};
 use share_hal::vdevice::{Applied, Change, VdeviceBus};
 use share_hal::wire::vdevice::EntryRepr;
-use share_hal::xen::{shutdown, ShutdownReason, XenPages, XenPvh, XenStore};
 use share_hal::{Port, Result};
+use share_pvh::{shutdown, ShutdownReason, XenPages, XenPvh, XenStore};
 
 use crate::Runtime;
 

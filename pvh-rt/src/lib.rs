@@ -18,7 +18,8 @@
 //! - then calls the image's main (see [`entry!`]) with a [`Runtime`].
 //!
 //! The Xen platform itself (hypercalls, console, grant table, events,
-//! clock, xenstore) is `share_hal::xen`.
+//! clock, xenstore) is the `share-pvh` crate (`platforms/share-pvh`), re-exported
+//! as [`xen`].
 //!
 //! Discipline kept for the red zone (the host target's code uses the 128
 //! bytes below `rsp`): interrupts are never enabled, every exception runs
@@ -37,9 +38,9 @@ pub mod paging;
 pub mod traps;
 
 pub use boot::BootInfo;
-pub use share_hal::xen;
+pub use share_pvh as xen;
 
-use share_hal::xen::{XenInfo, XenPvh, XenStore};
+use share_pvh::{XenInfo, XenPvh, XenStore};
 
 /// What the runtime hands the image's main.
 pub struct Runtime {
@@ -131,8 +132,8 @@ macro_rules! println {
 mod start {
     use core::fmt::Write;
 
-    use share_hal::xen::console::{self, EmergencyWriter, Writer};
-    use share_hal::xen::{self, ShutdownReason};
+    use share_pvh::console::{self, EmergencyWriter, Writer};
+    use share_pvh::{self as xen, ShutdownReason};
 
     use super::*;
 

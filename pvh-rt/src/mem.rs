@@ -76,7 +76,7 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 /// called, since the images are built with `panic = "abort"`.
 #[no_mangle]
 pub extern "C" fn _Unwind_Resume() -> ! {
-    share_hal::xen::shutdown(share_hal::xen::ShutdownReason::Crash)
+    share_pvh::shutdown(share_pvh::ShutdownReason::Crash)
 }
 
 /// As `_Unwind_Resume`.

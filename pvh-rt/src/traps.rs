@@ -203,8 +203,8 @@ pub fn begin_crash() -> bool {
 #[cfg(all(feature = "rt", panic = "abort", not(test)))]
 #[no_mangle]
 extern "C" fn pvh_rt_exception(frame: &TrapFrame) -> ! {
-    use share_hal::xen::console::EmergencyWriter;
-    use share_hal::xen::{cpu, shutdown, ShutdownReason};
+    use share_pvh::console::EmergencyWriter;
+    use share_pvh::{cpu, shutdown, ShutdownReason};
     if begin_crash() {
         let _ = report(&mut EmergencyWriter, frame, cpu::cr2());
         let _ = report_backtrace(&mut EmergencyWriter, frame);

@@ -1,6 +1,6 @@
 //! The platform self-test: what the PVH image (`pvh-selftest`) and dom0's
 //! `share-selftest-dom0` agree on. The protocol is written down in
-//! `share-hal/src/xen/SELFTEST.md`; this is its code: the mailbox page
+//! `platforms/share-pvh/SELFTEST.md`; this is its code: the mailbox page
 //! layout, the states, and the byte patterns each side checks.
 //!
 //! Everything here is platform-free so that both sides (and the host

@@ -1,6 +1,6 @@
 //! The PVH platform self-test image: exercises every part of share-hal's
 //! Xen platform on real Xen, with `share-selftest-dom0` as the other side
-//! (protocol: share-hal/src/xen/SELFTEST.md).
+//! (protocol: platforms/share-pvh/SELFTEST.md).
 //!
 //! Each item prints `selftest: <item> ok`; the first failure prints
 //! `selftest: FAIL <item>: <why>` and crashes the domain. All passed:

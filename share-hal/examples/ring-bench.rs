@@ -9,16 +9,9 @@
 //! the owner drives every case by the tag in each frame's first byte.
 //!
 //! `cargo xtask bench ring` runs it in release mode and keeps the JSON.
-//! By hand: `cargo run --release -p share-hal --features sim --example
+//! By hand: `cargo run --release -p share-hal --example
 //! ring-bench -- [--secs S] [--spin N] [--json PATH]`.
 
-#[cfg(not(feature = "sim"))]
-fn main() {
-    eprintln!("ring-bench needs the `sim` feature: --features share-hal/sim");
-    std::process::exit(2);
-}
-
-#[cfg(feature = "sim")]
 fn main() {
     if let Err(e) = bench::main() {
         eprintln!("ring-bench: {e}");
@@ -26,7 +19,6 @@ fn main() {
     }
 }
 
-#[cfg(feature = "sim")]
 mod bench {
     use std::hint::black_box;
     use std::process::Command;
@@ -36,8 +28,8 @@ mod bench {
     use share_hal::lane::{init, Consumer, LaneLayout, Producer};
     use share_hal::platform::{EventChannels, Port, PAGE_SIZE};
     use share_hal::share::{deadline_in, watch, Attached, Share, ShareRef};
-    use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
     use share_hal::{Error, GrantRef, Result, SharedMem};
+    use share_sim::{temp_socket_path, Broker, SimPlatform};
 
     const OWNER: u16 = 1;
     const MEMBER: u16 = 2;

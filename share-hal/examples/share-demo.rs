@@ -18,9 +18,9 @@ use share_hal::frames::{FrameMeta, FrameReceiver, FrameSender};
 use share_hal::lane::{self, Consumer, LaneLayout, Producer};
 use share_hal::platform::{Clock, DomId, EventChannels, GrantRef};
 use share_hal::share::{Attached, Share, ShareRef};
-use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
 use share_hal::wire::net::NetLayout;
 use share_hal::{Error, SharedMem};
+use share_sim::{temp_socket_path, Broker, SimPlatform};
 
 /// A network share (docs/protocol.md, "net share"): page 0 for control,
 /// then a tx lane and an rx lane of 2 KiB slots, 64 slots each.

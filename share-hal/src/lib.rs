@@ -6,13 +6,18 @@
 //! hypervisor or the OS provides sits behind the traits of [`platform`];
 //! everything else here is `no_std`, platform-free protocol logic.
 //!
-//! Platforms:
-//! - [`sim`] (feature `sim`): domains as ordinary Linux processes, for tests
-//!   and benchmarks on any machine.
-//! - [`local`] (feature `local`): domains in one process and one thread,
-//!   for fuzzing and measuring protocol code without a broker.
-//! - Xen PVH (the unikernel runtime) and Linux userspace on Xen (`/dev/xen/*`)
-//!   implement the same traits.
+//! The platforms are crates of their own, beside this one in `platforms/`,
+//! each implementing the traits of [`platform`]:
+//! - `share-sim`: domains as ordinary Linux processes and a broker playing
+//!   the hypervisor, for tests and benchmarks on any machine;
+//! - `share-local`: domains in one process and one thread, for fuzzing and
+//!   measuring protocol code without a broker;
+//! - `share-linux`: Linux userspace on Xen (`/dev/xen/*`, `/dev/xenshare`);
+//! - `share-pvh`: the Xen PVH unikernel domain (raw hypercalls; its runtime
+//!   is `pvh-rt`).
+//!
+//! Feature `std` adds `std::error::Error` for the error types (the std
+//! platforms enable it); nothing else here depends on a platform.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -27,18 +32,6 @@ pub mod stats;
 pub mod vdevice;
 pub mod volatile;
 pub mod wire;
-
-#[cfg(any(feature = "local", test))]
-pub mod local;
-
-#[cfg(feature = "sim")]
-pub mod sim;
-
-#[cfg(feature = "linux")]
-pub mod linux;
-
-#[cfg(all(feature = "xen-pvh", target_arch = "x86_64"))]
-pub mod xen;
 
 pub use error::{Error, Result};
 pub use platform::{DomId, GrantRef, Port};

@@ -2,10 +2,11 @@
 //! console.
 //!
 //! The share logic, the rings and the backends are generic over these
-//! traits, the way smoltcp's interface is generic over `phy::Device`. Three
-//! platforms implement them: the host simulation (`sim`), the Xen PVH
-//! unikernel runtime (raw hypercalls) and Linux userspace on Xen
-//! (`/dev/xen/*`).
+//! traits, the way smoltcp's interface is generic over `phy::Device`. The
+//! platforms implementing them are crates of their own (`platforms/`): the
+//! host simulation (`share-sim`), the in-process one (`share-local`), the
+//! Xen PVH unikernel (`share-pvh`, raw hypercalls) and Linux userspace on
+//! Xen (`share-linux`, `/dev/xen/*` or `/dev/xenshare`).
 
 use core::fmt;
 

@@ -82,32 +82,3 @@ pub fn read(mem: SharedMem<'_>) -> Result<StatsRepr> {
         what: "the counter page kept changing while it was read",
     })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::local::LocalHost;
-    use crate::platform::GrantTable;
-    use crate::platform::Mapping;
-
-    #[test]
-    fn dom0_reads_what_the_domain_wrote() {
-        let host = LocalHost::new();
-        let mut d = host.domain(5);
-        let mut dom0 = host.domain(0);
-        let mut page = StatsPage::create(&mut d, 4).unwrap();
-        page.update(|i| (i == 2).then_some([7; COUNTERS])).unwrap();
-        let m = dom0.map(5, &[page.gref()], Access::ReadOnly).unwrap();
-        let r = read(m.mem()).unwrap();
-        assert_eq!(r.entries.len(), 4);
-        assert_eq!(r.entries[2], [7; COUNTERS]);
-        assert_eq!(r.sequence, 2);
-        // Mid-update (odd), for good: the reader gives up, boundedly.
-        m.mem()
-            .store_u32(stats::field::SEQUENCE, 3, Ordering::Relaxed)
-            .unwrap();
-        assert!(matches!(read(m.mem()), Err(Error::Protocol { .. })));
-        // Not writable through a read-only grant.
-        assert!(dom0.map(5, &[page.gref()], Access::ReadWrite).is_err());
-    }
-}

@@ -31,9 +31,9 @@ use netback_uk::testing::{eth, TestMember};
 use share_hal::frames::FrameMeta;
 use share_hal::platform::{DomId, EventChannels};
 use share_hal::share::ShareRef;
-use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
 use share_hal::wire::net::features;
 use share_hal::GrantRef;
+use share_sim::{temp_socket_path, Broker, SimPlatform};
 
 const LAN: u16 = 9;
 /// 128 slots per lane, as switch-bench and the vdevice tool's default.
@@ -367,7 +367,7 @@ fn sim_case(o: &Opts, size: usize, flows: usize) -> SimCase {
     drop(rx);
     drop(nb);
     let _ = std::fs::remove_file(&sock);
-    let _ = std::fs::remove_dir_all(share_hal::sim::SimStore::for_broker(&sock).dir());
+    let _ = std::fs::remove_dir_all(share_sim::SimStore::for_broker(&sock).dir());
     SimCase {
         bytes: size,
         flows,

@@ -9,12 +9,12 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use blkback_uk::client::Buffer;
-use share_hal::linux::{GrantedPages, LinuxXen};
 use share_hal::platform::{Access, EventChannels, GrantRef, PageBlock, Platform, Port, DOM0};
-use share_hal::sim::{SimPages, SimPlatform, SimStore};
 use share_hal::vdevice::VdeviceBus;
 use share_hal::wire::vdevice::BOOTSTRAP_KEY;
 use share_hal::{DomId, Error, SharedMem};
+use share_linux::{GrantedPages, LinuxXen};
+use share_sim::{SimPages, SimPlatform, SimStore};
 
 use crate::xenbus::XenBus;
 

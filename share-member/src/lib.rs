@@ -6,8 +6,8 @@
 //! entries one at a time ([`dispatch`]), and plugs each network share it
 //! joins into a TAP device with the kernel's offload header ([`port`],
 //! [`tap`], [`vnet`]), so the Linux network stack sits on top. Platforms:
-//! the host simulation (`share_hal::sim`) and Linux on Xen
-//! (`share_hal::linux`, with the bootstrap key in xenstore through
+//! the host simulation (`share_sim`) and Linux on Xen
+//! (`share_linux`, with the bootstrap key in xenstore through
 //! [`xenbus`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 

@@ -2,9 +2,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use share_hal::linux::LinuxXen;
-use share_hal::sim::{SimPlatform, SimStore};
 use share_hal::wire::net::features;
+use share_linux::LinuxXen;
+use share_sim::{SimPlatform, SimStore};
 
 use std::os::fd::OwnedFd;
 

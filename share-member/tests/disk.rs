@@ -21,11 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use share_hal::platform::{Clock, DomId};
-use share_hal::sim::{temp_socket_path, Broker, SimMapping, SimPlatform, SimStore};
 use share_hal::vdevice::VdeviceClient;
 use share_hal::wire::blk::features;
 use share_hal::wire::vdevice::{flags, status, Bootstrap, EntryRepr, Kind, Role, BOOTSTRAP_KEY};
 use share_hal::GrantRef;
+use share_sim::{temp_socket_path, Broker, SimMapping, SimPlatform, SimStore};
 
 const SERVER: DomId = 1;
 const MEMBER: DomId = 3;

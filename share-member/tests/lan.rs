@@ -36,9 +36,9 @@ use share_hal::frames::FrameMeta;
 use share_hal::lane::header;
 use share_hal::platform::DomId;
 use share_hal::share::ShareRef;
-use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
 use share_hal::wire::net::{self as net, features, field};
 use share_hal::GrantRef;
+use share_sim::{temp_socket_path, Broker, SimPlatform};
 
 const TEST: &str =
     "three_namespaces_on_one_lan_get_leases_ping_move_tcp_and_survive_a_hostile_member";

@@ -26,13 +26,13 @@ use std::time::{Duration, Instant};
 use share_hal::lane::{self, Consumer, ConsumerState, Producer, ProducerState};
 use share_hal::platform::{Clock, DomId, EventChannels};
 use share_hal::share::{Share, ShareRef};
-use share_hal::sim::{temp_socket_path, Broker, SimPlatform, SimStore};
 use share_hal::vdevice::VdeviceClient;
 use share_hal::wire::net::{
     features, field, Control, ControlRepr, NetLayout, CONTROL_LEN, LINK_DOWN, LINK_UP,
     MEMBER_READY, SLOT_SIZE,
 };
 use share_hal::wire::vdevice::{status, Bootstrap, EntryRepr, Kind, Role, BOOTSTRAP_KEY};
+use share_sim::{temp_socket_path, Broker, SimPlatform, SimStore};
 
 const TEST: &str = "two_members_ping_and_move_tcp_data_through_a_stand_in_hub";
 const HUB: DomId = 1;

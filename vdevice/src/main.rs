@@ -10,9 +10,9 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
-use share_hal::linux::LinuxXen;
 use share_hal::platform::{DomId, DOM0};
 use share_hal::wire::vdevice::{flags, Bootstrap, Kind, BOOTSTRAP_KEY};
+use share_linux::LinuxXen;
 use vdevice::admin::{self, Admin, CreateOpts};
 use vdevice::host::{AttachedDisk, DomainInfo, Host};
 use vdevice::record::{Record, RecordFile};

@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
 use share_hal::wire::vdevice::{flags, EntryRepr, Kind, Role};
+use share_sim::{temp_socket_path, Broker, SimPlatform};
 use vdevice::admin::{Admin, AdminError, CreateOpts};
 use vdevice::record::{Record, What};
 use vdevice::{lan_of, Tool, ToolError};

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use share_hal::platform::{Clock, DomId, EventChannels, GrantRef, DOM0};
-use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
 use share_hal::vdevice::{Applied, VdeviceBus};
 use share_hal::wire::vdevice::{status, EntryRepr, Kind, Role};
+use share_sim::{temp_socket_path, Broker, SimPlatform};
 use vdevice::{DeviceSpec, Tool, ToolError};
 
 mod common;

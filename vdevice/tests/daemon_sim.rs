@@ -4,8 +4,8 @@
 //! re-created, and a guest is destroyed for good.
 
 use share_hal::platform::DomId;
-use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
 use share_hal::wire::vdevice::{EntryRepr, Kind, Role};
+use share_sim::{temp_socket_path, Broker, SimPlatform};
 use vdevice::admin::{Admin, CreateOpts};
 use vdevice::daemon::{reconcile, Pass};
 use vdevice::record::{Record, What};

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use share_hal::platform::{Clock, DomId, EventChannels, GrantRef};
-use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
 use share_hal::vdevice::{Applied, VdeviceBus};
 use share_hal::wire::vdevice::{flags, status, EntryRepr, Kind, Role};
+use share_sim::{temp_socket_path, Broker, SimPlatform};
 use vdevice::{DeviceSpec, ToolError};
 
 mod common;

@@ -1,5 +1,5 @@
 # selftest: the PVH platform self-test against dom0 (protocol:
-# share-hal/src/xen/SELFTEST.md), a deliberate fault, a stack overflow and
+# platforms/share-pvh/SELFTEST.md), a deliberate fault, a stack overflow and
 # two #GPs (raised by the CPU, injected by Xen) that must each end as a
 # crash report and a crashed domain, and both backend images booting to
 # "ready". Each "ready" step prints @@TIME lines: xl create to ready, ms.

@@ -1,6 +1,6 @@
 # xenshare-dev: /dev/xenshare (xenshare.ko) carries data between a PV and
 # a PVH Linux domU, with share-hal's ordinary API (example xenshare-xfer
-# over share_hal::linux::xenshare::XenShareDev).
+# over share_linux::xenshare::XenShareDev).
 #
 # Each run: the owner domU creates a share of 66 pages for the other
 # (Share over the device: its own pages, granted one by one), the member

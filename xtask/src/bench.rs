@@ -123,7 +123,7 @@ fn net(secs: f64, iperf_secs: u32, skip_tcp: bool) -> Result<()> {
             "-p",
             "share-member",
             "--features",
-            "netback-uk/sim,netback-uk/local",
+            "netback-uk/sim,netback-uk/testing",
             "--bin",
             "netback-sim",
             "--bin",

@@ -1,7 +1,9 @@
 //! Fuzzing of every parser of peer-written memory: each crate's fuzz
 //! targets sit beside it, in `<crate>/fuzz` (a cargo-fuzz project of its
-//! own: `share-hal/fuzz`, `netback-uk/fuzz`, `blkback-uk/fuzz`), and the
-//! guest modules' C targets in `guest-drivers/fuzz`.
+//! own: `share-hal/fuzz`, `platforms/share-sim/fuzz`,
+//! `platforms/share-pvh/fuzz`, `xen-pv/fuzz`, `netback-uk/fuzz`,
+//! `blkback-uk/fuzz`), and the guest modules' C targets in
+//! `guest-drivers/fuzz`.
 //!
 //! cargo-fuzz is installed under `target/tools` (once; later runs reuse
 //! it), every project's targets build into `target/fuzz` (one target
@@ -26,16 +28,21 @@ use crate::util::{ensure_apt, root, run_step, run_steps_parallel, target_dir, St
 /// The cargo-fuzz release the project is tested with.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
-/// The cargo-fuzz projects: every `<crate>/fuzz` of the repository with a
-/// `Cargo.toml` and a `fuzz_targets` folder, so a crate's new fuzz project
-/// joins the run by existing.
+/// The cargo-fuzz projects: every `<crate>/fuzz` of the repository (a
+/// crate at the top or in [`CRATE_FOLDERS`]) with a `Cargo.toml` and a
+/// `fuzz_targets` folder, so a crate's new fuzz project joins the run by
+/// existing.
 pub fn projects() -> Result<Vec<PathBuf>> {
     let root = root();
     let mut dirs = Vec::new();
-    for entry in std::fs::read_dir(&root).with_context(|| format!("listing {}", root.display()))? {
-        let fuzz = entry?.path().join("fuzz");
-        if fuzz.join("Cargo.toml").is_file() && fuzz.join("fuzz_targets").is_dir() {
-            dirs.push(fuzz);
+    for parent in std::iter::once(root.clone()).chain(CRATE_FOLDERS.iter().map(|f| root.join(f))) {
+        let list =
+            std::fs::read_dir(&parent).with_context(|| format!("listing {}", parent.display()))?;
+        for entry in list {
+            let fuzz = entry?.path().join("fuzz");
+            if fuzz.join("Cargo.toml").is_file() && fuzz.join("fuzz_targets").is_dir() {
+                dirs.push(fuzz);
+            }
         }
     }
     dirs.sort();
@@ -47,6 +54,9 @@ pub fn projects() -> Result<Vec<PathBuf>> {
     }
     Ok(dirs)
 }
+
+/// Folders of sibling crates (each crate one level down).
+const CRATE_FOLDERS: &[&str] = &["platforms"];
 
 /// Every fuzz target of a project, from the files in its `fuzz_targets`,
 /// so a new target joins the smoke run by existing.
@@ -340,9 +350,20 @@ mod tests {
         let names = |p: &str| targets(&root().join(p).join("fuzz")).unwrap();
         assert_eq!(
             projects,
-            ["blkback-uk", "netback-uk", "share-hal"].map(|p| root().join(p).join("fuzz"))
+            [
+                "blkback-uk",
+                "netback-uk",
+                "platforms/share-pvh",
+                "platforms/share-sim",
+                "share-hal",
+                "xen-pv"
+            ]
+            .map(|p| root().join(p).join("fuzz"))
         );
         for (p, t) in [
+            ("platforms/share-pvh", "xenstore"),
+            ("platforms/share-sim", "sim_request"),
+            ("xen-pv", "blkif_front"),
             ("share-hal", "blk_request"),
             ("share-hal", "blk_response"),
             ("share-hal", "descriptor"),

@@ -25,12 +25,13 @@ enum Tier {
     Xen,
 }
 
-/// Features of the host build: every platform that runs as a Linux process.
-/// Not `--all-features`: the PVH images' features only link with their own
-/// linker script (`cargo xtask images`).
+/// Features of the host build: every program that runs as a Linux process
+/// (each brings its platforms; the platform crates are workspace members,
+/// tested as they are). Not `--all-features`: the PVH images' features only
+/// link with their own linker script (`cargo xtask images`).
 pub const HOST_FEATURES: &[&str] = &[
     "--features",
-    "share-hal/sim,share-hal/linux,share-hal/xen-pvh,pvh-selftest/dom0,netback-uk/sim,netback-uk/local,blkback-uk/hostile",
+    "pvh-selftest/dom0,netback-uk/sim,netback-uk/testing,blkback-uk/hostile",
 ];
 
 pub fn run(args: Args) -> Result<()> {
@@ -39,7 +40,7 @@ pub fn run(args: Args) -> Result<()> {
     // scenarios. Printed last as one plain "N passed, 0 failed" line.
     let mut passed = 0u64;
     if all || args.tier == Some(Tier::Unit) {
-        // Xen's public headers: share-hal's Xen ABI test compares its
+        // Xen's public headers: share-pvh's and xen-pv's ABI tests compare their
         // structures with them. e2fsprogs: share-member's disk test makes
         // and checks an ext4 file system.
         crate::util::ensure_apt(&["libxen-dev", "e2fsprogs"])?;

@@ -160,21 +160,12 @@ pub fn ensure_apt(pkgs: &[&str]) -> Result<()> {
     .with_context(|| format!("installing Debian packages {missing:?}"))
 }
 
-/// Builds share-hal's simulation example `name` in release mode and
+/// Builds share-hal's example `name` (over the simulation) in release mode and
 /// returns the path of its binary.
 pub fn build_sim_example(name: &str) -> Result<PathBuf> {
     run_step(
         &format!("build {name} (release)"),
-        cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "share-hal",
-            "--features",
-            "sim",
-            "--example",
-            name,
-        ]),
+        cargo().args(["build", "--release", "-p", "share-hal", "--example", name]),
     )?;
     Ok(target_dir().join("release").join("examples").join(name))
 }

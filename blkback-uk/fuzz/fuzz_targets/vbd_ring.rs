@@ -1,7 +1,7 @@
 //! blkback-uk's `vbd` store (a Xen block frontend) against a hostile
 //! blkback: the backend answers from the fuzz input: echoed or invented
 //! ids and operations, any status, producer indexes anywhere, or silence
-//! (the batch deadline). The store's ring parsing (share_hal::xen::blkif)
+//! (the batch deadline). The store's ring parsing (xen_pv::blkif)
 //! and its response matching must never panic, never loop without bound,
 //! and once broken refuse everything.
 #![no_main]
@@ -11,10 +11,10 @@ use std::sync::atomic::Ordering;
 use blkback_uk::store::{Io, IoKind, Store, StoreError};
 use blkback_uk::vbd::{FlushKind, RingEvents, VbdInfo, VbdPages, VbdStore};
 use libfuzzer_sys::fuzz_target;
-use share_hal::local::{LocalHost, LocalPlatform};
+use share_local::{LocalHost, LocalPlatform};
 use share_hal::platform::{Access, Clock, GrantTable, Mapping};
-use share_hal::xen::abi::{BLKIF_RESPONSE_SIZE, BLKIF_SRING_RING, BLKIF_SRING_RSP_PROD};
-use share_hal::xen::blkif::{back, BlkifRequest, BlkifResponse, RING_SIZE};
+use xen_pv::abi::{BLKIF_RESPONSE_SIZE, BLKIF_SRING_RING, BLKIF_SRING_RSP_PROD};
+use xen_pv::blkif::{back, BlkifRequest, BlkifResponse, RING_SIZE};
 use share_hal::{Error, GrantRef, Result};
 
 struct Hostile {

@@ -21,13 +21,13 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use share_hal::linux::{GrantedPages, LinuxXen};
 use share_hal::platform::{Access, Clock, EventChannels, DOM0};
 use share_hal::share::ShareRef;
 use share_hal::vdevice::{Applied, VdeviceBus};
 use share_hal::wire::blk::{features, Dir, InlineSegments, RequestRepr, Segment, Status};
 use share_hal::wire::vdevice::{status, Kind, Role, BOOTSTRAP_KEY};
 use share_hal::{DomId, Error};
+use share_linux::{GrantedPages, LinuxXen};
 
 use blkback_uk::client::{BlkClient, Completion};
 

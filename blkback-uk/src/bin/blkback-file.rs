@@ -12,10 +12,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use share_hal::platform::{Clock, EventChannels, Platform};
-use share_hal::sim::{SimPlatform, SimStore};
 use share_hal::vdevice::{Change, VdeviceBus};
 use share_hal::wire::vdevice::BOOTSTRAP_KEY;
 use share_hal::Error;
+use share_sim::{SimPlatform, SimStore};
 
 use blkback_uk::file::FileStore;
 use blkback_uk::wiring::poll_vdevice;

@@ -6,8 +6,8 @@ use crate::client::{BlkClient, Buffer, Completion};
 use crate::ram::RamStore;
 use share_hal::platform::Access;
 use share_hal::share::ShareRef;
-use share_hal::sim::{temp_socket_path, Broker, SimPlatform};
 use share_hal::wire::blk::{request_field, Op, MAX_INLINE_SEGMENTS};
+use share_sim::{temp_socket_path, Broker, SimPlatform};
 use std::vec::Vec;
 
 const SERVER: DomId = 1;

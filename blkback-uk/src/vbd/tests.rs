@@ -7,9 +7,9 @@ use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 use core::cell::RefCell;
 
-use share_hal::local::{LocalHost, LocalPages, LocalPlatform};
 use share_hal::platform::{Clock, GrantTable, Mapping};
-use share_hal::xen::blkif::back;
+use share_local::{LocalHost, LocalPages, LocalPlatform};
+use xen_pv::blkif::back;
 
 use super::*;
 use crate::store::execute_one;
@@ -99,7 +99,7 @@ impl FakeBack {
         }
         if self.mode == Mode::TooMany {
             m.store_u32(
-                share_hal::xen::abi::BLKIF_SRING_RSP_PROD,
+                xen_pv::abi::BLKIF_SRING_RSP_PROD,
                 self.rsp_prod.wrapping_add(40),
                 core::sync::atomic::Ordering::Release,
             )?;

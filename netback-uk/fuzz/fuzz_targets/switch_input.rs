@@ -31,7 +31,7 @@ use netback_uk::fdb::Mac;
 use netback_uk::switch::{PortSpec, Switch, SwitchConfig, IMPLEMENTED};
 use netback_uk::testing::TestMember;
 use share_hal::frames::FrameMeta;
-use share_hal::local::{LocalHost, LocalPlatform};
+use share_local::{LocalHost, LocalPlatform};
 use share_hal::platform::EventChannels;
 use share_hal::platform::PAGE_SIZE;
 use share_hal::wire::net::{flags, GSO_MAX_FRAME, GSO_MAX_SEGS, GSO_MAX_SLOTS, GSO_MIN_PAGES};

@@ -8,9 +8,9 @@ use clap::Parser;
 use netback_uk::service::Netback;
 use netback_uk::switch::SwitchConfig;
 use share_hal::platform::{Clock, DomId};
-use share_hal::sim::{SimPlatform, SimStore};
 use share_hal::vdevice::VdeviceBus;
 use share_hal::wire::vdevice::BOOTSTRAP_KEY;
+use share_sim::{SimPlatform, SimStore};
 
 #[derive(Parser)]
 #[command(

@@ -1,5 +1,5 @@
 //! `share-selftest-dom0 DOMID`: dom0's side of the PVH platform self-test
-//! (share-hal/src/xen/SELFTEST.md), over share-hal's Linux userspace
+//! (platforms/share-pvh/SELFTEST.md), over share-hal's Linux userspace
 //! platform (`/dev/xen/gntdev`, `gntalloc`, `evtchn`).
 //!
 //! Reads the domU's published mailbox grant and port from xenstore (with
@@ -27,9 +27,9 @@ mod dom0 {
     use std::time::{Duration, Instant};
 
     use pvh_selftest::*;
-    use share_hal::linux::LinuxXen;
     use share_hal::platform::{Access, DomId, EventChannels, GrantTable, Mapping, Port, DOM0};
     use share_hal::{Error, GrantRef, SharedMem};
+    use share_linux::LinuxXen;
 
     type Result<T> = std::result::Result<T, String>;
 

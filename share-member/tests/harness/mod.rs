@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use share_hal::platform::{Clock, DomId, DOM0};
 use share_hal::share::ShareRef;
-use share_hal::sim::{SimPlatform, SimStore};
 use share_hal::vdevice::VdeviceClient;
 use share_hal::wire::vdevice::{status, Bootstrap, EntryRepr, Kind, Role, BOOTSTRAP_KEY};
+use share_sim::{SimPlatform, SimStore};
 
 /// netback-sim's domain.
 pub const NETBACK: DomId = 1;

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use share_hal::platform::{Clock, DomId, EventChannels, GrantRef};
-use share_hal::sim::SimPlatform;
 use share_hal::vdevice::{Applied, VdeviceBus};
 use share_hal::wire::vdevice::{status, Bootstrap, EntryRepr, Kind, Role};
+use share_sim::SimPlatform;
 use vdevice::host::{AttachedDisk, DomainInfo, Host};
 use vdevice::{Lookup, ToolError};
 

@@ -39,13 +39,13 @@ const DOM0_EXTRA_FEATURES: &str = "blkback-uk/dom0";
 pub const DOMU_BINARIES: &[(&str, &str)] = &[("share-member", "share-member")];
 
 /// Examples of this workspace put into the domU image's `/usr/bin`, as
-/// (package, example, features), built and stripped like
+/// (package, example), built and stripped like
 /// [`DOMU_BINARIES`]: `xenshare-xfer` moves data between two domUs
 /// through `/dev/xenshare` (scenario `xenshare-dev`); `xenshare-vma`
 /// forks and mremaps a mapping of it (scenario `xenshare-vma`).
-pub const DOMU_EXAMPLES: &[(&str, &str, &str)] = &[
-    ("share-hal", "xenshare-xfer", "share-hal/linux"),
-    ("share-hal", "xenshare-vma", "share-hal/linux"),
+pub const DOMU_EXAMPLES: &[(&str, &str)] = &[
+    ("share-linux", "xenshare-xfer"),
+    ("share-linux", "xenshare-vma"),
 ];
 
 /// Modules dom0 loads at boot, in order; the rig fails if one does not load.
@@ -397,8 +397,7 @@ fn domu_image(s: &Setup, bins: &[(String, PathBuf)]) -> Result<Vec<u8>> {
     // udhcpc's hook: applies a lease with `ip` and logs it.
     a.file("etc/rig/udhcpc", &rig_file("domu/udhcpc.sh"))?;
     add_workspace_binaries(&mut a, &s.tree, bins, DOMU_BINARIES)?;
-    let examples: Vec<(&str, &str)> = DOMU_EXAMPLES.iter().map(|(p, e, _)| (*p, *e)).collect();
-    add_workspace_binaries(&mut a, &s.tree, bins, &examples)?;
+    add_workspace_binaries(&mut a, &s.tree, bins, DOMU_EXAMPLES)?;
     a.encode()
 }
 
@@ -421,20 +420,23 @@ fn build_workspace_binaries() -> Result<Vec<(String, PathBuf)>> {
         for (pkg, bin) in bins {
             c.args(["-p", pkg, "--bin", bin]);
         }
-        let mut features = rig_features(bins);
-        if let Some(x) = extra {
-            features = format!("{features},{x}");
+        let features: Vec<String> = rig_features(bins)
+            .split(',')
+            .chain(extra)
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .collect();
+        if !features.is_empty() {
+            c.args(["--features", &features.join(",")]);
         }
-        c.args(["--features", &features]);
         let what = if release { "domU" } else { "dom0" };
         run_step(&format!("build the {what} tools"), &mut c)?;
         let dir = target_dir().join(if release { "release" } else { "debug" });
         out.extend(bins.iter().map(|(_, bin)| (bin.to_string(), dir.join(bin))));
     }
-    for (pkg, example, features) in DOMU_EXAMPLES {
+    for (pkg, example) in DOMU_EXAMPLES {
         let mut c = cargo();
-        c.args(["build", "--release", "-p", pkg, "--example", example])
-            .args(["--features", features]);
+        c.args(["build", "--release", "-p", pkg, "--example", example]);
         run_step(&format!("build the domU example {example}"), &mut c)?;
         let path = target_dir().join("release/examples").join(example);
         out.push((example.to_string(), path));
@@ -443,13 +445,12 @@ fn build_workspace_binaries() -> Result<Vec<(String, PathBuf)>> {
 }
 
 /// The host features (`HOST_FEATURES`, so the build is the test build's)
-/// that cargo accepts for `pkgs`: those of a selected package or of
-/// share-hal, which all of them use. (Naming an unselected package's
-/// feature is an error.)
+/// that cargo accepts for `pkgs`: those of a selected package. (Naming an
+/// unselected package's feature is an error.)
 fn rig_features(pkgs: &[(&str, &str)]) -> String {
     let selected = |f: &str| {
         let owner = f.split_once('/').map_or("", |(p, _)| p);
-        owner == "share-hal" || pkgs.iter().any(|(p, _)| *p == owner)
+        pkgs.iter().any(|(p, _)| *p == owner)
     };
     HOST_FEATURES
         .iter()
@@ -592,13 +593,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rig_features_name_only_selected_packages_and_share_hal() {
+    fn rig_features_name_only_selected_packages() {
         let f = rig_features(&[
             ("vdevice", "vdevice"),
             ("pvh-selftest", "share-selftest-dom0"),
         ]);
         let fs: Vec<&str> = f.split(',').collect();
-        assert!(fs.contains(&"share-hal/linux"), "{f}");
         assert!(fs.contains(&"pvh-selftest/dom0"), "{f}");
         assert!(fs.iter().all(|x| !x.starts_with("netback-uk/")), "{f}");
         assert!(fs.iter().all(|x| !x.is_empty()), "{f}");

@@ -3,7 +3,7 @@
  * /dev/xenshare: shares, grants, grant copy and event channels for
  * userspace in a Linux domain (xenshare.ko). Documented with byte layouts
  * and error codes in docs/xenshare-uapi.md; share-hal's Linux backend
- * (share-hal/src/linux/xenshare.rs) mirrors these structures.
+ * (platforms/share-linux/src/xenshare.rs) mirrors these structures.
  *
  * One open file is one set of objects: page blocks (ALLOC), mappings of a
  * peer's grants (MAP) and joined shares (JOIN). Each object has an offset
