@@ -323,8 +323,8 @@ impl<P: Platform> Netback<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use share_hal::local::LocalHost;
     use share_hal::platform::GrantRef;
+    use share_local::LocalHost;
 
     fn owner(flags: u8) -> EntryRepr {
         EntryRepr {

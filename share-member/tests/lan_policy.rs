@@ -22,9 +22,9 @@ use std::time::Instant;
 
 use harness::*;
 use share_hal::platform::DomId;
-use share_hal::sim::{temp_socket_path, Broker};
 use share_hal::wire::net::features;
 use share_hal::wire::vdevice::flags;
+use share_sim::{temp_socket_path, Broker};
 
 const LAN: u16 = 9;
 const VICTIM: usize = 0;
