@@ -29,6 +29,9 @@ use smoltcp::wire::{
     UdpPacket,
 };
 
+use share_hal::platform::DomId;
+use share_hal::wire::vdevice::{PolicyItem, PortPolicyRepr};
+
 use crate::fdb::Mac;
 
 /// At most this many addresses (IPv4 and IPv6 together) assigned to one
@@ -90,6 +93,64 @@ impl PortRules {
             }
         }
         Ok(())
+    }
+}
+
+/// The port policy items of a backend's vdevice page, by entry: each adds
+/// to the rules of the port of its (LAN, member), whether that port exists
+/// yet or not, so dom0 may write them before or after the port.
+#[derive(Debug, Default)]
+pub struct PolicyBook {
+    items: Vec<(u32, PortPolicyRepr)>,
+}
+
+impl PolicyBook {
+    /// Puts `item` at entry `index` (`None`: the entry was emptied).
+    pub fn set(&mut self, index: u32, item: Option<PortPolicyRepr>) {
+        self.items.retain(|(i, _)| *i != index);
+        if let Some(item) = item {
+            self.items.push((index, item));
+        }
+    }
+
+    /// The item at entry `index`.
+    pub fn get(&self, index: u32) -> Option<PortPolicyRepr> {
+        self.items
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, it)| *it)
+    }
+
+    /// `base` (the port entry's own rules) with the items of (`lan`,
+    /// `member`) added; the last rate item wins.
+    pub fn rules(&self, lan: u16, member: DomId, base: &PortRules) -> PortRules {
+        let mut r = base.clone();
+        for (_, it) in self
+            .items
+            .iter()
+            .filter(|(_, it)| it.lan == lan && it.member == member)
+        {
+            match it.item {
+                PolicyItem::Rate {
+                    kbit_per_sec,
+                    burst_bytes,
+                    frames_per_sec,
+                } => {
+                    r.rate = Some(Rate {
+                        bytes_per_sec: u64::from(kbit_per_sec) * 125,
+                        burst_bytes: u64::from(burst_bytes),
+                        frames_per_sec,
+                    })
+                }
+                PolicyItem::Ipv4 { addr, prefix } => r.ipv4.push(Ipv4Net { addr, prefix }),
+                PolicyItem::Ipv6 { net, prefix } => {
+                    let mut addr = [0u8; 16];
+                    addr[..8].copy_from_slice(&net);
+                    r.ipv6.push(Ipv6Net { addr, prefix });
+                }
+            }
+        }
+        r
     }
 }
 

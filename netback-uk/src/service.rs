@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 use share_hal::platform::{Platform, Port};
 use share_hal::stats::StatsPage;
 use share_hal::vdevice::{Applied, VdeviceBus};
-use share_hal::wire::vdevice::{flags, status, EntryRepr, Kind, Role};
+use share_hal::wire::vdevice::{flags, status, EntryRepr, Kind, PortPolicyRepr, Role};
 use share_hal::{Error, Result};
 
 use crate::fdb::{is_group, Mac, PortIndex};
@@ -58,6 +58,41 @@ pub fn port_spec(e: &EntryRepr) -> core::result::Result<PortSpec, i32> {
     })
 }
 
+/// A port policy item written over an empty entry.
+fn apply_item<P: Platform>(
+    sw: &mut Switch<P>,
+    p: &mut P,
+    index: u32,
+    old: &EntryRepr,
+    item: core::result::Result<PortPolicyRepr, share_hal::wire::Error>,
+) -> Applied {
+    if old.kind != Kind::Empty {
+        return Applied::Refused(status::EEXIST);
+    }
+    let item = match item {
+        Ok(it) => it,
+        Err(e) => {
+            log::warn!("entry {index}: port policy item refused: {e}");
+            return Applied::Refused(status::EINVAL);
+        }
+    };
+    match sw.set_policy_item(p, index, Some(item)) {
+        Ok(()) => {
+            log::info!(
+                "entry {index}: port policy of domain {} on LAN {}: {:?}",
+                item.member,
+                item.lan,
+                item.item
+            );
+            Applied::Ok { share_ref: None }
+        }
+        Err(e) => {
+            log::warn!("entry {index}: port policy item refused: {e}");
+            Applied::Refused(status::EINVAL)
+        }
+    }
+}
+
 /// The policy an owner entry's flags ask for (docs/protocol.md).
 pub fn port_rules(e: &EntryRepr) -> PortRules {
     PortRules {
@@ -88,6 +123,18 @@ pub fn apply<P: Platform>(
     let Ok(port) = PortIndex::try_from(index) else {
         return Applied::Refused(status::EINVAL);
     };
+    if let Some(item) = PortPolicyRepr::parse(new) {
+        return apply_item(sw, p, index, old, item);
+    }
+    if new.kind == Kind::Empty && PortPolicyRepr::parse(old).is_some() {
+        return match sw.set_policy_item(p, index, None) {
+            Ok(()) => Applied::Ok { share_ref: None },
+            Err(e) => {
+                log::warn!("entry {index}: removing a port policy item: {e}");
+                Applied::Refused(status::EINVAL)
+            }
+        };
+    }
     if new.kind == Kind::Empty {
         if old.kind == Kind::Network && old.role == Role::Owner {
             if let Err(e) = sw.remove_port(p, port) {
@@ -323,7 +370,8 @@ impl<P: Platform> Netback<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use share_hal::platform::GrantRef;
+    use share_hal::platform::{DomId, GrantRef};
+    use share_hal::wire::vdevice::PolicyItem;
     use share_local::LocalHost;
 
     fn owner(flags: u8) -> EntryRepr {
@@ -353,6 +401,102 @@ mod tests {
         ));
         let rules = sw.port_rules(0).unwrap();
         assert!(rules.bind_addresses && rules.private);
+        let mut plain = owner(0);
+        plain.peer = 8;
+        apply(&mut sw, &mut p, 1, &empty, &plain);
+        assert_eq!(sw.port_rules(1), Some(&PortRules::default()));
+    }
+
+    fn item(member: DomId, item: PolicyItem) -> EntryRepr {
+        PortPolicyRepr {
+            lan: 3,
+            member,
+            item,
+        }
+        .entry()
+    }
+
+    #[test]
+    fn policy_items_add_to_their_port_before_or_after_it_is_made() {
+        use crate::policy::{Ipv4Net, Rate, MAX_ASSIGNED};
+        let host = LocalHost::new();
+        let mut p = host.domain(1);
+        let mut sw = Switch::new(SwitchConfig::default());
+        let empty = EntryRepr::EMPTY;
+        let rate = item(
+            7,
+            PolicyItem::Rate {
+                kbit_per_sec: 200_000,
+                burst_bytes: 65_536,
+                frames_per_sec: 0,
+            },
+        );
+        let ip = item(
+            7,
+            PolicyItem::Ipv4 {
+                addr: [192, 168, 3, 7],
+                prefix: 32,
+            },
+        );
+        // The rate before the port, the address after it.
+        assert!(matches!(
+            apply(&mut sw, &mut p, 5, &empty, &rate),
+            Applied::Ok { .. }
+        ));
+        assert!(matches!(
+            apply(&mut sw, &mut p, 0, &empty, &owner(flags::BIND_ADDRESSES)),
+            Applied::Ok { share_ref: Some(_) }
+        ));
+        assert!(matches!(
+            apply(&mut sw, &mut p, 6, &empty, &ip),
+            Applied::Ok { .. }
+        ));
+        let r = sw.port_rules(0).unwrap();
+        assert!(r.bind_addresses);
+        assert_eq!(
+            r.rate,
+            Some(Rate {
+                bytes_per_sec: 25_000_000,
+                burst_bytes: 65_536,
+                frames_per_sec: 0
+            })
+        );
+        assert_eq!(
+            r.ipv4,
+            [Ipv4Net {
+                addr: [192, 168, 3, 7],
+                prefix: 32
+            }]
+        );
+        // An item over a used entry, a broken one, one too many.
+        assert!(matches!(
+            apply(&mut sw, &mut p, 6, &ip, &ip),
+            Applied::Refused(status::EEXIST)
+        ));
+        let mut broken = ip;
+        broken.subtype = 9;
+        assert!(matches!(
+            apply(&mut sw, &mut p, 7, &empty, &broken),
+            Applied::Refused(status::EINVAL)
+        ));
+        for k in 1..MAX_ASSIGNED as u32 {
+            assert!(matches!(
+                apply(&mut sw, &mut p, 10 + k, &empty, &ip),
+                Applied::Ok { .. }
+            ));
+        }
+        assert!(matches!(
+            apply(&mut sw, &mut p, 30, &empty, &ip),
+            Applied::Refused(status::EINVAL)
+        ));
+        assert_eq!(sw.port_rules(0).unwrap().ipv4.len(), MAX_ASSIGNED);
+        // Emptying the rate's entry takes the rate away; another port of
+        // the LAN never saw any of it.
+        assert!(matches!(
+            apply(&mut sw, &mut p, 5, &rate, &empty),
+            Applied::Ok { .. }
+        ));
+        assert_eq!(sw.port_rules(0).unwrap().rate, None);
         let mut plain = owner(0);
         plain.peer = 8;
         apply(&mut sw, &mut p, 1, &empty, &plain);

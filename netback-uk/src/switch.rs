@@ -42,7 +42,8 @@ use share_hal::{Error, Result, SharedMem};
 use crate::fdb::{is_group, Fdb, FdbLimits, Learned, Mac, PortIndex};
 use crate::mgmt::{Mgmt, MgmtConfig};
 use crate::offload::{self, DropCause, Scratch, Verdict};
-use crate::policy::{Guard, HeldLease, PolicyDrops, PortRules, Refusal};
+use crate::policy::{Guard, HeldLease, PolicyBook, PolicyDrops, PortRules, Refusal};
+use share_hal::wire::vdevice::PortPolicyRepr;
 
 /// The management endpoint takes standard frames.
 const MGMT_MAX_FRAME: usize = net::MTU_DEFAULT as usize + net::FRAME_OVERHEAD;
@@ -147,7 +148,10 @@ struct PortState {
     /// As a destination: a hold for this port ran out, so frames for it
     /// are dropped at once while its rx lane stays full.
     stalled: bool,
-    /// dom0's policy for the port and its state (leases, rate buckets).
+    /// dom0's policy for the port as its own entry says (the items of
+    /// [`Switch::policy`] add to it).
+    base: PortRules,
+    /// The policy in force and its state (leases, rate buckets).
     guard: Guard,
     /// Out of rate credit: not read before this time.
     rate_until: Option<u64>,
@@ -235,6 +239,8 @@ pub struct Switch<P: Platform> {
     /// Replies of a LAN's management endpoint, back to back (reused).
     replies: Vec<u8>,
     reply_lens: Vec<usize>,
+    /// Port policy items dom0 wrote, by entry.
+    policy: PolicyBook,
 }
 
 /// Net share of `numpages`: lanes are initialised and parked before any
@@ -292,6 +298,7 @@ impl<P: Platform> Switch<P> {
             scratch: Scratch::new(),
             replies: Vec::new(),
             reply_lens: Vec::new(),
+            policy: PolicyBook::default(),
         }
     }
 
@@ -394,34 +401,99 @@ impl<P: Platform> Switch<P> {
             held: None,
             held_buf: Vec::new(),
             stalled: false,
+            base: PortRules::default(),
             guard: Guard::new(PortRules::default(), mac, p.now_ns()),
             rate_until: None,
         });
+        // Items dom0 wrote before the port.
+        let rules = self
+            .policy
+            .rules(spec.lan, spec.member, &PortRules::default());
+        if rules.validate().is_ok() {
+            self.enforce(p.now_ns(), index, rules);
+        }
         Ok(share_ref)
     }
 
-    /// Sets port `index`'s policy (address binding, assigned addresses,
-    /// rate limit, private), replacing what it had; its DHCP leases stay.
-    pub fn set_port_rules(&mut self, p: &mut P, index: PortIndex, rules: PortRules) -> Result<()> {
+    /// Sets port `index`'s own policy (address binding, assigned
+    /// addresses, rate limit, private), replacing what it had; policy
+    /// items add to it; its DHCP leases stay.
+    pub fn set_port_rules(&mut self, p: &mut P, index: PortIndex, base: PortRules) -> Result<()> {
+        let Some(state) = self.ports.get(usize::from(index)).and_then(Option::as_ref) else {
+            return Err(Error::InvalidArgument {
+                what: "no such switch port",
+            });
+        };
+        let rules = self.policy.rules(state.spec.lan, state.spec.member, &base);
         rules
             .validate()
             .map_err(|what| Error::InvalidArgument { what })?;
+        if let Some(state) = self
+            .ports
+            .get_mut(usize::from(index))
+            .and_then(Option::as_mut)
+        {
+            state.base = base;
+        }
+        self.enforce(p.now_ns(), index, rules);
+        Ok(())
+    }
+
+    /// Puts port policy item `item` at entry `entry` (`None`: the entry
+    /// was emptied) and applies it to its port if that exists. Refused,
+    /// and nothing changed, if the port's rules would not hold.
+    pub fn set_policy_item(
+        &mut self,
+        p: &mut P,
+        entry: u32,
+        item: Option<PortPolicyRepr>,
+    ) -> Result<()> {
+        let before = self.policy.get(entry);
+        self.policy.set(entry, item);
         let now = p.now_ns();
+        let mut failed = None;
+        let affected: Vec<(PortIndex, PortRules)> = self
+            .ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i as PortIndex, s.as_ref()?)))
+            .filter(|(_, s)| {
+                [before, item]
+                    .iter()
+                    .flatten()
+                    .any(|it| it.lan == s.spec.lan && it.member == s.spec.member)
+            })
+            .map(|(i, s)| (i, self.policy.rules(s.spec.lan, s.spec.member, &s.base)))
+            .collect();
+        for (_, rules) in &affected {
+            if let Err(what) = rules.validate() {
+                failed = Some(what);
+            }
+        }
+        if let Some(what) = failed {
+            self.policy.set(entry, before);
+            return Err(Error::InvalidArgument { what });
+        }
+        for (i, rules) in affected {
+            self.enforce(now, i, rules);
+        }
+        Ok(())
+    }
+
+    /// Puts `rules` in force on port `index` (its leases kept).
+    fn enforce(&mut self, now: u64, index: PortIndex, rules: PortRules) {
         let Some(state) = self
             .ports
             .get_mut(usize::from(index))
             .and_then(Option::as_mut)
         else {
-            return Err(Error::InvalidArgument {
-                what: "no such switch port",
-            });
+            return;
         };
         state.guard = Guard::new(rules, state.mac, now);
         state.rate_until = None;
         if let Some(lan) = self.lans.get(state.lan).and_then(Option::as_ref) {
             state.guard.set_leases(port_leases(&lan.mgmt, index));
         }
-        Ok(())
     }
 
     /// Port `index`'s policy.
