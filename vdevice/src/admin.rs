@@ -14,10 +14,13 @@ use share_hal::wire::stats::NET_COUNTERS;
 use share_hal::wire::vdevice::{flags, status, EntryRepr, Kind, Role};
 
 use crate::host::{by_name, resolve, DomainInfo, Host};
+use crate::record::NetRate;
 use crate::record::{Device, Domain, Record, RecordError, What};
 use crate::{
-    lan_param, same_device, status_name, DeviceSpec, Listing, Log, Lookup, Tool, ToolError,
+    is_policy_item, lan_param, same_device, status_name, DeviceSpec, Listing, Log, Lookup, Tool,
+    ToolError,
 };
+use share_hal::wire::vdevice::PolicyItem;
 
 /// The backend a new LAN goes to unless `--backend` names another.
 pub const NETBACK: &str = "netback-uk";
@@ -143,6 +146,8 @@ pub struct CreateOpts {
     pub bind_addresses: bool,
     /// Net: ports reach netback-uk's endpoint, not each other.
     pub private: bool,
+    /// Net: what each member may send.
+    pub rate: Option<NetRate>,
 }
 
 /// The entry spec of a recorded device.
@@ -152,7 +157,13 @@ pub fn spec(dev: &Device) -> DeviceSpec {
             lan,
             bind_addresses,
             private,
+            rate,
         } => DeviceSpec {
+            rate: rate.map(|r| PolicyItem::Rate {
+                kbit_per_sec: r.kbit_per_sec,
+                burst_bytes: r.burst_bytes,
+                frames_per_sec: 0,
+            }),
             kind: Kind::Network,
             subtype: dev.features,
             numpages: dev.pages,
@@ -171,6 +182,7 @@ pub fn spec(dev: &Device) -> DeviceSpec {
             numpages: dev.pages,
             flags: if *read_only { flags::READ_ONLY } else { 0 },
             param: *disk,
+            rate: None,
         },
     }
 }
@@ -434,6 +446,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
                 lan,
                 bind_addresses: opts.bind_addresses,
                 private: opts.private,
+                rate: opts.rate,
             },
             backend: Domain::new(&backend.name, backend.domid),
             features: opts.features.unwrap_or(NET_FEATURES),
@@ -835,7 +848,11 @@ fn find(l: &Listing, kind: Kind, role: Role, peer: DomId, param: u64) -> Option<
     l.used
         .iter()
         .find(|(_, e)| {
-            e.kind == kind && e.role == role && e.peer == peer && same_device(kind, e.param, param)
+            e.kind == kind
+                && e.role == role
+                && e.peer == peer
+                && !is_policy_item(e)
+                && same_device(kind, e.param, param)
         })
         .copied()
 }
@@ -870,7 +887,7 @@ pub struct DeviceView {
     pub read_only: Option<bool>,
     /// Net: the ports' policy (`bind-addresses`, `private`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub policy: Vec<&'static str>,
+    pub policy: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk: Option<u64>,
     pub backend: BackendView,
@@ -885,12 +902,16 @@ impl DeviceView {
                 lan,
                 bind_addresses,
                 private,
+                rate,
             } => {
                 if *bind_addresses {
-                    policy.push("bind-addresses");
+                    policy.push("bind-addresses".to_string());
                 }
                 if *private {
-                    policy.push("private");
+                    policy.push("private".to_string());
+                }
+                if let Some(r) = rate {
+                    policy.push(format!("rate {r}"));
                 }
                 ("net", Some(*lan), None, None, None)
             }

@@ -9,7 +9,9 @@ use std::fmt;
 use share_hal::platform::{Access, DomId, GrantRef, Mapping, Platform};
 use share_hal::vdevice::VdeviceClient;
 pub use share_hal::wire::stats::StatsRepr;
-use share_hal::wire::vdevice::{flags, status, Bootstrap, EntryRepr, Kind, Role};
+use share_hal::wire::vdevice::{
+    flags, status, Bootstrap, EntryRepr, Kind, PolicyItem, PortPolicyRepr, Role,
+};
 use share_hal::Error;
 
 pub mod admin;
@@ -150,6 +152,14 @@ pub struct DeviceSpec {
     pub numpages: u32,
     pub flags: u8,
     pub param: u64,
+    /// Network: each port's rate limit, a port policy item written before
+    /// the port (docs/protocol.md, "Port policy").
+    pub rate: Option<PolicyItem>,
+}
+
+/// Whether `e` is a port policy item (not a device).
+pub fn is_policy_item(e: &EntryRepr) -> bool {
+    e.flags & flags::PORT_POLICY != 0
 }
 
 /// The entries of one domain's page as dom0 read them.
@@ -314,7 +324,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
     fn serve(&mut self, backend: DomId, owner: &EntryRepr) -> Result<EntryRepr, ToolError> {
         let (kind, member, param) = (owner.kind, owner.peer, owner.param);
         self.change(backend, owner, &|entries| {
-            if entries.iter().any(|e| matches!(e, Ok(e) if e.kind == kind && e.role == Role::Owner && e.peer == member && same_device(kind, e.param, param))) {
+            if entries.iter().any(|e| matches!(e, Ok(e) if e.kind == kind && e.role == Role::Owner && e.peer == member && !is_policy_item(e) && same_device(kind, e.param, param))) {
                 return Err(ToolError::Exists { domid: backend, peer: member });
             }
             free_index(entries).ok_or(ToolError::PageFull { domid: backend })
@@ -343,7 +353,17 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
         let kind = dev.kind;
         // Both domains must have published their pages before either changes.
         self.lookup.bootstrap(member)?;
-        let acked = self.serve(backend, &owner)?;
+        // The port's policy items first: no frame passes unlimited.
+        if let (Kind::Network, Some(item)) = (kind, dev.rate) {
+            self.add_policy_item(backend, member, lan_of(dev.param), item, log)?;
+        }
+        let acked = match self.serve(backend, &owner) {
+            Ok(a) => a,
+            Err(e) => {
+                self.clear_policy(backend, member, Some(lan_of(dev.param)));
+                return Err(e);
+            }
+        };
         log(&format!(
             "domain {backend}: serves a {kind:?} share for domain {member} (share_ref {}, {} pages)",
             acked.share_ref.0, acked.numpages
@@ -584,8 +604,54 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
         Ok(())
     }
 
+    /// Writes a port policy item for `member`'s port on LAN `lan` in a free
+    /// entry of `backend`'s page.
+    pub fn add_policy_item(
+        &mut self,
+        backend: DomId,
+        member: DomId,
+        lan: u16,
+        item: PolicyItem,
+        log: Log<'_>,
+    ) -> Result<(), ToolError> {
+        let entry = PortPolicyRepr { lan, member, item }.entry();
+        self.change(backend, &entry, &|entries| {
+            free_index(entries).ok_or(ToolError::PageFull { domid: backend })
+        })?;
+        log(&format!(
+            "domain {backend}: port policy for domain {member} on LAN {lan}: {item:?}"
+        ));
+        Ok(())
+    }
+
+    /// Empties every port policy item of `member`'s port on LAN `lan` (any
+    /// LAN if `None`) in `backend`'s page (best effort: an item left
+    /// behind only adds to a port that no longer exists).
+    pub fn clear_policy(&mut self, backend: DomId, member: DomId, lan: Option<u16>) {
+        // At most one item per entry of the page.
+        for _ in 0..share_hal::wire::vdevice::MAX_ENTRIES {
+            let cleared = self.change(backend, &EntryRepr::EMPTY, &|entries| {
+                entries
+                    .iter()
+                    .position(|e| {
+                        matches!(e, Ok(e) if is_policy_item(e)
+                            && matches!(PortPolicyRepr::parse(e), Some(Ok(it))
+                                if it.member == member && lan.is_none_or(|l| it.lan == l)))
+                    })
+                    .map(|i| i as u32)
+                    .ok_or(ToolError::NotFound {
+                        domid: backend,
+                        peer: member,
+                    })
+            });
+            if cleared.is_err() {
+                break;
+            }
+        }
+    }
+
     /// Empties `domid`'s entry of that kind, role and peer (and device
-    /// `param`, if given).
+    /// `param`, if given); a network port's policy items go with it.
     pub fn clear(
         &mut self,
         domid: DomId,
@@ -594,17 +660,21 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
         peer: DomId,
         param: Option<u64>,
     ) -> Result<(), ToolError> {
-        self.change(domid, &EntryRepr::EMPTY, &|entries| {
+        let cleared = self.change(domid, &EntryRepr::EMPTY, &|entries| {
             entries
                 .iter()
                 .position(|e| {
                     matches!(e, Ok(e) if e.kind == kind && e.role == role && e.peer == peer
+                        && !is_policy_item(e)
                         && param.is_none_or(|p| same_device(kind, e.param, p)))
                 })
                 .map(|i| i as u32)
                 .ok_or(ToolError::NotFound { domid, peer })
-        })
-        .map(drop)
+        });
+        if cleared.is_ok() && kind == Kind::Network && role == Role::Owner {
+            self.clear_policy(domid, peer, param.map(lan_of));
+        }
+        cleared.map(drop)
     }
 }
 

@@ -28,6 +28,7 @@ Named devices (recorded in /var/lib/xen-share/vdevice.json, or --record / $VDEVI
   vdevice --create block /srv/base.img a b c --ro   # one read-only disk for three domains
   vdevice --create net a b --bind-addresses --private   # a LAN whose ports keep to their
                                            # DHCP addresses and reach only netback-uk
+  vdevice --create net a b --rate 100M     # each member sends at most 100 Mbit/s
   vdevice --add net0 guest-b               # guest-b joins the LAN
   vdevice --remove net0 5                  # domain 5 leaves it
   vdevice --destroy blk0                   # every member leaves (blkback-uk keeps the file,
@@ -95,6 +96,11 @@ struct Cli {
     /// address; spoofed frames are dropped and counted.
     #[arg(long, requires = "create")]
     bind_addresses: bool,
+    /// With --create net: what each member may send, `RATE[/WINDOW]` in
+    /// bits per second (e.g. 100M, 1G/10ms; burst: WINDOW at the rate,
+    /// default 50ms); more waits in the member's queue, nothing is dropped.
+    #[arg(long, value_name = "RATE", requires = "create")]
+    rate: Option<String>,
     /// With --create net: the ports reach netback-uk's endpoint (DHCP,
     /// ping) but not each other (client isolation).
     #[arg(long, requires = "create")]
@@ -341,6 +347,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 // bytes 0..6 and the LAN id in bytes 6..8 (protocol.md,
                 // "Network ports in vdevice entries").
                 param: if net { u64::from(lan) << 48 } else { disk },
+                rate: None,
             };
             for m in members {
                 tool.connect(backend, m, dev, &mut log)?;
@@ -381,8 +388,11 @@ enum Action {
 }
 
 fn cli_actions(cli: &Cli) -> Result<Action, String> {
-    if (cli.bind_addresses || cli.private) && cli.create.is_none() {
-        return Err("--bind-addresses and --private go with --create net".into());
+    if (cli.bind_addresses || cli.private || cli.rate.is_some()) && cli.create.is_none() {
+        return Err("--bind-addresses, --private and --rate go with --create net".into());
+    }
+    if let Some(r) = &cli.rate {
+        vdevice::record::NetRate::parse(r)?;
     }
     if let Some(args) = &cli.create {
         return match args.split_first() {
@@ -392,8 +402,10 @@ fn cli_actions(cli: &Cli) -> Result<Action, String> {
                 }
                 Ok(Action::CreateNet(rest.to_vec()))
             }
-            Some((k, _)) if k == "block" && (cli.bind_addresses || cli.private) => {
-                Err("--bind-addresses and --private are for net devices".into())
+            Some((k, _))
+                if k == "block" && (cli.bind_addresses || cli.private || cli.rate.is_some()) =>
+            {
+                Err("--bind-addresses, --private and --rate are for net devices".into())
             }
             Some((k, rest)) if k == "block" => match rest.split_first() {
                 Some((file, members)) => {
@@ -490,6 +502,11 @@ fn seed(action: &Action, cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         read_only: cli.ro,
         bind_addresses: cli.bind_addresses,
         private: cli.private,
+        rate: cli
+            .rate
+            .as_deref()
+            .map(vdevice::record::NetRate::parse)
+            .transpose()?,
     };
     if let Action::CreateBlock(source, _) = action {
         admin::check_source(source)?;
@@ -849,7 +866,7 @@ mod tests {
         let c = parse(&["--create", "block", "/f", "a", "--private"]).unwrap();
         assert_eq!(
             cli_actions(&c).err().as_deref(),
-            Some("--bind-addresses and --private are for net devices")
+            Some("--bind-addresses, --private and --rate are for net devices")
         );
         let c = parse(&["--list", "--private"]);
         assert!(c.is_err() || cli_actions(&c.unwrap()).is_err());

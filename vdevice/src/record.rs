@@ -92,6 +92,8 @@ pub enum What {
         bind_addresses: bool,
         #[serde(default, skip_serializing_if = "is_false")]
         private: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rate: Option<NetRate>,
     },
     /// A disk of blkback-uk: `source` given to the backend domain as the
     /// vbd `vdev` (`xl block-attach`), its disk `disk` there.
@@ -101,6 +103,60 @@ pub enum What {
         vdev: String,
         disk: u64,
     },
+}
+
+/// A port's rate limit as `--rate` gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetRate {
+    pub kbit_per_sec: u32,
+    pub burst_bytes: u32,
+}
+
+impl NetRate {
+    /// `RATE[/WINDOW]`: RATE in bits per second with an optional K, M or
+    /// G (decimal), WINDOW the burst as time at that rate, `ms` (default
+    /// 50 ms, as Xen's `rate=`), e.g. `100M`, `1G/10ms`, `512K/200ms`.
+    pub fn parse(s: &str) -> Result<NetRate, String> {
+        let bad = |why: &str| format!("--rate {s}: {why} (e.g. 100M or 1G/10ms)");
+        let (rate, window) = s.split_once('/').unwrap_or((s, "50ms"));
+        let (digits, scale) = match rate.char_indices().last() {
+            Some((i, 'K' | 'k')) => (&rate[..i], 1u64),
+            Some((i, 'M' | 'm')) => (&rate[..i], 1_000),
+            Some((i, 'G' | 'g')) => (&rate[..i], 1_000_000),
+            _ => return Err(bad("a rate in bits/s ends in K, M or G")),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad("not a number"))?;
+        let kbit = n
+            .checked_mul(scale)
+            .filter(|&k| (1..=u64::from(u32::MAX)).contains(&k))
+            .ok_or_else(|| bad("out of range (1K to 4294G)"))?;
+        let ms: u64 = window
+            .strip_suffix("ms")
+            .and_then(|w| w.parse().ok())
+            .filter(|&w| (1..=10_000).contains(&w))
+            .ok_or_else(|| bad("the window is 1ms to 10000ms"))?;
+        // kbit/s * ms = bits; / 8 = bytes.
+        let burst = (kbit * ms / 8).clamp(1514, u64::from(u32::MAX));
+        Ok(NetRate {
+            kbit_per_sec: kbit as u32,
+            burst_bytes: burst as u32,
+        })
+    }
+}
+
+impl fmt::Display for NetRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = self.kbit_per_sec;
+        if k % 1_000_000 == 0 {
+            write!(f, "{}G", k / 1_000_000)?;
+        } else if k % 1_000 == 0 {
+            write!(f, "{}M", k / 1_000)?;
+        } else {
+            write!(f, "{k}K")?;
+        }
+        write!(f, "bit/s, burst {} B", self.burst_bytes)
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -350,6 +406,7 @@ mod tests {
                         lan: 0,
                         bind_addresses: false,
                         private: false,
+                        rate: None,
                     },
                     backend: Domain::new("netback-uk", 1),
                     features: 0xb,
@@ -409,7 +466,8 @@ mod tests {
             What::Net {
                 lan: 0,
                 bind_addresses: false,
-                private: false
+                private: false,
+                rate: None,
             }
         ));
         assert_eq!(crate::admin::spec(dev).flags, 0);
@@ -418,6 +476,7 @@ mod tests {
             lan: 0,
             bind_addresses: true,
             private: true,
+            rate: Some(NetRate::parse("100M").unwrap()),
         };
         let text = serde_json::to_string(&bound).unwrap();
         assert!(text.contains(r#""bind_addresses":true"#), "{text}");
@@ -428,8 +487,25 @@ mod tests {
             crate::admin::spec(&back).flags,
             flags::BIND_ADDRESSES | flags::PRIVATE
         );
+        assert_eq!(crate::admin::spec(&back).rate.is_some(), true);
         // Without a policy the record reads as before.
         assert!(!serde_json::to_string(dev).unwrap().contains("private"));
+    }
+
+    #[test]
+    fn rates_parse_as_bits_per_second_with_a_window() {
+        let r = NetRate::parse("100M").unwrap();
+        assert_eq!((r.kbit_per_sec, r.burst_bytes), (100_000, 625_000));
+        assert_eq!(r.to_string(), "100Mbit/s, burst 625000 B");
+        let r = NetRate::parse("1G/10ms").unwrap();
+        assert_eq!((r.kbit_per_sec, r.burst_bytes), (1_000_000, 1_250_000));
+        // A burst is at least one full frame.
+        assert_eq!(NetRate::parse("8K/1ms").unwrap().burst_bytes, 1514);
+        for bad in [
+            "", "100", "M", "0M", "5000G", "1M/0ms", "1M/5s", "x1M", "-1M",
+        ] {
+            assert!(NetRate::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -6,10 +6,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use share_hal::wire::vdevice::{flags, EntryRepr, Kind, Role};
+use share_hal::wire::vdevice::{flags, EntryRepr, Kind, PolicyItem, PortPolicyRepr, Role};
 use share_sim::{temp_socket_path, Broker, SimPlatform};
 use vdevice::admin::{Admin, AdminError, CreateOpts};
-use vdevice::record::{Record, What};
+use vdevice::record::{NetRate, Record, What};
 use vdevice::{lan_of, Tool, ToolError};
 
 mod common;
@@ -52,6 +52,7 @@ fn a_lans_policy_goes_in_its_owner_entries_and_the_switch_takes_it() {
     let opts = CreateOpts {
         bind_addresses: true,
         private: true,
+        rate: Some(NetRate::parse("100M/10ms").unwrap()),
         ..CreateOpts::default()
     };
     let mut admin = Admin {
@@ -71,10 +72,46 @@ fn a_lans_policy_goes_in_its_owner_entries_and_the_switch_takes_it() {
     ));
     let owner = entries(&mut tool, 1)
         .into_iter()
-        .find(|e| e.role == Role::Owner && e.peer == 3)
+        .find(|e| e.role == Role::Owner && e.peer == 3 && !vdevice::is_policy_item(e))
         .unwrap();
     assert_eq!(owner.flags, flags::BIND_ADDRESSES | flags::PRIVATE);
     assert_eq!(owner.status, 0, "the switch accepted the policy");
+    // The rate went in as an item of the same port, accepted too.
+    let items: Vec<PortPolicyRepr> = entries(&mut tool, 1)
+        .iter()
+        .filter_map(|e| PortPolicyRepr::parse(e)?.ok().filter(|_| e.status == 0))
+        .collect();
+    assert_eq!(
+        items,
+        [PortPolicyRepr {
+            lan: 0,
+            member: 3,
+            item: PolicyItem::Rate {
+                kbit_per_sec: 100_000,
+                burst_bytes: 125_000,
+                frames_per_sec: 0
+            }
+        }]
+    );
+    let view = Admin {
+        tool: &mut tool,
+        host: &mut h,
+    }
+    .list(&rec)
+    .unwrap();
+    let shown = view[0].to_string();
+    assert!(
+        shown.contains("bind-addresses, private, rate 100Mbit/s"),
+        "{shown}"
+    );
+    // Destroying the LAN takes the items with the ports.
+    Admin {
+        tool: &mut tool,
+        host: &mut h,
+    }
+    .destroy(&mut rec, &net0, &mut log)
+    .unwrap();
+    assert_eq!(entries(&mut tool, 1), []);
 }
 
 #[test]
@@ -118,7 +155,8 @@ fn lans_by_name_with_members_by_name_or_id() {
         What::Net {
             lan: 0,
             bind_addresses: false,
-            private: false
+            private: false,
+            rate: None,
         }
     );
     assert_eq!(

@@ -159,6 +159,7 @@ fn recorded_lan(dir: &Path) {
             lan: 0,
             bind_addresses: false,
             private: false,
+            rate: None,
         },
         backend: Domain::new("netback-uk", 1),
         features: 0xb,

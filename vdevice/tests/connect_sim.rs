@@ -57,6 +57,7 @@ fn connect_then_disconnect_a_member() {
         numpages: 16,
         flags: 0,
         param: 0,
+        rate: None,
     };
     let mut lines = Vec::new();
     tool.connect(1, 3, net, &mut |s| lines.push(s.to_string()))
@@ -148,6 +149,7 @@ fn a_domain_that_never_acknowledges_gets_a_clear_error_in_time() {
         numpages: 16,
         flags: 0,
         param: 0,
+        rate: None,
     };
     let t0 = tool.platform.now_ns();
     let e = tool.connect(1, 3, net, &mut |_| {}).unwrap_err();
@@ -191,6 +193,7 @@ fn the_longest_timeout_does_not_overflow_the_deadline() {
         numpages: 16,
         flags: 0,
         param: 0,
+        rate: None,
     };
     tool.connect(1, 3, net, &mut |_| {}).unwrap();
     stop.store(true, Ordering::Relaxed);

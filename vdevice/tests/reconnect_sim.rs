@@ -71,6 +71,7 @@ const DISK: DeviceSpec = DeviceSpec {
     numpages: 34,
     flags: flags::READ_ONLY,
     param: 2,
+    rate: None,
 };
 
 #[test]
@@ -92,6 +93,7 @@ fn a_disk_moves_to_a_restarted_server_in_place() {
         numpages: 16,
         flags: 0,
         param: 0,
+        rate: None,
     };
     tool.connect(1, 3, net, &mut |_| {}).unwrap();
     tool.connect(1, 3, DISK, &mut |_| {}).unwrap();
