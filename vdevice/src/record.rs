@@ -148,9 +148,9 @@ impl NetRate {
 impl fmt::Display for NetRate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let k = self.kbit_per_sec;
-        if k % 1_000_000 == 0 {
+        if k.is_multiple_of(1_000_000) {
             write!(f, "{}G", k / 1_000_000)?;
-        } else if k % 1_000 == 0 {
+        } else if k.is_multiple_of(1_000) {
             write!(f, "{}M", k / 1_000)?;
         } else {
             write!(f, "{k}K")?;
@@ -487,7 +487,7 @@ mod tests {
             crate::admin::spec(&back).flags,
             flags::BIND_ADDRESSES | flags::PRIVATE
         );
-        assert_eq!(crate::admin::spec(&back).rate.is_some(), true);
+        assert!(crate::admin::spec(&back).rate.is_some());
         // Without a policy the record reads as before.
         assert!(!serde_json::to_string(dev).unwrap().contains("private"));
     }
