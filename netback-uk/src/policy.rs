@@ -267,12 +267,15 @@ impl Bucket {
         }
     }
 
-    /// When the balance is back above zero (`now` if it is).
+    /// `now` if the balance is above zero; else when it holds a quarter
+    /// of the burst again: an out-of-credit port is read again in batches,
+    /// not a frame per refill (each a wakeup of the whole switch).
     fn ready_at(&self, now: u64) -> u64 {
         if self.tokens > 0 {
             return now;
         }
-        let owed = (1 - self.tokens) as u128;
+        let quantum = (self.depth / 4).max(1);
+        let owed = (quantum - self.tokens) as u128;
         let ns = (owed * 1_000_000_000).div_ceil(u128::from(self.per_sec.max(1)));
         self.at_ns
             .saturating_add(u64::try_from(ns).unwrap_or(u64::MAX))

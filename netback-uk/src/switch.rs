@@ -700,6 +700,11 @@ impl<'s, P: Platform> Fwd<'s, P> {
                 return;
             }
             Link::Up { from, .. } => {
+                // Out of credit: not before its refill, even if a round
+                // comes earlier (another port's trigger).
+                if state.rate_until.is_some_and(|t| now < t) {
+                    return;
+                }
                 if let Err(at) = state.guard.ready(now) {
                     // Out of credit: not read, its lane fills, its member
                     // waits. The deadline brings the switch back.

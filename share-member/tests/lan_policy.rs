@@ -23,7 +23,7 @@ use std::time::Instant;
 use harness::*;
 use share_hal::platform::DomId;
 use share_hal::wire::net::features;
-use share_hal::wire::vdevice::flags;
+use share_hal::wire::vdevice::{flags, PolicyItem, PortPolicyRepr};
 use share_sim::{temp_socket_path, Broker};
 
 const LAN: u16 = 9;
@@ -203,4 +203,99 @@ fn bound_ports_keep_their_addresses_and_private_ports_reach_only_netback() {
     }
     assert!(nb.alive(), "netback-sim died: {}", nb.log_text());
     eprintln!("lan_policy: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// The rate of the limited member, as `vdevice --rate 200M` gives it.
+const LIMIT_MBIT: f64 = 200.0;
+
+#[test]
+fn a_rate_limited_member_sends_at_its_rate_and_an_unlimited_pair_keeps_going() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED lan_policy rate: {why}");
+        return;
+    }
+    ensure_tools(&[("busybox", "busybox"), ("iperf3", "iperf3")]).unwrap();
+    let netback_bin = exe_dir().join("netback-sim");
+    assert!(
+        netback_bin.is_file(),
+        "build netback-sim first (--features netback-uk/sim)"
+    );
+    let member_bin = PathBuf::from(env!("CARGO_BIN_EXE_share-member"));
+    const LAN: u16 = 10;
+    // 0 -> 1 limited (0 sends), 2 -> 3 unlimited.
+    let doms: [DomId; 4] = [13, 14, 15, 16];
+    let sock = temp_socket_path("lan-rate");
+    let mut ns = Netns::create("xsr", doms.len()).unwrap();
+    ns.clean_sim(&sock);
+    let ns = ns;
+    let _broker = Broker::spawn(&sock).unwrap();
+    let tmp = sock.with_extension("d");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let script = udhcpc_script(&tmp);
+    let mut nb = netback(&netback_bin, &sock, 1, false);
+    let mut members: Vec<Proc> = doms
+        .iter()
+        .zip(&ns.names)
+        .map(|(&d, n)| member(&member_bin, n, &sock, d, false))
+        .collect();
+    let mut dom0 = Dom0::join(&sock);
+    // The rate item first (entry 10), as vdevice writes it: 200 Mbit/s,
+    // a 50 ms burst.
+    let rate = PortPolicyRepr {
+        lan: LAN,
+        member: doms[0],
+        item: PolicyItem::Rate {
+            kbit_per_sec: (LIMIT_MBIT * 1000.0) as u32,
+            burst_bytes: (LIMIT_MBIT * 1e6 / 8.0 * 0.05) as u32,
+            frames_per_sec: 0,
+        },
+    };
+    let back = dom0.change(NETBACK, 10, &rate.entry());
+    assert_eq!(back.status, 0, "netback refused the rate item");
+    for (k, &d) in doms.iter().enumerate() {
+        dom0.plug(k as u32, d, LAN, PAGES, features::ALL);
+    }
+    let n = &ns.names;
+    let mut addrs = Vec::new();
+    for name in n {
+        plugged(name, "xsn0");
+        addrs.push(dhcp(name, "xsn0", &script).unwrap().0);
+    }
+    let run = |from: usize, to: usize, port: u16| {
+        let _server = IperfServer::start(&n[to], addrs[to], port);
+        iperf(&n[from], addrs[to], port, 4, 1).unwrap()
+    };
+    // Each pair alone, then both at once.
+    let limited_alone = run(0, 1, 5301).bps / 1e6;
+    let free_alone = run(2, 3, 5302).bps / 1e6;
+    let (limited, free) = std::thread::scope(|s| {
+        let a = s.spawn(|| run(0, 1, 5303).bps / 1e6);
+        let b = s.spawn(|| run(2, 3, 5304).bps / 1e6);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    eprintln!(
+        "rate limit {LIMIT_MBIT} Mbit/s: limited member {limited_alone:.0} Mbit/s alone, \
+         {limited:.0} beside the free pair; free pair {free_alone:.0} alone, {free:.0} beside"
+    );
+    for got in [limited_alone, limited] {
+        assert!(
+            (got - LIMIT_MBIT).abs() <= 0.1 * LIMIT_MBIT,
+            "the limited member measured {got:.0} Mbit/s, not {LIMIT_MBIT} +- 10 %"
+        );
+    }
+    // The limit is the limit, not the simulation's speed; the free pair
+    // keeps at least half of what it does alone (it shares two cores
+    // with everything else).
+    assert!(
+        free_alone > 1.5 * LIMIT_MBIT,
+        "the free pair only does {free_alone:.0} Mbit/s"
+    );
+    assert!(
+        free > 0.5 * free_alone,
+        "the free pair fell to {free:.0} Mbit/s"
+    );
+    for m in &mut members {
+        assert!(m.alive(), "{} died: {}", m.tag, m.log_text());
+    }
+    assert!(nb.alive(), "netback-sim died: {}", nb.log_text());
 }
