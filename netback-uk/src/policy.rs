@@ -289,6 +289,9 @@ pub struct Guard {
     mac: Mac,
     link_local: [u8; 16],
     leases: Vec<HeldLease>,
+    /// The assigned IPv4 networks as (network, mask), for the per-frame
+    /// check.
+    v4: Vec<(u32, u32)>,
     bytes: Option<Bucket>,
     frames: Option<Bucket>,
     pub drops: PolicyDrops,
@@ -306,7 +309,18 @@ impl Guard {
                 now,
             )
         });
+        let v4 = rules
+            .ipv4
+            .iter()
+            .map(|n| {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(n.prefix.min(32)))
+                    .unwrap_or(0);
+                (u32::from_be_bytes(n.addr) & mask, mask)
+            })
+            .collect();
         Guard {
+            v4,
             link_local: link_local(&mac),
             rules,
             mac,
@@ -347,6 +361,14 @@ impl Guard {
         }
     }
 
+    /// Whether the member has credit left at the time of the last
+    /// [`Guard::ready`] (the switch's clock does not move within a round,
+    /// so no refill is due between its frames).
+    #[inline]
+    pub fn has_credit(&self) -> bool {
+        self.bytes.is_none_or(|b| b.tokens > 0) && self.frames.is_none_or(|b| b.tokens > 0)
+    }
+
     /// Charges a frame the member sent (after [`Guard::ready`] allowed it).
     pub fn charge(&mut self, len: usize) {
         if let Some(b) = &mut self.bytes {
@@ -374,12 +396,9 @@ impl Guard {
     }
 
     fn ipv4_allowed(&self, ip: [u8; 4], now: u64) -> bool {
+        let a = u32::from_be_bytes(ip);
         self.leases.iter().any(|l| l.ip == ip && now < l.expires_ns)
-            || self
-                .rules
-                .ipv4
-                .iter()
-                .any(|n| in_net(&ip, &n.addr, n.prefix))
+            || self.v4.iter().any(|&(net, mask)| a & mask == net)
     }
 
     fn ipv6_allowed(&self, ip: &[u8; 16]) -> bool {

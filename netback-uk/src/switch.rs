@@ -241,6 +241,9 @@ pub struct Switch<P: Platform> {
     reply_lens: Vec<usize>,
     /// Port policy items dom0 wrote, by entry.
     policy: PolicyBook,
+    /// Some port may be private (false: no port is, and forwarding skips
+    /// the check).
+    any_private: bool,
 }
 
 /// Net share of `numpages`: lanes are initialised and parked before any
@@ -299,6 +302,7 @@ impl<P: Platform> Switch<P> {
             replies: Vec::new(),
             reply_lens: Vec::new(),
             policy: PolicyBook::default(),
+            any_private: false,
         }
     }
 
@@ -494,6 +498,7 @@ impl<P: Platform> Switch<P> {
         if let Some(lan) = self.lans.get(state.lan).and_then(Option::as_ref) {
             state.guard.set_leases(port_leases(&lan.mgmt, index));
         }
+        self.any_private = self.ports.iter().flatten().any(|q| q.guard.is_private());
     }
 
     /// Port `index`'s policy.
@@ -636,6 +641,7 @@ impl<P: Platform> Switch<P> {
             budget: self.config.budget,
             emitted: 0,
             now,
+            any_private: self.any_private,
         };
         for k in 0..n {
             fwd.serve_port((start + k) % n, &mut round);
@@ -667,6 +673,8 @@ struct Fwd<'s, P: Platform> {
     replies: &'s mut Vec<u8>,
     reply_lens: &'s mut Vec<usize>,
     dests: &'s mut Vec<PortIndex>,
+    /// [`Switch::any_private`].
+    any_private: bool,
     budget: u32,
     /// Frames made so far this round ([`Round::emitted`]).
     emitted: u64,
@@ -834,7 +842,11 @@ impl<'s, P: Platform> Fwd<'s, P> {
     /// Whether port `i` ran out of rate credit (and until when).
     fn out_of_credit(&mut self, i: usize) -> Option<u64> {
         let now = self.now;
-        self.port(i)?.guard.ready(now).err()
+        let guard = &mut self.port(i)?.guard;
+        if guard.has_credit() {
+            return None;
+        }
+        guard.ready(now).err()
     }
 
     fn mark_notify(&mut self, i: usize) {
@@ -918,7 +930,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
                     .extend(lan.ports.iter().copied().filter(|&d| d != src)),
             }
         }
-        if !self.dests.is_empty() {
+        if self.any_private && !self.dests.is_empty() {
             self.keep_allowed(src, src_private, !is_group(&dst));
         }
         let mut held = None;
