@@ -353,17 +353,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
         let kind = dev.kind;
         // Both domains must have published their pages before either changes.
         self.lookup.bootstrap(member)?;
-        // The port's policy items first: no frame passes unlimited.
-        if let (Kind::Network, Some(item)) = (kind, dev.rate) {
-            self.add_policy_item(backend, member, lan_of(dev.param), item, log)?;
-        }
-        let acked = match self.serve(backend, &owner) {
-            Ok(a) => a,
-            Err(e) => {
-                self.clear_policy(backend, member, Some(lan_of(dev.param)));
-                return Err(e);
-            }
-        };
+        let acked = self.serve_with_policy(backend, &owner, dev.rate, log)?;
         log(&format!(
             "domain {backend}: serves a {kind:?} share for domain {member} (share_ref {}, {} pages)",
             acked.share_ref.0, acked.numpages
@@ -474,7 +464,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             disk,
             from: Some(old.peer),
         };
-        self.serve_in_place(backend, owner, index, &still, &gone, log)?;
+        self.serve_in_place(backend, owner, None, index, &still, &gone, log)?;
         log(&format!(
             "domain {member}: disk {disk} (entry {index}) moved from domain {} to the share of domain {backend}",
             old.peer
@@ -525,7 +515,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             domid: member,
             peer: backend,
         };
-        self.serve_in_place(backend, owner, index, &is_ours, &gone, log)?;
+        self.serve_in_place(backend, owner, dev.rate, index, &is_ours, &gone, log)?;
         log(&format!(
             "domain {member}: entry {index} rewritten in place with the new {kind:?} share of domain {backend}"
         ));
@@ -536,17 +526,19 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
     /// member's entry `index` is rewritten in place with that share, if
     /// `still` holds for it yet (else the error `gone` makes). If the
     /// member refuses, the backend's new share is removed again.
+    #[allow(clippy::too_many_arguments)]
     fn serve_in_place(
         &mut self,
         backend: DomId,
         owner: EntryRepr,
+        rate: Option<PolicyItem>,
         index: u32,
         still: &dyn Fn(&EntryRepr) -> bool,
         gone: &dyn Fn() -> ToolError,
         log: Log<'_>,
     ) -> Result<(), ToolError> {
         let member = owner.peer;
-        let acked = self.serve(backend, &owner)?;
+        let acked = self.serve_with_policy(backend, &owner, rate, log)?;
         log(&format!(
             "domain {backend}: serves a {:?} share for domain {member} (share_ref {}, {} pages)",
             owner.kind, acked.share_ref.0, acked.numpages
@@ -602,6 +594,27 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             "domain {backend}: removed the {kind:?} share of domain {member}"
         ));
         Ok(())
+    }
+
+    /// [`Tool::serve`], a network port's rate item written first (no frame
+    /// passes unlimited) and removed again if the port is not made.
+    fn serve_with_policy(
+        &mut self,
+        backend: DomId,
+        owner: &EntryRepr,
+        rate: Option<PolicyItem>,
+        log: Log<'_>,
+    ) -> Result<EntryRepr, ToolError> {
+        let (member, lan) = (owner.peer, lan_of(owner.param));
+        let rate = rate.filter(|_| owner.kind == Kind::Network);
+        if let Some(item) = rate {
+            self.add_policy_item(backend, member, lan, item, log)?;
+        }
+        let served = self.serve(backend, owner);
+        if served.is_err() && rate.is_some() {
+            self.clear_policy(backend, member, Some(lan));
+        }
+        served
     }
 
     /// Writes a port policy item for `member`'s port on LAN `lan` in a free
