@@ -60,9 +60,12 @@ pub const BLKIF_SRING_ENTRY_SIZE: usize = 112;
 pub const BLKIF_RING_SIZE_1_PAGE: u32 = 32;
 
 #[cfg(test)]
+#[path = "../../platforms/xen-header-check.rs"]
+mod xen_headers;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
 
     /// (name, Rust value) pairs, in the order the C program prints them.
     fn rust_layouts() -> Vec<(&'static str, usize)> {
@@ -117,73 +120,12 @@ mod tests {
         ]
     }
 
-    /// The C expression for each name of `rust_layouts`.
-    fn c_expr(name: &str) -> String {
-        if let Some((ty, field)) = name.split_once('.') {
-            return format!("offsetof(struct {ty}, {field})");
-        }
-        if name.chars().next().is_some_and(|c| c.is_ascii_uppercase()) {
-            return format!("(long)({name} < 0 ? -({name}) : {name})");
-        }
-        format!("sizeof(struct {name})")
-    }
-
     #[test]
     fn layouts_match_the_c_compiler() {
-        let headers = std::path::Path::new("/usr/include/xen/xen.h");
-        if !headers.exists() {
-            // `cargo xtask test` installs libxen-dev; a bare `cargo test`
-            // on a machine without it cannot compare.
-            eprintln!("SKIPPED: Xen public headers absent (apt-get install libxen-dev)");
-            return;
-        }
-        let layouts = rust_layouts();
-        let mut prog = String::from(
-            "#include <stdio.h>\n#include <stddef.h>\n#include <stdint.h>\n\
-             #include <xen/xen.h>\n#include <xen/grant_table.h>\n\
-             #include <xen/io/blkif.h>\n#include <xen/io/xenbus.h>\n\
-             #define BLKIF_SRING_ENTRY_SIZE sizeof(union blkif_sring_entry)\n\
-             #define BLKIF_RING_SIZE_1_PAGE __CONST_RING_SIZE(blkif, 4096)\n\
-             int main(void) {\n",
+        xen_headers::check_against_headers(
+            "xen-pv",
+            "#include <xen/xen.h>\n#include <xen/grant_table.h>\n#include <xen/io/blkif.h>\n#include <xen/io/xenbus.h>\n#define BLKIF_SRING_ENTRY_SIZE sizeof(union blkif_sring_entry)\n#define BLKIF_RING_SIZE_1_PAGE __CONST_RING_SIZE(blkif, 4096)\n",
+            &rust_layouts(),
         );
-        for (name, _) in &layouts {
-            prog.push_str(&format!(
-                "    printf(\"%ld\\n\", (long)({}));\n",
-                c_expr(name)
-            ));
-        }
-        prog.push_str("    return 0;\n}\n");
-        let dir = std::env::temp_dir().join(format!("xen-pv-abi-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let src = dir.join("abi.c");
-        let exe = dir.join("abi");
-        std::fs::write(&src, &prog).unwrap();
-        let out = Command::new("cc")
-            .arg("-D__XEN_INTERFACE_VERSION__=0x00040e00")
-            .arg(&src)
-            .arg("-o")
-            .arg(&exe)
-            .output()
-            .expect("a C compiler is required to check the Xen ABI");
-        assert!(
-            out.status.success(),
-            "compiling the Xen ABI check failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let run = Command::new(&exe).output().unwrap();
-        let got: Vec<usize> = String::from_utf8(run.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| l.parse().unwrap())
-            .collect();
-        let _ = std::fs::remove_dir_all(&dir);
-        assert_eq!(got.len(), layouts.len());
-        let wrong: Vec<String> = layouts
-            .iter()
-            .zip(&got)
-            .filter(|((_, rust), c)| rust != *c)
-            .map(|((name, rust), c)| format!("{name}: Rust {rust}, C {c}"))
-            .collect();
-        assert!(wrong.is_empty(), "ABI mismatches: {wrong:#?}");
     }
 }

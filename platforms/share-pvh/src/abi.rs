@@ -302,10 +302,13 @@ pub const HVM_MEMMAP_TYPE_RAM: u32 = 1;
 pub const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 
 #[cfg(test)]
+#[path = "../../xen-header-check.rs"]
+mod xen_headers;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use core::mem::{offset_of, size_of};
-    use std::process::Command;
 
     /// (name, Rust value) pairs, in the order the C program prints them.
     fn rust_layouts() -> Vec<(&'static str, usize)> {
@@ -488,76 +491,13 @@ mod tests {
         ]
     }
 
-    /// The C expression for each name of `rust_layouts`.
-    fn c_expr(name: &str) -> String {
-        if let Some((ty, field)) = name.split_once('.') {
-            return format!("offsetof(struct {ty}, {field})");
-        }
-        if name.chars().next().is_some_and(|c| c.is_ascii_uppercase()) {
-            return format!("(long)({name} < 0 ? -({name}) : {name})");
-        }
-        format!("sizeof(struct {name})")
-    }
-
     #[test]
     fn layouts_match_the_c_compiler() {
-        let headers = std::path::Path::new("/usr/include/xen/xen.h");
-        if !headers.exists() {
-            // `cargo xtask test` installs libxen-dev; a bare `cargo test`
-            // on a machine without it cannot compare.
-            eprintln!("SKIPPED: Xen public headers absent (apt-get install libxen-dev)");
-            return;
-        }
-        let layouts = rust_layouts();
-        let mut prog = String::from(
-            "#include <stdio.h>\n#include <stddef.h>\n#include <stdint.h>\n\
-             #include <xen/xen.h>\n#include <xen/sched.h>\n#include <xen/event_channel.h>\n\
-             #include <xen/grant_table.h>\n#include <xen/memory.h>\n#include <xen/hvm/hvm_op.h>\n\
-             #include <xen/hvm/params.h>\n#include <xen/io/console.h>\n#include <xen/io/xs_wire.h>\n\
-             #include <xen/arch-x86/hvm/start_info.h>\n#include <xen/elfnote.h>\n\
-             #include <xen/event_channel.h>\n\
-             #define EVTCHN_2L_NR_PORTS (sizeof(xen_ulong_t) * 8 * sizeof(xen_ulong_t) * 8)\n\
-             int main(void) {\n",
+        xen_headers::check_against_headers(
+            "share-pvh",
+            "#include <xen/xen.h>\n#include <xen/sched.h>\n#include <xen/event_channel.h>\n#include <xen/grant_table.h>\n#include <xen/memory.h>\n#include <xen/hvm/hvm_op.h>\n#include <xen/hvm/params.h>\n#include <xen/io/console.h>\n#include <xen/io/xs_wire.h>\n#include <xen/arch-x86/hvm/start_info.h>\n#include <xen/elfnote.h>\n#include <xen/event_channel.h>\n#define EVTCHN_2L_NR_PORTS (sizeof(xen_ulong_t) * 8 * sizeof(xen_ulong_t) * 8)\n",
+            &rust_layouts(),
         );
-        for (name, _) in &layouts {
-            prog.push_str(&format!(
-                "    printf(\"%ld\\n\", (long)({}));\n",
-                c_expr(name)
-            ));
-        }
-        prog.push_str("    return 0;\n}\n");
-        let dir = std::env::temp_dir().join(format!("share-hal-xen-abi-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let src = dir.join("abi.c");
-        let exe = dir.join("abi");
-        std::fs::write(&src, &prog).unwrap();
-        let out = Command::new("cc")
-            .arg("-D__XEN_INTERFACE_VERSION__=0x00040e00")
-            .arg(&src)
-            .arg("-o")
-            .arg(&exe)
-            .output()
-            .expect("a C compiler is required to check the Xen ABI");
-        assert!(
-            out.status.success(),
-            "compiling the Xen ABI check failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let run = Command::new(&exe).output().unwrap();
-        let got: Vec<usize> = String::from_utf8(run.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| l.parse().unwrap())
-            .collect();
-        let _ = std::fs::remove_dir_all(&dir);
-        assert_eq!(got.len(), layouts.len());
-        let wrong: Vec<String> = layouts
-            .iter()
-            .zip(&got)
-            .filter(|((_, rust), c)| rust != *c)
-            .map(|((name, rust), c)| format!("{name}: Rust {rust}, C {c}"))
-            .collect();
-        assert!(wrong.is_empty(), "ABI mismatches: {wrong:#?}");
     }
 
     #[test]
