@@ -24,7 +24,6 @@ use harness::*;
 use share_hal::platform::DomId;
 use share_hal::wire::net::features;
 use share_hal::wire::vdevice::{flags, PolicyItem, PortPolicyRepr};
-use share_sim::{temp_socket_path, Broker};
 
 const LAN: u16 = 9;
 const VICTIM: usize = 0;
@@ -34,9 +33,17 @@ const PRIVATE: usize = 3;
 const MEMBERS: [DomId; 4] = [3, 4, 5, 6];
 const PAGES: u32 = 258;
 
-fn exe_dir() -> PathBuf {
+fn netback_bin() -> PathBuf {
+    // target/<profile>/deps/<test>: netback-sim is in target/<profile>.
     let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf()
+    exe.parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("netback-sim")
+}
+
+fn member_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_share-member"))
 }
 
 fn mac_of(ns: &str) -> String {
@@ -76,42 +83,17 @@ fn bound_ports_keep_their_addresses_and_private_ports_reach_only_netback() {
     }
     ensure_tools(&[("busybox", "busybox")]).unwrap();
     let started = Instant::now();
-    let netback_bin = exe_dir().join("netback-sim");
-    assert!(
-        netback_bin.is_file(),
-        "build netback-sim first (--features netback-uk/sim)"
-    );
-    let member_bin = PathBuf::from(env!("CARGO_BIN_EXE_share-member"));
-
-    let sock = temp_socket_path("lan-policy");
-    let mut ns = Netns::create("xsp", MEMBERS.len()).unwrap();
-    ns.clean_sim(&sock);
-    let ns = ns;
-    let _broker = Broker::spawn(&sock).unwrap();
-    let tmp = sock.with_extension("d");
-    std::fs::create_dir_all(&tmp).unwrap();
-    let script = udhcpc_script(&tmp);
-    let mut nb = netback(&netback_bin, &sock, 1, false);
-    let mut members: Vec<Proc> = MEMBERS
-        .iter()
-        .zip(&ns.names)
-        .map(|(&d, n)| member(&member_bin, n, &sock, d, false))
-        .collect();
-    let mut dom0 = Dom0::join(&sock);
+    let mut lan = SimLan::start("xsp", &MEMBERS, &netback_bin(), &member_bin());
     for (k, &d) in MEMBERS.iter().enumerate() {
         let mut f = flags::BIND_ADDRESSES;
         if k == PRIVATE {
             f |= flags::PRIVATE;
         }
-        dom0.plug_with(k as u32, d, LAN, PAGES, features::ALL, f);
+        lan.dom0
+            .plug_with(k as u32, d, LAN, PAGES, features::ALL, f);
     }
-    let n = &ns.names;
-    let mut addrs = Vec::new();
-    for name in n {
-        plugged(name, "xsn0");
-        let (a, _) = dhcp(name, "xsn0", &script).expect("a lease through a bound port");
-        addrs.push(a);
-    }
+    let addrs = lan.leases();
+    let n = &lan.ns.names;
     let victim = addrs[VICTIM];
     let victim_mac = mac_of(&n[VICTIM]);
 
@@ -183,11 +165,11 @@ fn bound_ports_keep_their_addresses_and_private_ports_reach_only_netback() {
         "the victim still answers"
     );
     let drops = wait_for("netback to count the spoofer's frames", 5, || {
-        policy_drops(&nb, SPOOFER).filter(|&d| d >= 6)
+        policy_drops(&lan.nb, SPOOFER).filter(|&d| d >= 6)
     });
     eprintln!("spoofer: {drops} frames dropped by its port's policy");
     assert_eq!(
-        policy_drops(&nb, VICTIM),
+        policy_drops(&lan.nb, VICTIM),
         Some(0),
         "the victim lost nothing"
     );
@@ -198,12 +180,14 @@ fn bound_ports_keep_their_addresses_and_private_ports_reach_only_netback() {
     assert_eq!(ping(&n[PRIVATE], victim, 2), Ok(0));
     assert_eq!(ping(&n[WITNESS], private, 2), Ok(0));
 
-    for m in &mut members {
-        assert!(m.alive(), "{} died: {}", m.tag, m.log_text());
-    }
-    assert!(nb.alive(), "netback-sim died: {}", nb.log_text());
+    lan.check_alive();
     eprintln!("lan_policy: {:.1} s", started.elapsed().as_secs_f64());
 }
+
+/// The rate test's LAN and domains: 0 -> 1 limited (0 sends), 2 -> 3
+/// unlimited.
+const RATE_LAN: u16 = 10;
+const DOMS: [DomId; 4] = [13, 14, 15, 16];
 
 /// The rate of the limited member, as `vdevice --rate 200M` gives it.
 const LIMIT_MBIT: f64 = 200.0;
@@ -215,52 +199,25 @@ fn a_rate_limited_member_sends_at_its_rate_and_an_unlimited_pair_keeps_going() {
         return;
     }
     ensure_tools(&[("busybox", "busybox"), ("iperf3", "iperf3")]).unwrap();
-    let netback_bin = exe_dir().join("netback-sim");
-    assert!(
-        netback_bin.is_file(),
-        "build netback-sim first (--features netback-uk/sim)"
-    );
-    let member_bin = PathBuf::from(env!("CARGO_BIN_EXE_share-member"));
-    const LAN: u16 = 10;
-    // 0 -> 1 limited (0 sends), 2 -> 3 unlimited.
-    let doms: [DomId; 4] = [13, 14, 15, 16];
-    let sock = temp_socket_path("lan-rate");
-    let mut ns = Netns::create("xsr", doms.len()).unwrap();
-    ns.clean_sim(&sock);
-    let ns = ns;
-    let _broker = Broker::spawn(&sock).unwrap();
-    let tmp = sock.with_extension("d");
-    std::fs::create_dir_all(&tmp).unwrap();
-    let script = udhcpc_script(&tmp);
-    let mut nb = netback(&netback_bin, &sock, 1, false);
-    let mut members: Vec<Proc> = doms
-        .iter()
-        .zip(&ns.names)
-        .map(|(&d, n)| member(&member_bin, n, &sock, d, false))
-        .collect();
-    let mut dom0 = Dom0::join(&sock);
+    let mut lan = SimLan::start("xsr", &DOMS, &netback_bin(), &member_bin());
     // The rate item first (entry 10), as vdevice writes it: 200 Mbit/s,
     // a 50 ms burst.
     let rate = PortPolicyRepr {
-        lan: LAN,
-        member: doms[0],
+        lan: RATE_LAN,
+        member: DOMS[0],
         item: PolicyItem::Rate {
             kbit_per_sec: (LIMIT_MBIT * 1000.0) as u32,
             burst_bytes: (LIMIT_MBIT * 1e6 / 8.0 * 0.05) as u32,
             frames_per_sec: 0,
         },
     };
-    let back = dom0.change(NETBACK, 10, &rate.entry());
+    let back = lan.dom0.change(NETBACK, 10, &rate.entry());
     assert_eq!(back.status, 0, "netback refused the rate item");
-    for (k, &d) in doms.iter().enumerate() {
-        dom0.plug(k as u32, d, LAN, PAGES, features::ALL);
+    for (k, &d) in DOMS.iter().enumerate() {
+        lan.dom0.plug(k as u32, d, RATE_LAN, PAGES, features::ALL);
     }
-    let n = &ns.names;
-    let mut addrs = Vec::new();
-    for name in n {
-        plugged(name, "xsn0");
-        addrs.push(dhcp(name, "xsn0", &script).unwrap().0);
-    }
+    let addrs = lan.leases();
+    let n = &lan.ns.names;
     let run = |from: usize, to: usize, port: u16| {
         let _server = IperfServer::start(&n[to], addrs[to], port);
         iperf(&n[from], addrs[to], port, 4, 1).unwrap()
@@ -294,8 +251,5 @@ fn a_rate_limited_member_sends_at_its_rate_and_an_unlimited_pair_keeps_going() {
         free > 0.5 * free_alone,
         "the free pair fell to {free:.0} Mbit/s"
     );
-    for m in &mut members {
-        assert!(m.alive(), "{} died: {}", m.tag, m.log_text());
-    }
-    assert!(nb.alive(), "netback-sim died: {}", nb.log_text());
+    lan.check_alive();
 }

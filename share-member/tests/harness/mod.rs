@@ -548,3 +548,71 @@ pub fn iperf(ns: &str, to: Ipv4Addr, port: u16, secs: u32, streams: u32) -> Resu
         retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
     })
 }
+
+// ---- a whole simulated LAN ------------------------------------------------------
+
+/// A broker, `netback-sim` (reporting every second), one `share-member`
+/// per domain each in a namespace of its own, dom0, and a udhcpc script:
+/// what a LAN test starts with. Dropped members first, namespaces last.
+pub struct SimLan {
+    pub members: Vec<Proc>,
+    pub nb: Proc,
+    pub dom0: Dom0,
+    pub script: PathBuf,
+    _broker: share_sim::Broker,
+    pub ns: Netns,
+}
+
+impl SimLan {
+    /// `tag` names the namespaces and the socket; `netback_bin` is
+    /// `netback-sim`, `member_bin` share-member's binary.
+    pub fn start(tag: &str, doms: &[DomId], netback_bin: &Path, member_bin: &Path) -> SimLan {
+        assert!(
+            netback_bin.is_file(),
+            "{} is not built: test with --features netback-uk/sim (cargo xtask test does)",
+            netback_bin.display()
+        );
+        let sock = share_sim::temp_socket_path(tag);
+        let mut ns = Netns::create(tag, doms.len()).unwrap();
+        ns.clean_sim(&sock);
+        let broker = share_sim::Broker::spawn(&sock).unwrap();
+        let tmp = sock.with_extension("d");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let script = udhcpc_script(&tmp);
+        let nb = netback(netback_bin, &sock, 1, false);
+        let members = doms
+            .iter()
+            .zip(&ns.names)
+            .map(|(&d, n)| member(member_bin, n, &sock, d, false))
+            .collect();
+        let dom0 = Dom0::join(&sock);
+        SimLan {
+            members,
+            nb,
+            dom0,
+            script,
+            _broker: broker,
+            ns,
+        }
+    }
+
+    /// Every member's xsn0 up with a lease, in order; their addresses.
+    pub fn leases(&self) -> Vec<Ipv4Addr> {
+        self.ns
+            .names
+            .iter()
+            .map(|n| {
+                plugged(n, "xsn0");
+                dhcp(n, "xsn0", &self.script).expect("a lease").0
+            })
+            .collect()
+    }
+
+    /// Fails if a process of the LAN died.
+    pub fn check_alive(&mut self) {
+        for m in &mut self.members {
+            assert!(m.alive(), "{} died: {}", m.tag, m.log_text());
+        }
+        assert!(self.nb.alive(), "netback-sim died: {}", self.nb.log_text());
+    }
+}
