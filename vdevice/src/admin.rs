@@ -72,6 +72,8 @@ pub enum AdminError {
     },
     /// The host refused (giving a disk, listing domains).
     Host(String),
+    /// An option that does not hold (said before anything changes).
+    Usage(String),
     /// A step on a domain's page failed; what was done was undone. `who`
     /// is that domain's name, when known.
     Step {
@@ -112,7 +114,7 @@ impl fmt::Display for AdminError {
                 "{device} is a read-write disk and domain {member} already has it; a disk shared \
                  by several domains is made read-only (--ro)"
             ),
-            AdminError::Host(e) => write!(f, "{e}"),
+            AdminError::Host(e) | AdminError::Usage(e) => write!(f, "{e}"),
             AdminError::Step { device, err, who } => {
                 write!(f, "{device}: {err}")?;
                 if let Some(name) = who {
@@ -148,6 +150,58 @@ pub struct CreateOpts {
     pub private: bool,
     /// Net: what each member may send.
     pub rate: Option<NetRate>,
+    /// Net: (member as typed: name or id, `ADDR/PREFIX`) each member may
+    /// send from besides its leases.
+    pub addresses: Vec<(String, String)>,
+}
+
+/// The `--ip` networks, checked and given to the members by name; an
+/// unknown member or a malformed network is refused before anything
+/// changes.
+fn assigned(
+    addresses: &[(String, String)],
+    members: &[DomainInfo],
+) -> Result<Vec<crate::record::Assigned>, AdminError> {
+    let mut out: Vec<crate::record::Assigned> = Vec::new();
+    for (who, net) in addresses {
+        let Some(m) = members
+            .iter()
+            .find(|m| m.name == *who || m.domid.to_string() == *who)
+        else {
+            return Err(AdminError::Usage(format!(
+                "--ip {who}={net}: {who} is not one of the LAN's members"
+            )));
+        };
+        crate::record::parse_net(0, 0, net).map_err(AdminError::Usage)?;
+        if out.iter().filter(|a| a.member == m.name).count() >= crate::record::MAX_ADDRESSES {
+            return Err(AdminError::Usage(format!(
+                "--ip: at most {} networks for {}",
+                crate::record::MAX_ADDRESSES,
+                m.name
+            )));
+        }
+        out.push(crate::record::Assigned {
+            member: m.name.clone(),
+            net: net.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// The entry spec of a recorded device for one of its members: [`spec`]
+/// with the networks assigned to that member.
+pub fn spec_for(dev: &Device, member: &str) -> DeviceSpec {
+    let mut s = spec(dev);
+    if let What::Net { lan, addresses, .. } = &dev.what {
+        let mine = addresses
+            .iter()
+            .filter(|a| a.member == member)
+            .filter_map(|a| crate::record::parse_net(*lan, 0, &a.net).ok());
+        for (slot, item) in s.ips.iter_mut().zip(mine) {
+            *slot = Some(item.item);
+        }
+    }
+    s
 }
 
 /// The entry spec of a recorded device.
@@ -158,7 +212,9 @@ pub fn spec(dev: &Device) -> DeviceSpec {
             bind_addresses,
             private,
             rate,
+            ..
         } => DeviceSpec {
+            ips: crate::NO_IPS,
             rate: rate.map(|r| PolicyItem::Rate {
                 kbit_per_sec: r.kbit_per_sec,
                 burst_bytes: r.burst_bytes,
@@ -183,6 +239,7 @@ pub fn spec(dev: &Device) -> DeviceSpec {
             flags: if *read_only { flags::READ_ONLY } else { 0 },
             param: *disk,
             rate: None,
+            ips: crate::NO_IPS,
         },
     }
 }
@@ -395,11 +452,13 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
         device: &str,
         backend: DomId,
         members: &[DomainInfo],
-        dev: DeviceSpec,
+        device_record: &Device,
         log: Log<'_>,
     ) -> Result<(), AdminError> {
+        let dev = spec(device_record);
         for (i, m) in members.iter().enumerate() {
-            if let Err(err) = self.tool.connect(backend, m.domid, dev, log) {
+            let mine = spec_for(device_record, &m.name);
+            if let Err(err) = self.tool.connect(backend, m.domid, mine, log) {
                 for done in &members[..i] {
                     let _ = self.tool.disconnect_device(
                         backend,
@@ -447,6 +506,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
                 bind_addresses: opts.bind_addresses,
                 private: opts.private,
                 rate: opts.rate,
+                addresses: assigned(&opts.addresses, &members)?,
             },
             backend: Domain::new(&backend.name, backend.domid),
             features: opts.features.unwrap_or(NET_FEATURES),
@@ -457,7 +517,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
                 .collect(),
             stale: None,
         };
-        self.connect_all(&name, backend.domid, &members, spec(&dev), log)?;
+        self.connect_all(&name, backend.domid, &members, &dev, log)?;
         record.devices.push(dev);
         Ok(name)
     }
@@ -515,7 +575,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
                 .collect(),
             stale: None,
         };
-        if let Err(e) = self.connect_all(&name, backend.domid, &members, spec(&dev), log) {
+        if let Err(e) = self.connect_all(&name, backend.domid, &members, &dev, log) {
             log(&format!(
                 "domain {}: keeps {} unserved until it restarts (see Host::attach_disk)",
                 backend.domid, attached.vdev
@@ -536,7 +596,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
     ) -> Result<(), AdminError> {
         let domains = self.domains()?;
         let (dev, backend, m) = check_add(record, &domains, name, member)?;
-        self.connect_all(name, backend, std::slice::from_ref(&m), spec(&dev), log)?;
+        self.connect_all(name, backend, std::slice::from_ref(&m), &dev, log)?;
         if let Some(d) = record.device_mut(name) {
             d.members.push(Domain::new(&m.name, m.domid));
         }
@@ -619,7 +679,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
         let s = spec(&dev);
         let backend = live_backend(&domains, &dev);
         if let Some(b) = backend {
-            let mut removed: Vec<DomId> = Vec::new();
+            let mut removed: Vec<(DomId, String)> = Vec::new();
             for m in &dev.members {
                 let Some(old) = m.domid else { continue };
                 let live = by_name(&domains, &m.name).is_some_and(|d| d.domid == old);
@@ -630,11 +690,11 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
                     free_owner(self.tool, b, old, s, log)
                 };
                 match r {
-                    Ok(()) if live => removed.push(old),
+                    Ok(()) if live => removed.push((old, m.name.clone())),
                     Ok(()) => {}
                     Err(err) => {
-                        for &again in &removed {
-                            let _ = self.tool.connect(b, again, s, log);
+                        for (again, who) in &removed {
+                            let _ = self.tool.connect(b, *again, spec_for(&dev, who), log);
                         }
                         return Err(AdminError::Step {
                             device: name.to_string(),
@@ -903,6 +963,7 @@ impl DeviceView {
                 bind_addresses,
                 private,
                 rate,
+                addresses,
             } => {
                 if *bind_addresses {
                     policy.push("bind-addresses".to_string());
@@ -912,6 +973,9 @@ impl DeviceView {
                 }
                 if let Some(r) = rate {
                     policy.push(format!("rate {r}"));
+                }
+                for a in addresses {
+                    policy.push(format!("{} {}", a.member, a.net));
                 }
                 ("net", Some(*lan), None, None, None)
             }

@@ -119,7 +119,14 @@ fn device<P: Platform, L: Lookup, H: Host>(
                     pass.changed = true;
                 }
             }
-            Some(id) if m.domid.is_none() => match join(tool, dev.stale, b, id, s, log) {
+            Some(id) if m.domid.is_none() => match join(
+                tool,
+                dev.stale,
+                b,
+                id,
+                crate::admin::spec_for(dev, &m.name),
+                log,
+            ) {
                 Ok(()) => {
                     log(&format!(
                         "{name}: domain {} ({id}) is connected again",

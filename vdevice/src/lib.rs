@@ -155,7 +155,13 @@ pub struct DeviceSpec {
     /// Network: each port's rate limit, a port policy item written before
     /// the port (docs/protocol.md, "Port policy").
     pub rate: Option<PolicyItem>,
+    /// Network: the networks this member may send from besides its
+    /// leases (`--ip`), items written before the port too.
+    pub ips: [Option<PolicyItem>; record::MAX_ADDRESSES],
 }
+
+/// A [`DeviceSpec`] without assigned networks.
+pub const NO_IPS: [Option<PolicyItem>; record::MAX_ADDRESSES] = [None; record::MAX_ADDRESSES];
 
 /// Whether `e` is a port policy item (not a device).
 pub fn is_policy_item(e: &EntryRepr) -> bool {
@@ -353,7 +359,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
         let kind = dev.kind;
         // Both domains must have published their pages before either changes.
         self.lookup.bootstrap(member)?;
-        let acked = self.serve_with_policy(backend, &owner, dev.rate, log)?;
+        let acked = self.serve_with_policy(backend, &owner, dev.rate, &dev.ips, log)?;
         log(&format!(
             "domain {backend}: serves a {kind:?} share for domain {member} (share_ref {}, {} pages)",
             acked.share_ref.0, acked.numpages
@@ -515,7 +521,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             domid: member,
             peer: backend,
         };
-        self.serve_in_place(backend, owner, dev.rate, index, &is_ours, &gone, log)?;
+        self.serve_in_place(backend, owner, Some(&dev), index, &is_ours, &gone, log)?;
         log(&format!(
             "domain {member}: entry {index} rewritten in place with the new {kind:?} share of domain {backend}"
         ));
@@ -531,14 +537,15 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
         &mut self,
         backend: DomId,
         owner: EntryRepr,
-        rate: Option<PolicyItem>,
+        policy: Option<&DeviceSpec>,
         index: u32,
         still: &dyn Fn(&EntryRepr) -> bool,
         gone: &dyn Fn() -> ToolError,
         log: Log<'_>,
     ) -> Result<(), ToolError> {
         let member = owner.peer;
-        let acked = self.serve_with_policy(backend, &owner, rate, log)?;
+        let (rate, ips) = policy.map_or((None, &NO_IPS[..]), |d| (d.rate, &d.ips[..]));
+        let acked = self.serve_with_policy(backend, &owner, rate, ips, log)?;
         log(&format!(
             "domain {backend}: serves a {:?} share for domain {member} (share_ref {}, {} pages)",
             owner.kind, acked.share_ref.0, acked.numpages
@@ -603,15 +610,24 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
         backend: DomId,
         owner: &EntryRepr,
         rate: Option<PolicyItem>,
+        ips: &[Option<PolicyItem>],
         log: Log<'_>,
     ) -> Result<EntryRepr, ToolError> {
         let (member, lan) = (owner.peer, lan_of(owner.param));
-        let rate = rate.filter(|_| owner.kind == Kind::Network);
-        if let Some(item) = rate {
-            self.add_policy_item(backend, member, lan, item, log)?;
+        let items: Vec<PolicyItem> = rate
+            .into_iter()
+            .chain(ips.iter().flatten().copied())
+            .filter(|_| owner.kind == Kind::Network)
+            .collect();
+        let mut served = Ok(());
+        for item in &items {
+            served = self.add_policy_item(backend, member, lan, *item, log);
+            if served.is_err() {
+                break;
+            }
         }
-        let served = self.serve(backend, owner);
-        if served.is_err() && rate.is_some() {
+        let served = served.and_then(|()| self.serve(backend, owner));
+        if served.is_err() && !items.is_empty() {
             self.clear_policy(backend, member, Some(lan));
         }
         served

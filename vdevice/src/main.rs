@@ -29,6 +29,8 @@ Named devices (recorded in /var/lib/xen-share/vdevice.json, or --record / $VDEVI
   vdevice --create net a b --bind-addresses --private   # a LAN whose ports keep to their
                                            # DHCP addresses and reach only netback-uk
   vdevice --create net a b --rate 100M     # each member sends at most 100 Mbit/s
+  vdevice --create net a b --bind-addresses --ip a=192.168.5.7/32   # a may also send
+                                           # from 192.168.5.7
   vdevice --add net0 guest-b               # guest-b joins the LAN
   vdevice --remove net0 5                  # domain 5 leaves it
   vdevice --destroy blk0                   # every member leaves (blkback-uk keeps the file,
@@ -101,6 +103,15 @@ struct Cli {
     /// default 50ms); more waits in the member's queue, nothing is dropped.
     #[arg(long, value_name = "RATE", requires = "create")]
     rate: Option<String>,
+    /// With --create net: MEMBER may also send from ADDR/PREFIX (IPv4, or
+    /// an IPv6 network of at most 64 bits), besides its DHCP leases;
+    /// repeat for more (at most 8 a member). With --bind-addresses.
+    #[arg(
+        long = "ip",
+        value_name = "MEMBER=ADDR/PREFIX",
+        requires = "bind_addresses"
+    )]
+    ips: Vec<String>,
     /// With --create net: the ports reach netback-uk's endpoint (DHCP,
     /// ping) but not each other (client isolation).
     #[arg(long, requires = "create")]
@@ -348,6 +359,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 // "Network ports in vdevice entries").
                 param: if net { u64::from(lan) << 48 } else { disk },
                 rate: None,
+                ips: vdevice::NO_IPS,
             };
             for m in members {
                 tool.connect(backend, m, dev, &mut log)?;
@@ -387,7 +399,22 @@ enum Action {
     List,
 }
 
+/// `--ip MEMBER=ADDR/PREFIX` options, each checked.
+fn ip_options(ips: &[String]) -> Result<Vec<(String, String)>, String> {
+    ips.iter()
+        .map(|o| {
+            let (who, net) = o
+                .split_once('=')
+                .filter(|(w, _)| !w.is_empty())
+                .ok_or_else(|| format!("--ip {o}: MEMBER=ADDR/PREFIX"))?;
+            vdevice::record::parse_net(0, 0, net)?;
+            Ok((who.to_string(), net.to_string()))
+        })
+        .collect()
+}
+
 fn cli_actions(cli: &Cli) -> Result<Action, String> {
+    ip_options(&cli.ips)?;
     if (cli.bind_addresses || cli.private || cli.rate.is_some()) && cli.create.is_none() {
         return Err("--bind-addresses, --private and --rate go with --create net".into());
     }
@@ -507,6 +534,7 @@ fn seed(action: &Action, cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             .as_deref()
             .map(vdevice::record::NetRate::parse)
             .transpose()?,
+        addresses: ip_options(&cli.ips)?,
     };
     if let Action::CreateBlock(source, _) = action {
         admin::check_source(source)?;
@@ -863,6 +891,30 @@ mod tests {
         let c = parse(&["--create", "net", "a", "--bind-addresses", "--private"]).unwrap();
         assert!(c.bind_addresses && c.private);
         assert!(matches!(cli_actions(&c), Ok(Action::CreateNet(_))));
+        let c = parse(&[
+            "--create",
+            "net",
+            "a",
+            "--bind-addresses",
+            "--ip",
+            "a=10.1.0.5/32",
+            "--ip",
+            "a=2001:db8::/64",
+        ])
+        .unwrap();
+        assert_eq!(ip_options(&c.ips).unwrap().len(), 2);
+        // --ip needs --bind-addresses, and a member and a network.
+        assert!(parse(&["--create", "net", "a", "--ip", "a=10.1.0.5/32"]).is_err());
+        let c = parse(&[
+            "--create",
+            "net",
+            "a",
+            "--bind-addresses",
+            "--ip",
+            "10.1.0.5/32",
+        ])
+        .unwrap();
+        assert!(cli_actions(&c).is_err());
         let c = parse(&["--create", "block", "/f", "a", "--private"]).unwrap();
         assert_eq!(
             cli_actions(&c).err().as_deref(),

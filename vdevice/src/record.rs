@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use share_hal::platform::DomId;
+use share_hal::wire::vdevice::{PolicyItem, PortPolicyRepr};
 
 /// Where the record lives unless `--record` or `VDEVICE_RECORD` say
 /// otherwise.
@@ -94,6 +95,9 @@ pub enum What {
         private: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rate: Option<NetRate>,
+        /// Networks members may send from besides their leases (`--ip`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        addresses: Vec<Assigned>,
     },
     /// A disk of blkback-uk: `source` given to the backend domain as the
     /// vbd `vdev` (`xl block-attach`), its disk `disk` there.
@@ -103,6 +107,47 @@ pub enum What {
         vdev: String,
         disk: u64,
     },
+}
+
+/// An address (network) one member may send from, as `--ip` gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assigned {
+    /// The member, by name.
+    pub member: String,
+    /// `ADDR/PREFIX`, IPv4 (prefix up to 32) or IPv6 (up to 64).
+    pub net: String,
+}
+
+/// At most this many `--ip` networks per member (what a port takes).
+pub const MAX_ADDRESSES: usize = 8;
+
+/// The policy item of `ADDR/PREFIX` (IPv4 up to /32, IPv6 up to /64: the
+/// rest of an IPv6 address is the interface's).
+pub fn parse_net(lan: u16, member: DomId, net: &str) -> Result<PortPolicyRepr, String> {
+    let bad = |why: &str| format!("--ip {net}: {why} (e.g. 192.168.5.7/32 or 2001:db8:5::/64)");
+    let (addr, prefix) = net.split_once('/').ok_or_else(|| bad("ADDR/PREFIX"))?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad("the prefix is a number"))?;
+    let item = match addr
+        .parse::<std::net::IpAddr>()
+        .map_err(|_| bad("not an address"))?
+    {
+        std::net::IpAddr::V4(a) if prefix <= 32 => PolicyItem::Ipv4 {
+            addr: a.octets(),
+            prefix,
+        },
+        std::net::IpAddr::V6(a) if prefix <= 64 => {
+            let o = a.octets();
+            if o[8..] != [0; 8] {
+                return Err(bad("an IPv6 network of at most 64 bits (the rest is zero)"));
+            }
+            let mut n = [0u8; 8];
+            n.copy_from_slice(&o[..8]);
+            PolicyItem::Ipv6 { net: n, prefix }
+        }
+        _ => return Err(bad("the prefix is longer than the address")),
+    };
+    Ok(PortPolicyRepr { lan, member, item })
 }
 
 /// A port's rate limit as `--rate` gave it.
@@ -407,6 +452,7 @@ mod tests {
                         bind_addresses: false,
                         private: false,
                         rate: None,
+                        addresses: vec![],
                     },
                     backend: Domain::new("netback-uk", 1),
                     features: 0xb,
@@ -468,6 +514,7 @@ mod tests {
                 bind_addresses: false,
                 private: false,
                 rate: None,
+                ..
             }
         ));
         assert_eq!(crate::admin::spec(dev).flags, 0);
@@ -475,6 +522,7 @@ mod tests {
         bound.what = What::Net {
             lan: 0,
             bind_addresses: true,
+            addresses: vec![],
             private: true,
             rate: Some(NetRate::parse("100M").unwrap()),
         };
@@ -490,6 +538,34 @@ mod tests {
         assert!(crate::admin::spec(&back).rate.is_some());
         // Without a policy the record reads as before.
         assert!(!serde_json::to_string(dev).unwrap().contains("private"));
+    }
+
+    #[test]
+    fn assigned_networks_parse_as_policy_items() {
+        assert_eq!(
+            parse_net(7, 3, "192.168.5.0/24").unwrap().item,
+            PolicyItem::Ipv4 {
+                addr: [192, 168, 5, 0],
+                prefix: 24
+            }
+        );
+        assert_eq!(
+            parse_net(7, 3, "2001:db8:5::/64").unwrap().item,
+            PolicyItem::Ipv6 {
+                net: [0x20, 0x01, 0x0d, 0xb8, 0, 5, 0, 0],
+                prefix: 64
+            }
+        );
+        for bad in [
+            "192.168.5.1",
+            "192.168.5.1/33",
+            "2001:db8::1/128",
+            "2001:db8::/65",
+            "x/8",
+            "10.0.0.1/-1",
+        ] {
+            assert!(parse_net(7, 3, bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

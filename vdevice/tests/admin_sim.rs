@@ -53,6 +53,7 @@ fn a_lans_policy_goes_in_its_owner_entries_and_the_switch_takes_it() {
         bind_addresses: true,
         private: true,
         rate: Some(NetRate::parse("100M/10ms").unwrap()),
+        addresses: vec![("guest-a".into(), "192.168.5.7/32".into())],
         ..CreateOpts::default()
     };
     let mut admin = Admin {
@@ -83,15 +84,25 @@ fn a_lans_policy_goes_in_its_owner_entries_and_the_switch_takes_it() {
         .collect();
     assert_eq!(
         items,
-        [PortPolicyRepr {
-            lan: 0,
-            member: 3,
-            item: PolicyItem::Rate {
-                kbit_per_sec: 100_000,
-                burst_bytes: 125_000,
-                frames_per_sec: 0
+        [
+            PortPolicyRepr {
+                lan: 0,
+                member: 3,
+                item: PolicyItem::Rate {
+                    kbit_per_sec: 100_000,
+                    burst_bytes: 125_000,
+                    frames_per_sec: 0
+                }
+            },
+            PortPolicyRepr {
+                lan: 0,
+                member: 3,
+                item: PolicyItem::Ipv4 {
+                    addr: [192, 168, 5, 7],
+                    prefix: 32
+                }
             }
-        }]
+        ]
     );
     let view = Admin {
         tool: &mut tool,
@@ -101,9 +112,30 @@ fn a_lans_policy_goes_in_its_owner_entries_and_the_switch_takes_it() {
     .unwrap();
     let shown = view[0].to_string();
     assert!(
-        shown.contains("bind-addresses, private, rate 100Mbit/s"),
+        shown.contains(
+            "bind-addresses, private, rate 100Mbit/s, burst 125000 B, guest-a 192.168.5.7/32"
+        ),
         "{shown}"
     );
+    // An --ip for a domain that is not a member changes nothing.
+    let stranger = CreateOpts {
+        bind_addresses: true,
+        addresses: vec![("guest-z".into(), "10.0.0.1/32".into())],
+        ..CreateOpts::default()
+    };
+    let before = entries(&mut tool, 1).len();
+    let err = Admin {
+        tool: &mut tool,
+        host: &mut h,
+    }
+    .create_net(&mut rec, &stranger, &args(&["guest-a"]), &mut log)
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("guest-z is not one of the LAN's members"),
+        "{err}"
+    );
+    assert_eq!(entries(&mut tool, 1).len(), before);
     // Destroying the LAN takes the items with the ports.
     Admin {
         tool: &mut tool,
@@ -157,6 +189,7 @@ fn lans_by_name_with_members_by_name_or_id() {
             bind_addresses: false,
             private: false,
             rate: None,
+            addresses: vec![],
         }
     );
     assert_eq!(

@@ -160,6 +160,7 @@ fn recorded_lan(dir: &Path) {
             bind_addresses: false,
             private: false,
             rate: None,
+            addresses: vec![],
         },
         backend: Domain::new("netback-uk", 1),
         features: 0xb,

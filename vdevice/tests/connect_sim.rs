@@ -58,6 +58,7 @@ fn connect_then_disconnect_a_member() {
         flags: 0,
         param: 0,
         rate: None,
+        ips: vdevice::NO_IPS,
     };
     let mut lines = Vec::new();
     tool.connect(1, 3, net, &mut |s| lines.push(s.to_string()))
@@ -150,6 +151,7 @@ fn a_domain_that_never_acknowledges_gets_a_clear_error_in_time() {
         flags: 0,
         param: 0,
         rate: None,
+        ips: vdevice::NO_IPS,
     };
     let t0 = tool.platform.now_ns();
     let e = tool.connect(1, 3, net, &mut |_| {}).unwrap_err();
@@ -194,6 +196,7 @@ fn the_longest_timeout_does_not_overflow_the_deadline() {
         flags: 0,
         param: 0,
         rate: None,
+        ips: vdevice::NO_IPS,
     };
     tool.connect(1, 3, net, &mut |_| {}).unwrap();
     stop.store(true, Ordering::Relaxed);

@@ -72,6 +72,7 @@ const DISK: DeviceSpec = DeviceSpec {
     flags: flags::READ_ONLY,
     param: 2,
     rate: None,
+    ips: vdevice::NO_IPS,
 };
 
 #[test]
@@ -94,6 +95,7 @@ fn a_disk_moves_to_a_restarted_server_in_place() {
         flags: 0,
         param: 0,
         rate: None,
+        ips: vdevice::NO_IPS,
     };
     tool.connect(1, 3, net, &mut |_| {}).unwrap();
     tool.connect(1, 3, DISK, &mut |_| {}).unwrap();
