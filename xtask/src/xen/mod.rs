@@ -169,6 +169,7 @@ pub fn tier() -> Result<u64> {
         ("net", None),
         ("xenshare", None),
         ("net-modules", None),
+        ("net-policy", None),
         ("blk-ram", None),
         ("blk-modules", None),
         ("xenshare-dev", None),
