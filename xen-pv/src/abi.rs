@@ -59,6 +59,56 @@ pub const BLKIF_SRING_ENTRY_SIZE: usize = 112;
 /// `__CONST_RING_SIZE(blkif, 4096)`: entries of a one-page ring.
 pub const BLKIF_RING_SIZE_1_PAGE: u32 = 32;
 
+// io/netif.h: the network device rings (`netif_tx_sring`,
+// `netif_rx_sring`, one page each; the ring header as for blkif).
+pub const NETTXF_CSUM_BLANK: u16 = 1 << 0;
+pub const NETTXF_DATA_VALIDATED: u16 = 1 << 1;
+pub const NETTXF_MORE_DATA: u16 = 1 << 2;
+pub const NETTXF_EXTRA_INFO: u16 = 1 << 3;
+pub const NETRXF_DATA_VALIDATED: u16 = 1 << 0;
+pub const NETRXF_CSUM_BLANK: u16 = 1 << 1;
+pub const NETRXF_MORE_DATA: u16 = 1 << 2;
+pub const NETRXF_EXTRA_INFO: u16 = 1 << 3;
+pub const NETRXF_GSO_PREFIX: u16 = 1 << 4;
+pub const NETIF_RSP_DROPPED: i16 = -2;
+pub const NETIF_RSP_ERROR: i16 = -1;
+pub const NETIF_RSP_OKAY: i16 = 0;
+/// An extra info slot's status in the tx ring.
+pub const NETIF_RSP_NULL: i16 = 1;
+pub const XEN_NETIF_EXTRA_TYPE_GSO: u8 = 1;
+pub const XEN_NETIF_EXTRA_TYPE_MAX: u8 = 5;
+pub const XEN_NETIF_EXTRA_FLAG_MORE: u8 = 1 << 0;
+pub const XEN_NETIF_GSO_TYPE_TCPV4: u8 = 1;
+pub const XEN_NETIF_GSO_TYPE_TCPV6: u8 = 2;
+/// Slots a backend must accept for one packet.
+pub const XEN_NETIF_NR_SLOTS_MIN: u32 = 18;
+pub const XEN_NETIF_MAX_TX_SIZE: u32 = 0xffff;
+/// `struct netif_tx_request`: gref u32, offset u16, flags u16, id u16,
+/// size u16.
+pub const NETIF_TX_REQUEST_SIZE: usize = 12;
+pub const NETIF_TX_REQUEST_GREF: usize = 0;
+pub const NETIF_TX_REQUEST_OFFSET: usize = 4;
+pub const NETIF_TX_REQUEST_FLAGS: usize = 6;
+pub const NETIF_TX_REQUEST_ID: usize = 8;
+pub const NETIF_TX_REQUEST_SIZE_FIELD: usize = 10;
+/// `struct netif_tx_response`: id u16, status i16.
+pub const NETIF_TX_RESPONSE_SIZE: usize = 4;
+/// `struct netif_rx_request`: id u16, pad u16, gref u32.
+pub const NETIF_RX_REQUEST_SIZE: usize = 8;
+pub const NETIF_RX_REQUEST_GREF: usize = 4;
+/// `struct netif_rx_response`: id u16, offset u16, flags u16, status i16.
+pub const NETIF_RX_RESPONSE_SIZE: usize = 8;
+pub const NETIF_RX_RESPONSE_OFFSET: usize = 2;
+pub const NETIF_RX_RESPONSE_FLAGS: usize = 4;
+pub const NETIF_RX_RESPONSE_STATUS: usize = 6;
+/// `struct netif_extra_info`: type u8, flags u8, then (GSO) size u16,
+/// type u8, pad u8, features u16.
+pub const NETIF_EXTRA_INFO_SIZE: usize = 8;
+/// Entries of a one-page tx ring: `__CONST_RING_SIZE(netif_tx, 4096)`.
+pub const NETIF_TX_RING_SIZE: u32 = 256;
+/// Entries of a one-page rx ring: `__CONST_RING_SIZE(netif_rx, 4096)`.
+pub const NETIF_RX_RING_SIZE: u32 = 256;
+
 #[cfg(test)]
 #[path = "../../platforms/xen-header-check.rs"]
 mod xen_headers;
@@ -70,6 +120,57 @@ mod tests {
     /// (name, Rust value) pairs, in the order the C program prints them.
     fn rust_layouts() -> Vec<(&'static str, usize)> {
         vec![
+            ("netif_tx_request", NETIF_TX_REQUEST_SIZE),
+            ("netif_tx_request.gref", NETIF_TX_REQUEST_GREF),
+            ("netif_tx_request.offset", NETIF_TX_REQUEST_OFFSET),
+            ("netif_tx_request.flags", NETIF_TX_REQUEST_FLAGS),
+            ("netif_tx_request.id", NETIF_TX_REQUEST_ID),
+            ("netif_tx_request.size", NETIF_TX_REQUEST_SIZE_FIELD),
+            ("netif_tx_response", NETIF_TX_RESPONSE_SIZE),
+            ("netif_rx_request", NETIF_RX_REQUEST_SIZE),
+            ("netif_rx_request.gref", NETIF_RX_REQUEST_GREF),
+            ("netif_rx_response", NETIF_RX_RESPONSE_SIZE),
+            ("netif_rx_response.offset", NETIF_RX_RESPONSE_OFFSET),
+            ("netif_rx_response.flags", NETIF_RX_RESPONSE_FLAGS),
+            ("netif_rx_response.status", NETIF_RX_RESPONSE_STATUS),
+            ("netif_extra_info", NETIF_EXTRA_INFO_SIZE),
+            ("NETTXF_csum_blank", NETTXF_CSUM_BLANK as usize),
+            ("NETTXF_data_validated", NETTXF_DATA_VALIDATED as usize),
+            ("NETTXF_more_data", NETTXF_MORE_DATA as usize),
+            ("NETTXF_extra_info", NETTXF_EXTRA_INFO as usize),
+            ("NETRXF_data_validated", NETRXF_DATA_VALIDATED as usize),
+            ("NETRXF_csum_blank", NETRXF_CSUM_BLANK as usize),
+            ("NETRXF_more_data", NETRXF_MORE_DATA as usize),
+            ("NETRXF_extra_info", NETRXF_EXTRA_INFO as usize),
+            ("NETRXF_gso_prefix", NETRXF_GSO_PREFIX as usize),
+            ("NETIF_RSP_DROPPED", 2),
+            ("NETIF_RSP_ERROR", 1),
+            ("NETIF_RSP_OKAY", 0),
+            ("NETIF_RSP_NULL", NETIF_RSP_NULL as usize),
+            (
+                "XEN_NETIF_EXTRA_TYPE_GSO",
+                XEN_NETIF_EXTRA_TYPE_GSO as usize,
+            ),
+            (
+                "XEN_NETIF_EXTRA_TYPE_MAX",
+                XEN_NETIF_EXTRA_TYPE_MAX as usize,
+            ),
+            (
+                "XEN_NETIF_EXTRA_FLAG_MORE",
+                XEN_NETIF_EXTRA_FLAG_MORE as usize,
+            ),
+            (
+                "XEN_NETIF_GSO_TYPE_TCPV4",
+                XEN_NETIF_GSO_TYPE_TCPV4 as usize,
+            ),
+            (
+                "XEN_NETIF_GSO_TYPE_TCPV6",
+                XEN_NETIF_GSO_TYPE_TCPV6 as usize,
+            ),
+            ("XEN_NETIF_NR_SLOTS_MIN", XEN_NETIF_NR_SLOTS_MIN as usize),
+            ("XEN_NETIF_MAX_TX_SIZE", XEN_NETIF_MAX_TX_SIZE as usize),
+            ("NETIF_TX_RING_SIZE", NETIF_TX_RING_SIZE as usize),
+            ("NETIF_RX_RING_SIZE", NETIF_RX_RING_SIZE as usize),
             (
                 "XenbusStateInitialising",
                 XENBUS_STATE_INITIALISING as usize,
@@ -124,7 +225,7 @@ mod tests {
     fn layouts_match_the_c_compiler() {
         xen_headers::check_against_headers(
             "xen-pv",
-            "#include <xen/xen.h>\n#include <xen/grant_table.h>\n#include <xen/io/blkif.h>\n#include <xen/io/xenbus.h>\n#define BLKIF_SRING_ENTRY_SIZE sizeof(union blkif_sring_entry)\n#define BLKIF_RING_SIZE_1_PAGE __CONST_RING_SIZE(blkif, 4096)\n",
+            "#include <xen/xen.h>\n#include <xen/grant_table.h>\n#include <xen/io/blkif.h>\n#include <xen/io/xenbus.h>\n#include <xen/io/netif.h>\n#define NETIF_TX_RING_SIZE __CONST_RING_SIZE(netif_tx, 4096)\n#define NETIF_RX_RING_SIZE __CONST_RING_SIZE(netif_rx, 4096)\n#define BLKIF_SRING_ENTRY_SIZE sizeof(union blkif_sring_entry)\n#define BLKIF_RING_SIZE_1_PAGE __CONST_RING_SIZE(blkif, 4096)\n",
             &rust_layouts(),
         );
     }

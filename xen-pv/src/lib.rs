@@ -8,6 +8,8 @@
 //! is in [`abi`], checked against Xen's public headers.
 //!
 //! - [`blkif`]: the block device ring (`io/blkif.h`).
+//! - [`netif`]: the network device rings (`io/netif.h`), over the generic
+//!   [`ring`] (netback-uk's uplink, issue 21: not used by a program yet).
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -15,3 +17,5 @@ extern crate alloc;
 
 pub mod abi;
 pub mod blkif;
+pub mod netif;
+pub mod ring;

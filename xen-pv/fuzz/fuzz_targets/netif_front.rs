@@ -1,0 +1,112 @@
+//! The netif front end (`xen_pv::netif::NetFront`) against a hostile
+//! backend that may write any word of either ring page between our sends,
+//! posts, publishes, takes and waits. Input: a script, one operation per
+//! byte plus its operands.
+//!
+//! Checked besides "no panic": every tx response taken names an id that
+//! was in flight (and frees it), every rx one a posted buffer, with a
+//! frame inside its page; a take never yields more than the ring's size;
+//! once the front end said "protocol error" the script stops (the device
+//! is unusable, as the uplink will treat it).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use share_hal::SharedMem;
+use xen_pv::netif::{NetFront, RxDone, TxFrame, MAX_IDS};
+
+#[repr(align(4096))]
+struct Page([u8; 4096]);
+
+struct Script<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl Script<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = self.data.get(self.at).copied();
+        self.at += 1;
+        b
+    }
+    fn half(&mut self) -> u16 {
+        u16::from_le_bytes([self.byte().unwrap_or(0), self.byte().unwrap_or(0)])
+    }
+    fn word(&mut self) -> u32 {
+        u32::from_le_bytes([(); 4].map(|_| self.byte().unwrap_or(0)))
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut tx = Box::new(Page([0; 4096]));
+    let mut rx = Box::new(Page([0; 4096]));
+    let (txm, rxm) = (SharedMem::from_slice(&mut tx.0), SharedMem::from_slice(&mut rx.0));
+    let mut nf = NetFront::init(txm, rxm).unwrap();
+    let mut s = Script { data, at: 0 };
+    // What we believe is in flight, kept apart from the front end's own.
+    let mut in_flight = [false; MAX_IDS as usize];
+    let mut posted = [false; MAX_IDS as usize];
+    while let Some(op) = s.byte() {
+        let r = match op % 8 {
+            0 => {
+                let f = TxFrame {
+                    id: s.half() % (MAX_IDS + 2),
+                    gref: s.word(),
+                    offset: s.half() % 4200,
+                    len: s.half() % 4200,
+                    flags: u16::from(s.byte().unwrap_or(0) % 16),
+                };
+                let r = nf.send(&f);
+                if let Ok(true) = r {
+                    assert!(!in_flight[usize::from(f.id)]);
+                    in_flight[usize::from(f.id)] = true;
+                }
+                r.map(drop)
+            }
+            1 => {
+                let id = s.half() % (MAX_IDS + 2);
+                let r = nf.post(id, s.word());
+                if let Ok(true) = r {
+                    assert!(!posted[usize::from(id)]);
+                    posted[usize::from(id)] = true;
+                }
+                r.map(drop)
+            }
+            2 => nf.publish().map(drop),
+            3 => {
+                let mut ok = true;
+                let r = nf.take_tx(|id, _| {
+                    ok &= std::mem::replace(&mut in_flight[usize::from(id)], false);
+                });
+                assert!(ok, "a tx response for an id not in flight was let through");
+                if let Ok(n) = r {
+                    assert!(n <= 256);
+                }
+                r.map(drop)
+            }
+            4 => {
+                let mut ok = true;
+                let r = nf.take_rx(|d| {
+                    ok &= std::mem::replace(&mut posted[usize::from(d.id())], false);
+                    if let RxDone::Frame { offset, len, .. } = d {
+                        ok &= u32::from(offset) + u32::from(len) <= 4096 && len > 0;
+                    }
+                });
+                assert!(ok, "an rx response for a buffer not posted, or out of its page");
+                r.map(drop)
+            }
+            5 => nf.prepare_wait().map(drop),
+            // The backend writes a word anywhere in either page.
+            6 | 7 => {
+                let page = if op % 8 == 6 { &txm } else { &rxm };
+                let at = usize::from(s.half() % 1024) * 4;
+                let v = s.word();
+                page.store_u32(at, v, std::sync::atomic::Ordering::Release).unwrap();
+                Ok(())
+            }
+            _ => unreachable!(),
+        };
+        if let Err(share_hal::Error::Protocol { .. }) = r {
+            return;
+        }
+    }
+});

@@ -1,0 +1,221 @@
+//! The front end against a backend written here byte by byte (the layouts
+//! of `io/netif.h`), honest first, then lying.
+use super::*;
+use crate::ring::back::{respond, take_requests, BackState};
+use alloc::vec::Vec;
+
+#[repr(align(4096))]
+struct Page([u8; 4096]);
+
+struct Rig {
+    tx: Box<Page>,
+    rx: Box<Page>,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        Rig {
+            tx: Box::new(Page([0; 4096])),
+            rx: Box::new(Page([0; 4096])),
+        }
+    }
+}
+
+fn tx_rsp(id: u16, status: i16) -> [u8; 4] {
+    let mut b = [0u8; 4];
+    b[..2].copy_from_slice(&id.to_le_bytes());
+    b[2..].copy_from_slice(&status.to_le_bytes());
+    b
+}
+
+fn rx_rsp(id: u16, offset: u16, flags: u16, status: i16) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[..2].copy_from_slice(&id.to_le_bytes());
+    b[2..4].copy_from_slice(&offset.to_le_bytes());
+    b[4..6].copy_from_slice(&flags.to_le_bytes());
+    b[6..].copy_from_slice(&status.to_le_bytes());
+    b
+}
+
+fn frame(id: u16) -> TxFrame {
+    TxFrame {
+        id,
+        gref: 100 + u32::from(id),
+        offset: 64,
+        len: 1514,
+        flags: NETTXF_CSUM_BLANK,
+    }
+}
+
+#[test]
+fn frames_go_out_and_come_in_through_an_honest_backend() {
+    let mut rig = Rig::new();
+    let (txm, rxm) = (
+        SharedMem::from_slice(&mut rig.tx.0),
+        SharedMem::from_slice(&mut rig.rx.0),
+    );
+    let (txp, rxp) = (txm, rxm);
+    let mut nf = NetFront::init(txm, rxm).unwrap();
+    for id in 0..4 {
+        assert!(nf.send(&frame(id)).unwrap());
+        assert!(nf.post(id, 200 + u32::from(id)).unwrap());
+    }
+    assert!(nf.publish().unwrap(), "a fresh backend asks to be told");
+    // The backend reads what we asked, as dom0's netback does.
+    let (mut bt, mut br) = (BackState::default(), BackState::default());
+    let mut reqs = Vec::new();
+    take_requests::<12>(&txp, &mut bt, |r| reqs.push(r)).unwrap();
+    assert_eq!(reqs.len(), 4);
+    let r = reqs[2];
+    assert_eq!(u32::from_le_bytes([r[0], r[1], r[2], r[3]]), 102);
+    assert_eq!(u16::from_le_bytes([r[4], r[5]]), 64);
+    assert_eq!(u16::from_le_bytes([r[6], r[7]]), NETTXF_CSUM_BLANK);
+    assert_eq!(u16::from_le_bytes([r[8], r[9]]), 2);
+    assert_eq!(u16::from_le_bytes([r[10], r[11]]), 1514);
+    let mut posted = Vec::new();
+    take_requests::<8>(&rxp, &mut br, |r| posted.push(r)).unwrap();
+    assert_eq!(
+        u32::from_le_bytes([posted[3][4], posted[3][5], posted[3][6], posted[3][7]]),
+        203
+    );
+    for id in [1u16, 0, 3, 2] {
+        respond::<12>(&txp, &mut bt, &tx_rsp(id, NETIF_RSP_OKAY)).unwrap();
+    }
+    respond::<8>(&rxp, &mut br, &rx_rsp(2, 0, NETRXF_DATA_VALIDATED, 60)).unwrap();
+    respond::<8>(&rxp, &mut br, &rx_rsp(0, 0, 0, NETIF_RSP_ERROR)).unwrap();
+    let mut sent = Vec::new();
+    assert_eq!(nf.take_tx(|id, st| sent.push((id, st))).unwrap(), 4);
+    assert_eq!(sent, [(1, 0), (0, 0), (3, 0), (2, 0)]);
+    assert!(!nf.tx_busy(2));
+    let mut got = Vec::new();
+    nf.take_rx(|d| got.push(d)).unwrap();
+    assert_eq!(
+        got,
+        [
+            RxDone::Frame {
+                id: 2,
+                offset: 0,
+                len: 60,
+                flags: NETRXF_DATA_VALIDATED
+            },
+            RxDone::Empty {
+                id: 0,
+                status: NETIF_RSP_ERROR
+            }
+        ]
+    );
+    assert!(nf.rx_posted(1) && !nf.rx_posted(2));
+    // Parked and resumed, nothing is lost.
+    let st = nf.park();
+    let nf = NetFront::resume(txm, rxm, st).unwrap();
+    assert!(nf.rx_posted(3));
+}
+
+#[test]
+fn what_we_send_is_checked_before_the_ring_sees_it() {
+    let mut rig = Rig::new();
+    let mut nf = NetFront::init(
+        SharedMem::from_slice(&mut rig.tx.0),
+        SharedMem::from_slice(&mut rig.rx.0),
+    )
+    .unwrap();
+    let mut f = frame(1);
+    assert!(nf.send(&f).unwrap());
+    assert!(nf.send(&f).is_err(), "an id in flight");
+    f.id = MAX_IDS;
+    assert!(nf.send(&f).is_err());
+    f = frame(2);
+    f.offset = 4000;
+    assert!(nf.send(&f).is_err(), "past its page");
+    f = frame(2);
+    f.flags = NETTXF_MORE_DATA;
+    assert!(nf.send(&f).is_err());
+    f = frame(2);
+    f.len = 0;
+    assert!(nf.send(&f).is_err());
+    assert!(nf.post(5, 1).unwrap());
+    assert!(nf.post(5, 1).is_err());
+}
+
+/// A backend that lies once, after one honest exchange; the front end
+/// must refuse the lie.
+fn lie(tx: Option<[u8; 4]>, rx: Option<[u8; 8]>, extra_responses: u32) -> Result<()> {
+    let mut rig = Rig::new();
+    let (txm, rxm) = (
+        SharedMem::from_slice(&mut rig.tx.0),
+        SharedMem::from_slice(&mut rig.rx.0),
+    );
+    let (txp, rxp) = (txm, rxm);
+    let mut nf = NetFront::init(txm, rxm).unwrap();
+    nf.send(&frame(7)).unwrap();
+    nf.post(9, 1).unwrap();
+    nf.publish().unwrap();
+    let (mut bt, mut br) = (BackState::default(), BackState::default());
+    if let Some(t) = tx {
+        respond::<12>(&txp, &mut bt, &t)?;
+    }
+    if let Some(r) = rx {
+        respond::<8>(&rxp, &mut br, &r)?;
+    }
+    for _ in 0..extra_responses {
+        respond::<12>(&txp, &mut bt, &tx_rsp(7, 0))?;
+    }
+    nf.take_tx(|_, _| {})?;
+    nf.take_rx(|_| {})?;
+    Ok(())
+}
+
+#[test]
+fn every_lie_of_the_backend_is_a_protocol_error() {
+    assert!(lie(Some(tx_rsp(7, 0)), Some(rx_rsp(9, 10, 0, 60)), 0).is_ok());
+    let protocol = |r: Result<()>| matches!(r, Err(Error::Protocol { .. }));
+    // Tx: an id never sent, a status of an extra slot or none at all, more
+    // responses than requests.
+    assert!(protocol(lie(Some(tx_rsp(8, 0)), None, 0)));
+    assert!(protocol(lie(Some(tx_rsp(7, NETIF_RSP_NULL)), None, 0)));
+    assert!(protocol(lie(Some(tx_rsp(7, -7)), None, 0)));
+    assert!(protocol(lie(Some(tx_rsp(7, 0)), None, 1)));
+    // Rx: a buffer never posted, a frame out of its page, flags we never
+    // allowed, a status below the defined errors.
+    assert!(protocol(lie(None, Some(rx_rsp(8, 0, 0, 60)), 0)));
+    assert!(protocol(lie(None, Some(rx_rsp(9, 4000, 0, 200)), 0)));
+    assert!(protocol(lie(
+        None,
+        Some(rx_rsp(9, 0, NETRXF_MORE_DATA, 60)),
+        0
+    )));
+    assert!(protocol(lie(
+        None,
+        Some(rx_rsp(9, 0, NETRXF_EXTRA_INFO, 60)),
+        0
+    )));
+    assert!(protocol(lie(
+        None,
+        Some(rx_rsp(9, 0, NETRXF_GSO_PREFIX, 60)),
+        0
+    )));
+    assert!(protocol(lie(None, Some(rx_rsp(9, 0, 0, -9)), 0)));
+    // A frame that ends exactly at its page's end is fine.
+    assert!(lie(None, Some(rx_rsp(9, 4000, 0, 96)), 0).is_ok());
+}
+
+#[test]
+fn a_full_ring_says_so_and_takes_again_after_responses() {
+    let mut rig = Rig::new();
+    let (txm, rxm) = (
+        SharedMem::from_slice(&mut rig.tx.0),
+        SharedMem::from_slice(&mut rig.rx.0),
+    );
+    let txp = txm;
+    let mut nf = NetFront::init(txm, rxm).unwrap();
+    for id in 0..MAX_IDS {
+        assert!(nf.send(&frame(id)).unwrap());
+    }
+    nf.publish().unwrap();
+    // All 256 ids are in flight: none is free to try, the ring is full.
+    let mut bt = BackState::default();
+    take_requests::<12>(&txp, &mut bt, |_| {}).unwrap();
+    respond::<12>(&txp, &mut bt, &tx_rsp(5, 0)).unwrap();
+    assert_eq!(nf.take_tx(|_, _| {}).unwrap(), 1);
+    assert!(nf.send(&frame(5)).unwrap());
+}
