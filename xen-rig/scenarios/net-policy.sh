@@ -21,6 +21,12 @@ port_report() {
     grep -a "dom $1 " "$(dom_log netback-uk)" | tail -n 1
 }
 
+# load NAME: xensnet (and xenshare with it); the vdevice page is out.
+load() {
+    dom_expect "$1" "vdevice page published" 'modprobe xensnet || exit 1
+dmesg | grep -E "xenshare|xensnet"'
+}
+
 make_lan() {
     vdevice --timeout 60 --create net "$A" "$B" "$@" || return 1
     vdevice --list
@@ -105,6 +111,8 @@ step create-b 120 dom_create /rig/domu/linux-pv.cfg $B
 step netback-ready 120 dom_wait netback-uk "netback-uk: ready"
 step boot-a 180 dom_wait $A @@READY
 step boot-b 180 dom_wait $B @@READY
+step load-a 60 load $A
+step load-b 60 load $B
 step bound-lan 180 make_lan --bind-addresses --rate ${RATE_KBIT}K
 step leases 180 leases
 step ping-a-b 90 ping_ok $A "$(addr $B)"
