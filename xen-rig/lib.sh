@@ -363,3 +363,64 @@ until [ -f /tmp/writer.end ]; do
     sleep 0.2
 done"
 }
+
+# ---- a disk server destroyed under a writer (blk-domu, blk-modules) -----
+
+# chunk_writer DOM CHUNKS: in DOM, CHUNKS x 1 MiB into /mnt/during, each
+# chunk with fsync (a blk flush), in the background; returns once 3
+# chunks are on the disk, so a destroy comes mid-stream (64 chunks: about
+# 6 s of margin at the fastest seen, 10 MiB/s on an idle host). Its
+# checksum goes to /tmp/sums with the others.
+chunk_writer() {
+    dom_run "$1" "
+dd if=/dev/urandom of=/tmp/during bs=1M count=$2 2>/dev/null || exit 1
+md5sum /tmp/during | sed 's|/tmp/during|/mnt/during|' >> /tmp/sums
+cat > /tmp/writer.sh <<'EOF2'
+i=0
+while [ \$i -lt $2 ]; do
+    dd if=/tmp/during of=/mnt/during bs=1M skip=\$i seek=\$i count=1 conv=notrunc,fsync 2>/dev/null || { echo \"dd failed at chunk \$i\" > /tmp/writer.rc; exit 1; }
+    i=\$((i + 1))
+    echo \$i > /tmp/writer.progress
+done
+sync && echo ok > /tmp/writer.rc
+EOF2
+rm -f /tmp/writer.rc /tmp/writer.progress
+setsid sh /tmp/writer.sh > /dev/null 2>&1 < /dev/null &
+i=0
+until [ \"\$(cat /tmp/writer.progress 2>/dev/null)\" -ge 3 ] 2>/dev/null; do
+    i=\$((i + 1)); [ \$i -gt 600 ] && { echo 'the writer does not get going'; exit 1; }
+    [ -e /tmp/writer.rc ] && { cat /tmp/writer.rc; exit 1; }
+    sleep 0.2
+done
+echo \"writer at chunk \$(cat /tmp/writer.progress) of $2\""
+}
+
+# destroy_blkback: `xl destroy blkback-uk`, its id kept in /tmp/old-id.
+destroy_blkback() {
+    _id=$(xl domid blkback-uk) || return 1
+    xl destroy blkback-uk || return 1
+    while xl domid blkback-uk >/dev/null 2>&1; do sleep 0.2; done
+    echo "destroyed blkback-uk (domain $_id)"
+    echo "$_id" > /tmp/old-id
+}
+
+# chunk_writer_stuck DOM CHUNKS: the writer is stuck: not finished, no
+# progress over 5 s.
+chunk_writer_stuck() {
+    dom_run "$1" "
+a=\$(cat /tmp/writer.progress)
+sleep 5
+b=\$(cat /tmp/writer.progress)
+echo \"writer at chunk \$a, 5 s later \$b, of $2; finished: \$(cat /tmp/writer.rc 2>/dev/null || echo no)\"
+[ ! -e /tmp/writer.rc ] && [ \"\$a\" = \"\$b\" ] && [ \"\$b\" -lt $2 ]"
+}
+
+# reconnect_disk DOM: blkback-uk runs again under a new id; DOM's disk 0
+# moves to it (`vdevice reconnect disk`).
+reconnect_disk() {
+    _new=$(xl domid blkback-uk) || return 1
+    echo "blkback-uk was domain $(cat /tmp/old-id), is now domain $_new"
+    [ "$_new" != "$(cat /tmp/old-id)" ] || return 1
+    vdevice --timeout 60 reconnect disk --backend "$_new" --disk 0 "$(xl domid "$1")" || return 1
+    vdevice show "$(xl domid "$1")"
+}

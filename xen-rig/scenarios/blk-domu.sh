@@ -101,60 +101,6 @@ echo 3 > /proc/sys/vm/drop_caches
 md5sum -c /tmp/sums'
 }
 
-# The writer: CHUNKS x 1 MiB into /mnt/during, each chunk with fsync (a
-# blk flush), in the background; this step returns once 3 chunks are on
-# the disk, so the destroy comes mid-stream (64 chunks: about 6 s of margin at
-# the fastest seen, 10 MiB/s on an idle host).
-start_writer() {
-    dom_run $U "
-dd if=/dev/urandom of=/tmp/during bs=1M count=$CHUNKS 2>/dev/null || exit 1
-md5sum /tmp/during | sed 's|/tmp/during|/mnt/during|' >> /tmp/sums
-cat > /tmp/writer.sh <<'EOF'
-i=0
-while [ \$i -lt $CHUNKS ]; do
-    dd if=/tmp/during of=/mnt/during bs=1M skip=\$i seek=\$i count=1 conv=notrunc,fsync 2>/dev/null || { echo \"dd failed at chunk \$i\" > /tmp/writer.rc; exit 1; }
-    i=\$((i + 1))
-    echo \$i > /tmp/writer.progress
-done
-sync && echo ok > /tmp/writer.rc
-EOF
-rm -f /tmp/writer.rc /tmp/writer.progress
-setsid sh /tmp/writer.sh > /dev/null 2>&1 < /dev/null &
-i=0
-until [ \"\$(cat /tmp/writer.progress 2>/dev/null)\" -ge 3 ] 2>/dev/null; do
-    i=\$((i + 1)); [ \$i -gt 600 ] && { echo 'the writer does not get going'; exit 1; }
-    [ -e /tmp/writer.rc ] && { cat /tmp/writer.rc; exit 1; }
-    sleep 0.2
-done
-echo \"writer at chunk \$(cat /tmp/writer.progress) of $CHUNKS\""
-}
-
-destroy() {
-    _id=$(xl domid blkback-uk) || return 1
-    xl destroy blkback-uk || return 1
-    while xl domid blkback-uk >/dev/null 2>&1; do sleep 0.2; done
-    echo "destroyed blkback-uk (domain $_id)"
-    echo "$_id" > /tmp/old-id
-}
-
-# The writer is stuck: not finished, no progress over 5 s.
-writer_stuck() {
-    dom_run $U "
-a=\$(cat /tmp/writer.progress)
-sleep 5
-b=\$(cat /tmp/writer.progress)
-echo \"writer at chunk \$a, 5 s later \$b, of $CHUNKS; finished: \$(cat /tmp/writer.rc 2>/dev/null || echo no)\"
-[ ! -e /tmp/writer.rc ] && [ \"\$a\" = \"\$b\" ] && [ \"\$b\" -lt $CHUNKS ]"
-}
-
-reconnect() {
-    _new=$(xl domid blkback-uk) || return 1
-    echo "blkback-uk was domain $(cat /tmp/old-id), is now domain $_new"
-    [ "$_new" != "$(cat /tmp/old-id)" ] || return 1
-    vdevice --timeout 60 reconnect disk --backend "$_new" --disk 0 "$(xl domid $U)" || return 1
-    vdevice show "$(xl domid $U)"
-}
-
 # The writer completes through the new blkback-uk; the member re-issued
 # the requests the destroyed one left unanswered.
 writes_complete() {
@@ -208,7 +154,7 @@ grep -q 'disk closed (.* errors 0, ' /tmp/share-member.log"
 
 # What reached dom0's file is the same clean file system.
 image_fsck() {
-    destroy || return 1
+    destroy_blkback || return 1
     e2fsck -f -n "$IMG"
     _rc=$?
     echo "e2fsck -f of dom0's image file: exit status $_rc"
@@ -226,13 +172,13 @@ step connect 120 connect
 step device 90 device_up
 step mkfs 300 make_fs
 step write 300 write_files
-step writer 300 start_writer
-step destroy 60 destroy
-step writer-stuck 60 writer_stuck
+step writer 300 chunk_writer $U $CHUNKS
+step destroy 60 destroy_blkback
+step writer-stuck 60 chunk_writer_stuck $U $CHUNKS
 step recreate 120 blk_create
 step ready-again 180 dom_wait blkback-uk "blkback-uk: ready"
 step disk-again 30 disk_line
-step reconnect 120 reconnect
+step reconnect 120 reconnect_disk $U
 step writes-complete 500 writes_complete
 step verify 300 verify
 step stop-member 60 stop_member
