@@ -19,6 +19,24 @@ pub struct Args {
     cmd: Cmd,
 }
 
+/// `--debian N`: the release the rig is made from.
+#[derive(clap::Args)]
+struct Debian {
+    /// The Debian release whose Xen and kernel the rig runs (12, 13).
+    /// Default: 12.
+    #[arg(long = "debian", value_name = "N")]
+    debian: Option<u32>,
+}
+
+impl Debian {
+    fn release(&self) -> Result<&'static setup::Release> {
+        match self.debian {
+            Some(n) => setup::release(n),
+            None => Ok(setup::DEFAULT_RELEASE),
+        }
+    }
+}
+
 #[derive(clap::Subcommand)]
 enum Cmd {
     /// Download and unpack Xen, the kernel and QEMU 7.2 under target/
@@ -29,9 +47,14 @@ enum Cmd {
         /// newer kernel ABI, a security update of Xen).
         #[arg(long)]
         refresh: bool,
+        #[command(flatten)]
+        debian: Debian,
     },
     /// Setup, build the guest modules, then the dom0 and domU initramfs images.
-    Build,
+    Build {
+        #[command(flatten)]
+        debian: Debian,
+    },
     /// Setup, build, boot Xen and run xen-rig/scenarios/SCENARIO.sh in dom0.
     Run {
         scenario: String,
@@ -44,19 +67,21 @@ enum Cmd {
         /// Echo the serial console (Xen and dom0) as it comes.
         #[arg(short, long)]
         verbose: bool,
+        #[command(flatten)]
+        debian: Debian,
     },
 }
 
 pub fn run(args: Args) -> Result<()> {
     match args.cmd {
-        Cmd::Setup { refresh } => {
-            let s = rig_setup(refresh)?;
+        Cmd::Setup { refresh, debian } => {
+            let s = rig_setup(debian.release()?, refresh)?;
             eprintln!("xen setup: {}", s.describe());
             Ok(())
         }
-        Cmd::Build => {
-            let s = rig_setup(false)?;
-            crate::modules::build(&s.kernel_release)?;
+        Cmd::Build { debian } => {
+            let s = rig_setup(debian.release()?, false)?;
+            crate::modules::build_for(s.release)?;
             image::build(&s).map(|_| ())
         }
         Cmd::Run {
@@ -64,39 +89,51 @@ pub fn run(args: Args) -> Result<()> {
             expect_fail,
             timeout,
             verbose,
-        } => boot_and_run(run::Options {
-            scenario,
-            expect_fail,
-            timeout: Duration::from_secs(timeout),
-            verbose,
-        }),
+            debian,
+        } => {
+            let rel = debian.release()?;
+            let (s, images) = prepare_for(rel, scenario.starts_with("hostile"))?;
+            run::run(
+                &s,
+                &images,
+                &run::Options {
+                    scenario,
+                    expect_fail,
+                    timeout: Duration::from_secs(timeout),
+                    verbose,
+                },
+            )
+        }
     }
 }
 
-/// The rig of the default release, set up; an error says it was the
-/// set-up that failed, and at which step.
-fn rig_setup(refresh: bool) -> Result<setup::Setup> {
-    setup::setup(setup::DEFAULT_RELEASE, refresh).context("rig set-up failed")
+/// The rig of `rel`, set up; an error says it was the set-up that
+/// failed, and at which step.
+fn rig_setup(rel: &'static setup::Release, refresh: bool) -> Result<setup::Setup> {
+    setup::setup(rel, refresh).with_context(|| format!("rig set-up failed ({})", rel.describe()))
 }
 
-/// The rig set up, fresh guest modules (the images carry them) and
-/// unikernel images (dom0's /images/; with `test_images`, the test-only
-/// hostile backends too), the rig images: what a scenario boots. Each
-/// part's error names it.
+/// [`prepare_for`] the default release.
 pub fn prepare(test_images: bool) -> Result<(setup::Setup, image::Images)> {
-    let s = rig_setup(false)?;
-    crate::modules::build(&s.kernel_release).context("building the guest modules failed")?;
+    prepare_for(setup::DEFAULT_RELEASE, test_images)
+}
+
+/// The rig of `rel` set up, fresh guest modules for its kernel (the
+/// images carry them) and unikernel images (dom0's /images/; with
+/// `test_images`, the test-only hostile backends too), the rig images:
+/// what a scenario boots. Each part's error names it.
+pub fn prepare_for(
+    rel: &'static setup::Release,
+    test_images: bool,
+) -> Result<(setup::Setup, image::Images)> {
+    let s = rig_setup(rel, false)?;
+    crate::modules::build_for(rel).context("building the guest modules failed")?;
     crate::images::build(&[]).context("building the unikernel images failed")?;
     if test_images {
         crate::images::build_test_images().context("building the test-only images failed")?;
     }
     let images = image::build(&s).context("building the rig images failed")?;
     Ok((s, images))
-}
-
-fn boot_and_run(opts: run::Options) -> Result<()> {
-    let (s, images) = prepare(opts.scenario.starts_with("hostile"))?;
-    run::run(&s, &images, &opts)
 }
 
 /// One scenario on a prepared rig (for `cargo xtask demo`).
@@ -133,10 +170,10 @@ pub fn tier() -> Result<u64> {
         eprintln!("<== xen tier: {name} in {:.1} s", t.elapsed().as_secs_f64());
     };
     let t = Instant::now();
-    let s = rig_setup(false)?;
+    let s = rig_setup(setup::DEFAULT_RELEASE, false)?;
     phase("setup", t);
     let t = Instant::now();
-    crate::modules::build(&s.kernel_release)?;
+    crate::modules::build_for(s.release)?;
     crate::images::build(&[])?;
     crate::images::build_test_images()?;
     let images = image::build(&s)?;
