@@ -259,4 +259,4 @@ pub fn tier() -> Result<u64> {
 }
 
 /// The scenarios the xen tier runs on Debian 13's rig too.
-const DEBIAN_13_TIER: &[&str] = &["smoke"];
+const DEBIAN_13_TIER: &[&str] = &["smoke", "selftest"];
