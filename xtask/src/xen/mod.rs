@@ -1,5 +1,6 @@
 //! `cargo xtask xen`: real Xen nested in QEMU (TCG), from Debian 12's
-//! packages (Xen 4.17, Linux 6.1).
+//! packages (Xen 4.17, Linux 6.1; the default) or Debian 13's (Xen 4.20,
+//! Linux 6.12; `--debian 13`).
 //!
 //! `setup` fetches and unpacks the Debian packages, `build` makes the dom0
 //! and domU initramfs images, `run SCENARIO` boots Xen and runs one of
@@ -163,8 +164,10 @@ pub use run::logs_dir;
 /// release and purge without a trace, smoke must pass, a scenario whose
 /// domU command fails must fail at that step with its logs kept, the PVH
 /// self-test must pass, netback-uk must switch two Linux domUs (`net`), and
-/// the guest kernel transport must join and leave a share (`xenshare`).
-/// Returns the number of scenarios that ended as expected.
+/// the guest kernel transport must join and leave a share (`xenshare`),
+/// and the rest of the scenarios on Debian 12; then [`DEBIAN_13_TIER`] on
+/// Debian 13's rig (Xen 4.20, Linux 6.12). Returns the number of scenarios
+/// that ended as expected.
 pub fn tier() -> Result<u64> {
     let phase = |name: &str, t: Instant| {
         eprintln!("<== xen tier: {name} in {:.1} s", t.elapsed().as_secs_f64());
