@@ -1,8 +1,9 @@
 //! The dom0 and domU initramfs images (`cargo xtask xen build`).
 //!
 //! Both are busybox systems assembled from the unpacked packages, the
-//! host's libraries (the host is bookworm, like the packages) and the
-//! project's own files. What goes in is listed in `xen-rig/README.md`;
+//! libraries of the release (the host's for the host's release, its build
+//! root's for another: see [`Setup::libroot`]) and the project's own
+//! files. What goes in is listed in `xen-rig/README.md`;
 //! the constants below are the extension points other parts of the project
 //! add to.
 use std::collections::{BTreeMap, BTreeSet};

@@ -6,6 +6,12 @@
 //! installs are the kernel headers (guest modules are built against them,
 //! and their Makefile refers to the `-common` tree by absolute path).
 //!
+//! The host's release comes from the host's apt. Another release (Debian
+//! 13 on a bookworm host) comes from apt in its debootstrap build root
+//! ([`build_root`]), which downloads its packages and holds its headers
+//! and the libraries its images carry; its rig runs the host release's
+//! QEMU 7.2.
+//!
 //! What a run resolved (the kernel ABI, every package's version) is recorded
 //! in `target/xen-rig/debian-N/resolved.json`. Later runs take the record
 //! and never ask the archive while its packages are cached; they refresh the
