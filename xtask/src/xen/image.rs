@@ -1,8 +1,9 @@
 //! The dom0 and domU initramfs images (`cargo xtask xen build`).
 //!
 //! Both are busybox systems assembled from the unpacked packages, the
-//! host's libraries (the host is bookworm, like the packages) and the
-//! project's own files. What goes in is listed in `xen-rig/README.md`;
+//! libraries of the release (the host's for the host's release, its build
+//! root's for another: see [`Setup::libroot`]) and the project's own
+//! files. What goes in is listed in `xen-rig/README.md`;
 //! the constants below are the extension points other parts of the project
 //! add to.
 use std::collections::{BTreeMap, BTreeSet};
@@ -125,17 +126,77 @@ pub struct Images {
     pub dom0: PathBuf,
 }
 
-/// Where a library the loader resolved ends up in the image.
-fn image_path(tree: &Path, lib: &Path) -> String {
-    match lib.strip_prefix(tree) {
-        Ok(rel) => rel.display().to_string(),
-        Err(_) => lib.display().to_string(),
+/// Where the images take their programs' libraries from: the unpacked
+/// packages first, then `libroot` (`/`, the host, for the host's release;
+/// the release's build root for another).
+#[derive(Clone, Copy)]
+struct Libs<'a> {
+    tree: &'a Path,
+    libroot: &'a Path,
+}
+
+impl Libs<'_> {
+    fn of(s: &Setup) -> Libs<'_> {
+        Libs {
+            tree: &s.tree,
+            libroot: &s.libroot,
+        }
+    }
+
+    fn host(&self) -> bool {
+        self.libroot == Path::new("/")
+    }
+
+    /// Where a file the loader resolved comes from and where it ends up
+    /// in the image: a library of the tree or of the root at its path
+    /// there; a path outside both (the interpreter, `/lib64/ld-linux...`,
+    /// as the program names it) from the root.
+    fn locate(&self, path: &Path) -> Result<(PathBuf, String)> {
+        for base in [self.tree, self.libroot] {
+            if let Ok(rel) = path.strip_prefix(base) {
+                return Ok((path.to_path_buf(), rel.display().to_string()));
+            }
+        }
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        let src = self.libroot.join(rel);
+        if !src.exists() {
+            bail!("{} is not in {}", path.display(), self.libroot.display());
+        }
+        Ok((src, rel.display().to_string()))
+    }
+
+    /// What the loader lists for `src`: the host's `ldd` for the host's
+    /// release, else the root's own loader (`ld.so --list`), searching
+    /// the tree's and the root's library directories before anything of
+    /// the host's.
+    fn list(&self, src: &Path) -> Result<std::process::Output> {
+        let dirs = |base: &Path| {
+            ["usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"]
+                .map(|d| base.join(d).display().to_string())
+                .join(":")
+        };
+        let mut c = if self.host() {
+            let mut c = Command::new("ldd");
+            c.arg(src).env("LD_LIBRARY_PATH", dirs(self.tree));
+            c
+        } else {
+            let mut c = Command::new(self.libroot.join("lib64/ld-linux-x86-64.so.2"));
+            c.arg("--library-path")
+                .arg(format!("{}:{}", dirs(self.tree), dirs(self.libroot)))
+                .arg("--list")
+                .arg(src)
+                .env_remove("LD_LIBRARY_PATH");
+            c
+        };
+        c.output()
+            .with_context(|| format!("could not start {:?}", c.get_program()))
     }
 }
 
-/// Copies the ELF `src` to `at` with every library `ldd` resolves for it
-/// (the Xen libraries from the unpacked tree, the rest from the host).
-fn add_program(a: &mut Archive, tree: &Path, at: &str, src: &Path) -> Result<()> {
+/// Copies the ELF `src` to `at` with every library the loader resolves
+/// for it (the Xen libraries from the unpacked tree, the rest from the
+/// library root, see [`Libs`]).
+fn add_program(a: &mut Archive, libs: Libs, at: &str, src: &Path) -> Result<()> {
     a.file(at, src)?;
     let head = fs::read(src)
         .map(|b| b.get(..4) == Some(b"\x7fELF"))
@@ -143,19 +204,28 @@ fn add_program(a: &mut Archive, tree: &Path, at: &str, src: &Path) -> Result<()>
     if !head {
         return Ok(()); // a script: copied as it is
     }
-    let libpath = format!(
-        "{}:{}",
-        tree.join("usr/lib/x86_64-linux-gnu").display(),
-        tree.join("lib/x86_64-linux-gnu").display()
-    );
-    let out = Command::new("ldd")
+    let is_static = Command::new("readelf")
+        .arg("-l")
         .arg(src)
-        .env("LD_LIBRARY_PATH", libpath)
         .output()
-        .context("could not start ldd")?;
+        .map(|o| !String::from_utf8_lossy(&o.stdout).contains("INTERP"))
+        .unwrap_or(false);
+    if is_static {
+        return Ok(());
+    }
+    let out = libs.list(src)?;
     let text = String::from_utf8_lossy(&out.stdout);
-    if text.contains("not a dynamic executable") || !out.status.success() {
+    if text.contains("not a dynamic executable") {
         return Ok(()); // static
+    }
+    if !out.status.success() {
+        bail!(
+            "listing the libraries of {} failed ({}): {}{}",
+            src.display(),
+            out.status,
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     for line in text.lines() {
         let line = line.trim();
@@ -171,10 +241,9 @@ fn add_program(a: &mut Archive, tree: &Path, at: &str, src: &Path) -> Result<()>
                 .filter(|p| p.starts_with('/')),
         };
         let Some(path) = path else { continue };
-        let lib = Path::new(path);
-        let dest = image_path(tree, lib);
+        let (lib, dest) = libs.locate(Path::new(path))?;
         if !a.contains(&dest) {
-            a.file(&dest, lib)?;
+            a.file(&dest, &lib)?;
         }
     }
     Ok(())
@@ -278,9 +347,11 @@ fn add_modules(
     Ok(())
 }
 
-/// Project Linux guest modules, if any were built (guest-drivers/**/*.ko).
-fn guest_modules() -> Vec<PathBuf> {
-    crate::modules::find_ko(&root().join("guest-drivers"))
+/// Project Linux guest modules built for the rig's kernel, if any
+/// (`*.ko` under [`Setup::modules_dir`]: the repository's guest-drivers/
+/// for the host's release, the build root's copy for another).
+fn guest_modules(s: &Setup) -> Vec<PathBuf> {
+    crate::modules::find_ko(&s.modules_dir)
 }
 
 /// Each project module with the modules it needs (what `modinfo -F
@@ -333,9 +404,10 @@ fn extra_deps(extra: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<String>)>> {
     Ok(result)
 }
 
-/// What every image has: busybox, a console node, the host tools.
-fn base(a: &mut Archive, tree: &Path) -> Result<()> {
-    add_busybox(a, tree)?;
+/// What every image has: busybox, a console node, the disk tools (from
+/// the library root, with its libraries).
+fn base(a: &mut Archive, libs: Libs) -> Result<()> {
+    add_busybox(a, libs.tree)?;
     a.char_dev("dev/console", 0o600, 5, 1);
     a.char_dev("dev/null", 0o666, 1, 3);
     for dir in ["proc", "sys", "tmp", "run", "root", "mnt", "var/log"] {
@@ -346,13 +418,14 @@ fn base(a: &mut Archive, tree: &Path) -> Result<()> {
     a.bytes("etc/hosts", 0o644, "127.0.0.1 localhost\n");
     for (prog, links) in HOST_TOOLS {
         let at = prog.trim_start_matches('/');
-        add_program(a, tree, at, Path::new(prog))?;
+        add_program(a, libs, at, &libs.libroot.join(at))?;
         for l in *links {
             a.symlink(&format!("sbin/{l}"), prog);
         }
     }
-    if Path::new("/etc/mke2fs.conf").is_file() {
-        a.file("etc/mke2fs.conf", Path::new("/etc/mke2fs.conf"))?;
+    let conf = libs.libroot.join("etc/mke2fs.conf");
+    if conf.is_file() {
+        a.file("etc/mke2fs.conf", &conf)?;
     }
     Ok(())
 }
@@ -377,7 +450,8 @@ fn rig_file(name: &str) -> PathBuf {
 
 fn domu_image(s: &Setup, bins: &[(String, PathBuf)]) -> Result<Vec<u8>> {
     let mut a = Archive::default();
-    base(&mut a, &s.tree)?;
+    let libs = Libs::of(s);
+    base(&mut a, libs)?;
     // busybox init reaps, respawns the agent and powers off on
     // `xl shutdown` (the kernel runs /sbin/poweroff, which signals init).
     a.symlink("init", "/bin/busybox");
@@ -391,13 +465,13 @@ fn domu_image(s: &Setup, bins: &[(String, PathBuf)]) -> Result<Vec<u8>> {
         &s.tree,
         &s.kernel_release,
         &modules,
-        &guest_modules(),
+        &guest_modules(s),
     )?;
     a.bytes("etc/rig/modules", 0o644, DOMU_MODULES.join("\n") + "\n");
     // udhcpc's hook: applies a lease with `ip` and logs it.
     a.file("etc/rig/udhcpc", &rig_file("domu/udhcpc.sh"))?;
-    add_workspace_binaries(&mut a, &s.tree, bins, DOMU_BINARIES)?;
-    add_workspace_binaries(&mut a, &s.tree, bins, DOMU_EXAMPLES)?;
+    add_workspace_binaries(&mut a, libs, bins, DOMU_BINARIES)?;
+    add_workspace_binaries(&mut a, libs, bins, DOMU_EXAMPLES)?;
     a.encode()
 }
 
@@ -465,7 +539,7 @@ fn rig_features(pkgs: &[(&str, &str)]) -> String {
 /// debug info, with their libraries.
 fn add_workspace_binaries(
     a: &mut Archive,
-    tree: &Path,
+    libs: Libs,
     built: &[(String, PathBuf)],
     wanted: &[(&str, &str)],
 ) -> Result<()> {
@@ -475,15 +549,16 @@ fn add_workspace_binaries(
             .find(|(b, _)| b == bin)
             .with_context(|| format!("{bin} was not built"))?;
         let small = stripped(path)?;
-        add_program(a, tree, &format!("usr/bin/{bin}"), &small)?;
+        add_program(a, libs, &format!("usr/bin/{bin}"), &small)?;
     }
     Ok(())
 }
 
 fn dom0_image(s: &Setup, domu: &[u8], bins: &[(String, PathBuf)]) -> Result<Vec<u8>> {
     let tree = &s.tree;
+    let libs = Libs::of(s);
     let mut a = Archive::default();
-    base(&mut a, tree)?;
+    base(&mut a, libs)?;
     a.file("init", &rig_file("dom0-init.sh"))?;
     a.file("rig/lib.sh", &rig_file("lib.sh"))?;
     for f in files_in(&root().join("xen-rig/scenarios"), ".sh")? {
@@ -503,13 +578,13 @@ fn dom0_image(s: &Setup, domu: &[u8], bins: &[(String, PathBuf)]) -> Result<Vec<
         if SKIPPED_XEN_PROGRAMS.contains(&name.as_str()) {
             continue;
         }
-        add_program(&mut a, tree, &format!("{xlib}/bin/{name}"), &f)?;
+        add_program(&mut a, libs, &format!("{xlib}/bin/{name}"), &f)?;
         a.symlink(&format!("usr/sbin/{name}"), &format!("/{xlib}/bin/{name}"));
     }
     for f in files_in(&tree.join("usr/bin"), "")? {
         let name = file_name(&f);
         if name.starts_with("xenstore") {
-            add_program(&mut a, tree, &format!("usr/bin/{name}"), &f)?;
+            add_program(&mut a, libs, &format!("usr/bin/{name}"), &f)?;
         }
     }
     a.tree("etc/xen", &tree.join("etc/xen"))?;
@@ -518,7 +593,7 @@ fn dom0_image(s: &Setup, domu: &[u8], bins: &[(String, PathBuf)]) -> Result<Vec<
     a.file(&hvmloader, &tree.join(&hvmloader))?;
     let mut modules: Vec<&str> = DOM0_MODULES.to_vec();
     modules.extend_from_slice(DOM0_OPTIONAL_MODULES);
-    add_modules(&mut a, tree, &s.kernel_release, &modules, &guest_modules())?;
+    add_modules(&mut a, tree, &s.kernel_release, &modules, &guest_modules(s))?;
     a.bytes("etc/rig/modules", 0o644, DOM0_MODULES.join("\n") + "\n");
     // What dom0 hands to Linux domUs.
     a.file("boot/vmlinuz", &s.vmlinuz)?;
@@ -534,10 +609,10 @@ fn dom0_image(s: &Setup, domu: &[u8], bins: &[(String, PathBuf)]) -> Result<Vec<
         a.tree("xl-configs", &xl)?;
     }
     add_dom0_package(&mut a, s.release)?;
-    add_workspace_binaries(&mut a, tree, bins, DOM0_BINARIES)?;
+    add_workspace_binaries(&mut a, libs, bins, DOM0_BINARIES)?;
     // The domUs' share-member too: dom0 can be a member like any domain
     // (scenario vdevice; `tun` above is for its TAP devices).
-    add_workspace_binaries(&mut a, tree, bins, DOMU_BINARIES)?;
+    add_workspace_binaries(&mut a, libs, bins, DOMU_BINARIES)?;
     a.encode()
 }
 
@@ -564,7 +639,8 @@ fn add_dom0_package(a: &mut Archive, rel: &crate::xen::setup::Release) -> Result
 
 /// Builds both images (after `setup`), writing them under target/xen-rig/.
 pub fn build(s: &Setup) -> Result<Images> {
-    let dir = rig_dir();
+    let dir = rig_dir().join(format!("debian-{}", s.release.number));
+    fs::create_dir_all(&dir)?;
     let bins = build_workspace_binaries()?;
     let domu_bytes = domu_image(s, &bins).context("building the domU image")?;
     let domu = dir.join("domu.cpio");

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::image::Images;
-use super::setup::Setup;
+use super::setup::{self, Setup};
 use crate::util::target_dir;
 
 /// QEMU start to `@@RIG READY` (measured 8 s on 2 TCG cores).
@@ -161,9 +161,22 @@ fn safe_name(name: &str) -> String {
     }
 }
 
-/// The logs directory of a scenario.
+/// The logs directory of a scenario on the default release's rig.
 pub fn logs_dir(scenario: &str) -> PathBuf {
-    target_dir().join("xen-logs").join(safe_name(scenario))
+    logs_dir_for(setup::DEFAULT_RELEASE, scenario)
+}
+
+/// The logs directory of a scenario on `rel`'s rig:
+/// `target/xen-logs/SCENARIO` for the default release,
+/// `target/xen-logs/debian-N/SCENARIO` for another.
+pub fn logs_dir_for(rel: &setup::Release, scenario: &str) -> PathBuf {
+    let base = target_dir().join("xen-logs");
+    let base = if rel.number == setup::DEFAULT_RELEASE.number {
+        base
+    } else {
+        base.join(format!("debian-{}", rel.number))
+    };
+    base.join(safe_name(scenario))
 }
 
 fn plain_path(p: &Path) -> Result<String> {
@@ -186,7 +199,7 @@ struct Step {
 /// `expect_fail` says).
 pub fn run(setup: &Setup, images: &Images, opts: &Options) -> Result<()> {
     install_interrupt_handler();
-    let logs = logs_dir(&opts.scenario);
+    let logs = logs_dir_for(setup.release, &opts.scenario);
     if logs.exists() {
         fs::remove_dir_all(&logs)?;
     }
@@ -220,7 +233,11 @@ pub fn run(setup: &Setup, images: &Images, opts: &Options) -> Result<()> {
         .stderr(Stdio::piped());
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
 
-    eprintln!("xen run {}: booting Xen + dom0 in QEMU", opts.scenario);
+    eprintln!(
+        "xen run {}: booting Xen + dom0 in QEMU ({})",
+        opts.scenario,
+        setup.describe()
+    );
     let start = Instant::now();
     let child = cmd.spawn().context("starting QEMU")?;
     let mut guard = QemuGuard { child };
@@ -262,7 +279,7 @@ pub fn run(setup: &Setup, images: &Images, opts: &Options) -> Result<()> {
     let total = start.elapsed().as_secs_f64();
     let outcome = result?;
 
-    let mut summary = String::new();
+    let mut summary = format!("rig: {}\n", setup.describe());
     if let Some(r) = outcome.ready {
         summary.push_str(&format!(
             "QEMU start to dom0 ready: {:.1} s\n",

@@ -6,6 +6,12 @@
 //! installs are the kernel headers (guest modules are built against them,
 //! and their Makefile refers to the `-common` tree by absolute path).
 //!
+//! The host's release comes from the host's apt. Another release (Debian
+//! 13 on a bookworm host) comes from apt in its debootstrap build root
+//! ([`build_root`]), which downloads its packages and holds its headers
+//! and the libraries its images carry; its rig runs the host release's
+//! QEMU 7.2.
+//!
 //! What a run resolved (the kernel ABI, every package's version) is recorded
 //! in `target/xen-rig/debian-N/resolved.json`. Later runs take the record
 //! and never ask the archive while its packages are cached; they refresh the
@@ -18,10 +24,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::util::{ensure_apt, run_step, target_dir};
+use crate::util::{ensure_apt, root, run_step, target_dir};
 
 /// A Debian release the rig can be made from: its Xen, its kernel series
 /// and the packages of both.
@@ -38,8 +44,6 @@ pub struct Release {
     /// Xen's hypervisor, tools and the libraries `xl`, `xenstored` and
     /// `xenconsoled` link against, and busybox for both initramfs images.
     xen_packages: &'static [&'static str],
-    /// Why the rig cannot be made from this release yet, if it cannot.
-    not_wired: Option<&'static str>,
 }
 
 /// Debian 12 "bookworm": Xen 4.17, Linux 6.1 (bookworm folds libxenctrl,
@@ -70,7 +74,6 @@ pub static DEBIAN_12: Release = Release {
         // Userspace of both initramfs images (static: no libraries to chase).
         "busybox-static",
     ],
-    not_wired: None,
 };
 
 /// Debian 13 "trixie": Xen 4.20, Linux 6.12 (kernel ABIs named like
@@ -98,11 +101,6 @@ pub static DEBIAN_13: Release = Release {
         "libyajl2",
         "busybox-static",
     ],
-    not_wired: Some(
-        "the Debian 13 rig is not wired up yet (issue 19): its packages come from trixie's \
-         archive, which the host's apt (bookworm) does not list, and the dom0 image copies \
-         the host's bookworm libraries",
-    ),
 };
 
 pub static RELEASES: [&Release; 2] = [&DEBIAN_12, &DEBIAN_13];
@@ -448,6 +446,9 @@ pub enum Need {
     Headers,
     /// Every package of the rig, downloaded, and the headers.
     Everything,
+    /// Only the unpacked QEMU's packages, downloaded (another release's
+    /// rig runs the host release's QEMU 7.2).
+    Qemu,
 }
 
 /// Makes sure what `need` asks for is on local disk and returns the
@@ -496,10 +497,15 @@ pub fn ensure(
 /// returns how many packages it fetched.
 fn fetch(a: &mut dyn Archive, r: &Resolved, cache: &Cache, need: Need) -> Result<usize> {
     let mut fetched = 0;
-    if need == Need::Everything {
+    let wanted: Vec<&Pkg> = match need {
+        Need::Headers => Vec::new(),
+        Need::Everything => r.pkgs.iter().chain(r.qemu_pkgs.iter()).collect(),
+        Need::Qemu => r.qemu_pkgs.iter().collect(),
+    };
+    if !wanted.is_empty() {
         let debs = cache.debs();
         fs::create_dir_all(&debs)?;
-        for p in r.pkgs.iter().chain(r.qemu_pkgs.iter()) {
+        for p in wanted {
             if debs.join(p.deb_name()).is_file() {
                 continue;
             }
@@ -522,7 +528,7 @@ fn fetch(a: &mut dyn Archive, r: &Resolved, cache: &Cache, need: Need) -> Result
             cache.debs().display()
         );
     }
-    if !a.installed(&r.headers) {
+    if need != Need::Qemu && !a.installed(&r.headers) {
         a.install(&r.headers)
             .with_context(|| format!("step 'install {}' failed", r.headers.spec()))?;
         fetched += 1;
@@ -607,9 +613,9 @@ impl Archive for HostApt {
 }
 
 /// apt inside a build root of another release (`chroot ROOT apt-get ...`):
-/// what it installs stays in the root, the host is untouched. It only
-/// installs (headers, compilers); downloading the rig's packages is
-/// [`HostApt`]'s.
+/// what it installs stays in the root, the host is untouched. It installs
+/// the headers (guest modules build there) and downloads the rig's
+/// packages of that release (the host's apt does not list them).
 pub struct ChrootApt {
     pub root: PathBuf,
 }
@@ -622,6 +628,38 @@ impl ChrootApt {
             .env("DEBIAN_FRONTEND", "noninteractive")
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
         c
+    }
+}
+
+/// What the images take from a build root beyond its libc: e2fsprogs
+/// (the disk tools of both images; the host's would run on the root's
+/// libc) and the library `xentop` needs that a minbase root lacks.
+const ROOT_PACKAGES: &[&str] = &["e2fsprogs", "libncurses6"];
+
+impl ChrootApt {
+    /// Whether package `name` is installed in the root (any version).
+    fn has(&self, name: &str) -> bool {
+        self.cmd("dpkg-query")
+            .args(["-W", "-f=${Status}", name])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+            .unwrap_or(false)
+    }
+
+    /// `apt-get install NAMES` at the root's candidate versions (tools the
+    /// images take from the root, not part of the record).
+    fn install_names(&self, names: &[&str]) -> Result<()> {
+        let mut c = self.cmd("apt-get");
+        c.args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(names);
+        run_step(
+            &format!(
+                "apt-get install {} in {}",
+                names.join(" "),
+                self.root.display()
+            ),
+            &mut c,
+        )
     }
 }
 
@@ -651,11 +689,31 @@ impl Archive for ChrootApt {
         bail!("a build root has no QEMU of its own")
     }
 
-    fn download(&mut self, pkg: &Pkg, _dir: &Path) -> Result<()> {
-        bail!(
-            "a build root only installs ({} was to be downloaded)",
-            pkg.spec()
-        )
+    /// `apt-get download` in the root's `/var/cache/xen-share-download`,
+    /// then the `.deb` is moved to `dir`.
+    fn download(&mut self, pkg: &Pkg, dir: &Path) -> Result<()> {
+        const INSIDE: &str = "/var/cache/xen-share-download";
+        let staging = self.root.join(INSIDE.trim_start_matches('/'));
+        fs::create_dir_all(&staging)?;
+        let out = self
+            .cmd("sh")
+            .args(["-c", "cd \"$1\" && exec apt-get download -q \"$2\"", "sh"])
+            .arg(INSIDE)
+            .arg(pkg.spec())
+            .output()
+            .context("could not start chroot apt-get download")?;
+        if !out.status.success() {
+            bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let from = staging.join(pkg.deb_name());
+        let to = dir.join(pkg.deb_name());
+        if fs::rename(&from, &to).is_err() {
+            // Another file system: copy, then remove the staged file.
+            fs::copy(&from, &to)
+                .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+            fs::remove_file(&from)?;
+        }
+        Ok(())
     }
 
     fn installed(&mut self, pkg: &Pkg) -> bool {
@@ -697,7 +755,12 @@ pub fn host_release() -> Option<&'static Release> {
 /// the release's `resolved.json` as [`ensure`] does. Returns the root and
 /// the kernel's `uname -r`.
 pub fn build_root(rel: &Release, refresh: bool) -> Result<(PathBuf, String)> {
-    let cache = Cache::new(rel);
+    let (root, r) = root_of(rel, refresh, Need::Headers)?;
+    Ok((root, r.kernel_release))
+}
+
+/// The debootstrap root of `rel` in `cache`, made if missing.
+fn make_root(rel: &Release, cache: &Cache) -> Result<PathBuf> {
     let root = cache.dir.join("root");
     let stamp = root.join(".xen-share-root");
     if !stamp.is_file() {
@@ -741,15 +804,56 @@ pub fn build_root(rel: &Release, refresh: bool) -> Result<(PathBuf, String)> {
         }
         fs::rename(&tmp, &root)?;
     }
+    Ok(root)
+}
+
+/// Where `cargo xtask modules` builds the guest modules in a build root.
+pub const MODULES_IN_ROOT: &str = "build/guest-drivers";
+
+/// The build root of `rel` (made by [`build_root`] if missing) and what
+/// `need` asks of it, through its own apt: the record is the release's
+/// `resolved.json`, as for the host's release (never with an unpacked
+/// QEMU: a build root has none).
+fn root_of(rel: &Release, refresh: bool, need: Need) -> Result<(PathBuf, Resolved)> {
+    let cache = Cache::new(rel);
+    let root = make_root(rel, &cache)?;
     let r = ensure(
         &mut ChrootApt { root: root.clone() },
         rel,
         &cache,
         false,
         refresh,
-        Need::Headers,
+        need,
     )?;
-    Ok((root, r.kernel_release))
+    Ok((root, r))
+}
+
+/// Whether the host runs `rel` (its apt lists `rel`'s packages).
+pub fn is_host_release(rel: &Release) -> bool {
+    host_release().is_some_and(|h| h.number == rel.number)
+}
+
+/// QEMU 7.2 unpacked from `r`'s QEMU packages in `cache`; whether it was
+/// unpacked now.
+fn unpacked_qemu(r: &Resolved, cache: &Cache) -> Result<(Qemu, bool)> {
+    let qtree = cache.dir.join("qemu");
+    let changed =
+        unpack(&r.qemu_pkgs, &cache.debs(), &qtree).context("step 'unpack QEMU' failed")?;
+    let lib = |p: &str| qtree.join(p).display().to_string();
+    let q = Qemu {
+        program: qtree.join("usr/bin/qemu-system-x86_64"),
+        data_dirs: vec![
+            qtree.join("usr/share/qemu"),
+            qtree.join("usr/share/seabios"),
+            qtree.join("usr/lib/ipxe/qemu"),
+        ],
+        library_path: Some(format!(
+            "{}:{}",
+            lib("usr/lib/x86_64-linux-gnu"),
+            lib("lib/x86_64-linux-gnu")
+        )),
+    };
+    Ok((q, changed))
 }
 
 /// What the rig needs, all on local disk once `setup` returned.
@@ -759,6 +863,15 @@ pub struct Setup {
     pub resolved: Resolved,
     /// Root of the unpacked Xen, kernel and busybox packages.
     pub tree: PathBuf,
+    /// Where the images take every library (and e2fsprogs) the unpacked
+    /// packages do not hold: `/` (the host) for the host's release, the
+    /// release's build root for another (Xen 4.20's tools need trixie's
+    /// glibc; the workspace binaries, built on the host, run on it too).
+    pub libroot: PathBuf,
+    /// Where the guest modules for this kernel are built (`*.ko` under
+    /// it): the repository's `guest-drivers/` for the host's release, the
+    /// copy in the build root for another (`cargo xtask modules`).
+    pub modules_dir: PathBuf,
     /// The uncompressed hypervisor ELF (QEMU's multiboot loader needs it so).
     pub xen_elf: PathBuf,
     /// The Debian kernel, used for dom0 and every Linux domU.
@@ -813,17 +926,12 @@ pub fn rig_dir() -> PathBuf {
     target_dir().join("xen-rig")
 }
 
-fn wired(rel: &Release) -> Result<()> {
-    match rel.not_wired {
-        Some(why) => Err(anyhow!("{}: {why}", rel.describe())),
-        None => Ok(()),
-    }
-}
-
 /// `uname -r` of the rig kernel of `rel` with its headers installed,
 /// without fetching anything else: what guest modules build against.
 pub fn kernel_release(rel: &Release) -> Result<String> {
-    wired(rel)?;
+    if !is_host_release(rel) {
+        return build_root(rel, false).map(|(_, release)| release);
+    }
     let r = ensure(
         &mut HostApt,
         rel,
@@ -937,6 +1045,21 @@ fn unpack(pkgs: &[Pkg], debs: &Path, tree: &Path) -> Result<bool> {
     Ok(true)
 }
 
+/// Debian 13's packages install under `/usr` only (`usr/bin/busybox`,
+/// `usr/lib/modules`), its systems link `/bin`, `/lib` and `/sbin` there:
+/// so does a tree that has `usr/X` and no `X` (Debian 12's packages still
+/// use `/bin` and `/lib`, and get no links).
+fn merge_usr(tree: &Path) -> Result<()> {
+    for d in ["bin", "lib", "sbin"] {
+        let link = tree.join(d);
+        if tree.join("usr").join(d).is_dir() && fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("usr/{d}"), &link)
+                .with_context(|| format!("linking {}", link.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes cached packages the record no longer names (older versions).
 fn prune(r: &Resolved, debs: &Path) -> Result<()> {
     let keep: Vec<String> = r
@@ -959,48 +1082,73 @@ fn prune(r: &Resolved, debs: &Path) -> Result<()> {
 /// `refresh`, the package lists are refreshed and everything resolved
 /// again first.
 pub fn setup(rel: &'static Release, refresh: bool) -> Result<Setup> {
-    wired(rel)?;
     let cache = Cache::new(rel);
     let debs = cache.debs();
-    let unpacked_qemu = !host_qemu_is_7_2();
-    let before = cache.load(rel, unpacked_qemu);
-    let r = ensure(
-        &mut HostApt,
-        rel,
-        &cache,
-        unpacked_qemu,
-        refresh,
-        Need::Everything,
-    )?;
+    let host_qemu = host_qemu_is_7_2();
+    let step = |name: &str| format!("step '{name}' failed");
+    // The host's release comes from the host's apt; another release from
+    // apt in its build root (the host's lists do not name its packages),
+    // whose libraries the images then carry.
+    let native = is_host_release(rel);
+    let (before, r, libroot, modules_dir) = if native {
+        let before = cache.load(rel, !host_qemu);
+        let r = ensure(
+            &mut HostApt,
+            rel,
+            &cache,
+            !host_qemu,
+            refresh,
+            Need::Everything,
+        )?;
+        (before, r, PathBuf::from("/"), root().join("guest-drivers"))
+    } else {
+        let before = cache.load(rel, false);
+        let (sysroot, r) = root_of(rel, refresh, Need::Everything)?;
+        let apt = ChrootApt {
+            root: sysroot.clone(),
+        };
+        let missing: Vec<&str> = ROOT_PACKAGES
+            .iter()
+            .copied()
+            .filter(|p| !apt.has(p))
+            .collect();
+        if !missing.is_empty() {
+            apt.install_names(&missing)
+                .with_context(|| step(&format!("install {}", missing.join(" "))))?;
+        }
+        let modules = sysroot.join(MODULES_IN_ROOT);
+        (before, r, sysroot, modules)
+    };
     let release = r.kernel_release.clone();
     prune(&r, &debs)?;
 
-    let step = |name: &str| format!("step '{name}' failed");
     let tree = cache.dir.join("tree");
     let mut changed = unpack(&r.pkgs, &debs, &tree).with_context(|| step("unpack"))?;
-    let qemu = if r.unpacked_qemu {
-        let qtree = cache.dir.join("qemu");
-        changed |= unpack(&r.qemu_pkgs, &debs, &qtree).with_context(|| step("unpack QEMU"))?;
-        let lib = |p: &str| qtree.join(p).display().to_string();
-        Qemu {
-            program: qtree.join("usr/bin/qemu-system-x86_64"),
-            data_dirs: vec![
-                qtree.join("usr/share/qemu"),
-                qtree.join("usr/share/seabios"),
-                qtree.join("usr/lib/ipxe/qemu"),
-            ],
-            library_path: Some(format!(
-                "{}:{}",
-                lib("usr/lib/x86_64-linux-gnu"),
-                lib("lib/x86_64-linux-gnu")
-            )),
-        }
-    } else {
+    merge_usr(&tree).with_context(|| step("merged /usr links"))?;
+    let qemu = if host_qemu {
         Qemu {
             program: "qemu-system-x86_64".into(),
             data_dirs: Vec::new(),
             library_path: None,
         }
+    } else if native {
+        let (q, c) = unpacked_qemu(&r, &cache)?;
+        changed |= c;
+        q
+    } else {
+        // QEMU 7.2 is bookworm's: another release's rig runs the one the
+        // host's release unpacks (trixie's QEMU 10 breaks PVH under nested
+        // Xen).
+        let host = host_release().with_context(|| {
+            format!(
+                "{}: the host's QEMU is not 7.2 and the host's release is not one the rig \
+                 knows, so there is no QEMU 7.2 to unpack",
+                step("QEMU")
+            )
+        })?;
+        let hcache = Cache::new(host);
+        let hr = ensure(&mut HostApt, host, &hcache, true, refresh, Need::Qemu)?;
+        unpacked_qemu(&hr, &hcache)?.0
     };
 
     let xen_gz = tree.join(rel.xen_gz());
@@ -1032,16 +1180,20 @@ pub fn setup(rel: &'static Release, refresh: bool) -> Result<Setup> {
     if !vmlinuz.is_file() {
         bail!("{} holds no {}", r.kernel_pkg(), vmlinuz.display());
     }
-    // Guest modules build against the headers ensure() installed.
-    kernel_headers(&release)?;
-    // e2fsprogs goes into both images from the host.
-    ensure_apt(&["e2fsprogs"]).with_context(|| step("install e2fsprogs"))?;
+    if native {
+        // Guest modules build against the headers ensure() installed.
+        kernel_headers(&release)?;
+        // e2fsprogs goes into both images from the host.
+        ensure_apt(&["e2fsprogs"]).with_context(|| step("install e2fsprogs"))?;
+    }
 
     let count = r.pkgs.len() + r.qemu_pkgs.len();
-    let qemu_kind = if r.unpacked_qemu {
+    let qemu_kind = if host_qemu {
+        "host QEMU 7.2"
+    } else if native {
         "unpacked QEMU 7.2"
     } else {
-        "host QEMU 7.2"
+        "the host release's unpacked QEMU 7.2"
     };
     let what = format!(
         "{} Xen {}, kernel {release}, {qemu_kind}",
@@ -1063,6 +1215,8 @@ pub fn setup(rel: &'static Release, refresh: bool) -> Result<Setup> {
         release: rel,
         resolved: r,
         tree,
+        libroot,
+        modules_dir,
         xen_elf,
         vmlinuz,
         kernel_release: release,
@@ -1260,7 +1414,12 @@ mod tests {
         }
         fn qemu_closure(&mut self) -> Result<Vec<String>> {
             self.calls.push("qemu_closure".into());
-            Ok(Vec::new())
+            Ok(self
+                .listed
+                .iter()
+                .filter(|(n, _)| n.starts_with("qemu-"))
+                .map(|(n, _)| n.clone())
+                .collect())
         }
         fn download(&mut self, pkg: &Pkg, dir: &Path) -> Result<()> {
             self.calls.push(format!("download {}", pkg.spec()));
@@ -1381,6 +1540,65 @@ mod tests {
         let saved: Resolved =
             serde_json::from_str(&fs::read_to_string(c.record()).unwrap()).unwrap();
         assert_eq!(saved.kernel_release, "6.1.0-57-amd64");
+        fs::remove_dir_all(&c.dir).unwrap();
+    }
+
+    #[test]
+    fn another_release_s_rig_fetches_only_the_host_s_qemu() {
+        // Debian 13's rig runs the host release's QEMU 7.2: from the
+        // host's record it downloads QEMU's packages, neither Xen nor the
+        // kernel, and installs no headers on the host.
+        let c = cache("qemu");
+        let mut current = archive(&[("6.1.0-57", true)]);
+        current.push(("qemu-system-x86".into(), "1:7.2+dfsg-7+deb12u18".into()));
+        let mut a = FakeApt::new(current.clone(), current);
+        let r = ensure(&mut a, &DEBIAN_12, &c, true, false, Need::Qemu).unwrap();
+        assert_eq!(r.qemu_pkgs.len(), 1, "{r:?}");
+        let downloads: Vec<&String> = a
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("download "))
+            .collect();
+        assert_eq!(
+            downloads,
+            ["download qemu-system-x86=1:7.2+dfsg-7+deb12u18"],
+            "{:?}",
+            a.calls
+        );
+        assert!(a.installed.is_empty(), "headers installed: {:?}", a.calls);
+        assert!(c.debs().join(r.qemu_pkgs[0].deb_name()).is_file());
+        // The same record serves the host's own rig, which then fetches
+        // the rest.
+        a.calls.clear();
+        let again = ensure(&mut a, &DEBIAN_12, &c, true, false, Need::Everything).unwrap();
+        assert_eq!(again, r);
+        assert!(a.calls.iter().all(|c| !c.starts_with("update")));
+        assert!(a.installed.contains(&r.headers));
+        fs::remove_dir_all(&c.dir).unwrap();
+    }
+
+    #[test]
+    fn a_merged_usr_tree_gets_the_root_links_and_an_old_one_none() {
+        let c = cache("usr");
+        let new = c.dir.join("13");
+        fs::create_dir_all(new.join("usr/bin")).unwrap();
+        fs::create_dir_all(new.join("usr/lib/modules")).unwrap();
+        merge_usr(&new).unwrap();
+        assert_eq!(
+            fs::read_link(new.join("bin")).unwrap(),
+            Path::new("usr/bin")
+        );
+        assert!(new.join("lib/modules").is_dir());
+        assert!(fs::symlink_metadata(new.join("sbin")).is_err());
+        merge_usr(&new).unwrap(); // again: nothing to do
+        let old = c.dir.join("12");
+        fs::create_dir_all(old.join("lib/modules")).unwrap();
+        fs::create_dir_all(old.join("usr/lib")).unwrap();
+        merge_usr(&old).unwrap();
+        assert!(!fs::symlink_metadata(old.join("lib"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
         fs::remove_dir_all(&c.dir).unwrap();
     }
 
