@@ -30,7 +30,7 @@ enum Tier {
 /// linker script (`cargo xtask images`).
 pub const HOST_FEATURES: &[&str] = &[
     "--features",
-    "share-hal/sim,share-hal/linux,share-hal/xen-pvh,pvh-selftest/dom0,netback-uk/sim,netback-uk/local,blkback-uk/hostile",
+    "share-hal/sim,share-hal/linux,share-hal/xen-pvh,pvh-selftest/dom0,netback-uk/sim,netback-uk/local,netback-uk/hostile,blkback-uk/hostile",
 ];
 
 pub fn run(args: Args) -> Result<()> {
