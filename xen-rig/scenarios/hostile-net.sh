@@ -140,6 +140,7 @@ taken) [ \$((rx + drop)) -gt 0 ] ;;
 rx-index) grep -q \"the rx lane's prod is out of bounds\" /tmp/log && [ \$carrier = 0 ] ;;
 tx-index) grep -q \"the tx lane's cons is out of bounds\" /tmp/log && [ \$carrier = 0 ] ;;
 works) [ \$pr = 0 ] && [ \$drop = 0 ] && grep -q '2 packets received' /tmp/ping.out ;;
+*) echo 'no such answer: $2'; exit 1 ;;
 esac" || return 1
     if [ "$2" = works ]; then
         dom_run $U 'grep xsn0 /proc/interrupts'
