@@ -15,7 +15,10 @@
 //! - `index`: the response lane's `prod` is moved out of bounds;
 //! - `flood`: honest answers, but 64 extra triggers per service round
 //!   (a round per trigger of the member, and one a second);
-//! - `silent`: nothing is answered any more.
+//! - `silent`: nothing is answered any more;
+//! - `pin`: honest answers, but the first data page of each of the first
+//!   [`PIN_MAX`] requests is mapped (read-only) before its answer and kept
+//!   mapped until this domain dies: a server that keeps a granted page.
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use share_hal::wire::blk::RESPONSE_SIZE;
@@ -25,6 +28,10 @@ pub const MARKER: &str = "blkback-uk HOSTILE TEST BUILD";
 
 /// Extra triggers per service round in `flood` mode.
 pub const FLOOD_TRIGGERS: u32 = 64;
+
+/// Pages `pin` mode keeps mapped, at most (each takes a slot of the
+/// image's mapping window for good).
+pub const PIN_MAX: u64 = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -37,9 +44,10 @@ pub enum Mode {
     Index,
     Flood,
     Silent,
+    Pin,
 }
 
-const MODES: [(&str, Mode); 7] = [
+const MODES: [(&str, Mode); 8] = [
     ("ids", Mode::Ids),
     ("status", Mode::Status),
     ("dup", Mode::Dup),
@@ -47,6 +55,7 @@ const MODES: [(&str, Mode); 7] = [
     ("index", Mode::Index),
     ("flood", Mode::Flood),
     ("silent", Mode::Silent),
+    ("pin", Mode::Pin),
 ];
 
 static MODE: AtomicU8 = AtomicU8::new(Mode::Off as u8);
@@ -55,6 +64,8 @@ static AFTER: AtomicU64 = AtomicU64::new(0);
 /// to be published again.
 static LAST: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 static REPLAY: AtomicBool = AtomicBool::new(false);
+/// `pin`: pages mapped so far.
+static PINNED: AtomicU64 = AtomicU64::new(0);
 
 /// `MODE` or `MODE:AFTER`.
 pub fn parse(s: &str) -> Option<(Mode, u64)> {
@@ -86,6 +97,7 @@ pub fn active(answered: u64) -> Mode {
         x if x == Mode::Index as u8 => Mode::Index,
         x if x == Mode::Flood as u8 => Mode::Flood,
         x if x == Mode::Silent as u8 => Mode::Silent,
+        x if x == Mode::Pin as u8 => Mode::Pin,
         _ => Mode::Off,
     }
 }
@@ -137,6 +149,17 @@ pub fn silent(answered: u64) -> bool {
     active(answered) == Mode::Silent
 }
 
+/// Whether to map (and keep) a data page of the request about to be
+/// answered; counts it.
+pub fn pin(answered: u64) -> bool {
+    active(answered) == Mode::Pin
+        && PINNED
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < PIN_MAX).then_some(n + 1)
+            })
+            .is_ok()
+}
+
 /// Extra triggers to send a member after a service round.
 pub fn flood(answered: u64) -> u32 {
     if active(answered) == Mode::Flood {
@@ -160,6 +183,7 @@ mod tests {
     fn modes_parse_and_start_after_their_count() {
         assert_eq!(parse("ids"), Some((Mode::Ids, 0)));
         assert_eq!(parse("silent:300"), Some((Mode::Silent, 300)));
+        assert_eq!(parse("pin"), Some((Mode::Pin, 0)));
         assert_eq!(parse("nonsense"), None);
         assert_eq!(parse("ids:x"), None);
     }
@@ -181,5 +205,6 @@ mod tests {
         // The global mode starts off: the hooks are inert in every build.
         assert_eq!(active(u64::MAX), Mode::Off);
         assert_eq!(replay(), None);
+        assert!(!pin(u64::MAX));
     }
 }

@@ -830,7 +830,22 @@ impl<P: Platform, S: Store> Server<P, S> {
             }
             .emit(&mut Response::new_unchecked(&mut raw[..]))?;
             #[cfg(feature = "hostile")]
-            crate::hostile::response(&mut raw, stats.requests);
+            {
+                crate::hostile::response(&mut raw, stats.requests);
+                if let Some(seg) = w.segs.first() {
+                    if crate::hostile::pin(stats.requests) {
+                        match p.map(
+                            conn.member,
+                            &[seg.gref],
+                            share_hal::platform::Access::ReadOnly,
+                        ) {
+                            // Never unmapped: kept until this domain dies.
+                            Ok(m) => core::mem::forget(m),
+                            Err(e) => log::warn!("hostile pin: mapping {:?} failed: {e}", seg.gref),
+                        }
+                    }
+                }
+            }
             prod.slot(k as u32)?.write_from(0, &raw)?;
         }
         prod.commit(works.len() as u32)?;

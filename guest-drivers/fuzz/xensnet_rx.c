@@ -11,7 +11,7 @@
  * out is within its limits and its offload fields make sense for it; a
  * GSO frame's segment size, as the driver gives it to the stack
  * (xsn_gso_size, for every payload its length allows), makes at most 64
- * UDP segments or TCP ones of at least 8 bytes. The control fields also
+ * UDP segments or 256 TCP ones of at least 8 bytes. The control fields also
  * go through the feature choice of a probe whose port the switch says is
  * up already (features_accepted from the control bytes): never more than
  * accept=. And a trigger's verdict from the header bytes: no work for a
@@ -81,8 +81,13 @@ static void check_gso_size(const struct xsn_rx_frame *f, const struct xs_net_slo
 		} else {
 			CHECK(payload > (u32)f->gso_size * XSN_GSO_MAX_UDP_SEGS);
 		}
-	} else {
+	} else if (size) {
 		CHECK(size >= XSN_GSO_MIN_TCP_SIZE && size >= f->gso_size);
+		CHECK(DIV_ROUND_UP(payload, size) <= XSN_GSO_MAX_TCP_SEGS);
+	} else {
+		u32 least = f->gso_size < XSN_GSO_MIN_TCP_SIZE ? XSN_GSO_MIN_TCP_SIZE : f->gso_size;
+
+		CHECK(payload > least * XSN_GSO_MAX_TCP_SEGS);
 	}
 }
 

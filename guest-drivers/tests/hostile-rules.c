@@ -141,10 +141,20 @@ static void net_gso(void)
 	      xsn_gso_size(XS_NET_GSO_UDP_L4, 1, 64) == 1, "refused");
 	check("net UDP gso_size 0 is refused", xsn_gso_size(XS_NET_GSO_UDP_L4, 0, 10) == 0,
 	      "accepted");
-	check("net TCP gso_size 1 is raised to 8", xsn_gso_size(XS_NET_GSO_TCPV4, 1, payload) == 8,
-	      "not 8");
+	check("net TCP gso_size 1 is raised to 8",
+	      xsn_gso_size(XS_NET_GSO_TCPV4, 1, 8 * XSN_GSO_MAX_TCP_SEGS) == 8, "not 8");
 	check("net TCP gso_size 1448 is kept",
 	      xsn_gso_size(XS_NET_GSO_TCPV6, 1448, payload) == 1448, "changed");
+	/* A switch sending 1-byte TCP segments (netback-uk hostile=gso-tcp):
+	 * ~8000 segments of 8 bytes for a stack that forwards the frame. */
+	check("net TCP gso_size 1 on a 64 KiB frame is refused",
+	      xsn_gso_size(XS_NET_GSO_TCPV4, 1, payload) == 0, "accepted (~8000 segments)");
+	need = DIV_ROUND_UP(payload, XSN_GSO_MAX_TCP_SEGS);
+	snprintf(why, sizeof(why), "gso_size %u refused", need);
+	check("net TCP at exactly 256 segments is taken",
+	      xsn_gso_size(XS_NET_GSO_TCPV4, need, payload) == need, why);
+	check("net TCP at 257 segments is refused",
+	      xsn_gso_size(XS_NET_GSO_TCPV6, need - 1, payload) == 0, "accepted");
 }
 
 /* ---- xensblk ---------------------------------------------------------- */

@@ -249,9 +249,13 @@ bool xsn_tx_may_wake(unsigned long flags, bool queue_stopped, bool running)
 
 u32 xsn_gso_size(u8 gso_type, u16 gso_size, u32 payload)
 {
-	if (!gso_size)
+	u32 size = gso_size, max = XSN_GSO_MAX_TCP_SEGS;
+
+	if (!size)
 		return 0;
 	if (gso_type == XS_NET_GSO_UDP_L4)
-		return payload > (u32)gso_size * XSN_GSO_MAX_UDP_SEGS ? 0 : gso_size;
-	return gso_size < XSN_GSO_MIN_TCP_SIZE ? XSN_GSO_MIN_TCP_SIZE : gso_size;
+		max = XSN_GSO_MAX_UDP_SEGS;
+	else if (size < XSN_GSO_MIN_TCP_SIZE)
+		size = XSN_GSO_MIN_TCP_SIZE;
+	return payload > size * max ? 0 : size;
 }

@@ -141,10 +141,14 @@ bool xsn_tx_may_wake(unsigned long flags, bool queue_stopped, bool running);
  * XSN_GSO_MAX_UDP_SEGS of them from one frame is refused (Linux's
  * UDP_MAX_SEGMENTS, as its virtio_net_hdr_to_skb checks). TCP cuts
  * anywhere: a size below XSN_GSO_MIN_TCP_SIZE is raised to it (Linux's
- * TCP_MIN_GSO_SIZE). The same limit keeps our own UDP GSO frames in
+ * TCP_MIN_GSO_SIZE), and more than XSN_GSO_MAX_TCP_SEGS segments of that
+ * size is refused (the switch's own bound, wire::net GSO_MAX_SEGS: an
+ * honest switch never sends more, and a stack forwarding the frame would
+ * make that many skbs). The UDP limit keeps our own UDP GSO frames in
  * software when they would have more segments (xsn_features_check).
  */
 #define XSN_GSO_MAX_UDP_SEGS XS_NET_GSO_MAX_UDP_SEGS
+#define XSN_GSO_MAX_TCP_SEGS XS_NET_GSO_MAX_SEGS
 #define XSN_GSO_MIN_TCP_SIZE 8
 u32 xsn_gso_size(u8 gso_type, u16 gso_size, u32 payload);
 

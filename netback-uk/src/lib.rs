@@ -8,6 +8,8 @@
 extern crate alloc;
 
 pub mod fdb;
+#[cfg(feature = "hostile")]
+pub mod hostile;
 pub mod mgmt;
 pub mod offload;
 pub mod policy;

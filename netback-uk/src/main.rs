@@ -32,6 +32,18 @@ mod image_main {
             "netback-uk {}: xen-share multi-way LAN backend",
             env!("CARGO_PKG_VERSION")
         );
+        #[cfg(feature = "hostile")]
+        {
+            println!("{}", netback_uk::hostile::MARKER);
+            match rt.boot.value("hostile").map(netback_uk::hostile::parse) {
+                Some(Some((mode, after))) => {
+                    println!("netback-uk: hostile mode {mode:?} after {after} IPv4 frame(s)");
+                    netback_uk::hostile::set(mode, after);
+                }
+                Some(None) => println!("netback-uk: unknown hostile= mode: honest"),
+                None => println!("netback-uk: no hostile= mode: honest"),
+            }
+        }
         let image::Domain {
             mut pvh, vdevice, ..
         } = image::bring_up(&rt, "netback-uk");

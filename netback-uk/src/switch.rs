@@ -654,6 +654,10 @@ impl<P: Platform> Switch<P> {
             if core::mem::take(&mut s.notify) {
                 // A member that closed its end is not our problem.
                 let _ = p.notify(s.evtchn);
+                #[cfg(feature = "hostile")]
+                for _ in 0..crate::hostile::flood() {
+                    let _ = p.notify(s.evtchn);
+                }
             }
         }
         round
@@ -738,9 +742,20 @@ impl<'s, P: Platform> Fwd<'s, P> {
         };
         let slot_budget = self.work_budget();
         rx.set_slot_budget(slot_budget);
+        #[cfg(feature = "hostile")]
+        let frames_before = round.frames;
         let result = self.drain(i, &mut rx, round);
         round.slots += u64::from(slot_budget - rx.slot_budget());
         let Some(state) = self.port(i) else { return };
+        #[cfg(feature = "hostile")]
+        if let Some(bogus) = crate::hostile::bogus_cons() {
+            // After a round that read frames of this port.
+            if round.frames > frames_before {
+                let _ = layout
+                    .window(mem)
+                    .and_then(|w| w.store_u32(lane::header::CONS, bogus, Ordering::Release));
+            }
+        }
         match (result, &mut state.link) {
             (Ok(()), Link::Up { from, .. }) => *from = Some(rx.park()),
             (Ok(()), _) => {}
@@ -1133,7 +1148,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
             features,
             max_frame,
             self.scratch,
-            &mut |f, m| match tx.send(f, m) {
+            &mut |f, m| match send(tx, f, m) {
                 Ok(true) => {
                     bytes += f.len() as u64;
                     made += 1;
@@ -1189,18 +1204,37 @@ impl<'s, P: Platform> Fwd<'s, P> {
         let Link::Up { to, dirty, .. } = &mut state.link else {
             return;
         };
-        let published = if core::mem::take(dirty) {
-            tx.publish()
-        } else {
-            Ok(false)
-        };
+        let wrote = core::mem::take(dirty);
+        let published = if wrote { tx.publish() } else { Ok(false) };
         *to = Some(tx.park());
+        #[cfg(feature = "hostile")]
+        let published = match (published, crate::hostile::bogus_prod()) {
+            (Ok(_), Some(bogus)) if wrote => self
+                .shares
+                .get(i)
+                .and_then(Option::as_ref)
+                .ok_or(Error::InvalidArgument { what: "no share" })
+                .and_then(|sh| state.layout.rx.window(sh.mem()))
+                .and_then(|w| w.store_u32(lane::header::PROD, bogus, Ordering::Release))
+                .map(|()| true),
+            (p, _) => p,
+        };
         match published {
             Ok(true) => state.notify = true,
             Ok(false) => {}
             Err(e) => break_port(state, i, e),
         }
     }
+}
+
+/// Writes one frame into a member's rx lane (in the test-only hostile
+/// build, as its mode lies: `crate::hostile`).
+fn send(tx: &mut FrameSender<'_>, frame: &[u8], meta: FrameMeta) -> Result<bool> {
+    #[cfg(feature = "hostile")]
+    if let Some(lie) = crate::hostile::send(tx, frame, &meta) {
+        return lie;
+    }
+    tx.send(frame, meta)
 }
 
 /// Where a port with a held frame stands.

@@ -13,13 +13,17 @@
 #   scribble garbage in every response slot,
 #   index    the response lane's prod out of bounds (from its first
 #            answer on: earlier, the disk would refuse to attach),
-#            each read fails, the disk says "broke the protocol";
+#   pin      honest answers, but the server maps a request's data page
+#            before answering and keeps it mapped (until it is destroyed),
+#            each read fails, the disk says "broke the protocol" (pin:
+#            "grant still in use after the response");
 #   silent   nothing answered: a reader blocks, then an honest server
 #            and a reconnect re-issue its requests and it completes.
 # Last, an honest server serves the same disk again; `rmmod xensblk
-# xenshare` leaves no grant in Xen's dump; no Oops, WARNING, BUG or hung
-# task in any kernel log. (blkback-uk only grant-copies, so a server that
-# keeps a page mapped is not among the lies.)
+# xenshare` says no grant is live and how many pages the pin server kept
+# (gnttab_end_foreign_access freed them once it was destroyed), and Xen's
+# dump holds none of the domU's grants; no Oops, WARNING, BUG or hung task
+# in any kernel log.
 U=hb-u
 RAM=/tmp/hostile-ram.img
 DEV=/dev/xsba
@@ -95,8 +99,9 @@ echo \"read \$sum, want $(cat /tmp/ram.md5)\"
 [ \"\$sum\" = $(cat /tmp/ram.md5) ]"
 }
 
-# lie MODE: a server lying as MODE; the next read fails and the disk
-# reports the protocol error (one more "broke the protocol" line).
+# lie MODE [WHY]: a server lying as MODE; the next read fails and the
+# disk reports the protocol error (one more "broke the protocol" line,
+# naming WHY if given).
 lie() {
     server "$1" || return 1
     _before=$(dom_run $U 'dmesg | grep -c "broke the protocol"')
@@ -107,7 +112,8 @@ if dd if=$DEV of=/dev/null bs=64k count=16 iflag=direct 2>/tmp/dd.err; then
 fi
 echo \"read refused: \$(tail -n 1 /tmp/dd.err)\"
 dmesg | grep 'broke the protocol' | tail -n 1
-[ \$(dmesg | grep -c 'broke the protocol') -gt $_before ]"
+[ \$(dmesg | grep -c 'broke the protocol') -gt $_before ] || exit 1
+dmesg | grep 'broke the protocol' | tail -n 1 | grep -q '${2:-broke the protocol}'"
 }
 
 flood() {
@@ -165,7 +171,7 @@ unload() {
 rmmod xensblk xenshare || exit 1
 [ ! -e $DEV ] || exit 1
 dmesg | grep 'xsba removed'
-dmesg | grep -q 'xsba removed: 0 grant(s) live, 0 left pinned'"
+dmesg | grep -q 'xsba removed: 0 grant(s) live, [1-9][0-9]* left pinned'"
 }
 
 # No grant of the domU in use, nothing mapped by it (console and xenstore
@@ -197,6 +203,7 @@ step status 180 lie status
 step dup 180 lie dup
 step scribble 180 lie scribble
 step index 180 lie index:1
+step pin 180 lie pin 'grant still in use after the response'
 step silent 300 silent
 step served-again 240 served_again
 step hung-task 60 no_hung_task

@@ -28,12 +28,18 @@ pub const IMAGES: &[(&str, &str)] = &[
 /// with a feature no shipped image has, for rig scenarios only. Never
 /// built by `cargo xtask images`; `dist` and [`build`] refuse any image
 /// that carries a [`TEST_MARKERS`] string.
-pub const TEST_IMAGES: &[(&str, &str, &str, &str)] =
-    &[("blkback-uk", "blkback-uk", "hostile", "blkback-uk-hostile")];
+pub const TEST_IMAGES: &[(&str, &str, &str, &str)] = &[
+    ("blkback-uk", "blkback-uk", "hostile", "blkback-uk-hostile"),
+    ("netback-uk", "netback-uk", "hostile", "netback-uk-hostile"),
+];
 
 /// What each test-only build prints at boot and so carries in its bytes
-/// (`blkback_uk::hostile::MARKER`).
-pub const TEST_MARKERS: &[&str] = &["blkback-uk HOSTILE TEST BUILD"];
+/// (`blkback_uk::hostile::MARKER`, `netback_uk::hostile::MARKER`), in the
+/// order of [`TEST_IMAGES`].
+pub const TEST_MARKERS: &[&str] = &[
+    "blkback-uk HOSTILE TEST BUILD",
+    "netback-uk HOSTILE TEST BUILD",
+];
 
 /// Fails if the image at `path` is a test-only build.
 pub fn refuse_test_build(path: &Path) -> Result<()> {
@@ -221,27 +227,32 @@ mod tests {
             b"\x7fELF blkback-uk 0.1.0: xen-share block backend",
         )
         .unwrap();
-        let mut bytes = b"\x7fELF ... ".to_vec();
-        bytes.extend_from_slice(TEST_MARKERS[0].as_bytes());
-        std::fs::write(&test, &bytes).unwrap();
         assert!(refuse_test_build(&shipped).is_ok());
-        let e = refuse_test_build(&test).unwrap_err().to_string();
-        assert!(e.contains("test-only build"), "{e}");
+        for m in TEST_MARKERS {
+            let mut bytes = b"\x7fELF ... ".to_vec();
+            bytes.extend_from_slice(m.as_bytes());
+            std::fs::write(&test, &bytes).unwrap();
+            let e = refuse_test_build(&test).unwrap_err().to_string();
+            assert!(e.contains("test-only build"), "{e}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn the_markers_are_the_test_builds_own() {
-        // What blkback-uk's hostile module prints at boot (its MARKER).
-        let src = std::fs::read_to_string(root().join("blkback-uk/src/hostile.rs")).unwrap();
-        assert!(src.contains(&format!("MARKER: &str = \"{}\"", TEST_MARKERS[0])));
+        // What each hostile module prints at boot (its MARKER).
+        assert_eq!(TEST_MARKERS.len(), TEST_IMAGES.len());
+        for ((pkg, ..), m) in TEST_IMAGES.iter().zip(TEST_MARKERS) {
+            let src = std::fs::read_to_string(root().join(pkg).join("src/hostile.rs")).unwrap();
+            assert!(src.contains(&format!("MARKER: &str = \"{m}\"")), "{pkg}");
+        }
     }
 
     #[test]
     fn images_refuses_to_build_a_test_image() {
-        let e = build(&["blkback-uk-hostile".into()])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("test-only image"), "{e}");
+        for (.., name) in TEST_IMAGES {
+            let e = build(&[name.to_string()]).unwrap_err().to_string();
+            assert!(e.contains("test-only image"), "{e}");
+        }
     }
 }

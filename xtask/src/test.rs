@@ -31,7 +31,7 @@ enum Tier {
 /// link with their own linker script (`cargo xtask images`).
 pub const HOST_FEATURES: &[&str] = &[
     "--features",
-    "pvh-selftest/dom0,netback-uk/sim,netback-uk/testing,blkback-uk/hostile",
+    "pvh-selftest/dom0,netback-uk/sim,netback-uk/testing,netback-uk/hostile,blkback-uk/hostile",
 ];
 
 pub fn run(args: Args) -> Result<()> {

@@ -215,6 +215,7 @@ pub fn tier() -> Result<u64> {
         ("xenshare-dev", None),
         ("xenshare-vma", None),
         ("hostile-blk", None),
+        ("hostile-net", None),
         ("vdevice", None),
         ("save-restore", None),
         ("demo", None),
