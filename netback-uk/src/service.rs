@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 use share_hal::platform::{Platform, Port};
 use share_hal::stats::StatsPage;
 use share_hal::vdevice::{Applied, VdeviceBus};
-use share_hal::wire::vdevice::{flags, status, EntryRepr, Kind, PortPolicyRepr, Role};
+use share_hal::wire::vdevice::{flags, status, EntryRepr, Kind, PolicyItem, PortPolicyRepr, Role};
 use share_hal::{Error, Result};
 
 use crate::fdb::{is_group, Mac, PortIndex};
@@ -78,11 +78,17 @@ fn apply_item<P: Platform>(
     };
     match sw.set_policy_item(p, index, Some(item)) {
         Ok(()) => {
+            // The entry's own words, not a Debug dump: the image keeps no
+            // formatting code for the item types.
             log::info!(
-                "entry {index}: port policy of domain {} on LAN {}: {:?}",
+                "entry {index}: port policy item {} for domain {} on LAN {}",
+                match item.item {
+                    PolicyItem::Rate { .. } => "rate",
+                    PolicyItem::Ipv4 { .. } => "IPv4 network",
+                    PolicyItem::Ipv6 { .. } => "IPv6 network",
+                },
                 item.member,
-                item.lan,
-                item.item
+                item.lan
             );
             Applied::Ok { share_ref: None }
         }
