@@ -288,13 +288,15 @@ fn a_backend_restarted_between_two_passes_is_caught_up() {
             tool: &mut tool,
             host: &mut h,
         };
+        // With a policy, which the re-made LAN must keep.
+        let opts = CreateOpts {
+            bind_addresses: true,
+            rate: Some(vdevice::record::NetRate::parse("50M").unwrap()),
+            addresses: vec![("3".into(), "192.168.7.3/32".into())],
+            ..CreateOpts::default()
+        };
         admin
-            .create_net(
-                &mut rec,
-                &CreateOpts::default(),
-                &["3".to_string()],
-                &mut |_| {},
-            )
+            .create_net(&mut rec, &opts, &["3".to_string()], &mut |_| {})
             .unwrap();
     }
     // Gone and back before the daemon looked: guest-a still holds its
@@ -310,6 +312,20 @@ fn a_backend_restarted_between_two_passes_is_caught_up() {
     assert_eq!((e[0].kind, e[0].peer), (Kind::Network, 6));
     assert!(all_connected(&mut tool, &host, &rec));
     assert!(rec.device("net0").unwrap().stale.is_none());
+    // The new switch got the port's flags and items again, all accepted.
+    let backend = entries(&mut tool, 6);
+    let port = backend
+        .iter()
+        .find(|e| e.role == Role::Owner && !vdevice::is_policy_item(e))
+        .unwrap();
+    assert_eq!(port.flags, share_hal::wire::vdevice::flags::BIND_ADDRESSES);
+    let items: Vec<_> = backend
+        .iter()
+        .filter_map(|e| share_hal::wire::vdevice::PortPolicyRepr::parse(e)?.ok())
+        .collect();
+    assert_eq!(items.len(), 2, "{backend:?}");
+    assert!(items.iter().all(|it| it.member == 3));
+    assert!(backend.iter().all(|e| e.status == 0));
     // A second pass has nothing to do.
     assert_eq!(
         pass(&mut tool, &host, &mut rec, 11, &mut lines),
