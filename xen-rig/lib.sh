@@ -424,3 +424,53 @@ reconnect_disk() {
     vdevice --timeout 60 reconnect disk --backend "$_new" --disk 0 "$(xl domid "$1")" || return 1
     vdevice show "$(xl domid "$1")"
 }
+
+# ---- a disk file served through dom0's blkback (blk-domu, blk-modules) --
+
+# make_disk: $IMG, $SECTORS sectors of zeros, with what dom0 needs to
+# give it to a domain (xen-blkback, loop, the block script).
+make_disk() {
+    modprobe xen-blkback || return 1
+    modprobe loop || return 1
+    install_block_script
+    dd if=/dev/zero of="$IMG" bs=1M count=$((SECTORS / 2048)) 2>&1 || return 1
+    ls -l "$IMG"
+}
+
+# blk_create: blkback-uk created with the scenario's $DISK (`disk=`).
+blk_create() {
+    : > "$(dom_log blkback-uk)"
+    xl create /xl-configs/blkback-uk.cfg "$DISK" || return 1
+    xl domid blkback-uk
+}
+
+# disk_line: blkback-uk says it serves disk 0, $SECTORS sectors.
+disk_line() {
+    dom_wait blkback-uk "blkback-uk: disk 0:"
+    grep -a "blkback-uk: disk 0:\|blkback-uk: ready" "$(dom_log blkback-uk)" | sed 's/@@/@ @/g'
+    grep -aq "blkback-uk: disk 0: vbd 51712 (backend domain 0): $SECTORS sectors" "$(dom_log blkback-uk)"
+}
+
+# ---- netback-uk's LANs (net, net-modules, xenshare, hostile-net) -------
+
+# timed CMD...: CMD, then how long it took (TCG makes every program slow;
+# the log says where the time goes).
+timed() {
+    _t0=$(now_ms)
+    "$@"
+    _trc=$?
+    echo "time: $* -> $(( $(now_ms) - _t0 )) ms (status $_trc)"
+    return "$_trc"
+}
+
+# nb: netback-uk's domain id.
+nb() {
+    xl domid netback-uk
+}
+
+# mac_of NAME: the MAC netback-uk assigns to NAME's port on LAN 0
+# (02:58:LL:LL:DD:DD, docs/protocol.md).
+mac_of() {
+    _id=$(xl domid "$1") || return 1
+    printf '02:58:00:00:%02x:%02x\n' $((_id >> 8)) $((_id & 255))
+}

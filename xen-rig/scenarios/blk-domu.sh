@@ -27,26 +27,6 @@ collect_member_log() {
 }
 trap collect_member_log EXIT
 
-make_disk() {
-    modprobe xen-blkback || return 1
-    modprobe loop || return 1
-    install_block_script
-    dd if=/dev/zero of="$IMG" bs=1M count=$((SECTORS / 2048)) 2>&1 || return 1
-    ls -l "$IMG"
-}
-
-blk_create() {
-    : > "$(dom_log blkback-uk)"
-    xl create /xl-configs/blkback-uk.cfg "$DISK" || return 1
-    xl domid blkback-uk
-}
-
-disk_line() {
-    dom_wait blkback-uk "blkback-uk: disk 0:"
-    grep -a "blkback-uk: disk 0:\|blkback-uk: ready" "$(dom_log blkback-uk)" | sed 's/@@/@ @/g'
-    grep -aq "blkback-uk: disk 0: vbd 51712 (backend domain 0): $SECTORS sectors" "$(dom_log blkback-uk)"
-}
-
 # fuse and loop for the member's disks, ext4 and crc32c (its metadata
 # checksums; without it mount says ENOENT) for the file system. Each
 # disk grants 32 slots of 33 pages to its server: more than gntalloc's

@@ -26,26 +26,6 @@ collect_dmesg() {
 }
 trap collect_dmesg EXIT
 
-make_disk() {
-    modprobe xen-blkback || return 1
-    modprobe loop || return 1
-    install_block_script
-    dd if=/dev/zero of="$IMG" bs=1M count=$((SECTORS / 2048)) 2>&1 || return 1
-    ls -l "$IMG"
-}
-
-blk_create() {
-    : > "$(dom_log blkback-uk)"
-    xl create /xl-configs/blkback-uk.cfg "$DISK" || return 1
-    xl domid blkback-uk
-}
-
-disk_line() {
-    dom_wait blkback-uk "blkback-uk: disk 0:"
-    grep -a "blkback-uk: disk 0:\|blkback-uk: ready" "$(dom_log blkback-uk)" | sed 's/@@/@ @/g'
-    grep -aq "blkback-uk: disk 0: vbd 51712 (backend domain 0): $SECTORS sectors" "$(dom_log blkback-uk)"
-}
-
 # The image resolves no module dependencies: xenshare first.
 load_modules() {
     dom_run $U '

@@ -41,10 +41,6 @@ collect() {
 }
 trap collect EXIT
 
-nb() {
-    xl domid netback-uk
-}
-
 # switch MODE: a fresh netback-uk, the shipped image for "honest", the
 # hostile build with hostile=MODE otherwise.
 switch() {

@@ -18,14 +18,6 @@ A=net-a
 B=net-b
 MGMT=10.77.0.1
 
-timed() {
-    _t0=$(now_ms)
-    "$@"
-    _trc=$?
-    echo "time: $* -> $(( $(now_ms) - _t0 )) ms (status $_trc)"
-    return "$_trc"
-}
-
 collect_dmesg() {
     for _d in $A $B; do
         xl domid "$_d" >/dev/null 2>&1 || continue
@@ -34,15 +26,6 @@ collect_dmesg() {
     done
 }
 trap collect_dmesg EXIT
-
-nb() {
-    xl domid netback-uk
-}
-
-mac_of() {
-    _id=$(xl domid "$1") || return 1
-    printf '02:58:00:00:%02x:%02x\n' $((_id >> 8)) $((_id & 255))
-}
 
 # load NAME: modprobe xensnet brings xenshare with it; the page is out.
 load() {

@@ -13,16 +13,6 @@ B=net-b
 # netback-uk's management address on LAN 0 (docs/protocol.md).
 MGMT=10.77.0.1
 
-# timed CMD...: CMD, then how long it took (TCG makes every program slow;
-# the log says where the time goes).
-timed() {
-    _t0=$(now_ms)
-    "$@"
-    _trc=$?
-    echo "time: $* -> $(( $(now_ms) - _t0 )) ms (status $_trc)"
-    return "$_trc"
-}
-
 # Hands over each member's log, pass or fail (the scenario's exit trap).
 collect_member_logs() {
     for _d in $A $B; do
@@ -32,13 +22,6 @@ collect_member_logs() {
     done
 }
 trap collect_member_logs EXIT
-
-# mac_of NAME: the MAC netback-uk assigns to NAME's port on LAN 0
-# (02:58:LL:LL:DD:DD, docs/protocol.md).
-mac_of() {
-    _id=$(xl domid "$1") || return 1
-    printf '02:58:00:00:%02x:%02x\n' $((_id >> 8)) $((_id & 255))
-}
 
 # start_member NAME: tun loaded, share-member started in the background
 # (its own session, its log in /tmp), until it has published its page.

@@ -29,10 +29,6 @@ collect_dmesg() {
 }
 trap collect_dmesg EXIT
 
-nb() {
-    xl domid netback-uk
-}
-
 # member_owns_page: share-member publishes the PV domU's vdevice page; the
 # module must refuse to load, saying which key and why.
 member_owns_page() {
