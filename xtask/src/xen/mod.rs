@@ -262,4 +262,4 @@ pub fn tier() -> Result<u64> {
 }
 
 /// The scenarios the xen tier runs on Debian 13's rig too.
-const DEBIAN_13_TIER: &[&str] = &["smoke", "selftest"];
+const DEBIAN_13_TIER: &[&str] = &["smoke", "selftest", "net-modules", "blk-modules"];
