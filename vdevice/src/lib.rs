@@ -619,22 +619,55 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             .chain(ips.iter().flatten().copied())
             .filter(|_| owner.kind == Kind::Network)
             .collect();
-        let mut served = Ok(());
+        if items.is_empty() {
+            return self.serve(backend, owner);
+        }
+        // A port that exists already must not get (or lose) items on the
+        // way to the refusal `serve` would give.
+        let listing = self.show(backend)?;
+        if listing.used.iter().any(|(_, e)| {
+            e.kind == owner.kind
+                && e.role == Role::Owner
+                && e.peer == member
+                && !is_policy_item(e)
+                && same_device(owner.kind, e.param, owner.param)
+        }) {
+            return Err(ToolError::Exists {
+                domid: backend,
+                peer: member,
+            });
+        }
+        let mut written = Vec::new();
+        let mut result = Ok(());
         for item in &items {
-            served = self.add_policy_item(backend, member, lan, *item, log);
-            if served.is_err() {
-                break;
+            match self.add_policy_item(backend, member, lan, *item, log) {
+                Ok(index) => written.push(index),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
         }
-        let served = served.and_then(|()| self.serve(backend, owner));
-        if served.is_err() && !items.is_empty() {
-            self.clear_policy(backend, member, Some(lan));
+        let served = result.and_then(|()| self.serve(backend, owner));
+        if served.is_err() {
+            // Only what this call wrote.
+            for index in written {
+                let _ = self.change(backend, &EntryRepr::EMPTY, &|entries| match entries
+                    .get(index as usize)
+                {
+                    Some(Ok(e)) if is_policy_item(e) && e.peer == member => Ok(index),
+                    _ => Err(ToolError::NotFound {
+                        domid: backend,
+                        peer: member,
+                    }),
+                });
+            }
         }
         served
     }
 
     /// Writes a port policy item for `member`'s port on LAN `lan` in a free
-    /// entry of `backend`'s page.
+    /// entry of `backend`'s page; returns the entry's index.
     pub fn add_policy_item(
         &mut self,
         backend: DomId,
@@ -642,15 +675,18 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
         lan: u16,
         item: PolicyItem,
         log: Log<'_>,
-    ) -> Result<(), ToolError> {
+    ) -> Result<u32, ToolError> {
         let entry = PortPolicyRepr { lan, member, item }.entry();
+        let chosen = core::cell::Cell::new(0);
         self.change(backend, &entry, &|entries| {
-            free_index(entries).ok_or(ToolError::PageFull { domid: backend })
+            let i = free_index(entries).ok_or(ToolError::PageFull { domid: backend })?;
+            chosen.set(i);
+            Ok(i)
         })?;
         log(&format!(
             "domain {backend}: port policy for domain {member} on LAN {lan}: {item:?}"
         ));
-        Ok(())
+        Ok(chosen.get())
     }
 
     /// Empties every port policy item of `member`'s port on LAN `lan` (any

@@ -203,3 +203,48 @@ fn the_longest_timeout_does_not_overflow_the_deadline() {
     backend.join().unwrap();
     member.join().unwrap();
 }
+
+#[test]
+fn a_second_connect_with_a_policy_leaves_the_first_ports_items_alone() {
+    let path = temp_socket_path("vdevice-tool-policy");
+    let _broker = Broker::spawn(&path).unwrap();
+    let published = Published::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let backend = domain(&path, 1, &published, stop.clone());
+    let member = domain(&path, 3, &published, stop.clone());
+    let mut tool = dom0_tool(&path, &published);
+    let rate = share_hal::wire::vdevice::PolicyItem::Rate {
+        kbit_per_sec: 1000,
+        burst_bytes: 6250,
+        frames_per_sec: 0,
+    };
+    let net = DeviceSpec {
+        kind: Kind::Network,
+        subtype: 1,
+        numpages: 16,
+        flags: 0,
+        param: 0,
+        rate: Some(rate),
+        ips: vdevice::NO_IPS,
+    };
+    tool.connect(1, 3, net, &mut |_| {}).unwrap();
+    let items = |tool: &mut vdevice::Tool<SimPlatform, common::Published>| {
+        tool.show(1)
+            .unwrap()
+            .used
+            .iter()
+            .filter(|(_, e)| vdevice::is_policy_item(e))
+            .count()
+    };
+    assert_eq!(items(&mut tool), 1);
+    // The port exists: refused, and its item neither doubled nor removed.
+    let again = tool.connect(1, 3, net, &mut |_| {});
+    assert!(matches!(again, Err(ToolError::Exists { .. })), "{again:?}");
+    assert_eq!(items(&mut tool), 1);
+    // Disconnecting takes the item with the port.
+    tool.disconnect(1, 3, Kind::Network, &mut |_| {}).unwrap();
+    assert_eq!(items(&mut tool), 0);
+    stop.store(true, Ordering::Relaxed);
+    backend.join().unwrap();
+    member.join().unwrap();
+}
