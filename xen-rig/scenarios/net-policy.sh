@@ -67,7 +67,7 @@ spoof_counted() {
         _line=$(port_report "$_b")
         _n=$(echo "$_line" | sed -n 's/.* policy \([0-9]*\),.*/\1/p')
         echo "netback-uk: $_line"
-        [ -n "$_n" ] && [ "$_n" -ge 6 ] && { echo "@@SAY B's spoofed frames dropped by its port's policy: $_n"; return 0; }
+        [ -n "$_n" ] && [ "$_n" -ge 3 ] && { echo "@@SAY B's spoofed frames dropped by its port's policy: $_n"; return 0; }
         _i=$((_i + 1)); [ $_i -gt 30 ] && return 1
         sleep 1
     done
