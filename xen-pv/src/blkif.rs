@@ -11,14 +11,15 @@
 //! written by us, never trusted back.
 
 use alloc::vec::Vec;
-use core::sync::atomic::{fence, Ordering};
 
 use super::abi::*;
+use crate::ring::{self, RingState};
 use share_hal::error::{Error, Result};
 use share_hal::volatile::SharedMem;
 
 /// Entries of a one-page ring.
 pub const RING_SIZE: u32 = BLKIF_RING_SIZE_1_PAGE;
+const _: () = assert!(ring::ring_size(4096, BLKIF_SRING_ENTRY_SIZE) == RING_SIZE);
 
 /// One segment of a request: `first..=last` sectors of a granted page.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -140,64 +141,42 @@ impl BlkifResponse {
 }
 
 /// Our private ring indexes, kept between borrows of the page.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FrontState {
-    /// Requests written (published or not).
-    req_prod_pvt: u32,
-    /// Responses consumed.
-    rsp_cons: u32,
-}
+pub type FrontState = RingState;
 
-/// The front end's view of the ring page.
+/// The front end's view of the ring page: the generic ring of
+/// [`crate::ring`] with blkif's entries.
 pub struct FrontRing<'a> {
-    page: SharedMem<'a>,
-    st: FrontState,
-}
-
-fn entry_offset(idx: u32) -> usize {
-    BLKIF_SRING_RING + (idx % RING_SIZE) as usize * BLKIF_SRING_ENTRY_SIZE
+    ring: ring::FrontRing<'a, BLKIF_SRING_ENTRY_SIZE>,
 }
 
 impl<'a> FrontRing<'a> {
     /// Sets up a fresh ring in `page` (`SHARED_RING_INIT`).
     #[inline]
     pub fn init(page: SharedMem<'a>) -> Result<FrontRing<'a>> {
-        if page.len() < entry_offset(RING_SIZE - 1) + BLKIF_SRING_ENTRY_SIZE {
-            return Err(Error::InvalidArgument {
-                what: "blkif ring page too small",
-            });
-        }
-        page.fill(0, page.len(), 0)?;
-        page.store_u32(BLKIF_SRING_REQ_EVENT, 1, Ordering::Relaxed)?;
-        page.store_u32(BLKIF_SRING_RSP_EVENT, 1, Ordering::Release)?;
         Ok(FrontRing {
-            page,
-            st: FrontState::default(),
+            ring: ring::FrontRing::init(page)?,
         })
     }
 
     /// Continues with indexes parked earlier.
     pub fn resume(page: SharedMem<'a>, st: FrontState) -> Result<FrontRing<'a>> {
-        if page.len() < entry_offset(RING_SIZE - 1) + BLKIF_SRING_ENTRY_SIZE {
-            return Err(Error::InvalidArgument {
-                what: "blkif ring page too small",
-            });
-        }
-        Ok(FrontRing { page, st })
+        Ok(FrontRing {
+            ring: ring::FrontRing::resume(page, st)?,
+        })
     }
 
     pub fn park(&self) -> FrontState {
-        self.st
+        self.ring.park()
     }
 
     /// Requests made and not yet answered.
     pub fn outstanding(&self) -> u32 {
-        self.st.req_prod_pvt.wrapping_sub(self.st.rsp_cons)
+        self.ring.outstanding()
     }
 
     /// Entries free for new requests.
     pub fn free(&self) -> u32 {
-        RING_SIZE.saturating_sub(self.outstanding())
+        self.ring.free()
     }
 
     /// Writes `req` into the next entry (published by [`publish`]).
@@ -208,53 +187,26 @@ impl<'a> FrontRing<'a> {
         if self.free() == 0 {
             return Ok(false);
         }
-        let b = req.emit()?;
-        self.page
-            .write_from(entry_offset(self.st.req_prod_pvt), &b)?;
-        self.st.req_prod_pvt = self.st.req_prod_pvt.wrapping_add(1);
-        Ok(true)
+        self.ring.push(&req.emit()?)
     }
 
     /// Publishes the pushed requests (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`);
     /// returns whether the backend asked to be notified.
     pub fn publish(&mut self) -> Result<bool> {
-        let old = self
-            .page
-            .load_u32(BLKIF_SRING_REQ_PROD, Ordering::Relaxed)?;
-        let new = self.st.req_prod_pvt;
-        if old == new {
-            return Ok(false);
-        }
-        self.page
-            .store_u32(BLKIF_SRING_REQ_PROD, new, Ordering::Release)?;
-        fence(Ordering::SeqCst);
-        // Peer-written; any value only changes whether we notify.
-        let event = self
-            .page
-            .load_u32(BLKIF_SRING_REQ_EVENT, Ordering::Acquire)?;
-        Ok(new.wrapping_sub(event) < new.wrapping_sub(old))
+        self.ring.publish()
     }
 
     /// Takes every response published so far into `out`. A producer index
     /// that claims more responses than requests outstanding is a protocol
     /// error (the ring is unusable after it).
     pub fn take(&mut self, out: &mut Vec<BlkifResponse>) -> Result<usize> {
-        // Peer-written: read once, checked.
-        let prod = self
-            .page
-            .load_u32(BLKIF_SRING_RSP_PROD, Ordering::Acquire)?;
-        let avail = prod.wrapping_sub(self.st.rsp_cons);
-        if avail > self.outstanding() {
-            return Err(Error::Protocol {
-                what: "blkif backend published responses to requests never made",
-            });
-        }
+        let avail = self.ring.available()?;
         for _ in 0..avail {
-            let mut b = [0u8; BLKIF_RESPONSE_SIZE];
-            self.page
-                .read_into(entry_offset(self.st.rsp_cons), &mut b)?;
-            out.push(BlkifResponse::parse(&b));
-            self.st.rsp_cons = self.st.rsp_cons.wrapping_add(1);
+            let mut b = [0u8; BLKIF_SRING_ENTRY_SIZE];
+            self.ring.take_one(&mut b)?;
+            let mut rsp = [0u8; BLKIF_RESPONSE_SIZE];
+            rsp.copy_from_slice(&b[..BLKIF_RESPONSE_SIZE]);
+            out.push(BlkifResponse::parse(&rsp));
         }
         Ok(avail as usize)
     }
@@ -263,16 +215,7 @@ impl<'a> FrontRing<'a> {
     /// (`RING_FINAL_CHECK_FOR_RESPONSES`); returns whether responses are
     /// already waiting (take them instead of sleeping).
     pub fn prepare_wait(&mut self) -> Result<bool> {
-        self.page.store_u32(
-            BLKIF_SRING_RSP_EVENT,
-            self.st.rsp_cons.wrapping_add(1),
-            Ordering::Release,
-        )?;
-        fence(Ordering::SeqCst);
-        let prod = self
-            .page
-            .load_u32(BLKIF_SRING_RSP_PROD, Ordering::Acquire)?;
-        Ok(prod != self.st.rsp_cons)
+        self.ring.prepare_wait()
     }
 }
 
@@ -287,19 +230,11 @@ pub mod back {
         req_cons: &mut u32,
         out: &mut Vec<BlkifRequest>,
     ) -> Result<()> {
-        let prod = page.load_u32(BLKIF_SRING_REQ_PROD, Ordering::Acquire)?;
-        let n = prod.wrapping_sub(*req_cons).min(RING_SIZE);
-        for _ in 0..n {
-            let mut b = [0u8; BLKIF_REQUEST_SIZE];
-            page.read_into(entry_offset(*req_cons), &mut b)?;
-            out.push(BlkifRequest::parse(&b));
-            *req_cons = req_cons.wrapping_add(1);
-        }
-        page.store_u32(
-            BLKIF_SRING_REQ_EVENT,
-            req_cons.wrapping_add(1),
-            Ordering::Release,
-        )
+        ring::back::take_requests::<BLKIF_SRING_ENTRY_SIZE>(page, req_cons, |b| {
+            let mut req = [0u8; BLKIF_REQUEST_SIZE];
+            req.copy_from_slice(&b[..BLKIF_REQUEST_SIZE]);
+            out.push(BlkifRequest::parse(&req));
+        })
     }
 
     /// Writes `rsp` at the backend's private producer index `rsp_prod_pvt`
@@ -309,15 +244,14 @@ pub mod back {
         rsp_prod_pvt: &mut u32,
         rsp: &BlkifResponse,
     ) -> Result<()> {
-        page.write_from(entry_offset(*rsp_prod_pvt), &rsp.emit())?;
-        *rsp_prod_pvt = rsp_prod_pvt.wrapping_add(1);
-        page.store_u32(BLKIF_SRING_RSP_PROD, *rsp_prod_pvt, Ordering::Release)
+        ring::back::respond::<BLKIF_SRING_ENTRY_SIZE>(page, rsp_prod_pvt, &rsp.emit())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::sync::atomic::Ordering;
 
     #[repr(align(4096))]
     struct Page([u8; 4096]);

@@ -1,7 +1,6 @@
 //! The front end of one Xen shared ring (`io/ring.h`) in one page, for
 //! any entry size: requests produced by us, responses by the backend.
-//! The netif rings use it; blkif has its own (`blkif::FrontRing`), older,
-//! which should move onto this one.
+//! The blkif and netif front ends are this ring with their entries.
 //!
 //! Everything the backend writes is hostile: `rsp_prod` is read once per
 //! take and must not claim more responses than requests outstanding; each
@@ -172,45 +171,40 @@ impl<'a, const E: usize> FrontRing<'a, E> {
 }
 
 /// The backend side, for tests and fuzz targets: reads requests and
-/// writes responses as dom0's backends do.
+/// writes responses as dom0's backends do, at the backend's private
+/// indexes.
 pub mod back {
     use super::*;
 
-    /// The backend's private indexes.
-    #[derive(Clone, Copy, Debug, Default)]
-    pub struct BackState {
-        pub req_cons: u32,
-        pub rsp_prod_pvt: u32,
-    }
-
-    /// The requests published and not yet taken, each its `E` bytes.
+    /// The requests published and not yet taken at `req_cons`, each its
+    /// `E` bytes.
     pub fn take_requests<const E: usize>(
         page: &SharedMem<'_>,
-        st: &mut BackState,
+        req_cons: &mut u32,
         mut f: impl FnMut([u8; E]),
     ) -> Result<()> {
         let size = ring_size(4096, E);
         let prod = page.load_u32(REQ_PROD, Ordering::Acquire)?;
-        let n = prod.wrapping_sub(st.req_cons).min(size);
+        let n = prod.wrapping_sub(*req_cons).min(size);
         for _ in 0..n {
             let mut b = [0u8; E];
-            page.read_into(RING + (st.req_cons % size) as usize * E, &mut b)?;
+            page.read_into(RING + (*req_cons % size) as usize * E, &mut b)?;
             f(b);
-            st.req_cons = st.req_cons.wrapping_add(1);
+            *req_cons = req_cons.wrapping_add(1);
         }
-        page.store_u32(REQ_EVENT, st.req_cons.wrapping_add(1), Ordering::Release)
+        page.store_u32(REQ_EVENT, req_cons.wrapping_add(1), Ordering::Release)
     }
 
-    /// Writes one response and publishes it.
+    /// Writes one response at `rsp_prod_pvt` and publishes it.
     pub fn respond<const E: usize>(
         page: &SharedMem<'_>,
-        st: &mut BackState,
+        rsp_prod_pvt: &mut u32,
         rsp: &[u8],
     ) -> Result<()> {
         let size = ring_size(4096, E);
-        page.write_from(RING + (st.rsp_prod_pvt % size) as usize * E, rsp)?;
-        st.rsp_prod_pvt = st.rsp_prod_pvt.wrapping_add(1);
-        page.store_u32(RSP_PROD, st.rsp_prod_pvt, Ordering::Release)
+        page.write_from(RING + (*rsp_prod_pvt % size) as usize * E, rsp)?;
+        *rsp_prod_pvt = rsp_prod_pvt.wrapping_add(1);
+        page.store_u32(RSP_PROD, *rsp_prod_pvt, Ordering::Release)
     }
 }
 

@@ -1,11 +1,18 @@
 //! The front end against a backend written here byte by byte (the layouts
 //! of `io/netif.h`), honest first, then lying.
 use super::*;
-use crate::ring::back::{respond, take_requests, BackState};
+use crate::ring::back::{respond, take_requests};
 use alloc::vec::Vec;
 
 #[repr(align(4096))]
 struct Page([u8; 4096]);
+
+/// A backend's private indexes on one ring.
+#[derive(Default)]
+struct BackEnd {
+    req_cons: u32,
+    rsp_prod_pvt: u32,
+}
 
 struct Rig {
     tx: Box<Page>,
@@ -62,9 +69,9 @@ fn frames_go_out_and_come_in_through_an_honest_backend() {
     }
     assert!(nf.publish().unwrap(), "a fresh backend asks to be told");
     // The backend reads what we asked, as dom0's netback does.
-    let (mut bt, mut br) = (BackState::default(), BackState::default());
+    let (mut bt, mut br) = (BackEnd::default(), BackEnd::default());
     let mut reqs = Vec::new();
-    take_requests::<12>(&txp, &mut bt, |r| reqs.push(r)).unwrap();
+    take_requests::<12>(&txp, &mut bt.req_cons, |r| reqs.push(r)).unwrap();
     assert_eq!(reqs.len(), 4);
     let r = reqs[2];
     assert_eq!(u32::from_le_bytes([r[0], r[1], r[2], r[3]]), 102);
@@ -73,16 +80,26 @@ fn frames_go_out_and_come_in_through_an_honest_backend() {
     assert_eq!(u16::from_le_bytes([r[8], r[9]]), 2);
     assert_eq!(u16::from_le_bytes([r[10], r[11]]), 1514);
     let mut posted = Vec::new();
-    take_requests::<8>(&rxp, &mut br, |r| posted.push(r)).unwrap();
+    take_requests::<8>(&rxp, &mut br.req_cons, |r| posted.push(r)).unwrap();
     assert_eq!(
         u32::from_le_bytes([posted[3][4], posted[3][5], posted[3][6], posted[3][7]]),
         203
     );
     for id in [1u16, 0, 3, 2] {
-        respond::<12>(&txp, &mut bt, &tx_rsp(id, NETIF_RSP_OKAY)).unwrap();
+        respond::<12>(&txp, &mut bt.rsp_prod_pvt, &tx_rsp(id, NETIF_RSP_OKAY)).unwrap();
     }
-    respond::<8>(&rxp, &mut br, &rx_rsp(2, 0, NETRXF_DATA_VALIDATED, 60)).unwrap();
-    respond::<8>(&rxp, &mut br, &rx_rsp(0, 0, 0, NETIF_RSP_ERROR)).unwrap();
+    respond::<8>(
+        &rxp,
+        &mut br.rsp_prod_pvt,
+        &rx_rsp(2, 0, NETRXF_DATA_VALIDATED, 60),
+    )
+    .unwrap();
+    respond::<8>(
+        &rxp,
+        &mut br.rsp_prod_pvt,
+        &rx_rsp(0, 0, 0, NETIF_RSP_ERROR),
+    )
+    .unwrap();
     let mut sent = Vec::new();
     assert_eq!(nf.take_tx(|id, st| sent.push((id, st))).unwrap(), 4);
     assert_eq!(sent, [(1, 0), (0, 0), (3, 0), (2, 0)]);
@@ -150,15 +167,15 @@ fn lie(tx: Option<[u8; 4]>, rx: Option<[u8; 8]>, extra_responses: u32) -> Result
     nf.send(&frame(7)).unwrap();
     nf.post(9, 1).unwrap();
     nf.publish().unwrap();
-    let (mut bt, mut br) = (BackState::default(), BackState::default());
+    let (mut bt, mut br) = (BackEnd::default(), BackEnd::default());
     if let Some(t) = tx {
-        respond::<12>(&txp, &mut bt, &t)?;
+        respond::<12>(&txp, &mut bt.rsp_prod_pvt, &t)?;
     }
     if let Some(r) = rx {
-        respond::<8>(&rxp, &mut br, &r)?;
+        respond::<8>(&rxp, &mut br.rsp_prod_pvt, &r)?;
     }
     for _ in 0..extra_responses {
-        respond::<12>(&txp, &mut bt, &tx_rsp(7, 0))?;
+        respond::<12>(&txp, &mut bt.rsp_prod_pvt, &tx_rsp(7, 0))?;
     }
     nf.take_tx(|_, _| {})?;
     nf.take_rx(|_| {})?;
@@ -213,9 +230,9 @@ fn a_full_ring_says_so_and_takes_again_after_responses() {
     }
     nf.publish().unwrap();
     // All 256 ids are in flight: none is free to try, the ring is full.
-    let mut bt = BackState::default();
-    take_requests::<12>(&txp, &mut bt, |_| {}).unwrap();
-    respond::<12>(&txp, &mut bt, &tx_rsp(5, 0)).unwrap();
+    let mut bt = BackEnd::default();
+    take_requests::<12>(&txp, &mut bt.req_cons, |_| {}).unwrap();
+    respond::<12>(&txp, &mut bt.rsp_prod_pvt, &tx_rsp(5, 0)).unwrap();
     assert_eq!(nf.take_tx(|_, _| {}).unwrap(), 1);
     assert!(nf.send(&frame(5)).unwrap());
 }
