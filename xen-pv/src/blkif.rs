@@ -202,11 +202,9 @@ impl<'a> FrontRing<'a> {
     pub fn take(&mut self, out: &mut Vec<BlkifResponse>) -> Result<usize> {
         let avail = self.ring.available()?;
         for _ in 0..avail {
-            let mut b = [0u8; BLKIF_SRING_ENTRY_SIZE];
+            let mut b = [0u8; BLKIF_RESPONSE_SIZE];
             self.ring.take_one(&mut b)?;
-            let mut rsp = [0u8; BLKIF_RESPONSE_SIZE];
-            rsp.copy_from_slice(&b[..BLKIF_RESPONSE_SIZE]);
-            out.push(BlkifResponse::parse(&rsp));
+            out.push(BlkifResponse::parse(&b));
         }
         Ok(avail as usize)
     }

@@ -210,7 +210,7 @@ impl<'a> NetFront<'a> {
     pub fn take_tx(&mut self, mut done: impl FnMut(u16, i16)) -> Result<u32> {
         let n = self.tx.available()?;
         for _ in 0..n {
-            let mut b = [0u8; NETIF_TX_REQUEST_SIZE];
+            let mut b = [0u8; NETIF_TX_RESPONSE_SIZE];
             self.tx.take_one(&mut b)?;
             let id = u16::from_le_bytes([b[0], b[1]]);
             let status = i16::from_le_bytes([b[2], b[3]]);

@@ -40,46 +40,41 @@ pub const fn ring_size(page_len: usize, entry: usize) -> u32 {
 pub struct FrontRing<'a, const E: usize> {
     page: SharedMem<'a>,
     st: RingState,
-    size: u32,
 }
 
 impl<'a, const E: usize> FrontRing<'a, E> {
-    fn check(page: &SharedMem<'a>) -> Result<u32> {
-        let size = ring_size(page.len().min(4096), E);
-        if page.len() < 4096 || size == 0 {
+    /// Entries of the ring (a constant: index arithmetic stays cheap).
+    pub const SIZE: u32 = ring_size(4096, E);
+
+    fn check(page: &SharedMem<'a>) -> Result<()> {
+        if page.len() < 4096 || Self::SIZE == 0 {
             return Err(Error::InvalidArgument {
                 what: "a ring takes one 4096-byte page",
             });
         }
-        Ok(size)
+        Ok(())
     }
 
     /// Sets up a fresh ring in `page` (`SHARED_RING_INIT`).
     pub fn init(page: SharedMem<'a>) -> Result<Self> {
-        let size = Self::check(&page)?;
+        Self::check(&page)?;
         page.fill(0, page.len(), 0)?;
         page.store_u32(REQ_EVENT, 1, Ordering::Relaxed)?;
         page.store_u32(RSP_EVENT, 1, Ordering::Release)?;
         Ok(FrontRing {
             page,
             st: RingState::default(),
-            size,
         })
     }
 
     /// Continues with indexes parked earlier.
     pub fn resume(page: SharedMem<'a>, st: RingState) -> Result<Self> {
-        let size = Self::check(&page)?;
-        Ok(FrontRing { page, st, size })
+        Self::check(&page)?;
+        Ok(FrontRing { page, st })
     }
 
     pub fn park(&self) -> RingState {
         self.st
-    }
-
-    /// Entries of the ring.
-    pub fn size(&self) -> u32 {
-        self.size
     }
 
     /// Requests made and not yet answered.
@@ -88,11 +83,11 @@ impl<'a, const E: usize> FrontRing<'a, E> {
     }
 
     pub fn free(&self) -> u32 {
-        self.size.saturating_sub(self.outstanding())
+        Self::SIZE.saturating_sub(self.outstanding())
     }
 
     fn offset(&self, idx: u32) -> usize {
-        RING + (idx % self.size) as usize * E
+        RING + (idx % Self::SIZE) as usize * E
     }
 
     /// Writes one request (at most `E` bytes) into the next entry, to be
@@ -142,12 +137,13 @@ impl<'a, const E: usize> FrontRing<'a, E> {
         Ok(avail)
     }
 
-    /// Copies the next response out and consumes it (only after
-    /// [`FrontRing::available`] said there is one).
-    pub fn take_one(&mut self, out: &mut [u8; E]) -> Result<()> {
-        if self.outstanding() == 0 {
+    /// Copies the next response (its first `out.len()` bytes, at most an
+    /// entry) out and consumes it (only after [`FrontRing::available`] said
+    /// there is one).
+    pub fn take_one(&mut self, out: &mut [u8]) -> Result<()> {
+        if self.outstanding() == 0 || out.len() > E {
             return Err(Error::InvalidArgument {
-                what: "no response to take",
+                what: "no response to take, or one longer than an entry",
             });
         }
         self.page.read_into(self.offset(self.st.rsp_cons), out)?;
