@@ -16,24 +16,9 @@ use share_hal::SharedMem;
 use xen_pv::abi::BLKIF_MAX_SEGMENTS_PER_REQUEST;
 use xen_pv::blkif::{BlkifRequest, BlkifSegment, FrontRing, RING_SIZE};
 
-#[repr(align(4096))]
-struct Page([u8; 4096]);
-
-struct Script<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl Script<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let b = self.data.get(self.at).copied();
-        self.at += 1;
-        b
-    }
-    fn word(&mut self) -> u32 {
-        u32::from_le_bytes([(); 4].map(|_| self.byte().unwrap_or(0)))
-    }
-}
+#[path = "../script.rs"]
+mod script;
+use script::{Page, Script};
 
 fuzz_target!(|data: &[u8]| {
     let mut page = Box::new(Page([0; 4096]));
@@ -43,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut ring) = FrontRing::init(mem) else {
         panic!("a 4096-byte page holds a blkif ring");
     };
-    let mut s = Script { data, at: 0 };
+    let mut s = Script::new(data);
     let mut next_id = 0u64;
     let mut out = Vec::new();
     while let Some(op) = s.byte() {

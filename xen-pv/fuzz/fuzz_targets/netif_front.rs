@@ -14,34 +14,16 @@ use libfuzzer_sys::fuzz_target;
 use share_hal::SharedMem;
 use xen_pv::netif::{NetFront, RxDone, TxFrame, MAX_IDS};
 
-#[repr(align(4096))]
-struct Page([u8; 4096]);
-
-struct Script<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl Script<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let b = self.data.get(self.at).copied();
-        self.at += 1;
-        b
-    }
-    fn half(&mut self) -> u16 {
-        u16::from_le_bytes([self.byte().unwrap_or(0), self.byte().unwrap_or(0)])
-    }
-    fn word(&mut self) -> u32 {
-        u32::from_le_bytes([(); 4].map(|_| self.byte().unwrap_or(0)))
-    }
-}
+#[path = "../script.rs"]
+mod script;
+use script::{Page, Script};
 
 fuzz_target!(|data: &[u8]| {
     let mut tx = Box::new(Page([0; 4096]));
     let mut rx = Box::new(Page([0; 4096]));
     let (txm, rxm) = (SharedMem::from_slice(&mut tx.0), SharedMem::from_slice(&mut rx.0));
     let mut nf = NetFront::init(txm, rxm).unwrap();
-    let mut s = Script { data, at: 0 };
+    let mut s = Script::new(data);
     // What we believe is in flight, kept apart from the front end's own.
     let mut in_flight = [false; MAX_IDS as usize];
     let mut posted = [false; MAX_IDS as usize];
