@@ -51,14 +51,16 @@ fuzz_target!(|data: &[u8]| {
     if g.check(frame, 1).is_err() {
         return;
     }
-    let v4_ok = |ip: &[u8]| {
-        (pick & 1 != 0 && ip[..3] == NET4[..3]) || (pick & 4 != 0 && ip == LEASE)
-    };
+    let v4_ok =
+        |ip: &[u8]| (pick & 1 != 0 && ip[..3] == NET4[..3]) || (pick & 4 != 0 && ip == LEASE);
     match u16::from_be_bytes([frame[12], frame[13]]) {
         0x0800 => {
             let src = &frame[26..30];
             let dhcp_client = frame.len() >= 14 + 20 + 4 && frame[14 + 9] == 17;
-            assert!(v4_ok(src) || (dhcp_client && src == [0; 4]), "IPv4 from {src:?}");
+            assert!(
+                v4_ok(src) || (dhcp_client && src == [0; 4]),
+                "IPv4 from {src:?}"
+            );
         }
         0x0806 => {
             assert_eq!(&frame[22..28], &MAC, "ARP sender MAC");
@@ -68,7 +70,9 @@ fuzz_target!(|data: &[u8]| {
         0x86dd => {
             let src: [u8; 16] = frame[22..38].try_into().unwrap();
             assert!(
-                src == link_local(&MAC) || src == [0; 16] || (pick & 2 != 0 && src[..8] == NET6[..8]),
+                src == link_local(&MAC)
+                    || src == [0; 16]
+                    || (pick & 2 != 0 && src[..8] == NET6[..8]),
                 "IPv6 from {src:?}"
             );
         }

@@ -21,7 +21,10 @@ use script::{Page, Script};
 fuzz_target!(|data: &[u8]| {
     let mut tx = Box::new(Page([0; 4096]));
     let mut rx = Box::new(Page([0; 4096]));
-    let (txm, rxm) = (SharedMem::from_slice(&mut tx.0), SharedMem::from_slice(&mut rx.0));
+    let (txm, rxm) = (
+        SharedMem::from_slice(&mut tx.0),
+        SharedMem::from_slice(&mut rx.0),
+    );
     let mut nf = NetFront::init(txm, rxm).unwrap();
     let mut s = Script::new(data);
     // What we believe is in flight, kept apart from the front end's own.
@@ -73,7 +76,10 @@ fuzz_target!(|data: &[u8]| {
                         ok &= u32::from(offset) + u32::from(len) <= 4096 && len > 0;
                     }
                 });
-                assert!(ok, "an rx response for a buffer not posted, or out of its page");
+                assert!(
+                    ok,
+                    "an rx response for a buffer not posted, or out of its page"
+                );
                 r.map(drop)
             }
             5 => nf.prepare_wait().map(drop),
@@ -82,7 +88,8 @@ fuzz_target!(|data: &[u8]| {
                 let page = if op % 8 == 6 { &txm } else { &rxm };
                 let at = usize::from(s.half() % 1024) * 4;
                 let v = s.word();
-                page.store_u32(at, v, std::sync::atomic::Ordering::Release).unwrap();
+                page.store_u32(at, v, std::sync::atomic::Ordering::Release)
+                    .unwrap();
                 Ok(())
             }
             _ => unreachable!(),
