@@ -470,14 +470,28 @@ fn copyright() -> String {
         .into()
 }
 
+/// Packs `tree` reproducibly: the same files make the same bytes
+/// (dpkg-deb clamps every time to `SOURCE_DATE_EPOCH`: the caller's, or
+/// the last commit's), which is how the rig tells whether what the install
+/// test installed is still this build's package.
 fn pack(tree: &Path, deb: &Path) -> Result<()> {
-    run_step(
-        &format!("dpkg-deb --build {}", deb.display()),
-        Command::new("dpkg-deb")
-            .args(["--root-owner-group", "-Zxz", "--build"])
-            .arg(tree)
-            .arg(deb),
-    )
+    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok().or_else(|| {
+        let out = Command::new("git")
+            .args(["log", "-1", "--format=%ct"])
+            .current_dir(root())
+            .output()
+            .ok()?;
+        let t = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !t.is_empty()).then_some(t)
+    });
+    let mut c = Command::new("dpkg-deb");
+    c.args(["--root-owner-group", "-Zxz", "--build"])
+        .arg(tree)
+        .arg(deb);
+    if let Some(e) = epoch {
+        c.env("SOURCE_DATE_EPOCH", e);
+    }
+    run_step(&format!("dpkg-deb --build {}", deb.display()), &mut c)
 }
 
 #[cfg(test)]
