@@ -198,6 +198,8 @@ pub struct Round {
     pub emitted: u64,
     /// Some port may have more to read: poll again before waiting.
     pub busy: bool,
+    /// Triggers sent to members (event channel sends: hypercalls on Xen).
+    pub triggers: u64,
 }
 
 /// Tunables of a switch.
@@ -654,6 +656,7 @@ impl<P: Platform> Switch<P> {
             if core::mem::take(&mut s.notify) {
                 // A member that closed its end is not our problem.
                 let _ = p.notify(s.evtchn);
+                round.triggers += 1;
                 #[cfg(feature = "hostile")]
                 for _ in 0..crate::hostile::flood() {
                     let _ = p.notify(s.evtchn);

@@ -48,7 +48,12 @@ pub struct FrameMeta {
 
 impl FrameMeta {
     /// The segmentation offload request, checked as a receiver would.
+    #[inline]
     pub fn gso(&self) -> Result<Option<Gso>> {
+        // An ordinary frame: all three fields 0, nothing to parse.
+        if (self.gso_type, self.gso_size, self.gso_flags) == (0, 0, 0) {
+            return Ok(None);
+        }
         Ok(Gso::from_fields(
             self.gso_type,
             self.gso_size,
@@ -141,6 +146,9 @@ impl<'a> FrameSender<'a> {
                 what: "frame empty or longer than the max frame",
             });
         }
+        if frame.len() <= self.cap && gso.is_none() {
+            return self.send_one(frame, meta);
+        }
         let slots = self.slots_for(frame.len());
         if !self.lane.reserve(slots)? {
             return Ok(false);
@@ -172,6 +180,31 @@ impl<'a> FrameSender<'a> {
         })?;
         result?;
         self.lane.commit(slots)?;
+        Ok(true)
+    }
+
+    /// A checked frame of one slot without segmentation offload: the slot
+    /// header [`wire::net::split_frame`] would make, written in one store.
+    #[inline]
+    fn send_one(&mut self, frame: &[u8], meta: FrameMeta) -> Result<bool> {
+        if !self.lane.reserve(1)? {
+            return Ok(false);
+        }
+        let fl = meta.flags & (flags::CSUM_BLANK | flags::DATA_VALIDATED);
+        let (start, offset) = if fl & flags::CSUM_BLANK != 0 {
+            (meta.csum_start, meta.csum_offset)
+        } else {
+            (0, 0)
+        };
+        // len, flags, csum_start, csum_offset; the rest 0 (no GSO).
+        let lo = frame.len() as u64
+            | u64::from(fl) << 16
+            | u64::from(start) << 32
+            | u64::from(offset) << 48;
+        let slot = self.lane.slot(0)?;
+        slot.write_16(0, [lo, 0])?;
+        slot.write_from(SLOT_HEADER_LEN, frame)?;
+        self.lane.commit(1)?;
         Ok(true)
     }
 
@@ -282,11 +315,7 @@ impl<'a> FrameReceiver<'a> {
                 return Ok(None);
             };
             // One copy of the header; every decision below uses it only.
-            let mut raw = HeaderBuf([0u8; SLOT_HEADER_LEN]);
-            let raw = &mut raw.0;
-            slot.read_into(0, &mut raw[..])?;
-            let hdr = SlotHeader::new_checked(&raw[..])?;
-            let action = self.rules.push(&hdr);
+            let action = self.rules.push_words(slot.read_16(0)?);
             // Consumed whatever the verdict, so a bad slot never stalls us.
             self.lane.advance();
             self.slot_budget -= 1;
@@ -473,6 +502,55 @@ mod tests {
             assert_eq!(f.meta, meta_for(n));
         }
         assert_eq!(rx.next(), Ok(None));
+    }
+
+    /// The one-slot path writes the header `split_frame` specifies.
+    #[test]
+    fn one_slot_frames_carry_the_split_frame_header() {
+        let metas = [
+            FrameMeta::default(),
+            FrameMeta {
+                flags: flags::CSUM_BLANK | flags::DATA_VALIDATED | flags::MORE | 0x100,
+                csum_start: 34,
+                csum_offset: 6,
+                ..FrameMeta::default()
+            },
+            FrameMeta {
+                flags: flags::DATA_VALIDATED,
+                csum_start: 9,
+                csum_offset: 9,
+                ..FrameMeta::default()
+            },
+        ];
+        for meta in metas {
+            for n in [1, 60, 1514, SLOT_DATA_MAX] {
+                let layout = LaneLayout::new(4, NET_SLOT_SIZE).unwrap();
+                let mut pages = Pages(vec![0u64; layout.bytes() / 8 + 8]);
+                let mem = pages.mem();
+                init(mem, layout, 0).unwrap();
+                let lane = Producer::attach(mem, layout).unwrap();
+                let mut tx = FrameSender::new(lane, MAX * 3).unwrap();
+                assert!(tx.send(&frame(n, 3), meta).unwrap());
+                let mut got = [0u8; SLOT_HEADER_LEN];
+                mem.read_into(crate::lane::HEADER_LEN, &mut got).unwrap();
+                let csum = (meta.flags & flags::CSUM_BLANK != 0).then_some(wire::net::Csum {
+                    start: meta.csum_start,
+                    offset: meta.csum_offset,
+                });
+                let validated = meta.flags & flags::DATA_VALIDATED != 0;
+                let mut want = [0u8; SLOT_HEADER_LEN];
+                wire::net::split_frame(n, csum, validated, None, |_, r| {
+                    r.emit(&mut SlotHeader::new_unchecked(&mut want[..]))
+                        .unwrap()
+                })
+                .unwrap();
+                assert_eq!(got, want, "{n} bytes, {meta:?}");
+                let mut body = vec![0u8; n];
+                mem.read_into(crate::lane::HEADER_LEN + SLOT_HEADER_LEN, &mut body)
+                    .unwrap();
+                assert_eq!(body, frame(n, 3));
+            }
+        }
     }
 
     #[test]
