@@ -1186,56 +1186,56 @@ impl<'s, P: Platform> Fwd<'s, P> {
         let mut bytes = 0u64;
         let mut made = 0u64;
         let mut failed = None;
-        let verdict = match body {
-            // Not all private: a plain frame (`forward` made every frame
-            // with offloads whole), its head from our copy, the rest from
-            // the source's slots: offload::deliver's plain case.
-            Body::Lane(f) if !f.is_whole() => {
+        // All private (or made so by `forward`): offloads resolved for this
+        // destination. Otherwise a plain frame (`forward` made every frame
+        // with offloads whole): its head from our copy, the rest from the
+        // source's slots, as offload::deliver's plain case does.
+        let private = match body {
+            Body::Private(frame) => Ok(frame),
+            Body::Lane(f) if f.is_whole() => Ok(f.head()),
+            Body::Lane(f) => Err(f),
+        };
+        let verdict = match private {
+            Ok(frame) => offload::deliver(
+                frame,
+                &meta,
+                features,
+                max_frame,
+                self.scratch,
+                &mut |f, m| match send(tx, f, m) {
+                    Ok(true) => {
+                        bytes += f.len() as u64;
+                        made += 1;
+                        true
+                    }
+                    Ok(false) => false,
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        false
+                    }
+                },
+            ),
+            Err(f) if f.len() > max_frame => Verdict::Dropped(DropCause::TooBig),
+            Err(f) => {
                 let mut m = FrameMeta::default();
                 if meta.flags & flags::DATA_VALIDATED != 0
                     && features & features::DATA_VALIDATED != 0
                 {
                     m.flags |= flags::DATA_VALIDATED;
                 }
-                if f.len() > max_frame {
-                    Verdict::Dropped(DropCause::TooBig)
-                } else {
-                    match tx.send_lane(f, m) {
-                        Ok(true) => {
-                            bytes += f.len() as u64;
-                            made += 1;
-                            Verdict::Delivered { frames: 1 }
-                        }
-                        Ok(false) => Verdict::Dropped(DropCause::LaneFull),
-                        Err(e) => {
-                            failed.get_or_insert(e);
-                            Verdict::Dropped(DropCause::LaneFull)
-                        }
+                match tx.send_lane(f, m) {
+                    Ok(true) => {
+                        bytes += f.len() as u64;
+                        made += 1;
+                        Verdict::Delivered { frames: 1 }
+                    }
+                    Ok(false) => Verdict::Dropped(DropCause::LaneFull),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        Verdict::Dropped(DropCause::LaneFull)
                     }
                 }
             }
-            Body::Lane(f) => offload_deliver(
-                tx,
-                f.head(),
-                meta,
-                features,
-                max_frame,
-                self.scratch,
-                &mut bytes,
-                &mut made,
-                &mut failed,
-            ),
-            Body::Private(frame) => offload_deliver(
-                tx,
-                frame,
-                meta,
-                features,
-                max_frame,
-                self.scratch,
-                &mut bytes,
-                &mut made,
-                &mut failed,
-            ),
         };
         self.emitted += made;
         let c = &mut state.counters;
@@ -1309,40 +1309,6 @@ impl<'s, P: Platform> Fwd<'s, P> {
 enum Body<'f, 'b, 'a> {
     Private(&'f [u8]),
     Lane(&'f LaneFrame<'b, 'a>),
-}
-
-/// A private frame to one destination, its offloads resolved for it.
-#[allow(clippy::too_many_arguments)]
-fn offload_deliver(
-    tx: &mut FrameSender<'_>,
-    frame: &[u8],
-    meta: FrameMeta,
-    features: u32,
-    max_frame: usize,
-    scratch: &mut Scratch,
-    bytes: &mut u64,
-    made: &mut u64,
-    failed: &mut Option<Error>,
-) -> Verdict {
-    offload::deliver(
-        frame,
-        &meta,
-        features,
-        max_frame,
-        scratch,
-        &mut |f, m| match send(tx, f, m) {
-            Ok(true) => {
-                *bytes += f.len() as u64;
-                *made += 1;
-                true
-            }
-            Ok(false) => false,
-            Err(e) => {
-                failed.get_or_insert(e);
-                false
-            }
-        },
-    )
 }
 
 /// Writes one frame into a member's rx lane (in the test-only hostile
