@@ -5,9 +5,13 @@
 //! creates a net share, writes the control fields and both lane headers,
 //! and only then grants it. Everything the member writes afterwards (its
 //! tx slots and indexes, `features_accepted`, `member_state`) is hostile:
-//! frames are copied once out of the tx lane into the port's private
-//! buffer by [`FrameReceiver`] (which enforces the slot rules of
-//! docs/protocol.md), and every forwarding decision is made on that copy.
+//! [`FrameReceiver`] copies each slot header out once (and enforces the
+//! slot rules of docs/protocol.md) and each frame's first
+//! [`PRIVATE_HEAD`] bytes into the port's private buffer; every forwarding
+//! decision is made on that copy, and those bytes go out from it. The rest
+//! of a plain frame is copied once, from the source's tx slots to each
+//! destination's rx slots; a frame whose other bytes the switch reads is
+//! copied whole first.
 //!
 //! Properties the code keeps, each tested below:
 //! - A frame goes to the port its destination MAC was learned on, or, for
