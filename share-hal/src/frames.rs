@@ -126,12 +126,13 @@ impl<'a> FrameSender<'a> {
     /// not enough free slots, nothing written.
     pub fn send(&mut self, frame: &[u8], meta: FrameMeta) -> Result<bool> {
         let gso = self.check(frame.len(), &meta)?;
-        if frame.len() <= self.cap && gso.is_none() {
-            return self.send_one(frame, meta);
-        }
-        self.send_split(frame.len(), gso, meta, |slot, at, end| {
+        let data = |slot: &SharedMem<'a>, at: usize, end: usize| {
             slot.write_from(SLOT_HEADER_LEN, frame.get(at..end).unwrap_or(&[]))
-        })
+        };
+        if frame.len() <= self.cap && gso.is_none() {
+            return self.send_one(frame.len(), meta, data);
+        }
+        self.send_split(frame.len(), gso, meta, data)
     }
 
     /// Writes a frame read by [`FrameReceiver::next_lane`] into this lane
@@ -143,7 +144,7 @@ impl<'a> FrameSender<'a> {
         let gso = self.check(frame.len(), &meta)?;
         let head = frame.head();
         let (src, pieces) = frame.rest();
-        self.send_split(frame.len(), gso, meta, |slot, at, end| {
+        let data = |slot: &SharedMem<'a>, at: usize, end: usize| {
             let mine = end.min(head.len());
             if at < mine {
                 slot.write_from(SLOT_HEADER_LEN, head.get(at..mine).unwrap_or(&[]))?;
@@ -157,7 +158,11 @@ impl<'a> FrameSender<'a> {
                 }
             }
             Ok(())
-        })
+        };
+        if frame.len() <= self.cap && gso.is_none() {
+            return self.send_one(frame.len(), meta, data);
+        }
+        self.send_split(frame.len(), gso, meta, data)
     }
 
     /// The checks of a frame of `len` bytes before it is written.
@@ -232,8 +237,14 @@ impl<'a> FrameSender<'a> {
 
     /// A checked frame of one slot without segmentation offload: the slot
     /// header [`wire::net::split_frame`] would make, written in one store.
+    /// `data(slot, 0, len)` writes the frame's bytes.
     #[inline]
-    fn send_one(&mut self, frame: &[u8], meta: FrameMeta) -> Result<bool> {
+    fn send_one(
+        &mut self,
+        len: usize,
+        meta: FrameMeta,
+        data: impl FnOnce(&SharedMem<'a>, usize, usize) -> Result<()>,
+    ) -> Result<bool> {
         if !self.lane.reserve(1)? {
             return Ok(false);
         }
@@ -244,13 +255,11 @@ impl<'a> FrameSender<'a> {
             (0, 0)
         };
         // len, flags, csum_start, csum_offset; the rest 0 (no GSO).
-        let lo = frame.len() as u64
-            | u64::from(fl) << 16
-            | u64::from(start) << 32
-            | u64::from(offset) << 48;
+        let lo =
+            len as u64 | u64::from(fl) << 16 | u64::from(start) << 32 | u64::from(offset) << 48;
         let slot = self.lane.slot(0)?;
         slot.write_16(0, [lo, 0])?;
-        slot.write_from(SLOT_HEADER_LEN, frame)?;
+        data(&slot, 0, len)?;
         self.lane.commit(1)?;
         Ok(true)
     }
