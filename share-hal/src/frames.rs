@@ -304,26 +304,31 @@ pub struct LaneFrame<'b, 'a> {
 
 impl<'b, 'a> LaneFrame<'b, 'a> {
     /// Frame bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    #[inline]
     pub fn meta(&self) -> FrameMeta {
         self.meta
     }
 
     /// The frame's first bytes, private: as many as the receiver's
     /// private head, or the whole frame once [`whole`](Self::whole) ran.
+    #[inline]
     pub fn head(&self) -> &[u8] {
         let rx = &*self.rx;
         rx.buf.get(rx.base..rx.base + rx.private).unwrap_or(&[])
     }
 
     /// Whether every byte is private.
+    #[inline]
     pub fn is_whole(&self) -> bool {
         self.rx.private >= self.len
     }
@@ -370,6 +375,7 @@ impl<'b, 'a> LaneFrame<'b, 'a> {
 
     /// Where the bytes not in [`head`](Self::head) are: the sender's
     /// lane window and the pieces in it, in frame order.
+    #[inline]
     fn rest(&self) -> (SharedMem<'a>, &[Piece]) {
         (self.rx.lane.window(), &self.rx.pieces)
     }

@@ -450,12 +450,14 @@ impl<'a> Consumer<'a> {
     /// The lane's window (header and slots), for a caller that keeps
     /// where a slot was ([`current_offset`](Self::current_offset)) to copy
     /// from it later, before it releases the slot.
+    #[inline]
     pub fn window(&self) -> SharedMem<'a> {
         self.mem
     }
 
     /// Offset in [`window`](Self::window) of the slot [`slot`](Self::slot)
     /// returns.
+    #[inline]
     pub fn current_offset(&self) -> usize {
         self.layout.slot_offset(self.cons)
     }
