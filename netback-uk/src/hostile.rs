@@ -111,6 +111,12 @@ pub fn set(mode: Mode, after: u64) {
     MODE.store(mode as u8, Ordering::Relaxed);
 }
 
+/// Whether a mode is set: the switch then copies every frame whole, so
+/// that each goes through [`send`] and can be lied about.
+pub fn lies() -> bool {
+    mode() != Mode::Off
+}
+
 fn mode() -> Mode {
     let m = MODE.load(Ordering::Relaxed);
     MODES

@@ -169,8 +169,13 @@ fn deliver_checked(
     } else {
         None
     };
-    let gso = Gso::from_fields(meta.gso_type, meta.gso_size, meta.gso_flags)
-        .map_err(|_| DropCause::BadOffload)?;
+    // An ordinary frame (all three fields 0) needs no parse.
+    let gso = if (meta.gso_type, meta.gso_size, meta.gso_flags) == (0, 0, 0) {
+        None
+    } else {
+        Gso::from_fields(meta.gso_type, meta.gso_size, meta.gso_flags)
+            .map_err(|_| DropCause::BadOffload)?
+    };
     // What the source says survives only where the destination takes it.
     let mut base = FrameMeta::default();
     if meta.flags & flags::DATA_VALIDATED != 0 && dst_features & features::DATA_VALIDATED != 0 {

@@ -410,6 +410,23 @@ impl Guard {
                 .any(|n| in_net(ip, &n.addr, n.prefix))
     }
 
+    /// Whether [`check`](Self::check) reads `frame` past its first
+    /// [`crate::switch::PRIVATE_HEAD`] bytes, judged from those bytes
+    /// (`head`): only for a DHCP request of a bound port (UDP to port 67,
+    /// whose `chaddr` is checked in the whole datagram). Every other check
+    /// reads the Ethernet header and the IPv4 (up to 60 bytes, then the
+    /// UDP ports), IPv6 (40) or ARP (28) header.
+    pub fn reads_whole_frame(&self, head: &[u8]) -> bool {
+        if !self.rules.bind_addresses || head.get(12..14) != Some(&[0x08, 0x00]) {
+            return false;
+        }
+        let Some(packet) = head.get(14..) else {
+            return false;
+        };
+        let ihl = usize::from(packet.first().copied().unwrap_or(0) & 0x0f) * 4;
+        packet.get(9) == Some(&17) && packet.get(ihl + 2..ihl + 4) == Some(&[0, 67])
+    }
+
     /// Read by hand, not through smoltcp's checked views: this runs for
     /// every frame of a bound port (the 64-byte rate must not notice it),
     /// and only the source address, the protocol, the fragment offset and

@@ -5,9 +5,13 @@
 //! creates a net share, writes the control fields and both lane headers,
 //! and only then grants it. Everything the member writes afterwards (its
 //! tx slots and indexes, `features_accepted`, `member_state`) is hostile:
-//! frames are copied once out of the tx lane into the port's private
-//! buffer by [`FrameReceiver`] (which enforces the slot rules of
-//! docs/protocol.md), and every forwarding decision is made on that copy.
+//! [`FrameReceiver`] copies each slot header out once (and enforces the
+//! slot rules of docs/protocol.md) and each frame's first
+//! [`PRIVATE_HEAD`] bytes into the port's private buffer; every forwarding
+//! decision is made on that copy, and those bytes go out from it. The rest
+//! of a plain frame is copied once, from the source's tx slots to each
+//! destination's rx slots; a frame whose other bytes the switch reads is
+//! copied whole first.
 //!
 //! Properties the code keeps, each tested below:
 //! - A frame goes to the port its destination MAC was learned on, or, for
@@ -28,14 +32,16 @@
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use share_hal::frames::{FrameMeta, FrameReceiver, FrameSender, ParkedReceiver, ParkedSender};
+use share_hal::frames::{
+    FrameMeta, FrameReceiver, FrameSender, LaneFrame, ParkedReceiver, ParkedSender,
+};
 use share_hal::lane::{self, Consumer, ConsumerState, Producer, ProducerState};
 use share_hal::platform::{DomId, Platform, Port};
 use share_hal::share::{Share, ShareRef};
 use share_hal::wire::net::field as control_field;
 use share_hal::wire::net::{
-    self, features, Control, ControlRepr, FrameAssembler, NetLayout, MEMBER_READY, MTU_DEFAULT,
-    MTU_MAX,
+    self, features, flags, Control, ControlRepr, FrameAssembler, NetLayout, MEMBER_READY,
+    MTU_DEFAULT, MTU_MAX,
 };
 use share_hal::{Error, Result, SharedMem};
 
@@ -44,6 +50,15 @@ use crate::mgmt::{Mgmt, MgmtConfig};
 use crate::offload::{self, DropCause, Scratch, Verdict};
 use crate::policy::{Guard, HeldLease, PolicyBook, PolicyDrops, PortRules, Refusal};
 use share_hal::wire::vdevice::PortPolicyRepr;
+
+/// Bytes of each frame copied privately as its tx slots are read: every
+/// byte a forwarding decision reads lies in them (Ethernet header and VLAN
+/// tag, 18; an IPv4 header, at most 60, and the UDP ports after it; IPv6,
+/// 40; ARP, 28). The rest is copied once, from the source's tx slots to
+/// each destination's rx slots, unless the frame needs all of its bytes
+/// private (offloads to resolve, the management endpoint, a DHCP request
+/// the policy reads, a hold): those are copied in whole first.
+pub const PRIVATE_HEAD: usize = 128;
 
 /// The management endpoint takes standard frames.
 const MGMT_MAX_FRAME: usize = net::MTU_DEFAULT as usize + net::FRAME_OVERHEAD;
@@ -198,6 +213,8 @@ pub struct Round {
     pub emitted: u64,
     /// Some port may have more to read: poll again before waiting.
     pub busy: bool,
+    /// Triggers sent to members (event channel sends: hypercalls on Xen).
+    pub triggers: u64,
 }
 
 /// Tunables of a switch.
@@ -654,6 +671,7 @@ impl<P: Platform> Switch<P> {
             if core::mem::take(&mut s.notify) {
                 // A member that closed its end is not our problem.
                 let _ = p.notify(s.evtchn);
+                round.triggers += 1;
                 #[cfg(feature = "hostile")]
                 for _ in 0..crate::hostile::flood() {
                     let _ = p.notify(s.evtchn);
@@ -799,11 +817,11 @@ impl<'s, P: Platform> Fwd<'s, P> {
                 }
                 return Ok(());
             }
-            match rx.next() {
-                Ok(Some(frame)) => {
+            match rx.next_lane() {
+                Ok(Some(mut frame)) => {
                     served += 1;
                     round.frames += 1;
-                    if let Some(room) = self.forward(i as PortIndex, frame.data, frame.meta) {
+                    if let Some(room) = self.forward(i as PortIndex, &mut frame) {
                         // Held: read nothing more of this port for now.
                         if rx.release()? {
                             self.mark_notify(i);
@@ -875,23 +893,43 @@ impl<'s, P: Platform> Fwd<'s, P> {
     /// too, and its replies are switched like any frame. Returns
     /// `Some(room)` if the frame is held (see [`HOLD_NS`]); `room`: the
     /// destination had room again by the time its trigger was armed.
-    fn forward(&mut self, src: PortIndex, frame: &[u8], meta: FrameMeta) -> Option<bool> {
+    ///
+    /// Every decision reads the frame's private head only; the rest of its
+    /// bytes are copied once, to each destination, or into the private
+    /// buffer first when the frame needs them there.
+    fn forward(&mut self, src: PortIndex, lane_frame: &mut LaneFrame<'_, '_>) -> Option<bool> {
         let now = self.now;
+        let meta = lane_frame.meta();
+        let len = lane_frame.len();
         let sp = self
             .ports
             .get_mut(usize::from(src))
             .and_then(Option::as_mut)?;
         sp.counters.rx_frames += 1;
-        sp.counters.rx_bytes += frame.len() as u64;
+        sp.counters.rx_bytes += len as u64;
         // Every frame read counts against the port's rate, refused or not.
-        sp.guard.charge(frame.len());
-        // The assembler guarantees an Ethernet header (14 bytes).
-        let (Some(dst), Some(srcmac)) = (mac_at(frame, 0), mac_at(frame, 6)) else {
+        sp.guard.charge(len);
+        // The assembler guarantees an Ethernet header (14 bytes), and the
+        // head holds at least that much.
+        let head = lane_frame.head();
+        let (Some(dst), Some(srcmac)) = (mac_at(head, 0), mac_at(head, 6)) else {
             sp.counters.drop_bad_frame += 1;
             return None;
         };
         let lan_slot = sp.lan;
         let lan = self.lans.get_mut(lan_slot).and_then(Option::as_mut)?;
+        let whole = meta.flags & flags::CSUM_BLANK != 0
+            || meta.gso_type != 0
+            || lan.mgmt.wants(dst)
+            || sp.guard.reads_whole_frame(head)
+            || hostile_lies();
+        if whole && lane_frame.whole().is_err() {
+            sp.counters.drop_bad_frame += 1;
+            return None;
+        }
+        let lane_frame = &*lane_frame;
+        // The private bytes: the head, or all of the frame when `whole`.
+        let frame = lane_frame.head();
         if is_group(&srcmac)
             || srcmac == lan.mgmt.mac()
             || lan.fdb.learn(&srcmac, src, now) == Learned::Spoof
@@ -952,15 +990,15 @@ impl<'s, P: Platform> Fwd<'s, P> {
         if self.dests.len() == 1 && !is_group(&dst) {
             // Unicast to one port: a full lane holds the frame a while.
             let d = self.dests[0];
-            if self.deliver(d, frame, meta, true) == Delivery::Full
-                && self.hold(src, d, frame, meta, now)
+            if self.deliver(d, Body::Lane(lane_frame), meta, true) == Delivery::Full
+                && self.hold(src, d, lane_frame, meta, now)
             {
-                held = Some(self.arm(d, frame.len()));
+                held = Some(self.arm(d, len));
             }
         } else {
             for k in 0..self.dests.len() {
                 let d = self.dests[k];
-                self.deliver(d, frame, meta, false);
+                self.deliver(d, Body::Lane(lane_frame), meta, false);
             }
         }
         if !self.reply_lens.is_empty() {
@@ -995,7 +1033,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
         &mut self,
         src: PortIndex,
         d: PortIndex,
-        frame: &[u8],
+        frame: &LaneFrame<'_, '_>,
         meta: FrameMeta,
         now: u64,
     ) -> bool {
@@ -1010,7 +1048,11 @@ impl<'s, P: Platform> Fwd<'s, P> {
             return false;
         };
         sp.held_buf.clear();
-        sp.held_buf.extend_from_slice(frame);
+        if frame.copy_into(&mut sp.held_buf).is_err() {
+            // Cannot happen (the pieces lie in the lane); dropped if it did.
+            sp.counters.drop_bad_frame += 1;
+            return false;
+        }
         sp.held = Some(Held {
             len: frame.len(),
             meta,
@@ -1041,7 +1083,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
         };
         let buf = core::mem::take(&mut sp.held_buf);
         let frame = buf.get(..h.len).unwrap_or(&[]);
-        let result = match self.deliver(h.dst, frame, h.meta, true) {
+        let result = match self.deliver(h.dst, Body::Private(frame), h.meta, true) {
             Delivery::Full if now.saturating_sub(h.since_ns) < HOLD_NS => Retry::Waiting {
                 room: self.arm(h.dst, h.len),
             },
@@ -1086,7 +1128,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
             }
             for k in 0..self.dests.len() {
                 let d = self.dests[k];
-                self.deliver(d, reply, FrameMeta::default(), false);
+                self.deliver(d, Body::Private(reply), FrameMeta::default(), false);
             }
         }
         *self.replies = replies;
@@ -1097,7 +1139,13 @@ impl<'s, P: Platform> Fwd<'s, P> {
     /// for that port (published at the end of the round).
     /// With `may_hold`, a frame that found no room at all is not counted
     /// as dropped but reported `Full` (the caller holds it).
-    fn deliver(&mut self, d: PortIndex, frame: &[u8], meta: FrameMeta, may_hold: bool) -> Delivery {
+    fn deliver(
+        &mut self,
+        d: PortIndex,
+        body: Body<'_, '_, '_>,
+        meta: FrameMeta,
+        may_hold: bool,
+    ) -> Delivery {
         let i = usize::from(d);
         let shares = self.shares;
         let (Some(share), Some(state)) = (
@@ -1142,25 +1190,57 @@ impl<'s, P: Platform> Fwd<'s, P> {
         let mut bytes = 0u64;
         let mut made = 0u64;
         let mut failed = None;
-        let verdict = offload::deliver(
-            frame,
-            &meta,
-            features,
-            max_frame,
-            self.scratch,
-            &mut |f, m| match send(tx, f, m) {
-                Ok(true) => {
-                    bytes += f.len() as u64;
-                    made += 1;
-                    true
+        // All private (or made so by `forward`): offloads resolved for this
+        // destination. Otherwise a plain frame (`forward` made every frame
+        // with offloads whole): its head from our copy, the rest from the
+        // source's slots, as offload::deliver's plain case does.
+        let private = match body {
+            Body::Private(frame) => Ok(frame),
+            Body::Lane(f) if f.is_whole() => Ok(f.head()),
+            Body::Lane(f) => Err(f),
+        };
+        let verdict = match private {
+            Ok(frame) => offload::deliver(
+                frame,
+                &meta,
+                features,
+                max_frame,
+                self.scratch,
+                &mut |f, m| match send(tx, f, m) {
+                    Ok(true) => {
+                        bytes += f.len() as u64;
+                        made += 1;
+                        true
+                    }
+                    Ok(false) => false,
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        false
+                    }
+                },
+            ),
+            Err(f) if f.len() > max_frame => Verdict::Dropped(DropCause::TooBig),
+            Err(f) => {
+                let mut m = FrameMeta::default();
+                if meta.flags & flags::DATA_VALIDATED != 0
+                    && features & features::DATA_VALIDATED != 0
+                {
+                    m.flags |= flags::DATA_VALIDATED;
                 }
-                Ok(false) => false,
-                Err(e) => {
-                    failed.get_or_insert(e);
-                    false
+                match tx.send_lane(f, m) {
+                    Ok(true) => {
+                        bytes += f.len() as u64;
+                        made += 1;
+                        Verdict::Delivered { frames: 1 }
+                    }
+                    Ok(false) => Verdict::Dropped(DropCause::LaneFull),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        Verdict::Dropped(DropCause::LaneFull)
+                    }
                 }
-            },
-        );
+            }
+        };
         self.emitted += made;
         let c = &mut state.counters;
         let mut result = Delivery::Done;
@@ -1225,6 +1305,23 @@ impl<'s, P: Platform> Fwd<'s, P> {
             Err(e) => break_port(state, i, e),
         }
     }
+}
+
+/// A frame to deliver: all of it private, or as read from a lane (its
+/// head private, maybe the rest too).
+#[derive(Clone, Copy)]
+enum Body<'f, 'b, 'a> {
+    Private(&'f [u8]),
+    Lane(&'f LaneFrame<'b, 'a>),
+}
+
+/// Whether the test-only hostile build is lying now (then every frame is
+/// copied whole and written through [`send`]).
+fn hostile_lies() -> bool {
+    #[cfg(feature = "hostile")]
+    return crate::hostile::lies();
+    #[cfg(not(feature = "hostile"))]
+    false
 }
 
 /// Writes one frame into a member's rx lane (in the test-only hostile
@@ -1319,11 +1416,12 @@ fn bring_up(
     let rules = FrameAssembler::new(mtu, features)?;
     let max_frame = rules.mtu_frame();
     let (tx_lane, rx_lane) = (state.layout.tx.lane()?, state.layout.rx.lane()?);
-    let from = FrameReceiver::net(
+    let mut from = FrameReceiver::net(
         Consumer::resume(state.layout.tx.window(mem)?, tx_lane, rx)?,
         rules,
-    )?
-    .park();
+    )?;
+    from.set_private_head(PRIVATE_HEAD);
+    let from = from.park();
     let mut to = FrameSender::new(
         Producer::resume(state.layout.rx.window(mem)?, rx_lane, tx)?,
         max_frame,
@@ -1779,6 +1877,80 @@ mod tests {
     }
 
     /// A member flooding with every slot it has does not starve another
+    /// Copy once: the switch decides on its private copy of a frame's
+    /// head and copies the rest straight from the source's tx slots. A
+    /// member rewriting its slots all the while (another thread flipping
+    /// the last byte of both MACs, the only byte in which the members'
+    /// assigned addresses differ, so no write tears an address) must not
+    /// get a frame through with bytes other than those decided on: every
+    /// frame that arrives says its receiver's address and its sender's
+    /// true one, never another destination or a spoofed source.
+    #[test]
+    fn a_member_rewriting_its_slots_mid_copy_gets_no_other_bytes_through() {
+        use core::sync::atomic::AtomicBool;
+        let mut rig = Rig::new(SwitchConfig::default());
+        let mut a = rig.join(0, 7, 2, 0);
+        let mut b = rig.join(1, 7, 3, 0);
+        let mut c = rig.join(2, 7, 4, 0);
+        // B and C are learned on their ports.
+        b.send(&[eth(a.mac, b.mac, 60, 0)], FrameMeta::default());
+        c.send(&[eth(a.mac, c.mac, 60, 0)], FrameMeta::default());
+        rig.pump();
+        a.recv();
+        let mem = a.att.mem();
+        let (ptr, len) = (mem.as_ptr(), mem.len());
+        // SAFETY: a window over A's mapping of its share, which stays
+        // mapped until `a` drops after the scope below; all accesses are
+        // volatile (SharedMem), as for any party writing a shared page.
+        let hostile = unsafe { SharedMem::new(core::ptr::NonNull::new(ptr).unwrap(), len) };
+        let lane = a.layout.tx;
+        let data = |i: usize| lane.slots + i * lane.slot_size + net::SLOT_HEADER_LEN;
+        let (good_dst, good_src, other) = (b.mac[5], a.mac[5], c.mac[5]);
+        let stop = AtomicBool::new(false);
+        let (mut at_b, mut at_c) = (0u64, 0u64);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    for i in 0..lane.slot_count as usize {
+                        let _ = hostile.write_u8(data(i) + 5, other);
+                        let _ = hostile.write_u8(data(i) + 11, other);
+                        let _ = hostile.write_u8(data(i) + 5, good_dst);
+                        let _ = hostile.write_u8(data(i) + 11, good_src);
+                    }
+                }
+            });
+            // Stops the writer however this thread leaves the scope (a
+            // failed assertion too), or the scope would wait for ever.
+            struct Stop<'s>(&'s AtomicBool);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            let _stop = Stop(&stop);
+            let start = std::time::Instant::now();
+            while start.elapsed().as_millis() < 1500 && at_b + at_c < 200_000 {
+                let frame = eth(b.mac, a.mac, 1000, 1);
+                a.send_with(usize::MAX, |_| (&frame[..], FrameMeta::default()));
+                rig.pump();
+                for (m, n) in [(&mut b, &mut at_b), (&mut c, &mut at_c)] {
+                    let mac = m.mac;
+                    m.recv_with(|f, _| {
+                        *n += 1;
+                        assert_eq!(f[..6], mac, "a frame with another destination");
+                        assert_eq!(f[6..12], a.mac, "a frame with a spoofed source");
+                    });
+                }
+            }
+        });
+        assert!(at_b > 100, "frames went through ({at_b} to B, {at_c} to C)");
+        let lost = rig.counters(1).drop_rx_full + rig.counters(2).drop_rx_full;
+        assert_eq!(
+            rig.counters(0).rx_frames,
+            rig.counters(0).drop_spoof + at_b + at_c + lost
+        );
+    }
+
     /// sender: each round reads at most `budget` frames of each port.
     #[test]
     fn a_flooding_member_does_not_starve_the_others() {

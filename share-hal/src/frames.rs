@@ -48,7 +48,12 @@ pub struct FrameMeta {
 
 impl FrameMeta {
     /// The segmentation offload request, checked as a receiver would.
+    #[inline]
     pub fn gso(&self) -> Result<Option<Gso>> {
+        // An ordinary frame: all three fields 0, nothing to parse.
+        if (self.gso_type, self.gso_size, self.gso_flags) == (0, 0, 0) {
+            return Ok(None);
+        }
         Ok(Gso::from_fields(
             self.gso_type,
             self.gso_size,
@@ -120,6 +125,48 @@ impl<'a> FrameSender<'a> {
     /// Writes `frame` into the lane without publishing it. `Ok(false)`:
     /// not enough free slots, nothing written.
     pub fn send(&mut self, frame: &[u8], meta: FrameMeta) -> Result<bool> {
+        let gso = self.check(frame.len(), &meta)?;
+        let data = |slot: &SharedMem<'a>, at: usize, end: usize| {
+            slot.write_from(SLOT_HEADER_LEN, frame.get(at..end).unwrap_or(&[]))
+        };
+        if frame.len() <= self.cap && gso.is_none() {
+            return self.send_one(frame.len(), meta, data);
+        }
+        self.send_split(frame.len(), gso, meta, data)
+    }
+
+    /// Writes a frame read by [`FrameReceiver::next_lane`] into this lane
+    /// without publishing it, with `meta` (what the destination gets):
+    /// its private head from the receiver's buffer, the rest copied once
+    /// from the sender's slots to ours. `Ok(false)`: not enough free
+    /// slots, nothing written.
+    pub fn send_lane(&mut self, frame: &LaneFrame<'_, '_>, meta: FrameMeta) -> Result<bool> {
+        let gso = self.check(frame.len(), &meta)?;
+        let head = frame.head();
+        let (src, pieces) = frame.rest();
+        let data = |slot: &SharedMem<'a>, at: usize, end: usize| {
+            let mine = end.min(head.len());
+            if at < mine {
+                slot.write_from(SLOT_HEADER_LEN, head.get(at..mine).unwrap_or(&[]))?;
+            }
+            // Pieces are in frame order and few (a frame's slots).
+            for p in pieces {
+                let (from, to) = (p.at.max(at).max(mine), (p.at + p.len).min(end));
+                if from < to {
+                    let n = to - from;
+                    slot.copy_from(SLOT_HEADER_LEN + from - at, &src, p.offset + from - p.at, n)?;
+                }
+            }
+            Ok(())
+        };
+        if frame.len() <= self.cap && gso.is_none() {
+            return self.send_one(frame.len(), meta, data);
+        }
+        self.send_split(frame.len(), gso, meta, data)
+    }
+
+    /// The checks of a frame of `len` bytes before it is written.
+    fn check(&self, len: usize, meta: &FrameMeta) -> Result<Option<Gso>> {
         let gso = meta.gso()?;
         if gso.is_some() && !self.gso {
             return Err(Error::InvalidArgument {
@@ -136,12 +183,25 @@ impl<'a> FrameSender<'a> {
         } else {
             self.max_frame
         };
-        if frame.is_empty() || frame.len() > max {
+        if len == 0 || len > max {
             return Err(Error::InvalidArgument {
                 what: "frame empty or longer than the max frame",
             });
         }
-        let slots = self.slots_for(frame.len());
+        Ok(gso)
+    }
+
+    /// Writes the slot headers of a checked frame of `len` bytes and, for
+    /// each slot, has `data(slot, at, end)` write frame bytes `at..end`
+    /// at the slot's data offset.
+    fn send_split(
+        &mut self,
+        len: usize,
+        gso: Option<Gso>,
+        meta: FrameMeta,
+        mut data: impl FnMut(&SharedMem<'a>, usize, usize) -> Result<()>,
+    ) -> Result<bool> {
+        let slots = self.slots_for(len);
         if !self.lane.reserve(slots)? {
             return Ok(false);
         }
@@ -153,7 +213,7 @@ impl<'a> FrameSender<'a> {
         let lane = &self.lane;
         let mut result = Ok(());
         let mut k = 0u32;
-        wire::net::split_frame(frame.len(), csum, validated, gso, |at, repr| {
+        wire::net::split_frame(len, csum, validated, gso, |at, repr| {
             let mut raw = HeaderBuf([0u8; SLOT_HEADER_LEN]);
             let raw = &mut raw.0;
             let end = at + usize::from(repr.len);
@@ -163,7 +223,7 @@ impl<'a> FrameSender<'a> {
                 .and_then(|()| lane.slot(k))
                 .and_then(|slot| {
                     slot.write_from(0, &raw[..])?;
-                    slot.write_from(SLOT_HEADER_LEN, &frame[at..end])
+                    data(&slot, at, end)
                 });
             if result.is_ok() {
                 result = written;
@@ -172,6 +232,35 @@ impl<'a> FrameSender<'a> {
         })?;
         result?;
         self.lane.commit(slots)?;
+        Ok(true)
+    }
+
+    /// A checked frame of one slot without segmentation offload: the slot
+    /// header [`wire::net::split_frame`] would make, written in one store.
+    /// `data(slot, 0, len)` writes the frame's bytes.
+    #[inline]
+    fn send_one(
+        &mut self,
+        len: usize,
+        meta: FrameMeta,
+        data: impl FnOnce(&SharedMem<'a>, usize, usize) -> Result<()>,
+    ) -> Result<bool> {
+        if !self.lane.reserve(1)? {
+            return Ok(false);
+        }
+        let fl = meta.flags & (flags::CSUM_BLANK | flags::DATA_VALIDATED);
+        let (start, offset) = if fl & flags::CSUM_BLANK != 0 {
+            (meta.csum_start, meta.csum_offset)
+        } else {
+            (0, 0)
+        };
+        // len, flags, csum_start, csum_offset; the rest 0 (no GSO).
+        let lo =
+            len as u64 | u64::from(fl) << 16 | u64::from(start) << 32 | u64::from(offset) << 48;
+        let slot = self.lane.slot(0)?;
+        slot.write_16(0, [lo, 0])?;
+        data(&slot, 0, len)?;
+        self.lane.commit(1)?;
         Ok(true)
     }
 
@@ -201,6 +290,97 @@ pub struct RxFrame<'b> {
     pub meta: FrameMeta,
 }
 
+/// A frame popped from a lane whose first bytes are in the receiver's
+/// private buffer ([`head`](Self::head)) and the rest still in the
+/// sender's slots ([`FrameReceiver::set_private_head`]). The slots stay
+/// consumed but unreleased while it lives; their sender may still rewrite
+/// them, so only [`head`](Self::head) may be decided on.
+#[derive(Debug)]
+pub struct LaneFrame<'b, 'a> {
+    rx: &'b mut FrameReceiver<'a>,
+    len: usize,
+    meta: FrameMeta,
+}
+
+impl<'b, 'a> LaneFrame<'b, 'a> {
+    /// Frame bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    pub fn meta(&self) -> FrameMeta {
+        self.meta
+    }
+
+    /// The frame's first bytes, private: as many as the receiver's
+    /// private head, or the whole frame once [`whole`](Self::whole) ran.
+    #[inline]
+    pub fn head(&self) -> &[u8] {
+        let rx = &*self.rx;
+        rx.buf.get(rx.base..rx.base + rx.private).unwrap_or(&[])
+    }
+
+    /// Whether every byte is private.
+    #[inline]
+    pub fn is_whole(&self) -> bool {
+        self.rx.private >= self.len
+    }
+
+    /// Copies the rest of the frame into the private buffer (once) and
+    /// returns all of it.
+    pub fn whole(&mut self) -> Result<&[u8]> {
+        self.rx.copy_pieces()?;
+        Ok(self.head())
+    }
+
+    /// Appends the whole frame to `out`: its head, and the rest read once
+    /// from the sender's slots.
+    pub fn copy_into(&self, out: &mut Vec<u8>) -> Result<()> {
+        let start = out.len();
+        out.extend_from_slice(self.head());
+        out.resize(start + self.len, 0);
+        let (src, pieces) = self.rest();
+        for p in pieces {
+            let at = start + p.at;
+            let dst = out.get_mut(at..at + p.len).ok_or(Error::Protocol {
+                what: "frame piece past the frame's length",
+            })?;
+            src.read_into(p.offset, dst)?;
+        }
+        Ok(())
+    }
+
+    /// [`whole`](Self::whole), keeping the buffer's borrow.
+    pub fn into_whole(self) -> Result<RxFrame<'b>> {
+        self.rx.copy_pieces()?;
+        let rx = self.rx;
+        let data = rx
+            .buf
+            .get(rx.base..rx.base + rx.private)
+            .ok_or(Error::Protocol {
+                what: "frame assembler overran the frame buffer",
+            })?;
+        Ok(RxFrame {
+            data,
+            meta: self.meta,
+        })
+    }
+
+    /// Where the bytes not in [`head`](Self::head) are: the sender's
+    /// lane window and the pieces in it, in frame order.
+    #[inline]
+    fn rest(&self) -> (SharedMem<'a>, &[Piece]) {
+        (self.rx.lane.window(), &self.rx.pieces)
+    }
+}
+
 /// The receiving side: frames out of a lane, into a private buffer.
 #[derive(Debug)]
 pub struct FrameReceiver<'a> {
@@ -214,6 +394,21 @@ pub struct FrameReceiver<'a> {
     /// batch used up: what a caller charges a peer for, counted in slots
     /// (a skipped slot costs as much as one that ends a frame).
     slot_budget: u32,
+    /// Bytes of each frame copied into `buf` as its slots are read
+    /// ([`set_private_head`](Self::set_private_head)); `usize::MAX`: all.
+    private_head: usize,
+    /// The frame being read: bytes `0..private` are in `buf`, the rest in
+    /// the lane's slots at `pieces` (consumed, not yet released).
+    private: usize,
+    pieces: Vec<Piece>,
+}
+
+/// Frame bytes `at..at + len` sit at `offset` of the lane's window.
+#[derive(Clone, Copy, Debug)]
+struct Piece {
+    at: usize,
+    offset: usize,
+    len: usize,
 }
 
 impl<'a> FrameReceiver<'a> {
@@ -244,7 +439,21 @@ impl<'a> FrameReceiver<'a> {
             buf,
             base,
             slot_budget: u32::MAX,
+            private_head: usize::MAX,
+            private: 0,
+            pieces: Vec::new(),
         }
+    }
+
+    /// From now on [`next_lane`](Self::next_lane) copies only each frame's
+    /// first `bytes` into the private buffer as it reads the slots; the
+    /// rest stays in the slots until the caller copies it once, straight
+    /// to where it goes ([`FrameSender::send_lane`]) or into the private
+    /// buffer ([`LaneFrame::whole`]). Whatever the caller decides on must
+    /// lie in those first bytes. [`next`](Self::next) still returns whole
+    /// frames.
+    pub fn set_private_head(&mut self, bytes: usize) {
+        self.private_head = bytes;
     }
 
     /// Bounds the slots [`next`](Self::next) consumes from now on (until
@@ -274,19 +483,30 @@ impl<'a> FrameReceiver<'a> {
     // lending iterator), and errors do not end the sequence.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<RxFrame<'_>>> {
+        match self.next_lane()? {
+            Some(f) => f.into_whole().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`next`](Self::next), with only the first bytes of the frame copied
+    /// privately ([`set_private_head`](Self::set_private_head)); the rest
+    /// is copied once when the caller asks, before it reads another frame
+    /// or releases the slots (the borrow sees to that).
+    pub fn next_lane(&mut self) -> Result<Option<LaneFrame<'_, 'a>>> {
         loop {
             if self.slot_budget == 0 {
+                self.keep_pieces()?;
                 return Ok(None);
             }
             let Some(slot) = self.lane.slot()? else {
+                // The slots of a half-assembled frame may be released now.
+                self.keep_pieces()?;
                 return Ok(None);
             };
+            let offset = self.lane.current_offset();
             // One copy of the header; every decision below uses it only.
-            let mut raw = HeaderBuf([0u8; SLOT_HEADER_LEN]);
-            let raw = &mut raw.0;
-            slot.read_into(0, &mut raw[..])?;
-            let hdr = SlotHeader::new_checked(&raw[..])?;
-            let action = self.rules.push(&hdr);
+            let action = self.rules.push_words(slot.read_16(0)?);
             // Consumed whatever the verdict, so a bad slot never stalls us.
             self.lane.advance();
             self.slot_budget -= 1;
@@ -294,13 +514,30 @@ impl<'a> FrameReceiver<'a> {
                 SlotAction::Skip => continue,
                 SlotAction::Append { at, len, done } => (at, len, done),
             };
+            if at == 0 {
+                self.private = 0;
+                self.pieces.clear();
+            }
             // The assembler bounds at + len by the max frame, the buffer's
-            // size, so this cannot fail; `get_mut` keeps it panic-free.
-            let at = self.base + at;
-            let dst = self.buf.get_mut(at..at + len).ok_or(Error::Protocol {
-                what: "frame assembler overran the frame buffer",
-            })?;
-            slot.read_into(SLOT_HEADER_LEN, dst)?;
+            // size, and appends in order, so these cannot fail; `get_mut`
+            // keeps it panic-free.
+            let mut n = 0;
+            if self.pieces.is_empty() && at == self.private && at < self.private_head {
+                n = len.min(self.private_head - at);
+                let dst = self.base + at;
+                let dst = self.buf.get_mut(dst..dst + n).ok_or(Error::Protocol {
+                    what: "frame assembler overran the frame buffer",
+                })?;
+                slot.read_into(SLOT_HEADER_LEN, dst)?;
+                self.private = at + n;
+            }
+            if n < len {
+                self.pieces.push(Piece {
+                    at: at + n,
+                    offset: offset + SLOT_HEADER_LEN + n,
+                    len: len - n,
+                });
+            }
             let Some(info) = done else { continue };
             let mut meta = FrameMeta::default();
             if let Some(c) = info.csum {
@@ -316,11 +553,35 @@ impl<'a> FrameReceiver<'a> {
                 meta.gso_size = g.size;
                 meta.gso_flags = g.flags;
             }
-            return Ok(Some(RxFrame {
-                data: &self.buf[self.base..self.base + info.len],
+            return Ok(Some(LaneFrame {
+                len: info.len,
                 meta,
+                rx: self,
             }));
         }
+    }
+
+    /// Copies the pieces of a half-assembled frame into the private
+    /// buffer, before its slots can be released.
+    fn keep_pieces(&mut self) -> Result<()> {
+        if self.rules.in_frame() {
+            self.copy_pieces()?;
+        }
+        Ok(())
+    }
+
+    /// Copies every piece of the current frame into the private buffer.
+    fn copy_pieces(&mut self) -> Result<()> {
+        let mem = self.lane.window();
+        for p in self.pieces.drain(..) {
+            let dst = self.base + p.at;
+            let dst = self.buf.get_mut(dst..dst + p.len).ok_or(Error::Protocol {
+                what: "frame piece overran the frame buffer",
+            })?;
+            mem.read_into(p.offset, dst)?;
+            self.private = p.at + p.len;
+        }
+        Ok(())
     }
 
     /// Hands the consumed slots back; returns whether the sender must be
@@ -358,6 +619,11 @@ pub struct ParkedReceiver {
     buf: Vec<u8>,
     base: usize,
     slot_budget: u32,
+    private_head: usize,
+    private: usize,
+    /// Kept for its allocation: a parked receiver holds no piece of a
+    /// frame in progress (`next_lane` copies them before it stops).
+    pieces: Vec<Piece>,
 }
 
 // Park/resume lets a long-lived owner (a switch port) keep sender and
@@ -396,6 +662,9 @@ impl<'a> FrameReceiver<'a> {
             buf: self.buf,
             base: self.base,
             slot_budget: self.slot_budget,
+            private_head: self.private_head,
+            private: self.private,
+            pieces: self.pieces,
         }
     }
 
@@ -407,6 +676,9 @@ impl<'a> FrameReceiver<'a> {
             buf: parked.buf,
             base: parked.base,
             slot_budget: parked.slot_budget,
+            private_head: parked.private_head,
+            private: parked.private,
+            pieces: parked.pieces,
         })
     }
 }
@@ -473,6 +745,55 @@ mod tests {
             assert_eq!(f.meta, meta_for(n));
         }
         assert_eq!(rx.next(), Ok(None));
+    }
+
+    /// The one-slot path writes the header `split_frame` specifies.
+    #[test]
+    fn one_slot_frames_carry_the_split_frame_header() {
+        let metas = [
+            FrameMeta::default(),
+            FrameMeta {
+                flags: flags::CSUM_BLANK | flags::DATA_VALIDATED | flags::MORE | 0x100,
+                csum_start: 34,
+                csum_offset: 6,
+                ..FrameMeta::default()
+            },
+            FrameMeta {
+                flags: flags::DATA_VALIDATED,
+                csum_start: 9,
+                csum_offset: 9,
+                ..FrameMeta::default()
+            },
+        ];
+        for meta in metas {
+            for n in [1, 60, 1514, SLOT_DATA_MAX] {
+                let layout = LaneLayout::new(4, NET_SLOT_SIZE).unwrap();
+                let mut pages = Pages(vec![0u64; layout.bytes() / 8 + 8]);
+                let mem = pages.mem();
+                init(mem, layout, 0).unwrap();
+                let lane = Producer::attach(mem, layout).unwrap();
+                let mut tx = FrameSender::new(lane, MAX * 3).unwrap();
+                assert!(tx.send(&frame(n, 3), meta).unwrap());
+                let mut got = [0u8; SLOT_HEADER_LEN];
+                mem.read_into(crate::lane::HEADER_LEN, &mut got).unwrap();
+                let csum = (meta.flags & flags::CSUM_BLANK != 0).then_some(wire::net::Csum {
+                    start: meta.csum_start,
+                    offset: meta.csum_offset,
+                });
+                let validated = meta.flags & flags::DATA_VALIDATED != 0;
+                let mut want = [0u8; SLOT_HEADER_LEN];
+                wire::net::split_frame(n, csum, validated, None, |_, r| {
+                    r.emit(&mut SlotHeader::new_unchecked(&mut want[..]))
+                        .unwrap()
+                })
+                .unwrap();
+                assert_eq!(got, want, "{n} bytes, {meta:?}");
+                let mut body = vec![0u8; n];
+                mem.read_into(crate::lane::HEADER_LEN + SLOT_HEADER_LEN, &mut body)
+                    .unwrap();
+                assert_eq!(body, frame(n, 3));
+            }
+        }
     }
 
     #[test]
@@ -623,6 +944,114 @@ mod tests {
         init(mem, small, 0).unwrap();
         let tx = FrameSender::new(Producer::attach(mem, small).unwrap(), 1518).unwrap();
         assert!(tx.with_gso().is_err());
+    }
+
+    /// Two lanes in one buffer: a source (sender -> receiver) and a
+    /// destination the receiver's frames are forwarded into.
+    fn two_lanes(pages: &mut Pages, count: u32) -> (SharedMem<'_>, SharedMem<'_>, LaneLayout) {
+        let layout = LaneLayout::new(count, NET_SLOT_SIZE).unwrap();
+        *pages = Pages(vec![0u64; layout.bytes() / 4 + 16]);
+        let mem = pages.mem();
+        let a = mem.slice(0, layout.bytes()).unwrap();
+        let b = mem.slice(layout.bytes(), layout.bytes()).unwrap();
+        init(a, layout, 0).unwrap();
+        init(b, layout, u32::MAX - 2).unwrap();
+        (a, b, layout)
+    }
+
+    #[test]
+    fn lane_frames_forward_with_their_head_private_and_the_rest_copied_once() {
+        let mut pages = Pages(Vec::new());
+        let (a, b, layout) = two_lanes(&mut pages, 16);
+        let mut tx = FrameSender::new(Producer::attach(a, layout).unwrap(), MAX * 3).unwrap();
+        let mut rx = FrameReceiver::new(Consumer::attach(a, layout).unwrap(), MAX * 3).unwrap();
+        rx.set_private_head(20);
+        let mut fwd = FrameSender::new(Producer::attach(b, layout).unwrap(), MAX * 3).unwrap();
+        let mut out = FrameReceiver::new(Consumer::attach(b, layout).unwrap(), MAX * 3).unwrap();
+        let sizes = [14, 20, 21, 64, 2032, 2033, 4100];
+        for (i, &n) in sizes.iter().enumerate() {
+            assert!(tx.send(&frame(n, i as u8), FrameMeta::default()).unwrap());
+        }
+        // A frame of short slots (a hostile sender's split): 5, 30, 7.
+        raw_slot(&mut tx, 5, flags::MORE, (0, 0), &frame(42, 9)[..5]);
+        raw_slot(&mut tx, 30, flags::MORE, (0, 0), &frame(42, 9)[5..35]);
+        raw_slot(&mut tx, 7, 0, (0, 0), &frame(42, 9)[35..]);
+        tx.publish().unwrap();
+        rx.poll().unwrap();
+        let mut expect = Vec::new();
+        while let Some(f) = rx.next_lane().unwrap() {
+            assert_eq!(f.head().len(), f.len().min(20));
+            assert_eq!(f.is_whole(), f.len() <= 20);
+            assert!(fwd.send_lane(&f, f.meta()).unwrap());
+            expect.push(f.len());
+        }
+        fwd.publish().unwrap();
+        let mut wanted: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| frame(n, i as u8))
+            .collect();
+        wanted.push(frame(42, 9));
+        assert_eq!(expect, wanted.iter().map(Vec::len).collect::<Vec<_>>());
+        let (good, errors) = drain(&mut out);
+        assert!(errors.is_empty());
+        assert_eq!(good, wanted);
+    }
+
+    #[test]
+    fn a_rewritten_slot_changes_only_the_bytes_not_decided_on() {
+        let mut pages = Pages(Vec::new());
+        let (a, b, layout) = two_lanes(&mut pages, 8);
+        let mut tx = FrameSender::new(Producer::attach(a, layout).unwrap(), MAX).unwrap();
+        let mut rx = FrameReceiver::new(Consumer::attach(a, layout).unwrap(), MAX).unwrap();
+        rx.set_private_head(14);
+        let mut fwd = FrameSender::new(Producer::attach(b, layout).unwrap(), MAX).unwrap();
+        let mut out = FrameReceiver::new(Consumer::attach(b, layout).unwrap(), MAX).unwrap();
+        assert!(tx.send(&frame(100, 1), FrameMeta::default()).unwrap());
+        tx.publish().unwrap();
+        rx.poll().unwrap();
+        let f = rx.next_lane().unwrap().unwrap();
+        // The sender rewrites its whole slot after the header was read.
+        a.fill(crate::lane::HEADER_LEN + SLOT_HEADER_LEN, 100, 0xee)
+            .unwrap();
+        assert!(fwd.send_lane(&f, f.meta()).unwrap());
+        fwd.publish().unwrap();
+        let (good, _) = drain(&mut out);
+        let mut want = frame(100, 1);
+        want[14..].fill(0xee);
+        assert_eq!(good, [want]);
+    }
+
+    #[test]
+    fn half_lane_frames_are_kept_private_before_their_slots_go_back() {
+        let mut pages = Pages(Vec::new());
+        let (a, b, layout) = two_lanes(&mut pages, 4);
+        let mut tx = FrameSender::new(Producer::attach(a, layout).unwrap(), MAX * 3).unwrap();
+        let rx = FrameReceiver::new(Consumer::attach(a, layout).unwrap(), MAX * 3).unwrap();
+        let mut fwd = FrameSender::new(Producer::attach(b, layout).unwrap(), MAX * 3).unwrap();
+        let mut out = FrameReceiver::new(Consumer::attach(b, layout).unwrap(), MAX * 3).unwrap();
+        let mut rx = rx;
+        rx.set_private_head(16);
+        let f = frame(3000, 4);
+        raw_slot(&mut tx, 2032, flags::MORE, (0, 0), &f[..2032]);
+        tx.publish().unwrap();
+        rx.poll().unwrap();
+        assert!(rx.next_lane().unwrap().is_none());
+        rx.release().unwrap();
+        // Parked between batches, as the switch does.
+        let parked = rx.park();
+        // The sender reuses the released slot before the frame ends.
+        a.fill(crate::lane::HEADER_LEN + SLOT_HEADER_LEN, 2032, 0x55)
+            .unwrap();
+        raw_slot(&mut tx, 968, 0, (0, 0), &f[2032..]);
+        tx.publish().unwrap();
+        let mut rx = FrameReceiver::resume(a, layout, parked).unwrap();
+        rx.poll().unwrap();
+        let lf = rx.next_lane().unwrap().unwrap();
+        assert!(fwd.send_lane(&lf, lf.meta()).unwrap());
+        fwd.publish().unwrap();
+        let (good, _) = drain(&mut out);
+        assert_eq!(good, [f]);
     }
 
     #[test]

@@ -447,6 +447,21 @@ impl<'a> Consumer<'a> {
         self.mem.slice(off, self.layout.slot_size).map(Some)
     }
 
+    /// The lane's window (header and slots), for a caller that keeps
+    /// where a slot was ([`current_offset`](Self::current_offset)) to copy
+    /// from it later, before it releases the slot.
+    #[inline]
+    pub fn window(&self) -> SharedMem<'a> {
+        self.mem
+    }
+
+    /// Offset in [`window`](Self::window) of the slot [`slot`](Self::slot)
+    /// returns.
+    #[inline]
+    pub fn current_offset(&self) -> usize {
+        self.layout.slot_offset(self.cons)
+    }
+
     /// Done with the current slot (still private until released).
     pub fn advance(&mut self) {
         if self.pending() > 0 {

@@ -118,6 +118,70 @@ impl<'a> SharedMem<'a> {
         Ok(())
     }
 
+    /// Reads 16 bytes at `offset` (a slot header) as two little-endian
+    /// words: one 16-byte volatile load where the address is 16-aligned
+    /// (lane slots are), else the general copy. Words in registers, not
+    /// bytes in memory: a caller parsing fields by shifts does not wait on
+    /// a narrow store forwarded to a wide load.
+    #[inline]
+    pub fn read_16(&self, offset: usize) -> Result<[u64; 2]> {
+        self.check(offset, 16)?;
+        // SAFETY: in bounds (checked above).
+        let src = unsafe { self.ptr.as_ptr().add(offset) };
+        #[cfg(target_arch = "x86_64")]
+        if (src as usize).is_multiple_of(16) {
+            use core::arch::x86_64::{__m128i, _mm_cvtsi128_si64, _mm_srli_si128};
+            // SAFETY: 16 readable bytes at a 16-aligned address; a volatile
+            // load, so a concurrent peer write is not a data race (it may
+            // tear; the caller parses only the returned copy). SSE2 is part
+            // of every x86_64 CPU.
+            let v = unsafe { src.cast::<__m128i>().read_volatile() };
+            // SAFETY: SSE2 register operations only.
+            let (lo, hi) = unsafe {
+                (
+                    _mm_cvtsi128_si64(v),
+                    _mm_cvtsi128_si64(_mm_srli_si128(v, 8)),
+                )
+            };
+            return Ok([lo as u64, hi as u64]);
+        }
+        let mut out = [0u8; 16];
+        // SAFETY: in bounds; volatile loads as in read_into.
+        unsafe { volatile_copy(src, out.as_mut_ptr(), 16) };
+        let (lo, hi) = out.split_at(8);
+        Ok([
+            u64::from_le_bytes(lo.try_into().unwrap_or([0; 8])),
+            u64::from_le_bytes(hi.try_into().unwrap_or([0; 8])),
+        ])
+    }
+
+    /// Writes 16 bytes at `offset` (a slot header) from two little-endian
+    /// words: one 16-byte volatile store where the address is 16-aligned,
+    /// else the general copy.
+    #[inline]
+    pub fn write_16(&self, offset: usize, v: [u64; 2]) -> Result<()> {
+        self.check(offset, 16)?;
+        // SAFETY: in bounds (checked above).
+        let dst = unsafe { self.ptr.as_ptr().add(offset) };
+        #[cfg(target_arch = "x86_64")]
+        if (dst as usize).is_multiple_of(16) {
+            use core::arch::x86_64::{__m128i, _mm_set_epi64x};
+            // SAFETY: 16 writable bytes at a 16-aligned address, a volatile
+            // store; SSE2 as above.
+            unsafe {
+                let w = _mm_set_epi64x(v[1] as i64, v[0] as i64);
+                dst.cast::<__m128i>().write_volatile(w);
+            }
+            return Ok(());
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&v[0].to_le_bytes());
+        bytes[8..].copy_from_slice(&v[1].to_le_bytes());
+        // SAFETY: in bounds; the stores are volatile.
+        unsafe { volatile_copy(bytes.as_ptr(), dst, 16) };
+        Ok(())
+    }
+
     /// Copies `len` bytes from `src` at `src_offset` to `self` at `offset`.
     pub fn copy_from(
         &self,
@@ -393,6 +457,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn sixteen_byte_accesses_at_any_alignment() {
+        let mut a = [0u8; 64];
+        let m = SharedMem::from_slice(&mut a);
+        let v = [0x0807_0605_0403_0201u64, 0x100f_0e0d_0c0b_0a09];
+        for off in 0..=48 {
+            m.fill(0, 64, 0).unwrap();
+            m.write_16(off, v).unwrap();
+            assert_eq!(m.read_16(off), Ok(v));
+            // Little-endian bytes 1..=16 at off, nothing after them.
+            for k in 0..16 {
+                assert_eq!(m.read_u8(off + k), Ok(k as u8 + 1));
+            }
+            assert_eq!(m.read_u8(off + 16).unwrap_or(0), 0);
+        }
+        assert!(m.read_16(49).is_err());
+        assert!(m.write_16(usize::MAX, v).is_err());
     }
 
     #[test]

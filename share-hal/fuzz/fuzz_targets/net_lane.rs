@@ -2,9 +2,13 @@
 //! FrameReceiver`) against a hostile producer that may rewrite any byte of
 //! the lane, indexes included, between any two of our calls.
 //!
-//! Input: byte 0 picks the slot count (1, 2, 4), byte 1 the max frame,
+//! Input: byte 0 picks the slot count (1, 2, 4) and how many bytes of a
+//! frame are copied privately as it is read (all, 0, 14, 128: the rest is
+//! copied from the slots when asked, `next_lane`), byte 1 the max frame,
 //! bytes 2..6 the starting index (to cross the u32 wrap), then a script:
-//! 0 poll, 1 next frame, 2 release, 3 prepare_wait,
+//! 0 poll, 1 next frame (`next_lane`; the whole frame copied out twice,
+//! into a Vec straight from the slots and into the receiver's buffer),
+//! 2 release, 3 prepare_wait,
 //! 4 <off u16> <len u8> <bytes>: the peer writes bytes anywhere in the lane,
 //! 5 <which u8> <value u32>: the peer stores one of the four indexes.
 #![no_main]
@@ -36,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
     lane::init(mem, shape, start).unwrap();
     let consumer = Consumer::attach(mem, shape).unwrap();
     let mut rx = FrameReceiver::new(consumer, max_frame).unwrap();
+    rx.set_private_head([usize::MAX, 0, 14, 128][usize::from(slots / 3 % 4)]);
 
     let mut ops = script.iter().copied();
     while let Some(op) = ops.next() {
@@ -46,8 +51,15 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             1 => {
-                if let Ok(Some(f)) = rx.next() {
-                    assert!(!f.data.is_empty() && f.data.len() <= max_frame);
+                if let Ok(Some(mut f)) = rx.next_lane() {
+                    let n = f.len();
+                    assert!(n >= 1 && n <= max_frame);
+                    assert!(f.head().len() <= n);
+                    let mut copy = Vec::new();
+                    f.copy_into(&mut copy).unwrap();
+                    assert_eq!(copy.len(), n);
+                    assert_eq!(f.whole().unwrap().len(), n);
+                    assert!(f.is_whole());
                 }
             }
             2 => {

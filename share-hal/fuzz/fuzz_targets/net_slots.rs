@@ -31,9 +31,18 @@ fuzz_target!(|data: &[u8]| {
     // The frame buffer the caller copies into: every Append must fit it,
     // and a completed frame must have had every byte written once.
     let mut written = 0usize;
+    // The same rules without their fast path, fed the same slots: both
+    // must decide alike.
+    let mut general = a.clone();
     for chunk in rest.chunks_exact(SLOT_HEADER_LEN) {
         let h = SlotHeader::new_checked(chunk).unwrap();
-        match a.push(&h) {
+        let verdict = a.push(&h);
+        assert_eq!(
+            verdict,
+            general.push_general(&h),
+            "fast path and rules differ"
+        );
+        match verdict {
             Ok(SlotAction::Append { at, len, done }) => {
                 assert!(len >= 1 && len <= SLOT_DATA_MAX);
                 assert!(at + len <= a.max_frame());
@@ -56,7 +65,11 @@ fuzz_target!(|data: &[u8]| {
                             assert_eq!(net::Gso::from_fields(g.kind, g.size, g.flags), Ok(Some(g)));
                         }
                     }
-                    let kind_max = if f.gso.is_some() { a.max_frame() } else { a.mtu_frame() };
+                    let kind_max = if f.gso.is_some() {
+                        a.max_frame()
+                    } else {
+                        a.mtu_frame()
+                    };
                     assert!(f.slots as usize <= kind_max.div_ceil(SLOT_DATA_MAX));
                     written = 0;
                 }
