@@ -297,7 +297,7 @@ pub struct Netback<P: Platform> {
     pub report_every_s: u64,
     fired: Vec<Port>,
     /// This domain's network devices that LANs may have as uplinks.
-    uplinks: Box<dyn Uplinks>,
+    uplinks: Box<dyn Uplinks + Send>,
 }
 
 impl<P: Platform> Netback<P> {
@@ -321,7 +321,7 @@ impl<P: Platform> Netback<P> {
 
     /// Gives the domain its network devices (uplink entries name them by
     /// index).
-    pub fn set_uplinks(&mut self, uplinks: Box<dyn Uplinks>) {
+    pub fn set_uplinks(&mut self, uplinks: Box<dyn Uplinks + Send>) {
         self.uplinks = uplinks;
     }
 
