@@ -5,7 +5,6 @@
 //! program on the simulation; each shell only brings up its platform and
 //! publishes the vdevice page.
 
-use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -284,8 +283,9 @@ const HOUSEKEEP_NS: u64 = 1_000_000_000;
 /// Rounds in a row before the loop looks at dom0's port again.
 const ROUNDS_PER_CHECK: u32 = 64;
 
-/// The netback-uk domain: its switch and its vdevice page.
-pub struct Netback<P: Platform> {
+/// The netback-uk domain: its switch, its vdevice page, and its network
+/// devices that LANs may have as uplinks (`U`; none by default).
+pub struct Netback<P: Platform, U: Uplinks = NoUplinks> {
     pub switch: Switch<P>,
     pub bus: VdeviceBus<P::Pages>,
     /// Per-port counters for dom0 (`vdevice stats`), refreshed with the
@@ -297,7 +297,7 @@ pub struct Netback<P: Platform> {
     pub report_every_s: u64,
     fired: Vec<Port>,
     /// This domain's network devices that LANs may have as uplinks.
-    uplinks: Box<dyn Uplinks + Send>,
+    pub uplinks: U,
 }
 
 impl<P: Platform> Netback<P> {
@@ -315,16 +315,27 @@ impl<P: Platform> Netback<P> {
             next_report: now,
             report_every_s: 10,
             fired: Vec::new(),
-            uplinks: Box::new(NoUplinks),
+            uplinks: NoUplinks,
         })
     }
 
-    /// Gives the domain its network devices (uplink entries name them by
+    /// The domain with its network devices (uplink entries name them by
     /// index).
-    pub fn set_uplinks(&mut self, uplinks: Box<dyn Uplinks + Send>) {
-        self.uplinks = uplinks;
+    pub fn with_uplinks<U: Uplinks>(self, uplinks: U) -> Netback<P, U> {
+        Netback {
+            switch: self.switch,
+            bus: self.bus,
+            stats: self.stats,
+            next_housekeep: self.next_housekeep,
+            next_report: self.next_report,
+            report_every_s: self.report_every_s,
+            fired: self.fired,
+            uplinks,
+        }
     }
+}
 
+impl<P: Platform, U: Uplinks> Netback<P, U> {
     /// Forwards until idle, then waits (at most until the next
     /// housekeeping) for a trigger; applies a vdevice change if dom0
     /// triggered. `report` receives periodic counter lines.
@@ -333,7 +344,7 @@ impl<P: Platform> Netback<P> {
         // One clock read for the rounds: a step lasts far less than a hold.
         let started = p.now_ns();
         for _ in 0..ROUNDS_PER_CHECK {
-            busy = self.switch.poll_with(p, started, &mut *self.uplinks).busy;
+            busy = self.switch.poll_with(p, started, &mut self.uplinks).busy;
             if !busy {
                 break;
             }
@@ -356,7 +367,7 @@ impl<P: Platform> Netback<P> {
         }
         let vport = self.bus.port();
         if self.fired.contains(&vport) {
-            let (sw, devices) = (&mut self.switch, &*self.uplinks);
+            let (sw, devices) = (&mut self.switch, &self.uplinks);
             match self.bus.poll_with(p, &mut |p, i, old, new| {
                 apply_with(sw, p, i, old, new, devices)
             }) {

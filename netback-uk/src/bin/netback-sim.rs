@@ -85,9 +85,8 @@ fn run(cli: Cli) -> Result<(), String> {
         seed: p.now_ns() ^ u64::from(std::process::id()),
         ..SwitchConfig::default()
     };
-    let mut nb =
+    let nb =
         Netback::new(&mut p, bus, config).map_err(|e| format!("creating the counter page: {e}"))?;
-    nb.report_every_s = cli.report_secs;
     let mut taps = Vec::new();
     for (n, name) in &cli.uplinks {
         if taps.iter().any(|(d, _)| d == n) {
@@ -99,7 +98,8 @@ fn run(cli: Cli) -> Result<(), String> {
         log::info!("network device {n}: TAP {name}");
         taps.push((*n, t));
     }
-    nb.set_uplinks(Box::new(tap::TapUplinks { taps }));
+    let mut nb = nb.with_uplinks(tap::TapUplinks { taps });
+    nb.report_every_s = cli.report_secs;
     eprintln!("netback-sim: ready");
     loop {
         nb.step(&mut p, &mut |line| eprintln!("netback-sim: {line}"))

@@ -172,8 +172,9 @@ pub fn netback_with_uplinks(path: &Path, domid: DomId, published: &Published, de
         seed: u64::from(domid),
         ..Default::default()
     };
-    let mut nb = netback_uk::service::Netback::new(&mut p, bus, config).unwrap();
-    nb.set_uplinks(Box::new(NoTraffic(devices)));
+    let mut nb = netback_uk::service::Netback::new(&mut p, bus, config)
+        .unwrap()
+        .with_uplinks(NoTraffic(devices));
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     spawn(
