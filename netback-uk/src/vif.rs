@@ -368,6 +368,12 @@ impl<Pg: PageBlock, B: Bell> Vif<Pg, B> {
         self.broken
     }
 
+    /// The tx and rx ring pages, as the backend sees them (for the
+    /// backend side of tests and fuzz targets).
+    pub fn rings(&self) -> Result<(SharedMem<'_>, SharedMem<'_>)> {
+        Ok((self.pages.ring(0)?, self.pages.ring(1)?))
+    }
+
     fn break_with(&mut self, e: Error) {
         let why = match e {
             Error::Protocol { what } => what,
