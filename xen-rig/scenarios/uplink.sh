@@ -26,6 +26,7 @@ CFG=/xl-configs/netback-uk-uplink.cfg
 collect_logs() {
     [ -f /tmp/udhcpd.log ] && rig_send_file udhcpd.log /tmp/udhcpd.log
     [ -f /tmp/vdevice-daemon.log ] && rig_send_file vdevice-daemon.log /tmp/vdevice-daemon.log
+    [ -f /tmp/share-member-dom0.log ] && rig_send_file share-member-dom0.log /tmp/share-member-dom0.log
 }
 trap collect_logs EXIT
 
@@ -187,6 +188,37 @@ listed() {
     say "$(grep -A1 'uplink:' /tmp/list | tail -n 1)"
 }
 
+# Memory: five more ports (dom0, through share-member, on LANs 2-6) for
+# eight beside the uplink; netback-uk's heap line after its next report.
+start_dom0_member() {
+    modprobe tun || return 1
+    setsid share-member --domid 0 > /tmp/share-member-dom0.log 2>&1 < /dev/null &
+    _i=0
+    while ! grep -q published /tmp/share-member-dom0.log; do
+        _i=$((_i + 1))
+        [ $_i -gt 300 ] && { cat /tmp/share-member-dom0.log; return 1; }
+        sleep 0.2
+    done
+}
+
+eight_ports() {
+    _nb=$(xl domid netback-uk) || return 1
+    for _l in 2 3 4 5 6; do
+        vdevice --timeout 60 create net --backend "$_nb" --lan $_l 0 || return 1
+    done
+    _log=$(dom_log netback-uk)
+    say "netback-uk at boot: $(grep -a 'netback-uk: heap' "$_log" | head -n 1)"
+    _n=$(grep -ac 'netback-uk: heap' "$_log")
+    _i=0
+    until [ "$(grep -ac 'netback-uk: heap' "$_log")" -gt "$_n" ]; do
+        _i=$((_i + 1)); [ $_i -gt 30 ] && return 1
+        sleep 1
+    done
+    sleep 1
+    grep -a "netback-uk: port\|netback-uk: uplink" "$_log" | tail -n 9
+    say "netback-uk with an uplink and 8 ports: $(grep -a 'netback-uk: heap' "$_log" | tail -n 1)"
+}
+
 restart_netback() {
     _old=$(xl domid netback-uk) || return 1
     xl destroy netback-uk || return 1
@@ -237,6 +269,8 @@ step ping-dom0-a 90 dom0_ping "$(addr $A)"
 step tcp-a 300 tcp $A
 step island 90 island
 step listed 60 listed
+step dom0-member 60 start_dom0_member
+step eight-ports 120 eight_ports
 step restart-netback 120 restart_netback
 step netback-ready-again 120 dom_wait netback-uk "netback-uk: ready"
 step netback-back 240 netback_back
