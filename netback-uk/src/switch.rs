@@ -127,8 +127,11 @@ pub trait Uplinks {
     /// [`UPLINK_MAX_FRAME`] bytes, checksums complete). `false`: no room or
     /// the device is down; the frame is dropped and counted.
     fn send(&mut self, device: u16, frame: &[u8]) -> bool;
-    /// End of a round: push what was sent (notify the peer).
-    fn flush(&mut self) {}
+    /// End of a round: push what was sent (notify the peer). `true`: more
+    /// may be waiting already (poll again before sleeping).
+    fn flush(&mut self) -> bool {
+        false
+    }
     /// Whether this domain has device `device` (an uplink entry naming
     /// another is refused with ENODEV).
     fn has(&self, device: u16) -> bool;
@@ -835,7 +838,7 @@ impl<P: Platform> Switch<P> {
                 fwd.serve_uplink(slot, &mut uplink_buf, &mut round);
             }
         }
-        fwd.uplinks.flush();
+        round.busy |= fwd.uplinks.flush();
         self.uplink_buf = uplink_buf;
         round.emitted = fwd.emitted;
         for i in 0..n {
@@ -2797,8 +2800,9 @@ mod tests {
                 self.sent.push((device, frame.to_vec()));
                 true
             }
-            fn flush(&mut self) {
+            fn flush(&mut self) -> bool {
                 self.flushes += 1;
+                false
             }
             fn has(&self, device: u16) -> bool {
                 device < 8

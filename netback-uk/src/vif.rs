@@ -406,8 +406,10 @@ impl<Pg: PageBlock, B: Bell> Vif<Pg, B> {
     }
 
     /// Posts idle rx buffers, publishes, and notifies the backend if it
-    /// asked; then asks to be notified of the next response.
-    fn flush_now(&mut self) -> Result<()> {
+    /// asked; then asks to be notified of the next response. `true`: some
+    /// arrived meanwhile (the ring's final check), so look again before
+    /// sleeping: no notification will come for them.
+    fn flush_now(&mut self) -> Result<bool> {
         let mut nf = NetFront::resume(self.pages.ring(0)?, self.pages.ring(1)?, self.st)?;
         let mut r = Ok(());
         while let Some(id) = self.rx_idle.pop() {
@@ -424,16 +426,16 @@ impl<Pg: PageBlock, B: Bell> Vif<Pg, B> {
                 }
             }
         }
-        let r = r.and_then(|()| nf.publish()).and_then(|notify| {
-            nf.prepare_wait()?;
-            Ok(notify)
-        });
+        let r = r
+            .and_then(|()| nf.publish())
+            .and_then(|notify| Ok((notify, nf.prepare_wait()?)));
         self.st = nf.park();
         self.dirty = false;
-        if r? {
+        let (notify, waiting) = r?;
+        if notify {
             self.bell.notify()?;
         }
-        Ok(())
+        Ok(waiting || !self.rx_done.is_empty())
     }
 
     /// The next frame from the backend into `buf`: its length (more than
@@ -523,13 +525,18 @@ impl<Pg: PageBlock, B: Bell> Vif<Pg, B> {
     }
 
     /// End of a round: rx buffers back to the backend, tx frames
-    /// published, the backend notified if it asked.
-    pub fn flush(&mut self) {
-        if self.broken.is_some() || !self.dirty {
-            return;
+    /// published, the backend notified if it asked, and our wish to be
+    /// notified renewed. `true`: responses are waiting already.
+    pub fn flush(&mut self) -> bool {
+        if self.broken.is_some() {
+            return false;
         }
-        if let Err(e) = self.flush_now() {
-            self.break_with(e);
+        match self.flush_now() {
+            Ok(waiting) => waiting,
+            Err(e) => {
+                self.break_with(e);
+                false
+            }
         }
     }
 }
@@ -552,10 +559,12 @@ impl<Pg: PageBlock, B: Bell> Uplinks for VifUplinks<Pg, B> {
     fn send(&mut self, device: u16, frame: &[u8]) -> bool {
         self.vif(device).is_some_and(|v| v.send(frame))
     }
-    fn flush(&mut self) {
+    fn flush(&mut self) -> bool {
+        let mut more = false;
         for v in &mut self.vifs {
-            v.flush();
+            more |= v.flush();
         }
+        more
     }
     fn has(&self, device: u16) -> bool {
         self.vifs.iter().any(|v| v.info.index == device)

@@ -63,7 +63,9 @@ fuzz_target!(|data: &[u8]| {
                     assert!(n <= 4096, "a frame of {n} bytes from one page");
                 }
             }
-            2 => up.flush(),
+            2 => {
+                up.flush();
+            }
             3 => {
                 // Any word of either ring page.
                 let (Some(a), Some(b), Some(w)) = (next(), next(), next()) else {
