@@ -150,7 +150,11 @@ dom0_ping() {
 # what was sent and what arrived, equal.
 tcp() {
     rm -f /tmp/got
+    # busybox's nc ends a connection at EOF on its stdin: a sleep feeds it
+    # (killed by its pid at the end: a killall would take the step's own
+    # watchdog with it).
     (sleep 600 | nc -l -p 5001 > /tmp/got) > /dev/null 2>&1 < /dev/null &
+    _lp=$!
     _i=0
     until netstat -ltn | grep -q ":5001 "; do
         _i=$((_i + 1)); [ $_i -gt 50 ] && { echo "nc does not listen"; return 1; }
@@ -167,7 +171,7 @@ cat /tmp/sent.sha" > /tmp/sent || { cat /tmp/sent; return 1; }
         sleep 0.2
     done
     _ms=$(( $(now_ms) - _t0 ))
-    killall sleep 2>/dev/null
+    kill_tree "$_lp" 2>/dev/null
     _sent=$(awk '{print $1}' /tmp/sent | tail -n 1)
     _got=$(sha256sum /tmp/got | awk '{print $1}')
     say "8 MiB from $1 to dom0 over TCP in $_ms ms: sha256 sent $_sent, received $_got"
@@ -217,6 +221,9 @@ eight_ports() {
     sleep 1
     grep -a "netback-uk: port\|netback-uk: uplink" "$_log" | tail -n 9
     say "netback-uk with an uplink and 8 ports: $(grep -a 'netback-uk: heap' "$_log" | tail -n 1)"
+    # dom0 lets go of its five ports' pages before netback-uk is destroyed.
+    kill $(pidof share-member) 2>/dev/null
+    sleep 1
 }
 
 restart_netback() {
