@@ -90,11 +90,12 @@ vif_on_bridge() {
     grep -a "uplink device 0" "$(dom_log netback-uk)" || return 1
     say "$(grep -a "uplink device 0" "$(dom_log netback-uk)" | tail -n 1)"
     _i=0
-    until brctl show $BR | grep -q "vif$_nb.0"; do
-        _i=$((_i + 1)); [ $_i -gt 100 ] && { brctl show; return 1; }
+    # (busybox's brctl has no `show`: the bridge's ports are in sysfs.)
+    until [ -e "/sys/class/net/$BR/brif/vif$_nb.0" ]; do
+        _i=$((_i + 1)); [ $_i -gt 100 ] && { ls "/sys/class/net/$BR/brif"; return 1; }
         sleep 0.2
     done
-    brctl show $BR
+    echo "$BR ports: $(ls "/sys/class/net/$BR/brif" | tr '\n' ' ')"
     xenstore-read "/local/domain/0/backend/vif/$_nb/0/state"
 }
 
