@@ -9,6 +9,12 @@
 //! never moved, so no member can steal another's traffic by spoofing it.
 //! The hash is keyed with a per-switch seed, so a member cannot pick
 //! colliding addresses in advance.
+//!
+//! A LAN's uplink (the network on the other side of one of netback-uk's
+//! own devices) is one more source, [`UPLINK_PORT`], with a bound of its
+//! own ([`FdbLimits::per_uplink`]: a real network has many hosts) and one
+//! rule more ([`Fdb::learn_uplink`]): it never takes an address a member
+//! port holds, pinned or learned.
 
 use core::hash::{BuildHasher, Hasher};
 
@@ -20,6 +26,10 @@ pub type Mac = [u8; 6];
 /// The ports of a switch are numbered by their slot; the forwarding
 /// database only stores the number.
 pub type PortIndex = u16;
+
+/// The index the forwarding database gives a LAN's uplink: no vdevice
+/// entry has it (a page holds at most 126).
+pub const UPLINK_PORT: PortIndex = PortIndex::MAX;
 
 /// Whether `mac` is a group (multicast or broadcast) address.
 pub fn is_group(mac: &Mac) -> bool {
@@ -36,6 +46,9 @@ fn key(mac: &Mac) -> u64 {
 pub struct FdbLimits {
     pub per_lan: usize,
     pub per_port: u16,
+    /// Learned addresses of the LAN's uplink (the hosts of the network
+    /// behind it), within `per_lan`.
+    pub per_uplink: u16,
     /// Nanoseconds after which an address not seen again is forgotten.
     pub age_ns: u64,
 }
@@ -46,6 +59,7 @@ impl Default for FdbLimits {
         FdbLimits {
             per_lan: 4096,
             per_port: 256,
+            per_uplink: 2048,
             age_ns: 300_000_000_000,
         }
     }
@@ -99,6 +113,9 @@ pub struct Fdb {
     map: HashMap<u64, Entry, SeededHash>,
     /// Learned (not pinned) addresses per port, indexed by port.
     learned: alloc::vec::Vec<u16>,
+    /// Learned addresses of [`UPLINK_PORT`] (kept apart: `learned` is
+    /// indexed by port).
+    uplink_learned: u16,
     limits: FdbLimits,
 }
 
@@ -118,11 +135,15 @@ impl Fdb {
         Fdb {
             map: HashMap::with_hasher(SeededHash { seed }),
             learned: alloc::vec::Vec::new(),
+            uplink_learned: 0,
             limits,
         }
     }
 
     fn learned_mut(&mut self, port: PortIndex) -> &mut u16 {
+        if port == UPLINK_PORT {
+            return &mut self.uplink_learned;
+        }
         let i = usize::from(port);
         if self.learned.len() <= i {
             self.learned.resize(i + 1, 0);
@@ -170,8 +191,12 @@ impl Fdb {
             *self.learned_mut(old) -= 1;
             self.map.remove(&k);
         }
-        if self.map.len() >= self.limits.per_lan || *self.learned_mut(port) >= self.limits.per_port
-        {
+        let bound = if port == UPLINK_PORT {
+            self.limits.per_uplink
+        } else {
+            self.limits.per_port
+        };
+        if self.map.len() >= self.limits.per_lan || *self.learned_mut(port) >= bound {
             return Learned::Full;
         }
         *self.learned_mut(port) += 1;
@@ -184,6 +209,28 @@ impl Fdb {
             },
         );
         Learned::Yes
+    }
+
+    /// Records that `mac` sent from the LAN's uplink: as [`Fdb::learn`],
+    /// but an address a member port holds (pinned, or learned and not aged
+    /// out) is never moved to the uplink ([`Learned::Spoof`]): nobody on
+    /// the network behind the uplink can pull a member's traffic out.
+    pub fn learn_uplink(&mut self, mac: &Mac, now_ns: u64) -> Learned {
+        if let Some(e) = self.map.get(&key(mac)) {
+            let live = e.pinned || now_ns.saturating_sub(e.seen_ns) < self.limits.age_ns;
+            if e.port != UPLINK_PORT && live {
+                return Learned::Spoof;
+            }
+        }
+        self.learn(mac, UPLINK_PORT, now_ns)
+    }
+
+    /// Learned addresses of `port`.
+    pub fn learned(&self, port: PortIndex) -> u16 {
+        if port == UPLINK_PORT {
+            return self.uplink_learned;
+        }
+        self.learned.get(usize::from(port)).copied().unwrap_or(0)
     }
 
     /// The port `mac` lives on, unless unknown or aged out.
@@ -199,7 +246,9 @@ impl Fdb {
     /// Forgets every address of `port`, pinned or learned (the port left).
     pub fn forget_port(&mut self, port: PortIndex) {
         self.map.retain(|_, e| e.port != port);
-        if let Some(n) = self.learned.get_mut(usize::from(port)) {
+        if port == UPLINK_PORT {
+            self.uplink_learned = 0;
+        } else if let Some(n) = self.learned.get_mut(usize::from(port)) {
             *n = 0;
         }
     }
@@ -242,6 +291,7 @@ mod tests {
             FdbLimits {
                 per_lan: 8,
                 per_port: 3,
+                per_uplink: 5,
                 age_ns: 1000,
             },
             42,
@@ -304,5 +354,33 @@ mod tests {
         }
         assert_eq!(ok, 8);
         assert_eq!(f.len(), 8);
+    }
+
+    #[test]
+    fn the_uplink_learns_many_within_its_bound_but_no_members_address() {
+        let mut f = small();
+        assert!(f.pin(&A, 1));
+        assert_eq!(f.learn(&B, 2, 0), Learned::Yes);
+        // A member's pinned and learned addresses stay with the member.
+        assert_eq!(f.learn_uplink(&A, 10), Learned::Spoof);
+        assert_eq!(f.learn_uplink(&B, 10), Learned::Spoof);
+        assert_eq!(f.lookup(&B, 10), Some(2));
+        // More than a port's bound, up to its own.
+        for i in 0..7u8 {
+            let r = f.learn_uplink(&[2, 5, 5, 5, 5, i], 20);
+            assert_eq!(r, if i < 5 { Learned::Yes } else { Learned::Full }, "{i}");
+        }
+        assert_eq!(f.learned(UPLINK_PORT), 5);
+        assert_eq!(f.lookup(&[2, 5, 5, 5, 5, 0], 30), Some(UPLINK_PORT));
+        // Once the member's learned address aged out, the host behind the
+        // uplink may have it; a member may take an uplink address back.
+        f.forget_port(UPLINK_PORT);
+        assert_eq!(f.learned(UPLINK_PORT), 0);
+        assert_eq!(f.learn_uplink(&B, 5000), Learned::Yes);
+        assert_eq!(f.learn(&B, 2, 5001), Learned::Yes);
+        assert_eq!(f.learned(UPLINK_PORT), 0);
+        assert_eq!(f.lookup(&B, 5002), Some(2));
+        // The uplink's count never grows the per-port table.
+        assert!(f.learned.len() < 8);
     }
 }

@@ -17,3 +17,5 @@ pub mod service;
 pub mod switch;
 #[cfg(any(test, feature = "sim", feature = "testing"))]
 pub mod testing;
+#[cfg(any(test, feature = "vif"))]
+pub mod vif;

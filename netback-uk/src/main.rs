@@ -9,6 +9,9 @@
 #![cfg_attr(panic = "abort", no_std, no_main)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(panic = "abort")]
+extern crate alloc;
+
 #[cfg(not(panic = "abort"))]
 fn main() {
     eprintln!("netback-uk is a PVH image: build it with `cargo xtask images`");
@@ -18,12 +21,39 @@ fn main() {
 #[cfg(panic = "abort")]
 mod image_main {
 
+    use alloc::vec::Vec;
     use netback_uk::service::Netback;
     use netback_uk::switch::SwitchConfig;
+    use netback_uk::vif::{self, Vif, VifPages, VifUplinks};
     use pvh_rt::image;
     use pvh_rt::{println, Runtime};
     use share_hal::platform::Clock;
-    use share_pvh::{shutdown, ShutdownReason};
+    use share_pvh::{shutdown, time, Doorbell, ShutdownReason, XenPages, XenPvh, XenStore};
+
+    /// Connects `dev` (`device/vif/<N>`): its pages granted to its
+    /// backend, the xenbus handshake, every rx buffer posted.
+    fn connect(
+        pvh: &mut XenPvh,
+        xs: &mut XenStore,
+        dev: &str,
+    ) -> Result<Vif<XenPages, Doorbell>, alloc::string::String> {
+        let backend = xs
+            .read(&alloc::format!("{dev}/backend-id"))
+            .ok()
+            .and_then(|v| v.trim_end_matches('\0').trim().parse::<u16>().ok())
+            .ok_or_else(|| alloc::format!("{dev}: no usable backend-id"))?;
+        let pages = VifPages::new(pvh, backend)
+            .map_err(|e| alloc::format!("{dev}: granting the rings and buffers: {e}"))?;
+        let bell = pvh
+            .doorbell(pages.port())
+            .map_err(|e| alloc::format!("{dev}: {e}"))?;
+        let info = vif::handshake(xs, dev, &pages, &time::now_ns, &mut |deadline| {
+            // Backends do not notify state changes: a bounded sleep.
+            let _ = bell.wait(deadline);
+        })
+        .map_err(|e| alloc::format!("{e}"))?;
+        Vif::start(pages, info, bell).map_err(|e| alloc::format!("{dev}: {e}"))
+    }
 
     pvh_rt::entry!(main);
 
@@ -45,15 +75,43 @@ mod image_main {
             }
         }
         let image::Domain {
-            mut pvh, vdevice, ..
+            mut pvh,
+            mut store,
+            vdevice,
         } = image::bring_up(&rt, "netback-uk");
+        // Its own network devices (`vif=`): the LANs' possible uplinks.
+        let devs = vif::devices(&mut store).unwrap_or_else(|e| {
+            log::error!("netback-uk: listing device/vif failed: {e}");
+            Vec::new()
+        });
+        let mut vifs = Vec::new();
+        for (n, dev) in &devs {
+            match connect(&mut pvh, &mut store, dev) {
+                Ok(v) => {
+                    let i = v.info();
+                    let mac = i.mac.map(netback_uk::switch::MacFmt);
+                    match mac {
+                        Some(m) => println!(
+                            "netback-uk: uplink device {n}: vif {dev} (backend domain {}, mac {m}), rx-copy, {} tx / {} rx buffers",
+                            i.backend, vif::TX_BUFS, vif::RX_BUFS
+                        ),
+                        None => println!(
+                            "netback-uk: uplink device {n}: vif {dev} (backend domain {}), rx-copy",
+                            i.backend
+                        ),
+                    }
+                    vifs.push(v);
+                }
+                Err(e) => println!("netback-uk: uplink device {n} not connected: {e}"),
+            }
+        }
         let config = SwitchConfig {
             // Keys the forwarding database's hash: unknown to members.
             seed: pvh.now_ns() ^ 0x6e65_7462_6163_6b21,
             ..SwitchConfig::default()
         };
         let mut nb = match Netback::new(&mut pvh, vdevice, config) {
-            Ok(nb) => nb,
+            Ok(nb) => nb.with_uplinks(VifUplinks { vifs }),
             Err(e) => {
                 log::error!("netback-uk: creating the counter page failed: {e}");
                 shutdown(ShutdownReason::Crash)

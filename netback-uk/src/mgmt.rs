@@ -370,6 +370,9 @@ pub struct Mgmt {
     /// Bumped whenever a lease is bound, renewed, released, declined or
     /// ended: the switch then refreshes the port's address binding.
     lease_changes: u64,
+    /// Whether DHCP is answered (off on a LAN whose uplink's network has
+    /// its own server; ARP and ping are answered either way).
+    dhcp_server: bool,
 }
 
 fn ip_u32(ip: Ipv4Address) -> u32 {
@@ -425,7 +428,19 @@ impl Mgmt {
             counters: MgmtCounters::default(),
             from: 0,
             lease_changes: 0,
+            dhcp_server: true,
         })
+    }
+
+    /// Turns the DHCP server on or off. Off, every DHCP message is left
+    /// alone (counted as not for us); leases already made run out.
+    pub fn set_dhcp_server(&mut self, on: bool) {
+        self.dhcp_server = on;
+    }
+
+    /// Whether the DHCP server is on.
+    pub fn dhcp_server(&self) -> bool {
+        self.dhcp_server
     }
 
     /// The configuration this endpoint serves.
@@ -763,7 +778,8 @@ impl Mgmt {
             &ChecksumCapabilities::default(),
         )
         .map_err(|_| Drop::Malformed)?;
-        if udp.dst_port != DHCP_SERVER_PORT || udp.src_port != DHCP_CLIENT_PORT {
+        if udp.dst_port != DHCP_SERVER_PORT || udp.src_port != DHCP_CLIENT_PORT || !self.dhcp_server
+        {
             return Err(Drop::NotForUs);
         }
         let dhcp = DhcpPacket::new_checked(packet.payload()).map_err(|_| Drop::Malformed)?;
@@ -1590,6 +1606,23 @@ pub(crate) mod tests {
         assert!(feed(&mut m, 0, &forged).is_empty());
         assert_eq!(m.counters().drops.bad_source, 1);
         check_counters(&m);
+    }
+
+    #[test]
+    fn with_the_dhcp_server_off_dhcp_goes_unanswered_and_arp_still_works() {
+        let mut m = Mgmt::new(cfg(4)).unwrap();
+        m.set_dhcp_server(false);
+        assert!(!m.dhcp_server());
+        assert!(discover(&mut m, 0, member(1)).is_none());
+        assert_eq!(m.counters().dhcp_offers, 0);
+        assert_eq!(m.counters().drops.not_for_us, 1);
+        assert_eq!(
+            feed(&mut m, 0, &arp_request(member(1), ip(100), SERVER)).len(),
+            1
+        );
+        check_counters(&m);
+        m.set_dhcp_server(true);
+        assert!(discover(&mut m, 0, member(1)).is_some());
     }
 
     #[test]

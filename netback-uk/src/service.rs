@@ -12,12 +12,14 @@ use alloc::vec::Vec;
 use share_hal::platform::{Platform, Port};
 use share_hal::stats::StatsPage;
 use share_hal::vdevice::{Applied, VdeviceBus};
-use share_hal::wire::vdevice::{flags, status, EntryRepr, Kind, PolicyItem, PortPolicyRepr, Role};
+use share_hal::wire::vdevice::{
+    flags, status, EntryRepr, Kind, PolicyItem, PortPolicyRepr, Role, UplinkRepr,
+};
 use share_hal::{Error, Result};
 
 use crate::fdb::{is_group, Mac, PortIndex};
 use crate::policy::PortRules;
-use crate::switch::{LanId, MacFmt, PortLink, PortSpec, Switch, SwitchConfig};
+use crate::switch::{LanId, MacFmt, NoUplinks, PortLink, PortSpec, Switch, SwitchConfig, Uplinks};
 
 /// Where an owner entry of kind network keeps the port's MAC and LAN id:
 /// the 8-byte `param` (entry bytes 24..32) holds the MAC in wire order in
@@ -118,7 +120,56 @@ fn status_of(e: &Error) -> i32 {
     }
 }
 
-/// Applies one vdevice change to the switch (`VdeviceBus::poll`'s handler).
+/// An uplink entry written over an empty entry: device `uplink` bridged
+/// into its LAN.
+fn apply_uplink<P: Platform>(
+    sw: &mut Switch<P>,
+    index: u32,
+    old: &EntryRepr,
+    up: core::result::Result<UplinkRepr, share_hal::wire::Error>,
+    devices: &dyn Uplinks,
+) -> Applied {
+    if old.kind != Kind::Empty {
+        return Applied::Refused(status::EEXIST);
+    }
+    let up = match up {
+        Ok(up) => up,
+        Err(e) => {
+            log::warn!("entry {index}: uplink refused: {e}");
+            return Applied::Refused(status::EINVAL);
+        }
+    };
+    if !devices.has(up.uplink) {
+        log::warn!(
+            "entry {index}: uplink {} for LAN {} refused: this domain has no such network device",
+            up.uplink,
+            up.lan
+        );
+        return Applied::Refused(status::ENODEV);
+    }
+    match sw.attach_uplink(up.lan, up.uplink, index, up.dhcp_server) {
+        Ok(()) => {
+            log::info!(
+                "entry {index}: LAN {} uplinked to device {} (DHCP server {})",
+                up.lan,
+                up.uplink,
+                if up.dhcp_server { "on" } else { "off" }
+            );
+            Applied::Ok { share_ref: None }
+        }
+        Err(e) => {
+            log::warn!(
+                "entry {index}: uplink {} for LAN {} refused: {e}",
+                up.uplink,
+                up.lan
+            );
+            Applied::Refused(status::EEXIST)
+        }
+    }
+}
+
+/// Applies one vdevice change to the switch (`VdeviceBus::poll`'s handler)
+/// of a domain without uplink devices.
 pub fn apply<P: Platform>(
     sw: &mut Switch<P>,
     p: &mut P,
@@ -126,9 +177,39 @@ pub fn apply<P: Platform>(
     old: &EntryRepr,
     new: &EntryRepr,
 ) -> Applied {
+    apply_with(sw, p, index, old, new, &NoUplinks)
+}
+
+/// Applies one vdevice change to the switch; `devices`: this domain's
+/// network devices an uplink entry may name.
+pub fn apply_with<P: Platform>(
+    sw: &mut Switch<P>,
+    p: &mut P,
+    index: u32,
+    old: &EntryRepr,
+    new: &EntryRepr,
+    devices: &dyn Uplinks,
+) -> Applied {
     let Ok(port) = PortIndex::try_from(index) else {
         return Applied::Refused(status::EINVAL);
     };
+    if let Some(up) = UplinkRepr::parse(new) {
+        return apply_uplink(sw, index, old, up, devices);
+    }
+    if new.kind == Kind::Empty {
+        if let Some(Ok(up)) = UplinkRepr::parse(old) {
+            return match sw.detach_uplink(up.lan) {
+                Ok(()) => {
+                    log::info!("entry {index}: LAN {} uplink removed", up.lan);
+                    Applied::Ok { share_ref: None }
+                }
+                Err(e) => {
+                    log::warn!("entry {index}: removing LAN {}'s uplink: {e}", up.lan);
+                    Applied::Ok { share_ref: None }
+                }
+            };
+        }
+    }
     if let Some(item) = PortPolicyRepr::parse(new) {
         return apply_item(sw, p, index, old, item);
     }
@@ -202,8 +283,9 @@ const HOUSEKEEP_NS: u64 = 1_000_000_000;
 /// Rounds in a row before the loop looks at dom0's port again.
 const ROUNDS_PER_CHECK: u32 = 64;
 
-/// The netback-uk domain: its switch and its vdevice page.
-pub struct Netback<P: Platform> {
+/// The netback-uk domain: its switch, its vdevice page, and its network
+/// devices that LANs may have as uplinks (`U`; none by default).
+pub struct Netback<P: Platform, U: Uplinks = NoUplinks> {
     pub switch: Switch<P>,
     pub bus: VdeviceBus<P::Pages>,
     /// Per-port counters for dom0 (`vdevice stats`), refreshed with the
@@ -214,6 +296,8 @@ pub struct Netback<P: Platform> {
     /// Seconds between counter reports (0: never).
     pub report_every_s: u64,
     fired: Vec<Port>,
+    /// This domain's network devices that LANs may have as uplinks.
+    pub uplinks: U,
 }
 
 impl<P: Platform> Netback<P> {
@@ -231,9 +315,27 @@ impl<P: Platform> Netback<P> {
             next_report: now,
             report_every_s: 10,
             fired: Vec::new(),
+            uplinks: NoUplinks,
         })
     }
 
+    /// The domain with its network devices (uplink entries name them by
+    /// index).
+    pub fn with_uplinks<U: Uplinks>(self, uplinks: U) -> Netback<P, U> {
+        Netback {
+            switch: self.switch,
+            bus: self.bus,
+            stats: self.stats,
+            next_housekeep: self.next_housekeep,
+            next_report: self.next_report,
+            report_every_s: self.report_every_s,
+            fired: self.fired,
+            uplinks,
+        }
+    }
+}
+
+impl<P: Platform, U: Uplinks> Netback<P, U> {
     /// Forwards until idle, then waits (at most until the next
     /// housekeeping) for a trigger; applies a vdevice change if dom0
     /// triggered. `report` receives periodic counter lines.
@@ -242,7 +344,7 @@ impl<P: Platform> Netback<P> {
         // One clock read for the rounds: a step lasts far less than a hold.
         let started = p.now_ns();
         for _ in 0..ROUNDS_PER_CHECK {
-            busy = self.switch.poll_at(p, started).busy;
+            busy = self.switch.poll_with(p, started, &mut self.uplinks).busy;
             if !busy {
                 break;
             }
@@ -265,11 +367,10 @@ impl<P: Platform> Netback<P> {
         }
         let vport = self.bus.port();
         if self.fired.contains(&vport) {
-            let sw = &mut self.switch;
-            match self
-                .bus
-                .poll_with(p, &mut |p, i, old, new| apply(sw, p, i, old, new))
-            {
+            let (sw, devices) = (&mut self.switch, &self.uplinks);
+            match self.bus.poll_with(p, &mut |p, i, old, new| {
+                apply_with(sw, p, i, old, new, devices)
+            }) {
                 Ok(Some(c)) => log::info!(
                     "vdevice change {} (entry {}): status {}",
                     c.serial,
@@ -302,7 +403,28 @@ impl<P: Platform> Netback<P> {
     /// (`wire::stats::NET_COUNTERS` says what each is).
     pub fn publish_counters(&mut self) -> Result<()> {
         let ports: Vec<_> = self.switch.ports().collect();
+        let uplinks: Vec<_> = self.switch.uplinks().collect();
         self.stats.update(|i| {
+            if let Some(u) = uplinks.iter().find(|u| u.entry == u32::from(i)) {
+                // An uplink's entry: the port layout, "member" being the
+                // network behind the uplink; slot 9 counts addresses not
+                // learned (its bound reached), `features` the device.
+                let c = u.counters;
+                return Some([
+                    c.rx_frames,
+                    c.rx_bytes,
+                    c.tx_frames,
+                    c.tx_bytes,
+                    c.drop_tx_full,
+                    c.drop_bad_frame,
+                    c.drop_too_big,
+                    c.drop_spoof,
+                    c.drop_offload,
+                    c.unlearned,
+                    1,
+                    u64::from(u.device),
+                ]);
+            }
             let q = ports.iter().find(|q| q.index == i)?;
             let c = q.counters;
             let (link, features) = match q.state {
@@ -369,7 +491,17 @@ impl<P: Platform> Netback<P> {
                     c.drop_policy.total(), c.lane_errors, c.rate_limited
                 )
             });
-        lans.chain(ports).collect()
+        let uplinks = self.switch.uplinks().map(|u| {
+            let c = u.counters;
+            format!(
+                "uplink {} lan {} (entry {}, DHCP server {}): from-network {} frames {} B, to-network {} frames {} B, drops tx_full {} bad {} too_big {} spoof {} offload {}, unlearned {}",
+                u.device, u.lan, u.entry, if u.dhcp_server { "on" } else { "off" },
+                c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes,
+                c.drop_tx_full, c.drop_bad_frame, c.drop_too_big, c.drop_spoof, c.drop_offload,
+                c.unlearned
+            )
+        });
+        lans.chain(uplinks).chain(ports).collect()
     }
 }
 
@@ -507,5 +639,94 @@ mod tests {
         plain.peer = 8;
         apply(&mut sw, &mut p, 1, &empty, &plain);
         assert_eq!(sw.port_rules(1), Some(&PortRules::default()));
+    }
+
+    /// Devices 0 and 1.
+    struct TwoDevices;
+
+    impl Uplinks for TwoDevices {
+        fn recv(&mut self, _: u16, _: &mut [u8]) -> Option<usize> {
+            None
+        }
+        fn send(&mut self, _: u16, _: &[u8]) -> bool {
+            true
+        }
+        fn has(&self, device: u16) -> bool {
+            device < 2
+        }
+    }
+
+    #[test]
+    fn uplink_entries_attach_refuse_and_detach() {
+        let host = LocalHost::new();
+        let mut p = host.domain(1);
+        let mut sw = Switch::new(SwitchConfig::default());
+        let empty = EntryRepr::EMPTY;
+        let up = |uplink, lan, dhcp_server| {
+            UplinkRepr {
+                lan,
+                uplink,
+                dhcp_server,
+            }
+            .entry()
+        };
+        let dev = &TwoDevices;
+        assert!(matches!(
+            apply_with(&mut sw, &mut p, 4, &empty, &up(1, 3, false), dev),
+            Applied::Ok { share_ref: None }
+        ));
+        let u: Vec<_> = sw.uplinks().collect();
+        assert_eq!((u[0].lan, u[0].device, u[0].entry), (3, 1, 4));
+        assert!(!u[0].dhcp_server);
+        // No such device; the device or the LAN taken; over a used entry;
+        // a malformed one; a domain without devices.
+        let refused =
+            |sw: &mut Switch<_>, p: &mut _, i, old: &EntryRepr, new: &EntryRepr| match apply_with(
+                sw, p, i, old, new, dev,
+            ) {
+                Applied::Refused(code) => code,
+                Applied::Ok { .. } => 0,
+            };
+        assert_eq!(
+            refused(&mut sw, &mut p, 5, &empty, &up(2, 4, false)),
+            status::ENODEV
+        );
+        assert_eq!(
+            refused(&mut sw, &mut p, 5, &empty, &up(1, 4, false)),
+            status::EEXIST
+        );
+        assert_eq!(
+            refused(&mut sw, &mut p, 5, &empty, &up(0, 3, false)),
+            status::EEXIST
+        );
+        assert_eq!(
+            refused(&mut sw, &mut p, 4, &up(1, 3, false), &up(0, 4, false)),
+            status::EEXIST
+        );
+        let mut bad = up(0, 4, false);
+        bad.peer = 9;
+        assert_eq!(refused(&mut sw, &mut p, 5, &empty, &bad), status::EINVAL);
+        assert!(matches!(
+            apply(&mut sw, &mut p, 5, &empty, &up(0, 4, false)),
+            Applied::Refused(status::ENODEV)
+        ));
+        // A port joins the uplinked LAN; emptying the entry detaches.
+        let mut port = owner(0);
+        port.param = make_port_param([0; 6], 3);
+        assert!(matches!(
+            apply_with(&mut sw, &mut p, 0, &empty, &port, dev),
+            Applied::Ok { share_ref: Some(_) }
+        ));
+        assert!(matches!(
+            apply_with(&mut sw, &mut p, 4, &up(1, 3, false), &empty, dev),
+            Applied::Ok { share_ref: None }
+        ));
+        assert_eq!(sw.uplinks().count(), 0);
+        assert_eq!(sw.ports().count(), 1, "the port stays");
+        assert!(matches!(
+            apply_with(&mut sw, &mut p, 4, &empty, &up(1, 3, true), dev),
+            Applied::Ok { .. }
+        ));
+        assert!(sw.uplinks().next().unwrap().dhcp_server);
     }
 }

@@ -28,6 +28,14 @@
 //!   triggered only when its lane's event index asks for it.
 //! - A member that breaks the lane protocol (indexes out of range) loses
 //!   its port's traffic (the port goes `Broken`); the others go on.
+//! - A LAN may have an **uplink**: one of netback-uk's own network devices
+//!   (a Xen `vif=` on a dom0 bridge, a TAP on the simulation), reached
+//!   through [`Uplinks`]. It is a port of another kind: group and unknown
+//!   destinations flood to it too, frames from it are switched by MAC, it
+//!   learns many addresses within its own bound but never a member's
+//!   (`Fdb::learn_uplink`), and members' pinning and policy are as
+//!   before. A private port reaches the uplink (as an isolated port of a
+//!   private VLAN reaches its promiscuous one) but no member.
 
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -45,7 +53,7 @@ use share_hal::wire::net::{
 };
 use share_hal::{Error, Result, SharedMem};
 
-use crate::fdb::{is_group, Fdb, FdbLimits, Learned, Mac, PortIndex};
+use crate::fdb::{is_group, Fdb, FdbLimits, Learned, Mac, PortIndex, UPLINK_PORT};
 use crate::mgmt::{Mgmt, MgmtConfig};
 use crate::offload::{self, DropCause, Scratch, Verdict};
 use crate::policy::{Guard, HeldLease, PolicyBook, PolicyDrops, PortRules, Refusal};
@@ -121,6 +129,91 @@ pub struct PortCounters {
     pub rate_limited: u64,
 }
 
+/// A LAN's way out: the devices a switch's uplinks are (the netfront of
+/// a `vif=` in the image, a TAP device on the simulation). The switch
+/// calls it during [`Switch::poll_with`] only, for devices attached with
+/// [`Switch::attach_uplink`].
+pub trait Uplinks {
+    /// Copies the next frame received on `device` into `buf` and returns
+    /// its length (more than `buf.len()`: it did not fit and is dropped);
+    /// `None`: nothing waiting.
+    fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<usize>;
+    /// Sends one whole Ethernet frame out of `device` (no offload: at most
+    /// [`UPLINK_MAX_FRAME`] bytes, checksums complete). `false`: no room or
+    /// the device is down; the frame is dropped and counted.
+    fn send(&mut self, device: u16, frame: &[u8]) -> bool;
+    /// End of a round: push what was sent (notify the peer). `true`: more
+    /// may be waiting already (poll again before sleeping).
+    fn flush(&mut self) -> bool {
+        false
+    }
+    /// Whether this domain has device `device` (an uplink entry naming
+    /// another is refused with ENODEV).
+    fn has(&self, device: u16) -> bool;
+}
+
+/// A switch without uplinks ([`Switch::poll_at`]).
+pub struct NoUplinks;
+
+impl Uplinks for NoUplinks {
+    fn recv(&mut self, _: u16, _: &mut [u8]) -> Option<usize> {
+        None
+    }
+    fn send(&mut self, _: u16, _: &[u8]) -> bool {
+        false
+    }
+    fn has(&self, _: u16) -> bool {
+        false
+    }
+}
+
+/// The longest frame an uplink carries either way: MTU 1500 and one VLAN
+/// tag.
+pub const UPLINK_MAX_FRAME: usize = net::MTU_DEFAULT as usize + net::FRAME_OVERHEAD;
+
+/// Counters of a LAN's uplink. "rx" is what came in from the uplink's
+/// network, "tx" what the switch sent out to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UplinkCounters {
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    /// Frames for the uplink its device had no room for.
+    pub drop_tx_full: u64,
+    /// Frames from the uplink shorter than an Ethernet header or longer
+    /// than [`UPLINK_MAX_FRAME`].
+    pub drop_bad_frame: u64,
+    /// Frames for the uplink too long for it.
+    pub drop_too_big: u64,
+    /// Frames from the uplink sent from a member's MAC, the endpoint's or
+    /// a group address.
+    pub drop_spoof: u64,
+    /// Frames for the uplink whose offload fields did not hold.
+    pub drop_offload: u64,
+    /// Source addresses not learned: the uplink's bound was reached.
+    pub unlearned: u64,
+}
+
+/// A LAN's uplink as the switch keeps it.
+#[derive(Clone, Copy, Debug)]
+struct UplinkPort {
+    device: u16,
+    /// The vdevice entry that made it (its counters go there).
+    entry: u32,
+    counters: UplinkCounters,
+}
+
+/// An uplink as [`Switch::uplinks`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UplinkInfo {
+    pub lan: LanId,
+    pub device: u16,
+    pub entry: u32,
+    pub dhcp_server: bool,
+    pub counters: UplinkCounters,
+}
+
 /// Where a port is in its life.
 #[derive(Debug)]
 enum Link {
@@ -194,6 +287,8 @@ struct Lan {
     /// netback-uk's own address on the LAN: ARP, ping, DHCP.
     mgmt: Mgmt,
     ports: Vec<PortIndex>,
+    /// The LAN's uplink, if it has one.
+    uplink: Option<UplinkPort>,
 }
 
 /// What one [`Switch::poll`] round did.
@@ -261,6 +356,8 @@ pub struct Switch<P: Platform> {
     /// Some port may be private (false: no port is, and forwarding skips
     /// the check).
     any_private: bool,
+    /// A frame from an uplink is copied here (reused).
+    uplink_buf: Vec<u8>,
 }
 
 /// Net share of `numpages`: lanes are initialised and parked before any
@@ -320,7 +417,108 @@ impl<P: Platform> Switch<P> {
             reply_lens: Vec::new(),
             policy: PolicyBook::default(),
             any_private: false,
+            uplink_buf: Vec::new(),
         }
+    }
+
+    /// The slot of LAN `lan`, made (with its endpoint) if it has none.
+    fn lan_slot(&mut self, lan: LanId) -> Result<usize> {
+        if let Some(slot) = self
+            .lans
+            .iter()
+            .position(|l| l.as_ref().is_some_and(|l| l.id == lan))
+        {
+            return Ok(slot);
+        }
+        let seed = self.config.seed ^ u64::from(lan).wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let mgmt = Mgmt::new(MgmtConfig::for_lan(lan)).map_err(|_| Error::InvalidArgument {
+            what: "the LAN's management address plan",
+        })?;
+        let fresh = Some(Lan {
+            id: lan,
+            fdb: Fdb::new(self.config.fdb, seed),
+            mgmt,
+            ports: Vec::new(),
+            uplink: None,
+        });
+        Ok(match self.lans.iter().position(Option::is_none) {
+            Some(free) => {
+                self.lans[free] = fresh;
+                free
+            }
+            None => {
+                self.lans.push(fresh);
+                self.lans.len() - 1
+            }
+        })
+    }
+
+    /// Bridges device `device` into LAN `lan` as its uplink, made by
+    /// vdevice entry `entry`; `dhcp_server`: the LAN's endpoint keeps
+    /// answering DHCP (otherwise the network behind the uplink serves
+    /// it). One uplink per LAN and one LAN per device.
+    pub fn attach_uplink(
+        &mut self,
+        lan: LanId,
+        device: u16,
+        entry: u32,
+        dhcp_server: bool,
+    ) -> Result<()> {
+        if self.lans.iter().flatten().any(|l| {
+            l.id == lan && l.uplink.is_some() || l.uplink.is_some_and(|u| u.device == device)
+        }) {
+            return Err(Error::InvalidArgument {
+                what: "the LAN has an uplink, or the device is another LAN's",
+            });
+        }
+        let slot = self.lan_slot(lan)?;
+        if let Some(l) = self.lans[slot].as_mut() {
+            l.uplink = Some(UplinkPort {
+                device,
+                entry,
+                counters: UplinkCounters::default(),
+            });
+            l.mgmt.set_dhcp_server(dhcp_server);
+        }
+        Ok(())
+    }
+
+    /// Takes LAN `lan`'s uplink away: its addresses are forgotten, the
+    /// LAN's DHCP server is on again.
+    pub fn detach_uplink(&mut self, lan: LanId) -> Result<()> {
+        let slot = self
+            .lans
+            .iter_mut()
+            .find(|l| {
+                l.as_ref()
+                    .is_some_and(|l| l.id == lan && l.uplink.is_some())
+            })
+            .ok_or(Error::InvalidArgument {
+                what: "the LAN has no uplink",
+            })?;
+        if let Some(l) = slot.as_mut() {
+            l.uplink = None;
+            l.fdb.forget_port(UPLINK_PORT);
+            l.mgmt.set_dhcp_server(true);
+            if l.ports.is_empty() {
+                *slot = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every LAN's uplink.
+    pub fn uplinks(&self) -> impl Iterator<Item = UplinkInfo> + '_ {
+        self.lans.iter().flatten().filter_map(|l| {
+            let u = l.uplink?;
+            Some(UplinkInfo {
+                lan: l.id,
+                device: u.device,
+                entry: u.entry,
+                dhcp_server: l.mgmt.dhcp_server(),
+                counters: u.counters,
+            })
+        })
     }
 
     /// Creates port `index` for `spec.member` on LAN `spec.lan` and grants
@@ -363,36 +561,13 @@ impl<P: Platform> Switch<P> {
             }
         };
         let evtchn = share.port(spec.member)?;
-        let seed = self.config.seed ^ u64::from(spec.lan).wrapping_mul(0x2545_f491_4f6c_dd1d);
-        let limits = self.config.fdb;
-        let slot = match self
-            .lans
-            .iter()
-            .position(|l| l.as_ref().is_some_and(|l| l.id == spec.lan))
-        {
-            Some(slot) => slot,
-            None => {
-                let mgmt = Mgmt::new(MgmtConfig::for_lan(spec.lan)).map_err(|_| {
-                    Error::InvalidArgument {
-                        what: "the LAN's management address plan",
-                    }
-                })?;
-                let fresh = Some(Lan {
-                    id: spec.lan,
-                    fdb: Fdb::new(limits, seed),
-                    mgmt,
-                    ports: Vec::new(),
-                });
-                match self.lans.iter().position(Option::is_none) {
-                    Some(free) => {
-                        self.lans[free] = fresh;
-                        free
-                    }
-                    None => {
-                        self.lans.push(fresh);
-                        self.lans.len() - 1
-                    }
+        let slot = match self.lan_slot(spec.lan) {
+            Ok(slot) => slot,
+            Err(e) => {
+                if share.destroy(p).is_err() {
+                    self.dying.push(share);
                 }
+                return Err(e);
             }
         };
         let Some(lan) = self.lans[slot].as_mut() else {
@@ -543,7 +718,7 @@ impl<P: Platform> Switch<P> {
                 lan.fdb.forget_port(index);
                 lan.mgmt.forget_port(index, p.now_ns());
                 lan.ports.retain(|&q| q != index);
-                if lan.ports.is_empty() {
+                if lan.ports.is_empty() && lan.uplink.is_none() {
                     *slot = None;
                 }
             }
@@ -639,13 +814,24 @@ impl<P: Platform> Switch<P> {
     /// reads the clock once (on Xen an RDTSC may be an exit), and ages and
     /// holds are in seconds and milliseconds.
     pub fn poll_at(&mut self, p: &mut P, now: u64) -> Round {
+        self.poll_with(p, now, &mut NoUplinks)
+    }
+
+    /// [`Switch::poll_at`] with the LANs' uplinks: after the ports, each
+    /// uplink is read (up to the budget of frames, like a port) and its
+    /// frames switched; frames for an uplink go out through `uplinks`
+    /// during the round.
+    pub fn poll_with(&mut self, p: &mut P, now: u64, uplinks: &mut dyn Uplinks) -> Round {
         let n = self.ports.len();
         let mut round = Round::default();
-        if n == 0 {
+        let any_uplink = self.lans.iter().flatten().any(|l| l.uplink.is_some());
+        if n == 0 && !any_uplink {
             return round;
         }
-        let start = self.next_start % n;
-        self.next_start = (start + 1) % n;
+        let start = self.next_start % n.max(1);
+        self.next_start = (start + 1) % n.max(1);
+        let mut uplink_buf = core::mem::take(&mut self.uplink_buf);
+        uplink_buf.resize(UPLINK_MAX_FRAME, 0);
         let mut fwd = Fwd {
             shares: &self.shares,
             ports: &mut self.ports,
@@ -659,10 +845,18 @@ impl<P: Platform> Switch<P> {
             emitted: 0,
             now,
             any_private: self.any_private,
+            uplinks,
         };
         for k in 0..n {
             fwd.serve_port((start + k) % n, &mut round);
         }
+        if any_uplink {
+            for slot in 0..fwd.lans.len() {
+                fwd.serve_uplink(slot, &mut uplink_buf, &mut round);
+            }
+        }
+        round.busy |= fwd.uplinks.flush();
+        self.uplink_buf = uplink_buf;
         round.emitted = fwd.emitted;
         for i in 0..n {
             fwd.flush_port(i);
@@ -701,9 +895,143 @@ struct Fwd<'s, P: Platform> {
     /// Frames made so far this round ([`Round::emitted`]).
     emitted: u64,
     now: u64,
+    uplinks: &'s mut dyn Uplinks,
 }
 
 impl<'s, P: Platform> Fwd<'s, P> {
+    /// Reads up to the budget of frames from LAN slot `slot`'s uplink and
+    /// switches each to the LAN's ports (and its endpoint).
+    fn serve_uplink(&mut self, slot: usize, buf: &mut [u8], round: &mut Round) {
+        let Some(device) = self
+            .lans
+            .get(slot)
+            .and_then(Option::as_ref)
+            .and_then(|l| l.uplink)
+            .map(|u| u.device)
+        else {
+            return;
+        };
+        for _ in 0..self.budget {
+            let Some(len) = self.uplinks.recv(device, buf) else {
+                return;
+            };
+            round.frames += 1;
+            match buf.get(..len).filter(|f| f.len() >= 14) {
+                Some(frame) => self.forward_from_uplink(slot, frame),
+                None => {
+                    if let Some(u) = self.uplink_mut(slot) {
+                        u.drop_bad_frame += 1;
+                    }
+                }
+            }
+        }
+        round.busy = true;
+    }
+
+    fn uplink_mut(&mut self, slot: usize) -> Option<&mut UplinkCounters> {
+        let lan = self.lans.get_mut(slot)?.as_mut()?;
+        lan.uplink.as_mut().map(|u| &mut u.counters)
+    }
+
+    /// Switches one frame that came in on LAN slot `slot`'s uplink: to the
+    /// port its destination was learned on, or (group, unknown) to every
+    /// port of the LAN; never back out of the uplink.
+    fn forward_from_uplink(&mut self, slot: usize, frame: &[u8]) {
+        let now = self.now;
+        let Some(lan) = self.lans.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(up) = lan.uplink.as_mut() else {
+            return;
+        };
+        up.counters.rx_frames += 1;
+        up.counters.rx_bytes += frame.len() as u64;
+        let (Some(dst), Some(srcmac)) = (mac_at(frame, 0), mac_at(frame, 6)) else {
+            up.counters.drop_bad_frame += 1;
+            return;
+        };
+        if is_group(&srcmac) || srcmac == lan.mgmt.mac() {
+            up.counters.drop_spoof += 1;
+            return;
+        }
+        match lan.fdb.learn_uplink(&srcmac, now) {
+            Learned::Yes => {}
+            Learned::Full => up.counters.unlearned += 1,
+            Learned::Spoof => {
+                up.counters.drop_spoof += 1;
+                return;
+            }
+        }
+        self.replies.clear();
+        self.reply_lens.clear();
+        if lan.mgmt.wants(dst) {
+            let (mgmt, replies, lens) = (&mut lan.mgmt, &mut *self.replies, &mut *self.reply_lens);
+            self.emitted += 1;
+            mgmt.receive(now, UPLINK_PORT, frame, &mut |r| {
+                replies.extend_from_slice(r);
+                lens.push(r.len());
+            });
+        }
+        self.dests.clear();
+        if dst != lan.mgmt.mac() {
+            match (!is_group(&dst))
+                .then(|| lan.fdb.lookup(&dst, now))
+                .flatten()
+            {
+                // For the uplink's own side: nobody here may see it.
+                Some(UPLINK_PORT) => {}
+                Some(d) => self.dests.push(d),
+                None => self.dests.extend(lan.ports.iter().copied()),
+            }
+        }
+        for k in 0..self.dests.len() {
+            let d = self.dests[k];
+            self.deliver(d, frame, FrameMeta::default(), false);
+        }
+        if !self.reply_lens.is_empty() {
+            self.send_replies(slot);
+        }
+    }
+
+    /// Sends one frame out of LAN slot `slot`'s uplink, its offloads
+    /// resolved (segmented, checksums completed) as for a port without
+    /// any.
+    fn send_uplink(&mut self, slot: usize, frame: &[u8], meta: FrameMeta) {
+        let Some(lan) = self.lans.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(up) = lan.uplink.as_mut() else {
+            return;
+        };
+        let (device, uplinks, c) = (up.device, &mut *self.uplinks, &mut up.counters);
+        let mut made = 0u64;
+        let verdict = offload::deliver(
+            frame,
+            &meta,
+            0,
+            UPLINK_MAX_FRAME,
+            self.scratch,
+            &mut |f, _| {
+                if uplinks.send(device, f) {
+                    c.tx_frames += 1;
+                    c.tx_bytes += f.len() as u64;
+                    made += 1;
+                    true
+                } else {
+                    false
+                }
+            },
+        );
+        self.emitted += made;
+        match verdict {
+            Verdict::Delivered { .. } => {}
+            Verdict::Partial { dropped, .. } => c.drop_tx_full += u64::from(dropped),
+            Verdict::Dropped(DropCause::LaneFull) => c.drop_tx_full += 1,
+            Verdict::Dropped(DropCause::TooBig) => c.drop_too_big += 1,
+            Verdict::Dropped(_) => c.drop_offload += 1,
+        }
+    }
+
     fn port(&mut self, i: usize) -> Option<&mut PortState> {
         self.ports.get_mut(i).and_then(Option::as_mut)
     }
@@ -970,6 +1298,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
             }
         }
         self.dests.clear();
+        let mut uplink = false;
         if dst != lan.mgmt.mac() {
             match (!is_group(&dst))
                 .then(|| lan.fdb.lookup(&dst, now))
@@ -977,11 +1306,17 @@ impl<'s, P: Platform> Fwd<'s, P> {
             {
                 // Addressed to its own port: nobody else may see it.
                 Some(d) if d == src => {}
+                Some(UPLINK_PORT) => uplink = true,
                 Some(d) => self.dests.push(d),
-                None => self
-                    .dests
-                    .extend(lan.ports.iter().copied().filter(|&d| d != src)),
+                None => {
+                    uplink = lan.uplink.is_some();
+                    self.dests
+                        .extend(lan.ports.iter().copied().filter(|&d| d != src));
+                }
             }
+        }
+        if uplink {
+            self.send_uplink(lan_slot, frame, meta);
         }
         if self.any_private && !self.dests.is_empty() {
             self.keep_allowed(src, src_private, !is_group(&dst));
@@ -1119,12 +1454,20 @@ impl<'s, P: Platform> Fwd<'s, P> {
                 break;
             };
             self.dests.clear();
+            let mut uplink = false;
             match mac_at(reply, 0)
                 .filter(|m| !is_group(m))
                 .and_then(|m| lan.fdb.lookup(&m, self.now))
             {
+                Some(UPLINK_PORT) => uplink = true,
                 Some(d) => self.dests.push(d),
-                None => self.dests.extend(lan.ports.iter().copied()),
+                None => {
+                    uplink = lan.uplink.is_some();
+                    self.dests.extend(lan.ports.iter().copied());
+                }
+            }
+            if uplink {
+                self.send_uplink(lan_slot, reply, FrameMeta::default());
             }
             for k in 0..self.dests.len() {
                 let d = self.dests[k];
@@ -2593,6 +2936,345 @@ mod tests {
             assert_eq!(got, 3, "the rest, at the rate, none dropped");
             assert_eq!(rig.counters(1).drop_rx_full, 0);
             assert_eq!(rig.sw.next_deadline(), None);
+        }
+    }
+
+    mod uplink {
+        //! A LAN's uplink (issue 21): a port of another kind, reached
+        //! through `Uplinks`.
+        use super::*;
+        use crate::mgmt::tests::{client_msg, dhcp_frame};
+        use alloc::collections::VecDeque;
+        use smoltcp::wire::DhcpMessageType;
+
+        /// Devices whose network is the test: frames to inject, frames
+        /// sent, room for at most `room` frames a round.
+        #[derive(Default)]
+        struct Wire {
+            inbox: VecDeque<(u16, Vec<u8>)>,
+            sent: Vec<(u16, Vec<u8>)>,
+            room: Option<usize>,
+            flushes: u32,
+        }
+
+        impl Uplinks for Wire {
+            fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<usize> {
+                let at = self.inbox.iter().position(|(d, _)| *d == device)?;
+                let (_, f) = self.inbox.remove(at)?;
+                let n = f.len().min(buf.len());
+                buf[..n].copy_from_slice(&f[..n]);
+                Some(f.len())
+            }
+            fn send(&mut self, device: u16, frame: &[u8]) -> bool {
+                if self.room.is_some_and(|r| self.sent.len() >= r) {
+                    return false;
+                }
+                self.sent.push((device, frame.to_vec()));
+                true
+            }
+            fn flush(&mut self) -> bool {
+                self.flushes += 1;
+                false
+            }
+            fn has(&self, device: u16) -> bool {
+                device < 8
+            }
+        }
+
+        impl Wire {
+            fn tags(&mut self, device: u16) -> Vec<u8> {
+                let out = self
+                    .sent
+                    .iter()
+                    .filter(|(d, _)| *d == device)
+                    .map(|(_, f)| f[20])
+                    .collect();
+                self.sent.clear();
+                out
+            }
+        }
+
+        fn pump(rig: &mut Rig, wire: &mut Wire) {
+            for _ in 0..1000 {
+                let now = rig.p.now_ns();
+                if !rig.sw.poll_with(&mut rig.p, now, wire).busy {
+                    return;
+                }
+            }
+            panic!("switch still busy after 1000 rounds");
+        }
+
+        fn uplink(rig: &Rig, lan: LanId) -> UplinkInfo {
+            rig.sw.uplinks().find(|u| u.lan == lan).unwrap()
+        }
+
+        use share_hal::platform::Clock;
+
+        const HOST: Mac = [0x52, 0x54, 0, 0, 0, 0x10];
+        const UP: u16 = 3;
+
+        #[test]
+        fn the_uplink_gets_floods_and_its_hosts_are_switched_by_mac() {
+            let mut rig = Rig::new(SwitchConfig::default());
+            let mut wire = Wire::default();
+            let mut a = rig.join(0, 7, 2, 0);
+            let mut b = rig.join(1, 7, 3, 0);
+            let mut c = rig.join(2, 8, 4, 0);
+            rig.sw.attach_uplink(7, UP, 9, false).unwrap();
+            // Broadcast and unknown unicast: the other ports and the uplink.
+            a.send(&[eth(BCAST, a.mac, 60, 1)], FrameMeta::default());
+            a.send(&[eth(HOST, a.mac, 60, 2)], FrameMeta::default());
+            pump(&mut rig, &mut wire);
+            assert_eq!(tags(&b.recv()), [1, 2]);
+            assert_eq!(wire.tags(UP), [1, 2]);
+            assert!(c.recv().is_empty(), "another LAN sees nothing");
+            // The host answers: learned on the uplink, switched to a only.
+            wire.inbox.push_back((UP, eth(a.mac, HOST, 60, 3)));
+            pump(&mut rig, &mut wire);
+            assert_eq!(tags(&a.recv()), [3]);
+            assert!(b.recv().is_empty() && c.recv().is_empty());
+            assert!(wire.sent.is_empty(), "never back out of the uplink");
+            // Now a's frames to the host go to the uplink only.
+            a.send(&[eth(HOST, a.mac, 60, 4)], FrameMeta::default());
+            pump(&mut rig, &mut wire);
+            assert_eq!(wire.tags(UP), [4]);
+            assert!(b.recv().is_empty());
+            // A broadcast from the uplink's network reaches the LAN's
+            // ports, not another LAN's, and not the uplink again.
+            wire.inbox.push_back((UP, eth(BCAST, HOST, 60, 5)));
+            pump(&mut rig, &mut wire);
+            assert_eq!(tags(&a.recv()), [5]);
+            assert_eq!(tags(&b.recv()), [5]);
+            assert!(c.recv().is_empty());
+            assert!(wire.sent.is_empty());
+            // A frame from the uplink to a host behind it reaches nobody.
+            wire.inbox
+                .push_back((UP, eth(HOST, [0x52, 0, 0, 0, 0, 1], 60, 6)));
+            pump(&mut rig, &mut wire);
+            assert!(a.recv().is_empty() && b.recv().is_empty() && wire.sent.is_empty());
+            let u = uplink(&rig, 7);
+            assert_eq!((u.device, u.entry, u.dhcp_server), (UP, 9, false));
+            assert_eq!((u.counters.rx_frames, u.counters.tx_frames), (3, 3));
+            assert_eq!(u.counters.tx_bytes, 180);
+            assert!(wire.flushes > 0);
+        }
+
+        #[test]
+        fn the_uplink_never_takes_a_members_address() {
+            let mut rig = Rig::new(SwitchConfig::default());
+            let mut wire = Wire::default();
+            let mut a = rig.join(0, 7, 2, 0);
+            let mut b = rig.join(1, 7, 3, 0);
+            rig.sw.attach_uplink(7, UP, 9, false).unwrap();
+            // b also sends from a second address (learned on its port).
+            let extra: Mac = [0x02, 0, 0, 0, 0, 0x77];
+            b.send(&[eth(a.mac, extra, 60, 1)], FrameMeta::default());
+            pump(&mut rig, &mut wire);
+            assert_eq!(tags(&a.recv()), [1]);
+            // The uplink's network claims a's pinned MAC, b's learned one,
+            // the endpoint's, a group address: all dropped, nothing moves.
+            let mgmt = MgmtConfig::for_lan(7).mac;
+            for src in [a.mac, extra, mgmt, [0x01, 0, 0x5e, 0, 0, 1]] {
+                wire.inbox.push_back((UP, eth(BCAST, src, 60, 2)));
+            }
+            pump(&mut rig, &mut wire);
+            assert!(a.recv().is_empty() && b.recv().is_empty());
+            assert_eq!(uplink(&rig, 7).counters.drop_spoof, 4);
+            a.send(&[eth(extra, a.mac, 60, 3)], FrameMeta::default());
+            b.send(&[eth(a.mac, b.mac, 60, 4)], FrameMeta::default());
+            pump(&mut rig, &mut wire);
+            assert_eq!(tags(&b.recv()), [3], "still b's");
+            assert_eq!(tags(&a.recv()), [4], "still a's");
+            assert!(wire.sent.is_empty());
+            // A member spoofing another's MAC gets nothing onto the uplink
+            // either.
+            a.send(&[eth(BCAST, b.mac, 60, 5)], FrameMeta::default());
+            pump(&mut rig, &mut wire);
+            assert!(wire.sent.is_empty() && b.recv().is_empty());
+            assert_eq!(rig.counters(0).drop_spoof, 1);
+        }
+
+        #[test]
+        fn the_uplink_learns_within_its_own_bound_and_still_forwards() {
+            let config = SwitchConfig {
+                fdb: FdbLimits {
+                    per_lan: 64,
+                    per_port: 2,
+                    per_uplink: 8,
+                    age_ns: u64::MAX,
+                },
+                ..SwitchConfig::default()
+            };
+            let mut rig = Rig::new(config);
+            let mut wire = Wire::default();
+            // 64-slot lanes: the 12 frames of one round fit.
+            let mut a = rig.join_pages(0, 7, 2, 0, 66);
+            rig.sw.attach_uplink(7, UP, 9, false).unwrap();
+            for i in 0..12u8 {
+                wire.inbox
+                    .push_back((UP, eth(a.mac, [0x52, 0, 0, 0, 1, i], 60, i)));
+            }
+            pump(&mut rig, &mut wire);
+            assert_eq!(a.recv().len(), 12);
+            let u = uplink(&rig, 7).counters;
+            assert_eq!((u.rx_frames, u.unlearned), (12, 4));
+            // The learned hosts get unicast; the unlearned ones a flood.
+            a.send(
+                &[eth([0x52, 0, 0, 0, 1, 0], a.mac, 60, 1)],
+                FrameMeta::default(),
+            );
+            a.send(
+                &[eth([0x52, 0, 0, 0, 1, 11], a.mac, 60, 2)],
+                FrameMeta::default(),
+            );
+            pump(&mut rig, &mut wire);
+            assert_eq!(wire.tags(UP), [1, 2]);
+            // One round reads at most the budget from the uplink.
+            for i in 0..200u8 {
+                wire.inbox
+                    .push_back((UP, eth(a.mac, [0x52, 0, 0, 0, 1, 0], 60, i)));
+            }
+            let now = rig.p.now_ns();
+            let r = rig.sw.poll_with(&mut rig.p, now, &mut wire);
+            assert_eq!(r.frames, u64::from(SwitchConfig::default().budget));
+            assert!(r.busy);
+        }
+
+        #[test]
+        fn runts_giants_and_a_full_uplink_are_counted() {
+            let mut rig = Rig::new(SwitchConfig::default());
+            let mut wire = Wire {
+                room: Some(1),
+                ..Wire::default()
+            };
+            let mut a = rig.join(0, 7, 2, 0);
+            rig.sw.attach_uplink(7, UP, 9, false).unwrap();
+            wire.inbox.push_back((UP, vec![0xff; 13]));
+            wire.inbox
+                .push_back((UP, eth(a.mac, HOST, UPLINK_MAX_FRAME + 1, 1)));
+            pump(&mut rig, &mut wire);
+            assert!(a.recv().is_empty());
+            a.send(
+                &[eth(HOST, a.mac, 60, 2), eth(HOST, a.mac, 60, 3)],
+                FrameMeta::default(),
+            );
+            pump(&mut rig, &mut wire);
+            assert_eq!(wire.tags(UP), [2]);
+            let u = uplink(&rig, 7).counters;
+            assert_eq!((u.drop_bad_frame, u.drop_tx_full), (2, 1));
+        }
+
+        #[test]
+        fn policy_holds_toward_the_uplink_and_private_ports_reach_it() {
+            use crate::testing::udp4;
+            let mut rig = Rig::new(SwitchConfig::default());
+            let mut wire = Wire::default();
+            let mut a = rig.join(0, 7, 2, 0);
+            let mut b = rig.join(1, 7, 3, 0);
+            rig.sw.attach_uplink(7, UP, 9, false).unwrap();
+            let bound = PortRules {
+                bind_addresses: true,
+                private: true,
+                ..PortRules::default()
+            };
+            rig.sw.set_port_rules(&mut rig.p, 0, bound.clone()).unwrap();
+            // Not its address: nothing anywhere.
+            a.send(
+                &[udp4(
+                    HOST,
+                    a.mac,
+                    [192, 168, 1, 50],
+                    [192, 168, 1, 1],
+                    60,
+                    1,
+                )],
+                FrameMeta::default(),
+            );
+            pump(&mut rig, &mut wire);
+            assert!(wire.sent.is_empty() && b.recv().is_empty());
+            assert_eq!(rig.counters(0).drop_policy.total(), 1);
+            // Private: the uplink, not b.
+            let ip = Ipv4Net {
+                addr: [192, 168, 1, 50],
+                prefix: 32,
+            };
+            let with_ip = PortRules {
+                ipv4: vec![ip],
+                ..bound
+            };
+            rig.sw.set_port_rules(&mut rig.p, 0, with_ip).unwrap();
+            a.send(
+                &[udp4(
+                    BCAST,
+                    a.mac,
+                    [192, 168, 1, 50],
+                    [192, 168, 1, 255],
+                    60,
+                    2,
+                )],
+                FrameMeta::default(),
+            );
+            pump(&mut rig, &mut wire);
+            assert_eq!(wire.sent.len(), 1);
+            wire.sent.clear();
+            assert!(b.recv().is_empty());
+            // And the uplink's network reaches it.
+            wire.inbox.push_back((UP, eth(a.mac, HOST, 60, 3)));
+            pump(&mut rig, &mut wire);
+            assert_eq!(tags(&a.recv()), [3]);
+        }
+        use crate::policy::Ipv4Net;
+
+        #[test]
+        fn dhcp_is_the_networks_on_an_uplinked_lan_unless_asked() {
+            let mut rig = Rig::new(SwitchConfig::default());
+            let mut wire = Wire::default();
+            let mut a = rig.join(0, 7, 2, 0);
+            let discover = dhcp_frame(&client_msg(DhcpMessageType::Discover, a.mac));
+            rig.sw.attach_uplink(7, UP, 9, false).unwrap();
+            a.send(core::slice::from_ref(&discover), FrameMeta::default());
+            pump(&mut rig, &mut wire);
+            assert!(a.recv().is_empty(), "no offer from netback-uk");
+            assert_eq!(wire.sent.len(), 1, "the DISCOVER went out");
+            wire.sent.clear();
+            // Detached: the LAN is an island again, with its server.
+            rig.sw.detach_uplink(7).unwrap();
+            assert!(rig.sw.detach_uplink(7).is_err());
+            a.send(core::slice::from_ref(&discover), FrameMeta::default());
+            pump(&mut rig, &mut wire);
+            assert_eq!(a.recv().len(), 1, "an offer");
+            assert!(wire.sent.is_empty());
+            // Asked for: the server stays on beside the uplink.
+            rig.sw.attach_uplink(7, UP, 9, true).unwrap();
+            a.send(&[discover], FrameMeta::default());
+            pump(&mut rig, &mut wire);
+            assert_eq!(a.recv().len(), 1);
+            assert_eq!(
+                wire.sent.len(),
+                1,
+                "the DISCOVER (the offer is unicast to a)"
+            );
+        }
+
+        #[test]
+        fn one_uplink_per_lan_one_lan_per_device_and_lans_outlive_ports() {
+            let mut rig = Rig::new(SwitchConfig::default());
+            let mut wire = Wire::default();
+            rig.sw.attach_uplink(7, UP, 9, false).unwrap();
+            assert!(rig.sw.attach_uplink(7, UP + 1, 10, false).is_err());
+            assert!(rig.sw.attach_uplink(8, UP, 10, false).is_err());
+            rig.sw.attach_uplink(8, UP + 1, 10, false).unwrap();
+            // A LAN with an uplink and no port yet: its frames reach nobody.
+            wire.inbox.push_back((UP, eth(BCAST, HOST, 60, 1)));
+            pump(&mut rig, &mut wire);
+            assert_eq!(uplink(&rig, 7).counters.rx_frames, 1);
+            let mut a = rig.join(0, 7, 2, 0);
+            rig.sw.remove_port(&mut rig.p, 0).unwrap();
+            assert_eq!(uplink(&rig, 7).counters.rx_frames, 1, "the LAN stayed");
+            a.recv();
+            rig.sw.detach_uplink(7).unwrap();
+            assert_eq!(rig.sw.lans().count(), 1);
+            assert_eq!(rig.sw.uplinks().count(), 1);
         }
     }
 }

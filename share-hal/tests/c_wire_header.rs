@@ -141,6 +141,7 @@ fn c_header_matches_wire_module() {
     );
     c.value("XS_ENTRY_PRIVATE", vdevice::flags::PRIVATE.into());
     c.value("XS_ENTRY_PORT_POLICY", vdevice::flags::PORT_POLICY.into());
+    c.value("XS_ENTRY_UPLINK", vdevice::flags::UPLINK.into());
     c.value("XS_ENTRY_NET_OWNER", vdevice::flags::NET_OWNER.into());
     c.value("XS_ENTRY_FLAGS_ALL", vdevice::flags::ALL.into());
     for (name, v) in [

@@ -9,7 +9,10 @@
 //!   `switch-bench` figures given with `--core-json`);
 //! - **TCP** (iperf3, one and four streams) between two network
 //!   namespaces through `share-member` and `netback-sim`, next to the same
-//!   iperf3 between two namespaces on a Linux bridge with veth pairs.
+//!   iperf3 between two namespaces on a Linux bridge with veth pairs; and
+//!   from a member to the far side of the LAN's uplink (netback-sim runs
+//!   in a namespace of its own with `--uplink 0=xnbup0`, the TAP's
+//!   namespace is the far side; issue 21).
 //!
 //! Member processes are this binary re-executed with `XNB_ROLE` set.
 //! By hand: `net-bench --netback PATH --member PATH [--secs S]
@@ -382,23 +385,45 @@ struct TcpCase {
     streams: u32,
     members: Tcp,
     bridge: Tcp,
+    /// A member to the far side of the uplink TAP.
+    uplink: Tcp,
 }
+
+const UPLINK_TAP: &str = "xnbup0";
 
 /// Two namespaces through share-member and netback-sim, two on a bridge;
 /// iperf3 with 1 and 4 streams on each, alternating.
 fn tcp(o: &Opts) -> Result<Vec<TcpCase>, String> {
     let sock = temp_socket_path("net-bench-tcp");
-    let mut ns = Netns::create("xnb", 5)?;
+    let mut ns = Netns::create("xnb", 6)?;
     ns.clean_sim(&sock);
-    let (m0, m1, b0, b1, br) = (
+    let (m0, m1, b0, b1, br, far) = (
         &ns.names[0],
         &ns.names[1],
         &ns.names[2],
         &ns.names[3],
         &ns.names[4],
+        &ns.names[5],
     );
     let _broker = Broker::spawn(&sock).unwrap();
-    let mut nb = netback(&o.netback, &sock, 1, false);
+    // netback-sim in `far`: its uplink TAP is there.
+    let mut nb = Proc::spawn(
+        "netback",
+        Command::new("ip")
+            .args(["netns", "exec", far])
+            .arg(&o.netback)
+            .arg("--sim")
+            .arg(&sock)
+            .args(["--domid", &NETBACK.to_string(), "--report-secs", "1"])
+            .args(["--uplink", &format!("0={UPLINK_TAP}")]),
+        false,
+    );
+    let store = share_sim::SimStore::for_broker(&sock);
+    wait_for("netback-sim to publish its vdevice page", 10, || {
+        store
+            .read(NETBACK, share_hal::wire::vdevice::BOOTSTRAP_KEY)
+            .unwrap()
+    });
     let mut members = [
         member(&o.member, m0, &sock, 3, false),
         member(&o.member, m1, &sock, 4, false),
@@ -422,6 +447,27 @@ fn tcp(o: &Opts) -> Result<Vec<TcpCase>, String> {
             "xsn0",
         ])?;
     }
+    // The LAN's uplink: netback-sim's device 0, the TAP in `far`.
+    let up = share_hal::wire::vdevice::UplinkRepr {
+        lan: LAN,
+        uplink: 0,
+        dhcp_server: false,
+    };
+    let back = dom0.change(NETBACK, 10, &up.entry());
+    if back.status != 0 {
+        return Err(format!("netback-sim refused the uplink: {}", back.status));
+    }
+    let faddr = std::net::Ipv4Addr::new(a, b, c, 20);
+    ip(&[
+        "-n",
+        far,
+        "addr",
+        "add",
+        &format!("{faddr}/24"),
+        "dev",
+        UPLINK_TAP,
+    ])?;
+    ip(&["-n", far, "link", "set", UPLINK_TAP, "up"])?;
     // The bridge: br0 in its own namespace, a veth pair to each end.
     ip(&["-n", br, "link", "add", "br0", "type", "bridge"])?;
     ip(&["-n", br, "link", "set", "br0", "up"])?;
@@ -447,7 +493,7 @@ fn tcp(o: &Opts) -> Result<Vec<TcpCase>, String> {
         ip(&["-n", n, "link", "set", "v0", "up"])?;
     }
     // Warm both paths (ARP, the switch's table, the bridge's).
-    for (n, to) in [(m0, maddr[1]), (b0, baddr[1])] {
+    for (n, to) in [(m0, maddr[1]), (b0, baddr[1]), (m0, faddr)] {
         if ping(n, to, 3)? == 0 {
             return Err(format!("{n} cannot reach {to}"));
         }
@@ -462,15 +508,18 @@ fn tcp(o: &Opts) -> Result<Vec<TcpCase>, String> {
         };
         let members = run(m0, m1, maddr[1])?;
         let bridge = run(b0, b1, baddr[1])?;
+        let uplink = run(m0, far, faddr)?;
         eprintln!(
-            "tcp {streams} stream(s): members {:.2} Gbit/s, bridge {:.2} Gbit/s",
+            "tcp {streams} stream(s): members {:.2} Gbit/s, bridge {:.2} Gbit/s, member to the uplink's far side {:.2} Gbit/s",
             members.bps / 1e9,
-            bridge.bps / 1e9
+            bridge.bps / 1e9,
+            uplink.bps / 1e9
         );
         cases.push(TcpCase {
             streams,
             members,
             bridge,
+            uplink,
         });
     }
     if !nb.alive() {
@@ -483,6 +532,9 @@ fn tcp(o: &Opts) -> Result<Vec<TcpCase>, String> {
         if let Some(l) = nb.last_line(&format!("port {k} lan {LAN}")) {
             eprintln!("{l}");
         }
+    }
+    if let Some(l) = nb.last_line(&format!("uplink 0 lan {LAN}")) {
+        eprintln!("{l}");
     }
     for m in members.iter_mut() {
         m.terminate()?;
@@ -567,21 +619,28 @@ fn main() {
     if !tcp.is_empty() {
         println!();
         println!(
-            "TCP, iperf3 -t {} between two namespaces: share-member + netback-sim, next to a Linux bridge + veth",
+            "TCP, iperf3 -t {} between two namespaces: share-member + netback-sim, next to a Linux bridge + veth;",
             o.iperf_secs
         );
+        println!("uplink: a member to the far side of netback-sim's uplink TAP (same run)");
         println!(
-            "{:>8} {:>16} {:>16} {:>8} {:>14}",
-            "streams", "members Gbit/s", "bridge Gbit/s", "ratio", "member retrans"
+            "{:>8} {:>16} {:>16} {:>8} {:>14} {:>15}",
+            "streams",
+            "members Gbit/s",
+            "bridge Gbit/s",
+            "ratio",
+            "member retrans",
+            "uplink Gbit/s"
         );
         for c in &tcp {
             println!(
-                "{:>8} {:>16.2} {:>16.2} {:>8.2} {:>14}",
+                "{:>8} {:>16.2} {:>16.2} {:>8.2} {:>14} {:>15.2}",
                 c.streams,
                 c.members.bps / 1e9,
                 c.bridge.bps / 1e9,
                 c.members.bps / c.bridge.bps,
-                c.members.retransmits
+                c.members.retransmits,
+                c.uplink.bps / 1e9
             );
         }
     }
@@ -603,6 +662,8 @@ fn main() {
                 "members_retransmits": c.members.retransmits,
                 "bridge_bits_per_s": c.bridge.bps,
                 "bridge_retransmits": c.bridge.retransmits,
+                "uplink_bits_per_s": c.uplink.bps,
+                "uplink_retransmits": c.uplink.retransmits,
             })).collect::<Vec<_>>(),
         });
         if let Some(dir) = path.parent() {

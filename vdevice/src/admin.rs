@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use share_hal::platform::{DomId, Platform};
-use share_hal::wire::stats::NET_COUNTERS;
-use share_hal::wire::vdevice::{flags, status, EntryRepr, Kind, Role};
+use share_hal::wire::stats::{NET_COUNTERS, UPLINK_COUNTERS};
+use share_hal::wire::vdevice::{flags, status, EntryRepr, Kind, Role, UplinkRepr};
 
 use crate::host::{by_name, resolve, DomainInfo, Host};
-use crate::record::NetRate;
 use crate::record::{Device, Domain, Record, RecordError, What};
+use crate::record::{NetRate, Uplink};
 use crate::{
-    is_policy_item, lan_param, same_device, status_name, DeviceSpec, Listing, Log, Lookup, Tool,
+    is_port_entry, lan_param, same_device, status_name, DeviceSpec, Listing, Log, Lookup, Tool,
     ToolError,
 };
 use share_hal::wire::vdevice::PolicyItem;
@@ -153,6 +153,30 @@ pub struct CreateOpts {
     /// Net: (member as typed: name or id, `ADDR/PREFIX`) each member may
     /// send from besides its leases.
     pub addresses: Vec<(String, String)>,
+    /// Net: the LAN's uplink, a network device of the backend.
+    pub uplink: Option<Uplink>,
+}
+
+/// A device of `backend` that a recorded LAN other than `except` has as
+/// its uplink (one LAN per uplink).
+fn uplink_taken<'r>(
+    record: &'r Record,
+    backend: &str,
+    device: u16,
+    except: Option<&str>,
+) -> Option<&'r Device> {
+    record.devices.iter().find(|d| {
+        d.backend.name == backend
+            && Some(d.name.as_str()) != except
+            && matches!(&d.what, What::Net { uplink: Some(u), .. } if u.device == device)
+    })
+}
+
+fn uplink_in_use(device: u16, other: &Device) -> AdminError {
+    AdminError::Usage(format!(
+        "the backend's network device {device} is already the uplink of {} (one LAN per uplink)",
+        other.name
+    ))
 }
 
 /// The `--ip` networks, checked and given to the members by name; an
@@ -338,6 +362,11 @@ pub fn check_create(
 ) -> Result<NewDevice, AdminError> {
     let Some(source) = source else {
         let backend = backend(domains, opts.backend.as_deref(), NETBACK)?;
+        if let Some(u) = opts.uplink {
+            if let Some(other) = uplink_taken(record, &backend.name, u.device, None) {
+                return Err(uplink_in_use(u.device, other));
+            }
+        }
         let (name, lan) = record.free_name("net");
         let members = members(domains, &backend, &name, member_args)?;
         return Ok(NewDevice {
@@ -415,6 +444,57 @@ pub fn check_add(
         });
     }
     Ok((dev, backend, m))
+}
+
+/// The LAN entry of uplink `up` of LAN `lan`.
+pub fn uplink_repr(lan: u16, up: Uplink) -> UplinkRepr {
+    UplinkRepr {
+        lan,
+        uplink: up.device,
+        dhcp_server: up.dhcp_server,
+    }
+}
+
+/// What `--attach-uplink NAME N` (`up` given) and `--detach-uplink NAME`
+/// check first: NAME is a recorded LAN; to attach, it has no uplink, its
+/// backend runs under the id its entries were made for, and no other LAN
+/// of that backend has the device; to detach, it has one. Returns the
+/// device, its LAN id and the backend's id (0 if not running, detach
+/// only).
+pub fn check_uplink(
+    record: &Record,
+    domains: &[DomainInfo],
+    name: &str,
+    up: Option<Uplink>,
+) -> Result<(Device, u16, DomId), AdminError> {
+    let dev = recorded(record, name)?;
+    let What::Net { lan, uplink, .. } = &dev.what else {
+        return Err(AdminError::Usage(format!(
+            "{name} is a disk; an uplink is for a LAN"
+        )));
+    };
+    let lan = *lan;
+    match (up, uplink) {
+        (Some(_), Some(have)) => {
+            return Err(AdminError::Usage(format!(
+                "{name} already has the uplink {} (--detach-uplink {name} first)",
+                have.device
+            )))
+        }
+        (None, None) => return Err(AdminError::Usage(format!("{name} has no uplink"))),
+        _ => {}
+    }
+    let backend = live_backend(domains, &dev);
+    if let Some(u) = up {
+        if let Some(other) = uplink_taken(record, &dev.backend.name, u.device, Some(name)) {
+            return Err(uplink_in_use(u.device, other));
+        }
+        let Some(b) = backend else {
+            return Err(AdminError::BackendNotRunning(dev.backend.name.clone()));
+        };
+        return Ok((dev, lan, b));
+    }
+    Ok((dev, lan, backend.unwrap_or(0)))
 }
 
 /// What `--remove NAME DOM` checks first: the device is recorded and DOM
@@ -507,6 +587,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
                 private: opts.private,
                 rate: opts.rate,
                 addresses: assigned(&opts.addresses, &members)?,
+                uplink: opts.uplink,
             },
             backend: Domain::new(&backend.name, backend.domid),
             features: opts.features.unwrap_or(NET_FEATURES),
@@ -517,9 +598,77 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
                 .collect(),
             stale: None,
         };
-        self.connect_all(&name, backend.domid, &members, &dev, log)?;
+        // The uplink first: the LAN never runs without it (nor with
+        // netback-uk's DHCP server answering before the network's).
+        if let Some(u) = opts.uplink {
+            self.tool
+                .set_uplink(backend.domid, uplink_repr(lan, u), log)
+                .map_err(|err| AdminError::Step {
+                    device: name.clone(),
+                    err,
+                    who: Some(backend.name.clone()),
+                })?;
+        }
+        if let Err(e) = self.connect_all(&name, backend.domid, &members, &dev, log) {
+            if opts.uplink.is_some() {
+                let _ = self.tool.clear_uplink(backend.domid, lan, log);
+            }
+            return Err(e);
+        }
         record.devices.push(dev);
         Ok(name)
+    }
+
+    /// `--attach-uplink NAME N`: LAN NAME gets the backend's network
+    /// device N as its uplink.
+    pub fn attach_uplink(
+        &mut self,
+        record: &mut Record,
+        name: &str,
+        up: Uplink,
+        log: Log<'_>,
+    ) -> Result<(), AdminError> {
+        let domains = self.domains()?;
+        let (dev, lan, backend) = check_uplink(record, &domains, name, Some(up))?;
+        self.tool
+            .set_uplink(backend, uplink_repr(lan, up), log)
+            .map_err(|err| AdminError::Step {
+                device: name.to_string(),
+                err,
+                who: Some(dev.backend.name.clone()),
+            })?;
+        if let Some(What::Net { uplink, .. }) = record.device_mut(name).map(|d| &mut d.what) {
+            *uplink = Some(up);
+        }
+        Ok(())
+    }
+
+    /// `--detach-uplink NAME`: LAN NAME is an island again (netback-uk's
+    /// DHCP server answers again).
+    pub fn detach_uplink(
+        &mut self,
+        record: &mut Record,
+        name: &str,
+        log: Log<'_>,
+    ) -> Result<(), AdminError> {
+        let domains = self.domains()?;
+        let (dev, lan, _) = check_uplink(record, &domains, name, None)?;
+        if let Some(b) = live_backend(&domains, &dev) {
+            match self.tool.clear_uplink(b, lan, log) {
+                Ok(()) | Err(ToolError::NotFound { .. }) => {}
+                Err(err) => {
+                    return Err(AdminError::Step {
+                        device: name.to_string(),
+                        err,
+                        who: Some(dev.backend.name.clone()),
+                    })
+                }
+            }
+        }
+        if let Some(What::Net { uplink, .. }) = record.device_mut(name).map(|d| &mut d.what) {
+            *uplink = None;
+        }
+        Ok(())
     }
 
     /// `--create block SOURCE DOM...`: SOURCE given to the backend as a
@@ -704,6 +853,26 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
                     }
                 }
             }
+            if let What::Net {
+                lan,
+                uplink: Some(_),
+                ..
+            } = &dev.what
+            {
+                match self.tool.clear_uplink(b, *lan, log) {
+                    Ok(()) | Err(ToolError::NotFound { .. }) => {}
+                    Err(err) => {
+                        for (again, who) in &removed {
+                            let _ = self.tool.connect(b, *again, spec_for(&dev, who), log);
+                        }
+                        return Err(AdminError::Step {
+                            device: name.to_string(),
+                            err,
+                            who: None,
+                        });
+                    }
+                }
+            }
             if let What::Block { vdev, .. } = &dev.what {
                 log(&format!(
                     "domain {b}: keeps {vdev} unserved until it restarts (its disk numbers \
@@ -818,16 +987,42 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
             };
             members.push(view);
         }
-        DeviceView::of(
+        let mut view = DeviceView::of(
             dev,
             BackendView {
                 name: dev.backend.name.clone(),
                 domid: dev.backend.domid,
                 state: backend_state,
-                error: backend_page.err(),
+                error: None,
             },
             members,
-        )
+        );
+        if let (Some(up), What::Net { lan, .. }) = (view.uplink.as_mut(), &dev.what) {
+            up.state = match &backend_page {
+                Err(e) => format!("backend page unreadable: {e}"),
+                Ok((l, stats)) => match l
+                    .used
+                    .iter()
+                    .find(|(_, e)| matches!(UplinkRepr::parse(e), Some(Ok(u)) if u.lan == *lan))
+                {
+                    Some((i, e)) => {
+                        up.entry = Some(EntryView::of(*i, e));
+                        up.counters = stats
+                            .as_ref()
+                            .and_then(|st| st.entries.get(*i as usize))
+                            .map(|c| uplink_counters(c));
+                        if e.status == status::OK {
+                            "attached".into()
+                        } else {
+                            format!("refused ({})", status_name(e.status))
+                        }
+                    }
+                    None => "not attached (the backend has no entry for it)".into(),
+                },
+            };
+        }
+        view.backend.error = backend_page.err();
+        view
     }
 }
 
@@ -911,7 +1106,7 @@ fn find(l: &Listing, kind: Kind, role: Role, peer: DomId, param: u64) -> Option<
             e.kind == kind
                 && e.role == role
                 && e.peer == peer
-                && !is_policy_item(e)
+                && is_port_entry(e)
                 && same_device(kind, e.param, param)
         })
         .copied()
@@ -925,6 +1120,18 @@ fn counters(kind: Kind, c: &[u64]) -> Counters {
                 (Kind::Network, Some(n)) => n.to_string(),
                 _ => format!("c{k}"),
             };
+            (name, *v)
+        })
+        .collect()
+}
+
+fn uplink_counters(c: &[u64]) -> Counters {
+    c.iter()
+        .enumerate()
+        .map(|(k, v)| {
+            let name = UPLINK_COUNTERS
+                .get(k)
+                .map_or(format!("c{k}"), |n| n.to_string());
             (name, *v)
         })
         .collect()
@@ -950,6 +1157,9 @@ pub struct DeviceView {
     pub policy: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk: Option<u64>,
+    /// Net: the LAN's uplink.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkView>,
     pub backend: BackendView,
     pub members: Vec<MemberView>,
 }
@@ -957,6 +1167,7 @@ pub struct DeviceView {
 impl DeviceView {
     fn of(dev: &Device, backend: BackendView, members: Vec<MemberView>) -> DeviceView {
         let mut policy = Vec::new();
+        let mut uplink_view = None;
         let (kind, lan, source, read_only, disk) = match &dev.what {
             What::Net {
                 lan,
@@ -964,7 +1175,15 @@ impl DeviceView {
                 private,
                 rate,
                 addresses,
+                uplink,
             } => {
+                uplink_view = uplink.map(|u| UplinkView {
+                    device: u.device,
+                    dhcp_server: u.dhcp_server,
+                    state: "recorded".into(),
+                    entry: None,
+                    counters: None,
+                });
                 if *bind_addresses {
                     policy.push("bind-addresses".to_string());
                 }
@@ -1000,10 +1219,23 @@ impl DeviceView {
             read_only,
             policy,
             disk,
+            uplink: uplink_view,
             backend,
             members,
         }
     }
+}
+
+/// A LAN's uplink as `--list` shows it: the backend's device, and its
+/// entry and counters as the backend acknowledged them.
+#[derive(Debug, Serialize)]
+pub struct UplinkView {
+    pub device: u16,
+    pub dhcp_server: bool,
+    pub state: String,
+    pub entry: Option<EntryView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counters: Option<Counters>,
 }
 
 #[derive(Debug, Serialize)]
@@ -1107,6 +1339,27 @@ impl fmt::Display for DeviceView {
         if let Some(e) = &self.backend.error {
             if self.backend.state == "running" {
                 writeln!(f, "    page: {e}")?;
+            }
+        }
+        if let Some(u) = &self.uplink {
+            write!(
+                f,
+                "  uplink: the backend's network device {}{}: {}",
+                u.device,
+                if u.dhcp_server {
+                    " (netback-uk's DHCP server kept on)"
+                } else {
+                    ""
+                },
+                u.state
+            )?;
+            if let Some(e) = &u.entry {
+                write!(f, " [backend entry {} {}]", e.index, e.status)?;
+            }
+            writeln!(f)?;
+            if let Some(c) = &u.counters {
+                let line: Vec<String> = c.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                writeln!(f, "    {}", line.join(" "))?;
             }
         }
         if self.members.is_empty() {

@@ -17,7 +17,7 @@
 //! vdevice page) is simply tried again on the next pass.
 
 use share_hal::platform::{DomId, Platform};
-use share_hal::wire::vdevice::{Kind, Role};
+use share_hal::wire::vdevice::{Kind, Role, UplinkRepr};
 
 use crate::admin::{free_owner, spec, AdminError};
 use crate::host::{by_name, DomainInfo, Host};
@@ -256,6 +256,34 @@ fn backend_back<P: Platform, L: Lookup, H: Host>(
                 pass.pending = true;
                 return false;
             }
+        }
+    }
+    // A LAN's uplink before its ports: the LAN never runs without it.
+    if let What::Net {
+        lan,
+        uplink: Some(up),
+        ..
+    } = &dev.what
+    {
+        let has = tool.show(b).map(|l| {
+            l.used.iter().any(|(_, e)| {
+                matches!(UplinkRepr::parse(e), Some(Ok(u)) if u.lan == *lan && u.uplink == up.device)
+            })
+        });
+        let made = match has {
+            Ok(true) => Ok(()),
+            Ok(false) => tool
+                .set_uplink(b, crate::admin::uplink_repr(*lan, *up), log)
+                .map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = made {
+            log(&format!(
+                "{}: giving domain {b} the LAN's uplink {}: {e}",
+                dev.name, up.device
+            ));
+            pass.pending = true;
+            return false;
         }
     }
     log(&format!(

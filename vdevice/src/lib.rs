@@ -10,7 +10,7 @@ use share_hal::platform::{Access, DomId, GrantRef, Mapping, Platform};
 use share_hal::vdevice::VdeviceClient;
 pub use share_hal::wire::stats::StatsRepr;
 use share_hal::wire::vdevice::{
-    flags, status, Bootstrap, EntryRepr, Kind, PolicyItem, PortPolicyRepr, Role,
+    flags, status, Bootstrap, EntryRepr, Kind, PolicyItem, PortPolicyRepr, Role, UplinkRepr,
 };
 use share_hal::Error;
 
@@ -166,6 +166,12 @@ pub const NO_IPS: [Option<PolicyItem>; record::MAX_ADDRESSES] = [None; record::M
 /// Whether `e` is a port policy item (not a device).
 pub fn is_policy_item(e: &EntryRepr) -> bool {
     e.flags & flags::PORT_POLICY != 0
+}
+
+/// Whether an owner entry is a port (not a policy item, not an uplink,
+/// whose peer is 0 like dom0's port).
+pub fn is_port_entry(e: &EntryRepr) -> bool {
+    e.flags & (flags::PORT_POLICY | flags::UPLINK) == 0
 }
 
 /// The entries of one domain's page as dom0 read them.
@@ -330,7 +336,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
     fn serve(&mut self, backend: DomId, owner: &EntryRepr) -> Result<EntryRepr, ToolError> {
         let (kind, member, param) = (owner.kind, owner.peer, owner.param);
         self.change(backend, owner, &|entries| {
-            if entries.iter().any(|e| matches!(e, Ok(e) if e.kind == kind && e.role == Role::Owner && e.peer == member && !is_policy_item(e) && same_device(kind, e.param, param))) {
+            if entries.iter().any(|e| matches!(e, Ok(e) if e.kind == kind && e.role == Role::Owner && e.peer == member && is_port_entry(e) && same_device(kind, e.param, param))) {
                 return Err(ToolError::Exists { domid: backend, peer: member });
             }
             free_index(entries).ok_or(ToolError::PageFull { domid: backend })
@@ -629,7 +635,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
             e.kind == owner.kind
                 && e.role == Role::Owner
                 && e.peer == member
-                && !is_policy_item(e)
+                && is_port_entry(e)
                 && same_device(owner.kind, e.param, owner.param)
         }) {
             return Err(ToolError::Exists {
@@ -689,6 +695,57 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
         Ok(chosen.get())
     }
 
+    /// Writes LAN `up.lan`'s uplink entry in a free entry of `backend`'s
+    /// page (refused by the backend if the LAN has one or the device is
+    /// another LAN's); returns the entry's index.
+    pub fn set_uplink(
+        &mut self,
+        backend: DomId,
+        up: UplinkRepr,
+        log: Log<'_>,
+    ) -> Result<u32, ToolError> {
+        let chosen = core::cell::Cell::new(0);
+        self.change(backend, &up.entry(), &|entries| {
+            let i = free_index(entries).ok_or(ToolError::PageFull { domid: backend })?;
+            chosen.set(i);
+            Ok(i)
+        })?;
+        log(&format!(
+            "domain {backend}: LAN {} uplinked to its network device {}{}",
+            up.lan,
+            up.uplink,
+            if up.dhcp_server {
+                " (its DHCP server kept on)"
+            } else {
+                ""
+            }
+        ));
+        Ok(chosen.get())
+    }
+
+    /// Empties LAN `lan`'s uplink entry in `backend`'s page.
+    pub fn clear_uplink(
+        &mut self,
+        backend: DomId,
+        lan: u16,
+        log: Log<'_>,
+    ) -> Result<(), ToolError> {
+        self.change(backend, &EntryRepr::EMPTY, &|entries| {
+            entries
+                .iter()
+                .position(|e| {
+                    matches!(e, Ok(e) if matches!(UplinkRepr::parse(e), Some(Ok(u)) if u.lan == lan))
+                })
+                .map(|i| i as u32)
+                .ok_or(ToolError::NotFound {
+                    domid: backend,
+                    peer: 0,
+                })
+        })?;
+        log(&format!("domain {backend}: LAN {lan}'s uplink removed"));
+        Ok(())
+    }
+
     /// Empties every port policy item of `member`'s port on LAN `lan` (any
     /// LAN if `None`) in `backend`'s page (best effort: an item left
     /// behind only adds to a port that no longer exists).
@@ -730,7 +787,7 @@ impl<P: Platform, L: Lookup> Tool<P, L> {
                 .iter()
                 .position(|e| {
                     matches!(e, Ok(e) if e.kind == kind && e.role == role && e.peer == peer
-                        && !is_policy_item(e)
+                        && is_port_entry(e)
                         && param.is_none_or(|p| same_device(kind, e.param, p)))
                 })
                 .map(|i| i as u32)

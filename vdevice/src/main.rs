@@ -15,7 +15,7 @@ use share_hal::wire::vdevice::{flags, Bootstrap, Kind, BOOTSTRAP_KEY};
 use share_linux::LinuxXen;
 use vdevice::admin::{self, Admin, CreateOpts};
 use vdevice::host::{AttachedDisk, DomainInfo, Host};
-use vdevice::record::{Record, RecordFile};
+use vdevice::record::{Record, RecordFile, Uplink};
 use vdevice::{daemon, status_name, DeviceSpec, Lookup, Tool, ToolError};
 
 const EXAMPLES: &str = "\
@@ -31,6 +31,11 @@ Named devices (recorded in /var/lib/xen-share/vdevice.json, or --record / $VDEVI
   vdevice --create net a b --rate 100M     # each member sends at most 100 Mbit/s
   vdevice --create net a b --bind-addresses --ip a=192.168.5.7/32   # a may also send
                                            # from 192.168.5.7
+  vdevice --create net a b --uplink 0      # a LAN bridged to netback-uk's first vif= (on
+                                           # dom0's bridge): a and b get their addresses
+                                           # from the host's network, not from netback-uk
+  vdevice --attach-uplink net1 0           # an existing LAN gets that uplink (--detach-uplink
+                                           # net1: an island again, netback-uk's DHCP back)
   vdevice --add net0 guest-b               # guest-b joins the LAN
   vdevice --remove net0 5                  # domain 5 leaves it
   vdevice --destroy blk0                   # every member leaves (blkback-uk keeps the file,
@@ -59,7 +64,7 @@ By domain id, unrecorded (the daemon does not restore these):
     version,
     about = "Connect Xen domains to xen-share backend domains through their vdevice pages",
     after_help = EXAMPLES,
-    group(ArgGroup::new("action").args(["create", "add", "remove", "destroy", "list"])),
+    group(ArgGroup::new("action").args(["create", "add", "remove", "destroy", "list", "attach_uplink", "detach_uplink"])),
 )]
 struct Cli {
     /// Seconds to wait for each domain's acknowledgement.
@@ -116,6 +121,21 @@ struct Cli {
     /// ping) but not each other (client isolation).
     #[arg(long, requires = "create")]
     private: bool,
+    /// With --create net: the LAN is bridged to the backend's network
+    /// device N (netback-uk: the N-th `vif=` of its xl config, on a dom0
+    /// bridge); its DHCP server is then off (the network's serves).
+    #[arg(long, value_name = "N", requires = "create")]
+    uplink: Option<u16>,
+    /// With --uplink or --attach-uplink: netback-uk's DHCP server stays on
+    /// beside the uplink.
+    #[arg(long)]
+    dhcp_server: bool,
+    /// LAN NAME gets the backend's network device N as its uplink.
+    #[arg(long, num_args = 2, value_names = ["NAME", "N"])]
+    attach_uplink: Option<Vec<String>>,
+    /// LAN NAME loses its uplink (an island again).
+    #[arg(long, value_name = "NAME")]
+    detach_uplink: Option<String>,
     /// With --create: the backend domain (id or name) instead of the
     /// running netback-uk / blkback-uk.
     #[arg(long = "backend", value_name = "DOM", requires = "create")]
@@ -308,6 +328,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                         continue;
                     };
                     let names: &[&str] = match e.kind {
+                        Kind::Network if e.flags & flags::UPLINK != 0 => {
+                            &share_hal::wire::stats::UPLINK_COUNTERS
+                        }
                         Kind::Network => &share_hal::wire::stats::NET_COUNTERS,
                         _ => &[],
                     };
@@ -397,6 +420,8 @@ enum Action {
     Remove(String, String),
     Destroy(String),
     List,
+    AttachUplink(String, u16),
+    DetachUplink(String),
 }
 
 /// `--ip MEMBER=ADDR/PREFIX` options, each checked.
@@ -418,8 +443,14 @@ fn cli_actions(cli: &Cli) -> Result<Action, String> {
     if (cli.bind_addresses || cli.private || cli.rate.is_some()) && cli.create.is_none() {
         return Err("--bind-addresses, --private and --rate go with --create net".into());
     }
+    if cli.uplink.is_some() && cli.create.is_none() {
+        return Err("--uplink goes with --create net (an existing LAN: --attach-uplink)".into());
+    }
     if let Some(r) = &cli.rate {
         vdevice::record::NetRate::parse(r)?;
+    }
+    if cli.dhcp_server && cli.uplink.is_none() && cli.attach_uplink.is_none() {
+        return Err("--dhcp-server goes with --uplink or --attach-uplink".into());
     }
     if let Some(args) = &cli.create {
         return match args.split_first() {
@@ -430,9 +461,13 @@ fn cli_actions(cli: &Cli) -> Result<Action, String> {
                 Ok(Action::CreateNet(rest.to_vec()))
             }
             Some((k, _))
-                if k == "block" && (cli.bind_addresses || cli.private || cli.rate.is_some()) =>
+                if k == "block"
+                    && (cli.bind_addresses
+                        || cli.private
+                        || cli.rate.is_some()
+                        || cli.uplink.is_some()) =>
             {
-                Err("--bind-addresses, --private and --rate are for net devices".into())
+                Err("--bind-addresses, --private, --rate and --uplink are for net devices".into())
             }
             Some((k, rest)) if k == "block" => match rest.split_first() {
                 Some((file, members)) => {
@@ -458,6 +493,16 @@ fn cli_actions(cli: &Cli) -> Result<Action, String> {
     if let Some(n) = &cli.destroy {
         return Ok(Action::Destroy(n.clone()));
     }
+    if let Some(v) = &cli.attach_uplink {
+        let (n, d) = pair(v);
+        let device = d
+            .parse::<u16>()
+            .map_err(|_| format!("--attach-uplink {n} {d}: the device is a number (0..=65535)"))?;
+        return Ok(Action::AttachUplink(n, device));
+    }
+    if let Some(n) = &cli.detach_uplink {
+        return Ok(Action::DetachUplink(n.clone()));
+    }
     if cli.list {
         return Ok(Action::List);
     }
@@ -475,7 +520,11 @@ fn check_first(
     host: &mut dyn Host,
 ) -> Result<(), Box<dyn std::error::Error>> {
     match action {
-        Action::Add(name, _) | Action::Remove(name, _) | Action::Destroy(name) => {
+        Action::Add(name, _)
+        | Action::Remove(name, _)
+        | Action::Destroy(name)
+        | Action::AttachUplink(name, _)
+        | Action::DetachUplink(name) => {
             admin::recorded(record, name)?;
         }
         _ => {}
@@ -498,6 +547,16 @@ fn check_first(
         }
         Action::Remove(name, dom) => {
             admin::check_remove(record, &domains, name, dom)?;
+        }
+        Action::AttachUplink(name, device) => {
+            let up = Uplink {
+                device: *device,
+                dhcp_server: false,
+            };
+            admin::check_uplink(record, &domains, name, Some(up))?;
+        }
+        Action::DetachUplink(name) => {
+            admin::check_uplink(record, &domains, name, None)?;
         }
         Action::List | Action::Destroy(_) => {}
     }
@@ -535,6 +594,10 @@ fn seed(action: &Action, cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             .map(vdevice::record::NetRate::parse)
             .transpose()?,
         addresses: ip_options(&cli.ips)?,
+        uplink: cli.uplink.map(|device| Uplink {
+            device,
+            dhcp_server: cli.dhcp_server,
+        }),
     };
     if let Action::CreateBlock(source, _) = action {
         admin::check_source(source)?;
@@ -592,6 +655,18 @@ fn seed(action: &Action, cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Action::Destroy(name) => {
             admin.destroy(&mut record, name, &mut log)?;
+            file.save(&record)?;
+        }
+        Action::AttachUplink(name, device) => {
+            let up = Uplink {
+                device: *device,
+                dhcp_server: cli.dhcp_server,
+            };
+            admin.attach_uplink(&mut record, name, up, &mut log)?;
+            file.save(&record)?;
+        }
+        Action::DetachUplink(name) => {
+            admin.detach_uplink(&mut record, name, &mut log)?;
             file.save(&record)?;
         }
     }
@@ -918,8 +993,29 @@ mod tests {
         let c = parse(&["--create", "block", "/f", "a", "--private"]).unwrap();
         assert_eq!(
             cli_actions(&c).err().as_deref(),
-            Some("--bind-addresses, --private and --rate are for net devices")
+            Some("--bind-addresses, --private, --rate and --uplink are for net devices")
         );
+        // The uplink: with --create net, or on an existing LAN.
+        let c = parse(&["--create", "net", "a", "b", "--uplink", "0"]).unwrap();
+        assert_eq!(c.uplink, Some(0));
+        assert!(matches!(cli_actions(&c), Ok(Action::CreateNet(m)) if m.len() == 2));
+        let c = parse(&["--create", "block", "/f", "a", "--uplink", "0"]).unwrap();
+        assert!(cli_actions(&c).is_err());
+        let c = parse(&["--list", "--uplink", "0"]);
+        assert!(c.is_err() || cli_actions(&c.unwrap()).is_err());
+        assert!(parse(&["--create", "net", "a", "--uplink", "x"]).is_err());
+        let c = parse(&["--create", "net", "a", "--dhcp-server"]).unwrap();
+        assert!(cli_actions(&c).is_err(), "--dhcp-server without an uplink");
+        assert!(matches!(
+            cli_actions(&parse(&["--attach-uplink", "net1", "2", "--dhcp-server"]).unwrap()),
+            Ok(Action::AttachUplink(n, 2)) if n == "net1"
+        ));
+        assert!(cli_actions(&parse(&["--attach-uplink", "net1", "eth0"]).unwrap()).is_err());
+        assert!(matches!(
+            cli_actions(&parse(&["--detach-uplink", "net1"]).unwrap()),
+            Ok(Action::DetachUplink(n)) if n == "net1"
+        ));
+        assert!(parse(&["--detach-uplink", "net1", "--list"]).is_err());
         let c = parse(&["--list", "--private"]);
         assert!(c.is_err() || cli_actions(&c.unwrap()).is_err());
         assert!(matches!(

@@ -98,6 +98,9 @@ pub enum What {
         /// Networks members may send from besides their leases (`--ip`).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         addresses: Vec<Assigned>,
+        /// The LAN's uplink on the backend (`--uplink`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uplink: Option<Uplink>,
     },
     /// A disk of blkback-uk: `source` given to the backend domain as the
     /// vbd `vdev` (`xl block-attach`), its disk `disk` there.
@@ -107,6 +110,17 @@ pub enum What {
         vdev: String,
         disk: u64,
     },
+}
+
+/// A LAN's uplink: the backend's network device `device` (on Xen its
+/// `device/vif/<device>`), bridged into the LAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uplink {
+    pub device: u16,
+    /// netback-uk's own DHCP server stays on (`--dhcp-server`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dhcp_server: bool,
 }
 
 /// An address (network) one member may send from, as `--ip` gave it.
@@ -453,6 +467,7 @@ mod tests {
                         private: false,
                         rate: None,
                         addresses: vec![],
+                        uplink: None,
                     },
                     backend: Domain::new("netback-uk", 1),
                     features: 0xb,
@@ -525,9 +540,14 @@ mod tests {
             addresses: vec![],
             private: true,
             rate: Some(NetRate::parse("100M").unwrap()),
+            uplink: Some(Uplink {
+                device: 2,
+                dhcp_server: false,
+            }),
         };
         let text = serde_json::to_string(&bound).unwrap();
         assert!(text.contains(r#""bind_addresses":true"#), "{text}");
+        assert!(text.contains(r#""uplink":{"device":2}"#), "{text}");
         let back: Device = serde_json::from_str(&text).unwrap();
         assert_eq!(back, bound);
         use share_hal::wire::vdevice::flags;
@@ -538,6 +558,7 @@ mod tests {
         assert!(crate::admin::spec(&back).rate.is_some());
         // Without a policy the record reads as before.
         assert!(!serde_json::to_string(dev).unwrap().contains("private"));
+        assert!(!serde_json::to_string(dev).unwrap().contains("uplink"));
     }
 
     #[test]

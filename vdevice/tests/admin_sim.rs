@@ -190,6 +190,7 @@ fn lans_by_name_with_members_by_name_or_id() {
             private: false,
             rate: None,
             addresses: vec![],
+            uplink: None,
         }
     );
     assert_eq!(

@@ -161,6 +161,7 @@ fn recorded_lan(dir: &Path) {
             private: false,
             rate: None,
             addresses: vec![],
+            uplink: None,
         },
         backend: Domain::new("netback-uk", 1),
         features: 0xb,

@@ -373,6 +373,7 @@ mod tests {
             ("netback-uk", "switch_input"),
             ("netback-uk", "offload"),
             ("netback-uk", "mgmt"),
+            ("netback-uk", "vif"),
             ("blkback-uk", "blk_serve"),
             ("blkback-uk", "vbd_ring"),
         ] {

@@ -71,8 +71,10 @@ struct xs_vdevice_header {
 #define XS_ENTRY_BIND_ADDRESSES 0x02
 #define XS_ENTRY_PRIVATE 0x04
 #define XS_ENTRY_PORT_POLICY 0x08	/* a port policy item; guests serve no port */
+#define XS_ENTRY_UPLINK 0x10		/* a LAN's uplink; guests serve none */
 #define XS_ENTRY_NET_OWNER \
-	(XS_ENTRY_BIND_ADDRESSES | XS_ENTRY_PRIVATE | XS_ENTRY_PORT_POLICY)
+	(XS_ENTRY_BIND_ADDRESSES | XS_ENTRY_PRIVATE | XS_ENTRY_PORT_POLICY | \
+	 XS_ENTRY_UPLINK)
 #define XS_ENTRY_FLAGS_ALL (XS_ENTRY_READ_ONLY | XS_ENTRY_NET_OWNER)
 
 struct xs_vdevice_entry {

@@ -23,18 +23,26 @@
 //! 1 k off:u16 val:u32: member k writes a word of its share;
 //! 2: a switch round; 3 k: member k drains its rx lane and checks it;
 //! 4: time moves 400 s (addresses age out); 5 k: member k's port is
-//! removed and made again.
+//! removed and made again; 6 l1 l2 <bytes>: the network behind LAN 1's
+//! uplink sends a frame (any bytes; a member's MAC as source or
+//! destination by l1's bits). Member 3's frames carry the ethertype
+//! `LAN2_MARK`, and nobody else's.
+//!
+//! The uplink (issue 21): nothing of LAN 2 ever goes out of it, what goes
+//! out fits it, and no member receives a frame with its own MAC as source
+//! even when the uplink's network sends one.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use netback_uk::fdb::Mac;
-use netback_uk::switch::{PortSpec, Switch, SwitchConfig, IMPLEMENTED};
+use netback_uk::switch::{PortSpec, Switch, SwitchConfig, Uplinks, IMPLEMENTED, UPLINK_MAX_FRAME};
 use netback_uk::testing::TestMember;
 use share_hal::frames::FrameMeta;
-use share_local::{LocalHost, LocalPlatform};
 use share_hal::platform::EventChannels;
 use share_hal::platform::PAGE_SIZE;
 use share_hal::wire::net::{flags, GSO_MAX_FRAME, GSO_MAX_SEGS, GSO_MAX_SLOTS, GSO_MIN_PAGES};
+use share_local::{LocalHost, LocalPlatform};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 const MEMBERS: usize = 4;
@@ -46,12 +54,50 @@ const BUDGET: u32 = 4;
 /// for every port took about a second before issue 17).
 const MAX_ROUND: Duration = Duration::from_millis(250);
 
+/// The ethertype of member 3's frames (an IEEE local experimental one).
+const LAN2_MARK: [u8; 2] = [0x88, 0xb5];
+
+/// LAN 1's uplink: what its network sends, and checks on what goes out.
+struct Wire {
+    inbox: VecDeque<Vec<u8>>,
+    sent: u64,
+}
+
+impl Uplinks for Wire {
+    fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<usize> {
+        assert_eq!(device, 0, "the switch read a device it was not given");
+        let f = self.inbox.pop_front()?;
+        let n = f.len().min(buf.len());
+        buf[..n].copy_from_slice(&f[..n]);
+        Some(f.len())
+    }
+    fn send(&mut self, device: u16, frame: &[u8]) -> bool {
+        assert_eq!(device, 0);
+        assert!(
+            (14..=UPLINK_MAX_FRAME).contains(&frame.len()),
+            "a frame of {} bytes out of the uplink",
+            frame.len()
+        );
+        assert!(
+            frame[12..14] != LAN2_MARK,
+            "a frame of LAN 2 went out of LAN 1's uplink"
+        );
+        self.sent += 1;
+        self.sent % 7 != 0
+    }
+    fn has(&self, device: u16) -> bool {
+        device == 0
+    }
+}
+
 /// Checks one round against its bounds.
-fn round(sw: &mut Switch<LocalPlatform>, p: &mut LocalPlatform) {
+fn round(sw: &mut Switch<LocalPlatform>, p: &mut LocalPlatform, wire: &mut Wire) {
     let t = Instant::now();
-    let r = sw.poll(p);
+    let now = share_hal::platform::Clock::now_ns(p);
+    let r = sw.poll_with(p, now, wire);
     let took = t.elapsed();
-    let ports = MEMBERS as u64;
+    // The uplink is one more source.
+    let ports = MEMBERS as u64 + 1;
     let budget = u64::from(BUDGET * GSO_MAX_SLOTS);
     assert!(r.slots <= ports * budget, "{} slots in one round", r.slots);
     // A port's last frame: its segments for the other ports, and for the
@@ -94,7 +140,12 @@ fuzz_target!(|data: &[u8]| {
         ..SwitchConfig::default()
     });
     // Members accept different feature sets: 0 all, 1 none, 2 jumbo, 3 all.
-    let accepts = [IMPLEMENTED, 0, share_hal::wire::net::features::JUMBO, IMPLEMENTED];
+    let accepts = [
+        IMPLEMENTED,
+        0,
+        share_hal::wire::net::features::JUMBO,
+        IMPLEMENTED,
+    ];
     let mut members: Vec<Option<TestMember<LocalPlatform>>> = (0..MEMBERS)
         .map(|k| Some(join(&host, &mut sw, &mut p, k, accepts[k])))
         .collect();
@@ -110,14 +161,21 @@ fuzz_target!(|data: &[u8]| {
             1518
         }
     };
-    round(&mut sw, &mut p);
+    let mut wire = Wire {
+        inbox: VecDeque::new(),
+        sent: 0,
+    };
+    sw.attach_uplink(1, 0, 100, false).expect("uplink");
+    round(&mut sw, &mut p, &mut wire);
 
     let mut ops = data.iter().copied();
     let mut frame = Vec::new();
     while let Some(op) = ops.next() {
-        match op % 6 {
+        match op % 7 {
             0 => {
-                let (Some(k), Some(l1), Some(l2)) = (ops.next(), ops.next(), ops.next()) else { break };
+                let (Some(k), Some(l1), Some(l2)) = (ops.next(), ops.next(), ops.next()) else {
+                    break;
+                };
                 let k = usize::from(k) % MEMBERS;
                 let len = 14 + (usize::from(u16::from_le_bytes([l1, l2])) % 9100);
                 frame.clear();
@@ -136,11 +194,19 @@ fuzz_target!(|data: &[u8]| {
                 }
                 let mut meta = FrameMeta::default();
                 if l1 & 4 == 4 && k == 0 {
-                    let (t, s1, s2) = (ops.next().unwrap_or(1), ops.next().unwrap_or(1), ops.next().unwrap_or(0));
+                    let (t, s1, s2) = (
+                        ops.next().unwrap_or(1),
+                        ops.next().unwrap_or(1),
+                        ops.next().unwrap_or(0),
+                    );
                     let udp = t % 3 == 2;
                     meta = FrameMeta {
                         flags: flags::CSUM_BLANK,
-                        csum_start: if frame.len() > 18 && frame[12] == 0x81 { 38 } else { 34 },
+                        csum_start: if frame.len() > 18 && frame[12] == 0x81 {
+                            38
+                        } else {
+                            34
+                        },
                         csum_offset: if udp { 6 } else { 16 },
                         gso_type: 1 + t % 3,
                         gso_size: u16::from_le_bytes([s1, s2]),
@@ -154,6 +220,13 @@ fuzz_target!(|data: &[u8]| {
                         i += 1;
                     }
                 }
+                // Member 3's frames (LAN 2) carry the ethertype LAN2_MARK,
+                // nobody else's, so the uplink can tell them.
+                if k == 3 {
+                    frame[12..14].copy_from_slice(&LAN2_MARK);
+                } else if frame[12..14] == LAN2_MARK {
+                    frame[13] ^= 1;
+                }
                 if let Some(m) = members[k].as_mut() {
                     if frame.len() <= max_frame(k, meta.gso_type != 0) {
                         m.send(&[frame.clone()], meta);
@@ -161,11 +234,14 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             1 => {
-                let (Some(k), Some(o1), Some(o2)) = (ops.next(), ops.next(), ops.next()) else { break };
+                let (Some(k), Some(o1), Some(o2)) = (ops.next(), ops.next(), ops.next()) else {
+                    break;
+                };
                 let v: Vec<u8> = ops.by_ref().take(4).collect();
                 let Ok(v) = <[u8; 4]>::try_from(v) else { break };
                 let k = usize::from(k) % MEMBERS;
-                let off = (usize::from(u16::from_le_bytes([o1, o2])) * 4) % (PAGES[k] as usize * PAGE_SIZE);
+                let off = (usize::from(u16::from_le_bytes([o1, o2])) * 4)
+                    % (PAGES[k] as usize * PAGE_SIZE);
                 if let Some(m) = members[k].as_mut() {
                     let _ = m.att.mem().write_u32(off, u32::from_le_bytes(v));
                     if let Some(port) = m.att.port() {
@@ -174,7 +250,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             2 => {
-                round(&mut sw, &mut p);
+                round(&mut sw, &mut p, &mut wire);
             }
             3 => {
                 let Some(k) = ops.next() else { break };
@@ -183,7 +259,11 @@ fuzz_target!(|data: &[u8]| {
                 if let Some(m) = members[k].as_mut() {
                     m.recv_with(|f, meta| {
                         let max = max_frame(k, meta.gso_type != 0);
-                        assert!(f.len() <= max, "frame of {} bytes for a port of max {max}", f.len());
+                        assert!(
+                            f.len() <= max,
+                            "frame of {} bytes for a port of max {max}",
+                            f.len()
+                        );
                         assert!(k != 3, "the lone member of LAN 2 received a frame");
                         assert!(f[6..12] != macs[3], "a frame crossed from LAN 2 to LAN 1");
                         assert!(f[6..12] != own, "a frame came back to its sender");
@@ -193,6 +273,22 @@ fuzz_target!(|data: &[u8]| {
             4 => {
                 host.advance(400_000_000_000);
                 sw.housekeep(&mut p);
+            }
+            6 => {
+                let (Some(l1), Some(l2)) = (ops.next(), ops.next()) else {
+                    break;
+                };
+                let len = usize::from(u16::from_le_bytes([l1, l2])) % 1600;
+                let mut f: Vec<u8> = ops.by_ref().take(len).collect();
+                if l1 & 1 == 1 && f.len() >= 6 {
+                    f[..6].copy_from_slice(&macs[usize::from(l2) % MEMBERS]);
+                }
+                if l1 & 2 == 2 && f.len() >= 12 {
+                    f[6..12].copy_from_slice(&macs[usize::from(l2 >> 2) % MEMBERS]);
+                }
+                if wire.inbox.len() < 256 {
+                    wire.inbox.push_back(f);
+                }
             }
             _ => {
                 let Some(k) = ops.next() else { break };
@@ -210,12 +306,16 @@ fuzz_target!(|data: &[u8]| {
     // Whatever happened, a final round and the teardown must not panic,
     // and once every member let go, every page is freed (a share keeps
     // pages a member still maps for ever, by design: detach first).
-    round(&mut sw, &mut p);
+    round(&mut sw, &mut p, &mut wire);
     for (k, m) in members.into_iter().enumerate() {
         let _ = sw.remove_port(&mut p, k as u16);
         if let Some(TestMember { p: mut mp, att, .. }) = m {
             let _ = att.detach(&mut mp);
         }
     }
-    assert_eq!(sw.housekeep(&mut p), 0, "shares left after every member detached");
+    assert_eq!(
+        sw.housekeep(&mut p),
+        0,
+        "shares left after every member detached"
+    );
 });

@@ -25,8 +25,12 @@ use share_hal::platform::{
 };
 use share_hal::volatile::SharedMem;
 
-/// Grant table frames we ask Xen for: 4 frames = 2048 v1 entries.
-const WANTED_FRAMES: u32 = 4;
+/// Grant table frames we ask Xen for: 8 frames = 4096 v1 entries (xl's
+/// default limit is 32). 4 frames (2040 usable) held netback-uk's eight
+/// default ports (259 grants each) only without an uplink's 130; the rig's
+/// `uplink` scenario made the eighth port and was refused "grant table is
+/// full".
+const WANTED_FRAMES: u32 = 8;
 const ENTRIES_PER_FRAME: u32 = (PAGE_SIZE / GRANT_ENTRY_V1_SIZE) as u32;
 /// First guest-physical frame of the window foreign grants are mapped at:
 /// 2 GiB, above the RAM of any domain this runtime is meant for.

@@ -156,9 +156,24 @@ pub struct SimPlatform {
     /// One bit per port, set by the broker when the port fires.
     pending: Region,
     ports: BTreeSet<u32>,
+    /// Descriptors of the domain's own devices (an uplink's TAP): `wait`
+    /// also returns when one is readable.
+    wake_fds: Vec<OwnedFd>,
 }
 
 impl SimPlatform {
+    /// Makes [`Platform::wait`] also return (having fired no port) when
+    /// `fd` is readable: a domain's own device (netback-sim's uplink TAP)
+    /// wakes it as an event channel would. The descriptor is duplicated.
+    pub fn wake_on(&mut self, fd: BorrowedFd<'_>) -> Result<()> {
+        let dup = fd.try_clone_to_owned().map_err(|e| Error::Os {
+            op: "dup of a wake descriptor",
+            errno: e.raw_os_error().unwrap_or(0),
+        })?;
+        self.wake_fds.push(dup);
+        Ok(())
+    }
+
     /// Connects to the broker at `socket_path` as domain `domid`.
     pub fn connect(socket_path: impl AsRef<Path>, domid: DomId) -> Result<SimPlatform> {
         let sock = rustix::net::socket_with(
@@ -204,6 +219,7 @@ impl SimPlatform {
             domid,
             conn: Arc::new(Mutex::new(conn)),
             eventfd,
+            wake_fds: Vec::new(),
             pending,
             ports: BTreeSet::new(),
         })
@@ -510,8 +526,25 @@ impl EventChannels for SimPlatform {
                     Some(d - now)
                 }
             };
-            if sys::poll_readable(self.eventfd.as_fd(), timeout)? {
+            if self.wake_fds.is_empty() {
+                if sys::poll_readable(self.eventfd.as_fd(), timeout)? {
+                    sys::eventfd_drain(self.eventfd.as_fd());
+                }
+                continue;
+            }
+            let (event, other) = sys::poll_readable_with(
+                self.eventfd.as_fd(),
+                self.wake_fds.iter().map(|f| f.as_fd()),
+                timeout,
+            )?;
+            if event {
                 sys::eventfd_drain(self.eventfd.as_fd());
+            }
+            if other {
+                // The fired ports are collected first, then the device's
+                // work is the caller's.
+                self.scan(fired);
+                return Ok(());
             }
         }
     }
@@ -613,6 +646,39 @@ mod tests {
         assert_eq!(got, vec![pm]);
         m.close(pm).unwrap();
         assert_eq!(m.notify(pm), Err(Error::BadPort { port: pm }));
+    }
+
+    #[test]
+    fn a_wake_descriptor_ends_a_wait_and_triggers_still_count() {
+        use std::io::{Read, Write};
+        let (_b, mut a, mut m) = two_domains();
+        let (mut far, near) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.wake_on(near.as_fd()).unwrap();
+        let t0 = a.now_ns();
+        assert_eq!(
+            a.wait(Some(t0 + 20_000_000), &mut |_| {}),
+            Err(Error::TimedOut)
+        );
+        far.write_all(b"x").unwrap();
+        let mut got = Vec::new();
+        a.wait(Some(a.now_ns() + 5_000_000_000), &mut |p| got.push(p))
+            .unwrap();
+        assert!(got.is_empty(), "no port fired, the device woke it");
+        assert!(a.now_ns() - t0 < 2_000_000_000);
+        // Readable until read; a trigger meanwhile is reported with it.
+        let pa = a.alloc_unbound(2).unwrap();
+        let pm = m.bind_interdomain(1, pa).unwrap();
+        m.notify(pm).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut got = Vec::new();
+        a.wait(None, &mut |p| got.push(p)).unwrap();
+        assert_eq!(got, vec![pa]);
+        let mut b = [0u8; 1];
+        (&near).read_exact(&mut b).unwrap();
+        assert_eq!(
+            a.wait(Some(a.now_ns() + 20_000_000), &mut |_| {}),
+            Err(Error::TimedOut)
+        );
     }
 
     #[test]
@@ -791,6 +857,7 @@ mod tests {
             eventfd: sys::new_eventfd().unwrap(),
             pending: Region::reserve(1, true).unwrap(),
             ports: BTreeSet::new(),
+            wake_fds: Vec::new(),
         };
         (p, broker)
     }

@@ -259,6 +259,32 @@ pub fn poll_readable(fd: BorrowedFd<'_>, timeout_ns: Option<u64>) -> Result<bool
     }
 }
 
+/// [`poll_readable`] of `fd` and of `others` at once: whether `fd`, and
+/// whether any of `others`, became readable.
+pub fn poll_readable_with<'a>(
+    fd: BorrowedFd<'a>,
+    others: impl Iterator<Item = BorrowedFd<'a>>,
+    timeout_ns: Option<u64>,
+) -> Result<(bool, bool)> {
+    let ts = timeout_ns.map(|ns| rustix::event::Timespec {
+        tv_sec: (ns / 1_000_000_000) as i64,
+        tv_nsec: (ns % 1_000_000_000) as _,
+    });
+    let others: Vec<BorrowedFd<'a>> = others.collect();
+    let mut fds: Vec<rustix::event::PollFd<'_>> = std::iter::once(&fd)
+        .chain(others.iter())
+        .map(|f| rustix::event::PollFd::new(f, rustix::event::PollFlags::IN))
+        .collect();
+    match rustix::event::poll(&mut fds, ts.as_ref()) {
+        Ok(_) => {
+            let ready = |p: &rustix::event::PollFd<'_>| !p.revents().is_empty();
+            Ok((ready(&fds[0]), fds[1..].iter().any(ready)))
+        }
+        Err(rustix::io::Errno::INTR) => Ok((false, false)),
+        Err(e) => Err(os("poll of the event channel eventfd")(e)),
+    }
+}
+
 pub fn now_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     (t.tv_sec as u64)

@@ -5,7 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use share_hal::wire::vdevice::{
-    entry_offset, Bootstrap, Entry, EntryRepr, Header, HeaderRepr, ENTRY_LEN, MAX_ENTRIES,
+    entry_offset, Bootstrap, Entry, EntryRepr, Header, HeaderRepr, UplinkRepr, ENTRY_LEN,
+    MAX_ENTRIES,
 };
 use share_hal::wire::PAGE_SIZE;
 
@@ -44,6 +45,10 @@ fuzz_target!(|data: &[u8]| {
             let mut out = [0u8; ENTRY_LEN];
             e.emit(&mut Entry::new_unchecked(&mut out[..])).unwrap();
             assert_eq!(EntryRepr::parse(&Entry::new_unchecked(&out[..])), Ok(e));
+            // An uplink has one spelling: what parses emits back as read.
+            if let Some(Ok(up)) = UplinkRepr::parse(&e) {
+                assert_eq!(up.entry(), EntryRepr { status: 0, ..e });
+            }
         }
     }
 });

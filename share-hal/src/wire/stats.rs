@@ -44,6 +44,24 @@ pub const NET_COUNTERS: [&str; COUNTERS] = [
     "features",
 ];
 
+/// What the counters of a LAN's uplink entry mean (netback-uk), by index:
+/// the port layout, the "member" being the network behind the uplink
+/// (docs/protocol.md, "Uplink").
+pub const UPLINK_COUNTERS: [&str; COUNTERS] = [
+    "from_network_frames",
+    "from_network_bytes",
+    "to_network_frames",
+    "to_network_bytes",
+    "drop_tx_full",
+    "drop_bad_frame",
+    "drop_too_big",
+    "drop_spoof",
+    "drop_offload",
+    "unlearned",
+    "link",
+    "device",
+];
+
 /// Offset of entry `index`'s counters.
 pub fn entry_offset(index: u16) -> usize {
     HEADER_LEN + usize::from(index) * ENTRY_LEN

@@ -408,8 +408,12 @@ pub mod flags {
     /// Network owner entries only, alone: not a port but one item of the
     /// policy of the port (`peer`, LAN) ([`PortPolicyRepr`]).
     pub const PORT_POLICY: u8 = 0x08;
+    /// Network owner entries only, alone: not a port but the LAN's uplink,
+    /// one of the backend's own network devices bridged into the LAN
+    /// ([`UplinkRepr`]).
+    pub const UPLINK: u8 = 0x10;
     /// The bits only network owner entries carry.
-    pub const NET_OWNER: u8 = BIND_ADDRESSES | PRIVATE | PORT_POLICY;
+    pub const NET_OWNER: u8 = BIND_ADDRESSES | PRIVATE | PORT_POLICY | UPLINK;
     pub const ALL: u8 = READ_ONLY | NET_OWNER;
 }
 
@@ -500,8 +504,15 @@ impl EntryRepr {
                 value: flags.into(),
             });
         }
-        // A port policy item's numpages is one of its values, not pages.
-        let item = flags & flags::PORT_POLICY != 0;
+        if flags & flags::UPLINK != 0 && flags != flags::UPLINK {
+            return Err(Error::BadField {
+                field: "vdevice entry flags (an uplink has no other flag)",
+                value: flags.into(),
+            });
+        }
+        // A port policy item's numpages is one of its values, not pages;
+        // an uplink has none.
+        let item = flags & (flags::PORT_POLICY | flags::UPLINK) != 0;
         if numpages > descriptor::MAX_PAGES && !item {
             return Err(Error::TooMany {
                 field: "vdevice entry numpages",
@@ -670,6 +681,76 @@ impl PortPolicyRepr {
             peer: self.member,
             share_ref: GrantRef(share_ref),
             param: u64::from_le_bytes([head[0], head[1], head[2], head[3], prefix, 0, l[0], l[1]]),
+            ..EntryRepr::EMPTY
+        }
+    }
+}
+
+/// Bits of an uplink entry's subtype.
+pub mod uplink_flags {
+    /// The backend's own DHCP server keeps serving the LAN (off by
+    /// default on an uplinked LAN: the uplink's network has its own).
+    pub const DHCP_SERVER: u32 = 0x1;
+    pub const ALL: u32 = DHCP_SERVER;
+}
+
+/// A LAN's uplink: a network owner entry with flags [`flags::UPLINK`]
+/// (docs/protocol.md, "Uplink"). It names one of the backend's own
+/// network devices (for netback-uk on Xen, the index of a `vif=` of its
+/// xl config) and the LAN it is bridged into at layer 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UplinkRepr {
+    pub lan: u16,
+    /// The backend's device index (`device/vif/<uplink>` on Xen).
+    pub uplink: u16,
+    /// [`uplink_flags::DHCP_SERVER`]: the backend's DHCP server stays on.
+    pub dhcp_server: bool,
+}
+
+impl UplinkRepr {
+    /// The uplink an entry holds, checked; `None` if the entry is no
+    /// uplink.
+    pub fn parse(e: &EntryRepr) -> Option<Result<Self, Error>> {
+        if e.kind != Kind::Network || e.role != Role::Owner || e.flags != flags::UPLINK {
+            return None;
+        }
+        Some(Self::parse_uplink(e))
+    }
+
+    fn parse_uplink(e: &EntryRepr) -> Result<Self, Error> {
+        let p = e.param.to_le_bytes();
+        if e.subtype & !uplink_flags::ALL != 0 {
+            return Err(Error::UnknownFlags {
+                field: "uplink subtype",
+                bits: (e.subtype & !uplink_flags::ALL).into(),
+            });
+        }
+        if e.numpages != 0 || e.peer != 0 || e.share_ref.0 != 0 || p[2..6] != [0; 4] {
+            return Err(Error::BadField {
+                field: "uplink entry (numpages, peer, share_ref and param bytes 2..6 are zero)",
+                value: u64::from(e.numpages) | u64::from(e.peer) << 32,
+            });
+        }
+        Ok(UplinkRepr {
+            lan: u16::from_le_bytes([p[6], p[7]]),
+            uplink: u16::from_le_bytes([p[0], p[1]]),
+            dhcp_server: e.subtype & uplink_flags::DHCP_SERVER != 0,
+        })
+    }
+
+    /// The entry dom0 writes for this uplink.
+    pub fn entry(&self) -> EntryRepr {
+        let (u, l) = (self.uplink.to_le_bytes(), self.lan.to_le_bytes());
+        EntryRepr {
+            kind: Kind::Network,
+            role: Role::Owner,
+            flags: flags::UPLINK,
+            subtype: if self.dhcp_server {
+                uplink_flags::DHCP_SERVER
+            } else {
+                0
+            },
+            param: u64::from_le_bytes([u[0], u[1], 0, 0, 0, 0, l[0], l[1]]),
             ..EntryRepr::EMPTY
         }
     }
@@ -903,6 +984,8 @@ mod tests {
         assert_eq!(PortPolicyRepr::parse(&back), Some(Ok(item)));
         raw[3] = flags::PORT_POLICY | flags::PRIVATE;
         assert!(EntryRepr::parse(&Entry::new_unchecked(&raw[..])).is_err());
+        raw[3] = flags::PORT_POLICY | flags::UPLINK;
+        assert!(EntryRepr::parse(&Entry::new_unchecked(&raw[..])).is_err());
         // Port policy on a network owner entry, and nowhere else.
         assert_eq!(
             with(3, &[flags::BIND_ADDRESSES | flags::PRIVATE]).map(|e| e.flags),
@@ -956,6 +1039,56 @@ mod tests {
             Ok(Kind::Disk)
         );
         assert!(EntryRepr::parse(&Entry::new_unchecked(&NET_OWNER[..31])).is_err());
+    }
+
+    /// Uplink 2 of the backend bridged into LAN 5, DHCP server kept on.
+    const UPLINK: [u8; 32] = [
+        1, 0,    // kind: network
+        1,    // role: owner
+        0x10, // flags: UPLINK
+        1, 0, 0, 0, // subtype: DHCP_SERVER
+        0, 0, 0, 0, // numpages
+        0, 0, // peer
+        0, 0, // reserved
+        0, 0, 0, 0, // share_ref
+        0, 0, 0, 0, // status
+        2, 0, 0, 0, 0, 0, // param: uplink 2
+        5, 0, // param: LAN 5
+    ];
+
+    #[test]
+    fn an_uplink_entry_parses_and_emits_literal_bytes() {
+        let e = EntryRepr::parse(&Entry::new_checked(&UPLINK[..]).unwrap()).unwrap();
+        let up = UplinkRepr {
+            lan: 5,
+            uplink: 2,
+            dhcp_server: true,
+        };
+        assert_eq!(UplinkRepr::parse(&e), Some(Ok(up)));
+        let mut raw = [0u8; ENTRY_LEN];
+        up.entry()
+            .emit(&mut Entry::new_unchecked(&mut raw[..]))
+            .unwrap();
+        assert_eq!(raw, UPLINK);
+        // Not an uplink: a port, a policy item.
+        let port = EntryRepr::parse(&Entry::new_checked(&NET_OWNER[..]).unwrap()).unwrap();
+        assert_eq!(UplinkRepr::parse(&port), None);
+        // Every field that must be zero, an unknown subtype bit, a second
+        // flag.
+        for (at, v) in [(4, 2u8), (8, 1), (12, 1), (16, 1), (26, 1), (29, 1)] {
+            let mut b = UPLINK;
+            b[at] = v;
+            let r = EntryRepr::parse(&Entry::new_unchecked(&b[..]))
+                .ok()
+                .and_then(|e| UplinkRepr::parse(&e));
+            assert!(matches!(r, Some(Err(_))), "byte {at} = {v}: {r:?}");
+        }
+        let mut b = UPLINK;
+        b[3] = flags::UPLINK | flags::PRIVATE;
+        assert!(EntryRepr::parse(&Entry::new_unchecked(&b[..])).is_err());
+        let mut b = UPLINK;
+        b[2] = 0;
+        assert!(EntryRepr::parse(&Entry::new_unchecked(&b[..])).is_err());
     }
 
     #[test]

@@ -143,7 +143,28 @@ fn spawn(
 }
 
 /// netback-uk's switch and vdevice handling (the library the image runs).
+/// Network devices 0..n of a test netback-uk that carry no traffic: an
+/// uplink entry naming one is accepted, any other refused (ENODEV).
+pub struct NoTraffic(pub u16);
+
+impl netback_uk::switch::Uplinks for NoTraffic {
+    fn recv(&mut self, _: u16, _: &mut [u8]) -> Option<usize> {
+        None
+    }
+    fn send(&mut self, _: u16, _: &[u8]) -> bool {
+        true
+    }
+    fn has(&self, device: u16) -> bool {
+        device < self.0
+    }
+}
+
 pub fn netback(path: &Path, domid: DomId, published: &Published) -> Dom {
+    netback_with_uplinks(path, domid, published, 0)
+}
+
+/// netback-uk with network devices 0..`devices` ([`NoTraffic`]).
+pub fn netback_with_uplinks(path: &Path, domid: DomId, published: &Published, devices: u16) -> Dom {
     let mut p = SimPlatform::connect(path, domid).unwrap();
     let bus = VdeviceBus::create(&mut p, 16).unwrap();
     let boot = bus.bootstrap();
@@ -151,7 +172,9 @@ pub fn netback(path: &Path, domid: DomId, published: &Published) -> Dom {
         seed: u64::from(domid),
         ..Default::default()
     };
-    let mut nb = netback_uk::service::Netback::new(&mut p, bus, config).unwrap();
+    let mut nb = netback_uk::service::Netback::new(&mut p, bus, config)
+        .unwrap()
+        .with_uplinks(NoTraffic(devices));
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     spawn(

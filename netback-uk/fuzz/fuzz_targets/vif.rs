@@ -1,0 +1,95 @@
+//! netback-uk's uplink on Xen (`netback_uk::vif::Vif`, the netif frontend
+//! of a `vif=` device) against a hostile dom0 netback that may write any
+//! word of either ring page, and any response (any id, offset, flags,
+//! status), between the switch's sends, receives and flushes. Input: a
+//! script, one operation per byte plus its operands.
+//!
+//! Checked besides "no panic": a frame received is at most a page and was
+//! copied only within the caller's buffer; once the device says it broke,
+//! nothing more comes in or goes out; a flush or a round never takes
+//! more than the rings hold.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use netback_uk::switch::Uplinks;
+use netback_uk::vif::{Bell, Vif, VifInfo, VifPages, VifUplinks};
+use share_hal::Result;
+use share_local::LocalHost;
+use xen_pv::ring::back::respond;
+
+struct NoBell;
+
+impl Bell for NoBell {
+    fn notify(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let host = LocalHost::new();
+    let mut front = host.domain(5);
+    let pages = VifPages::new(&mut front, 0).unwrap();
+    let info = VifInfo {
+        dev: "device/vif/0".into(),
+        index: 0,
+        backend: 0,
+        mac: None,
+    };
+    let vif = Vif::start(pages, info, NoBell).unwrap();
+    let mut up = VifUplinks { vifs: vec![vif] };
+    let mut ops = data.iter().copied();
+    let mut next = || ops.next();
+    let (mut tx_prod, mut rx_prod) = (0u32, 0u32);
+    let mut buf = [0u8; 1518];
+    let mut broken = false;
+    let mut steps = 0;
+    while let Some(op) = next() {
+        steps += 1;
+        if steps > 4096 {
+            break;
+        }
+        match op % 6 {
+            0 => {
+                let len = usize::from(next().unwrap_or(0)) * 24;
+                let frame = vec![0xa5u8; len];
+                let sent = up.send(0, &frame);
+                assert!(!(sent && broken), "a broken device sent");
+                assert!(!sent || (1..=4096).contains(&len));
+            }
+            1 => {
+                buf.fill(0);
+                if let Some(n) = up.recv(0, &mut buf) {
+                    assert!(!broken, "a broken device received");
+                    assert!(n <= 4096, "a frame of {n} bytes from one page");
+                }
+            }
+            2 => {
+                up.flush();
+            }
+            3 => {
+                // Any word of either ring page.
+                let (Some(a), Some(b), Some(w)) = (next(), next(), next()) else {
+                    break;
+                };
+                let off = (usize::from(u16::from_le_bytes([a, b])) * 4) % 8192;
+                let v = u32::from(w).wrapping_mul(0x0101_0101);
+                let (txr, rxr) = up.vifs[0].rings().unwrap();
+                let page = if off < 4096 { txr } else { rxr };
+                let _ = page.write_u32(off % 4096, v);
+            }
+            4 => {
+                // An rx response: any id, offset, flags and status.
+                let r: Vec<u8> = (0..8).map(|_| next().unwrap_or(0)).collect();
+                let (_, rxr) = up.vifs[0].rings().unwrap();
+                let _ = respond::<8>(&rxr, &mut rx_prod, &r);
+            }
+            _ => {
+                // A tx response: any id and status.
+                let r: Vec<u8> = (0..4).map(|_| next().unwrap_or(0)).collect();
+                let (txr, _) = up.vifs[0].rings().unwrap();
+                let _ = respond::<12>(&txr, &mut tx_prod, &r);
+            }
+        }
+        broken |= up.vifs[0].broken().is_some();
+    }
+});

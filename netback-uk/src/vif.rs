@@ -1,0 +1,575 @@
+//! netback-uk's own Xen network devices: the `vif = [...]` of its xl
+//! config, each a netif frontend (`xen/io/netif.h`, xen-pv's [`NetFront`])
+//! of dom0's netback, on a dom0 bridge. A LAN whose uplink names device N
+//! (docs/protocol.md, "Uplink") is bridged to `device/vif/N` at layer 2:
+//! the switch reaches it through [`Uplinks`].
+//!
+//! libxl creates `device/vif/<N>/` for the N-th `vif=` entry. [`handshake`]
+//! runs the xenbus frontend handshake for one, as blkback-uk's `vbd` store
+//! does for its disks:
+//!
+//! 1. read `backend` and `backend-id`, wait (polling, bounded) for the
+//!    backend's `state` to be InitWait (2) or later, and require
+//!    `feature-rx-copy` = 1 (the only receive mode here);
+//! 2. grant the two ring pages (read-write), the tx buffers (read-only:
+//!    the backend copies frames out of them) and the rx buffers
+//!    (read-write: it copies frames into them), allocate an unbound event
+//!    channel, write `tx-ring-ref`, `rx-ring-ref`, `event-channel`,
+//!    `request-rx-copy` = 1, `feature-rx-notify` = 1,
+//!    `feature-no-csum-offload` = 1 (every frame comes with its checksums
+//!    complete: members may not take partial ones), `feature-sg` = 0,
+//!    `feature-gso-tcpv4` = 0, then `state` = Connected (4), as Linux's
+//!    netfront does;
+//! 3. wait (bounded) for the backend's Connected.
+//!
+//! Frames are one slot each way, at most a page (the switch's uplink
+//! frames are at most 1518 bytes). Every response is dom0's word and is
+//! checked by [`NetFront`] (ids in flight, offsets and lengths within the
+//! page, statuses and flags); a device that breaks the protocol stops (no
+//! frame in or out, its pages never reused) and says so once. The work a
+//! round costs is bounded: the switch reads at most its budget of frames
+//! from an uplink, and each call takes at most a ring's worth of
+//! responses.
+
+use alloc::collections::VecDeque;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use share_hal::platform::{Access, PageBlock, Platform, Port, PAGE_SIZE};
+use share_hal::{DomId, Error, GrantRef, Result, SharedMem};
+use xen_pv::abi::{
+    XENBUS_STATE_CLOSED, XENBUS_STATE_CLOSING, XENBUS_STATE_CONNECTED, XENBUS_STATE_INIT_WAIT,
+};
+use xen_pv::netif::{NetFront, NetFrontState, RxDone, TxFrame};
+
+use crate::switch::Uplinks;
+
+/// The xenstore operations the handshake needs (relative paths resolve
+/// against the domain's home); share-pvh's client implements it, tests
+/// play dom0 with a map.
+pub trait Xenbus {
+    fn read(&mut self, path: &str) -> Result<String>;
+    fn write(&mut self, path: &str, value: &str) -> Result<()>;
+    fn directory(&mut self, path: &str) -> Result<Vec<String>>;
+}
+
+#[cfg(all(target_arch = "x86_64", feature = "pvh"))]
+impl Xenbus for share_pvh::XenStore {
+    fn read(&mut self, path: &str) -> Result<String> {
+        share_pvh::XenStore::read(self, path)
+    }
+    fn write(&mut self, path: &str, value: &str) -> Result<()> {
+        share_pvh::XenStore::write(self, path, value)
+    }
+    fn directory(&mut self, path: &str) -> Result<Vec<String>> {
+        share_pvh::XenStore::directory(self, path)
+    }
+}
+
+/// Rings the backend's event channel without the platform (inside a
+/// switch round).
+pub trait Bell {
+    fn notify(&mut self) -> Result<()>;
+}
+
+#[cfg(all(target_arch = "x86_64", feature = "pvh"))]
+impl Bell for share_pvh::Doorbell {
+    fn notify(&mut self) -> Result<()> {
+        share_pvh::Doorbell::notify(self)
+    }
+}
+
+/// Frames in flight to the backend, and buffers posted for it (a page
+/// each).
+pub const TX_BUFS: u16 = 64;
+pub const RX_BUFS: u16 = 64;
+/// How long dom0's backend may take to reach a state (the nested rig is
+/// slow).
+pub const HANDSHAKE_TIMEOUT_NS: u64 = 120_000_000_000;
+const POLL_INTERVAL_NS: u64 = 50_000_000;
+const MAX_VALUE: usize = 256;
+
+/// The pages of one device, granted to its backend: the tx and rx ring
+/// pages, then the tx and rx buffers.
+pub struct VifPages<Pg> {
+    rings: Pg,
+    bufs: Pg,
+    tx_ring_ref: GrantRef,
+    rx_ring_ref: GrantRef,
+    /// Tx buffers first (`TX_BUFS`), then rx buffers (`RX_BUFS`).
+    grefs: Vec<GrantRef>,
+    port: Port,
+}
+
+impl<Pg: PageBlock> VifPages<Pg> {
+    /// Allocates and grants the pages to `backend`, and an unbound event
+    /// channel for it. On failure what was granted stays granted and its
+    /// pages are leaked (never reused).
+    pub fn new<P: Platform<Pages = Pg>>(p: &mut P, backend: DomId) -> Result<Self> {
+        let rings = p.alloc_pages(2)?;
+        let n = usize::from(TX_BUFS) + usize::from(RX_BUFS);
+        let bufs = p.alloc_pages(n)?;
+        let frame = |pg: &Pg, i| pg.frame(i).ok_or(Error::OutOfMemory);
+        let tx_ring_ref = p.grant(frame(&rings, 0)?, backend, Access::ReadWrite)?;
+        let rx_ring_ref = p.grant(frame(&rings, 1)?, backend, Access::ReadWrite)?;
+        let mut grefs = Vec::with_capacity(n);
+        for i in 0..n {
+            let access = if i < usize::from(TX_BUFS) {
+                Access::ReadOnly
+            } else {
+                Access::ReadWrite
+            };
+            grefs.push(p.grant(frame(&bufs, i)?, backend, access)?);
+        }
+        let port = p.alloc_unbound(backend)?;
+        Ok(VifPages {
+            rings,
+            bufs,
+            tx_ring_ref,
+            rx_ring_ref,
+            grefs,
+            port,
+        })
+    }
+
+    pub fn port(&self) -> Port {
+        self.port
+    }
+
+    fn ring(&self, i: usize) -> Result<SharedMem<'_>> {
+        self.rings.mem().slice(i * PAGE_SIZE, PAGE_SIZE)
+    }
+
+    fn tx_buf(&self, id: u16) -> Result<SharedMem<'_>> {
+        self.bufs
+            .mem()
+            .slice(usize::from(id) * PAGE_SIZE, PAGE_SIZE)
+    }
+
+    fn rx_buf(&self, id: u16) -> Result<SharedMem<'_>> {
+        let i = usize::from(TX_BUFS) + usize::from(id);
+        self.bufs.mem().slice(i * PAGE_SIZE, PAGE_SIZE)
+    }
+}
+
+/// A device as its backend described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VifInfo {
+    /// `device/vif/<index>`.
+    pub dev: String,
+    pub index: u16,
+    pub backend: DomId,
+    /// The MAC libxl gave the device (`mac` in its directory), if it did.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Why a device could not be connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VifError(pub String);
+
+impl core::fmt::Display for VifError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn err(dev: &str, what: impl core::fmt::Display) -> VifError {
+    VifError(format!("{dev}: {what}"))
+}
+
+/// This domain's vif devices (`device/vif/<N>`), by index, in order.
+pub fn devices<X: Xenbus>(xs: &mut X) -> Result<Vec<(u16, String)>> {
+    let names = match xs.directory("device/vif") {
+        Ok(names) => names,
+        // No vif in the config: no directory.
+        Err(Error::Hypervisor { code: -2, .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out: Vec<(u16, String)> = names
+        .iter()
+        .filter_map(|n| Some((n.parse::<u16>().ok()?, format!("device/vif/{n}"))))
+        .collect();
+    out.sort();
+    out.dedup_by_key(|(i, _)| *i);
+    Ok(out)
+}
+
+/// A backend-written number, bounded and checked; `None` if absent.
+fn read_num<X: Xenbus>(xs: &mut X, path: &str) -> core::result::Result<Option<u64>, String> {
+    match xs.read(path) {
+        Ok(v) => {
+            let v = v.trim_end_matches('\0').trim();
+            if v.len() > 20 {
+                return Err(format!("{path}: value too long"));
+            }
+            v.parse::<u64>()
+                .map(Some)
+                .map_err(|_| format!("{path}: {v:?} is not a number"))
+        }
+        Err(Error::Hypervisor { code: -2, .. }) => Ok(None),
+        Err(e) => Err(format!("{path}: {e}")),
+    }
+}
+
+fn check_path(v: &str) -> bool {
+    v.len() <= MAX_VALUE
+        && v.starts_with("/local/domain/")
+        && v.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// `aa:bb:cc:dd:ee:ff`, strictly.
+fn parse_mac(v: &str) -> Option<[u8; 6]> {
+    let v = v.trim_end_matches('\0').trim();
+    if v.len() != 17 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (i, part) in v.split(':').enumerate() {
+        if i >= 6 || part.len() != 2 {
+            return None;
+        }
+        mac[i] = u8::from_str_radix(part, 16).ok()?;
+    }
+    Some(mac)
+}
+
+/// Runs the frontend handshake for `dev` (`device/vif/<N>`) with the
+/// pages from [`VifPages::new`], granted to the backend `dev` names.
+/// `sleep(deadline)` pauses between polls of the backend's state.
+pub fn handshake<X: Xenbus, Pg: PageBlock>(
+    xs: &mut X,
+    dev: &str,
+    pages: &VifPages<Pg>,
+    now: &dyn Fn() -> u64,
+    sleep: &mut dyn FnMut(u64),
+) -> core::result::Result<VifInfo, VifError> {
+    let index = dev
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.parse::<u16>().ok())
+        .ok_or_else(|| err(dev, "the device name is not an index"))?;
+    let backend_path = xs
+        .read(&format!("{dev}/backend"))
+        .map_err(|e| err(dev, format!("reading backend: {e}")))?;
+    if !check_path(&backend_path) {
+        return Err(err(dev, "the backend path is malformed"));
+    }
+    let backend = read_num(xs, &format!("{dev}/backend-id"))
+        .map_err(|e| err(dev, e))?
+        .and_then(|d| DomId::try_from(d).ok())
+        .ok_or_else(|| err(dev, "no usable backend-id"))?;
+    let state_path = format!("{backend_path}/state");
+    let deadline = now().saturating_add(HANDSHAKE_TIMEOUT_NS);
+    let mut wait_state = |xs: &mut X, want: u64, what: &str| loop {
+        match read_num(xs, &state_path).map_err(|e| err(dev, e))? {
+            Some(s) if s >= want && s < u64::from(XENBUS_STATE_CLOSING) => return Ok(s),
+            Some(s)
+                if s == u64::from(XENBUS_STATE_CLOSING) || s == u64::from(XENBUS_STATE_CLOSED) =>
+            {
+                return Err(err(dev, format!("the backend closed (state {s}) {what}")))
+            }
+            _ => {}
+        }
+        let t = now();
+        if t >= deadline {
+            return Err(err(
+                dev,
+                format!(
+                    "the backend did not get {what} within {} s",
+                    HANDSHAKE_TIMEOUT_NS / 1_000_000_000
+                ),
+            ));
+        }
+        sleep(t.saturating_add(POLL_INTERVAL_NS).min(deadline));
+    };
+    wait_state(xs, u64::from(XENBUS_STATE_INIT_WAIT), "ready (InitWait)")?;
+    let copy = read_num(xs, &format!("{backend_path}/feature-rx-copy")).map_err(|e| err(dev, e))?;
+    if copy != Some(1) {
+        return Err(err(dev, "the backend does not offer feature-rx-copy"));
+    }
+    let w = |xs: &mut X, key: &str, value: &str| {
+        xs.write(&format!("{dev}/{key}"), value)
+            .map_err(|e| err(dev, format!("writing {key}: {e}")))
+    };
+    w(xs, "tx-ring-ref", &format!("{}", pages.tx_ring_ref.0))?;
+    w(xs, "rx-ring-ref", &format!("{}", pages.rx_ring_ref.0))?;
+    w(xs, "event-channel", &format!("{}", pages.port.0))?;
+    w(xs, "request-rx-copy", "1")?;
+    w(xs, "feature-rx-notify", "1")?;
+    w(xs, "feature-no-csum-offload", "1")?;
+    w(xs, "feature-sg", "0")?;
+    w(xs, "feature-gso-tcpv4", "0")?;
+    w(xs, "state", &format!("{XENBUS_STATE_CONNECTED}"))?;
+    wait_state(xs, u64::from(XENBUS_STATE_CONNECTED), "connected")?;
+    let mac = xs
+        .read(&format!("{dev}/mac"))
+        .ok()
+        .and_then(|v| parse_mac(&v));
+    Ok(VifInfo {
+        dev: String::from(dev),
+        index,
+        backend,
+        mac,
+    })
+}
+
+/// Counters of one device (beside the switch's per-uplink ones).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VifCounters {
+    /// Rx buffers the backend gave back without a frame.
+    pub rx_empty: u64,
+    /// Tx frames the backend answered with an error or dropped.
+    pub tx_errors: u64,
+}
+
+/// One connected device.
+pub struct Vif<Pg: PageBlock, B: Bell> {
+    info: VifInfo,
+    pages: VifPages<Pg>,
+    bell: B,
+    st: NetFrontState,
+    tx_free: Vec<u16>,
+    /// Rx buffers taken back and not yet posted again.
+    rx_idle: Vec<u16>,
+    /// Responses taken from the rx ring and not yet handed to the switch.
+    rx_done: VecDeque<RxDone>,
+    dirty: bool,
+    broken: Option<&'static str>,
+    pub counters: VifCounters,
+}
+
+impl<Pg: PageBlock, B: Bell> Vif<Pg, B> {
+    /// Fresh rings, every rx buffer posted.
+    pub fn start(pages: VifPages<Pg>, info: VifInfo, bell: B) -> Result<Self> {
+        let st = NetFront::init(pages.ring(0)?, pages.ring(1)?)?.park();
+        let mut v = Vif {
+            info,
+            pages,
+            bell,
+            st,
+            tx_free: (0..TX_BUFS).rev().collect(),
+            rx_idle: (0..RX_BUFS).rev().collect(),
+            rx_done: VecDeque::with_capacity(usize::from(RX_BUFS)),
+            dirty: false,
+            broken: None,
+            counters: VifCounters::default(),
+        };
+        v.flush_now()?;
+        Ok(v)
+    }
+
+    pub fn info(&self) -> &VifInfo {
+        &self.info
+    }
+
+    /// Why the device stopped, if it did.
+    pub fn broken(&self) -> Option<&'static str> {
+        self.broken
+    }
+
+    /// The tx and rx ring pages, as the backend sees them (for the
+    /// backend side of tests and fuzz targets).
+    pub fn rings(&self) -> Result<(SharedMem<'_>, SharedMem<'_>)> {
+        Ok((self.pages.ring(0)?, self.pages.ring(1)?))
+    }
+
+    fn break_with(&mut self, e: Error) {
+        let why = match e {
+            Error::Protocol { what } => what,
+            _ => "the rings could not be accessed",
+        };
+        if self.broken.is_none() {
+            log::warn!(
+                "vif {} (backend domain {}): {why}; the uplink stops (its pages are never reused)",
+                self.info.index,
+                self.info.backend
+            );
+        }
+        self.broken = Some(why);
+    }
+
+    /// Takes the responses the backend published (bounded by the rings).
+    fn reap(&mut self) -> Result<()> {
+        let mut nf = NetFront::resume(self.pages.ring(0)?, self.pages.ring(1)?, self.st)?;
+        let (free, done, counters) = (&mut self.tx_free, &mut self.rx_done, &mut self.counters);
+        let r = nf
+            .take_tx(|id, status| {
+                if status < 0 {
+                    counters.tx_errors += 1;
+                }
+                free.push(id);
+            })
+            .and_then(|_| nf.take_rx(|d| done.push_back(d)));
+        self.st = nf.park();
+        r.map(drop)
+    }
+
+    /// Posts idle rx buffers, publishes, and notifies the backend if it
+    /// asked; then asks to be notified of the next response. `true`: some
+    /// arrived meanwhile (the ring's final check), so look again before
+    /// sleeping: no notification will come for them.
+    fn flush_now(&mut self) -> Result<bool> {
+        let mut nf = NetFront::resume(self.pages.ring(0)?, self.pages.ring(1)?, self.st)?;
+        let mut r = Ok(());
+        while let Some(id) = self.rx_idle.pop() {
+            let gref = self.pages.grefs[usize::from(TX_BUFS) + usize::from(id)];
+            match nf.post(id, gref.0) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.rx_idle.push(id);
+                    break;
+                }
+                Err(e) => {
+                    r = Err(e);
+                    break;
+                }
+            }
+        }
+        let r = r
+            .and_then(|()| nf.publish())
+            .and_then(|notify| Ok((notify, nf.prepare_wait()?)));
+        self.st = nf.park();
+        self.dirty = false;
+        let (notify, waiting) = r?;
+        if notify {
+            self.bell.notify()?;
+        }
+        Ok(waiting || !self.rx_done.is_empty())
+    }
+
+    /// The next frame from the backend into `buf`: its length (more than
+    /// `buf.len()` if it did not fit; then only the start was copied).
+    pub fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+        if self.broken.is_some() {
+            return None;
+        }
+        if self.rx_done.is_empty() {
+            if let Err(e) = self.reap() {
+                self.break_with(e);
+                return None;
+            }
+        }
+        // Bounded: what one reap took.
+        while let Some(d) = self.rx_done.pop_front() {
+            self.rx_idle.push(d.id());
+            self.dirty = true;
+            let RxDone::Frame {
+                id, offset, len, ..
+            } = d
+            else {
+                self.counters.rx_empty += 1;
+                continue;
+            };
+            let n = usize::from(len).min(buf.len());
+            // NetFront checked offset + len against the page.
+            let copied = self
+                .pages
+                .rx_buf(id)
+                .and_then(|m| m.read_into(usize::from(offset), &mut buf[..n]));
+            if let Err(e) = copied {
+                self.break_with(e);
+                return None;
+            }
+            return Some(usize::from(len));
+        }
+        None
+    }
+
+    /// Queues one frame to the backend (published at [`Vif::flush`]);
+    /// `false`: no room, too long, or the device stopped.
+    pub fn send(&mut self, frame: &[u8]) -> bool {
+        if self.broken.is_some() || frame.is_empty() || frame.len() > PAGE_SIZE {
+            return false;
+        }
+        if self.tx_free.is_empty() {
+            if let Err(e) = self.reap() {
+                self.break_with(e);
+                return false;
+            }
+        }
+        let Some(id) = self.tx_free.pop() else {
+            return false;
+        };
+        let gref = self.pages.grefs[usize::from(id)];
+        let r = self
+            .pages
+            .tx_buf(id)
+            .and_then(|m| m.write_from(0, frame))
+            .and_then(|()| {
+                let mut nf = NetFront::resume(self.pages.ring(0)?, self.pages.ring(1)?, self.st)?;
+                let sent = nf.send(&TxFrame {
+                    id,
+                    gref: gref.0,
+                    offset: 0,
+                    len: frame.len() as u16,
+                    flags: 0,
+                });
+                self.st = nf.park();
+                sent
+            });
+        match r {
+            Ok(true) => {
+                self.dirty = true;
+                true
+            }
+            Ok(false) => {
+                self.tx_free.push(id);
+                false
+            }
+            Err(e) => {
+                self.break_with(e);
+                false
+            }
+        }
+    }
+
+    /// End of a round: rx buffers back to the backend, tx frames
+    /// published, the backend notified if it asked, and our wish to be
+    /// notified renewed. `true`: responses are waiting already.
+    pub fn flush(&mut self) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
+        match self.flush_now() {
+            Ok(waiting) => waiting,
+            Err(e) => {
+                self.break_with(e);
+                false
+            }
+        }
+    }
+}
+
+/// The domain's devices, by index, as the switch's uplinks.
+pub struct VifUplinks<Pg: PageBlock, B: Bell> {
+    pub vifs: Vec<Vif<Pg, B>>,
+}
+
+impl<Pg: PageBlock, B: Bell> VifUplinks<Pg, B> {
+    fn vif(&mut self, device: u16) -> Option<&mut Vif<Pg, B>> {
+        self.vifs.iter_mut().find(|v| v.info.index == device)
+    }
+}
+
+impl<Pg: PageBlock, B: Bell> Uplinks for VifUplinks<Pg, B> {
+    fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<usize> {
+        self.vif(device)?.recv(buf)
+    }
+    fn send(&mut self, device: u16, frame: &[u8]) -> bool {
+        self.vif(device).is_some_and(|v| v.send(frame))
+    }
+    fn flush(&mut self) -> bool {
+        let mut more = false;
+        for v in &mut self.vifs {
+            more |= v.flush();
+        }
+        more
+    }
+    fn has(&self, device: u16) -> bool {
+        self.vifs.iter().any(|v| v.info.index == device)
+    }
+}
+
+#[cfg(test)]
+mod tests;

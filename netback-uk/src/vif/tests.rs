@@ -1,0 +1,364 @@
+//! The vif frontend against dom0 played here: xenstore as a map, and a
+//! backend that reads and answers the rings byte by byte (the layouts of
+//! `io/netif.h`, through xen-pv's backend helpers), honest, then lying.
+use super::*;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::ToString;
+use alloc::vec;
+use share_local::{LocalHost, LocalPages};
+use xen_pv::abi::NETIF_RSP_OKAY;
+use xen_pv::ring::back::{respond, take_requests};
+
+const FRONT: DomId = 5;
+const BACK: DomId = 0;
+const BE: &str = "/local/domain/0/backend/vif/5/0";
+
+struct FakeStore {
+    keys: BTreeMap<String, String>,
+    writes: Vec<(String, String)>,
+    /// The backend's state once the front says Connected.
+    then: &'static str,
+}
+
+impl FakeStore {
+    fn new(state: &str) -> Self {
+        let mut keys = BTreeMap::new();
+        keys.insert("device/vif/0/backend".into(), BE.into());
+        keys.insert("device/vif/0/backend-id".into(), "0".into());
+        keys.insert("device/vif/0/mac".into(), "00:16:3e:12:34:56".into());
+        keys.insert(format!("{BE}/state"), state.into());
+        keys.insert(format!("{BE}/feature-rx-copy"), "1".into());
+        FakeStore {
+            keys,
+            writes: Vec::new(),
+            then: "4",
+        }
+    }
+}
+
+impl Xenbus for FakeStore {
+    fn read(&mut self, path: &str) -> Result<String> {
+        self.keys.get(path).cloned().ok_or(Error::Hypervisor {
+            op: "xenstore request",
+            code: -2,
+        })
+    }
+    fn write(&mut self, path: &str, value: &str) -> Result<()> {
+        self.writes.push((path.into(), value.into()));
+        self.keys.insert(path.into(), value.into());
+        if path == "device/vif/0/state" && value == "4" {
+            self.keys.insert(format!("{BE}/state"), self.then.into());
+        }
+        Ok(())
+    }
+    fn directory(&mut self, path: &str) -> Result<Vec<String>> {
+        assert_eq!(path, "device/vif");
+        Ok(vec!["1".into(), "0".into(), "x".into()])
+    }
+}
+
+#[derive(Default)]
+struct Rings {
+    notified: u32,
+}
+
+struct CountingBell(alloc::rc::Rc<core::cell::RefCell<Rings>>);
+
+impl Bell for CountingBell {
+    fn notify(&mut self) -> Result<()> {
+        self.0.borrow_mut().notified += 1;
+        Ok(())
+    }
+}
+
+fn pages() -> (LocalHost, VifPages<LocalPages>) {
+    let host = LocalHost::new();
+    let mut front = host.domain(FRONT);
+    let pg = VifPages::new(&mut front, BACK).unwrap();
+    (host, pg)
+}
+
+fn shake(xs: &mut FakeStore, pg: &VifPages<LocalPages>) -> core::result::Result<VifInfo, VifError> {
+    let t = core::cell::Cell::new(0u64);
+    handshake(xs, "device/vif/0", pg, &|| t.get(), &mut |d| t.set(d))
+}
+
+#[test]
+fn the_handshake_asks_for_rx_copy_and_complete_checksums() {
+    let mut xs = FakeStore::new("2");
+    assert_eq!(
+        devices(&mut xs).unwrap(),
+        [
+            (0, "device/vif/0".to_string()),
+            (1, "device/vif/1".to_string())
+        ]
+    );
+    let (_host, pg) = pages();
+    let info = shake(&mut xs, &pg).unwrap();
+    assert_eq!(
+        info,
+        VifInfo {
+            dev: "device/vif/0".into(),
+            index: 0,
+            backend: 0,
+            mac: Some([0x00, 0x16, 0x3e, 0x12, 0x34, 0x56]),
+        }
+    );
+    let w: Vec<(&str, &str)> = xs
+        .writes
+        .iter()
+        .map(|(k, v)| (k.strip_prefix("device/vif/0/").unwrap(), v.as_str()))
+        .collect();
+    assert_eq!(
+        w,
+        [
+            ("tx-ring-ref", pg.tx_ring_ref.0.to_string().as_str()),
+            ("rx-ring-ref", pg.rx_ring_ref.0.to_string().as_str()),
+            ("event-channel", pg.port.0.to_string().as_str()),
+            ("request-rx-copy", "1"),
+            ("feature-rx-notify", "1"),
+            ("feature-no-csum-offload", "1"),
+            ("feature-sg", "0"),
+            ("feature-gso-tcpv4", "0"),
+            ("state", "4"),
+        ]
+    );
+}
+
+#[test]
+fn the_handshake_refuses_what_it_cannot_use() {
+    let (_host, pg) = pages();
+    // No rx-copy.
+    let mut xs = FakeStore::new("2");
+    xs.keys.remove(&format!("{BE}/feature-rx-copy"));
+    assert!(shake(&mut xs, &pg)
+        .unwrap_err()
+        .0
+        .contains("feature-rx-copy"));
+    // A backend that closes, one that never comes, garbage.
+    let mut xs = FakeStore::new("2");
+    xs.then = "6";
+    assert!(shake(&mut xs, &pg).unwrap_err().0.contains("closed"));
+    let mut xs = FakeStore::new("1");
+    assert!(shake(&mut xs, &pg).unwrap_err().0.contains("within"));
+    let mut xs = FakeStore::new("two");
+    assert!(shake(&mut xs, &pg).unwrap_err().0.contains("not a number"));
+    let mut xs = FakeStore::new("2");
+    xs.keys
+        .insert("device/vif/0/backend".into(), "../../etc".into());
+    assert!(shake(&mut xs, &pg).unwrap_err().0.contains("malformed"));
+    // A bad MAC is left out, not trusted.
+    let mut xs = FakeStore::new("2");
+    xs.keys
+        .insert("device/vif/0/mac".into(), "00:16:3e:12:34:5g".into());
+    assert_eq!(shake(&mut xs, &pg).unwrap().mac, None);
+}
+
+/// dom0's netback over the front's pages (the bytes it would map).
+#[derive(Default)]
+struct Back {
+    tx_cons: u32,
+    tx_prod: u32,
+    rx_cons: u32,
+    rx_prod: u32,
+    /// Rx buffers posted to it: (id, gref), in order.
+    posted: VecDeque<(u16, u32)>,
+}
+
+type V = Vif<LocalPages, CountingBell>;
+
+impl Back {
+    /// The frames the front sent: (id, gref, bytes).
+    fn take_tx(&mut self, v: &V) -> Vec<(u16, u32, Vec<u8>)> {
+        let mut reqs = Vec::new();
+        take_requests::<12>(&v.pages.ring(0).unwrap(), &mut self.tx_cons, |r| {
+            reqs.push(r)
+        })
+        .unwrap();
+        reqs.iter()
+            .map(|r| {
+                let gref = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+                let offset = u16::from_le_bytes([r[4], r[5]]);
+                let id = u16::from_le_bytes([r[8], r[9]]);
+                let len = u16::from_le_bytes([r[10], r[11]]);
+                // The grant names our tx buffer `id`.
+                assert_eq!(gref, v.pages.grefs[usize::from(id)].0);
+                let mut b = vec![0u8; usize::from(len)];
+                v.pages
+                    .tx_buf(id)
+                    .unwrap()
+                    .read_into(usize::from(offset), &mut b)
+                    .unwrap();
+                (id, gref, b)
+            })
+            .collect()
+    }
+
+    fn answer_tx(&mut self, v: &V, id: u16, status: i16) {
+        let mut b = [0u8; 4];
+        b[..2].copy_from_slice(&id.to_le_bytes());
+        b[2..].copy_from_slice(&status.to_le_bytes());
+        respond::<12>(&v.pages.ring(0).unwrap(), &mut self.tx_prod, &b).unwrap();
+    }
+
+    fn take_posted(&mut self, v: &V) {
+        let posted = &mut self.posted;
+        take_requests::<8>(&v.pages.ring(1).unwrap(), &mut self.rx_cons, |r| {
+            posted.push_back((
+                u16::from_le_bytes([r[0], r[1]]),
+                u32::from_le_bytes([r[4], r[5], r[6], r[7]]),
+            ))
+        })
+        .unwrap();
+    }
+
+    /// Copies `frame` into the next posted buffer at `offset` and answers
+    /// it (as rx-copy does); or answers with a raw response.
+    fn deliver(&mut self, v: &V, offset: u16, frame: &[u8]) {
+        let (id, gref) = self.posted.pop_front().expect("a posted buffer");
+        let i = usize::from(TX_BUFS) + usize::from(id);
+        assert_eq!(gref, v.pages.grefs[i].0);
+        v.pages
+            .rx_buf(id)
+            .unwrap()
+            .write_from(usize::from(offset), frame)
+            .unwrap();
+        self.answer_rx(v, id, offset, 0, frame.len() as i16);
+    }
+
+    fn answer_rx(&mut self, v: &V, id: u16, offset: u16, flags: u16, status: i16) {
+        let mut b = [0u8; 8];
+        b[..2].copy_from_slice(&id.to_le_bytes());
+        b[2..4].copy_from_slice(&offset.to_le_bytes());
+        b[4..6].copy_from_slice(&flags.to_le_bytes());
+        b[6..].copy_from_slice(&status.to_le_bytes());
+        respond::<8>(&v.pages.ring(1).unwrap(), &mut self.rx_prod, &b).unwrap();
+    }
+}
+
+fn vif() -> (
+    LocalHost,
+    V,
+    Back,
+    alloc::rc::Rc<core::cell::RefCell<Rings>>,
+) {
+    let (host, pg) = pages();
+    let mut xs = FakeStore::new("2");
+    let info = shake(&mut xs, &pg).unwrap();
+    let rings = alloc::rc::Rc::new(core::cell::RefCell::new(Rings::default()));
+    let v = Vif::start(pg, info, CountingBell(rings.clone())).unwrap();
+    let mut back = Back::default();
+    back.take_posted(&v);
+    (host, v, back, rings)
+}
+
+fn frame(len: usize, tag: u8) -> Vec<u8> {
+    let mut f = vec![tag; len];
+    f[..6].copy_from_slice(&[0xff; 6]);
+    f
+}
+
+#[test]
+fn frames_go_both_ways_through_an_honest_backend() {
+    let (_host, v, mut back, rings) = vif();
+    assert_eq!(
+        back.posted.len(),
+        usize::from(RX_BUFS),
+        "every rx buffer posted"
+    );
+    assert_eq!(
+        rings.borrow().notified,
+        1,
+        "a fresh backend asked to be told"
+    );
+    // Out: queued, published at flush.
+    let mut up = VifUplinks { vifs: vec![v] };
+    assert!(up.has(0) && !up.has(1));
+    assert!(up.send(0, &frame(60, 1)));
+    assert!(up.send(0, &frame(1514, 2)));
+    assert!(!up.send(0, &frame(4097, 3)), "longer than a page");
+    assert!(!up.send(1, &frame(60, 4)), "no such device");
+    assert!(back.take_tx(&up.vifs[0]).is_empty(), "not before the flush");
+    up.flush();
+    let sent = back.take_tx(&up.vifs[0]);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1].2, frame(1514, 2));
+    // In: a frame at an offset, a buffer back without one.
+    back.deliver(&up.vifs[0], 10, &frame(98, 5));
+    let (id, _) = back.posted.pop_front().unwrap();
+    back.answer_rx(&up.vifs[0], id, 0, 0, xen_pv::abi::NETIF_RSP_ERROR);
+    back.deliver(&up.vifs[0], 0, &frame(1514, 6));
+    let mut buf = [0u8; 1518];
+    assert_eq!(up.recv(0, &mut buf), Some(98));
+    assert_eq!(&buf[..98], &frame(98, 5)[..]);
+    assert_eq!(up.recv(0, &mut buf), Some(1514));
+    assert_eq!(buf[100], 6);
+    assert_eq!(up.recv(0, &mut buf), None);
+    assert_eq!(up.vifs[0].counters.rx_empty, 1);
+    // Nothing waiting: a flush says so; a response published before the
+    // flush renewed the event is reported by it (no notification comes
+    // for it).
+    assert!(!up.flush());
+    back.deliver(&up.vifs[0], 0, &frame(60, 9));
+    assert!(up.flush(), "the final check saw the waiting frame");
+    assert_eq!(up.recv(0, &mut buf), Some(60));
+    // The three buffers go back to the backend at the flush.
+    up.flush();
+    back.take_posted(&up.vifs[0]);
+    assert_eq!(back.posted.len(), usize::from(RX_BUFS) - 4 + 4);
+    // Tx ids come back with their responses; with all in flight, no room.
+    for (id, _, _) in &sent {
+        back.answer_tx(&up.vifs[0], *id, NETIF_RSP_OKAY);
+    }
+    let mut n = 0;
+    while up.send(0, &frame(60, 7)) {
+        n += 1;
+    }
+    assert_eq!(
+        n,
+        usize::from(TX_BUFS),
+        "every buffer, once the two came back"
+    );
+    assert!(up.vifs[0].broken().is_none());
+}
+
+#[test]
+fn a_lying_backend_stops_the_device_and_nothing_more() {
+    // An rx answer for a buffer never posted.
+    let (_host, mut v, mut back, _) = vif();
+    back.answer_rx(&v, RX_BUFS + 3, 0, 0, 60);
+    let mut buf = [0u8; 1518];
+    assert_eq!(v.recv(&mut buf), None);
+    assert!(v.broken().is_some());
+    assert!(!v.send(&frame(60, 1)), "a broken device sends nothing");
+    v.flush();
+    // A frame outside its page.
+    let (_host, mut v, mut back, _) = vif();
+    let (id, _) = back.posted.pop_front().unwrap();
+    back.answer_rx(&v, id, 4000, 0, 200);
+    assert_eq!(v.recv(&mut buf), None);
+    assert_eq!(
+        v.broken(),
+        Some("netif backend put an rx frame outside its page")
+    );
+    // Flags we never allowed (more data, extra info).
+    let (_host, mut v, mut back, _) = vif();
+    let (id, _) = back.posted.pop_front().unwrap();
+    back.answer_rx(&v, id, 0, xen_pv::abi::NETRXF_MORE_DATA, 60);
+    assert_eq!(v.recv(&mut buf), None);
+    assert!(v.broken().is_some());
+    // A tx answer for an id not in flight (nothing was sent).
+    let (_host, mut v, mut back, _) = vif();
+    back.answer_tx(&v, 9, NETIF_RSP_OKAY);
+    assert_eq!(v.recv(&mut buf), None);
+    assert_eq!(
+        v.broken(),
+        Some("a Xen backend published responses to requests never made")
+    );
+    assert!(!v.send(&frame(60, 1)));
+    // A frame longer than the switch's buffer: its length says so.
+    let (_host, mut v, mut back, _) = vif();
+    back.deliver(&v, 0, &frame(3000, 8));
+    assert_eq!(v.recv(&mut buf), Some(3000));
+    assert!(v.broken().is_none());
+}
