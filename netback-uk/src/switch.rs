@@ -986,7 +986,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
         }
         for k in 0..self.dests.len() {
             let d = self.dests[k];
-            self.deliver(d, frame, FrameMeta::default(), false);
+            self.deliver(d, Body::Private(frame), FrameMeta::default(), false);
         }
         if !self.reply_lens.is_empty() {
             self.send_replies(slot);
@@ -1246,8 +1246,12 @@ impl<'s, P: Platform> Fwd<'s, P> {
         };
         let lan_slot = sp.lan;
         let lan = self.lans.get_mut(lan_slot).and_then(Option::as_mut)?;
+        // An uplink sends from a private copy of the whole frame (it
+        // segments and completes checksums for the network): on a LAN
+        // with one, frames are copied whole.
         let whole = meta.flags & flags::CSUM_BLANK != 0
             || meta.gso_type != 0
+            || lan.uplink.is_some()
             || lan.mgmt.wants(dst)
             || sp.guard.reads_whole_frame(head)
             || hostile_lies();
@@ -3057,6 +3061,30 @@ mod tests {
             assert_eq!((u.counters.rx_frames, u.counters.tx_frames), (3, 3));
             assert_eq!(u.counters.tx_bytes, 180);
             assert!(wire.flushes > 0);
+        }
+
+        #[test]
+        fn the_uplink_gets_whole_frames_past_the_private_head() {
+            // The switch keeps only a frame's head private when it copies
+            // once to ports; the uplink's frames go out from a private
+            // copy, so it must be the whole frame, every byte as sent.
+            let mut rig = Rig::new(SwitchConfig::default());
+            let mut wire = Wire::default();
+            let mut a = rig.join(0, 7, 2, 0);
+            let mut b = rig.join(1, 7, 3, 0);
+            rig.sw.attach_uplink(7, UP, 9, false).unwrap();
+            for len in [60, 200, 1514] {
+                let mut f = eth(HOST, a.mac, len, 1);
+                for (i, x) in f.iter_mut().enumerate().skip(21) {
+                    *x = i as u8;
+                }
+                a.send(&[f.clone()], FrameMeta::default());
+                pump(&mut rig, &mut wire);
+                let got: Vec<Vec<u8>> = b.recv().into_iter().map(|(f, _)| f).collect();
+                assert_eq!(got, [f.clone()], "{len}-byte flood to a port");
+                let sent: Vec<Vec<u8>> = wire.sent.drain(..).map(|(_, f)| f).collect();
+                assert_eq!(sent, [f], "{len}-byte flood to the uplink");
+            }
         }
 
         #[test]
