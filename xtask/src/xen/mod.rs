@@ -229,6 +229,7 @@ const FULL_TIER: &[(&str, Option<&str>)] = &[
     ("xenshare", None),
     ("net-modules", None),
     ("net-policy", None),
+    ("uplink", None),
     ("blk-ram", None),
     ("blk-modules", None),
     ("xenshare-dev", None),
