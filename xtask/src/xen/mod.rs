@@ -216,6 +216,7 @@ pub fn tier() -> Result<u64> {
         ("xenshare-vma", None),
         ("hostile-blk", None),
         ("hostile-net", None),
+        ("hostile-xenshare", None),
         ("vdevice", None),
         ("save-restore", None),
         ("demo", None),
