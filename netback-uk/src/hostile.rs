@@ -2,6 +2,10 @@
 //! switch could write into its members' rx lanes, chosen by the image's
 //! command line (`hostile=MODE` or `hostile=MODE:AFTER`: the first AFTER
 //! IPv4 frames a member is sent go honestly, the lie starts with the next).
+//! A list, `hostile=MODE1,MODE2,...[:AFTER]`, gives each port the switch
+//! makes the next mode in turn (the last one stays for every later port),
+//! with its own count of AFTER honest frames: one switch runs every lie,
+//! a port each ([`port_added`]).
 //! Only IPv4 frames are lied about (ARP stays honest, so a member still
 //! finds the endpoint it pings). The rig's `hostile-net` scenario runs it
 //! against xensnet. Never in a shipped image: `cargo xtask images` builds
@@ -89,20 +93,37 @@ pub const MODES: [(&str, Mode); 14] = [
 ];
 
 static MODE: AtomicU8 = AtomicU8::new(Mode::Off as u8);
+/// The modes of `hostile=` for the ports in turn ([`port_added`]); empty
+/// ([`SEQ_LEN`] 0) when the mode was [`set`] directly.
+static SEQ: [AtomicU8; MAX_SEQ] = [const { AtomicU8::new(Mode::Off as u8) }; MAX_SEQ];
+static SEQ_LEN: AtomicU8 = AtomicU8::new(0);
+/// Ports made so far (the next one takes `SEQ[min(PORTS, len - 1)]`).
+static PORTS: AtomicU64 = AtomicU64::new(0);
+/// At most this many modes in one `hostile=` list.
+pub const MAX_SEQ: usize = 32;
 static AFTER: AtomicU64 = AtomicU64::new(0);
 /// IPv4 frames sent to members so far (honest or not).
 static SENT: AtomicU64 = AtomicU64::new(0);
 
 /// `MODE` or `MODE:AFTER`.
 pub fn parse(s: &str) -> Option<(Mode, u64)> {
-    let (name, after) = match s.split_once(':') {
+    match parse_list(s)? {
+        (modes, after) if modes.len() == 1 => Some((modes[0], after)),
+        _ => None,
+    }
+}
+
+/// `MODE[,MODE...]` or `MODE[,MODE...]:AFTER` (at most [`MAX_SEQ`] modes).
+pub fn parse_list(s: &str) -> Option<(Vec<Mode>, u64)> {
+    let (names, after) = match s.split_once(':') {
         Some((n, a)) => (n, a.parse().ok()?),
         None => (s, 0),
     };
-    MODES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|&(_, m)| (m, after))
+    let modes = names
+        .split(',')
+        .map(|name| MODES.iter().find(|(n, _)| *n == name).map(|&(_, m)| m))
+        .collect::<Option<Vec<Mode>>>()?;
+    (modes.len() <= MAX_SEQ).then_some((modes, after))
 }
 
 pub fn set(mode: Mode, after: u64) {
@@ -117,13 +138,47 @@ pub fn lies() -> bool {
     mode() != Mode::Off
 }
 
-fn mode() -> Mode {
-    let m = MODE.load(Ordering::Relaxed);
+/// Each port the switch makes from now on takes the next of `modes` (see
+/// [`port_added`]), with AFTER honest IPv4 frames first; until the first
+/// port, the switch is honest.
+pub fn set_sequence(modes: &[Mode], after: u64) {
+    let n = modes.len().min(MAX_SEQ);
+    for (slot, &m) in SEQ.iter().zip(&modes[..n]) {
+        slot.store(m as u8, Ordering::Relaxed);
+    }
+    PORTS.store(0, Ordering::Relaxed);
+    SEQ_LEN.store(n as u8, Ordering::Relaxed);
+    set(Mode::Off, after);
+}
+
+/// Which entry of a sequence of `len` modes port number `port` (from 0)
+/// takes: each in turn, the last one for every port after.
+pub fn seq_index(port: u64, len: usize) -> Option<usize> {
+    let last = len.checked_sub(1)?;
+    Some(usize::try_from(port).map_or(last, |p| p.min(last)))
+}
+
+/// The switch made a port: with a `hostile=` list, the lie becomes the
+/// list's next mode, counting AFTER honest frames from now. Returns the
+/// mode the port lies with (None: no list, the mode stays as [`set`]).
+pub fn port_added() -> Option<Mode> {
+    let len = usize::from(SEQ_LEN.load(Ordering::Relaxed));
+    let port = PORTS.fetch_add(1, Ordering::Relaxed);
+    let m = mode_of(SEQ[seq_index(port, len)?].load(Ordering::Relaxed));
+    set(m, AFTER.load(Ordering::Relaxed));
+    Some(m)
+}
+
+fn mode_of(m: u8) -> Mode {
     MODES
         .iter()
         .map(|&(_, mode)| mode)
         .find(|&mode| mode as u8 == m)
         .unwrap_or(Mode::Off)
+}
+
+fn mode() -> Mode {
+    mode_of(MODE.load(Ordering::Relaxed))
 }
 
 /// The mode, once the lie has started (an IPv4 frame past AFTER was sent).
@@ -401,6 +456,31 @@ mod tests {
         // The global mode starts off: the hooks are inert in every build.
         assert_eq!(active(), Mode::Off);
         assert_eq!((bogus_prod(), bogus_cons(), flood()), (None, None, 0));
+    }
+
+    #[test]
+    fn lists_parse_and_give_each_port_the_next_mode() {
+        assert_eq!(
+            parse_list("len-zero,index,flood:2"),
+            Some((alloc::vec![Mode::LenZero, Mode::Index, Mode::Flood], 2))
+        );
+        assert_eq!(parse_list("cons"), Some((alloc::vec![Mode::Cons], 0)));
+        assert_eq!(parse_list("cons,,flood"), None);
+        assert_eq!(parse_list("cons,nonsense:1"), None);
+        assert_eq!(parse_list("flood:x"), None);
+        let every: Vec<&str> = MODES.iter().map(|(n, _)| *n).collect();
+        let (all, _) = parse_list(&every.join(",")).unwrap();
+        assert_eq!(all, MODES.map(|(_, m)| m).to_vec());
+        let too_many = alloc::vec!["flood"; MAX_SEQ + 1].join(",");
+        assert_eq!(parse_list(&too_many), None);
+        // A single mode parses either way; `parse` takes no list.
+        assert_eq!(parse("len-slot:3"), Some((Mode::LenSlot, 3)));
+        assert_eq!(parse("len-slot,cons"), None);
+        // Ports take the modes in turn, the last one for every later port.
+        let order: Vec<Option<usize>> = (0..5).map(|p| seq_index(p, 3)).collect();
+        assert_eq!(order, [Some(0), Some(1), Some(2), Some(2), Some(2)]);
+        assert_eq!(seq_index(u64::MAX, 3), Some(2));
+        assert_eq!(seq_index(0, 0), None);
     }
 
     #[test]

@@ -65,10 +65,21 @@ mod image_main {
         #[cfg(feature = "hostile")]
         {
             println!("{}", netback_uk::hostile::MARKER);
-            match rt.boot.value("hostile").map(netback_uk::hostile::parse) {
-                Some(Some((mode, after))) => {
+            match rt
+                .boot
+                .value("hostile")
+                .map(netback_uk::hostile::parse_list)
+            {
+                Some(Some((modes, after))) if modes.len() == 1 => {
+                    let mode = modes[0];
                     println!("netback-uk: hostile mode {mode:?} after {after} IPv4 frame(s)");
                     netback_uk::hostile::set(mode, after);
+                }
+                Some(Some((modes, after))) => {
+                    println!(
+                        "netback-uk: hostile modes {modes:?}, one a port in turn, each after {after} IPv4 frame(s)"
+                    );
+                    netback_uk::hostile::set_sequence(&modes, after);
                 }
                 Some(None) => println!("netback-uk: unknown hostile= mode: honest"),
                 None => println!("netback-uk: no hostile= mode: honest"),

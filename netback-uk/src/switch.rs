@@ -601,6 +601,13 @@ impl<P: Platform> Switch<P> {
             guard: Guard::new(PortRules::default(), mac, p.now_ns()),
             rate_until: None,
         });
+        #[cfg(feature = "hostile")]
+        if let Some(mode) = crate::hostile::port_added() {
+            log::info!(
+                "port {index} for domain {}: hostile mode {mode:?}",
+                spec.member
+            );
+        }
         // Items dom0 wrote before the port.
         let rules = self
             .policy

@@ -221,6 +221,7 @@ fn stage_dom0(rel: &Release, tree: &Path, version: &str) -> Result<()> {
         "strip vdevice",
         Command::new("strip").arg(tree.join("usr/sbin/vdevice")),
     )?;
+    crate::images::refuse_test_build(&tree.join("usr/sbin/vdevice"))?;
     let unit = root().join(DAEMON_UNIT);
     if !unit.is_file() {
         bail!(

@@ -41,10 +41,19 @@ pub const TEST_MARKERS: &[&str] = &[
     "netback-uk HOSTILE TEST BUILD",
 ];
 
-/// Fails if the image at `path` is a test-only build.
+/// Test-only programs (rig domU examples with feature `hostile`), as
+/// (source, the marker it prints and so carries): `dist` refuses a
+/// shipped file carrying one like an image's.
+pub const TEST_PROGRAM_MARKERS: &[(&str, &str)] = &[(
+    "platforms/share-linux/examples/xenshare-liar.rs",
+    "xenshare-liar HOSTILE TEST BUILD",
+)];
+
+/// Fails if the image (or program) at `path` is a test-only build.
 pub fn refuse_test_build(path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    for m in TEST_MARKERS {
+    let programs = TEST_PROGRAM_MARKERS.iter().map(|(_, m)| m);
+    for m in TEST_MARKERS.iter().chain(programs) {
         if bytes.windows(m.len()).any(|w| w == m.as_bytes()) {
             bail!(
                 "{} is a test-only build ({m:?}): it must never be shipped",
@@ -228,7 +237,8 @@ mod tests {
         )
         .unwrap();
         assert!(refuse_test_build(&shipped).is_ok());
-        for m in TEST_MARKERS {
+        let programs = TEST_PROGRAM_MARKERS.iter().map(|(_, m)| m);
+        for m in TEST_MARKERS.iter().chain(programs) {
             let mut bytes = b"\x7fELF ... ".to_vec();
             bytes.extend_from_slice(m.as_bytes());
             std::fs::write(&test, &bytes).unwrap();
@@ -245,6 +255,10 @@ mod tests {
         for ((pkg, ..), m) in TEST_IMAGES.iter().zip(TEST_MARKERS) {
             let src = std::fs::read_to_string(root().join(pkg).join("src/hostile.rs")).unwrap();
             assert!(src.contains(&format!("MARKER: &str = \"{m}\"")), "{pkg}");
+        }
+        for (file, m) in TEST_PROGRAM_MARKERS {
+            let src = std::fs::read_to_string(root().join(file)).unwrap();
+            assert!(src.contains(&format!("MARKER: &str = \"{m}\"")), "{file}");
         }
     }
 

@@ -38,7 +38,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use share_hal::lane::{self, Consumer, LaneLayout, Producer};
+use share_hal::lane::{self, Consumer, Producer};
 use share_hal::platform::{
     Clock, CopyPtr, CopySeg, CopyStatus, DomId, EventChannels, GrantRef, Memory, PageBlock, Port,
     PAGE_SIZE,
@@ -47,37 +47,13 @@ use share_hal::share::{sg_xfer, Attached, Share, ShareRef};
 use share_hal::{Error, SharedMem};
 use share_linux::xenshare::XenShareDev;
 
+#[path = "common/xfer.rs"]
+mod xfer;
+use xfer::*;
+
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-const LANE_PAGES: usize = 17;
-const SLOT: usize = 2048;
-const BULK_PAGES: usize = 16;
-const BULK_BYTES: usize = BULK_PAGES * PAGE_SIZE;
-/// Owner-to-member lane, member-to-owner lane, then the bulk regions.
-const O2M_LANE: usize = 0;
-const M2O_LANE: usize = LANE_PAGES;
-const O2M_BULK: usize = 2 * LANE_PAGES;
-const M2O_BULK: usize = O2M_BULK + BULK_PAGES;
-const SHARE_PAGES: usize = M2O_BULK + BULK_PAGES;
-
-/// Message header in a slot: kind, seq, len, reserved (u32 LE each).
-const HDR: usize = 16;
-const PAYLOAD: usize = SLOT - HDR;
-const DATA: u32 = 1;
-const DATA_END: u32 = 2;
-const BULK: u32 = 3;
-const ACK: u32 = 4;
-const BULK_END: u32 = 5;
-
 const STALL: Duration = Duration::from_secs(60);
-
-fn lane_layout() -> Result<LaneLayout, Error> {
-    LaneLayout::fit(LANE_PAGES * PAGE_SIZE, SLOT)
-}
-
-fn lane_window(mem: SharedMem<'_>, first_page: usize) -> Result<SharedMem<'_>, Error> {
-    mem.slice(first_page * PAGE_SIZE, LANE_PAGES * PAGE_SIZE)
-}
 
 struct Fnv(u64, u64);
 
@@ -115,15 +91,6 @@ impl Rng {
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
     }
-}
-
-fn msg(kind: u32, seq: u32, payload: &[u8], len: u32) -> Vec<u8> {
-    let mut m = Vec::with_capacity(HDR + payload.len());
-    for v in [kind, seq, len, 0] {
-        m.extend_from_slice(&v.to_le_bytes());
-    }
-    m.extend_from_slice(payload);
-    m
 }
 
 /// How one side moves bulk chunks: the owner reads and writes its region

@@ -47,7 +47,13 @@ pub const DOMU_BINARIES: &[(&str, &str)] = &[("share-member", "share-member")];
 pub const DOMU_EXAMPLES: &[(&str, &str)] = &[
     ("share-linux", "xenshare-xfer"),
     ("share-linux", "xenshare-vma"),
+    ("share-linux", "xenshare-liar"),
 ];
+
+/// The test-only examples among [`DOMU_EXAMPLES`], as (example, feature):
+/// built with a feature nothing shipped has (`xenshare-liar`, an owner
+/// that lies to a `/dev/xenshare` user: scenario `hostile-xenshare`).
+pub const DOMU_TEST_EXAMPLES: &[(&str, &str)] = &[("xenshare-liar", "hostile")];
 
 /// Modules dom0 loads at boot, in order; the rig fails if one does not load.
 pub const DOM0_MODULES: &[&str] = &[
@@ -511,6 +517,9 @@ fn build_workspace_binaries() -> Result<Vec<(String, PathBuf)>> {
     for (pkg, example) in DOMU_EXAMPLES {
         let mut c = cargo();
         c.args(["build", "--release", "-p", pkg, "--example", example]);
+        if let Some((_, feature)) = DOMU_TEST_EXAMPLES.iter().find(|(e, _)| e == example) {
+            c.args(["--features", feature]);
+        }
         run_step(&format!("build the domU example {example}"), &mut c)?;
         let path = target_dir().join("release/examples").join(example);
         out.push((example.to_string(), path));

@@ -236,6 +236,7 @@ const FULL_TIER: &[(&str, Option<&str>)] = &[
     ("xenshare-vma", None),
     ("hostile-blk", None),
     ("hostile-net", None),
+    ("hostile-xenshare", None),
     ("vdevice", None),
     ("save-restore", None),
     ("demo", None),
