@@ -31,6 +31,8 @@ pub struct Args {
     /// Echo the serial console (Xen and dom0) as it comes.
     #[arg(short, long)]
     verbose: bool,
+    #[command(flatten)]
+    debian: crate::xen::Debian,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -42,7 +44,8 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     // A set-up failure ends the command here, naming its step and reason.
-    let (setup, images) = crate::xen::prepare(false)?;
+    let rel = args.debian.release()?;
+    let (setup, images) = crate::xen::prepare_for(rel, false)?;
     let ran_on = setup.describe();
     eprintln!("==> xen-share demo on {ran_on}, nested in QEMU (TCG: slow, but every step is real)");
     let result = crate::xen::run_prepared(
@@ -52,7 +55,7 @@ pub fn run(args: Args) -> Result<()> {
         Duration::from_secs(args.timeout),
         args.verbose,
     );
-    finish(result, &crate::xen::logs_dir("demo"), &ran_on)
+    finish(result, &crate::xen::logs_dir_for(rel, "demo"), &ran_on)
 }
 
 /// Prints the summary of a run that got as far as booting, then returns

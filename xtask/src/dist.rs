@@ -53,6 +53,7 @@ const DAEMON_UNIT: &str = "vdevice/vdevice.service";
 const MODULE_DIRS: &[&str] = &["xenshare", "xensnet", "xensblk"];
 
 /// The packages `dist` built.
+#[derive(Clone)]
 pub struct Packages {
     pub dom0: PathBuf,
     pub dkms: PathBuf,
@@ -111,6 +112,23 @@ pub fn unit_dir(rel: &Release) -> &'static str {
 
 /// Builds both packages for `rel`; returns their paths.
 pub fn build(rel: &Release, dry_run: bool) -> Result<Packages> {
+    // The sources do not change while xtask runs: the xen tier's install
+    // test and each rig image of a release take the same packages, built
+    // (and their DKMS tree compiled) once.
+    static BUILT: std::sync::Mutex<Vec<(u32, Packages)>> = std::sync::Mutex::new(Vec::new());
+    if !dry_run {
+        if let Some((_, p)) = BUILT.lock().unwrap().iter().find(|(n, _)| *n == rel.number) {
+            return Ok(p.clone());
+        }
+    }
+    let p = build_uncached(rel, dry_run)?;
+    if !dry_run {
+        BUILT.lock().unwrap().push((rel.number, p.clone()));
+    }
+    Ok(p)
+}
+
+fn build_uncached(rel: &Release, dry_run: bool) -> Result<Packages> {
     let version = format!("{}+deb{}", version()?, rel.number);
     let out = target_dir().join(format!("dist/debian-{}", rel.number));
     fs::create_dir_all(&out)?;
@@ -120,7 +138,7 @@ pub fn build(rel: &Release, dry_run: bool) -> Result<Packages> {
     stage_dkms(&dkms_tree, &version)?;
     let dom0 = out.join(format!("xen-share_{version}_amd64.deb"));
     let dkms = out.join(format!("xen-share-dkms_{version}_all.deb"));
-    check_dkms_tree(&dkms_tree, &version)?;
+    check_dkms_tree(rel, &dkms_tree, &version)?;
     if !dry_run {
         pack(&dom0_tree, &dom0)?;
         pack(&dkms_tree, &dkms)?;
@@ -342,24 +360,40 @@ fn stage_dkms(tree: &Path, version: &str) -> Result<()> {
 }
 
 /// Builds the DKMS source tree as DKMS would (its `MAKE` line, in a copy),
-/// against the rig kernel's headers, so a package whose sources do not
-/// build on their own (a file left out, a path into the repository) is
-/// never packed.
-fn check_dkms_tree(tree: &Path, version: &str) -> Result<()> {
-    let release = crate::xen::setup::kernel_release(crate::xen::setup::DEFAULT_RELEASE)?;
-    let kdir = crate::xen::setup::kernel_headers(&release)?;
-    let build = tree.with_file_name("dkms-check");
+/// against the headers of `rel`'s kernel (the host's when the host runs
+/// `rel`, else in the release's build root, as `cargo xtask modules`
+/// does), so a package whose sources do not build on their own (a file
+/// left out, a path into the repository) is never packed.
+fn check_dkms_tree(rel: &Release, tree: &Path, version: &str) -> Result<()> {
+    use crate::xen::setup;
+    let sources = tree.join(format!("usr/src/xen-share-{version}"));
+    let on_host = setup::host_release().is_some_and(|h| h.number == rel.number);
+    let (build, release, mut make) = if on_host {
+        let release = setup::kernel_release(rel)?;
+        let build = tree.with_file_name("dkms-check");
+        let mut make = Command::new("make");
+        make.arg("-C")
+            .arg(setup::kernel_headers(&release)?)
+            .arg(format!("M={}", build.display()));
+        (build, release, make)
+    } else {
+        let (sysroot, release) = setup::build_root(rel, false)?;
+        let build = sysroot.join("build/dkms-check");
+        let mut make = Command::new("chroot");
+        make.arg(&sysroot)
+            .args(["make", "-C"])
+            .arg(format!("/lib/modules/{release}/build"))
+            .arg("M=/build/dkms-check")
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        (build, release, make)
+    };
     if build.exists() {
         fs::remove_dir_all(&build)?;
     }
-    copy_sources(&tree.join(format!("usr/src/xen-share-{version}")), &build)?;
+    copy_sources(&sources, &build)?;
     run_step(
         &format!("build the DKMS sources against {release}"),
-        Command::new("make")
-            .arg("-C")
-            .arg(&kdir)
-            .arg(format!("M={}", build.display()))
-            .arg("modules"),
+        make.arg("modules"),
     )?;
     for m in MODULE_DIRS {
         let ko = build.join(m).join(format!("{m}.ko"));
@@ -436,14 +470,28 @@ fn copyright() -> String {
         .into()
 }
 
+/// Packs `tree` reproducibly: the same files make the same bytes
+/// (dpkg-deb clamps every time to `SOURCE_DATE_EPOCH`: the caller's, or
+/// the last commit's), which is how the rig tells whether what the install
+/// test installed is still this build's package.
 fn pack(tree: &Path, deb: &Path) -> Result<()> {
-    run_step(
-        &format!("dpkg-deb --build {}", deb.display()),
-        Command::new("dpkg-deb")
-            .args(["--root-owner-group", "-Zxz", "--build"])
-            .arg(tree)
-            .arg(deb),
-    )
+    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok().or_else(|| {
+        let out = Command::new("git")
+            .args(["log", "-1", "--format=%ct"])
+            .current_dir(root())
+            .output()
+            .ok()?;
+        let t = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !t.is_empty()).then_some(t)
+    });
+    let mut c = Command::new("dpkg-deb");
+    c.args(["--root-owner-group", "-Zxz", "--build"])
+        .arg(tree)
+        .arg(deb);
+    if let Some(e) = epoch {
+        c.env("SOURCE_DATE_EPOCH", e);
+    }
+    run_step(&format!("dpkg-deb --build {}", deb.display()), &mut c)
 }
 
 #[cfg(test)]

@@ -18,6 +18,10 @@
 //!   apart from dpkg's and apt's own state and logs), and depmod's index
 //!   names none of the modules any more.
 //!
+//! Before the purge, the files `dpkg -i` installed from the dom0 package
+//! (`dpkg -L xen-share`) are kept under `target/xen-rig/debian-N/installed`:
+//! the rig's dom0 runs those ([`installed_tree`]), not an unpacked copy.
+//!
 //! A chroot has no running kernel of its own (`uname -r` is the host's), so
 //! Debian's DKMS helper would build for no kernel there; the copy sets
 //! DKMS's documented `autoinstall_all_kernels`, as an administrator building
@@ -156,6 +160,8 @@ fn check(rel: &Release, root: &Path, debs: &dist::Packages, kernel: &str) -> Res
         eprintln!("    /etc/xen/{cfg}.cfg: kernel {image} installed");
     }
 
+    keep_installed(rel, root, &debs.dom0)?;
+
     let out = chroot(root, "dpkg", &["-P", "xen-share", "xen-share-dkms"], &[])?;
     expect_ok("dpkg -P", &out)?;
     let after = listing(root)?;
@@ -171,6 +177,70 @@ fn check(rel: &Release, root: &Path, debs: &dist::Packages, kernel: &str) -> Res
     }
     eprintln!("    dpkg -P: no file left behind");
     Ok(())
+}
+
+/// Where the files of the dom0 package, as `dpkg -i` installed them on
+/// `rel`, are kept for the rig, and the copy of the package they came from
+/// (what tells whether they are still the current package's).
+fn installed_paths(rel: &Release) -> (PathBuf, PathBuf) {
+    let dir = setup::rig_dir().join(format!("debian-{}", rel.number));
+    (dir.join("installed"), dir.join("installed.deb"))
+}
+
+/// Copies every regular file `dpkg -L xen-share` names in `root` (where
+/// `dpkg -i` just installed `deb`) to [`installed_paths`], replacing what
+/// was kept before.
+fn keep_installed(rel: &Release, root: &Path, deb: &Path) -> Result<()> {
+    let out = chroot(root, "dpkg", &["-L", "xen-share"], &[])?;
+    expect_ok("dpkg -L xen-share", &out)?;
+    let (kept, kept_deb) = installed_paths(rel);
+    let fresh = kept.with_extension("new");
+    remove_root(&fresh)?;
+    let mut files = 0;
+    for path in String::from_utf8_lossy(&out.stdout).lines() {
+        let rel_path = path.trim().trim_start_matches('/');
+        let from = root.join(rel_path);
+        let is_file = fs::symlink_metadata(&from).is_ok_and(|m| m.file_type().is_file());
+        if rel_path.is_empty() || !is_file {
+            continue; // directories (and /. itself)
+        }
+        let to = fresh.join(rel_path);
+        fs::create_dir_all(to.parent().context("a file without a directory")?)?;
+        fs::copy(&from, &to).with_context(|| format!("keeping {} for the rig", from.display()))?;
+        files += 1;
+    }
+    if files == 0 {
+        bail!("dpkg -L xen-share named no installed file");
+    }
+    remove_root(&kept)?;
+    fs::rename(&fresh, &kept)?;
+    fs::copy(deb, &kept_deb)?;
+    eprintln!(
+        "    {files} files of xen-share as installed kept for the rig in {}",
+        kept.display()
+    );
+    Ok(())
+}
+
+/// The files of `rel`'s dom0 package as `dpkg -i` installed them into a
+/// clean root of the release: kept by the last install test, or, when that
+/// was of another package than `dist` builds now, by running the install
+/// test again. The rig's dom0 takes these files.
+pub fn installed_tree(rel: &Release) -> Result<PathBuf> {
+    let debs = dist::build(rel, false)?;
+    let (kept, kept_deb) = installed_paths(rel);
+    let same = |a: &Path, b: &Path| match (fs::read(a), fs::read(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    };
+    if !(kept.is_dir() && same(&debs.dom0, &kept_deb)) {
+        eprintln!(
+            "==> the rig's dom0 runs what dpkg -i installs: installing this build's packages on {}",
+            rel.describe()
+        );
+        run_for(rel)?;
+    }
+    Ok(kept)
 }
 
 /// The `kernel = "..."` of an xl config.

@@ -18,11 +18,11 @@ use super::setup::{rig_dir, Setup};
 use crate::test::HOST_FEATURES;
 use crate::util::{cargo, root, run_step, target_dir};
 
-/// Rust binaries of this workspace put into dom0's `/usr/bin`, as
+/// Rust test programs of this workspace put into dom0's `/usr/bin`, as
 /// (package, binary). Built for the host target with the host features, so
-/// they reuse the test build.
+/// they reuse the test build. (`vdevice` is not one: dom0 runs
+/// `/usr/sbin/vdevice` as the package installed it.)
 pub const DOM0_BINARIES: &[(&str, &str)] = &[
-    ("vdevice", "vdevice"),
     ("pvh-selftest", "share-selftest-dom0"),
     ("blkback-uk", "blk-dom0-check"),
 ];
@@ -608,7 +608,7 @@ fn dom0_image(s: &Setup, domu: &[u8], bins: &[(String, PathBuf)]) -> Result<Vec<
     if xl.is_dir() {
         a.tree("xl-configs", &xl)?;
     }
-    add_dom0_package(&mut a, s.release)?;
+    add_dom0_package(&mut a, libs, s.release)?;
     add_workspace_binaries(&mut a, libs, bins, DOM0_BINARIES)?;
     // The domUs' share-member too: dom0 can be a member like any domain
     // (scenario vdevice; `tun` above is for its TAP devices).
@@ -616,25 +616,19 @@ fn dom0_image(s: &Setup, domu: &[u8], bins: &[(String, PathBuf)]) -> Result<Vec<
     a.encode()
 }
 
-/// The files of the dom0 package (`cargo xtask dist`), taken from the
-/// package itself: the backend images under /usr/lib/xen-share, their xl
-/// configs under /etc/xen and the daemon's unit, so the walkthrough runs
-/// what ships. (The rig's own `vdevice` stays the test build in /usr/bin.)
-fn add_dom0_package(a: &mut Archive, rel: &crate::xen::setup::Release) -> Result<()> {
-    let debs = crate::dist::build(rel, false)?;
-    let dir = rig_dir().join("pkg-dom0");
-    if dir.exists() {
-        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
-    run_step(
-        "unpack the dom0 package",
-        Command::new("dpkg-deb").arg("-x").arg(&debs.dom0).arg(&dir),
-    )?;
+/// The files of the dom0 package (`cargo xtask dist`) as `dpkg -i`
+/// installed them into a clean root of the release (the install test
+/// keeps them): `/usr/sbin/vdevice`, the backend images under
+/// /usr/lib/xen-share, their xl configs under /etc/xen and the daemon's
+/// unit, so the walkthrough and every scenario run what ships.
+fn add_dom0_package(a: &mut Archive, libs: Libs, rel: &crate::xen::setup::Release) -> Result<()> {
+    let dir = crate::install::installed_tree(rel)?;
     let unit = format!("{}/vdevice.service", crate::dist::unit_dir(rel));
     for f in ["etc/xen/netback-uk.cfg", "etc/xen/blkback-uk.cfg", &unit] {
         a.file(f, &dir.join(f))?;
     }
-    a.tree("usr/lib/xen-share", &dir.join("usr/lib/xen-share"))
+    a.tree("usr/lib/xen-share", &dir.join("usr/lib/xen-share"))?;
+    add_program(a, libs, "usr/sbin/vdevice", &dir.join("usr/sbin/vdevice"))
 }
 
 /// Builds both images (after `setup`), writing them under target/xen-rig/.

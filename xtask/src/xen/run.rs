@@ -161,11 +161,6 @@ fn safe_name(name: &str) -> String {
     }
 }
 
-/// The logs directory of a scenario on the default release's rig.
-pub fn logs_dir(scenario: &str) -> PathBuf {
-    logs_dir_for(setup::DEFAULT_RELEASE, scenario)
-}
-
 /// The logs directory of a scenario on `rel`'s rig:
 /// `target/xen-logs/SCENARIO` for the default release,
 /// `target/xen-logs/debian-N/SCENARIO` for another.

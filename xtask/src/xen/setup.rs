@@ -105,8 +105,9 @@ pub static DEBIAN_13: Release = Release {
 
 pub static RELEASES: [&Release; 2] = [&DEBIAN_12, &DEBIAN_13];
 
-/// The release the rig is made from unless one is named.
-pub static DEFAULT_RELEASE: &Release = &DEBIAN_12;
+/// The release the rig is made from unless one is named: Debian's stable
+/// release, what a Xen user installing today gets.
+pub static DEFAULT_RELEASE: &Release = &DEBIAN_13;
 
 /// The release numbered `number`.
 pub fn release(number: u32) -> Result<&'static Release> {
