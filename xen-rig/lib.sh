@@ -313,6 +313,18 @@ lan_dom0() {
     lease_dom0
 }
 
+# netback_and_guests A B: the steps that start netback-uk and the Linux PV
+# domUs A and B (steps netback-create, create-a, create-b, netback-ready,
+# boot-a, boot-b).
+netback_and_guests() {
+    step netback-create 120 dom_create /xl-configs/netback-uk.cfg netback-uk
+    step create-a 120 dom_create /rig/domu/linux-pv.cfg "$1"
+    step create-b 120 dom_create /rig/domu/linux-pv.cfg "$2"
+    step netback-ready 120 dom_wait netback-uk "netback-uk: ready"
+    step boot-a 180 dom_wait "$1" @@READY
+    step boot-b 180 dom_wait "$2" @@READY
+}
+
 # ping_cmd ADDR [COUNT]: the command that pings ADDR COUNT times (3) at
 # once; it succeeds if an echo comes back.
 ping_cmd() {

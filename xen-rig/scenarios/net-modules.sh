@@ -163,12 +163,7 @@ dom0_unload() {
     dmesg | grep -E "xsn0|xenshare" | tail -n 10
 }
 
-step netback-create 120 dom_create /xl-configs/netback-uk.cfg netback-uk
-step create-a 120 dom_create /rig/domu/linux-pv.cfg $A
-step create-b 120 dom_create /rig/domu/linux-pv.cfg $B
-step netback-ready 120 dom_wait netback-uk "netback-uk: ready"
-step boot-a 180 dom_wait $A @@READY
-step boot-b 180 dom_wait $B @@READY
+netback_and_guests $A $B
 step load-a 60 load_xensnet $A
 step load-b 60 load_xensnet $B
 step connect 180 connect

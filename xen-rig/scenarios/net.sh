@@ -95,12 +95,7 @@ done
 cat /tmp/share-member.log'
 }
 
-step netback-create 120 dom_create /xl-configs/netback-uk.cfg netback-uk
-step create-a 120 dom_create /rig/domu/linux-pv.cfg $A
-step create-b 120 dom_create /rig/domu/linux-pv.cfg $B
-step netback-ready 120 dom_wait netback-uk "netback-uk: ready"
-step boot-a 180 dom_wait $A @@READY
-step boot-b 180 dom_wait $B @@READY
+netback_and_guests $A $B
 step member-a 60 start_member $A
 step member-b 60 start_member $B
 step connect 180 connect
