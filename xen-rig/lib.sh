@@ -220,18 +220,31 @@ bounded() {
     return "$_brc"
 }
 
-# ---- a LAN of xensnet devices (demo, save-restore) ----------------------
+# ---- xsn0 on netback-uk's LAN 0: link, lease, pings, TCP ---------------
+# (net, net-modules, net-policy, demo, save-restore)
 
-# The commands that bring xsn0 up with a lease ($1: udhcpc hook).
+# netback-uk's management address on LAN 0 (docs/protocol.md): the DHCP
+# server every lease must come from.
+MGMT=10.77.0.1
+# dom0's udhcpc hook (its busybox udhcpc needs one; lease_dom0 writes it).
+DOM0_HOOK=/tmp/udhcpc-hook
+
+# up_cmds HOOK [MAC]: the commands that bring xsn0 up in a Linux domain
+# (xensnet's device or share-member's TAP device): it exists (with MAC, if
+# given: the one netback-uk assigned to the port), is up with carrier (the
+# switch's link state) and gets a lease by udhcpc with HOOK.
 up_cmds() {
-    echo "modprobe xensnet || exit 1
-i=0
+    echo "i=0
 until [ -e /sys/class/net/xsn0 ]; do
-    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'no xsn0'; dmesg | tail; exit 1; }
+    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'no xsn0'; ip link; dmesg | tail; exit 1; }
     sleep 0.2
 done
-ip link set xsn0 up || exit 1
-i=0
+dmesg | grep xsn0
+ip link set xsn0 up || exit 1"
+    [ -z "$2" ] || echo "mac=\$(cat /sys/class/net/xsn0/address)
+echo \"xsn0 MAC \$mac (want $2)\"
+[ \"\$mac\" = $2 ] || exit 1"
+    echo "i=0
 until [ \"\$(cat /sys/class/net/xsn0/carrier 2>/dev/null)\" = 1 ]; do
     i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'xsn0 has no carrier'; exit 1; }
     sleep 0.2
@@ -240,11 +253,13 @@ udhcpc -i xsn0 -n -q -t 5 -T 3 -s $1 || exit 1
 ip -4 addr show xsn0"
 }
 
-# keep_addr NAME FILE: the leased address of NAME, from its udhcpc output.
-keep_addr() {
-    cat "$2"
-    sed -n 's|.*inet \(10\.77\.0\.[0-9]*\)/24.*|\1|p' "$2" | head -n 1 > "/tmp/addr-$1"
-    echo "$1 has $(cat "/tmp/addr-$1")"
+# lease_addr NAME: /tmp/link-NAME (up_cmds' output) shows a lease from
+# netback-uk ($MGMT); the leased address goes to /tmp/addr-NAME.
+lease_addr() {
+    cat "/tmp/link-$1"
+    grep -q "lease: xsn0 10.77.0.[0-9]*/24 from server $MGMT" "/tmp/link-$1" || return 1
+    sed -n 's|.*inet \(10\.77\.0\.[0-9]*\)/24.*|\1|p' "/tmp/link-$1" | head -n 1 > "/tmp/addr-$1"
+    echo "address of $1: $(cat "/tmp/addr-$1")"
     [ -s "/tmp/addr-$1" ]
 }
 
@@ -252,15 +267,31 @@ addr() {
     cat "/tmp/addr-$1"
 }
 
-# lan_guest NAME: xsn0 up in domU NAME, with a lease from netback-uk.
-lan_guest() {
-    dom_run "$1" "$(up_cmds /etc/rig/udhcpc)" > "/tmp/link-$1" || { cat "/tmp/link-$1"; return 1; }
-    keep_addr "$1" "/tmp/link-$1"
+# lease NAME [MAC [FIRST [THEN]]]: in domU NAME, the commands FIRST, xsn0
+# up (with MAC, if not empty) with a lease from netback-uk, the commands
+# THEN (which must succeed); the address in /tmp/addr-NAME.
+lease() {
+    dom_run "$1" "$3
+$(up_cmds /etc/rig/udhcpc "$2")
+$4" > "/tmp/link-$1" || { cat "/tmp/link-$1"; return 1; }
+    lease_addr "$1"
 }
 
-# lan_dom0: the same in dom0 (its busybox udhcpc needs a hook script).
-lan_dom0() {
-    cat > /tmp/udhcpc-hook <<'EOF'
+# port_lease NAME: lease, with the MAC netback-uk assigned to NAME's port
+# on LAN 0.
+port_lease() {
+    _mac=$(mac_of "$1") || return 1
+    lease "$1" "$_mac"
+}
+
+# lan_guest NAME: xensnet loaded in domU NAME, then its lease.
+lan_guest() {
+    lease "$1" "" "modprobe xensnet || exit 1"
+}
+
+# lease_dom0 [MAC]: lease's part in dom0, whose xsn0 is xensnet's.
+lease_dom0() {
+    cat > $DOM0_HOOK <<'EOF'
 #!/bin/sh
 case "$1" in
 deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
@@ -271,17 +302,88 @@ bound | renew)
 esac
 exit 0
 EOF
-    chmod +x /tmp/udhcpc-hook
-    sh -c "$(up_cmds /tmp/udhcpc-hook)" > /tmp/link-dom0 2>&1 || { cat /tmp/link-dom0; return 1; }
-    keep_addr dom0 /tmp/link-dom0
+    chmod +x $DOM0_HOOK
+    sh -c "$(up_cmds $DOM0_HOOK "$1")" > /tmp/link-dom0 2>&1 || { cat /tmp/link-dom0; return 1; }
+    lease_addr dom0
 }
 
-# ping_cmd ADDR [COUNT]: the command that pings ADDR COUNT times (3).
+# lan_dom0: xensnet loaded in dom0, then its lease.
+lan_dom0() {
+    modprobe xensnet || return 1
+    lease_dom0
+}
+
+# netback_and_guests A B: the steps that start netback-uk and the Linux PV
+# domUs A and B (steps netback-create, create-a, create-b, netback-ready,
+# boot-a, boot-b).
+netback_and_guests() {
+    step netback-create 120 dom_create /xl-configs/netback-uk.cfg netback-uk
+    step create-a 120 dom_create /rig/domu/linux-pv.cfg "$1"
+    step create-b 120 dom_create /rig/domu/linux-pv.cfg "$2"
+    step netback-ready 120 dom_wait netback-uk "netback-uk: ready"
+    step boot-a 180 dom_wait "$1" @@READY
+    step boot-b 180 dom_wait "$2" @@READY
+}
+
+# ping_cmd ADDR [COUNT]: the command that pings ADDR COUNT times (3) at
+# once; it succeeds if an echo comes back.
 ping_cmd() {
     echo "ping -c ${2:-3} -W 10 $1 > /tmp/ping.out; r=\$?; grep -E 'bytes from|loss' /tmp/ping.out; exit \$r"
 }
 
-# ---- kernel logs and Xen's grant table (xenshare, xenshare-dev, net-modules)
+# ping_cmds ADDR: five echo requests, one at a time, each answered within
+# 10 s. (One `ping -c 5` waits only about twice the slowest round trip, at
+# least 1 s, for its last reply, and TCG has pauses of that size.)
+ping_cmds() {
+    echo "for i in 1 2 3 4 5; do
+    ping -c 1 -W 10 $1 > /tmp/ping.out
+    grep -q 'bytes from' /tmp/ping.out || { cat /tmp/ping.out; exit 1; }
+    grep 'bytes from' /tmp/ping.out
+done"
+}
+
+# ping_ok FROM ADDR: ping_cmds in domU FROM.
+ping_ok() {
+    dom_run "$1" "$(ping_cmds "$2")"
+}
+
+# ping_peer FROM TO: FROM pings TO's leased address.
+ping_peer() {
+    ping_ok "$1" "$(addr "$2")"
+}
+
+# tcp_move FROM TO KIB: KIB KiB of random bytes from domU FROM to domU TO
+# over TCP (busybox nc), checksums compared. The listener's stdin is a
+# pipe that stays open: busybox nc ends at its stdin's EOF, which would
+# cut the stream short.
+tcp_move() {
+    dom_run "$2" 'rm -f /tmp/recv; (sleep 200 | nc -l -p 5001 > /tmp/recv) > /dev/null 2>&1 < /dev/null &
+i=0
+until netstat -ltn | grep -q ":5001 "; do
+    i=$((i + 1)); [ $i -gt 50 ] && { echo "nc does not listen"; exit 1; }
+    sleep 0.2
+done' || return 1
+    dom_run "$1" "dd if=/dev/urandom of=/tmp/send bs=1024 count=$3 2>/dev/null || exit 1
+read t0 _ < /proc/uptime
+nc $(addr "$2") 5001 < /tmp/send || exit 1
+read t1 _ < /proc/uptime
+echo \"sent $3 KiB in \$t0 .. \$t1 s (uptime)\"
+sha256sum /tmp/send" > /tmp/sum-a || { cat /tmp/sum-a; return 1; }
+    dom_run "$2" 'i=0
+while pidof nc > /dev/null; do
+    i=$((i + 1)); [ $i -gt 500 ] && { echo "nc still receiving"; ls -l /tmp/recv; exit 1; }
+    sleep 0.2
+done
+killall sleep 2>/dev/null
+ls -l /tmp/recv; sha256sum /tmp/recv' > /tmp/sum-b || { cat /tmp/sum-b; return 1; }
+    cat /tmp/sum-a /tmp/sum-b
+    _a=$(awk '$2 == "/tmp/send" { print $1 }' /tmp/sum-a)
+    _b=$(awk '$2 == "/tmp/recv" { print $1 }' /tmp/sum-b)
+    [ -n "$_a" ] && [ "$_a" = "$_b" ]
+}
+
+# ---- kernel logs and Xen's grant table (xenshare, xenshare-dev, xenshare-vma,
+# net-modules, net-policy, hostile-blk, hostile-net)
 
 # clean_logs DOMU...: no Oops, WARNING or BUG in the kernel log of each
 # domU nor in dom0's; each domU's log is kept in /tmp/dmesg-DOMU.log.
@@ -319,6 +421,114 @@ grants() {
             for (i = 1; i <= NF; i++) if ($i ~ /^\[0x/) { print owner, $(i + 1), $i; break }
          }' /tmp/gdump > /tmp/grants
     grep -c "grant-table for remote d" /tmp/gdump | sed 's/^/grant tables dumped: /'
+}
+
+# no_grants NAME...: none of each domU NAME's grants in use and nothing
+# mapped by it, in Xen's dump. Refs 0 and 1 are the console and xenstore
+# pages (GNTTAB_RESERVED_*), which dom0's xenconsoled and xenstored map for
+# every domain.
+no_grants() {
+    grants || return 1
+    _bad=0
+    for _d in "$@"; do
+        _id=$(xl domid "$_d") || return 1
+        _u=$(awk -v o="$_id" '$1 == o && !($2 == 0 && ($3 == "[0x000]" || $3 == "[0x001]"))' /tmp/grants | wc -l)
+        _m=$(awk -v m="$_id" '$2 == m' /tmp/grants | wc -l)
+        echo "$_d (domain $_id): $_u of its grants in use, maps $_m grants"
+        [ "$_u" -eq 0 ] && [ "$_m" -eq 0 ] || _bad=1
+    done
+    [ "$_bad" -eq 0 ] || grep -B2 -A6 "grant-table for remote" /tmp/gdump | head -n 40
+    [ "$_bad" -eq 0 ]
+}
+
+# collect_dmesg DOMU...: hands over each running domU's kernel log as
+# dmesg-DOMU.log (for a scenario's exit trap: pass or fail).
+collect_dmesg() {
+    for _d in "$@"; do
+        xl domid "$_d" >/dev/null 2>&1 || continue
+        bounded 30 dom_run "$_d" 'dmesg' > "/tmp/dmesg-$_d.log" 2>/dev/null
+        rig_send_file "dmesg-$_d.log" "/tmp/dmesg-$_d.log"
+    done
+}
+
+# no_hung_task DOMU: the kernel of DOMU reported no hung task.
+no_hung_task() {
+    dom_run "$1" 'if dmesg | grep -i "hung_task\|blocked for more than"; then exit 1; fi; echo "no hung task"'
+}
+
+# ---- the guest modules in a domU (net-modules, net-policy, blk-modules,
+# hostile-blk, hostile-net, xenshare-dev, xenshare-vma)
+
+# load_xenshare_dev DOMU: xenshare.ko alone; /dev/xenshare is there.
+load_xenshare_dev() {
+    dom_run "$1" 'modprobe xenshare || exit 1
+[ -c /dev/xenshare ] || { echo "no /dev/xenshare"; ls -l /dev; exit 1; }
+ls -l /dev/xenshare; dmesg | grep "xenshare:" | tail -n 3'
+}
+
+# load_xensnet DOMU: modprobe xensnet brings xenshare with it (its
+# symbols); the domU's vdevice page is out.
+load_xensnet() {
+    dom_expect "$1" "vdevice page published" 'modprobe xensnet || exit 1
+[ -e /sys/module/xenshare ] || { echo "xenshare not loaded"; exit 1; }
+dmesg | grep -E "xenshare|xensnet"'
+}
+
+# load_xensblk DOMU [MODULE...]: the MODULEs, then xenshare and xensblk
+# (the image resolves no module dependencies: xenshare first).
+load_xensblk() {
+    _u=$1
+    shift
+    dom_run "$_u" "for m in $* xenshare xensblk; do modprobe \$m || exit 1; done
+dmesg | grep -i 'xenshare\|xensblk'
+lsmod | grep '^xens'"
+}
+
+# published DOMU: xenshare.ko has published DOMU's vdevice page
+# (data/vdevice in xenstore).
+published() {
+    _p=/local/domain/$(xl domid "$1")/data/vdevice
+    until xenstore-read "$_p" 2>/dev/null; do sleep 0.2; done
+}
+
+# xsba_cmds: the domU commands that wait for xensblk's disk /dev/xsba (60 s
+# at most) and print its kernel lines.
+xsba_cmds() {
+    echo "i=0
+until [ -b /dev/xsba ]; do
+    i=\$((i + 1)); [ \$i -gt 300 ] && { echo 'no /dev/xsba'; dmesg | tail -n 20; exit 1; }
+    sleep 0.2
+done
+dmesg | grep xsba"
+}
+
+# ---- a backend that lies (hostile-blk, hostile-net) ---------------------
+
+# fresh_backend NAME CFG MODE [SETTING...]: a fresh NAME (the running one
+# destroyed first) from CFG with the xl SETTINGs: the shipped image for
+# MODE "honest", else the test-only build /images/NAME-hostile with
+# hostile=MODE. It must be ready and carry the test build's marker
+# exactly when it lies.
+fresh_backend() {
+    _n=$1 _cfg=$2 _mode=$3
+    shift 3
+    if xl domid "$_n" >/dev/null 2>&1; then
+        xl destroy "$_n" || return 1
+        while xl domid "$_n" >/dev/null 2>&1; do sleep 0.2; done
+    fi
+    : > "$(dom_log "$_n")"
+    if [ "$_mode" = honest ]; then
+        xl create "$_cfg" "$@" || return 1
+    else
+        xl create "$_cfg" "$@" "kernel=\"/images/$_n-hostile\"" "cmdline=\"hostile=$_mode\"" || return 1
+    fi
+    dom_wait "$_n" "$_n: ready"
+    grep -a "$_n: hostile\|HOSTILE\|$_n: disk 0" "$(dom_log "$_n")" | sed 's/@@/@ @/g'
+    if [ "$_mode" = honest ]; then
+        ! grep -aq "HOSTILE" "$(dom_log "$_n")"
+    else
+        grep -aq "$_n: hostile mode" "$(dom_log "$_n")"
+    fi
 }
 
 # ---- share-member in a domU (blk-domu, blk-ram, net, vdevice) -----------

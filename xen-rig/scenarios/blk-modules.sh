@@ -19,27 +19,7 @@ DISK='disk=["format=raw, vdev=xvda, access=rw, target=/tmp/blkmod.img"]'
 CHUNKS=64
 DEV=/dev/xsba
 
-collect_dmesg() {
-    xl domid "$U" >/dev/null 2>&1 || return 0
-    bounded 30 dom_run "$U" 'dmesg' > /tmp/dmesg-$U.log 2>/dev/null
-    rig_send_file "dmesg-$U.log" "/tmp/dmesg-$U.log"
-}
-trap collect_dmesg EXIT
-
-# The image resolves no module dependencies: xenshare first.
-load_modules() {
-    dom_run $U '
-for m in ext4 crc32c_generic xenshare xensblk; do modprobe $m || exit 1; done
-lsmod | grep "^xens"
-dmesg | grep -i "xenshare\|xensblk"
-true'
-}
-
-# xenshare.ko has published the domU's vdevice page (data/vdevice).
-published() {
-    _p=/local/domain/$(xl domid $U)/data/vdevice
-    until xenstore-read "$_p" 2>/dev/null; do sleep 0.2; done
-}
+trap 'collect_dmesg $U' EXIT
 
 connect() {
     # Features 15: flush, discard, FUA, indirect.
@@ -49,18 +29,12 @@ connect() {
 }
 
 device_up() {
-    dom_run $U "
-i=0
-until [ -b $DEV ]; do
-    i=\$((i + 1)); [ \$i -gt 300 ] && { echo 'no $DEV'; dmesg | tail -n 20; exit 1; }
-    sleep 0.2
-done
+    dom_run $U "$(xsba_cmds)
 n=\$(cat /sys/block/xsba/size)
 echo \"$DEV: \$n sectors (want $SECTORS), read-only \$(cat /sys/block/xsba/ro), \
 max \$(cat /sys/block/xsba/queue/max_hw_sectors_kb) KiB, \$(cat /sys/block/xsba/queue/max_segments) segments, \
 depth \$(cat /sys/block/xsba/queue/nr_requests), write cache \$(cat /sys/block/xsba/queue/write_cache), \
 fua \$(cat /sys/block/xsba/queue/fua), discard max \$(cat /sys/block/xsba/queue/discard_max_bytes)\"
-dmesg | grep xsba
 [ \"\$n\" = $SECTORS ] && [ \$(cat /sys/block/xsba/ro) = 0 ]"
 }
 
@@ -158,12 +132,7 @@ dmesg | grep -q 'xsba removed: 0 grant(s) live, 0 left pinned'"
 read_only() {
     vdevice --timeout 60 create disk --backend "$(xl domid blkback-uk)" --disk 0 \
         --read-only "$(xl domid $U)" || return 1
-    dom_run $U "
-i=0
-until [ -b $DEV ]; do
-    i=\$((i + 1)); [ \$i -gt 300 ] && { echo 'no $DEV'; dmesg | tail -n 20; exit 1; }
-    sleep 0.2
-done
+    dom_run $U "$(xsba_cmds)
 dmesg | grep 'xsba: .* (read-only)' || exit 1
 echo \"read-only \$(cat /sys/block/xsba/ro)\"
 [ \$(cat /sys/block/xsba/ro) = 1 ] || exit 1
@@ -201,8 +170,8 @@ step ready 180 dom_wait blkback-uk "blkback-uk: ready"
 step disk-connected 30 disk_line
 step domu-create 120 dom_create /rig/domu/linux-pv.cfg $U
 step domu-boot 180 dom_wait $U @@READY
-step modules 90 load_modules
-step published 60 published
+step modules 90 load_xensblk $U ext4 crc32c_generic
+step published 60 published $U
 step connect 120 connect
 step device 90 device_up
 step mkfs 300 make_fs

@@ -23,7 +23,6 @@
 # `cargo xtask demo` prints these lines under each step.
 G1=guest1
 G2=guest2
-MGMT=10.77.0.1
 DISK=/test-filesystem
 RODISK=/shared-ro.img
 
@@ -215,8 +214,7 @@ echo "guest2: xsn0 gone"' || return 1
 add_back() {
     vdevice --timeout 60 --add net0 $G2 || return 1
     say "\$ vdevice --add net0 $G2"
-    dom_run $G2 "$(up_cmds /etc/rig/udhcpc)" > /tmp/link-$G2 || { cat /tmp/link-$G2; return 1; }
-    keep_addr $G2 /tmp/link-$G2 || return 1
+    lan_guest $G2 || return 1
     say "$G2# udhcpc -i xsn0"
     say_lease $G2 || return 1
     from $G2 "$(addr $G1)" > /tmp/ping-back || { cat /tmp/ping-back; return 1; }

@@ -28,12 +28,7 @@ U=hb-u
 RAM=/tmp/hostile-ram.img
 DEV=/dev/xsba
 
-collect() {
-    xl domid "$U" >/dev/null 2>&1 || return 0
-    bounded 30 dom_run "$U" 'dmesg' > /tmp/dmesg-$U.log 2>/dev/null
-    rig_send_file "dmesg-$U.log" "/tmp/dmesg-$U.log"
-}
-trap collect EXIT
+trap 'collect_dmesg $U' EXIT
 
 make_ram() {
     dd if=/dev/urandom of="$RAM" bs=1M count=4 2>/dev/null || return 1
@@ -41,48 +36,17 @@ make_ram() {
     cat /tmp/ram.md5
 }
 
-# server MODE: a fresh blkback-uk on the RAM disk, the shipped image for
-# "honest", the hostile build with hostile=MODE otherwise.
+# server MODE: a fresh blkback-uk on the RAM disk (lib.sh's
+# fresh_backend): the shipped image for "honest", the hostile build with
+# hostile=MODE otherwise.
 server() {
-    if xl domid blkback-uk >/dev/null 2>&1; then
-        xl destroy blkback-uk || return 1
-        while xl domid blkback-uk >/dev/null 2>&1; do sleep 0.2; done
-    fi
-    : > "$(dom_log blkback-uk)"
-    if [ "$1" = honest ]; then
-        xl create /xl-configs/blkback-uk-ram.cfg "ramdisk=\"$RAM\"" || return 1
-    else
-        xl create /xl-configs/blkback-uk-ram.cfg "ramdisk=\"$RAM\"" \
-            'kernel="/images/blkback-uk-hostile"' "cmdline=\"hostile=$1\"" || return 1
-    fi
-    dom_wait blkback-uk "blkback-uk: ready"
-    grep -a "blkback-uk: hostile\|HOSTILE\|blkback-uk: disk 0" "$(dom_log blkback-uk)" | sed 's/@@/@ @/g'
-    if [ "$1" = honest ]; then
-        ! grep -aq "HOSTILE" "$(dom_log blkback-uk)"
-    else
-        grep -aq "blkback-uk: hostile mode" "$(dom_log blkback-uk)"
-    fi
-}
-
-load_modules() {
-    dom_run $U 'for m in xenshare xensblk; do modprobe $m || exit 1; done; lsmod | grep "^xens"'
-}
-
-published() {
-    _p=/local/domain/$(xl domid $U)/data/vdevice
-    until xenstore-read "$_p" 2>/dev/null; do sleep 0.2; done
+    fresh_backend blkback-uk /xl-configs/blkback-uk-ram.cfg "$1" "ramdisk=\"$RAM\""
 }
 
 connect() {
     vdevice --timeout 60 create disk --backend "$(xl domid blkback-uk)" --disk 0 \
         --features 15 "$(xl domid $U)" || return 1
-    dom_run $U "
-i=0
-until [ -b $DEV ]; do
-    i=\$((i + 1)); [ \$i -gt 300 ] && { echo 'no $DEV'; dmesg | tail -n 20; exit 1; }
-    sleep 0.2
-done
-dmesg | grep xsba"
+    dom_run $U "$(xsba_cmds)"
 }
 
 reconnect() {
@@ -174,27 +138,12 @@ dmesg | grep 'xsba removed'
 dmesg | grep -q 'xsba removed: 0 grant(s) live, [1-9][0-9]* left pinned'"
 }
 
-# No grant of the domU in use, nothing mapped by it (console and xenstore
-# refs 0 and 1 aside).
-no_grants() {
-    grants || return 1
-    _id=$(xl domid $U) || return 1
-    _u=$(awk -v o="$_id" '$1 == o && !($2 == 0 && ($3 == "[0x000]" || $3 == "[0x001]"))' /tmp/grants | wc -l)
-    _m=$(awk -v m="$_id" '$2 == m' /tmp/grants | wc -l)
-    echo "$U (domain $_id): $_u of its grants in use, maps $_m grants"
-    [ "$_u" -eq 0 ] && [ "$_m" -eq 0 ]
-}
-
-no_hung_task() {
-    dom_run $U 'if dmesg | grep -i "hung_task\|blocked for more than"; then exit 1; fi; echo "no hung task"'
-}
-
 step ram 60 make_ram
 step domu-create 120 dom_create /rig/domu/linux-pv.cfg $U
 step server-honest 180 server honest
 step domu-boot 180 dom_wait $U @@READY
-step modules 90 load_modules
-step published 60 published
+step modules 90 load_xensblk $U
+step published 60 published $U
 step connect 120 connect
 step read-honest 120 read_ok
 step flood 240 flood
@@ -206,7 +155,7 @@ step index 180 lie index:1
 step pin 180 lie pin 'grant still in use after the response'
 step silent 300 silent
 step served-again 240 served_again
-step hung-task 60 no_hung_task
+step hung-task 60 no_hung_task $U
 step unload 120 unload
-step grants 60 no_grants
+step grants 60 no_grants $U
 step clean-logs 60 clean_logs $U

@@ -34,48 +34,16 @@
 # Xen's grant dump; no Oops, WARNING or BUG in any kernel log.
 # (Before, each lie booted a switch of its own: 290 s for the scenario.)
 U=hn-u
-MGMT=10.77.0.1
 ME=10.77.0.50
 # The lies, in the order of the steps below (each port takes the next).
 LIES="len-zero len-slot len-frame chain csum-start csum-offset gso-type gso-zero gso-udp gso-tcp scribble index cons flood"
 
-collect() {
-    xl domid "$U" >/dev/null 2>&1 || return 0
-    bounded 30 dom_run "$U" 'dmesg' > /tmp/dmesg-$U.log 2>/dev/null
-    rig_send_file "dmesg-$U.log" "/tmp/dmesg-$U.log"
-}
-trap collect EXIT
+trap 'collect_dmesg $U' EXIT
 
-# switch MODES: a fresh netback-uk, the shipped image for "honest", the
-# hostile build with hostile=MODES otherwise.
+# switch MODES: a fresh netback-uk (lib.sh's fresh_backend): the shipped
+# image for "honest", the hostile build with hostile=MODES otherwise.
 switch() {
-    if xl domid netback-uk >/dev/null 2>&1; then
-        xl destroy netback-uk || return 1
-        while xl domid netback-uk >/dev/null 2>&1; do sleep 0.2; done
-    fi
-    : > "$(dom_log netback-uk)"
-    if [ "$1" = honest ]; then
-        xl create /xl-configs/netback-uk.cfg || return 1
-    else
-        xl create /xl-configs/netback-uk.cfg \
-            'kernel="/images/netback-uk-hostile"' "cmdline=\"hostile=$1\"" || return 1
-    fi
-    dom_wait netback-uk "netback-uk: ready"
-    grep -a "netback-uk: hostile\|HOSTILE" "$(dom_log netback-uk)" | sed 's/@@/@ @/g'
-    if [ "$1" = honest ]; then
-        ! grep -aq "HOSTILE" "$(dom_log netback-uk)"
-    else
-        grep -aq "netback-uk: hostile mode" "$(dom_log netback-uk)"
-    fi
-}
-
-load_modules() {
-    dom_run $U 'modprobe xensnet || exit 1; lsmod | grep "^xens"'
-}
-
-published() {
-    _p=/local/domain/$(xl domid $U)/data/vdevice
-    until xenstore-read "$_p" 2>/dev/null; do sleep 0.2; done
+    fresh_backend netback-uk /xl-configs/netback-uk.cfg "$1"
 }
 
 # port_up: a port of the switch for the domU; xsn0 comes, takes the static
@@ -176,10 +144,6 @@ echo \"rx_packets \$(cat \$s/rx_packets), rx_dropped \$(cat \$s/rx_dropped)\"
 [ \$r = 0 ] && [ \$(cat \$s/rx_dropped) = 0 ]"
 }
 
-no_hung_task() {
-    dom_run $U 'if dmesg | grep -i "hung_task\|blocked for more than"; then exit 1; fi; echo "no hung task"'
-}
-
 unload() {
     dom_run $U '
 rmmod xensnet xenshare || exit 1
@@ -188,21 +152,10 @@ rmmod xensnet xenshare || exit 1
 dmesg | tail -n 4'
 }
 
-# No grant of the domU in use, nothing mapped by it (console and xenstore
-# refs 0 and 1 aside).
-no_grants() {
-    grants || return 1
-    _id=$(xl domid $U) || return 1
-    _u=$(awk -v o="$_id" '$1 == o && !($2 == 0 && ($3 == "[0x000]" || $3 == "[0x001]"))' /tmp/grants | wc -l)
-    _m=$(awk -v m="$_id" '$2 == m' /tmp/grants | wc -l)
-    echo "$U (domain $_id): $_u of its grants in use, maps $_m grants"
-    [ "$_u" -eq 0 ] && [ "$_m" -eq 0 ]
-}
-
 step domu-create 120 dom_create /rig/domu/linux-pv.cfg $U
 step domu-boot 180 dom_wait $U @@READY
-step modules 90 load_modules
-step published 60 published
+step modules 90 load_xensnet $U
+step published 60 published $U
 step switch 120 switch "$(echo $LIES | tr ' ' ',')":2
 step len-zero 120 lie len-zero refused
 step len-slot 120 lie len-slot refused
@@ -219,7 +172,7 @@ step index 120 lie index rx-index
 step cons 120 lie cons tx-index
 step flood 120 lie flood works
 step served-again 120 served_again
-step hung-task 60 no_hung_task
+step hung-task 60 no_hung_task $U
 step unload 60 unload
-step grants 60 no_grants
+step grants 60 no_grants $U
 step clean-logs 60 clean_logs $U

@@ -16,115 +16,13 @@
 # handed over as dmesg-<domU>.log.
 A=net-a
 B=net-b
-MGMT=10.77.0.1
 
-collect_dmesg() {
-    for _d in $A $B; do
-        xl domid "$_d" >/dev/null 2>&1 || continue
-        bounded 30 dom_run "$_d" 'dmesg' > "/tmp/dmesg-$_d.log" 2>/dev/null
-        rig_send_file "dmesg-$_d.log" "/tmp/dmesg-$_d.log"
-    done
-}
-trap collect_dmesg EXIT
-
-# load NAME: modprobe xensnet brings xenshare with it; the page is out.
-load() {
-    dom_expect "$1" "vdevice page published" 'modprobe xensnet || exit 1
-[ -e /sys/module/xenshare ] || { echo "xenshare not loaded"; exit 1; }
-dmesg | grep -E "xenshare|xensnet"'
-}
+trap 'collect_dmesg $A $B' EXIT
 
 connect() {
     timed vdevice --timeout 60 create net --backend "$(nb)" \
         "$(xl domid $A)" "$(xl domid $B)" || return 1
     timed vdevice show "$(nb)"
-}
-
-# The commands that bring xsn0 up in a Linux domain: it exists with the
-# MAC the switch assigned, gets carrier and a lease ($1 MAC, $2 udhcpc hook).
-up_cmds() {
-    echo "
-i=0
-until [ -e /sys/class/net/xsn0 ]; do
-    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'no xsn0'; ip link; exit 1; }
-    sleep 0.2
-done
-dmesg | grep xsn0
-ip link set xsn0 up || exit 1
-mac=\$(cat /sys/class/net/xsn0/address)
-echo \"xsn0 MAC \$mac (want $1)\"
-[ \"\$mac\" = $1 ] || exit 1
-i=0
-until [ \"\$(cat /sys/class/net/xsn0/carrier 2>/dev/null)\" = 1 ]; do
-    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'xsn0 has no carrier'; exit 1; }
-    sleep 0.2
-done
-udhcpc -i xsn0 -n -q -t 5 -T 3 -s $2 || exit 1
-ip -4 addr show xsn0"
-}
-
-# lease NAME: xsn0 up with a lease; its address goes to /tmp/addr-NAME.
-lease() {
-    _mac=$(mac_of "$1") || return 1
-    dom_run "$1" "$(up_cmds "$_mac" /etc/rig/udhcpc)" > "/tmp/link-$1" || { cat "/tmp/link-$1"; return 1; }
-    cat "/tmp/link-$1"
-    lease_addr "$1"
-}
-
-lease_addr() {
-    grep -q "lease: xsn0 10.77.0.[0-9]*/24 from server $MGMT" "/tmp/link-$1" || return 1
-    sed -n 's|.*inet \(10\.77\.0\.[0-9]*\)/24.*|\1|p' "/tmp/link-$1" | head -n 1 > "/tmp/addr-$1"
-    echo "address of $1: $(cat "/tmp/addr-$1")"
-    [ -s "/tmp/addr-$1" ]
-}
-
-addr() {
-    cat "/tmp/addr-$1"
-}
-
-ping_cmds() {
-    echo "for i in 1 2 3 4 5; do
-    ping -c 1 -W 10 $1 > /tmp/ping.out
-    grep -q 'bytes from' /tmp/ping.out || { cat /tmp/ping.out; exit 1; }
-    grep 'bytes from' /tmp/ping.out
-done"
-}
-
-ping_ok() {
-    dom_run "$1" "$(ping_cmds "$2")"
-}
-
-ping_peer() {
-    ping_ok "$1" "$(addr "$2")"
-}
-
-# tcp_move FROM TO KIB: KIB KiB of random bytes from FROM to TO over TCP
-# (busybox nc), checksums compared. The listener's stdin is a pipe that
-# stays open: busybox nc ends at its stdin's EOF.
-tcp_move() {
-    dom_run $2 'rm -f /tmp/recv; (sleep 200 | nc -l -p 5001 > /tmp/recv) > /dev/null 2>&1 < /dev/null &
-i=0
-until netstat -ltn | grep -q ":5001 "; do
-    i=$((i + 1)); [ $i -gt 50 ] && { echo "nc does not listen"; exit 1; }
-    sleep 0.2
-done' || return 1
-    dom_run $1 "dd if=/dev/urandom of=/tmp/send bs=1024 count=$3 2>/dev/null || exit 1
-read t0 _ < /proc/uptime
-nc $(addr $2) 5001 < /tmp/send || exit 1
-read t1 _ < /proc/uptime
-echo \"sent $3 KiB in \$t0 .. \$t1 s (uptime)\"
-sha256sum /tmp/send" > /tmp/sum-a || { cat /tmp/sum-a; return 1; }
-    dom_run $2 'i=0
-while pidof nc > /dev/null; do
-    i=$((i + 1)); [ $i -gt 500 ] && { echo "nc still receiving"; ls -l /tmp/recv; exit 1; }
-    sleep 0.2
-done
-killall sleep 2>/dev/null
-ls -l /tmp/recv; sha256sum /tmp/recv' > /tmp/sum-b || { cat /tmp/sum-b; return 1; }
-    cat /tmp/sum-a /tmp/sum-b
-    _a=$(awk '$2 == "/tmp/send" { print $1 }' /tmp/sum-a)
-    _b=$(awk '$2 == "/tmp/recv" { print $1 }' /tmp/sum-b)
-    [ -n "$_a" ] && [ "$_a" = "$_b" ]
 }
 
 # counters NAME: xsn0's counters; no frame dropped. The bytes per frame
@@ -139,25 +37,10 @@ echo "bytes per rx frame: $(( $(cat rx_bytes) / $(cat rx_packets) ))"
 }
 
 # dom0 joins LAN 0 with its own xensnet: a lease, then it pings net-a.
-DOM0_HOOK=/tmp/udhcpc-hook
 dom0_join() {
-    cat > $DOM0_HOOK <<'HOOK'
-#!/bin/sh
-case "$1" in
-deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
-bound | renew)
-    ip -4 addr flush dev "$interface"
-    ip addr add "$ip/${mask:-24}" dev "$interface" || exit 1
-    echo "lease: $interface $ip/${mask:-24} from server ${serverid:-?}" ;;
-esac
-exit 0
-HOOK
-    chmod +x $DOM0_HOOK
     modprobe xensnet || return 1
     timed vdevice --timeout 60 create net --backend "$(nb)" 0 || return 1
-    sh -c "$(up_cmds "$(mac_of Domain-0)" $DOM0_HOOK)" > /tmp/link-dom0 2>&1 || { cat /tmp/link-dom0; return 1; }
-    cat /tmp/link-dom0
-    lease_addr dom0
+    lease_dom0 "$(mac_of Domain-0)"
 }
 
 dom0_ping_a() {
@@ -208,11 +91,8 @@ $(ping_cmds $MGMT)"
 # ping crosses as a chain of 4 slots each way (no GSO involved: ICMP).
 jumbo_b() {
     vdevice --timeout 60 create net --backend "$(nb)" --features 15 "$(xl domid $B)" || return 1
-    dom_run $B "$(up_cmds "$(mac_of $B)" /etc/rig/udhcpc)
-dmesg | grep 'xsn0: MAC' | tail -n 1
-mtu=\$(cat /sys/class/net/xsn0/mtu); echo \"mtu \$mtu\"; [ \$mtu = 9000 ]" > /tmp/link-$B || { cat /tmp/link-$B; return 1; }
-    cat /tmp/link-$B
-    lease_addr $B
+    lease $B "$(mac_of $B)" "" "dmesg | grep 'xsn0: MAC' | tail -n 1
+mtu=\$(cat /sys/class/net/xsn0/mtu); echo \"mtu \$mtu\"; [ \$mtu = 9000 ]"
 }
 
 jumbo_dom0() {
@@ -223,11 +103,9 @@ jumbo_dom0() {
         sleep 0.2
     done
     vdevice --timeout 60 create net --backend "$(nb)" --features 15 0 || return 1
-    sh -c "$(up_cmds "$(mac_of Domain-0)" $DOM0_HOOK)" > /tmp/link-dom0 2>&1 || { cat /tmp/link-dom0; return 1; }
-    cat /tmp/link-dom0
+    lease_dom0 "$(mac_of Domain-0)" || return 1
     echo "mtu $(cat /sys/class/net/xsn0/mtu)"
-    [ "$(cat /sys/class/net/xsn0/mtu)" = 9000 ] || return 1
-    lease_addr dom0
+    [ "$(cat /sys/class/net/xsn0/mtu)" = 9000 ]
 }
 
 jumbo_ping() {
@@ -244,7 +122,7 @@ cat /sys/class/net/xsn0/statistics/rx_dropped /sys/class/net/xsn0/statistics/tx_
 # switch (issue 18); reloaded with the default, the new device keeps what
 # the switch uses (all of them: MTU 9000) and jumbo pings still cross.
 reload_b() {
-    dom_run $B "rmmod xensnet || exit 1
+    lease $B "$(mac_of $B)" "rmmod xensnet || exit 1
 [ ! -e /sys/class/net/xsn0 ] || { echo 'xsn0 is still there'; exit 1; }
 modprobe xensnet accept=0 || exit 1
 sleep 1
@@ -252,13 +130,9 @@ sleep 1
 dmesg | grep 'beyond accept=0' | tail -n 1
 dmesg | grep -q 'port already up with features 0xf, beyond accept=0x0: refused' || exit 1
 rmmod xensnet || exit 1
-modprobe xensnet || exit 1
-$(up_cmds "$(mac_of $B)" /etc/rig/udhcpc)
-dmesg | grep 'keeping its features' | tail -n 1
+modprobe xensnet || exit 1" "dmesg | grep 'keeping its features' | tail -n 1
 dmesg | grep -q 'port already up: keeping its features 0xf' || exit 1
-[ \$(cat /sys/class/net/xsn0/mtu) = 9000 ]" > /tmp/link-$B || { cat /tmp/link-$B; return 1; }
-    cat /tmp/link-$B
-    lease_addr $B
+[ \$(cat /sys/class/net/xsn0/mtu) = 9000 ]"
 }
 
 # small_b: net-b's port again, on the smallest share (4 pages: 2 slots a
@@ -271,11 +145,8 @@ small_b() {
     dom_run $B 'rmmod xensnet && modprobe xensnet accept=0' || return 1
     vdevice --timeout 60 remove net --backend "$(nb)" "$(xl domid $B)" || return 1
     vdevice --timeout 60 create net --backend "$(nb)" --pages 4 "$(xl domid $B)" || return 1
-    dom_run $B "$(up_cmds "$(mac_of $B)" /etc/rig/udhcpc)
-dmesg | grep 'xsn0: MAC' | tail -n 1
-dmesg | grep 'xsn0: MAC' | tail -n 1 | grep -q 'features 0x0 of 0x3 offered, 2 slots per lane'" > /tmp/link-$B || { cat /tmp/link-$B; return 1; }
-    cat /tmp/link-$B
-    lease_addr $B
+    lease $B "$(mac_of $B)" "" "dmesg | grep 'xsn0: MAC' | tail -n 1
+dmesg | grep 'xsn0: MAC' | tail -n 1 | grep -q 'features 0x0 of 0x3 offered, 2 slots per lane'"
 }
 
 # unload NAME: both modules go, xsn0 with them (net-a still has its port).
@@ -292,17 +163,12 @@ dom0_unload() {
     dmesg | grep -E "xsn0|xenshare" | tail -n 10
 }
 
-step netback-create 120 dom_create /xl-configs/netback-uk.cfg netback-uk
-step create-a 120 dom_create /rig/domu/linux-pv.cfg $A
-step create-b 120 dom_create /rig/domu/linux-pv.cfg $B
-step netback-ready 120 dom_wait netback-uk "netback-uk: ready"
-step boot-a 180 dom_wait $A @@READY
-step boot-b 180 dom_wait $B @@READY
-step load-a 60 load $A
-step load-b 60 load $B
+netback_and_guests $A $B
+step load-a 60 load_xensnet $A
+step load-b 60 load_xensnet $B
 step connect 180 connect
-step lease-a 90 lease $A
-step lease-b 90 lease $B
+step lease-a 90 port_lease $A
+step lease-b 90 port_lease $B
 step ping-a-b 90 ping_peer $A $B
 step ping-b-a 90 ping_peer $B $A
 step ping-a-netback 90 ping_ok $A $MGMT

@@ -10,8 +10,6 @@
 # as share-member-<domU>.log.
 A=net-a
 B=net-b
-# netback-uk's management address on LAN 0 (docs/protocol.md).
-MGMT=10.77.0.1
 
 # Hands over each member's log, pass or fail (the scenario's exit trap).
 collect_member_logs() {
@@ -36,84 +34,6 @@ connect() {
     timed vdevice --timeout 60 create net --backend "$(xl domid netback-uk)" \
         "$(xl domid $A)" "$(xl domid $B)" || return 1
     timed vdevice show "$(xl domid netback-uk)"
-}
-
-# link_up NAME: xsn0 exists with the port's MAC, is up with carrier (the
-# switch's link_state) and gets a lease from netback-uk; the address goes
-# to /tmp/addr-NAME in dom0 for the later steps.
-link_up() {
-    _mac=$(mac_of "$1") || return 1
-    dom_run "$1" "
-i=0
-until [ -e /sys/class/net/xsn0 ]; do
-    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'no xsn0'; ip link; exit 1; }
-    sleep 0.2
-done
-ip link set xsn0 up || exit 1
-mac=\$(cat /sys/class/net/xsn0/address)
-echo \"xsn0 MAC \$mac (want $_mac)\"
-[ \"\$mac\" = $_mac ] || exit 1
-i=0
-until [ \"\$(cat /sys/class/net/xsn0/carrier 2>/dev/null)\" = 1 ]; do
-    i=\$((i + 1)); [ \$i -gt 150 ] && { echo 'xsn0 has no carrier'; exit 1; }
-    sleep 0.2
-done
-udhcpc -i xsn0 -n -q -t 5 -T 3 -s /etc/rig/udhcpc || exit 1
-ip -4 addr show xsn0" > "/tmp/link-$1" || { cat "/tmp/link-$1"; return 1; }
-    cat "/tmp/link-$1"
-    grep -q "lease: xsn0 10.77.0.[0-9]*/24 from server $MGMT" "/tmp/link-$1" || return 1
-    sed -n 's|.*inet \(10\.77\.0\.[0-9]*\)/24.*|\1|p' "/tmp/link-$1" | head -n 1 > "/tmp/addr-$1"
-    echo "address of $1: $(cat "/tmp/addr-$1")"
-    [ -s "/tmp/addr-$1" ]
-}
-
-addr() {
-    cat "/tmp/addr-$1"
-}
-
-# ping_peer FROM TO: FROM pings TO's leased address.
-ping_peer() {
-    ping_ok "$1" "$(addr "$2")"
-}
-
-# ping_ok FROM ADDR: five echo requests, one at a time, each answered
-# within 10 s. (One `ping -c 5` waits only about twice the slowest round
-# trip, at least 1 s, for its last reply, and TCG has pauses of that size.)
-ping_ok() {
-    dom_run "$1" "for i in 1 2 3 4 5; do
-    ping -c 1 -W 10 $2 > /tmp/ping.out
-    grep -q 'bytes from' /tmp/ping.out || { cat /tmp/ping.out; exit 1; }
-    grep 'bytes from' /tmp/ping.out
-done"
-}
-
-# tcp_move: 2 MiB of random bytes from net-a to net-b over TCP (busybox
-# nc), checksums compared. The listener's stdin is a pipe that stays open:
-# busybox nc ends at its stdin's EOF, which would cut the stream short.
-tcp_move() {
-    dom_run $B 'rm -f /tmp/recv; (sleep 120 | nc -l -p 5001 > /tmp/recv) > /dev/null 2>&1 < /dev/null &
-i=0
-until netstat -ltn | grep -q ":5001 "; do
-    i=$((i + 1)); [ $i -gt 50 ] && { echo "nc does not listen"; exit 1; }
-    sleep 0.2
-done' || return 1
-    dom_run $A "dd if=/dev/urandom of=/tmp/send bs=1024 count=2048 2>/dev/null || exit 1
-read t0 _ < /proc/uptime
-nc $(addr $B) 5001 < /tmp/send || exit 1
-read t1 _ < /proc/uptime
-echo \"sent 2 MiB in \$t0 .. \$t1 s (uptime)\"
-sha256sum /tmp/send" > /tmp/sum-a || { cat /tmp/sum-a; return 1; }
-    dom_run $B 'i=0
-while pidof nc > /dev/null; do
-    i=$((i + 1)); [ $i -gt 300 ] && { echo "nc still receiving"; ls -l /tmp/recv; exit 1; }
-    sleep 0.2
-done
-killall sleep 2>/dev/null
-ls -l /tmp/recv; sha256sum /tmp/recv' > /tmp/sum-b || { cat /tmp/sum-b; return 1; }
-    cat /tmp/sum-a /tmp/sum-b
-    _a=$(awk '$2 == "/tmp/send" { print $1 }' /tmp/sum-a)
-    _b=$(awk '$2 == "/tmp/recv" { print $1 }' /tmp/sum-b)
-    [ -n "$_a" ] && [ "$_a" = "$_b" ]
 }
 
 # counters NAME: netback-uk's periodic report shows frames from NAME's port
@@ -175,22 +95,17 @@ done
 cat /tmp/share-member.log'
 }
 
-step netback-create 120 dom_create /xl-configs/netback-uk.cfg netback-uk
-step create-a 120 dom_create /rig/domu/linux-pv.cfg $A
-step create-b 120 dom_create /rig/domu/linux-pv.cfg $B
-step netback-ready 120 dom_wait netback-uk "netback-uk: ready"
-step boot-a 180 dom_wait $A @@READY
-step boot-b 180 dom_wait $B @@READY
+netback_and_guests $A $B
 step member-a 60 start_member $A
 step member-b 60 start_member $B
 step connect 180 connect
-step lease-a 90 link_up $A
-step lease-b 90 link_up $B
+step lease-a 90 port_lease $A
+step lease-b 90 port_lease $B
 step ping-a-b 90 ping_peer $A $B
 step ping-b-a 90 ping_peer $B $A
 step ping-a-netback 90 ping_ok $A $MGMT
 step ping-b-netback 90 ping_ok $B $MGMT
-step tcp 240 timed tcp_move
+step tcp 240 timed tcp_move $A $B 2048
 step counters-a 60 counters $A
 step counters-b 60 counters $B
 step stats 60 stats

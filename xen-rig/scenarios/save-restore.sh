@@ -21,7 +21,6 @@
 G=sr-a
 H=sr-h
 DISK=/tmp/sr-disk.img
-MGMT=10.77.0.1
 
 collect_logs() {
     [ -f /tmp/vdevice-daemon.log ] && rig_send_file vdevice-daemon.log /tmp/vdevice-daemon.log

@@ -31,7 +31,6 @@
 # "connected", the member's page and the backend's page).
 A=vd-a
 B=vd-b
-MGMT=10.77.0.1
 IMG=/tmp/vdevice-blk.img
 REC=/var/lib/xen-share/vdevice.json
 
@@ -104,12 +103,9 @@ dom0_link() {
     ip -4 addr show xsn0
 }
 
+# dom0_ping ADDR: lib.sh's ping_cmds in dom0.
 dom0_ping() {
-    for _i in 1 2 3; do
-        ping -c 1 -W 10 "$1" > /tmp/ping0.out
-        grep -q 'bytes from' /tmp/ping0.out || { cat /tmp/ping0.out; return 1; }
-        grep 'bytes from' /tmp/ping0.out
-    done
+    sh -c "$(ping_cmds "$1")"
 }
 
 create_net() {
@@ -119,7 +115,9 @@ create_net() {
 }
 
 # link_up NAME: xsn0 with carrier and a lease from netback-uk, its address
-# in /tmp/addr-NAME.
+# in /tmp/addr-NAME (lib.sh's lease_addr). Unlike lib.sh's up_cmds, xsn0
+# is set up again on each turn until it has carrier: share-member may make
+# the TAP device again meanwhile (a rejoin, a restarted netback-uk).
 link_up() {
     dom_run "$1" "
 i=0
@@ -130,22 +128,7 @@ until [ \"\$(cat /sys/class/net/xsn0/carrier 2>/dev/null)\" = 1 ]; do
 done
 udhcpc -i xsn0 -n -q -t 5 -T 3 -s /etc/rig/udhcpc || exit 1
 ip -4 addr show xsn0" > "/tmp/link-$1" || { cat "/tmp/link-$1"; return 1; }
-    cat "/tmp/link-$1"
-    sed -n 's|.*inet \(10\.77\.0\.[0-9]*\)/24.*|\1|p' "/tmp/link-$1" | head -n 1 > "/tmp/addr-$1"
-    echo "address of $1: $(cat "/tmp/addr-$1")"
-    [ -s "/tmp/addr-$1" ]
-}
-
-ping_ok() {
-    dom_run "$1" "for i in 1 2 3; do
-    ping -c 1 -W 10 $2 > /tmp/ping.out
-    grep -q 'bytes from' /tmp/ping.out || { cat /tmp/ping.out; exit 1; }
-    grep 'bytes from' /tmp/ping.out
-done"
-}
-
-ping_peer() {
-    ping_ok "$1" "$(cat "/tmp/addr-$2")"
+    lease_addr "$1"
 }
 
 # The list as JSON: both members of net0 connected, with counters that

@@ -35,12 +35,6 @@ collect() {
 }
 trap collect EXIT
 
-load() {
-    dom_run "$1" 'modprobe xenshare || exit 1
-[ -c /dev/xenshare ] || { echo "no /dev/xenshare"; ls -l /dev; exit 1; }
-ls -l /dev/xenshare; dmesg | grep "xenshare:" | tail -n 3'
-}
-
 # start_owner DOMU PEER LOG MIB: the owner in the background, until it
 # prints its share_ref; the ref goes to /tmp/ref.
 start_owner() {
@@ -116,22 +110,6 @@ xfer() {
     sums "/tmp/$3-owner.out" "/tmp/$3-member.out"
 }
 
-# no_grants NAME...: none of NAME's grants in use, nothing mapped by NAME.
-# Refs 0 and 1 are the console and xenstore pages (GNTTAB_RESERVED_*),
-# which dom0's xenconsoled and xenstored map for every domain.
-no_grants() {
-    grants || return 1
-    _bad=0
-    for _d in "$@"; do
-        _id=$(xl domid "$_d") || return 1
-        _u=$(awk -v o="$_id" '$1 == o && !($2 == 0 && ($3 == "[0x000]" || $3 == "[0x001]"))' /tmp/grants | wc -l)
-        _m=$(awk -v m="$_id" '$2 == m' /tmp/grants | wc -l)
-        echo "$_d (domain $_id): $_u of its grants in use, maps $_m grants"
-        [ "$_u" -eq 0 ] && [ "$_m" -eq 0 ] || _bad=1
-    done
-    [ "$_bad" -eq 0 ] || grep -B2 -A6 "grant-table for remote" /tmp/gdump | head -n 40
-    [ "$_bad" -eq 0 ]
-}
 
 # refusals NAME PEER: the device refuses what is not the caller's, with
 # the documented errors (example mode `refusals`).
@@ -232,8 +210,8 @@ step create-pv 120 dom_create /rig/domu/linux-pv.cfg $PV
 step create-pvh 120 dom_create /rig/domu/linux-pvh.cfg $PVH
 step boot-pv 180 dom_wait $PV @@READY
 step boot-pvh 180 dom_wait $PVH @@READY
-step load-pv 60 load $PV
-step load-pvh 60 load $PVH
+step load-pv 60 load_xenshare_dev $PV
+step load-pvh 60 load_xenshare_dev $PVH
 step xfer-pv-owner 300 xfer $PV $PVH pv-owner
 step xfer-pvh-owner 300 xfer $PVH $PV pvh-owner
 step xfer-join 300 xfer $PV $PVH join --join
@@ -244,8 +222,8 @@ step unload-pv 60 unload $PV
 step unload-pvh 60 unload $PVH
 step grants-unloaded 60 no_grants $PV $PVH
 step clean-logs-1 60 clean_logs $PV $PVH
-step reload-pv 60 load $PV
-step reload-pvh 60 load $PVH
+step reload-pv 60 load_xenshare_dev $PV
+step reload-pvh 60 load_xenshare_dev $PVH
 step owner-killed 240 owner_killed
 step owner-vanishes 240 owner_vanishes
 step unload-after-vanish 60 unload $PV

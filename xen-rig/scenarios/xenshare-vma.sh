@@ -21,11 +21,6 @@ collect() {
 }
 trap collect EXIT
 
-load() {
-    dom_run "$1" 'modprobe xenshare || exit 1
-[ -c /dev/xenshare ] || { echo "no /dev/xenshare"; exit 1; }'
-}
-
 # vma DOMU: the program's checks, three times over (a freed object is
 # more likely to be reused, and so seen, on a later round).
 vma() {
@@ -37,20 +32,6 @@ cat /tmp/vma.log
 [ "$(grep -c "^vma: 8 checks passed" /tmp/vma.log)" -eq 3 ]'
 }
 
-# no_grants NAME...: none of NAME's grants in use, nothing mapped by NAME
-# (refs 0 and 1: console and xenstore, mapped by dom0 for every domain).
-no_grants() {
-    grants || return 1
-    _bad=0
-    for _d in "$@"; do
-        _id=$(xl domid "$_d") || return 1
-        _u=$(awk -v o="$_id" '$1 == o && !($2 == 0 && ($3 == "[0x000]" || $3 == "[0x001]"))' /tmp/grants | wc -l)
-        _m=$(awk -v m="$_id" '$2 == m' /tmp/grants | wc -l)
-        echo "$_d (domain $_id): $_u of its grants in use, maps $_m grants"
-        [ "$_u" -eq 0 ] && [ "$_m" -eq 0 ] || _bad=1
-    done
-    [ "$_bad" -eq 0 ]
-}
 
 unload() {
     dom_run "$1" 'rmmod xenshare && [ ! -e /dev/xenshare ]'
@@ -60,8 +41,8 @@ step create-pv 120 dom_create /rig/domu/linux-pv.cfg $PV
 step create-pvh 120 dom_create /rig/domu/linux-pvh.cfg $PVH
 step boot-pv 180 dom_wait $PV @@READY
 step boot-pvh 180 dom_wait $PVH @@READY
-step load-pv 60 load $PV
-step load-pvh 60 load $PVH
+step load-pv 60 load_xenshare_dev $PV
+step load-pvh 60 load_xenshare_dev $PVH
 step vma-pv 120 vma $PV
 step vma-pvh 120 vma $PVH
 step clean-logs 60 clean_logs $PV $PVH

@@ -20,14 +20,7 @@ PV=xs-pv
 PVH=xs-pvh
 
 # Hands over each domU's kernel log, pass or fail.
-collect_dmesg() {
-    for _d in $PV $PVH; do
-        xl domid "$_d" >/dev/null 2>&1 || continue
-        bounded 30 dom_run "$_d" 'dmesg' > "/tmp/dmesg-$_d.log" 2>/dev/null
-        rig_send_file "dmesg-$_d.log" "/tmp/dmesg-$_d.log"
-    done
-}
-trap collect_dmesg EXIT
+trap 'collect_dmesg $PV $PVH' EXIT
 
 # member_owns_page: share-member publishes the PV domU's vdevice page; the
 # module must refuse to load, saying which key and why.
