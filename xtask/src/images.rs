@@ -181,12 +181,6 @@ fn build_into(
             "profile.release.codegen-units=1",
             "--config",
             "profile.release.opt-level=\"s\"",
-            // The self-test image runs each check once and moves no data:
-            // its own code built for size alone (2.4 KiB less). The
-            // backends keep "s" (at "z" netback-uk grows by 7.6 KiB, and
-            // their data paths were not measured at "z").
-            "--config",
-            "profile.release.package.pvh-selftest.opt-level=\"z\"",
         ])
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags(&lld))
         .env_remove("RUSTFLAGS");
