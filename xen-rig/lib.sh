@@ -451,9 +451,12 @@ collect_dmesg() {
     done
 }
 
-# no_hung_task DOMU: the kernel of DOMU reported no hung task.
+# no_hung_task DOMU...: the kernel of each DOMU reported no hung task.
 no_hung_task() {
-    dom_run "$1" 'if dmesg | grep -i "hung_task\|blocked for more than"; then exit 1; fi; echo "no hung task"'
+    for _d in "$@"; do
+        dom_run "$_d" 'if dmesg | grep -i "hung_task\|blocked for more than"; then exit 1; fi' || return 1
+    done
+    echo "no hung task"
 }
 
 # ---- the guest modules in a domU (net-modules, net-policy, blk-modules,

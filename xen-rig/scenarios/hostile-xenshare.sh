@@ -149,22 +149,6 @@ descriptor_lies() {
         in_descriptor $_own $_mem port "$(_w "$EIO")" 'xenshare: bind interdomain failed: Invalid argument'
 }
 
-# no_grants NAME...: none of NAME's grants in use, nothing mapped by NAME
-# (refs 0 and 1: console and xenstore, mapped by dom0 for every domain).
-no_grants() {
-    grants || return 1
-    _bad=0
-    for _d in "$@"; do
-        _id=$(xl domid "$_d") || return 1
-        _u=$(awk -v o="$_id" '$1 == o && !($2 == 0 && ($3 == "[0x000]" || $3 == "[0x001]"))' /tmp/grants | wc -l)
-        _mp=$(awk -v m="$_id" '$2 == m' /tmp/grants | wc -l)
-        echo "$_d (domain $_id): $_u of its grants in use, maps $_mp grants"
-        [ "$_u" -eq 0 ] && [ "$_mp" -eq 0 ] || _bad=1
-    done
-    [ "$_bad" -eq 0 ] || grep -B2 -A6 "grant-table for remote" /tmp/gdump | head -n 40
-    [ "$_bad" -eq 0 ]
-}
-
 # served_again PATH: the honest owner (xenshare-xfer owner in the PV
 # domU) and the same PVH member move 1 MiB each way; what each sent is
 # what the other got.
@@ -203,13 +187,6 @@ grep -q 'share destroyed, every grant revoked' /tmp/xfer-owner.log" > /tmp/owner
         [ "${_os%% *}" = 1048576 ] || _bad=1
     done
     [ "$_bad" -eq 0 ]
-}
-
-no_hung_task() {
-    for _d in "$@"; do
-        dom_run "$_d" 'if dmesg | grep -i "hung_task\|blocked for more than"; then exit 1; fi' || return 1
-    done
-    echo "no hung task"
 }
 
 unload() {
