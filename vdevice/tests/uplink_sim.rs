@@ -5,51 +5,30 @@
 //! (netback-uk's switch with network devices that carry no traffic).
 
 use share_hal::wire::vdevice::{EntryRepr, UplinkRepr};
-use share_sim::{temp_socket_path, Broker, SimPlatform};
 use vdevice::admin::{Admin, AdminError, CreateOpts};
 use vdevice::daemon::reconcile;
 use vdevice::record::{Record, Uplink, What};
-use vdevice::{Tool, ToolError};
+use vdevice::ToolError;
 
 mod common;
-use common::{dom0_tool, member, netback_with_uplinks, FakeHost, Published};
+use common::{args, entries, DomTool, SimHost};
 
-type T = Tool<SimPlatform, Published>;
-
-fn entries(tool: &mut T, domid: u16) -> Vec<EntryRepr> {
-    tool.show(domid)
-        .unwrap()
-        .used
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect()
-}
-
-fn uplinks(tool: &mut T, backend: u16) -> Vec<UplinkRepr> {
+fn uplinks(tool: &mut DomTool, backend: u16) -> Vec<UplinkRepr> {
     entries(tool, backend)
         .iter()
         .filter_map(|e| UplinkRepr::parse(e)?.ok())
         .collect()
 }
 
-fn args(a: &[&str]) -> Vec<String> {
-    a.iter().map(|s| s.to_string()).collect()
-}
-
 #[test]
 fn a_lan_made_with_an_uplink_keeps_it_and_gives_it_back() {
-    let path = temp_socket_path("vdevice-uplink");
-    let _broker = Broker::spawn(&path).unwrap();
-    let published = Published::default();
-    let host = FakeHost::default();
+    let sim = SimHost::new("vdevice-uplink");
+    let host = sim.host.clone();
     // netback-uk with network devices 0 and 1.
-    let nb = netback_with_uplinks(&path, 1, &published, 2);
-    host.add(1, "netback-uk");
-    let _a = member(&path, 3, &published, &[]);
-    host.add(3, "guest-a");
-    let _b = member(&path, 4, &published, &[]);
-    host.add(4, "guest-b");
-    let mut tool = dom0_tool(&path, &published);
+    let nb = sim.netback_with_uplinks(1, 2);
+    let _a = sim.member(3, "guest-a", &[]);
+    let _b = sim.member(4, "guest-b", &[]);
+    let mut tool = sim.tool();
     let mut rec = Record::default();
     let mut log = |_: &str| {};
     let mut h = host.clone();
@@ -207,8 +186,7 @@ fn a_lan_made_with_an_uplink_keeps_it_and_gives_it_back() {
         lines.push(l.to_string())
     })
     .unwrap();
-    let _nb = netback_with_uplinks(&path, 7, &published, 2);
-    host.add(7, "netback-uk");
+    let _nb = sim.netback_with_uplinks(7, 2);
     let p = reconcile(&mut tool, &mut h, &mut rec, 6, 600, &mut |l| {
         lines.push(l.to_string())
     })
