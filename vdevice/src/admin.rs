@@ -841,16 +841,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
                 match r {
                     Ok(()) if live => removed.push((old, m.name.clone())),
                     Ok(()) => {}
-                    Err(err) => {
-                        for (again, who) in &removed {
-                            let _ = self.tool.connect(b, *again, spec_for(&dev, who), log);
-                        }
-                        return Err(AdminError::Step {
-                            device: name.to_string(),
-                            err,
-                            who: None,
-                        });
-                    }
+                    Err(err) => return Err(self.undo_destroy(name, b, &dev, &removed, err, log)),
                 }
             }
             if let What::Net {
@@ -861,16 +852,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
             {
                 match self.tool.clear_uplink(b, *lan, log) {
                     Ok(()) | Err(ToolError::NotFound { .. }) => {}
-                    Err(err) => {
-                        for (again, who) in &removed {
-                            let _ = self.tool.connect(b, *again, spec_for(&dev, who), log);
-                        }
-                        return Err(AdminError::Step {
-                            device: name.to_string(),
-                            err,
-                            who: None,
-                        });
-                    }
+                    Err(err) => return Err(self.undo_destroy(name, b, &dev, &removed, err, log)),
                 }
             }
             if let What::Block { vdev, .. } = &dev.what {
@@ -895,6 +877,28 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
         record.devices.retain(|d| d.name != name);
         log(&format!("{name}: destroyed"));
         Ok(())
+    }
+
+    /// A `--destroy` step failed: the members it already removed are
+    /// connected again (the device stays as recorded), and the error names
+    /// the device.
+    fn undo_destroy(
+        &mut self,
+        name: &str,
+        backend: DomId,
+        dev: &Device,
+        removed: &[(DomId, String)],
+        err: ToolError,
+        log: Log<'_>,
+    ) -> AdminError {
+        for (again, who) in removed {
+            let _ = self.tool.connect(backend, *again, spec_for(dev, who), log);
+        }
+        AdminError::Step {
+            device: name.to_string(),
+            err,
+            who: None,
+        }
     }
 
     /// `--list`: each device as the domains acknowledged it.
