@@ -57,6 +57,7 @@ use crate::fdb::{is_group, Fdb, FdbLimits, Learned, Mac, PortIndex, UPLINK_PORT}
 use crate::mgmt::{Mgmt, MgmtConfig};
 use crate::offload::{self, DropCause, Scratch, Verdict};
 use crate::policy::{Guard, HeldLease, PolicyBook, PolicyDrops, PortRules, Refusal};
+use crate::snoop::{self, ServerSaid, Snooped};
 use share_hal::wire::vdevice::PortPolicyRepr;
 
 /// Bytes of each frame copied privately as its tx slots are read: every
@@ -263,6 +264,9 @@ struct PortState {
     guard: Guard,
     /// Out of rate credit: not read before this time.
     rate_until: Option<u64>,
+    /// Addresses the network's DHCP server leased this port's MAC,
+    /// snooped on the LAN's uplink (`crate::snoop`).
+    snooped: Snooped,
 }
 
 /// A frame waiting for room in one destination's rx lane.
@@ -500,6 +504,13 @@ impl<P: Platform> Switch<P> {
             l.uplink = None;
             l.fdb.forget_port(UPLINK_PORT);
             l.mgmt.set_dhcp_server(true);
+            // What the network's server leased ends with the way to it.
+            for &p in &l.ports {
+                if let Some(state) = self.ports.get_mut(usize::from(p)).and_then(Option::as_mut) {
+                    state.snooped.nak();
+                    state.guard.set_leases(port_leases(&l.mgmt, p));
+                }
+            }
             if l.ports.is_empty() {
                 *slot = None;
             }
@@ -600,6 +611,7 @@ impl<P: Platform> Switch<P> {
             base: PortRules::default(),
             guard: Guard::new(PortRules::default(), mac, p.now_ns()),
             rate_until: None,
+            snooped: Snooped::default(),
         });
         #[cfg(feature = "hostile")]
         if let Some(mode) = crate::hostile::port_added() {
@@ -695,7 +707,9 @@ impl<P: Platform> Switch<P> {
         state.guard = Guard::new(rules, state.mac, now);
         state.rate_until = None;
         if let Some(lan) = self.lans.get(state.lan).and_then(Option::as_ref) {
-            state.guard.set_leases(port_leases(&lan.mgmt, index));
+            state
+                .guard
+                .set_leases(port_leases(&lan.mgmt, index).chain(state.snooped.live(now)));
         }
         self.any_private = self.ports.iter().flatten().any(|q| q.guard.is_private());
     }
@@ -968,6 +982,9 @@ impl<'s, P: Platform> Fwd<'s, P> {
                 up.counters.drop_spoof += 1;
                 return;
             }
+        }
+        if let Some(said) = snoop::snoop(frame) {
+            learn_lease(&mut self.ports[..], lan, said, now);
         }
         self.replies.clear();
         self.reply_lens.clear();
@@ -1305,7 +1322,8 @@ impl<'s, P: Platform> Fwd<'s, P> {
                 },
             );
             if lan.mgmt.lease_changes() != leases_before {
-                sp.guard.set_leases(port_leases(&lan.mgmt, src));
+                sp.guard
+                    .set_leases(port_leases(&lan.mgmt, src).chain(sp.snooped.live(now)));
             }
         }
         self.dests.clear();
@@ -1726,6 +1744,44 @@ pub struct PortInfo {
 }
 
 /// Port `port`'s running DHCP leases on its LAN, for its guard.
+/// The network's DHCP server, through the uplink of `lan`, leased an
+/// address to a member's MAC (or took its addresses back): the member's
+/// port holds it, and its guard lets the member send from it. One port at
+/// most (a MAC is one port's); work bounded by the LAN's ports.
+fn learn_lease(ports: &mut [Option<PortState>], lan: &Lan, said: ServerSaid, now: u64) {
+    let chaddr = match said {
+        ServerSaid::Ack { chaddr, .. } | ServerSaid::Nak { chaddr } => chaddr,
+    };
+    let Some(&index) = lan.ports.iter().find(|&&p| {
+        ports
+            .get(usize::from(p))
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.mac == chaddr)
+    }) else {
+        return;
+    };
+    let Some(state) = ports.get_mut(usize::from(index)).and_then(Option::as_mut) else {
+        return;
+    };
+    match said {
+        ServerSaid::Ack { ip, secs, .. } => {
+            log::info!(
+                "port {index} (domain {}): the uplink's DHCP server leased {}.{}.{}.{} for {secs} s",
+                state.spec.member,
+                ip[0],
+                ip[1],
+                ip[2],
+                ip[3]
+            );
+            state.snooped.ack(ip, secs, now);
+        }
+        ServerSaid::Nak { .. } => state.snooped.nak(),
+    }
+    state
+        .guard
+        .set_leases(port_leases(&lan.mgmt, index).chain(state.snooped.live(now)));
+}
+
 fn port_leases(mgmt: &Mgmt, port: PortIndex) -> impl Iterator<Item = HeldLease> + '_ {
     mgmt.leases()
         .filter(move |l| l.port == Some(port))
@@ -3197,6 +3253,74 @@ mod tests {
             assert_eq!(wire.tags(UP), [2]);
             let u = uplink(&rig, 7).counters;
             assert_eq!((u.drop_bad_frame, u.drop_tx_full), (2, 1));
+        }
+
+        #[test]
+        fn a_bound_port_sends_from_what_the_uplinks_dhcp_server_leased_it() {
+            use crate::snoop::tests::server_msg;
+            use crate::testing::udp4;
+            let mut rig = Rig::new(SwitchConfig::default());
+            let mut wire = Wire::default();
+            let mut a = rig.join(0, 7, 2, 0);
+            let mut b = rig.join(1, 7, 3, 0);
+            rig.sw.attach_uplink(7, UP, 9, false).unwrap();
+            let bound = PortRules {
+                bind_addresses: true,
+                ..PortRules::default()
+            };
+            rig.sw.set_port_rules(&mut rig.p, 0, bound).unwrap();
+            let (leased, other) = ([192, 168, 1, 50], [192, 168, 1, 60]);
+            let mac_a = a.mac;
+            let from = move |ip, tag| udp4(HOST, mac_a, ip, [192, 168, 1, 1], 60, tag);
+            let sent = |wire: &mut Wire| -> Vec<u8> {
+                let tags = wire.sent.iter().map(|(_, f)| f[59]).collect();
+                wire.sent.clear();
+                tags
+            };
+            // No lease yet: nothing from a reaches the uplink.
+            a.send(&[from(leased, 1)], FrameMeta::default());
+            pump(&mut rig, &mut wire);
+            assert!(sent(&mut wire).is_empty());
+            assert_eq!(rig.counters(0).drop_policy.ipv4_source, 1);
+            // A member's ACK teaches nothing (b is not bound: its
+            // server reply is switched, never believed).
+            let mut rogue = server_msg(DhcpMessageType::Ack, a.mac, other, Some(600), 67);
+            rogue[6..12].copy_from_slice(&b.mac);
+            b.send(&[rogue], FrameMeta::default());
+            // The network's server acks a's request through the uplink.
+            wire.inbox.push_back((
+                UP,
+                server_msg(DhcpMessageType::Ack, a.mac, leased, Some(600), 67),
+            ));
+            pump(&mut rig, &mut wire);
+            assert_eq!(a.recv().len(), 2, "both ACKs reach a");
+            wire.sent.clear();
+            a.send(&[from(leased, 2), from(other, 3)], FrameMeta::default());
+            pump(&mut rig, &mut wire);
+            assert_eq!(sent(&mut wire), [2], "the leased address only");
+            assert_eq!(rig.counters(0).drop_policy.ipv4_source, 2);
+            // A NAK for a's MAC takes the address back.
+            wire.inbox.push_back((
+                UP,
+                server_msg(DhcpMessageType::Nak, a.mac, [0; 4], None, 67),
+            ));
+            pump(&mut rig, &mut wire);
+            a.send(&[from(leased, 4)], FrameMeta::default());
+            pump(&mut rig, &mut wire);
+            assert!(sent(&mut wire).is_empty());
+            // Leased again, then the uplink detached: what the network
+            // leased ends with the way to it.
+            wire.inbox.push_back((
+                UP,
+                server_msg(DhcpMessageType::Ack, a.mac, leased, Some(600), 67),
+            ));
+            pump(&mut rig, &mut wire);
+            rig.sw.detach_uplink(7).unwrap();
+            a.send(&[from(leased, 5)], FrameMeta::default());
+            pump(&mut rig, &mut wire);
+            assert!(sent(&mut wire).is_empty());
+            assert!(b.recv().iter().all(|(f, _)| f[59] != 5), "not to b either");
+            assert_eq!(rig.counters(0).drop_policy.ipv4_source, 4);
         }
 
         #[test]
