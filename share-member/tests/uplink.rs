@@ -8,7 +8,9 @@
 //!
 //! - both members of LAN 7 get leases from far's udhcpd (not from
 //!   netback-uk), ping far's address and each other, and move 8 MiB over
-//!   TCP (member to far, member to member) with equal SHA-256;
+//!   TCP (member to far, member to member) with equal SHA-256; member 3's
+//!   port is bound to its addresses (`BIND_ADDRESSES`), which the switch
+//!   learns from far's DHCPACK on the uplink (DHCP snooping);
 //! - the island member gets its lease from netback-uk as before and sees
 //!   none of the uplink's frames (a packet socket in its namespace sees its
 //!   own endpoint's replies and nothing from far or LAN 7);
@@ -34,7 +36,7 @@ use std::time::{Duration, Instant};
 use harness::*;
 use share_hal::platform::DomId;
 use share_hal::wire::net::features;
-use share_hal::wire::vdevice::{status, UplinkRepr};
+use share_hal::wire::vdevice::{flags, status, UplinkRepr};
 use share_sim::{temp_socket_path, Broker};
 
 const TEST: &str = "a_lan_with_an_uplink_reaches_the_far_network_and_nothing_else";
@@ -398,7 +400,9 @@ fn a_lan_with_an_uplink_reaches_the_far_network_and_nothing_else() {
     };
     let back = dom0.change(NETBACK, UPLINK_ENTRY + 1, &other.entry());
     assert_eq!(back.status, status::ENODEV);
-    dom0.plug(0, MEMBERS[0], LAN, PAGES, POLICY);
+    // m1's port is bound to its addresses: it sends only from what far's
+    // server leases it, which the switch learns from the ACK on the uplink.
+    dom0.plug_with(0, MEMBERS[0], LAN, PAGES, POLICY, flags::BIND_ADDRESSES);
     dom0.plug(1, MEMBERS[1], LAN, PAGES, POLICY);
     dom0.plug(2, LONE, ISLAND, PAGES, POLICY);
     // The island's packet socket, open before any of the traffic below.
@@ -425,6 +429,13 @@ fn a_lan_with_an_uplink_reaches_the_far_network_and_nothing_else() {
         addrs.push(a);
     }
     assert_ne!(addrs[0], addrs[1]);
+    let snooped = format!(
+        "port 0 (domain {}): the uplink's DHCP server leased {}",
+        MEMBERS[0], addrs[0]
+    );
+    wait_for("netback-sim to learn m1's lease from the uplink", 5, || {
+        nb.last_line(&snooped).map(|_| ())
+    });
     // The island keeps netback-uk's DHCP server.
     let (la, out) = dhcp(lone, "xsn0", &script).unwrap();
     assert_eq!(la.octets()[..3], lan_prefix(ISLAND), "{out}");
@@ -470,8 +481,9 @@ fn a_lan_with_an_uplink_reaches_the_far_network_and_nothing_else() {
     for _ in 0..3 {
         let _ = netns(m2, &to_far);
     }
-    wait_for("far to see m2's marked datagrams", 5, || {
-        (seen.count(|f| contains(f, MARK)) >= 1).then_some(())
+    // All three: one still on its way would count as spoofed below.
+    wait_for("far to see m2's three marked datagrams", 5, || {
+        (seen.count(|f| contains(f, MARK)) >= 3).then_some(())
     });
     let honest = seen.count(|f| contains(f, MARK));
     let spoof_before = nb_spoofs(&nb, 1);
