@@ -165,6 +165,7 @@ fn lans_by_name_with_members_by_name_or_id() {
             rate: None,
             addresses: vec![],
             uplink: None,
+            macs: vec![],
         }
     );
     assert_eq!(
