@@ -76,13 +76,17 @@ pub fn snoop(frame: &[u8]) -> Option<ServerSaid> {
 #[derive(Clone, Debug, Default)]
 pub struct Snooped {
     leases: [Option<HeldLease>; MAX_SNOOPED_PER_PORT],
+    /// ACKs taken for this port: the network may send any number, so the
+    /// switch says so at each power of two only.
+    acks: u64,
 }
 
 impl Snooped {
     /// The server leased `ip` for `secs` seconds at `now_ns`. A renewal
     /// of an address held moves its end; a new address takes a free place,
-    /// or an expired one's, or the one ending first.
-    pub fn ack(&mut self, ip: [u8; 4], secs: u32, now_ns: u64) {
+    /// or an expired one's, or the one ending first. Returns whether this
+    /// ACK is worth a log line (the 1st, 2nd, 4th, 8th... of the port).
+    pub fn ack(&mut self, ip: [u8; 4], secs: u32, now_ns: u64) -> bool {
         let secs = u64::from(secs).min(MAX_LEASE_SECS);
         let lease = HeldLease {
             ip,
@@ -103,11 +107,18 @@ impl Snooped {
                     .unwrap_or(0)
             });
         self.leases[place] = Some(lease);
+        self.acks = self.acks.saturating_add(1);
+        self.acks.is_power_of_two()
     }
 
     /// The server said NAK: the client uses none of its addresses from it.
     pub fn nak(&mut self) {
         self.leases = Default::default();
+    }
+
+    /// ACKs taken for this port so far.
+    pub fn acks(&self) -> u64 {
+        self.acks
     }
 
     /// The leases not yet expired at `now_ns`.
@@ -246,8 +257,8 @@ pub(crate) mod tests {
     fn a_port_holds_a_bounded_set_renewals_in_place() {
         let mut s = Snooped::default();
         let sec = 1_000_000_000u64;
-        s.ack([10, 0, 0, 1], 10, 0);
-        s.ack([10, 0, 0, 1], 20, 5 * sec);
+        assert!(s.ack([10, 0, 0, 1], 10, 0), "the first is said");
+        assert!(s.ack([10, 0, 0, 1], 20, 5 * sec));
         assert_eq!(
             s.live(0).collect::<Vec<_>>(),
             vec![HeldLease {
@@ -255,9 +266,12 @@ pub(crate) mod tests {
                 expires_ns: 25 * sec
             }]
         );
-        for i in 2..=10u8 {
-            s.ack([10, 0, 0, i], 100 + u32::from(i), 0);
-        }
+        let said: Vec<bool> = (2..=10u8)
+            .map(|i| s.ack([10, 0, 0, i], 100 + u32::from(i), 0))
+            .collect();
+        // ACKs 3..=11: the 4th and the 8th are said.
+        assert_eq!(said.iter().filter(|&&x| x).count(), 2);
+        assert_eq!(s.acks(), 11);
         let live: Vec<_> = s.live(0).map(|l| l.ip[3]).collect();
         assert_eq!(live.len(), MAX_SNOOPED_PER_PORT);
         assert!(live.contains(&10), "the newest is held: {live:?}");

@@ -1765,15 +1765,18 @@ fn learn_lease(ports: &mut [Option<PortState>], lan: &Lan, said: ServerSaid, now
     };
     match said {
         ServerSaid::Ack { ip, secs, .. } => {
-            log::info!(
-                "port {index} (domain {}): the uplink's DHCP server leased {}.{}.{}.{} for {secs} s",
-                state.spec.member,
-                ip[0],
-                ip[1],
-                ip[2],
-                ip[3]
-            );
-            state.snooped.ack(ip, secs, now);
+            if state.snooped.ack(ip, secs, now) {
+                log::info!(
+                    "port {index} (domain {}): the uplink's DHCP server leased {}.{}.{}.{} \
+                     for {secs} s (ACK {} of the port)",
+                    state.spec.member,
+                    ip[0],
+                    ip[1],
+                    ip[2],
+                    ip[3],
+                    state.snooped.acks()
+                );
+            }
         }
         ServerSaid::Nak { .. } => state.snooped.nak(),
     }
