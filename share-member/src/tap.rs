@@ -194,9 +194,9 @@ impl Tap {
     /// Reads one frame: its offload header into `hdr`, the frame into the
     /// `slots` in order (windows of a share's mapped pages: the kernel's
     /// copy is the only one), what does not fit there into `spill`.
-    /// Returns the frame's length (header not counted; longer than the
-    /// room given when the kernel truncated it), `Ok(None)` when none is
-    /// waiting. The bytes in the slots are not read here, nor to be read
+    /// Returns the frame's length (header not counted; for a frame the
+    /// room given could not hold, at least that room: the kernel
+    /// truncates), `Ok(None)` when none is waiting. The bytes in the slots are not read here, nor to be read
     /// by the caller to decide anything: the share's owner may rewrite
     /// them at any moment.
     pub fn read_shared<'m>(
