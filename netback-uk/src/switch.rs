@@ -63,11 +63,16 @@ use share_hal::wire::vdevice::PortPolicyRepr;
 /// Bytes of each frame copied privately as its tx slots are read: every
 /// byte a forwarding decision reads lies in them (Ethernet header and VLAN
 /// tag, 18; an IPv4 header, at most 60, and the UDP ports after it; IPv6,
-/// 40; ARP, 28). The rest is copied once, from the source's tx slots to
-/// each destination's rx slots, unless the frame needs all of its bytes
-/// private (offloads to resolve, the management endpoint, a DHCP request
-/// the policy reads, a hold): those are copied in whole first.
-pub const PRIVATE_HEAD: usize = 128;
+/// 40; ARP, 28; the offload checks' headers, [`offload::OFFLOAD_HEAD`]:
+/// 138 with a TCP header of 60; rounded up to 16 bytes, the unit of the
+/// shared-memory copy). The rest is copied once, from the source's tx
+/// slots to each destination's rx slots, unless the frame needs all of
+/// its bytes private (the management endpoint, a DHCP request the policy
+/// reads, a LAN with an uplink): those are copied in whole first, and a
+/// frame whose offloads a destination needs resolved (a checksum
+/// completed, segments cut) is copied whole for that destination.
+pub const PRIVATE_HEAD: usize = 144;
+const _: () = assert!(PRIVATE_HEAD >= offload::OFFLOAD_HEAD);
 
 /// The management endpoint takes standard frames.
 const MGMT_MAX_FRAME: usize = net::MTU_DEFAULT as usize + net::FRAME_OVERHEAD;
@@ -362,6 +367,9 @@ pub struct Switch<P: Platform> {
     any_private: bool,
     /// A frame from an uplink is copied here (reused).
     uplink_buf: Vec<u8>,
+    /// A frame a destination needs whole (offloads to resolve) is copied
+    /// here from the source's slots (reused).
+    whole_buf: Vec<u8>,
 }
 
 /// Net share of `numpages`: lanes are initialised and parked before any
@@ -422,6 +430,7 @@ impl<P: Platform> Switch<P> {
             policy: PolicyBook::default(),
             any_private: false,
             uplink_buf: Vec::new(),
+            whole_buf: Vec::new(),
         }
     }
 
@@ -859,6 +868,7 @@ impl<P: Platform> Switch<P> {
             lans: &mut self.lans,
             dests: &mut self.dests,
             scratch: &mut self.scratch,
+            whole_buf: &mut self.whole_buf,
             open: (0..n).map(|_| None).collect(),
             replies: &mut self.replies,
             reply_lens: &mut self.reply_lens,
@@ -904,6 +914,8 @@ struct Fwd<'s, P: Platform> {
     ports: &'s mut [Option<PortState>],
     lans: &'s mut [Option<Lan>],
     scratch: &'s mut Scratch,
+    /// [`Switch::whole_buf`].
+    whole_buf: &'s mut Vec<u8>,
     /// Destination senders resumed this round, published and parked at
     /// its end.
     open: Vec<Option<FrameSender<'s>>>,
@@ -1272,10 +1284,9 @@ impl<'s, P: Platform> Fwd<'s, P> {
         let lan = self.lans.get_mut(lan_slot).and_then(Option::as_mut)?;
         // An uplink sends from a private copy of the whole frame (it
         // segments and completes checksums for the network): on a LAN
-        // with one, frames are copied whole.
-        let whole = meta.flags & flags::CSUM_BLANK != 0
-            || meta.gso_type != 0
-            || lan.uplink.is_some()
+        // with one, frames are copied whole. Offloads are checked on the
+        // head (`deliver`, `offload::pass_through`).
+        let whole = lan.uplink.is_some()
             || lan.mgmt.wants(dst)
             || sp.guard.reads_whole_frame(head)
             || hostile_lies();
@@ -1563,13 +1574,48 @@ impl<'s, P: Platform> Fwd<'s, P> {
         let mut made = 0u64;
         let mut failed = None;
         // All private (or made so by `forward`): offloads resolved for this
-        // destination. Otherwise a plain frame (`forward` made every frame
-        // with offloads whole): its head from our copy, the rest from the
-        // source's slots, as offload::deliver's plain case does.
+        // destination. Otherwise the offload checks run on the private head
+        // and the frame's length (`offload::pass_through`): a frame that
+        // goes unchanged goes with its head from our copy and the rest
+        // straight from the source's slots; one this destination needs
+        // changed (a checksum completed, segments cut) is copied whole
+        // first, its head from our copy too.
         let private = match body {
             Body::Private(frame) => Ok(frame),
             Body::Lane(f) if f.is_whole() => Ok(f.head()),
-            Body::Lane(f) => Err(f),
+            // A plain frame (the common case, kept short): no offload to
+            // check, as `pass_through` would find.
+            Body::Lane(f)
+                if meta.flags & !flags::DATA_VALIDATED == 0
+                    && (meta.gso_type, meta.gso_size, meta.gso_flags) == (0, 0, 0) =>
+            {
+                if f.len() > max_frame {
+                    Err(Err(DropCause::TooBig))
+                } else {
+                    let mut m = FrameMeta::default();
+                    if meta.flags & flags::DATA_VALIDATED != 0
+                        && features & features::DATA_VALIDATED != 0
+                    {
+                        m.flags |= flags::DATA_VALIDATED;
+                    }
+                    Err(Ok((f, m)))
+                }
+            }
+            Body::Lane(f) => {
+                match offload::pass_through(f.head(), f.len(), &meta, features, max_frame) {
+                    Ok(offload::Pass::As(m)) => Err(Ok((f, m))),
+                    Err(cause) => Err(Err(cause)),
+                    Ok(offload::Pass::NeedsWhole) => {
+                        self.whole_buf.clear();
+                        // Fails only if the receiver's pieces overran the
+                        // frame's length, which it bounds.
+                        match f.copy_into(self.whole_buf) {
+                            Ok(()) => Ok(&self.whole_buf[..]),
+                            Err(_) => Err(Err(DropCause::BadOffload)),
+                        }
+                    }
+                }
+            }
         };
         let verdict = match private {
             Ok(frame) => offload::deliver(
@@ -1591,27 +1637,19 @@ impl<'s, P: Platform> Fwd<'s, P> {
                     }
                 },
             ),
-            Err(f) if f.len() > max_frame => Verdict::Dropped(DropCause::TooBig),
-            Err(f) => {
-                let mut m = FrameMeta::default();
-                if meta.flags & flags::DATA_VALIDATED != 0
-                    && features & features::DATA_VALIDATED != 0
-                {
-                    m.flags |= flags::DATA_VALIDATED;
+            Err(Err(cause)) => Verdict::Dropped(cause),
+            Err(Ok((f, m))) => match tx.send_lane(f, m) {
+                Ok(true) => {
+                    bytes += f.len() as u64;
+                    made += 1;
+                    Verdict::Delivered { frames: 1 }
                 }
-                match tx.send_lane(f, m) {
-                    Ok(true) => {
-                        bytes += f.len() as u64;
-                        made += 1;
-                        Verdict::Delivered { frames: 1 }
-                    }
-                    Ok(false) => Verdict::Dropped(DropCause::LaneFull),
-                    Err(e) => {
-                        failed.get_or_insert(e);
-                        Verdict::Dropped(DropCause::LaneFull)
-                    }
+                Ok(false) => Verdict::Dropped(DropCause::LaneFull),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    Verdict::Dropped(DropCause::LaneFull)
                 }
-            }
+            },
         };
         self.emitted += made;
         let c = &mut state.counters;
@@ -2361,6 +2399,120 @@ mod tests {
         assert_eq!(
             rig.counters(0).rx_frames,
             rig.counters(0).drop_spoof + at_b + at_c + lost
+        );
+    }
+
+    /// The same for frames with segmentation offload, whose offload checks
+    /// read their IP and TCP headers: passed through unchanged to a port
+    /// that takes GSO (the rest copied once from the source's slots),
+    /// segmented for one that does not (copied whole for it). While a
+    /// thread rewrites the MACs, the IP protocol and total length and the
+    /// TCP header length in A's tx slots, every frame that arrives carries
+    /// its receiver's address, A's, and headers that hold for its offload
+    /// (as checked on the private head), never bytes rewritten after the
+    /// check. (Payload bytes may change: the writer hits the frames'
+    /// second slots too, and those bytes are only moved.)
+    #[test]
+    fn a_member_rewriting_its_offload_frames_mid_copy_gets_no_other_bytes_through() {
+        use core::sync::atomic::AtomicBool;
+        let mut rig = Rig::new(SwitchConfig::default());
+        let all = IMPLEMENTED;
+        let pages = net::GSO_MIN_PAGES;
+        let mut a = rig.join_pages(0, 7, 2, all, pages);
+        let mut b = rig.join_pages(1, 7, 3, all, pages);
+        let mut c = rig.join_pages(2, 7, 4, features::CSUM_BLANK, pages);
+        b.send(&[eth(a.mac, b.mac, 60, 0)], FrameMeta::default());
+        c.send(&[eth(a.mac, c.mac, 60, 0)], FrameMeta::default());
+        rig.pump();
+        a.recv();
+        let meta = FrameMeta {
+            flags: net::flags::CSUM_BLANK,
+            csum_start: 34,
+            csum_offset: 16,
+            gso_type: net::gso::TCPV4,
+            gso_size: 1448,
+            gso_flags: 0,
+        };
+        let to_b = tcp_super_frame(b.mac, a.mac, 3000);
+        let to_c = tcp_super_frame(c.mac, a.mac, 3000);
+        let (a_mac, b_mac, c_mac) = (a.mac, b.mac, c.mac);
+        let mem = a.att.mem();
+        let (ptr, len) = (mem.as_ptr(), mem.len());
+        // SAFETY: a window over A's mapping of its share, which stays
+        // mapped until `a` drops after the scope below; all accesses are
+        // volatile (SharedMem), as for any party writing a shared page.
+        let hostile = unsafe { SharedMem::new(core::ptr::NonNull::new(ptr).unwrap(), len) };
+        let lane = a.layout.tx;
+        let data = |i: usize| lane.slots + i * lane.slot_size + net::SLOT_HEADER_LEN;
+        // (offset, lie): the last byte of each MAC, the IP protocol, the
+        // IP total length's low byte, the TCP header length. The writer
+        // reads the byte, writes the lie, then writes back what it read
+        // (a stale byte if the member refilled the slot meanwhile: one
+        // more lie).
+        let lies = [
+            (5usize, c.mac[5]),
+            (11, c.mac[5]),
+            (23, 17),
+            (17, 0x11),
+            (46, 0xf0),
+        ];
+        let stop = AtomicBool::new(false);
+        let (mut at_b, mut at_c) = (0u64, 0u64);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    for i in 0..lane.slot_count as usize {
+                        for (at, lie) in lies {
+                            let Ok(truth) = hostile.read_u8(data(i) + at) else {
+                                continue;
+                            };
+                            let _ = hostile.write_u8(data(i) + at, lie);
+                            let _ = hostile.write_u8(data(i) + at, truth);
+                        }
+                    }
+                }
+            });
+            struct Stop<'s>(&'s AtomicBool);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            let _stop = Stop(&stop);
+            let start = std::time::Instant::now();
+            let mut n = 0usize;
+            while start.elapsed().as_millis() < 1500 && at_b + at_c < 20_000 {
+                a.send_with(1, |_| {
+                    n += 1;
+                    (if n % 2 == 1 { &to_b[..] } else { &to_c[..] }, meta)
+                });
+                rig.pump();
+                b.recv_with(|f, m| {
+                    at_b += 1;
+                    assert_eq!(f[..6], b_mac, "a frame with another destination");
+                    assert_eq!(f[6..12], a_mac, "a frame with a spoofed source");
+                    assert_eq!(
+                        // Any MTU: the headers are what is checked.
+                        offload::pass_through(f, f.len(), &m, all, usize::MAX),
+                        Ok(offload::Pass::As(m)),
+                        "a GSO frame whose headers do not hold"
+                    );
+                });
+                c.recv_with(|f, m| {
+                    at_c += 1;
+                    assert_eq!(f[..6], c_mac, "a segment with another destination");
+                    assert_eq!(f[6..12], a_mac, "a segment with a spoofed source");
+                    assert_eq!(m.gso_type, 0);
+                    assert_eq!(f[23], 6, "a segment that is not TCP");
+                    // C's MTU + 18 (a torn TCP header length of 60 makes
+                    // segments of 1424 payload bytes and 94 of headers).
+                    assert!(f.len() <= 1518);
+                });
+            }
+        });
+        assert!(
+            at_b > 50 && at_c > 50,
+            "frames went through ({at_b} to B, {at_c} segments to C)"
         );
     }
 
