@@ -124,7 +124,8 @@ done
 
 # Both paths answer before anything is timed (ARP resolved, links up).
 reach() {
-    dom_run $A "$(ping_cmd "$(addr $B)" 2) && $(ping_cmd $B_ETH 2)"
+    dom_run $A "$(ping_cmd "$(addr $B)" 2)" || return 1
+    dom_run $A "$(ping_cmd $B_ETH 2)"
 }
 
 # cpu FILE: xl list's Time(s) of each domain.
