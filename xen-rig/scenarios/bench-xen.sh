@@ -134,38 +134,39 @@ cpu() {
 }
 
 # measure ID DOM CMD: CMD in domU DOM, with every domain's CPU seconds
-# and the wall time around it, into $BENCH.
+# and the wall time around it, into $BENCH. (Its variables are its own:
+# dom_run sets _id, _dom and _rc of its own.)
 measure() {
-    _id=$1 _dom=$2
+    _bcase=$1 _bdom=$2
     shift 2
     cpu cpu0 > /tmp/cpu0
-    _t0=$(now_ms)
-    dom_run "$_dom" "$*" > /tmp/out
-    _rc=$?
-    _t1=$(now_ms)
+    _bt0=$(now_ms)
+    dom_run "$_bdom" "$*" > /tmp/out
+    _brc=$?
+    _bt1=$(now_ms)
     cpu cpu1 > /tmp/cpu1
     {
-        echo "case $_id"
-        echo "wall_ms $((_t1 - _t0))"
+        echo "case $_bcase"
+        echo "wall_ms $((_bt1 - _bt0))"
         cat /tmp/cpu0 /tmp/cpu1
         sed 's/^/out /' /tmp/out
-        echo "end $_id $_rc"
+        echo "end $_bcase $_brc"
     } >> $BENCH
     cat /tmp/out
-    say "$_id: $(grep -v '^rig-bench:' /tmp/out | tail -n 1)"
-    return $_rc
+    say "$_bcase: $(grep -v '^rig-bench:' /tmp/out | tail -n 1)"
+    return $_brc
 }
 
 # extra ID DOM CMD: what the receiving side says, after the case.
 extra() {
-    _id=$1 _dom=$2
+    _bcase=$1 _bdom=$2
     shift 2
-    dom_run "$_dom" "$*" > /tmp/extra
-    _rc=$?
-    sed "s/^/extra $_id /" /tmp/extra >> $BENCH
+    dom_run "$_bdom" "$*" > /tmp/extra
+    _brc=$?
+    sed "s/^/extra $_bcase /" /tmp/extra >> $BENCH
     cat /tmp/extra
-    say "$_id (receiver): $(tail -n 1 /tmp/extra)"
-    return $_rc
+    say "$_bcase (receiver): $(tail -n 1 /tmp/extra)"
+    return $_brc
 }
 
 # start_sink DOM KIND PORT: rig-bench KIND-sink in the background, listening.
