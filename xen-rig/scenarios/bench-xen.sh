@@ -134,17 +134,31 @@ cpu() {
 }
 
 # measure ID DOM CMD: CMD in domU DOM, with every domain's CPU seconds
-# and the wall time around it, into $BENCH. (Its variables are its own:
-# dom_run sets _id, _dom and _rc of its own.)
+# and the wall time around it, into $BENCH. dom0 stays quiet meanwhile:
+# CMD runs detached in the domU (one agent round trip starts it), dom0
+# sleeps $SECS, then looks for CMD's end marker on the domU's console
+# every 0.5 s (dom_run's own polling, 5 times a second, would be counted
+# as dom0's CPU); its output is fetched after the second CPU reading.
+# (The variables are its own: dom_run sets _id, _dom and _rc of its own.)
 measure() {
     _bcase=$1 _bdom=$2
     shift 2
+    _btag="$_bcase-$(now_ms)"
     cpu cpu0 > /tmp/cpu0
     _bt0=$(now_ms)
-    dom_run "$_bdom" "$*" > /tmp/out
-    _brc=$?
+    dom_run "$_bdom" "rm -f /tmp/bench.out /tmp/bench.rc
+cat > /tmp/bench.sh <<'EOF'
+$*
+EOF
+setsid sh -c 'sh /tmp/bench.sh > /tmp/bench.out 2>&1; echo \$? > /tmp/bench.rc; printf \"\nBENCH-DONE $_btag\n\" > /dev/console' < /dev/null > /dev/null 2>&1 &" || return 1
+    sleep "$SECS"
+    until grep -q "BENCH-DONE $_btag" "$(dom_log "$_bdom")"; do
+        sleep 0.5
+    done
     _bt1=$(now_ms)
     cpu cpu1 > /tmp/cpu1
+    dom_run "$_bdom" 'cat /tmp/bench.out; exit $(cat /tmp/bench.rc)' > /tmp/out
+    _brc=$?
     {
         echo "case $_bcase"
         echo "wall_ms $((_bt1 - _bt0))"
