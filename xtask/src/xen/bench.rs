@@ -425,43 +425,47 @@ fn opt(v: Option<f64>) -> String {
 
 /// The table printed after a run.
 pub fn table(rows: &[Row]) -> String {
-    let mut s = format!(
-        "{:<34} {:>10} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+    let line = |c: [&str; 10]| {
+        format!(
+            "{:<28} {:>8} {:>8} {:<7} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]
+        )
+    };
+    let mut s = line([
         "case (ours/Linux's)",
         "ours",
         "Linux",
+        "unit",
         "ratio",
         "our bk/G",
         "dom0/G o",
         "dom0/G L",
         "all/G o",
-        "all/G L"
-    );
+        "all/G L",
+    ]);
     for r in rows {
         let ratio = if r.linux > 0.0 {
             format!("{:.2}", r.ours / r.linux)
         } else {
             "-".into()
         };
-        s.push_str(&format!(
-            "{:<34} {:>10} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
-            r.kind,
-            format!("{:.1} {}", r.ours, r.unit)
-                .chars()
-                .take(10)
-                .collect::<String>(),
-            format!("{:.1}", r.linux),
-            ratio,
-            opt(r.our_backend),
-            opt(r.dom0_for_ours),
-            opt(r.linux_dom0),
-            opt(r.ours_total),
-            opt(r.linux_total),
-        ));
+        s.push_str(&line([
+            &r.kind,
+            &format!("{:.1}", r.ours),
+            &format!("{:.1}", r.linux),
+            r.unit,
+            &ratio,
+            &opt(r.our_backend),
+            &opt(r.dom0_for_ours),
+            &opt(r.linux_dom0),
+            &opt(r.ours_total),
+            &opt(r.linux_total),
+        ]));
     }
     s.push_str(
-        "(ratio: ours / Linux's, latency lower is better; */G: CPU seconds per GiB moved, net of \
-         idle: our backend, dom0 on our path, dom0 on Linux's path, all domains on ours, on Linux's)\n",
+        "(ratio: ours / Linux's; for latency lower is better. */G: CPU seconds per GiB moved, net \
+         of idle: our backend, dom0 on our path, dom0 on Linux's path, every domain on ours, on \
+         Linux's)\n",
     );
     s
 }
