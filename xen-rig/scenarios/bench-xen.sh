@@ -216,10 +216,20 @@ tcp_case() {
     extra "$1-tcp" $B "$(sink_result tcp)"
 }
 
+# ifstat IFACE: the domU commands that print IFACE's packet and drop
+# counters on one line (where a small-packet run lost datagrams).
+ifstat() {
+    echo "cd /sys/class/net/$1/statistics || exit 1
+echo \"ifstat $1 \$(hostname) rx_packets=\$(cat rx_packets) rx_dropped=\$(cat rx_dropped) \\
+tx_packets=\$(cat tx_packets) tx_dropped=\$(cat tx_dropped)\""
+}
+
 udp_case() {
     start_sink $B udp 5002 || return 1
     measure "$1-udp" $A "rig-bench udp-send $2:5002 64 $SECS" || return 1
-    extra "$1-udp" $B "$(sink_result udp)"
+    extra "$1-udp" $B "$(sink_result udp)" || return 1
+    extra "$1-udp" $A "$(ifstat "$3")" || return 1
+    extra "$1-udp" $B "$(ifstat "$3")"
 }
 
 # disk_case PATH DEV NAME rand|seq read|write BS JOBS
@@ -259,8 +269,8 @@ step xensnet-ping 120 ping_case xensnet "$(addr $B)"
 step netfront-ping 120 ping_case netfront $B_ETH
 step xensnet-tcp 300 tcp_case xensnet "$(addr $B)"
 step netfront-tcp 300 tcp_case netfront $B_ETH
-step xensnet-udp 300 udp_case xensnet "$(addr $B)"
-step netfront-udp 300 udp_case netfront $B_ETH
+step xensnet-udp 300 udp_case xensnet "$(addr $B)" xsn0
+step netfront-udp 300 udp_case netfront $B_ETH eth0
 step xensblk-rand-read 300 disk_case xensblk /dev/xsba rand-read rand read 4096 8
 step blkfront-rand-read 300 disk_case blkfront /dev/xvda rand-read rand read 4096 8
 step xensblk-rand-write 300 disk_case xensblk /dev/xsba rand-write rand write 4096 8
