@@ -213,6 +213,19 @@ pub fn measured(c: &Case) -> Result<Measured> {
                 .map(|(k, v)| (format!("received_{k}"), *v))
                 .collect();
             more.extend(sent.iter().map(|(k, v)| (format!("sent_{k}"), *v)));
+            // `ifstat IFACE HOST counters...`: where datagrams were lost.
+            for l in &c.extra {
+                let mut w = l.splitn(4, ' ');
+                if let (Some("ifstat"), Some(iface), Some(host), Some(kv)) =
+                    (w.next(), w.next(), w.next(), w.next())
+                {
+                    more.extend(
+                        key_values(kv)
+                            .into_iter()
+                            .map(|(k, v)| (format!("{host}_{iface}_{k}"), v)),
+                    );
+                }
+            }
             Measured {
                 figure: ("received", need(&sink, "pps", &c.id)? / 1000.0, "kpps"),
                 bytes: Some(need(&sink, "bytes", &c.id)?),
@@ -577,6 +590,7 @@ cpu1 Domain-0 2
 out udp-send packets=1000 secs=5.000 pps=200.000 errors=0
 end xensnet-udp 0
 extra xensnet-udp udp-sink packets=900 bytes=57600 secs=4.500 pps=200.000 ended=1
+extra xensnet-udp ifstat xsn0 bx-b rx_packets=950 rx_dropped=50 tx_packets=3 tx_dropped=0
 ";
 
     #[test]
@@ -629,6 +643,7 @@ extra xensnet-udp udp-sink packets=900 bytes=57600 secs=4.500 pps=200.000 ended=
         assert_eq!(udp.figure, ("received", 0.2, "kpps"));
         assert_eq!(udp.bytes, Some(57600.0));
         assert_eq!(udp.more["sent_packets"], 1000.0);
+        assert_eq!(udp.more["bx-b_xsn0_rx_dropped"], 50.0);
     }
 
     #[test]
