@@ -200,6 +200,10 @@ type Res = Result<String, String>;
 
 fn tcp_sink(port: u16) -> Res {
     let l = TcpListener::bind(("0.0.0.0", port)).map_err(|e| format!("bind :{port}: {e}"))?;
+    tcp_sink_on(&l)
+}
+
+fn tcp_sink_on(l: &TcpListener) -> Res {
     let (mut s, peer) = l.accept().map_err(|e| format!("accept: {e}"))?;
     let mut buf = vec![0u8; 256 << 10];
     let mut n: u64 = 0;
@@ -274,6 +278,10 @@ fn tcp_send(to: SocketAddr, secs: f64) -> Res {
 
 fn udp_sink(port: u16) -> Res {
     let s = UdpSocket::bind(("0.0.0.0", port)).map_err(|e| format!("bind :{port}: {e}"))?;
+    udp_sink_on(&s)
+}
+
+fn udp_sink_on(s: &UdpSocket) -> Res {
     let mut buf = vec![0u8; 65536];
     s.set_read_timeout(Some(FIRST_WAIT))
         .map_err(|e| e.to_string())?;
@@ -549,14 +557,17 @@ mod tests {
 
     #[test]
     fn tcp_and_udp_over_loopback() {
-        let port = 40000 + (std::process::id() % 20000) as u16;
-        let sink = std::thread::spawn(move || tcp_sink(port));
-        let line = tcp_send(format!("127.0.0.1:{port}").parse().unwrap(), 0.2).unwrap();
+        // Loopback only, on ports the kernel picks.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let to = l.local_addr().unwrap();
+        let sink = std::thread::spawn(move || tcp_sink_on(&l));
+        let line = tcp_send(to, 0.2).unwrap();
         assert!(line.starts_with("tcp bytes="), "{line}");
         assert!(sink.join().unwrap().unwrap().starts_with("tcp-sink bytes="));
-        let sink = std::thread::spawn(move || udp_sink(port));
-        std::thread::sleep(Duration::from_millis(100));
-        let sent = udp_send(format!("127.0.0.1:{port}").parse().unwrap(), 64, 0.2).unwrap();
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = u.local_addr().unwrap();
+        let sink = std::thread::spawn(move || udp_sink_on(&u));
+        let sent = udp_send(to, 64, 0.2).unwrap();
         let got = sink.join().unwrap().unwrap();
         assert!(sent.starts_with("udp-send packets="), "{sent}");
         assert!(got.contains(" ended=1"), "{got}");
