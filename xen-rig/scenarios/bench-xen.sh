@@ -122,6 +122,22 @@ done
 [ \$(cat /sys/block/xvda/size) = $SECTORS ] && [ \$(cat /sys/block/xsba/size) = $SECTORS ]"
 }
 
+# vbd_features: what each blkif frontend negotiated with dom0's blkback
+# (bx-a's blkfront, blkback-uk's vbd store): persistent grants, indirect
+# segments, ring size.
+vbd_features() {
+    for _d in $A blkback-uk; do
+        _fe=/local/domain/$(xl domid $_d)/device/vbd/51712
+        _be=$(xenstore-read "$_fe/backend") || return 1
+        _f="$_d: frontend persistent=$(xenstore-read "$_fe/feature-persistent" 2>/dev/null || echo -)"
+        _f="$_f ring-page-order=$(xenstore-read "$_fe/ring-page-order" 2>/dev/null || echo -)"
+        _f="$_f; backend persistent=$(xenstore-read "$_be/feature-persistent" 2>/dev/null || echo -)"
+        _f="$_f max-indirect-segments=$(xenstore-read "$_be/feature-max-indirect-segments" 2>/dev/null || echo -)"
+        echo "$_f"
+        say "$_f"
+    done
+}
+
 # Both paths answer before anything is timed (ARP resolved, links up).
 reach() {
     dom_run $A "$(ping_cmd "$(addr $B)" 2)" || return 1
@@ -263,6 +279,7 @@ step blk-modules 90 load_xensblk $A
 step published 60 published $A
 step connect-disk 120 connect_disk
 step blkfront 120 blkfront
+step vbd-features 30 vbd_features
 step reach 120 reach
 step idle 120 idle_case
 step xensnet-ping 120 ping_case xensnet "$(addr $B)"
