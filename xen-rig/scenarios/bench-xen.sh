@@ -232,20 +232,22 @@ tcp_case() {
     extra "$1-tcp" $B "$(sink_result tcp)"
 }
 
-# ifstat IFACE: the domU commands that print IFACE's packet and drop
-# counters on one line (where a small-packet run lost datagrams).
+# ifstat IFACE NAME: the domU commands that print IFACE's packet and drop
+# counters and the UDP counters of domU NAME on one line (where a
+# small-packet run lost datagrams: the driver, or the socket).
 ifstat() {
     echo "cd /sys/class/net/$1/statistics || exit 1
-echo \"ifstat $1 \$(hostname) rx_packets=\$(cat rx_packets) rx_dropped=\$(cat rx_dropped) \\
-tx_packets=\$(cat tx_packets) tx_dropped=\$(cat tx_dropped)\""
+u=\$(awk '/^Udp:/ { if (h) { print \"udp_in=\" \$2, \"udp_rcvbuf_errors=\" \$6; exit } h = 1 }' /proc/net/snmp)
+echo \"ifstat $1 $2 rx_packets=\$(cat rx_packets) rx_dropped=\$(cat rx_dropped) \\
+tx_packets=\$(cat tx_packets) tx_dropped=\$(cat tx_dropped) \$u\""
 }
 
 udp_case() {
     start_sink $B udp 5002 || return 1
     measure "$1-udp" $A "rig-bench udp-send $2:5002 64 $SECS" || return 1
     extra "$1-udp" $B "$(sink_result udp)" || return 1
-    extra "$1-udp" $A "$(ifstat "$3")" || return 1
-    extra "$1-udp" $B "$(ifstat "$3")"
+    extra "$1-udp" $A "$(ifstat "$3" $A)" || return 1
+    extra "$1-udp" $B "$(ifstat "$3" $B)"
 }
 
 # disk_case PATH DEV NAME rand|seq read|write BS JOBS
