@@ -228,6 +228,9 @@ pub fn measured(c: &Case) -> Result<Measured> {
         "tcp" => {
             let f = c.figures("tcp", false).with_context(|| missing("tcp"))?;
             let (bytes, secs) = (need(&f, "bytes", &c.id)?, need(&f, "secs", &c.id)?);
+            if secs <= 0.0 {
+                bail!("case {}: a stream of {bytes} bytes in {secs} s", c.id);
+            }
             Measured {
                 figure: ("throughput", bytes * 8.0 / secs / 1e6, "Mbit/s"),
                 bytes: Some(bytes),
@@ -729,6 +732,30 @@ extra xensnet-udp ifstat xsn0 bx-b rx_packets=950 rx_dropped=50 tx_packets=3 tx_
         assert_eq!(doc["cases"][0]["id"], "xensnet-tcp");
         assert_eq!(doc["cases"][0]["cpu_s_per_gib"]["netback-uk"], json!(7.0));
         assert!(table(&rows).contains("xensnet/netfront tcp"));
+    }
+
+    #[test]
+    fn guest_written_text_is_only_data() {
+        // `out` and `extra` lines carry what a domU printed: odd text
+        // there is kept or refused, never a panic.
+        let rec = "case xensnet-tcp\nwall_ms 1\nout tcp bytes=\u{e9}\u{e9} secs=0 \u{1f600}=1\n\
+                   out tcp bytes=5 secs=0\nout round-trip min/avg/max = /// ms\nend xensnet-tcp 0\n\
+                   extra xensnet-tcp \u{e9}ifstat\u{e9} \u{e9}\n";
+        let cases = parse_record(rec).unwrap();
+        assert!(measured(&cases[0]).is_err());
+        let mut c = parse_record(rec).unwrap().remove(0);
+        c.id = "xensnet-ping".into();
+        assert!(measured(&c).is_err());
+        c.id = "xensnet-udp".into();
+        assert!(measured(&c).is_err());
+        assert_eq!(
+            key_values("a=1 =2 b= c=x d=inf e=-3"),
+            BTreeMap::from([
+                ("a".to_string(), 1.0),
+                (String::new(), 2.0),
+                ("e".to_string(), -3.0),
+            ])
+        );
     }
 
     #[test]
