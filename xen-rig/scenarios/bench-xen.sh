@@ -168,8 +168,17 @@ $*
 EOF
 setsid sh -c 'sh /tmp/bench.sh > /tmp/bench.out 2>&1; echo \$? > /tmp/bench.rc; printf \"\nBENCH-DONE $_btag\n\" > /dev/console' < /dev/null > /dev/null 2>&1 &" || return 1
     sleep "$SECS"
+    _bi=0
     until grep -q "BENCH-DONE $_btag" "$(dom_log "$_bdom")"; do
         sleep 0.5
+        _bi=$((_bi + 1))
+        # No marker 10 s on: a console event may have gone missing (nested
+        # TCG; see dom_run). An agent round trip wakes the console and
+        # says whether the command ended.
+        if [ $((_bi % 20)) -eq 0 ] && dom_run "$_bdom" '[ -e /tmp/bench.rc ]' > /dev/null; then
+            echo "measure: $_bcase ended, its marker did not arrive ($((_bi / 2)) s)"
+            break
+        fi
     done
     _bt1=$(now_ms)
     cpu cpu1 > /tmp/cpu1
