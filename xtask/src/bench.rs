@@ -50,6 +50,29 @@ enum Which {
         #[arg(long)]
         skip_tcp: bool,
     },
+    /// On the Xen rig (real Xen nested in QEMU TCG), in one boot: two Linux
+    /// domUs over xensnet + netback-uk and over Linux's netfront + dom0's
+    /// netback + a dom0 bridge (ping, TCP stream, 64-byte UDP), and one's
+    /// disk over xensblk + blkback-uk and over xen-blkfront + dom0's
+    /// blkback on the same file (4 KiB random IOPS, 1 MiB sequential),
+    /// each case with every domain's CPU seconds per GiB moved (xl list).
+    /// The same tool (rig-bench, busybox ping) on both paths. Not part of
+    /// `cargo xtask test`; takes the rig for ~10-20 minutes (wrap it in
+    /// `flock` where others use the rig). Writes target/bench/xen.json.
+    Xen {
+        #[command(flatten)]
+        debian: crate::xen::Debian,
+        /// Upper bound for the whole boot, in seconds.
+        #[arg(long, default_value_t = 2400)]
+        timeout: u64,
+        /// Echo the serial console (Xen and dom0) as it comes.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Do not boot: read the record (bench.txt) a run kept, e.g.
+        /// target/xen-logs/bench-xen/bench.txt, and write the JSON again.
+        #[arg(long, value_name = "BENCH_TXT")]
+        from: Option<std::path::PathBuf>,
+    },
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -61,6 +84,12 @@ pub fn run(args: Args) -> Result<()> {
             iperf_secs,
             skip_tcp,
         } => net(secs, iperf_secs, skip_tcp),
+        Which::Xen {
+            debian,
+            timeout,
+            verbose,
+            from,
+        } => crate::xen::bench::run(debian.release()?, timeout, verbose, from),
     }
 }
 

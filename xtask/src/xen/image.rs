@@ -37,7 +37,8 @@ const DOM0_EXTRA_FEATURES: &str = "blkback-uk/dom0";
 /// with `--release`: a domU's image is loaded by `xl create` on every boot
 /// (a debug share-member is 3x the size) and the member moves every frame
 /// of the domain through TCG.
-pub const DOMU_BINARIES: &[(&str, &str)] = &[("share-member", "share-member")];
+pub const DOMU_BINARIES: &[(&str, &str)] =
+    &[("share-member", "share-member"), ("rig-bench", "rig-bench")];
 
 /// Examples of this workspace put into the domU image's `/usr/bin`, as
 /// (package, example), built and stripped like

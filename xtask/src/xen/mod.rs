@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+pub mod bench;
 mod cpio;
 pub mod image;
 mod run;
