@@ -976,10 +976,17 @@ static void xsblk_remove(struct xenshare_device *xdev)
 	unsigned long flags;
 	bool detached;
 
+	/*
+	 * Dying first: every trigger is made under the lock after checking
+	 * it, so none races with the unbind below (a trigger reading the irq
+	 * as it is freed would notify whatever reuses the number).
+	 */
+	spin_lock_irqsave(&info->lock, flags);
+	info->dying = true;
+	spin_unlock_irqrestore(&info->lock, flags);
 	if (info->cur.sh)
 		xenshare_share_unbind(info->cur.sh);
 	spin_lock_irqsave(&info->lock, flags);
-	info->dying = true;
 	detached = info->detached;
 	xsblk_fail_all(info);
 	spin_unlock_irqrestore(&info->lock, flags);

@@ -305,7 +305,7 @@ void xenshare_share_unbind(struct xenshare_share *sh)
 		return;
 	/* Waits for a running handler, and closes our port. */
 	unbind_from_irqhandler(sh->irq, sh->irq_data);
-	sh->irq = -1;
+	WRITE_ONCE(sh->irq, -1);
 	sh->irq_data = NULL;
 	s->handler = NULL;
 }
@@ -313,7 +313,10 @@ EXPORT_SYMBOL_GPL(xenshare_share_unbind);
 
 void xenshare_share_trigger(struct xenshare_share *sh)
 {
-	if (sh->irq >= 0)
-		notify_remote_via_irq(sh->irq);
+	int irq = READ_ONCE(sh->irq);
+
+	/* Callers keep triggers and unbind apart (a driver lock or a quiesce). */
+	if (irq >= 0)
+		notify_remote_via_irq(irq);
 }
 EXPORT_SYMBOL_GPL(xenshare_share_trigger);
