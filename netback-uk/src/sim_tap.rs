@@ -11,6 +11,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use netback_uk::switch::Uplinks;
+use share_hal::frames::FrameMeta;
 
 // linux/if_tun.h: _IOW('T', 202, int).
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
@@ -88,7 +89,7 @@ impl TapUplinks {
 }
 
 impl Uplinks for TapUplinks {
-    fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<usize> {
+    fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<(usize, FrameMeta)> {
         let tap = self.tap(device)?;
         // A frame longer than `buf` is cut by the kernel to `buf.len()`;
         // one more byte of room tells it apart (reported as too long).
@@ -108,10 +109,13 @@ impl Uplinks for TapUplinks {
         // EAGAIN: nothing waiting; any other error: nothing to read either
         // (a TAP whose interface went away keeps failing; the switch
         // simply gets no frames from it).
-        usize::try_from(n).ok().filter(|&n| n > 0)
+        usize::try_from(n)
+            .ok()
+            .filter(|&n| n > 0)
+            .map(|n| (n, FrameMeta::default()))
     }
 
-    fn send(&mut self, device: u16, frame: &[u8]) -> bool {
+    fn send(&mut self, device: u16, frame: &[u8], _: FrameMeta) -> bool {
         let Some(tap) = self.tap(device) else {
             return false;
         };

@@ -135,13 +135,22 @@ pub struct PortCounters {
 /// [`Switch::attach_uplink`].
 pub trait Uplinks {
     /// Copies the next frame received on `device` into `buf` and returns
-    /// its length (more than `buf.len()`: it did not fit and is dropped);
-    /// `None`: nothing waiting.
-    fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<usize>;
-    /// Sends one whole Ethernet frame out of `device` (no offload: at most
-    /// [`UPLINK_MAX_FRAME`] bytes, checksums complete). `false`: no room or
-    /// the device is down; the frame is dropped and counted.
-    fn send(&mut self, device: u16, frame: &[u8]) -> bool;
+    /// its length (more than `buf.len()`: it did not fit and is dropped)
+    /// and its offload fields (a partial checksum to complete, checksums
+    /// verified), which the switch checks against the frame as it does a
+    /// member's; `None`: nothing waiting.
+    fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<(usize, FrameMeta)>;
+    /// Sends one whole Ethernet frame out of `device`: at most
+    /// [`UPLINK_MAX_FRAME`] bytes, its offload fields only those of
+    /// [`Uplinks::features`] (checksums complete without any). `false`: no
+    /// room or the device is down; the frame is dropped and counted.
+    fn send(&mut self, device: u16, frame: &[u8], meta: FrameMeta) -> bool;
+    /// The offloads (`wire::net::features`) `device` takes on frames sent
+    /// to it, as a port's accepted features; what it does not take, the
+    /// switch resolves in software first.
+    fn features(&self, _device: u16) -> u32 {
+        0
+    }
     /// End of a round: push what was sent (notify the peer). `true`: more
     /// may be waiting already (poll again before sleeping).
     fn flush(&mut self) -> bool {
@@ -156,10 +165,10 @@ pub trait Uplinks {
 pub struct NoUplinks;
 
 impl Uplinks for NoUplinks {
-    fn recv(&mut self, _: u16, _: &mut [u8]) -> Option<usize> {
+    fn recv(&mut self, _: u16, _: &mut [u8]) -> Option<(usize, FrameMeta)> {
         None
     }
-    fn send(&mut self, _: u16, _: &[u8]) -> bool {
+    fn send(&mut self, _: u16, _: &[u8], _: FrameMeta) -> bool {
         false
     }
     fn has(&self, _: u16) -> bool {
@@ -919,12 +928,12 @@ impl<'s, P: Platform> Fwd<'s, P> {
             return;
         };
         for _ in 0..self.budget {
-            let Some(len) = self.uplinks.recv(device, buf) else {
+            let Some((len, meta)) = self.uplinks.recv(device, buf) else {
                 return;
             };
             round.frames += 1;
             match buf.get(..len).filter(|f| f.len() >= 14) {
-                Some(frame) => self.forward_from_uplink(slot, frame),
+                Some(frame) => self.forward_from_uplink(slot, frame, meta),
                 None => {
                     if let Some(u) = self.uplink_mut(slot) {
                         u.drop_bad_frame += 1;
@@ -942,8 +951,9 @@ impl<'s, P: Platform> Fwd<'s, P> {
 
     /// Switches one frame that came in on LAN slot `slot`'s uplink: to the
     /// port its destination was learned on, or (group, unknown) to every
-    /// port of the LAN; never back out of the uplink.
-    fn forward_from_uplink(&mut self, slot: usize, frame: &[u8]) {
+    /// port of the LAN; never back out of the uplink. Its offloads (`meta`)
+    /// are resolved per destination, as a member's are.
+    fn forward_from_uplink(&mut self, slot: usize, frame: &[u8], meta: FrameMeta) {
         let now = self.now;
         let Some(lan) = self.lans.get_mut(slot).and_then(Option::as_mut) else {
             return;
@@ -972,12 +982,25 @@ impl<'s, P: Platform> Fwd<'s, P> {
         self.replies.clear();
         self.reply_lens.clear();
         if lan.mgmt.wants(dst) {
+            // Offloads resolved first (a partial checksum completed), as
+            // for a member's frame.
             let (mgmt, replies, lens) = (&mut lan.mgmt, &mut *self.replies, &mut *self.reply_lens);
-            self.emitted += 1;
-            mgmt.receive(now, UPLINK_PORT, frame, &mut |r| {
-                replies.extend_from_slice(r);
-                lens.push(r.len());
-            });
+            let emitted = &mut self.emitted;
+            offload::deliver(
+                frame,
+                &meta,
+                0,
+                MGMT_MAX_FRAME,
+                self.scratch,
+                &mut |f, _| {
+                    *emitted += 1;
+                    mgmt.receive(now, UPLINK_PORT, f, &mut |r| {
+                        replies.extend_from_slice(r);
+                        lens.push(r.len());
+                    });
+                    true
+                },
+            );
         }
         self.dests.clear();
         if dst != lan.mgmt.mac() {
@@ -993,7 +1016,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
         }
         for k in 0..self.dests.len() {
             let d = self.dests[k];
-            self.deliver(d, Body::Private(frame), FrameMeta::default(), false);
+            self.deliver(d, Body::Private(frame), meta, false);
         }
         if !self.reply_lens.is_empty() {
             self.send_replies(slot);
@@ -1001,8 +1024,8 @@ impl<'s, P: Platform> Fwd<'s, P> {
     }
 
     /// Sends one frame out of LAN slot `slot`'s uplink, its offloads
-    /// resolved (segmented, checksums completed) as for a port without
-    /// any.
+    /// resolved (segmented, checksums completed) as for a port that
+    /// accepted what the device takes ([`Uplinks::features`]).
     fn send_uplink(&mut self, slot: usize, frame: &[u8], meta: FrameMeta) {
         let Some(lan) = self.lans.get_mut(slot).and_then(Option::as_mut) else {
             return;
@@ -1011,15 +1034,16 @@ impl<'s, P: Platform> Fwd<'s, P> {
             return;
         };
         let (device, uplinks, c) = (up.device, &mut *self.uplinks, &mut up.counters);
+        let features = uplinks.features(device);
         let mut made = 0u64;
         let verdict = offload::deliver(
             frame,
             &meta,
-            0,
+            features,
             UPLINK_MAX_FRAME,
             self.scratch,
-            &mut |f, _| {
-                if uplinks.send(device, f) {
+            &mut |f, m| {
+                if uplinks.send(device, f, m) {
                     c.tx_frames += 1;
                     c.tx_bytes += f.len() as u64;
                     made += 1;
@@ -2969,14 +2993,14 @@ mod tests {
         }
 
         impl Uplinks for Wire {
-            fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<usize> {
+            fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<(usize, FrameMeta)> {
                 let at = self.inbox.iter().position(|(d, _)| *d == device)?;
                 let (_, f) = self.inbox.remove(at)?;
                 let n = f.len().min(buf.len());
                 buf[..n].copy_from_slice(&f[..n]);
-                Some(f.len())
+                Some((f.len(), FrameMeta::default()))
             }
-            fn send(&mut self, device: u16, frame: &[u8]) -> bool {
+            fn send(&mut self, device: u16, frame: &[u8], _: FrameMeta) -> bool {
                 if self.room.is_some_and(|r| self.sent.len() >= r) {
                     return false;
                 }

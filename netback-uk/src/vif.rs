@@ -36,13 +36,17 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use share_hal::frames::FrameMeta;
 use share_hal::platform::{Access, PageBlock, Platform, Port, PAGE_SIZE};
+use share_hal::wire::net::flags;
 use share_hal::{DomId, Error, GrantRef, Result, SharedMem};
 use xen_pv::abi::{
-    XENBUS_STATE_CLOSED, XENBUS_STATE_CLOSING, XENBUS_STATE_CONNECTED, XENBUS_STATE_INIT_WAIT,
+    NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED, XENBUS_STATE_CLOSED, XENBUS_STATE_CLOSING,
+    XENBUS_STATE_CONNECTED, XENBUS_STATE_INIT_WAIT,
 };
 use xen_pv::netif::{NetFront, NetFrontState, RxDone, TxFrame};
 
+use crate::csum_setup;
 use crate::switch::Uplinks;
 
 /// The xenstore operations the handshake needs (relative paths resolve
@@ -321,6 +325,10 @@ pub struct VifCounters {
     pub rx_empty: u64,
     /// Tx frames the backend answered with an error or dropped.
     pub tx_errors: u64,
+    /// Frames the backend flagged with a blank checksum (`csum_blank`)
+    /// where no TCP or UDP checksum could be found: dropped (Linux's
+    /// netfront drops them too).
+    pub rx_bad_csum: u64,
 }
 
 /// One connected device.
@@ -439,8 +447,12 @@ impl<Pg: PageBlock, B: Bell> Vif<Pg, B> {
     }
 
     /// The next frame from the backend into `buf`: its length (more than
-    /// `buf.len()` if it did not fit; then only the start was copied).
-    pub fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+    /// `buf.len()` if it did not fit; then only the start was copied) and
+    /// its offload fields. A frame flagged `csum_blank` gets the place of
+    /// its TCP or UDP checksum ([`csum_setup::find`]), for the switch to
+    /// complete it or pass it on partial; one where none is found is
+    /// dropped and counted ([`VifCounters::rx_bad_csum`]).
+    pub fn recv(&mut self, buf: &mut [u8]) -> Option<(usize, FrameMeta)> {
         if self.broken.is_some() {
             return None;
         }
@@ -455,7 +467,10 @@ impl<Pg: PageBlock, B: Bell> Vif<Pg, B> {
             self.rx_idle.push(d.id());
             self.dirty = true;
             let RxDone::Frame {
-                id, offset, len, ..
+                id,
+                offset,
+                len,
+                flags: rx_flags,
             } = d
             else {
                 self.counters.rx_empty += 1;
@@ -471,14 +486,22 @@ impl<Pg: PageBlock, B: Bell> Vif<Pg, B> {
                 self.break_with(e);
                 return None;
             }
-            return Some(usize::from(len));
+            if n < usize::from(len) {
+                // Too long for the switch: it drops it by its length.
+                return Some((usize::from(len), FrameMeta::default()));
+            }
+            match rx_meta(&buf[..n], rx_flags) {
+                Some((n, meta)) => return Some((n, meta)),
+                None => self.counters.rx_bad_csum += 1,
+            }
         }
         None
     }
 
     /// Queues one frame to the backend (published at [`Vif::flush`]);
-    /// `false`: no room, too long, or the device stopped.
-    pub fn send(&mut self, frame: &[u8]) -> bool {
+    /// `false`: no room, too long, or the device stopped. `meta` carries
+    /// no offload: [`Vif::features`] is none of them.
+    pub fn send(&mut self, frame: &[u8], _meta: FrameMeta) -> bool {
         if self.broken.is_some() || frame.is_empty() || frame.len() > PAGE_SIZE {
             return false;
         }
@@ -541,6 +564,26 @@ impl<Pg: PageBlock, B: Bell> Vif<Pg, B> {
     }
 }
 
+/// A received frame's offload fields from its rx flags: `csum_blank` with
+/// the place of its checksum (the frame then ends where its IP packet
+/// does: Ethernet padding is not checksummed); `None`: flagged blank and
+/// no checksum found.
+fn rx_meta(frame: &[u8], rx_flags: u16) -> Option<(usize, FrameMeta)> {
+    let mut meta = FrameMeta::default();
+    if rx_flags & NETRXF_DATA_VALIDATED != 0 {
+        meta.flags |= flags::DATA_VALIDATED;
+    }
+    let mut len = frame.len();
+    if rx_flags & NETRXF_CSUM_BLANK != 0 {
+        let p = csum_setup::find(frame)?;
+        meta.flags |= flags::CSUM_BLANK;
+        meta.csum_start = p.start;
+        meta.csum_offset = p.offset;
+        len = p.len;
+    }
+    Some((len, meta))
+}
+
 /// The domain's devices, by index, as the switch's uplinks.
 pub struct VifUplinks<Pg: PageBlock, B: Bell> {
     pub vifs: Vec<Vif<Pg, B>>,
@@ -553,11 +596,11 @@ impl<Pg: PageBlock, B: Bell> VifUplinks<Pg, B> {
 }
 
 impl<Pg: PageBlock, B: Bell> Uplinks for VifUplinks<Pg, B> {
-    fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<usize> {
+    fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<(usize, FrameMeta)> {
         self.vif(device)?.recv(buf)
     }
-    fn send(&mut self, device: u16, frame: &[u8]) -> bool {
-        self.vif(device).is_some_and(|v| v.send(frame))
+    fn send(&mut self, device: u16, frame: &[u8], meta: FrameMeta) -> bool {
+        self.vif(device).is_some_and(|v| v.send(frame, meta))
     }
     fn flush(&mut self) -> bool {
         let mut more = false;

@@ -64,14 +64,14 @@ struct Wire {
 }
 
 impl Uplinks for Wire {
-    fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<usize> {
+    fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<(usize, FrameMeta)> {
         assert_eq!(device, 0, "the switch read a device it was not given");
         let f = self.inbox.pop_front()?;
         let n = f.len().min(buf.len());
         buf[..n].copy_from_slice(&f[..n]);
-        Some(f.len())
+        Some((f.len(), FrameMeta::default()))
     }
-    fn send(&mut self, device: u16, frame: &[u8]) -> bool {
+    fn send(&mut self, device: u16, frame: &[u8], _: FrameMeta) -> bool {
         assert_eq!(device, 0);
         assert!(
             (14..=UPLINK_MAX_FRAME).contains(&frame.len()),

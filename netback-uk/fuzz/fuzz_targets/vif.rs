@@ -13,6 +13,8 @@
 use libfuzzer_sys::fuzz_target;
 use netback_uk::switch::Uplinks;
 use netback_uk::vif::{Bell, Vif, VifInfo, VifPages, VifUplinks};
+use share_hal::frames::FrameMeta;
+use share_hal::wire::net::flags;
 use share_hal::Result;
 use share_local::LocalHost;
 use xen_pv::ring::back::respond;
@@ -52,15 +54,20 @@ fuzz_target!(|data: &[u8]| {
             0 => {
                 let len = usize::from(next().unwrap_or(0)) * 24;
                 let frame = vec![0xa5u8; len];
-                let sent = up.send(0, &frame);
+                let sent = up.send(0, &frame, FrameMeta::default());
                 assert!(!(sent && broken), "a broken device sent");
                 assert!(!sent || (1..=4096).contains(&len));
             }
             1 => {
                 buf.fill(0);
-                if let Some(n) = up.recv(0, &mut buf) {
+                if let Some((n, meta)) = up.recv(0, &mut buf) {
                     assert!(!broken, "a broken device received");
                     assert!(n <= 4096, "a frame of {n} bytes from one page");
+                    // A partial checksum it says is there is in the frame.
+                    if meta.flags & flags::CSUM_BLANK != 0 {
+                        let (s, o) = (usize::from(meta.csum_start), usize::from(meta.csum_offset));
+                        assert!(s + o + 2 <= n.min(buf.len()), "a checksum outside the frame");
+                    }
                 }
             }
             2 => {

@@ -274,10 +274,16 @@ fn frames_go_both_ways_through_an_honest_backend() {
     // Out: queued, published at flush.
     let mut up = VifUplinks { vifs: vec![v] };
     assert!(up.has(0) && !up.has(1));
-    assert!(up.send(0, &frame(60, 1)));
-    assert!(up.send(0, &frame(1514, 2)));
-    assert!(!up.send(0, &frame(4097, 3)), "longer than a page");
-    assert!(!up.send(1, &frame(60, 4)), "no such device");
+    assert!(up.send(0, &frame(60, 1), FrameMeta::default()));
+    assert!(up.send(0, &frame(1514, 2), FrameMeta::default()));
+    assert!(
+        !up.send(0, &frame(4097, 3), FrameMeta::default()),
+        "longer than a page"
+    );
+    assert!(
+        !up.send(1, &frame(60, 4), FrameMeta::default()),
+        "no such device"
+    );
     assert!(back.take_tx(&up.vifs[0]).is_empty(), "not before the flush");
     up.flush();
     let sent = back.take_tx(&up.vifs[0]);
@@ -289,9 +295,9 @@ fn frames_go_both_ways_through_an_honest_backend() {
     back.answer_rx(&up.vifs[0], id, 0, 0, xen_pv::abi::NETIF_RSP_ERROR);
     back.deliver(&up.vifs[0], 0, &frame(1514, 6));
     let mut buf = [0u8; 1518];
-    assert_eq!(up.recv(0, &mut buf), Some(98));
+    assert_eq!(up.recv(0, &mut buf).map(|r| r.0), Some(98));
     assert_eq!(&buf[..98], &frame(98, 5)[..]);
-    assert_eq!(up.recv(0, &mut buf), Some(1514));
+    assert_eq!(up.recv(0, &mut buf).map(|r| r.0), Some(1514));
     assert_eq!(buf[100], 6);
     assert_eq!(up.recv(0, &mut buf), None);
     assert_eq!(up.vifs[0].counters.rx_empty, 1);
@@ -301,7 +307,7 @@ fn frames_go_both_ways_through_an_honest_backend() {
     assert!(!up.flush());
     back.deliver(&up.vifs[0], 0, &frame(60, 9));
     assert!(up.flush(), "the final check saw the waiting frame");
-    assert_eq!(up.recv(0, &mut buf), Some(60));
+    assert_eq!(up.recv(0, &mut buf).map(|r| r.0), Some(60));
     // The three buffers go back to the backend at the flush.
     up.flush();
     back.take_posted(&up.vifs[0]);
@@ -311,7 +317,7 @@ fn frames_go_both_ways_through_an_honest_backend() {
         back.answer_tx(&up.vifs[0], *id, NETIF_RSP_OKAY);
     }
     let mut n = 0;
-    while up.send(0, &frame(60, 7)) {
+    while up.send(0, &frame(60, 7), FrameMeta::default()) {
         n += 1;
     }
     assert_eq!(
@@ -330,7 +336,10 @@ fn a_lying_backend_stops_the_device_and_nothing_more() {
     let mut buf = [0u8; 1518];
     assert_eq!(v.recv(&mut buf), None);
     assert!(v.broken().is_some());
-    assert!(!v.send(&frame(60, 1)), "a broken device sends nothing");
+    assert!(
+        !v.send(&frame(60, 1), FrameMeta::default()),
+        "a broken device sends nothing"
+    );
     v.flush();
     // A frame outside its page.
     let (_host, mut v, mut back, _) = vif();
@@ -355,10 +364,213 @@ fn a_lying_backend_stops_the_device_and_nothing_more() {
         v.broken(),
         Some("a Xen backend published responses to requests never made")
     );
-    assert!(!v.send(&frame(60, 1)));
+    assert!(!v.send(&frame(60, 1), FrameMeta::default()));
     // A frame longer than the switch's buffer: its length says so.
     let (_host, mut v, mut back, _) = vif();
     back.deliver(&v, 0, &frame(3000, 8));
-    assert_eq!(v.recv(&mut buf), Some(3000));
+    assert_eq!(v.recv(&mut buf).map(|r| r.0), Some(3000));
     assert!(v.broken().is_none());
+}
+
+/// A TCP/IPv4 frame (untagged) from `src` to `dst` with `payload` bytes,
+/// its checksum field holding the pseudo-header sum only (a partial
+/// checksum, as Linux leaves it for `CHECKSUM_PARTIAL`), or complete.
+fn tcp4(dst: [u8; 6], src: [u8; 6], payload: usize, partial: bool) -> Vec<u8> {
+    use smoltcp::wire::{
+        EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Address, Ipv4Packet, TcpPacket,
+    };
+    let (sip, dip) = (Ipv4Address::new(10, 0, 0, 1), Ipv4Address::new(10, 0, 0, 2));
+    let mut f = vec![0u8; 14 + 20 + 20 + payload];
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    eth.set_dst_addr(smoltcp::wire::EthernetAddress(dst));
+    eth.set_src_addr(smoltcp::wire::EthernetAddress(src));
+    eth.set_ethertype(EthernetProtocol::Ipv4);
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+    ip.set_version(4);
+    ip.set_header_len(20);
+    ip.set_total_len((40 + payload) as u16);
+    ip.set_dont_frag(true);
+    ip.set_hop_limit(64);
+    ip.set_next_header(IpProtocol::Tcp);
+    ip.set_src_addr(sip);
+    ip.set_dst_addr(dip);
+    ip.fill_checksum();
+    let mut tcp = TcpPacket::new_unchecked(&mut f[34..]);
+    tcp.set_src_port(40000);
+    tcp.set_dst_port(5001);
+    tcp.set_seq_number(smoltcp::wire::TcpSeqNumber(7));
+    tcp.set_header_len(20);
+    tcp.set_ack(true);
+    tcp.set_window_len(1000);
+    for (i, b) in tcp.payload_mut().iter_mut().enumerate() {
+        *b = (i * 7) as u8;
+    }
+    if partial {
+        let sum = smoltcp::wire::checksum::pseudo_header_v4(
+            &sip,
+            &dip,
+            IpProtocol::Tcp,
+            (20 + payload) as u32,
+        );
+        tcp.set_checksum(sum);
+    } else {
+        tcp.fill_checksum(&IpAddress::Ipv4(sip), &IpAddress::Ipv4(dip));
+    }
+    f
+}
+
+fn tcp4_checksum_ok(f: &[u8]) -> bool {
+    use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket};
+    let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+    let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+    tcp.verify_checksum(
+        &IpAddress::Ipv4(ip.src_addr()),
+        &IpAddress::Ipv4(ip.dst_addr()),
+    )
+}
+
+mod through_the_switch {
+    //! The vif as a LAN's uplink: dom0's frames, flags and all, reach
+    //! members as the members negotiated.
+    use super::*;
+    use crate::switch::{PortSpec, Switch, SwitchConfig, IMPLEMENTED};
+    use crate::testing::TestMember;
+    use share_hal::frames::FrameMeta;
+    use share_hal::platform::Clock;
+    use share_hal::wire::net::{features, flags};
+    use share_local::LocalPlatform;
+    use xen_pv::abi::{NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED};
+
+    const LAN: u16 = 7;
+    const HOST: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x10];
+
+    struct Lan {
+        p: LocalPlatform,
+        sw: Switch<LocalPlatform>,
+        up: VifUplinks<LocalPages, CountingBell>,
+        back: Back,
+        plain: TestMember<LocalPlatform>,
+        offload: TestMember<LocalPlatform>,
+    }
+
+    impl Lan {
+        fn new() -> (LocalHost, Lan) {
+            let (host, v, back, _) = vif();
+            let mut p = host.domain(1);
+            let mut sw = Switch::new(SwitchConfig::default());
+            let mut join = |sw: &mut Switch<LocalPlatform>, i: u16, dom: DomId, accept| {
+                let spec = PortSpec {
+                    lan: LAN,
+                    member: dom,
+                    mac: [0; 6],
+                    policy: IMPLEMENTED,
+                    numpages: 10,
+                };
+                let r = sw.add_port(&mut p, i, spec).unwrap();
+                TestMember::join(host.domain(dom), r, accept)
+            };
+            let plain = join(&mut sw, 0, 2, 0);
+            let offload = join(
+                &mut sw,
+                1,
+                3,
+                features::CSUM_BLANK | features::DATA_VALIDATED,
+            );
+            sw.attach_uplink(LAN, v.info().index, 9, false).unwrap();
+            let mut lan = Lan {
+                p,
+                sw,
+                up: VifUplinks { vifs: vec![v] },
+                back,
+                plain,
+                offload,
+            };
+            lan.pump();
+            assert!(lan.plain.link_up() && lan.offload.link_up());
+            (host, lan)
+        }
+
+        fn pump(&mut self) {
+            for _ in 0..100 {
+                let now = self.p.now_ns();
+                if !self.sw.poll_with(&mut self.p, now, &mut self.up).busy {
+                    return;
+                }
+            }
+            panic!("switch still busy");
+        }
+
+        /// dom0 copies `frame` into the next posted buffer with `flags`.
+        fn dom0_sends(&mut self, frame: &[u8], flags: u16) {
+            let v = &self.up.vifs[0];
+            let (id, _) = self.back.posted.pop_front().unwrap();
+            v.pages.rx_buf(id).unwrap().write_from(0, frame).unwrap();
+            self.back.answer_rx(v, id, 0, flags, frame.len() as i16);
+        }
+    }
+
+    #[test]
+    fn a_blank_checksum_from_dom0_is_completed_or_passed_on_as_partial() {
+        let (_host, mut lan) = Lan::new();
+        // Unknown unicast: both members get it.
+        let dst = [0x02, 0, 0, 0, 0, 0x42];
+        let partial = tcp4(dst, HOST, 1000, true);
+        assert!(!tcp4_checksum_ok(&partial));
+        lan.dom0_sends(&partial, NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED);
+        lan.pump();
+        // Without checksum offload: complete, every other byte as sent.
+        let got = lan.plain.recv();
+        assert_eq!(got.len(), 1);
+        assert!(tcp4_checksum_ok(&got[0].0), "completed by the switch");
+        assert_eq!(got[0].0, tcp4(dst, HOST, 1000, false));
+        assert_eq!(got[0].1, FrameMeta::default());
+        // With it: partial, with where to complete it.
+        let got = lan.offload.recv();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, partial);
+        let m = got[0].1;
+        assert_eq!(m.flags & flags::CSUM_BLANK, flags::CSUM_BLANK);
+        assert_eq!((m.csum_start, m.csum_offset), (34, 16));
+        assert!(lan.up.vifs[0].broken().is_none());
+    }
+
+    #[test]
+    fn validated_frames_say_so_to_members_that_take_it() {
+        let (_host, mut lan) = Lan::new();
+        let dst = [0x02, 0, 0, 0, 0, 0x42];
+        let f = tcp4(dst, HOST, 100, false);
+        lan.dom0_sends(&f, NETRXF_DATA_VALIDATED);
+        lan.pump();
+        assert_eq!(lan.plain.recv(), [(f.clone(), FrameMeta::default())]);
+        let got = lan.offload.recv();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1.flags, flags::DATA_VALIDATED);
+    }
+
+    #[test]
+    fn a_blank_checksum_nobody_can_find_is_dropped_and_counted() {
+        let (_host, mut lan) = Lan::new();
+        let dst = [0x02, 0, 0, 0, 0, 0x42];
+        // Not TCP or UDP over IP: where would the checksum be?
+        let arp = crate::testing::eth(dst, HOST, 60, 1);
+        let mut arp = arp;
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        lan.dom0_sends(&arp, NETRXF_CSUM_BLANK);
+        // An IPv4 fragment: its L4 header is not all there.
+        let mut frag = tcp4(dst, HOST, 100, true);
+        frag[20] = 0x20; // more fragments
+        lan.dom0_sends(&frag, NETRXF_CSUM_BLANK);
+        // A TCP header cut short.
+        let cut = tcp4(dst, HOST, 0, true)[..50].to_vec();
+        lan.dom0_sends(&cut, NETRXF_CSUM_BLANK);
+        lan.pump();
+        assert!(lan.plain.recv().is_empty() && lan.offload.recv().is_empty());
+        assert_eq!(lan.up.vifs[0].counters.rx_bad_csum, 3);
+        assert!(lan.up.vifs[0].broken().is_none(), "a frame, not the device");
+        // The device goes on.
+        let f = tcp4(dst, HOST, 100, false);
+        lan.dom0_sends(&f, 0);
+        lan.pump();
+        assert_eq!(lan.plain.recv().len(), 1);
+    }
 }
