@@ -16,7 +16,9 @@
 //! recomputed: a peer that lies there only makes its own frame's checksum
 //! wrong, which it could do anyway.
 
-use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6Packet};
+use smoltcp::wire::{
+    checksum, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6Packet,
+};
 
 const ETHERTYPE_VLAN: u16 = 0x8100;
 const IPV6_HEADER_LEN: usize = 40;
@@ -38,6 +40,8 @@ pub struct Partial {
     pub len: usize,
     /// Whether the frame carries an 802.1Q tag.
     pub vlan: bool,
+    /// IPv6 (else IPv4).
+    pub ipv6: bool,
 }
 
 /// The TCP or UDP checksum of an (optionally 802.1Q-tagged) IPv4 or IPv6
@@ -55,6 +59,7 @@ pub fn find(frame: &[u8]) -> Option<Partial> {
         t => (t, 14, false),
     };
     let rest = frame.get(l3..)?;
+    let ipv6 = ethertype == u16::from(EthernetProtocol::Ipv6);
     let (l4, proto, len) = match EthernetProtocol::from(ethertype) {
         EthernetProtocol::Ipv4 => {
             let ip = Ipv4Packet::new_checked(rest).ok()?;
@@ -95,7 +100,19 @@ pub fn find(frame: &[u8]) -> Option<Partial> {
         offset,
         len,
         vlan,
+        ipv6,
     })
+}
+
+/// The completed checksum of a partial one starting at `start` (Linux's
+/// `skb_checksum_help`): the ones' complement sum over `start..`, the
+/// field holding the pseudo-header sum, folded and complemented; 0 is
+/// sent as 0xffff (the same in ones' complement; for UDP, 0 would mean
+/// "no checksum"). `start` is within the frame (the caller checked).
+pub fn complete(frame: &[u8], start: usize) -> [u8; 2] {
+    let sum = !checksum::data(frame.get(start..).unwrap_or(&[]));
+    let sum = if sum == 0 { 0xffff } else { sum };
+    sum.to_be_bytes()
 }
 
 #[cfg(test)]

@@ -14,16 +14,26 @@
 //! 2. grant the two ring pages (read-write), the tx buffers (read-only:
 //!    the backend copies frames out of them) and the rx buffers
 //!    (read-write: it copies frames into them), allocate an unbound event
-//!    channel, write `tx-ring-ref`, `rx-ring-ref`, `event-channel`,
-//!    `request-rx-copy` = 1, `feature-rx-notify` = 1,
-//!    `feature-no-csum-offload` = 1 (every frame comes with its checksums
-//!    complete: members may not take partial ones), `feature-sg` = 0,
-//!    `feature-gso-tcpv4` = 0, then `state` = Connected (4), as Linux's
-//!    netfront does;
+//!    channel, read the backend's offers (`feature-ipv6-csum-offload`,
+//!    `feature-sg`, `feature-gso-tcpv4`/`-tcpv6`: [`Offloads`]), write
+//!    `tx-ring-ref`, `rx-ring-ref`, `event-channel`, `request-rx-copy` =
+//!    1, `feature-rx-notify` = 1, `feature-no-csum-offload` = 0 (partial
+//!    IPv4 checksums welcome: the switch completes them for members that
+//!    take none), `feature-ipv6-csum-offload` = 0, `feature-sg` = 0,
+//!    `feature-gso-tcpv4` = 0, `feature-gso-tcpv6` = 0, then `state` =
+//!    Connected (4), as Linux's netfront does;
 //! 3. wait (bounded) for the backend's Connected.
 //!
+//! Checksum offload: a frame from the backend flagged `csum_blank` gets
+//! the place of its checksum found ([`csum_setup::find`]) and goes to the
+//! switch as a partial one; a partial frame to the backend goes out
+//! `csum_blank` where the backend finds the checksum itself (untagged TCP
+//! or UDP over IPv4; IPv6 if offered), otherwise it is completed first.
+//!
 //! Frames are one slot each way, at most a page (the switch's uplink
-//! frames are at most 1518 bytes). Every response is dom0's word and is
+//! frames are at most 1518 bytes): scatter-gather and GSO are not
+//! negotiated yet, so the switch segments a member's GSO frame for the
+//! uplink and dom0 segments its own. Every response is dom0's word and is
 //! checked by [`NetFront`] (ids in flight, offsets and lengths within the
 //! page, statuses and flags); a device that breaks the protocol stops (no
 //! frame in or out, its pages never reused) and says so once. The work a
@@ -38,11 +48,11 @@ use alloc::vec::Vec;
 
 use share_hal::frames::FrameMeta;
 use share_hal::platform::{Access, PageBlock, Platform, Port, PAGE_SIZE};
-use share_hal::wire::net::flags;
+use share_hal::wire::net::{features, flags};
 use share_hal::{DomId, Error, GrantRef, Result, SharedMem};
 use xen_pv::abi::{
-    NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED, XENBUS_STATE_CLOSED, XENBUS_STATE_CLOSING,
-    XENBUS_STATE_CONNECTED, XENBUS_STATE_INIT_WAIT,
+    NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED,
+    XENBUS_STATE_CLOSED, XENBUS_STATE_CLOSING, XENBUS_STATE_CONNECTED, XENBUS_STATE_INIT_WAIT,
 };
 use xen_pv::netif::{NetFront, NetFrontState, RxDone, TxFrame};
 
@@ -166,6 +176,49 @@ pub struct VifInfo {
     pub backend: DomId,
     /// The MAC libxl gave the device (`mac` in its directory), if it did.
     pub mac: Option<[u8; 6]>,
+    /// What the backend offered and what is used.
+    pub offloads: Offloads,
+}
+
+/// A device's offloads. Used: partial IPv4 TCP/UDP checksums both ways
+/// (Xen's default, which every netback takes on tx; we ask for them on rx
+/// with `feature-no-csum-offload` = 0), partial IPv6 ones to the backend
+/// if it offers `feature-ipv6-csum-offload`. Not used yet, only reported:
+/// the backend's `feature-sg` and `feature-gso-tcpv4`/`-tcpv6` (frames
+/// stay one page, GSO frames are segmented by the switch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offloads {
+    /// The backend takes partial IPv6 checksums.
+    pub tx_ipv6_csum: bool,
+    /// Offered by the backend, unused.
+    pub offered_sg: bool,
+    pub offered_gso_tcpv4: bool,
+    pub offered_gso_tcpv6: bool,
+}
+
+impl core::fmt::Display for Offloads {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("checksum offload: ipv4 both ways")?;
+        if self.tx_ipv6_csum {
+            f.write_str(", ipv6 to the backend")?;
+        }
+        f.write_str("; offered and unused:")?;
+        let mut none = true;
+        for (on, name) in [
+            (self.offered_sg, "sg"),
+            (self.offered_gso_tcpv4, "gso-tcpv4"),
+            (self.offered_gso_tcpv6, "gso-tcpv6"),
+        ] {
+            if on {
+                write!(f, " {name}")?;
+                none = false;
+            }
+        }
+        if none {
+            f.write_str(" none")?;
+        }
+        Ok(())
+    }
 }
 
 /// Why a device could not be connected.
@@ -292,6 +345,19 @@ pub fn handshake<X: Xenbus, Pg: PageBlock>(
     if copy != Some(1) {
         return Err(err(dev, "the backend does not offer feature-rx-copy"));
     }
+    // The backend's offers; anything but "1" is no.
+    let offered = |xs: &mut X, key: &str| {
+        read_num(xs, &format!("{backend_path}/{key}"))
+            .ok()
+            .flatten()
+            == Some(1)
+    };
+    let offloads = Offloads {
+        tx_ipv6_csum: offered(xs, "feature-ipv6-csum-offload"),
+        offered_sg: offered(xs, "feature-sg"),
+        offered_gso_tcpv4: offered(xs, "feature-gso-tcpv4"),
+        offered_gso_tcpv6: offered(xs, "feature-gso-tcpv6"),
+    };
     let w = |xs: &mut X, key: &str, value: &str| {
         xs.write(&format!("{dev}/{key}"), value)
             .map_err(|e| err(dev, format!("writing {key}: {e}")))
@@ -301,9 +367,15 @@ pub fn handshake<X: Xenbus, Pg: PageBlock>(
     w(xs, "event-channel", &format!("{}", pages.port.0))?;
     w(xs, "request-rx-copy", "1")?;
     w(xs, "feature-rx-notify", "1")?;
-    w(xs, "feature-no-csum-offload", "1")?;
+    // Partial IPv4 checksums from the backend: the switch completes them
+    // for members that take none (csum_setup finds them). Not IPv6 ones:
+    // csum_setup does not walk extension headers, so the backend
+    // completes those.
+    w(xs, "feature-no-csum-offload", "0")?;
+    w(xs, "feature-ipv6-csum-offload", "0")?;
     w(xs, "feature-sg", "0")?;
     w(xs, "feature-gso-tcpv4", "0")?;
+    w(xs, "feature-gso-tcpv6", "0")?;
     w(xs, "state", &format!("{XENBUS_STATE_CONNECTED}"))?;
     wait_state(xs, u64::from(XENBUS_STATE_CONNECTED), "connected")?;
     let mac = xs
@@ -315,6 +387,7 @@ pub fn handshake<X: Xenbus, Pg: PageBlock>(
         index,
         backend,
         mac,
+        offloads,
     })
 }
 
@@ -498,13 +571,26 @@ impl<Pg: PageBlock, B: Bell> Vif<Pg, B> {
         None
     }
 
+    /// What the device takes on frames sent to it (`wire::net::features`):
+    /// partial checksums and the validated mark. A partial checksum it
+    /// cannot pass on is completed by [`Vif::send`].
+    pub fn features(&self) -> u32 {
+        features::CSUM_BLANK | features::DATA_VALIDATED
+    }
+
     /// Queues one frame to the backend (published at [`Vif::flush`]);
-    /// `false`: no room, too long, or the device stopped. `meta` carries
-    /// no offload: [`Vif::features`] is none of them.
-    pub fn send(&mut self, frame: &[u8], _meta: FrameMeta) -> bool {
+    /// `false`: no room, too long, or the device stopped. A partial
+    /// checksum (`meta`) goes out as `NETTXF_csum_blank` where the backend
+    /// will find it where `meta` says (it finds it itself, as
+    /// [`csum_setup::find`] does: untagged TCP or UDP over IPv4, or IPv6
+    /// if it offered that); otherwise it is completed here first.
+    pub fn send(&mut self, frame: &[u8], meta: FrameMeta) -> bool {
         if self.broken.is_some() || frame.is_empty() || frame.len() > PAGE_SIZE {
             return false;
         }
+        let Some((tx_flags, fill)) = tx_offload(frame, &meta, &self.info.offloads) else {
+            return false;
+        };
         if self.tx_free.is_empty() {
             if let Err(e) = self.reap() {
                 self.break_with(e);
@@ -518,7 +604,13 @@ impl<Pg: PageBlock, B: Bell> Vif<Pg, B> {
         let r = self
             .pages
             .tx_buf(id)
-            .and_then(|m| m.write_from(0, frame))
+            .and_then(|m| {
+                m.write_from(0, frame)?;
+                match fill {
+                    Some((at, sum)) => m.write_from(at, &sum),
+                    None => Ok(()),
+                }
+            })
             .and_then(|()| {
                 let mut nf = NetFront::resume(self.pages.ring(0)?, self.pages.ring(1)?, self.st)?;
                 let sent = nf.send(&TxFrame {
@@ -526,7 +618,7 @@ impl<Pg: PageBlock, B: Bell> Vif<Pg, B> {
                     gref: gref.0,
                     offset: 0,
                     len: frame.len() as u16,
-                    flags: 0,
+                    flags: tx_flags,
                 });
                 self.st = nf.park();
                 sent
@@ -584,6 +676,40 @@ fn rx_meta(frame: &[u8], rx_flags: u16) -> Option<(usize, FrameMeta)> {
     Some((len, meta))
 }
 
+/// A completed checksum to write into a frame's copy: where, its bytes.
+type Fill = Option<(usize, [u8; 2])>;
+
+/// A frame's tx flags for the backend, and the completed checksum to put
+/// in the copy (where, its bytes) when the partial one cannot go as it
+/// is; `None`: the offload fields do not hold for the frame (the switch
+/// checked them; refused again here rather than trusted).
+fn tx_offload(frame: &[u8], meta: &FrameMeta, offloads: &Offloads) -> Option<(u16, Fill)> {
+    let mut tx_flags = 0;
+    if meta.flags & flags::DATA_VALIDATED != 0 {
+        tx_flags |= NETTXF_DATA_VALIDATED;
+    }
+    if meta.flags & flags::CSUM_BLANK == 0 {
+        return Some((tx_flags, None));
+    }
+    let (start, offset) = (usize::from(meta.csum_start), usize::from(meta.csum_offset));
+    if start + offset + 2 > frame.len() {
+        return None;
+    }
+    let passes = csum_setup::find(frame).is_some_and(|p| {
+        !p.vlan
+            && p.len == frame.len()
+            && (p.start, p.offset) == (meta.csum_start, meta.csum_offset)
+            && (!p.ipv6 || offloads.tx_ipv6_csum)
+    });
+    if passes {
+        return Some((tx_flags | NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED, None));
+    }
+    Some((
+        tx_flags,
+        Some((start + offset, csum_setup::complete(frame, start))),
+    ))
+}
+
 /// The domain's devices, by index, as the switch's uplinks.
 pub struct VifUplinks<Pg: PageBlock, B: Bell> {
     pub vifs: Vec<Vif<Pg, B>>,
@@ -601,6 +727,12 @@ impl<Pg: PageBlock, B: Bell> Uplinks for VifUplinks<Pg, B> {
     }
     fn send(&mut self, device: u16, frame: &[u8], meta: FrameMeta) -> bool {
         self.vif(device).is_some_and(|v| v.send(frame, meta))
+    }
+    fn features(&self, device: u16) -> u32 {
+        self.vifs
+            .iter()
+            .find(|v| v.info.index == device)
+            .map_or(0, Vif::features)
     }
     fn flush(&mut self) -> bool {
         let mut more = false;

@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
         index: 0,
         backend: 0,
         mac: None,
+        offloads: Default::default(),
     };
     let vif = Vif::start(pages, info, NoBell).unwrap();
     let mut up = VifUplinks { vifs: vec![vif] };
@@ -53,8 +54,25 @@ fuzz_target!(|data: &[u8]| {
         match op % 6 {
             0 => {
                 let len = usize::from(next().unwrap_or(0)) * 24;
-                let frame = vec![0xa5u8; len];
-                let sent = up.send(0, &frame, FrameMeta::default());
+                let kind = next().unwrap_or(0);
+                let mut frame = vec![0xa5u8; len];
+                if kind & 1 != 0 && len >= 54 {
+                    // TCP over IPv4, so a partial checksum may pass on.
+                    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+                    frame[14] = 0x45;
+                    frame[16..18].copy_from_slice(&((len - 14) as u16).to_be_bytes());
+                    frame[20..22].copy_from_slice(&[0, 0]);
+                    frame[23] = 6;
+                }
+                // Any offload fields the switch could pass (it checks
+                // them first; the vif must not trust that).
+                let meta = FrameMeta {
+                    flags: u16::from(kind >> 1) & (flags::CSUM_BLANK | flags::DATA_VALIDATED),
+                    csum_start: u16::from(next().unwrap_or(0)),
+                    csum_offset: u16::from(next().unwrap_or(0) % 32),
+                    ..FrameMeta::default()
+                };
+                let sent = up.send(0, &frame, meta);
                 assert!(!(sent && broken), "a broken device sent");
                 assert!(!sent || (1..=4096).contains(&len));
             }

@@ -84,7 +84,7 @@ fn shake(xs: &mut FakeStore, pg: &VifPages<LocalPages>) -> core::result::Result<
 }
 
 #[test]
-fn the_handshake_asks_for_rx_copy_and_complete_checksums() {
+fn the_handshake_asks_for_rx_copy_and_ipv4_checksum_offload() {
     let mut xs = FakeStore::new("2");
     assert_eq!(
         devices(&mut xs).unwrap(),
@@ -102,6 +102,7 @@ fn the_handshake_asks_for_rx_copy_and_complete_checksums() {
             index: 0,
             backend: 0,
             mac: Some([0x00, 0x16, 0x3e, 0x12, 0x34, 0x56]),
+            offloads: Offloads::default(),
         }
     );
     let w: Vec<(&str, &str)> = xs
@@ -117,9 +118,11 @@ fn the_handshake_asks_for_rx_copy_and_complete_checksums() {
             ("event-channel", pg.port.0.to_string().as_str()),
             ("request-rx-copy", "1"),
             ("feature-rx-notify", "1"),
-            ("feature-no-csum-offload", "1"),
+            ("feature-no-csum-offload", "0"),
+            ("feature-ipv6-csum-offload", "0"),
             ("feature-sg", "0"),
             ("feature-gso-tcpv4", "0"),
+            ("feature-gso-tcpv6", "0"),
             ("state", "4"),
         ]
     );
@@ -170,6 +173,14 @@ type V = Vif<LocalPages, CountingBell>;
 impl Back {
     /// The frames the front sent: (id, gref, bytes).
     fn take_tx(&mut self, v: &V) -> Vec<(u16, u32, Vec<u8>)> {
+        self.take_tx_flags(v)
+            .into_iter()
+            .map(|(id, gref, b, _)| (id, gref, b))
+            .collect()
+    }
+
+    /// The same with each request's flags.
+    fn take_tx_flags(&mut self, v: &V) -> Vec<(u16, u32, Vec<u8>, u16)> {
         let mut reqs = Vec::new();
         take_requests::<12>(&v.pages.ring(0).unwrap(), &mut self.tx_cons, |r| {
             reqs.push(r)
@@ -179,6 +190,7 @@ impl Back {
             .map(|r| {
                 let gref = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
                 let offset = u16::from_le_bytes([r[4], r[5]]);
+                let flags = u16::from_le_bytes([r[6], r[7]]);
                 let id = u16::from_le_bytes([r[8], r[9]]);
                 let len = u16::from_le_bytes([r[10], r[11]]);
                 // The grant names our tx buffer `id`.
@@ -189,7 +201,7 @@ impl Back {
                     .unwrap()
                     .read_into(usize::from(offset), &mut b)
                     .unwrap();
-                (id, gref, b)
+                (id, gref, b, flags)
             })
             .collect()
     }
@@ -419,6 +431,44 @@ fn tcp4(dst: [u8; 6], src: [u8; 6], payload: usize, partial: bool) -> Vec<u8> {
     f
 }
 
+/// The same over IPv6.
+fn tcp6(dst: [u8; 6], src: [u8; 6], payload: usize, partial: bool) -> Vec<u8> {
+    use smoltcp::wire::{IpAddress, IpProtocol, Ipv6Address, Ipv6Packet, TcpPacket};
+    let sip = Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+    let dip = Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+    let mut f = vec![0u8; 14 + 40 + 20 + payload];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&[0x86, 0xdd]);
+    let mut ip = Ipv6Packet::new_unchecked(&mut f[14..]);
+    ip.set_version(6);
+    ip.set_payload_len((20 + payload) as u16);
+    ip.set_next_header(IpProtocol::Tcp);
+    ip.set_hop_limit(64);
+    ip.set_src_addr(sip);
+    ip.set_dst_addr(dip);
+    let mut tcp = TcpPacket::new_unchecked(&mut f[54..]);
+    tcp.set_src_port(40000);
+    tcp.set_dst_port(5001);
+    tcp.set_header_len(20);
+    tcp.set_ack(true);
+    for (i, b) in tcp.payload_mut().iter_mut().enumerate() {
+        *b = (i * 3) as u8;
+    }
+    if partial {
+        let sum = smoltcp::wire::checksum::pseudo_header_v6(
+            &sip,
+            &dip,
+            IpProtocol::Tcp,
+            (20 + payload) as u32,
+        );
+        tcp.set_checksum(sum);
+    } else {
+        tcp.fill_checksum(&IpAddress::Ipv6(sip), &IpAddress::Ipv6(dip));
+    }
+    f
+}
+
 fn tcp4_checksum_ok(f: &[u8]) -> bool {
     use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket};
     let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
@@ -573,4 +623,114 @@ mod through_the_switch {
         lan.pump();
         assert_eq!(lan.plain.recv().len(), 1);
     }
+
+    fn partial_meta(start: u16) -> FrameMeta {
+        FrameMeta {
+            flags: flags::CSUM_BLANK,
+            csum_start: start,
+            csum_offset: 16,
+            ..FrameMeta::default()
+        }
+    }
+
+    #[test]
+    fn partial_checksums_go_to_dom0_partial_where_it_finds_them_else_complete() {
+        use xen_pv::abi::{NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED};
+        let (_host, mut lan) = Lan::new();
+        let src = lan.offload.mac;
+        let both = NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED;
+        // Untagged TCP over IPv4: partial, the backend completes it.
+        let v4 = tcp4(HOST, src, 1000, true);
+        lan.offload
+            .send(core::slice::from_ref(&v4), partial_meta(34));
+        // Over IPv6, which this backend did not offer: completed here.
+        let v6 = tcp6(HOST, src, 1000, true);
+        lan.offload
+            .send(core::slice::from_ref(&v6), partial_meta(54));
+        // Tagged: Linux's netback would not find it (it drops such a
+        // frame); completed here.
+        let mut tagged = tcp4(HOST, src, 100, true);
+        tagged.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+        lan.offload
+            .send(core::slice::from_ref(&tagged), partial_meta(38));
+        lan.pump();
+        let sent = lan.back.take_tx_flags(&lan.up.vifs[0]);
+        assert_eq!(sent.len(), 3);
+        assert_eq!((&sent[0].2, sent[0].3), (&v4, both));
+        assert_eq!(sent[1].3, 0);
+        assert_eq!(sent[1].2, tcp6(HOST, src, 1000, false));
+        assert_eq!(sent[2].3, 0);
+        let mut want = tcp4(HOST, src, 100, false);
+        want.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+        assert_eq!(sent[2].2, want);
+        // The member without checksum offload got all three complete.
+        let got = lan.plain.recv();
+        assert_eq!(got.len(), 3);
+        assert!(tcp4_checksum_ok(&got[0].0));
+        // A backend that offers IPv6 checksum offload gets IPv6 partial.
+        lan.up.vifs[0].info.offloads.tx_ipv6_csum = true;
+        lan.offload
+            .send(core::slice::from_ref(&v6), partial_meta(54));
+        lan.pump();
+        let sent = lan.back.take_tx_flags(&lan.up.vifs[0]);
+        assert_eq!((&sent[0].2, sent[0].3), (&v6, both));
+    }
+
+    #[test]
+    fn a_partial_checksum_where_dom0_would_not_look_is_completed() {
+        let (_host, mut lan) = Lan::new();
+        let src = lan.offload.mac;
+        // A partial sum over the TCP payload, not from its header: the
+        // member may ask it, dom0 would fill in the TCP field instead.
+        let mut f = tcp4(HOST, src, 100, false);
+        f[60..62].copy_from_slice(&[0x12, 0x34]);
+        let meta = FrameMeta {
+            flags: flags::CSUM_BLANK,
+            csum_start: 58,
+            csum_offset: 2,
+            ..FrameMeta::default()
+        };
+        lan.offload.send(core::slice::from_ref(&f), meta);
+        lan.pump();
+        let sent = lan.back.take_tx_flags(&lan.up.vifs[0]);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].3, 0, "no csum_blank");
+        let mut want = f.clone();
+        let sum = crate::csum_setup::complete(&f, 58);
+        want[60..62].copy_from_slice(&sum);
+        assert_eq!(sent[0].2, want);
+        assert_ne!(sent[0].2, f);
+    }
+}
+
+#[test]
+fn the_backends_offers_are_read_and_only_a_plain_1_is_yes() {
+    let (_host, pg) = pages();
+    let mut xs = FakeStore::new("2");
+    for (k, v) in [
+        ("feature-sg", "1"),
+        ("feature-gso-tcpv4", "1"),
+        ("feature-gso-tcpv6", "yes"),
+        ("feature-ipv6-csum-offload", "1"),
+    ] {
+        xs.keys.insert(format!("{BE}/{k}"), v.into());
+    }
+    let o = shake(&mut xs, &pg).unwrap().offloads;
+    assert_eq!(
+        o,
+        Offloads {
+            tx_ipv6_csum: true,
+            offered_sg: true,
+            offered_gso_tcpv4: true,
+            offered_gso_tcpv6: false,
+        }
+    );
+    assert_eq!(
+        o.to_string(),
+        "checksum offload: ipv4 both ways, ipv6 to the backend; offered and unused: sg gso-tcpv4"
+    );
+    assert_eq!(
+        Offloads::default().to_string(),
+        "checksum offload: ipv4 both ways; offered and unused: none"
+    );
 }
