@@ -141,14 +141,17 @@ pub trait Uplinks {
     /// member's; `None`: nothing waiting.
     fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<(usize, FrameMeta)>;
     /// Sends one whole Ethernet frame out of `device`: at most
-    /// [`UPLINK_MAX_FRAME`] bytes, its offload fields only those of
-    /// [`Uplinks::features`] (checksums complete without any). `false`: no
-    /// room or the device is down; the frame is dropped and counted.
+    /// [`UPLINK_MAX_FRAME`] bytes, or a GSO frame (segments of at most
+    /// that) where [`Uplinks::features`] said `GSO`; its offload fields
+    /// only those of [`Uplinks::features`] (checksums complete without
+    /// any). `false`: no room or the device is down; the frame is dropped
+    /// and counted.
     fn send(&mut self, device: u16, frame: &[u8], meta: FrameMeta) -> bool;
-    /// The offloads (`wire::net::features`) `device` takes on frames sent
-    /// to it, as a port's accepted features; what it does not take, the
-    /// switch resolves in software first.
-    fn features(&self, _device: u16) -> u32 {
+    /// The offloads (`wire::net::features`) `device` takes for this frame
+    /// (`frame` with its offload fields `meta`), as a port's accepted
+    /// features; what it does not take, the switch resolves in software
+    /// first.
+    fn features(&self, _device: u16, _frame: &[u8], _meta: &FrameMeta) -> u32 {
         0
     }
     /// End of a round: push what was sent (notify the peer). `true`: more
@@ -1034,7 +1037,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
             return;
         };
         let (device, uplinks, c) = (up.device, &mut *self.uplinks, &mut up.counters);
-        let features = uplinks.features(device);
+        let features = uplinks.features(device, frame, &meta);
         let mut made = 0u64;
         let verdict = offload::deliver(
             frame,

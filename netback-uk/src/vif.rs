@@ -48,13 +48,14 @@ use alloc::vec::Vec;
 
 use share_hal::frames::FrameMeta;
 use share_hal::platform::{Access, PageBlock, Platform, Port, PAGE_SIZE};
-use share_hal::wire::net::{features, flags};
+use share_hal::wire::net::{features, flags, gso};
 use share_hal::{DomId, Error, GrantRef, Result, SharedMem};
 use xen_pv::abi::{
     NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED,
     XENBUS_STATE_CLOSED, XENBUS_STATE_CLOSING, XENBUS_STATE_CONNECTED, XENBUS_STATE_INIT_WAIT,
+    XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6,
 };
-use xen_pv::netif::{NetFront, NetFrontState, RxDone, TxFrame};
+use xen_pv::netif::{NetFront, NetFrontState, RxDone, TxGso, TxSlot, TX_MAX_SLOTS};
 
 use crate::csum_setup;
 use crate::switch::Uplinks;
@@ -180,44 +181,41 @@ pub struct VifInfo {
     pub offloads: Offloads,
 }
 
-/// A device's offloads. Used: partial IPv4 TCP/UDP checksums both ways
-/// (Xen's default, which every netback takes on tx; we ask for them on rx
-/// with `feature-no-csum-offload` = 0), partial IPv6 ones to the backend
-/// if it offers `feature-ipv6-csum-offload`. Not used yet, only reported:
-/// the backend's `feature-sg` and `feature-gso-tcpv4`/`-tcpv6` (frames
-/// stay one page, GSO frames are segmented by the switch).
+/// A device's offloads, as negotiated. Partial IPv4 TCP/UDP checksums go
+/// both ways (Xen's default, which every netback takes on tx; we ask for
+/// them on rx with `feature-no-csum-offload` = 0). Toward the backend, as
+/// it offers them: partial IPv6 checksums (`feature-ipv6-csum-offload`),
+/// frames over several pages (`feature-sg`) and, with those, TCP
+/// segmentation offload (`feature-gso-tcpv4`/`-tcpv6`). From the backend
+/// frames stay one page without GSO (we write `feature-sg` = 0).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Offloads {
     /// The backend takes partial IPv6 checksums.
     pub tx_ipv6_csum: bool,
-    /// Offered by the backend, unused.
-    pub offered_sg: bool,
-    pub offered_gso_tcpv4: bool,
-    pub offered_gso_tcpv6: bool,
+    /// The backend takes frames over several slots.
+    pub tx_sg: bool,
+    /// The backend takes TCP GSO frames (only with `tx_sg`).
+    pub tx_gso_tcpv4: bool,
+    pub tx_gso_tcpv6: bool,
 }
 
 impl core::fmt::Display for Offloads {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("checksum offload: ipv4 both ways")?;
-        if self.tx_ipv6_csum {
-            f.write_str(", ipv6 to the backend")?;
-        }
-        f.write_str("; offered and unused:")?;
+        f.write_str("offloads: csum-ipv4 both ways")?;
         let mut none = true;
         for (on, name) in [
-            (self.offered_sg, "sg"),
-            (self.offered_gso_tcpv4, "gso-tcpv4"),
-            (self.offered_gso_tcpv6, "gso-tcpv6"),
+            (self.tx_ipv6_csum, "csum-ipv6"),
+            (self.tx_sg, "sg"),
+            (self.tx_gso_tcpv4, "gso-tcpv4"),
+            (self.tx_gso_tcpv6, "gso-tcpv6"),
         ] {
             if on {
-                write!(f, " {name}")?;
+                f.write_str(if none { "; to dom0 " } else { " " })?;
+                f.write_str(name)?;
                 none = false;
             }
         }
-        if none {
-            f.write_str(" none")?;
-        }
-        Ok(())
+        f.write_str("; from dom0 one page a frame, no gso")
     }
 }
 
@@ -352,11 +350,12 @@ pub fn handshake<X: Xenbus, Pg: PageBlock>(
             .flatten()
             == Some(1)
     };
+    let tx_sg = offered(xs, "feature-sg");
     let offloads = Offloads {
         tx_ipv6_csum: offered(xs, "feature-ipv6-csum-offload"),
-        offered_sg: offered(xs, "feature-sg"),
-        offered_gso_tcpv4: offered(xs, "feature-gso-tcpv4"),
-        offered_gso_tcpv6: offered(xs, "feature-gso-tcpv6"),
+        tx_sg,
+        tx_gso_tcpv4: tx_sg && offered(xs, "feature-gso-tcpv4"),
+        tx_gso_tcpv6: tx_sg && offered(xs, "feature-gso-tcpv6"),
     };
     let w = |xs: &mut X, key: &str, value: &str| {
         xs.write(&format!("{dev}/{key}"), value)
@@ -571,65 +570,114 @@ impl<Pg: PageBlock, B: Bell> Vif<Pg, B> {
         None
     }
 
-    /// What the device takes on frames sent to it (`wire::net::features`):
-    /// partial checksums and the validated mark. A partial checksum it
-    /// cannot pass on is completed by [`Vif::send`].
-    pub fn features(&self) -> u32 {
-        features::CSUM_BLANK | features::DATA_VALIDATED
+    /// What the device takes for `frame` (`wire::net::features`):
+    /// partial checksums and the validated mark always (a partial checksum
+    /// it cannot pass on is completed by [`Vif::send`]); a GSO frame as it
+    /// is where the backend takes it ([`takes_gso`]).
+    pub fn features(&self, frame: &[u8], meta: &FrameMeta) -> u32 {
+        let mut f = features::CSUM_BLANK | features::DATA_VALIDATED;
+        if meta.gso_type != gso::NONE && takes_gso(frame, meta, &self.info.offloads) {
+            f |= features::GSO;
+        }
+        f
     }
 
     /// Queues one frame to the backend (published at [`Vif::flush`]);
-    /// `false`: no room, too long, or the device stopped. A partial
-    /// checksum (`meta`) goes out as `NETTXF_csum_blank` where the backend
-    /// will find it where `meta` says (it finds it itself, as
-    /// [`csum_setup::find`] does: untagged TCP or UDP over IPv4, or IPv6
-    /// if it offered that); otherwise it is completed here first.
+    /// `false`: no room, too long, offload fields the backend cannot take,
+    /// or the device stopped. A frame over a page goes in several slots
+    /// (the backend offered `feature-sg`), a GSO frame with its extra-info
+    /// slot. A partial checksum (`meta`) goes out as `NETTXF_csum_blank`
+    /// where the backend will find it where `meta` says (it finds it
+    /// itself, as [`csum_setup::find`] does: untagged TCP or UDP over
+    /// IPv4, or IPv6 if it offered that); otherwise it is completed here
+    /// first.
     pub fn send(&mut self, frame: &[u8], meta: FrameMeta) -> bool {
-        if self.broken.is_some() || frame.is_empty() || frame.len() > PAGE_SIZE {
+        let o = self.info.offloads;
+        let max = if o.tx_sg {
+            usize::from(u16::MAX)
+        } else {
+            PAGE_SIZE
+        };
+        if self.broken.is_some() || frame.is_empty() || frame.len() > max {
             return false;
         }
-        let Some((tx_flags, fill)) = tx_offload(frame, &meta, &self.info.offloads) else {
+        let gso = if meta.gso_type == gso::NONE {
+            None
+        } else if takes_gso(frame, &meta, &o) {
+            Some(TxGso {
+                kind: if meta.gso_type == gso::TCPV4 {
+                    XEN_NETIF_GSO_TYPE_TCPV4
+                } else {
+                    XEN_NETIF_GSO_TYPE_TCPV6
+                },
+                size: meta.gso_size,
+            })
+        } else {
             return false;
         };
-        if self.tx_free.is_empty() {
+        let Some((tx_flags, fill)) = tx_offload(frame, &meta, &o) else {
+            return false;
+        };
+        let pages = frame.len().div_ceil(PAGE_SIZE);
+        if self.tx_free.len() < pages {
             if let Err(e) = self.reap() {
                 self.break_with(e);
                 return false;
             }
+            if self.tx_free.len() < pages {
+                return false;
+            }
         }
-        let Some(id) = self.tx_free.pop() else {
-            return false;
-        };
-        let gref = self.pages.grefs[usize::from(id)];
-        let r = self
-            .pages
-            .tx_buf(id)
-            .and_then(|m| {
-                m.write_from(0, frame)?;
-                match fill {
-                    Some((at, sum)) => m.write_from(at, &sum),
-                    None => Ok(()),
+        let mut slots = [TxSlot {
+            id: 0,
+            gref: 0,
+            offset: 0,
+            len: 0,
+        }; TX_MAX_SLOTS];
+        let slots = &mut slots[..pages];
+        let mut r = Ok(());
+        for (k, (s, chunk)) in slots.iter_mut().zip(frame.chunks(PAGE_SIZE)).enumerate() {
+            let Some(id) = self.tx_free.pop() else {
+                // Checked above: there were enough.
+                self.tx_free.extend(slots[..k].iter().map(|s| s.id));
+                return false;
+            };
+            *s = TxSlot {
+                id,
+                gref: self.pages.grefs[usize::from(id)].0,
+                offset: 0,
+                len: chunk.len() as u16,
+            };
+            if r.is_ok() {
+                r = self.pages.tx_buf(id).and_then(|m| m.write_from(0, chunk));
+            }
+        }
+        if let (Ok(()), Some((at, sum))) = (&r, fill) {
+            // The field may straddle two pages.
+            for (i, b) in sum.iter().enumerate() {
+                let (page, off) = ((at + i) / PAGE_SIZE, (at + i) % PAGE_SIZE);
+                if let Some(s) = slots.get(page) {
+                    r = r.and_then(|()| {
+                        self.pages
+                            .tx_buf(s.id)
+                            .and_then(|m| m.write_from(off, core::slice::from_ref(b)))
+                    });
                 }
-            })
-            .and_then(|()| {
-                let mut nf = NetFront::resume(self.pages.ring(0)?, self.pages.ring(1)?, self.st)?;
-                let sent = nf.send(&TxFrame {
-                    id,
-                    gref: gref.0,
-                    offset: 0,
-                    len: frame.len() as u16,
-                    flags: tx_flags,
-                });
-                self.st = nf.park();
-                sent
-            });
+            }
+        }
+        let r = r.and_then(|()| {
+            let mut nf = NetFront::resume(self.pages.ring(0)?, self.pages.ring(1)?, self.st)?;
+            let sent = nf.send_frame(slots, tx_flags, gso);
+            self.st = nf.park();
+            sent
+        });
         match r {
             Ok(true) => {
                 self.dirty = true;
                 true
             }
             Ok(false) => {
-                self.tx_free.push(id);
+                self.tx_free.extend(slots.iter().map(|s| s.id));
                 false
             }
             Err(e) => {
@@ -674,6 +722,32 @@ fn rx_meta(frame: &[u8], rx_flags: u16) -> Option<(usize, FrameMeta)> {
         len = p.len;
     }
     Some((len, meta))
+}
+
+/// Whether the backend takes `frame`, a GSO frame (`meta`), as it is: it
+/// offered scatter-gather and the frame's GSO type, the frame fits a
+/// request's 16-bit size, carries no ECN flag (netif has none), and the
+/// backend will find its partial checksum where `meta` says (untagged TCP
+/// over the IP version of the type, no padding). Otherwise the switch
+/// segments it.
+fn takes_gso(frame: &[u8], meta: &FrameMeta, o: &Offloads) -> bool {
+    let v6 = match meta.gso_type {
+        gso::TCPV4 if o.tx_gso_tcpv4 => false,
+        gso::TCPV6 if o.tx_gso_tcpv6 => true,
+        _ => return false,
+    };
+    o.tx_sg
+        && frame.len() <= usize::from(u16::MAX)
+        && meta.gso_flags == 0
+        && meta.gso_size != 0
+        && meta.flags & flags::CSUM_BLANK != 0
+        && csum_setup::find(frame).is_some_and(|p| {
+            !p.vlan
+                && p.ipv6 == v6
+                && p.offset == csum_setup::TCP_CSUM_OFFSET
+                && p.len == frame.len()
+                && (p.start, p.offset) == (meta.csum_start, meta.csum_offset)
+        })
 }
 
 /// A completed checksum to write into a frame's copy: where, its bytes.
@@ -728,11 +802,11 @@ impl<Pg: PageBlock, B: Bell> Uplinks for VifUplinks<Pg, B> {
     fn send(&mut self, device: u16, frame: &[u8], meta: FrameMeta) -> bool {
         self.vif(device).is_some_and(|v| v.send(frame, meta))
     }
-    fn features(&self, device: u16) -> u32 {
+    fn features(&self, device: u16, frame: &[u8], meta: &FrameMeta) -> u32 {
         self.vifs
             .iter()
             .find(|v| v.info.index == device)
-            .map_or(0, Vif::features)
+            .map_or(0, |v| v.features(frame, meta))
     }
     fn flush(&mut self) -> bool {
         let mut more = false;

@@ -179,6 +179,59 @@ impl Back {
             .collect()
     }
 
+    /// The frames the front sent, over one slot or several: (bytes, the
+    /// first request's flags, the GSO extra info (type, size), the ids).
+    #[allow(clippy::type_complexity)]
+    fn take_frames(&mut self, v: &V) -> Vec<(Vec<u8>, u16, Option<(u8, u16)>, Vec<u16>)> {
+        let mut reqs = Vec::new();
+        take_requests::<12>(&v.pages.ring(0).unwrap(), &mut self.tx_cons, |r| {
+            reqs.push(r)
+        })
+        .unwrap();
+        let word = |r: &[u8; 12], at: usize| u16::from_le_bytes([r[at], r[at + 1]]);
+        let mut out = Vec::new();
+        let mut it = reqs.iter();
+        while let Some(first) = it.next() {
+            let flags = word(first, 6);
+            let total = usize::from(word(first, 10));
+            let gso = (flags & xen_pv::abi::NETTXF_EXTRA_INFO != 0).then(|| {
+                let e = it.next().unwrap();
+                assert_eq!(e[0], xen_pv::abi::XEN_NETIF_EXTRA_TYPE_GSO);
+                assert_eq!(e[1], 0, "no more extras");
+                (e[4], word(e, 2))
+            });
+            let mut slots = vec![*first];
+            let mut more = flags & xen_pv::abi::NETTXF_MORE_DATA != 0;
+            while more {
+                let r = it.next().unwrap();
+                more = word(r, 6) & xen_pv::abi::NETTXF_MORE_DATA != 0;
+                slots.push(*r);
+            }
+            let rest: usize = slots[1..].iter().map(|r| usize::from(word(r, 10))).sum();
+            let mut bytes = Vec::new();
+            let mut ids = Vec::new();
+            for (k, r) in slots.iter().enumerate() {
+                let id = word(r, 8);
+                let len = if k == 0 {
+                    total - rest
+                } else {
+                    usize::from(word(r, 10))
+                };
+                let mut b = vec![0u8; len];
+                v.pages
+                    .tx_buf(id)
+                    .unwrap()
+                    .read_into(usize::from(word(r, 4)), &mut b)
+                    .unwrap();
+                bytes.extend_from_slice(&b);
+                ids.push(id);
+            }
+            assert_eq!(bytes.len(), total);
+            out.push((bytes, flags, gso, ids));
+        }
+        out
+    }
+
     /// The same with each request's flags.
     fn take_tx_flags(&mut self, v: &V) -> Vec<(u16, u32, Vec<u8>, u16)> {
         let mut reqs = Vec::new();
@@ -501,6 +554,8 @@ mod through_the_switch {
         back: Back,
         plain: TestMember<LocalPlatform>,
         offload: TestMember<LocalPlatform>,
+        /// Takes GSO frames too.
+        gso: TestMember<LocalPlatform>,
     }
 
     impl Lan {
@@ -514,7 +569,11 @@ mod through_the_switch {
                     member: dom,
                     mac: [0; 6],
                     policy: IMPLEMENTED,
-                    numpages: 10,
+                    numpages: if accept & features::GSO != 0 {
+                        share_hal::wire::net::GSO_MIN_PAGES
+                    } else {
+                        10
+                    },
                 };
                 let r = sw.add_port(&mut p, i, spec).unwrap();
                 TestMember::join(host.domain(dom), r, accept)
@@ -526,6 +585,7 @@ mod through_the_switch {
                 3,
                 features::CSUM_BLANK | features::DATA_VALIDATED,
             );
+            let gso = join(&mut sw, 2, 4, features::ALL & !features::JUMBO);
             sw.attach_uplink(LAN, v.info().index, 9, false).unwrap();
             let mut lan = Lan {
                 p,
@@ -534,9 +594,10 @@ mod through_the_switch {
                 back,
                 plain,
                 offload,
+                gso,
             };
             lan.pump();
-            assert!(lan.plain.link_up() && lan.offload.link_up());
+            assert!(lan.plain.link_up() && lan.offload.link_up() && lan.gso.link_up());
             (host, lan)
         }
 
@@ -701,6 +762,84 @@ mod through_the_switch {
         assert_eq!(sent[0].2, want);
         assert_ne!(sent[0].2, f);
     }
+    fn gso_meta(size: u16) -> FrameMeta {
+        FrameMeta {
+            gso_type: share_hal::wire::net::gso::TCPV4,
+            gso_size: size,
+            ..partial_meta(34)
+        }
+    }
+
+    #[test]
+    fn a_gso_frame_goes_to_dom0_whole_over_several_slots_where_it_offered_gso() {
+        use xen_pv::abi::{
+            NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NETTXF_EXTRA_INFO, NETTXF_MORE_DATA,
+        };
+        let (_host, mut lan) = Lan::new();
+        lan.up.vifs[0].info.offloads = Offloads {
+            tx_sg: true,
+            tx_gso_tcpv4: true,
+            ..Offloads::default()
+        };
+        let src = lan.gso.mac;
+        let big = tcp4(HOST, src, 20000, true);
+        lan.gso.send(core::slice::from_ref(&big), gso_meta(1448));
+        lan.pump();
+        let sent = lan.back.take_frames(&lan.up.vifs[0]);
+        assert_eq!(sent.len(), 1, "one frame, not 14 segments");
+        let (bytes, flags, gso, ids) = &sent[0];
+        assert_eq!(bytes, &big);
+        assert_eq!(
+            *flags,
+            NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED | NETTXF_MORE_DATA | NETTXF_EXTRA_INFO
+        );
+        assert_eq!(*gso, Some((xen_pv::abi::XEN_NETIF_GSO_TYPE_TCPV4, 1448)));
+        assert_eq!(ids.len(), 5, "20054 bytes in 5 pages");
+        // The ids come back with the backend's answers (a NULL for the
+        // extra slot), and all 64 buffers serve again.
+        let v = &lan.up.vifs[0];
+        lan.back.answer_tx(v, ids[0], NETIF_RSP_OKAY);
+        lan.back.answer_tx(v, 0x7777, xen_pv::abi::NETIF_RSP_NULL);
+        for id in &ids[1..] {
+            lan.back.answer_tx(v, *id, NETIF_RSP_OKAY);
+        }
+        let mut n = 0;
+        while lan.up.vifs[0].send(&tcp4(HOST, src, 10, false), FrameMeta::default()) {
+            n += 1;
+        }
+        assert_eq!(n, usize::from(TX_BUFS));
+        assert!(lan.up.vifs[0].broken().is_none());
+    }
+
+    #[test]
+    fn a_gso_frame_dom0_cannot_take_is_segmented_by_the_switch() {
+        let (_host, mut lan) = Lan::new();
+        let src = lan.gso.mac;
+        let big = tcp4(HOST, src, 20000, true);
+        // Without GSO offered; then offered, but the frame carries ECN
+        // (netif cannot say so).
+        lan.gso.send(core::slice::from_ref(&big), gso_meta(1448));
+        lan.pump();
+        lan.up.vifs[0].info.offloads = Offloads {
+            tx_sg: true,
+            tx_gso_tcpv4: true,
+            ..Offloads::default()
+        };
+        let ecn = FrameMeta {
+            gso_flags: share_hal::wire::net::gso::FLAG_ECN,
+            ..gso_meta(1448)
+        };
+        lan.gso.send(core::slice::from_ref(&big), ecn);
+        lan.pump();
+        let sent = lan.back.take_frames(&lan.up.vifs[0]);
+        assert_eq!(sent.len(), 2 * 14, "1448-byte segments");
+        for (bytes, flags, gso, ids) in &sent {
+            assert!(bytes.len() <= 1514 && ids.len() == 1 && gso.is_none());
+            // Partial, for the backend to complete (untagged TCP/IPv4).
+            let cb = xen_pv::abi::NETTXF_CSUM_BLANK;
+            assert_eq!(flags & cb, cb);
+        }
+    }
 }
 
 #[test]
@@ -720,17 +859,24 @@ fn the_backends_offers_are_read_and_only_a_plain_1_is_yes() {
         o,
         Offloads {
             tx_ipv6_csum: true,
-            offered_sg: true,
-            offered_gso_tcpv4: true,
-            offered_gso_tcpv6: false,
+            tx_sg: true,
+            tx_gso_tcpv4: true,
+            tx_gso_tcpv6: false,
         }
     );
     assert_eq!(
         o.to_string(),
-        "checksum offload: ipv4 both ways, ipv6 to the backend; offered and unused: sg gso-tcpv4"
+        "offloads: csum-ipv4 both ways; to dom0 csum-ipv6 sg gso-tcpv4; from dom0 one page a frame, no gso"
     );
     assert_eq!(
         Offloads::default().to_string(),
-        "checksum offload: ipv4 both ways; offered and unused: none"
+        "offloads: csum-ipv4 both ways; from dom0 one page a frame, no gso"
     );
+    // GSO without scatter-gather is no GSO.
+    let (_host, pg) = pages();
+    let mut xs = FakeStore::new("2");
+    xs.keys
+        .insert(format!("{BE}/feature-gso-tcpv4"), "1".into());
+    let o = shake(&mut xs, &pg).unwrap().offloads;
+    assert!(!o.tx_sg && !o.tx_gso_tcpv4);
 }
