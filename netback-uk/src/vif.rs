@@ -52,35 +52,16 @@ use share_hal::wire::net::{features, flags, gso};
 use share_hal::{DomId, Error, GrantRef, Result, SharedMem};
 use xen_pv::abi::{
     NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED,
-    XENBUS_STATE_CLOSED, XENBUS_STATE_CLOSING, XENBUS_STATE_CONNECTED, XENBUS_STATE_INIT_WAIT,
-    XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6,
+    XENBUS_STATE_CONNECTED, XENBUS_STATE_INIT_WAIT, XEN_NETIF_GSO_TYPE_TCPV4,
+    XEN_NETIF_GSO_TYPE_TCPV6,
 };
 use xen_pv::netif::{NetFront, NetFrontState, RxDone, TxGso, TxSlot, TX_MAX_SLOTS};
+use xen_pv::xenbus::{self, DeviceError, Frontend};
 
 use crate::csum_setup;
 use crate::switch::Uplinks;
 
-/// The xenstore operations the handshake needs (relative paths resolve
-/// against the domain's home); share-pvh's client implements it, tests
-/// play dom0 with a map.
-pub trait Xenbus {
-    fn read(&mut self, path: &str) -> Result<String>;
-    fn write(&mut self, path: &str, value: &str) -> Result<()>;
-    fn directory(&mut self, path: &str) -> Result<Vec<String>>;
-}
-
-#[cfg(all(target_arch = "x86_64", feature = "pvh"))]
-impl Xenbus for share_pvh::XenStore {
-    fn read(&mut self, path: &str) -> Result<String> {
-        share_pvh::XenStore::read(self, path)
-    }
-    fn write(&mut self, path: &str, value: &str) -> Result<()> {
-        share_pvh::XenStore::write(self, path, value)
-    }
-    fn directory(&mut self, path: &str) -> Result<Vec<String>> {
-        share_pvh::XenStore::directory(self, path)
-    }
-}
+pub use xen_pv::xenbus::Xenbus;
 
 /// Rings the backend's event channel without the platform (inside a
 /// switch round).
@@ -102,8 +83,6 @@ pub const RX_BUFS: u16 = 64;
 /// How long dom0's backend may take to reach a state (the nested rig is
 /// slow).
 pub const HANDSHAKE_TIMEOUT_NS: u64 = 120_000_000_000;
-const POLL_INTERVAL_NS: u64 = 50_000_000;
-const MAX_VALUE: usize = 256;
 
 /// The pages of one device, granted to its backend: the tx and rx ring
 /// pages, then the tx and rx buffers.
@@ -219,58 +198,18 @@ impl core::fmt::Display for Offloads {
     }
 }
 
-/// Why a device could not be connected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VifError(pub String);
-
-impl core::fmt::Display for VifError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn err(dev: &str, what: impl core::fmt::Display) -> VifError {
-    VifError(format!("{dev}: {what}"))
-}
+/// Why a device could not be connected (the device and what failed).
+pub type VifError = DeviceError;
 
 /// This domain's vif devices (`device/vif/<N>`), by index, in order.
 pub fn devices<X: Xenbus>(xs: &mut X) -> Result<Vec<(u16, String)>> {
-    let names = match xs.directory("device/vif") {
-        Ok(names) => names,
-        // No vif in the config: no directory.
-        Err(Error::Hypervisor { code: -2, .. }) => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut out: Vec<(u16, String)> = names
-        .iter()
-        .filter_map(|n| Some((n.parse::<u16>().ok()?, format!("device/vif/{n}"))))
+    let mut out: Vec<(u16, String)> = xenbus::devices(xs, "vif")?
+        .into_iter()
+        .filter_map(|(n, path)| Some((n.parse::<u16>().ok()?, path)))
         .collect();
     out.sort();
     out.dedup_by_key(|(i, _)| *i);
     Ok(out)
-}
-
-/// A backend-written number, bounded and checked; `None` if absent.
-fn read_num<X: Xenbus>(xs: &mut X, path: &str) -> core::result::Result<Option<u64>, String> {
-    match xs.read(path) {
-        Ok(v) => {
-            let v = v.trim_end_matches('\0').trim();
-            if v.len() > 20 {
-                return Err(format!("{path}: value too long"));
-            }
-            v.parse::<u64>()
-                .map(Some)
-                .map_err(|_| format!("{path}: {v:?} is not a number"))
-        }
-        Err(Error::Hypervisor { code: -2, .. }) => Ok(None),
-        Err(e) => Err(format!("{path}: {e}")),
-    }
-}
-
-fn check_path(v: &str) -> bool {
-    v.len() <= MAX_VALUE
-        && v.starts_with("/local/domain/")
-        && v.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// `aa:bb:cc:dd:ee:ff`, strictly.
@@ -299,88 +238,39 @@ pub fn handshake<X: Xenbus, Pg: PageBlock>(
     now: &dyn Fn() -> u64,
     sleep: &mut dyn FnMut(u64),
 ) -> core::result::Result<VifInfo, VifError> {
-    let index = dev
-        .rsplit('/')
-        .next()
-        .and_then(|n| n.parse::<u16>().ok())
-        .ok_or_else(|| err(dev, "the device name is not an index"))?;
-    let backend_path = xs
-        .read(&format!("{dev}/backend"))
-        .map_err(|e| err(dev, format!("reading backend: {e}")))?;
-    if !check_path(&backend_path) {
-        return Err(err(dev, "the backend path is malformed"));
-    }
-    let backend = read_num(xs, &format!("{dev}/backend-id"))
-        .map_err(|e| err(dev, e))?
-        .and_then(|d| DomId::try_from(d).ok())
-        .ok_or_else(|| err(dev, "no usable backend-id"))?;
-    let state_path = format!("{backend_path}/state");
-    let deadline = now().saturating_add(HANDSHAKE_TIMEOUT_NS);
-    let mut wait_state = |xs: &mut X, want: u64, what: &str| loop {
-        match read_num(xs, &state_path).map_err(|e| err(dev, e))? {
-            Some(s) if s >= want && s < u64::from(XENBUS_STATE_CLOSING) => return Ok(s),
-            Some(s)
-                if s == u64::from(XENBUS_STATE_CLOSING) || s == u64::from(XENBUS_STATE_CLOSED) =>
-            {
-                return Err(err(dev, format!("the backend closed (state {s}) {what}")))
-            }
-            _ => {}
-        }
-        let t = now();
-        if t >= deadline {
-            return Err(err(
-                dev,
-                format!(
-                    "the backend did not get {what} within {} s",
-                    HANDSHAKE_TIMEOUT_NS / 1_000_000_000
-                ),
-            ));
-        }
-        sleep(t.saturating_add(POLL_INTERVAL_NS).min(deadline));
-    };
-    wait_state(xs, u64::from(XENBUS_STATE_INIT_WAIT), "ready (InitWait)")?;
-    let copy = read_num(xs, &format!("{backend_path}/feature-rx-copy")).map_err(|e| err(dev, e))?;
-    if copy != Some(1) {
-        return Err(err(dev, "the backend does not offer feature-rx-copy"));
+    let index = xenbus::device_number(dev)
+        .ok_or_else(|| xenbus::device_error(dev, "the device name is not an index"))?;
+    let mut f = Frontend::open(xs, dev, HANDSHAKE_TIMEOUT_NS, now, sleep)?;
+    let backend = f.backend();
+    f.wait_state(XENBUS_STATE_INIT_WAIT, "ready (InitWait)")?;
+    if f.backend_num("feature-rx-copy")? != Some(1) {
+        return Err(f.error("the backend does not offer feature-rx-copy"));
     }
     // The backend's offers; anything but "1" is no.
-    let offered = |xs: &mut X, key: &str| {
-        read_num(xs, &format!("{backend_path}/{key}"))
-            .ok()
-            .flatten()
-            == Some(1)
-    };
-    let tx_sg = offered(xs, "feature-sg");
+    let tx_sg = f.offered("feature-sg");
     let offloads = Offloads {
-        tx_ipv6_csum: offered(xs, "feature-ipv6-csum-offload"),
+        tx_ipv6_csum: f.offered("feature-ipv6-csum-offload"),
         tx_sg,
-        tx_gso_tcpv4: tx_sg && offered(xs, "feature-gso-tcpv4"),
-        tx_gso_tcpv6: tx_sg && offered(xs, "feature-gso-tcpv6"),
+        tx_gso_tcpv4: tx_sg && f.offered("feature-gso-tcpv4"),
+        tx_gso_tcpv6: tx_sg && f.offered("feature-gso-tcpv6"),
     };
-    let w = |xs: &mut X, key: &str, value: &str| {
-        xs.write(&format!("{dev}/{key}"), value)
-            .map_err(|e| err(dev, format!("writing {key}: {e}")))
-    };
-    w(xs, "tx-ring-ref", &format!("{}", pages.tx_ring_ref.0))?;
-    w(xs, "rx-ring-ref", &format!("{}", pages.rx_ring_ref.0))?;
-    w(xs, "event-channel", &format!("{}", pages.port.0))?;
-    w(xs, "request-rx-copy", "1")?;
-    w(xs, "feature-rx-notify", "1")?;
+    f.write("tx-ring-ref", &format!("{}", pages.tx_ring_ref.0))?;
+    f.write("rx-ring-ref", &format!("{}", pages.rx_ring_ref.0))?;
+    f.write("event-channel", &format!("{}", pages.port.0))?;
+    f.write("request-rx-copy", "1")?;
+    f.write("feature-rx-notify", "1")?;
     // Partial IPv4 checksums from the backend: the switch completes them
     // for members that take none (csum_setup finds them). Not IPv6 ones:
     // csum_setup does not walk extension headers, so the backend
     // completes those.
-    w(xs, "feature-no-csum-offload", "0")?;
-    w(xs, "feature-ipv6-csum-offload", "0")?;
-    w(xs, "feature-sg", "0")?;
-    w(xs, "feature-gso-tcpv4", "0")?;
-    w(xs, "feature-gso-tcpv6", "0")?;
-    w(xs, "state", &format!("{XENBUS_STATE_CONNECTED}"))?;
-    wait_state(xs, u64::from(XENBUS_STATE_CONNECTED), "connected")?;
-    let mac = xs
-        .read(&format!("{dev}/mac"))
-        .ok()
-        .and_then(|v| parse_mac(&v));
+    f.write("feature-no-csum-offload", "0")?;
+    f.write("feature-ipv6-csum-offload", "0")?;
+    f.write("feature-sg", "0")?;
+    f.write("feature-gso-tcpv4", "0")?;
+    f.write("feature-gso-tcpv6", "0")?;
+    f.write("state", &format!("{XENBUS_STATE_CONNECTED}"))?;
+    f.wait_state(XENBUS_STATE_CONNECTED, "connected")?;
+    let mac = f.read_own("mac").and_then(|v| parse_mac(&v));
     Ok(VifInfo {
         dev: String::from(dev),
         index,
