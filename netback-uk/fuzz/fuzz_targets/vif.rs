@@ -69,7 +69,10 @@ fuzz_target!(|data: &[u8]| {
                 // Up to 6 KiB, or (with kind bit 6) up to 64 KiB: over
                 // several slots where the backend offered sg.
                 let len = if kind & 0x40 != 0 {
-                    usize::from(u16::from_le_bytes([next().unwrap_or(0), next().unwrap_or(0)]))
+                    usize::from(u16::from_le_bytes([
+                        next().unwrap_or(0),
+                        next().unwrap_or(0),
+                    ]))
                 } else {
                     usize::from(next().unwrap_or(0)) * 24
                 };
@@ -95,7 +98,11 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let sent = up.send(0, &frame, meta);
                 assert!(!(sent && broken), "a broken device sent");
-                let max = if up.vifs[0].info().offloads.tx_sg { 65535 } else { 4096 };
+                let max = if up.vifs[0].info().offloads.tx_sg {
+                    65535
+                } else {
+                    4096
+                };
                 assert!(!sent || (1..=max).contains(&len));
             }
             1 => {
@@ -106,7 +113,10 @@ fuzz_target!(|data: &[u8]| {
                     // A partial checksum it says is there is in the frame.
                     if meta.flags & flags::CSUM_BLANK != 0 {
                         let (s, o) = (usize::from(meta.csum_start), usize::from(meta.csum_offset));
-                        assert!(s + o + 2 <= n.min(buf.len()), "a checksum outside the frame");
+                        assert!(
+                            s + o + 2 <= n.min(buf.len()),
+                            "a checksum outside the frame"
+                        );
                     }
                 }
             }
