@@ -850,7 +850,8 @@ impl<P: Platform> Switch<P> {
         let start = self.next_start % n.max(1);
         self.next_start = (start + 1) % n.max(1);
         let mut uplink_buf = core::mem::take(&mut self.uplink_buf);
-        uplink_buf.resize(UPLINK_MAX_FRAME, 0);
+        // A device that hands over GSO frames gives up to 64 KiB.
+        uplink_buf.resize(net::GSO_MAX_FRAME, 0);
         let mut fwd = Fwd {
             shares: &self.shares,
             ports: &mut self.ports,
@@ -935,7 +936,10 @@ impl<'s, P: Platform> Fwd<'s, P> {
                 return;
             };
             round.frames += 1;
-            match buf.get(..len).filter(|f| f.len() >= 14) {
+            // Longer than the uplink's MTU only as a GSO frame (checked
+            // against its offload fields per destination).
+            let fits = len <= UPLINK_MAX_FRAME || meta.gso_type != 0;
+            match buf.get(..len).filter(|f| f.len() >= 14 && fits) {
                 Some(frame) => self.forward_from_uplink(slot, frame, meta),
                 None => {
                     if let Some(u) = self.uplink_mut(slot) {
@@ -2990,6 +2994,8 @@ mod tests {
         #[derive(Default)]
         struct Wire {
             inbox: VecDeque<(u16, Vec<u8>)>,
+            /// Offload fields of the inbox's frames, in order (none: plain).
+            metas: VecDeque<FrameMeta>,
             sent: Vec<(u16, Vec<u8>)>,
             room: Option<usize>,
             flushes: u32,
@@ -3001,7 +3007,7 @@ mod tests {
                 let (_, f) = self.inbox.remove(at)?;
                 let n = f.len().min(buf.len());
                 buf[..n].copy_from_slice(&f[..n]);
-                Some((f.len(), FrameMeta::default()))
+                Some((f.len(), self.metas.pop_front().unwrap_or_default()))
             }
             fn send(&mut self, device: u16, frame: &[u8], _: FrameMeta) -> bool {
                 if self.room.is_some_and(|r| self.sent.len() >= r) {
@@ -3316,6 +3322,44 @@ mod tests {
                 1,
                 "the DISCOVER (the offer is unicast to a)"
             );
+        }
+
+        #[test]
+        fn a_gso_frame_from_the_uplink_is_segmented_for_members_that_take_none() {
+            use crate::testing::udp4;
+            use share_hal::wire::net::{features, gso, GSO_MIN_PAGES};
+            let mut rig = Rig::new(SwitchConfig::default());
+            let mut wire = Wire::default();
+            let mut a = rig.join_pages(0, 7, 2, 0, 66);
+            let mut b =
+                rig.join_pages(1, 7, 3, features::CSUM_BLANK | features::GSO, GSO_MIN_PAGES);
+            rig.sw.attach_uplink(7, UP, 9, false).unwrap();
+            // A UDP GSO frame of 10 datagrams of 1000 bytes, partial
+            // checksum (what a kernel hands over with USO).
+            let mut f = udp4(BCAST, HOST, [10, 0, 0, 1], [10, 0, 0, 2], 42 + 10_000, 1);
+            let meta = FrameMeta {
+                flags: flags::CSUM_BLANK,
+                csum_start: 34,
+                csum_offset: 6,
+                gso_type: gso::UDP_L4,
+                gso_size: 1000,
+                gso_flags: 0,
+            };
+            f[24..26].copy_from_slice(&[0, 0]);
+            wire.inbox.push_back((UP, f.clone()));
+            wire.metas.push_back(meta);
+            // Without offload fields, the same length is a giant.
+            wire.inbox.push_back((UP, f.clone()));
+            pump(&mut rig, &mut wire);
+            let got = a.recv();
+            assert_eq!(got.len(), 10, "segmented for a");
+            assert!(got
+                .iter()
+                .all(|(s, m)| s.len() == 1042 && *m == FrameMeta::default()));
+            let got = b.recv();
+            assert_eq!(got.len(), 1, "whole for b");
+            assert_eq!((got[0].0.len(), got[0].1), (f.len(), meta));
+            assert_eq!(uplink(&rig, 7).counters.drop_bad_frame, 1);
         }
 
         #[test]
