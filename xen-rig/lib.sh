@@ -608,6 +608,24 @@ done
 echo \"writer at chunk \$(cat /tmp/writer.progress) of $2\""
 }
 
+# connect_disk DOM: blkback-uk's disk 0 for DOM with features 15 (flush,
+# discard, FUA, indirect), and DOM's page as dom0 reads it.
+connect_disk() {
+    vdevice --timeout 60 create disk --backend "$(xl domid blkback-uk)" --disk 0 \
+        --features 15 "$(xl domid "$1")" || return 1
+    vdevice show "$(xl domid "$1")"
+}
+
+# image_fsck FILE: blkback-uk destroyed, what reached dom0's image FILE is
+# a clean file system.
+image_fsck() {
+    destroy_blkback || return 1
+    e2fsck -f -n "$1"
+    _rc=$?
+    echo "e2fsck -f of dom0's image file: exit status $_rc"
+    [ $_rc = 0 ]
+}
+
 # destroy_blkback: `xl destroy blkback-uk`, its id kept in /tmp/old-id.
 destroy_blkback() {
     _id=$(xl domid blkback-uk) || return 1

@@ -31,7 +31,7 @@ use share_hal::vdevice::{VdeviceBus, VdeviceClient};
 use share_hal::wire::blk::{self, features, Dir, Status};
 use share_hal::wire::vdevice::{status, Bootstrap, EntryRepr, Kind, Role, BOOTSTRAP_KEY};
 use share_hal::{DomId, Error, GrantRef};
-use share_sim::{temp_socket_path, Broker, SimPlatform, SimStore};
+use share_sim::{temp_socket_path, Broker, OpCounts, SimPlatform, SimStore};
 
 const SERVER: DomId = 1;
 const MEMBER: DomId = 5;
@@ -206,11 +206,33 @@ fn bootstrap(sock: &Path) -> Result<Bootstrap, String> {
 struct Figures {
     iops: f64,
     mib_s: f64,
+    /// Counted by the broker over the case (member and server): triggers
+    /// sent per 1000 requests, grant copy segments and batches per MiB
+    /// moved (what become hypercalls on Xen). None for fio.
+    ops: Option<OpRates>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct OpRates {
+    triggers_per_1000: f64,
+    copy_segs_per_mib: f64,
+    copy_calls_per_mib: f64,
+}
+
+impl OpRates {
+    fn of(ops: OpCounts, requests: u64, bytes: u64) -> OpRates {
+        let mib = (bytes as f64 / (1u64 << 20) as f64).max(f64::MIN_POSITIVE);
+        OpRates {
+            triggers_per_1000: ops.triggers as f64 * 1000.0 / requests.max(1) as f64,
+            copy_segs_per_mib: ops.copy_segs as f64 / mib,
+            copy_calls_per_mib: ops.copy_calls as f64 / mib,
+        }
+    }
 }
 
 fn bench(o: &Opts) -> Result<(), String> {
     let sock = temp_socket_path("blk-bench");
-    let _broker = Broker::spawn(&sock).map_err(|e| format!("broker: {e}"))?;
+    let broker = Broker::spawn(&sock).map_err(|e| format!("broker: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let _server = ServerProc(
         Command::new(exe)
@@ -270,8 +292,11 @@ fn bench(o: &Opts) -> Result<(), String> {
             ours.push(Figures::default());
             continue;
         }
-        let f = run_case(&mut p, &mut c, case, Some(o.secs))
+        let before = broker.op_totals();
+        let (mut f, requests) = run_case(&mut p, &mut c, case, Some(o.secs))
             .map_err(|e| format!("{}: {e}", case.name))?;
+        let ops = broker.op_totals().since(&before);
+        f.ops = Some(OpRates::of(ops, requests, requests * case.bs as u64));
         ours.push(f);
     }
     let (fio, engine, direct) = if o.fio {
@@ -309,17 +334,19 @@ fn bench(o: &Opts) -> Result<(), String> {
         }
     );
     println!(
-        "{:<20} {:>12} {:>10} {:>12} {:>10} {:>7}",
-        "case", "share IOPS", "MiB/s", "fio IOPS", "MiB/s", "ratio"
+        "{:<20} {:>12} {:>10} {:>11} {:>10} {:>12} {:>10} {:>7}",
+        "case", "share IOPS", "MiB/s", "trig/1000rq", "gcopy/MiB", "fio IOPS", "MiB/s", "ratio"
     );
     for (i, case) in CASES.iter().enumerate() {
         let s = ours[i];
         let f = fio.as_ref().map(|v| v[i]).unwrap_or_default();
         println!(
-            "{:<20} {:>12.0} {:>10.1} {:>12.0} {:>10.1} {:>7}",
+            "{:<20} {:>12.0} {:>10.1} {:>11.1} {:>10.1} {:>12.0} {:>10.1} {:>7}",
             case.name,
             s.iops,
             s.mib_s,
+            s.ops.unwrap_or_default().triggers_per_1000,
+            s.ops.unwrap_or_default().copy_segs_per_mib,
             f.iops,
             f.mib_s,
             if f.iops > 0.0 {
@@ -346,12 +373,15 @@ fn bench(o: &Opts) -> Result<(), String> {
             let s = ours[i];
             let f = fio.as_ref().map(|v| v[i]);
             j.push_str(&format!(
-                "    {{ \"case\": \"{}\", \"block_size\": {}, \"queue_depth\": {}, \"share_iops\": {:.0}, \"share_mib_per_s\": {:.1}, \"fio_iops\": {}, \"fio_mib_per_s\": {} }}{}\n",
+                "    {{ \"case\": \"{}\", \"block_size\": {}, \"queue_depth\": {}, \"share_iops\": {:.0}, \"share_mib_per_s\": {:.1}, \"share_triggers_per_1000_requests\": {:.2}, \"share_grant_copy_segs_per_mib\": {:.2}, \"share_grant_copy_calls_per_mib\": {:.3}, \"fio_iops\": {}, \"fio_mib_per_s\": {} }}{}\n",
                 case.name,
                 case.bs,
                 case.qd,
                 s.iops,
                 s.mib_s,
+                s.ops.unwrap_or_default().triggers_per_1000,
+                s.ops.unwrap_or_default().copy_segs_per_mib,
+                s.ops.unwrap_or_default().copy_calls_per_mib,
                 f.map(|f| format!("{:.0}", f.iops)).unwrap_or("null".into()),
                 f.map(|f| format!("{:.1}", f.mib_s)).unwrap_or("null".into()),
                 if i + 1 < CASES.len() { "," } else { "" }
@@ -380,7 +410,7 @@ fn run_case(
     c: &mut BlkClient<SimPlatform>,
     case: &Case,
     secs: Option<f64>,
-) -> Result<Figures, Error> {
+) -> Result<(Figures, u64), Error> {
     let pages = case.bs / PAGE_SIZE;
     let sectors = (case.bs / blk::SECTOR_SIZE) as u64;
     let blocks = DISK_BYTES / case.bs as u64;
@@ -470,10 +500,14 @@ fn run_case(
         }
     }
     let iops = done_ops as f64 / elapsed;
-    Ok(Figures {
-        iops,
-        mib_s: iops * case.bs as f64 / (1 << 20) as f64,
-    })
+    Ok((
+        Figures {
+            iops,
+            mib_s: iops * case.bs as f64 / (1 << 20) as f64,
+            ops: None,
+        },
+        done_ops,
+    ))
 }
 
 /// fio on a tmpfs file, the same cases; returns the figures, the engine
@@ -519,6 +553,7 @@ fn run_fio(secs: f64) -> Result<(Vec<Figures>, String, bool), String> {
         Ok(Figures {
             iops,
             mib_s: iops * case.bs as f64 / (1 << 20) as f64,
+            ops: None,
         })
     };
     // The engine and mode the machine allows, probed on a short case.

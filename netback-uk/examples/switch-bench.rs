@@ -42,6 +42,17 @@ mod bench {
 
     /// The vdevice tool's default net share: 128 slots per lane.
     const PAGES: u32 = 258;
+    /// Pages of each port's share (`--pages`, default [`PAGES`]): smaller
+    /// shares, shorter lanes, fewer slot headers in play.
+    static SHARE_PAGES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(PAGES);
+
+    fn share_pages() -> u32 {
+        SHARE_PAGES.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Frames each sender puts in its lane per round (`--batch`; default
+    /// as many as fit).
+    static BATCH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(usize::MAX);
     /// Runs of each case, alternating policy off and on.
     const REPEATS: usize = 5;
 
@@ -70,6 +81,17 @@ mod bench {
             match a.as_str() {
                 "--secs" => secs = args.next().and_then(|v| v.parse().ok()).unwrap_or(secs),
                 "--json" => json = args.next(),
+                "--batch" => {
+                    let n = args
+                        .next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(usize::MAX);
+                    BATCH.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+                }
+                "--pages" => {
+                    let n = args.next().and_then(|v| v.parse().ok()).unwrap_or(PAGES);
+                    SHARE_PAGES.store(n, std::sync::atomic::Ordering::Relaxed);
+                }
                 "--sizes" => {
                     sizes = args
                         .next()
@@ -79,7 +101,9 @@ mod bench {
                         .collect()
                 }
                 _ => {
-                    eprintln!("usage: switch-bench [--secs S] [--sizes 64,1500] [--json PATH]");
+                    eprintln!(
+                        "usage: switch-bench [--secs S] [--sizes 64,1500] [--pages N] [--batch N] [--json PATH]"
+                    );
                     std::process::exit(2);
                 }
             }
@@ -155,7 +179,7 @@ mod bench {
                 member: 2 + k as u16,
                 mac: [0; 6],
                 policy: 0,
-                numpages: PAGES,
+                numpages: share_pages(),
             };
             let r = sw.add_port(&mut p, k as u16, spec).unwrap();
             if policy {
@@ -185,7 +209,8 @@ mod bench {
         while wall.elapsed().as_secs_f64() < secs {
             for f in 0..flows {
                 let frame = &frames[f];
-                members[2 * f].send_with(usize::MAX, |_| (&frame[..], FrameMeta::default()));
+                let batch = BATCH.load(std::sync::atomic::Ordering::Relaxed);
+                members[2 * f].send_with(batch, |_| (&frame[..], FrameMeta::default()));
             }
             let c = thread_cpu_ns();
             let t = Instant::now();
@@ -272,7 +297,10 @@ mod bench {
                 });
             }
         }
-        println!("switch core alone (one thread, local platform, {PAGES}-page shares)");
+        println!(
+            "switch core alone (one thread, local platform, {}-page shares)",
+            share_pages()
+        );
         println!(
             "{:>6} {:>5} {:>12} {:>14} {:>11} {:>12} {:>14} {:>8} {:>16} {:>18}",
             "bytes",

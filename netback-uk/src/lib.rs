@@ -15,6 +15,7 @@ pub mod mgmt;
 pub mod offload;
 pub mod policy;
 pub mod service;
+pub mod snoop;
 pub mod switch;
 #[cfg(any(test, feature = "sim", feature = "testing"))]
 pub mod testing;

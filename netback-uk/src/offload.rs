@@ -250,6 +250,206 @@ fn deliver_checked(
     }
 }
 
+/// Bytes of a frame [`pass_through`] may read: an Ethernet header with an
+/// 802.1Q tag (18), an IPv4 header with options (60; IPv6's is 40), a TCP
+/// header with options (60; UDP's is 8).
+pub const OFFLOAD_HEAD: usize = 18 + 60 + 60;
+
+/// What [`pass_through`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// [`deliver`] would send the frame unchanged with this meta.
+    As(FrameMeta),
+    /// [`deliver`] would change the frame for this destination (complete
+    /// its checksum, cut it into segments): it needs all of its bytes.
+    NeedsWhole,
+}
+
+/// [`deliver`]'s decision for a frame of `len` bytes of which only the
+/// first are at hand, in `head` (all of them, or at least
+/// [`OFFLOAD_HEAD`]): whether it goes unchanged, and with what meta, or
+/// is dropped, and why. Every byte it reads is in `head`, so a switch can
+/// decide on its private copy of a frame's first bytes and copy the rest
+/// once, straight to the destination. Agrees with [`deliver`] (tested,
+/// and fuzzed).
+pub fn pass_through(
+    head: &[u8],
+    len: usize,
+    meta: &FrameMeta,
+    dst_features: u32,
+    dst_max_frame: usize,
+) -> Result<Pass, DropCause> {
+    if len < FRAME_MIN {
+        return Err(DropCause::Runt);
+    }
+    if head.len() < len.min(OFFLOAD_HEAD) || head.len() > len {
+        // Not the frame's first bytes as promised: decide on all of it.
+        return Ok(Pass::NeedsWhole);
+    }
+    if meta.flags & !(flags::CSUM_BLANK | flags::DATA_VALIDATED) != 0 {
+        return Err(DropCause::BadOffload);
+    }
+    let csum = if meta.flags & flags::CSUM_BLANK != 0 {
+        let (start, offset) = (usize::from(meta.csum_start), usize::from(meta.csum_offset));
+        if start + offset + 2 > len {
+            return Err(DropCause::BadOffload);
+        }
+        Some((start, offset))
+    } else {
+        None
+    };
+    let gso = if (meta.gso_type, meta.gso_size, meta.gso_flags) == (0, 0, 0) {
+        None
+    } else {
+        Gso::from_fields(meta.gso_type, meta.gso_size, meta.gso_flags)
+            .map_err(|_| DropCause::BadOffload)?
+    };
+    let mut base = FrameMeta::default();
+    if meta.flags & flags::DATA_VALIDATED != 0 && dst_features & features::DATA_VALIDATED != 0 {
+        base.flags |= flags::DATA_VALIDATED;
+    }
+    let dst_csum = dst_features & features::CSUM_BLANK != 0;
+    let Some(g) = gso else {
+        if len > dst_max_frame {
+            return Err(DropCause::TooBig);
+        }
+        return Ok(match csum {
+            None => Pass::As(base),
+            Some((start, offset)) if dst_csum => Pass::As(FrameMeta {
+                flags: base.flags | flags::CSUM_BLANK,
+                csum_start: start as u16,
+                csum_offset: offset as u16,
+                ..base
+            }),
+            Some(_) => Pass::NeedsWhole,
+        });
+    };
+    if len > GSO_MAX_FRAME {
+        return Err(DropCause::TooBig);
+    }
+    let csum = csum.ok_or(DropCause::BadOffload)?;
+    let h = parse_gso_at(head, len, csum, g)?;
+    if gso_segments(len - h.hdr_end, g.size) > gso_max_segs(g.kind) {
+        return Err(DropCause::TooManySegments);
+    }
+    let room = dst_max_frame.saturating_sub(h.hdr_end);
+    let size = usize::from(g.size);
+    let seg_size = if size <= room {
+        size
+    } else if h.tcp && room > 0 {
+        room
+    } else {
+        return Err(DropCause::TooBig);
+    };
+    if gso_segments(len - h.hdr_end, seg_size as u16) > GSO_MAX_SEGS {
+        return Err(DropCause::TooBig);
+    }
+    if dst_features & features::GSO != 0 && dst_csum {
+        return Ok(Pass::As(FrameMeta {
+            flags: base.flags | flags::CSUM_BLANK,
+            csum_start: meta.csum_start,
+            csum_offset: meta.csum_offset,
+            gso_type: g.kind,
+            gso_size: seg_size as u16,
+            gso_flags: g.flags,
+        }));
+    }
+    Ok(Pass::NeedsWhole)
+}
+
+/// [`parse_gso`]'s checks on a frame of `len` bytes whose first bytes are
+/// `head` (at least [`OFFLOAD_HEAD`] of them, or all): the lengths the
+/// headers claim are checked against `len`, every header byte is read
+/// from `head`. By hand rather than through smoltcp's checked views,
+/// which check against the slice they are given. Agrees with
+/// [`parse_gso`] on whole frames (tested).
+fn parse_gso_at(
+    head: &[u8],
+    len: usize,
+    csum: (usize, usize),
+    g: Gso,
+) -> Result<GsoHeaders, DropCause> {
+    let bad = DropCause::BadOffload;
+    let byte = |i: usize| head.get(i).copied().ok_or(bad);
+    let be16 = |i: usize| Ok::<u16, DropCause>(u16::from_be_bytes([byte(i)?, byte(i + 1)?]));
+    if len < 14 {
+        return Err(bad);
+    }
+    let (ethertype, l3) = match be16(12)? {
+        ETHERTYPE_VLAN => {
+            if len < 18 {
+                return Err(bad);
+            }
+            (be16(16)?, 18)
+        }
+        t => (t, 14),
+    };
+    let rest = len - l3;
+    let (ipv4, l4, proto) = match ethertype {
+        0x0800 => {
+            if rest < 20 {
+                return Err(bad);
+            }
+            let vihl = byte(l3)?;
+            let hl = usize::from(vihl & 0x0f) * 4;
+            let frag = be16(l3 + 6)?;
+            if vihl >> 4 != 4
+                || hl < 20
+                || rest < hl
+                || usize::from(be16(l3 + 2)?) != rest
+                || frag & 0x2000 != 0
+                || frag & 0x1fff != 0
+            {
+                return Err(bad);
+            }
+            (true, l3 + hl, byte(l3 + 9)?)
+        }
+        0x86dd => {
+            if rest < IPV6_HEADER_LEN
+                || byte(l3)? >> 4 != 6
+                || IPV6_HEADER_LEN + usize::from(be16(l3 + 4)?) != rest
+            {
+                return Err(bad);
+            }
+            let next = byte(l3 + 6)?;
+            // Hop-by-hop, routing, fragment, destination options, AH.
+            if matches!(next, 0 | 43 | 44 | 60 | 51) {
+                return Err(DropCause::Ipv6Extensions);
+            }
+            (false, l3 + IPV6_HEADER_LEN, next)
+        }
+        _ => return Err(bad),
+    };
+    let tcp = match (g.kind, ipv4, proto) {
+        (gso::TCPV4, true, 6) | (gso::TCPV6, false, 6) => true,
+        (gso::UDP_L4, _, 17) => false,
+        _ => return Err(bad),
+    };
+    let seg = len - l4;
+    let (hdr_end, csum_offset) = if tcp {
+        let hl = usize::from(byte(l4 + 12)? >> 4) * 4;
+        if seg < 20 || hl < 20 || seg < hl {
+            return Err(bad);
+        }
+        (l4 + hl, TCP_CSUM_OFFSET)
+    } else {
+        if seg < UDP_HEADER_LEN || usize::from(be16(l4 + 4)?) != seg {
+            return Err(bad);
+        }
+        (l4 + UDP_HEADER_LEN, UDP_CSUM_OFFSET)
+    };
+    if csum != (l4, csum_offset) {
+        return Err(bad);
+    }
+    Ok(GsoHeaders {
+        l3,
+        ipv4,
+        l4,
+        tcp,
+        hdr_end,
+    })
+}
+
 /// Segments a GSO payload of `payload` bytes makes at `size` bytes each
 /// (at least one: headers alone are one segment).
 pub fn gso_segments(payload: usize, size: u16) -> usize {
@@ -854,6 +1054,145 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `pass_through` on the frame's first [`OFFLOAD_HEAD`] bytes and its
+    /// length decides as `deliver` does on the whole frame, and
+    /// `parse_gso_at` as `parse_gso`.
+    fn agrees(frame: &[u8], meta: FrameMeta, feats: u32, max: usize) -> Result<(), TestCaseError> {
+        let head = &frame[..frame.len().min(OFFLOAD_HEAD)];
+        let p = pass_through(head, frame.len(), &meta, feats, max);
+        let (v, got) = run(frame, meta, feats, max);
+        match p {
+            Ok(Pass::As(m)) => {
+                prop_assert_eq!(v, Verdict::Delivered { frames: 1 });
+                prop_assert_eq!(&got[0].0[..], frame);
+                prop_assert_eq!(got[0].1, m);
+            }
+            Err(c) => prop_assert_eq!(v, Verdict::Dropped(c)),
+            Ok(Pass::NeedsWhole) => prop_assert!(
+                matches!(v, Verdict::Delivered { .. } | Verdict::Partial { .. }),
+                "{:?}",
+                v
+            ),
+        }
+        if let Ok(Some(g)) = meta.gso() {
+            let csum = (usize::from(meta.csum_start), usize::from(meta.csum_offset));
+            let key = |h: GsoHeaders| (h.l3, h.ipv4, h.l4, h.tcp, h.hdr_end);
+            prop_assert_eq!(
+                parse_gso_at(head, frame.len(), csum, g).map(key),
+                parse_gso(frame, csum, g).map(key)
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Super-frames as Linux makes them, and the same with header
+        /// bytes, lengths and offload fields changed.
+        #[test]
+        fn pass_through_on_the_head_agrees_with_deliver(
+            s in spec(),
+            size in prop_oneof![1u16..64, 64u16..=9000],
+            mtu in 68usize..=9000,
+            feats in 0u32..16,
+            changes in proptest::collection::vec((0u8..7, any::<usize>(), any::<u8>()), 1..3),
+            short in proptest::option::of(0usize..40),
+            plain in any::<bool>(),
+        ) {
+            let mut s = s;
+            if size < 64 {
+                s.payload.truncate(2000);
+            }
+            if let Some(n) = short {
+                s.payload.truncate(n);
+            }
+            let mut frame = s.build();
+            let (l3, l4, end) = (s.l3(), s.l4(), s.hdr_end());
+            for (kind, at, v) in changes {
+                let set = |f: &mut Vec<u8>, i: usize, b: u8| if let Some(x) = f.get_mut(i) { *x = b };
+                match kind {
+                    // Any header byte.
+                    0 => set(&mut frame, at % end, v),
+                    // IPv4: more fragments, or a fragment offset.
+                    1 if !s.v6 => {
+                        if at % 2 == 0 {
+                            let df = frame.get(l3 + 6).map_or(0, |b| b & 0x40);
+                            set(&mut frame, l3 + 6, 0x20 | df);
+                        } else {
+                            set(&mut frame, l3 + 7, v);
+                        }
+                    }
+                    // IPv6: an extension header next.
+                    1 => set(&mut frame, l3 + 6, [0, 43, 44, 60, 51][at % 5]),
+                    // Version and header length / IPv6 payload length.
+                    2 => set(&mut frame, l3 + at % 6, v),
+                    // TCP data offset (maybe past a short segment) / UDP length.
+                    3 if s.udp => set(&mut frame, l4 + 4 + at % 2, v),
+                    3 => set(&mut frame, l4 + 12, (v % 16) << 4),
+                    // The frame shorter or longer than its headers say.
+                    4 => frame.truncate(frame.len().saturating_sub(1 + at % 64)),
+                    5 => frame.extend(core::iter::repeat_n(v, 1 + at % 8)),
+                    // Protocol / next header.
+                    _ => set(&mut frame, l3 + if s.v6 { 6 } else { 9 }, v),
+                }
+            }
+            let mut meta = s.meta(size);
+            if plain {
+                meta.gso_type = 0;
+                meta.gso_size = 0;
+            }
+            agrees(&frame, meta, feats, mtu + 18)?;
+        }
+
+        #[test]
+        fn pass_through_agrees_on_arbitrary_frames(
+            frame in proptest::collection::vec(any::<u8>(), 0..400),
+            m in (any::<u16>(), any::<u16>(), any::<u16>(), 0u8..5, any::<u16>(), 0u8..3),
+            feats in 0u32..16,
+            mtu in 68usize..=9000,
+        ) {
+            let meta = FrameMeta {
+                flags: m.0 & 7, csum_start: m.1 % 400, csum_offset: m.2 % 100,
+                gso_type: m.3, gso_size: m.4, gso_flags: m.5,
+            };
+            agrees(&frame, meta, feats, mtu + 18)?;
+        }
+    }
+
+    #[test]
+    fn pass_through_with_too_short_a_head_asks_for_the_whole_frame() {
+        let s = Spec {
+            v6: false,
+            udp: false,
+            vlan: true,
+            ip_opts: 10,
+            tcp_opts: 10,
+            fin: false,
+            psh: false,
+            cwr: false,
+            seq: 1,
+            ident: 1,
+            payload: vec![7; 3000],
+        };
+        let frame = s.build();
+        assert_eq!(
+            s.hdr_end(),
+            OFFLOAD_HEAD,
+            "the longest headers fill the head"
+        );
+        let meta = s.meta(1448);
+        let all = features::ALL;
+        assert_eq!(
+            pass_through(&frame[..OFFLOAD_HEAD], frame.len(), &meta, all, 9018),
+            Ok(Pass::As(meta))
+        );
+        assert_eq!(
+            pass_through(&frame[..OFFLOAD_HEAD - 1], frame.len(), &meta, all, 9018),
+            Ok(Pass::NeedsWhole)
+        );
     }
 
     // Reference bytes from an independent implementation (Python's struct

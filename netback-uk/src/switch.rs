@@ -57,16 +57,22 @@ use crate::fdb::{is_group, Fdb, FdbLimits, Learned, Mac, PortIndex, UPLINK_PORT}
 use crate::mgmt::{Mgmt, MgmtConfig};
 use crate::offload::{self, DropCause, Scratch, Verdict};
 use crate::policy::{Guard, HeldLease, PolicyBook, PolicyDrops, PortRules, Refusal};
+use crate::snoop::{self, ServerSaid, Snooped};
 use share_hal::wire::vdevice::PortPolicyRepr;
 
 /// Bytes of each frame copied privately as its tx slots are read: every
 /// byte a forwarding decision reads lies in them (Ethernet header and VLAN
 /// tag, 18; an IPv4 header, at most 60, and the UDP ports after it; IPv6,
-/// 40; ARP, 28). The rest is copied once, from the source's tx slots to
-/// each destination's rx slots, unless the frame needs all of its bytes
-/// private (offloads to resolve, the management endpoint, a DHCP request
-/// the policy reads, a hold): those are copied in whole first.
-pub const PRIVATE_HEAD: usize = 128;
+/// 40; ARP, 28; the offload checks' headers, [`offload::OFFLOAD_HEAD`]:
+/// 138 with a TCP header of 60; rounded up to 16 bytes, the unit of the
+/// shared-memory copy). The rest is copied once, from the source's tx
+/// slots to each destination's rx slots, unless the frame needs all of
+/// its bytes private (the management endpoint, a DHCP request the policy
+/// reads, a LAN with an uplink): those are copied in whole first, and a
+/// frame whose offloads a destination needs resolved (a checksum
+/// completed, segments cut) is copied whole for that destination.
+pub const PRIVATE_HEAD: usize = 144;
+const _: () = assert!(PRIVATE_HEAD >= offload::OFFLOAD_HEAD);
 
 /// The management endpoint takes standard frames.
 const MGMT_MAX_FRAME: usize = net::MTU_DEFAULT as usize + net::FRAME_OVERHEAD;
@@ -275,6 +281,9 @@ struct PortState {
     guard: Guard,
     /// Out of rate credit: not read before this time.
     rate_until: Option<u64>,
+    /// Addresses the network's DHCP server leased this port's MAC,
+    /// snooped on the LAN's uplink (`crate::snoop`).
+    snooped: Snooped,
 }
 
 /// A frame waiting for room in one destination's rx lane.
@@ -370,6 +379,9 @@ pub struct Switch<P: Platform> {
     any_private: bool,
     /// A frame from an uplink is copied here (reused).
     uplink_buf: Vec<u8>,
+    /// A frame a destination needs whole (offloads to resolve) is copied
+    /// here from the source's slots (reused).
+    whole_buf: Vec<u8>,
 }
 
 /// Net share of `numpages`: lanes are initialised and parked before any
@@ -430,6 +442,7 @@ impl<P: Platform> Switch<P> {
             policy: PolicyBook::default(),
             any_private: false,
             uplink_buf: Vec::new(),
+            whole_buf: Vec::new(),
         }
     }
 
@@ -512,6 +525,13 @@ impl<P: Platform> Switch<P> {
             l.uplink = None;
             l.fdb.forget_port(UPLINK_PORT);
             l.mgmt.set_dhcp_server(true);
+            // What the network's server leased ends with the way to it.
+            for &p in &l.ports {
+                if let Some(state) = self.ports.get_mut(usize::from(p)).and_then(Option::as_mut) {
+                    state.snooped.nak();
+                    state.guard.set_leases(port_leases(&l.mgmt, p));
+                }
+            }
             if l.ports.is_empty() {
                 *slot = None;
             }
@@ -612,6 +632,7 @@ impl<P: Platform> Switch<P> {
             base: PortRules::default(),
             guard: Guard::new(PortRules::default(), mac, p.now_ns()),
             rate_until: None,
+            snooped: Snooped::default(),
         });
         #[cfg(feature = "hostile")]
         if let Some(mode) = crate::hostile::port_added() {
@@ -707,7 +728,9 @@ impl<P: Platform> Switch<P> {
         state.guard = Guard::new(rules, state.mac, now);
         state.rate_until = None;
         if let Some(lan) = self.lans.get(state.lan).and_then(Option::as_ref) {
-            state.guard.set_leases(port_leases(&lan.mgmt, index));
+            state
+                .guard
+                .set_leases(port_leases(&lan.mgmt, index).chain(state.snooped.live(now)));
         }
         self.any_private = self.ports.iter().flatten().any(|q| q.guard.is_private());
     }
@@ -858,6 +881,7 @@ impl<P: Platform> Switch<P> {
             lans: &mut self.lans,
             dests: &mut self.dests,
             scratch: &mut self.scratch,
+            whole_buf: &mut self.whole_buf,
             open: (0..n).map(|_| None).collect(),
             replies: &mut self.replies,
             reply_lens: &mut self.reply_lens,
@@ -903,6 +927,8 @@ struct Fwd<'s, P: Platform> {
     ports: &'s mut [Option<PortState>],
     lans: &'s mut [Option<Lan>],
     scratch: &'s mut Scratch,
+    /// [`Switch::whole_buf`].
+    whole_buf: &'s mut Vec<u8>,
     /// Destination senders resumed this round, published and parked at
     /// its end.
     open: Vec<Option<FrameSender<'s>>>,
@@ -985,6 +1011,9 @@ impl<'s, P: Platform> Fwd<'s, P> {
                 up.counters.drop_spoof += 1;
                 return;
             }
+        }
+        if let Some(said) = snoop::snoop(frame) {
+            learn_lease(&mut self.ports[..], lan, said, now);
         }
         self.replies.clear();
         self.reply_lens.clear();
@@ -1286,10 +1315,9 @@ impl<'s, P: Platform> Fwd<'s, P> {
         let lan = self.lans.get_mut(lan_slot).and_then(Option::as_mut)?;
         // An uplink sends from a private copy of the whole frame (it
         // segments and completes checksums for the network): on a LAN
-        // with one, frames are copied whole.
-        let whole = meta.flags & flags::CSUM_BLANK != 0
-            || meta.gso_type != 0
-            || lan.uplink.is_some()
+        // with one, frames are copied whole. Offloads are checked on the
+        // head (`deliver`, `offload::pass_through`).
+        let whole = lan.uplink.is_some()
             || lan.mgmt.wants(dst)
             || sp.guard.reads_whole_frame(head)
             || hostile_lies();
@@ -1336,7 +1364,8 @@ impl<'s, P: Platform> Fwd<'s, P> {
                 },
             );
             if lan.mgmt.lease_changes() != leases_before {
-                sp.guard.set_leases(port_leases(&lan.mgmt, src));
+                sp.guard
+                    .set_leases(port_leases(&lan.mgmt, src).chain(sp.snooped.live(now)));
             }
         }
         self.dests.clear();
@@ -1576,13 +1605,48 @@ impl<'s, P: Platform> Fwd<'s, P> {
         let mut made = 0u64;
         let mut failed = None;
         // All private (or made so by `forward`): offloads resolved for this
-        // destination. Otherwise a plain frame (`forward` made every frame
-        // with offloads whole): its head from our copy, the rest from the
-        // source's slots, as offload::deliver's plain case does.
+        // destination. Otherwise the offload checks run on the private head
+        // and the frame's length (`offload::pass_through`): a frame that
+        // goes unchanged goes with its head from our copy and the rest
+        // straight from the source's slots; one this destination needs
+        // changed (a checksum completed, segments cut) is copied whole
+        // first, its head from our copy too.
         let private = match body {
             Body::Private(frame) => Ok(frame),
             Body::Lane(f) if f.is_whole() => Ok(f.head()),
-            Body::Lane(f) => Err(f),
+            // A plain frame (the common case, kept short): no offload to
+            // check, as `pass_through` would find.
+            Body::Lane(f)
+                if meta.flags & !flags::DATA_VALIDATED == 0
+                    && (meta.gso_type, meta.gso_size, meta.gso_flags) == (0, 0, 0) =>
+            {
+                if f.len() > max_frame {
+                    Err(Err(DropCause::TooBig))
+                } else {
+                    let mut m = FrameMeta::default();
+                    if meta.flags & flags::DATA_VALIDATED != 0
+                        && features & features::DATA_VALIDATED != 0
+                    {
+                        m.flags |= flags::DATA_VALIDATED;
+                    }
+                    Err(Ok((f, m)))
+                }
+            }
+            Body::Lane(f) => {
+                match offload::pass_through(f.head(), f.len(), &meta, features, max_frame) {
+                    Ok(offload::Pass::As(m)) => Err(Ok((f, m))),
+                    Err(cause) => Err(Err(cause)),
+                    Ok(offload::Pass::NeedsWhole) => {
+                        self.whole_buf.clear();
+                        // Fails only if the receiver's pieces overran the
+                        // frame's length, which it bounds.
+                        match f.copy_into(self.whole_buf) {
+                            Ok(()) => Ok(&self.whole_buf[..]),
+                            Err(_) => Err(Err(DropCause::BadOffload)),
+                        }
+                    }
+                }
+            }
         };
         let verdict = match private {
             Ok(frame) => offload::deliver(
@@ -1604,27 +1668,19 @@ impl<'s, P: Platform> Fwd<'s, P> {
                     }
                 },
             ),
-            Err(f) if f.len() > max_frame => Verdict::Dropped(DropCause::TooBig),
-            Err(f) => {
-                let mut m = FrameMeta::default();
-                if meta.flags & flags::DATA_VALIDATED != 0
-                    && features & features::DATA_VALIDATED != 0
-                {
-                    m.flags |= flags::DATA_VALIDATED;
+            Err(Err(cause)) => Verdict::Dropped(cause),
+            Err(Ok((f, m))) => match tx.send_lane(f, m) {
+                Ok(true) => {
+                    bytes += f.len() as u64;
+                    made += 1;
+                    Verdict::Delivered { frames: 1 }
                 }
-                match tx.send_lane(f, m) {
-                    Ok(true) => {
-                        bytes += f.len() as u64;
-                        made += 1;
-                        Verdict::Delivered { frames: 1 }
-                    }
-                    Ok(false) => Verdict::Dropped(DropCause::LaneFull),
-                    Err(e) => {
-                        failed.get_or_insert(e);
-                        Verdict::Dropped(DropCause::LaneFull)
-                    }
+                Ok(false) => Verdict::Dropped(DropCause::LaneFull),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    Verdict::Dropped(DropCause::LaneFull)
                 }
-            }
+            },
         };
         self.emitted += made;
         let c = &mut state.counters;
@@ -1757,6 +1813,47 @@ pub struct PortInfo {
 }
 
 /// Port `port`'s running DHCP leases on its LAN, for its guard.
+/// The network's DHCP server, through the uplink of `lan`, leased an
+/// address to a member's MAC (or took its addresses back): the member's
+/// port holds it, and its guard lets the member send from it. One port at
+/// most (a MAC is one port's); work bounded by the LAN's ports.
+fn learn_lease(ports: &mut [Option<PortState>], lan: &Lan, said: ServerSaid, now: u64) {
+    let chaddr = match said {
+        ServerSaid::Ack { chaddr, .. } | ServerSaid::Nak { chaddr } => chaddr,
+    };
+    let Some(&index) = lan.ports.iter().find(|&&p| {
+        ports
+            .get(usize::from(p))
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.mac == chaddr)
+    }) else {
+        return;
+    };
+    let Some(state) = ports.get_mut(usize::from(index)).and_then(Option::as_mut) else {
+        return;
+    };
+    match said {
+        ServerSaid::Ack { ip, secs, .. } => {
+            if state.snooped.ack(ip, secs, now) {
+                log::info!(
+                    "port {index} (domain {}): the uplink's DHCP server leased {}.{}.{}.{} \
+                     for {secs} s (ACK {} of the port)",
+                    state.spec.member,
+                    ip[0],
+                    ip[1],
+                    ip[2],
+                    ip[3],
+                    state.snooped.acks()
+                );
+            }
+        }
+        ServerSaid::Nak { .. } => state.snooped.nak(),
+    }
+    state
+        .guard
+        .set_leases(port_leases(&lan.mgmt, index).chain(state.snooped.live(now)));
+}
+
 fn port_leases(mgmt: &Mgmt, port: PortIndex) -> impl Iterator<Item = HeldLease> + '_ {
     mgmt.leases()
         .filter(move |l| l.port == Some(port))
@@ -2333,6 +2430,120 @@ mod tests {
         assert_eq!(
             rig.counters(0).rx_frames,
             rig.counters(0).drop_spoof + at_b + at_c + lost
+        );
+    }
+
+    /// The same for frames with segmentation offload, whose offload checks
+    /// read their IP and TCP headers: passed through unchanged to a port
+    /// that takes GSO (the rest copied once from the source's slots),
+    /// segmented for one that does not (copied whole for it). While a
+    /// thread rewrites the MACs, the IP protocol and total length and the
+    /// TCP header length in A's tx slots, every frame that arrives carries
+    /// its receiver's address, A's, and headers that hold for its offload
+    /// (as checked on the private head), never bytes rewritten after the
+    /// check. (Payload bytes may change: the writer hits the frames'
+    /// second slots too, and those bytes are only moved.)
+    #[test]
+    fn a_member_rewriting_its_offload_frames_mid_copy_gets_no_other_bytes_through() {
+        use core::sync::atomic::AtomicBool;
+        let mut rig = Rig::new(SwitchConfig::default());
+        let all = IMPLEMENTED;
+        let pages = net::GSO_MIN_PAGES;
+        let mut a = rig.join_pages(0, 7, 2, all, pages);
+        let mut b = rig.join_pages(1, 7, 3, all, pages);
+        let mut c = rig.join_pages(2, 7, 4, features::CSUM_BLANK, pages);
+        b.send(&[eth(a.mac, b.mac, 60, 0)], FrameMeta::default());
+        c.send(&[eth(a.mac, c.mac, 60, 0)], FrameMeta::default());
+        rig.pump();
+        a.recv();
+        let meta = FrameMeta {
+            flags: net::flags::CSUM_BLANK,
+            csum_start: 34,
+            csum_offset: 16,
+            gso_type: net::gso::TCPV4,
+            gso_size: 1448,
+            gso_flags: 0,
+        };
+        let to_b = tcp_super_frame(b.mac, a.mac, 3000);
+        let to_c = tcp_super_frame(c.mac, a.mac, 3000);
+        let (a_mac, b_mac, c_mac) = (a.mac, b.mac, c.mac);
+        let mem = a.att.mem();
+        let (ptr, len) = (mem.as_ptr(), mem.len());
+        // SAFETY: a window over A's mapping of its share, which stays
+        // mapped until `a` drops after the scope below; all accesses are
+        // volatile (SharedMem), as for any party writing a shared page.
+        let hostile = unsafe { SharedMem::new(core::ptr::NonNull::new(ptr).unwrap(), len) };
+        let lane = a.layout.tx;
+        let data = |i: usize| lane.slots + i * lane.slot_size + net::SLOT_HEADER_LEN;
+        // (offset, lie): the last byte of each MAC, the IP protocol, the
+        // IP total length's low byte, the TCP header length. The writer
+        // reads the byte, writes the lie, then writes back what it read
+        // (a stale byte if the member refilled the slot meanwhile: one
+        // more lie).
+        let lies = [
+            (5usize, c.mac[5]),
+            (11, c.mac[5]),
+            (23, 17),
+            (17, 0x11),
+            (46, 0xf0),
+        ];
+        let stop = AtomicBool::new(false);
+        let (mut at_b, mut at_c) = (0u64, 0u64);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    for i in 0..lane.slot_count as usize {
+                        for (at, lie) in lies {
+                            let Ok(truth) = hostile.read_u8(data(i) + at) else {
+                                continue;
+                            };
+                            let _ = hostile.write_u8(data(i) + at, lie);
+                            let _ = hostile.write_u8(data(i) + at, truth);
+                        }
+                    }
+                }
+            });
+            struct Stop<'s>(&'s AtomicBool);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            let _stop = Stop(&stop);
+            let start = std::time::Instant::now();
+            let mut n = 0usize;
+            while start.elapsed().as_millis() < 1500 && at_b + at_c < 20_000 {
+                a.send_with(1, |_| {
+                    n += 1;
+                    (if n % 2 == 1 { &to_b[..] } else { &to_c[..] }, meta)
+                });
+                rig.pump();
+                b.recv_with(|f, m| {
+                    at_b += 1;
+                    assert_eq!(f[..6], b_mac, "a frame with another destination");
+                    assert_eq!(f[6..12], a_mac, "a frame with a spoofed source");
+                    assert_eq!(
+                        // Any MTU: the headers are what is checked.
+                        offload::pass_through(f, f.len(), &m, all, usize::MAX),
+                        Ok(offload::Pass::As(m)),
+                        "a GSO frame whose headers do not hold"
+                    );
+                });
+                c.recv_with(|f, m| {
+                    at_c += 1;
+                    assert_eq!(f[..6], c_mac, "a segment with another destination");
+                    assert_eq!(f[6..12], a_mac, "a segment with a spoofed source");
+                    assert_eq!(m.gso_type, 0);
+                    assert_eq!(f[23], 6, "a segment that is not TCP");
+                    // C's MTU + 18 (a torn TCP header length of 60 makes
+                    // segments of 1424 payload bytes and 94 of headers).
+                    assert!(f.len() <= 1518);
+                });
+            }
+        });
+        assert!(
+            at_b > 50 && at_c > 50,
+            "frames went through ({at_b} to B, {at_c} segments to C)"
         );
     }
 
@@ -3230,6 +3441,74 @@ mod tests {
             assert_eq!(wire.tags(UP), [2]);
             let u = uplink(&rig, 7).counters;
             assert_eq!((u.drop_bad_frame, u.drop_tx_full), (2, 1));
+        }
+
+        #[test]
+        fn a_bound_port_sends_from_what_the_uplinks_dhcp_server_leased_it() {
+            use crate::snoop::tests::server_msg;
+            use crate::testing::udp4;
+            let mut rig = Rig::new(SwitchConfig::default());
+            let mut wire = Wire::default();
+            let mut a = rig.join(0, 7, 2, 0);
+            let mut b = rig.join(1, 7, 3, 0);
+            rig.sw.attach_uplink(7, UP, 9, false).unwrap();
+            let bound = PortRules {
+                bind_addresses: true,
+                ..PortRules::default()
+            };
+            rig.sw.set_port_rules(&mut rig.p, 0, bound).unwrap();
+            let (leased, other) = ([192, 168, 1, 50], [192, 168, 1, 60]);
+            let mac_a = a.mac;
+            let from = move |ip, tag| udp4(HOST, mac_a, ip, [192, 168, 1, 1], 60, tag);
+            let sent = |wire: &mut Wire| -> Vec<u8> {
+                let tags = wire.sent.iter().map(|(_, f)| f[59]).collect();
+                wire.sent.clear();
+                tags
+            };
+            // No lease yet: nothing from a reaches the uplink.
+            a.send(&[from(leased, 1)], FrameMeta::default());
+            pump(&mut rig, &mut wire);
+            assert!(sent(&mut wire).is_empty());
+            assert_eq!(rig.counters(0).drop_policy.ipv4_source, 1);
+            // A member's ACK teaches nothing (b is not bound: its
+            // server reply is switched, never believed).
+            let mut rogue = server_msg(DhcpMessageType::Ack, a.mac, other, Some(600), 67);
+            rogue[6..12].copy_from_slice(&b.mac);
+            b.send(&[rogue], FrameMeta::default());
+            // The network's server acks a's request through the uplink.
+            wire.inbox.push_back((
+                UP,
+                server_msg(DhcpMessageType::Ack, a.mac, leased, Some(600), 67),
+            ));
+            pump(&mut rig, &mut wire);
+            assert_eq!(a.recv().len(), 2, "both ACKs reach a");
+            wire.sent.clear();
+            a.send(&[from(leased, 2), from(other, 3)], FrameMeta::default());
+            pump(&mut rig, &mut wire);
+            assert_eq!(sent(&mut wire), [2], "the leased address only");
+            assert_eq!(rig.counters(0).drop_policy.ipv4_source, 2);
+            // A NAK for a's MAC takes the address back.
+            wire.inbox.push_back((
+                UP,
+                server_msg(DhcpMessageType::Nak, a.mac, [0; 4], None, 67),
+            ));
+            pump(&mut rig, &mut wire);
+            a.send(&[from(leased, 4)], FrameMeta::default());
+            pump(&mut rig, &mut wire);
+            assert!(sent(&mut wire).is_empty());
+            // Leased again, then the uplink detached: what the network
+            // leased ends with the way to it.
+            wire.inbox.push_back((
+                UP,
+                server_msg(DhcpMessageType::Ack, a.mac, leased, Some(600), 67),
+            ));
+            pump(&mut rig, &mut wire);
+            rig.sw.detach_uplink(7).unwrap();
+            a.send(&[from(leased, 5)], FrameMeta::default());
+            pump(&mut rig, &mut wire);
+            assert!(sent(&mut wire).is_empty());
+            assert!(b.recv().iter().all(|(f, _)| f[59] != 5), "not to b either");
+            assert_eq!(rig.counters(0).drop_policy.ipv4_source, 4);
         }
 
         #[test]

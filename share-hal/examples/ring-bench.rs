@@ -29,7 +29,7 @@ mod bench {
     use share_hal::platform::{EventChannels, Port, PAGE_SIZE};
     use share_hal::share::{deadline_in, watch, Attached, Share, ShareRef};
     use share_hal::{Error, GrantRef, Result, SharedMem};
-    use share_sim::{temp_socket_path, Broker, SimPlatform};
+    use share_sim::{temp_socket_path, Broker, OpCounts, SimPlatform};
 
     const OWNER: u16 = 1;
     const MEMBER: u16 = 2;
@@ -211,7 +211,7 @@ mod bench {
         // On failure the member times out waiting and exits too.
         let results = {
             End::new(&mut plat, port, share.mem(), true, o.spin)
-                .and_then(|mut end| measure(&mut end, &o))
+                .and_then(|mut end| measure(&mut end, &o, &_broker))
         };
         let status = child.wait().expect("member exit");
         let results = results?;
@@ -232,6 +232,9 @@ mod bench {
         /// per frame on both sides.
         oneway_fps: f64,
         oneway_triggers: f64,
+        /// One way, counted by the broker (both processes): triggers sent
+        /// per 1000 frames, grant copy segments and batches per MiB.
+        ops: OpRates,
         /// Ping-pong: round trips/s and mean round trip.
         rtt_per_s: f64,
         rtt_ns: f64,
@@ -242,15 +245,37 @@ mod bench {
         local_fps: f64,
     }
 
-    fn measure(end: &mut End<'_>, o: &Opts) -> Result<Vec<Case>> {
+    /// Hypercall figures of a run, from the broker's counts.
+    #[derive(Clone, Copy, Default)]
+    struct OpRates {
+        triggers_per_1000: f64,
+        copy_segs_per_mib: f64,
+        copy_calls_per_mib: f64,
+    }
+
+    impl OpRates {
+        fn of(ops: OpCounts, units: u64, bytes: u64) -> OpRates {
+            let mib = bytes as f64 / (1u64 << 20) as f64;
+            OpRates {
+                triggers_per_1000: ops.triggers as f64 * 1000.0 / units.max(1) as f64,
+                copy_segs_per_mib: ops.copy_segs as f64 / mib.max(f64::MIN_POSITIVE),
+                copy_calls_per_mib: ops.copy_calls as f64 / mib.max(f64::MIN_POSITIVE),
+            }
+        }
+    }
+
+    fn measure(end: &mut End<'_>, o: &Opts, broker: &Broker) -> Result<Vec<Case>> {
         let mut cases = Vec::new();
         for &size in &o.sizes {
-            let (fps, trig) = one_way(end, size, o.secs)?;
+            let before = broker.op_totals();
+            let (fps, trig, sent) = one_way(end, size, o.secs)?;
+            let ops = OpRates::of(broker.op_totals().since(&before), sent, sent * size as u64);
             let (rps, rtt) = round_trip(end, size, o.secs / 2.0)?;
             cases.push(Case {
                 size,
                 oneway_fps: fps,
                 oneway_triggers: trig,
+                ops,
                 rtt_per_s: rps,
                 rtt_ns: rtt,
                 memcpy_ops: copy_rate(size, false),
@@ -292,7 +317,7 @@ mod bench {
         }
     }
 
-    fn one_way(end: &mut End<'_>, size: usize, secs: f64) -> Result<(f64, f64)> {
+    fn one_way(end: &mut End<'_>, size: usize, secs: f64) -> Result<(f64, f64, u64)> {
         let mut frame = vec![0x5au8; size];
         frame[0] = TAG_DATA;
         let (t0, b0) = (end.triggers, end.blocks);
@@ -325,7 +350,7 @@ mod bench {
         }
         let fps = s.frames as f64 / (s.ns as f64 / 1e9);
         let per_frame = (end.triggers - t0 + end.blocks - b0 + s.triggers) as f64 / sent as f64;
-        Ok((fps, per_frame))
+        Ok((fps, per_frame, sent))
     }
 
     fn round_trip(end: &mut End<'_>, size: usize, secs: f64) -> Result<(f64, f64)> {
@@ -495,11 +520,13 @@ mod bench {
             o.spin
         );
         println!(
-            "{:>8} | {:>14} {:>10} {:>9} | {:>12} {:>9} | {:>14} {:>10} | {:>14} | {:>14}",
+            "{:>8} | {:>14} {:>10} {:>9} {:>11} {:>10} | {:>12} {:>9} | {:>14} {:>10} | {:>14} | {:>14}",
             "payload",
             "one-way fr/s",
             "GB/s",
             "trig/fr",
+            "trig/1000fr",
+            "gcopy/MiB",
             "rtt/s",
             "rtt us",
             "memcpy cp/s",
@@ -510,11 +537,13 @@ mod bench {
         for c in cases {
             let gb = |rate: f64| rate * c.size as f64 / 1e9;
             println!(
-                "{:>8} | {:>14.0} {:>10.2} {:>9.4} | {:>12.0} {:>9.2} | {:>14.0} {:>10.2} | {:>14.2} | {:>14.0}",
+                "{:>8} | {:>14.0} {:>10.2} {:>9.4} {:>11.2} {:>10.2} | {:>12.0} {:>9.2} | {:>14.0} {:>10.2} | {:>14.2} | {:>14.0}",
                 c.size,
                 c.oneway_fps,
                 gb(c.oneway_fps),
                 c.oneway_triggers,
+                c.ops.triggers_per_1000,
+                c.ops.copy_segs_per_mib,
                 c.rtt_per_s,
                 c.rtt_ns / 1e3,
                 c.memcpy_ops,
@@ -538,11 +567,14 @@ mod bench {
         for (i, c) in cases.iter().enumerate() {
             let gb = |rate: f64| rate * c.size as f64 / 1e9;
             j.push_str(&format!(
-                "    {{ \"payload\": {}, \"oneway_frames_per_s\": {:.0}, \"oneway_gb_per_s\": {:.4}, \"oneway_triggers_and_blocks_per_frame\": {:.6}, \"roundtrips_per_s\": {:.0}, \"roundtrip_ns\": {:.0}, \"memcpy_copies_per_s\": {:.0}, \"memcpy_gb_per_s\": {:.4}, \"volatile_copies_per_s\": {:.0}, \"volatile_gb_per_s\": {:.4}, \"single_thread_frames_per_s\": {:.0} }}{}\n",
+                "    {{ \"payload\": {}, \"oneway_frames_per_s\": {:.0}, \"oneway_gb_per_s\": {:.4}, \"oneway_triggers_and_blocks_per_frame\": {:.6}, \"oneway_triggers_per_1000_frames\": {:.3}, \"oneway_grant_copy_segs_per_mib\": {:.3}, \"oneway_grant_copy_calls_per_mib\": {:.3}, \"roundtrips_per_s\": {:.0}, \"roundtrip_ns\": {:.0}, \"memcpy_copies_per_s\": {:.0}, \"memcpy_gb_per_s\": {:.4}, \"volatile_copies_per_s\": {:.0}, \"volatile_gb_per_s\": {:.4}, \"single_thread_frames_per_s\": {:.0} }}{}\n",
                 c.size,
                 c.oneway_fps,
                 gb(c.oneway_fps),
                 c.oneway_triggers,
+                c.ops.triggers_per_1000,
+                c.ops.copy_segs_per_mib,
+                c.ops.copy_calls_per_mib,
                 c.rtt_per_s,
                 c.rtt_ns,
                 c.memcpy_ops,

@@ -165,6 +165,39 @@ impl<'a> FrameSender<'a> {
         self.send_split(frame.len(), gso, meta, data)
     }
 
+    /// Reserves free slots for a frame of up to `max` bytes that is to be
+    /// written in place, e.g. by the kernel's `readv` straight into the
+    /// slots' data ([`slot_data`](Self::slot_data)); `Ok(false)`: not that
+    /// many free slots. Nothing is written or committed: the frame goes
+    /// with [`commit_in_place`](Self::commit_in_place).
+    pub fn reserve_in_place(&mut self, max: usize) -> Result<bool> {
+        let slots = self.slots_for(max);
+        self.lane.reserve(slots)
+    }
+
+    /// The data window of the `k`-th slot reserved by
+    /// [`reserve_in_place`](Self::reserve_in_place): frame bytes
+    /// `k * cap..(k + 1) * cap` go there, `cap` being the window's length
+    /// (what [`send`](Self::send) would put in that slot).
+    pub fn slot_data(&self, k: u32) -> Result<SharedMem<'a>> {
+        self.lane.slot(k)?.slice(SLOT_HEADER_LEN, self.cap)
+    }
+
+    /// Sends the frame of `len` bytes written in place into the slots
+    /// [`reserve_in_place`](Self::reserve_in_place) reserved: writes its
+    /// slot headers (the same as [`send`](Self::send) would) and commits
+    /// them, without publishing. The frame's bytes are not read: whatever
+    /// the slots hold goes. `Ok(false)`: the frame needs more slots than
+    /// are free (more than were reserved for it).
+    pub fn commit_in_place(&mut self, len: usize, meta: FrameMeta) -> Result<bool> {
+        let gso = self.check(len, &meta)?;
+        let data = |_: &SharedMem<'a>, _: usize, _: usize| Ok(());
+        if len <= self.cap && gso.is_none() {
+            return self.send_one(len, meta, data);
+        }
+        self.send_split(len, gso, meta, data)
+    }
+
     /// The checks of a frame of `len` bytes before it is written.
     fn check(&self, len: usize, meta: &FrameMeta) -> Result<Option<Gso>> {
         let gso = meta.gso()?;
@@ -355,6 +388,15 @@ impl<'b, 'a> LaneFrame<'b, 'a> {
             src.read_into(p.offset, dst)?;
         }
         Ok(())
+    }
+
+    /// The frame's bytes past [`head`](Self::head): windows of the
+    /// sender's slots, in frame order, for moving only (a volatile copy,
+    /// or an iovec the kernel copies from), never to decide on: the
+    /// sender may rewrite them at any moment.
+    pub fn rest_windows(&self) -> impl Iterator<Item = Result<SharedMem<'a>>> + '_ {
+        let (src, pieces) = self.rest();
+        pieces.iter().map(move |p| src.slice(p.offset, p.len))
     }
 
     /// [`whole`](Self::whole), keeping the buffer's borrow.
@@ -1067,5 +1109,105 @@ mod tests {
         tx.publish().unwrap();
         rx.poll().unwrap();
         assert_eq!(rx.next().unwrap().unwrap().data, &[1, 2, 3, 4, 5]);
+    }
+
+    /// Frames written in place into reserved slots (as the kernel's
+    /// `readv` does) arrive as `send` would have sent them; the slot
+    /// headers are the same.
+    #[test]
+    fn frames_written_in_place_arrive_as_sent() {
+        use crate::wire::net::{features, gso, GSO_MAX_FRAME};
+        let layout = LaneLayout::new(64, NET_SLOT_SIZE).unwrap();
+        let mut pages = Pages(vec![0u64; layout.bytes() / 8 + 8]);
+        let mem = pages.mem();
+        init(mem, layout, u32::MAX - 40).unwrap();
+        let mut tx = FrameSender::new(Producer::attach(mem, layout).unwrap(), 1518)
+            .unwrap()
+            .with_gso()
+            .unwrap();
+        let rules = FrameAssembler::new(1500, features::CSUM_BLANK | features::GSO).unwrap();
+        let mut rx = FrameReceiver::net(Consumer::attach(mem, layout).unwrap(), rules).unwrap();
+        let tso = FrameMeta {
+            flags: flags::CSUM_BLANK,
+            csum_start: 34,
+            csum_offset: 16,
+            gso_type: gso::TCPV4,
+            gso_size: 1448,
+            gso_flags: 0,
+        };
+        let cases = [
+            (14, FrameMeta::default()),
+            (1518, FrameMeta::default()),
+            (2033, tso),
+            (GSO_MAX_FRAME, tso),
+        ];
+        for (i, &(n, meta)) in cases.iter().enumerate() {
+            assert!(tx.reserve_in_place(GSO_MAX_FRAME).unwrap());
+            let f = frame(n, i as u8);
+            for (k, chunk) in f.chunks(SLOT_DATA_MAX).enumerate() {
+                let w = tx.slot_data(k as u32).unwrap();
+                assert_eq!(w.len(), SLOT_DATA_MAX);
+                assert_eq!(w.as_ptr() as usize % 16, 0, "slot data 16-aligned");
+                w.write_from(0, chunk).unwrap();
+            }
+            assert!(tx.commit_in_place(n, meta).unwrap());
+            // Room for the next in-place frame comes from the consumer.
+            tx.publish().unwrap();
+            rx.poll().unwrap();
+            let got = rx.next().unwrap().unwrap();
+            assert_eq!((got.data, got.meta), (&f[..], meta), "{n} bytes");
+            rx.release().unwrap();
+        }
+        // The same checks as `send`: a plain frame over the MTU, GSO
+        // without its checksum request.
+        assert!(tx.reserve_in_place(GSO_MAX_FRAME).unwrap());
+        assert!(tx.commit_in_place(1519, FrameMeta::default()).is_err());
+        assert!(tx
+            .commit_in_place(3000, FrameMeta { flags: 0, ..tso })
+            .is_err());
+        assert!(tx.commit_in_place(0, FrameMeta::default()).is_err());
+        // Slots past those reserved are refused.
+        assert!(tx.slot_data(64).is_err());
+    }
+
+    /// With no private head, a frame is all in `rest_windows`, in order,
+    /// also when it was split over two batches (its first part is kept
+    /// private then, before its slots go back).
+    #[test]
+    fn rest_windows_cover_the_bytes_past_the_head() {
+        let mut pages = Pages(Vec::new());
+        let (mut tx, mut rx) = pair(&mut pages, 8, u32::MAX - 1);
+        rx.set_private_head(0);
+        let gather = |f: &LaneFrame<'_, '_>| {
+            let mut v = f.head().to_vec();
+            for w in f.rest_windows() {
+                let w = w.unwrap();
+                let at = v.len();
+                v.resize(at + w.len(), 0);
+                w.read_into(0, &mut v[at..]).unwrap();
+            }
+            v
+        };
+        for n in [14, 2032, 2033, 4100] {
+            assert!(tx.send(&frame(n, 1), FrameMeta::default()).unwrap());
+            tx.publish().unwrap();
+            rx.poll().unwrap();
+            let f = rx.next_lane().unwrap().unwrap();
+            assert!(f.head().is_empty());
+            assert_eq!(gather(&f), frame(n, 1));
+            rx.release().unwrap();
+        }
+        let f = frame(3000, 2);
+        raw_slot(&mut tx, 2032, flags::MORE, (0, 0), &f[..2032]);
+        tx.publish().unwrap();
+        rx.poll().unwrap();
+        assert!(rx.next_lane().unwrap().is_none());
+        rx.release().unwrap();
+        raw_slot(&mut tx, 968, 0, (0, 0), &f[2032..]);
+        tx.publish().unwrap();
+        rx.poll().unwrap();
+        let lf = rx.next_lane().unwrap().unwrap();
+        assert_eq!(lf.head().len(), 2032);
+        assert_eq!(gather(&lf), f);
     }
 }

@@ -308,12 +308,18 @@ struct SimCase {
     received: u64,
     fps: f64,
     core_fps: Option<f64>,
+    /// Counted by the broker from GO to the receivers' report (senders,
+    /// netback-sim, receivers): triggers sent per 1000 frames that
+    /// arrived, grant copy segments and batches per MiB that arrived.
+    triggers_per_1000: f64,
+    copy_segs_per_mib: f64,
+    copy_calls_per_mib: f64,
 }
 
 /// One case: a fresh netback-sim, `flows` sender/receiver ports.
 fn sim_case(o: &Opts, size: usize, flows: usize) -> SimCase {
     let sock = temp_socket_path("net-bench");
-    let _broker = Broker::spawn(&sock).unwrap();
+    let broker = Broker::spawn(&sock).unwrap();
     let mut nb = netback(&o.netback, &sock, 0, false);
     let mut dom0 = Dom0::join(&sock);
     let mut tx_ports = Vec::new();
@@ -351,6 +357,7 @@ fn sim_case(o: &Opts, size: usize, flows: usize) -> SimCase {
     tx.expect("READY", 20);
     // Let the receivers' broadcasts be learned before the clock starts.
     std::thread::sleep(Duration::from_millis(100));
+    let ops_before = broker.op_totals();
     writeln!(tx.child.stdin.as_mut().unwrap(), "GO").unwrap();
     let sent: u64 = tx.expect("SENT", o.secs as u64 + 20)[5..]
         .trim()
@@ -365,6 +372,8 @@ fn sim_case(o: &Opts, size: usize, flows: usize) -> SimCase {
         .map(|x| x.parse().unwrap())
         .collect();
     let received = v[0] as u64;
+    let ops = broker.op_totals().since(&ops_before);
+    let mib = (received as f64 * size as f64 / (1u64 << 20) as f64).max(f64::MIN_POSITIVE);
     assert!(nb.alive(), "netback-sim died: {}", nb.log_text());
     drop(tx);
     drop(rx);
@@ -378,6 +387,9 @@ fn sim_case(o: &Opts, size: usize, flows: usize) -> SimCase {
         received,
         fps: if v[2] > 0.0 { v[0] / v[2] } else { 0.0 },
         core_fps: None,
+        triggers_per_1000: ops.triggers as f64 * 1000.0 / received.max(1) as f64,
+        copy_segs_per_mib: ops.copy_segs as f64 / mib,
+        copy_calls_per_mib: ops.copy_calls as f64 / mib,
     }
 }
 
@@ -600,16 +612,24 @@ fn main() {
     );
     println!("next to the switch core alone (one thread, switch-bench, same run)");
     println!(
-        "{:>6} {:>5} {:>16} {:>20} {:>8}",
-        "bytes", "flows", "sim M frames/s", "core alone M fr/s", "ratio"
+        "{:>6} {:>5} {:>16} {:>12} {:>10} {:>20} {:>8}",
+        "bytes",
+        "flows",
+        "sim M frames/s",
+        "trig/1000fr",
+        "gcopy/MiB",
+        "core alone M fr/s",
+        "ratio"
     );
     for c in &sim {
         let core = c.core_fps.map(|f| format!("{:.2}", f / 1e6));
         println!(
-            "{:>6} {:>5} {:>16.3} {:>20} {:>8}",
+            "{:>6} {:>5} {:>16.3} {:>12.2} {:>10.2} {:>20} {:>8}",
             c.bytes,
             c.flows,
             c.fps / 1e6,
+            c.triggers_per_1000,
+            c.copy_segs_per_mib,
             core.unwrap_or_else(|| "-".into()),
             c.core_fps
                 .map(|f| format!("{:.3}", c.fps / f))
@@ -655,6 +675,9 @@ fn main() {
                 "bytes": c.bytes, "flows": c.flows, "frames_per_s": c.fps,
                 "sent": c.sent, "received": c.received,
                 "core_alone_frames_per_s": c.core_fps,
+                "triggers_per_1000_frames": c.triggers_per_1000,
+                "grant_copy_segs_per_mib": c.copy_segs_per_mib,
+                "grant_copy_calls_per_mib": c.copy_calls_per_mib,
             })).collect::<Vec<_>>(),
             "tcp": tcp.iter().map(|c| serde_json::json!({
                 "streams": c.streams, "secs": o.iperf_secs,

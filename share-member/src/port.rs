@@ -9,13 +9,13 @@
 
 use std::sync::atomic::Ordering;
 
-use share_hal::frames::{FrameMeta, FrameReceiver, FrameSender, ParkedReceiver, ParkedSender};
+use share_hal::frames::{FrameReceiver, FrameSender, LaneFrame, ParkedReceiver, ParkedSender};
 use share_hal::lane::{Consumer, Producer};
 use share_hal::platform::{DomId, Platform};
 use share_hal::share::Attached;
 use share_hal::wire::net::{
     self, features, field, Control, ControlRepr, FrameAssembler, NetLayout, CONTROL_LEN, FRAME_MIN,
-    LINK_UP, MEMBER_CLOSED, MEMBER_READY, MTU_STANDARD_MAX,
+    LINK_UP, MEMBER_CLOSED, MEMBER_READY, MTU_STANDARD_MAX, SLOT_DATA_MAX,
 };
 use share_hal::wire::vdevice::status;
 use share_hal::{Error, SharedMem};
@@ -98,25 +98,15 @@ pub struct NetPort<P: Platform> {
     max_frame: usize,
     link: Option<bool>,
     carrier_ok: bool,
-    /// A frame read from the TAP device (in `tx_buf`) that found the tx
-    /// lane full: (its length after the header, its flags).
-    pending: Option<(usize, FrameMeta)>,
-    /// The TAP device reads into `tx_buf[tx_head..]`: the offload header,
-    /// then the frame, which starts 16-byte aligned (see [`tx_head`]).
+    /// The tx lane had no room for the longest frame the TAP device may
+    /// give: nothing is read from it until the switch frees slots (its
+    /// trigger resumes us).
+    room_wait: bool,
+    /// Where a frame longer than the slots reserved for it spills (it is
+    /// dropped), and a frame whose partial checksum is completed here is
+    /// copied to (privately, the one case a frame's bytes are read).
     tx_buf: Vec<u8>,
-    tx_head: usize,
     pub counters: Counters,
-}
-
-/// Where in `buf` a TAP read should start so that the frame after the
-/// `VNET_HDR_LEN`-byte offload header is 16-byte aligned, as the data of
-/// every lane slot is: `SharedMem::write_from` then copies in 16-byte
-/// words. With the frame at `buf + 10` it copied byte by byte (src and
-/// dst aligned differently), 40% of this program's time in a profile of
-/// an iperf3 run (docs/performance.md, "Network").
-fn tx_head(buf: &[u8]) -> usize {
-    let frame = buf.as_ptr() as usize + VNET_HDR_LEN;
-    (16 - frame % 16) % 16
 }
 
 /// The control fields, copied out once.
@@ -222,13 +212,10 @@ impl<P: Platform> NetPort<P> {
             max_frame: usize::from(mtu) + net::FRAME_OVERHEAD,
             link: None,
             carrier_ok: true,
-            pending: None,
-            tx_buf: vec![0u8; 15 + VNET_HDR_LEN + net::GSO_MAX_FRAME],
-            tx_head: 0,
+            room_wait: false,
+            tx_buf: vec![0u8; net::GSO_MAX_FRAME],
             counters: Counters::default(),
         };
-        // The buffer never moves or grows: its alignment holds from here.
-        port.tx_head = tx_head(&port.tx_buf);
         if let Err(e) = port.announce(p) {
             let share = port.take_share();
             return Err((
@@ -252,7 +239,11 @@ impl<P: Platform> NetPort<P> {
             tx = tx.with_gso()?;
         }
         let rx = Consumer::attach(layout.rx.window(mem)?, layout.rx.lane()?)?;
-        let rx = FrameReceiver::net(rx, FrameAssembler::new(mtu, accepted)?)?;
+        let mut rx = FrameReceiver::net(rx, FrameAssembler::new(mtu, accepted)?)?;
+        // Nothing here decides on a frame's bytes (the TAP header comes
+        // from the slot header's fields): they go from the slots straight
+        // to the TAP device.
+        rx.set_private_head(0);
         Ok(Lanes {
             layout: *layout,
             tx: Some(tx.park()),
@@ -409,10 +400,9 @@ impl<P: Platform> NetPort<P> {
             // Each call consumes at least one slot of the batch; the bound
             // stops a loop even if that ever failed to hold.
             for _ in 0..=slot_count {
-                match rx.next() {
+                match rx.next_lane() {
                     Ok(Some(f)) => {
-                        let hdr = vnet::rx_header(&f.meta).emit();
-                        match self.tap.write(&hdr, f.data) {
+                        match lane_to_tap(&self.tap, &f) {
                             Ok(()) => self.counters.rx_frames += 1,
                             Err(_) => self.counters.rx_dropped += 1,
                         }
@@ -442,66 +432,39 @@ impl<P: Platform> NetPort<P> {
 
         // TAP -> tx lane.
         let mut sent = 0;
-        let head = self.tx_head;
-        if let Some((len, meta)) = self.pending {
-            let at = head + VNET_HDR_LEN;
-            let frame = &self.tx_buf[at..at + len];
-            if tx.send(frame, meta)? {
-                self.pending = None;
-                self.counters.tx_frames += 1;
-                sent += 1;
-            }
-        }
-        if self.pending.is_none() && tap_readable {
+        let longest = longest_in(self.accepted, self.max_frame);
+        if tap_readable || self.room_wait {
+            self.room_wait = false;
             while sent < BUDGET {
-                let Some(n) = self
-                    .tap
-                    .read(&mut self.tx_buf[head..])
-                    .map_err(|e| Error::Os {
-                        op: "read from the TAP device",
-                        errno: e.raw_os_error().unwrap_or(libc::EIO),
-                    })?
-                else {
-                    break;
-                };
-                let Some(hdr) = VnetHeader::parse(&self.tx_buf[head..head + n]) else {
-                    self.counters.tx_dropped += 1;
-                    continue;
-                };
-                let len = n - VNET_HDR_LEN;
-                let max = if hdr.gso().is_some() {
-                    net::GSO_MAX_FRAME
-                } else {
-                    self.max_frame
-                };
-                if !(FRAME_MIN..=max).contains(&len) {
-                    self.counters.tx_dropped += 1;
-                    continue;
-                }
-                let frame = &mut self.tx_buf[head + VNET_HDR_LEN..head + n];
-                let meta = match vnet::tx_meta(&hdr, frame, self.accepted) {
-                    Ok(m) => m,
-                    Err(_) => {
-                        self.counters.tx_dropped += 1;
-                        continue;
+                match tap_to_lane(
+                    &self.tap,
+                    &mut tx,
+                    &mut self.tx_buf,
+                    longest,
+                    self.max_frame,
+                    self.accepted,
+                )? {
+                    TxStep::Sent => {
+                        self.counters.tx_frames += 1;
+                        sent += 1;
                     }
-                };
-                if !tx.send(frame, meta)? {
-                    self.pending = Some((len, meta));
-                    break;
+                    TxStep::Dropped => self.counters.tx_dropped += 1,
+                    TxStep::Idle => break,
+                    TxStep::Full => {
+                        self.room_wait = true;
+                        break;
+                    }
                 }
-                self.counters.tx_frames += 1;
-                sent += 1;
             }
             if sent >= BUDGET {
                 busy = true;
             }
         }
         trigger |= tx.publish()?;
-        if let Some((len, _)) = self.pending {
+        if self.room_wait {
             // Full: ask the switch to trigger once it frees room, and look
             // again in case it did meanwhile.
-            if tx.prepare_wait(len)? {
+            if tx.prepare_wait(longest)? {
                 busy = true;
             }
         }
@@ -511,10 +474,119 @@ impl<P: Platform> NetPort<P> {
             self.trigger(p)?;
         }
         Ok(Interest {
-            tap_readable: self.pending.is_none(),
+            tap_readable: !self.room_wait,
             busy,
         })
     }
+}
+
+/// The longest frame the TAP device may give a port with the `accepted`
+/// features.
+fn longest_in(accepted: u32, max_frame: usize) -> usize {
+    if accepted & features::GSO != 0 {
+        net::GSO_MAX_FRAME
+    } else {
+        max_frame
+    }
+}
+
+/// What one [`tap_to_lane`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TxStep {
+    /// A frame went into the lane (not yet published).
+    Sent,
+    /// A frame was read and dropped (too short or long, an offload the
+    /// share cannot carry, a bad checksum range).
+    Dropped,
+    /// No frame waiting.
+    Idle,
+    /// The lane has no room for a frame of `longest` bytes: nothing read.
+    Full,
+}
+
+/// Reads one frame from the TAP device straight into free slots of the
+/// tx lane (the kernel's copy is the only one), reserving room for
+/// `longest` bytes first, and sends it. The frame's bytes are never read
+/// from the slots to decide anything: its offload header lands in a
+/// private buffer, and the plan needs only its length. A partial checksum
+/// to complete here (a case Linux does not produce with the offloads we
+/// ask for) is completed on a private copy, which then goes whole.
+fn tap_to_lane(
+    tap: &Tap,
+    tx: &mut FrameSender<'_>,
+    spill: &mut [u8],
+    longest: usize,
+    max_frame: usize,
+    accepted: u32,
+) -> Result<TxStep, Error> {
+    if !tx.reserve_in_place(longest)? {
+        return Ok(TxStep::Full);
+    }
+    let slots = tx.slots_for(longest);
+    let room = slots as usize * SLOT_DATA_MAX;
+    let mut raw = [0u8; VNET_HDR_LEN];
+    let read = {
+        let tx = &*tx;
+        tap.read_shared(&mut raw, (0..slots).map(|k| tx.slot_data(k)), spill)
+    };
+    let Some(len) = read.map_err(|e| Error::Os {
+        op: "read from the TAP device",
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+    })?
+    else {
+        return Ok(TxStep::Idle);
+    };
+    let Some(hdr) = VnetHeader::parse(&raw) else {
+        return Ok(TxStep::Dropped);
+    };
+    let max = if hdr.gso().is_some() {
+        net::GSO_MAX_FRAME
+    } else {
+        max_frame
+    };
+    if !(FRAME_MIN..=max.min(room)).contains(&len) {
+        return Ok(TxStep::Dropped);
+    }
+    let plan = match vnet::tx_plan(&hdr, len, accepted) {
+        Ok(p) => p,
+        Err(_) => return Ok(TxStep::Dropped),
+    };
+    if let Some((start, at)) = plan.complete {
+        let frame = spill.get_mut(..len).ok_or(Error::InvalidArgument {
+            what: "TAP spill buffer shorter than a frame",
+        })?;
+        for_each_chunk(tx, frame, |w, chunk| w.read_into(0, chunk))?;
+        vnet::complete_csum(frame, start, at);
+        for_each_chunk(tx, frame, |w, chunk| w.write_from(0, chunk))?;
+    }
+    if !tx.commit_in_place(len, plan.meta)? {
+        return Err(Error::InvalidArgument {
+            what: "reserved slots gone before the frame was sent",
+        });
+    }
+    Ok(TxStep::Sent)
+}
+
+/// Calls `f` with each reserved slot's data window and the part of
+/// `frame` that belongs there.
+fn for_each_chunk(
+    tx: &FrameSender<'_>,
+    frame: &mut [u8],
+    mut f: impl FnMut(&SharedMem<'_>, &mut [u8]) -> Result<(), Error>,
+) -> Result<(), Error> {
+    for (k, chunk) in frame.chunks_mut(SLOT_DATA_MAX).enumerate() {
+        f(&tx.slot_data(k as u32)?, chunk)?;
+    }
+    Ok(())
+}
+
+/// Writes a frame the switch delivered to the TAP device: its offload
+/// header from the frame's slot header fields (checked by the receiver),
+/// its bytes straight from the rx slots (and from the receiver's private
+/// buffer, for a frame that spanned two batches).
+fn lane_to_tap(tap: &Tap, f: &LaneFrame<'_, '_>) -> std::io::Result<()> {
+    let hdr = vnet::rx_header(&f.meta()).emit();
+    tap.write_shared(&hdr, f.head(), f.rest_windows())
 }
 
 pub fn fmt_mac(m: [u8; 6]) -> String {
@@ -527,16 +599,239 @@ pub fn fmt_mac(m: [u8; 6]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vnet::{gso, hdr_flags};
+    use share_hal::frames::{FrameMeta, NET_SLOT_SIZE};
+    use share_hal::lane::{init, LaneLayout};
+    use share_hal::wire::net::flags;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+    /// A TAP stand-in (a `SOCK_SEQPACKET` pair: whole messages through
+    /// `readv`/`writev`, as frames through a TAP device) and the kernel's
+    /// end of it.
+    fn fake_tap() -> (Tap, OwnedFd) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        let r = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        assert_eq!(r, 0);
+        // SAFETY: both descriptors are new and ours alone.
+        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        (Tap::from_fd(a, "fake0"), b)
+    }
+
+    fn kernel_sends(fd: &OwnedFd, hdr: &VnetHeader, frame: &[u8]) {
+        let mut msg = hdr.emit().to_vec();
+        msg.extend_from_slice(frame);
+        // SAFETY: `msg` is valid for reads of its length.
+        let n = unsafe { libc::write(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len()) };
+        assert_eq!(n, msg.len() as isize, "{}", std::io::Error::last_os_error());
+    }
+
+    fn kernel_receives(fd: &OwnedFd) -> Vec<u8> {
+        let mut buf = vec![0u8; 70_000];
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        assert!(n >= 0, "{}", std::io::Error::last_os_error());
+        buf.truncate(n as usize);
+        buf
+    }
+
+    fn frame(n: usize, seed: u8) -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(13) ^ seed).collect()
+    }
+
+    /// A lane's pages, 64-aligned as a share's are.
+    fn lane_pages(slots: u32) -> (Vec<u8>, LaneLayout) {
+        let layout = LaneLayout::new(slots, NET_SLOT_SIZE).unwrap();
+        (vec![0u8; layout.bytes() + 64], layout)
+    }
+
+    fn window(buf: &mut [u8]) -> SharedMem<'_> {
+        let off = buf.as_ptr().align_offset(64);
+        SharedMem::from_slice(&mut buf[off..])
+    }
+
+    const GSO_PORT: u32 = features::CSUM_BLANK | features::DATA_VALIDATED | features::GSO;
+
+    /// Frames from the TAP device go straight into the tx slots: the
+    /// receiver gets them whole with their offloads, and no private
+    /// buffer of ours held their bytes (the spill buffer stays as it
+    /// was), but for the one frame whose checksum is completed here.
     #[test]
-    fn frames_read_from_the_tap_start_16_byte_aligned() {
-        let buf = vec![0u8; 4096];
-        // Every alignment the buffer could have.
-        for k in 0..32 {
-            let b = &buf[k..];
-            let head = tx_head(b);
-            assert!(head < 16);
-            assert_eq!((b.as_ptr() as usize + head + VNET_HDR_LEN) % 16, 0);
+    fn tap_frames_go_straight_into_the_tx_slots() {
+        let (tap, kernel) = fake_tap();
+        let (mut pages, layout) = lane_pages(64);
+        let mem = window(&mut pages);
+        init(mem, layout, u32::MAX - 5).unwrap();
+        let mut tx = FrameSender::new(Producer::attach(mem, layout).unwrap(), 1518)
+            .unwrap()
+            .with_gso()
+            .unwrap();
+        let rules = FrameAssembler::new(1500, GSO_PORT).unwrap();
+        let mut rx = FrameReceiver::net(Consumer::attach(mem, layout).unwrap(), rules).unwrap();
+        let mut spill = vec![0xa5u8; net::GSO_MAX_FRAME];
+        let longest = longest_in(GSO_PORT, 1518);
+        let step = |tx: &mut FrameSender<'_>, spill: &mut Vec<u8>| {
+            tap_to_lane(&tap, tx, spill, longest, 1518, GSO_PORT).unwrap()
+        };
+        assert_eq!(step(&mut tx, &mut spill), TxStep::Idle);
+
+        let tso = VnetHeader {
+            flags: hdr_flags::NEEDS_CSUM,
+            gso_type: gso::TCPV4,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let plain = VnetHeader::default();
+        let cases = [
+            (plain, frame(60, 1)),
+            (plain, frame(1518, 2)),
+            (tso, frame(net::GSO_MAX_FRAME, 3)),
+            (tso, frame(3000, 4)),
+        ];
+        for (h, f) in &cases {
+            kernel_sends(&kernel, h, f);
+            assert_eq!(step(&mut tx, &mut spill), TxStep::Sent);
+            tx.publish().unwrap();
+            rx.poll().unwrap();
+            let got = rx.next().unwrap().unwrap();
+            assert_eq!(got.data, &f[..]);
+            let want = vnet::tx_plan(h, f.len(), GSO_PORT).unwrap().meta;
+            assert_eq!(got.meta, want);
+            rx.release().unwrap();
         }
+        assert!(spill.iter().all(|&b| b == 0xa5), "no private copy");
+        // Dropped: a plain frame over the MTU, a runt, UFO.
+        kernel_sends(&kernel, &plain, &frame(1519, 5));
+        kernel_sends(&kernel, &plain, &frame(13, 5));
+        let ufo = VnetHeader {
+            gso_type: gso::UDP,
+            ..tso
+        };
+        kernel_sends(&kernel, &ufo, &frame(3000, 5));
+        for _ in 0..3 {
+            assert_eq!(step(&mut tx, &mut spill), TxStep::Dropped);
+        }
+        tx.publish().unwrap();
+        rx.poll().unwrap();
+        assert_eq!(rx.next().unwrap(), None);
+        rx.release().unwrap();
+
+        // A partial checksum this port cannot pass on (no CSUM_BLANK):
+        // completed on a private copy, which goes whole.
+        let udp = VnetHeader {
+            flags: hdr_flags::NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 6,
+            ..VnetHeader::default()
+        };
+        let f = frame(100, 6);
+        kernel_sends(&kernel, &udp, &f);
+        let mut want = f.clone();
+        vnet::complete_csum(&mut want, 34, 40);
+        let step = tap_to_lane(&tap, &mut tx, &mut spill, 1518, 1518, 0).unwrap();
+        assert_eq!(step, TxStep::Sent);
+        tx.publish().unwrap();
+        rx.poll().unwrap();
+        assert_eq!(rx.next().unwrap().unwrap().data, &want[..]);
+        rx.release().unwrap();
+
+        // No room for a longest frame: nothing is read.
+        let tiny = frame(60, 7);
+        let mut n = 0;
+        while tx.reserve_in_place(longest).unwrap() {
+            kernel_sends(&kernel, &plain, &tiny);
+            assert_eq!(step_once(&tap, &mut tx, &mut spill, longest), TxStep::Sent);
+            n += 1;
+        }
+        assert_eq!(n, 64 - 33 + 1);
+        kernel_sends(&kernel, &plain, &tiny);
+        assert_eq!(step_once(&tap, &mut tx, &mut spill, longest), TxStep::Full);
+        tx.publish().unwrap();
+        rx.poll().unwrap();
+        while rx.next().unwrap().is_some() {}
+        rx.release().unwrap();
+        assert_eq!(step_once(&tap, &mut tx, &mut spill, longest), TxStep::Sent);
+    }
+
+    fn step_once(tap: &Tap, tx: &mut FrameSender<'_>, spill: &mut [u8], longest: usize) -> TxStep {
+        tap_to_lane(tap, tx, spill, longest, 1518, GSO_PORT).unwrap()
+    }
+
+    /// Frames from the switch go from the rx slots straight to the TAP
+    /// device with the header their slot header's fields give; a frame
+    /// that spanned two batches too.
+    #[test]
+    fn rx_slots_go_straight_to_the_tap() {
+        let (tap, kernel) = fake_tap();
+        let (mut pages, layout) = lane_pages(64);
+        let mem = window(&mut pages);
+        init(mem, layout, 7).unwrap();
+        let mut tx = FrameSender::new(Producer::attach(mem, layout).unwrap(), 1518)
+            .unwrap()
+            .with_gso()
+            .unwrap();
+        let rules = FrameAssembler::new(1500, GSO_PORT).unwrap();
+        let mut rx = FrameReceiver::net(Consumer::attach(mem, layout).unwrap(), rules).unwrap();
+        rx.set_private_head(0);
+        let tso = FrameMeta {
+            flags: flags::CSUM_BLANK,
+            csum_start: 34,
+            csum_offset: 16,
+            gso_type: net::gso::TCPV4,
+            gso_size: 1448,
+            gso_flags: 0,
+        };
+        let cases = [
+            (FrameMeta::default(), frame(60, 1)),
+            (
+                FrameMeta {
+                    flags: flags::DATA_VALIDATED,
+                    ..FrameMeta::default()
+                },
+                frame(1518, 2),
+            ),
+            (tso, frame(net::GSO_MAX_FRAME, 3)),
+        ];
+        for (m, f) in &cases {
+            assert!(tx.send(f, *m).unwrap());
+        }
+        tx.publish().unwrap();
+        rx.poll().unwrap();
+        for (m, f) in &cases {
+            let lf = rx.next_lane().unwrap().unwrap();
+            assert!(lf.head().is_empty(), "nothing copied privately");
+            lane_to_tap(&tap, &lf).unwrap();
+            let mut want = vnet::rx_header(m).emit().to_vec();
+            want.extend_from_slice(f);
+            assert_eq!(kernel_receives(&kernel), want);
+        }
+        rx.release().unwrap();
+        // Split over two batches: the first part was kept privately.
+        let f = frame(3000, 9);
+        assert!(tx.send(&f, tso).unwrap());
+        assert_eq!(tx.lane().unpublished(), 2);
+        tx.publish().unwrap();
+        // The receiver reads one slot of the two in this batch.
+        rx.set_slot_budget(1);
+        rx.poll().unwrap();
+        assert!(rx.next_lane().unwrap().is_none());
+        rx.release().unwrap();
+        rx.set_slot_budget(u32::MAX);
+        rx.poll().unwrap();
+        let lf = rx.next_lane().unwrap().unwrap();
+        assert_eq!(lf.head().len(), SLOT_DATA_MAX);
+        lane_to_tap(&tap, &lf).unwrap();
+        let mut want = vnet::rx_header(&tso).emit().to_vec();
+        want.extend_from_slice(&f);
+        assert_eq!(kernel_receives(&kernel), want);
     }
 }

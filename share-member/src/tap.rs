@@ -4,8 +4,11 @@
 //! The device is not persistent: closing its descriptor removes it.
 
 use std::ffi::CStr;
-use std::io::{self, IoSlice};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use share_hal::wire::net::GSO_MAX_SLOTS;
+use share_hal::SharedMem;
 
 use crate::vnet::VNET_HDR_LEN;
 
@@ -177,12 +180,46 @@ impl Tap {
         self.netdev_ioctl(libc::SIOCSIFFLAGS, &mut req, "SIOCSIFFLAGS")
     }
 
-    /// Reads one frame (header and data) into `buf`; `Ok(None)` when none
-    /// is waiting. A frame longer than `buf` is truncated by the kernel:
-    /// the returned length equals `buf.len()` then.
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    /// A stand-in over any message descriptor (a `SOCK_SEQPACKET`
+    /// socket reads and writes whole messages with `readv`/`writev` as a
+    /// TAP device does frames), for tests of the frame paths.
+    #[cfg(test)]
+    pub(crate) fn from_fd(fd: OwnedFd, name: &str) -> Tap {
+        Tap {
+            fd,
+            name: name.to_string(),
+        }
+    }
+
+    /// Reads one frame: its offload header into `hdr`, the frame into the
+    /// `slots` in order (windows of a share's mapped pages: the kernel's
+    /// copy is the only one), what does not fit there into `spill`.
+    /// Returns the frame's length (header not counted; for a frame the
+    /// room given could not hold, at least that room: the kernel
+    /// truncates), `Ok(None)` when none is waiting. The bytes in the slots are not read here, nor to be read
+    /// by the caller to decide anything: the share's owner may rewrite
+    /// them at any moment.
+    pub fn read_shared<'m>(
+        &self,
+        hdr: &mut [u8; VNET_HDR_LEN],
+        slots: impl IntoIterator<Item = share_hal::Result<SharedMem<'m>>>,
+        spill: &mut [u8],
+    ) -> io::Result<Option<usize>> {
+        let mut iov = IovArray::new();
+        iov.push(hdr.as_mut_ptr(), hdr.len())?;
+        for w in slots {
+            let w = w.map_err(window_error)?;
+            iov.push(w.as_ptr(), w.len())?;
+        }
+        iov.push(spill.as_mut_ptr(), spill.len())?;
+        // SAFETY: every iovec points into memory valid for writes of its
+        // length for the whole call: `hdr` and `spill` are exclusively
+        // borrowed; each slot window is mapped and writable for its
+        // lifetime 'm (`SharedMem`'s contract) and no Rust reference to it
+        // exists. The kernel writes them with its own copy routine, not a
+        // Rust access; a peer writing the slots at the same time only
+        // changes bytes nobody here decides on.
+        let n = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), iov.len()) };
         if n < 0 {
             let e = io::Error::last_os_error();
             return match e.kind() {
@@ -190,21 +227,41 @@ impl Tap {
                 _ => Err(with_op(e, "read from the TAP device")),
             };
         }
-        Ok(Some(n as usize))
+        let n = n as usize;
+        if n < VNET_HDR_LEN {
+            return Err(with_op(
+                io::Error::from_raw_os_error(libc::EIO),
+                "read from the TAP device (shorter than its offload header)",
+            ));
+        }
+        Ok(Some(n - VNET_HDR_LEN))
     }
 
-    /// Writes one frame: the offload header, then the data, in one call.
-    pub fn write(&self, hdr: &[u8], frame: &[u8]) -> io::Result<()> {
-        let iov = [IoSlice::new(hdr), IoSlice::new(frame)];
-        // SAFETY: IoSlice is ABI-compatible with `struct iovec`; both
-        // slices stay borrowed for the call.
-        let n = unsafe {
-            libc::writev(
-                self.fd.as_raw_fd(),
-                iov.as_ptr().cast::<libc::iovec>(),
-                iov.len() as libc::c_int,
-            )
-        };
+    /// Writes one frame in one call: the offload header, the frame's
+    /// private `head`, then its `rest` straight from a share's mapped
+    /// pages (the kernel copies it into its buffer: no copy of ours).
+    pub fn write_shared<'m>(
+        &self,
+        hdr: &[u8],
+        head: &[u8],
+        rest: impl IntoIterator<Item = share_hal::Result<SharedMem<'m>>>,
+    ) -> io::Result<()> {
+        let mut iov = IovArray::new();
+        iov.push(hdr.as_ptr().cast_mut(), hdr.len())?;
+        if !head.is_empty() {
+            iov.push(head.as_ptr().cast_mut(), head.len())?;
+        }
+        for w in rest {
+            let w = w.map_err(window_error)?;
+            iov.push(w.as_ptr(), w.len())?;
+        }
+        // SAFETY: every iovec points into memory valid for reads of its
+        // length for the whole call: `hdr` and `head` are borrowed; each
+        // window of the share is mapped for its lifetime 'm and the kernel
+        // only reads it (its own copy routine, not a Rust access). A peer
+        // rewriting those bytes meanwhile changes only what the kernel
+        // receives, which it parses from its own copy.
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), iov.len()) };
         if n < 0 {
             return Err(with_op(
                 io::Error::last_os_error(),
@@ -212,6 +269,55 @@ impl Tap {
             ));
         }
         Ok(())
+    }
+}
+
+fn window_error(e: share_hal::Error) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("a frame's slot window: {e}"),
+    )
+}
+
+/// Most iovecs a frame takes: the offload header, a private head, a
+/// segmentation offload frame's slots, a spill buffer, with room.
+const MAX_IOV: usize = 8 + GSO_MAX_SLOTS as usize;
+
+/// The iovecs of one `readv`/`writev`, on the stack.
+struct IovArray {
+    v: [libc::iovec; MAX_IOV],
+    n: usize,
+}
+
+impl IovArray {
+    fn new() -> Self {
+        IovArray {
+            v: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; MAX_IOV],
+            n: 0,
+        }
+    }
+
+    fn push(&mut self, base: *mut u8, len: usize) -> io::Result<()> {
+        let slot = self.v.get_mut(self.n).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "a frame in too many pieces")
+        })?;
+        *slot = libc::iovec {
+            iov_base: base.cast(),
+            iov_len: len,
+        };
+        self.n += 1;
+        Ok(())
+    }
+
+    fn as_ptr(&self) -> *const libc::iovec {
+        self.v.as_ptr()
+    }
+
+    fn len(&self) -> libc::c_int {
+        self.n as libc::c_int
     }
 }
 

@@ -124,11 +124,25 @@ pub enum TxDrop {
     BadCsum,
 }
 
-/// The slot flags for a frame the kernel gave us with `hdr`, against the
-/// `accepted` features. A partial checksum the switch cannot take (the
-/// feature not accepted, or a range the wire format cannot express) is
-/// completed here in software, in `frame`, so the frame goes out whole.
-pub fn tx_meta(hdr: &VnetHeader, frame: &mut [u8], accepted: u32) -> Result<FrameMeta, TxDrop> {
+/// What to do with a frame the kernel gave us, decided from its header
+/// and its length alone (the frame's bytes may sit in a lane's slots,
+/// where they are not to be read: see [`tx_plan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxPlan {
+    /// The slot flags.
+    pub meta: FrameMeta,
+    /// A partial checksum to complete here first: (start, field offset),
+    /// both inside the frame.
+    pub complete: Option<(usize, usize)>,
+}
+
+/// The slot flags for a frame of `len` bytes the kernel gave us with
+/// `hdr`, against the `accepted` features. A partial checksum the switch
+/// cannot take (the feature not accepted, or a range the wire format
+/// cannot express) is to be completed here in software
+/// ([`TxPlan::complete`]), so the frame goes out whole. Only the length
+/// is needed: nothing here reads the frame.
+pub fn tx_plan(hdr: &VnetHeader, len: usize, accepted: u32) -> Result<TxPlan, TxDrop> {
     let mut meta = FrameMeta::default();
     if let Some((kind, size)) = hdr.gso() {
         // A super-frame: only with the feature, and its checksum partial
@@ -148,18 +162,22 @@ pub fn tx_meta(hdr: &VnetHeader, frame: &mut [u8], accepted: u32) -> Result<Fram
             meta.gso_flags = net::gso::FLAG_ECN;
         }
         let start = usize::from(hdr.csum_start);
-        if start < FRAME_MIN || start + usize::from(hdr.csum_offset) + 2 > frame.len() {
+        if start < FRAME_MIN || start + usize::from(hdr.csum_offset) + 2 > len {
             return Err(TxDrop::BadCsum);
         }
         meta.flags = flags::CSUM_BLANK;
         meta.csum_start = hdr.csum_start;
         meta.csum_offset = hdr.csum_offset;
-        return Ok(meta);
+        return Ok(TxPlan {
+            meta,
+            complete: None,
+        });
     }
+    let mut complete = None;
     if hdr.flags & hdr_flags::NEEDS_CSUM != 0 {
         let start = usize::from(hdr.csum_start);
         let at = start + usize::from(hdr.csum_offset);
-        if at + 2 > frame.len() {
+        if at + 2 > len {
             return Err(TxDrop::BadCsum);
         }
         if accepted & features::CSUM_BLANK != 0 && start >= FRAME_MIN {
@@ -167,7 +185,7 @@ pub fn tx_meta(hdr: &VnetHeader, frame: &mut [u8], accepted: u32) -> Result<Fram
             meta.csum_start = hdr.csum_start;
             meta.csum_offset = hdr.csum_offset;
         } else {
-            complete_csum(frame, start, at);
+            complete = Some((start, at));
             // Completed here: the receiver may trust it as if verified.
             if accepted & features::DATA_VALIDATED != 0 {
                 meta.flags |= flags::DATA_VALIDATED;
@@ -176,7 +194,17 @@ pub fn tx_meta(hdr: &VnetHeader, frame: &mut [u8], accepted: u32) -> Result<Fram
     } else if hdr.flags & hdr_flags::DATA_VALID != 0 && accepted & features::DATA_VALIDATED != 0 {
         meta.flags |= flags::DATA_VALIDATED;
     }
-    Ok(meta)
+    Ok(TxPlan { meta, complete })
+}
+
+/// [`tx_plan`] for a frame in a private buffer, completing a partial
+/// checksum in `frame` where the plan says so.
+pub fn tx_meta(hdr: &VnetHeader, frame: &mut [u8], accepted: u32) -> Result<FrameMeta, TxDrop> {
+    let plan = tx_plan(hdr, frame.len(), accepted)?;
+    if let Some((start, at)) = plan.complete {
+        complete_csum(frame, start, at);
+    }
+    Ok(plan.meta)
 }
 
 /// The header for a frame the switch delivered with `meta` (already

@@ -8,7 +8,9 @@
 //!
 //! - both members of LAN 7 get leases from far's udhcpd (not from
 //!   netback-uk), ping far's address and each other, and move 8 MiB over
-//!   TCP (member to far, member to member) with equal SHA-256;
+//!   TCP (member to far, member to member) with equal SHA-256; member 3's
+//!   port is bound to its addresses (`BIND_ADDRESSES`), which the switch
+//!   learns from far's DHCPACK on the uplink (DHCP snooping);
 //! - the island member gets its lease from netback-uk as before and sees
 //!   none of the uplink's frames (a packet socket in its namespace sees its
 //!   own endpoint's replies and nothing from far or LAN 7);
@@ -34,7 +36,7 @@ use std::time::{Duration, Instant};
 use harness::*;
 use share_hal::platform::DomId;
 use share_hal::wire::net::features;
-use share_hal::wire::vdevice::{status, UplinkRepr};
+use share_hal::wire::vdevice::{flags, status, UplinkRepr};
 use share_sim::{temp_socket_path, Broker};
 
 const TEST: &str = "a_lan_with_an_uplink_reaches_the_far_network_and_nothing_else";
@@ -51,6 +53,8 @@ const FAR_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
 const TCP_BYTES: usize = 8 << 20;
 /// The payload of the datagrams the spoofing member sends.
 const MARK: &[u8] = b"xen-share-uplink-spoof-mark";
+/// The VXLAN test's underlay MTU: 1500-byte frames plus VXLAN's 50 bytes.
+const UNDERLAY_MTU: &str = "1550";
 
 fn netback_bin() -> PathBuf {
     // target/<profile>/deps/<test>: the binaries are in target/<profile>.
@@ -398,7 +402,9 @@ fn a_lan_with_an_uplink_reaches_the_far_network_and_nothing_else() {
     };
     let back = dom0.change(NETBACK, UPLINK_ENTRY + 1, &other.entry());
     assert_eq!(back.status, status::ENODEV);
-    dom0.plug(0, MEMBERS[0], LAN, PAGES, POLICY);
+    // m1's port is bound to its addresses: it sends only from what far's
+    // server leases it, which the switch learns from the ACK on the uplink.
+    dom0.plug_with(0, MEMBERS[0], LAN, PAGES, POLICY, flags::BIND_ADDRESSES);
     dom0.plug(1, MEMBERS[1], LAN, PAGES, POLICY);
     dom0.plug(2, LONE, ISLAND, PAGES, POLICY);
     // The island's packet socket, open before any of the traffic below.
@@ -425,6 +431,13 @@ fn a_lan_with_an_uplink_reaches_the_far_network_and_nothing_else() {
         addrs.push(a);
     }
     assert_ne!(addrs[0], addrs[1]);
+    let snooped = format!(
+        "port 0 (domain {}): the uplink's DHCP server leased {}",
+        MEMBERS[0], addrs[0]
+    );
+    wait_for("netback-sim to learn m1's lease from the uplink", 5, || {
+        nb.last_line(&snooped).map(|_| ())
+    });
     // The island keeps netback-uk's DHCP server.
     let (la, out) = dhcp(lone, "xsn0", &script).unwrap();
     assert_eq!(la.octets()[..3], lan_prefix(ISLAND), "{out}");
@@ -470,8 +483,9 @@ fn a_lan_with_an_uplink_reaches_the_far_network_and_nothing_else() {
     for _ in 0..3 {
         let _ = netns(m2, &to_far);
     }
-    wait_for("far to see m2's marked datagrams", 5, || {
-        (seen.count(|f| contains(f, MARK)) >= 1).then_some(())
+    // All three: one still on its way would count as spoofed below.
+    wait_for("far to see m2's three marked datagrams", 5, || {
+        (seen.count(|f| contains(f, MARK)) >= 3).then_some(())
     });
     let honest = seen.count(|f| contains(f, MARK));
     let spoof_before = nb_spoofs(&nb, 1);
@@ -552,4 +566,207 @@ fn nb_spoofs(nb: &Proc, port: u32) -> u64 {
             l[i + 7..].split_whitespace().next()?.parse().ok()
         })
         .unwrap_or(0)
+}
+
+/// One host of [`a_lan_spans_two_hosts_over_vxlan_on_the_uplinks_bridges`]:
+/// its broker, netback-sim (device 0 a TAP on the host's bridge `br0`, as
+/// a vif on dom0's xenbr0) and one member on LAN 7, uplinked to device 0.
+struct Host {
+    ns: Netns,
+    _broker: Broker,
+    nb: Proc,
+    member: Proc,
+    tmp: PathBuf,
+}
+
+impl Host {
+    /// `mac`: the member's port MAC. Each host's switch would assign
+    /// `02:58:<LAN>:<domid>`, the same on both (same LAN id, same domid):
+    /// on one segment the hosts' members need MACs of their own.
+    fn start(tag: &str, mac: [u8; 6], netback_bin: &Path, member_bin: &Path) -> Host {
+        let sock = temp_socket_path(tag);
+        let mut ns = Netns::create(tag, 2).unwrap();
+        ns.clean_sim(&sock);
+        let broker = Broker::spawn(&sock).unwrap();
+        let tmp = sock.with_extension("d");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let (host, guest) = (ns.names[0].clone(), ns.names[1].clone());
+        let nb = Proc::spawn(
+            &format!("{tag}-netback"),
+            Command::new("ip")
+                .args(["netns", "exec", &host])
+                .arg(netback_bin)
+                .arg("--sim")
+                .arg(&sock)
+                .args(["--domid", &NETBACK.to_string()])
+                .args(["--report-secs", "1"])
+                .args(["--uplink", &format!("0={TAP}")]),
+            false,
+        );
+        let store = share_sim::SimStore::for_broker(&sock);
+        wait_for("netback-sim to publish its vdevice page", 10, || {
+            store
+                .read(NETBACK, share_hal::wire::vdevice::BOOTSTRAP_KEY)
+                .unwrap()
+        });
+        // dom0's bridge with netback-uk's vif on it.
+        netns(
+            &host,
+            &format!(
+                "ip link add br0 type bridge && ip link set {TAP} master br0 && \
+                 ip link set {TAP} up && ip link set br0 up"
+            ),
+        )
+        .unwrap();
+        let member = member(member_bin, &guest, &sock, MEMBERS[0], false);
+        let mut dom0 = Dom0::join(&sock);
+        let up = UplinkRepr {
+            lan: LAN,
+            uplink: 0,
+            dhcp_server: false,
+        };
+        let back = dom0.change(NETBACK, UPLINK_ENTRY, &up.entry());
+        assert_eq!(back.status, status::OK, "netback refused the uplink");
+        let port = dom0.add_port_with(0, MEMBERS[0], LAN, PAGES, POLICY, mac, 0);
+        dom0.join_port(MEMBERS[0], PAGES, port);
+        plugged(&guest, "xsn0");
+        assert_eq!(
+            mac_of(&guest, "xsn0"),
+            mac,
+            "the member took its port's MAC"
+        );
+        Host {
+            ns,
+            _broker: broker,
+            nb,
+            member,
+            tmp,
+        }
+    }
+
+    fn host(&self) -> &str {
+        &self.ns.names[0]
+    }
+
+    fn guest(&self) -> &str {
+        &self.ns.names[1]
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
+/// docs/design.md's recipe for several hosts, run: two "hosts" (network
+/// namespaces, each with its own simulation: broker, netback-sim, one
+/// member) whose uplinks are TAPs on a bridge `br0`, joined by the
+/// recipe's VXLAN device (VNI 42, multicast group 239.1.1.42) over an
+/// underlay veth pair. Host A's bridge runs the LAN's DHCP server: the
+/// member on host B gets its lease from it across the overlay, pings host
+/// A's bridge and the member on host A, and moves 8 MiB to it over TCP
+/// with equal SHA-256, the frames counted on host B's VXLAN device.
+#[test]
+fn a_lan_spans_two_hosts_over_vxlan_on_the_uplinks_bridges() {
+    const VXTEST: &str = "a_lan_spans_two_hosts_over_vxlan_on_the_uplinks_bridges";
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED {VXTEST}: {why}");
+        return;
+    }
+    ensure_tools(&[("busybox", "busybox")]).unwrap();
+    let started = Instant::now();
+    let netback_bin = netback_bin();
+    let member_bin = PathBuf::from(env!("CARGO_BIN_EXE_share-member"));
+    let a = Host::start("xsva", [0x02, 0xa0, 0, 0, 0, 3], &netback_bin, &member_bin);
+    let b = Host::start("xsvb", [0x02, 0xb0, 0, 0, 0, 3], &netback_bin, &member_bin);
+    // The underlay between the hosts, then the recipe on each.
+    ip(&[
+        "link",
+        "add",
+        "under0",
+        "netns",
+        a.host(),
+        "mtu",
+        UNDERLAY_MTU,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "under0",
+        "netns",
+        b.host(),
+        "mtu",
+        UNDERLAY_MTU,
+    ])
+    .unwrap();
+    for (h, addr) in [(&a, "10.99.0.1/24"), (&b, "10.99.0.2/24")] {
+        netns(
+            h.host(),
+            &format!(
+                "ip addr add {addr} dev under0 && ip link set under0 up && \
+                 ip link add vxlan42 type vxlan id 42 dstport 4789 group 239.1.1.42 dev under0 && \
+                 ip link set vxlan42 master br0 up"
+            ),
+        )
+        .unwrap();
+    }
+    // Host A's network: an address on its bridge and a DHCP server.
+    let tmp = &a.tmp;
+    netns(a.host(), &format!("ip addr add {FAR_ADDR}/24 dev br0")).unwrap();
+    let conf = tmp.join("udhcpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "start 192.168.77.50\nend 192.168.77.60\ninterface br0\n\
+             lease_file {}\npidfile {}\noption subnet 255.255.255.0\noption lease 600\n",
+            tmp.join("udhcpd.leases").display(),
+            tmp.join("udhcpd.pid").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(tmp.join("udhcpd.leases"), b"").unwrap();
+    let udhcpd = Proc::spawn(
+        "udhcpd",
+        Command::new("ip")
+            .args(["netns", "exec", a.host(), "busybox", "udhcpd", "-f"])
+            .arg(&conf),
+        false,
+    );
+    let script = udhcpc_script(tmp);
+    let (addr_a, _) = dhcp(a.guest(), "xsn0", &script).unwrap();
+    let (addr_b, out) = dhcp(b.guest(), "xsn0", &script).unwrap();
+    assert!(
+        out.contains(&format!("from {FAR_ADDR}")),
+        "host B's member leased from host A's server: {out}"
+    );
+    assert_ne!(addr_a, addr_b);
+    eprintln!("host B's member: lease {addr_b} from host A ({FAR_ADDR}) over VXLAN");
+    assert_eq!(ping(b.guest(), FAR_ADDR, 3), Ok(3), "B's member -> host A");
+    assert_eq!(
+        ping(b.guest(), addr_a, 3),
+        Ok(3),
+        "B's member -> A's member"
+    );
+    let (sent, got) = tcp_sha256(tmp, b.guest(), a.guest(), addr_a, 5011);
+    assert_eq!(
+        sent, got,
+        "B's member -> A's member over VXLAN: SHA-256 differs"
+    );
+    eprintln!("B's member -> A's member: {TCP_BYTES} bytes, sha256 {sent} = {got}");
+    // The overlay carried it: host B's VXLAN device sent the bytes.
+    let tx = netns(b.host(), "cat /sys/class/net/vxlan42/statistics/tx_bytes").unwrap();
+    let tx: u64 = tx.trim().parse().unwrap();
+    eprintln!("host B's vxlan42 sent {tx} bytes");
+    assert!(tx >= TCP_BYTES as u64, "vxlan42 sent {tx} bytes");
+    let (mut a, mut b) = (a, b);
+    for h in [&mut a, &mut b] {
+        assert!(h.nb.alive(), "netback-sim died: {}", h.nb.log_text());
+        assert!(h.member.alive(), "member died: {}", h.member.log_text());
+    }
+    drop(udhcpd);
+    eprintln!(
+        "{VXTEST}: passed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }

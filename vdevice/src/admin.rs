@@ -14,8 +14,8 @@ use share_hal::wire::stats::{NET_COUNTERS, UPLINK_COUNTERS};
 use share_hal::wire::vdevice::{flags, status, EntryRepr, Kind, Role, UplinkRepr};
 
 use crate::host::{by_name, resolve, DomainInfo, Host};
+use crate::record::{host_mac, mac_text, parse_mac, MemberMac, NetRate, Uplink};
 use crate::record::{Device, Domain, Record, RecordError, What};
-use crate::record::{NetRate, Uplink};
 use crate::{
     is_port_entry, lan_param, same_device, status_name, DeviceSpec, Listing, Log, Lookup, Tool,
     ToolError,
@@ -155,6 +155,9 @@ pub struct CreateOpts {
     pub addresses: Vec<(String, String)>,
     /// Net: the LAN's uplink, a network device of the backend.
     pub uplink: Option<Uplink>,
+    /// Net: (member as typed: name or id, `xx:xx:xx:xx:xx:xx`) port MACs.
+    /// On an uplinked LAN the others get [`crate::record::host_mac`]s.
+    pub macs: Vec<(String, String)>,
 }
 
 /// A device of `backend` that a recorded LAN other than `except` has as
@@ -212,11 +215,80 @@ fn assigned(
     Ok(out)
 }
 
+/// The members' port MACs: those `--mac` named, then on an uplinked LAN a
+/// [`host_mac`] for each other member. A MAC twice, or a member twice, is
+/// refused.
+fn member_macs(
+    given: &[(String, String)],
+    members: &[DomainInfo],
+    uplinked: bool,
+    host_id: &str,
+    device: &str,
+    mut taken: Vec<MemberMac>,
+) -> Result<Vec<MemberMac>, AdminError> {
+    for (who, text) in given {
+        let Some(m) = members
+            .iter()
+            .find(|m| m.name == *who || m.domid.to_string() == *who)
+        else {
+            return Err(AdminError::Usage(format!(
+                "--mac {who}={text}: {who} is not one of the members named"
+            )));
+        };
+        let mac = mac_text(parse_mac(text).map_err(|e| AdminError::Usage(format!("--mac: {e}")))?);
+        if let Some(t) = taken.iter().find(|t| t.member == m.name || t.mac == mac) {
+            return Err(AdminError::Usage(format!(
+                "--mac {who}={text}: {} already has {}",
+                t.member, t.mac
+            )));
+        }
+        taken.push(MemberMac {
+            member: m.name.clone(),
+            mac,
+        });
+    }
+    if uplinked {
+        for m in members {
+            if !taken.iter().any(|t| t.member == m.name) {
+                taken.push(MemberMac {
+                    member: m.name.clone(),
+                    mac: mac_text(host_mac(host_id, device, &m.name)),
+                });
+            }
+        }
+    }
+    Ok(taken)
+}
+
+/// Member `member`'s port MAC in the record, if it has one.
+fn recorded_mac(dev: &Device, member: &str) -> Option<String> {
+    match &dev.what {
+        What::Net { macs, .. } => macs
+            .iter()
+            .find(|m| m.member == member)
+            .map(|m| m.mac.clone()),
+        What::Block { .. } => None,
+    }
+}
+
 /// The entry spec of a recorded device for one of its members: [`spec`]
 /// with the networks assigned to that member.
 pub fn spec_for(dev: &Device, member: &str) -> DeviceSpec {
     let mut s = spec(dev);
-    if let What::Net { lan, addresses, .. } = &dev.what {
+    if let What::Net {
+        lan,
+        addresses,
+        macs,
+        ..
+    } = &dev.what
+    {
+        if let Some(mac) = macs
+            .iter()
+            .find(|m| m.member == member)
+            .and_then(|m| parse_mac(&m.mac).ok())
+        {
+            s.param = crate::port_param(mac, *lan);
+        }
         let mine = addresses
             .iter()
             .filter(|a| a.member == member)
@@ -588,6 +660,14 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
                 rate: opts.rate,
                 addresses: assigned(&opts.addresses, &members)?,
                 uplink: opts.uplink,
+                macs: member_macs(
+                    &opts.macs,
+                    &members,
+                    opts.uplink.is_some(),
+                    &self.host.machine_id(),
+                    &name,
+                    Vec::new(),
+                )?,
             },
             backend: Domain::new(&backend.name, backend.domid),
             features: opts.features.unwrap_or(NET_FEATURES),
@@ -639,6 +719,20 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
             })?;
         if let Some(What::Net { uplink, .. }) = record.device_mut(name).map(|d| &mut d.what) {
             *uplink = Some(up);
+        }
+        let unmade: Vec<&str> = dev
+            .members
+            .iter()
+            .filter(|m| recorded_mac(&dev, &m.name).is_none())
+            .map(|m| m.name.as_str())
+            .collect();
+        if !unmade.is_empty() {
+            log(&format!(
+                "{name}: {} keep the switch's MACs (02:58:<LAN>:<domid>), which another \
+                 host's LAN may also give: on a shared network, --remove and --add them \
+                 for MACs of this host",
+                unmade.join(", ")
+            ));
         }
         Ok(())
     }
@@ -743,11 +837,43 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
         member: &str,
         log: Log<'_>,
     ) -> Result<(), AdminError> {
+        self.add_with_mac(record, name, member, None, log)
+    }
+
+    /// `--add NAME DOM [--mac DOM=MAC]`: on a LAN, the member's port gets
+    /// `mac`, or on an uplinked LAN a [`host_mac`].
+    pub fn add_with_mac(
+        &mut self,
+        record: &mut Record,
+        name: &str,
+        member: &str,
+        mac: Option<&str>,
+        log: Log<'_>,
+    ) -> Result<(), AdminError> {
         let domains = self.domains()?;
-        let (dev, backend, m) = check_add(record, &domains, name, member)?;
+        let (mut dev, backend, m) = check_add(record, &domains, name, member)?;
+        let host_id = self.host.machine_id();
+        if let What::Net { uplink, macs, .. } = &mut dev.what {
+            let given: Vec<(String, String)> = mac
+                .map(|t| (m.name.clone(), t.to_string()))
+                .into_iter()
+                .collect();
+            macs.retain(|t| t.member != m.name);
+            *macs = member_macs(
+                &given,
+                std::slice::from_ref(&m),
+                uplink.is_some(),
+                &host_id,
+                name,
+                std::mem::take(macs),
+            )?;
+        } else if mac.is_some() {
+            return Err(AdminError::Usage("--mac is for net devices".into()));
+        }
         self.connect_all(name, backend, std::slice::from_ref(&m), &dev, log)?;
         if let Some(d) = record.device_mut(name) {
             d.members.push(Domain::new(&m.name, m.domid));
+            d.what = dev.what;
         }
         Ok(())
     }
@@ -808,7 +934,10 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
             _ => {}
         }
         if let Some(d) = record.device_mut(name) {
-            d.members.remove(pos);
+            let gone = d.members.remove(pos);
+            if let What::Net { macs, .. } = &mut d.what {
+                macs.retain(|m| m.member != gone.name);
+            }
         }
         Ok(())
     }
@@ -841,16 +970,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
                 match r {
                     Ok(()) if live => removed.push((old, m.name.clone())),
                     Ok(()) => {}
-                    Err(err) => {
-                        for (again, who) in &removed {
-                            let _ = self.tool.connect(b, *again, spec_for(&dev, who), log);
-                        }
-                        return Err(AdminError::Step {
-                            device: name.to_string(),
-                            err,
-                            who: None,
-                        });
-                    }
+                    Err(err) => return Err(self.undo_destroy(name, b, &dev, &removed, err, log)),
                 }
             }
             if let What::Net {
@@ -861,16 +981,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
             {
                 match self.tool.clear_uplink(b, *lan, log) {
                     Ok(()) | Err(ToolError::NotFound { .. }) => {}
-                    Err(err) => {
-                        for (again, who) in &removed {
-                            let _ = self.tool.connect(b, *again, spec_for(&dev, who), log);
-                        }
-                        return Err(AdminError::Step {
-                            device: name.to_string(),
-                            err,
-                            who: None,
-                        });
-                    }
+                    Err(err) => return Err(self.undo_destroy(name, b, &dev, &removed, err, log)),
                 }
             }
             if let What::Block { vdev, .. } = &dev.what {
@@ -895,6 +1006,28 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
         record.devices.retain(|d| d.name != name);
         log(&format!("{name}: destroyed"));
         Ok(())
+    }
+
+    /// A `--destroy` step failed: the members it already removed are
+    /// connected again (the device stays as recorded), and the error names
+    /// the device.
+    fn undo_destroy(
+        &mut self,
+        name: &str,
+        backend: DomId,
+        dev: &Device,
+        removed: &[(DomId, String)],
+        err: ToolError,
+        log: Log<'_>,
+    ) -> AdminError {
+        for (again, who) in removed {
+            let _ = self.tool.connect(backend, *again, spec_for(dev, who), log);
+        }
+        AdminError::Step {
+            device: name.to_string(),
+            err,
+            who: None,
+        }
     }
 
     /// `--list`: each device as the domains acknowledged it.
@@ -937,6 +1070,7 @@ impl<P: Platform, L: Lookup, H: Host> Admin<'_, P, L, H> {
                 name: m.name.clone(),
                 domid: m.domid,
                 state: String::new(),
+                mac: recorded_mac(dev, &m.name),
                 backend_entry: None,
                 member_entry: None,
                 counters: None,
@@ -1042,6 +1176,7 @@ pub fn list_unavailable(record: &Record, why: &str) -> Vec<DeviceView> {
                     name: m.name.clone(),
                     domid: m.domid,
                     state: state.clone(),
+                    mac: recorded_mac(dev, &m.name),
                     backend_entry: None,
                     member_entry: None,
                     counters: None,
@@ -1176,6 +1311,7 @@ impl DeviceView {
                 rate,
                 addresses,
                 uplink,
+                macs: _,
             } => {
                 uplink_view = uplink.map(|u| UplinkView {
                     device: u.device,
@@ -1254,6 +1390,10 @@ pub struct MemberView {
     pub name: String,
     pub domid: Option<DomId>,
     pub state: String,
+    /// Net: the port's MAC as recorded (`--mac`, or made for an uplinked
+    /// LAN); none: the switch's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
     pub backend_entry: Option<EntryView>,
     pub member_entry: Option<EntryView>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1373,6 +1513,9 @@ impl fmt::Display for DeviceView {
                 id(m.domid),
                 m.state
             )?;
+            if let Some(mac) = &m.mac {
+                write!(f, " mac {mac}")?;
+            }
             if let (Some(b), Some(me)) = (&m.backend_entry, &m.member_entry) {
                 write!(
                     f,

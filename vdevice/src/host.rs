@@ -37,6 +37,21 @@ pub trait Host {
         source: &Path,
         read_only: bool,
     ) -> Result<AttachedDisk, String>;
+    /// What names this host among others on one network: its
+    /// `/etc/machine-id`, else this boot's id, else its host name (MACs
+    /// made for uplinked LANs: [`crate::record::host_mac`]).
+    fn machine_id(&self) -> String {
+        [
+            "/etc/machine-id",
+            "/proc/sys/kernel/random/boot_id",
+            "/etc/hostname",
+        ]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .find(|s| !s.is_empty())
+        .unwrap_or_default()
+    }
 }
 
 /// A domain named on the command line: an id or an `xl` name, resolved

@@ -821,6 +821,14 @@ pub fn lan_param(lan: u16) -> u64 {
     u64::from(lan) << 48
 }
 
+/// The param of a network owner entry on LAN `lan` whose port has `mac`
+/// (docs/protocol.md: bytes 0..6 the MAC in wire order, 6..8 the LAN id,
+/// little-endian).
+pub fn port_param(mac: [u8; 6], lan: u16) -> u64 {
+    let l = lan.to_le_bytes();
+    u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], l[0], l[1]])
+}
+
 fn free_index(entries: &Entries) -> Option<u32> {
     entries
         .iter()

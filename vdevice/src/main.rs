@@ -33,10 +33,14 @@ Named devices (recorded in /var/lib/xen-share/vdevice.json, or --record / $VDEVI
                                            # from 192.168.5.7
   vdevice --create net a b --uplink 0      # a LAN bridged to netback-uk's first vif= (on
                                            # dom0's bridge): a and b get their addresses
-                                           # from the host's network, not from netback-uk
+                                           # from the host's network, not from netback-uk;
+                                           # each port a MAC made from this host's
+                                           # machine-id (unlike another host's)
+  vdevice --create net a b --mac a=02:16:3e:00:00:0a   # a's port has that MAC
   vdevice --attach-uplink net1 0           # an existing LAN gets that uplink (--detach-uplink
                                            # net1: an island again, netback-uk's DHCP back)
   vdevice --add net0 guest-b               # guest-b joins the LAN
+  vdevice --add net0 c --mac c=02:00:00:00:00:0c   # with its own MAC
   vdevice --remove net0 5                  # domain 5 leaves it
   vdevice --destroy blk0                   # every member leaves (blkback-uk keeps the file,
                                            # unserved, until it restarts: its disk numbers
@@ -126,6 +130,14 @@ struct Cli {
     /// bridge); its DHCP server is then off (the network's serves).
     #[arg(long, value_name = "N", requires = "create")]
     uplink: Option<u16>,
+    /// With --create net or --add: MEMBER's port has MAC (unicast, e.g.
+    /// 02:16:3e:00:00:01), which the member's interface takes; repeat for
+    /// more members. Otherwise the switch gives 02:58:<LAN>:<domid>, or on
+    /// an uplinked LAN vdevice a MAC made from this host's machine-id, the
+    /// LAN's name and the member's (two hosts on one network must not
+    /// give the same MAC).
+    #[arg(long = "mac", value_name = "MEMBER=MAC")]
+    macs: Vec<String>,
     /// With --uplink or --attach-uplink: netback-uk's DHCP server stays on
     /// beside the uplink.
     #[arg(long)]
@@ -424,6 +436,20 @@ enum Action {
     DetachUplink(String),
 }
 
+/// `--mac MEMBER=MAC` options, each checked.
+fn mac_options(macs: &[String]) -> Result<Vec<(String, String)>, String> {
+    macs.iter()
+        .map(|o| {
+            let (who, mac) = o
+                .split_once('=')
+                .filter(|(w, _)| !w.is_empty())
+                .ok_or_else(|| format!("--mac {o}: MEMBER=MAC"))?;
+            vdevice::record::parse_mac(mac).map_err(|e| format!("--mac {o}: {e}"))?;
+            Ok((who.to_string(), mac.to_string()))
+        })
+        .collect()
+}
+
 /// `--ip MEMBER=ADDR/PREFIX` options, each checked.
 fn ip_options(ips: &[String]) -> Result<Vec<(String, String)>, String> {
     ips.iter()
@@ -440,6 +466,22 @@ fn ip_options(ips: &[String]) -> Result<Vec<(String, String)>, String> {
 
 fn cli_actions(cli: &Cli) -> Result<Action, String> {
     ip_options(&cli.ips)?;
+    let macs = mac_options(&cli.macs)?;
+    let net_create = cli
+        .create
+        .as_ref()
+        .is_some_and(|c| c.first().is_some_and(|k| k == "net"));
+    if !macs.is_empty() && !net_create && cli.add.is_none() {
+        return Err("--mac goes with --create net or --add".into());
+    }
+    if let Some(v) = &cli.add {
+        if macs.len() > 1 || macs.first().is_some_and(|(who, _)| *who != v[1]) {
+            return Err(format!(
+                "--add {} {}: --mac names {} only",
+                v[0], v[1], v[1]
+            ));
+        }
+    }
     if (cli.bind_addresses || cli.private || cli.rate.is_some()) && cli.create.is_none() {
         return Err("--bind-addresses, --private and --rate go with --create net".into());
     }
@@ -598,6 +640,7 @@ fn seed(action: &Action, cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             device,
             dhcp_server: cli.dhcp_server,
         }),
+        macs: mac_options(&cli.macs)?,
     };
     if let Action::CreateBlock(source, _) = action {
         admin::check_source(source)?;
@@ -646,7 +689,8 @@ fn seed(action: &Action, cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!("{name}");
         }
         Action::Add(name, dom) => {
-            admin.add(&mut record, name, dom, &mut log)?;
+            let mac = opts.macs.first().map(|(_, m)| m.as_str());
+            admin.add_with_mac(&mut record, name, dom, mac, &mut log)?;
             file.save(&record)?;
         }
         Action::Remove(name, dom) => {
@@ -948,6 +992,31 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("vdevice").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn macs_go_with_create_net_or_add_each_checked() {
+        let ok = |a: &[&str]| cli_actions(&parse(a).unwrap());
+        assert!(ok(&["--create", "net", "a", "--mac", "a=02:00:00:00:00:01"]).is_ok());
+        assert!(ok(&["--add", "net0", "c", "--mac", "c=02:00:00:00:00:0c"]).is_ok());
+        let err = |a: &[&str]| ok(a).err().expect("refused");
+        assert!(err(&["--create", "net", "a", "--mac", "a"]).contains("MEMBER=MAC"));
+        assert!(err(&["--create", "net", "a", "--mac", "a=01:00:5e:00:00:01"]).contains("group"));
+        assert!(err(&[
+            "--create",
+            "block",
+            "/f",
+            "a",
+            "--mac",
+            "a=02:00:00:00:00:01"
+        ])
+        .contains("--mac goes with --create net or --add"));
+        assert!(
+            err(&["--remove", "net0", "a", "--mac", "a=02:00:00:00:00:01"])
+                .contains("--mac goes with")
+        );
+        assert!(err(&["--add", "net0", "c", "--mac", "d=02:00:00:00:00:0d"])
+            .contains("--mac names c only"));
     }
 
     #[test]

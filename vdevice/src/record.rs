@@ -101,6 +101,10 @@ pub enum What {
         /// The LAN's uplink on the backend (`--uplink`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         uplink: Option<Uplink>,
+        /// Members' port MACs (`--mac`, or made for an uplinked LAN);
+        /// a member not named here gets the switch's `02:58:<LAN>:<domid>`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        macs: Vec<MemberMac>,
     },
     /// A disk of blkback-uk: `source` given to the backend domain as the
     /// vbd `vdev` (`xl block-attach`), its disk `disk` there.
@@ -131,6 +135,71 @@ pub struct Assigned {
     pub member: String,
     /// `ADDR/PREFIX`, IPv4 (prefix up to 32) or IPv6 (up to 64).
     pub net: String,
+}
+
+/// A member's port MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberMac {
+    /// The member, by name.
+    pub member: String,
+    /// `xx:xx:xx:xx:xx:xx`.
+    pub mac: String,
+}
+
+/// A port MAC as `--mac` takes it: six hex bytes separated by colons, a
+/// unicast address (the first byte's low bit clear), not all zero (zero
+/// asks the switch to choose).
+pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    let bad = || format!("MAC {text:?}: six hex bytes like 02:16:3e:00:00:01");
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in &mut mac {
+        let p = parts.next().filter(|p| p.len() == 2).ok_or_else(bad)?;
+        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    if mac[0] & 1 != 0 {
+        return Err(format!(
+            "MAC {text}: a group address (a port's MAC is unicast)"
+        ));
+    }
+    if mac == [0; 6] {
+        return Err(format!("MAC {text}: all zero"));
+    }
+    Ok(mac)
+}
+
+/// `mac` as `xx:xx:xx:xx:xx:xx`.
+pub fn mac_text(mac: [u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+/// The MAC vdevice gives `member` of LAN device `device` on a host named
+/// by `host_id` (its `/etc/machine-id`) when the LAN has an uplink and no
+/// `--mac` was given: locally administered, unicast, the same on every
+/// run for the same host, device and member, and unlike another host's
+/// (the switch's own `02:58:<LAN>:<domid>` is the same on two hosts for
+/// the same LAN id and domid, and an uplinked LAN shares a network with
+/// other hosts). FNV-1a, 64 bits, of the three names; kept in the record
+/// once made.
+pub fn host_mac(host_id: &str, device: &str, member: &str) -> [u8; 6] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in host_id
+        .bytes()
+        .chain([0])
+        .chain(device.bytes())
+        .chain([0])
+        .chain(member.bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    [(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]]
 }
 
 /// At most this many `--ip` networks per member (what a port takes).
@@ -449,6 +518,49 @@ fn tmp_path(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    #[test]
+    fn macs_parse_as_unicast_hex_and_print_back() {
+        assert_eq!(
+            parse_mac("02:16:3E:00:00:0b"),
+            Ok([2, 0x16, 0x3e, 0, 0, 0xb])
+        );
+        assert_eq!(mac_text([2, 0x16, 0x3e, 0, 0, 0xb]), "02:16:3e:00:00:0b");
+        for bad in [
+            "",
+            "02:16:3e:00:00",
+            "02:16:3e:00:00:0b:0c",
+            "2:16:3e:00:00:0b",
+            "02-16-3e-00-00-0b",
+            "zz:16:3e:00:00:0b",
+        ] {
+            assert!(
+                parse_mac(bad).unwrap_err().contains("six hex bytes"),
+                "{bad}"
+            );
+        }
+        assert!(parse_mac("03:00:00:00:00:01")
+            .unwrap_err()
+            .contains("group"));
+        assert!(parse_mac("00:00:00:00:00:00").unwrap_err().contains("zero"));
+    }
+
+    #[test]
+    fn host_macs_are_local_unicast_and_differ_by_host_lan_and_member() {
+        let m = host_mac("0123456789abcdef", "net0", "guest-a");
+        assert_eq!(m, host_mac("0123456789abcdef", "net0", "guest-a"));
+        assert_eq!(m[0] & 3, 2);
+        for other in [
+            host_mac("fedcba9876543210", "net0", "guest-a"),
+            host_mac("0123456789abcdef", "net1", "guest-a"),
+            host_mac("0123456789abcdef", "net0", "guest-b"),
+            // The names are separated: "net0" + "aguest" is not "net0a" + "guest".
+            host_mac("0123456789abcdef", "net0a", "guest-a"),
+        ] {
+            assert_ne!(m, other);
+            assert_eq!(other[0] & 3, 2);
+        }
+    }
+
     fn dir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("vdevice-record-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
@@ -468,6 +580,7 @@ mod tests {
                         rate: None,
                         addresses: vec![],
                         uplink: None,
+                        macs: vec![],
                     },
                     backend: Domain::new("netback-uk", 1),
                     features: 0xb,
@@ -544,10 +657,18 @@ mod tests {
                 device: 2,
                 dhcp_server: false,
             }),
+            macs: vec![MemberMac {
+                member: "guest".into(),
+                mac: "02:00:00:00:00:01".into(),
+            }],
         };
         let text = serde_json::to_string(&bound).unwrap();
         assert!(text.contains(r#""bind_addresses":true"#), "{text}");
         assert!(text.contains(r#""uplink":{"device":2}"#), "{text}");
+        assert!(
+            text.contains(r#""macs":[{"member":"guest","mac":"02:00:00:00:00:01"}]"#),
+            "{text}"
+        );
         let back: Device = serde_json::from_str(&text).unwrap();
         assert_eq!(back, bound);
         use share_hal::wire::vdevice::flags;

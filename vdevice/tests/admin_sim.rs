@@ -6,47 +6,28 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use share_hal::wire::vdevice::{flags, EntryRepr, Kind, PolicyItem, PortPolicyRepr, Role};
-use share_sim::{temp_socket_path, Broker, SimPlatform};
+use share_hal::wire::vdevice::{flags, Kind, PolicyItem, PortPolicyRepr, Role};
 use vdevice::admin::{Admin, AdminError, CreateOpts};
 use vdevice::record::{NetRate, Record, What};
-use vdevice::{lan_of, Tool, ToolError};
+use vdevice::{lan_of, ToolError};
 
 mod common;
-use common::{disk_server, dom0_tool, member, netback, silent, FakeHost, Published};
+use common::{args, entries, silent, DomTool, SimHost};
 
-fn entries(tool: &mut Tool<SimPlatform, Published>, domid: u16) -> Vec<EntryRepr> {
-    tool.show(domid)
-        .unwrap()
-        .used
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect()
-}
-
-fn owners_for(tool: &mut Tool<SimPlatform, Published>, backend: u16, member: u16) -> usize {
+fn owners_for(tool: &mut DomTool, backend: u16, member: u16) -> usize {
     entries(tool, backend)
         .iter()
         .filter(|e| e.role == Role::Owner && e.peer == member)
         .count()
 }
 
-fn args(a: &[&str]) -> Vec<String> {
-    a.iter().map(|s| s.to_string()).collect()
-}
-
 #[test]
 fn a_lans_policy_goes_in_its_owner_entries_and_the_switch_takes_it() {
-    let path = temp_socket_path("vdevice-admin-policy");
-    let _broker = Broker::spawn(&path).unwrap();
-    let published = Published::default();
-    let host = FakeHost::default();
-    let _nb = netback(&path, 1, &published);
-    host.add(1, "netback-uk");
-    let _a = member(&path, 3, &published, &[]);
-    host.add(3, "guest-a");
-    let mut tool = dom0_tool(&path, &published);
-    let mut h = host.clone();
+    let sim = SimHost::new("vdevice-admin-policy");
+    let _nb = sim.netback(1);
+    let _a = sim.member(3, "guest-a", &[]);
+    let mut tool = sim.tool();
+    let mut h = sim.host.clone();
     let mut rec = Record::default();
     let mut log = |_: &str| {};
     let opts = CreateOpts {
@@ -148,22 +129,15 @@ fn a_lans_policy_goes_in_its_owner_entries_and_the_switch_takes_it() {
 
 #[test]
 fn lans_by_name_with_members_by_name_or_id() {
-    let path = temp_socket_path("vdevice-admin-net");
-    let _broker = Broker::spawn(&path).unwrap();
-    let published = Published::default();
-    let host = FakeHost::default();
-    let _nb = netback(&path, 1, &published);
-    host.add(1, "netback-uk");
-    let _a = member(&path, 3, &published, &[]);
-    host.add(3, "guest-a");
-    let _b = member(&path, 4, &published, &[]);
-    host.add(4, "guest-b");
-    let _c = member(&path, 5, &published, &[]);
-    host.add(5, "guest-c");
-    let _mute = silent(&path, 9, &published);
-    host.add(9, "mute");
-    let mut tool = dom0_tool(&path, &published);
-    let mut h = host.clone();
+    let sim = SimHost::new("vdevice-admin-net");
+    let _nb = sim.netback(1);
+    let _a = sim.member(3, "guest-a", &[]);
+    let _b = sim.member(4, "guest-b", &[]);
+    let _c = sim.member(5, "guest-c", &[]);
+    let _mute = silent(&sim.path, 9, &sim.published);
+    sim.host.add(9, "mute");
+    let mut tool = sim.tool();
+    let mut h = sim.host.clone();
     let mut rec = Record::default();
     let mut lines = Vec::new();
     let mut log = |s: &str| lines.push(s.to_string());
@@ -191,6 +165,7 @@ fn lans_by_name_with_members_by_name_or_id() {
             rate: None,
             addresses: vec![],
             uplink: None,
+            macs: vec![],
         }
     );
     assert_eq!(
@@ -364,19 +339,14 @@ fn temp_file(tag: &str) -> PathBuf {
 
 #[test]
 fn disks_from_files_read_write_for_one_read_only_for_many() {
-    let path = temp_socket_path("vdevice-admin-blk");
-    let _broker = Broker::spawn(&path).unwrap();
-    let published = Published::default();
-    let host = FakeHost::default();
-    let _a = member(&path, 3, &published, &[]);
-    host.add(3, "guest-a");
+    let sim = SimHost::new("vdevice-admin-blk");
+    let host = sim.host.clone();
+    let _a = sim.member(3, "guest-a", &[]);
     // guest-b refuses disks from the server: a join that fails.
-    let _b = member(&path, 4, &published, &[2]);
-    host.add(4, "guest-b");
-    let _c = member(&path, 5, &published, &[]);
-    host.add(5, "guest-c");
-    let mut tool = dom0_tool(&path, &published);
-    let mut h = host.clone();
+    let _b = sim.member(4, "guest-b", &[2]);
+    let _c = sim.member(5, "guest-c", &[]);
+    let mut tool = sim.tool();
+    let mut h = sim.host.clone();
     let mut rec = Record::default();
     let mut log = |_: &str| {};
     let rw = CreateOpts::default();
@@ -399,8 +369,7 @@ fn disks_from_files_read_write_for_one_read_only_for_many() {
         e.to_string().contains("\"blkback-uk\" is not running"),
         "{e}"
     );
-    let _server = disk_server(&path, 2, &published, &host);
-    host.add(2, "blkback-uk");
+    let _server = sim.disk_server(2);
 
     let blk0 = admin
         .create_block(&mut rec, &rw, &file, &args(&["guest-a"]), &mut log)

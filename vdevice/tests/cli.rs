@@ -162,6 +162,7 @@ fn recorded_lan(dir: &Path) {
             rate: None,
             addresses: vec![],
             uplink: None,
+            macs: vec![],
         },
         backend: Domain::new("netback-uk", 1),
         features: 0xb,

@@ -5,23 +5,16 @@
 
 use share_hal::platform::DomId;
 use share_hal::wire::vdevice::{EntryRepr, Kind, Role};
-use share_sim::{temp_socket_path, Broker, SimPlatform};
 use vdevice::admin::{Admin, CreateOpts};
 use vdevice::daemon::{reconcile, Pass};
+use vdevice::lan_of;
 use vdevice::record::{Record, What};
-use vdevice::{lan_of, Tool};
 
 mod common;
-use common::{disk_server, dom0_tool, member, netback, preset, Dom, FakeHost, Published};
-
-type T = Tool<SimPlatform, Published>;
+use common::{disk_server, entries, member, netback, preset, Dom, DomTool as T, FakeHost, SimHost};
 
 fn used(tool: &mut T, domid: DomId) -> Vec<(u32, EntryRepr)> {
     tool.show(domid).unwrap().used
-}
-
-fn entries(tool: &mut T, domid: DomId) -> Vec<EntryRepr> {
-    used(tool, domid).into_iter().map(|(_, e)| e).collect()
 }
 
 fn owners(tool: &mut T, backend: DomId) -> Vec<DomId> {
@@ -72,10 +65,7 @@ fn all_connected(tool: &mut T, host: &FakeHost, rec: &Record) -> bool {
 /// simulation; net0 of both guests and blk0 (a file) of guest-a, made
 /// with the `--create` commands.
 struct Lab {
-    path: std::path::PathBuf,
-    _broker: Broker,
-    published: Published,
-    host: FakeHost,
+    sim: SimHost,
     tool: T,
     rec: Record,
     file: std::path::PathBuf,
@@ -87,24 +77,17 @@ struct Lab {
 
 impl Lab {
     fn new(name: &str) -> Lab {
-        let path = temp_socket_path(name);
-        let broker = Broker::spawn(&path).unwrap();
-        let published = Published::default();
-        let host = FakeHost::default();
-        let nb = netback(&path, 1, &published);
-        host.add(1, "netback-uk");
-        let bb = disk_server(&path, 2, &published, &host);
-        host.add(2, "blkback-uk");
-        let a = member(&path, 3, &published, &[]);
-        host.add(3, "guest-a");
-        let b = member(&path, 4, &published, &[]);
-        host.add(4, "guest-b");
-        let mut tool = dom0_tool(&path, &published);
+        let sim = SimHost::new(name);
+        let nb = sim.netback(1);
+        let bb = sim.disk_server(2);
+        let a = sim.member(3, "guest-a", &[]);
+        let b = sim.member(4, "guest-b", &[]);
+        let mut tool = sim.tool();
         let mut rec = Record::default();
         let file = std::env::temp_dir().join(format!("{name}-{}.img", std::process::id()));
         std::fs::write(&file, [0u8; 512]).unwrap();
         {
-            let mut h = host.clone();
+            let mut h = sim.host.clone();
             let mut admin = Admin {
                 tool: &mut tool,
                 host: &mut h,
@@ -118,10 +101,7 @@ impl Lab {
                 .unwrap();
         }
         Lab {
-            path,
-            _broker: broker,
-            published,
-            host,
+            sim,
             tool,
             rec,
             file,
@@ -143,7 +123,11 @@ impl Drop for Lab {
 fn devices_come_back_to_restarted_domains() {
     let mut lab = Lab::new("vdevice-daemon");
     let mut lines = Vec::new();
-    let (path, published, host) = (lab.path.clone(), lab.published.clone(), lab.host.clone());
+    let (path, published, host) = (
+        lab.sim.path.clone(),
+        lab.sim.published.clone(),
+        lab.sim.host.clone(),
+    );
     let (a, nb, bb) = (
         lab.a.take().unwrap(),
         lab.nb.take().unwrap(),
@@ -271,15 +255,11 @@ fn devices_come_back_to_restarted_domains() {
 
 #[test]
 fn a_backend_restarted_between_two_passes_is_caught_up() {
-    let path = temp_socket_path("vdevice-daemon-missed");
-    let _broker = Broker::spawn(&path).unwrap();
-    let published = Published::default();
-    let host = FakeHost::default();
-    let nb = netback(&path, 1, &published);
-    host.add(1, "netback-uk");
-    let _a = member(&path, 3, &published, &[]);
-    host.add(3, "guest-a");
-    let mut tool = dom0_tool(&path, &published);
+    let sim = SimHost::new("vdevice-daemon-missed");
+    let (path, published, host) = (sim.path.clone(), sim.published.clone(), sim.host.clone());
+    let nb = sim.netback(1);
+    let _a = sim.member(3, "guest-a", &[]);
+    let mut tool = sim.tool();
     let mut rec = Record::default();
     let mut lines = Vec::new();
     {
@@ -341,7 +321,11 @@ fn a_backend_restarted_between_two_passes_is_caught_up() {
 fn a_restored_guest_keeps_its_entries_rewritten_in_place() {
     let mut lab = Lab::new("vdevice-daemon-restore");
     let mut lines = Vec::new();
-    let (path, published, host) = (lab.path.clone(), lab.published.clone(), lab.host.clone());
+    let (path, published, host) = (
+        lab.sim.path.clone(),
+        lab.sim.published.clone(),
+        lab.sim.host.clone(),
+    );
     let a = lab.a.take().unwrap();
     let (tool, rec) = (&mut lab.tool, &mut lab.rec);
     let before = used(tool, 3);

@@ -39,13 +39,6 @@ echo 4096 > /sys/module/xen_gntalloc/parameters/limit || exit 1
 '"$START_SHARE_MEMBER"
 }
 
-connect() {
-    # Features 15: flush, discard, FUA, indirect.
-    vdevice --timeout 60 create disk --backend "$(xl domid blkback-uk)" --disk 0 \
-        --features 15 "$(xl domid $U)" || return 1
-    vdevice show "$(xl domid $U)"
-}
-
 device_up() {
     dom_run $U "
 i=0
@@ -132,15 +125,6 @@ tail -n 5 /tmp/share-member.log
 grep -q 'disk closed (.* errors 0, ' /tmp/share-member.log"
 }
 
-# What reached dom0's file is the same clean file system.
-image_fsck() {
-    destroy_blkback || return 1
-    e2fsck -f -n "$IMG"
-    _rc=$?
-    echo "e2fsck -f of dom0's image file: exit status $_rc"
-    [ $_rc = 0 ]
-}
-
 step disk-file 60 make_disk
 step create 120 blk_create
 step ready 180 dom_wait blkback-uk "blkback-uk: ready"
@@ -148,7 +132,7 @@ step disk-connected 30 disk_line
 step domu-create 120 dom_create /rig/domu/linux-pv.cfg $U
 step domu-boot 180 dom_wait $U @@READY
 step member 90 start_member
-step connect 120 connect
+step connect 120 connect_disk "$U"
 step device 90 device_up
 step mkfs 300 make_fs
 step write 300 write_files
@@ -162,4 +146,4 @@ step reconnect 120 reconnect_disk $U
 step writes-complete 500 writes_complete
 step verify 300 verify
 step stop-member 60 stop_member
-step image-fsck 120 image_fsck
+step image-fsck 120 image_fsck "$IMG"

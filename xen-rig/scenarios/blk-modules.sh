@@ -21,13 +21,6 @@ DEV=/dev/xsba
 
 trap 'collect_dmesg $U' EXIT
 
-connect() {
-    # Features 15: flush, discard, FUA, indirect.
-    vdevice --timeout 60 create disk --backend "$(xl domid blkback-uk)" --disk 0 \
-        --features 15 "$(xl domid $U)" || return 1
-    vdevice show "$(xl domid $U)"
-}
-
 device_up() {
     dom_run $U "$(xsba_cmds)
 n=\$(cat /sys/block/xsba/size)
@@ -156,14 +149,6 @@ if dmesg | grep -E 'Oops|WARNING|BUG:|Call Trace|general protection'; then exit 
 echo 'dmesg: no Oops, WARNING or BUG'"
 }
 
-image_fsck() {
-    destroy_blkback || return 1
-    e2fsck -f -n "$IMG"
-    _rc=$?
-    echo "e2fsck -f of dom0's image file: exit status $_rc"
-    [ $_rc = 0 ]
-}
-
 step disk-file 60 make_disk
 step create 120 blk_create
 step ready 180 dom_wait blkback-uk "blkback-uk: ready"
@@ -172,7 +157,7 @@ step domu-create 120 dom_create /rig/domu/linux-pv.cfg $U
 step domu-boot 180 dom_wait $U @@READY
 step modules 90 load_xensblk $U ext4 crc32c_generic
 step published 60 published $U
-step connect 120 connect
+step connect 120 connect_disk "$U"
 step device 90 device_up
 step mkfs 300 make_fs
 step write 300 write_files
@@ -189,4 +174,4 @@ step verify 600 verify
 step remove-entry 90 remove_entry
 step read-only 120 read_only
 step unload 120 unload
-step image-fsck 120 image_fsck
+step image-fsck 120 image_fsck "$IMG"

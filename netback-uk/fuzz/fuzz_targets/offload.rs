@@ -3,7 +3,10 @@
 //! arbitrary negotiated features and MTU (`netback_uk::offload::deliver`).
 //! Every emitted frame must fit the destination (its MTU + 18, or the GSO
 //! limit for a frame passed through to a GSO port) and carry only offload
-//! fields the destination accepted, pointing inside the frame.
+//! fields the destination accepted, pointing inside the frame. And
+//! `pass_through`, deciding on the frame's first `OFFLOAD_HEAD` bytes and
+//! its length (as the switch does for a frame it copies once), must agree
+//! with `deliver` on the whole frame.
 //!
 //! Input: bytes 0..2 the destination MTU, byte 2 its features, bytes 3..13
 //! the meta (flags u16, csum_start u16, csum_offset u16, gso_type u8,
@@ -13,7 +16,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netback_uk::offload::{deliver, max_emitted, Scratch, Verdict};
+use netback_uk::offload::{
+    deliver, max_emitted, pass_through, DropCause, Pass, Scratch, Verdict, OFFLOAD_HEAD,
+};
 use share_hal::frames::FrameMeta;
 use share_hal::wire::net::{self, features, flags};
 
@@ -74,6 +79,19 @@ fuzz_target!(|data: &[u8]| {
             Verdict::Dropped(_) => assert!(got.is_empty()),
         }
         if round == 0 {
+            let head = &frame[..frame.len().min(OFFLOAD_HEAD)];
+            match pass_through(head, frame.len(), &meta, dst_features, dst_max) {
+                Ok(Pass::As(m)) if *room > 0 => {
+                    assert_eq!(verdict, Verdict::Delivered { frames: 1 });
+                    assert_eq!(got, [(frame.to_vec(), m)]);
+                }
+                Ok(Pass::As(_)) => assert_eq!(verdict, Verdict::Dropped(DropCause::LaneFull)),
+                Err(c) => assert_eq!(verdict, Verdict::Dropped(c)),
+                Ok(Pass::NeedsWhole) => assert!(
+                    !matches!(verdict, Verdict::Dropped(c) if c != DropCause::LaneFull),
+                    "{verdict:?}"
+                ),
+            }
             first = got;
         } else {
             assert_eq!(first, got, "same input, same output");

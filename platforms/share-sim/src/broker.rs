@@ -136,6 +136,41 @@ impl Dom {
 struct State {
     doms: HashMap<DomId, Dom>,
     next_incarnation: u64,
+    /// What each domain asked of the hypervisor, by domain id (kept when
+    /// the domain disconnects).
+    counts: HashMap<DomId, OpCounts>,
+}
+
+/// The operations a domain asked the broker for that are hypercalls on
+/// Xen: the figures a benchmark reports next to its rate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpCounts {
+    /// Triggers sent (`EVTCHNOP_send`), delivered or not.
+    pub triggers: u64,
+    /// Grant copy batches (one `GNTTABOP_copy` each).
+    pub copy_calls: u64,
+    /// Grant copy segments (operations) in them, and their bytes.
+    pub copy_segs: u64,
+    pub copy_bytes: u64,
+}
+
+impl OpCounts {
+    /// `self - earlier`, per field (saturating).
+    pub fn since(&self, earlier: &OpCounts) -> OpCounts {
+        OpCounts {
+            triggers: self.triggers.saturating_sub(earlier.triggers),
+            copy_calls: self.copy_calls.saturating_sub(earlier.copy_calls),
+            copy_segs: self.copy_segs.saturating_sub(earlier.copy_segs),
+            copy_bytes: self.copy_bytes.saturating_sub(earlier.copy_bytes),
+        }
+    }
+
+    fn add(&mut self, o: &OpCounts) {
+        self.triggers += o.triggers;
+        self.copy_calls += o.copy_calls;
+        self.copy_segs += o.copy_segs;
+        self.copy_bytes += o.copy_bytes;
+    }
 }
 
 /// What a reply carries besides its body.
@@ -399,6 +434,10 @@ impl State {
             });
         }
         self.dom(me)?;
+        let c = self.counts.entry(me).or_default();
+        c.copy_calls += 1;
+        c.copy_segs += segs.len() as u64;
+        c.copy_bytes += segs.iter().map(|s| u64::from(s.len)).sum::<u64>();
         put_u32(body, segs.len() as u32);
         for seg in segs {
             proto::encode_error(body, self.copy_one(me, seg));
@@ -438,6 +477,7 @@ impl State {
         // Like Xen, a trigger on a port whose peer has not bound (or has
         // closed) is dropped silently.
         let Some(d) = self.doms.get(&me) else { return };
+        self.counts.entry(me).or_default().triggers += 1;
         if let PortState::Interdomain {
             remote,
             remote_port,
@@ -582,6 +622,28 @@ impl Broker {
         let mut v: Vec<DomId> = self.shared.state().doms.keys().copied().collect();
         v.sort_unstable();
         v
+    }
+
+    /// The triggers and grant copies each domain asked for so far.
+    pub fn op_counts(&self) -> Vec<(DomId, OpCounts)> {
+        let mut v: Vec<(DomId, OpCounts)> = self
+            .shared
+            .state()
+            .counts
+            .iter()
+            .map(|(d, c)| (*d, *c))
+            .collect();
+        v.sort_unstable_by_key(|(d, _)| *d);
+        v
+    }
+
+    /// [`op_counts`](Self::op_counts) summed over every domain.
+    pub fn op_totals(&self) -> OpCounts {
+        let mut t = OpCounts::default();
+        for (_, c) in self.shared.state().counts.iter() {
+            t.add(c);
+        }
+        t
     }
 
     /// Blocks until the broker stops (it stops only when dropped from

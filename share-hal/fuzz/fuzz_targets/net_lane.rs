@@ -6,8 +6,9 @@
 //! frame are copied privately as it is read (all, 0, 14, 128: the rest is
 //! copied from the slots when asked, `next_lane`), byte 1 the max frame,
 //! bytes 2..6 the starting index (to cross the u32 wrap), then a script:
-//! 0 poll, 1 next frame (`next_lane`; the whole frame copied out twice,
-//! into a Vec straight from the slots and into the receiver's buffer),
+//! 0 poll, 1 next frame (`next_lane`; its head and `rest_windows` add up
+//! to it, inside the lane; the whole frame copied out twice, into a Vec
+//! straight from the slots and into the receiver's buffer),
 //! 2 release, 3 prepare_wait,
 //! 4 <off u16> <len u8> <bytes>: the peer writes bytes anywhere in the lane,
 //! 5 <which u8> <value u32>: the peer stores one of the four indexes.
@@ -55,6 +56,16 @@ fuzz_target!(|data: &[u8]| {
                     let n = f.len();
                     assert!(n >= 1 && n <= max_frame);
                     assert!(f.head().len() <= n);
+                    // What share-member hands the kernel: the head, then
+                    // windows of the lane that add up to the frame.
+                    let mut rest = 0;
+                    for w in f.rest_windows() {
+                        let w = w.expect("a frame's piece inside the lane");
+                        let inside = w.as_ptr() as usize - mem.as_ptr() as usize;
+                        assert!(inside + w.len() <= mem.len());
+                        rest += w.len();
+                    }
+                    assert_eq!(f.head().len() + rest, n);
                     let mut copy = Vec::new();
                     f.copy_into(&mut copy).unwrap();
                     assert_eq!(copy.len(), n);

@@ -377,12 +377,17 @@ impl Dom0 {
         flags: u8,
     ) {
         let r = self.add_port_with(index, member, lan, numpages, policy, [0; 6], flags);
+        self.join_port(member, numpages, r);
+    }
+
+    /// The member entry (entry 0) in `member`'s page joining `port`.
+    pub fn join_port(&mut self, member: DomId, numpages: u32, port: ShareRef) {
         let join = EntryRepr {
             kind: Kind::Network,
             role: Role::Member,
             numpages,
             peer: NETBACK,
-            share_ref: r.descriptor,
+            share_ref: port.descriptor,
             ..EntryRepr::EMPTY
         };
         let back = self.change(member, 0, &join);

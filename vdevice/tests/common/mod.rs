@@ -13,9 +13,83 @@ use std::thread::JoinHandle;
 use share_hal::platform::{Clock, DomId, EventChannels, GrantRef};
 use share_hal::vdevice::{Applied, VdeviceBus};
 use share_hal::wire::vdevice::{status, Bootstrap, EntryRepr, Kind, Role};
-use share_sim::SimPlatform;
+use share_sim::{temp_socket_path, Broker, SimPlatform};
 use vdevice::host::{AttachedDisk, DomainInfo, Host};
-use vdevice::{Lookup, ToolError};
+use vdevice::{Lookup, Tool, ToolError};
+
+/// dom0's tool over the simulation.
+pub type DomTool = Tool<SimPlatform, Published>;
+
+/// One simulated host: its broker, the bootstrap values its domains
+/// publish, and its domain list. Each helper starts a domain and names it
+/// in the list, as xl would.
+pub struct SimHost {
+    pub path: PathBuf,
+    pub published: Published,
+    pub host: FakeHost,
+    _broker: Broker,
+}
+
+impl SimHost {
+    /// A broker on a fresh socket named after `tag`.
+    pub fn new(tag: &str) -> SimHost {
+        let path = temp_socket_path(tag);
+        let broker = Broker::spawn(&path).unwrap();
+        SimHost {
+            path,
+            published: Published::default(),
+            host: FakeHost::default(),
+            _broker: broker,
+        }
+    }
+
+    /// netback-uk (the real switch) as `domid`, without network devices.
+    pub fn netback(&self, domid: DomId) -> Dom {
+        self.netback_with_uplinks(domid, 0)
+    }
+
+    /// netback-uk as `domid`, with network devices 0..`devices`.
+    pub fn netback_with_uplinks(&self, domid: DomId, devices: u16) -> Dom {
+        let d = netback_with_uplinks(&self.path, domid, &self.published, devices);
+        self.host.add(domid, "netback-uk");
+        d
+    }
+
+    /// A member named `name` that refuses member entries naming a domain
+    /// in `refuse_from`.
+    pub fn member(&self, domid: DomId, name: &str, refuse_from: &[DomId]) -> Dom {
+        let d = member(&self.path, domid, &self.published, refuse_from);
+        self.host.add(domid, name);
+        d
+    }
+
+    /// A disk server named "blkback-uk" serving the disks `host` gave it.
+    pub fn disk_server(&self, domid: DomId) -> Dom {
+        let d = disk_server(&self.path, domid, &self.published, &self.host);
+        self.host.add(domid, "blkback-uk");
+        d
+    }
+
+    /// dom0's tool on this host.
+    pub fn tool(&self) -> DomTool {
+        dom0_tool(&self.path, &self.published)
+    }
+}
+
+/// The entries in use on `domid`'s page.
+pub fn entries(tool: &mut DomTool, domid: DomId) -> Vec<EntryRepr> {
+    tool.show(domid)
+        .unwrap()
+        .used
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect()
+}
+
+/// Command-line words.
+pub fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
 
 #[derive(Clone, Default)]
 pub struct Published(pub Arc<Mutex<HashMap<DomId, Bootstrap>>>);
@@ -295,8 +369,8 @@ pub fn preset(
 
 /// dom0's vdevice tool on the simulation, with a 5 s acknowledgement
 /// timeout.
-pub fn dom0_tool(path: &Path, published: &Published) -> vdevice::Tool<SimPlatform, Published> {
-    vdevice::Tool {
+pub fn dom0_tool(path: &Path, published: &Published) -> DomTool {
+    Tool {
         platform: SimPlatform::connect(path, share_hal::platform::DOM0).unwrap(),
         lookup: published.clone(),
         timeout_ns: 5_000_000_000,
