@@ -51,34 +51,14 @@ use share_hal::{DomId, Error, GrantRef, Result};
 use xen_pv::abi::{
     BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_READ, BLKIF_OP_WRITE,
     BLKIF_OP_WRITE_BARRIER, BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_OKAY, VDISK_READONLY,
-    XENBUS_STATE_CLOSED, XENBUS_STATE_CLOSING, XENBUS_STATE_CONNECTED, XENBUS_STATE_INITIALISED,
-    XENBUS_STATE_INIT_WAIT,
+    XENBUS_STATE_CONNECTED, XENBUS_STATE_INITIALISED, XENBUS_STATE_INIT_WAIT,
 };
 use xen_pv::blkif::{BlkifRequest, BlkifResponse, BlkifSegment, FrontRing, FrontState};
+use xen_pv::xenbus::{self, DeviceError, Frontend};
 
 use crate::store::{byte_range, Io, IoKind, Store, StoreError, StoreInfo, SECTOR_SIZE};
 
-/// The xenstore operations the handshake needs (relative paths resolve
-/// against the domain's home). share-hal's PVH client implements it; tests
-/// play dom0 with a map.
-pub trait Xenbus {
-    fn read(&mut self, path: &str) -> Result<String>;
-    fn write(&mut self, path: &str, value: &str) -> Result<()>;
-    fn directory(&mut self, path: &str) -> Result<Vec<String>>;
-}
-
-#[cfg(all(target_arch = "x86_64", feature = "vbd"))]
-impl Xenbus for share_pvh::XenStore {
-    fn read(&mut self, path: &str) -> Result<String> {
-        share_pvh::XenStore::read(self, path)
-    }
-    fn write(&mut self, path: &str, value: &str) -> Result<()> {
-        share_pvh::XenStore::write(self, path, value)
-    }
-    fn directory(&mut self, path: &str) -> Result<Vec<String>> {
-        share_pvh::XenStore::directory(self, path)
-    }
-}
+pub use xen_pv::xenbus::Xenbus;
 
 /// The event channel to the backend, as the store uses it inside a store
 /// call (without the platform).
@@ -107,10 +87,6 @@ impl RingEvents for share_pvh::Doorbell {
 /// dom0 in the nested test rig is slow.
 pub const HANDSHAKE_TIMEOUT_NS: u64 = 120_000_000_000;
 pub const BATCH_TIMEOUT_NS: u64 = 60_000_000_000;
-/// Between two reads of the backend's state.
-const POLL_INTERVAL_NS: u64 = 50_000_000;
-/// Longest xenstore value taken from the backend (paths included).
-const MAX_VALUE: usize = 256;
 
 /// How the backend makes writes durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,56 +166,16 @@ impl<Pg: PageBlock> VbdPages<Pg> {
     }
 }
 
-/// Why a disk could not be connected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VbdError(pub String);
-
-impl core::fmt::Display for VbdError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn err(dev: &str, what: impl core::fmt::Display) -> VbdError {
-    VbdError(format!("{dev}: {what}"))
-}
+/// Why a disk could not be connected (the device and what failed).
+pub type VbdError = DeviceError;
 
 /// The vbd devices of this domain, in the order xenstore lists them
 /// (`device/vbd/`: libxl creates them in the order of the xl config).
 pub fn devices<X: Xenbus>(xs: &mut X) -> Result<Vec<String>> {
-    match xs.directory("device/vbd") {
-        Ok(names) => Ok(names
-            .into_iter()
-            .map(|n| format!("device/vbd/{n}"))
-            .collect()),
-        // No disk in the config: no directory.
-        Err(Error::Hypervisor { code: -2, .. }) => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
-}
-
-/// A backend-written number, bounded and checked.
-fn read_num<X: Xenbus>(xs: &mut X, path: &str) -> core::result::Result<Option<u64>, String> {
-    match xs.read(path) {
-        Ok(v) => {
-            let v = v.trim_end_matches('\0').trim();
-            if v.len() > 20 {
-                return Err(format!("{path}: value too long"));
-            }
-            v.parse::<u64>()
-                .map(Some)
-                .map_err(|_| format!("{path}: {v:?} is not a number"))
-        }
-        Err(Error::Hypervisor { code: -2, .. }) => Ok(None),
-        Err(e) => Err(format!("{path}: {e}")),
-    }
-}
-
-/// A backend path: absolute, printable, bounded.
-fn check_path(v: &str) -> bool {
-    v.len() <= MAX_VALUE
-        && v.starts_with("/local/domain/")
-        && v.bytes().all(|b| b.is_ascii_graphic())
+    Ok(xenbus::devices(xs, "vbd")?
+        .into_iter()
+        .map(|(_, path)| path)
+        .collect())
 }
 
 /// Runs the frontend handshake for `dev` (`device/vbd/<vdev>`) with the
@@ -252,77 +188,35 @@ pub fn handshake<X: Xenbus, Pg: PageBlock>(
     now: &dyn Fn() -> u64,
     sleep: &mut dyn FnMut(u64),
 ) -> core::result::Result<VbdInfo, VbdError> {
-    let vdev = dev
-        .rsplit('/')
-        .next()
-        .and_then(|n| n.parse::<u16>().ok())
-        .ok_or_else(|| err(dev, "the device name is not a virtual-device number"))?;
-    let backend_path = xs
-        .read(&format!("{dev}/backend"))
-        .map_err(|e| err(dev, format!("reading backend: {e}")))?;
-    if !check_path(&backend_path) {
-        return Err(err(dev, "the backend path is malformed"));
-    }
-    let backend = read_num(xs, &format!("{dev}/backend-id"))
-        .map_err(|e| err(dev, e))?
-        .and_then(|d| DomId::try_from(d).ok())
-        .ok_or_else(|| err(dev, "no usable backend-id"))?;
-    let state_path = format!("{backend_path}/state");
-    let deadline = now().saturating_add(HANDSHAKE_TIMEOUT_NS);
-    let mut wait_state = |xs: &mut X, want: u64, what: &str| loop {
-        match read_num(xs, &state_path).map_err(|e| err(dev, e))? {
-            Some(s) if s >= want && s < u64::from(XENBUS_STATE_CLOSING) => return Ok(s),
-            Some(s)
-                if s == u64::from(XENBUS_STATE_CLOSING) || s == u64::from(XENBUS_STATE_CLOSED) =>
-            {
-                return Err(err(dev, format!("the backend closed (state {s}) {what}")))
-            }
-            _ => {}
-        }
-        let t = now();
-        if t >= deadline {
-            return Err(err(
-                dev,
-                format!(
-                    "the backend did not get {what} within {} s",
-                    HANDSHAKE_TIMEOUT_NS / 1_000_000_000
-                ),
-            ));
-        }
-        sleep(t.saturating_add(POLL_INTERVAL_NS).min(deadline));
-    };
-    wait_state(xs, u64::from(XENBUS_STATE_INIT_WAIT), "ready (InitWait)")?;
-    let w = |xs: &mut X, key: &str, value: &str| {
-        xs.write(&format!("{dev}/{key}"), value)
-            .map_err(|e| err(dev, format!("writing {key}: {e}")))
-    };
-    w(xs, "ring-ref", &format!("{}", pages.ring_ref.0))?;
-    w(xs, "event-channel", &format!("{}", pages.port.0))?;
-    w(xs, "protocol", "x86_64-abi")?;
-    w(xs, "feature-persistent", "0")?;
-    w(xs, "state", &format!("{XENBUS_STATE_INITIALISED}"))?;
-    wait_state(xs, u64::from(XENBUS_STATE_CONNECTED), "connected")?;
-    let num = |xs: &mut X, key: &str| {
-        read_num(xs, &format!("{backend_path}/{key}")).map_err(|e| err(dev, e))
-    };
-    let sectors = num(xs, "sectors")?.ok_or_else(|| err(dev, "the backend gave no sectors"))?;
-    let sector_size = num(xs, "sector-size")?.unwrap_or(512);
+    let vdev = xenbus::device_number(dev).ok_or_else(|| {
+        xenbus::device_error(dev, "the device name is not a virtual-device number")
+    })?;
+    let mut f = Frontend::open(xs, dev, HANDSHAKE_TIMEOUT_NS, now, sleep)?;
+    let backend = f.backend();
+    f.wait_state(XENBUS_STATE_INIT_WAIT, "ready (InitWait)")?;
+    f.write("ring-ref", &format!("{}", pages.ring_ref.0))?;
+    f.write("event-channel", &format!("{}", pages.port.0))?;
+    f.write("protocol", "x86_64-abi")?;
+    f.write("feature-persistent", "0")?;
+    f.write("state", &format!("{XENBUS_STATE_INITIALISED}"))?;
+    f.wait_state(XENBUS_STATE_CONNECTED, "connected")?;
+    let sectors = f
+        .backend_num("sectors")?
+        .ok_or_else(|| f.error("the backend gave no sectors"))?;
+    let sector_size = f.backend_num("sector-size")?.unwrap_or(512);
     if sector_size != SECTOR_SIZE as u64 {
         // Requests would have to be aligned to it; not done (yet).
-        return Err(err(
-            dev,
-            format!("sector-size {sector_size} (only 512 is served)"),
-        ));
+        return Err(f.error(format!("sector-size {sector_size} (only 512 is served)")));
     }
-    let info = num(xs, "info")?.unwrap_or(0);
-    let flush = if num(xs, "feature-flush-cache")?.unwrap_or(0) == 1 {
+    let info = f.backend_num("info")?.unwrap_or(0);
+    let flush = if f.backend_num("feature-flush-cache")?.unwrap_or(0) == 1 {
         FlushKind::FlushCache
-    } else if num(xs, "feature-barrier")?.unwrap_or(0) == 1 {
+    } else if f.backend_num("feature-barrier")?.unwrap_or(0) == 1 {
         FlushKind::Barrier
     } else {
         FlushKind::None
     };
-    w(xs, "state", &format!("{XENBUS_STATE_CONNECTED}"))?;
+    f.write("state", &format!("{XENBUS_STATE_CONNECTED}"))?;
     Ok(VbdInfo {
         dev: String::from(dev),
         vdev,

@@ -7,6 +7,7 @@
 
 extern crate alloc;
 
+pub mod csum_setup;
 pub mod fdb;
 #[cfg(feature = "hostile")]
 pub mod hostile;

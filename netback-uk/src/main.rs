@@ -103,12 +103,12 @@ mod image_main {
                     let mac = i.mac.map(netback_uk::switch::MacFmt);
                     match mac {
                         Some(m) => println!(
-                            "netback-uk: uplink device {n}: vif {dev} (backend domain {}, mac {m}), rx-copy, {} tx / {} rx buffers",
-                            i.backend, vif::TX_BUFS, vif::RX_BUFS
+                            "netback-uk: uplink device {n}: vif {dev} (backend domain {}, mac {m}), rx-copy, {} tx / {} rx buffers; {}",
+                            i.backend, vif::TX_BUFS, vif::RX_BUFS, i.offloads
                         ),
                         None => println!(
-                            "netback-uk: uplink device {n}: vif {dev} (backend domain {}), rx-copy",
-                            i.backend
+                            "netback-uk: uplink device {n}: vif {dev} (backend domain {}), rx-copy; {}",
+                            i.backend, i.offloads
                         ),
                     }
                     vifs.push(v);

@@ -645,10 +645,10 @@ mod tests {
     struct TwoDevices;
 
     impl Uplinks for TwoDevices {
-        fn recv(&mut self, _: u16, _: &mut [u8]) -> Option<usize> {
+        fn recv(&mut self, _: u16, _: &mut [u8]) -> Option<(usize, share_hal::frames::FrameMeta)> {
             None
         }
-        fn send(&mut self, _: u16, _: &[u8]) -> bool {
+        fn send(&mut self, _: u16, _: &[u8], _: share_hal::frames::FrameMeta) -> bool {
             true
         }
         fn has(&self, device: u16) -> bool {

@@ -141,13 +141,25 @@ pub struct PortCounters {
 /// [`Switch::attach_uplink`].
 pub trait Uplinks {
     /// Copies the next frame received on `device` into `buf` and returns
-    /// its length (more than `buf.len()`: it did not fit and is dropped);
-    /// `None`: nothing waiting.
-    fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<usize>;
-    /// Sends one whole Ethernet frame out of `device` (no offload: at most
-    /// [`UPLINK_MAX_FRAME`] bytes, checksums complete). `false`: no room or
-    /// the device is down; the frame is dropped and counted.
-    fn send(&mut self, device: u16, frame: &[u8]) -> bool;
+    /// its length (more than `buf.len()`: it did not fit and is dropped)
+    /// and its offload fields (a partial checksum to complete, checksums
+    /// verified), which the switch checks against the frame as it does a
+    /// member's; `None`: nothing waiting.
+    fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<(usize, FrameMeta)>;
+    /// Sends one whole Ethernet frame out of `device`: at most
+    /// [`UPLINK_MAX_FRAME`] bytes, or a GSO frame (segments of at most
+    /// that) where [`Uplinks::features`] said `GSO`; its offload fields
+    /// only those of [`Uplinks::features`] (checksums complete without
+    /// any). `false`: no room or the device is down; the frame is dropped
+    /// and counted.
+    fn send(&mut self, device: u16, frame: &[u8], meta: FrameMeta) -> bool;
+    /// The offloads (`wire::net::features`) `device` takes for this frame
+    /// (`frame` with its offload fields `meta`), as a port's accepted
+    /// features; what it does not take, the switch resolves in software
+    /// first.
+    fn features(&self, _device: u16, _frame: &[u8], _meta: &FrameMeta) -> u32 {
+        0
+    }
     /// End of a round: push what was sent (notify the peer). `true`: more
     /// may be waiting already (poll again before sleeping).
     fn flush(&mut self) -> bool {
@@ -162,10 +174,10 @@ pub trait Uplinks {
 pub struct NoUplinks;
 
 impl Uplinks for NoUplinks {
-    fn recv(&mut self, _: u16, _: &mut [u8]) -> Option<usize> {
+    fn recv(&mut self, _: u16, _: &mut [u8]) -> Option<(usize, FrameMeta)> {
         None
     }
-    fn send(&mut self, _: u16, _: &[u8]) -> bool {
+    fn send(&mut self, _: u16, _: &[u8], _: FrameMeta) -> bool {
         false
     }
     fn has(&self, _: u16) -> bool {
@@ -861,7 +873,8 @@ impl<P: Platform> Switch<P> {
         let start = self.next_start % n.max(1);
         self.next_start = (start + 1) % n.max(1);
         let mut uplink_buf = core::mem::take(&mut self.uplink_buf);
-        uplink_buf.resize(UPLINK_MAX_FRAME, 0);
+        // A device that hands over GSO frames gives up to 64 KiB.
+        uplink_buf.resize(net::GSO_MAX_FRAME, 0);
         let mut fwd = Fwd {
             shares: &self.shares,
             ports: &mut self.ports,
@@ -945,12 +958,15 @@ impl<'s, P: Platform> Fwd<'s, P> {
             return;
         };
         for _ in 0..self.budget {
-            let Some(len) = self.uplinks.recv(device, buf) else {
+            let Some((len, meta)) = self.uplinks.recv(device, buf) else {
                 return;
             };
             round.frames += 1;
-            match buf.get(..len).filter(|f| f.len() >= 14) {
-                Some(frame) => self.forward_from_uplink(slot, frame),
+            // Longer than the uplink's MTU only as a GSO frame (checked
+            // against its offload fields per destination).
+            let fits = len <= UPLINK_MAX_FRAME || meta.gso_type != 0;
+            match buf.get(..len).filter(|f| f.len() >= 14 && fits) {
+                Some(frame) => self.forward_from_uplink(slot, frame, meta),
                 None => {
                     if let Some(u) = self.uplink_mut(slot) {
                         u.drop_bad_frame += 1;
@@ -968,8 +984,9 @@ impl<'s, P: Platform> Fwd<'s, P> {
 
     /// Switches one frame that came in on LAN slot `slot`'s uplink: to the
     /// port its destination was learned on, or (group, unknown) to every
-    /// port of the LAN; never back out of the uplink.
-    fn forward_from_uplink(&mut self, slot: usize, frame: &[u8]) {
+    /// port of the LAN; never back out of the uplink. Its offloads (`meta`)
+    /// are resolved per destination, as a member's are.
+    fn forward_from_uplink(&mut self, slot: usize, frame: &[u8], meta: FrameMeta) {
         let now = self.now;
         let Some(lan) = self.lans.get_mut(slot).and_then(Option::as_mut) else {
             return;
@@ -1001,12 +1018,25 @@ impl<'s, P: Platform> Fwd<'s, P> {
         self.replies.clear();
         self.reply_lens.clear();
         if lan.mgmt.wants(dst) {
+            // Offloads resolved first (a partial checksum completed), as
+            // for a member's frame.
             let (mgmt, replies, lens) = (&mut lan.mgmt, &mut *self.replies, &mut *self.reply_lens);
-            self.emitted += 1;
-            mgmt.receive(now, UPLINK_PORT, frame, &mut |r| {
-                replies.extend_from_slice(r);
-                lens.push(r.len());
-            });
+            let emitted = &mut self.emitted;
+            offload::deliver(
+                frame,
+                &meta,
+                0,
+                MGMT_MAX_FRAME,
+                self.scratch,
+                &mut |f, _| {
+                    *emitted += 1;
+                    mgmt.receive(now, UPLINK_PORT, f, &mut |r| {
+                        replies.extend_from_slice(r);
+                        lens.push(r.len());
+                    });
+                    true
+                },
+            );
         }
         self.dests.clear();
         if dst != lan.mgmt.mac() {
@@ -1022,7 +1052,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
         }
         for k in 0..self.dests.len() {
             let d = self.dests[k];
-            self.deliver(d, Body::Private(frame), FrameMeta::default(), false);
+            self.deliver(d, Body::Private(frame), meta, false);
         }
         if !self.reply_lens.is_empty() {
             self.send_replies(slot);
@@ -1030,8 +1060,8 @@ impl<'s, P: Platform> Fwd<'s, P> {
     }
 
     /// Sends one frame out of LAN slot `slot`'s uplink, its offloads
-    /// resolved (segmented, checksums completed) as for a port without
-    /// any.
+    /// resolved (segmented, checksums completed) as for a port that
+    /// accepted what the device takes ([`Uplinks::features`]).
     fn send_uplink(&mut self, slot: usize, frame: &[u8], meta: FrameMeta) {
         let Some(lan) = self.lans.get_mut(slot).and_then(Option::as_mut) else {
             return;
@@ -1040,15 +1070,16 @@ impl<'s, P: Platform> Fwd<'s, P> {
             return;
         };
         let (device, uplinks, c) = (up.device, &mut *self.uplinks, &mut up.counters);
+        let features = uplinks.features(device, frame, &meta);
         let mut made = 0u64;
         let verdict = offload::deliver(
             frame,
             &meta,
-            0,
+            features,
             UPLINK_MAX_FRAME,
             self.scratch,
-            &mut |f, _| {
-                if uplinks.send(device, f) {
+            &mut |f, m| {
+                if uplinks.send(device, f, m) {
                     c.tx_frames += 1;
                     c.tx_bytes += f.len() as u64;
                     made += 1;
@@ -3174,20 +3205,22 @@ mod tests {
         #[derive(Default)]
         struct Wire {
             inbox: VecDeque<(u16, Vec<u8>)>,
+            /// Offload fields of the inbox's frames, in order (none: plain).
+            metas: VecDeque<FrameMeta>,
             sent: Vec<(u16, Vec<u8>)>,
             room: Option<usize>,
             flushes: u32,
         }
 
         impl Uplinks for Wire {
-            fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<usize> {
+            fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<(usize, FrameMeta)> {
                 let at = self.inbox.iter().position(|(d, _)| *d == device)?;
                 let (_, f) = self.inbox.remove(at)?;
                 let n = f.len().min(buf.len());
                 buf[..n].copy_from_slice(&f[..n]);
-                Some(f.len())
+                Some((f.len(), self.metas.pop_front().unwrap_or_default()))
             }
-            fn send(&mut self, device: u16, frame: &[u8]) -> bool {
+            fn send(&mut self, device: u16, frame: &[u8], _: FrameMeta) -> bool {
                 if self.room.is_some_and(|r| self.sent.len() >= r) {
                     return false;
                 }
@@ -3568,6 +3601,44 @@ mod tests {
                 1,
                 "the DISCOVER (the offer is unicast to a)"
             );
+        }
+
+        #[test]
+        fn a_gso_frame_from_the_uplink_is_segmented_for_members_that_take_none() {
+            use crate::testing::udp4;
+            use share_hal::wire::net::{features, gso, GSO_MIN_PAGES};
+            let mut rig = Rig::new(SwitchConfig::default());
+            let mut wire = Wire::default();
+            let mut a = rig.join_pages(0, 7, 2, 0, 66);
+            let mut b =
+                rig.join_pages(1, 7, 3, features::CSUM_BLANK | features::GSO, GSO_MIN_PAGES);
+            rig.sw.attach_uplink(7, UP, 9, false).unwrap();
+            // A UDP GSO frame of 10 datagrams of 1000 bytes, partial
+            // checksum (what a kernel hands over with USO).
+            let mut f = udp4(BCAST, HOST, [10, 0, 0, 1], [10, 0, 0, 2], 42 + 10_000, 1);
+            let meta = FrameMeta {
+                flags: flags::CSUM_BLANK,
+                csum_start: 34,
+                csum_offset: 6,
+                gso_type: gso::UDP_L4,
+                gso_size: 1000,
+                gso_flags: 0,
+            };
+            f[24..26].copy_from_slice(&[0, 0]);
+            wire.inbox.push_back((UP, f.clone()));
+            wire.metas.push_back(meta);
+            // Without offload fields, the same length is a giant.
+            wire.inbox.push_back((UP, f.clone()));
+            pump(&mut rig, &mut wire);
+            let got = a.recv();
+            assert_eq!(got.len(), 10, "segmented for a");
+            assert!(got
+                .iter()
+                .all(|(s, m)| s.len() == 1042 && *m == FrameMeta::default()));
+            let got = b.recv();
+            assert_eq!(got.len(), 1, "whole for b");
+            assert_eq!((got[0].0.len(), got[0].1), (f.len(), meta));
+            assert_eq!(uplink(&rig, 7).counters.drop_bad_frame, 1);
         }
 
         #[test]

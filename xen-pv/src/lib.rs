@@ -9,7 +9,9 @@
 //!
 //! - [`blkif`]: the block device ring (`io/blkif.h`).
 //! - [`netif`]: the network device rings (`io/netif.h`), over the generic
-//!   [`ring`] (netback-uk's uplink, issue 21: not used by a program yet).
+//!   [`ring`] (netback-uk's uplink vifs).
+//! - [`xenbus`]: finding a domain's devices and the frontend handshake's
+//!   shared steps (blkback-uk's vbd store, netback-uk's vifs).
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -19,3 +21,4 @@ pub mod abi;
 pub mod blkif;
 pub mod netif;
 pub mod ring;
+pub mod xenbus;

@@ -65,6 +65,31 @@ pub struct TxFrame {
     pub flags: u16,
 }
 
+/// One slot of a frame sent over several ([`NetFront::send_frame`]):
+/// `len` bytes at `offset` in our page `gref`, tx id `id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxSlot {
+    pub id: u16,
+    pub gref: u32,
+    pub offset: u16,
+    pub len: u16,
+}
+
+/// A segmentation offload request for the backend (an extra-info slot of
+/// type `XEN_NETIF_EXTRA_TYPE_GSO`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxGso {
+    /// `XEN_NETIF_GSO_TYPE_TCPV4` or `_TCPV6`.
+    pub kind: u8,
+    /// The segment payload size (MSS), not 0.
+    pub size: u16,
+}
+
+/// The most data slots of one frame: Linux's netback takes at most
+/// `XEN_NETBK_LEGACY_SLOTS_MAX` (18) and disables the device past 20; a
+/// frame of at most 65535 bytes from offset 0 needs 16.
+pub const TX_MAX_SLOTS: usize = 17;
+
 /// What the backend said of one of our rx buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RxDone {
@@ -95,6 +120,7 @@ pub struct NetFrontState {
     rx: RingState,
     tx_busy: Ids,
     rx_posted: Ids,
+    tx_extra: u32,
 }
 
 /// The front end over its two ring pages.
@@ -103,6 +129,9 @@ pub struct NetFront<'a> {
     rx: RxRing<'a>,
     tx_busy: Ids,
     rx_posted: Ids,
+    /// Extra-info slots sent and not yet answered (each gets a response
+    /// of status `NETIF_RSP_NULL`, whose id means nothing).
+    tx_extra: u32,
 }
 
 fn bad(what: &'static str) -> Error {
@@ -117,6 +146,7 @@ impl<'a> NetFront<'a> {
             rx: RxRing::init(rx_page)?,
             tx_busy: Ids::NONE,
             rx_posted: Ids::NONE,
+            tx_extra: 0,
         })
     }
 
@@ -130,6 +160,7 @@ impl<'a> NetFront<'a> {
             rx: RxRing::resume(rx_page, st.rx)?,
             tx_busy: st.tx_busy,
             rx_posted: st.rx_posted,
+            tx_extra: st.tx_extra,
         })
     }
 
@@ -139,6 +170,7 @@ impl<'a> NetFront<'a> {
             rx: self.rx.park(),
             tx_busy: self.tx_busy,
             rx_posted: self.rx_posted,
+            tx_extra: self.tx_extra,
         }
     }
 
@@ -180,6 +212,94 @@ impl<'a> NetFront<'a> {
         Ok(true)
     }
 
+    /// Queues one frame over `slots` (`NETTXF_more_data` on all but the
+    /// last), with a GSO extra-info slot after the first if `gso`; the
+    /// first request's size is the frame's total, as the protocol has it.
+    /// `flags`: [`NETTXF_CSUM_BLANK`] and [`NETTXF_DATA_VALIDATED`] only
+    /// (GSO needs both). All of it or nothing: `Ok(false)` when the ring
+    /// lacks room for every slot. Refused: no slot or more than
+    /// [`TX_MAX_SLOTS`], an empty slot or one beyond its page, ids out of
+    /// range, in flight or repeated, a total over 65535 bytes, a GSO type
+    /// other than TCPv4/v6 or a size of 0.
+    pub fn send_frame(&mut self, slots: &[TxSlot], flags: u16, gso: Option<TxGso>) -> Result<bool> {
+        let what = |w| Err(Error::InvalidArgument { what: w });
+        if slots.is_empty() || slots.len() > TX_MAX_SLOTS {
+            return what("netif tx frame of no slot or too many");
+        }
+        if flags & !(NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED) != 0 {
+            return what("netif tx flags beyond checksum offload");
+        }
+        let mut ids = Ids::NONE;
+        let mut total = 0u32;
+        for s in slots {
+            if s.id >= MAX_IDS || self.tx_busy.test(s.id) || ids.test(s.id) {
+                return what("netif tx id out of range, in flight or repeated");
+            }
+            if s.len == 0 || u32::from(s.offset) + u32::from(s.len) > PAGE {
+                return what("netif tx slot empty or not within its page");
+            }
+            ids.set(s.id, true);
+            total += u32::from(s.len);
+        }
+        let Ok(total) = u16::try_from(total) else {
+            return what("netif tx frame over 65535 bytes");
+        };
+        if let Some(g) = gso {
+            if !matches!(g.kind, XEN_NETIF_GSO_TYPE_TCPV4 | XEN_NETIF_GSO_TYPE_TCPV6)
+                || g.size == 0
+                || flags & NETTXF_CSUM_BLANK == 0
+            {
+                return what("netif tx GSO of another type, size 0 or without csum_blank");
+            }
+        }
+        let need = slots.len() as u32 + u32::from(gso.is_some());
+        if self.tx.free() < need {
+            return Ok(false);
+        }
+        let req = |s: &TxSlot, len: u16, flags: u16| {
+            let mut b = [0u8; NETIF_TX_REQUEST_SIZE];
+            b[NETIF_TX_REQUEST_GREF..][..4].copy_from_slice(&s.gref.to_le_bytes());
+            b[NETIF_TX_REQUEST_OFFSET..][..2].copy_from_slice(&s.offset.to_le_bytes());
+            b[NETIF_TX_REQUEST_FLAGS..][..2].copy_from_slice(&flags.to_le_bytes());
+            b[NETIF_TX_REQUEST_ID..][..2].copy_from_slice(&s.id.to_le_bytes());
+            b[NETIF_TX_REQUEST_SIZE_FIELD..][..2].copy_from_slice(&len.to_le_bytes());
+            b
+        };
+        let more = |i: usize| {
+            if i + 1 < slots.len() {
+                NETTXF_MORE_DATA
+            } else {
+                0
+            }
+        };
+        let mut first = flags | more(0);
+        if gso.is_some() {
+            first |= NETTXF_EXTRA_INFO;
+        }
+        // Room for all was checked: every push below succeeds.
+        let mut pushed = self.tx.push(&req(&slots[0], total, first))?;
+        if let Some(g) = gso {
+            let mut b = [0u8; NETIF_TX_REQUEST_SIZE];
+            b[0] = XEN_NETIF_EXTRA_TYPE_GSO;
+            b[2..4].copy_from_slice(&g.size.to_le_bytes());
+            b[4] = g.kind;
+            pushed &= self.tx.push(&b)?;
+            self.tx_extra += 1;
+        }
+        for (i, s) in slots.iter().enumerate().skip(1) {
+            pushed &= self.tx.push(&req(s, s.len, more(i)))?;
+        }
+        if !pushed {
+            return Err(Error::Protocol {
+                what: "netif tx ring lost room while a frame was queued",
+            });
+        }
+        for s in slots {
+            self.tx_busy.set(s.id, true);
+        }
+        Ok(true)
+    }
+
     /// Gives rx buffer `id` (our page `gref`) to the backend; `Ok(false)`:
     /// the ring is full.
     pub fn post(&mut self, id: u16, gref: u32) -> Result<bool> {
@@ -214,10 +334,18 @@ impl<'a> NetFront<'a> {
             self.tx.take_one(&mut b)?;
             let id = u16::from_le_bytes([b[0], b[1]]);
             let status = i16::from_le_bytes([b[2], b[3]]);
+            // NULL answers an extra-info slot (its id is not one of ours):
+            // at most one per extra slot sent.
+            if status == NETIF_RSP_NULL {
+                if self.tx_extra == 0 {
+                    return Err(bad("netif backend answered an extra-info slot never sent"));
+                }
+                self.tx_extra -= 1;
+                continue;
+            }
             if !self.tx_busy.test(id) {
                 return Err(bad("netif backend answered a tx id not in flight"));
             }
-            // NULL answers an extra info slot, which we never send.
             if !matches!(status, NETIF_RSP_OKAY | NETIF_RSP_ERROR | NETIF_RSP_DROPPED) {
                 return Err(bad("netif backend gave a tx status no protocol defines"));
             }

@@ -25,7 +25,8 @@
 //! 4: time moves 400 s (addresses age out); 5 k: member k's port is
 //! removed and made again; 6 l1 l2 <bytes>: the network behind LAN 1's
 //! uplink sends a frame (any bytes; a member's MAC as source or
-//! destination by l1's bits). Member 3's frames carry the ethertype
+//! destination by l1's bits, a partial checksum anywhere or the validated
+//! mark by others). Member 3's frames carry the ethertype
 //! `LAN2_MARK`, and nobody else's.
 //!
 //! The uplink (issue 21): nothing of LAN 2 ever goes out of it, what goes
@@ -59,20 +60,22 @@ const LAN2_MARK: [u8; 2] = [0x88, 0xb5];
 
 /// LAN 1's uplink: what its network sends, and checks on what goes out.
 struct Wire {
-    inbox: VecDeque<Vec<u8>>,
+    inbox: VecDeque<(Vec<u8>, FrameMeta)>,
     sent: u64,
 }
 
 impl Uplinks for Wire {
-    fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<usize> {
+    fn recv(&mut self, device: u16, buf: &mut [u8]) -> Option<(usize, FrameMeta)> {
         assert_eq!(device, 0, "the switch read a device it was not given");
-        let f = self.inbox.pop_front()?;
+        let (f, meta) = self.inbox.pop_front()?;
         let n = f.len().min(buf.len());
         buf[..n].copy_from_slice(&f[..n]);
-        Some(f.len())
+        Some((f.len(), meta))
     }
-    fn send(&mut self, device: u16, frame: &[u8]) -> bool {
+    fn send(&mut self, device: u16, frame: &[u8], meta: FrameMeta) -> bool {
         assert_eq!(device, 0);
+        // It takes no offload: everything resolved first.
+        assert_eq!(meta, FrameMeta::default(), "offload fields to the uplink");
         assert!(
             (14..=UPLINK_MAX_FRAME).contains(&frame.len()),
             "a frame of {} bytes out of the uplink",
@@ -286,8 +289,19 @@ fuzz_target!(|data: &[u8]| {
                 if l1 & 2 == 2 && f.len() >= 12 {
                     f[6..12].copy_from_slice(&macs[usize::from(l2 >> 2) % MEMBERS]);
                 }
+                // Offload fields as an uplink device may report them (the
+                // switch checks them against the frame as a member's).
+                let mut meta = FrameMeta::default();
+                if l1 & 4 == 4 {
+                    meta.flags |= flags::CSUM_BLANK;
+                    meta.csum_start = u16::from(l2);
+                    meta.csum_offset = u16::from(l1 >> 4);
+                }
+                if l1 & 8 == 8 {
+                    meta.flags |= flags::DATA_VALIDATED;
+                }
                 if wire.inbox.len() < 256 {
-                    wire.inbox.push_back(f);
+                    wire.inbox.push_back((f, meta));
                 }
             }
             _ => {

@@ -222,10 +222,10 @@ fn spawn(
 pub struct NoTraffic(pub u16);
 
 impl netback_uk::switch::Uplinks for NoTraffic {
-    fn recv(&mut self, _: u16, _: &mut [u8]) -> Option<usize> {
+    fn recv(&mut self, _: u16, _: &mut [u8]) -> Option<(usize, share_hal::frames::FrameMeta)> {
         None
     }
-    fn send(&mut self, _: u16, _: &[u8]) -> bool {
+    fn send(&mut self, _: u16, _: &[u8], _: share_hal::frames::FrameMeta) -> bool {
         true
     }
     fn has(&self, device: u16) -> bool {

@@ -236,3 +236,142 @@ fn a_full_ring_says_so_and_takes_again_after_responses() {
     assert_eq!(nf.take_tx(|_, _| {}).unwrap(), 1);
     assert!(nf.send(&frame(5)).unwrap());
 }
+
+fn slot(id: u16, len: u16) -> TxSlot {
+    TxSlot {
+        id,
+        gref: 200 + u32::from(id),
+        offset: 0,
+        len,
+    }
+}
+
+#[test]
+fn a_frame_over_several_slots_with_gso_info() {
+    let mut rig = Rig::new();
+    let (txm, rxm) = (
+        SharedMem::from_slice(&mut rig.tx.0),
+        SharedMem::from_slice(&mut rig.rx.0),
+    );
+    let txp = txm;
+    let mut nf = NetFront::init(txm, rxm).unwrap();
+    let gso = TxGso {
+        kind: XEN_NETIF_GSO_TYPE_TCPV4,
+        size: 1448,
+    };
+    let slots = [slot(3, 4096), slot(4, 4096), slot(5, 100)];
+    let both = NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED;
+    assert!(nf.send_frame(&slots, both, Some(gso)).unwrap());
+    // A plain one-slot frame after it.
+    assert!(nf.send_frame(&[slot(6, 60)], 0, None).unwrap());
+    nf.publish().unwrap();
+    let mut bt = BackEnd::default();
+    let mut reqs = Vec::new();
+    take_requests::<12>(&txp, &mut bt.req_cons, |r| reqs.push(r)).unwrap();
+    assert_eq!(reqs.len(), 5);
+    let word = |r: &[u8; 12], at: usize| u16::from_le_bytes([r[at], r[at + 1]]);
+    // First: the total size, more data and extra info.
+    assert_eq!(word(&reqs[0], 10), 8292);
+    assert_eq!(word(&reqs[0], 8), 3);
+    assert_eq!(
+        word(&reqs[0], 6),
+        both | NETTXF_MORE_DATA | NETTXF_EXTRA_INFO
+    );
+    // The extra-info slot: type GSO, no more extras, size, type.
+    assert_eq!(&reqs[1][..6], &[1, 0, 0xa8, 0x05, 1, 0]);
+    assert_eq!(
+        (word(&reqs[2], 10), word(&reqs[2], 6)),
+        (4096, NETTXF_MORE_DATA)
+    );
+    assert_eq!((word(&reqs[3], 10), word(&reqs[3], 6)), (100, 0));
+    assert_eq!(
+        (word(&reqs[4], 10), word(&reqs[4], 6), word(&reqs[4], 8)),
+        (60, 0, 6)
+    );
+    // Answers as Linux's netback makes them: the first slot's, a NULL for
+    // the extra slot (its id stale), then each other slot's.
+    for r in [
+        tx_rsp(3, 0),
+        tx_rsp(0x5a5a, NETIF_RSP_NULL),
+        tx_rsp(4, 0),
+        tx_rsp(5, 0),
+        tx_rsp(6, 0),
+    ] {
+        respond::<12>(&txp, &mut bt.rsp_prod_pvt, &r).unwrap();
+    }
+    let mut done = Vec::new();
+    assert_eq!(nf.take_tx(|id, st| done.push((id, st))).unwrap(), 5);
+    assert_eq!(done, [(3, 0), (4, 0), (5, 0), (6, 0)]);
+    assert!(!(3..=6).any(|id| nf.tx_busy(id)));
+    // A second NULL: no extra slot is outstanding any more.
+    assert!(nf.send_frame(&[slot(6, 60)], 0, None).unwrap());
+    nf.publish().unwrap();
+    respond::<12>(&txp, &mut bt.rsp_prod_pvt, &tx_rsp(6, NETIF_RSP_NULL)).unwrap();
+    assert!(matches!(nf.take_tx(|_, _| {}), Err(Error::Protocol { .. })));
+}
+
+#[test]
+fn what_a_multi_slot_frame_may_not_be() {
+    let mut rig = Rig::new();
+    let (txm, rxm) = (
+        SharedMem::from_slice(&mut rig.tx.0),
+        SharedMem::from_slice(&mut rig.rx.0),
+    );
+    let mut nf = NetFront::init(txm, rxm).unwrap();
+    let refused = |r: Result<bool>| matches!(r, Err(Error::InvalidArgument { .. }));
+    let gso = |kind, size| Some(TxGso { kind, size });
+    let cb = NETTXF_CSUM_BLANK;
+    assert!(refused(nf.send_frame(&[], 0, None)));
+    let many: Vec<TxSlot> = (0..18).map(|i| slot(i, 100)).collect();
+    assert!(refused(nf.send_frame(&many, 0, None)), "18 slots");
+    assert!(
+        refused(nf.send_frame(&[slot(1, 10), slot(1, 10)], 0, None)),
+        "an id twice"
+    );
+    assert!(refused(nf.send_frame(&[slot(1, 0)], 0, None)), "empty");
+    let mut off = slot(1, 100);
+    off.offset = 4000;
+    assert!(refused(nf.send_frame(&[off], 0, None)), "beyond its page");
+    assert!(
+        refused(nf.send_frame(&[slot(300, 10)], 0, None)),
+        "id out of range"
+    );
+    let big: Vec<TxSlot> = (0..17).map(|i| slot(i, 4000)).collect();
+    assert!(refused(nf.send_frame(&big, cb, None)), "over 65535 bytes");
+    assert!(refused(nf.send_frame(
+        &[slot(1, 100)],
+        NETTXF_MORE_DATA,
+        None
+    )));
+    assert!(
+        refused(nf.send_frame(&[slot(1, 100)], cb, gso(3, 1000))),
+        "UDP"
+    );
+    assert!(
+        refused(nf.send_frame(&[slot(1, 100)], cb, gso(1, 0))),
+        "size 0"
+    );
+    assert!(
+        refused(nf.send_frame(&[slot(1, 100)], 0, gso(1, 1000))),
+        "no csum_blank"
+    );
+    assert!(nf.send_frame(&[slot(1, 100)], 0, None).unwrap());
+    assert!(
+        refused(nf.send_frame(&[slot(1, 100)], 0, None)),
+        "in flight"
+    );
+    // All or nothing: a ring with room for fewer slots takes none.
+    let free = nf.tx.free();
+    let mut id = 2;
+    while nf.tx.free() > 2 {
+        assert!(nf.send_frame(&[slot(id, 60)], 0, None).unwrap());
+        id += 1;
+    }
+    let before = nf.tx.free();
+    assert!(!nf
+        .send_frame(&[slot(0, 60), slot(255, 60)], cb, gso(1, 1000))
+        .unwrap());
+    assert_eq!(nf.tx.free(), before);
+    assert!(!nf.tx_busy(0) && !nf.tx_busy(255));
+    assert!(free > before);
+}
