@@ -200,21 +200,49 @@ fn scenarios_on(rel: &'static setup::Release, list: &[(&str, Option<&str>)]) -> 
     let mut passed = 0;
     for (scenario, expect_fail) in list {
         let t = Instant::now();
-        run::run(
-            &s,
-            &images,
-            &run::Options {
-                scenario: scenario.to_string(),
-                expect_fail: expect_fail.map(String::from),
-                timeout: Duration::from_secs(900),
-                verbose: false,
-            },
-        )
-        .with_context(|| format!("scenario {scenario} on {}", rel.describe()))?;
-        phase(&format!("scenario {scenario} on {}", rel.describe()), t);
+        let opts = run::Options {
+            scenario: scenario.to_string(),
+            expect_fail: expect_fail.map(String::from),
+            timeout: Duration::from_secs(900),
+            verbose: false,
+        };
+        let what = format!("scenario {scenario} on {}", rel.describe());
+        if let Err(e) = run::run(&s, &images, &opts) {
+            let logs = run::logs_dir_for(rel, scenario);
+            let Some(line) = triple_faulted(&logs) else {
+                return Err(e.context(what));
+            };
+            // Once, and said: a second failure, of any kind, ends the tier.
+            let kept = logs.with_extension("triple-fault");
+            let _ = std::fs::remove_dir_all(&kept);
+            std::fs::rename(&logs, &kept)?;
+            eprintln!(
+                "==> xen tier: {what} failed ({e:#}) and a domain triple-faulted \
+                 ({}): the nested rig's artifact (xen-rig/README.md, \"RDTSC exits and \
+                 the triple fault\"); running it once more (that run's logs in {})",
+                line.trim(),
+                kept.display()
+            );
+            run::run(&s, &images, &opts).with_context(|| what.clone())?;
+        }
+        phase(&what, t);
         passed += 1;
     }
     Ok(passed)
+}
+
+/// Xen's line saying a domain triple-faulted, from a failed run's serial
+/// log. On this nested stack (Xen on QEMU TCG's SVM) stock Linux PVH
+/// domUs triple-fault too, rarely: interrupt delivery reads the IDT and
+/// faults, with the IDT mapped (cr2 = the IDT's entry 8 in Linux's
+/// cpu_entry_area as in our runtime's tables). Such a run says nothing
+/// about the scenario, so the tier runs it once more.
+fn triple_faulted(logs: &std::path::Path) -> Option<String> {
+    let serial = std::fs::read_to_string(logs.join("serial.log")).ok()?;
+    serial
+        .lines()
+        .find(|l| l.starts_with("(XEN) ") && l.contains(" Triple fault - "))
+        .map(str::to_string)
 }
 
 /// Every scenario, on the default release (Debian's stable): smoke must
@@ -251,3 +279,31 @@ const FULL_TIER: &[(&str, Option<&str>)] = &[
 /// xtask xen run --debian 12 SCENARIO`); they stay out to keep `cargo
 /// xtask test` in its 50 min.
 const OLDSTABLE_TIER: &[(&str, Option<&str>)] = &[("demo", None)];
+
+#[cfg(test)]
+mod triple_fault_tests {
+    use super::triple_faulted;
+
+    #[test]
+    fn only_xens_triple_fault_line_counts() {
+        let dir = std::env::temp_dir().join(format!("xtask-tf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(triple_faulted(&dir), None, "no serial log");
+        std::fs::write(
+            dir.join("serial.log"),
+            "@@STEP verify BEGIN 600\n@@O guest says Triple fault - invoking\n",
+        )
+        .unwrap();
+        assert_eq!(triple_faulted(&dir), None, "a guest's words are not Xen's");
+        std::fs::write(
+            dir.join("serial.log"),
+            "@@STEP verify BEGIN 600\n(XEN) d3v0 Triple fault - invoking HVM shutdown action 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            triple_faulted(&dir).as_deref(),
+            Some("(XEN) d3v0 Triple fault - invoking HVM shutdown action 1")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
