@@ -240,6 +240,54 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 // ---- TCP with checksums ---------------------------------------------------------
 
+/// netback-sim in namespace `ns` on the broker at `sock`, its network
+/// device 0 the TAP [`TAP`] there, once it has published its page.
+fn netback_with_tap(tag: &str, ns: &str, bin: &Path, sock: &Path) -> Proc {
+    let nb = Proc::spawn(
+        tag,
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(bin)
+            .arg("--sim")
+            .arg(sock)
+            .args(["--domid", &NETBACK.to_string()])
+            .args(["--report-secs", "1"])
+            .args(["--uplink", &format!("0={TAP}")]),
+        false,
+    );
+    let store = share_sim::SimStore::for_broker(sock);
+    wait_for("netback-sim to publish its vdevice page", 10, || {
+        store
+            .read(NETBACK, share_hal::wire::vdevice::BOOTSTRAP_KEY)
+            .unwrap()
+    });
+    nb
+}
+
+/// busybox udhcpd in namespace `ns` serving 192.168.77.50-60 on `iface`
+/// (600 s leases), its files in `tmp`.
+fn udhcpd(ns: &str, iface: &str, tmp: &Path) -> Proc {
+    let conf = tmp.join("udhcpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "start 192.168.77.50\nend 192.168.77.60\ninterface {iface}\n\
+             lease_file {}\npidfile {}\noption subnet 255.255.255.0\noption lease 600\n",
+            tmp.join("udhcpd.leases").display(),
+            tmp.join("udhcpd.pid").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(tmp.join("udhcpd.leases"), b"").unwrap();
+    Proc::spawn(
+        "udhcpd",
+        Command::new("ip")
+            .args(["netns", "exec", ns, "busybox", "udhcpd", "-f"])
+            .arg(&conf),
+        false,
+    )
+}
+
 /// `bytes` of random data sent over TCP from `from` to `to_addr` (a
 /// listener in `to_ns`); the SHA-256 of what was sent and of what arrived.
 fn tcp_sha256(
@@ -335,49 +383,14 @@ fn a_lan_with_an_uplink_reaches_the_far_network_and_nothing_else() {
     let script = udhcpc_script(&tmp);
 
     // netback-sim in far: its device 0 is the TAP xsup0 there.
-    let nb = Proc::spawn(
-        "netback",
-        Command::new("ip")
-            .args(["netns", "exec", far])
-            .arg(&netback_bin)
-            .arg("--sim")
-            .arg(&sock)
-            .args(["--domid", &NETBACK.to_string()])
-            .args(["--report-secs", "1"])
-            .args(["--uplink", &format!("0={TAP}")]),
-        false,
-    );
-    let store = share_sim::SimStore::for_broker(&sock);
-    wait_for("netback-sim to publish its vdevice page", 10, || {
-        store
-            .read(NETBACK, share_hal::wire::vdevice::BOOTSTRAP_KEY)
-            .unwrap()
-    });
+    let nb = netback_with_tap("netback", far, &netback_bin, &sock);
     // far: the host side, with its DHCP server on the TAP.
     netns(
         far,
         &format!("ip addr add {FAR_ADDR}/24 dev {TAP} && ip link set {TAP} up"),
     )
     .unwrap();
-    let conf = tmp.join("udhcpd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "start 192.168.77.50\nend 192.168.77.60\ninterface {TAP}\n\
-             lease_file {}\npidfile {}\noption subnet 255.255.255.0\noption lease 600\n",
-            tmp.join("udhcpd.leases").display(),
-            tmp.join("udhcpd.pid").display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(tmp.join("udhcpd.leases"), b"").unwrap();
-    let udhcpd = Proc::spawn(
-        "udhcpd",
-        Command::new("ip")
-            .args(["netns", "exec", far, "busybox", "udhcpd", "-f"])
-            .arg(&conf),
-        false,
-    );
+    let udhcpd = udhcpd(far, TAP, &tmp);
 
     let mut members: Vec<Proc> = MEMBERS
         .iter()
@@ -591,24 +604,7 @@ impl Host {
         let tmp = sock.with_extension("d");
         std::fs::create_dir_all(&tmp).unwrap();
         let (host, guest) = (ns.names[0].clone(), ns.names[1].clone());
-        let nb = Proc::spawn(
-            &format!("{tag}-netback"),
-            Command::new("ip")
-                .args(["netns", "exec", &host])
-                .arg(netback_bin)
-                .arg("--sim")
-                .arg(&sock)
-                .args(["--domid", &NETBACK.to_string()])
-                .args(["--report-secs", "1"])
-                .args(["--uplink", &format!("0={TAP}")]),
-            false,
-        );
-        let store = share_sim::SimStore::for_broker(&sock);
-        wait_for("netback-sim to publish its vdevice page", 10, || {
-            store
-                .read(NETBACK, share_hal::wire::vdevice::BOOTSTRAP_KEY)
-                .unwrap()
-        });
+        let nb = netback_with_tap(&format!("{tag}-netback"), &host, netback_bin, &sock);
         // dom0's bridge with netback-uk's vif on it.
         netns(
             &host,
@@ -714,25 +710,7 @@ fn a_lan_spans_two_hosts_over_vxlan_on_the_uplinks_bridges() {
     // Host A's network: an address on its bridge and a DHCP server.
     let tmp = &a.tmp;
     netns(a.host(), &format!("ip addr add {FAR_ADDR}/24 dev br0")).unwrap();
-    let conf = tmp.join("udhcpd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "start 192.168.77.50\nend 192.168.77.60\ninterface br0\n\
-             lease_file {}\npidfile {}\noption subnet 255.255.255.0\noption lease 600\n",
-            tmp.join("udhcpd.leases").display(),
-            tmp.join("udhcpd.pid").display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(tmp.join("udhcpd.leases"), b"").unwrap();
-    let udhcpd = Proc::spawn(
-        "udhcpd",
-        Command::new("ip")
-            .args(["netns", "exec", a.host(), "busybox", "udhcpd", "-f"])
-            .arg(&conf),
-        false,
-    );
+    let udhcpd = udhcpd(a.host(), "br0", tmp);
     let script = udhcpc_script(tmp);
     let (addr_a, _) = dhcp(a.guest(), "xsn0", &script).unwrap();
     let (addr_b, out) = dhcp(b.guest(), "xsn0", &script).unwrap();
