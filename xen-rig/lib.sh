@@ -608,6 +608,31 @@ done
 echo \"writer at chunk \$(cat /tmp/writer.progress) of $2\""
 }
 
+# install_vif_script BRIDGE: Xen's vif-bridge needs bash, which this
+# busybox dom0 lacks: the same job (the vif up and on its bridge, BRIDGE
+# when the vif names none) in sh. libxl runs it with online|offline
+# (add|remove for emulated NICs), XENBUS_PATH and vif in the environment.
+install_vif_script() {
+    cat > /etc/xen/scripts/vif-bridge <<'EOF'
+#!/bin/sh
+br=$(xenstore-read "$XENBUS_PATH/bridge" 2>/dev/null) || br=@BRIDGE@
+case "$1" in
+online | add)
+    ip link set "$vif" up || exit 1
+    brctl addif "$br" "$vif" || exit 1
+    xenstore-write "$XENBUS_PATH/hotplug-status" connected
+    ;;
+offline | remove)
+    brctl delif "$br" "$vif" 2>/dev/null
+    ip link set "$vif" down 2>/dev/null
+    ;;
+esac
+exit 0
+EOF
+    sed -i "s/@BRIDGE@/$1/" /etc/xen/scripts/vif-bridge || return 1
+    chmod +x /etc/xen/scripts/vif-bridge
+}
+
 # connect_disk DOM: blkback-uk's disk 0 for DOM with features 15 (flush,
 # discard, FUA, indirect), and DOM's page as dom0 reads it.
 connect_disk() {

@@ -40,32 +40,10 @@ SECS=5
 trap 'rig_send_file bench.txt $BENCH; collect_dmesg $A $B' EXIT
 : > $BENCH
 
-# Xen's vif-bridge needs bash, which this busybox dom0 lacks: the same job
-# in sh (as uplink.sh's).
-install_vif_script() {
-    cat > /etc/xen/scripts/vif-bridge <<'EOF'
-#!/bin/sh
-br=$(xenstore-read "$XENBUS_PATH/bridge" 2>/dev/null) || br=xenbr1
-case "$1" in
-online | add)
-    ip link set "$vif" up || exit 1
-    brctl addif "$br" "$vif" || exit 1
-    xenstore-write "$XENBUS_PATH/hotplug-status" connected
-    ;;
-offline | remove)
-    brctl delif "$br" "$vif" 2>/dev/null
-    ip link set "$vif" down 2>/dev/null
-    ;;
-esac
-exit 0
-EOF
-    chmod +x /etc/xen/scripts/vif-bridge
-}
-
 bridge() {
     modprobe bridge || return 1
     modprobe xen-netback || return 1
-    install_vif_script
+    install_vif_script $BR
     brctl addbr $BR || return 1
     ip link set $BR up
 }

@@ -30,34 +30,11 @@ collect_logs() {
 }
 trap collect_logs EXIT
 
-# Xen's vif-bridge needs bash, which this busybox dom0 lacks: the same job
-# (the vif up and on its bridge) in sh. libxl runs it with online|offline
-# (add|remove for emulated NICs), XENBUS_PATH and vif in the environment.
-install_vif_script() {
-    cat > /etc/xen/scripts/vif-bridge <<'EOF'
-#!/bin/sh
-br=$(xenstore-read "$XENBUS_PATH/bridge" 2>/dev/null) || br=xenbr0
-case "$1" in
-online | add)
-    ip link set "$vif" up || exit 1
-    brctl addif "$br" "$vif" || exit 1
-    xenstore-write "$XENBUS_PATH/hotplug-status" connected
-    ;;
-offline | remove)
-    brctl delif "$br" "$vif" 2>/dev/null
-    ip link set "$vif" down 2>/dev/null
-    ;;
-esac
-exit 0
-EOF
-    chmod +x /etc/xen/scripts/vif-bridge
-}
-
 # dom0's network: the bridge with an address, a DHCP server on it.
 bridge() {
     modprobe bridge || return 1
     modprobe xen-netback || return 1
-    install_vif_script
+    install_vif_script $BR
     brctl addbr $BR || return 1
     ip addr add $DOM0_ADDR/24 dev $BR || return 1
     ip link set $BR up || return 1
