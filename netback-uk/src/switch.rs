@@ -1018,24 +1018,14 @@ impl<'s, P: Platform> Fwd<'s, P> {
         self.replies.clear();
         self.reply_lens.clear();
         if lan.mgmt.wants(dst) {
-            // Offloads resolved first (a partial checksum completed), as
-            // for a member's frame.
-            let (mgmt, replies, lens) = (&mut lan.mgmt, &mut *self.replies, &mut *self.reply_lens);
-            let emitted = &mut self.emitted;
-            offload::deliver(
+            self.emitted += to_endpoint(
+                &mut lan.mgmt,
+                UPLINK_PORT,
+                now,
                 frame,
                 &meta,
-                0,
-                MGMT_MAX_FRAME,
                 self.scratch,
-                &mut |f, _| {
-                    *emitted += 1;
-                    mgmt.receive(now, UPLINK_PORT, f, &mut |r| {
-                        replies.extend_from_slice(r);
-                        lens.push(r.len());
-                    });
-                    true
-                },
+                (self.replies, self.reply_lens),
             );
         }
         self.dests.clear();
@@ -1344,24 +1334,14 @@ impl<'s, P: Platform> Fwd<'s, P> {
         self.reply_lens.clear();
         if lan.mgmt.wants(dst) {
             let leases_before = lan.mgmt.lease_changes();
-            // The endpoint parses whole frames: offloads resolved first
-            // (a partial checksum completed), as for a port without any.
-            let (mgmt, replies, lens) = (&mut lan.mgmt, &mut *self.replies, &mut *self.reply_lens);
-            let emitted = &mut self.emitted;
-            offload::deliver(
+            self.emitted += to_endpoint(
+                &mut lan.mgmt,
+                src,
+                now,
                 frame,
                 &meta,
-                0,
-                MGMT_MAX_FRAME,
                 self.scratch,
-                &mut |f, _| {
-                    *emitted += 1;
-                    mgmt.receive(now, src, f, &mut |r| {
-                        replies.extend_from_slice(r);
-                        lens.push(r.len());
-                    });
-                    true
-                },
+                (self.replies, self.reply_lens),
             );
             if lan.mgmt.lease_changes() != leases_before {
                 sp.guard
@@ -1813,6 +1793,32 @@ pub struct PortInfo {
 }
 
 /// Port `port`'s running DHCP leases on its LAN, for its guard.
+/// Hands `frame` from port `from` (or the uplink) to the LAN's endpoint,
+/// which parses whole frames: offloads resolved first (a partial checksum
+/// completed), as for a port without any. Its replies are appended to
+/// `replies` (bytes, lengths) for `send_replies`; returns the frames made.
+fn to_endpoint(
+    mgmt: &mut Mgmt,
+    from: PortIndex,
+    now: u64,
+    frame: &[u8],
+    meta: &FrameMeta,
+    scratch: &mut Scratch,
+    replies: (&mut Vec<u8>, &mut Vec<usize>),
+) -> u64 {
+    let (bytes, lens) = replies;
+    let mut made = 0;
+    offload::deliver(frame, meta, 0, MGMT_MAX_FRAME, scratch, &mut |f, _| {
+        made += 1;
+        mgmt.receive(now, from, f, &mut |r| {
+            bytes.extend_from_slice(r);
+            lens.push(r.len());
+        });
+        true
+    });
+    made
+}
+
 /// The network's DHCP server, through the uplink of `lan`, leased an
 /// address to a member's MAC (or took its addresses back): the member's
 /// port holds it, and its guard lets the member send from it. One port at
