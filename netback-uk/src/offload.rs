@@ -146,23 +146,28 @@ pub fn deliver(
     }
 }
 
-fn deliver_checked(
-    frame: &[u8],
-    meta: &FrameMeta,
-    dst_features: u32,
-    dst_max_frame: usize,
-    scratch: &mut Scratch,
-    out: &mut dyn FnMut(&[u8], FrameMeta) -> bool,
-) -> Result<Verdict, DropCause> {
-    if frame.len() < FRAME_MIN {
-        return Err(DropCause::Runt);
-    }
+/// A frame's offload fields, checked against its length, and what of them
+/// a destination with `dst_features` keeps.
+struct Offloads {
+    /// `CSUM_BLANK`: (csum_start, csum_offset), within the frame.
+    csum: Option<(usize, usize)>,
+    gso: Option<Gso>,
+    /// The meta every frame out starts from (`DATA_VALIDATED` if both
+    /// sides have it).
+    base: FrameMeta,
+    /// The destination takes partial checksums.
+    dst_csum: bool,
+}
+
+/// What [`deliver`] and [`pass_through`] check first, the same for both.
+#[inline]
+fn offloads(meta: &FrameMeta, len: usize, dst_features: u32) -> Result<Offloads, DropCause> {
     if meta.flags & !(flags::CSUM_BLANK | flags::DATA_VALIDATED) != 0 {
         return Err(DropCause::BadOffload);
     }
     let csum = if meta.flags & flags::CSUM_BLANK != 0 {
         let (start, offset) = (usize::from(meta.csum_start), usize::from(meta.csum_offset));
-        if start + offset + 2 > frame.len() {
+        if start + offset + 2 > len {
             return Err(DropCause::BadOffload);
         }
         Some((start, offset))
@@ -181,7 +186,31 @@ fn deliver_checked(
     if meta.flags & flags::DATA_VALIDATED != 0 && dst_features & features::DATA_VALIDATED != 0 {
         base.flags |= flags::DATA_VALIDATED;
     }
-    let dst_csum = dst_features & features::CSUM_BLANK != 0;
+    Ok(Offloads {
+        csum,
+        gso,
+        base,
+        dst_csum: dst_features & features::CSUM_BLANK != 0,
+    })
+}
+
+fn deliver_checked(
+    frame: &[u8],
+    meta: &FrameMeta,
+    dst_features: u32,
+    dst_max_frame: usize,
+    scratch: &mut Scratch,
+    out: &mut dyn FnMut(&[u8], FrameMeta) -> bool,
+) -> Result<Verdict, DropCause> {
+    if frame.len() < FRAME_MIN {
+        return Err(DropCause::Runt);
+    }
+    let Offloads {
+        csum,
+        gso,
+        base,
+        dst_csum,
+    } = offloads(meta, frame.len(), dst_features)?;
     match gso {
         None => {
             if frame.len() > dst_max_frame {
@@ -286,29 +315,12 @@ pub fn pass_through(
         // Not the frame's first bytes as promised: decide on all of it.
         return Ok(Pass::NeedsWhole);
     }
-    if meta.flags & !(flags::CSUM_BLANK | flags::DATA_VALIDATED) != 0 {
-        return Err(DropCause::BadOffload);
-    }
-    let csum = if meta.flags & flags::CSUM_BLANK != 0 {
-        let (start, offset) = (usize::from(meta.csum_start), usize::from(meta.csum_offset));
-        if start + offset + 2 > len {
-            return Err(DropCause::BadOffload);
-        }
-        Some((start, offset))
-    } else {
-        None
-    };
-    let gso = if (meta.gso_type, meta.gso_size, meta.gso_flags) == (0, 0, 0) {
-        None
-    } else {
-        Gso::from_fields(meta.gso_type, meta.gso_size, meta.gso_flags)
-            .map_err(|_| DropCause::BadOffload)?
-    };
-    let mut base = FrameMeta::default();
-    if meta.flags & flags::DATA_VALIDATED != 0 && dst_features & features::DATA_VALIDATED != 0 {
-        base.flags |= flags::DATA_VALIDATED;
-    }
-    let dst_csum = dst_features & features::CSUM_BLANK != 0;
+    let Offloads {
+        csum,
+        gso,
+        base,
+        dst_csum,
+    } = offloads(meta, len, dst_features)?;
     let Some(g) = gso else {
         if len > dst_max_frame {
             return Err(DropCause::TooBig);
