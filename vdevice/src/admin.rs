@@ -191,10 +191,7 @@ fn assigned(
 ) -> Result<Vec<crate::record::Assigned>, AdminError> {
     let mut out: Vec<crate::record::Assigned> = Vec::new();
     for (who, net) in addresses {
-        let Some(m) = members
-            .iter()
-            .find(|m| m.name == *who || m.domid.to_string() == *who)
-        else {
+        let Some(m) = resolve(members, who) else {
             return Err(AdminError::Usage(format!(
                 "--ip {who}={net}: {who} is not one of the LAN's members"
             )));
@@ -227,10 +224,7 @@ fn member_macs(
     mut taken: Vec<MemberMac>,
 ) -> Result<Vec<MemberMac>, AdminError> {
     for (who, text) in given {
-        let Some(m) = members
-            .iter()
-            .find(|m| m.name == *who || m.domid.to_string() == *who)
-        else {
+        let Some(m) = resolve(members, who) else {
             return Err(AdminError::Usage(format!(
                 "--mac {who}={text}: {who} is not one of the members named"
             )));
