@@ -140,25 +140,31 @@ impl<'a> FrameSender<'a> {
     /// its private head from the receiver's buffer, the rest copied once
     /// from the sender's slots to ours. `Ok(false)`: not enough free
     /// slots, nothing written.
+    ///
+    /// A plain frame of one slot (no offload but `DATA_VALIDATED`, the
+    /// common case) is written here, inlined into the caller; the rest
+    /// goes through [`send`](Self::send)'s general checks and split.
+    #[inline]
     pub fn send_lane(&mut self, frame: &LaneFrame<'_, '_>, meta: FrameMeta) -> Result<bool> {
+        let len = frame.len();
+        if meta.flags & !flags::DATA_VALIDATED == 0
+            && (meta.gso_type, meta.gso_size, meta.gso_flags) == (0, 0, 0)
+            && len != 0
+            && len <= self.cap.min(self.max_frame)
+        {
+            // What `check` accepts and `send_one` writes for such a frame.
+            let meta = FrameMeta {
+                flags: meta.flags,
+                ..FrameMeta::default()
+            };
+            return self.send_one(len, meta, lane_data(frame));
+        }
+        self.send_lane_general(frame, meta)
+    }
+
+    fn send_lane_general(&mut self, frame: &LaneFrame<'_, '_>, meta: FrameMeta) -> Result<bool> {
         let gso = self.check(frame.len(), &meta)?;
-        let head = frame.head();
-        let (src, pieces) = frame.rest();
-        let data = |slot: &SharedMem<'a>, at: usize, end: usize| {
-            let mine = end.min(head.len());
-            if at < mine {
-                slot.write_from(SLOT_HEADER_LEN, head.get(at..mine).unwrap_or(&[]))?;
-            }
-            // Pieces are in frame order and few (a frame's slots).
-            for p in pieces {
-                let (from, to) = (p.at.max(at).max(mine), (p.at + p.len).min(end));
-                if from < to {
-                    let n = to - from;
-                    slot.copy_from(SLOT_HEADER_LEN + from - at, &src, p.offset + from - p.at, n)?;
-                }
-            }
-            Ok(())
-        };
+        let data = lane_data(frame);
         if frame.len() <= self.cap && gso.is_none() {
             return self.send_one(frame.len(), meta, data);
         }
@@ -313,6 +319,33 @@ impl<'a> FrameSender<'a> {
 
     pub fn lane(&mut self) -> &mut Producer<'a> {
         &mut self.lane
+    }
+}
+
+/// The bytes of a frame read by [`FrameReceiver::next_lane`], for the
+/// sender's split (`data(slot, at, end)`: frame bytes `at..end` into the
+/// slot's data): the private head from the receiver's buffer, the rest
+/// copied once from the source's slots.
+#[inline]
+fn lane_data<'f, 'a>(
+    frame: &'f LaneFrame<'_, '_>,
+) -> impl FnMut(&SharedMem<'a>, usize, usize) -> Result<()> + 'f {
+    let head = frame.head();
+    let (src, pieces) = frame.rest();
+    move |slot: &SharedMem<'a>, at: usize, end: usize| {
+        let mine = end.min(head.len());
+        if at < mine {
+            slot.write_from(SLOT_HEADER_LEN, head.get(at..mine).unwrap_or(&[]))?;
+        }
+        // Pieces are in frame order and few (a frame's slots).
+        for p in pieces {
+            let (from, to) = (p.at.max(at).max(mine), (p.at + p.len).min(end));
+            if from < to {
+                let n = to - from;
+                slot.copy_from(SLOT_HEADER_LEN + from - at, &src, p.offset + from - p.at, n)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -508,6 +541,7 @@ impl<'a> FrameReceiver<'a> {
     }
 
     /// Slots left of the budget set by [`set_slot_budget`](Self::set_slot_budget).
+    #[inline]
     pub fn slot_budget(&self) -> u32 {
         self.slot_budget
     }
@@ -535,7 +569,87 @@ impl<'a> FrameReceiver<'a> {
     /// privately ([`set_private_head`](Self::set_private_head)); the rest
     /// is copied once when the caller asks, before it reads another frame
     /// or releases the slots (the borrow sees to that).
+    ///
+    /// The common case (a whole frame in one slot, no segmentation
+    /// offload, nothing refused: [`FrameAssembler::one_slot`]) is decided
+    /// here, inlined into the caller, so the frame's length and offloads
+    /// stay in registers; everything else goes through the general rules
+    /// with the same header words (read once either way).
+    #[inline]
     pub fn next_lane(&mut self) -> Result<Option<LaneFrame<'_, 'a>>> {
+        if self.slot_budget == 0 {
+            return self.next_lane_general();
+        }
+        let Some(slot) = self.lane.slot()? else {
+            return self.next_lane_general();
+        };
+        let offset = self.lane.current_offset();
+        // One copy of the header; every decision below uses it only.
+        let words = slot.read_16(0)?;
+        let Some(len) = self.rules.one_slot(words[0], words[1]) else {
+            return self.next_lane_from(slot, offset, words);
+        };
+        self.lane.advance();
+        self.slot_budget -= 1;
+        self.pieces.clear();
+        // `one_slot` bounds len by the max frame, the buffer's size;
+        // `get_mut` keeps it panic-free.
+        let n = len.min(self.private_head);
+        let dst = self
+            .buf
+            .get_mut(self.base..self.base + n)
+            .ok_or(Error::Protocol {
+                what: "frame assembler overran the frame buffer",
+            })?;
+        slot.read_into(SLOT_HEADER_LEN, dst)?;
+        self.private = n;
+        if n < len {
+            self.pieces.push(Piece {
+                at: n,
+                offset: offset + SLOT_HEADER_LEN + n,
+                len: len - n,
+            });
+        }
+        // The flags `one_slot` accepted, and the checksum fields with
+        // CSUM_BLANK, as the general rules report them.
+        let lo = words[0];
+        let fl = (lo >> 16) as u16 & (flags::CSUM_BLANK | flags::DATA_VALIDATED);
+        let csum = fl & flags::CSUM_BLANK != 0;
+        let meta = FrameMeta {
+            flags: fl,
+            csum_start: if csum { (lo >> 32) as u16 } else { 0 },
+            csum_offset: if csum { (lo >> 48) as u16 } else { 0 },
+            ..FrameMeta::default()
+        };
+        Ok(Some(LaneFrame {
+            len,
+            meta,
+            rx: self,
+        }))
+    }
+
+    /// [`next_lane`](Self::next_lane) for a slot whose header (`words`,
+    /// read once) needs the general rules, then the slots after it.
+    #[inline(never)]
+    fn next_lane_from(
+        &mut self,
+        slot: SharedMem<'a>,
+        offset: usize,
+        words: [u64; 2],
+    ) -> Result<Option<LaneFrame<'_, 'a>>> {
+        match self.take_slot(slot, offset, words)? {
+            Some((len, meta)) => Ok(Some(LaneFrame {
+                len,
+                meta,
+                rx: self,
+            })),
+            None => self.next_lane_general(),
+        }
+    }
+
+    /// [`next_lane`](Self::next_lane) by the general rules only.
+    #[inline(never)]
+    fn next_lane_general(&mut self) -> Result<Option<LaneFrame<'_, 'a>>> {
         loop {
             if self.slot_budget == 0 {
                 self.keep_pieces()?;
@@ -548,59 +662,74 @@ impl<'a> FrameReceiver<'a> {
             };
             let offset = self.lane.current_offset();
             // One copy of the header; every decision below uses it only.
-            let action = self.rules.push_words(slot.read_16(0)?);
-            // Consumed whatever the verdict, so a bad slot never stalls us.
-            self.lane.advance();
-            self.slot_budget -= 1;
-            let (at, len, done) = match action? {
-                SlotAction::Skip => continue,
-                SlotAction::Append { at, len, done } => (at, len, done),
-            };
-            if at == 0 {
-                self.private = 0;
-                self.pieces.clear();
+            let words = slot.read_16(0)?;
+            if let Some((len, meta)) = self.take_slot(slot, offset, words)? {
+                return Ok(Some(LaneFrame {
+                    len,
+                    meta,
+                    rx: self,
+                }));
             }
-            // The assembler bounds at + len by the max frame, the buffer's
-            // size, and appends in order, so these cannot fail; `get_mut`
-            // keeps it panic-free.
-            let mut n = 0;
-            if self.pieces.is_empty() && at == self.private && at < self.private_head {
-                n = len.min(self.private_head - at);
-                let dst = self.base + at;
-                let dst = self.buf.get_mut(dst..dst + n).ok_or(Error::Protocol {
-                    what: "frame assembler overran the frame buffer",
-                })?;
-                slot.read_into(SLOT_HEADER_LEN, dst)?;
-                self.private = at + n;
-            }
-            if n < len {
-                self.pieces.push(Piece {
-                    at: at + n,
-                    offset: offset + SLOT_HEADER_LEN + n,
-                    len: len - n,
-                });
-            }
-            let Some(info) = done else { continue };
-            let mut meta = FrameMeta::default();
-            if let Some(c) = info.csum {
-                meta.flags |= flags::CSUM_BLANK;
-                meta.csum_start = c.start;
-                meta.csum_offset = c.offset;
-            }
-            if info.data_validated {
-                meta.flags |= flags::DATA_VALIDATED;
-            }
-            if let Some(g) = info.gso {
-                meta.gso_type = g.kind;
-                meta.gso_size = g.size;
-                meta.gso_flags = g.flags;
-            }
-            return Ok(Some(LaneFrame {
-                len: info.len,
-                meta,
-                rx: self,
-            }));
         }
+    }
+
+    /// Feeds the current slot, whose header is `words`, to the rules and
+    /// consumes it: copies its data privately or notes where it is (a
+    /// piece); `Some`: it ended a frame of that length and offloads.
+    fn take_slot(
+        &mut self,
+        slot: SharedMem<'a>,
+        offset: usize,
+        words: [u64; 2],
+    ) -> Result<Option<(usize, FrameMeta)>> {
+        let action = self.rules.push_words(words);
+        // Consumed whatever the verdict, so a bad slot never stalls us.
+        self.lane.advance();
+        self.slot_budget -= 1;
+        let (at, len, done) = match action? {
+            SlotAction::Skip => return Ok(None),
+            SlotAction::Append { at, len, done } => (at, len, done),
+        };
+        if at == 0 {
+            self.private = 0;
+            self.pieces.clear();
+        }
+        // The assembler bounds at + len by the max frame, the buffer's
+        // size, and appends in order, so these cannot fail; `get_mut`
+        // keeps it panic-free.
+        let mut n = 0;
+        if self.pieces.is_empty() && at == self.private && at < self.private_head {
+            n = len.min(self.private_head - at);
+            let dst = self.base + at;
+            let dst = self.buf.get_mut(dst..dst + n).ok_or(Error::Protocol {
+                what: "frame assembler overran the frame buffer",
+            })?;
+            slot.read_into(SLOT_HEADER_LEN, dst)?;
+            self.private = at + n;
+        }
+        if n < len {
+            self.pieces.push(Piece {
+                at: at + n,
+                offset: offset + SLOT_HEADER_LEN + n,
+                len: len - n,
+            });
+        }
+        let Some(info) = done else { return Ok(None) };
+        let mut meta = FrameMeta::default();
+        if let Some(c) = info.csum {
+            meta.flags |= flags::CSUM_BLANK;
+            meta.csum_start = c.start;
+            meta.csum_offset = c.offset;
+        }
+        if info.data_validated {
+            meta.flags |= flags::DATA_VALIDATED;
+        }
+        if let Some(g) = info.gso {
+            meta.gso_type = g.kind;
+            meta.gso_size = g.size;
+            meta.gso_flags = g.flags;
+        }
+        Ok(Some((info.len, meta)))
     }
 
     /// Copies the pieces of a half-assembled frame into the private

@@ -117,10 +117,12 @@ impl LaneLayout {
         LaneLayout::new(count, slot_size)
     }
 
+    #[inline]
     pub fn slot_count(&self) -> u32 {
         self.slot_count
     }
 
+    #[inline]
     pub fn slot_size(&self) -> usize {
         self.slot_size
     }
@@ -130,6 +132,7 @@ impl LaneLayout {
         HEADER_LEN + self.slot_count as usize * self.slot_size
     }
 
+    #[inline]
     fn slot_offset(&self, index: u32) -> usize {
         HEADER_LEN + (index & (self.slot_count - 1)) as usize * self.slot_size
     }
@@ -245,6 +248,7 @@ impl<'a> Producer<'a> {
     }
 
     /// Slots known free without reading the consumer's index again.
+    #[inline]
     pub fn free_cached(&self) -> u32 {
         self.layout.slot_count - self.prod.wrapping_sub(self.cons)
     }
@@ -268,6 +272,7 @@ impl<'a> Producer<'a> {
 
     /// Ensures `n` free slots, reading the consumer's index only when the
     /// cached view does not already show them.
+    #[inline]
     pub fn reserve(&mut self, n: u32) -> Result<bool> {
         if self.free_cached() >= n {
             return Ok(true);
@@ -277,6 +282,7 @@ impl<'a> Producer<'a> {
 
     /// The `k`-th free slot after the last filled one, to write into before
     /// [`commit`](Self::commit). `k` must be below [`free_cached`](Self::free_cached).
+    #[inline]
     pub fn slot(&self, k: u32) -> Result<SharedMem<'a>> {
         if k >= self.free_cached() {
             return Err(Error::InvalidArgument {
@@ -288,6 +294,7 @@ impl<'a> Producer<'a> {
     }
 
     /// Marks the next `n` slots filled (still private until published).
+    #[inline]
     pub fn commit(&mut self, n: u32) -> Result<()> {
         if n > self.free_cached() {
             return Err(Error::InvalidArgument {
@@ -433,12 +440,14 @@ impl<'a> Consumer<'a> {
     }
 
     /// Slots left in the current batch.
+    #[inline]
     pub fn pending(&self) -> u32 {
         self.prod.wrapping_sub(self.cons)
     }
 
     /// The next slot of the batch, or `None` when the batch is done. The
     /// producer may still write it: copy what you need out once.
+    #[inline]
     pub fn slot(&self) -> Result<Option<SharedMem<'a>>> {
         if self.pending() == 0 {
             return Ok(None);
@@ -463,6 +472,7 @@ impl<'a> Consumer<'a> {
     }
 
     /// Done with the current slot (still private until released).
+    #[inline]
     pub fn advance(&mut self) {
         if self.pending() > 0 {
             self.cons = self.cons.wrapping_add(1);

@@ -61,6 +61,7 @@ impl<'a> SharedMem<'a> {
         }
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -74,6 +75,7 @@ impl<'a> SharedMem<'a> {
         self.ptr.as_ptr()
     }
 
+    #[inline]
     fn check(&self, offset: usize, len: usize) -> Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len => Ok(()),
@@ -94,6 +96,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// A sub-window of `len` bytes at `offset`.
+    #[inline]
     pub fn slice(&self, offset: usize, len: usize) -> Result<SharedMem<'a>> {
         self.check(offset, len)?;
         // SAFETY: bounds checked above, so the sub-window lies inside ours
@@ -102,6 +105,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Copies `dst.len()` bytes at `offset` out of shared memory.
+    #[inline]
     pub fn read_into(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
         self.check(offset, dst.len())?;
         // SAFETY: in bounds; volatile_copy reads each byte once with
@@ -111,6 +115,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Copies `src` into shared memory at `offset`.
+    #[inline]
     pub fn write_from(&self, offset: usize, src: &[u8]) -> Result<()> {
         self.check(offset, src.len())?;
         // SAFETY: in bounds; the stores are volatile.
@@ -183,6 +188,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Copies `len` bytes from `src` at `src_offset` to `self` at `offset`.
+    #[inline]
     pub fn copy_from(
         &self,
         offset: usize,
