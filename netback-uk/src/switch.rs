@@ -1042,7 +1042,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
         }
         for k in 0..self.dests.len() {
             let d = self.dests[k];
-            self.deliver(d, Body::Private(frame), meta, false);
+            self.deliver(d, Body::Private(frame, meta), false);
         }
         if !self.reply_lens.is_empty() {
             self.send_replies(slot);
@@ -1376,7 +1376,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
         if self.dests.len() == 1 && !is_group(&dst) {
             // Unicast to one port: a full lane holds the frame a while.
             let d = self.dests[0];
-            if self.deliver(d, Body::Lane(lane_frame), meta, true) == Delivery::Full
+            if self.deliver(d, Body::Lane(lane_frame), true) == Delivery::Full
                 && self.hold(src, d, lane_frame, meta, now)
             {
                 held = Some(self.arm(d, len));
@@ -1384,7 +1384,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
         } else {
             for k in 0..self.dests.len() {
                 let d = self.dests[k];
-                self.deliver(d, Body::Lane(lane_frame), meta, false);
+                self.deliver(d, Body::Lane(lane_frame), false);
             }
         }
         if !self.reply_lens.is_empty() {
@@ -1469,7 +1469,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
         };
         let buf = core::mem::take(&mut sp.held_buf);
         let frame = buf.get(..h.len).unwrap_or(&[]);
-        let result = match self.deliver(h.dst, Body::Private(frame), h.meta, true) {
+        let result = match self.deliver(h.dst, Body::Private(frame, h.meta), true) {
             Delivery::Full if now.saturating_sub(h.since_ns) < HOLD_NS => Retry::Waiting {
                 room: self.arm(h.dst, h.len),
             },
@@ -1522,7 +1522,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
             }
             for k in 0..self.dests.len() {
                 let d = self.dests[k];
-                self.deliver(d, Body::Private(reply), FrameMeta::default(), false);
+                self.deliver(d, Body::Private(reply, FrameMeta::default()), false);
             }
         }
         *self.replies = replies;
@@ -1533,13 +1533,12 @@ impl<'s, P: Platform> Fwd<'s, P> {
     /// for that port (published at the end of the round).
     /// With `may_hold`, a frame that found no room at all is not counted
     /// as dropped but reported `Full` (the caller holds it).
-    fn deliver(
-        &mut self,
-        d: PortIndex,
-        body: Body<'_, '_, '_>,
-        meta: FrameMeta,
-        may_hold: bool,
-    ) -> Delivery {
+    fn deliver(&mut self, d: PortIndex, body: Body<'_, '_, '_>, may_hold: bool) -> Delivery {
+        // A lane frame's offloads from its receiver, in registers.
+        let meta = match body {
+            Body::Private(_, meta) => meta,
+            Body::Lane(f) => f.meta(),
+        };
         let i = usize::from(d);
         let shares = self.shares;
         let (Some(share), Some(state)) = (
@@ -1592,7 +1591,7 @@ impl<'s, P: Platform> Fwd<'s, P> {
         // changed (a checksum completed, segments cut) is copied whole
         // first, its head from our copy too.
         let private = match body {
-            Body::Private(frame) => Ok(frame),
+            Body::Private(frame, _) => Ok(frame),
             // A plain frame (the common case, kept short), whole or not:
             // no offload to check, as `pass_through` and `deliver` would
             // find (the receiver's rules made it at least `FRAME_MIN`
@@ -1736,11 +1735,12 @@ impl<'s, P: Platform> Fwd<'s, P> {
     }
 }
 
-/// A frame to deliver: all of it private, or as read from a lane (its
-/// head private, maybe the rest too).
+/// A frame to deliver: all of it private, with its offloads, or as read
+/// from a lane (its head private, maybe the rest too; its offloads the
+/// receiver's).
 #[derive(Clone, Copy)]
 enum Body<'f, 'b, 'a> {
-    Private(&'f [u8]),
+    Private(&'f [u8], FrameMeta),
     Lane(&'f LaneFrame<'b, 'a>),
 }
 

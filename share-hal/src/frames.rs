@@ -363,26 +363,27 @@ pub struct RxFrame<'b> {
 /// them, so only [`head`](Self::head) may be decided on.
 #[derive(Debug)]
 pub struct LaneFrame<'b, 'a> {
+    /// The frame's length and offloads are the receiver's `frame_len`
+    /// and `frame_meta`: a frame is one pointer, which a caller gets in a
+    /// register, not a struct copied through the stack.
     rx: &'b mut FrameReceiver<'a>,
-    len: usize,
-    meta: FrameMeta,
 }
 
 impl<'b, 'a> LaneFrame<'b, 'a> {
     /// Frame bytes.
     #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        self.rx.frame_len
     }
 
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     #[inline]
     pub fn meta(&self) -> FrameMeta {
-        self.meta
+        unpack_meta(self.rx.frame_meta)
     }
 
     /// The frame's first bytes, private: as many as the receiver's
@@ -396,7 +397,7 @@ impl<'b, 'a> LaneFrame<'b, 'a> {
     /// Whether every byte is private.
     #[inline]
     pub fn is_whole(&self) -> bool {
-        self.rx.private >= self.len
+        self.rx.private >= self.len()
     }
 
     /// Copies the rest of the frame into the private buffer (once) and
@@ -411,7 +412,7 @@ impl<'b, 'a> LaneFrame<'b, 'a> {
     pub fn copy_into(&self, out: &mut Vec<u8>) -> Result<()> {
         let start = out.len();
         out.extend_from_slice(self.head());
-        out.resize(start + self.len, 0);
+        out.resize(start + self.len(), 0);
         let (src, pieces) = self.rest();
         for p in pieces {
             let at = start + p.at;
@@ -435,6 +436,7 @@ impl<'b, 'a> LaneFrame<'b, 'a> {
     /// [`whole`](Self::whole), keeping the buffer's borrow.
     pub fn into_whole(self) -> Result<RxFrame<'b>> {
         self.rx.copy_pieces()?;
+        let meta = self.meta();
         let rx = self.rx;
         let data = rx
             .buf
@@ -442,10 +444,7 @@ impl<'b, 'a> LaneFrame<'b, 'a> {
             .ok_or(Error::Protocol {
                 what: "frame assembler overran the frame buffer",
             })?;
-        Ok(RxFrame {
-            data,
-            meta: self.meta,
-        })
+        Ok(RxFrame { data, meta })
     }
 
     /// Where the bytes not in [`head`](Self::head) are: the sender's
@@ -476,6 +475,34 @@ pub struct FrameReceiver<'a> {
     /// the lane's slots at `pieces` (consumed, not yet released).
     private: usize,
     pieces: Vec<Piece>,
+    /// The frame last returned by [`next_lane`](Self::next_lane): its
+    /// length, and its offloads packed in two words ([`pack_meta`]) so
+    /// that they are stored and loaded whole.
+    frame_len: usize,
+    frame_meta: [u64; 2],
+}
+
+/// A frame's offloads in two words: flags, `csum_start` and `csum_offset`
+/// in bits 0..48 of the first (as bits 16..64 of a slot header's first
+/// word); `gso_size`, `gso_type`, `gso_flags` in bits 0..32 of the second.
+#[inline]
+fn pack_meta(m: &FrameMeta) -> [u64; 2] {
+    [
+        u64::from(m.flags) | u64::from(m.csum_start) << 16 | u64::from(m.csum_offset) << 32,
+        u64::from(m.gso_size) | u64::from(m.gso_type) << 16 | u64::from(m.gso_flags) << 24,
+    ]
+}
+
+#[inline]
+fn unpack_meta(w: [u64; 2]) -> FrameMeta {
+    FrameMeta {
+        flags: w[0] as u16,
+        csum_start: (w[0] >> 16) as u16,
+        csum_offset: (w[0] >> 32) as u16,
+        gso_size: w[1] as u16,
+        gso_type: (w[1] >> 16) as u8,
+        gso_flags: (w[1] >> 24) as u8,
+    }
 }
 
 /// Frame bytes `at..at + len` sit at `offset` of the lane's window.
@@ -517,6 +544,8 @@ impl<'a> FrameReceiver<'a> {
             private_head: usize::MAX,
             private: 0,
             pieces: Vec::new(),
+            frame_len: 0,
+            frame_meta: [0; 2],
         }
     }
 
@@ -611,21 +640,19 @@ impl<'a> FrameReceiver<'a> {
             });
         }
         // The flags `one_slot` accepted, and the checksum fields with
-        // CSUM_BLANK, as the general rules report them.
-        let lo = words[0];
-        let fl = (lo >> 16) as u16 & (flags::CSUM_BLANK | flags::DATA_VALIDATED);
-        let csum = fl & flags::CSUM_BLANK != 0;
-        let meta = FrameMeta {
-            flags: fl,
-            csum_start: if csum { (lo >> 32) as u16 } else { 0 },
-            csum_offset: if csum { (lo >> 48) as u16 } else { 0 },
-            ..FrameMeta::default()
-        };
-        Ok(Some(LaneFrame {
-            len,
-            meta,
-            rx: self,
-        }))
+        // CSUM_BLANK, as the general rules report them: the header's
+        // bytes 2..8, as `pack_meta` lays them out.
+        let packed = words[0] >> 16;
+        self.frame_meta = [
+            if packed & u64::from(flags::CSUM_BLANK) != 0 {
+                packed
+            } else {
+                packed & u64::from(flags::DATA_VALIDATED)
+            },
+            0,
+        ];
+        self.frame_len = len;
+        Ok(Some(LaneFrame { rx: self }))
     }
 
     /// [`next_lane`](Self::next_lane) for a slot whose header (`words`,
@@ -638,11 +665,7 @@ impl<'a> FrameReceiver<'a> {
         words: [u64; 2],
     ) -> Result<Option<LaneFrame<'_, 'a>>> {
         match self.take_slot(slot, offset, words)? {
-            Some((len, meta)) => Ok(Some(LaneFrame {
-                len,
-                meta,
-                rx: self,
-            })),
+            Some((len, meta)) => Ok(Some(self.frame(len, &meta))),
             None => self.next_lane_general(),
         }
     }
@@ -664,13 +687,17 @@ impl<'a> FrameReceiver<'a> {
             // One copy of the header; every decision below uses it only.
             let words = slot.read_16(0)?;
             if let Some((len, meta)) = self.take_slot(slot, offset, words)? {
-                return Ok(Some(LaneFrame {
-                    len,
-                    meta,
-                    rx: self,
-                }));
+                return Ok(Some(self.frame(len, &meta)));
             }
         }
+    }
+
+    /// The frame the general rules ended, as [`next_lane`](Self::next_lane)
+    /// returns it.
+    fn frame(&mut self, len: usize, meta: &FrameMeta) -> LaneFrame<'_, 'a> {
+        self.frame_len = len;
+        self.frame_meta = pack_meta(meta);
+        LaneFrame { rx: self }
     }
 
     /// Feeds the current slot, whose header is `words`, to the rules and
@@ -850,6 +877,8 @@ impl<'a> FrameReceiver<'a> {
             private_head: parked.private_head,
             private: parked.private,
             pieces: parked.pieces,
+            frame_len: 0,
+            frame_meta: [0; 2],
         })
     }
 }
