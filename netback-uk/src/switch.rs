@@ -284,6 +284,24 @@ struct PortState {
     /// Addresses the network's DHCP server leased this port's MAC,
     /// snooped on the LAN's uplink (`crate::snoop`).
     snooped: Snooped,
+    /// What the last frame from this port learned and found: kept for the
+    /// next frames of the same round ([`Route`]).
+    route: Option<Route>,
+}
+
+/// A port's last unicast frame: its source was learned (`Learned::Yes`)
+/// and its destination looked up (`to`) in its LAN's forwarding database
+/// at `generation` and `now`. While the database's generation and the
+/// round's time are the same, a frame with the same addresses gets the
+/// same answers without either hash lookup: learning it again would
+/// change nothing (`Fdb::generation`), and the lookup would say the same.
+#[derive(Clone, Copy, Debug)]
+struct Route {
+    generation: u64,
+    now: u64,
+    src: Mac,
+    dst: Mac,
+    to: Option<PortIndex>,
 }
 
 /// A frame waiting for room in one destination's rx lane.
@@ -633,6 +651,7 @@ impl<P: Platform> Switch<P> {
             guard: Guard::new(PortRules::default(), mac, p.now_ns()),
             rate_until: None,
             snooped: Snooped::default(),
+            route: None,
         });
         #[cfg(feature = "hostile")]
         if let Some(mode) = crate::hostile::port_added() {
@@ -1318,10 +1337,18 @@ impl<'s, P: Platform> Fwd<'s, P> {
         let lane_frame = &*lane_frame;
         // The private bytes: the head, or all of the frame when `whole`.
         let frame = lane_frame.head();
-        if is_group(&srcmac)
-            || srcmac == lan.mgmt.mac()
-            || lan.fdb.learn(&srcmac, src, now) == Learned::Spoof
-        {
+        if is_group(&srcmac) || srcmac == lan.mgmt.mac() {
+            sp.counters.drop_spoof += 1;
+            return None;
+        }
+        let memo = sp.route.filter(|r| {
+            r.generation == lan.fdb.generation() && r.now == now && r.src == srcmac && r.dst == dst
+        });
+        let learned = match memo {
+            Some(_) => Learned::Yes,
+            None => lan.fdb.learn(&srcmac, src, now),
+        };
+        if learned == Learned::Spoof {
             sp.counters.drop_spoof += 1;
             return None;
         }
@@ -1351,10 +1378,24 @@ impl<'s, P: Platform> Fwd<'s, P> {
         self.dests.clear();
         let mut uplink = false;
         if dst != lan.mgmt.mac() {
-            match (!is_group(&dst))
-                .then(|| lan.fdb.lookup(&dst, now))
-                .flatten()
-            {
+            let to = if is_group(&dst) {
+                None
+            } else if let Some(r) = memo {
+                r.to
+            } else {
+                let to = lan.fdb.lookup(&dst, now);
+                if learned == Learned::Yes {
+                    sp.route = Some(Route {
+                        generation: lan.fdb.generation(),
+                        now,
+                        src: srcmac,
+                        dst,
+                        to,
+                    });
+                }
+                to
+            };
+            match to {
                 // Addressed to its own port: nobody else may see it.
                 Some(d) if d == src => {}
                 Some(UPLINK_PORT) => uplink = true,
@@ -2129,6 +2170,34 @@ mod tests {
         assert_eq!(stalled.tx_frames, 8, "the lane held 8");
         assert_eq!(stalled.drop_rx_full, 12);
         assert_eq!(rig.counters(1).drop_rx_full, 0);
+    }
+
+    /// A port's frames in one round go by its last frame's answers
+    /// (`Route`) only while the forwarding database is unchanged: an
+    /// address learned between two frames to it routes the second.
+    #[test]
+    fn an_address_learned_mid_round_routes_the_next_frames_of_that_round() {
+        let mut rig = Rig::new(SwitchConfig::default());
+        let mut a = rig.join(0, 7, 2, 0);
+        let mut b = rig.join(1, 7, 3, 0);
+        let mut c = rig.join(2, 7, 4, 0);
+        let far: Mac = [0x02, 0, 0, 0, 0, 0x99];
+        // One batch, one round: to an unknown address (flooded); a
+        // broadcast from it (learned on a's port; no lookup); to it again:
+        // its own port now, so nobody gets it.
+        a.send(
+            &[
+                eth(far, a.mac, 60, 1),
+                eth(BCAST, far, 60, 2),
+                eth(far, a.mac, 60, 3),
+            ],
+            FrameMeta::default(),
+        );
+        assert!(rig.sw.poll(&mut rig.p).frames == 3, "one round");
+        rig.pump();
+        assert_eq!(tags(&b.recv()), [1, 2]);
+        assert_eq!(tags(&c.recv()), [1, 2]);
+        assert!(a.recv().is_empty());
     }
 
     #[test]
