@@ -293,6 +293,20 @@ impl<'a> Producer<'a> {
         self.mem.slice(off, self.layout.slot_size)
     }
 
+    /// Asks the CPU to bring in, for writing, the first `bytes` (two
+    /// cache lines at most) of the free slot `k` after the last filled
+    /// one, if it is known free: a hint, nothing is written.
+    #[inline]
+    pub fn prefetch(&self, k: u32, bytes: usize) {
+        if k < self.free_cached() {
+            let off = self.layout.slot_offset(self.prod.wrapping_add(k));
+            self.mem.prefetch_write(off);
+            if bytes > 64 {
+                self.mem.prefetch_write(off + 64);
+            }
+        }
+    }
+
     /// Marks the next `n` slots filled (still private until published).
     #[inline]
     pub fn commit(&mut self, n: u32) -> Result<()> {
@@ -454,6 +468,20 @@ impl<'a> Consumer<'a> {
         }
         let off = self.layout.slot_offset(self.cons);
         self.mem.slice(off, self.layout.slot_size).map(Some)
+    }
+
+    /// Asks the CPU to bring in the first `bytes` (two cache lines at
+    /// most) of the slot `ahead` slots after the current one, if it is in
+    /// the batch: a hint, nothing is read.
+    #[inline]
+    pub fn prefetch(&self, ahead: u32, bytes: usize) {
+        if self.pending() > ahead {
+            let off = self.layout.slot_offset(self.cons.wrapping_add(ahead));
+            self.mem.prefetch(off);
+            if bytes > 64 {
+                self.mem.prefetch(off + 64);
+            }
+        }
     }
 
     /// The lane's window (header and slots), for a caller that keeps

@@ -187,6 +187,31 @@ impl<'a> SharedMem<'a> {
         Ok(())
     }
 
+    /// Asks the CPU to bring the cache line holding byte `offset` closer
+    /// (a hint: no access is made, nothing happens out of bounds).
+    #[inline]
+    pub fn prefetch(&self, offset: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if offset < self.len {
+            use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            // SAFETY: offset < len, so the address lies in the window; a
+            // prefetch reads nothing architecturally (it cannot fault or
+            // race with a peer's stores).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(self.ptr.as_ptr().add(offset).cast()) }
+        }
+    }
+
+    /// [`prefetch`](Self::prefetch) for a line about to be written.
+    #[inline]
+    pub fn prefetch_write(&self, offset: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if offset < self.len {
+            use core::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+            // SAFETY: as in `prefetch`.
+            unsafe { _mm_prefetch::<_MM_HINT_ET0>(self.ptr.as_ptr().add(offset).cast()) }
+        }
+    }
+
     /// Copies `len` bytes from `src` at `src_offset` to `self` at `offset`.
     #[inline]
     pub fn copy_from(
