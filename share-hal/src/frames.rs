@@ -627,7 +627,8 @@ impl<'a> FrameReceiver<'a> {
         self.slot_budget -= 1;
         // The slots of a batch are read in turn: ask for a later one's
         // header and first bytes now.
-        self.lane.prefetch(PREFETCH_AHEAD, SLOT_HEADER_LEN + len.min(self.private_head));
+        self.lane
+            .prefetch(PREFETCH_AHEAD, SLOT_HEADER_LEN + len.min(self.private_head));
         self.pieces.clear();
         // `one_slot` bounds len by the max frame, the buffer's size;
         // `get_mut` keeps it panic-free.
@@ -1375,5 +1376,128 @@ mod tests {
         let lf = rx.next_lane().unwrap().unwrap();
         assert_eq!(lf.head().len(), 2032);
         assert_eq!(gather(&lf), f);
+    }
+
+    /// What one receiver made of a lane, frame by frame: a frame (its
+    /// length, offloads, private head and every byte) or an error; the
+    /// bytes each frame left in a destination lane it was forwarded to.
+    type Outcome = (
+        Vec<core::result::Result<(usize, FrameMeta, Vec<u8>, Vec<u8>), Error>>,
+        Vec<u8>,
+    );
+
+    /// Reads every frame of `slots` (raw headers and data, written in
+    /// turn) from a fresh lane with the network rules and private head
+    /// `head`, the inline fast path on or off, and forwards each into a
+    /// second lane (`send_lane`, fast path on or off).
+    fn read_all(slots: &[([u8; 16], Vec<u8>)], head: usize, fast: bool) -> Outcome {
+        use crate::wire::net::features;
+        let mut pages = Pages(Vec::new());
+        let (a, b, layout) = two_lanes(&mut pages, 64);
+        let mut lane = Producer::attach(a, layout).unwrap();
+        for (h, data) in slots {
+            assert!(lane.reserve(1).unwrap());
+            let slot = lane.slot(0).unwrap();
+            slot.write_from(0, h).unwrap();
+            slot.write_from(SLOT_HEADER_LEN, data).unwrap();
+            lane.commit(1).unwrap();
+        }
+        lane.publish().unwrap();
+        let fl = features::CSUM_BLANK | features::DATA_VALIDATED | features::GSO;
+        let rules = FrameAssembler::new(1500, fl).unwrap();
+        let mut rx = FrameReceiver::net(Consumer::attach(a, layout).unwrap(), rules).unwrap();
+        rx.set_private_head(head);
+        let mut fwd = FrameSender::new(Producer::attach(b, layout).unwrap(), 1518)
+            .unwrap()
+            .with_gso()
+            .unwrap();
+        rx.poll().unwrap();
+        let mut out = Vec::new();
+        loop {
+            let got = if fast {
+                rx.next_lane()
+            } else {
+                rx.next_lane_general()
+            };
+            match got {
+                Ok(None) => break,
+                Ok(Some(f)) => {
+                    let mut all = Vec::new();
+                    f.copy_into(&mut all).unwrap();
+                    let sent = if fast {
+                        fwd.send_lane(&f, f.meta())
+                    } else {
+                        fwd.send_lane_general(&f, f.meta())
+                    };
+                    assert!(sent.unwrap_or(true));
+                    out.push(Ok((f.len(), f.meta(), f.head().to_vec(), all)));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        let mut dst = vec![0u8; layout.bytes()];
+        b.read_into(0, &mut dst).unwrap();
+        // The destination's producer index is published by neither.
+        (out, dst)
+    }
+
+    proptest::proptest! {
+        /// The inline fast paths of `next_lane` (a one-slot frame) and
+        /// `send_lane` (a plain one-slot frame) make exactly what the
+        /// general rules make: the same frames, offloads, private heads and
+        /// errors, the same bytes in the destination's slots.
+        #[test]
+        fn the_inline_fast_paths_agree_with_the_general_rules(
+            slots in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        proptest::strategy::Just(0u16), proptest::strategy::Just(13),
+                        proptest::strategy::Just(14), proptest::strategy::Just(60),
+                        proptest::strategy::Just(1518), proptest::strategy::Just(2032),
+                        proptest::strategy::Just(2033), 0u16..2100, proptest::num::u16::ANY
+                    ],
+                    proptest::prop_oneof![
+                        proptest::strategy::Just(0u16),
+                        proptest::strategy::Just(flags::MORE),
+                        proptest::strategy::Just(flags::CSUM_BLANK),
+                        proptest::strategy::Just(flags::DATA_VALIDATED),
+                        proptest::strategy::Just(flags::CSUM_BLANK | flags::DATA_VALIDATED),
+                        proptest::strategy::Just(flags::CSUM_BLANK | flags::MORE),
+                        proptest::num::u16::ANY
+                    ],
+                    0u16..80, 0u16..80,
+                    proptest::prop_oneof![
+                        4 => proptest::strategy::Just([0u8; 4]),
+                        1 => proptest::strategy::Just([0u8, 6, 1, 0]),
+                        1 => proptest::array::uniform4(proptest::num::u8::ANY)
+                    ],
+                    proptest::num::u8::ANY,
+                ),
+                1..40,
+            ),
+            head in proptest::prop_oneof![
+                proptest::strategy::Just(0usize), proptest::strategy::Just(14),
+                proptest::strategy::Just(64), proptest::strategy::Just(144),
+                proptest::strategy::Just(usize::MAX), 0usize..3000
+            ],
+        ) {
+            let raw: Vec<([u8; 16], Vec<u8>)> = slots
+                .iter()
+                .map(|&(len, fl, start, offset, gso, seed)| {
+                    let mut h = [0u8; 16];
+                    h[0..2].copy_from_slice(&len.to_le_bytes());
+                    h[2..4].copy_from_slice(&fl.to_le_bytes());
+                    h[4..6].copy_from_slice(&start.to_le_bytes());
+                    h[6..8].copy_from_slice(&offset.to_le_bytes());
+                    h[8..12].copy_from_slice(&gso);
+                    let n = usize::from(len).min(SLOT_DATA_MAX);
+                    (h, frame(n, seed))
+                })
+                .collect();
+            let fast = read_all(&raw, head, true);
+            let general = read_all(&raw, head, false);
+            proptest::prop_assert_eq!(fast.0, general.0);
+            proptest::prop_assert!(fast.1 == general.1, "destination slots differ");
+        }
     }
 }
