@@ -55,6 +55,9 @@ mod bench {
     static BATCH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(usize::MAX);
     /// Runs of each case, alternating policy off and on.
     const REPEATS: usize = 5;
+    /// Whether the policy-on runs are made (`--no-policy` skips them,
+    /// e.g. under callgrind, to count the plain path only).
+    static POLICY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
     struct Case {
         size: usize,
@@ -72,10 +75,18 @@ mod bench {
         volatile_ns: f64,
     }
 
-    fn opts() -> (f64, Option<String>, Vec<usize>) {
+    struct Opts {
+        secs: f64,
+        json: Option<String>,
+        sizes: Vec<usize>,
+        flows: Vec<usize>,
+    }
+
+    fn opts() -> Opts {
         let mut secs = 1.0;
         let mut json = None;
         let mut sizes = vec![64, 1500];
+        let mut flows = vec![1, 4];
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             match a.as_str() {
@@ -92,23 +103,32 @@ mod bench {
                     let n = args.next().and_then(|v| v.parse().ok()).unwrap_or(PAGES);
                     SHARE_PAGES.store(n, std::sync::atomic::Ordering::Relaxed);
                 }
-                "--sizes" => {
-                    sizes = args
-                        .next()
-                        .unwrap_or_default()
-                        .split(',')
-                        .filter_map(|v| v.parse().ok())
-                        .collect()
-                }
+                "--sizes" => sizes = list(args.next()),
+                "--flows" => flows = list(args.next()),
+                "--no-policy" => POLICY.store(false, std::sync::atomic::Ordering::Relaxed),
                 _ => {
                     eprintln!(
-                        "usage: switch-bench [--secs S] [--sizes 64,1500] [--pages N] [--batch N] [--json PATH]"
+                        "usage: switch-bench [--secs S] [--sizes 64,1500] [--flows 1,4] [--pages N] [--batch N] [--no-policy] [--json PATH]"
                     );
                     std::process::exit(2);
                 }
             }
         }
-        (secs, json, sizes)
+        Opts {
+            secs,
+            json,
+            sizes,
+            flows,
+        }
+    }
+
+    /// A comma-separated list of numbers (non-numbers left out).
+    fn list(arg: Option<String>) -> Vec<usize> {
+        arg.unwrap_or_default()
+            .split(',')
+            .filter_map(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .collect()
     }
 
     /// Port `k`'s address in the bench.
@@ -164,6 +184,8 @@ mod bench {
         wall_ns: f64,
         cpu_ns: f64,
         triggers_per_1000: f64,
+        /// Frames forwarded.
+        frames: u64,
     }
 
     /// `flows` sender/receiver pairs on one LAN; each round every sender
@@ -239,6 +261,7 @@ mod bench {
             wall_ns: timed.as_nanos() as f64 / forwarded as f64,
             cpu_ns: cpu as f64 / forwarded as f64,
             triggers_per_1000: 1000.0 * triggers as f64 / forwarded as f64,
+            frames: forwarded,
         }
     }
 
@@ -270,10 +293,17 @@ mod bench {
     }
 
     pub fn main() {
-        let (secs, json, sizes) = opts();
+        let Opts {
+            secs,
+            json,
+            sizes,
+            flows: flow_counts,
+        } = opts();
+        let policy = POLICY.load(std::sync::atomic::Ordering::Relaxed);
         let mut cases = Vec::new();
+        let mut total = 0u64;
         for size in sizes {
-            for flows in [1usize, 4] {
+            for &flows in &flow_counts {
                 // Policy off and on in turns, the best of each: on a
                 // shared machine the other load only ever adds time.
                 let (mut off, mut on, mut cpu) = (f64::MAX, f64::MAX, f64::MAX);
@@ -283,13 +313,19 @@ mod bench {
                     off = off.min(r.wall_ns);
                     cpu = cpu.min(r.cpu_ns);
                     triggers += r.triggers_per_1000 / REPEATS as f64;
-                    on = on.min(switched(size, flows, secs / REPEATS as f64, true).wall_ns);
+                    total += r.frames;
+                    if policy {
+                        let r = switched(size, flows, secs / REPEATS as f64, true);
+                        on = on.min(r.wall_ns);
+                        total += r.frames;
+                    }
                 }
                 cases.push(Case {
                     size,
                     flows,
                     ns_per_frame: off,
-                    policy_ns_per_frame: on,
+                    // Not measured with --no-policy.
+                    policy_ns_per_frame: if policy { on } else { f64::NAN },
                     cpu_ns_per_frame: cpu,
                     triggers_per_1000: triggers,
                     memcpy_ns: copy_ns(size, false),
@@ -329,6 +365,8 @@ mod bench {
                 c.volatile_ns
             );
         }
+        // For instruction counts per frame (callgrind around `Switch::poll`).
+        println!("frames forwarded in all timed runs: {total}");
         if let Some(path) = json {
             let rows: Vec<String> = cases
                 .iter()

@@ -117,6 +117,9 @@ pub struct Fdb {
     /// indexed by port).
     uplink_learned: u16,
     limits: FdbLimits,
+    /// Moves on with every change that can alter what [`Fdb::learn`] or
+    /// [`Fdb::lookup`] answer at a given time ([`Fdb::generation`]).
+    generation: u64,
 }
 
 /// What [`Fdb::learn`] did.
@@ -137,6 +140,7 @@ impl Fdb {
             learned: alloc::vec::Vec::new(),
             uplink_learned: 0,
             limits,
+            generation: 0,
         }
     }
 
@@ -154,6 +158,7 @@ impl Fdb {
     /// Pins `mac` to `port` (the port's assigned address). Fails if another
     /// port holds it pinned.
     pub fn pin(&mut self, mac: &Mac, port: PortIndex) -> bool {
+        self.generation += 1;
         let k = key(mac);
         match self.map.get(&k).copied() {
             Some(e) if e.pinned && e.port != port => return false,
@@ -183,9 +188,15 @@ impl Fdb {
                 };
             }
             if e.port == port {
-                e.seen_ns = now_ns;
+                // Written only when it changes (the same time within a
+                // switch round).
+                if e.seen_ns != now_ns {
+                    e.seen_ns = now_ns;
+                    self.generation += 1;
+                }
                 return Learned::Yes;
             }
+            self.generation += 1;
             // Moved: counts against the new port.
             let old = e.port;
             *self.learned_mut(old) -= 1;
@@ -200,6 +211,7 @@ impl Fdb {
             return Learned::Full;
         }
         *self.learned_mut(port) += 1;
+        self.generation += 1;
         self.map.insert(
             k,
             Entry {
@@ -245,6 +257,7 @@ impl Fdb {
 
     /// Forgets every address of `port`, pinned or learned (the port left).
     pub fn forget_port(&mut self, port: PortIndex) {
+        self.generation += 1;
         self.map.retain(|_, e| e.port != port);
         if port == UPLINK_PORT {
             self.uplink_learned = 0;
@@ -267,11 +280,24 @@ impl Fdb {
         for p in &gone {
             *self.learned_mut(*p) -= 1;
         }
+        if !gone.is_empty() {
+            self.generation += 1;
+        }
         gone.len()
     }
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// A number that stays the same exactly as long as nothing changed
+    /// the table: while it does, [`Fdb::learn`] of an address already
+    /// learned at the same time changes nothing and answers as before, and
+    /// [`Fdb::lookup`] at the same time answers as before. The switch keeps
+    /// a port's last answers for a round by it (`switch::Route`).
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn is_empty(&self) -> bool {
@@ -309,6 +335,43 @@ mod tests {
         assert_eq!(f.lookup(&A, 1600), None, "aged out");
         assert_eq!(f.expire(1600), 1);
         assert!(f.is_empty());
+    }
+
+    /// What the switch's per-round route memo relies on: the generation
+    /// moves with every change that alters an answer, and not for a
+    /// repeated learn at the same time.
+    #[test]
+    fn the_generation_moves_with_every_change_of_an_answer() {
+        let mut f = small();
+        let mut seen = f.generation();
+        let mut moved = |f: &Fdb| {
+            let g = f.generation();
+            let changed = g != seen;
+            seen = g;
+            changed
+        };
+        assert!(f.pin(&A, 1));
+        assert!(moved(&f), "pin");
+        assert_eq!(f.learn(&A, 1, 10), Learned::Yes);
+        assert!(!moved(&f), "a pinned address learned again");
+        assert_eq!(f.learn(&B, 2, 10), Learned::Yes);
+        assert!(moved(&f), "new address");
+        assert_eq!(f.learn(&B, 2, 10), Learned::Yes);
+        assert!(!moved(&f), "the same address, port and time");
+        assert_eq!(f.learn(&B, 2, 11), Learned::Yes);
+        assert!(moved(&f), "refreshed: lookup may answer later than before");
+        assert_eq!(f.learn(&B, 3, 11), Learned::Yes);
+        assert!(moved(&f), "moved");
+        assert_eq!(f.learn(&A, 3, 12), Learned::Spoof);
+        assert!(!moved(&f), "a spoof changes nothing");
+        assert_eq!(f.expire(12), 0);
+        assert!(!moved(&f), "nothing expired");
+        assert_eq!(f.expire(5000), 1);
+        assert!(moved(&f), "expired");
+        f.forget_port(1);
+        assert!(moved(&f), "a port left");
+        assert_eq!(f.learn_uplink(&B, 6000), Learned::Yes);
+        assert!(moved(&f), "learned from the uplink");
     }
 
     #[test]

@@ -27,6 +27,9 @@ use crate::wire::net::{Csum, FrameAssembler, Gso, SlotAction, GSO_MAX_FRAME, SLO
 #[repr(C, align(16))]
 struct HeaderBuf([u8; SLOT_HEADER_LEN]);
 
+/// How many slots ahead of the one it reads `next_lane` prefetches.
+const PREFETCH_AHEAD: u32 = 4;
+
 /// Slot size of network lanes: a standard frame fits in one slot.
 pub const NET_SLOT_SIZE: usize = crate::wire::net::SLOT_SIZE;
 
@@ -140,25 +143,31 @@ impl<'a> FrameSender<'a> {
     /// its private head from the receiver's buffer, the rest copied once
     /// from the sender's slots to ours. `Ok(false)`: not enough free
     /// slots, nothing written.
+    ///
+    /// A plain frame of one slot (no offload but `DATA_VALIDATED`, the
+    /// common case) is written here, inlined into the caller; the rest
+    /// goes through [`send`](Self::send)'s general checks and split.
+    #[inline]
     pub fn send_lane(&mut self, frame: &LaneFrame<'_, '_>, meta: FrameMeta) -> Result<bool> {
+        let len = frame.len();
+        if meta.flags & !flags::DATA_VALIDATED == 0
+            && (meta.gso_type, meta.gso_size, meta.gso_flags) == (0, 0, 0)
+            && len != 0
+            && len <= self.cap.min(self.max_frame)
+        {
+            // What `check` accepts and `send_one` writes for such a frame.
+            let meta = FrameMeta {
+                flags: meta.flags,
+                ..FrameMeta::default()
+            };
+            return self.send_one(len, meta, lane_data(frame));
+        }
+        self.send_lane_general(frame, meta)
+    }
+
+    fn send_lane_general(&mut self, frame: &LaneFrame<'_, '_>, meta: FrameMeta) -> Result<bool> {
         let gso = self.check(frame.len(), &meta)?;
-        let head = frame.head();
-        let (src, pieces) = frame.rest();
-        let data = |slot: &SharedMem<'a>, at: usize, end: usize| {
-            let mine = end.min(head.len());
-            if at < mine {
-                slot.write_from(SLOT_HEADER_LEN, head.get(at..mine).unwrap_or(&[]))?;
-            }
-            // Pieces are in frame order and few (a frame's slots).
-            for p in pieces {
-                let (from, to) = (p.at.max(at).max(mine), (p.at + p.len).min(end));
-                if from < to {
-                    let n = to - from;
-                    slot.copy_from(SLOT_HEADER_LEN + from - at, &src, p.offset + from - p.at, n)?;
-                }
-            }
-            Ok(())
-        };
+        let data = lane_data(frame);
         if frame.len() <= self.cap && gso.is_none() {
             return self.send_one(frame.len(), meta, data);
         }
@@ -291,6 +300,8 @@ impl<'a> FrameSender<'a> {
         let lo =
             len as u64 | u64::from(fl) << 16 | u64::from(start) << 32 | u64::from(offset) << 48;
         let slot = self.lane.slot(0)?;
+        // Frames go into the slots in turn: ask for a later one now.
+        self.lane.prefetch(PREFETCH_AHEAD, SLOT_HEADER_LEN + len);
         slot.write_16(0, [lo, 0])?;
         data(&slot, 0, len)?;
         self.lane.commit(1)?;
@@ -316,6 +327,33 @@ impl<'a> FrameSender<'a> {
     }
 }
 
+/// The bytes of a frame read by [`FrameReceiver::next_lane`], for the
+/// sender's split (`data(slot, at, end)`: frame bytes `at..end` into the
+/// slot's data): the private head from the receiver's buffer, the rest
+/// copied once from the source's slots.
+#[inline]
+fn lane_data<'f, 'a>(
+    frame: &'f LaneFrame<'_, '_>,
+) -> impl FnMut(&SharedMem<'a>, usize, usize) -> Result<()> + 'f {
+    let head = frame.head();
+    let (src, pieces) = frame.rest();
+    move |slot: &SharedMem<'a>, at: usize, end: usize| {
+        let mine = end.min(head.len());
+        if at < mine {
+            slot.write_from(SLOT_HEADER_LEN, head.get(at..mine).unwrap_or(&[]))?;
+        }
+        // Pieces are in frame order and few (a frame's slots).
+        for p in pieces {
+            let (from, to) = (p.at.max(at).max(mine), (p.at + p.len).min(end));
+            if from < to {
+                let n = to - from;
+                slot.copy_from(SLOT_HEADER_LEN + from - at, &src, p.offset + from - p.at, n)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A frame popped from a lane, in the receiver's private buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub struct RxFrame<'b> {
@@ -330,26 +368,27 @@ pub struct RxFrame<'b> {
 /// them, so only [`head`](Self::head) may be decided on.
 #[derive(Debug)]
 pub struct LaneFrame<'b, 'a> {
+    /// The frame's length and offloads are the receiver's `frame_len`
+    /// and `frame_meta`: a frame is one pointer, which a caller gets in a
+    /// register, not a struct copied through the stack.
     rx: &'b mut FrameReceiver<'a>,
-    len: usize,
-    meta: FrameMeta,
 }
 
 impl<'b, 'a> LaneFrame<'b, 'a> {
     /// Frame bytes.
     #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        self.rx.frame_len
     }
 
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     #[inline]
     pub fn meta(&self) -> FrameMeta {
-        self.meta
+        unpack_meta(self.rx.frame_meta)
     }
 
     /// The frame's first bytes, private: as many as the receiver's
@@ -363,7 +402,7 @@ impl<'b, 'a> LaneFrame<'b, 'a> {
     /// Whether every byte is private.
     #[inline]
     pub fn is_whole(&self) -> bool {
-        self.rx.private >= self.len
+        self.rx.private >= self.len()
     }
 
     /// Copies the rest of the frame into the private buffer (once) and
@@ -378,7 +417,7 @@ impl<'b, 'a> LaneFrame<'b, 'a> {
     pub fn copy_into(&self, out: &mut Vec<u8>) -> Result<()> {
         let start = out.len();
         out.extend_from_slice(self.head());
-        out.resize(start + self.len, 0);
+        out.resize(start + self.len(), 0);
         let (src, pieces) = self.rest();
         for p in pieces {
             let at = start + p.at;
@@ -402,6 +441,7 @@ impl<'b, 'a> LaneFrame<'b, 'a> {
     /// [`whole`](Self::whole), keeping the buffer's borrow.
     pub fn into_whole(self) -> Result<RxFrame<'b>> {
         self.rx.copy_pieces()?;
+        let meta = self.meta();
         let rx = self.rx;
         let data = rx
             .buf
@@ -409,10 +449,7 @@ impl<'b, 'a> LaneFrame<'b, 'a> {
             .ok_or(Error::Protocol {
                 what: "frame assembler overran the frame buffer",
             })?;
-        Ok(RxFrame {
-            data,
-            meta: self.meta,
-        })
+        Ok(RxFrame { data, meta })
     }
 
     /// Where the bytes not in [`head`](Self::head) are: the sender's
@@ -443,6 +480,34 @@ pub struct FrameReceiver<'a> {
     /// the lane's slots at `pieces` (consumed, not yet released).
     private: usize,
     pieces: Vec<Piece>,
+    /// The frame last returned by [`next_lane`](Self::next_lane): its
+    /// length, and its offloads packed in two words ([`pack_meta`]) so
+    /// that they are stored and loaded whole.
+    frame_len: usize,
+    frame_meta: [u64; 2],
+}
+
+/// A frame's offloads in two words: flags, `csum_start` and `csum_offset`
+/// in bits 0..48 of the first (as bits 16..64 of a slot header's first
+/// word); `gso_size`, `gso_type`, `gso_flags` in bits 0..32 of the second.
+#[inline]
+fn pack_meta(m: &FrameMeta) -> [u64; 2] {
+    [
+        u64::from(m.flags) | u64::from(m.csum_start) << 16 | u64::from(m.csum_offset) << 32,
+        u64::from(m.gso_size) | u64::from(m.gso_type) << 16 | u64::from(m.gso_flags) << 24,
+    ]
+}
+
+#[inline]
+fn unpack_meta(w: [u64; 2]) -> FrameMeta {
+    FrameMeta {
+        flags: w[0] as u16,
+        csum_start: (w[0] >> 16) as u16,
+        csum_offset: (w[0] >> 32) as u16,
+        gso_size: w[1] as u16,
+        gso_type: (w[1] >> 16) as u8,
+        gso_flags: (w[1] >> 24) as u8,
+    }
 }
 
 /// Frame bytes `at..at + len` sit at `offset` of the lane's window.
@@ -484,6 +549,8 @@ impl<'a> FrameReceiver<'a> {
             private_head: usize::MAX,
             private: 0,
             pieces: Vec::new(),
+            frame_len: 0,
+            frame_meta: [0; 2],
         }
     }
 
@@ -508,6 +575,7 @@ impl<'a> FrameReceiver<'a> {
     }
 
     /// Slots left of the budget set by [`set_slot_budget`](Self::set_slot_budget).
+    #[inline]
     pub fn slot_budget(&self) -> u32 {
         self.slot_budget
     }
@@ -535,7 +603,85 @@ impl<'a> FrameReceiver<'a> {
     /// privately ([`set_private_head`](Self::set_private_head)); the rest
     /// is copied once when the caller asks, before it reads another frame
     /// or releases the slots (the borrow sees to that).
+    ///
+    /// The common case (a whole frame in one slot, no segmentation
+    /// offload, nothing refused: [`FrameAssembler::one_slot`]) is decided
+    /// here, inlined into the caller, so the frame's length and offloads
+    /// stay in registers; everything else goes through the general rules
+    /// with the same header words (read once either way).
+    #[inline]
     pub fn next_lane(&mut self) -> Result<Option<LaneFrame<'_, 'a>>> {
+        if self.slot_budget == 0 {
+            return self.next_lane_general();
+        }
+        let Some(slot) = self.lane.slot()? else {
+            return self.next_lane_general();
+        };
+        let offset = self.lane.current_offset();
+        // One copy of the header; every decision below uses it only.
+        let words = slot.read_16(0)?;
+        let Some(len) = self.rules.one_slot(words[0], words[1]) else {
+            return self.next_lane_from(slot, offset, words);
+        };
+        self.lane.advance();
+        self.slot_budget -= 1;
+        // The slots of a batch are read in turn: ask for a later one's
+        // header and first bytes now.
+        self.lane
+            .prefetch(PREFETCH_AHEAD, SLOT_HEADER_LEN + len.min(self.private_head));
+        self.pieces.clear();
+        // `one_slot` bounds len by the max frame, the buffer's size;
+        // `get_mut` keeps it panic-free.
+        let n = len.min(self.private_head);
+        let dst = self
+            .buf
+            .get_mut(self.base..self.base + n)
+            .ok_or(Error::Protocol {
+                what: "frame assembler overran the frame buffer",
+            })?;
+        slot.read_into(SLOT_HEADER_LEN, dst)?;
+        self.private = n;
+        if n < len {
+            self.pieces.push(Piece {
+                at: n,
+                offset: offset + SLOT_HEADER_LEN + n,
+                len: len - n,
+            });
+        }
+        // The flags `one_slot` accepted, and the checksum fields with
+        // CSUM_BLANK, as the general rules report them: the header's
+        // bytes 2..8, as `pack_meta` lays them out.
+        let packed = words[0] >> 16;
+        self.frame_meta = [
+            if packed & u64::from(flags::CSUM_BLANK) != 0 {
+                packed
+            } else {
+                packed & u64::from(flags::DATA_VALIDATED)
+            },
+            0,
+        ];
+        self.frame_len = len;
+        Ok(Some(LaneFrame { rx: self }))
+    }
+
+    /// [`next_lane`](Self::next_lane) for a slot whose header (`words`,
+    /// read once) needs the general rules, then the slots after it.
+    #[inline(never)]
+    fn next_lane_from(
+        &mut self,
+        slot: SharedMem<'a>,
+        offset: usize,
+        words: [u64; 2],
+    ) -> Result<Option<LaneFrame<'_, 'a>>> {
+        match self.take_slot(slot, offset, words)? {
+            Some((len, meta)) => Ok(Some(self.frame(len, &meta))),
+            None => self.next_lane_general(),
+        }
+    }
+
+    /// [`next_lane`](Self::next_lane) by the general rules only.
+    #[inline(never)]
+    fn next_lane_general(&mut self) -> Result<Option<LaneFrame<'_, 'a>>> {
         loop {
             if self.slot_budget == 0 {
                 self.keep_pieces()?;
@@ -548,59 +694,78 @@ impl<'a> FrameReceiver<'a> {
             };
             let offset = self.lane.current_offset();
             // One copy of the header; every decision below uses it only.
-            let action = self.rules.push_words(slot.read_16(0)?);
-            // Consumed whatever the verdict, so a bad slot never stalls us.
-            self.lane.advance();
-            self.slot_budget -= 1;
-            let (at, len, done) = match action? {
-                SlotAction::Skip => continue,
-                SlotAction::Append { at, len, done } => (at, len, done),
-            };
-            if at == 0 {
-                self.private = 0;
-                self.pieces.clear();
+            let words = slot.read_16(0)?;
+            if let Some((len, meta)) = self.take_slot(slot, offset, words)? {
+                return Ok(Some(self.frame(len, &meta)));
             }
-            // The assembler bounds at + len by the max frame, the buffer's
-            // size, and appends in order, so these cannot fail; `get_mut`
-            // keeps it panic-free.
-            let mut n = 0;
-            if self.pieces.is_empty() && at == self.private && at < self.private_head {
-                n = len.min(self.private_head - at);
-                let dst = self.base + at;
-                let dst = self.buf.get_mut(dst..dst + n).ok_or(Error::Protocol {
-                    what: "frame assembler overran the frame buffer",
-                })?;
-                slot.read_into(SLOT_HEADER_LEN, dst)?;
-                self.private = at + n;
-            }
-            if n < len {
-                self.pieces.push(Piece {
-                    at: at + n,
-                    offset: offset + SLOT_HEADER_LEN + n,
-                    len: len - n,
-                });
-            }
-            let Some(info) = done else { continue };
-            let mut meta = FrameMeta::default();
-            if let Some(c) = info.csum {
-                meta.flags |= flags::CSUM_BLANK;
-                meta.csum_start = c.start;
-                meta.csum_offset = c.offset;
-            }
-            if info.data_validated {
-                meta.flags |= flags::DATA_VALIDATED;
-            }
-            if let Some(g) = info.gso {
-                meta.gso_type = g.kind;
-                meta.gso_size = g.size;
-                meta.gso_flags = g.flags;
-            }
-            return Ok(Some(LaneFrame {
-                len: info.len,
-                meta,
-                rx: self,
-            }));
         }
+    }
+
+    /// The frame the general rules ended, as [`next_lane`](Self::next_lane)
+    /// returns it.
+    fn frame(&mut self, len: usize, meta: &FrameMeta) -> LaneFrame<'_, 'a> {
+        self.frame_len = len;
+        self.frame_meta = pack_meta(meta);
+        LaneFrame { rx: self }
+    }
+
+    /// Feeds the current slot, whose header is `words`, to the rules and
+    /// consumes it: copies its data privately or notes where it is (a
+    /// piece); `Some`: it ended a frame of that length and offloads.
+    fn take_slot(
+        &mut self,
+        slot: SharedMem<'a>,
+        offset: usize,
+        words: [u64; 2],
+    ) -> Result<Option<(usize, FrameMeta)>> {
+        let action = self.rules.push_words(words);
+        // Consumed whatever the verdict, so a bad slot never stalls us.
+        self.lane.advance();
+        self.slot_budget -= 1;
+        let (at, len, done) = match action? {
+            SlotAction::Skip => return Ok(None),
+            SlotAction::Append { at, len, done } => (at, len, done),
+        };
+        if at == 0 {
+            self.private = 0;
+            self.pieces.clear();
+        }
+        // The assembler bounds at + len by the max frame, the buffer's
+        // size, and appends in order, so these cannot fail; `get_mut`
+        // keeps it panic-free.
+        let mut n = 0;
+        if self.pieces.is_empty() && at == self.private && at < self.private_head {
+            n = len.min(self.private_head - at);
+            let dst = self.base + at;
+            let dst = self.buf.get_mut(dst..dst + n).ok_or(Error::Protocol {
+                what: "frame assembler overran the frame buffer",
+            })?;
+            slot.read_into(SLOT_HEADER_LEN, dst)?;
+            self.private = at + n;
+        }
+        if n < len {
+            self.pieces.push(Piece {
+                at: at + n,
+                offset: offset + SLOT_HEADER_LEN + n,
+                len: len - n,
+            });
+        }
+        let Some(info) = done else { return Ok(None) };
+        let mut meta = FrameMeta::default();
+        if let Some(c) = info.csum {
+            meta.flags |= flags::CSUM_BLANK;
+            meta.csum_start = c.start;
+            meta.csum_offset = c.offset;
+        }
+        if info.data_validated {
+            meta.flags |= flags::DATA_VALIDATED;
+        }
+        if let Some(g) = info.gso {
+            meta.gso_type = g.kind;
+            meta.gso_size = g.size;
+            meta.gso_flags = g.flags;
+        }
+        Ok(Some((info.len, meta)))
     }
 
     /// Copies the pieces of a half-assembled frame into the private
@@ -721,6 +886,8 @@ impl<'a> FrameReceiver<'a> {
             private_head: parked.private_head,
             private: parked.private,
             pieces: parked.pieces,
+            frame_len: 0,
+            frame_meta: [0; 2],
         })
     }
 }
@@ -1209,5 +1376,128 @@ mod tests {
         let lf = rx.next_lane().unwrap().unwrap();
         assert_eq!(lf.head().len(), 2032);
         assert_eq!(gather(&lf), f);
+    }
+
+    /// What one receiver made of a lane, frame by frame: a frame (its
+    /// length, offloads, private head and every byte) or an error; the
+    /// bytes each frame left in a destination lane it was forwarded to.
+    type Outcome = (
+        Vec<core::result::Result<(usize, FrameMeta, Vec<u8>, Vec<u8>), Error>>,
+        Vec<u8>,
+    );
+
+    /// Reads every frame of `slots` (raw headers and data, written in
+    /// turn) from a fresh lane with the network rules and private head
+    /// `head`, the inline fast path on or off, and forwards each into a
+    /// second lane (`send_lane`, fast path on or off).
+    fn read_all(slots: &[([u8; 16], Vec<u8>)], head: usize, fast: bool) -> Outcome {
+        use crate::wire::net::features;
+        let mut pages = Pages(Vec::new());
+        let (a, b, layout) = two_lanes(&mut pages, 64);
+        let mut lane = Producer::attach(a, layout).unwrap();
+        for (h, data) in slots {
+            assert!(lane.reserve(1).unwrap());
+            let slot = lane.slot(0).unwrap();
+            slot.write_from(0, h).unwrap();
+            slot.write_from(SLOT_HEADER_LEN, data).unwrap();
+            lane.commit(1).unwrap();
+        }
+        lane.publish().unwrap();
+        let fl = features::CSUM_BLANK | features::DATA_VALIDATED | features::GSO;
+        let rules = FrameAssembler::new(1500, fl).unwrap();
+        let mut rx = FrameReceiver::net(Consumer::attach(a, layout).unwrap(), rules).unwrap();
+        rx.set_private_head(head);
+        let mut fwd = FrameSender::new(Producer::attach(b, layout).unwrap(), 1518)
+            .unwrap()
+            .with_gso()
+            .unwrap();
+        rx.poll().unwrap();
+        let mut out = Vec::new();
+        loop {
+            let got = if fast {
+                rx.next_lane()
+            } else {
+                rx.next_lane_general()
+            };
+            match got {
+                Ok(None) => break,
+                Ok(Some(f)) => {
+                    let mut all = Vec::new();
+                    f.copy_into(&mut all).unwrap();
+                    let sent = if fast {
+                        fwd.send_lane(&f, f.meta())
+                    } else {
+                        fwd.send_lane_general(&f, f.meta())
+                    };
+                    assert!(sent.unwrap_or(true));
+                    out.push(Ok((f.len(), f.meta(), f.head().to_vec(), all)));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        let mut dst = vec![0u8; layout.bytes()];
+        b.read_into(0, &mut dst).unwrap();
+        // The destination's producer index is published by neither.
+        (out, dst)
+    }
+
+    proptest::proptest! {
+        /// The inline fast paths of `next_lane` (a one-slot frame) and
+        /// `send_lane` (a plain one-slot frame) make exactly what the
+        /// general rules make: the same frames, offloads, private heads and
+        /// errors, the same bytes in the destination's slots.
+        #[test]
+        fn the_inline_fast_paths_agree_with_the_general_rules(
+            slots in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        proptest::strategy::Just(0u16), proptest::strategy::Just(13),
+                        proptest::strategy::Just(14), proptest::strategy::Just(60),
+                        proptest::strategy::Just(1518), proptest::strategy::Just(2032),
+                        proptest::strategy::Just(2033), 0u16..2100, proptest::num::u16::ANY
+                    ],
+                    proptest::prop_oneof![
+                        proptest::strategy::Just(0u16),
+                        proptest::strategy::Just(flags::MORE),
+                        proptest::strategy::Just(flags::CSUM_BLANK),
+                        proptest::strategy::Just(flags::DATA_VALIDATED),
+                        proptest::strategy::Just(flags::CSUM_BLANK | flags::DATA_VALIDATED),
+                        proptest::strategy::Just(flags::CSUM_BLANK | flags::MORE),
+                        proptest::num::u16::ANY
+                    ],
+                    0u16..80, 0u16..80,
+                    proptest::prop_oneof![
+                        4 => proptest::strategy::Just([0u8; 4]),
+                        1 => proptest::strategy::Just([0u8, 6, 1, 0]),
+                        1 => proptest::array::uniform4(proptest::num::u8::ANY)
+                    ],
+                    proptest::num::u8::ANY,
+                ),
+                1..40,
+            ),
+            head in proptest::prop_oneof![
+                proptest::strategy::Just(0usize), proptest::strategy::Just(14),
+                proptest::strategy::Just(64), proptest::strategy::Just(144),
+                proptest::strategy::Just(usize::MAX), 0usize..3000
+            ],
+        ) {
+            let raw: Vec<([u8; 16], Vec<u8>)> = slots
+                .iter()
+                .map(|&(len, fl, start, offset, gso, seed)| {
+                    let mut h = [0u8; 16];
+                    h[0..2].copy_from_slice(&len.to_le_bytes());
+                    h[2..4].copy_from_slice(&fl.to_le_bytes());
+                    h[4..6].copy_from_slice(&start.to_le_bytes());
+                    h[6..8].copy_from_slice(&offset.to_le_bytes());
+                    h[8..12].copy_from_slice(&gso);
+                    let n = usize::from(len).min(SLOT_DATA_MAX);
+                    (h, frame(n, seed))
+                })
+                .collect();
+            let fast = read_all(&raw, head, true);
+            let general = read_all(&raw, head, false);
+            proptest::prop_assert_eq!(fast.0, general.0);
+            proptest::prop_assert!(fast.1 == general.1, "destination slots differ");
+        }
     }
 }

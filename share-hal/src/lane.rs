@@ -117,10 +117,12 @@ impl LaneLayout {
         LaneLayout::new(count, slot_size)
     }
 
+    #[inline]
     pub fn slot_count(&self) -> u32 {
         self.slot_count
     }
 
+    #[inline]
     pub fn slot_size(&self) -> usize {
         self.slot_size
     }
@@ -130,6 +132,7 @@ impl LaneLayout {
         HEADER_LEN + self.slot_count as usize * self.slot_size
     }
 
+    #[inline]
     fn slot_offset(&self, index: u32) -> usize {
         HEADER_LEN + (index & (self.slot_count - 1)) as usize * self.slot_size
     }
@@ -245,6 +248,7 @@ impl<'a> Producer<'a> {
     }
 
     /// Slots known free without reading the consumer's index again.
+    #[inline]
     pub fn free_cached(&self) -> u32 {
         self.layout.slot_count - self.prod.wrapping_sub(self.cons)
     }
@@ -268,6 +272,7 @@ impl<'a> Producer<'a> {
 
     /// Ensures `n` free slots, reading the consumer's index only when the
     /// cached view does not already show them.
+    #[inline]
     pub fn reserve(&mut self, n: u32) -> Result<bool> {
         if self.free_cached() >= n {
             return Ok(true);
@@ -277,6 +282,7 @@ impl<'a> Producer<'a> {
 
     /// The `k`-th free slot after the last filled one, to write into before
     /// [`commit`](Self::commit). `k` must be below [`free_cached`](Self::free_cached).
+    #[inline]
     pub fn slot(&self, k: u32) -> Result<SharedMem<'a>> {
         if k >= self.free_cached() {
             return Err(Error::InvalidArgument {
@@ -287,7 +293,22 @@ impl<'a> Producer<'a> {
         self.mem.slice(off, self.layout.slot_size)
     }
 
+    /// Asks the CPU to bring in, for writing, the first `bytes` (two
+    /// cache lines at most) of the free slot `k` after the last filled
+    /// one, if it is known free: a hint, nothing is written.
+    #[inline]
+    pub fn prefetch(&self, k: u32, bytes: usize) {
+        if k < self.free_cached() {
+            let off = self.layout.slot_offset(self.prod.wrapping_add(k));
+            self.mem.prefetch_write(off);
+            if bytes > 64 {
+                self.mem.prefetch_write(off + 64);
+            }
+        }
+    }
+
     /// Marks the next `n` slots filled (still private until published).
+    #[inline]
     pub fn commit(&mut self, n: u32) -> Result<()> {
         if n > self.free_cached() {
             return Err(Error::InvalidArgument {
@@ -433,18 +454,34 @@ impl<'a> Consumer<'a> {
     }
 
     /// Slots left in the current batch.
+    #[inline]
     pub fn pending(&self) -> u32 {
         self.prod.wrapping_sub(self.cons)
     }
 
     /// The next slot of the batch, or `None` when the batch is done. The
     /// producer may still write it: copy what you need out once.
+    #[inline]
     pub fn slot(&self) -> Result<Option<SharedMem<'a>>> {
         if self.pending() == 0 {
             return Ok(None);
         }
         let off = self.layout.slot_offset(self.cons);
         self.mem.slice(off, self.layout.slot_size).map(Some)
+    }
+
+    /// Asks the CPU to bring in the first `bytes` (two cache lines at
+    /// most) of the slot `ahead` slots after the current one, if it is in
+    /// the batch: a hint, nothing is read.
+    #[inline]
+    pub fn prefetch(&self, ahead: u32, bytes: usize) {
+        if self.pending() > ahead {
+            let off = self.layout.slot_offset(self.cons.wrapping_add(ahead));
+            self.mem.prefetch(off);
+            if bytes > 64 {
+                self.mem.prefetch(off + 64);
+            }
+        }
     }
 
     /// The lane's window (header and slots), for a caller that keeps
@@ -463,6 +500,7 @@ impl<'a> Consumer<'a> {
     }
 
     /// Done with the current slot (still private until released).
+    #[inline]
     pub fn advance(&mut self) {
         if self.pending() > 0 {
             self.cons = self.cons.wrapping_add(1);

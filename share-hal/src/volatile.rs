@@ -61,6 +61,7 @@ impl<'a> SharedMem<'a> {
         }
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -74,6 +75,7 @@ impl<'a> SharedMem<'a> {
         self.ptr.as_ptr()
     }
 
+    #[inline]
     fn check(&self, offset: usize, len: usize) -> Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len => Ok(()),
@@ -94,6 +96,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// A sub-window of `len` bytes at `offset`.
+    #[inline]
     pub fn slice(&self, offset: usize, len: usize) -> Result<SharedMem<'a>> {
         self.check(offset, len)?;
         // SAFETY: bounds checked above, so the sub-window lies inside ours
@@ -102,6 +105,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Copies `dst.len()` bytes at `offset` out of shared memory.
+    #[inline]
     pub fn read_into(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
         self.check(offset, dst.len())?;
         // SAFETY: in bounds; volatile_copy reads each byte once with
@@ -111,6 +115,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Copies `src` into shared memory at `offset`.
+    #[inline]
     pub fn write_from(&self, offset: usize, src: &[u8]) -> Result<()> {
         self.check(offset, src.len())?;
         // SAFETY: in bounds; the stores are volatile.
@@ -182,7 +187,33 @@ impl<'a> SharedMem<'a> {
         Ok(())
     }
 
+    /// Asks the CPU to bring the cache line holding byte `offset` closer
+    /// (a hint: no access is made, nothing happens out of bounds).
+    #[inline]
+    pub fn prefetch(&self, offset: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if offset < self.len {
+            use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            // SAFETY: offset < len, so the address lies in the window; a
+            // prefetch reads nothing architecturally (it cannot fault or
+            // race with a peer's stores).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(self.ptr.as_ptr().add(offset).cast()) }
+        }
+    }
+
+    /// [`prefetch`](Self::prefetch) for a line about to be written.
+    #[inline]
+    pub fn prefetch_write(&self, offset: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if offset < self.len {
+            use core::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+            // SAFETY: as in `prefetch`.
+            unsafe { _mm_prefetch::<_MM_HINT_ET0>(self.ptr.as_ptr().add(offset).cast()) }
+        }
+    }
+
     /// Copies `len` bytes from `src` at `src_offset` to `self` at `offset`.
+    #[inline]
     pub fn copy_from(
         &self,
         offset: usize,

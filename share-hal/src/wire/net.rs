@@ -787,6 +787,36 @@ impl FrameAssembler {
     /// `None` if the slot needs the general rules.
     #[inline]
     fn push_fast(&self, lo: u64, hi: u64) -> Option<SlotAction> {
+        let len = self.one_slot(lo, hi)?;
+        let fl = (lo >> 16) as u16;
+        let csum = (fl & flags::CSUM_BLANK != 0).then_some(Csum {
+            start: (lo >> 32) as u16,
+            offset: (lo >> 48) as u16,
+        });
+        Some(SlotAction::Append {
+            at: 0,
+            len,
+            done: Some(FrameInfo {
+                len,
+                slots: 1,
+                csum,
+                data_validated: fl & flags::DATA_VALIDATED != 0,
+                gso: None,
+            }),
+        })
+    }
+
+    /// The common case, decided on a slot header's two little-endian
+    /// words (`SharedMem::read_16`) without changing any state: no frame
+    /// in progress, and the slot holds a whole frame without segmentation
+    /// offload that every rule accepts. `Some(len)`: the frame is the
+    /// slot's `len` bytes, its flags only `CSUM_BLANK` and
+    /// `DATA_VALIDATED`, its checksum fields (with `CSUM_BLANK`) the
+    /// header's; [`push_words`](Self::push_words) would say the same.
+    /// `None`: the general rules decide (feed the same words to
+    /// [`push_words`](Self::push_words)).
+    #[inline]
+    pub fn one_slot(&self, lo: u64, hi: u64) -> Option<usize> {
         if self.skipping || self.first.is_some() {
             return None;
         }
@@ -800,11 +830,10 @@ impl FrameAssembler {
         if len < min || len > self.mtu_frame.min(SLOT_DATA_MAX) {
             return None;
         }
-        let data_validated = fl & flags::DATA_VALIDATED != 0;
-        if data_validated && self.features & features::DATA_VALIDATED == 0 {
+        if fl & flags::DATA_VALIDATED != 0 && self.features & features::DATA_VALIDATED == 0 {
             return None;
         }
-        let csum = if fl & flags::CSUM_BLANK != 0 {
+        if fl & flags::CSUM_BLANK != 0 {
             let start = (lo >> 32) as u16;
             let offset = (lo >> 48) as u16;
             let end = usize::from(start) + usize::from(offset) + 2;
@@ -814,21 +843,8 @@ impl FrameAssembler {
             {
                 return None;
             }
-            Some(Csum { start, offset })
-        } else {
-            None
-        };
-        Some(SlotAction::Append {
-            at: 0,
-            len,
-            done: Some(FrameInfo {
-                len,
-                slots: 1,
-                csum,
-                data_validated,
-                gso: None,
-            }),
-        })
+        }
+        Some(len)
     }
 
     /// [`push`](Self::push) without its fast path: every rule, in order.
