@@ -7,20 +7,42 @@
 //!
 //! 1. read `backend` and `backend-id` of the device, and wait (polling,
 //!    bounded) for the backend's `state` to be InitWait (2) or later;
-//! 2. grant one ring page and the store's bounce pages to the backend,
-//!    allocate an unbound event channel, write `ring-ref`,
-//!    `event-channel`, `protocol` = `x86_64-abi`, `feature-persistent` = 0,
-//!    then `state` = Initialised (3);
+//! 2. grant one ring page, the store's bounce pages and its indirect pages
+//!    (one per ring slot) to the backend, allocate an unbound event
+//!    channel, write `ring-ref`, `event-channel`, `protocol` =
+//!    `x86_64-abi`, `feature-persistent` = 1, then `state` = Initialised
+//!    (3);
 //! 3. wait (bounded) for the backend's Connected (4), read `sectors`,
 //!    `sector-size`, `info` (read-only bit), `feature-flush-cache`,
-//!    `feature-barrier`, and write `state` = Connected (4).
+//!    `feature-barrier`, `feature-persistent`,
+//!    `feature-max-indirect-segments`, and write `state` = Connected (4).
+//!
+//! **Persistent grants** (blkif.h "feature-persistent"): the frontend's
+//! part is to use a bounded set of grants over and over, which this store
+//! always does (the pages granted in [`VbdPages::new`], nothing else, for
+//! the store's life), so it says 1 without waiting for the backend's key
+//! (Linux's xen-blkback writes its own only in `connect()`, after our
+//! Initialised; both must say 1). The backend then maps each page once and
+//! keeps it mapped (Linux: up to `max_persistent_grants`, 1056 per ring,
+//! the least used unmapped by its LRU purge beyond that or after 60 s
+//! unused: transparent to us), instead of mapping and unmapping every page
+//! of every request. It can then write a page at any time, which changes
+//! nothing here: the bounce pages were always treated as backend-writable
+//! (data is copied in before a request, out once after its answer) and
+//! hold nothing but this disk's data, which its backend has anyway.
+//!
+//! **Indirect segments** (blkif.h "feature-max-indirect-segments"): with
+//! more than 11 offered, a read or write of more than 11 pages goes as
+//! one `BLKIF_OP_INDIRECT` request of up to min(offer, 256, bounce pages)
+//! segments, its segment list in its ring slot's own indirect page
+//! (granted once like the bounce pages; read-write because Linux maps a
+//! persistent grant writable). 1 MiB is one request instead of 24.
 //!
 //! The store then runs each batch ([`Store::execute`]) as blkif requests:
-//! reads and writes split into requests of up to 11 pages, data through
-//! the store's own bounce pages (granted once, for the store's life; no
-//! persistent grants are negotiated, so the backend maps them per
-//! request), at most a ring's worth (32) in flight. Responses are polled
-//! (the event channel only wakes a sleep), with a deadline per batch.
+//! reads and writes split into requests of up to 11 pages (or the indirect
+//! segments in use), data through the store's own bounce pages, at most a
+//! ring's worth (32) in flight. Responses are polled (the event channel
+//! only wakes a sleep), with a deadline per batch.
 //!
 //! Durability: blkif has no FUA bit, so a FUA write is followed by a
 //! `BLKIF_OP_FLUSH_DISKCACHE` (or a zero-segment `BLKIF_OP_WRITE_BARRIER`
@@ -35,7 +57,10 @@
 //! Everything the backend writes is hostile: xenstore values are parsed
 //! with bounds (numbers, paths), the ring's producer index is checked
 //! against what is outstanding (`xen_pv::blkif`), each response's
-//! id must name a request in flight with the same operation. A backend
+//! id must name a request in flight with the same operation (an indirect
+//! request's `indirect_op`, which Linux's blkback echoes, or
+//! `BLKIF_OP_INDIRECT`); a value of `feature-max-indirect-segments` that is
+//! not a number, or more than we use, is none or our bound. A backend
 //! that breaks the protocol or misses the deadline leaves the store
 //! broken: its bounce pages may still be written, so they are never
 //! reused, and every later operation fails with EIO.
@@ -49,11 +74,15 @@ use share_hal::platform::PAGE_SIZE;
 use share_hal::platform::{Access, PageBlock, Platform, Port};
 use share_hal::{DomId, Error, GrantRef, Result};
 use xen_pv::abi::{
-    BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_READ, BLKIF_OP_WRITE,
-    BLKIF_OP_WRITE_BARRIER, BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_OKAY, VDISK_READONLY,
-    XENBUS_STATE_CONNECTED, XENBUS_STATE_INITIALISED, XENBUS_STATE_INIT_WAIT,
+    BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ,
+    BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER, BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_OKAY,
+    BLKIF_SEGMENT_SIZE, VDISK_READONLY, XENBUS_STATE_CONNECTED, XENBUS_STATE_INITIALISED,
+    XENBUS_STATE_INIT_WAIT,
 };
-use xen_pv::blkif::{BlkifRequest, BlkifResponse, BlkifSegment, FrontRing, FrontState};
+use xen_pv::blkif::{
+    indirect_pages_for, BlkifIndirectRequest, BlkifRequest, BlkifResponse, BlkifSegment, FrontRing,
+    FrontState, RING_SIZE,
+};
 use xen_pv::xenbus::{self, DeviceError, Frontend};
 
 use crate::store::{byte_range, Io, IoKind, Store, StoreError, StoreInfo, SECTOR_SIZE};
@@ -99,6 +128,12 @@ pub enum FlushKind {
     None,
 }
 
+/// Segments of one indirect request at most (1 MiB: one indirect page;
+/// Linux's blkback offers 256 by default and refuses more than it offers).
+pub const MAX_INDIRECT_SEGMENTS: usize = 256;
+/// Indirect pages each ring slot owns (granted once, like the bounce pages).
+const INDIRECT_PAGES_PER_SLOT: usize = indirect_pages_for(MAX_INDIRECT_SEGMENTS);
+
 /// The disk as the backend describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VbdInfo {
@@ -111,6 +146,13 @@ pub struct VbdInfo {
     pub sector_size: u32,
     pub read_only: bool,
     pub flush: FlushKind,
+    /// Both ends said `feature-persistent` = 1: the backend keeps our
+    /// grants mapped between requests (we only ever use the same ones).
+    pub persistent: bool,
+    /// Segments per `BLKIF_OP_INDIRECT` request: the backend's
+    /// `feature-max-indirect-segments`, at most [`MAX_INDIRECT_SEGMENTS`];
+    /// 0 (not offered, or not more than 11): no indirect requests.
+    pub max_indirect_segments: u16,
 }
 
 /// What the handshake needs of the store's pages: the ring page and the
@@ -120,6 +162,10 @@ pub struct VbdPages<Pg> {
     ring_ref: GrantRef,
     bounce: Pg,
     grefs: Vec<GrantRef>,
+    /// [`INDIRECT_PAGES_PER_SLOT`] per ring slot, slot `i`'s first at
+    /// `i * INDIRECT_PAGES_PER_SLOT`: segment lists, nothing else.
+    indirect: Pg,
+    indirect_grefs: Vec<GrantRef>,
     port: Port,
 }
 
@@ -147,12 +193,23 @@ impl<Pg: PageBlock> VbdPages<Pg> {
             let frame = bounce.frame(i).ok_or(Error::OutOfMemory)?;
             grefs.push(p.grant(frame, backend, Access::ReadWrite)?);
         }
+        // Read-write though the backend only reads them: Linux's blkback
+        // maps a grant it keeps (persistent) writable whatever the request.
+        let n_indirect = RING_SIZE as usize * INDIRECT_PAGES_PER_SLOT;
+        let indirect = p.alloc_pages(n_indirect)?;
+        let mut indirect_grefs = Vec::with_capacity(n_indirect);
+        for i in 0..n_indirect {
+            let frame = indirect.frame(i).ok_or(Error::OutOfMemory)?;
+            indirect_grefs.push(p.grant(frame, backend, Access::ReadWrite)?);
+        }
         let port = p.alloc_unbound(backend)?;
         Ok(VbdPages {
             ring_page,
             ring_ref,
             bounce,
             grefs,
+            indirect,
+            indirect_grefs,
             port,
         })
     }
@@ -197,7 +254,11 @@ pub fn handshake<X: Xenbus, Pg: PageBlock>(
     f.write("ring-ref", &format!("{}", pages.ring_ref.0))?;
     f.write("event-channel", &format!("{}", pages.port.0))?;
     f.write("protocol", "x86_64-abi")?;
-    f.write("feature-persistent", "0")?;
+    // We only ever use the grants made in VbdPages::new, which is all
+    // persistent grants ask of a frontend; Linux's blkback writes its own
+    // `feature-persistent` only when it connects, after this, so ours is
+    // said unconditionally and the backend's read below.
+    f.write("feature-persistent", "1")?;
     f.write("state", &format!("{XENBUS_STATE_INITIALISED}"))?;
     f.wait_state(XENBUS_STATE_CONNECTED, "connected")?;
     let sectors = f
@@ -216,6 +277,15 @@ pub fn handshake<X: Xenbus, Pg: PageBlock>(
     } else {
         FlushKind::None
     };
+    let persistent = f.offered("feature-persistent");
+    // Hostile like every backend value: malformed or absent is "none",
+    // anything above our own bound is our bound.
+    let max_indirect_segments = match f.backend_num("feature-max-indirect-segments") {
+        Ok(Some(n)) if n > BLKIF_MAX_SEGMENTS_PER_REQUEST as u64 => {
+            n.min(MAX_INDIRECT_SEGMENTS as u64) as u16
+        }
+        _ => 0,
+    };
     f.write("state", &format!("{XENBUS_STATE_CONNECTED}"))?;
     Ok(VbdInfo {
         dev: String::from(dev),
@@ -225,6 +295,8 @@ pub fn handshake<X: Xenbus, Pg: PageBlock>(
         sector_size: sector_size as u32,
         read_only: info & u64::from(VDISK_READONLY) != 0,
         flush,
+        persistent,
+        max_indirect_segments,
     })
 }
 
@@ -232,7 +304,10 @@ pub fn handshake<X: Xenbus, Pg: PageBlock>(
 #[derive(Clone)]
 struct InFlight {
     id: u64,
+    /// The operation (an indirect request's `indirect_op`).
     op: u8,
+    /// Sent as `BLKIF_OP_INDIRECT`.
+    indirect: bool,
     /// The batch operation it belongs to (None: a flush of the store's own).
     io: Option<usize>,
     /// Byte offset in the operation's buffer, and length.
@@ -256,6 +331,8 @@ struct Chunk {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VbdStats {
     pub requests: u64,
+    /// Of which `BLKIF_OP_INDIRECT`.
+    pub indirect: u64,
     pub flushes: u64,
     pub errors: u64,
 }
@@ -269,6 +346,8 @@ pub struct VbdStore<Pg: PageBlock, E: RingEvents> {
     slots: Vec<Option<InFlight>>,
     free_pages: Vec<usize>,
     next_id: u64,
+    /// Pages one request may carry: 11, or the indirect segments in use.
+    max_pages: usize,
     broken: Option<&'static str>,
     batch_timeout_ns: u64,
     stats: VbdStats,
@@ -282,6 +361,14 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
     pub fn new(pages: VbdPages<Pg>, info: VbdInfo, events: E) -> Result<Self> {
         let ring = FrontRing::init(pages.ring_page.mem())?.park();
         let n = pages.grefs.len();
+        let max_pages = if usize::from(info.max_indirect_segments) > BLKIF_MAX_SEGMENTS_PER_REQUEST
+        {
+            usize::from(info.max_indirect_segments)
+                .min(MAX_INDIRECT_SEGMENTS)
+                .min(n)
+        } else {
+            BLKIF_MAX_SEGMENTS_PER_REQUEST
+        };
         Ok(VbdStore {
             pages,
             ring,
@@ -290,6 +377,7 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
             slots: vec![None; xen_pv::blkif::RING_SIZE as usize],
             free_pages: (0..n).rev().collect(),
             next_id: 1,
+            max_pages,
             broken: None,
             batch_timeout_ns: BATCH_TIMEOUT_NS,
             stats: VbdStats::default(),
@@ -337,8 +425,9 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
     }
 
     /// Submits one request holding `pages`; the caller checked that a slot
-    /// is free.
-    fn submit(&mut self, mut req: BlkifRequest, f: InFlight) -> Result<()> {
+    /// is free. With more than 11 segments it goes as `BLKIF_OP_INDIRECT`,
+    /// the segments in the slot's own indirect page(s).
+    fn submit(&mut self, mut req: BlkifRequest, segs: &[BlkifSegment], f: InFlight) -> Result<()> {
         let slot = self
             .slots
             .iter()
@@ -347,16 +436,59 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                 what: "vbd: no free slot",
             })?;
         req.id = self.id_for(slot);
-        let mut ring = FrontRing::resume(self.pages.ring_page.mem(), self.ring)?;
-        let pushed = ring.push(&req);
-        self.ring = ring.park();
+        let indirect = segs.len() > BLKIF_MAX_SEGMENTS_PER_REQUEST;
+        let pushed = if indirect {
+            if segs.len() > self.max_pages || segs.len() > MAX_INDIRECT_SEGMENTS {
+                return Err(Error::InvalidArgument {
+                    what: "vbd: more segments than the backend takes",
+                });
+            }
+            let mut list = Vec::with_capacity(segs.len() * BLKIF_SEGMENT_SIZE);
+            for s in segs {
+                list.extend_from_slice(&s.emit());
+            }
+            // One volatile copy into the slot's pages (contiguous in
+            // `indirect`), which nothing else uses while the slot is taken.
+            let first = slot * INDIRECT_PAGES_PER_SLOT;
+            self.pages
+                .indirect
+                .mem()
+                .write_from(first * PAGE_SIZE, &list)?;
+            let mut ind = BlkifIndirectRequest {
+                indirect_op: req.operation,
+                nr_segments: segs.len() as u16,
+                id: req.id,
+                sector: req.sector,
+                handle: req.handle,
+                indirect_grefs: [0; xen_pv::abi::BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST],
+            };
+            for k in 0..indirect_pages_for(segs.len()) {
+                ind.indirect_grefs[k] = self.pages.indirect_grefs[first + k].0;
+            }
+            let mut ring = FrontRing::resume(self.pages.ring_page.mem(), self.ring)?;
+            let pushed = ring.push_indirect(&ind);
+            self.ring = ring.park();
+            pushed
+        } else {
+            req.nr_segments = segs.len() as u8;
+            req.segments[..segs.len()].copy_from_slice(segs);
+            let mut ring = FrontRing::resume(self.pages.ring_page.mem(), self.ring)?;
+            let pushed = ring.push(&req);
+            self.ring = ring.park();
+            pushed
+        };
         if !pushed? {
             return Err(Error::InvalidArgument {
                 what: "vbd: ring full",
             });
         }
-        self.slots[slot] = Some(InFlight { id: req.id, ..f });
+        self.slots[slot] = Some(InFlight {
+            id: req.id,
+            indirect,
+            ..f
+        });
         self.stats.requests += 1;
+        self.stats.indirect += u64::from(indirect);
         Ok(())
     }
 
@@ -431,7 +563,15 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
         let slot = (r.id & 0xff) as usize;
         let f = self.slots.get_mut(slot)?;
         match f {
-            Some(x) if x.id == r.id && x.op == r.operation => f.take(),
+            // Linux's blkback echoes an indirect request's indirect_op,
+            // blkif.h would have BLKIF_OP_INDIRECT: either is taken.
+            Some(x)
+                if x.id == r.id
+                    && (x.op == r.operation
+                        || (x.indirect && r.operation == BLKIF_OP_INDIRECT)) =>
+            {
+                f.take()
+            }
             _ => None,
         }
     }
@@ -463,7 +603,7 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                 failed[i] = Some(StoreError::OutOfRange);
                 continue;
             }
-            let max = BLKIF_MAX_SEGMENTS_PER_REQUEST * PAGE_SIZE;
+            let max = self.max_pages * PAGE_SIZE;
             let mut off = 0;
             while off < io.buf.len() {
                 let len = (io.buf.len() - off).min(max);
@@ -502,15 +642,15 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                     0,
                 );
                 req.sector = c.sector;
-                req.nr_segments = npages as u8;
+                let mut segs = Vec::with_capacity(npages);
                 let mut ok = true;
                 for (k, &pg) in pages.iter().enumerate() {
                     let seg_len = (c.len - k * PAGE_SIZE).min(PAGE_SIZE);
-                    req.segments[k] = BlkifSegment {
+                    segs.push(BlkifSegment {
                         gref: self.pages.grefs[pg].0,
                         first_sect: 0,
                         last_sect: (seg_len / SECTOR_SIZE - 1) as u8,
-                    };
+                    });
                     if c.write {
                         let at = c.buf_off + k * PAGE_SIZE;
                         let src = &ios[c.io].buf[at..at + seg_len];
@@ -525,12 +665,13 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                 let f = InFlight {
                     id: 0,
                     op: req.operation,
+                    indirect: false,
                     io: Some(c.io),
                     buf_off: c.buf_off,
                     len: c.len,
                     pages,
                 };
-                if !ok || self.submit(req, f.clone()).is_err() {
+                if !ok || self.submit(req, &segs, f.clone()).is_err() {
                     self.free_pages.extend(f.pages);
                     remaining[c.io] -= 1;
                     failed[c.io].get_or_insert(StoreError::Io { errno: EIO });
@@ -613,6 +754,7 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
         let f = InFlight {
             id: 0,
             op,
+            indirect: false,
             io: None,
             buf_off: 0,
             len: 0,
@@ -620,7 +762,7 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
         };
         self.stats.flushes += 1;
         if self
-            .submit(BlkifRequest::bare(op, self.info.vdev, 0), f)
+            .submit(BlkifRequest::bare(op, self.info.vdev, 0), &[], f)
             .is_err()
             || self.publish().is_err()
         {
