@@ -96,12 +96,17 @@ mod image_main {
         }
 
         fn takes_shared(&self) -> bool {
-            matches!(self, Disk::Ram(_))
+            match self {
+                Disk::Ram(s) => s.takes_shared(),
+                Disk::Vbd(s) => s.takes_shared(),
+                _ => false,
+            }
         }
 
         fn execute_shared(&mut self, mem: &SharedMem<'_>, ios: &mut [SharedIo]) {
             match self {
                 Disk::Ram(s) => s.execute_shared(mem, ios),
+                Disk::Vbd(s) => s.execute_shared(mem, ios),
                 // Never asked (takes_shared): refused, not served.
                 _ => {
                     for io in ios.iter_mut() {

@@ -85,7 +85,8 @@ use xen_pv::blkif::{
 };
 use xen_pv::xenbus::{self, DeviceError, Frontend};
 
-use crate::store::{byte_range, Io, IoKind, Store, StoreError, StoreInfo, SECTOR_SIZE};
+use crate::store::{byte_range, Io, IoKind, SharedIo, Store, StoreError, StoreInfo, SECTOR_SIZE};
+use share_hal::SharedMem;
 
 pub use xen_pv::xenbus::Xenbus;
 
@@ -578,15 +579,15 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
 
     /// Runs the reads and writes of `ios[range]` (no flush among them)
     /// with as many requests in flight as ring and bounce pages allow.
-    fn run_group(&mut self, ios: &mut [Io<'_>], range: core::ops::Range<usize>, deadline: u64) {
+    fn run_group<B: Batch>(&mut self, ios: &mut B, range: core::ops::Range<usize>, deadline: u64) {
         let capacity = self.info.sectors;
         let mut chunks = Vec::new();
-        let mut failed: Vec<Option<StoreError>> = vec![None; ios.len()];
+        let mut failed: Vec<Option<StoreError>> = vec![None; ios.count()];
         // Chunks of each operation not yet answered.
-        let mut remaining = vec![0usize; ios.len()];
+        let mut remaining = vec![0usize; ios.count()];
         for i in range.clone() {
-            let io = &ios[i];
-            let write = match io.kind {
+            let (kind, sector, bytes) = (ios.kind(i), ios.sector(i), ios.bytes(i));
+            let write = match kind {
                 IoKind::Read => false,
                 IoKind::Write { .. } => true,
                 IoKind::Flush => continue,
@@ -599,18 +600,18 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                 failed[i] = Some(StoreError::ReadOnly);
                 continue;
             }
-            if byte_range(io.sector, io.buf.len(), capacity).is_err() {
+            if byte_range(sector, bytes, capacity).is_err() {
                 failed[i] = Some(StoreError::OutOfRange);
                 continue;
             }
             let max = self.max_pages * PAGE_SIZE;
             let mut off = 0;
-            while off < io.buf.len() {
-                let len = (io.buf.len() - off).min(max);
+            while off < bytes {
+                let len = (bytes - off).min(max);
                 chunks.push(Chunk {
                     io: i,
                     write,
-                    sector: io.sector + (off / SECTOR_SIZE) as u64,
+                    sector: sector + (off / SECTOR_SIZE) as u64,
                     buf_off: off,
                     len,
                 });
@@ -653,12 +654,8 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                     });
                     if c.write {
                         let at = c.buf_off + k * PAGE_SIZE;
-                        let src = &ios[c.io].buf[at..at + seg_len];
-                        ok &= self
-                            .pages
-                            .bounce
-                            .mem()
-                            .write_from(pg * PAGE_SIZE, src)
+                        ok &= ios
+                            .data_out(c.io, at, &self.pages.bounce.mem(), pg * PAGE_SIZE, seg_len)
                             .is_ok();
                     }
                 }
@@ -705,12 +702,8 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                     for (k, &pg) in f.pages.iter().enumerate() {
                         let at = f.buf_off + k * PAGE_SIZE;
                         let seg_len = (f.len - k * PAGE_SIZE).min(PAGE_SIZE);
-                        let dst = &mut ios[i].buf[at..at + seg_len];
-                        if self
-                            .pages
-                            .bounce
-                            .mem()
-                            .read_into(pg * PAGE_SIZE, dst)
+                        if ios
+                            .data_in(i, at, &self.pages.bounce.mem(), pg * PAGE_SIZE, seg_len)
                             .is_err()
                         {
                             failed[i].get_or_insert(StoreError::Io { errno: EIO });
@@ -728,16 +721,17 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
             }
         });
         for i in range {
-            if matches!(ios[i].kind, IoKind::Flush) {
+            if matches!(ios.kind(i), IoKind::Flush) {
                 continue;
             }
-            ios[i].result = match (failed[i], lost) {
+            let result = match (failed[i], lost) {
                 (Some(e), _) => Err(e),
                 // Unanswered when the backend failed us.
                 (None, Some(e)) if remaining[i] > 0 => Err(e),
                 (None, None) if remaining[i] > 0 => Err(StoreError::Io { errno: EIO }),
                 _ => Ok(()),
             };
+            ios.set_result(i, result);
         }
     }
 
@@ -807,17 +801,35 @@ impl<Pg: PageBlock, E: RingEvents> Store for VbdStore<Pg, E> {
     }
 
     fn execute(&mut self, ios: &mut [Io<'_>]) {
+        self.run(&mut Private(ios));
+    }
+
+    /// Data moves between the server's bounce pages and this store's own
+    /// granted pages with one copy each way (instead of bounce pages ->
+    /// private buffer -> our pages, and back).
+    fn takes_shared(&self) -> bool {
+        true
+    }
+
+    fn execute_shared(&mut self, mem: &SharedMem<'_>, ios: &mut [SharedIo]) {
+        self.run(&mut Shared { mem, ios });
+    }
+}
+
+impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
+    fn run<B: Batch>(&mut self, ios: &mut B) {
+        let n = ios.count();
         if self.broken.is_some() {
-            for io in ios.iter_mut() {
-                io.result = Err(StoreError::Io { errno: EIO });
+            for i in 0..n {
+                ios.set_result(i, Err(StoreError::Io { errno: EIO }));
             }
             return;
         }
         let deadline = self.events.now_ns().saturating_add(self.batch_timeout_ns);
         let mut i = 0;
-        while i < ios.len() {
+        while i < n {
             let mut j = i;
-            while j < ios.len() && !matches!(ios[j].kind, IoKind::Flush) {
+            while j < n && !matches!(ios.kind(j), IoKind::Flush) {
                 j += 1;
             }
             self.run_group(ios, i..j, deadline);
@@ -825,22 +837,172 @@ impl<Pg: PageBlock, E: RingEvents> Store for VbdStore<Pg, E> {
             // answered; their result waits for it.
             let fua: Vec<usize> = (i..j)
                 .filter(|&k| {
-                    matches!(ios[k].kind, IoKind::Write { fua: true }) && ios[k].result.is_ok()
+                    matches!(ios.kind(k), IoKind::Write { fua: true }) && ios.result(k).is_ok()
                 })
                 .collect();
             if !fua.is_empty() {
                 if let Err(e) = self.flush(deadline) {
                     for k in fua {
-                        ios[k].result = Err(e);
+                        ios.set_result(k, Err(e));
                     }
                 }
             }
-            if j < ios.len() {
-                ios[j].result = self.flush(deadline);
+            if j < n {
+                let r = self.flush(deadline);
+                ios.set_result(j, r);
                 j += 1;
             }
             i = j;
         }
+    }
+}
+
+/// The operations of one batch and where their data is: private buffers
+/// ([`Store::execute`]) or the server's bounce pages
+/// ([`Store::execute_shared`]). Offsets are within an operation's data;
+/// the store only asks for ranges inside `bytes(i)`.
+trait Batch {
+    fn count(&self) -> usize;
+    fn kind(&self, i: usize) -> IoKind;
+    fn sector(&self, i: usize) -> u64;
+    fn bytes(&self, i: usize) -> usize;
+    fn result(&self, i: usize) -> core::result::Result<(), StoreError>;
+    fn set_result(&mut self, i: usize, r: core::result::Result<(), StoreError>);
+    /// Copies `len` bytes of operation `i`'s data from `off` to `dst` at
+    /// `dst_off` (a write's data, into our granted pages).
+    fn data_out(
+        &self,
+        i: usize,
+        off: usize,
+        dst: &SharedMem<'_>,
+        dst_off: usize,
+        len: usize,
+    ) -> Result<()>;
+    /// Copies `len` bytes from `src` at `src_off` to operation `i`'s data
+    /// at `off` (a read's data, out of our granted pages).
+    fn data_in(
+        &mut self,
+        i: usize,
+        off: usize,
+        src: &SharedMem<'_>,
+        src_off: usize,
+        len: usize,
+    ) -> Result<()>;
+}
+
+struct Private<'b, 'a>(&'b mut [Io<'a>]);
+
+fn data_range(bytes: usize, off: usize, len: usize) -> Result<core::ops::Range<usize>> {
+    match off.checked_add(len) {
+        Some(end) if end <= bytes => Ok(off..end),
+        _ => Err(Error::InvalidArgument {
+            what: "vbd: a range outside the operation's data",
+        }),
+    }
+}
+
+impl Batch for Private<'_, '_> {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+    fn kind(&self, i: usize) -> IoKind {
+        self.0[i].kind
+    }
+    fn sector(&self, i: usize) -> u64 {
+        self.0[i].sector
+    }
+    fn bytes(&self, i: usize) -> usize {
+        self.0[i].buf.len()
+    }
+    fn result(&self, i: usize) -> core::result::Result<(), StoreError> {
+        self.0[i].result
+    }
+    fn set_result(&mut self, i: usize, r: core::result::Result<(), StoreError>) {
+        self.0[i].result = r;
+    }
+    fn data_out(
+        &self,
+        i: usize,
+        off: usize,
+        dst: &SharedMem<'_>,
+        dst_off: usize,
+        len: usize,
+    ) -> Result<()> {
+        let r = data_range(self.0[i].buf.len(), off, len)?;
+        dst.write_from(dst_off, &self.0[i].buf[r])
+    }
+    fn data_in(
+        &mut self,
+        i: usize,
+        off: usize,
+        src: &SharedMem<'_>,
+        src_off: usize,
+        len: usize,
+    ) -> Result<()> {
+        let r = data_range(self.0[i].buf.len(), off, len)?;
+        src.read_into(src_off, &mut self.0[i].buf[r])
+    }
+}
+
+/// The server's bounce pages: one volatile copy between them and ours.
+struct Shared<'b, 'm> {
+    mem: &'b SharedMem<'m>,
+    ios: &'b mut [SharedIo],
+}
+
+impl Batch for Shared<'_, '_> {
+    fn count(&self) -> usize {
+        self.ios.len()
+    }
+    fn kind(&self, i: usize) -> IoKind {
+        self.ios[i].kind
+    }
+    fn sector(&self, i: usize) -> u64 {
+        self.ios[i].sector
+    }
+    fn bytes(&self, i: usize) -> usize {
+        self.ios[i].len
+    }
+    fn result(&self, i: usize) -> core::result::Result<(), StoreError> {
+        self.ios[i].result
+    }
+    fn set_result(&mut self, i: usize, r: core::result::Result<(), StoreError>) {
+        self.ios[i].result = r;
+    }
+    fn data_out(
+        &self,
+        i: usize,
+        off: usize,
+        dst: &SharedMem<'_>,
+        dst_off: usize,
+        len: usize,
+    ) -> Result<()> {
+        let r = data_range(self.ios[i].len, off, len)?;
+        let at = self.ios[i]
+            .at
+            .checked_add(r.start)
+            .ok_or(Error::InvalidArgument {
+                what: "vbd: a range outside the window",
+            })?;
+        // Bounds of both windows checked by copy_from.
+        dst.copy_from(dst_off, self.mem, at, len)
+    }
+    fn data_in(
+        &mut self,
+        i: usize,
+        off: usize,
+        src: &SharedMem<'_>,
+        src_off: usize,
+        len: usize,
+    ) -> Result<()> {
+        let r = data_range(self.ios[i].len, off, len)?;
+        let at = self.ios[i]
+            .at
+            .checked_add(r.start)
+            .ok_or(Error::InvalidArgument {
+                what: "vbd: a range outside the window",
+            })?;
+        self.mem.copy_from(at, src, src_off, len)
     }
 }
 

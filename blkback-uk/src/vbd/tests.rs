@@ -12,7 +12,8 @@ use share_local::{LocalHost, LocalPages, LocalPlatform};
 use xen_pv::blkif::{back, AnyRequest};
 
 use super::*;
-use crate::store::execute_one;
+use crate::store::{execute_one, SharedIo};
+use share_hal::SharedMem;
 
 const FRONT: DomId = 7;
 const BACK: DomId = 0;
@@ -788,4 +789,69 @@ fn indirect_answers_are_matched_like_any_other() {
             Err(StoreError::Io { errno: 5 })
         );
     }
+}
+
+#[test]
+fn batches_on_the_servers_bounce_pages_move_with_one_copy_each_way() {
+    let (mut s, disk) = store_with(Mode::Honest, 8192, 264, 256, 256);
+    assert!(s.takes_shared());
+    // The server's window: 2 MiB + a page, data at page offsets.
+    let mut window = vec![0u8; 2 * 1024 * 1024 + 4096];
+    let mem = SharedMem::from_slice(&mut window);
+    let w = pattern(1024 * 1024, 7);
+    let small = pattern(3 * 512, 8);
+    mem.write_from(4096, &w).unwrap();
+    mem.write_from(4096 + 1024 * 1024, &small).unwrap();
+    let io = |kind, sector, at, len| SharedIo {
+        kind,
+        sector,
+        at,
+        len,
+        result: Err(StoreError::Io { errno: 0 }),
+    };
+    let mut ios = [
+        io(IoKind::Write { fua: false }, 16, 4096, w.len()),
+        io(
+            IoKind::Write { fua: true },
+            5000,
+            4096 + 1024 * 1024,
+            small.len(),
+        ),
+        // Outside the window: fails alone.
+        io(IoKind::Write { fua: false }, 0, 2 * 1024 * 1024, 8192),
+        io(IoKind::Flush, 0, 0, 0),
+    ];
+    s.execute_shared(&mem, &mut ios);
+    assert_eq!(ios[0].result, Ok(()));
+    assert_eq!(ios[1].result, Ok(()));
+    assert_eq!(ios[2].result, Err(StoreError::Io { errno: 5 }));
+    assert_eq!(ios[3].result, Ok(()));
+    {
+        let d = disk.borrow();
+        assert_eq!(&d.durable[16 * 512..16 * 512 + w.len()], &w[..]);
+        assert_eq!(&d.durable[5000 * 512..5000 * 512 + small.len()], &small[..]);
+        assert_eq!(d.indirect, 1);
+    }
+    // Read both back elsewhere in the window.
+    mem.fill(0, mem.len(), 0).unwrap();
+    let mut ios = [
+        io(IoKind::Read, 16, 8192, w.len()),
+        io(IoKind::Read, 5000, 0, small.len()),
+    ];
+    s.execute_shared(&mem, &mut ios);
+    assert!(ios.iter().all(|io| io.result.is_ok()), "{ios:?}");
+    let mut got = vec![0u8; w.len()];
+    mem.read_into(8192, &mut got).unwrap();
+    assert_eq!(got, w);
+    let mut got = vec![0u8; small.len()];
+    mem.read_into(0, &mut got).unwrap();
+    assert_eq!(got, small);
+    // Unsupported and out-of-range operations as through execute.
+    let mut ios = [
+        io(IoKind::Discard { sectors: 8 }, 0, 0, 0),
+        io(IoKind::Read, 8190, 0, 4096),
+    ];
+    s.execute_shared(&mem, &mut ios);
+    assert_eq!(ios[0].result, Err(StoreError::Unsupported));
+    assert_eq!(ios[1].result, Err(StoreError::OutOfRange));
 }
