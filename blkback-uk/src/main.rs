@@ -45,9 +45,12 @@ mod image_main {
 
     pvh_rt::entry!(main);
 
-    /// Bounce pages of each vbd disk: 11 full requests in flight (of the
-    /// ring's 32), 516 KiB with the ring page.
-    const VBD_BOUNCE_PAGES: usize = 128;
+    /// Bounce pages of each vbd disk: as many as the server's (a whole
+    /// batch in flight at once, a 1 MiB request as one indirect request of
+    /// 256 segments), with the ring page and the 32 indirect pages 1.2 MiB;
+    /// 297 grants, well under the 1056 Linux's blkback keeps persistent
+    /// per ring (`max_persistent_grants`).
+    const VBD_BOUNCE_PAGES: usize = 264;
 
     /// The server's bounce pages and largest indirect request (1 MiB): the
     /// server's data buffers are 2 x 264 pages, about 2 MiB.
@@ -93,12 +96,17 @@ mod image_main {
         }
 
         fn takes_shared(&self) -> bool {
-            matches!(self, Disk::Ram(_))
+            match self {
+                Disk::Ram(s) => s.takes_shared(),
+                Disk::Vbd(s) => s.takes_shared(),
+                _ => false,
+            }
         }
 
         fn execute_shared(&mut self, mem: &SharedMem<'_>, ios: &mut [SharedIo]) {
             match self {
                 Disk::Ram(s) => s.execute_shared(mem, ios),
+                Disk::Vbd(s) => s.execute_shared(mem, ios),
                 // Never asked (takes_shared): refused, not served.
                 _ => {
                     for io in ios.iter_mut() {
@@ -157,12 +165,14 @@ mod image_main {
                 Ok(Disk::Vbd(s)) => {
                     let v = s.vbd();
                     println!(
-                        "blkback-uk: disk {i}: vbd {} (backend domain {}) attached at run time: {} sectors ({} MiB), {}",
+                        "blkback-uk: disk {i}: vbd {} (backend domain {}) attached at run time: {} sectors ({} MiB), {}, persistent grants {}, indirect segments {}",
                         v.vdev,
                         v.backend,
                         v.sectors,
                         v.sectors / 2048,
                         if v.read_only { "read-only" } else { "read-write" },
+                        if v.persistent { "yes" } else { "no" },
+                        v.max_indirect_segments
                     );
                     Disk::Vbd(s)
                 }
@@ -210,14 +220,16 @@ mod image_main {
                 Ok(Disk::Vbd(s)) => {
                     let v = s.vbd();
                     println!(
-                        "blkback-uk: disk {i}: vbd {} (backend domain {}): {} sectors ({} MiB), {}, flush {:?}, port {}",
+                        "blkback-uk: disk {i}: vbd {} (backend domain {}): {} sectors ({} MiB), {}, flush {:?}, port {}, persistent grants {}, indirect segments {}",
                         v.vdev,
                         v.backend,
                         v.sectors,
                         v.sectors / 2048,
                         if v.read_only { "read-only" } else { "read-write" },
                         v.flush,
-                        s.port().0
+                        s.port().0,
+                        if v.persistent { "yes" } else { "no" },
+                        v.max_indirect_segments
                     );
                     disks.push(Disk::Vbd(s));
                 }

@@ -7,20 +7,42 @@
 //!
 //! 1. read `backend` and `backend-id` of the device, and wait (polling,
 //!    bounded) for the backend's `state` to be InitWait (2) or later;
-//! 2. grant one ring page and the store's bounce pages to the backend,
-//!    allocate an unbound event channel, write `ring-ref`,
-//!    `event-channel`, `protocol` = `x86_64-abi`, `feature-persistent` = 0,
-//!    then `state` = Initialised (3);
+//! 2. grant one ring page, the store's bounce pages and its indirect pages
+//!    (one per ring slot) to the backend, allocate an unbound event
+//!    channel, write `ring-ref`, `event-channel`, `protocol` =
+//!    `x86_64-abi`, `feature-persistent` = 1, then `state` = Initialised
+//!    (3);
 //! 3. wait (bounded) for the backend's Connected (4), read `sectors`,
 //!    `sector-size`, `info` (read-only bit), `feature-flush-cache`,
-//!    `feature-barrier`, and write `state` = Connected (4).
+//!    `feature-barrier`, `feature-persistent`,
+//!    `feature-max-indirect-segments`, and write `state` = Connected (4).
+//!
+//! **Persistent grants** (blkif.h "feature-persistent"): the frontend's
+//! part is to use a bounded set of grants over and over, which this store
+//! always does (the pages granted in [`VbdPages::new`], nothing else, for
+//! the store's life), so it says 1 without waiting for the backend's key
+//! (Linux's xen-blkback writes its own only in `connect()`, after our
+//! Initialised; both must say 1). The backend then maps each page once and
+//! keeps it mapped (Linux: up to `max_persistent_grants`, 1056 per ring,
+//! the least used unmapped by its LRU purge beyond that or after 60 s
+//! unused: transparent to us), instead of mapping and unmapping every page
+//! of every request. It can then write a page at any time, which changes
+//! nothing here: the bounce pages were always treated as backend-writable
+//! (data is copied in before a request, out once after its answer) and
+//! hold nothing but this disk's data, which its backend has anyway.
+//!
+//! **Indirect segments** (blkif.h "feature-max-indirect-segments"): with
+//! more than 11 offered, a read or write of more than 11 pages goes as
+//! one `BLKIF_OP_INDIRECT` request of up to min(offer, 256, bounce pages)
+//! segments, its segment list in its ring slot's own indirect page
+//! (granted once like the bounce pages; read-write because Linux maps a
+//! persistent grant writable). 1 MiB is one request instead of 24.
 //!
 //! The store then runs each batch ([`Store::execute`]) as blkif requests:
-//! reads and writes split into requests of up to 11 pages, data through
-//! the store's own bounce pages (granted once, for the store's life; no
-//! persistent grants are negotiated, so the backend maps them per
-//! request), at most a ring's worth (32) in flight. Responses are polled
-//! (the event channel only wakes a sleep), with a deadline per batch.
+//! reads and writes split into requests of up to 11 pages (or the indirect
+//! segments in use), data through the store's own bounce pages, at most a
+//! ring's worth (32) in flight. Responses are polled (the event channel
+//! only wakes a sleep), with a deadline per batch.
 //!
 //! Durability: blkif has no FUA bit, so a FUA write is followed by a
 //! `BLKIF_OP_FLUSH_DISKCACHE` (or a zero-segment `BLKIF_OP_WRITE_BARRIER`
@@ -35,7 +57,10 @@
 //! Everything the backend writes is hostile: xenstore values are parsed
 //! with bounds (numbers, paths), the ring's producer index is checked
 //! against what is outstanding (`xen_pv::blkif`), each response's
-//! id must name a request in flight with the same operation. A backend
+//! id must name a request in flight with the same operation (an indirect
+//! request's `indirect_op`, which Linux's blkback echoes, or
+//! `BLKIF_OP_INDIRECT`); a value of `feature-max-indirect-segments` that is
+//! not a number, or more than we use, is none or our bound. A backend
 //! that breaks the protocol or misses the deadline leaves the store
 //! broken: its bounce pages may still be written, so they are never
 //! reused, and every later operation fails with EIO.
@@ -49,14 +74,19 @@ use share_hal::platform::PAGE_SIZE;
 use share_hal::platform::{Access, PageBlock, Platform, Port};
 use share_hal::{DomId, Error, GrantRef, Result};
 use xen_pv::abi::{
-    BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_READ, BLKIF_OP_WRITE,
-    BLKIF_OP_WRITE_BARRIER, BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_OKAY, VDISK_READONLY,
-    XENBUS_STATE_CONNECTED, XENBUS_STATE_INITIALISED, XENBUS_STATE_INIT_WAIT,
+    BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ,
+    BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER, BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_OKAY,
+    BLKIF_SEGMENT_SIZE, VDISK_READONLY, XENBUS_STATE_CONNECTED, XENBUS_STATE_INITIALISED,
+    XENBUS_STATE_INIT_WAIT,
 };
-use xen_pv::blkif::{BlkifRequest, BlkifResponse, BlkifSegment, FrontRing, FrontState};
+use xen_pv::blkif::{
+    indirect_pages_for, BlkifIndirectRequest, BlkifRequest, BlkifResponse, BlkifSegment, FrontRing,
+    FrontState, RING_SIZE,
+};
 use xen_pv::xenbus::{self, DeviceError, Frontend};
 
-use crate::store::{byte_range, Io, IoKind, Store, StoreError, StoreInfo, SECTOR_SIZE};
+use crate::store::{byte_range, Io, IoKind, SharedIo, Store, StoreError, StoreInfo, SECTOR_SIZE};
+use share_hal::SharedMem;
 
 pub use xen_pv::xenbus::Xenbus;
 
@@ -99,6 +129,12 @@ pub enum FlushKind {
     None,
 }
 
+/// Segments of one indirect request at most (1 MiB: one indirect page;
+/// Linux's blkback offers 256 by default and refuses more than it offers).
+pub const MAX_INDIRECT_SEGMENTS: usize = 256;
+/// Indirect pages each ring slot owns (granted once, like the bounce pages).
+const INDIRECT_PAGES_PER_SLOT: usize = indirect_pages_for(MAX_INDIRECT_SEGMENTS);
+
 /// The disk as the backend describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VbdInfo {
@@ -111,6 +147,13 @@ pub struct VbdInfo {
     pub sector_size: u32,
     pub read_only: bool,
     pub flush: FlushKind,
+    /// Both ends said `feature-persistent` = 1: the backend keeps our
+    /// grants mapped between requests (we only ever use the same ones).
+    pub persistent: bool,
+    /// Segments per `BLKIF_OP_INDIRECT` request: the backend's
+    /// `feature-max-indirect-segments`, at most [`MAX_INDIRECT_SEGMENTS`];
+    /// 0 (not offered, or not more than 11): no indirect requests.
+    pub max_indirect_segments: u16,
 }
 
 /// What the handshake needs of the store's pages: the ring page and the
@@ -120,6 +163,10 @@ pub struct VbdPages<Pg> {
     ring_ref: GrantRef,
     bounce: Pg,
     grefs: Vec<GrantRef>,
+    /// [`INDIRECT_PAGES_PER_SLOT`] per ring slot, slot `i`'s first at
+    /// `i * INDIRECT_PAGES_PER_SLOT`: segment lists, nothing else.
+    indirect: Pg,
+    indirect_grefs: Vec<GrantRef>,
     port: Port,
 }
 
@@ -147,12 +194,23 @@ impl<Pg: PageBlock> VbdPages<Pg> {
             let frame = bounce.frame(i).ok_or(Error::OutOfMemory)?;
             grefs.push(p.grant(frame, backend, Access::ReadWrite)?);
         }
+        // Read-write though the backend only reads them: Linux's blkback
+        // maps a grant it keeps (persistent) writable whatever the request.
+        let n_indirect = RING_SIZE as usize * INDIRECT_PAGES_PER_SLOT;
+        let indirect = p.alloc_pages(n_indirect)?;
+        let mut indirect_grefs = Vec::with_capacity(n_indirect);
+        for i in 0..n_indirect {
+            let frame = indirect.frame(i).ok_or(Error::OutOfMemory)?;
+            indirect_grefs.push(p.grant(frame, backend, Access::ReadWrite)?);
+        }
         let port = p.alloc_unbound(backend)?;
         Ok(VbdPages {
             ring_page,
             ring_ref,
             bounce,
             grefs,
+            indirect,
+            indirect_grefs,
             port,
         })
     }
@@ -197,7 +255,11 @@ pub fn handshake<X: Xenbus, Pg: PageBlock>(
     f.write("ring-ref", &format!("{}", pages.ring_ref.0))?;
     f.write("event-channel", &format!("{}", pages.port.0))?;
     f.write("protocol", "x86_64-abi")?;
-    f.write("feature-persistent", "0")?;
+    // We only ever use the grants made in VbdPages::new, which is all
+    // persistent grants ask of a frontend; Linux's blkback writes its own
+    // `feature-persistent` only when it connects, after this, so ours is
+    // said unconditionally and the backend's read below.
+    f.write("feature-persistent", "1")?;
     f.write("state", &format!("{XENBUS_STATE_INITIALISED}"))?;
     f.wait_state(XENBUS_STATE_CONNECTED, "connected")?;
     let sectors = f
@@ -216,6 +278,15 @@ pub fn handshake<X: Xenbus, Pg: PageBlock>(
     } else {
         FlushKind::None
     };
+    let persistent = f.offered("feature-persistent");
+    // Hostile like every backend value: malformed or absent is "none",
+    // anything above our own bound is our bound.
+    let max_indirect_segments = match f.backend_num("feature-max-indirect-segments") {
+        Ok(Some(n)) if n > BLKIF_MAX_SEGMENTS_PER_REQUEST as u64 => {
+            n.min(MAX_INDIRECT_SEGMENTS as u64) as u16
+        }
+        _ => 0,
+    };
     f.write("state", &format!("{XENBUS_STATE_CONNECTED}"))?;
     Ok(VbdInfo {
         dev: String::from(dev),
@@ -225,6 +296,8 @@ pub fn handshake<X: Xenbus, Pg: PageBlock>(
         sector_size: sector_size as u32,
         read_only: info & u64::from(VDISK_READONLY) != 0,
         flush,
+        persistent,
+        max_indirect_segments,
     })
 }
 
@@ -232,7 +305,10 @@ pub fn handshake<X: Xenbus, Pg: PageBlock>(
 #[derive(Clone)]
 struct InFlight {
     id: u64,
+    /// The operation (an indirect request's `indirect_op`).
     op: u8,
+    /// Sent as `BLKIF_OP_INDIRECT`.
+    indirect: bool,
     /// The batch operation it belongs to (None: a flush of the store's own).
     io: Option<usize>,
     /// Byte offset in the operation's buffer, and length.
@@ -256,6 +332,8 @@ struct Chunk {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VbdStats {
     pub requests: u64,
+    /// Of which `BLKIF_OP_INDIRECT`.
+    pub indirect: u64,
     pub flushes: u64,
     pub errors: u64,
 }
@@ -269,6 +347,8 @@ pub struct VbdStore<Pg: PageBlock, E: RingEvents> {
     slots: Vec<Option<InFlight>>,
     free_pages: Vec<usize>,
     next_id: u64,
+    /// Pages one request may carry: 11, or the indirect segments in use.
+    max_pages: usize,
     broken: Option<&'static str>,
     batch_timeout_ns: u64,
     stats: VbdStats,
@@ -282,6 +362,14 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
     pub fn new(pages: VbdPages<Pg>, info: VbdInfo, events: E) -> Result<Self> {
         let ring = FrontRing::init(pages.ring_page.mem())?.park();
         let n = pages.grefs.len();
+        let max_pages = if usize::from(info.max_indirect_segments) > BLKIF_MAX_SEGMENTS_PER_REQUEST
+        {
+            usize::from(info.max_indirect_segments)
+                .min(MAX_INDIRECT_SEGMENTS)
+                .min(n)
+        } else {
+            BLKIF_MAX_SEGMENTS_PER_REQUEST
+        };
         Ok(VbdStore {
             pages,
             ring,
@@ -290,6 +378,7 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
             slots: vec![None; xen_pv::blkif::RING_SIZE as usize],
             free_pages: (0..n).rev().collect(),
             next_id: 1,
+            max_pages,
             broken: None,
             batch_timeout_ns: BATCH_TIMEOUT_NS,
             stats: VbdStats::default(),
@@ -337,8 +426,9 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
     }
 
     /// Submits one request holding `pages`; the caller checked that a slot
-    /// is free.
-    fn submit(&mut self, mut req: BlkifRequest, f: InFlight) -> Result<()> {
+    /// is free. With more than 11 segments it goes as `BLKIF_OP_INDIRECT`,
+    /// the segments in the slot's own indirect page(s).
+    fn submit(&mut self, mut req: BlkifRequest, segs: &[BlkifSegment], f: InFlight) -> Result<()> {
         let slot = self
             .slots
             .iter()
@@ -347,16 +437,59 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                 what: "vbd: no free slot",
             })?;
         req.id = self.id_for(slot);
-        let mut ring = FrontRing::resume(self.pages.ring_page.mem(), self.ring)?;
-        let pushed = ring.push(&req);
-        self.ring = ring.park();
+        let indirect = segs.len() > BLKIF_MAX_SEGMENTS_PER_REQUEST;
+        let pushed = if indirect {
+            if segs.len() > self.max_pages || segs.len() > MAX_INDIRECT_SEGMENTS {
+                return Err(Error::InvalidArgument {
+                    what: "vbd: more segments than the backend takes",
+                });
+            }
+            let mut list = Vec::with_capacity(segs.len() * BLKIF_SEGMENT_SIZE);
+            for s in segs {
+                list.extend_from_slice(&s.emit());
+            }
+            // One volatile copy into the slot's pages (contiguous in
+            // `indirect`), which nothing else uses while the slot is taken.
+            let first = slot * INDIRECT_PAGES_PER_SLOT;
+            self.pages
+                .indirect
+                .mem()
+                .write_from(first * PAGE_SIZE, &list)?;
+            let mut ind = BlkifIndirectRequest {
+                indirect_op: req.operation,
+                nr_segments: segs.len() as u16,
+                id: req.id,
+                sector: req.sector,
+                handle: req.handle,
+                indirect_grefs: [0; xen_pv::abi::BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST],
+            };
+            for k in 0..indirect_pages_for(segs.len()) {
+                ind.indirect_grefs[k] = self.pages.indirect_grefs[first + k].0;
+            }
+            let mut ring = FrontRing::resume(self.pages.ring_page.mem(), self.ring)?;
+            let pushed = ring.push_indirect(&ind);
+            self.ring = ring.park();
+            pushed
+        } else {
+            req.nr_segments = segs.len() as u8;
+            req.segments[..segs.len()].copy_from_slice(segs);
+            let mut ring = FrontRing::resume(self.pages.ring_page.mem(), self.ring)?;
+            let pushed = ring.push(&req);
+            self.ring = ring.park();
+            pushed
+        };
         if !pushed? {
             return Err(Error::InvalidArgument {
                 what: "vbd: ring full",
             });
         }
-        self.slots[slot] = Some(InFlight { id: req.id, ..f });
+        self.slots[slot] = Some(InFlight {
+            id: req.id,
+            indirect,
+            ..f
+        });
         self.stats.requests += 1;
+        self.stats.indirect += u64::from(indirect);
         Ok(())
     }
 
@@ -431,22 +564,30 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
         let slot = (r.id & 0xff) as usize;
         let f = self.slots.get_mut(slot)?;
         match f {
-            Some(x) if x.id == r.id && x.op == r.operation => f.take(),
+            // Linux's blkback echoes an indirect request's indirect_op,
+            // blkif.h would have BLKIF_OP_INDIRECT: either is taken.
+            Some(x)
+                if x.id == r.id
+                    && (x.op == r.operation
+                        || (x.indirect && r.operation == BLKIF_OP_INDIRECT)) =>
+            {
+                f.take()
+            }
             _ => None,
         }
     }
 
     /// Runs the reads and writes of `ios[range]` (no flush among them)
     /// with as many requests in flight as ring and bounce pages allow.
-    fn run_group(&mut self, ios: &mut [Io<'_>], range: core::ops::Range<usize>, deadline: u64) {
+    fn run_group<B: Batch>(&mut self, ios: &mut B, range: core::ops::Range<usize>, deadline: u64) {
         let capacity = self.info.sectors;
         let mut chunks = Vec::new();
-        let mut failed: Vec<Option<StoreError>> = vec![None; ios.len()];
+        let mut failed: Vec<Option<StoreError>> = vec![None; ios.count()];
         // Chunks of each operation not yet answered.
-        let mut remaining = vec![0usize; ios.len()];
+        let mut remaining = vec![0usize; ios.count()];
         for i in range.clone() {
-            let io = &ios[i];
-            let write = match io.kind {
+            let (kind, sector, bytes) = (ios.kind(i), ios.sector(i), ios.bytes(i));
+            let write = match kind {
                 IoKind::Read => false,
                 IoKind::Write { .. } => true,
                 IoKind::Flush => continue,
@@ -459,18 +600,18 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                 failed[i] = Some(StoreError::ReadOnly);
                 continue;
             }
-            if byte_range(io.sector, io.buf.len(), capacity).is_err() {
+            if byte_range(sector, bytes, capacity).is_err() {
                 failed[i] = Some(StoreError::OutOfRange);
                 continue;
             }
-            let max = BLKIF_MAX_SEGMENTS_PER_REQUEST * PAGE_SIZE;
+            let max = self.max_pages * PAGE_SIZE;
             let mut off = 0;
-            while off < io.buf.len() {
-                let len = (io.buf.len() - off).min(max);
+            while off < bytes {
+                let len = (bytes - off).min(max);
                 chunks.push(Chunk {
                     io: i,
                     write,
-                    sector: io.sector + (off / SECTOR_SIZE) as u64,
+                    sector: sector + (off / SECTOR_SIZE) as u64,
                     buf_off: off,
                     len,
                 });
@@ -502,35 +643,32 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                     0,
                 );
                 req.sector = c.sector;
-                req.nr_segments = npages as u8;
+                let mut segs = Vec::with_capacity(npages);
                 let mut ok = true;
                 for (k, &pg) in pages.iter().enumerate() {
                     let seg_len = (c.len - k * PAGE_SIZE).min(PAGE_SIZE);
-                    req.segments[k] = BlkifSegment {
+                    segs.push(BlkifSegment {
                         gref: self.pages.grefs[pg].0,
                         first_sect: 0,
                         last_sect: (seg_len / SECTOR_SIZE - 1) as u8,
-                    };
+                    });
                     if c.write {
                         let at = c.buf_off + k * PAGE_SIZE;
-                        let src = &ios[c.io].buf[at..at + seg_len];
-                        ok &= self
-                            .pages
-                            .bounce
-                            .mem()
-                            .write_from(pg * PAGE_SIZE, src)
+                        ok &= ios
+                            .data_out(c.io, at, &self.pages.bounce.mem(), pg * PAGE_SIZE, seg_len)
                             .is_ok();
                     }
                 }
                 let f = InFlight {
                     id: 0,
                     op: req.operation,
+                    indirect: false,
                     io: Some(c.io),
                     buf_off: c.buf_off,
                     len: c.len,
                     pages,
                 };
-                if !ok || self.submit(req, f.clone()).is_err() {
+                if !ok || self.submit(req, &segs, f.clone()).is_err() {
                     self.free_pages.extend(f.pages);
                     remaining[c.io] -= 1;
                     failed[c.io].get_or_insert(StoreError::Io { errno: EIO });
@@ -564,12 +702,8 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                     for (k, &pg) in f.pages.iter().enumerate() {
                         let at = f.buf_off + k * PAGE_SIZE;
                         let seg_len = (f.len - k * PAGE_SIZE).min(PAGE_SIZE);
-                        let dst = &mut ios[i].buf[at..at + seg_len];
-                        if self
-                            .pages
-                            .bounce
-                            .mem()
-                            .read_into(pg * PAGE_SIZE, dst)
+                        if ios
+                            .data_in(i, at, &self.pages.bounce.mem(), pg * PAGE_SIZE, seg_len)
                             .is_err()
                         {
                             failed[i].get_or_insert(StoreError::Io { errno: EIO });
@@ -587,16 +721,17 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
             }
         });
         for i in range {
-            if matches!(ios[i].kind, IoKind::Flush) {
+            if matches!(ios.kind(i), IoKind::Flush) {
                 continue;
             }
-            ios[i].result = match (failed[i], lost) {
+            let result = match (failed[i], lost) {
                 (Some(e), _) => Err(e),
                 // Unanswered when the backend failed us.
                 (None, Some(e)) if remaining[i] > 0 => Err(e),
                 (None, None) if remaining[i] > 0 => Err(StoreError::Io { errno: EIO }),
                 _ => Ok(()),
             };
+            ios.set_result(i, result);
         }
     }
 
@@ -613,6 +748,7 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
         let f = InFlight {
             id: 0,
             op,
+            indirect: false,
             io: None,
             buf_off: 0,
             len: 0,
@@ -620,7 +756,7 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
         };
         self.stats.flushes += 1;
         if self
-            .submit(BlkifRequest::bare(op, self.info.vdev, 0), f)
+            .submit(BlkifRequest::bare(op, self.info.vdev, 0), &[], f)
             .is_err()
             || self.publish().is_err()
         {
@@ -665,17 +801,35 @@ impl<Pg: PageBlock, E: RingEvents> Store for VbdStore<Pg, E> {
     }
 
     fn execute(&mut self, ios: &mut [Io<'_>]) {
+        self.run(&mut Private(ios));
+    }
+
+    /// Data moves between the server's bounce pages and this store's own
+    /// granted pages with one copy each way (instead of bounce pages ->
+    /// private buffer -> our pages, and back).
+    fn takes_shared(&self) -> bool {
+        true
+    }
+
+    fn execute_shared(&mut self, mem: &SharedMem<'_>, ios: &mut [SharedIo]) {
+        self.run(&mut Shared { mem, ios });
+    }
+}
+
+impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
+    fn run<B: Batch>(&mut self, ios: &mut B) {
+        let n = ios.count();
         if self.broken.is_some() {
-            for io in ios.iter_mut() {
-                io.result = Err(StoreError::Io { errno: EIO });
+            for i in 0..n {
+                ios.set_result(i, Err(StoreError::Io { errno: EIO }));
             }
             return;
         }
         let deadline = self.events.now_ns().saturating_add(self.batch_timeout_ns);
         let mut i = 0;
-        while i < ios.len() {
+        while i < n {
             let mut j = i;
-            while j < ios.len() && !matches!(ios[j].kind, IoKind::Flush) {
+            while j < n && !matches!(ios.kind(j), IoKind::Flush) {
                 j += 1;
             }
             self.run_group(ios, i..j, deadline);
@@ -683,22 +837,172 @@ impl<Pg: PageBlock, E: RingEvents> Store for VbdStore<Pg, E> {
             // answered; their result waits for it.
             let fua: Vec<usize> = (i..j)
                 .filter(|&k| {
-                    matches!(ios[k].kind, IoKind::Write { fua: true }) && ios[k].result.is_ok()
+                    matches!(ios.kind(k), IoKind::Write { fua: true }) && ios.result(k).is_ok()
                 })
                 .collect();
             if !fua.is_empty() {
                 if let Err(e) = self.flush(deadline) {
                     for k in fua {
-                        ios[k].result = Err(e);
+                        ios.set_result(k, Err(e));
                     }
                 }
             }
-            if j < ios.len() {
-                ios[j].result = self.flush(deadline);
+            if j < n {
+                let r = self.flush(deadline);
+                ios.set_result(j, r);
                 j += 1;
             }
             i = j;
         }
+    }
+}
+
+/// The operations of one batch and where their data is: private buffers
+/// ([`Store::execute`]) or the server's bounce pages
+/// ([`Store::execute_shared`]). Offsets are within an operation's data;
+/// the store only asks for ranges inside `bytes(i)`.
+trait Batch {
+    fn count(&self) -> usize;
+    fn kind(&self, i: usize) -> IoKind;
+    fn sector(&self, i: usize) -> u64;
+    fn bytes(&self, i: usize) -> usize;
+    fn result(&self, i: usize) -> core::result::Result<(), StoreError>;
+    fn set_result(&mut self, i: usize, r: core::result::Result<(), StoreError>);
+    /// Copies `len` bytes of operation `i`'s data from `off` to `dst` at
+    /// `dst_off` (a write's data, into our granted pages).
+    fn data_out(
+        &self,
+        i: usize,
+        off: usize,
+        dst: &SharedMem<'_>,
+        dst_off: usize,
+        len: usize,
+    ) -> Result<()>;
+    /// Copies `len` bytes from `src` at `src_off` to operation `i`'s data
+    /// at `off` (a read's data, out of our granted pages).
+    fn data_in(
+        &mut self,
+        i: usize,
+        off: usize,
+        src: &SharedMem<'_>,
+        src_off: usize,
+        len: usize,
+    ) -> Result<()>;
+}
+
+struct Private<'b, 'a>(&'b mut [Io<'a>]);
+
+fn data_range(bytes: usize, off: usize, len: usize) -> Result<core::ops::Range<usize>> {
+    match off.checked_add(len) {
+        Some(end) if end <= bytes => Ok(off..end),
+        _ => Err(Error::InvalidArgument {
+            what: "vbd: a range outside the operation's data",
+        }),
+    }
+}
+
+impl Batch for Private<'_, '_> {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+    fn kind(&self, i: usize) -> IoKind {
+        self.0[i].kind
+    }
+    fn sector(&self, i: usize) -> u64 {
+        self.0[i].sector
+    }
+    fn bytes(&self, i: usize) -> usize {
+        self.0[i].buf.len()
+    }
+    fn result(&self, i: usize) -> core::result::Result<(), StoreError> {
+        self.0[i].result
+    }
+    fn set_result(&mut self, i: usize, r: core::result::Result<(), StoreError>) {
+        self.0[i].result = r;
+    }
+    fn data_out(
+        &self,
+        i: usize,
+        off: usize,
+        dst: &SharedMem<'_>,
+        dst_off: usize,
+        len: usize,
+    ) -> Result<()> {
+        let r = data_range(self.0[i].buf.len(), off, len)?;
+        dst.write_from(dst_off, &self.0[i].buf[r])
+    }
+    fn data_in(
+        &mut self,
+        i: usize,
+        off: usize,
+        src: &SharedMem<'_>,
+        src_off: usize,
+        len: usize,
+    ) -> Result<()> {
+        let r = data_range(self.0[i].buf.len(), off, len)?;
+        src.read_into(src_off, &mut self.0[i].buf[r])
+    }
+}
+
+/// The server's bounce pages: one volatile copy between them and ours.
+struct Shared<'b, 'm> {
+    mem: &'b SharedMem<'m>,
+    ios: &'b mut [SharedIo],
+}
+
+impl Batch for Shared<'_, '_> {
+    fn count(&self) -> usize {
+        self.ios.len()
+    }
+    fn kind(&self, i: usize) -> IoKind {
+        self.ios[i].kind
+    }
+    fn sector(&self, i: usize) -> u64 {
+        self.ios[i].sector
+    }
+    fn bytes(&self, i: usize) -> usize {
+        self.ios[i].len
+    }
+    fn result(&self, i: usize) -> core::result::Result<(), StoreError> {
+        self.ios[i].result
+    }
+    fn set_result(&mut self, i: usize, r: core::result::Result<(), StoreError>) {
+        self.ios[i].result = r;
+    }
+    fn data_out(
+        &self,
+        i: usize,
+        off: usize,
+        dst: &SharedMem<'_>,
+        dst_off: usize,
+        len: usize,
+    ) -> Result<()> {
+        let r = data_range(self.ios[i].len, off, len)?;
+        let at = self.ios[i]
+            .at
+            .checked_add(r.start)
+            .ok_or(Error::InvalidArgument {
+                what: "vbd: a range outside the window",
+            })?;
+        // Bounds of both windows checked by copy_from.
+        dst.copy_from(dst_off, self.mem, at, len)
+    }
+    fn data_in(
+        &mut self,
+        i: usize,
+        off: usize,
+        src: &SharedMem<'_>,
+        src_off: usize,
+        len: usize,
+    ) -> Result<()> {
+        let r = data_range(self.ios[i].len, off, len)?;
+        let at = self.ios[i]
+            .at
+            .checked_add(r.start)
+            .ok_or(Error::InvalidArgument {
+                what: "vbd: a range outside the window",
+            })?;
+        self.mem.copy_from(at, src, src_off, len)
     }
 }
 

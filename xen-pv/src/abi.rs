@@ -24,6 +24,8 @@ pub const BLKIF_OP_FLUSH_DISKCACHE: u8 = 3;
 pub const BLKIF_OP_DISCARD: u8 = 5;
 pub const BLKIF_OP_INDIRECT: u8 = 6;
 pub const BLKIF_MAX_SEGMENTS_PER_REQUEST: usize = 11;
+/// Indirect pages one `BLKIF_OP_INDIRECT` request may name.
+pub const BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST: usize = 8;
 pub const BLKIF_RSP_OKAY: i16 = 0;
 pub const BLKIF_RSP_ERROR: i16 = -1;
 pub const BLKIF_RSP_EOPNOTSUPP: i16 = -2;
@@ -35,6 +37,18 @@ pub const BLKIF_SEGMENT_SIZE: usize = 8;
 pub const BLKIF_SEGMENT_GREF: usize = 0;
 pub const BLKIF_SEGMENT_FIRST_SECT: usize = 4;
 pub const BLKIF_SEGMENT_LAST_SECT: usize = 5;
+/// `struct blkif_request_indirect`, x86_64 layout (in a ring entry of
+/// [`BLKIF_REQUEST_SIZE`] bytes; the rest of the entry is zero).
+pub const BLKIF_REQUEST_INDIRECT_SIZE: usize = 64;
+pub const BLKIF_INDIRECT_OPERATION: usize = 0;
+pub const BLKIF_INDIRECT_INDIRECT_OP: usize = 1;
+pub const BLKIF_INDIRECT_NR_SEGMENTS: usize = 2;
+pub const BLKIF_INDIRECT_ID: usize = 8;
+pub const BLKIF_INDIRECT_SECTOR_NUMBER: usize = 16;
+pub const BLKIF_INDIRECT_HANDLE: usize = 24;
+pub const BLKIF_INDIRECT_GREFS: usize = 28;
+/// `struct blkif_request_segment`s one indirect page holds.
+pub const BLKIF_SEGMENTS_PER_INDIRECT_PAGE: usize = 4096 / BLKIF_SEGMENT_SIZE;
 /// `struct blkif_request`, x86_64 layout.
 pub const BLKIF_REQUEST_SIZE: usize = 112;
 pub const BLKIF_REQUEST_OPERATION: usize = 0;
@@ -200,6 +214,30 @@ mod tests {
             ("blkif_request_segment.gref", BLKIF_SEGMENT_GREF),
             ("blkif_request_segment.first_sect", BLKIF_SEGMENT_FIRST_SECT),
             ("blkif_request_segment.last_sect", BLKIF_SEGMENT_LAST_SECT),
+            (
+                "BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST",
+                BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST,
+            ),
+            ("blkif_request_indirect", BLKIF_REQUEST_INDIRECT_SIZE),
+            ("blkif_request_indirect.operation", BLKIF_INDIRECT_OPERATION),
+            (
+                "blkif_request_indirect.indirect_op",
+                BLKIF_INDIRECT_INDIRECT_OP,
+            ),
+            (
+                "blkif_request_indirect.nr_segments",
+                BLKIF_INDIRECT_NR_SEGMENTS,
+            ),
+            ("blkif_request_indirect.id", BLKIF_INDIRECT_ID),
+            (
+                "blkif_request_indirect.sector_number",
+                BLKIF_INDIRECT_SECTOR_NUMBER,
+            ),
+            ("blkif_request_indirect.handle", BLKIF_INDIRECT_HANDLE),
+            (
+                "blkif_request_indirect.indirect_grefs",
+                BLKIF_INDIRECT_GREFS,
+            ),
             ("blkif_request", BLKIF_REQUEST_SIZE),
             ("blkif_request.operation", BLKIF_REQUEST_OPERATION),
             ("blkif_request.nr_segments", BLKIF_REQUEST_NR_SEGMENTS),

@@ -111,6 +111,137 @@ impl BlkifRequest {
     }
 }
 
+/// Indirect pages a request of `nr_segments` segments needs
+/// (`ceil(nr_segments / 512)`, blkif.h's rule).
+pub const fn indirect_pages_for(nr_segments: usize) -> usize {
+    nr_segments.div_ceil(BLKIF_SEGMENTS_PER_INDIRECT_PAGE)
+}
+
+impl BlkifSegment {
+    /// The segment's 8 bytes (`struct blkif_request_segment`), as an
+    /// indirect page holds them; the two bytes after `last_sect` are
+    /// padding, zero.
+    pub fn emit(&self) -> [u8; BLKIF_SEGMENT_SIZE] {
+        let mut b = [0u8; BLKIF_SEGMENT_SIZE];
+        b[BLKIF_SEGMENT_GREF..BLKIF_SEGMENT_GREF + 4].copy_from_slice(&self.gref.to_le_bytes());
+        b[BLKIF_SEGMENT_FIRST_SECT] = self.first_sect;
+        b[BLKIF_SEGMENT_LAST_SECT] = self.last_sect;
+        b
+    }
+
+    pub fn parse(b: &[u8; BLKIF_SEGMENT_SIZE]) -> BlkifSegment {
+        BlkifSegment {
+            gref: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            first_sect: b[BLKIF_SEGMENT_FIRST_SECT],
+            last_sect: b[BLKIF_SEGMENT_LAST_SECT],
+        }
+    }
+}
+
+/// A `blkif_request_indirect` (`BLKIF_OP_INDIRECT`): a read or write of
+/// `nr_segments` segments listed in the indirect pages `indirect_grefs`
+/// (`struct blkif_request_segment` arrays, 512 to a page; the caller
+/// writes them, see [`BlkifSegment::emit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlkifIndirectRequest {
+    /// `BLKIF_OP_READ` or `BLKIF_OP_WRITE`.
+    pub indirect_op: u8,
+    pub nr_segments: u16,
+    pub id: u64,
+    pub sector: u64,
+    pub handle: u16,
+    /// The first [`indirect_pages_for`]`(nr_segments)` are used.
+    pub indirect_grefs: [u32; BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST],
+}
+
+impl BlkifIndirectRequest {
+    /// The request's bytes as the ring entry holds them (the entry's bytes
+    /// past the 64 of the struct are zero). Refuses an operation other than
+    /// read or write, no segments, or more than 8 indirect pages' worth.
+    pub fn emit(&self) -> Result<[u8; BLKIF_REQUEST_SIZE]> {
+        if self.indirect_op != BLKIF_OP_READ && self.indirect_op != BLKIF_OP_WRITE {
+            return Err(Error::InvalidArgument {
+                what: "blkif indirect request neither read nor write",
+            });
+        }
+        let n = usize::from(self.nr_segments);
+        if n == 0 || indirect_pages_for(n) > BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST {
+            return Err(Error::InvalidArgument {
+                what: "blkif indirect request with no segments or more than 8 pages of them",
+            });
+        }
+        let mut b = [0u8; BLKIF_REQUEST_SIZE];
+        b[BLKIF_INDIRECT_OPERATION] = BLKIF_OP_INDIRECT;
+        b[BLKIF_INDIRECT_INDIRECT_OP] = self.indirect_op;
+        b[BLKIF_INDIRECT_NR_SEGMENTS..BLKIF_INDIRECT_NR_SEGMENTS + 2]
+            .copy_from_slice(&self.nr_segments.to_le_bytes());
+        b[BLKIF_INDIRECT_ID..BLKIF_INDIRECT_ID + 8].copy_from_slice(&self.id.to_le_bytes());
+        b[BLKIF_INDIRECT_SECTOR_NUMBER..BLKIF_INDIRECT_SECTOR_NUMBER + 8]
+            .copy_from_slice(&self.sector.to_le_bytes());
+        b[BLKIF_INDIRECT_HANDLE..BLKIF_INDIRECT_HANDLE + 2]
+            .copy_from_slice(&self.handle.to_le_bytes());
+        for (i, g) in self.indirect_grefs[..indirect_pages_for(n)]
+            .iter()
+            .enumerate()
+        {
+            let at = BLKIF_INDIRECT_GREFS + 4 * i;
+            b[at..at + 4].copy_from_slice(&g.to_le_bytes());
+        }
+        Ok(b)
+    }
+
+    /// Parses ring entry bytes whose operation is `BLKIF_OP_INDIRECT` (the
+    /// backend side of tests; never used on peer-written memory by the
+    /// front end). Every gref slot is read, used or not.
+    pub fn parse(b: &[u8; BLKIF_REQUEST_SIZE]) -> BlkifIndirectRequest {
+        let u64_at = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        let mut indirect_grefs = [0u32; BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST];
+        for (i, g) in indirect_grefs.iter_mut().enumerate() {
+            let at = BLKIF_INDIRECT_GREFS + 4 * i;
+            *g = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        }
+        BlkifIndirectRequest {
+            indirect_op: b[BLKIF_INDIRECT_INDIRECT_OP],
+            nr_segments: u16::from_le_bytes([
+                b[BLKIF_INDIRECT_NR_SEGMENTS],
+                b[BLKIF_INDIRECT_NR_SEGMENTS + 1],
+            ]),
+            id: u64_at(BLKIF_INDIRECT_ID),
+            sector: u64_at(BLKIF_INDIRECT_SECTOR_NUMBER),
+            handle: u16::from_le_bytes([b[BLKIF_INDIRECT_HANDLE], b[BLKIF_INDIRECT_HANDLE + 1]]),
+            indirect_grefs,
+        }
+    }
+}
+
+/// A request as the backend side of tests sees it in a ring entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnyRequest {
+    Direct(BlkifRequest),
+    Indirect(BlkifIndirectRequest),
+}
+
+impl AnyRequest {
+    pub fn parse(b: &[u8; BLKIF_REQUEST_SIZE]) -> AnyRequest {
+        if b[BLKIF_REQUEST_OPERATION] == BLKIF_OP_INDIRECT {
+            AnyRequest::Indirect(BlkifIndirectRequest::parse(b))
+        } else {
+            AnyRequest::Direct(BlkifRequest::parse(b))
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        match self {
+            AnyRequest::Direct(r) => r.id,
+            AnyRequest::Indirect(r) => r.id,
+        }
+    }
+}
+
 /// A `blkif_response`, parsed from our private copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlkifResponse {
@@ -190,6 +321,15 @@ impl<'a> FrontRing<'a> {
         self.ring.push(&req.emit()?)
     }
 
+    /// As [`push`](FrontRing::push), for an indirect request (whose
+    /// indirect pages the caller filled first).
+    pub fn push_indirect(&mut self, req: &BlkifIndirectRequest) -> Result<bool> {
+        if self.free() == 0 {
+            return Ok(false);
+        }
+        self.ring.push(&req.emit()?)
+    }
+
     /// Publishes the pushed requests (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`);
     /// returns whether the backend asked to be notified.
     pub fn publish(&mut self) -> Result<bool> {
@@ -232,6 +372,19 @@ pub mod back {
             let mut req = [0u8; BLKIF_REQUEST_SIZE];
             req.copy_from_slice(&b[..BLKIF_REQUEST_SIZE]);
             out.push(BlkifRequest::parse(&req));
+        })
+    }
+
+    /// As [`take_requests`], direct and indirect requests alike.
+    pub fn take_any_requests(
+        page: &SharedMem<'_>,
+        req_cons: &mut u32,
+        out: &mut Vec<AnyRequest>,
+    ) -> Result<()> {
+        ring::back::take_requests::<BLKIF_SRING_ENTRY_SIZE>(page, req_cons, |b| {
+            let mut req = [0u8; BLKIF_REQUEST_SIZE];
+            req.copy_from_slice(&b[..BLKIF_REQUEST_SIZE]);
+            out.push(AnyRequest::parse(&req));
         })
     }
 
@@ -347,6 +500,126 @@ mod tests {
         m.store_u32(BLKIF_SRING_RSP_PROD, 1, Ordering::Relaxed)
             .unwrap();
         assert_eq!(f.take(&mut out), Ok(1));
+    }
+
+    #[test]
+    fn indirect_requests_sit_where_blkif_h_puts_them() {
+        let r = BlkifIndirectRequest {
+            indirect_op: BLKIF_OP_WRITE,
+            nr_segments: 513,
+            id: 0x0102_0304_0506_0708,
+            sector: 0x1122_3344_5566_7788,
+            handle: 51712,
+            indirect_grefs: [11, 12, 0xdead, 0, 0, 0, 0, 0xbeef],
+        };
+        let b = r.emit().unwrap();
+        // The offsets the C compiler gives (abi.rs checks the constants
+        // against the installed header), here spelled out byte by byte.
+        assert_eq!(b[0], 6, "operation: BLKIF_OP_INDIRECT");
+        assert_eq!(b[1], 1, "indirect_op");
+        assert_eq!(b[2..4], [0x01, 0x02], "nr_segments: 513, little-endian u16");
+        assert_eq!(b[4..8], [0; 4], "padding before id");
+        assert_eq!(b[8..16], 0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(b[16..24], 0x1122_3344_5566_7788u64.to_le_bytes());
+        assert_eq!(b[24..26], 51712u16.to_le_bytes());
+        assert_eq!(b[26..28], [0; 2], "padding before indirect_grefs");
+        assert_eq!(b[28..32], 11u32.to_le_bytes());
+        assert_eq!(b[32..36], 12u32.to_le_bytes());
+        // 513 segments take 2 pages: only two grefs are written.
+        assert!(b[36..].iter().all(|&x| x == 0), "{:?}", &b[36..]);
+        let back = BlkifIndirectRequest::parse(&b);
+        assert_eq!(
+            back,
+            BlkifIndirectRequest {
+                indirect_grefs: [11, 12, 0, 0, 0, 0, 0, 0],
+                ..r
+            }
+        );
+        assert_eq!(AnyRequest::parse(&b), AnyRequest::Indirect(back));
+        assert_eq!(AnyRequest::parse(&b).id(), r.id);
+        // Bounds: 8 pages of 512 segments, at least one, read or write.
+        let full = BlkifIndirectRequest {
+            nr_segments: 4096,
+            ..r
+        };
+        assert_eq!(BlkifIndirectRequest::parse(&full.emit().unwrap()), full);
+        for bad in [
+            BlkifIndirectRequest {
+                nr_segments: 4097,
+                ..r
+            },
+            BlkifIndirectRequest {
+                nr_segments: 0,
+                ..r
+            },
+            BlkifIndirectRequest {
+                indirect_op: BLKIF_OP_FLUSH_DISKCACHE,
+                ..r
+            },
+            BlkifIndirectRequest {
+                indirect_op: BLKIF_OP_INDIRECT,
+                ..r
+            },
+        ] {
+            assert!(bad.emit().is_err(), "{bad:?}");
+        }
+        assert_eq!(indirect_pages_for(0), 0);
+        assert_eq!(indirect_pages_for(1), 1);
+        assert_eq!(indirect_pages_for(512), 1);
+        assert_eq!(indirect_pages_for(513), 2);
+        assert_eq!(indirect_pages_for(4096), 8);
+    }
+
+    #[test]
+    fn indirect_segments_are_8_bytes_each() {
+        let s = BlkifSegment {
+            gref: 0xa0b0_c0d0,
+            first_sect: 2,
+            last_sect: 7,
+        };
+        assert_eq!(s.emit(), [0xd0, 0xc0, 0xb0, 0xa0, 2, 7, 0, 0]);
+        assert_eq!(BlkifSegment::parse(&s.emit()), s);
+        // Segment i of a page is at i * 8: a page holds 512.
+        assert_eq!(BLKIF_SEGMENTS_PER_INDIRECT_PAGE, 512);
+    }
+
+    #[test]
+    fn indirect_requests_go_through_the_ring() {
+        let mut page = Page([0xee; 4096]);
+        let m = SharedMem::from_slice(&mut page.0);
+        let mut f = FrontRing::init(m).unwrap();
+        let ind = BlkifIndirectRequest {
+            indirect_op: BLKIF_OP_READ,
+            nr_segments: 256,
+            id: 5,
+            sector: 64,
+            handle: 51712,
+            indirect_grefs: [40, 0, 0, 0, 0, 0, 0, 0],
+        };
+        assert!(f.push(&req(4)).unwrap());
+        assert!(f.push_indirect(&ind).unwrap());
+        assert!(f
+            .push_indirect(&BlkifIndirectRequest {
+                nr_segments: 0,
+                ..ind
+            })
+            .is_err());
+        assert_eq!(f.outstanding(), 2);
+        f.publish().unwrap();
+        let mut got = Vec::new();
+        let mut req_cons = 0;
+        back::take_any_requests(&m, &mut req_cons, &mut got).unwrap();
+        assert_eq!(got, [AnyRequest::Direct(req(4)), AnyRequest::Indirect(ind)]);
+        // The old entry's 0xee bytes past the struct are overwritten.
+        let mut entry = [0u8; BLKIF_SRING_ENTRY_SIZE];
+        m.read_into(BLKIF_SRING_RING + BLKIF_SRING_ENTRY_SIZE, &mut entry)
+            .unwrap();
+        assert!(entry[64..].iter().all(|&x| x == 0));
+        // A full ring refuses an indirect request as a plain one.
+        for i in 0..RING_SIZE as u64 - 2 {
+            assert!(f.push(&req(10 + i)).unwrap());
+        }
+        assert!(!f.push_indirect(&ind).unwrap());
     }
 
     proptest::proptest! {

@@ -3,7 +3,9 @@
 //! ids and operations, any status, producer indexes anywhere, or silence
 //! (the batch deadline). The store's ring parsing (xen_pv::blkif)
 //! and its response matching must never panic, never loop without bound,
-//! and once broken refuse everything.
+//! and once broken refuse everything. The backend may offer indirect
+//! segments (any count; the store bounds it), and answers an indirect
+//! request with its indirect_op, BLKIF_OP_INDIRECT or anything else.
 #![no_main]
 
 use std::sync::atomic::Ordering;
@@ -13,8 +15,11 @@ use blkback_uk::vbd::{FlushKind, RingEvents, VbdInfo, VbdPages, VbdStore};
 use libfuzzer_sys::fuzz_target;
 use share_local::{LocalHost, LocalPlatform};
 use share_hal::platform::{Access, Clock, GrantTable, Mapping};
-use xen_pv::abi::{BLKIF_RESPONSE_SIZE, BLKIF_SRING_RING, BLKIF_SRING_RSP_PROD};
-use xen_pv::blkif::{back, BlkifRequest, BlkifResponse, RING_SIZE};
+use xen_pv::abi::{
+    BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_INDIRECT, BLKIF_RESPONSE_SIZE, BLKIF_SRING_RING,
+    BLKIF_SRING_RSP_PROD,
+};
+use xen_pv::blkif::{back, AnyRequest, BlkifResponse, RING_SIZE};
 use share_hal::{Error, GrantRef, Result};
 
 struct Hostile {
@@ -25,7 +30,9 @@ struct Hostile {
     at: usize,
     req_cons: u32,
     rsp_prod: u32,
-    seen: Vec<BlkifRequest>,
+    seen: Vec<AnyRequest>,
+    /// What the store may use: the offer within its bounds.
+    offered: u16,
 }
 
 impl Hostile {
@@ -51,14 +58,38 @@ impl RingEvents for Hostile {
         };
         let ring = self.p.map(7, &[self.ring_ref], Access::ReadWrite)?;
         let m = ring.mem();
-        back::take_requests(&m, &mut self.req_cons, &mut self.seen)?;
+        let before = self.seen.len();
+        back::take_any_requests(&m, &mut self.req_cons, &mut self.seen)?;
+        for r in &self.seen[before..] {
+            match r {
+                AnyRequest::Direct(r) => {
+                    assert!(usize::from(r.nr_segments) <= BLKIF_MAX_SEGMENTS_PER_REQUEST)
+                }
+                AnyRequest::Indirect(r) => {
+                    // Never more than we use, the backend offered, or 12
+                    // or fewer (those go plain).
+                    assert!(r.nr_segments > 11 && r.nr_segments <= 256);
+                    assert!(r.nr_segments <= self.offered);
+                }
+            }
+        }
         match op % 4 {
             // Answer the oldest request seen, with any status.
             0 | 1 => {
                 if !self.seen.is_empty() {
                     let r = self.seen.remove(0);
-                    let status = i16::from(self.byte().unwrap_or(0) as i8 % 3);
-                    back::respond(&m, &mut self.rsp_prod, &BlkifResponse { id: r.id, operation: r.operation, status })?;
+                    let b = self.byte().unwrap_or(0);
+                    let status = i16::from(b as i8 % 3);
+                    let operation = match r {
+                        AnyRequest::Direct(r) => r.operation,
+                        // Linux's echo, blkif.h's, or another.
+                        AnyRequest::Indirect(r) => match b >> 6 {
+                            0 | 1 => r.indirect_op,
+                            2 => BLKIF_OP_INDIRECT,
+                            _ => b & 7,
+                        },
+                    };
+                    back::respond(&m, &mut self.rsp_prod, &BlkifResponse { id: r.id(), operation, status })?;
                 }
             }
             // An invented response.
@@ -86,17 +117,24 @@ impl RingEvents for Hostile {
 }
 
 fuzz_target!(|data: &[u8]| {
-    if data.len() < 2 {
+    if data.len() < 3 {
         return;
     }
     let host = LocalHost::new();
     let mut front = host.domain(7);
-    let pages = VbdPages::new(&mut front, 0, 16).unwrap();
+    // 0: none; otherwise 12..=300 offered (the store bounds it by 256 and
+    // its 48 bounce pages).
+    let offered = match data[2] {
+        0 => 0u16,
+        x => 11 + u16::from(x),
+    };
+    let pages = VbdPages::new(&mut front, 0, 48).unwrap();
     let backend = Hostile {
         p: host.domain(0),
         host: host.clone(),
         ring_ref: pages.ring_ref(),
-        input: data[2..].to_vec(),
+        input: data[3..].to_vec(),
+        offered: offered.min(48),
         at: 0,
         req_cons: 0,
         rsp_prod: 0,
@@ -110,11 +148,15 @@ fuzz_target!(|data: &[u8]| {
         sector_size: 512,
         read_only: false,
         flush: if data[0] & 1 == 0 { FlushKind::FlushCache } else { FlushKind::Barrier },
+        persistent: data[2] & 1 == 1,
+        max_indirect_segments: offered.min(256),
     };
     let mut s = VbdStore::new(pages, info, backend).unwrap();
     s.set_batch_timeout(1_000_000_000);
     for round in 0..2 {
-        let mut w = vec![0x5au8; 512 * (1 + usize::from(data[1] % 120))];
+        // Up to 80 pages: plain and indirect requests, more than the
+        // bounce pages hold at once.
+        let mut w = vec![0x5au8; 512 * (1 + usize::from(data[1] & 0x7f) * 5)];
         let mut r = vec![0u8; 8192];
         let mut ios = [
             Io::new(IoKind::Write { fua: data[1] & 0x80 != 0 }, u64::from(data[0] >> 1), &mut w),

@@ -9,10 +9,11 @@ use core::cell::RefCell;
 
 use share_hal::platform::{Clock, GrantTable, Mapping};
 use share_local::{LocalHost, LocalPages, LocalPlatform};
-use xen_pv::blkif::back;
+use xen_pv::blkif::{back, AnyRequest};
 
 use super::*;
-use crate::store::execute_one;
+use crate::store::{execute_one, SharedIo};
+use share_hal::SharedMem;
 
 const FRONT: DomId = 7;
 const BACK: DomId = 0;
@@ -30,14 +31,25 @@ enum Mode {
     FailWrites,
     /// Answers every flush with BLKIF_RSP_ERROR.
     FailFlush,
+    /// Answers every read and write with operation BLKIF_OP_INDIRECT (for
+    /// an indirect request as blkif.h reads, where Linux's blkback echoes
+    /// its indirect_op; for a plain one, a lie).
+    EchoIndirect,
+    /// Answers an indirect request with an operation it was not.
+    WrongIndirectOp,
 }
 
 #[derive(Default)]
 struct Disk {
     cache: Vec<u8>,
     durable: Vec<u8>,
-    /// (operation, sector, segments) in the order the backend saw them.
-    seen: Vec<(u8, u64, u8)>,
+    /// (operation, sector, segments) in the order the backend saw them;
+    /// an indirect request as its indirect_op, its segments counted.
+    seen: Vec<(u8, u64, u16)>,
+    /// Of which were BLKIF_OP_INDIRECT.
+    indirect: usize,
+    /// Segments the backend takes in an indirect request (as advertised).
+    max_indirect: u16,
 }
 
 struct FakeBack {
@@ -56,13 +68,44 @@ impl FakeBack {
         let ring = self.p.map(FRONT, &[self.ring_ref], Access::ReadWrite)?;
         let m = ring.mem();
         let mut reqs = Vec::new();
-        back::take_requests(&m, &mut self.req_cons, &mut reqs)?;
-        for r in reqs {
+        back::take_any_requests(&m, &mut self.req_cons, &mut reqs)?;
+        for any in reqs {
             let mut d = self.disk.borrow_mut();
-            d.seen.push((r.operation, r.sector, r.nr_segments));
             let mut status = BLKIF_RSP_OKAY;
+            let (r, segs) = match any {
+                AnyRequest::Direct(r) => (r, r.segments[..usize::from(r.nr_segments)].to_vec()),
+                AnyRequest::Indirect(ind) => {
+                    d.indirect += 1;
+                    let n = usize::from(ind.nr_segments);
+                    let mut segs = Vec::new();
+                    if n == 0 || ind.nr_segments > d.max_indirect {
+                        // Linux's blkback: BLKIF_RSP_ERROR, nothing done.
+                        status = -1;
+                    } else {
+                        for k in 0..xen_pv::blkif::indirect_pages_for(n) {
+                            let pg = self.p.map(
+                                FRONT,
+                                &[GrantRef(ind.indirect_grefs[k])],
+                                Access::ReadOnly,
+                            )?;
+                            let here = (n - k * 512).min(512);
+                            for i in 0..here {
+                                let mut b = [0u8; 8];
+                                pg.mem().read_into(i * 8, &mut b)?;
+                                segs.push(BlkifSegment::parse(&b));
+                            }
+                            self.p.unmap(pg)?;
+                        }
+                    }
+                    let mut r = BlkifRequest::bare(ind.indirect_op, ind.handle, ind.id);
+                    r.sector = ind.sector;
+                    (r, segs)
+                }
+            };
+            let indirect = matches!(any, AnyRequest::Indirect(_));
+            d.seen.push((r.operation, r.sector, segs.len() as u16));
             let mut at = r.sector as usize * SECTOR_SIZE;
-            for s in &r.segments[..usize::from(r.nr_segments)] {
+            for s in &segs {
                 let seg = self.p.map(FRONT, &[GrantRef(s.gref)], Access::ReadWrite)?;
                 let off = usize::from(s.first_sect) * SECTOR_SIZE;
                 let len = (usize::from(s.last_sect) + 1 - usize::from(s.first_sect)) * SECTOR_SIZE;
@@ -72,6 +115,7 @@ impl FakeBack {
                     BLKIF_OP_WRITE => seg.mem().read_into(off, &mut d.cache[at..at + len])?,
                     _ => status = -1,
                 }
+                assert!(s.first_sect <= s.last_sect && s.last_sect < 8);
                 at += len;
                 self.p.unmap(seg)?;
             }
@@ -87,12 +131,17 @@ impl FakeBack {
             } else {
                 r.id
             };
+            let operation = match self.mode {
+                Mode::EchoIndirect if r.operation <= BLKIF_OP_WRITE => BLKIF_OP_INDIRECT,
+                Mode::WrongIndirectOp if indirect => r.operation ^ 1,
+                _ => r.operation,
+            };
             back::respond(
                 &m,
                 &mut self.rsp_prod,
                 &BlkifResponse {
                     id,
-                    operation: r.operation,
+                    operation,
                     status,
                 },
             )?;
@@ -135,6 +184,8 @@ fn info(sectors: u64, flush: FlushKind) -> VbdInfo {
         sector_size: 512,
         read_only: false,
         flush,
+        persistent: false,
+        max_indirect_segments: 0,
     }
 }
 
@@ -143,6 +194,18 @@ fn store(
     sectors: u64,
     bounce: usize,
 ) -> (VbdStore<LocalPages, FakeBack>, Rc<RefCell<Disk>>) {
+    store_with(mode, sectors, bounce, 0, 0)
+}
+
+/// A store whose backend offers `offered` indirect segments, and takes
+/// `takes` (what Linux's blkback does when the two differ: refuses).
+fn store_with(
+    mode: Mode,
+    sectors: u64,
+    bounce: usize,
+    offered: u16,
+    takes: u16,
+) -> (VbdStore<LocalPages, FakeBack>, Rc<RefCell<Disk>>) {
     let host = LocalHost::new();
     let mut front = host.domain(FRONT);
     let pages = VbdPages::new(&mut front, BACK, bounce).unwrap();
@@ -150,6 +213,8 @@ fn store(
         cache: vec![0; sectors as usize * SECTOR_SIZE],
         durable: vec![0; sectors as usize * SECTOR_SIZE],
         seen: Vec::new(),
+        indirect: 0,
+        max_indirect: takes,
     }));
     let back = FakeBack {
         p: host.domain(BACK),
@@ -161,7 +226,9 @@ fn store(
         rsp_prod: 0,
         notified: 0,
     };
-    let s = VbdStore::new(pages, info(sectors, FlushKind::FlushCache), back).unwrap();
+    let mut i = info(sectors, FlushKind::FlushCache);
+    i.max_indirect_segments = offered;
+    let s = VbdStore::new(pages, i, back).unwrap();
     (s, disk)
 }
 
@@ -371,6 +438,8 @@ struct FakeStore {
     writes: Vec<(String, String)>,
     /// Backend state after the frontend's Initialised.
     then: &'static str,
+    /// The backend's `feature-persistent`, written when it connects.
+    persistent: Option<&'static str>,
     reads_left: u32,
 }
 
@@ -383,10 +452,13 @@ impl FakeStore {
         keys.insert("device/vbd/51712/backend-id".into(), "0".into());
         keys.insert("device/vbd/51728/backend".into(), BE.into());
         keys.insert(format!("{BE}/state"), backend_state.into());
+        // Linux's blkback writes this one when it probes the device.
+        keys.insert(format!("{BE}/feature-max-indirect-segments"), "256".into());
         FakeStore {
             keys,
             writes: Vec::new(),
             then: "4",
+            persistent: Some("1"),
             reads_left: 10_000,
         }
     }
@@ -409,6 +481,11 @@ impl Xenbus for FakeStore {
             self.keys.insert(format!("{BE}/info"), "4".into());
             self.keys
                 .insert(format!("{BE}/feature-barrier"), "1".into());
+            // ... and this one only when it connects (after Initialised).
+            if let Some(v) = self.persistent {
+                self.keys
+                    .insert(format!("{BE}/feature-persistent"), v.into());
+            }
         }
         Ok(())
     }
@@ -447,6 +524,8 @@ fn the_handshake_follows_the_xenbus_states() {
             sector_size: 512,
             read_only: true,
             flush: FlushKind::Barrier,
+            persistent: true,
+            max_indirect_segments: 256,
         }
     );
     let keys: Vec<&str> = xs.writes.iter().map(|(k, _)| k.as_str()).collect();
@@ -463,6 +542,10 @@ fn the_handshake_follows_the_xenbus_states() {
     );
     assert_eq!(xs.writes[0].1, pg.ring_ref().0.to_string());
     assert_eq!(xs.writes[2].1, "x86_64-abi");
+    assert_eq!(
+        xs.writes[3].1, "1",
+        "feature-persistent: we reuse our grants"
+    );
     assert_eq!(xs.writes[5].1, "4");
 }
 
@@ -531,4 +614,244 @@ fn the_handshake_gives_up_on_bad_or_slow_backends() {
     )
     .unwrap_err();
     assert!(e.0.contains("4096"), "{e}");
+}
+
+fn connect_with(keys: &[(&str, Option<&str>)]) -> VbdInfo {
+    let mut xs = FakeStore::new("2");
+    for (k, v) in keys {
+        match v {
+            Some(v) => xs.keys.insert(format!("{BE}/{k}"), (*v).into()),
+            None => xs.keys.remove(&format!("{BE}/{k}")),
+        };
+    }
+    let t = core::cell::Cell::new(0u64);
+    handshake(
+        &mut xs,
+        "device/vbd/51712",
+        &pages(),
+        &|| t.get(),
+        &mut |d| t.set(d),
+    )
+    .unwrap()
+}
+
+#[test]
+fn indirect_segments_and_persistence_follow_what_the_backend_offers_within_bounds() {
+    let i = connect_with(&[]);
+    assert_eq!((i.persistent, i.max_indirect_segments), (true, 256));
+    // More than we use is our bound; 11 or fewer, garbage, absent: none.
+    for (v, want) in [
+        (Some("4096"), 256),
+        (Some("18446744073709551615"), 256),
+        (Some("99999999999999999999999"), 0),
+        (Some("64"), 64),
+        (Some("12"), 12),
+        (Some("11"), 0),
+        (Some("0"), 0),
+        (Some("-5"), 0),
+        (Some("lots"), 0),
+        (None, 0),
+    ] {
+        let i = connect_with(&[("feature-max-indirect-segments", v)]);
+        assert_eq!(i.max_indirect_segments, want, "{v:?}");
+    }
+    // A backend that connects without persistent grants (absent, 0, or
+    // anything but 1) maps per request: not counted as persistent, and the
+    // store works the same way (it only ever uses its own grants).
+    let t = core::cell::Cell::new(0u64);
+    for v in [None, Some("0"), Some("2"), Some("yes")] {
+        let mut xs = FakeStore::new("2");
+        xs.persistent = v;
+        let i = handshake(
+            &mut xs,
+            "device/vbd/51712",
+            &pages(),
+            &|| t.get(),
+            &mut |d| t.set(d),
+        )
+        .unwrap();
+        assert!(!i.persistent, "{v:?}");
+        assert!(xs
+            .writes
+            .contains(&("device/vbd/51712/feature-persistent".into(), "1".into())));
+    }
+}
+
+#[test]
+fn a_one_mib_write_is_one_indirect_request_and_reads_back() {
+    let (mut s, disk) = store_with(Mode::Honest, 8192, 264, 256, 256);
+    let mut w = pattern(1024 * 1024, 9);
+    assert_eq!(
+        execute_one(&mut s, IoKind::Write { fua: false }, 8, &mut w),
+        Ok(())
+    );
+    let mut r = vec![0u8; w.len()];
+    assert_eq!(execute_one(&mut s, IoKind::Read, 8, &mut r), Ok(()));
+    assert_eq!(r, w);
+    {
+        let d = disk.borrow();
+        assert_eq!(
+            d.seen,
+            [(BLKIF_OP_WRITE, 8, 256), (BLKIF_OP_READ, 8, 256)],
+            "one request each way, not 24"
+        );
+        assert_eq!(d.indirect, 2);
+    }
+    assert_eq!(s.stats().requests, 2);
+    assert_eq!(s.stats().indirect, 2);
+    // 1 MiB + 3 sectors and 44 KiB: an indirect request of 256 segments
+    // and a plain one of 1; 11 pages or fewer always go plain.
+    let mut w2 = pattern(1024 * 1024 + 1536, 4);
+    let mut small = pattern(44 * 1024, 5);
+    let mut ios = [
+        Io::new(IoKind::Write { fua: false }, 4000, &mut w2),
+        Io::new(IoKind::Write { fua: true }, 100, &mut small),
+    ];
+    s.execute(&mut ios);
+    assert!(ios.iter().all(|io| io.result.is_ok()), "{ios:?}");
+    let d = disk.borrow();
+    assert_eq!(
+        d.seen[2..],
+        [
+            (BLKIF_OP_WRITE, 4000, 256),
+            (BLKIF_OP_WRITE, 4000 + 2048, 1),
+            (BLKIF_OP_WRITE, 100, 11),
+            (BLKIF_OP_FLUSH_DISKCACHE, 0, 0),
+        ]
+    );
+    assert_eq!(d.indirect, 3);
+    assert_eq!(
+        &d.cache[4000 * 512..4000 * 512 + w2.len()],
+        &pattern(1024 * 1024 + 1536, 4)[..]
+    );
+    assert_eq!(
+        &d.durable[100 * 512..100 * 512 + 44 * 1024],
+        &pattern(44 * 1024, 5)[..]
+    );
+}
+
+#[test]
+fn indirect_requests_fit_the_bounce_pages_and_the_backend_offer() {
+    // 64 offered, 40 bounce pages: requests of at most 40 pages; a full
+    // ring's worth of them in flight at once still reads back right.
+    let (mut s, disk) = store_with(Mode::Honest, 8192, 40, 64, 64);
+    let mut w = pattern(1024 * 1024, 1);
+    assert_eq!(
+        execute_one(&mut s, IoKind::Write { fua: false }, 0, &mut w),
+        Ok(())
+    );
+    let mut r = vec![0u8; w.len()];
+    assert_eq!(execute_one(&mut s, IoKind::Read, 0, &mut r), Ok(()));
+    assert_eq!(r, w);
+    let d = disk.borrow();
+    assert!(d.seen.iter().all(|&(_, _, n)| n <= 40), "{:?}", d.seen);
+    assert_eq!(d.seen.iter().filter(|x| x.0 == BLKIF_OP_WRITE).count(), 7);
+    drop(d);
+    // A backend that offers more than it then takes: its error fails the
+    // operation, the store stays usable.
+    let (mut s, _) = store_with(Mode::Honest, 8192, 264, 256, 128);
+    assert_eq!(
+        execute_one(&mut s, IoKind::Read, 0, &mut vec![0u8; 1024 * 1024]),
+        Err(StoreError::Io { errno: 5 })
+    );
+    assert!(s.broken().is_none());
+    assert_eq!(
+        execute_one(&mut s, IoKind::Read, 0, &mut vec![0u8; 4096]),
+        Ok(())
+    );
+}
+
+#[test]
+fn indirect_answers_are_matched_like_any_other() {
+    // blkif.h's echo (BLKIF_OP_INDIRECT) is as good as Linux's (the
+    // indirect_op); another operation breaks the store.
+    let (mut s, _) = store_with(Mode::EchoIndirect, 8192, 264, 256, 256);
+    let mut w = pattern(512 * 1024, 2);
+    assert_eq!(
+        execute_one(&mut s, IoKind::Write { fua: false }, 0, &mut w),
+        Ok(())
+    );
+    // ... but a plain request answered BLKIF_OP_INDIRECT is not one.
+    assert_eq!(
+        execute_one(&mut s, IoKind::Write { fua: false }, 0, &mut vec![0u8; 512]),
+        Err(StoreError::Io { errno: 5 })
+    );
+    assert!(s.broken().is_some());
+    for mode in [Mode::WrongIndirectOp, Mode::BogusId] {
+        let (mut s, _) = store_with(mode, 8192, 264, 256, 256);
+        assert_eq!(
+            execute_one(&mut s, IoKind::Read, 0, &mut vec![0u8; 1024 * 1024]),
+            Err(StoreError::Io { errno: 5 })
+        );
+        assert!(s.broken().is_some());
+        assert_eq!(
+            execute_one(&mut s, IoKind::Read, 0, &mut vec![0u8; 512]),
+            Err(StoreError::Io { errno: 5 })
+        );
+    }
+}
+
+#[test]
+fn batches_on_the_servers_bounce_pages_move_with_one_copy_each_way() {
+    let (mut s, disk) = store_with(Mode::Honest, 8192, 264, 256, 256);
+    assert!(s.takes_shared());
+    // The server's window: 2 MiB + a page, data at page offsets.
+    let mut window = vec![0u8; 2 * 1024 * 1024 + 4096];
+    let mem = SharedMem::from_slice(&mut window);
+    let w = pattern(1024 * 1024, 7);
+    let small = pattern(3 * 512, 8);
+    mem.write_from(4096, &w).unwrap();
+    mem.write_from(4096 + 1024 * 1024, &small).unwrap();
+    let io = |kind, sector, at, len| SharedIo {
+        kind,
+        sector,
+        at,
+        len,
+        result: Err(StoreError::Io { errno: 0 }),
+    };
+    let mut ios = [
+        io(IoKind::Write { fua: false }, 16, 4096, w.len()),
+        io(
+            IoKind::Write { fua: true },
+            5000,
+            4096 + 1024 * 1024,
+            small.len(),
+        ),
+        // Outside the window: fails alone.
+        io(IoKind::Write { fua: false }, 0, 2 * 1024 * 1024, 8192),
+        io(IoKind::Flush, 0, 0, 0),
+    ];
+    s.execute_shared(&mem, &mut ios);
+    assert_eq!(ios[0].result, Ok(()));
+    assert_eq!(ios[1].result, Ok(()));
+    assert_eq!(ios[2].result, Err(StoreError::Io { errno: 5 }));
+    assert_eq!(ios[3].result, Ok(()));
+    {
+        let d = disk.borrow();
+        assert_eq!(&d.durable[16 * 512..16 * 512 + w.len()], &w[..]);
+        assert_eq!(&d.durable[5000 * 512..5000 * 512 + small.len()], &small[..]);
+        assert_eq!(d.indirect, 1);
+    }
+    // Read both back elsewhere in the window.
+    mem.fill(0, mem.len(), 0).unwrap();
+    let mut ios = [
+        io(IoKind::Read, 16, 8192, w.len()),
+        io(IoKind::Read, 5000, 0, small.len()),
+    ];
+    s.execute_shared(&mem, &mut ios);
+    assert!(ios.iter().all(|io| io.result.is_ok()), "{ios:?}");
+    let mut got = vec![0u8; w.len()];
+    mem.read_into(8192, &mut got).unwrap();
+    assert_eq!(got, w);
+    let mut got = vec![0u8; small.len()];
+    mem.read_into(0, &mut got).unwrap();
+    assert_eq!(got, small);
+    // Unsupported and out-of-range operations as through execute.
+    let mut ios = [
+        io(IoKind::Discard { sectors: 8 }, 0, 0, 0),
+        io(IoKind::Read, 8190, 0, 4096),
+    ];
+    s.execute_shared(&mem, &mut ios);
+    assert_eq!(ios[0].result, Err(StoreError::Unsupported));
+    assert_eq!(ios[1].result, Err(StoreError::OutOfRange));
 }

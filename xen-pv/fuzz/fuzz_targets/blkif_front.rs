@@ -5,7 +5,8 @@
 //!
 //! Checked besides "no panic": no more than `RING_SIZE` requests are ever
 //! outstanding; `push` refuses a full ring and a request of more than 11
-//! segments; `take` never yields more responses than were outstanding and
+//! segments; `push_indirect` refuses a full ring, no segments, more than 8
+//! indirect pages' worth and an operation other than read or write; `take` never yields more responses than were outstanding and
 //! consumes exactly what it yields; parking and resuming keeps the indexes.
 #![no_main]
 
@@ -13,8 +14,8 @@ use std::sync::atomic::Ordering;
 
 use libfuzzer_sys::fuzz_target;
 use share_hal::SharedMem;
-use xen_pv::abi::BLKIF_MAX_SEGMENTS_PER_REQUEST;
-use xen_pv::blkif::{BlkifRequest, BlkifSegment, FrontRing, RING_SIZE};
+use xen_pv::abi::{BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_READ, BLKIF_OP_WRITE};
+use xen_pv::blkif::{BlkifIndirectRequest, BlkifRequest, BlkifSegment, FrontRing, RING_SIZE};
 
 #[path = "../script.rs"]
 mod script;
@@ -33,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     while let Some(op) = s.byte() {
         assert!(ring.outstanding() <= RING_SIZE);
-        match op % 7 {
+        match op % 8 {
             0 => {
                 let nr_segments = s.byte().unwrap_or(0) % 16;
                 let mut req = BlkifRequest::bare(s.byte().unwrap_or(0), 51712, next_id);
@@ -90,6 +91,34 @@ fuzz_target!(|data: &[u8]| {
             }
             5 => {
                 let _ = ring.prepare_wait();
+            }
+            7 => {
+                let indirect_op = s.byte().unwrap_or(0) % 4;
+                let nr_segments = (s.word() % 5000) as u16;
+                let req = BlkifIndirectRequest {
+                    indirect_op,
+                    nr_segments,
+                    id: next_id,
+                    sector: u64::from(s.word()),
+                    handle: 51712,
+                    indirect_grefs: [1, 2, 3, 4, 5, 6, 7, 8],
+                };
+                next_id += 1;
+                let valid = (indirect_op == BLKIF_OP_READ || indirect_op == BLKIF_OP_WRITE)
+                    && nr_segments >= 1
+                    && nr_segments <= 4096;
+                let free = ring.free();
+                match ring.push_indirect(&req) {
+                    Ok(true) => {
+                        assert!(free > 0 && valid);
+                        assert_eq!(ring.free(), free - 1);
+                    }
+                    Ok(false) => assert_eq!(free, 0, "a ring with room refused a request"),
+                    Err(_) => {
+                        assert!(!valid);
+                        assert_eq!(ring.free(), free);
+                    }
+                }
             }
             _ => {
                 let (outstanding, free) = (ring.outstanding(), ring.free());
