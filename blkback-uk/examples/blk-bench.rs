@@ -5,8 +5,9 @@
 //! entry in the server's vdevice page) and the member: blkback-uk's
 //! `BlkClient` with one pre-granted buffer per request in flight, as the
 //! userspace member uses it. The server is this program re-executed with
-//! `--serve`: blkback-uk's `Server` over a RAM store, the service loop of
-//! `blkback-file`. Cases: 4 KiB random read and write at queue depth 1 and
+//! `--serve`: blkback-uk's `Server` over a RAM store (`--store ram`, the
+//! default) or blkback-file's file store over a file in `/dev/shm` (`--store
+//! file`: tmpfs, as fio's file), the service loop of `blkback-file`. Cases: 4 KiB random read and write at queue depth 1 and
 //! 32, 1 MiB sequential read and write at queue depth 8. Then fio runs the
 //! same cases on a tmpfs file (io_uring if the kernel allows it, else
 //! libaio, else psync; direct I/O, which tmpfs has since Linux 6.6, else
@@ -14,7 +15,8 @@
 //!
 //! `cargo xtask bench blk` runs it in release mode and keeps the JSON.
 //! By hand: `cargo run --release -p blkback-uk --features host --example
-//! blk-bench -- [--secs S] [--json PATH] [--no-fio] [--only CASE]`.
+//! blk-bench -- [--secs S] [--json PATH] [--no-fio] [--only CASE]
+//! [--store ram|file]`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,9 +24,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use blkback_uk::client::{BlkClient, Buffer};
+use blkback_uk::file::FileStore;
 use blkback_uk::ram::RamStore;
 use blkback_uk::wiring::poll_vdevice;
-use blkback_uk::{Server, ServerConfig};
+use blkback_uk::{Server, ServerConfig, Store};
 use share_hal::platform::{Access, Clock, EventChannels, PAGE_SIZE};
 use share_hal::share::ShareRef;
 use share_hal::vdevice::{VdeviceBus, VdeviceClient};
@@ -100,16 +103,46 @@ struct Opts {
     fio: bool,
     /// Run only the cases whose name contains this (profiling).
     only: Option<String>,
+    /// The server's store: "ram" or "file".
+    store: String,
+}
+
+/// The file store's file: tmpfs, as fio's.
+fn store_file_path() -> PathBuf {
+    PathBuf::from(format!("/dev/shm/blk-bench-store-{}", std::process::id()))
+}
+
+/// Removes the file store's file when the bench ends.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--serve") {
         let Some(sock) = args.get(2) else {
-            eprintln!("blk-bench: --serve SOCKET");
+            eprintln!("blk-bench: --serve SOCKET [FILE]");
             std::process::exit(2);
         };
-        if let Err(e) = serve(Path::new(sock)) {
+        let served = match args.get(3) {
+            None => {
+                // Huge pages, as the PVH image's RAM disks have (2 MiB
+                // identity map) and fio's tmpfs file (the kernel's direct
+                // map).
+                serve(Path::new(sock), RamStore::new_hugepages(DISK_BYTES / 512))
+            }
+            Some(file) => match FileStore::open(Path::new(file), false) {
+                Ok(s) => serve(Path::new(sock), s),
+                Err(e) => Err(format!("{file}: {e}")),
+            },
+        };
+        if let Err(e) = served {
             eprintln!("blk-bench server: {e}");
             std::process::exit(1);
         }
@@ -120,6 +153,7 @@ fn main() {
         json: None,
         fio: true,
         only: None,
+        store: "ram".into(),
     };
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
@@ -129,6 +163,7 @@ fn main() {
             "--json" => o.json = Some(PathBuf::from(val())),
             "--no-fio" => o.fio = false,
             "--only" => o.only = Some(val()),
+            "--store" => o.store = val(),
             other => {
                 eprintln!("blk-bench: unknown argument {other}");
                 std::process::exit(2);
@@ -141,13 +176,10 @@ fn main() {
     }
 }
 
-/// The server process: blkback-file's service loop over a RAM store. Ends
+/// The server process: blkback-file's service loop over `store`. Ends
 /// when the broker goes (the bench process is done).
-fn serve(sock: &Path) -> Result<(), String> {
+fn serve<S: Store>(sock: &Path, store: S) -> Result<(), String> {
     let mut p = SimPlatform::connect(sock, SERVER).map_err(|e| e.to_string())?;
-    // Huge pages, as the PVH image's RAM disks have (2 MiB identity map)
-    // and fio's tmpfs file (the kernel's direct map).
-    let store = RamStore::new_hugepages(DISK_BYTES / 512);
     let mut server = Server::new(&mut p, vec![store], ServerConfig::default())
         .map_err(|e| format!("server: {e}"))?;
     let mut bus = VdeviceBus::create(&mut p, 4).map_err(|e| format!("vdevice page: {e}"))?;
@@ -231,6 +263,17 @@ impl OpRates {
 }
 
 fn bench(o: &Opts) -> Result<(), String> {
+    let store_file = match o.store.as_str() {
+        "ram" => None,
+        "file" => Some(store_file_path()),
+        other => return Err(format!("--store {other}: ram or file")),
+    };
+    let _remove = RemoveOnDrop(store_file.clone());
+    if let Some(f) = &store_file {
+        std::fs::File::create(f)
+            .and_then(|h| h.set_len(DISK_BYTES))
+            .map_err(|e| format!("{}: {e}", f.display()))?;
+    }
     let sock = temp_socket_path("blk-bench");
     let broker = Broker::spawn(&sock).map_err(|e| format!("broker: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -238,6 +281,7 @@ fn bench(o: &Opts) -> Result<(), String> {
         Command::new(exe)
             .arg("--serve")
             .arg(&sock)
+            .args(store_file.iter())
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| format!("starting the server: {e}"))?,
@@ -321,7 +365,12 @@ fn bench(o: &Opts) -> Result<(), String> {
         .unwrap_or(0);
 
     println!(
-        "disk I/O over a blk share on the simulation (RAM store, {} MiB), {} s per case; fio: {}",
+        "disk I/O over a blk share on the simulation ({} store, {} MiB), {} s per case; fio: {}",
+        if store_file.is_some() {
+            "file (tmpfs)"
+        } else {
+            "RAM"
+        },
         DISK_BYTES >> 20,
         o.secs,
         if fio.is_some() {
@@ -364,7 +413,8 @@ fn bench(o: &Opts) -> Result<(), String> {
             "  \"machine\": {{ \"nproc\": {nproc}, \"loadavg_at_end\": \"{load}\" }},\n"
         ));
         j.push_str(&format!(
-            "  \"config\": {{ \"transport\": \"blk share on the sim, member and server in two processes\", \"store\": \"ram\", \"disk_mib\": {}, \"secs_per_case\": {}, \"fio_engine\": \"{engine}\", \"fio_direct\": {direct}, \"fio_file\": \"tmpfs (/dev/shm)\" }},\n",
+            "  \"config\": {{ \"transport\": \"blk share on the sim, member and server in two processes\", \"store\": \"{}\", \"disk_mib\": {}, \"secs_per_case\": {}, \"fio_engine\": \"{engine}\", \"fio_direct\": {direct}, \"fio_file\": \"tmpfs (/dev/shm)\" }},\n",
+            o.store,
             DISK_BYTES >> 20,
             o.secs
         ));

@@ -7,10 +7,11 @@
 //!    `RequestRepr::parse` against our own [`ControlRepr`]; a request is only
 //!    taken while its response has a free slot and its data fits the bounce
 //!    pages, so a member can never have more in flight than its lanes hold;
-//! 2. **indirect**: grant-copy the indirect pages of each indirect request
-//!    into bounce pages (one `sg_xfer` per request, up to 24 pages), copy
-//!    them into a private buffer and validate every segment and the sector
-//!    range there, before any of its data moves;
+//! 2. **indirect**: grant-copy the indirect pages of every indirect request
+//!    of the batch into bounce pages (one `sg_xfer` for the batch, up to 24
+//!    pages per request), copy each request's into a private buffer and
+//!    validate every segment and the sector range there, before any of its
+//!    data moves;
 //! 3. **data in**: grant-copy the data of every write in the batch from the
 //!    member's pages into bounce pages (one `sg_xfer`), then into the
 //!    private data buffer;
@@ -680,6 +681,8 @@ impl<P: Platform, S: Store> Server<P, S> {
         let mut works: Vec<Work> = Vec::new();
         let mut pages_used = 0usize;
         let mut batch_fua = false;
+        // Indirect requests taken (index in `works`), fetched in phase 2.
+        let mut indirect_todo: Vec<(usize, RequestRepr)> = Vec::new();
         // 1. take
         while cons.pending() > 0 {
             // A response slot for every request taken: never more in flight
@@ -770,12 +773,12 @@ impl<P: Platform, S: Store> Server<P, S> {
             batch_fua |= matches!(w.action, Action::Write { fua: true, .. });
             cons.advance();
             if let Some((r, n)) = indirect {
-                // Parked in `segs` as a marker until phase 2 fills them.
+                // Empty until phase 2 fills them.
                 w.first_page = pages_used;
                 pages_used += need;
                 w.segs = Vec::with_capacity(n);
+                indirect_todo.push((works.len(), r));
                 works.push(w);
-                Self::fetch_indirect(p, conn, bounce, &r, works.last_mut())?;
             } else {
                 w.first_page = pages_used;
                 pages_used += need;
@@ -785,6 +788,8 @@ impl<P: Platform, S: Store> Server<P, S> {
         if works.is_empty() {
             return Ok(0);
         }
+        // 2. indirect
+        Self::fetch_indirect(p, conn, bounce, &indirect_todo, &mut works)?;
         stats.batches += 1;
         // Data offsets in the private buffer: segment k of a request at
         // k * PAGE_SIZE from its first page, so pages and data line up.
@@ -925,76 +930,105 @@ impl<P: Platform, S: Store> Server<P, S> {
         }
     }
 
-    /// Phase 2 for one indirect request: copies its indirect pages into
-    /// bounce pages (one `sg_xfer`), then into a private buffer, and
-    /// validates every segment and the sector range from that copy.
+    /// Phase 2: copies the indirect pages of every indirect request of the
+    /// batch (`todo`: index in `works`, request) into bounce pages with one
+    /// `sg_xfer`, then each request's into a private buffer, and validates
+    /// its segments and sector range from that copy. A request whose pages
+    /// did not all arrive, or whose list is bad, fails alone.
     fn fetch_indirect(
         p: &mut P,
         conn: &Conn<P>,
         bounce: &P::Pages,
-        r: &RequestRepr,
-        w: Option<&mut Work>,
+        todo: &[(usize, RequestRepr)],
+        works: &mut [Work],
     ) -> Result<()> {
-        let Some(w) = w else { return Ok(()) };
-        let RequestRepr::Indirect { nr_segments, .. } = r else {
-            return Ok(());
-        };
-        let n = usize::from(*nr_segments);
-        let grefs = indirect_grefs(r);
         // The indirect pages borrow the bounce pages after the segments'.
-        let base = w.first_page + n;
-        let mut segs = Vec::with_capacity(grefs.len());
-        for (i, g) in grefs.iter().enumerate() {
-            let Some(frame) = bounce.frame(base + i) else {
-                w.fail(Status::Error);
-                return Ok(());
-            };
-            segs.push(CopySeg {
-                src: CopyPtr::Foreign {
-                    domid: conn.member,
-                    gref: *g,
-                    offset: 0,
-                },
-                dst: CopyPtr::Local { frame, offset: 0 },
-                len: PAGE_SIZE as u16,
-                status: CopyStatus::Pending,
-            });
-        }
-        let ok = match sg_xfer(p, &mut segs) {
-            Ok(rep) => rep.failed == 0,
-            Err(_) => false,
+        let base_of = |w: &Work, r: &RequestRepr| match r {
+            RequestRepr::Indirect { nr_segments, .. } => {
+                Some(w.first_page + usize::from(*nr_segments))
+            }
+            _ => None,
         };
-        if !ok {
-            log::debug!(
-                "member {}: indirect pages of request {:#x} could not be copied",
-                conn.member,
-                w.id
-            );
-            w.fail(Status::Error);
+        let mut segs = Vec::new();
+        // The entry of `todo` each segment belongs to.
+        let mut owner = Vec::new();
+        for (t, (wi, r)) in todo.iter().enumerate() {
+            let Some(w) = works.get_mut(*wi) else {
+                continue;
+            };
+            let Some(base) = base_of(w, r) else {
+                continue;
+            };
+            for (i, g) in indirect_grefs(r).iter().enumerate() {
+                let Some(frame) = bounce.frame(base + i) else {
+                    w.fail(Status::Error);
+                    break;
+                };
+                segs.push(CopySeg {
+                    src: CopyPtr::Foreign {
+                        domid: conn.member,
+                        gref: *g,
+                        offset: 0,
+                    },
+                    dst: CopyPtr::Local { frame, offset: 0 },
+                    len: PAGE_SIZE as u16,
+                    status: CopyStatus::Pending,
+                });
+                owner.push(t);
+            }
+        }
+        if segs.is_empty() {
             return Ok(());
         }
-        let mut pages = vec![0u8; grefs.len() * PAGE_SIZE];
-        bounce.mem().read_into(base * PAGE_SIZE, &mut pages[..])?;
-        match r.indirect_segments(&pages, &conn.control) {
-            Ok(_) => {
-                for i in 0..n {
-                    match indirect_segment(&pages, i) {
-                        Ok(s) => w.segs.push(s),
-                        Err(_) => {
-                            w.segs.clear();
-                            w.fail(Status::Error);
-                            return Ok(());
-                        }
-                    }
-                }
+        let mut arrived = vec![sg_xfer(p, &mut segs).is_ok(); todo.len()];
+        for (s, &t) in segs.iter().zip(&owner) {
+            if s.status != CopyStatus::Done {
+                arrived[t] = false;
             }
-            Err(e) => {
+        }
+        for (t, (wi, r)) in todo.iter().enumerate() {
+            let Some(w) = works.get_mut(*wi) else {
+                continue;
+            };
+            let Some(base) = base_of(w, r) else {
+                continue;
+            };
+            if w.status.is_some() {
+                continue;
+            }
+            if !arrived[t] {
                 log::debug!(
-                    "member {}: indirect request {:#x} refused: {e}",
+                    "member {}: indirect pages of request {:#x} could not be copied",
                     conn.member,
                     w.id
                 );
-                w.fail(ResponseRepr::status_for(&e));
+                w.fail(Status::Error);
+                continue;
+            }
+            let grefs = indirect_grefs(r);
+            let mut pages = vec![0u8; grefs.len() * PAGE_SIZE];
+            bounce.mem().read_into(base * PAGE_SIZE, &mut pages[..])?;
+            match r.indirect_segments(&pages, &conn.control) {
+                Ok(_) => {
+                    for i in 0..base - w.first_page {
+                        match indirect_segment(&pages, i) {
+                            Ok(s) => w.segs.push(s),
+                            Err(_) => {
+                                w.segs.clear();
+                                w.fail(Status::Error);
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    log::debug!(
+                        "member {}: indirect request {:#x} refused: {e}",
+                        conn.member,
+                        w.id
+                    );
+                    w.fail(ResponseRepr::status_for(&e));
+                }
             }
         }
         Ok(())

@@ -19,7 +19,12 @@
 //! granted once to the server when the share is joined (`max_pages` of
 //! data and one indirect page), so no grant is made per request. The data
 //! of a write is kept in a private copy until the server answers it, so
-//! that it can be re-issued.
+//! that it can be re-issued: the buffer the kernel's request was read into
+//! (the next request is read into a spare one), copied once into the slot.
+//! Read data goes from the slot to the kernel with one `writev` over the
+//! slot's pages: the kernel's copy is the only one in this domain. So each
+//! byte is copied once by this program on writes (buffer to slot), never
+//! on reads, besides the kernel's own copy to or from `/dev/fuse`.
 //!
 //! **The server restarts.** Its share dies with it; requests in flight get
 //! no answer and the kernel's requests simply wait (FUSE and loop have no
@@ -73,9 +78,27 @@ fn refuse(status: i32, why: impl Into<String>) -> Refusal {
 #[derive(Debug)]
 enum OpKind {
     Read { sector: u64, len: usize },
-    Write { sector: u64, data: Vec<u8> },
+    Write { sector: u64, data: WriteData },
     Flush,
 }
+
+/// A write's data: bytes `range` of the buffer the kernel's request was
+/// read into, kept (not copied) until the server answered it.
+#[derive(Debug)]
+struct WriteData {
+    buf: Vec<u8>,
+    range: std::ops::Range<usize>,
+}
+
+impl WriteData {
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(self.range.clone()).unwrap_or(&[])
+    }
+}
+
+/// Bytes of a buffer one FUSE request is read into: the largest write and
+/// its headers, with room.
+const REQUEST_BUF_BYTES: usize = SLOT_BYTES + 8192;
 
 /// What to do with one FUSE request.
 enum Decision {
@@ -83,6 +106,11 @@ enum Decision {
     Reply(i32, Vec<u8>),
     /// Needs the server.
     Queue(OpKind),
+    /// A write of bytes `data` of the request buffer: needs the server.
+    QueueWrite {
+        sector: u64,
+        data: std::ops::Range<usize>,
+    },
     /// No answer is expected.
     Silent,
 }
@@ -143,7 +171,11 @@ pub struct DiskPort<P: Host> {
     queue: VecDeque<Op>,
     next_seq: u64,
     fuse: Option<FuseDev>,
+    /// The next FUSE request is read into this.
     buf: Vec<u8>,
+    /// Request buffers finished writes gave back, for the next ones (at
+    /// most [`MAX_SLOTS`] kept).
+    spare: Vec<Vec<u8>>,
     mountpoint: PathBuf,
     link: PathBuf,
     attach: Option<JoinHandle<io::Result<LoopDev>>>,
@@ -351,7 +383,8 @@ impl<P: Host> DiskPort<P> {
             queue: VecDeque::new(),
             next_seq: 0,
             fuse: Some(fuse),
-            buf: vec![0u8; SLOT_BYTES + 8192],
+            buf: vec![0u8; REQUEST_BUF_BYTES],
+            spare: Vec::new(),
             mountpoint,
             link,
             attach: Some(attach),
@@ -554,21 +587,35 @@ impl<P: Host> DiskPort<P> {
                 }
                 self.reply(inc.unique, err, &[&body])
             }
-            Decision::Queue(kind) => {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                self.queue.push_back(Op {
-                    seq,
-                    unique: inc.unique,
-                    kind,
-                });
+            Decision::Queue(kind) => self.enqueue(inc.unique, kind),
+            Decision::QueueWrite { sector, data } => {
+                // The write keeps the buffer its data was read into; the
+                // next request goes into a spare one.
+                let spare = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| vec![0u8; REQUEST_BUF_BYTES]);
+                let buf = std::mem::replace(&mut self.buf, spare);
+                self.enqueue(
+                    inc.unique,
+                    OpKind::Write {
+                        sector,
+                        data: WriteData { buf, range: data },
+                    },
+                );
             }
             Decision::Silent => {}
         }
     }
 
+    fn enqueue(&mut self, unique: u64, kind: OpKind) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.push_back(Op { seq, unique, kind });
+    }
+
     fn decide(&self, req: Request, n: usize) -> Decision {
-        use Decision::{Queue, Reply, Silent};
+        use Decision::{Queue, QueueWrite, Reply, Silent};
         let cap = self.control.capacity * 512;
         let err = |e: i32| Reply(-e, Vec::new());
         match req {
@@ -645,10 +692,10 @@ impl<P: Host> DiskPort<P> {
                 } else if data.end > n || offset.checked_add(len).is_none_or(|end| end > cap) {
                     err(libc::ENOSPC)
                 } else {
-                    Queue(OpKind::Write {
+                    QueueWrite {
                         sector: offset / 512,
-                        data: self.buf[data].to_vec(),
-                    })
+                        data,
+                    }
                 }
             }
             Request::Fsync => {
@@ -684,6 +731,7 @@ impl<P: Host> DiskPort<P> {
                     slot_request(client, Dir::Read, *sector, s, (*len / 512) as u64)?
                 }
                 OpKind::Write { sector, data } => {
+                    let data = data.bytes();
                     s.data.mem().write_from(0, data)?;
                     slot_request(client, Dir::Write, *sector, s, (data.len() / 512) as u64)?
                 }
@@ -728,9 +776,17 @@ impl<P: Host> DiskPort<P> {
                 OpKind::Read { len, .. } => {
                     self.counters.reads += 1;
                     if err == 0 {
-                        let mut data = vec![0u8; len];
-                        self.slots[slot].data.mem().read_into(0, &mut data)?;
-                        self.reply(op.unique, 0, &[&data]);
+                        // Straight from the slot's pages to the kernel.
+                        let mem = self.slots[slot].data.mem();
+                        let body = mem.slice(0, len)?;
+                        if let Some(f) = &self.fuse {
+                            if let Err(e) = f.reply_shared(op.unique, &body) {
+                                eprintln!(
+                                    "share-member: disk {}: answering the kernel: {e}",
+                                    self.index
+                                );
+                            }
+                        }
                     } else {
                         self.reply(op.unique, err, &[]);
                     }
@@ -738,10 +794,13 @@ impl<P: Host> DiskPort<P> {
                 OpKind::Write { data, .. } => {
                     self.counters.writes += 1;
                     if err == 0 {
-                        let w = fuse::write_out(data.len() as u32);
+                        let w = fuse::write_out(data.bytes().len() as u32);
                         self.reply(op.unique, 0, &[&w]);
                     } else {
                         self.reply(op.unique, err, &[]);
+                    }
+                    if self.spare.len() < MAX_SLOTS {
+                        self.spare.push(data.buf);
                     }
                 }
                 OpKind::Flush => {

@@ -19,6 +19,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
+use share_hal::SharedMem;
+
 /// Protocol version spoken (the kernel adapts to an older minor).
 pub const MAJOR: u32 = 7;
 pub const MINOR: u32 = 38;
@@ -343,7 +345,42 @@ impl FuseDev {
     /// the body parts. `ENOENT` from the kernel (the request was withdrawn
     /// after an interrupt) is not an error.
     pub fn reply(&self, unique: u64, error: i32, body: &[&[u8]]) -> io::Result<()> {
-        let len = OUT_HEADER_LEN + body.iter().map(|b| b.len()).sum::<usize>();
+        let iov: Vec<libc::iovec> = body
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: each iovec is a borrowed buffer, readable for its length
+        // for the whole call.
+        unsafe { self.reply_iov(unique, error, &iov) }
+    }
+
+    /// Answers request `unique` with success and `body` straight from
+    /// shared memory (a slot's pages, granted to the disk server): the
+    /// kernel copies it into the reader's pages, the only copy in this
+    /// domain. No `&[u8]` is formed over it, and nothing here reads it.
+    pub fn reply_shared(&self, unique: u64, body: &SharedMem<'_>) -> io::Result<()> {
+        let iov = [libc::iovec {
+            iov_base: body.as_ptr().cast(),
+            iov_len: body.len(),
+        }];
+        // SAFETY: the window is mapped and readable for its length for its
+        // lifetime, which outlives this call (`SharedMem`'s contract); the
+        // kernel only reads it, with its own copy routine, not a Rust
+        // access. A server writing those pages meanwhile changes only the
+        // data the kernel hands on, which nobody here decides on.
+        unsafe { self.reply_iov(unique, 0, &iov) }
+    }
+
+    /// Writes the reply header and `body` in one `writev`.
+    ///
+    /// # Safety
+    /// Every iovec of `body` must point to memory readable for its length
+    /// for the whole call.
+    unsafe fn reply_iov(&self, unique: u64, error: i32, body: &[libc::iovec]) -> io::Result<()> {
+        let len = OUT_HEADER_LEN + body.iter().map(|b| b.iov_len).sum::<usize>();
         let mut hdr = [0u8; OUT_HEADER_LEN];
         hdr[0..4].copy_from_slice(&(len as u32).to_le_bytes());
         hdr[4..8].copy_from_slice(&error.to_le_bytes());
@@ -353,14 +390,10 @@ impl FuseDev {
             iov_base: hdr.as_mut_ptr().cast(),
             iov_len: hdr.len(),
         });
-        for b in body {
-            iov.push(libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            });
-        }
-        // SAFETY: writev of buffers that live across the call; the kernel
-        // only reads them.
+        iov.extend_from_slice(body);
+        // SAFETY: the header lives across the call, the body's memory is
+        // readable for the call (this function's contract); the kernel only
+        // reads them.
         let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), iov.len() as i32) };
         if n < 0 {
             let e = io::Error::last_os_error();
@@ -448,6 +481,51 @@ mod tests {
         // A body too short for its fields.
         assert!(parse(&req(op::READ, 3, &[0; 8])).is_err());
         assert_eq!(parse(&req(1234, 4, &[])).unwrap().req, Request::Other(1234));
+    }
+
+    /// A reply from shared memory reaches the kernel as one message: the
+    /// header (length, error 0, unique) then the window's bytes, as
+    /// `reply` sends a private body. A `SOCK_SEQPACKET` pair stands in for
+    /// `/dev/fuse`.
+    #[test]
+    fn replies_from_shared_memory_are_whole() {
+        let mut fds = [0i32; 2];
+        // SAFETY: socketpair(2) into a two-element array.
+        let r = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        assert_eq!(r, 0);
+        // SAFETY: descriptors just made, owned by nobody else.
+        let (dev, peer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let dev = FuseDev { fd: dev };
+        let mut pages: Vec<u8> = (0..3 * 4096).map(|i| (i * 7) as u8).collect();
+        let want = pages[4096..4096 + 5000].to_vec();
+        let mem = SharedMem::from_slice(&mut pages);
+        dev.reply_shared(42, &mem.slice(4096, 5000).unwrap())
+            .unwrap();
+        dev.reply(43, -5, &[]).unwrap();
+        let mut got = vec![0u8; 8192];
+        let recv = |buf: &mut [u8]| {
+            // SAFETY: a read into a buffer we own, of its length.
+            let n = unsafe { libc::read(peer.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            assert!(n >= 0);
+            n as usize
+        };
+        let n = recv(&mut got);
+        assert_eq!(n, OUT_HEADER_LEN + 5000);
+        assert_eq!(u32_at(&got, 0), Some(n as u32));
+        assert_eq!(u32_at(&got, 4), Some(0));
+        assert_eq!(u64_at(&got, 8), Some(42));
+        assert!(got[OUT_HEADER_LEN..n] == want[..]);
+        let n = recv(&mut got);
+        assert_eq!(n, OUT_HEADER_LEN);
+        assert_eq!(u32_at(&got, 4), Some((-5i32) as u32));
+        assert_eq!(u64_at(&got, 8), Some(43));
     }
 
     #[test]

@@ -25,14 +25,18 @@ enum Which {
         spin: u32,
     },
     /// Disk I/O over a blk share (blkback-uk's client and server, RAM
-    /// store, two processes on the simulation): 4 KiB random read/write
-    /// IOPS at queue depth 1 and 32, 1 MiB sequential read/write at queue
-    /// depth 8, next to fio on a tmpfs file in the same run (installs fio
-    /// if missing). Writes target/bench/blk.json.
+    /// or file store, two processes on the simulation): 4 KiB random
+    /// read/write IOPS at queue depth 1 and 32, 1 MiB sequential read/write
+    /// at queue depth 8, next to fio on a tmpfs file in the same run
+    /// (installs fio if missing). Writes target/bench/blk.json.
     Blk {
         /// Seconds per case (each side).
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
+        /// The server's store: `ram`, or `file` (blkback-file's file store
+        /// over a tmpfs file, as fio's).
+        #[arg(long, default_value = "ram")]
+        store: String,
     },
     /// netback-uk: the switch core alone (ns/frame next to memcpy),
     /// switched frames/s between synthetic members across processes on the
@@ -78,7 +82,7 @@ enum Which {
 pub fn run(args: Args) -> Result<()> {
     match args.which {
         Which::Ring { secs, spin } => ring(secs, spin),
-        Which::Blk { secs } => blk(secs),
+        Which::Blk { secs, store } => blk(secs, &store),
         Which::Net {
             secs,
             iperf_secs,
@@ -93,7 +97,7 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
-fn blk(secs: f64) -> Result<()> {
+fn blk(secs: f64, store: &str) -> Result<()> {
     ensure_apt(&["fio"])?;
     run_step(
         "build blk-bench (release)",
@@ -119,7 +123,9 @@ fn blk(secs: f64) -> Result<()> {
             .arg("--secs")
             .arg(secs.to_string())
             .arg("--json")
-            .arg(&json),
+            .arg(&json)
+            .arg("--store")
+            .arg(store),
     )
 }
 
