@@ -281,12 +281,7 @@ fn last_errno() -> i32 {
 /// into the window's memory, the kernel's copy the only one. A file that
 /// ends before the window is filled (it shrank under us) is an I/O error.
 fn pread_shared(file: &File, window: &SharedMem<'_>, at: u64) -> Result<(), StoreError> {
-    let mut done = 0usize;
-    while done < window.len() {
-        let rest = window
-            .slice(done, window.len() - done)
-            .map_err(|_| StoreError::OutOfRange)?;
-        let off = file_offset(at, done)?;
+    move_shared(window, at, |rest, off| {
         // SAFETY: `rest` is mapped and writable for `rest.len()` bytes for
         // the whole call (`SharedMem`'s contract: its lifetime outlives this
         // borrow), and no Rust reference to it exists: the kernel writes it
@@ -294,35 +289,38 @@ fn pread_shared(file: &File, window: &SharedMem<'_>, at: u64) -> Result<(), Stor
         // server's own bounce pages, which only the hypervisor writes, on
         // the server's own grant copies, never while a batch is at the
         // store; nothing here reads the bytes back to decide anything.
-        let n = unsafe { libc::pread(file.as_raw_fd(), rest.as_ptr().cast(), rest.len(), off) };
-        match n {
-            n if n < 0 => match last_errno() {
-                EINTR => continue,
-                errno => return Err(StoreError::Io { errno }),
-            },
-            0 => return Err(StoreError::Io { errno: EIO }),
-            n => done += n as usize,
-        }
-    }
-    Ok(())
+        unsafe { libc::pread(file.as_raw_fd(), rest.as_ptr().cast(), rest.len(), off) }
+    })
 }
 
 /// Writes `window` (shared memory) to the file at byte `at`: `pwrite`
 /// from the window's memory, the kernel's copy the only one.
 fn pwrite_shared(file: &File, window: &SharedMem<'_>, at: u64) -> Result<(), StoreError> {
+    move_shared(window, at, |rest, off| {
+        // SAFETY: `rest` is mapped and readable for `rest.len()` bytes for
+        // the whole call (`SharedMem`'s contract) and the kernel only reads
+        // it, with its own copy routine, not a Rust access; no Rust
+        // reference to it is formed. Its bytes are data the store only
+        // moves, never decides on.
+        unsafe { libc::pwrite(file.as_raw_fd(), rest.as_ptr().cast(), rest.len(), off) }
+    })
+}
+
+/// Moves all of `window` with `call` (a `pread` or `pwrite` of the rest
+/// of the window at its file offset), again after a short or interrupted
+/// call; a call that moves nothing (the file's end) is an I/O error.
+fn move_shared(
+    window: &SharedMem<'_>,
+    at: u64,
+    mut call: impl FnMut(&SharedMem<'_>, libc::off_t) -> isize,
+) -> Result<(), StoreError> {
     let mut done = 0usize;
     while done < window.len() {
         let rest = window
             .slice(done, window.len() - done)
             .map_err(|_| StoreError::OutOfRange)?;
         let off = file_offset(at, done)?;
-        // SAFETY: `rest` is mapped and readable for `rest.len()` bytes for
-        // the whole call (`SharedMem`'s contract) and the kernel only reads
-        // it, with its own copy routine, not a Rust access; no Rust
-        // reference to it is formed. Its bytes are data the store only
-        // moves, never decides on.
-        let n = unsafe { libc::pwrite(file.as_raw_fd(), rest.as_ptr().cast(), rest.len(), off) };
-        match n {
+        match call(&rest, off) {
             n if n < 0 => match last_errno() {
                 EINTR => continue,
                 errno => return Err(StoreError::Io { errno }),

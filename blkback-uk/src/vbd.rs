@@ -950,6 +950,20 @@ struct Shared<'b, 'm> {
     ios: &'b mut [SharedIo],
 }
 
+impl Shared<'_, '_> {
+    /// Where bytes `off..off + len` of operation `i`'s data lie in the
+    /// server's bounce pages.
+    fn window_at(&self, i: usize, off: usize, len: usize) -> Result<usize> {
+        let r = data_range(self.ios[i].len, off, len)?;
+        self.ios[i]
+            .at
+            .checked_add(r.start)
+            .ok_or(Error::InvalidArgument {
+                what: "vbd: a range outside the window",
+            })
+    }
+}
+
 impl Batch for Shared<'_, '_> {
     fn count(&self) -> usize {
         self.ios.len()
@@ -977,13 +991,7 @@ impl Batch for Shared<'_, '_> {
         dst_off: usize,
         len: usize,
     ) -> Result<()> {
-        let r = data_range(self.ios[i].len, off, len)?;
-        let at = self.ios[i]
-            .at
-            .checked_add(r.start)
-            .ok_or(Error::InvalidArgument {
-                what: "vbd: a range outside the window",
-            })?;
+        let at = self.window_at(i, off, len)?;
         // Bounds of both windows checked by copy_from.
         dst.copy_from(dst_off, self.mem, at, len)
     }
@@ -995,13 +1003,7 @@ impl Batch for Shared<'_, '_> {
         src_off: usize,
         len: usize,
     ) -> Result<()> {
-        let r = data_range(self.ios[i].len, off, len)?;
-        let at = self.ios[i]
-            .at
-            .checked_add(r.start)
-            .ok_or(Error::InvalidArgument {
-                what: "vbd: a range outside the window",
-            })?;
+        let at = self.window_at(i, off, len)?;
         self.mem.copy_from(at, src, src_off, len)
     }
 }
