@@ -30,6 +30,8 @@ now_ms() {
 }
 
 # Kills PID and everything below it (stopped first so it cannot fork more).
+# It reads every process's stat: about half a second of the nested dom0's
+# time per level, so only a timeout's path calls it.
 kill_tree() {
     kill -STOP "$1" 2>/dev/null
     # busybox-static has no pgrep: children are found by the ppid in stat.
@@ -40,6 +42,27 @@ kill_tree() {
     kill -KILL "$1" 2>/dev/null
 }
 
+# watchdog PID TIMEOUT_S [TEXT]: in the background ($! is its pid), kills
+# PID and everything below it after TIMEOUT_S, printing TEXT first.
+# watchdog_off WATCHDOG ends it with one signal: its sleep is its own child,
+# killed by its trap, so no /proc walk is needed (kill_tree cost each step
+# about a second of the rig's time, minutes over the tier).
+watchdog() {
+    (
+        trap 'kill "$_ws" 2>/dev/null; exit 0' TERM
+        sleep "$2" &
+        _ws=$!
+        wait "$_ws" || exit 0
+        [ -n "$3" ] && echo "$3"
+        kill_tree "$1"
+    ) &
+}
+
+watchdog_off() {
+    kill -TERM "$1" 2>/dev/null
+    wait "$1" 2>/dev/null
+}
+
 step() {
     _name=$1 _timeout=$2
     shift 2
@@ -47,12 +70,11 @@ step() {
     _t0=$(now_ms)
     ( "$@" ) &
     _pid=$!
-    ( sleep "$_timeout"; echo "@@STEP $_name TIMEOUT"; kill_tree "$_pid" ) &
+    watchdog "$_pid" "$_timeout" "@@STEP $_name TIMEOUT"
     _wd=$!
     wait "$_pid"
     _rc=$?
-    kill_tree "$_wd"
-    wait "$_wd" 2>/dev/null
+    watchdog_off "$_wd"
     _ms=$(( $(now_ms) - _t0 ))
     if [ "$_rc" -eq 0 ]; then
         echo "@@STEP $_name OK 0 $_ms"
@@ -95,10 +117,8 @@ dom_run() {
     shift
     _rig_seq=$((_rig_seq + 1))
     _id="$$-$_rig_seq-$(now_ms)"
-    _domid=$(xl domid "$_dom") || return 1
-    _tty=$(xenstore-read "/local/domain/$_domid/console/tty") || return 1
+    _tty=$(dom_console "$_dom") || return 1
     _log=$(dom_log "$_dom")
-    dom_wait "$_dom" "@@READY"
     _line="@@RUN $_id $(printf '%s' "$*" | base64 -w 0)"
     printf '%s\n' "$_line" > "$_tty"
     _ticks=0
@@ -115,12 +135,40 @@ dom_run() {
             printf '%s\n' "$_line" > "$_tty"
         fi
     done
+    # The output, then the status; one awk (a fork costs tens of ms here).
     # Guest-written text reaches the serial console: defuse "@@" so it can
     # never read as a marker.
-    grep -o "@@O $_id .*" "$_log" | sed -e "s/^@@O $_id //" -e 's/@@/@ @/g' | tr -d '\r'
-    _rc=$(grep -o "@@RC $_id [0-9][0-9]* END" "$_log" | head -n 1)
-    _rc=${_rc% END}
-    return "${_rc##* }"
+    awk -v o="@@O $_id " -v r="@@RC $_id " '
+        index($0, o) {
+            s = substr($0, index($0, o) + length(o))
+            gsub(/\r/, "", s)
+            gsub(/@@/, "@ @", s)
+            print s
+        }
+        index($0, r) {
+            s = substr($0, index($0, r) + length(r))
+            if (s ~ /^[0-9]+ END/) { rc = s + 0; found = 1; exit }
+        }
+        END { exit (found ? rc : 1) }' "$_log"
+}
+
+# dom_console NAME: the console tty of domU NAME once its agent is ready.
+# Cached per name, and the cache is believed only while xenstore still
+# gives its domid that name: a rebooted or restored domain has a new domid,
+# and its old pty may be another domain's by now. (`xl domid` alone takes
+# a quarter of a second of the nested dom0's time, and dom_run is called
+# hundreds of times per tier.)
+dom_console() {
+    if [ -f "/tmp/rig-console.$1" ] && read -r _cd _ct < "/tmp/rig-console.$1" &&
+        [ "$(xenstore-read "/local/domain/$_cd/name" 2>/dev/null)" = "$1" ]; then
+        echo "$_ct"
+        return 0
+    fi
+    _cd=$(xl domid "$1") || return 1
+    _ct=$(xenstore-read "/local/domain/$_cd/console/tty") || return 1
+    dom_wait "$1" "@@READY"
+    echo "$_cd $_ct" > "/tmp/rig-console.$1"
+    echo "$_ct"
 }
 
 dom_expect() {
@@ -208,15 +256,11 @@ bounded() {
     shift
     ("$@") &
     _bp=$!
-    (
-        sleep "$_bt"
-        kill_tree "$_bp"
-    ) &
+    watchdog "$_bp" "$_bt"
     _bw=$!
     wait "$_bp"
     _brc=$?
-    kill_tree "$_bw" 2>/dev/null
-    wait "$_bw" 2>/dev/null
+    watchdog_off "$_bw"
     return "$_brc"
 }
 

@@ -15,23 +15,32 @@ exec </dev/console >/dev/console 2>&1
 stty -echo 2>/dev/null
 echo
 echo "@@READY $(hostname)"
+# Each command costs forks of a PV domain under TCG (tens of ms each): the
+# loop makes three (base64, sh, sed). The ids run so far live in $seen and,
+# for a respawned agent, in /tmp/rig-seen.
+seen=" $(tr '\n' ' ' < /tmp/rig-seen 2>/dev/null)"
 while read -r tag id cmd; do
     [ "$tag" = "@@RUN" ] || continue
     # A repeat is answered (which also wakes a stalled console) but not run.
-    if grep -qxF -- "$id" /tmp/rig-seen 2>/dev/null; then
+    case "$seen" in
+    *" $id "*)
         echo
         echo "@@DUP $id"
         continue
-    fi
+        ;;
+    esac
+    seen="$seen$id "
     echo "$id" >> /tmp/rig-seen
     echo
     echo "@@GO $id"
-    out=/tmp/rig-out.$id
-    printf '%s' "$cmd" | base64 -d > /tmp/rig-cmd.$id 2>/dev/null
-    sh /tmp/rig-cmd.$id > "$out" 2>&1 < /dev/null
+    base64 -d > /tmp/rig-cmd 2>/dev/null <<EOF
+$cmd
+EOF
+    sh /tmp/rig-cmd > /tmp/rig-out 2>&1 < /dev/null
     rc=$?
     echo
-    sed "s/^/@@O $id /" "$out"
+    sed "s/^/@@O $id /" /tmp/rig-out
+    # Output that did not end its last line must not end in the marker.
+    echo
     echo "@@RC $id $rc END"
-    rm -f "$out" /tmp/rig-cmd.$id
 done

@@ -20,8 +20,9 @@ enum Tier {
     Unit,
     /// Every parser of peer-written memory under libFuzzer, ~20 s each.
     Fuzz,
-    /// Real Xen 4.17 nested in QEMU: `xen run smoke`, and a broken scenario
-    /// that must fail at its step with the logs kept (minutes, downloads once).
+    /// Real Xen nested in QEMU (Debian 13's Xen 4.20, Debian 12's 4.17): the
+    /// guest modules, the packages under dpkg, the scenarios, and broken ones
+    /// that must fail at their step with the logs kept (downloads once).
     Xen,
 }
 

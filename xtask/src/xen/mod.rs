@@ -251,6 +251,8 @@ fn triple_faulted(logs: &std::path::Path) -> Option<String> {
 const FULL_TIER: &[(&str, Option<&str>)] = &[
     ("smoke", None),
     ("selftest-fail", Some("domu-false")),
+    // The rig's own step timeout (lib.sh's watchdog) must still kill a step.
+    ("selftest-timeout", Some("hang")),
     ("selftest", None),
     ("blk", None),
     ("blk-domu", None),
