@@ -364,8 +364,9 @@ fn bench(o: &Opts) -> Result<(), String> {
         .map(|n| n.get())
         .unwrap_or(0);
 
+    let spin = std::env::var(share_sim::SPIN_ENV).unwrap_or_else(|_| "0".into());
     println!(
-        "disk I/O over a blk share on the simulation ({} store, {} MiB), {} s per case; fio: {}",
+        "disk I/O over a blk share on the simulation ({} store, {} MiB), {} s per case, spin {spin} ns before sleeping; fio: {}",
         if store_file.is_some() {
             "file (tmpfs)"
         } else {
@@ -413,7 +414,7 @@ fn bench(o: &Opts) -> Result<(), String> {
             "  \"machine\": {{ \"nproc\": {nproc}, \"loadavg_at_end\": \"{load}\" }},\n"
         ));
         j.push_str(&format!(
-            "  \"config\": {{ \"transport\": \"blk share on the sim, member and server in two processes\", \"store\": \"{}\", \"disk_mib\": {}, \"secs_per_case\": {}, \"fio_engine\": \"{engine}\", \"fio_direct\": {direct}, \"fio_file\": \"tmpfs (/dev/shm)\" }},\n",
+            "  \"config\": {{ \"transport\": \"blk share on the sim, member and server in two processes\", \"store\": \"{}\", \"disk_mib\": {}, \"secs_per_case\": {}, \"spin_ns\": \"{spin}\", \"fio_engine\": \"{engine}\", \"fio_direct\": {direct}, \"fio_file\": \"tmpfs (/dev/shm)\" }},\n",
             o.store,
             DISK_BYTES >> 20,
             o.secs

@@ -31,6 +31,12 @@ pub trait Host: Platform + Sized {
     /// Collects the ports that fired, without sleeping.
     fn take_fired(&mut self, fired: &mut dyn FnMut(Port)) -> Result<(), Error>;
 
+    /// How long the event loop looks at its descriptors without sleeping
+    /// before it sleeps in poll(2) (0: at once).
+    fn spin_ns(&self) -> u64 {
+        0
+    }
+
     /// Pages granted to one domain (a disk's slots).
     type Granted: Granted;
 
@@ -87,6 +93,13 @@ fn no_sleep<P: EventChannels>(p: &mut P, fired: &mut dyn FnMut(Port)) -> Result<
 
 impl Host for SimPlatform {
     type BusPage = SimPages;
+
+    /// The simulation's (share-sim's `XEN_SHARE_SIM_SPIN_NS`): its other
+    /// domains are processes of the same machine, answering within
+    /// microseconds when busy.
+    fn spin_ns(&self) -> u64 {
+        SimPlatform::spin_ns(self)
+    }
 
     fn create_bus(&mut self, entries: u16) -> Result<VdeviceBus<SimPages>, Error> {
         VdeviceBus::create(self, entries)

@@ -37,6 +37,11 @@ enum Which {
         /// over a tmpfs file, as fio's).
         #[arg(long, default_value = "ram")]
         store: String,
+        /// How long each process of the simulation (member, broker,
+        /// server) looks for its peer's answer before it sleeps, in ns
+        /// (`XEN_SHARE_SIM_SPIN_NS`; 0: at once, as the tests run).
+        #[arg(long, default_value_t = 100_000)]
+        spin_ns: u64,
     },
     /// netback-uk: the switch core alone (ns/frame next to memcpy),
     /// switched frames/s between synthetic members across processes on the
@@ -82,7 +87,11 @@ enum Which {
 pub fn run(args: Args) -> Result<()> {
     match args.which {
         Which::Ring { secs, spin } => ring(secs, spin),
-        Which::Blk { secs, store } => blk(secs, &store),
+        Which::Blk {
+            secs,
+            store,
+            spin_ns,
+        } => blk(secs, &store, spin_ns),
         Which::Net {
             secs,
             iperf_secs,
@@ -97,7 +106,7 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
-fn blk(secs: f64, store: &str) -> Result<()> {
+fn blk(secs: f64, store: &str, spin_ns: u64) -> Result<()> {
     ensure_apt(&["fio"])?;
     run_step(
         "build blk-bench (release)",
@@ -120,6 +129,7 @@ fn blk(secs: f64, store: &str) -> Result<()> {
     run_step(
         "blk-bench",
         std::process::Command::new(bin)
+            .env("XEN_SHARE_SIM_SPIN_NS", spin_ns.to_string())
             .arg("--secs")
             .arg(secs.to_string())
             .arg("--json")

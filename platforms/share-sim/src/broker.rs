@@ -552,6 +552,9 @@ impl State {
 }
 
 struct Shared {
+    /// How long a domain's thread watches for its next request before it
+    /// sleeps (`XEN_SHARE_SIM_SPIN_NS`, as the domains).
+    spin_ns: u64,
     state: Mutex<State>,
     /// Connections, to hang up on drop; a thread that ends closes its own.
     conns: Mutex<Vec<Weak<OwnedFd>>>,
@@ -579,6 +582,7 @@ impl Broker {
     /// Raises this process's descriptor limit to its hard maximum: the
     /// broker holds one descriptor per page.
     pub fn spawn(socket_path: impl AsRef<Path>) -> Result<Broker> {
+        let spin_ns = crate::spin_from_env()?;
         let path = socket_path.as_ref().to_path_buf();
         sys::raise_fd_limit();
         let _ = std::fs::remove_file(&path);
@@ -594,6 +598,7 @@ impl Broker {
         rustix::net::listen(&listener, 64).map_err(os("listen"))?;
         let listener = Arc::new(listener);
         let shared = Arc::new(Shared {
+            spin_ns,
             state: Mutex::new(State::default()),
             conns: Mutex::new(Vec::new()),
         });
@@ -708,7 +713,7 @@ fn serve(shared: &Shared, sock: &OwnedFd) {
     let mut buf = vec![0u8; MAX_MSG];
     let mut me: Option<(DomId, u64)> = None;
     let why = loop {
-        let r = match sys::recv(sock.as_fd(), &mut buf, false) {
+        let r = match sys::recv_spinning(sock.as_fd(), &mut buf, false, shared.spin_ns) {
             Ok(r) => r,
             Err(e) => break Some(format!("{e}")),
         };

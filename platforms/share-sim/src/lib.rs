@@ -14,6 +14,16 @@
 //! - Event channels: the broker routes triggers by setting a bit in the
 //!   domain's pending page and adding to the domain's eventfd; `wait`
 //!   polls that eventfd, so it sleeps until a trigger or its deadline.
+//!   With a spin time ([`SimPlatform::set_spin_ns`], or
+//!   `XEN_SHARE_SIM_SPIN_NS` in the environment of every process of the
+//!   simulation), `wait`, a call's wait for the broker's reply and the
+//!   broker's wait for a domain's next request first look without
+//!   sleeping for that long: waking a process whose CPU went idle costs
+//!   tens of microseconds, more than a busy peer takes to answer. Off by
+//!   default: it pays only where CPUs would otherwise idle (the disk
+//!   benchmark, `cargo xtask bench blk --spin-ns`), and takes CPU from the
+//!   work itself on a busy machine (docs/performance.md, "Polling before
+//!   sleeping on the simulation").
 //! - Time is `CLOCK_MONOTONIC`.
 //!
 //! Limits, honestly: the broker trusts the domain id a process claims when
@@ -57,6 +67,8 @@ struct Conn {
     sock: OwnedFd,
     out: Vec<u8>,
     inbuf: Vec<u8>,
+    /// How long a call watches for the broker's reply before it sleeps.
+    spin_ns: u64,
 }
 
 fn broker_gone() -> Error {
@@ -94,7 +106,7 @@ impl Conn {
         on_fd: &mut dyn FnMut(usize, OwnedFd) -> Result<()>,
     ) -> Result<(Vec<u8>, Option<Error>)> {
         self.send(req)?;
-        let r = sys::recv(self.sock.as_fd(), &mut self.inbuf, true)?;
+        let r = sys::recv_spinning(self.sock.as_fd(), &mut self.inbuf, true, self.spin_ns)?;
         if r.closed {
             return Err(broker_gone());
         }
@@ -159,6 +171,29 @@ pub struct SimPlatform {
     /// Descriptors of the domain's own devices (an uplink's TAP): `wait`
     /// also returns when one is readable.
     wake_fds: Vec<OwnedFd>,
+    /// How long `wait` watches the pending page before it sleeps.
+    spin_ns: u64,
+}
+
+/// How long [`EventChannels::wait`] watches for a trigger before it sleeps
+/// by default: not at all (see the crate's documentation).
+pub const DEFAULT_SPIN_NS: u64 = 0;
+
+/// The environment variable that sets the spin time, in nanoseconds, of
+/// the domains and the broker a process starts.
+pub const SPIN_ENV: &str = "XEN_SHARE_SIM_SPIN_NS";
+
+pub(crate) fn spin_from_env() -> Result<u64> {
+    parse_spin(std::env::var(SPIN_ENV).ok().as_deref())
+}
+
+fn parse_spin(v: Option<&str>) -> Result<u64> {
+    match v {
+        None => Ok(DEFAULT_SPIN_NS),
+        Some(v) => v.trim().parse::<u64>().map_err(|_| Error::InvalidArgument {
+            what: "XEN_SHARE_SIM_SPIN_NS is not a number of nanoseconds",
+        }),
+    }
 }
 
 impl SimPlatform {
@@ -186,10 +221,12 @@ impl SimPlatform {
         let addr = SocketAddrUnix::new(socket_path.as_ref()).map_err(os("socket path"))?;
         rustix::net::connect(&sock, &addr)
             .map_err(os("connecting to the simulation broker (is it running?)"))?;
+        let spin_ns = spin_from_env()?;
         let mut conn = Conn {
             sock,
             out: Vec::with_capacity(MAX_MSG),
             inbuf: vec![0u8; MAX_MSG],
+            spin_ns,
         };
         let mut got: [Option<OwnedFd>; 2] = [None, None];
         let body = conn.call(&Request::Hello { domid }, &mut |i, fd| {
@@ -222,7 +259,42 @@ impl SimPlatform {
             wake_fds: Vec::new(),
             pending,
             ports: BTreeSet::new(),
+            spin_ns,
         })
+    }
+
+    /// How long [`EventChannels::wait`] watches for a trigger, and a call
+    /// for the broker's reply, before it sleeps (0: at once).
+    pub fn spin_ns(&self) -> u64 {
+        self.spin_ns
+    }
+
+    /// Sets [`SimPlatform::spin_ns`].
+    pub fn set_spin_ns(&mut self, ns: u64) {
+        self.spin_ns = ns;
+        self.conn().spin_ns = ns;
+    }
+
+    /// Watches the pending page until a port fires, the spin time is over
+    /// or the deadline passed; true when ports fired.
+    fn spin(&self, deadline_ns: Option<u64>, fired: &mut dyn FnMut(Port)) -> bool {
+        if self.spin_ns == 0 {
+            return false;
+        }
+        let start = sys::now_ns();
+        let end = start.saturating_add(self.spin_ns);
+        let end = deadline_ns.map_or(end, |d| d.min(end));
+        loop {
+            if self.scan(fired) {
+                return true;
+            }
+            if sys::now_ns() >= end {
+                return false;
+            }
+            // A runnable process of this machine goes first (these spins
+            // must not take CPU from the work they wait for).
+            std::thread::yield_now();
+        }
     }
 
     fn conn(&self) -> MutexGuard<'_, Conn> {
@@ -513,7 +585,7 @@ impl EventChannels for SimPlatform {
             // The broker sets the bit before it signals the eventfd, and we
             // drain the eventfd before scanning: a trigger is never missed,
             // at worst one wake finds nothing new.
-            if self.scan(fired) {
+            if self.scan(fired) || self.spin(deadline_ns, fired) {
                 return Ok(());
             }
             let timeout = match deadline_ns {
@@ -584,6 +656,35 @@ mod tests {
         let a = SimPlatform::connect(&path, 1).unwrap();
         let m = SimPlatform::connect(&path, 2).unwrap();
         (b, a, m)
+    }
+
+    #[test]
+    fn spin_time_comes_from_the_environment_or_the_default() {
+        assert_eq!(parse_spin(None), Ok(DEFAULT_SPIN_NS));
+        assert_eq!(parse_spin(Some("0")), Ok(0));
+        assert_eq!(parse_spin(Some(" 40000\n")), Ok(40_000));
+        assert!(matches!(
+            parse_spin(Some("25us")),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+
+    #[test]
+    fn a_trigger_is_seen_with_or_without_spinning() {
+        let (_b, mut a, mut m) = two_domains();
+        let pa = a.alloc_unbound(2).unwrap();
+        let pm = m.bind_interdomain(1, pa).unwrap();
+        for spin in [0, 25_000, 50_000_000] {
+            m.set_spin_ns(spin);
+            a.notify(pa).unwrap();
+            let mut got = Vec::new();
+            let deadline = m.now_ns() + 5_000_000_000;
+            m.wait(Some(deadline), &mut |p| got.push(p)).unwrap();
+            assert_eq!(got, vec![pm], "spin {spin} ns");
+            // Nothing more: a short wait times out, spinning or not.
+            let d = m.now_ns() + 1_000_000;
+            assert_eq!(m.wait(Some(d), &mut |_| {}), Err(Error::TimedOut));
+        }
     }
 
     #[test]
@@ -917,11 +1018,13 @@ mod tests {
                 sock: ours,
                 out: Vec::new(),
                 inbuf: vec![0u8; MAX_MSG],
+                spin_ns: 0,
             })),
             eventfd: sys::new_eventfd().unwrap(),
             pending: Region::reserve(1, true).unwrap(),
             ports: BTreeSet::new(),
             wake_fds: Vec::new(),
+            spin_ns: 0,
         };
         (p, broker)
     }

@@ -183,6 +183,45 @@ pub struct Received {
 /// Receives one datagram. With `accept_fds` false, descriptors a peer
 /// attaches are closed by the kernel, never installed.
 pub fn recv(sock: BorrowedFd<'_>, buf: &mut [u8], accept_fds: bool) -> Result<Received> {
+    recv_flags(sock, buf, accept_fds, RecvFlags::empty())?.ok_or(Error::Os {
+        op: "recvmsg from the simulation socket",
+        errno: rustix::io::Errno::AGAIN.raw_os_error(),
+    })
+}
+
+/// As [`recv`], but first tries without blocking for up to `spin_ns`: the
+/// answer of a peer that is running usually comes sooner than this
+/// process's CPU, once idle, would wake up for it.
+pub fn recv_spinning(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    accept_fds: bool,
+    spin_ns: u64,
+) -> Result<Received> {
+    if spin_ns > 0 {
+        let end = now_ns().saturating_add(spin_ns);
+        loop {
+            if let Some(r) = recv_flags(sock, buf, accept_fds, RecvFlags::DONTWAIT)? {
+                return Ok(r);
+            }
+            if now_ns() >= end {
+                break;
+            }
+            // A runnable process of this machine goes first (these spins
+            // must not take CPU from the work they wait for).
+            std::thread::yield_now();
+        }
+    }
+    recv(sock, buf, accept_fds)
+}
+
+/// One datagram, or None when `flags` has DONTWAIT and none is queued.
+fn recv_flags(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    accept_fds: bool,
+    flags: RecvFlags,
+) -> Result<Option<Received>> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MSG))];
     let space: &mut [MaybeUninit<u8>] = if accept_fds { &mut space } else { &mut [] };
     let mut control = RecvAncillaryBuffer::new(space);
@@ -191,16 +230,19 @@ pub fn recv(sock: BorrowedFd<'_>, buf: &mut [u8], accept_fds: bool) -> Result<Re
             sock,
             &mut [IoSliceMut::new(buf)],
             &mut control,
-            RecvFlags::CMSG_CLOEXEC,
+            RecvFlags::CMSG_CLOEXEC | flags,
         ) {
             Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) if flags.contains(RecvFlags::DONTWAIT) => {
+                return Ok(None)
+            }
             Err(rustix::io::Errno::CONNRESET) => {
-                return Ok(Received {
+                return Ok(Some(Received {
                     len: 0,
                     closed: true,
                     truncated: false,
                     fds: Vec::new(),
-                })
+                }))
             }
             r => break r.map_err(os("recvmsg from the simulation socket"))?,
         }
@@ -211,13 +253,13 @@ pub fn recv(sock: BorrowedFd<'_>, buf: &mut [u8], accept_fds: bool) -> Result<Re
             fds.extend(it);
         }
     }
-    Ok(Received {
+    Ok(Some(Received {
         len: msg.bytes.min(buf.len()),
         closed: msg.bytes == 0,
         truncated: msg.flags.contains(ReturnFlags::TRUNC)
             || (accept_fds && msg.flags.contains(ReturnFlags::CTRUNC)),
         fds,
-    })
+    }))
 }
 
 /// An eventfd both sides hold: the broker adds to it on a trigger, the

@@ -209,18 +209,18 @@ fn scenarios_on(rel: &'static setup::Release, list: &[(&str, Option<&str>)]) -> 
         let what = format!("scenario {scenario} on {}", rel.describe());
         if let Err(e) = run::run(&s, &images, &opts) {
             let logs = run::logs_dir_for(rel, scenario);
-            let Some(line) = triple_faulted(&logs) else {
+            let Some(artifact) = rig_artifact(&logs) else {
                 return Err(e.context(what));
             };
             // Once, and said: a second failure, of any kind, ends the tier.
-            let kept = logs.with_extension("triple-fault");
+            let kept = logs.with_extension(artifact.kind);
             let _ = std::fs::remove_dir_all(&kept);
             std::fs::rename(&logs, &kept)?;
             eprintln!(
-                "==> xen tier: {what} failed ({e:#}) and a domain triple-faulted \
-                 ({}): the nested rig's artifact (xen-rig/README.md, \"RDTSC exits and \
-                 the triple fault\"); running it once more (that run's logs in {})",
-                line.trim(),
+                "==> xen tier: {what} failed ({e:#}) and {}: the nested rig's artifact \
+                 (xen-rig/README.md, \"{}\"); running it once more (that run's logs in {})",
+                artifact.what,
+                artifact.readme,
                 kept.display()
             );
             run::run(&s, &images, &opts).with_context(|| what.clone())?;
@@ -229,6 +229,71 @@ fn scenarios_on(rel: &'static setup::Release, list: &[(&str, Option<&str>)]) -> 
         passed += 1;
     }
     Ok(passed)
+}
+
+/// A failure of the nested rig itself, seen in a failed run's logs.
+struct RigArtifact {
+    /// The extension the run's logs directory is kept under.
+    kind: &'static str,
+    /// What happened, with the line that shows it.
+    what: String,
+    /// The section of xen-rig/README.md that explains it.
+    readme: &'static str,
+}
+
+/// A triple fault (Xen's line), or a stock domU kernel that died in its
+/// own boot, before its agent started (so before anything of ours ran in
+/// it) and with no driver of ours or Linux's split drivers in its trace.
+fn rig_artifact(logs: &std::path::Path) -> Option<RigArtifact> {
+    if let Some(line) = triple_faulted(logs) {
+        return Some(RigArtifact {
+            kind: "triple-fault",
+            what: format!("a domain triple-faulted ({})", line.trim()),
+            readme: "RDTSC exits and the triple fault",
+        });
+    }
+    let (guest, line) = guest_died_booting(logs)?;
+    Some(RigArtifact {
+        kind: "guest-fault",
+        what: format!("domU {guest}'s kernel died in its boot, before its agent ({line})"),
+        readme: "A stock domU kernel that dies in its boot",
+    })
+}
+
+/// The domU (from `guest-NAME.log`) whose kernel panicked before its
+/// agent said `@@READY`, and the panic line. Such a console holds only
+/// the kernel's and rc's output, so the guest cannot fake it; a trace that
+/// names a split driver (ours or Linux's netfront and blkfront, which talk
+/// to backends that may be ours) does not count.
+fn guest_died_booting(logs: &std::path::Path) -> Option<(String, String)> {
+    let mut names: Vec<_> = std::fs::read_dir(logs)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("guest-") && n.ends_with(".log"))
+        .collect();
+    names.sort();
+    for name in names {
+        let Ok(text) = std::fs::read_to_string(logs.join(&name)) else {
+            continue;
+        };
+        if text.contains("@@READY") {
+            continue;
+        }
+        let ours = ["xensnet", "xensblk", "xenshare", "netfront", "blkfront"];
+        if ours.iter().any(|d| text.contains(d)) {
+            continue;
+        }
+        let Some(line) = text
+            .lines()
+            .find(|l| l.starts_with('[') && l.contains("] Kernel panic - not syncing"))
+        else {
+            continue;
+        };
+        let guest = name["guest-".len()..name.len() - ".log".len()].to_string();
+        return Some((guest, line.trim().to_string()));
+    }
+    None
 }
 
 /// Xen's line saying a domain triple-faulted, from a failed run's serial
@@ -284,7 +349,36 @@ const OLDSTABLE_TIER: &[(&str, Option<&str>)] = &[("demo", None)];
 
 #[cfg(test)]
 mod triple_fault_tests {
-    use super::triple_faulted;
+    use super::{guest_died_booting, rig_artifact, triple_faulted};
+
+    #[test]
+    fn a_domu_kernel_dying_in_its_boot_counts_only_before_its_agent() {
+        let dir = std::env::temp_dir().join(format!("xtask-gf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(guest_died_booting(&dir), None, "no guest log");
+        let panic = "[    2.277208] BUG: kernel NULL pointer dereference, address: 0\n\
+                     [    2.277208]  ? net_ns_init+0xd9/0x1f0\n\
+                     [    2.277208] Kernel panic - not syncing: Attempted to kill the idle task!\n";
+        std::fs::write(dir.join("guest-a.log"), panic).unwrap();
+        let (guest, line) = guest_died_booting(&dir).unwrap();
+        assert_eq!(guest, "a");
+        assert!(line.ends_with("Attempted to kill the idle task!"));
+        assert_eq!(rig_artifact(&dir).unwrap().kind, "guest-fault");
+        // After its agent started, the guest ran our code: no artifact.
+        std::fs::write(dir.join("guest-a.log"), format!("@@READY a\n{panic}")).unwrap();
+        assert_eq!(guest_died_booting(&dir), None);
+        // A trace through a split driver: no artifact.
+        std::fs::write(
+            dir.join("guest-a.log"),
+            format!("[    3.1] ? blkif_queue_rq+0x1/0x2 [xen_blkfront]\n{panic}"),
+        )
+        .unwrap();
+        assert_eq!(guest_died_booting(&dir), None);
+        // A guest's own words (not stamped by the kernel) do not count.
+        std::fs::write(dir.join("guest-a.log"), "Kernel panic - not syncing: no\n").unwrap();
+        assert!(rig_artifact(&dir).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn only_xens_triple_fault_line_counts() {
