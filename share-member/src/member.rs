@@ -452,8 +452,9 @@ fn refused(index: u32, what: &str, r: &crate::port::Refusal) -> Applied {
 }
 
 /// poll(2) over `fds`, first without sleeping for up to `spin_ns` when
-/// the call would sleep: a peer that is busy answers sooner than this
-/// process, once its CPU went idle, would wake up.
+/// the call would sleep (share-sim's [`share_sim::Spin`]: a peer that is
+/// busy answers sooner than this process, once its CPU went idle, would
+/// wake up).
 fn poll_spinning(fds: &mut [libc::pollfd], timeout_ms: libc::c_int, spin_ns: u64) -> libc::c_int {
     let poll = |fds: &mut [libc::pollfd], t: libc::c_int| {
         // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd
@@ -461,18 +462,15 @@ fn poll_spinning(fds: &mut [libc::pollfd], timeout_ms: libc::c_int, spin_ns: u64
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, t) }
     };
     if timeout_ms != 0 && spin_ns > 0 {
-        let start = std::time::Instant::now();
+        let mut spin = share_sim::Spin::new(spin_ns, None);
         loop {
             let r = poll(fds, 0);
             if r != 0 {
                 return r;
             }
-            if start.elapsed().as_nanos() >= u128::from(spin_ns) {
+            if !spin.go_on() {
                 break;
             }
-            // A runnable process of this machine goes first (these spins
-            // must not take CPU from the work they wait for).
-            std::thread::yield_now();
         }
     }
     poll(fds, timeout_ms)

@@ -39,8 +39,10 @@ enum Which {
         store: String,
         /// How long each process of the simulation (member, broker,
         /// server) looks for its peer's answer before it sleeps, in ns
-        /// (`XEN_SHARE_SIM_SPIN_NS`; 0: at once, as the tests run).
-        #[arg(long, default_value_t = 100_000)]
+        /// (`XEN_SHARE_SIM_SPIN_NS`). 0, the default, as everything else
+        /// runs: 100000 is about twice as fast on idle CPUs and ruins it
+        /// on busy ones (docs/performance.md).
+        #[arg(long, default_value_t = 0)]
         spin_ns: u64,
     },
     /// netback-uk: the switch core alone (ns/frame next to memcpy),

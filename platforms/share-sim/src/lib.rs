@@ -20,10 +20,10 @@
 //!   broker's wait for a domain's next request first look without
 //!   sleeping for that long: waking a process whose CPU went idle costs
 //!   tens of microseconds, more than a busy peer takes to answer. Off by
-//!   default: it pays only where CPUs would otherwise idle (the disk
-//!   benchmark, `cargo xtask bench blk --spin-ns`), and takes CPU from the
-//!   work itself on a busy machine (docs/performance.md, "Polling before
-//!   sleeping on the simulation").
+//!   default: it pays only where CPUs would otherwise idle (`cargo xtask
+//!   bench blk --spin-ns`), and ruins throughput on a busy machine
+//!   ([`Spin`]; docs/performance.md, "Polling before sleeping on the
+//!   simulation").
 //! - Time is `CLOCK_MONOTONIC`.
 //!
 //! Limits, honestly: the broker trusts the domain id a process claims when
@@ -179,6 +179,38 @@ pub struct SimPlatform {
 /// by default: not at all (see the crate's documentation).
 pub const DEFAULT_SPIN_NS: u64 = 0;
 
+/// A bounded look for a peer's answer before sleeping: each round yields
+/// the CPU (a runnable task of this machine may go first) until the spin
+/// time is up. It pays only while CPUs would otherwise idle: a task that
+/// does not sleep loses the scheduler's preference for tasks that wake
+/// up, so on a busy machine every hand-off waits for a time slice (with
+/// two busy loops beside the disk benchmark, a 100 us spin fell to 1-19 k
+/// IOPS against 8.6-281 k without; docs/performance.md). Hence off by
+/// default.
+pub struct Spin {
+    end_ns: u64,
+}
+
+impl Spin {
+    /// A spin of `spin_ns` from now, ending at `deadline_ns` at the latest
+    /// (0 or a deadline passed: over at once).
+    pub fn new(spin_ns: u64, deadline_ns: Option<u64>) -> Spin {
+        let end = sys::now_ns().saturating_add(spin_ns);
+        Spin {
+            end_ns: deadline_ns.map_or(end, |d| d.min(end)),
+        }
+    }
+
+    /// Yields the CPU once; false when the spin time is up.
+    pub fn go_on(&mut self) -> bool {
+        if sys::now_ns() >= self.end_ns {
+            return false;
+        }
+        std::thread::yield_now();
+        true
+    }
+}
+
 /// The environment variable that sets the spin time, in nanoseconds, of
 /// the domains and the broker a process starts.
 pub const SPIN_ENV: &str = "XEN_SHARE_SIM_SPIN_NS";
@@ -281,19 +313,14 @@ impl SimPlatform {
         if self.spin_ns == 0 {
             return false;
         }
-        let start = sys::now_ns();
-        let end = start.saturating_add(self.spin_ns);
-        let end = deadline_ns.map_or(end, |d| d.min(end));
+        let mut spin = Spin::new(self.spin_ns, deadline_ns);
         loop {
             if self.scan(fired) {
                 return true;
             }
-            if sys::now_ns() >= end {
+            if !spin.go_on() {
                 return false;
             }
-            // A runnable process of this machine goes first (these spins
-            // must not take CPU from the work they wait for).
-            std::thread::yield_now();
         }
     }
 

@@ -199,17 +199,14 @@ pub fn recv_spinning(
     spin_ns: u64,
 ) -> Result<Received> {
     if spin_ns > 0 {
-        let end = now_ns().saturating_add(spin_ns);
+        let mut spin = crate::Spin::new(spin_ns, None);
         loop {
             if let Some(r) = recv_flags(sock, buf, accept_fds, RecvFlags::DONTWAIT)? {
                 return Ok(r);
             }
-            if now_ns() >= end {
+            if !spin.go_on() {
                 break;
             }
-            // A runnable process of this machine goes first (these spins
-            // must not take CPU from the work they wait for).
-            std::thread::yield_now();
         }
     }
     recv(sock, buf, accept_fds)
