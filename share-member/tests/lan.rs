@@ -54,7 +54,12 @@ const IPERF_SECS: u32 = 3;
 /// the hostile member floods and scribbles (the switch serves ports round
 /// robin, so a flood costs the pair at most a share of the switch; on a
 /// 2-core host the hostile process also takes CPU time from the others).
-const HOSTILE_FACTOR: f64 = 0.5;
+/// On a 2-vCPU AMD EPYC the fair outcome itself measured 0.44-0.62 (CPU
+/// shared with the flooder, 2026-12-06; 0.50 failed a CI-like run at the
+/// earlier bound of 0.5), so the bound sits below that: a switch that let
+/// a port's flood crowd out the others' slots would leave the pair a
+/// small fraction of it.
+const HOSTILE_FACTOR: f64 = 0.3;
 /// How long the hostile member keeps at it.
 const HOSTILE_SECS: f64 = 5.0;
 
