@@ -252,12 +252,32 @@ fn rig_artifact(logs: &std::path::Path) -> Option<RigArtifact> {
             readme: "RDTSC exits and the triple fault",
         });
     }
+    if let Some(line) = dom0_died_booting(logs) {
+        return Some(RigArtifact {
+            kind: "dom0-fault",
+            what: format!("dom0's kernel died in its boot, before its init ({line})"),
+            readme: "A stock domU kernel that dies in its boot",
+        });
+    }
     let (guest, line) = guest_died_booting(logs)?;
     Some(RigArtifact {
         kind: "guest-fault",
         what: format!("domU {guest}'s kernel died in its boot, before its agent ({line})"),
         readme: "A stock domU kernel that dies in its boot",
     })
+}
+
+/// dom0's kernel panic line, when it panicked before its init said
+/// `@@RIG BOOT`: only Xen and the stock kernel had run, nothing of ours.
+fn dom0_died_booting(logs: &std::path::Path) -> Option<String> {
+    let serial = std::fs::read_to_string(logs.join("serial.log")).ok()?;
+    if serial.lines().any(|l| l.starts_with("@@RIG BOOT")) {
+        return None;
+    }
+    serial
+        .lines()
+        .find(|l| l.starts_with('[') && l.contains("] Kernel panic - not syncing"))
+        .map(|l| l.trim().to_string())
 }
 
 /// The domU (from `guest-NAME.log`) whose kernel panicked before its
@@ -349,7 +369,24 @@ const OLDSTABLE_TIER: &[(&str, Option<&str>)] = &[("demo", None)];
 
 #[cfg(test)]
 mod triple_fault_tests {
-    use super::{guest_died_booting, rig_artifact, triple_faulted};
+    use super::{dom0_died_booting, guest_died_booting, rig_artifact, triple_faulted};
+
+    #[test]
+    fn dom0_dying_counts_only_before_its_init() {
+        let dir = std::env::temp_dir().join(format!("xtask-d0-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let panic = "[    4.389306] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\n\
+                     [    4.399661] Kernel panic - not syncing: Fatal exception in interrupt\n";
+        std::fs::write(dir.join("serial.log"), panic).unwrap();
+        assert_eq!(
+            dom0_died_booting(&dir).as_deref(),
+            Some("[    4.399661] Kernel panic - not syncing: Fatal exception in interrupt")
+        );
+        assert_eq!(rig_artifact(&dir).unwrap().kind, "dom0-fault");
+        std::fs::write(dir.join("serial.log"), format!("@@RIG BOOT\n{panic}")).unwrap();
+        assert_eq!(dom0_died_booting(&dir), None, "after init, our code ran");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_domu_kernel_dying_in_its_boot_counts_only_before_its_agent() {
