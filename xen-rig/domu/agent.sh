@@ -18,7 +18,7 @@ echo "@@READY $(hostname)"
 # Each command costs forks of a PV domain under TCG (tens of ms each): the
 # loop makes three (base64, sh, sed). The ids run so far live in $seen and,
 # for a respawned agent, in /tmp/rig-seen.
-seen=" $(tr '\n' ' ' < /tmp/rig-seen 2>/dev/null)"
+seen=" $(tr '\n' ' ' 2>/dev/null < /tmp/rig-seen)"
 while read -r tag id cmd; do
     [ "$tag" = "@@RUN" ] || continue
     # A repeat is answered (which also wakes a stalled console) but not run.

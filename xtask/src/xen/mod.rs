@@ -274,7 +274,13 @@ fn dom0_died_booting(logs: &std::path::Path) -> Option<String> {
     if serial.lines().any(|l| l.starts_with("@@RIG BOOT")) {
         return None;
     }
-    serial
+    kernel_panic_line(&serial)
+}
+
+/// A Linux kernel's panic line (stamped `[  time]`, so a program's own
+/// words do not count), trimmed.
+fn kernel_panic_line(console: &str) -> Option<String> {
+    console
         .lines()
         .find(|l| l.starts_with('[') && l.contains("] Kernel panic - not syncing"))
         .map(|l| l.trim().to_string())
@@ -304,14 +310,11 @@ fn guest_died_booting(logs: &std::path::Path) -> Option<(String, String)> {
         if ours.iter().any(|d| text.contains(d)) {
             continue;
         }
-        let Some(line) = text
-            .lines()
-            .find(|l| l.starts_with('[') && l.contains("] Kernel panic - not syncing"))
-        else {
+        let Some(line) = kernel_panic_line(&text) else {
             continue;
         };
         let guest = name["guest-".len()..name.len() - ".log".len()].to_string();
-        return Some((guest, line.trim().to_string()));
+        return Some((guest, line));
     }
     None
 }
