@@ -33,7 +33,7 @@ mod image_main {
 
     use blkback_uk::ram::RamStore;
     use blkback_uk::store::{Io, SharedIo, Store, StoreError, StoreInfo, SECTOR_SIZE};
-    use blkback_uk::vbd::{self, VbdPages, VbdStore};
+    use blkback_uk::vbd::{self, SharedBounce, VbdBounce, VbdPages, VbdStore};
     use blkback_uk::wiring::poll_vdevice;
     use blkback_uk::{Server, ServerConfig};
     use pvh_rt::image;
@@ -45,17 +45,20 @@ mod image_main {
 
     pvh_rt::entry!(main);
 
-    /// Bounce pages of each vbd disk: as many as the server's (a whole
-    /// batch in flight at once, a 1 MiB request as one indirect request of
-    /// 256 segments), with the ring page and the 32 indirect pages 1.2 MiB;
-    /// 297 grants, well under the 1056 Linux's blkback keeps persistent
-    /// per ring (`max_persistent_grants`).
-    const VBD_BOUNCE_PAGES: usize = 264;
+    /// Bounce pages of the vbds of one backend domain (one set for all of
+    /// them: a batch runs on one disk at a time), tried in this order
+    /// until one fits. 1023 (4 MiB): about a server batch's worth (four
+    /// 1 MiB requests in flight at dom0, where one was the limit of 1 MiB
+    /// I/O: docs/performance.md); with a vbd's 32 indirect pages 1055
+    /// grants, within the 1056 Linux's blkback keeps persistent per ring
+    /// (`max_persistent_grants`).
+    const VBD_BOUNCE_PAGES: [usize; 3] = [1023, 264, 11];
 
-    /// The server's bounce pages and largest indirect request (1 MiB): the
-    /// server's data buffers are 2 x 264 pages, about 2 MiB.
+    /// The server's bounce pages (a batch: four 1 MiB requests with their
+    /// indirect pages) and largest indirect request (1 MiB): the server's
+    /// data buffers are 2 x 1032 pages, about 8 MiB.
     const SERVER: ServerConfig = ServerConfig {
-        bounce_pages: 264,
+        bounce_pages: 1032,
         max_indirect_segments: 256,
     };
 
@@ -117,14 +120,49 @@ mod image_main {
         }
     }
 
-    fn connect(pvh: &mut XenPvh, xs: &mut XenStore, dev: &str) -> Result<Disk, String> {
+    /// The bounce pages granted to `backend`, made (and kept in `sets`)
+    /// when its first vbd connects.
+    fn bounce_for(
+        pvh: &mut XenPvh,
+        sets: &mut Vec<SharedBounce<XenPages>>,
+        backend: u16,
+    ) -> Result<SharedBounce<XenPages>, String> {
+        if let Some(b) = sets.iter().find(|b| b.borrow().backend() == backend) {
+            return Ok(b.clone());
+        }
+        let mut last = None;
+        for count in VBD_BOUNCE_PAGES {
+            match VbdBounce::new(pvh, backend, count) {
+                Ok(b) => {
+                    println!(
+                        "blkback-uk: {count} bounce pages granted to backend domain {backend}, for all its vbds"
+                    );
+                    sets.push(b.clone());
+                    return Ok(b);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(alloc::format!(
+            "granting bounce pages to backend domain {backend}: {}",
+            last.map_or(String::new(), |e| alloc::format!("{e}"))
+        ))
+    }
+
+    fn connect(
+        pvh: &mut XenPvh,
+        xs: &mut XenStore,
+        sets: &mut Vec<SharedBounce<XenPages>>,
+        dev: &str,
+    ) -> Result<Disk, String> {
         let backend = xs
             .read(&alloc::format!("{dev}/backend-id"))
             .ok()
             .and_then(|v| v.trim().parse::<u16>().ok())
             .ok_or_else(|| alloc::format!("{dev}: no usable backend-id"))?;
-        let pages = VbdPages::new(pvh, backend, VBD_BOUNCE_PAGES)
-            .map_err(|e| alloc::format!("{dev}: granting the ring and bounce pages: {e}"))?;
+        let bounce = bounce_for(pvh, sets, backend).map_err(|e| alloc::format!("{dev}: {e}"))?;
+        let pages = VbdPages::new(pvh, backend)
+            .map_err(|e| alloc::format!("{dev}: granting the ring and indirect pages: {e}"))?;
         let bell = pvh
             .doorbell(pages.port())
             .map_err(|e| alloc::format!("{dev}: {e}"))?;
@@ -133,7 +171,7 @@ mod image_main {
             let _ = bell.wait(deadline);
         })
         .map_err(|e| alloc::format!("{e}"))?;
-        VbdStore::new(pages, info, bell)
+        VbdStore::new(pages, info, bell, bounce)
             .map(Disk::Vbd)
             .map_err(|e| alloc::format!("{dev}: {e}"))
     }
@@ -146,6 +184,7 @@ mod image_main {
         pvh: &mut XenPvh,
         store: &mut XenStore,
         known: &mut Vec<String>,
+        sets: &mut Vec<SharedBounce<XenPages>>,
         server: &mut Server<XenPvh, Disk>,
     ) {
         let devs = match vbd::devices(store) {
@@ -161,7 +200,7 @@ mod image_main {
                 continue;
             }
             let i = server.disk_count();
-            let disk = match connect(pvh, store, &dev) {
+            let disk = match connect(pvh, store, sets, &dev) {
                 Ok(Disk::Vbd(s)) => {
                     let v = s.vbd();
                     println!(
@@ -215,8 +254,9 @@ mod image_main {
             Vec::new()
         });
         let mut disks = Vec::new();
+        let mut bounce_sets = Vec::new();
         for (i, dev) in devs.iter().enumerate() {
-            match connect(&mut pvh, &mut store, dev) {
+            match connect(&mut pvh, &mut store, &mut bounce_sets, dev) {
                 Ok(Disk::Vbd(s)) => {
                     let v = s.vbd();
                     println!(
@@ -301,7 +341,13 @@ mod image_main {
                 // A vbd given at run time (`xl block-attach`, as `vdevice
                 // --create block` does) is connected before the change
                 // that may name it.
-                attach_new(&mut pvh, &mut store, &mut known, &mut server);
+                attach_new(
+                    &mut pvh,
+                    &mut store,
+                    &mut known,
+                    &mut bounce_sets,
+                    &mut server,
+                );
                 match poll_vdevice(&mut vdevice, &mut pvh, &mut server) {
                     Ok(Some(Change {
                         serial,

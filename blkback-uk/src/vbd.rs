@@ -7,9 +7,9 @@
 //!
 //! 1. read `backend` and `backend-id` of the device, and wait (polling,
 //!    bounded) for the backend's `state` to be InitWait (2) or later;
-//! 2. grant one ring page, the store's bounce pages and its indirect pages
-//!    (one per ring slot) to the backend, allocate an unbound event
-//!    channel, write `ring-ref`, `event-channel`, `protocol` =
+//! 2. grant one ring page and its indirect pages (one per ring slot) to
+//!    the backend (the bounce pages were granted to that backend domain
+//!    once, [`VbdBounce`]), allocate an unbound event channel, write `ring-ref`, `event-channel`, `protocol` =
 //!    `x86_64-abi`, `feature-persistent` = 1, then `state` = Initialised
 //!    (3);
 //! 3. wait (bounded) for the backend's Connected (4), read `sectors`,
@@ -19,8 +19,8 @@
 //!
 //! **Persistent grants** (blkif.h "feature-persistent"): the frontend's
 //! part is to use a bounded set of grants over and over, which this store
-//! always does (the pages granted in [`VbdPages::new`], nothing else, for
-//! the store's life), so it says 1 without waiting for the backend's key
+//! always does (the pages granted in [`VbdPages::new`] and
+//! [`VbdBounce::new`], nothing else, for the store's life), so it says 1 without waiting for the backend's key
 //! (Linux's xen-blkback writes its own only in `connect()`, after our
 //! Initialised; both must say 1). The backend then maps each page once and
 //! keeps it mapped (Linux: up to `max_persistent_grants`, 1056 per ring,
@@ -29,7 +29,16 @@
 //! of every request. It can then write a page at any time, which changes
 //! nothing here: the bounce pages were always treated as backend-writable
 //! (data is copied in before a request, out once after its answer) and
-//! hold nothing but this disk's data, which its backend has anyway.
+//! hold nothing but data of disks that same backend domain serves, which
+//! it has anyway.
+//!
+//! **One set of bounce pages per backend domain** ([`VbdBounce`]), lent to
+//! each of its vbds for the length of one batch: [`Store::execute`] is
+//! synchronous (a batch is answered before the next starts, whatever the
+//! disk), so only one vbd ever has pages in flight, and one large set
+//! (1023 pages, 4 MiB: four 1 MiB requests in flight) costs what a small
+//! one per disk would. A domain serves its pages to the backend it
+//! granted them to only: vbds of another backend get their own set.
 //!
 //! **Indirect segments** (blkif.h "feature-max-indirect-segments"): with
 //! more than 11 offered, a read or write of more than 11 pages goes as
@@ -40,8 +49,8 @@
 //!
 //! The store then runs each batch ([`Store::execute`]) as blkif requests:
 //! reads and writes split into requests of up to 11 pages (or the indirect
-//! segments in use), data through the store's own bounce pages, at most a
-//! ring's worth (32) in flight. Responses are polled (the event channel
+//! segments in use), data through the backend's bounce pages, at most a
+//! ring's worth (32) and the bounce pages' worth in flight. Responses are polled (the event channel
 //! only wakes a sleep), with a deadline per batch.
 //!
 //! Durability: blkif has no FUA bit, so a FUA write is followed by a
@@ -62,10 +71,13 @@
 //! `BLKIF_OP_INDIRECT`); a value of `feature-max-indirect-segments` that is
 //! not a number, or more than we use, is none or our bound. A backend
 //! that breaks the protocol or misses the deadline leaves the store
-//! broken: its bounce pages may still be written, so they are never
-//! reused, and every later operation fails with EIO.
+//! broken: the bounce pages it had in flight may still be written, so
+//! they are never reused (the set's other vbds go on with the rest, and a
+//! request that no longer fits fails with EIO), and every later operation
+//! of the broken store fails with EIO.
 
 use alloc::format;
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -84,6 +96,8 @@ use xen_pv::blkif::{
     FrontState, RING_SIZE,
 };
 use xen_pv::xenbus::{self, DeviceError, Frontend};
+
+use core::cell::RefCell;
 
 use crate::store::{byte_range, Io, IoKind, SharedIo, Store, StoreError, StoreInfo, SECTOR_SIZE};
 use share_hal::SharedMem;
@@ -156,13 +170,69 @@ pub struct VbdInfo {
     pub max_indirect_segments: u16,
 }
 
-/// What the handshake needs of the store's pages: the ring page and the
-/// bounce pages, granted to the backend.
+/// Bounce pages granted once to one backend domain, lent to each of its
+/// vbds for one batch at a time (module doc). Shared as [`SharedBounce`].
+pub struct VbdBounce<Pg> {
+    backend: DomId,
+    pages: Pg,
+    grefs: Vec<GrantRef>,
+    /// Pages no request holds. A page a broken store had in flight is
+    /// never put back.
+    free: Vec<usize>,
+}
+
+/// One backend domain's bounce pages, as each of its vbd stores holds them.
+pub type SharedBounce<Pg> = Rc<RefCell<VbdBounce<Pg>>>;
+
+impl<Pg: PageBlock> VbdBounce<Pg> {
+    /// Allocates `count` pages and grants each to `backend` (read-write:
+    /// reads land in them). On failure, what was granted stays granted and
+    /// its pages are leaked, as in [`VbdPages::new`].
+    pub fn new<P: Platform<Pages = Pg>>(
+        p: &mut P,
+        backend: DomId,
+        count: usize,
+    ) -> Result<SharedBounce<Pg>> {
+        if count < BLKIF_MAX_SEGMENTS_PER_REQUEST {
+            return Err(Error::InvalidArgument {
+                what: "vbd store: fewer bounce pages than one request's 11 segments",
+            });
+        }
+        let pages = p.alloc_pages(count)?;
+        let mut grefs = Vec::with_capacity(count);
+        for i in 0..count {
+            let frame = pages.frame(i).ok_or(Error::OutOfMemory)?;
+            grefs.push(p.grant(frame, backend, Access::ReadWrite)?);
+        }
+        Ok(Rc::new(RefCell::new(VbdBounce {
+            backend,
+            pages,
+            grefs,
+            free: (0..count).rev().collect(),
+        })))
+    }
+
+    pub fn backend(&self) -> DomId {
+        self.backend
+    }
+
+    /// Pages of the set (granted).
+    pub fn count(&self) -> usize {
+        self.grefs.len()
+    }
+
+    /// Pages free now: the set less what broken stores left in flight.
+    pub fn free(&self) -> usize {
+        self.free.len()
+    }
+}
+
+/// What the handshake needs of a vbd's own pages: the ring page and the
+/// indirect pages, granted to the backend.
 pub struct VbdPages<Pg> {
+    backend: DomId,
     ring_page: Pg,
     ring_ref: GrantRef,
-    bounce: Pg,
-    grefs: Vec<GrantRef>,
     /// [`INDIRECT_PAGES_PER_SLOT`] per ring slot, slot `i`'s first at
     /// `i * INDIRECT_PAGES_PER_SLOT`: segment lists, nothing else.
     indirect: Pg,
@@ -171,29 +241,14 @@ pub struct VbdPages<Pg> {
 }
 
 impl<Pg: PageBlock> VbdPages<Pg> {
-    /// Allocates and grants the ring page and `bounce_pages` bounce pages
-    /// to `backend`, and an unbound event channel for it. On failure, what
+    /// Allocates and grants the ring page and the indirect pages to
+    /// `backend`, and an unbound event channel for it. On failure, what
     /// was granted stays granted and its pages are leaked (never reused),
     /// which is what a half-made frontend must do.
-    pub fn new<P: Platform<Pages = Pg>>(
-        p: &mut P,
-        backend: DomId,
-        bounce_pages: usize,
-    ) -> Result<Self> {
-        if bounce_pages < BLKIF_MAX_SEGMENTS_PER_REQUEST {
-            return Err(Error::InvalidArgument {
-                what: "vbd store: fewer bounce pages than one request's 11 segments",
-            });
-        }
+    pub fn new<P: Platform<Pages = Pg>>(p: &mut P, backend: DomId) -> Result<Self> {
         let ring_page = p.alloc_pages(1)?;
-        let bounce = p.alloc_pages(bounce_pages)?;
         let frame = ring_page.frame(0).ok_or(Error::OutOfMemory)?;
         let ring_ref = p.grant(frame, backend, Access::ReadWrite)?;
-        let mut grefs = Vec::with_capacity(bounce_pages);
-        for i in 0..bounce_pages {
-            let frame = bounce.frame(i).ok_or(Error::OutOfMemory)?;
-            grefs.push(p.grant(frame, backend, Access::ReadWrite)?);
-        }
         // Read-write though the backend only reads them: Linux's blkback
         // maps a grant it keeps (persistent) writable whatever the request.
         let n_indirect = RING_SIZE as usize * INDIRECT_PAGES_PER_SLOT;
@@ -205,10 +260,9 @@ impl<Pg: PageBlock> VbdPages<Pg> {
         }
         let port = p.alloc_unbound(backend)?;
         Ok(VbdPages {
+            backend,
             ring_page,
             ring_ref,
-            bounce,
-            grefs,
             indirect,
             indirect_grefs,
             port,
@@ -221,6 +275,10 @@ impl<Pg: PageBlock> VbdPages<Pg> {
 
     pub fn ring_ref(&self) -> GrantRef {
         self.ring_ref
+    }
+
+    pub fn backend(&self) -> DomId {
+        self.backend
     }
 }
 
@@ -345,7 +403,7 @@ pub struct VbdStore<Pg: PageBlock, E: RingEvents> {
     events: E,
     info: VbdInfo,
     slots: Vec<Option<InFlight>>,
-    free_pages: Vec<usize>,
+    bounce: SharedBounce<Pg>,
     next_id: u64,
     /// Pages one request may carry: 11, or the indirect segments in use.
     max_pages: usize,
@@ -358,10 +416,21 @@ const EIO: i32 = 5;
 const ETIMEDOUT: i32 = 110;
 
 impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
-    /// A store over the connected ring (`pages` after [`handshake`]).
-    pub fn new(pages: VbdPages<Pg>, info: VbdInfo, events: E) -> Result<Self> {
+    /// A store over the connected ring (`pages` after [`handshake`]),
+    /// its data through `bounce`, the set granted to the same backend.
+    pub fn new(
+        pages: VbdPages<Pg>,
+        info: VbdInfo,
+        events: E,
+        bounce: SharedBounce<Pg>,
+    ) -> Result<Self> {
+        if bounce.borrow().backend != pages.backend {
+            return Err(Error::InvalidArgument {
+                what: "vbd store: bounce pages granted to another backend domain",
+            });
+        }
         let ring = FrontRing::init(pages.ring_page.mem())?.park();
-        let n = pages.grefs.len();
+        let n = bounce.borrow().count();
         let max_pages = if usize::from(info.max_indirect_segments) > BLKIF_MAX_SEGMENTS_PER_REQUEST
         {
             usize::from(info.max_indirect_segments)
@@ -376,7 +445,7 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
             events,
             info,
             slots: vec![None; xen_pv::blkif::RING_SIZE as usize],
-            free_pages: (0..n).rev().collect(),
+            bounce,
             next_id: 1,
             max_pages,
             broken: None,
@@ -579,7 +648,13 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
 
     /// Runs the reads and writes of `ios[range]` (no flush among them)
     /// with as many requests in flight as ring and bounce pages allow.
-    fn run_group<B: Batch>(&mut self, ios: &mut B, range: core::ops::Range<usize>, deadline: u64) {
+    fn run_group<B: Batch>(
+        &mut self,
+        b: &mut VbdBounce<Pg>,
+        ios: &mut B,
+        range: core::ops::Range<usize>,
+        deadline: u64,
+    ) {
         let capacity = self.info.sectors;
         let mut chunks = Vec::new();
         let mut failed: Vec<Option<StoreError>> = vec![None; ios.count()];
@@ -604,7 +679,14 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                 failed[i] = Some(StoreError::OutOfRange);
                 continue;
             }
-            let max = self.max_pages * PAGE_SIZE;
+            // Nothing of ours is in flight between groups: every page the
+            // set still has is free, fewer than it was granted only when a
+            // broken store kept some. Requests shrink to what is left.
+            let max = self.max_pages.min(b.free.len()) * PAGE_SIZE;
+            if max == 0 {
+                failed[i] = Some(StoreError::Io { errno: EIO });
+                continue;
+            }
             let mut off = 0;
             while off < bytes {
                 let len = (bytes - off).min(max);
@@ -629,10 +711,21 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
             while next < chunks.len() {
                 let c = chunks[next];
                 let npages = c.len.div_ceil(PAGE_SIZE);
-                if self.in_flight() == self.slots.len() || self.free_pages.len() < npages {
+                if self.in_flight() == self.slots.len() {
                     break;
                 }
-                let pages: Vec<usize> = (0..npages).filter_map(|_| self.free_pages.pop()).collect();
+                if b.free.len() < npages {
+                    if self.in_flight() > 0 {
+                        break;
+                    }
+                    // Nothing of ours in flight to give pages back: the set
+                    // lost them to a broken store, for good.
+                    remaining[c.io] -= 1;
+                    failed[c.io].get_or_insert(StoreError::Io { errno: EIO });
+                    next += 1;
+                    continue;
+                }
+                let pages: Vec<usize> = (0..npages).filter_map(|_| b.free.pop()).collect();
                 let mut req = BlkifRequest::bare(
                     if c.write {
                         BLKIF_OP_WRITE
@@ -648,14 +741,14 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                 for (k, &pg) in pages.iter().enumerate() {
                     let seg_len = (c.len - k * PAGE_SIZE).min(PAGE_SIZE);
                     segs.push(BlkifSegment {
-                        gref: self.pages.grefs[pg].0,
+                        gref: b.grefs[pg].0,
                         first_sect: 0,
                         last_sect: (seg_len / SECTOR_SIZE - 1) as u8,
                     });
                     if c.write {
                         let at = c.buf_off + k * PAGE_SIZE;
                         ok &= ios
-                            .data_out(c.io, at, &self.pages.bounce.mem(), pg * PAGE_SIZE, seg_len)
+                            .data_out(c.io, at, &b.pages.mem(), pg * PAGE_SIZE, seg_len)
                             .is_ok();
                     }
                 }
@@ -669,7 +762,7 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                     pages,
                 };
                 if !ok || self.submit(req, &segs, f.clone()).is_err() {
-                    self.free_pages.extend(f.pages);
+                    b.free.extend(f.pages);
                     remaining[c.io] -= 1;
                     failed[c.io].get_or_insert(StoreError::Io { errno: EIO });
                 } else {
@@ -703,14 +796,14 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                         let at = f.buf_off + k * PAGE_SIZE;
                         let seg_len = (f.len - k * PAGE_SIZE).min(PAGE_SIZE);
                         if ios
-                            .data_in(i, at, &self.pages.bounce.mem(), pg * PAGE_SIZE, seg_len)
+                            .data_in(i, at, &b.pages.mem(), pg * PAGE_SIZE, seg_len)
                             .is_err()
                         {
                             failed[i].get_or_insert(StoreError::Io { errno: EIO });
                         }
                     }
                 }
-                self.free_pages.extend(f.pages);
+                b.free.extend(f.pages);
             }
         }
         let lost = self.broken.map(|why| {
@@ -825,6 +918,16 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
             }
             return;
         }
+        // Lent for this batch: no other store of the set runs meanwhile
+        // (execute is synchronous), so the borrow cannot fail; if it ever
+        // did, the batch fails rather than the domain.
+        let bounce = Rc::clone(&self.bounce);
+        let Ok(mut b) = bounce.try_borrow_mut() else {
+            for i in 0..n {
+                ios.set_result(i, Err(StoreError::Io { errno: EIO }));
+            }
+            return;
+        };
         let deadline = self.events.now_ns().saturating_add(self.batch_timeout_ns);
         let mut i = 0;
         while i < n {
@@ -832,7 +935,7 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
             while j < n && !matches!(ios.kind(j), IoKind::Flush) {
                 j += 1;
             }
-            self.run_group(ios, i..j, deadline);
+            self.run_group(&mut b, ios, i..j, deadline);
             // FUA writes of the group are durable once a flush after them
             // answered; their result waits for it.
             let fua: Vec<usize> = (i..j)

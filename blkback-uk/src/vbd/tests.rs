@@ -208,7 +208,22 @@ fn store_with(
 ) -> (VbdStore<LocalPages, FakeBack>, Rc<RefCell<Disk>>) {
     let host = LocalHost::new();
     let mut front = host.domain(FRONT);
-    let pages = VbdPages::new(&mut front, BACK, bounce).unwrap();
+    let set = VbdBounce::new(&mut front, BACK, bounce).unwrap();
+    store_in(&host, &mut front, &set, mode, sectors, offered, takes)
+}
+
+/// A store on `host`, with its data through `set`: several stores may
+/// share one set, as blkback-uk's vbds of one backend do.
+fn store_in(
+    host: &LocalHost,
+    front: &mut LocalPlatform,
+    set: &SharedBounce<LocalPages>,
+    mode: Mode,
+    sectors: u64,
+    offered: u16,
+    takes: u16,
+) -> (VbdStore<LocalPages, FakeBack>, Rc<RefCell<Disk>>) {
+    let pages = VbdPages::new(front, BACK).unwrap();
     let disk = Rc::new(RefCell::new(Disk {
         cache: vec![0; sectors as usize * SECTOR_SIZE],
         durable: vec![0; sectors as usize * SECTOR_SIZE],
@@ -228,7 +243,7 @@ fn store_with(
     };
     let mut i = info(sectors, FlushKind::FlushCache);
     i.max_indirect_segments = offered;
-    let s = VbdStore::new(pages, i, back).unwrap();
+    let s = VbdStore::new(pages, i, back, set.clone()).unwrap();
     (s, disk)
 }
 
@@ -498,7 +513,7 @@ impl Xenbus for FakeStore {
 fn pages() -> VbdPages<LocalPages> {
     let host = LocalHost::new();
     let mut front = host.domain(FRONT);
-    VbdPages::new(&mut front, BACK, 16).unwrap()
+    VbdPages::new(&mut front, BACK).unwrap()
 }
 
 #[test]
@@ -854,4 +869,103 @@ fn batches_on_the_servers_bounce_pages_move_with_one_copy_each_way() {
     s.execute_shared(&mem, &mut ios);
     assert_eq!(ios[0].result, Err(StoreError::Unsupported));
     assert_eq!(ios[1].result, Err(StoreError::OutOfRange));
+}
+
+#[test]
+fn vbds_of_one_backend_share_its_bounce_pages_and_a_broken_one_keeps_only_its_own() {
+    let host = LocalHost::new();
+    let mut front = host.domain(FRONT);
+    let set = VbdBounce::new(&mut front, BACK, 20).unwrap();
+    let (mut a, disk_a) = store_in(&host, &mut front, &set, Mode::Honest, 512, 64, 64);
+    let (mut b, disk_b) = store_in(&host, &mut front, &set, Mode::Honest, 512, 64, 64);
+    let (mut silent, _) = store_in(&host, &mut front, &set, Mode::Silent, 512, 64, 64);
+    silent.set_batch_timeout(1_000_000_000);
+
+    // Turn by turn through the same 20 pages: each disk gets its own data.
+    let wa = pattern(80 * 1024, 1);
+    let wb = pattern(80 * 1024, 2);
+    assert_eq!(
+        execute_one(&mut a, IoKind::Write { fua: false }, 0, &mut wa.clone()),
+        Ok(())
+    );
+    assert_eq!(
+        execute_one(&mut b, IoKind::Write { fua: false }, 0, &mut wb.clone()),
+        Ok(())
+    );
+    assert_eq!(&disk_a.borrow().cache[..wa.len()], &wa[..]);
+    assert_eq!(&disk_b.borrow().cache[..wb.len()], &wb[..]);
+    // 80 KiB is one indirect request of all 20 pages.
+    assert_eq!(disk_a.borrow().seen.last(), Some(&(BLKIF_OP_WRITE, 0, 20)));
+    assert_eq!(set.borrow().free(), 20);
+
+    // A backend that never answers keeps the 8 pages it was given.
+    assert_eq!(
+        execute_one(
+            &mut silent,
+            IoKind::Write { fua: false },
+            0,
+            &mut [7u8; 8 * 4096]
+        ),
+        Err(StoreError::Io { errno: 110 })
+    );
+    assert_eq!(set.borrow().free(), 12);
+
+    // The others go on in requests of the 12 left, and never see those 8.
+    let mut r = vec![0u8; wa.len()];
+    assert_eq!(execute_one(&mut a, IoKind::Read, 0, &mut r), Ok(()));
+    assert_eq!(r, wa);
+    let seen = disk_a.borrow().seen.clone();
+    assert!(seen
+        .iter()
+        .rev()
+        .take(2)
+        .all(|&(op, _, n)| op == BLKIF_OP_READ && n <= 12));
+    assert_eq!(set.borrow().free(), 12);
+    assert_eq!(execute_one(&mut b, IoKind::Read, 0, &mut r), Ok(()));
+    assert_eq!(r, wb);
+}
+
+#[test]
+fn a_set_with_no_pages_left_fails_io_without_waiting() {
+    let host = LocalHost::new();
+    let mut front = host.domain(FRONT);
+    let set = VbdBounce::new(&mut front, BACK, 11).unwrap();
+    let (mut silent, _) = store_in(&host, &mut front, &set, Mode::Silent, 512, 0, 0);
+    let (mut a, disk_a) = store_in(&host, &mut front, &set, Mode::Honest, 512, 0, 0);
+    silent.set_batch_timeout(1_000_000_000);
+    assert_eq!(
+        execute_one(&mut silent, IoKind::Read, 0, &mut [0u8; 11 * 4096]),
+        Err(StoreError::Io { errno: 110 })
+    );
+    assert_eq!(set.borrow().free(), 0);
+    assert_eq!(
+        execute_one(&mut a, IoKind::Write { fua: false }, 0, &mut [1u8; 4096]),
+        Err(StoreError::Io { errno: 5 })
+    );
+    assert!(disk_a.borrow().seen.is_empty());
+    // A flush needs no page: still served.
+    assert_eq!(execute_one(&mut a, IoKind::Flush, 0, &mut []), Ok(()));
+    assert!(a.broken().is_none());
+}
+
+#[test]
+fn a_store_takes_only_bounce_pages_granted_to_its_own_backend() {
+    let host = LocalHost::new();
+    let mut front = host.domain(FRONT);
+    let other = VbdBounce::new(&mut front, BACK + 1, 11).unwrap();
+    let pages = VbdPages::new(&mut front, BACK).unwrap();
+    let back = FakeBack {
+        p: host.domain(BACK),
+        host: host.clone(),
+        ring_ref: pages.ring_ref(),
+        disk: Rc::new(RefCell::new(Disk::default())),
+        mode: Mode::Honest,
+        req_cons: 0,
+        rsp_prod: 0,
+        notified: 0,
+    };
+    assert!(matches!(
+        VbdStore::new(pages, info(64, FlushKind::FlushCache), back, other),
+        Err(Error::InvalidArgument { .. })
+    ));
 }
