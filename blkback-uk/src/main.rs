@@ -106,6 +106,13 @@ mod image_main {
             }
         }
 
+        fn lent_pages(&self) -> Option<alloc::rc::Rc<dyn core::any::Any>> {
+            match self {
+                Disk::Vbd(s) => s.lent_pages(),
+                _ => None,
+            }
+        }
+
         fn execute_shared(&mut self, mem: &SharedMem<'_>, ios: &mut [SharedIo]) {
             match self {
                 Disk::Ram(s) => s.execute_shared(mem, ios),

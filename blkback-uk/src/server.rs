@@ -35,6 +35,7 @@
 //! away) fails its request alone; a write whose data did not all arrive never
 //! reaches the store.
 
+use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -677,7 +678,20 @@ impl<P: Platform, S: Store> Server<P, S> {
         cons: &mut Consumer<'_>,
         prod: &mut Producer<'_>,
     ) -> Result<usize> {
-        let pool = bounce.count();
+        // The store's own pages when it lends them: the batch's data goes
+        // there, its indirect pages (the member's segment lists, which are
+        // nobody else's business) stay in ours, at the same indexes.
+        let lent: Option<Rc<P::Pages>> = if store.takes_shared() {
+            store
+                .lent_pages()
+                .and_then(|l| l.downcast::<P::Pages>().ok())
+        } else {
+            None
+        };
+        let pool = match &lent {
+            Some(l) => bounce.count().min(l.count()),
+            None => bounce.count(),
+        };
         let mut works: Vec<Work> = Vec::new();
         let mut pages_used = 0usize;
         let mut batch_fua = false;
@@ -801,11 +815,15 @@ impl<P: Platform, S: Store> Server<P, S> {
         // request's data lies there end to end (whole pages but the last):
         // one copy fewer each way.
         let direct = store.takes_shared() && works.iter().all(|w| contiguous(&w.segs));
+        let data_pages = match &lent {
+            Some(l) if direct => &**l,
+            _ => bounce,
+        };
         // 3. data in
-        Self::move_data(p, conn, bounce, data, &mut works, true, direct)?;
+        Self::move_data(p, conn, data_pages, data, &mut works, true, direct)?;
         // 4. store
         let failed = if direct {
-            Self::run_store_shared(store, &bounce.mem(), &mut works)
+            Self::run_store_shared(store, &data_pages.mem(), &mut works)
         } else {
             Self::run_store(store, data, &mut works)
         };
@@ -819,7 +837,7 @@ impl<P: Platform, S: Store> Server<P, S> {
             }
         }
         // 5. data out
-        Self::move_data(p, conn, bounce, data, &mut works, false, direct)?;
+        Self::move_data(p, conn, data_pages, data, &mut works, false, direct)?;
         // 6. respond
         for (k, w) in works.iter().enumerate() {
             let status = w.status.unwrap_or(Status::Error);
@@ -1195,7 +1213,10 @@ impl<P: Platform, S: Store> Server<P, S> {
 /// Phase 4 when the store works on the bounce pages: a request's data
 /// is bytes `first_page * PAGE_SIZE ..` of them, `data_len` long (only
 /// batches whose requests are all [`contiguous`] come here).
-impl<P: Platform, S: Store> Server<P, S> {
+impl<P: Platform, S: Store> Server<P, S>
+where
+    P::Pages: 'static,
+{
     fn run_store_shared(
         store: &mut S,
         mem: &share_hal::SharedMem<'_>,

@@ -19,6 +19,8 @@
 //! - a write with `fua` is durable when its result is set;
 //! - a failed operation sets its own `result` only; the others still run.
 
+use alloc::rc::Rc;
+use core::any::Any;
 use core::fmt;
 
 use share_hal::SharedMem;
@@ -140,6 +142,19 @@ pub trait Store {
         for io in ios.iter_mut() {
             io.result = Err(StoreError::Unsupported);
         }
+    }
+
+    /// Pages the store works on in place (the platform's page block, the
+    /// server's `P::Pages`), already granted to where its I/O goes: the
+    /// server may put a batch's data there instead of in its own bounce
+    /// pages (each operation's data from a page boundary, end to end),
+    /// and then passes them as `mem` to [`Store::execute_shared`]. No copy
+    /// is left between the member's pages and the store's. `None` (the
+    /// default): the store takes the server's pages. Asked once per batch,
+    /// so a store can stop lending (e.g. when it can no longer vouch for
+    /// every page).
+    fn lent_pages(&self) -> Option<Rc<dyn Any>> {
+        None
     }
 }
 

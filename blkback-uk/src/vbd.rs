@@ -97,6 +97,7 @@ use xen_pv::blkif::{
 };
 use xen_pv::xenbus::{self, DeviceError, Frontend};
 
+use core::any::Any;
 use core::cell::RefCell;
 
 use crate::store::{byte_range, Io, IoKind, SharedIo, Store, StoreError, StoreInfo, SECTOR_SIZE};
@@ -174,7 +175,9 @@ pub struct VbdInfo {
 /// vbds for one batch at a time (module doc). Shared as [`SharedBounce`].
 pub struct VbdBounce<Pg> {
     backend: DomId,
-    pages: Pg,
+    /// Lent whole to the disk server while every page is free
+    /// ([`Store::lent_pages`]).
+    pages: Rc<Pg>,
     grefs: Vec<GrantRef>,
     /// Pages no request holds. A page a broken store had in flight is
     /// never put back.
@@ -206,7 +209,7 @@ impl<Pg: PageBlock> VbdBounce<Pg> {
         }
         Ok(Rc::new(RefCell::new(VbdBounce {
             backend,
-            pages,
+            pages: Rc::new(pages),
             grefs,
             free: (0..count).rev().collect(),
         })))
@@ -224,6 +227,12 @@ impl<Pg: PageBlock> VbdBounce<Pg> {
     /// Pages free now: the set less what broken stores left in flight.
     pub fn free(&self) -> usize {
         self.free.len()
+    }
+
+    /// Whether `mem` is this set's pages, whole (the server lent them back).
+    fn is(&self, mem: &SharedMem<'_>) -> bool {
+        let own = self.pages.mem();
+        mem.as_ptr() == own.as_ptr() && mem.len() == own.len()
     }
 }
 
@@ -374,6 +383,9 @@ struct InFlight {
     len: usize,
     /// Bounce pages it holds.
     pages: Vec<usize>,
+    /// The pages are where the server put the data (lent), not taken from
+    /// the free list: nothing to copy, nothing to give back.
+    in_place: bool,
 }
 
 /// A chunk of a read or write still to be submitted.
@@ -701,6 +713,7 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                 remaining[i] += 1;
             }
         }
+        let in_place = ios.in_place();
         let mut next = 0;
         while next < chunks.len() || self.in_flight() > 0 {
             if self.broken.is_some() {
@@ -714,18 +727,32 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                 if self.in_flight() == self.slots.len() {
                     break;
                 }
-                if b.free.len() < npages {
-                    if self.in_flight() > 0 {
-                        break;
+                let pages: Vec<usize> = if in_place {
+                    // The operation's own pages of the set, where the
+                    // server put (or wants) its data.
+                    match ios.first_page(c.io, c.buf_off, c.len, b.count()) {
+                        Some(first) => (first..first + npages).collect(),
+                        None => {
+                            remaining[c.io] -= 1;
+                            failed[c.io].get_or_insert(StoreError::Io { errno: EIO });
+                            next += 1;
+                            continue;
+                        }
                     }
-                    // Nothing of ours in flight to give pages back: the set
-                    // lost them to a broken store, for good.
-                    remaining[c.io] -= 1;
-                    failed[c.io].get_or_insert(StoreError::Io { errno: EIO });
-                    next += 1;
-                    continue;
-                }
-                let pages: Vec<usize> = (0..npages).filter_map(|_| b.free.pop()).collect();
+                } else {
+                    if b.free.len() < npages {
+                        if self.in_flight() > 0 {
+                            break;
+                        }
+                        // Nothing of ours in flight to give pages back: the
+                        // set lost them to a broken store, for good.
+                        remaining[c.io] -= 1;
+                        failed[c.io].get_or_insert(StoreError::Io { errno: EIO });
+                        next += 1;
+                        continue;
+                    }
+                    (0..npages).filter_map(|_| b.free.pop()).collect()
+                };
                 let mut req = BlkifRequest::bare(
                     if c.write {
                         BLKIF_OP_WRITE
@@ -745,7 +772,7 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                         first_sect: 0,
                         last_sect: (seg_len / SECTOR_SIZE - 1) as u8,
                     });
-                    if c.write {
+                    if c.write && !in_place {
                         let at = c.buf_off + k * PAGE_SIZE;
                         ok &= ios
                             .data_out(c.io, at, &b.pages.mem(), pg * PAGE_SIZE, seg_len)
@@ -760,9 +787,12 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                     buf_off: c.buf_off,
                     len: c.len,
                     pages,
+                    in_place,
                 };
                 if !ok || self.submit(req, &segs, f.clone()).is_err() {
-                    b.free.extend(f.pages);
+                    if !in_place {
+                        b.free.extend(f.pages);
+                    }
                     remaining[c.io] -= 1;
                     failed[c.io].get_or_insert(StoreError::Io { errno: EIO });
                 } else {
@@ -790,7 +820,7 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                     } else {
                         StoreError::Io { errno: EIO }
                     });
-                } else if f.op == BLKIF_OP_READ {
+                } else if f.op == BLKIF_OP_READ && !f.in_place {
                     // Copied once out of the (backend-writable) bounce pages.
                     for (k, &pg) in f.pages.iter().enumerate() {
                         let at = f.buf_off + k * PAGE_SIZE;
@@ -803,7 +833,16 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                         }
                     }
                 }
-                b.free.extend(f.pages);
+                if !f.in_place {
+                    b.free.extend(f.pages);
+                }
+            }
+        }
+        if self.broken.is_some() {
+            // Lent pages the backend still holds are the set's no more
+            // (those of the free list left it when taken).
+            for f in self.slots.iter().flatten().filter(|f| f.in_place) {
+                b.free.retain(|pg| !f.pages.contains(pg));
             }
         }
         let lost = self.broken.map(|why| {
@@ -846,6 +885,7 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
             buf_off: 0,
             len: 0,
             pages: Vec::new(),
+            in_place: false,
         };
         self.stats.flushes += 1;
         if self
@@ -881,7 +921,7 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
     }
 }
 
-impl<Pg: PageBlock, E: RingEvents> Store for VbdStore<Pg, E> {
+impl<Pg: PageBlock + 'static, E: RingEvents> Store for VbdStore<Pg, E> {
     fn info(&self) -> StoreInfo {
         let flush = self.info.flush != FlushKind::None;
         StoreInfo {
@@ -905,7 +945,20 @@ impl<Pg: PageBlock, E: RingEvents> Store for VbdStore<Pg, E> {
     }
 
     fn execute_shared(&mut self, mem: &SharedMem<'_>, ios: &mut [SharedIo]) {
-        self.run(&mut Shared { mem, ios });
+        let lent = self.bounce.borrow().is(mem);
+        self.run(&mut Shared { mem, ios, lent });
+    }
+
+    /// The set's pages, while every one of them is free: a page a broken
+    /// store left with the backend may still be written by it, so a set
+    /// that lost one is lent no more (its vbds copy through the rest).
+    fn lent_pages(&self) -> Option<Rc<dyn Any>> {
+        let b = self.bounce.try_borrow().ok()?;
+        if self.broken.is_some() || b.free.len() != b.count() {
+            return None;
+        }
+        let pages: Rc<dyn Any> = b.pages.clone();
+        Some(pages)
     }
 }
 
@@ -913,6 +966,14 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
     fn run<B: Batch>(&mut self, ios: &mut B) {
         let n = ios.count();
         if self.broken.is_some() {
+            for i in 0..n {
+                ios.set_result(i, Err(StoreError::Io { errno: EIO }));
+            }
+            return;
+        }
+        // A lent batch needs every page of the set (the server chose them).
+        if ios.in_place() && !matches!(self.bounce.try_borrow(), Ok(b) if b.free.len() == b.count())
+        {
             for i in 0..n {
                 ios.set_result(i, Err(StoreError::Io { errno: EIO }));
             }
@@ -971,6 +1032,18 @@ trait Batch {
     fn bytes(&self, i: usize) -> usize;
     fn result(&self, i: usize) -> core::result::Result<(), StoreError>;
     fn set_result(&mut self, i: usize, r: core::result::Result<(), StoreError>);
+    /// The data lies in the set's own pages (lent to the server): requests
+    /// name those pages, nothing is copied.
+    fn in_place(&self) -> bool {
+        false
+    }
+    /// With [`Batch::in_place`]: the set's page where bytes `off..off +
+    /// len` of operation `i`'s data start, if they start on a page and
+    /// end within the set's `count` pages.
+    fn first_page(&self, i: usize, off: usize, len: usize, count: usize) -> Option<usize> {
+        let _ = (i, off, len, count);
+        None
+    }
     /// Copies `len` bytes of operation `i`'s data from `off` to `dst` at
     /// `dst_off` (a write's data, into our granted pages).
     fn data_out(
@@ -1047,10 +1120,12 @@ impl Batch for Private<'_, '_> {
     }
 }
 
-/// The server's bounce pages: one volatile copy between them and ours.
+/// The server's bounce pages: one volatile copy between them and ours; or
+/// ours, lent to the server (`lent`): none.
 struct Shared<'b, 'm> {
     mem: &'b SharedMem<'m>,
     ios: &'b mut [SharedIo],
+    lent: bool,
 }
 
 impl Shared<'_, '_> {
@@ -1085,6 +1160,15 @@ impl Batch for Shared<'_, '_> {
     }
     fn set_result(&mut self, i: usize, r: core::result::Result<(), StoreError>) {
         self.ios[i].result = r;
+    }
+    fn in_place(&self) -> bool {
+        self.lent
+    }
+    fn first_page(&self, i: usize, off: usize, len: usize, count: usize) -> Option<usize> {
+        let at = self.window_at(i, off, len).ok()?;
+        let first = at / PAGE_SIZE;
+        let end = first.checked_add(len.div_ceil(PAGE_SIZE))?;
+        (self.lent && at.is_multiple_of(PAGE_SIZE) && end <= count).then_some(first)
     }
     fn data_out(
         &self,

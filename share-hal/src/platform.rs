@@ -71,7 +71,9 @@ pub trait Mapping {
 
 /// Allocation of the caller's own pages.
 pub trait Memory {
-    type Pages: PageBlock;
+    /// Owned pages (no borrow inside): a store may lend them to the disk
+    /// server as `dyn Any` (blkback-uk's `Store::lent_pages`).
+    type Pages: PageBlock + 'static;
     /// Allocates `count` zeroed, page-aligned pages.
     fn alloc_pages(&mut self, count: usize) -> Result<Self::Pages>;
 }

@@ -4,7 +4,7 @@
 use super::*;
 use crate::client::{BlkClient, Buffer, Completion};
 use crate::ram::RamStore;
-use share_hal::platform::Access;
+use share_hal::platform::{Access, Memory};
 use share_hal::share::ShareRef;
 use share_hal::wire::blk::{request_field, Op, MAX_INLINE_SEGMENTS};
 use share_sim::{temp_socket_path, Broker, SimPlatform};
@@ -123,9 +123,15 @@ impl Rig {
 impl<S: Store> Rig<S> {
     /// A server over `stores`, disk `i` the `i`th.
     fn over(stores: Vec<S>) -> Rig<S> {
+        Rig::over_made(|_| stores)
+    }
+
+    /// A server over the stores `make` makes with the server's platform.
+    fn over_made(make: impl FnOnce(&mut SimPlatform) -> Vec<S>) -> Rig<S> {
         let path = temp_socket_path("blk-server");
         let broker = Broker::spawn(&path).unwrap();
         let mut o = SimPlatform::connect(&path, SERVER).unwrap();
+        let stores = make(&mut o);
         let config = ServerConfig {
             bounce_pages: 600,
             max_indirect_segments: 512,
@@ -1181,4 +1187,83 @@ fn server_copies<S: Store>(rig: &Rig<S>) -> u64 {
         .find(|(d, _)| *d == SERVER)
         .map(|(_, c)| c.copy_calls)
         .unwrap_or(0)
+}
+
+/// A RAM store that lends its own pages to the server (as the vbd store
+/// lends pages granted to its backend), counting batches that came on them
+/// and elsewhere (the server's pages or its private buffer).
+struct LendingStore {
+    ram: RamStore,
+    pages: Rc<share_sim::SimPages>,
+    lending: bool,
+    on_lent: usize,
+    elsewhere: usize,
+}
+
+impl Store for LendingStore {
+    fn info(&self) -> crate::store::StoreInfo {
+        self.ram.info()
+    }
+    fn execute(&mut self, ios: &mut [Io<'_>]) {
+        self.elsewhere += 1;
+        self.ram.execute(ios)
+    }
+    fn takes_shared(&self) -> bool {
+        true
+    }
+    fn execute_shared(&mut self, mem: &share_hal::SharedMem<'_>, ios: &mut [SharedIo]) {
+        if mem.as_ptr() == self.pages.mem().as_ptr() {
+            self.on_lent += 1;
+        } else {
+            self.elsewhere += 1;
+        }
+        self.ram.execute_shared(mem, ios)
+    }
+    fn lent_pages(&self) -> Option<Rc<dyn core::any::Any>> {
+        let pages: Rc<dyn core::any::Any> = self.pages.clone();
+        self.lending.then_some(pages)
+    }
+}
+
+#[test]
+fn a_store_that_lends_its_pages_gets_the_data_there_and_nothing_else() {
+    let mut rig = Rig::over_made(|o| {
+        vec![LendingStore {
+            ram: RamStore::new(4096),
+            pages: Rc::new(o.alloc_pages(300).unwrap()),
+            lending: true,
+            on_lent: 0,
+            elsewhere: 0,
+        }]
+    });
+    let (mut m, mut c) = rig.member(0, disk_entry(0, 2, false, 11));
+    // 1 MiB: one indirect request, its segment list in an indirect page.
+    let big = pattern(21, 1024 * 1024);
+    assert_eq!(
+        write(&mut rig, &mut m, &mut c, 8, &big, false),
+        Status::Okay
+    );
+    assert_eq!(
+        read(&mut rig, &mut m, &mut c, 8, big.len()),
+        (Status::Okay, big.clone())
+    );
+    let store = rig.server.store(0).unwrap();
+    assert_eq!((store.on_lent, store.elsewhere), (2, 0));
+    assert!(store.ram.bytes()[8 * 512..8 * 512 + big.len()] == big[..]);
+    // The lent pages held the data, and not the member's segment list
+    // (it went to the server's own pages at the same index, 256).
+    let lent = store.pages.mem();
+    let mut after = vec![0u8; 44 * PAGE_SIZE];
+    lent.read_into(256 * PAGE_SIZE, &mut after).unwrap();
+    assert!(after.iter().all(|&b| b == 0), "only data in lent pages");
+    // Segments that are not whole pages go through the server's pages.
+    let buf = Buffer::new(&mut m, SERVER, 2, Access::ReadWrite).unwrap();
+    buf.mem().fill(0, 2 * PAGE_SIZE, 5).unwrap();
+    let (g0, g1) = (buf.grefs()[0], buf.grefs()[1]);
+    let w = raw_rw(1, Op::Write, 2, &[(g0, 1, 2), (g1, 0, 7)]);
+    assert_eq!(raw_one(&mut rig, &mut m, &mut c, &w), Status::Okay);
+    buf.release(&mut m).unwrap();
+    let store = rig.server.store(0).unwrap();
+    assert_eq!((store.on_lent, store.elsewhere), (2, 1));
+    assert!(store.ram.bytes()[2 * 512..12 * 512].iter().all(|&b| b == 5));
 }

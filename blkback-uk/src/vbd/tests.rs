@@ -969,3 +969,84 @@ fn a_store_takes_only_bounce_pages_granted_to_its_own_backend() {
         Err(Error::InvalidArgument { .. })
     ));
 }
+
+fn lent(s: &VbdStore<LocalPages, FakeBack>) -> Option<Rc<LocalPages>> {
+    s.lent_pages().map(|l| l.downcast::<LocalPages>().unwrap())
+}
+
+fn shared_io(kind: IoKind, sector: u64, at: usize, len: usize) -> SharedIo {
+    SharedIo {
+        kind,
+        sector,
+        at,
+        len,
+        result: Err(StoreError::Io { errno: 0 }),
+    }
+}
+
+#[test]
+fn lent_pages_carry_the_data_in_place_until_a_broken_store_keeps_some() {
+    let host = LocalHost::new();
+    let mut front = host.domain(FRONT);
+    let set = VbdBounce::new(&mut front, BACK, 20).unwrap();
+    let (mut a, disk_a) = store_in(&host, &mut front, &set, Mode::Honest, 512, 64, 64);
+    let (mut silent, _) = store_in(&host, &mut front, &set, Mode::Silent, 512, 64, 64);
+    silent.set_batch_timeout(1_000_000_000);
+    let pages = lent(&a).expect("a whole set is lent");
+    let mem = pages.mem();
+
+    // A write whose data the server put at page 4: no copy, the request
+    // names pages 4..8 themselves.
+    let w = pattern(4 * 4096, 9);
+    mem.write_from(4 * 4096, &w).unwrap();
+    let mut ios = [shared_io(
+        IoKind::Write { fua: false },
+        16,
+        4 * 4096,
+        w.len(),
+    )];
+    a.execute_shared(&mem, &mut ios);
+    assert_eq!(ios[0].result, Ok(()));
+    assert_eq!(&disk_a.borrow().cache[16 * 512..16 * 512 + w.len()], &w[..]);
+    // A read lands where the server wants it, and only there.
+    mem.fill(0, 20 * 4096, 0).unwrap();
+    let mut ios = [shared_io(IoKind::Read, 16, 9 * 4096, w.len())];
+    a.execute_shared(&mem, &mut ios);
+    assert_eq!(ios[0].result, Ok(()));
+    let mut all = vec![0u8; 20 * 4096];
+    mem.read_into(0, &mut all).unwrap();
+    assert_eq!(&all[9 * 4096..13 * 4096], &w[..]);
+    assert!(all[..9 * 4096]
+        .iter()
+        .chain(&all[13 * 4096..])
+        .all(|&b| b == 0));
+    // Data not starting on a page of the set, or past its end, is refused.
+    for at in [4 * 4096 + 512, 18 * 4096] {
+        let mut ios = [shared_io(IoKind::Write { fua: false }, 0, at, 4 * 4096)];
+        a.execute_shared(&mem, &mut ios);
+        assert_eq!(ios[0].result, Err(StoreError::Io { errno: 5 }), "at {at}");
+    }
+    assert_eq!(set.borrow().free(), 20);
+
+    // A backend that never answers keeps lent pages 2..5: the set is lent
+    // no more, and its copies avoid those pages.
+    let mut ios = [shared_io(
+        IoKind::Write { fua: false },
+        0,
+        2 * 4096,
+        3 * 4096,
+    )];
+    silent.execute_shared(&mem, &mut ios);
+    assert_eq!(ios[0].result, Err(StoreError::Io { errno: 110 }));
+    assert_eq!(set.borrow().free(), 17);
+    assert!(set.borrow().free.iter().all(|pg| !(2..5).contains(pg)));
+    assert!(lent(&a).is_none() && lent(&silent).is_none());
+    // A batch on the set's pages after that is refused whole; through the
+    // copy path the store goes on.
+    let mut ios = [shared_io(IoKind::Read, 16, 0, 4096)];
+    a.execute_shared(&mem, &mut ios);
+    assert_eq!(ios[0].result, Err(StoreError::Io { errno: 5 }));
+    let mut r = vec![0u8; w.len()];
+    assert_eq!(execute_one(&mut a, IoKind::Read, 16, &mut r), Ok(()));
+    assert_eq!(r, w);
+}
