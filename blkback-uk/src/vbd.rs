@@ -404,6 +404,8 @@ pub struct VbdStats {
     pub requests: u64,
     /// Of which `BLKIF_OP_INDIRECT`.
     pub indirect: u64,
+    /// Of which on pages lent to the server (no copy in this domain).
+    pub in_place: u64,
     pub flushes: u64,
     pub errors: u64,
 }
@@ -564,6 +566,13 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
                 what: "vbd: ring full",
             });
         }
+        if f.in_place && self.stats.in_place == 0 {
+            log::info!(
+                "vbd {}: requests now name the pages the server put the data in (no copy here)",
+                self.info.dev
+            );
+        }
+        self.stats.in_place += u64::from(f.in_place);
         self.slots[slot] = Some(InFlight {
             id: req.id,
             indirect,
@@ -841,8 +850,18 @@ impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
         if self.broken.is_some() {
             // Lent pages the backend still holds are the set's no more
             // (those of the free list left it when taken).
+            let had = b.free.len();
             for f in self.slots.iter().flatten().filter(|f| f.in_place) {
                 b.free.retain(|pg| !f.pages.contains(pg));
+            }
+            if b.free.len() < had {
+                log::warn!(
+                    "vbd {}: {} bounce pages stay with backend domain {}; its vbds copy through the {} left, lent no more",
+                    self.info.dev,
+                    had - b.free.len(),
+                    b.backend,
+                    b.free.len()
+                );
             }
         }
         let lost = self.broken.map(|why| {

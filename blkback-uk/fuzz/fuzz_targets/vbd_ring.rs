@@ -6,15 +6,17 @@
 //! and once broken refuse everything. The backend may offer indirect
 //! segments (any count; the store bounds it), and answers an indirect
 //! request with its indirect_op, BLKIF_OP_INDIRECT or anything else.
+//! Batches come in private buffers or (input bit) on the bounce pages the
+//! store lends to the server, in place.
 #![no_main]
 
 use std::sync::atomic::Ordering;
 
-use blkback_uk::store::{Io, IoKind, Store, StoreError};
-use blkback_uk::vbd::{FlushKind, RingEvents, VbdInfo, VbdPages, VbdStore};
+use blkback_uk::store::{Io, IoKind, SharedIo, Store, StoreError};
+use blkback_uk::vbd::{FlushKind, RingEvents, VbdBounce, VbdInfo, VbdPages, VbdStore};
 use libfuzzer_sys::fuzz_target;
-use share_local::{LocalHost, LocalPlatform};
-use share_hal::platform::{Access, Clock, GrantTable, Mapping};
+use share_local::{LocalHost, LocalPages, LocalPlatform};
+use share_hal::platform::{Access, Clock, GrantTable, Mapping, PageBlock};
 use xen_pv::abi::{
     BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_INDIRECT, BLKIF_RESPONSE_SIZE, BLKIF_SRING_RING,
     BLKIF_SRING_RSP_PROD,
@@ -128,7 +130,8 @@ fuzz_target!(|data: &[u8]| {
         0 => 0u16,
         x => 11 + u16::from(x),
     };
-    let pages = VbdPages::new(&mut front, 0, 48).unwrap();
+    let set = VbdBounce::new(&mut front, 0, 48).unwrap();
+    let pages = VbdPages::new(&mut front, 0).unwrap();
     let backend = Hostile {
         p: host.domain(0),
         host: host.clone(),
@@ -151,23 +154,44 @@ fuzz_target!(|data: &[u8]| {
         persistent: data[2] & 1 == 1,
         max_indirect_segments: offered.min(256),
     };
-    let mut s = VbdStore::new(pages, info, backend).unwrap();
+    let mut s = VbdStore::new(pages, info, backend, set.clone()).unwrap();
     s.set_batch_timeout(1_000_000_000);
     for round in 0..2 {
         // Up to 80 pages: plain and indirect requests, more than the
         // bounce pages hold at once.
         let mut w = vec![0x5au8; 512 * (1 + usize::from(data[1] & 0x7f) * 5)];
         let mut r = vec![0u8; 8192];
+        let wlen = w.len();
         let mut ios = [
             Io::new(IoKind::Write { fua: data[1] & 0x80 != 0 }, u64::from(data[0] >> 1), &mut w),
             Io::new(IoKind::Read, 100, &mut r),
             Io::new(IoKind::Flush, 0, &mut []),
         ];
         let was_broken = s.broken().is_some();
-        s.execute(&mut ios);
-        if was_broken {
-            assert!(ios.iter().all(|io| io.result == Err(StoreError::Io { errno: 5 })));
+        let lent = s.lent_pages().map(|l| l.downcast::<LocalPages>().unwrap());
+        assert!(lent.is_none() || set.borrow().free() == 48);
+        match lent {
+            Some(l) if data[0] & 2 != 0 => {
+                // As the server lays a batch out: the write's pages from 0,
+                // the read's after them.
+                let wpages = wlen.div_ceil(4096);
+                let mut shared = [
+                    SharedIo { kind: ios[0].kind, sector: ios[0].sector, at: 0, len: wlen, result: Ok(()) },
+                    SharedIo { kind: IoKind::Read, sector: 100, at: wpages * 4096, len: 8192, result: Ok(()) },
+                    SharedIo { kind: IoKind::Flush, sector: 0, at: 0, len: 0, result: Ok(()) },
+                ];
+                s.execute_shared(&l.mem(), &mut shared);
+                assert!(!was_broken);
+            }
+            _ => {
+                s.execute(&mut ios);
+                if was_broken {
+                    assert!(ios.iter().all(|io| io.result == Err(StoreError::Io { errno: 5 })));
+                }
+            }
         }
+        // Pages only ever leave the set (a broken store's), never return.
+        assert!(set.borrow().free() <= 48);
         let _ = round;
     }
     let _ = s.info();

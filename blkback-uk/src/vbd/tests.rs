@@ -1020,6 +1020,7 @@ fn lent_pages_carry_the_data_in_place_until_a_broken_store_keeps_some() {
         .iter()
         .chain(&all[13 * 4096..])
         .all(|&b| b == 0));
+    assert_eq!((a.stats().requests, a.stats().in_place), (2, 2));
     // Data not starting on a page of the set, or past its end, is refused.
     for at in [4 * 4096 + 512, 18 * 4096] {
         let mut ios = [shared_io(IoKind::Write { fua: false }, 0, at, 4 * 4096)];
@@ -1049,4 +1050,5 @@ fn lent_pages_carry_the_data_in_place_until_a_broken_store_keeps_some() {
     let mut r = vec![0u8; w.len()];
     assert_eq!(execute_one(&mut a, IoKind::Read, 16, &mut r), Ok(()));
     assert_eq!(r, w);
+    assert_eq!((a.stats().requests, a.stats().in_place), (3, 2));
 }
