@@ -56,11 +56,32 @@ mod image_main {
 
     /// The server's bounce pages (a batch: four 1 MiB requests with their
     /// indirect pages) and largest indirect request (1 MiB): the server's
-    /// data buffers are 2 x 1032 pages, about 8 MiB.
-    const SERVER: ServerConfig = ServerConfig {
-        bounce_pages: 1032,
-        max_indirect_segments: 256,
-    };
+    /// data buffers are 2 x 1032 pages, about 8 MiB. In a domain with less
+    /// memory, one 1 MiB request per batch (2 x 264 pages, 2 MiB).
+    const SERVER_SIZES: [ServerConfig; 2] = [
+        ServerConfig {
+            bounce_pages: 1032,
+            max_indirect_segments: 256,
+        },
+        ServerConfig {
+            bounce_pages: 264,
+            max_indirect_segments: 256,
+        },
+    ];
+
+    /// Heap left for what serving allocates besides the data buffers
+    /// (shares, batches; the four-disk peak was under 1 MiB).
+    const SERVING_HEAP: usize = 1024 * 1024;
+
+    /// The largest server that leaves [`SERVING_HEAP`] of the heap free.
+    fn server_config() -> ServerConfig {
+        let (_, free) = pvh_rt::heap::usage();
+        let fits = |c: &&ServerConfig| {
+            2 * c.bounce_pages * share_hal::platform::PAGE_SIZE + SERVING_HEAP <= free
+        };
+        let last = SERVER_SIZES[SERVER_SIZES.len() - 1];
+        *SERVER_SIZES.iter().find(fits).unwrap_or(&last)
+    }
 
     /// A disk of this image.
     enum Disk {
@@ -313,7 +334,12 @@ mod image_main {
         }
         let n = disks.len();
         let mut known = devs;
-        let mut server = match Server::new(&mut pvh, disks, SERVER) {
+        let config = server_config();
+        println!(
+            "blkback-uk: {} bounce pages for the server's batches",
+            config.bounce_pages
+        );
+        let mut server = match Server::new(&mut pvh, disks, config) {
             Ok(s) => s,
             Err(e) => {
                 log::error!("blkback-uk: setting up the server failed: {e}");
