@@ -47,15 +47,16 @@ mod image_main {
 
     /// Bounce pages of the vbds of one backend domain (one set for all of
     /// them: a batch runs on one disk at a time), tried in this order
-    /// until one fits. 1023 (4 MiB): about a server batch's worth (four
-    /// 1 MiB requests in flight at dom0, where one was the limit of 1 MiB
-    /// I/O: docs/performance.md); with a vbd's 32 indirect pages 1055
-    /// grants, within the 1056 Linux's blkback keeps persistent per ring
+    /// until one fits. 1024 (4 MiB): the data of a server batch of four
+    /// 1 MiB requests (all in flight at dom0, where one was the limit of
+    /// 1 MiB I/O: docs/performance.md); with a vbd's 32 indirect pages
+    /// 1056 grants, the most Linux's blkback keeps persistent per ring
     /// (`max_persistent_grants`).
-    const VBD_BOUNCE_PAGES: [usize; 3] = [1023, 264, 11];
+    const VBD_BOUNCE_PAGES: [usize; 3] = [1024, 264, 11];
 
-    /// The server's bounce pages (a batch: four 1 MiB requests with their
-    /// indirect pages) and largest indirect request (1 MiB): the server's
+    /// The server's bounce pages (a batch: four 1 MiB requests, 1024 data
+    /// pages, and their 4 indirect pages) and largest indirect request
+    /// (1 MiB): the server's
     /// data buffers are 2 x 1032 pages, about 8 MiB. In a domain with less
     /// memory, one 1 MiB request per batch (2 x 264 pages, 2 MiB).
     const SERVER_SIZES: [ServerConfig; 2] = [

@@ -25,7 +25,11 @@
 //!    themselves when every request's data lies there end to end (whole
 //!    pages but the last, as every Linux and share-member request is): no
 //!    private buffer, one copy fewer each way, through the bounce pages'
-//!    volatile accessors like every other access;
+//!    volatile accessors like every other access. A store whose own pages
+//!    are where its I/O goes (the vbd store: granted to its backend) may
+//!    lend them ([`Store::lent_pages`]): the data is grant-copied there
+//!    instead, and no copy is left in this domain; the indirect pages stay
+//!    in ours;
 //! 6. **respond**: one response per request, ids echoed, published with one
 //!    index store and at most one trigger per lane.
 //!
@@ -203,6 +207,9 @@ struct Work {
     segs: Vec<Segment>,
     /// First bounce page of this request's segments (one per segment).
     first_page: usize,
+    /// First of the server's own bounce pages holding its indirect pages
+    /// (counted from the top: never among the data pages, lent or not).
+    indirect_page: usize,
     /// Offset of its data in the private data buffer.
     data_off: usize,
     data_len: usize,
@@ -688,12 +695,18 @@ impl<P: Platform, S: Store> Server<P, S> {
         } else {
             None
         };
-        let pool = match &lent {
-            Some(l) => bounce.count().min(l.count()),
-            None => bounce.count(),
+        // Data pages count up from the first bounce page, indirect pages
+        // down from the last of ours: the data may go to lent pages (of
+        // their own count), the indirect pages never do, and without
+        // lending both share ours.
+        let own = bounce.count();
+        let data_pool = match &lent {
+            Some(l) => own.min(l.count()),
+            None => own,
         };
         let mut works: Vec<Work> = Vec::new();
-        let mut pages_used = 0usize;
+        let mut data_used = 0usize;
+        let mut indirect_used = 0usize;
         let mut batch_fua = false;
         // Indirect requests taken (index in `works`), fetched in phase 2.
         let mut indirect_todo: Vec<(usize, RequestRepr)> = Vec::new();
@@ -715,6 +728,7 @@ impl<P: Platform, S: Store> Server<P, S> {
                 action: Action::None,
                 segs: Vec::new(),
                 first_page: 0,
+                indirect_page: 0,
                 data_off: 0,
                 data_len: 0,
             };
@@ -770,11 +784,13 @@ impl<P: Platform, S: Store> Server<P, S> {
                 }
             }
             // Bounce pages: one per segment, and the indirect pages.
-            let need = match indirect {
-                Some((r, n)) => n + indirect_grefs(&r).len(),
-                None => w.segs.len(),
+            let (data_need, indirect_need) = match indirect {
+                Some((r, n)) => (n, indirect_grefs(&r).len()),
+                None => (w.segs.len(), 0),
             };
-            if pages_used + need > pool {
+            if data_used + data_need > data_pool
+                || data_used + data_need + indirect_used + indirect_need > own
+            {
                 // Served in the next batch; nothing of this copy is kept.
                 break;
             }
@@ -786,18 +802,16 @@ impl<P: Platform, S: Store> Server<P, S> {
             }
             batch_fua |= matches!(w.action, Action::Write { fua: true, .. });
             cons.advance();
+            w.first_page = data_used;
+            data_used += data_need;
             if let Some((r, n)) = indirect {
+                indirect_used += indirect_need;
+                w.indirect_page = own - indirect_used;
                 // Empty until phase 2 fills them.
-                w.first_page = pages_used;
-                pages_used += need;
                 w.segs = Vec::with_capacity(n);
                 indirect_todo.push((works.len(), r));
-                works.push(w);
-            } else {
-                w.first_page = pages_used;
-                pages_used += need;
-                works.push(w);
             }
+            works.push(w);
         }
         if works.is_empty() {
             return Ok(0);
@@ -960,10 +974,11 @@ impl<P: Platform, S: Store> Server<P, S> {
         todo: &[(usize, RequestRepr)],
         works: &mut [Work],
     ) -> Result<()> {
-        // The indirect pages borrow the bounce pages after the segments'.
+        // The request's indirect pages in our own bounce pages, and its
+        // segment count.
         let base_of = |w: &Work, r: &RequestRepr| match r {
             RequestRepr::Indirect { nr_segments, .. } => {
-                Some(w.first_page + usize::from(*nr_segments))
+                Some((w.indirect_page, usize::from(*nr_segments)))
             }
             _ => None,
         };
@@ -974,7 +989,7 @@ impl<P: Platform, S: Store> Server<P, S> {
             let Some(w) = works.get_mut(*wi) else {
                 continue;
             };
-            let Some(base) = base_of(w, r) else {
+            let Some((base, _)) = base_of(w, r) else {
                 continue;
             };
             for (i, g) in indirect_grefs(r).iter().enumerate() {
@@ -1008,7 +1023,7 @@ impl<P: Platform, S: Store> Server<P, S> {
             let Some(w) = works.get_mut(*wi) else {
                 continue;
             };
-            let Some(base) = base_of(w, r) else {
+            let Some((base, nr_segments)) = base_of(w, r) else {
                 continue;
             };
             if w.status.is_some() {
@@ -1028,7 +1043,7 @@ impl<P: Platform, S: Store> Server<P, S> {
             bounce.mem().read_into(base * PAGE_SIZE, &mut pages[..])?;
             match r.indirect_segments(&pages, &conn.control) {
                 Ok(_) => {
-                    for i in 0..base - w.first_page {
+                    for i in 0..nr_segments {
                         match indirect_segment(&pages, i) {
                             Ok(s) => w.segs.push(s),
                             Err(_) => {

@@ -36,7 +36,7 @@
 //! each of its vbds for the length of one batch: [`Store::execute`] is
 //! synchronous (a batch is answered before the next starts, whatever the
 //! disk), so only one vbd ever has pages in flight, and one large set
-//! (1023 pages, 4 MiB: four 1 MiB requests in flight) costs what a small
+//! (1024 pages, 4 MiB: four 1 MiB requests in flight) costs what a small
 //! one per disk would. A domain serves its pages to the backend it
 //! granted them to only: vbds of another backend get their own set.
 //!

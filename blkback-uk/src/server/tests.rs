@@ -128,14 +128,21 @@ impl<S: Store> Rig<S> {
 
     /// A server over the stores `make` makes with the server's platform.
     fn over_made(make: impl FnOnce(&mut SimPlatform) -> Vec<S>) -> Rig<S> {
-        let path = temp_socket_path("blk-server");
-        let broker = Broker::spawn(&path).unwrap();
-        let mut o = SimPlatform::connect(&path, SERVER).unwrap();
-        let stores = make(&mut o);
         let config = ServerConfig {
             bounce_pages: 600,
             max_indirect_segments: 512,
         };
+        Rig::over_made_with(config, make)
+    }
+
+    fn over_made_with(
+        config: ServerConfig,
+        make: impl FnOnce(&mut SimPlatform) -> Vec<S>,
+    ) -> Rig<S> {
+        let path = temp_socket_path("blk-server");
+        let broker = Broker::spawn(&path).unwrap();
+        let mut o = SimPlatform::connect(&path, SERVER).unwrap();
+        let stores = make(&mut o);
         let server = Server::new(&mut o, stores, config).unwrap();
         Rig {
             _broker: broker,
@@ -1266,4 +1273,53 @@ fn a_store_that_lends_its_pages_gets_the_data_there_and_nothing_else() {
     let store = rig.server.store(0).unwrap();
     assert_eq!((store.on_lent, store.elsewhere), (2, 1));
     assert!(store.ram.bytes()[2 * 512..12 * 512].iter().all(|&b| b == 5));
+}
+
+#[test]
+fn four_one_mib_requests_fill_one_batch_on_lent_pages() {
+    // blkback-uk's sizes: 1032 pages of its own, 1024 lent by the vbd
+    // store. Four 1 MiB requests are 1024 data pages and 4 indirect pages:
+    // one batch, the data on the lent pages, the lists on the server's.
+    let config = ServerConfig {
+        bounce_pages: 1032,
+        max_indirect_segments: 256,
+    };
+    let mut rig = Rig::over_made_with(config, |o| {
+        vec![LendingStore {
+            ram: RamStore::new(16384),
+            pages: Rc::new(o.alloc_pages(1024).unwrap()),
+            lending: true,
+            on_lent: 0,
+            elsewhere: 0,
+        }]
+    });
+    let (mut m, mut c) = rig.member(0, disk_entry(0, 2, false, 11));
+    let mut bufs = Vec::new();
+    let mut reqs = Vec::new();
+    for k in 0..4u64 {
+        let buf = Buffer::new(&mut m, SERVER, 256, Access::ReadWrite).unwrap();
+        let ind = Buffer::new(&mut m, SERVER, 1, Access::ReadOnly).unwrap();
+        buf.mem().write_from(0, &pattern(k, 1024 * 1024)).unwrap();
+        let sector = k * 2048;
+        reqs.push(
+            c.rw_request(Dir::Write, false, sector, &buf, 0, 2048, Some(&ind))
+                .unwrap(),
+        );
+        bufs.push((buf, ind));
+    }
+    let batches = rig.server.stats().batches;
+    let out = exchange(&mut rig, &mut m, &mut c, &reqs);
+    assert_eq!(out.len(), 4);
+    assert!(out.iter().all(|o| o.status == Status::Okay));
+    assert_eq!(rig.server.stats().batches - batches, 1);
+    let store = rig.server.store(0).unwrap();
+    assert_eq!((store.on_lent, store.elsewhere), (1, 0));
+    for k in 0..4usize {
+        let at = k * 1024 * 1024;
+        assert!(store.ram.bytes()[at..at + 1024 * 1024] == pattern(k as u64, 1024 * 1024)[..]);
+    }
+    for (buf, ind) in bufs {
+        buf.release(&mut m).unwrap();
+        ind.release(&mut m).unwrap();
+    }
 }
