@@ -56,9 +56,9 @@ mod image_main {
 
     /// The server's bounce pages (a batch: four 1 MiB requests, 1024 data
     /// pages, and their 4 indirect pages) and largest indirect request
-    /// (1 MiB): the server's
-    /// data buffers are 2 x 1032 pages, about 8 MiB. In a domain with less
-    /// memory, one 1 MiB request per batch (2 x 264 pages, 2 MiB).
+    /// (1 MiB): the server's data buffers are 2 x 1032 pages, about 8 MiB.
+    /// In a domain with less memory, one 1 MiB request per batch (2 x 264
+    /// pages, 2 MiB).
     const SERVER_SIZES: [ServerConfig; 2] = [
         ServerConfig {
             bounce_pages: 1032,

@@ -687,7 +687,7 @@ impl<P: Platform, S: Store> Server<P, S> {
     ) -> Result<usize> {
         // The store's own pages when it lends them: the batch's data goes
         // there, its indirect pages (the member's segment lists, which are
-        // nobody else's business) stay in ours, at the same indexes.
+        // nobody else's business) stay in ours.
         let lent: Option<Rc<P::Pages>> = if store.takes_shared() {
             store
                 .lent_pages()
@@ -1228,10 +1228,7 @@ impl<P: Platform, S: Store> Server<P, S> {
 /// Phase 4 when the store works on the bounce pages: a request's data
 /// is bytes `first_page * PAGE_SIZE ..` of them, `data_len` long (only
 /// batches whose requests are all [`contiguous`] come here).
-impl<P: Platform, S: Store> Server<P, S>
-where
-    P::Pages: 'static,
-{
+impl<P: Platform, S: Store> Server<P, S> {
     fn run_store_shared(
         store: &mut S,
         mem: &share_hal::SharedMem<'_>,
