@@ -401,13 +401,7 @@ mod tests {
     }
 
     fn shared(kind: IoKind, sector: u64, at: usize, len: usize) -> SharedIo {
-        SharedIo {
-            kind,
-            sector,
-            at,
-            len,
-            result: Err(StoreError::Io { errno: 0 }),
-        }
+        SharedIo::new(kind, sector, at, len)
     }
 
     /// Copy once: a batch on the bounce pages (a private buffer standing in

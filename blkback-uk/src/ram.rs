@@ -227,13 +227,7 @@ mod tests {
         let mut window = vec![0u8; 2048];
         window[..1024].fill(0x5a);
         let mem = SharedMem::from_slice(&mut window);
-        let io = |kind, sector, at, len| SharedIo {
-            kind,
-            sector,
-            at,
-            len,
-            result: Err(StoreError::Io { errno: 0 }),
-        };
+        let io = SharedIo::new;
         let mut ios = [
             io(IoKind::Write { fua: false }, 2, 0, 1024),
             io(IoKind::Flush, 0, 0, 0),

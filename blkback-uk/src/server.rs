@@ -1247,13 +1247,7 @@ impl<P: Platform, S: Store> Server<P, S> {
                 Action::Flush => (IoKind::Flush, 0, 0),
                 Action::Discard { sector, sectors } => (IoKind::Discard { sectors }, sector, 0),
             };
-            ios.push(SharedIo {
-                kind,
-                sector,
-                at: w.first_page * PAGE_SIZE,
-                len,
-                result: Err(StoreError::Io { errno: 0 }),
-            });
+            ios.push(SharedIo::new(kind, sector, w.first_page * PAGE_SIZE, len));
             which.push(wi);
         }
         store.execute_shared(mem, &mut ios);

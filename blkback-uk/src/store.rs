@@ -118,6 +118,19 @@ pub struct SharedIo {
     pub result: Result<(), StoreError>,
 }
 
+impl SharedIo {
+    pub fn new(kind: IoKind, sector: u64, at: usize, len: usize) -> Self {
+        SharedIo {
+            kind,
+            sector,
+            at,
+            len,
+            // Not yet executed.
+            result: Err(StoreError::Io { errno: 0 }),
+        }
+    }
+}
+
 /// Storage behind one disk.
 pub trait Store {
     fn info(&self) -> StoreInfo;

@@ -176,9 +176,9 @@ fuzz_target!(|data: &[u8]| {
                 // the read's after them.
                 let wpages = wlen.div_ceil(4096);
                 let mut shared = [
-                    SharedIo { kind: ios[0].kind, sector: ios[0].sector, at: 0, len: wlen, result: Ok(()) },
-                    SharedIo { kind: IoKind::Read, sector: 100, at: wpages * 4096, len: 8192, result: Ok(()) },
-                    SharedIo { kind: IoKind::Flush, sector: 0, at: 0, len: 0, result: Ok(()) },
+                    SharedIo::new(ios[0].kind, ios[0].sector, 0, wlen),
+                    SharedIo::new(IoKind::Read, 100, wpages * 4096, 8192),
+                    SharedIo::new(IoKind::Flush, 0, 0, 0),
                 ];
                 s.execute_shared(&l.mem(), &mut shared);
                 assert!(!was_broken);

@@ -817,13 +817,7 @@ fn batches_on_the_servers_bounce_pages_move_with_one_copy_each_way() {
     let small = pattern(3 * 512, 8);
     mem.write_from(4096, &w).unwrap();
     mem.write_from(4096 + 1024 * 1024, &small).unwrap();
-    let io = |kind, sector, at, len| SharedIo {
-        kind,
-        sector,
-        at,
-        len,
-        result: Err(StoreError::Io { errno: 0 }),
-    };
+    let io = SharedIo::new;
     let mut ios = [
         io(IoKind::Write { fua: false }, 16, 4096, w.len()),
         io(
@@ -974,16 +968,6 @@ fn lent(s: &VbdStore<LocalPages, FakeBack>) -> Option<Rc<LocalPages>> {
     s.lent_pages().map(|l| l.downcast::<LocalPages>().unwrap())
 }
 
-fn shared_io(kind: IoKind, sector: u64, at: usize, len: usize) -> SharedIo {
-    SharedIo {
-        kind,
-        sector,
-        at,
-        len,
-        result: Err(StoreError::Io { errno: 0 }),
-    }
-}
-
 #[test]
 fn lent_pages_carry_the_data_in_place_until_a_broken_store_keeps_some() {
     let host = LocalHost::new();
@@ -999,7 +983,7 @@ fn lent_pages_carry_the_data_in_place_until_a_broken_store_keeps_some() {
     // names pages 4..8 themselves.
     let w = pattern(4 * 4096, 9);
     mem.write_from(4 * 4096, &w).unwrap();
-    let mut ios = [shared_io(
+    let mut ios = [SharedIo::new(
         IoKind::Write { fua: false },
         16,
         4 * 4096,
@@ -1010,7 +994,7 @@ fn lent_pages_carry_the_data_in_place_until_a_broken_store_keeps_some() {
     assert_eq!(&disk_a.borrow().cache[16 * 512..16 * 512 + w.len()], &w[..]);
     // A read lands where the server wants it, and only there.
     mem.fill(0, 20 * 4096, 0).unwrap();
-    let mut ios = [shared_io(IoKind::Read, 16, 9 * 4096, w.len())];
+    let mut ios = [SharedIo::new(IoKind::Read, 16, 9 * 4096, w.len())];
     a.execute_shared(&mem, &mut ios);
     assert_eq!(ios[0].result, Ok(()));
     let mut all = vec![0u8; 20 * 4096];
@@ -1023,7 +1007,7 @@ fn lent_pages_carry_the_data_in_place_until_a_broken_store_keeps_some() {
     assert_eq!((a.stats().requests, a.stats().in_place), (2, 2));
     // Data not starting on a page of the set, or past its end, is refused.
     for at in [4 * 4096 + 512, 18 * 4096] {
-        let mut ios = [shared_io(IoKind::Write { fua: false }, 0, at, 4 * 4096)];
+        let mut ios = [SharedIo::new(IoKind::Write { fua: false }, 0, at, 4 * 4096)];
         a.execute_shared(&mem, &mut ios);
         assert_eq!(ios[0].result, Err(StoreError::Io { errno: 5 }), "at {at}");
     }
@@ -1031,7 +1015,7 @@ fn lent_pages_carry_the_data_in_place_until_a_broken_store_keeps_some() {
 
     // A backend that never answers keeps lent pages 2..5: the set is lent
     // no more, and its copies avoid those pages.
-    let mut ios = [shared_io(
+    let mut ios = [SharedIo::new(
         IoKind::Write { fua: false },
         0,
         2 * 4096,
@@ -1044,7 +1028,7 @@ fn lent_pages_carry_the_data_in_place_until_a_broken_store_keeps_some() {
     assert!(lent(&a).is_none() && lent(&silent).is_none());
     // A batch on the set's pages after that is refused whole; through the
     // copy path the store goes on.
-    let mut ios = [shared_io(IoKind::Read, 16, 0, 4096)];
+    let mut ios = [SharedIo::new(IoKind::Read, 16, 0, 4096)];
     a.execute_shared(&mem, &mut ios);
     assert_eq!(ios[0].result, Err(StoreError::Io { errno: 5 }));
     let mut r = vec![0u8; w.len()];
