@@ -9,9 +9,9 @@
 //!    bounded) for the backend's `state` to be InitWait (2) or later;
 //! 2. grant one ring page and its indirect pages (one per ring slot) to
 //!    the backend (the bounce pages were granted to that backend domain
-//!    once, [`VbdBounce`]), allocate an unbound event channel, write `ring-ref`, `event-channel`, `protocol` =
-//!    `x86_64-abi`, `feature-persistent` = 1, then `state` = Initialised
-//!    (3);
+//!    once, [`VbdBounce`]), allocate an unbound event channel, write
+//!    `ring-ref`, `event-channel`, `protocol` = `x86_64-abi`,
+//!    `feature-persistent` = 1, then `state` = Initialised (3);
 //! 3. wait (bounded) for the backend's Connected (4), read `sectors`,
 //!    `sector-size`, `info` (read-only bit), `feature-flush-cache`,
 //!    `feature-barrier`, `feature-persistent`,
@@ -20,13 +20,13 @@
 //! **Persistent grants** (blkif.h "feature-persistent"): the frontend's
 //! part is to use a bounded set of grants over and over, which this store
 //! always does (the pages granted in [`VbdPages::new`] and
-//! [`VbdBounce::new`], nothing else, for the store's life), so it says 1 without waiting for the backend's key
-//! (Linux's xen-blkback writes its own only in `connect()`, after our
-//! Initialised; both must say 1). The backend then maps each page once and
-//! keeps it mapped (Linux: up to `max_persistent_grants`, 1056 per ring,
-//! the least used unmapped by its LRU purge beyond that or after 60 s
-//! unused: transparent to us), instead of mapping and unmapping every page
-//! of every request. It can then write a page at any time, which changes
+//! [`VbdBounce::new`], nothing else, for the store's life), so it says 1
+//! without waiting for the backend's key (Linux's xen-blkback writes its
+//! own only in `connect()`, after our Initialised; both must say 1). The
+//! backend then maps each page once and keeps it mapped (Linux: up to
+//! `max_persistent_grants`, 1056 per ring, the least used unmapped by its
+//! LRU purge beyond that or after 60 s unused: transparent to us), instead
+//! of mapping and unmapping every page of every request. It can then write a page at any time, which changes
 //! nothing here: the bounce pages were always treated as backend-writable
 //! (data is copied in before a request, out once after its answer) and
 //! hold nothing but data of disks that same backend domain serves, which
@@ -50,8 +50,9 @@
 //! The store then runs each batch ([`Store::execute`]) as blkif requests:
 //! reads and writes split into requests of up to 11 pages (or the indirect
 //! segments in use), data through the backend's bounce pages, at most a
-//! ring's worth (32) and the bounce pages' worth in flight. Responses are polled (the event channel
-//! only wakes a sleep), with a deadline per batch.
+//! ring's worth (32) and the bounce pages' worth in flight. Responses are
+//! polled (the event channel only wakes a sleep), with a deadline per
+//! batch.
 //!
 //! Durability: blkif has no FUA bit, so a FUA write is followed by a
 //! `BLKIF_OP_FLUSH_DISKCACHE` (or a zero-segment `BLKIF_OP_WRITE_BARRIER`
@@ -202,11 +203,7 @@ impl<Pg: PageBlock> VbdBounce<Pg> {
             });
         }
         let pages = p.alloc_pages(count)?;
-        let mut grefs = Vec::with_capacity(count);
-        for i in 0..count {
-            let frame = pages.frame(i).ok_or(Error::OutOfMemory)?;
-            grefs.push(p.grant(frame, backend, Access::ReadWrite)?);
-        }
+        let grefs = grant_each(p, &pages, count, backend)?;
         Ok(Rc::new(RefCell::new(VbdBounce {
             backend,
             pages: Rc::new(pages),
@@ -227,6 +224,12 @@ impl<Pg: PageBlock> VbdBounce<Pg> {
     /// Pages free now: the set less what broken stores left in flight.
     pub fn free(&self) -> usize {
         self.free.len()
+    }
+
+    /// No page is held by a request or was kept by a broken store's
+    /// backend: the set may be lent whole.
+    fn all_free(&self) -> bool {
+        self.free.len() == self.count()
     }
 
     /// Whether `mem` is this set's pages, whole (the server lent them back).
@@ -262,11 +265,7 @@ impl<Pg: PageBlock> VbdPages<Pg> {
         // maps a grant it keeps (persistent) writable whatever the request.
         let n_indirect = RING_SIZE as usize * INDIRECT_PAGES_PER_SLOT;
         let indirect = p.alloc_pages(n_indirect)?;
-        let mut indirect_grefs = Vec::with_capacity(n_indirect);
-        for i in 0..n_indirect {
-            let frame = indirect.frame(i).ok_or(Error::OutOfMemory)?;
-            indirect_grefs.push(p.grant(frame, backend, Access::ReadWrite)?);
-        }
+        let indirect_grefs = grant_each(p, &indirect, n_indirect, backend)?;
         let port = p.alloc_unbound(backend)?;
         Ok(VbdPages {
             backend,
@@ -289,6 +288,23 @@ impl<Pg: PageBlock> VbdPages<Pg> {
     pub fn backend(&self) -> DomId {
         self.backend
     }
+}
+
+/// Grants the first `count` pages of `pages` to `backend`, read-write,
+/// one grant each. On failure the grants made stay made (the callers leak
+/// the pages: a half-made frontend never reuses them).
+fn grant_each<P: Platform>(
+    p: &mut P,
+    pages: &P::Pages,
+    count: usize,
+    backend: DomId,
+) -> Result<Vec<GrantRef>> {
+    let mut grefs = Vec::with_capacity(count);
+    for i in 0..count {
+        let frame = pages.frame(i).ok_or(Error::OutOfMemory)?;
+        grefs.push(p.grant(frame, backend, Access::ReadWrite)?);
+    }
+    Ok(grefs)
 }
 
 /// Why a disk could not be connected (the device and what failed).
@@ -973,7 +989,7 @@ impl<Pg: PageBlock + 'static, E: RingEvents> Store for VbdStore<Pg, E> {
     /// that lost one is lent no more (its vbds copy through the rest).
     fn lent_pages(&self) -> Option<Rc<dyn Any>> {
         let b = self.bounce.try_borrow().ok()?;
-        if self.broken.is_some() || b.free.len() != b.count() {
+        if self.broken.is_some() || !b.all_free() {
             return None;
         }
         let pages: Rc<dyn Any> = b.pages.clone();
@@ -984,29 +1000,19 @@ impl<Pg: PageBlock + 'static, E: RingEvents> Store for VbdStore<Pg, E> {
 impl<Pg: PageBlock, E: RingEvents> VbdStore<Pg, E> {
     fn run<B: Batch>(&mut self, ios: &mut B) {
         let n = ios.count();
-        if self.broken.is_some() {
-            for i in 0..n {
-                ios.set_result(i, Err(StoreError::Io { errno: EIO }));
-            }
-            return;
-        }
-        // A lent batch needs every page of the set (the server chose them).
-        if ios.in_place() && !matches!(self.bounce.try_borrow(), Ok(b) if b.free.len() == b.count())
-        {
-            for i in 0..n {
-                ios.set_result(i, Err(StoreError::Io { errno: EIO }));
-            }
-            return;
-        }
-        // Lent for this batch: no other store of the set runs meanwhile
-        // (execute is synchronous), so the borrow cannot fail; if it ever
-        // did, the batch fails rather than the domain.
+        // The set is ours for this batch: no other store of it runs
+        // meanwhile (execute is synchronous), so the borrow cannot fail; if
+        // it ever did, the batch fails rather than the domain. A lent batch
+        // needs every page of the set (the server chose them).
         let bounce = Rc::clone(&self.bounce);
-        let Ok(mut b) = bounce.try_borrow_mut() else {
-            for i in 0..n {
-                ios.set_result(i, Err(StoreError::Io { errno: EIO }));
+        let mut b = match bounce.try_borrow_mut() {
+            Ok(b) if self.broken.is_none() && (!ios.in_place() || b.all_free()) => b,
+            _ => {
+                for i in 0..n {
+                    ios.set_result(i, Err(StoreError::Io { errno: EIO }));
+                }
+                return;
             }
-            return;
         };
         let deadline = self.events.now_ns().saturating_add(self.batch_timeout_ns);
         let mut i = 0;

@@ -1202,9 +1202,20 @@ fn server_copies<S: Store>(rig: &Rig<S>) -> u64 {
 struct LendingStore {
     ram: RamStore,
     pages: Rc<share_sim::SimPages>,
-    lending: bool,
     on_lent: usize,
     elsewhere: usize,
+}
+
+impl LendingStore {
+    /// A store of `sectors` lending `pages` pages of the server's platform.
+    fn new(o: &mut SimPlatform, sectors: u64, pages: usize) -> LendingStore {
+        LendingStore {
+            ram: RamStore::new(sectors),
+            pages: Rc::new(o.alloc_pages(pages).unwrap()),
+            on_lent: 0,
+            elsewhere: 0,
+        }
+    }
 }
 
 impl Store for LendingStore {
@@ -1228,21 +1239,13 @@ impl Store for LendingStore {
     }
     fn lent_pages(&self) -> Option<Rc<dyn core::any::Any>> {
         let pages: Rc<dyn core::any::Any> = self.pages.clone();
-        self.lending.then_some(pages)
+        Some(pages)
     }
 }
 
 #[test]
 fn a_store_that_lends_its_pages_gets_the_data_there_and_nothing_else() {
-    let mut rig = Rig::over_made(|o| {
-        vec![LendingStore {
-            ram: RamStore::new(4096),
-            pages: Rc::new(o.alloc_pages(300).unwrap()),
-            lending: true,
-            on_lent: 0,
-            elsewhere: 0,
-        }]
-    });
+    let mut rig = Rig::over_made(|o| vec![LendingStore::new(o, 4096, 300)]);
     let (mut m, mut c) = rig.member(0, disk_entry(0, 2, false, 11));
     // 1 MiB: one indirect request, its segment list in an indirect page.
     let big = pattern(21, 1024 * 1024);
@@ -1284,15 +1287,7 @@ fn four_one_mib_requests_fill_one_batch_on_lent_pages() {
         bounce_pages: 1032,
         max_indirect_segments: 256,
     };
-    let mut rig = Rig::over_made_with(config, |o| {
-        vec![LendingStore {
-            ram: RamStore::new(16384),
-            pages: Rc::new(o.alloc_pages(1024).unwrap()),
-            lending: true,
-            on_lent: 0,
-            elsewhere: 0,
-        }]
-    });
+    let mut rig = Rig::over_made_with(config, |o| vec![LendingStore::new(o, 16384, 1024)]);
     let (mut m, mut c) = rig.member(0, disk_entry(0, 2, false, 11));
     let mut bufs = Vec::new();
     let mut reqs = Vec::new();

@@ -206,10 +206,31 @@ fn store_with(
     offered: u16,
     takes: u16,
 ) -> (VbdStore<LocalPages, FakeBack>, Rc<RefCell<Disk>>) {
+    let (host, mut front, set) = front_with_set(bounce);
+    store_in(&host, &mut front, &set, mode, sectors, offered, takes)
+}
+
+/// A frontend domain with a set of `count` bounce pages granted to BACK.
+fn front_with_set(count: usize) -> (LocalHost, LocalPlatform, SharedBounce<LocalPages>) {
     let host = LocalHost::new();
     let mut front = host.domain(FRONT);
-    let set = VbdBounce::new(&mut front, BACK, bounce).unwrap();
-    store_in(&host, &mut front, &set, mode, sectors, offered, takes)
+    let set = VbdBounce::new(&mut front, BACK, count).unwrap();
+    (host, front, set)
+}
+
+impl FakeBack {
+    fn new(host: &LocalHost, ring_ref: GrantRef, disk: Rc<RefCell<Disk>>, mode: Mode) -> Self {
+        FakeBack {
+            p: host.domain(BACK),
+            host: host.clone(),
+            ring_ref,
+            disk,
+            mode,
+            req_cons: 0,
+            rsp_prod: 0,
+            notified: 0,
+        }
+    }
 }
 
 /// A store on `host`, with its data through `set`: several stores may
@@ -231,16 +252,7 @@ fn store_in(
         indirect: 0,
         max_indirect: takes,
     }));
-    let back = FakeBack {
-        p: host.domain(BACK),
-        host: host.clone(),
-        ring_ref: pages.ring_ref(),
-        disk: disk.clone(),
-        mode,
-        req_cons: 0,
-        rsp_prod: 0,
-        notified: 0,
-    };
+    let back = FakeBack::new(host, pages.ring_ref(), disk.clone(), mode);
     let mut i = info(sectors, FlushKind::FlushCache);
     i.max_indirect_segments = offered;
     let s = VbdStore::new(pages, i, back, set.clone()).unwrap();
@@ -867,9 +879,7 @@ fn batches_on_the_servers_bounce_pages_move_with_one_copy_each_way() {
 
 #[test]
 fn vbds_of_one_backend_share_its_bounce_pages_and_a_broken_one_keeps_only_its_own() {
-    let host = LocalHost::new();
-    let mut front = host.domain(FRONT);
-    let set = VbdBounce::new(&mut front, BACK, 20).unwrap();
+    let (host, mut front, set) = front_with_set(20);
     let (mut a, disk_a) = store_in(&host, &mut front, &set, Mode::Honest, 512, 64, 64);
     let (mut b, disk_b) = store_in(&host, &mut front, &set, Mode::Honest, 512, 64, 64);
     let (mut silent, _) = store_in(&host, &mut front, &set, Mode::Silent, 512, 64, 64);
@@ -921,9 +931,7 @@ fn vbds_of_one_backend_share_its_bounce_pages_and_a_broken_one_keeps_only_its_ow
 
 #[test]
 fn a_set_with_no_pages_left_fails_io_without_waiting() {
-    let host = LocalHost::new();
-    let mut front = host.domain(FRONT);
-    let set = VbdBounce::new(&mut front, BACK, 11).unwrap();
+    let (host, mut front, set) = front_with_set(11);
     let (mut silent, _) = store_in(&host, &mut front, &set, Mode::Silent, 512, 0, 0);
     let (mut a, disk_a) = store_in(&host, &mut front, &set, Mode::Honest, 512, 0, 0);
     silent.set_batch_timeout(1_000_000_000);
@@ -948,16 +956,8 @@ fn a_store_takes_only_bounce_pages_granted_to_its_own_backend() {
     let mut front = host.domain(FRONT);
     let other = VbdBounce::new(&mut front, BACK + 1, 11).unwrap();
     let pages = VbdPages::new(&mut front, BACK).unwrap();
-    let back = FakeBack {
-        p: host.domain(BACK),
-        host: host.clone(),
-        ring_ref: pages.ring_ref(),
-        disk: Rc::new(RefCell::new(Disk::default())),
-        mode: Mode::Honest,
-        req_cons: 0,
-        rsp_prod: 0,
-        notified: 0,
-    };
+    let disk = Rc::new(RefCell::new(Disk::default()));
+    let back = FakeBack::new(&host, pages.ring_ref(), disk, Mode::Honest);
     assert!(matches!(
         VbdStore::new(pages, info(64, FlushKind::FlushCache), back, other),
         Err(Error::InvalidArgument { .. })
@@ -970,9 +970,7 @@ fn lent(s: &VbdStore<LocalPages, FakeBack>) -> Option<Rc<LocalPages>> {
 
 #[test]
 fn lent_pages_carry_the_data_in_place_until_a_broken_store_keeps_some() {
-    let host = LocalHost::new();
-    let mut front = host.domain(FRONT);
-    let set = VbdBounce::new(&mut front, BACK, 20).unwrap();
+    let (host, mut front, set) = front_with_set(20);
     let (mut a, disk_a) = store_in(&host, &mut front, &set, Mode::Honest, 512, 64, 64);
     let (mut silent, _) = store_in(&host, &mut front, &set, Mode::Silent, 512, 64, 64);
     silent.set_batch_timeout(1_000_000_000);
